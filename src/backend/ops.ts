@@ -1,0 +1,322 @@
+/**
+ * The op interface: the one contract between model code and devices.
+ *
+ * Dimension letters, named once (as in llm.c):
+ *   B  batch            T  sequence length (queries)    Tk  key/value length
+ *   C  model dim        H  feed-forward hidden dim      V   vocabulary size
+ *   NH query heads      NKV key/value heads             HS  head size (C = NH * HS usually)
+ *   N  rows (B*T)       M, K, N in matmul docs are the usual GEMM sizes.
+ *
+ * Conventions every backend follows:
+ * - Buffers are row-major, contiguous, and created only by `alloc` (or `view` of one).
+ *   Nothing allocates behind the caller's back.
+ * - Parameter gradients (dweight, dbias, dtable) always ACCUMULATE (`+=`), so gradient
+ *   accumulation over micro-batches is free. Activation gradients accumulate or are
+ *   written as each method states.
+ * - Token ids and targets live in `i32` buffers; -100 in a target means "ignore".
+ * - `out` may alias an input only where a method says so.
+ * - On the CPU everything is fp32. On CUDA, activations and weights may be bf16 with
+ *   fp32 accumulation; optimizer state and master weights are fp32.
+ */
+
+/** Element type of a device buffer. */
+export type DType = "f32" | "bf16" | "i32";
+
+/** An opaque device buffer: a backend only accepts buffers it made. */
+export interface DeviceBuffer {
+  /** Number of elements. */
+  readonly length: number;
+  readonly dtype: DType;
+}
+
+/** Rotary embedding layouts: Meta/llama2.c pair (2i, 2i+1); Hugging Face pairs (i, i+HS/2). */
+export type RopeLayout = "interleaved" | "half";
+
+/** AdamW hyper-parameters for one step (PyTorch's `torch.optim.AdamW` semantics). */
+export interface AdamWParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step count, used for bias correction. */
+  step: number;
+}
+
+/**
+ * Collectives across the processes of one job. On one process every method is a no-op
+ * (or a plain copy), so single-device code can call them unconditionally.
+ * Buffers are on the backend's device; sums are elementwise.
+ */
+export interface Collectives {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** buf = sum over ranks of buf. */
+  allReduceSum(buf: DeviceBuffer): Promise<void>;
+  /** out(n) = slice `rank` of sum over ranks of inp(worldSize * n). */
+  reduceScatterSum(out: DeviceBuffer, inp: DeviceBuffer): Promise<void>;
+  /** out(worldSize * n) = concatenation over ranks of inp(n). */
+  allGather(out: DeviceBuffer, inp: DeviceBuffer): Promise<void>;
+  /** buf = buf of rank `root`. */
+  broadcast(buf: DeviceBuffer, root: number): Promise<void>;
+  barrier(): Promise<void>;
+}
+
+/** A compute device: memory plus the fused layer ops of a Llama-family transformer. */
+export interface Backend {
+  readonly name: "cpu" | "cuda";
+  /** Dtype used for activations and weights on this backend ("f32" on the CPU). */
+  readonly computeDtype: DType;
+  readonly collectives: Collectives;
+
+  // ---- memory -------------------------------------------------------------------------
+  /** A new zero-filled buffer of `length` elements. */
+  alloc(length: number, dtype?: DType): DeviceBuffer;
+  /** A view of `length` elements of `buf` starting at element `offset` (no copy). */
+  view(buf: DeviceBuffer, offset: number, length: number): DeviceBuffer;
+  /** Copy host data into `dst` starting at element `dstOffset` (converts f32 -> bf16). */
+  upload(dst: DeviceBuffer, src: Float32Array | Int32Array, dstOffset?: number): void;
+  /** Copy a buffer to the host (bf16 is widened to f32). */
+  download(src: DeviceBuffer): Float32Array | Int32Array;
+  /** Every element of `buf` = value. */
+  fill(buf: DeviceBuffer, value: number): void;
+  /** dst = src (same length; converts between f32 and bf16 when dtypes differ). */
+  copy(dst: DeviceBuffer, src: DeviceBuffer): void;
+  /** Release a buffer made by `alloc` (views need no release). */
+  free(buf: DeviceBuffer): void;
+  /** Wait until all queued work is done. */
+  sync(): void;
+  /** Bytes currently held by live `alloc` buffers (for memory reports). */
+  bytesInUse(): number;
+
+  // ---- elementwise --------------------------------------------------------------------
+  /** out(n) = a(n) + b(n). out may alias a or b. */
+  add(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void;
+  /** out(n) = a(n) * b(n). out may alias a or b. */
+  mul(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void;
+  /** out(n) += alpha * x(n). */
+  axpy(out: DeviceBuffer, x: DeviceBuffer, alpha: number): void;
+  /** buf(n) *= s. */
+  scale(buf: DeviceBuffer, s: number): void;
+  /** Sum of all elements, returned to the host (synchronizes). */
+  sum(buf: DeviceBuffer): number;
+  /** Sum of squares of all elements, returned to the host (for gradient norms). */
+  sumSquares(buf: DeviceBuffer): number;
+  /**
+   * Dropout mask: mask(n) = 0 with probability p, else 1/(1-p), from a counter-based
+   * generator keyed by (seed, element index) so every backend draws the same mask.
+   * Apply with `mul`; the backward pass is the same `mul`.
+   */
+  dropoutMask(mask: DeviceBuffer, p: number, seed: number): void;
+
+  // ---- layers -------------------------------------------------------------------------
+  /**
+   * out(M, N) = inp(M, K) @ weight(N, K)^T + bias(N).
+   * With `accumulate`, out += instead of out =.
+   */
+  matmulForward(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    bias: DeviceBuffer | null,
+    M: number,
+    K: number,
+    N: number,
+    accumulate?: boolean,
+  ): void;
+  /**
+   * Backward of matmulForward; every non-null output ACCUMULATES:
+   * dinp(M, K) += dout(M, N) @ weight(N, K); dweight(N, K) += dout^T @ inp;
+   * dbias(N) += sum over rows of dout.
+   */
+  matmulBackward(
+    dinp: DeviceBuffer | null,
+    dweight: DeviceBuffer | null,
+    dbias: DeviceBuffer | null,
+    dout: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    M: number,
+    K: number,
+    N: number,
+  ): void;
+
+  /** out(N, C) = table(V, C)[tokens(N)]. */
+  embeddingForward(
+    out: DeviceBuffer,
+    tokens: DeviceBuffer,
+    table: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void;
+  /** dtable(V, C)[tokens[i]] += dout(N, C)[i]  (accumulates). */
+  embeddingBackward(
+    dtable: DeviceBuffer,
+    dout: DeviceBuffer,
+    tokens: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void;
+
+  /** out(N, C) = inp * rstd * weight(C), rstd(N) = 1/sqrt(mean(inp^2) + eps) is saved. */
+  rmsnormForward(
+    out: DeviceBuffer,
+    rstd: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    N: number,
+    C: number,
+    eps: number,
+  ): void;
+  /** dinp(N, C) += ..., dweight(C) += ... (both accumulate; dweight may be null). */
+  rmsnormBackward(
+    dinp: DeviceBuffer,
+    dweight: DeviceBuffer | null,
+    dout: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    rstd: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void;
+
+  /**
+   * Rotary embedding on x(B, T, NH, HS), in place. Token t of every batch row sits at
+   * position `pos + t`; cos/sin(Tmax, HS/2) are the precomputed tables (frequency i of
+   * position p at [p * HS/2 + i]). `inverse` rotates by the negative angle, which is the
+   * backward pass (the rotation is orthogonal).
+   */
+  rope(
+    x: DeviceBuffer,
+    cos: DeviceBuffer,
+    sin: DeviceBuffer,
+    B: number,
+    T: number,
+    NH: number,
+    HS: number,
+    pos: number,
+    layout: RopeLayout,
+    inverse: boolean,
+  ): void;
+
+  /**
+   * Causal attention with grouped-query heads, scale 1/sqrt(HS).
+   * q(B, T, NH, HS); k, v(B, Tcap, NKV, HS) of which the first Tk rows are valid;
+   * query t sits at position Tk - T + t and sees keys 0..Tk-T+t (Tk = T when training,
+   * Tk > T when decoding against a KV cache of capacity Tcap).
+   * out(B, T, NH, HS) is written; lse(B, NH, T) saves each row's log-sum-exp for backward.
+   * Query head h reads key/value head floor(h / (NH / NKV)).
+   */
+  attentionForward(
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    B: number,
+    T: number,
+    Tk: number,
+    Tcap: number,
+    NH: number,
+    NKV: number,
+    HS: number,
+  ): void;
+  /**
+   * Backward of attentionForward for training (Tk = Tcap = T). dq, dk, dv are WRITTEN
+   * (shapes of q, k, v); out and lse are the forward's.
+   */
+  attentionBackward(
+    dq: DeviceBuffer,
+    dk: DeviceBuffer,
+    dv: DeviceBuffer,
+    dout: DeviceBuffer,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    B: number,
+    T: number,
+    NH: number,
+    NKV: number,
+    HS: number,
+  ): void;
+
+  /**
+   * Write rows into a KV cache: cache(B, Tcap, NKV*HS)[b, pos + t] = src(B, T, NKV*HS)[b, t].
+   */
+  kvCacheWrite(
+    cache: DeviceBuffer,
+    src: DeviceBuffer,
+    B: number,
+    T: number,
+    Tcap: number,
+    width: number,
+    pos: number,
+  ): void;
+
+  /** out(N, H) = silu(gate(N, H)) * up(N, H). out may alias neither input. */
+  swigluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void;
+  /** dgate(n), dup(n) are WRITTEN from dout(n). dgate/dup may alias gate/up. */
+  swigluBackward(
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dout: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void;
+
+  /**
+   * Cross-entropy of logits(N, V) against targets(N) (i32, -100 = ignore).
+   * losses(N) is written: -log softmax(logits)[target], 0 for ignored rows.
+   * If dlogits is given it is WRITTEN: (softmax - onehot(target)) * gradScale, zero rows
+   * for ignored targets. dlogits may alias logits (the gradient overwrites the logits).
+   */
+  crossEntropy(
+    losses: DeviceBuffer,
+    dlogits: DeviceBuffer | null,
+    logits: DeviceBuffer,
+    targets: DeviceBuffer,
+    N: number,
+    V: number,
+    gradScale: number,
+  ): void;
+
+  // ---- optimizer ----------------------------------------------------------------------
+  /**
+   * One AdamW step over n = params.length elements (decoupled weight decay, bias
+   * correction, PyTorch semantics): params, m, v are updated in place from grads.
+   */
+  adamw(
+    params: DeviceBuffer,
+    grads: DeviceBuffer,
+    m: DeviceBuffer,
+    v: DeviceBuffer,
+    hp: AdamWParams,
+  ): void;
+}
+
+/** Collectives for a single process: everything is a no-op or a copy. */
+export class SingleProcessCollectives implements Collectives {
+  readonly rank = 0;
+  readonly worldSize = 1;
+  constructor(private readonly copy: (dst: DeviceBuffer, src: DeviceBuffer) => void) {}
+  allReduceSum(_buf: DeviceBuffer): Promise<void> {
+    return Promise.resolve();
+  }
+  reduceScatterSum(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
+    this.copy(out, inp);
+    return Promise.resolve();
+  }
+  allGather(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
+    this.copy(out, inp);
+    return Promise.resolve();
+  }
+  broadcast(_buf: DeviceBuffer, _root: number): Promise<void> {
+    return Promise.resolve();
+  }
+  barrier(): Promise<void> {
+    return Promise.resolve();
+  }
+}

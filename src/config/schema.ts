@@ -1,0 +1,58 @@
+/**
+ * Typed parameter declarations for recipes and `_component_` builders.
+ *
+ * A recipe declares its top-level keys in one `ParamSchema`; a key whose value is a
+ * section with `_component_` (model, tokenizer, checkpointer, dataset, optimizer,
+ * lr_scheduler, loss, ...) is declared `{ type: "component", kind }` and its other keys
+ * are checked against the chosen component's own schema. Keys use torchtune's
+ * snake_case names so torchtune configs and overrides carry over.
+ */
+
+/** The kinds of builders a config section can name. */
+export type ComponentKind =
+  | "model"
+  | "tokenizer"
+  | "checkpointer"
+  | "dataset"
+  | "optimizer"
+  | "lr_scheduler"
+  | "loss"
+  | "metric_logger"
+  | "profiler";
+
+/** One declared key. */
+export type ParamSpec =
+  | { type: "int"; default?: number | null; doc: string; required?: boolean }
+  | { type: "float"; default?: number | null; doc: string; required?: boolean }
+  | { type: "bool"; default?: boolean | null; doc: string; required?: boolean }
+  | {
+    type: "string";
+    default?: string | null;
+    doc: string;
+    required?: boolean;
+    choices?: readonly string[];
+  }
+  | { type: "string[]"; default?: string[] | null; doc: string; required?: boolean }
+  | { type: "int[]"; default?: number[] | null; doc: string; required?: boolean }
+  | { type: "float[]"; default?: number[] | null; doc: string; required?: boolean }
+  /** A nested plain section (no `_component_`), validated against `params`. */
+  | { type: "section"; params: ParamSchema; doc: string; required?: boolean }
+  /** A section naming a builder with `_component_`. */
+  | { type: "component"; kind: ComponentKind; doc: string; required?: boolean; default?: null }
+  /** Free-form value, passed through unchecked (use sparingly, e.g. chat templates). */
+  | { type: "any"; default?: unknown; doc: string; required?: boolean };
+
+export type ParamSchema = Record<string, ParamSpec>;
+
+/** A builder that a config section can name with `_component_`. */
+export interface ComponentSpec<T = unknown> {
+  /** Canonical name, torchtune's dotted path where one exists (e.g. `torchtune.models.llama2.llama2_7b`). */
+  name: string;
+  /** Other accepted names (e.g. `tune.models.llama2_7b`, short forms). */
+  aliases?: readonly string[];
+  kind: ComponentKind;
+  doc: string;
+  params: ParamSchema;
+  /** Build from validated arguments (defaults applied, types parsed). */
+  build(args: Record<string, unknown>): T;
+}
