@@ -1,0 +1,10 @@
+/**
+ * Every `_component_` builder tune knows, registered by importing each domain's
+ * components file. This list is the whole registry: configs cannot name anything else.
+ */
+import "./models/components.ts";
+import "./tokenizers/components.ts";
+import "./checkpoint/components.ts";
+import "./data/components.ts";
+import "./optim/components.ts";
+import "./training/components.ts";
