@@ -1,20 +1,36 @@
 /** Options of `Tokenizer.encode`. */
 export interface EncodeOptions {
-  /** Prepend the beginning-of-sequence token (default true). */
+  /** Prepend the beginning-of-sequence token (default true; nothing is added when `bosId` is -1). */
   bos?: boolean;
   /** Append the end-of-sequence token (default false). */
   eos?: boolean;
+  /**
+   * Read special-token text in the input (e.g. `<|eot_id|>`) as that special id. The default
+   * follows each format's reference library: false for SentencePiece, llama2.c and tiktoken
+   * (torchtune's Llama 3 encodes such text as plain text), true for tokenizer.json (as Hugging
+   * Face and torchtune's Qwen2 do).
+   */
+  parseSpecial?: boolean;
+}
+
+/** Options of `Tokenizer.decode`. */
+export interface DecodeOptions {
+  /** Drop special tokens (BOS, EOS, <|eot_id|>, added special tokens) from the text (default true). */
+  skipSpecial?: boolean;
 }
 
 /** A text tokenizer; every format (SentencePiece, llama2.c, tiktoken, tokenizer.json) implements it. */
 export interface Tokenizer {
   readonly vocabSize: number;
+  /** Beginning-of-sequence id, or -1 when the tokenizer has none (e.g. Qwen2). */
   readonly bosId: number;
   readonly eosId: number;
   /** Padding id for collation (falls back to eosId or 0 when the format has none). */
   readonly padId: number;
   /** Extra ids that end generation (e.g. Llama 3's <|eot_id|>), eosId included. */
   readonly stopIds: readonly number[];
+  /** Special tokens by their text (BOS, EOS, chat markers, reserved tokens), where the format has them. */
+  readonly specialTokens?: ReadonlyMap<string, number>;
   encode(text: string, options?: EncodeOptions): number[];
-  decode(ids: readonly number[]): string;
+  decode(ids: readonly number[], options?: DecodeOptions): string;
 }
