@@ -1,0 +1,206 @@
+/**
+ * OpenBLAS through Deno FFI: single-precision GEMM/GEMV on row-major Float32Arrays.
+ *
+ * The library opens lazily on first use. `TUNE_OPENBLAS_PATH` names a library file to
+ * use instead of the default soname `libopenblas.so.0` (then a few usual paths). When no
+ * library loads, `openBlas()` returns null and callers fall back to TypeScript kernels.
+ * An explicit `TUNE_OPENBLAS_PATH` that does not load is an error, not a silent fallback.
+ * Float32Array views are passed as "buffer": Deno passes the view's data pointer with its
+ * byteOffset applied, so subarrays address the right elements.
+ */
+
+import { TuneError } from "../src/errors.ts";
+
+/** CBLAS enum values (cblas.h). */
+export const CBLAS_ROW_MAJOR = 101;
+export const CBLAS_NO_TRANS = 111;
+export const CBLAS_TRANS = 112;
+
+const SYMBOLS = {
+  // void cblas_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE transA,
+  //   enum CBLAS_TRANSPOSE transB, blasint M, blasint N, blasint K, float alpha,
+  //   const float *A, blasint lda, const float *B, blasint ldb, float beta,
+  //   float *C, blasint ldc)
+  cblas_sgemm: {
+    parameters: [
+      "i32", // order
+      "i32", // transA
+      "i32", // transB
+      "i32", // M
+      "i32", // N
+      "i32", // K
+      "f32", // alpha
+      "buffer", // const float *A
+      "i32", // lda
+      "buffer", // const float *B
+      "i32", // ldb
+      "f32", // beta
+      "buffer", // float *C
+      "i32", // ldc
+    ],
+    result: "void",
+  },
+  // void cblas_sgemv(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE trans, blasint M,
+  //   blasint N, float alpha, const float *A, blasint lda, const float *x, blasint incx,
+  //   float beta, float *y, blasint incy)
+  cblas_sgemv: {
+    parameters: [
+      "i32", // order
+      "i32", // trans
+      "i32", // M
+      "i32", // N
+      "f32", // alpha
+      "buffer", // const float *A
+      "i32", // lda
+      "buffer", // const float *x
+      "i32", // incx
+      "f32", // beta
+      "buffer", // float *y
+      "i32", // incy
+    ],
+    result: "void",
+  },
+  // char *openblas_get_config(void)
+  openblas_get_config: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** Row-major single-precision BLAS calls (thin typed wrappers over the C symbols). */
+export interface OpenBlas {
+  /** Where the library was opened from. */
+  readonly path: string;
+  /** OpenBLAS build configuration string (for logs). */
+  readonly config: string;
+  /**
+   * C(M, N) = alpha * op(A) @ op(B) + beta * C, row-major; op(X) = X or X^T.
+   * A, B, C are Float32Array views whose first element is the matrix origin.
+   */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    B: Float32Array,
+    ldb: number,
+    beta: number,
+    C: Float32Array,
+    ldc: number,
+  ): void;
+  /** y = alpha * op(A) @ x + beta * y with A(M, N) row-major. */
+  sgemv(
+    trans: boolean,
+    M: number,
+    N: number,
+    alpha: number,
+    A: Float32Array,
+    lda: number,
+    x: Float32Array,
+    beta: number,
+    y: Float32Array,
+  ): void;
+}
+
+const USUAL_PATHS = [
+  "libopenblas.so.0",
+  "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+  "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+  "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+  "/usr/lib64/libopenblas.so.0",
+  "/usr/local/lib/libopenblas.so.0",
+  "/opt/homebrew/opt/openblas/lib/libopenblas.dylib",
+  "libopenblas.so",
+];
+
+let cached: OpenBlas | null | undefined;
+
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env: behave as if unset
+  }
+}
+
+function tryOpen(path: string): OpenBlas | null {
+  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    lib = Deno.dlopen(path, SYMBOLS);
+  } catch {
+    return null;
+  }
+  // Locals keep the calls on Deno's fast FFI path.
+  const sgemm = lib.symbols.cblas_sgemm;
+  const sgemv = lib.symbols.cblas_sgemv;
+  const cfgPtr = lib.symbols.openblas_get_config();
+  const config = cfgPtr === null ? "" : Deno.UnsafePointerView.getCString(cfgPtr);
+  return {
+    path,
+    config,
+    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
+      sgemm(
+        CBLAS_ROW_MAJOR,
+        transA ? CBLAS_TRANS : CBLAS_NO_TRANS,
+        transB ? CBLAS_TRANS : CBLAS_NO_TRANS,
+        M,
+        N,
+        K,
+        alpha,
+        A,
+        lda,
+        B,
+        ldb,
+        beta,
+        C,
+        ldc,
+      );
+    },
+    sgemv(trans, M, N, alpha, A, lda, x, beta, y) {
+      sgemv(
+        CBLAS_ROW_MAJOR,
+        trans ? CBLAS_TRANS : CBLAS_NO_TRANS,
+        M,
+        N,
+        alpha,
+        A,
+        lda,
+        x,
+        1,
+        beta,
+        y,
+        1,
+      );
+    },
+  };
+}
+
+/**
+ * The OpenBLAS binding, opened on first call; null when no library can be opened
+ * Throws TuneError when `TUNE_OPENBLAS_PATH` names a file that does not load.
+ */
+export function openBlas(): OpenBlas | null {
+  if (cached !== undefined) return cached;
+  const override = readEnv("TUNE_OPENBLAS_PATH");
+  if (override) {
+    const blas = tryOpen(override);
+    if (!blas) {
+      throw new TuneError(
+        `TUNE_OPENBLAS_PATH=${override} could not be opened as OpenBLAS; ` +
+          `point it at a libopenblas shared library or unset it`,
+      );
+    }
+    cached = blas;
+    return cached;
+  }
+  cached = null;
+  for (const p of USUAL_PATHS) {
+    const blas = tryOpen(p);
+    if (blas) {
+      cached = blas;
+      break;
+    }
+  }
+  return cached;
+}

@@ -1,0 +1,554 @@
+/**
+ * The CPU backend: fp32 compute on host typed arrays, matrix products through OpenBLAS
+ * (or TypeScript kernels when OpenBLAS is missing or `TUNE_CPU_MATMUL=ts`). It is the
+ * numerical oracle for the CUDA backend.
+ */
+import { openBlas } from "../../../ffi/openblas.ts";
+import { TuneError } from "../../errors.ts";
+import {
+  type AdamWParams,
+  type Backend,
+  type Collectives,
+  type DeviceBuffer,
+  type DType,
+  type RopeLayout,
+  SingleProcessCollectives,
+} from "../ops.ts";
+import { adamwStep } from "./adamw.ts";
+import { attentionBackward, attentionForward } from "./attention.ts";
+import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
+import { dropoutFill } from "./dropout.ts";
+import { Gemm } from "./gemm.ts";
+import * as layers from "./layers.ts";
+import { Scratch } from "./scratch.ts";
+
+/** Options of the CPU backend. */
+export interface CpuBackendOptions {
+  /**
+   * "blas" uses OpenBLAS (TypeScript when it cannot be opened), "ts" forces the TypeScript
+   * kernels. Default: env TUNE_CPU_MATMUL ("ts" or "blas"), else "blas".
+   */
+  matmul?: "blas" | "ts";
+  /** Collectives for multi-process runs; default: single process. */
+  collectives?: Collectives;
+}
+
+/** Scratch slots (slots 0 and 1 belong to gemm.ts). */
+const SLOT64_ATT_P = 0; // (Tk) attention probabilities of one query row
+const SLOT64_ACC = 1; // (HS) attention output row, or (N) bias-gradient sums
+
+function envMatmul(): "blas" | "ts" {
+  let v: string | undefined;
+  try {
+    v = Deno.env.get("TUNE_CPU_MATMUL");
+  } catch {
+    v = undefined;
+  }
+  if (v === undefined || v === "" || v === "blas") return "blas";
+  if (v === "ts") return "ts";
+  throw new TuneError(`TUNE_CPU_MATMUL=${v} is not a matmul path; use "blas" or "ts"`);
+}
+
+/** The host buffer behind a DeviceBuffer, checking that this backend made it. */
+function buf(b: DeviceBuffer): CpuBuffer {
+  if (!(b instanceof CpuBuffer)) throw new Error("buffer was not made by the CPU backend");
+  return b;
+}
+
+function f32(b: DeviceBuffer, need: number, what: string): Float32Array {
+  const c = buf(b);
+  if (c.dtype === "i32") throw new Error(`${what}: expected a float buffer, got i32`);
+  if (c.data.length < need) {
+    throw new Error(`${what}: buffer has ${c.data.length} elements, needs ${need}`);
+  }
+  return c.data as Float32Array;
+}
+
+function i32(b: DeviceBuffer, need: number, what: string): Int32Array {
+  const c = buf(b);
+  if (c.dtype !== "i32") throw new Error(`${what}: expected an i32 buffer, got ${c.dtype}`);
+  if (c.data.length < need) {
+    throw new Error(`${what}: buffer has ${c.data.length} elements, needs ${need}`);
+  }
+  return c.data as Int32Array;
+}
+
+/** Exactly the first n elements of a float buffer. */
+function f32n(b: DeviceBuffer, n: number, what: string): Float32Array {
+  const a = f32(b, n, what);
+  return a.length === n ? a : a.subarray(0, n);
+}
+
+/** A Backend on the host CPU. */
+export class CpuBackend implements Backend {
+  readonly name = "cpu" as const;
+  readonly computeDtype: DType = "f32";
+  readonly collectives: Collectives;
+  /** Which matrix-product path is in use: "blas" (OpenBLAS) or "ts". */
+  readonly matmulPath: "blas" | "ts";
+  private readonly gemm: Gemm;
+  private readonly scratch = new Scratch();
+  private liveBytes = 0;
+
+  constructor(opts: CpuBackendOptions = {}) {
+    const want = opts.matmul ?? envMatmul();
+    const blas = want === "blas" ? openBlas() : null;
+    this.matmulPath = blas ? "blas" : "ts";
+    this.gemm = new Gemm(blas, this.scratch);
+    this.collectives = opts.collectives ??
+      new SingleProcessCollectives((dst, src) => this.copy(dst, src));
+  }
+
+  // ---- memory -------------------------------------------------------------------------
+
+  alloc(length: number, dtype: DType = "f32"): DeviceBuffer {
+    if (!Number.isInteger(length) || length < 0) {
+      throw new Error(`alloc: length ${length} is not a non-negative integer`);
+    }
+    const data = dtype === "i32" ? new Int32Array(length) : new Float32Array(length);
+    this.liveBytes += data.byteLength;
+    return new CpuBuffer(dtype, data, true);
+  }
+
+  view(b: DeviceBuffer, offset: number, length: number): DeviceBuffer {
+    const c = buf(b);
+    if (offset < 0 || length < 0 || offset + length > c.data.length) {
+      throw new Error(`view [${offset}, ${offset + length}) is outside a buffer of ${c.length}`);
+    }
+    return new CpuBuffer(c.dtype, c.data.subarray(offset, offset + length), false);
+  }
+
+  upload(dst: DeviceBuffer, src: Float32Array | Int32Array, dstOffset = 0): void {
+    const d = buf(dst);
+    if (dstOffset < 0 || dstOffset + src.length > d.data.length) {
+      throw new Error(`upload of ${src.length} at ${dstOffset} overflows a buffer of ${d.length}`);
+    }
+    if ((d.dtype === "i32") !== (src instanceof Int32Array)) {
+      throw new Error(`upload: ${src.constructor.name} into a ${d.dtype} buffer`);
+    }
+    if (d.dtype === "bf16") {
+      roundArrayBf16((d.data as Float32Array).subarray(dstOffset, dstOffset + src.length), src);
+    } else {
+      d.data.set(src, dstOffset);
+    }
+  }
+
+  download(src: DeviceBuffer): Float32Array | Int32Array {
+    return buf(src).data.slice();
+  }
+
+  fill(b: DeviceBuffer, value: number): void {
+    const c = buf(b);
+    c.data.fill(c.dtype === "bf16" ? roundBf16(value) : value);
+  }
+
+  copy(dst: DeviceBuffer, src: DeviceBuffer): void {
+    const d = buf(dst), s = buf(src);
+    if (d.length !== s.length) throw new Error(`copy: lengths ${d.length} != ${s.length}`);
+    if ((d.dtype === "i32") !== (s.dtype === "i32")) {
+      throw new Error(`copy: ${s.dtype} into ${d.dtype}`);
+    }
+    if (d.dtype === "bf16" && s.dtype !== "bf16") {
+      roundArrayBf16(d.data as Float32Array, s.data);
+    } else {
+      d.data.set(s.data);
+    }
+  }
+
+  free(b: DeviceBuffer): void {
+    const c = buf(b);
+    if (!c.owned) return;
+    this.liveBytes -= c.data.byteLength;
+    c.owned = false; // a second free is then a no-op, not a double count
+  }
+
+  sync(): void {}
+
+  bytesInUse(): number {
+    return this.liveBytes;
+  }
+
+  // ---- elementwise --------------------------------------------------------------------
+
+  add(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void {
+    const n = out.length;
+    const o = f32(out, n, "add"), x = f32(a, n, "add a"), y = f32(b, n, "add b");
+    for (let i = 0; i < n; i++) o[i] = x[i] + y[i];
+  }
+
+  mul(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void {
+    const n = out.length;
+    const o = f32(out, n, "mul"), x = f32(a, n, "mul a"), y = f32(b, n, "mul b");
+    for (let i = 0; i < n; i++) o[i] = x[i] * y[i];
+  }
+
+  axpy(out: DeviceBuffer, x: DeviceBuffer, alpha: number): void {
+    const n = out.length;
+    const o = f32(out, n, "axpy"), a = f32(x, n, "axpy x");
+    for (let i = 0; i < n; i++) o[i] += alpha * a[i];
+  }
+
+  scale(b: DeviceBuffer, s: number): void {
+    const o = f32(b, 0, "scale");
+    const n = o.length;
+    for (let i = 0; i < n; i++) o[i] *= s;
+  }
+
+  sum(b: DeviceBuffer): number {
+    const a = buf(b).data;
+    let s = 0; // float64 accumulation
+    for (let i = 0; i < a.length; i++) s += a[i];
+    return s;
+  }
+
+  sumSquares(b: DeviceBuffer): number {
+    const a = buf(b).data;
+    let s = 0; // float64 accumulation
+    for (let i = 0; i < a.length; i++) s += a[i] * a[i];
+    return s;
+  }
+
+  dropoutMask(mask: DeviceBuffer, p: number, seed: number): void {
+    if (!(p >= 0 && p < 1)) throw new TuneError(`dropout probability ${p} must be in [0, 1)`);
+    if (!Number.isInteger(seed)) throw new TuneError(`dropout seed ${seed} must be an integer`);
+    dropoutFill(f32(mask, 0, "dropoutMask"), p, seed);
+  }
+
+  // ---- layers -------------------------------------------------------------------------
+
+  matmulForward(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    bias: DeviceBuffer | null,
+    M: number,
+    K: number,
+    N: number,
+    accumulate = false,
+  ): void {
+    const o = f32(out, M * N, "matmul out"); // (M, N)
+    const x = f32(inp, M * K, "matmul inp"); // (M, K)
+    const w = f32(weight, N * K, "matmul weight"); // (N, K)
+    let beta = accumulate ? 1 : 0;
+    if (bias !== null) {
+      const bb = f32(bias, N, "matmul bias"); // (N)
+      // Put the bias into out first, then accumulate the product on top of it.
+      for (let i = 0; i < M; i++) {
+        const r = i * N;
+        if (beta === 0) { for (let j = 0; j < N; j++) o[r + j] = bb[j]; }
+        else for (let j = 0; j < N; j++) o[r + j] += bb[j];
+      }
+      beta = 1;
+    }
+    if (K === 0) {
+      if (beta === 0) o.fill(0, 0, M * N);
+      return;
+    }
+    this.gemm.nt(M, N, K, x, K, w, K, o, N, beta);
+  }
+
+  matmulBackward(
+    dinp: DeviceBuffer | null,
+    dweight: DeviceBuffer | null,
+    dbias: DeviceBuffer | null,
+    dout: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    M: number,
+    K: number,
+    N: number,
+  ): void {
+    const dy = f32(dout, M * N, "matmul dout"); // (M, N)
+    if (dinp !== null) {
+      const dx = f32(dinp, M * K, "matmul dinp"); // (M, K)
+      const w = f32(weight, N * K, "matmul weight"); // (N, K)
+      if (N > 0) this.gemm.nn(M, K, N, dy, N, w, K, dx, K, 1);
+    }
+    if (dweight !== null) {
+      const dw = f32(dweight, N * K, "matmul dweight"); // (N, K)
+      const x = f32(inp, M * K, "matmul inp"); // (M, K)
+      if (M > 0) this.gemm.tn(N, K, M, dy, N, x, K, dw, K, 1);
+    }
+    if (dbias !== null) {
+      const db = f32(dbias, N, "matmul dbias"); // (N)
+      const acc = this.scratch.get64(SLOT64_ACC, N);
+      acc.fill(0);
+      for (let i = 0; i < M; i++) {
+        const r = i * N;
+        for (let j = 0; j < N; j++) acc[j] += dy[r + j];
+      }
+      for (let j = 0; j < N; j++) db[j] += acc[j];
+    }
+  }
+
+  embeddingForward(
+    out: DeviceBuffer,
+    tokens: DeviceBuffer,
+    table: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void {
+    layers.embeddingForward(
+      f32(out, N * C, "embedding out"),
+      i32(tokens, N, "embedding tokens"),
+      f32(table, 0, "embedding table"),
+      N,
+      C,
+    );
+  }
+
+  embeddingBackward(
+    dtable: DeviceBuffer,
+    dout: DeviceBuffer,
+    tokens: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void {
+    layers.embeddingBackward(
+      f32(dtable, 0, "embedding dtable"),
+      f32(dout, N * C, "embedding dout"),
+      i32(tokens, N, "embedding tokens"),
+      N,
+      C,
+    );
+  }
+
+  rmsnormForward(
+    out: DeviceBuffer,
+    rstd: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    N: number,
+    C: number,
+    eps: number,
+  ): void {
+    layers.rmsnormForward(
+      f32(out, N * C, "rmsnorm out"),
+      f32(rstd, N, "rmsnorm rstd"),
+      f32(inp, N * C, "rmsnorm inp"),
+      f32(weight, C, "rmsnorm weight"),
+      N,
+      C,
+      eps,
+    );
+  }
+
+  rmsnormBackward(
+    dinp: DeviceBuffer,
+    dweight: DeviceBuffer | null,
+    dout: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    rstd: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void {
+    layers.rmsnormBackward(
+      f32(dinp, N * C, "rmsnorm dinp"),
+      dweight === null ? null : f32(dweight, C, "rmsnorm dweight"),
+      f32(dout, N * C, "rmsnorm dout"),
+      f32(inp, N * C, "rmsnorm inp"),
+      f32(weight, C, "rmsnorm weight"),
+      f32(rstd, N, "rmsnorm rstd"),
+      N,
+      C,
+    );
+  }
+
+  rope(
+    x: DeviceBuffer,
+    cos: DeviceBuffer,
+    sin: DeviceBuffer,
+    B: number,
+    T: number,
+    NH: number,
+    HS: number,
+    pos: number,
+    layout: RopeLayout,
+    inverse: boolean,
+  ): void {
+    if (HS % 2 !== 0) throw new Error(`rope: head size ${HS} is odd`);
+    const need = (pos + T) * (HS / 2);
+    const c = f32(cos, 0, "rope cos");
+    if (c.length < need) {
+      throw new TuneError(
+        `sequence position ${pos + T - 1} is beyond the rotary table of ` +
+          `${c.length / (HS / 2)} positions; raise max_seq_len`,
+      );
+    }
+    layers.rope(
+      f32(x, B * T * NH * HS, "rope x"),
+      c,
+      f32(sin, need, "rope sin"),
+      B,
+      T,
+      NH,
+      HS,
+      pos,
+      layout,
+      inverse,
+    );
+  }
+
+  attentionForward(
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    B: number,
+    T: number,
+    Tk: number,
+    Tcap: number,
+    NH: number,
+    NKV: number,
+    HS: number,
+  ): void {
+    if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
+    if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
+    attentionForward(
+      f32(out, B * T * NH * HS, "attention out"),
+      f32(lse, B * NH * T, "attention lse"),
+      f32(q, B * T * NH * HS, "attention q"),
+      f32(k, B * Tcap * NKV * HS, "attention k"),
+      f32(v, B * Tcap * NKV * HS, "attention v"),
+      B,
+      T,
+      Tk,
+      Tcap,
+      NH,
+      NKV,
+      HS,
+      this.scratch.get64(SLOT64_ATT_P, Tk),
+      this.scratch.get64(SLOT64_ACC, HS),
+    );
+  }
+
+  attentionBackward(
+    dq: DeviceBuffer,
+    dk: DeviceBuffer,
+    dv: DeviceBuffer,
+    dout: DeviceBuffer,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    B: number,
+    T: number,
+    NH: number,
+    NKV: number,
+    HS: number,
+  ): void {
+    if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
+    const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
+    attentionBackward(
+      f32n(dq, nq, "attention dq"),
+      f32n(dk, nkv, "attention dk"),
+      f32n(dv, nkv, "attention dv"),
+      f32(dout, nq, "attention dout"),
+      f32(q, nq, "attention q"),
+      f32(k, nkv, "attention k"),
+      f32(v, nkv, "attention v"),
+      f32(out, nq, "attention out"),
+      f32(lse, B * NH * T, "attention lse"),
+      B,
+      T,
+      NH,
+      NKV,
+      HS,
+    );
+  }
+
+  kvCacheWrite(
+    cache: DeviceBuffer,
+    src: DeviceBuffer,
+    B: number,
+    T: number,
+    Tcap: number,
+    width: number,
+    pos: number,
+  ): void {
+    if (pos < 0 || pos + T > Tcap) {
+      throw new TuneError(
+        `KV cache of ${Tcap} positions cannot hold positions ${pos}..` +
+          `${pos + T - 1}; raise max_seq_len or shorten the prompt`,
+      );
+    }
+    layers.kvCacheWrite(
+      f32(cache, B * Tcap * width, "kv cache"),
+      f32(src, B * T * width, "kv src"),
+      B,
+      T,
+      Tcap,
+      width,
+      pos,
+    );
+  }
+
+  swigluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
+    layers.swigluForward(
+      f32(out, n, "swiglu out"),
+      f32(gate, n, "swiglu gate"),
+      f32(up, n, "swiglu up"),
+      n,
+    );
+  }
+
+  swigluBackward(
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dout: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void {
+    layers.swigluBackward(
+      f32(dgate, n, "swiglu dgate"),
+      f32(dup, n, "swiglu dup"),
+      f32(dout, n, "swiglu dout"),
+      f32(gate, n, "swiglu gate"),
+      f32(up, n, "swiglu up"),
+      n,
+    );
+  }
+
+  crossEntropy(
+    losses: DeviceBuffer,
+    dlogits: DeviceBuffer | null,
+    logits: DeviceBuffer,
+    targets: DeviceBuffer,
+    N: number,
+    V: number,
+    gradScale: number,
+  ): void {
+    layers.crossEntropy(
+      f32(losses, N, "cross-entropy losses"),
+      dlogits === null ? null : f32(dlogits, N * V, "cross-entropy dlogits"),
+      f32(logits, N * V, "cross-entropy logits"),
+      i32(targets, N, "cross-entropy targets"),
+      N,
+      V,
+      gradScale,
+    );
+  }
+
+  // ---- optimizer ----------------------------------------------------------------------
+
+  adamw(
+    params: DeviceBuffer,
+    grads: DeviceBuffer,
+    m: DeviceBuffer,
+    v: DeviceBuffer,
+    hp: AdamWParams,
+  ): void {
+    const n = params.length;
+    adamwStep(
+      f32n(params, n, "adamw params"),
+      f32n(grads, n, "adamw grads"),
+      f32n(m, n, "adamw m"),
+      f32n(v, n, "adamw v"),
+      hp,
+    );
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * TypeScript kernels of the CPU backend's row-wise layers: embedding, RMSNorm, rotary
+ * embedding, SwiGLU, cross-entropy and the KV-cache write. They take raw typed arrays;
+ * the backend checks sizes before calling.
+ */
+import { TuneError } from "../../errors.ts";
+import type { RopeLayout } from "../ops.ts";
+
+/** out(N, C) = table(V, C)[tokens(N)]. */
+export function embeddingForward(
+  out: Float32Array,
+  tokens: Int32Array,
+  table: Float32Array,
+  N: number,
+  C: number,
+): void {
+  const V = (table.length / C) | 0;
+  for (let i = 0; i < N; i++) {
+    const t = tokens[i];
+    if (t < 0 || t >= V) {
+      throw new TuneError(
+        `token id ${t} at position ${i} is outside the vocabulary 0..${V - 1}; ` +
+          `check that the tokenizer matches the model`,
+      );
+    }
+    out.set(table.subarray(t * C, t * C + C), i * C);
+  }
+}
+
+/** dtable(V, C)[tokens[i]] += dout(N, C)[i]. */
+export function embeddingBackward(
+  dtable: Float32Array,
+  dout: Float32Array,
+  tokens: Int32Array,
+  N: number,
+  C: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const t = tokens[i] * C;
+    const o = i * C;
+    for (let c = 0; c < C; c++) dtable[t + c] += dout[o + c];
+  }
+}
+
+/** out(N, C) = inp * rstd * weight; rstd(N) = 1 / sqrt(mean(inp^2) + eps). */
+export function rmsnormForward(
+  out: Float32Array,
+  rstd: Float32Array,
+  inp: Float32Array,
+  weight: Float32Array,
+  N: number,
+  C: number,
+  eps: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const o = i * C;
+    let ss = 0;
+    for (let c = 0; c < C; c++) {
+      const x = inp[o + c];
+      ss += x * x;
+    }
+    // Round rstd to fp32 first so forward and backward use the same saved value.
+    const r = Math.fround(1 / Math.sqrt(ss / C + eps));
+    rstd[i] = r;
+    for (let c = 0; c < C; c++) out[o + c] = inp[o + c] * r * weight[c];
+  }
+}
+
+/**
+ * Backward of rmsnormForward, accumulating:
+ * dinp += rstd * (w * dout) - rstd^3 / C * inp * sum(dout * w * inp); dweight += dout * inp * rstd.
+ */
+export function rmsnormBackward(
+  dinp: Float32Array,
+  dweight: Float32Array | null,
+  dout: Float32Array,
+  inp: Float32Array,
+  weight: Float32Array,
+  rstd: Float32Array,
+  N: number,
+  C: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const o = i * C;
+    const r = rstd[i];
+    let dot = 0;
+    for (let c = 0; c < C; c++) dot += dout[o + c] * weight[c] * inp[o + c];
+    const k = (r * r * r * dot) / C;
+    for (let c = 0; c < C; c++) {
+      dinp[o + c] += r * weight[c] * dout[o + c] - k * inp[o + c];
+    }
+    if (dweight !== null) {
+      for (let c = 0; c < C; c++) dweight[c] += dout[o + c] * inp[o + c] * r;
+    }
+  }
+}
+
+/**
+ * Rotary embedding in place on x(B, T, NH, HS); token t at position pos + t.
+ * cos/sin(Tmax, HS/2). Pairs are (2i, 2i+1) for "interleaved", (i, i + HS/2) for "half".
+ */
+export function rope(
+  x: Float32Array,
+  cos: Float32Array,
+  sin: Float32Array,
+  B: number,
+  T: number,
+  NH: number,
+  HS: number,
+  pos: number,
+  layout: RopeLayout,
+  inverse: boolean,
+): void {
+  const half = HS >> 1;
+  const sign = inverse ? -1 : 1;
+  // Element offsets of a pair's first and second member relative to the head start.
+  const stride0 = layout === "interleaved" ? 2 : 1;
+  const second = layout === "interleaved" ? 1 : half;
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const tab = (pos + t) * half;
+      for (let h = 0; h < NH; h++) {
+        const base = ((b * T + t) * NH + h) * HS;
+        for (let i = 0; i < half; i++) {
+          const c = cos[tab + i];
+          const s = sign * sin[tab + i];
+          const j = base + i * stride0;
+          const x0 = x[j];
+          const x1 = x[j + second];
+          x[j] = x0 * c - x1 * s;
+          x[j + second] = x0 * s + x1 * c;
+        }
+      }
+    }
+  }
+}
+
+/** out(n) = silu(gate) * up, silu(g) = g / (1 + exp(-g)). */
+export function swigluForward(
+  out: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  n: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    out[i] = (g / (1 + Math.exp(-g))) * up[i];
+  }
+}
+
+/** dgate = dout * up * silu'(gate), dup = dout * silu(gate); written, may alias gate/up. */
+export function swigluBackward(
+  dgate: Float32Array,
+  dup: Float32Array,
+  dout: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  n: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    const u = up[i];
+    const d = dout[i];
+    const sig = 1 / (1 + Math.exp(-g));
+    dgate[i] = d * u * sig * (1 + g * (1 - sig));
+    dup[i] = d * g * sig;
+  }
+}
+
+/**
+ * losses(N) = logsumexp(logits) - logits[target] (0 where target = -100); dlogits, when
+ * given, is written as (softmax - onehot) * gradScale and may alias logits.
+ */
+export function crossEntropy(
+  losses: Float32Array,
+  dlogits: Float32Array | null,
+  logits: Float32Array,
+  targets: Int32Array,
+  N: number,
+  V: number,
+  gradScale: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const o = i * V;
+    const tgt = targets[i];
+    if (tgt === -100) {
+      losses[i] = 0;
+      if (dlogits !== null) dlogits.fill(0, o, o + V);
+      continue;
+    }
+    if (tgt < 0 || tgt >= V) {
+      throw new TuneError(
+        `target id ${tgt} at row ${i} is outside 0..${V - 1} (or -100 to ` +
+          `ignore); check the dataset's labels against the model's vocabulary`,
+      );
+    }
+    let max = -Infinity;
+    for (let j = 0; j < V; j++) if (logits[o + j] > max) max = logits[o + j];
+    let sum = 0;
+    for (let j = 0; j < V; j++) sum += Math.exp(logits[o + j] - max);
+    const lse = max + Math.log(sum);
+    losses[i] = lse - logits[o + tgt];
+    if (dlogits !== null) {
+      // Reads logits[o + j] before writing dlogits[o + j], so aliasing is safe.
+      for (let j = 0; j < V; j++) dlogits[o + j] = Math.exp(logits[o + j] - lse) * gradScale;
+      dlogits[o + tgt] -= gradScale;
+    }
+  }
+}
+
+/** cache(B, Tcap, width)[b, pos + t] = src(B, T, width)[b, t]. */
+export function kvCacheWrite(
+  cache: Float32Array,
+  src: Float32Array,
+  B: number,
+  T: number,
+  Tcap: number,
+  width: number,
+  pos: number,
+): void {
+  for (let b = 0; b < B; b++) {
+    const s = b * T * width;
+    cache.set(src.subarray(s, s + T * width), (b * Tcap + pos) * width);
+  }
+}

@@ -1,0 +1,31 @@
+/** Pick the compute backend for a run: the CPU backend, or the CUDA backend when asked. */
+import { TuneError } from "../errors.ts";
+import { CpuBackend } from "./cpu/backend.ts";
+import type { Backend } from "./ops.ts";
+
+/** Module that exports `createCudaBackend(): Backend | Promise<Backend>`. */
+const CUDA_BACKEND_MODULE = "./cuda/backend.ts";
+
+/**
+ * A backend for `device`. The CUDA backend is imported only when requested, so CPU runs
+ * never load the CUDA libraries; if it cannot be loaded a TuneError says so.
+ */
+export async function createBackend(device: "cpu" | "cuda"): Promise<Backend> {
+  if (device === "cpu") return new CpuBackend();
+  if (device !== "cuda") {
+    throw new TuneError(`device "${device}" is not supported; use device=cpu or device=cuda`);
+  }
+  let mod: { createCudaBackend?: () => Backend | Promise<Backend> };
+  try {
+    mod = await import(CUDA_BACKEND_MODULE);
+  } catch (e) {
+    throw new TuneError(
+      `the CUDA backend could not be loaded (${(e as Error).message.split("\n")[0]}); ` +
+        `use device=cpu`,
+    );
+  }
+  if (typeof mod.createCudaBackend !== "function") {
+    throw new TuneError(`${CUDA_BACKEND_MODULE} has no createCudaBackend(); use device=cpu`);
+  }
+  return await mod.createCudaBackend();
+}
