@@ -138,7 +138,7 @@ Deno.test("rope() throws TuneError when positions run past the table", () => {
   );
 });
 
-for (const name of ["ops_attention", "ops_attention_mqa"]) {
+for (const name of ["ops_attention", "ops_attention_mqa", "ops_attention_long"]) {
   Deno.test(`attentionForward()/attentionBackward() match causal GQA softmax (${name})`, () => {
     const f = loadFixture(name);
     const [B, T, NH, NKV, HS] = ["B", "T", "NH", "NKV", "HS"].map((k) => f.meta<number>(k));
@@ -165,58 +165,54 @@ function rows(x: Float32Array, B: number, T: number, W: number, t0: number, t1: 
   return out;
 }
 
-Deno.test("attentionForward() with a KV cache (Tk=7, Tcap=9) reproduces full attention rows", () => {
-  const f = loadFixture("ops_attention");
+/**
+ * Fill a KV cache of capacity Tcap with the fixture's k/v rows 0..Tk-1 (a prefill of
+ * `prefill` rows, then one row at a time as a decoder does), run attentionForward for
+ * query rows [t0, Tk) and compare with the fixture's full causal attention rows.
+ */
+function checkCachedAttention(name: string, Tk: number, Tcap: number, prefill: number, t0: number) {
+  const f = loadFixture(name);
   const [B, T, NH, NKV, HS] = ["B", "T", "NH", "NKV", "HS"].map((k) => f.meta<number>(k));
-  const Tcap = 9, W = NKV * HS;
+  const W = NKV * HS;
   const kc = zeros(B * Tcap * W), vc = zeros(B * Tcap * W);
-  be.fill(kc, 1e3); // stale rows beyond Tk must not be read
+  be.fill(kc, 1e3); // stale rows at and beyond Tk must not be read
   be.fill(vc, 1e3);
   const kAll = f.f32("k"), vAll = f.f32("v"), qAll = f.f32("q");
-  const outAll = f.f32("out"), lseAll = f.f32("lse");
-  // Prefill positions 0..4, then write 5 and 6 one at a time as a decoder does.
-  be.kvCacheWrite(kc, up(rows(kAll, B, T, W, 0, 5)), B, 5, Tcap, W, 0);
-  be.kvCacheWrite(vc, up(rows(vAll, B, T, W, 0, 5)), B, 5, Tcap, W, 0);
-  for (const p of [5, 6]) {
+  be.kvCacheWrite(kc, up(rows(kAll, B, T, W, 0, prefill)), B, prefill, Tcap, W, 0);
+  be.kvCacheWrite(vc, up(rows(vAll, B, T, W, 0, prefill)), B, prefill, Tcap, W, 0);
+  for (let p = prefill; p < Tk; p++) {
     be.kvCacheWrite(kc, up(rows(kAll, B, T, W, p, p + 1)), B, 1, Tcap, W, p);
     be.kvCacheWrite(vc, up(rows(vAll, B, T, W, p, p + 1)), B, 1, Tcap, W, p);
   }
-  // Decode: one query (t = 6) against Tk = 7 cached keys.
-  const out1 = zeros(B * NH * HS), lse1 = zeros(B * NH);
-  be.attentionForward(
-    out1,
-    lse1,
-    up(rows(qAll, B, T, NH * HS, 6, 7)),
-    kc,
-    vc,
-    B,
-    1,
-    7,
-    Tcap,
-    NH,
-    NKV,
-    HS,
+  const Tq = Tk - t0;
+  const out = zeros(B * Tq * NH * HS), lse = zeros(B * NH * Tq);
+  const q = up(rows(qAll, B, T, NH * HS, t0, Tk));
+  be.attentionForward(out, lse, q, kc, vc, B, Tq, Tk, Tcap, NH, NKV, HS);
+  assertClose(
+    `out rows ${t0}..${Tk - 1}`,
+    down(out),
+    rows(f.f32("out"), B, T, NH * HS, t0, Tk),
+    FWD,
   );
-  assertClose("decode out", down(out1), rows(outAll, B, T, NH * HS, 6, 7), FWD);
-  assertClose("decode lse", down(lse1), rows(lseAll, B * NH, T, 1, 6, 7), FWD);
-  // A chunk of two queries (t = 5, 6) against the same cache.
-  const out2 = zeros(B * 2 * NH * HS), lse2 = zeros(B * NH * 2);
-  be.attentionForward(
-    out2,
-    lse2,
-    up(rows(qAll, B, T, NH * HS, 5, 7)),
-    kc,
-    vc,
-    B,
-    2,
-    7,
-    Tcap,
-    NH,
-    NKV,
-    HS,
+  assertClose(
+    `lse rows ${t0}..${Tk - 1}`,
+    down(lse),
+    rows(f.f32("lse"), B * NH, T, 1, t0, Tk),
+    FWD,
   );
-  assertClose("chunk out", down(out2), rows(outAll, B, T, NH * HS, 5, 7), FWD);
-  assertClose("chunk lse", down(lse2), rows(lseAll, B * NH, T, 1, 5, 7), FWD);
+}
+
+Deno.test("attentionForward() decoding T=1 against a KV cache (Tk=7, Tcap=9) matches full attention", () => {
+  checkCachedAttention("ops_attention", 7, 9, 5, 6);
+});
+
+Deno.test("attentionForward() on a 2-token chunk against a KV cache (Tk=7, Tcap=9) matches full attention", () => {
+  checkCachedAttention("ops_attention", 7, 9, 5, 5);
+});
+
+Deno.test("attentionForward() on 67 queries against a KV cache (Tk=70, Tcap=72) crosses row blocks", () => {
+  checkCachedAttention("ops_attention_long", 70, 72, 60, 3);
+  checkCachedAttention("ops_attention_long", 70, 72, 69, 69);
 });
 
 Deno.test("kvCacheWrite() throws TuneError when the cache is full", () => {

@@ -1,72 +1,89 @@
 /**
- * Causal grouped-query attention on the CPU (scale 1/sqrt(HS)). The forward saves each
- * query row's log-sum-exp; the backward recomputes the probabilities from it, as
- * FlashAttention does, so no (T, Tk) matrix is kept between passes.
+ * Causal grouped-query attention on the CPU (scale 1/sqrt(HS)), built from matrix
+ * products per (batch, head, block of query rows) so OpenBLAS does the heavy lifting.
+ * The forward saves each query row's log-sum-exp; the backward recomputes probabilities
+ * from it (as FlashAttention does), so no (T, Tk) matrix is kept between passes.
  */
+import type { Gemm } from "./gemm.ts";
+
+/** Query rows per block: the block's scores (ROWS, Tk) stay in cache. */
+const ROWS = 64;
+
+/** Sizes and scratch of one attention call. */
+export interface AttentionDims {
+  B: number;
+  T: number;
+  Tk: number;
+  Tcap: number;
+  NH: number;
+  NKV: number;
+  HS: number;
+}
 
 /**
  * out(B, T, NH, HS), lse(B, NH, T) from q(B, T, NH, HS) and k, v(B, Tcap, NKV, HS) whose
  * first Tk rows are valid; query t sits at position Tk - T + t.
- * `p` (Tk) and `acc` (HS) are scratch.
+ * `s` is scratch of at least min(T, ROWS) * Tk elements.
  */
 export function attentionForward(
+  gemm: Gemm,
   out: Float32Array,
   lse: Float32Array,
   q: Float32Array,
   k: Float32Array,
   v: Float32Array,
-  B: number,
-  T: number,
-  Tk: number,
-  Tcap: number,
-  NH: number,
-  NKV: number,
-  HS: number,
-  p: Float64Array,
-  acc: Float64Array,
+  d: AttentionDims,
+  s: Float32Array,
 ): void {
+  const { B, T, Tk, Tcap, NH, NKV, HS } = d;
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
+  const ldq = NH * HS, ldk = NKV * HS;
+  const shift = Tk - T; // query t sees keys 0..t + shift
   for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const last = Tk - T + t; // last visible key position (inclusive)
-      for (let h = 0; h < NH; h++) {
-        const qo = ((b * T + t) * NH + h) * HS;
-        const kvh = (h / group) | 0;
-        let max = -Infinity;
-        for (let s = 0; s <= last; s++) {
-          const ko = ((b * Tcap + s) * NKV + kvh) * HS;
-          let dot = 0;
-          for (let d = 0; d < HS; d++) dot += q[qo + d] * k[ko + d];
-          const sc = dot * scale;
-          p[s] = sc;
-          if (sc > max) max = sc;
+    for (let h = 0; h < NH; h++) {
+      const kvh = (h / group) | 0;
+      const kOff = b * Tcap * ldk + kvh * HS;
+      for (let t0 = 0; t0 < T; t0 += ROWS) {
+        const R = Math.min(ROWS, T - t0);
+        const nk = t0 + R + shift; // keys visible to the block's last row
+        const qOff = (b * T + t0) * ldq + h * HS;
+        // s(R, nk) = q_blk(R, HS) @ k(nk, HS)^T
+        gemm.nt(R, nk, HS, q.subarray(qOff), ldq, k.subarray(kOff), ldk, s, nk, 0);
+        for (let r = 0; r < R; r++) {
+          const row = r * nk;
+          const last = t0 + r + shift; // inclusive
+          let max = -Infinity;
+          for (let j = 0; j <= last; j++) {
+            const x = s[row + j] * scale;
+            if (x > max) max = x;
+          }
+          let sum = 0;
+          for (let j = 0; j <= last; j++) {
+            const e = Math.exp(s[row + j] * scale - max);
+            s[row + j] = e;
+            sum += e;
+          }
+          const inv = 1 / sum;
+          for (let j = 0; j <= last; j++) s[row + j] *= inv;
+          for (let j = last + 1; j < nk; j++) s[row + j] = 0;
+          lse[(b * NH + h) * T + t0 + r] = max + Math.log(sum);
         }
-        let sum = 0;
-        for (let s = 0; s <= last; s++) {
-          const e = Math.exp(p[s] - max);
-          p[s] = e;
-          sum += e;
-        }
-        acc.fill(0);
-        for (let s = 0; s <= last; s++) {
-          const vo = ((b * Tcap + s) * NKV + kvh) * HS;
-          const w = p[s];
-          for (let d = 0; d < HS; d++) acc[d] += w * v[vo + d];
-        }
-        const inv = 1 / sum;
-        for (let d = 0; d < HS; d++) out[qo + d] = acc[d] * inv;
-        lse[(b * NH + h) * T + t] = max + Math.log(sum);
+        // out_blk(R, HS) = p(R, nk) @ v(nk, HS)
+        gemm.nn(R, HS, nk, s, nk, v.subarray(kOff), ldk, out.subarray(qOff), ldq, 0);
       }
     }
   }
 }
 
 /**
- * Backward for training (Tk = Tcap = T): dq, dk, dv are written.
- * dS = P * (dP - rowsum(dout * out)), dq = scale * dS @ K, dk = scale * dS^T @ Q, dv = P^T @ dout.
+ * Backward for training (Tk = Tcap = T); dq, dk, dv are written.
+ * With P recomputed from lse: dP = dout @ V^T, dS = P * (dP - rowsum(dout * out)) * scale,
+ * dq = dS @ K, dk = dS^T @ Q, dv = P^T @ dout.
+ * `p` and `dp` are scratch of at least min(T, ROWS) * T elements each.
  */
 export function attentionBackward(
+  gemm: Gemm,
   dq: Float32Array,
   dk: Float32Array,
   dv: Float32Array,
@@ -76,41 +93,49 @@ export function attentionBackward(
   v: Float32Array,
   out: Float32Array,
   lse: Float32Array,
-  B: number,
-  T: number,
-  NH: number,
-  NKV: number,
-  HS: number,
+  d: AttentionDims,
+  p: Float32Array,
+  dp: Float32Array,
 ): void {
+  const { B, T, NH, NKV, HS } = d;
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
-  dq.fill(0);
+  const ldq = NH * HS, ldk = NKV * HS;
   dk.fill(0);
   dv.fill(0);
   for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      for (let h = 0; h < NH; h++) {
-        const qo = ((b * T + t) * NH + h) * HS;
-        const kvh = (h / group) | 0;
-        const l = lse[(b * NH + h) * T + t];
-        let D = 0;
-        for (let d = 0; d < HS; d++) D += dout[qo + d] * out[qo + d];
-        for (let s = 0; s <= t; s++) {
-          const ko = ((b * T + s) * NKV + kvh) * HS;
-          let dot = 0;
-          let dp = 0;
-          for (let d = 0; d < HS; d++) {
-            dot += q[qo + d] * k[ko + d];
-            dp += dout[qo + d] * v[ko + d];
+    for (let h = 0; h < NH; h++) {
+      const kvh = (h / group) | 0;
+      const kOff = b * T * ldk + kvh * HS;
+      const kb = k.subarray(kOff), vb = v.subarray(kOff);
+      const dkb = dk.subarray(kOff), dvb = dv.subarray(kOff);
+      for (let t0 = 0; t0 < T; t0 += ROWS) {
+        const R = Math.min(ROWS, T - t0);
+        const nk = t0 + R;
+        const qOff = (b * T + t0) * ldq + h * HS;
+        const qb = q.subarray(qOff), dob = dout.subarray(qOff);
+        gemm.nt(R, nk, HS, qb, ldq, kb, ldk, p, nk, 0); // scores (R, nk)
+        gemm.nt(R, nk, HS, dob, ldq, vb, ldk, dp, nk, 0); // dP (R, nk)
+        for (let r = 0; r < R; r++) {
+          const row = r * nk;
+          const last = t0 + r;
+          const l = lse[(b * NH + h) * T + t0 + r];
+          const o = qOff + r * ldq;
+          let D = 0;
+          for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
+          for (let j = 0; j <= last; j++) {
+            const pr = Math.exp(p[row + j] * scale - l);
+            p[row + j] = pr;
+            dp[row + j] = pr * (dp[row + j] - D) * scale;
           }
-          const pr = Math.exp(dot * scale - l);
-          const ds = pr * (dp - D) * scale;
-          for (let d = 0; d < HS; d++) {
-            dq[qo + d] += ds * k[ko + d];
-            dk[ko + d] += ds * q[qo + d];
-            dv[ko + d] += pr * dout[qo + d];
+          for (let j = last + 1; j < nk; j++) {
+            p[row + j] = 0;
+            dp[row + j] = 0;
           }
         }
+        gemm.nn(R, HS, nk, dp, nk, kb, ldk, dq.subarray(qOff), ldq, 0); // dq_blk = dS @ K
+        gemm.tn(nk, HS, R, dp, nk, qb, ldq, dkb, ldk, 1); // dk += dS^T @ q_blk
+        gemm.tn(nk, HS, R, p, nk, dob, ldq, dvb, ldk, 1); // dv += P^T @ dout_blk
       }
     }
   }

@@ -34,8 +34,11 @@ export interface CpuBackendOptions {
 }
 
 /** Scratch slots (slots 0 and 1 belong to gemm.ts). */
-const SLOT64_ATT_P = 0; // (Tk) attention probabilities of one query row
-const SLOT64_ACC = 1; // (HS) attention output row, or (N) bias-gradient sums
+const SLOT_ATT_P = 2; // (ROWS, Tk) attention scores / probabilities of a block of rows
+const SLOT_ATT_DP = 3; // (ROWS, T) attention dP / dS of a block of rows
+const SLOT64_ACC = 0; // (N) bias-gradient sums
+/** Query rows per attention block (as attention.ts). */
+const ATT_ROWS = 64;
 
 function envMatmul(): "blas" | "ts" {
   let v: string | undefined;
@@ -406,21 +409,16 @@ export class CpuBackend implements Backend {
   ): void {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
+    const d = { B, T, Tk, Tcap, NH, NKV, HS };
     attentionForward(
+      this.gemm,
       f32(out, B * T * NH * HS, "attention out"),
       f32(lse, B * NH * T, "attention lse"),
       f32(q, B * T * NH * HS, "attention q"),
       f32(k, B * Tcap * NKV * HS, "attention k"),
       f32(v, B * Tcap * NKV * HS, "attention v"),
-      B,
-      T,
-      Tk,
-      Tcap,
-      NH,
-      NKV,
-      HS,
-      this.scratch.get64(SLOT64_ATT_P, Tk),
-      this.scratch.get64(SLOT64_ACC, HS),
+      d,
+      this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * Tk),
     );
   }
 
@@ -442,7 +440,9 @@ export class CpuBackend implements Backend {
   ): void {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
+    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS };
     attentionBackward(
+      this.gemm,
       f32n(dq, nq, "attention dq"),
       f32n(dk, nkv, "attention dk"),
       f32n(dv, nkv, "attention dv"),
@@ -452,11 +452,9 @@ export class CpuBackend implements Backend {
       f32(v, nkv, "attention v"),
       f32(out, nq, "attention out"),
       f32(lse, B * NH * T, "attention lse"),
-      B,
-      T,
-      NH,
-      NKV,
-      HS,
+      d,
+      this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * T),
+      this.scratch.get(SLOT_ATT_DP, Math.min(T, ATT_ROWS) * T),
     );
   }
 

@@ -11,12 +11,13 @@ const SLOT_PACK_A = 0;
 const SLOT_PACK_B = 1;
 
 /** Block sizes of the TypeScript kernel: a KC x NC panel of B stays in L2. */
-const KC = 256;
+const KC = 512;
 const NC = 64;
 
 /**
  * C(M, N) = A(M, K) @ B(N, K)^T + beta * C in TypeScript.
- * Register-blocked 4x4 dot products over a cache-blocked (KC, NC) panel.
+ * Register-blocked 2x4 dot products (V8 keeps 8 accumulators and 6 operands in registers;
+ * 4x4 spills and runs several times slower) over a cache-blocked (KC, NC) panel of B.
  */
 export function gemmNTts(
   M: number,
@@ -38,100 +39,104 @@ export function gemmNTts(
     for (let j0 = 0; j0 < N; j0 += NC) {
       const j1 = Math.min(N, j0 + NC);
       let i = 0;
-      for (; i + 4 <= M; i += 4) {
-        const a0 = i * lda + k0, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda;
-        let j = j0;
-        for (; j + 4 <= j1; j += 4) {
-          const b0 = j * ldb + k0, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
-          let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
-          let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-          let c20 = 0, c21 = 0, c22 = 0, c23 = 0;
-          let c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-          for (let k = 0; k < kl; k++) {
-            const x0 = A[a0 + k], x1 = A[a1 + k], x2 = A[a2 + k], x3 = A[a3 + k];
-            const y0 = B[b0 + k], y1 = B[b1 + k], y2 = B[b2 + k], y3 = B[b3 + k];
-            c00 += x0 * y0;
-            c01 += x0 * y1;
-            c02 += x0 * y2;
-            c03 += x0 * y3;
-            c10 += x1 * y0;
-            c11 += x1 * y1;
-            c12 += x1 * y2;
-            c13 += x1 * y3;
-            c20 += x2 * y0;
-            c21 += x2 * y1;
-            c22 += x2 * y2;
-            c23 += x2 * y3;
-            c30 += x3 * y0;
-            c31 += x3 * y1;
-            c32 += x3 * y2;
-            c33 += x3 * y3;
-          }
-          let c = i * ldc + j;
-          C[c] += c00;
-          C[c + 1] += c01;
-          C[c + 2] += c02;
-          C[c + 3] += c03;
-          c += ldc;
-          C[c] += c10;
-          C[c + 1] += c11;
-          C[c + 2] += c12;
-          C[c + 3] += c13;
-          c += ldc;
-          C[c] += c20;
-          C[c + 1] += c21;
-          C[c + 2] += c22;
-          C[c + 3] += c23;
-          c += ldc;
-          C[c] += c30;
-          C[c + 1] += c31;
-          C[c + 2] += c32;
-          C[c + 3] += c33;
-        }
-        for (; j < j1; j++) {
-          const b0 = j * ldb + k0;
-          let c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-          for (let k = 0; k < kl; k++) {
-            const y = B[b0 + k];
-            c0 += A[a0 + k] * y;
-            c1 += A[a1 + k] * y;
-            c2 += A[a2 + k] * y;
-            c3 += A[a3 + k] * y;
-          }
-          const c = i * ldc + j;
-          C[c] += c0;
-          C[c + ldc] += c1;
-          C[c + 2 * ldc] += c2;
-          C[c + 3 * ldc] += c3;
-        }
+      for (; i + 2 <= M; i += 2) {
+        kernel2(A, i * lda + k0, lda, B, ldb, k0, C, i * ldc, ldc, j0, j1, kl);
       }
-      for (; i < M; i++) {
-        const a0 = i * lda + k0;
-        let j = j0;
-        for (; j + 4 <= j1; j += 4) {
-          const b0 = j * ldb + k0, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
-          let c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-          for (let k = 0; k < kl; k++) {
-            const x = A[a0 + k];
-            c0 += x * B[b0 + k];
-            c1 += x * B[b1 + k];
-            c2 += x * B[b2 + k];
-            c3 += x * B[b3 + k];
-          }
-          const c = i * ldc + j;
-          C[c] += c0;
-          C[c + 1] += c1;
-          C[c + 2] += c2;
-          C[c + 3] += c3;
-        }
-        for (; j < j1; j++) {
-          const b0 = j * ldb + k0;
-          let c0 = 0;
-          for (let k = 0; k < kl; k++) c0 += A[a0 + k] * B[b0 + k];
-          C[i * ldc + j] += c0;
-        }
-      }
+      if (i < M) kernel1(A, i * lda + k0, B, ldb, k0, C, i * ldc, j0, j1, kl);
     }
+  }
+}
+
+/** Rows a0, a0 + lda of A against rows j0..j1 of B over kl elements, into C rows c0, c0 + ldc. */
+function kernel2(
+  A: Float32Array,
+  a0: number,
+  lda: number,
+  B: Float32Array,
+  ldb: number,
+  k0: number,
+  C: Float32Array,
+  c0: number,
+  ldc: number,
+  j0: number,
+  j1: number,
+  kl: number,
+): void {
+  const a1 = a0 + lda;
+  let j = j0;
+  for (; j + 4 <= j1; j += 4) {
+    const b0 = j * ldb + k0, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
+    let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+    for (let k = 0; k < kl; k++) {
+      const x0 = A[a0 + k], x1 = A[a1 + k];
+      const y0 = B[b0 + k], y1 = B[b1 + k], y2 = B[b2 + k], y3 = B[b3 + k];
+      c00 += x0 * y0;
+      c01 += x0 * y1;
+      c02 += x0 * y2;
+      c03 += x0 * y3;
+      c10 += x1 * y0;
+      c11 += x1 * y1;
+      c12 += x1 * y2;
+      c13 += x1 * y3;
+    }
+    const c = c0 + j;
+    C[c] += c00;
+    C[c + 1] += c01;
+    C[c + 2] += c02;
+    C[c + 3] += c03;
+    C[c + ldc] += c10;
+    C[c + ldc + 1] += c11;
+    C[c + ldc + 2] += c12;
+    C[c + ldc + 3] += c13;
+  }
+  for (; j < j1; j++) {
+    const b0 = j * ldb + k0;
+    let s0 = 0, s1 = 0;
+    for (let k = 0; k < kl; k++) {
+      const y = B[b0 + k];
+      s0 += A[a0 + k] * y;
+      s1 += A[a1 + k] * y;
+    }
+    C[c0 + j] += s0;
+    C[c0 + ldc + j] += s1;
+  }
+}
+
+/** Row a0 of A against rows j0..j1 of B over kl elements, into C row c0. */
+function kernel1(
+  A: Float32Array,
+  a0: number,
+  B: Float32Array,
+  ldb: number,
+  k0: number,
+  C: Float32Array,
+  c0: number,
+  j0: number,
+  j1: number,
+  kl: number,
+): void {
+  let j = j0;
+  for (; j + 4 <= j1; j += 4) {
+    const b0 = j * ldb + k0, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let k = 0; k < kl; k++) {
+      const x = A[a0 + k];
+      s0 += x * B[b0 + k];
+      s1 += x * B[b1 + k];
+      s2 += x * B[b2 + k];
+      s3 += x * B[b3 + k];
+    }
+    const c = c0 + j;
+    C[c] += s0;
+    C[c + 1] += s1;
+    C[c + 2] += s2;
+    C[c + 3] += s3;
+  }
+  for (; j < j1; j++) {
+    const b0 = j * ldb + k0;
+    let s = 0;
+    for (let k = 0; k < kl; k++) s += A[a0 + k] * B[b0 + k];
+    C[c0 + j] += s;
   }
 }
 
