@@ -1,5 +1,129 @@
 /**
- * `_component_` builders of src/models, registered with src/config/registry.ts.
- * Imported (for its side effect) by src/components.ts.
+ * `_component_` builders of src/models, registered with src/config/registry.ts under
+ * torchtune's names (`torchtune.models.llama3_2.llama3_2_1b`, `...lora_llama3_2_1b`, the
+ * early short names such as `torchtune.models.llama2_7b`), llama2.c's tinyllamas under
+ * `tune.models.llama2c.*`, and the generic `tune.models.llama` / `tune.models.lora_llama`.
+ * Each builds a ModelSpec. Imported (for its side effect) by src/components.ts.
  */
-export {};
+import { registerComponent } from "../config/registry.ts";
+import type { ParamSchema } from "../config/schema.ts";
+import type { RopeLayout } from "../backend/ops.ts";
+import { familyComponentName, MODEL_FAMILIES } from "./builders/families.ts";
+import { llama } from "./builders/llama.ts";
+import { type LoraArgs, loraConfig } from "./builders/lora.ts";
+import type { LlamaConfig } from "./llama/config.ts";
+import type { ModelSpec } from "./model_spec.ts";
+import { TuneError } from "../errors.ts";
+
+/** torchtune's LoRA builder keys. */
+export const LORA_PARAMS: ParamSchema = {
+  lora_attn_modules: {
+    type: "string[]",
+    required: true,
+    doc: "attention projections that get adapters: q_proj, k_proj, v_proj, output_proj",
+  },
+  apply_lora_to_mlp: { type: "bool", default: false, doc: "adapters on the MLP's w1, w2, w3" },
+  apply_lora_to_output: { type: "bool", default: false, doc: "adapter on the output projection" },
+  lora_rank: { type: "int", default: 8, doc: "rank r of the adapters" },
+  lora_alpha: { type: "float", default: 16, doc: "scale numerator: updates scale by alpha / r" },
+  lora_dropout: { type: "float", default: 0.0, doc: "dropout on the adapter input" },
+};
+
+/** The generic builder's keys (torchtune's llama2 component builder, plus tie/bias/layout). */
+export const LLAMA_PARAMS: ParamSchema = {
+  vocab_size: { type: "int", required: true, doc: "vocabulary size V" },
+  num_layers: { type: "int", required: true, doc: "decoder layers L" },
+  num_heads: { type: "int", required: true, doc: "query heads NH" },
+  num_kv_heads: { type: "int", default: null, doc: "key/value heads (default num_heads)" },
+  embed_dim: { type: "int", required: true, doc: "model width C" },
+  intermediate_dim: { type: "int", default: null, doc: "MLP width H (default torchtune's rule)" },
+  max_seq_len: { type: "int", required: true, doc: "longest sequence T" },
+  norm_eps: { type: "float", default: 1e-5, doc: "RMSNorm epsilon" },
+  rope_base: { type: "float", default: 10000, doc: "RoPE theta" },
+  tie_word_embeddings: {
+    type: "bool",
+    default: false,
+    doc: "output projection shares the embedding",
+  },
+  qkv_bias: { type: "bool", default: false, doc: "biases on q/k/v projections (Qwen2)" },
+  rope_layout: {
+    type: "string",
+    default: "half",
+    choices: ["half", "interleaved"],
+    doc: "rotary layout of freshly built weights (a loaded checkpoint's layout wins)",
+  },
+  attn_dropout: { type: "float", default: 0.0, doc: "accepted for torchtune configs; must be 0" },
+};
+
+function genericConfig(a: Record<string, unknown>): LlamaConfig {
+  if (a.attn_dropout) throw new TuneError(`model.attn_dropout is not supported; set it to 0.0`);
+  try {
+    return llama({
+      vocabSize: a.vocab_size as number,
+      numLayers: a.num_layers as number,
+      numHeads: a.num_heads as number,
+      numKvHeads: (a.num_kv_heads as number | null) ?? undefined,
+      embedDim: a.embed_dim as number,
+      intermediateDim: (a.intermediate_dim as number | null) ?? undefined,
+      maxSeqLen: a.max_seq_len as number,
+      normEps: a.norm_eps as number,
+      ropeBase: a.rope_base as number,
+      tieWordEmbeddings: a.tie_word_embeddings as boolean,
+      qkvBias: a.qkv_bias as boolean,
+      ropeLayout: a.rope_layout as RopeLayout,
+    });
+  } catch (e) {
+    throw new TuneError(`model: ${(e as Error).message}`);
+  }
+}
+
+registerComponent<ModelSpec>({
+  name: "tune.models.llama",
+  aliases: ["torchtune.models.llama2.llama2"],
+  kind: "model",
+  doc: "Llama-family decoder of any size (generic builder)",
+  params: LLAMA_PARAMS,
+  build: (a) => ({ name: "llama", config: genericConfig(a), lora: null }),
+});
+
+registerComponent<ModelSpec>({
+  name: "tune.models.lora_llama",
+  aliases: ["torchtune.models.llama2.lora_llama2"],
+  kind: "model",
+  doc: "Llama-family decoder of any size with LoRA adapters (generic builder)",
+  params: { ...LLAMA_PARAMS, ...LORA_PARAMS },
+  build: (a) => {
+    const config = genericConfig(a);
+    return {
+      name: "lora_llama",
+      config,
+      lora: loraConfig(a as unknown as LoraArgs, config.tiedEmbeddings),
+    };
+  },
+});
+
+for (const f of MODEL_FAMILIES) {
+  registerComponent<ModelSpec>({
+    name: familyComponentName(f, false),
+    aliases: f.aliases,
+    kind: "model",
+    doc: `${f.name} (published architecture)`,
+    params: {},
+    build: () => ({ name: f.name, config: f.config(), lora: null }),
+  });
+  registerComponent<ModelSpec>({
+    name: familyComponentName(f, true),
+    aliases: f.aliases?.map((a) => a.replace(/\.([^.]+)$/, ".lora_$1")),
+    kind: "model",
+    doc: `${f.name} with LoRA adapters`,
+    params: LORA_PARAMS,
+    build: (a) => {
+      const config = f.config();
+      return {
+        name: `lora_${f.name}`,
+        config,
+        lora: loraConfig(a as unknown as LoraArgs, config.tiedEmbeddings),
+      };
+    },
+  });
+}

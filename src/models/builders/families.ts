@@ -1,0 +1,215 @@
+/**
+ * Fixed-size builders of the published Llama-family models, with the architecture of each
+ * model's Hugging Face config.json (torchtune's builders use the same numbers).
+ */
+import type { LlamaConfig, RopeScaling } from "../llama/config.ts";
+import { llama } from "./llama.ts";
+
+const LLAMA31_SCALING: RopeScaling = {
+  factor: 8,
+  lowFreqFactor: 1,
+  highFreqFactor: 4,
+  originalMaxPositionEmbeddings: 8192,
+};
+const LLAMA32_SCALING: RopeScaling = { ...LLAMA31_SCALING, factor: 32 };
+
+/** One published model: torchtune module, builder name, and its config. */
+export interface ModelFamilyEntry {
+  /** torchtune module, e.g. "llama3_2" (component `torchtune.models.llama3_2.llama3_2_1b`). */
+  module: string;
+  /** Builder name, e.g. "llama3_2_1b"; the LoRA builder is "lora_" + name. */
+  name: string;
+  config: () => LlamaConfig;
+  /** Other accepted component names (torchtune's early short names). */
+  aliases?: string[];
+}
+
+const llama2 =
+  (embedDim: number, numLayers: number, numHeads: number, numKvHeads: number, hidden: number) =>
+  () =>
+    llama({
+      vocabSize: 32000,
+      numLayers,
+      numHeads,
+      numKvHeads,
+      embedDim,
+      intermediateDim: hidden,
+      maxSeqLen: 4096,
+      normEps: 1e-5,
+      ropeBase: 10000,
+    });
+
+const llama3 = (
+  embedDim: number,
+  numLayers: number,
+  numHeads: number,
+  hidden: number,
+  extra: { maxSeqLen: number; scaling: RopeScaling | null; tied: boolean },
+) =>
+() =>
+  llama({
+    vocabSize: 128256,
+    numLayers,
+    numHeads,
+    numKvHeads: 8,
+    embedDim,
+    intermediateDim: hidden,
+    maxSeqLen: extra.maxSeqLen,
+    normEps: 1e-5,
+    ropeBase: 500000,
+    ropeScaling: extra.scaling,
+    tieWordEmbeddings: extra.tied,
+  });
+
+const qwen2_5 = (
+  vocabSize: number,
+  embedDim: number,
+  numLayers: number,
+  numHeads: number,
+  numKvHeads: number,
+  hidden: number,
+  tied: boolean,
+  maxSeqLen: number,
+) =>
+() =>
+  llama({
+    vocabSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    embedDim,
+    intermediateDim: hidden,
+    maxSeqLen,
+    normEps: 1e-6,
+    ropeBase: 1000000,
+    tieWordEmbeddings: tied,
+    qkvBias: true,
+  });
+
+// llama2.c's tinyllamas: tied classifier, interleaved rotary layout (model.py).
+const stories = (
+  embedDim: number,
+  numLayers: number,
+  numHeads: number,
+  numKvHeads: number,
+  vocabSize: number,
+  maxSeqLen: number,
+  hidden: number,
+) =>
+() =>
+  llama({
+    vocabSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    embedDim,
+    intermediateDim: hidden,
+    maxSeqLen,
+    normEps: 1e-5,
+    ropeBase: 10000,
+    tieWordEmbeddings: true,
+    ropeLayout: "interleaved",
+  });
+
+/** Every fixed-size model tune knows. */
+export const MODEL_FAMILIES: ModelFamilyEntry[] = [
+  {
+    module: "llama2",
+    name: "llama2_7b",
+    config: llama2(4096, 32, 32, 32, 11008),
+    aliases: ["torchtune.models.llama2_7b"],
+  },
+  {
+    module: "llama2",
+    name: "llama2_13b",
+    config: llama2(5120, 40, 40, 40, 13824),
+    aliases: ["torchtune.models.llama2_13b"],
+  },
+  {
+    module: "llama2",
+    name: "llama2_70b",
+    config: llama2(8192, 80, 64, 8, 28672),
+    aliases: ["torchtune.models.llama2_70b"],
+  },
+  {
+    module: "llama3",
+    name: "llama3_8b",
+    config: llama3(4096, 32, 32, 14336, { maxSeqLen: 8192, scaling: null, tied: false }),
+    aliases: ["torchtune.models.llama3_8b"],
+  },
+  {
+    module: "llama3",
+    name: "llama3_70b",
+    config: llama3(8192, 80, 64, 28672, { maxSeqLen: 8192, scaling: null, tied: false }),
+    aliases: ["torchtune.models.llama3_70b"],
+  },
+  {
+    module: "llama3_1",
+    name: "llama3_1_8b",
+    config: llama3(4096, 32, 32, 14336, {
+      maxSeqLen: 131072,
+      scaling: LLAMA31_SCALING,
+      tied: false,
+    }),
+  },
+  {
+    module: "llama3_1",
+    name: "llama3_1_70b",
+    config: llama3(8192, 80, 64, 28672, {
+      maxSeqLen: 131072,
+      scaling: LLAMA31_SCALING,
+      tied: false,
+    }),
+  },
+  {
+    module: "llama3_2",
+    name: "llama3_2_1b",
+    config: llama3(2048, 16, 32, 8192, { maxSeqLen: 131072, scaling: LLAMA32_SCALING, tied: true }),
+  },
+  {
+    module: "llama3_2",
+    name: "llama3_2_3b",
+    config: llama3(3072, 28, 24, 8192, { maxSeqLen: 131072, scaling: LLAMA32_SCALING, tied: true }),
+  },
+  {
+    module: "mistral",
+    name: "mistral_7b",
+    config: () =>
+      llama({
+        vocabSize: 32000,
+        numLayers: 32,
+        numHeads: 32,
+        numKvHeads: 8,
+        embedDim: 4096,
+        intermediateDim: 14336,
+        maxSeqLen: 32768,
+        normEps: 1e-5,
+        ropeBase: 10000,
+      }),
+  },
+  {
+    module: "qwen2_5",
+    name: "qwen2_5_0_5b",
+    config: qwen2_5(151936, 896, 24, 14, 2, 4864, true, 32768),
+  },
+  {
+    module: "qwen2_5",
+    name: "qwen2_5_1_5b",
+    config: qwen2_5(151936, 1536, 28, 12, 2, 8960, true, 32768),
+  },
+  {
+    module: "qwen2_5",
+    name: "qwen2_5_7b",
+    config: qwen2_5(152064, 3584, 28, 28, 4, 18944, false, 131072),
+  },
+  { module: "llama2c", name: "stories15m", config: stories(288, 6, 6, 6, 32000, 256, 768) },
+  { module: "llama2c", name: "stories42m", config: stories(512, 8, 8, 8, 32000, 1024, 1376) },
+  { module: "llama2c", name: "stories110m", config: stories(768, 12, 12, 12, 32000, 1024, 2048) },
+  { module: "llama2c", name: "stories260k", config: stories(64, 5, 8, 4, 512, 512, 172) },
+];
+
+/** Component name of a family entry: torchtune's, or tune's for llama2.c models. */
+export function familyComponentName(e: ModelFamilyEntry, lora: boolean): string {
+  const root = e.module === "llama2c" ? "tune.models.llama2c" : `torchtune.models.${e.module}`;
+  return `${root}.${lora ? "lora_" : ""}${e.name}`;
+}
