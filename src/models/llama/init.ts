@@ -1,0 +1,26 @@
+/**
+ * Seeded random initialisation of a Llama model's base weights (deterministic for a seed):
+ * embeddings and linears N(0, 0.02), the residual projections (output_proj, w2) scaled by
+ * 1/sqrt(2L) as in GPT-2/llama2.c training, norms 1, biases 0.
+ */
+import type { StateDict } from "../../checkpoint/state_dict.ts";
+import type { ParamLayout } from "../../params/layout.ts";
+import { SeededRandom } from "../../params/random.ts";
+import type { LlamaConfig } from "./config.ts";
+
+/** Fresh base weights for `layout` as a StateDict, the same for the same seed. */
+export function randomBaseWeights(cfg: LlamaConfig, layout: ParamLayout, seed: number): StateDict {
+  const rng = new SeededRandom(seed);
+  const sd: StateDict = new Map();
+  const residStd = 0.02 / Math.sqrt(2 * cfg.nLayers);
+  for (const e of layout.entries) {
+    const data = new Float32Array(e.length);
+    if (e.name.endsWith(".scale")) data.fill(1);
+    else if (e.name.endsWith(".bias")) data.fill(0);
+    else if (e.name.endsWith("output_proj.weight") || e.name.endsWith("mlp.w2.weight")) {
+      rng.fillNormal(data, residStd);
+    } else rng.fillNormal(data, 0.02);
+    sd.set(e.name, { shape: [...e.shape], data });
+  }
+  return sd;
+}

@@ -1,0 +1,45 @@
+/**
+ * Llama-family models (Llama 2/3/3.1/3.2, Mistral, Qwen2.5, llama2.c) over the op interface.
+ *
+ * The model API recipes use:
+ *
+ * ```ts
+ * const model = createLlama(backend, spec, { batch: 2, seqLen: 512, activationCheckpointing: true });
+ * model.loadStateDict(sd);              // tune names; TuneError naming a missing/misshapen tensor
+ * // or model.initRandom(seed)          // deterministic fresh weights (tiny demo models)
+ *
+ * // training: grads accumulate over micro-batches
+ * model.zeroGrad();
+ * const { lossSum, tokens } = model.lossAndBackward(tokenIds, labels, 1 / tokensInStep);
+ * clipGradNorm(backend, model.trainable, maxNorm);   // src/optim/clip.ts
+ * optimizer.step(lr);                                // AdamW over model.trainable
+ *
+ * // evaluation / logits
+ * const logits = model.forward(tokenIds);             // (B, T, V) device buffer
+ * const { lossSum, tokens } = model.loss(tokenIds, labels);
+ *
+ * // generation with a KV cache
+ * model.setupCaches(1, promptLen + maxNewTokens);
+ * let logits = model.prefill(prompt);                 // (B, V) of the last position
+ * logits = model.decodeStep(Int32Array.of(next));     // one token per sequence
+ *
+ * // saving
+ * model.stateDict();          // base (+ adapters), tune names
+ * model.adapterStateDict();   // LoRA adapters only
+ * model.mergedStateDict();    // base with W += (alpha / r) B A
+ * model.memory();             // bytes of parameters, gradients, optimizer, activations
+ * ```
+ *
+ * `model.trainable` is the ParamStore the optimizer updates (flat `params`, `grads`, `m`, `v`
+ * device buffers with one layout table): the adapters under LoRA (the base is frozen in
+ * `model.base`), else the base weights. Layouts are contiguous per layer (groups
+ * "tok_embeddings", "layers.i", "head") for sharding.
+ * Token ids and labels are host Int32Arrays of B*T entries; -100 in labels is ignored.
+ *
+ * @module
+ */
+export { createLlama, LlamaModel } from "./model.ts";
+export type { LlamaOptions, LossResult, MemoryReport } from "./model.ts";
+export { baseLayout, loraLayout, loraSites } from "./layout.ts";
+export { randomBaseWeights } from "./init.ts";
+export type { LlamaConfig, RopeScaling } from "./config.ts";

@@ -1,0 +1,677 @@
+/**
+ * A Llama-family decoder over the op interface, llm.c style: every buffer is allocated
+ * once for a given (B, T), forward is a straight list of op calls and backward the same
+ * list reversed. Base weights live in one flat ParamStore; with LoRA the base is frozen
+ * and the adapters live in a second, trainable store (so AdamW is one call over it).
+ */
+import type { Backend, DeviceBuffer } from "../../backend/ops.ts";
+import type { StateDict } from "../../checkpoint/state_dict.ts";
+import { TuneError } from "../../errors.ts";
+import {
+  type ActDims,
+  Allocator,
+  allocBackwardScratch,
+  allocLayerActs,
+  type BackwardScratch,
+  type LayerActs,
+  type LayerLinear,
+} from "../../modules/activations.ts";
+import { Attention, type KvCache } from "../../modules/attention.ts";
+import { FeedForward } from "../../modules/feed_forward.ts";
+import { Linear } from "../../modules/linear.ts";
+import { initLoraHost, Lora, type LoraScratch, mergeLoraHost } from "../../modules/lora.ts";
+import { RmsNorm } from "../../modules/rms_norm.ts";
+import { type DeviceRope, ropeTables, uploadRope } from "../../modules/rope.ts";
+import { DecoderLayer } from "../../modules/transformer.ts";
+import { mixSeed, SeededRandom } from "../../params/random.ts";
+import { ParamStore } from "../../params/store.ts";
+import type { ModelSpec } from "../model_spec.ts";
+import { headSize, type LlamaConfig } from "./config.ts";
+import { randomBaseWeights } from "./init.ts";
+import { baseLayout, layerLinears, loraLayout, loraSites } from "./layout.ts";
+
+/** Options of `createLlama`. */
+export interface LlamaOptions {
+  /** Micro-batch size B of training/eval calls. */
+  batch: number;
+  /** Sequence length T of training/eval calls. */
+  seqLen: number;
+  /** Save only each layer's input and recompute the layer in backward. */
+  activationCheckpointing?: boolean;
+  /** Seed of LoRA adapter initialisation and dropout masks (default 0). */
+  seed?: number;
+}
+
+/** Result of a loss evaluation: summed token losses and the number of counted tokens. */
+export interface LossResult {
+  /** Sum over non-ignored tokens of -log p(target). */
+  lossSum: number;
+  /** Number of targets that are not -100. */
+  tokens: number;
+}
+
+/** Bytes held by a model, by kind (all preallocated, so these are also the peaks). */
+export interface MemoryReport {
+  parameters: number;
+  gradients: number;
+  optimizer: number;
+  /** Saved activations of training/eval calls (layer inputs, per-layer buffers, logits). */
+  activations: number;
+  /** Backward scratch shared by all layers (and recomputation buffers). */
+  scratch: number;
+  /** KV caches and buffers of generation (after setupCaches). */
+  inference: number;
+}
+
+interface InferenceState {
+  B: number;
+  capacity: number;
+  pos: number;
+  caches: KvCache[];
+  acts: LayerActs; // sized (B, capacity)
+  resid: [DeviceBuffer, DeviceBuffer]; // (B*capacity, C) each
+  tokens: DeviceBuffer; // (B*capacity) i32
+  last: DeviceBuffer; // (B, C)
+  lnLast: DeviceBuffer; // (B, C)
+  rstdLast: DeviceBuffer; // (B)
+  logits: DeviceBuffer; // (B, V)
+  headHs: DeviceBuffer | null; // (B, r)
+  alloc: Allocator;
+}
+
+/** Build a Llama model (base weights zero until `loadStateDict` or `initRandom`). */
+export function createLlama(backend: Backend, spec: ModelSpec, opts: LlamaOptions): LlamaModel {
+  return new LlamaModel(backend, spec, opts);
+}
+
+/** A Llama decoder with its parameters, activations and (optional) KV caches. */
+export class LlamaModel {
+  readonly cfg: LlamaConfig;
+  readonly B: number;
+  readonly T: number;
+  readonly checkpointing: boolean;
+  /** Base weights; trainable (with grads and AdamW moments) unless the spec has LoRA. */
+  readonly base: ParamStore;
+  /** LoRA adapters (trainable), or null. */
+  readonly adapters: ParamStore | null;
+  readonly #be: Backend;
+  readonly #seed: number;
+  #rope: DeviceRope;
+  readonly #al: Allocator;
+  readonly #layers: DecoderLayer[];
+  readonly #output: Linear;
+  readonly #norm: RmsNorm;
+  readonly #tokEmb: DeviceBuffer; // (V, C)
+  readonly #dTokEmb: DeviceBuffer | null; // (V, C)
+  readonly #dims: ActDims;
+  readonly #acts: LayerActs[]; // L of them, or 1 shared with checkpointing
+  readonly #resid: DeviceBuffer[]; // L+1 of (N, C): layer inputs, then the final output
+  readonly #lnf: DeviceBuffer; // (N, C)
+  readonly #rstdf: DeviceBuffer; // (N)
+  readonly #logits: DeviceBuffer; // (N, V), overwritten by dlogits in lossAndBackward
+  readonly #losses: DeviceBuffer; // (N)
+  readonly #tokens: DeviceBuffer; // (N) i32
+  readonly #targets: DeviceBuffer; // (N) i32
+  readonly #headHs: DeviceBuffer | null; // (N, r) LoRA hidden of the output projection
+  readonly #sc: BackwardScratch;
+  readonly #dresid: DeviceBuffer; // (N, C)
+  readonly #loraScratch: LoraScratch | null;
+  #microStep = 0;
+  #inf: InferenceState | null = null;
+
+  constructor(backend: Backend, readonly spec: ModelSpec, opts: LlamaOptions) {
+    const cfg = spec.config;
+    this.cfg = cfg;
+    this.#be = backend;
+    this.B = opts.batch;
+    this.T = opts.seqLen;
+    this.checkpointing = opts.activationCheckpointing ?? false;
+    this.#seed = opts.seed ?? 0;
+    if (!Number.isInteger(this.B) || this.B <= 0 || !Number.isInteger(this.T) || this.T <= 0) {
+      throw new TuneError(`batch size and sequence length must be positive integers`);
+    }
+    if (this.T > cfg.maxSeqLen) {
+      throw new TuneError(
+        `sequence length ${this.T} exceeds the model's max_seq_len ${cfg.maxSeqLen}; lower max_seq_len of the dataset`,
+      );
+    }
+    const lora = spec.lora;
+    this.base = new ParamStore(backend, baseLayout(cfg), lora === null);
+    this.adapters = lora ? new ParamStore(backend, loraLayout(cfg, lora), true) : null;
+    const HS = headSize(cfg);
+    const N = this.B * this.T;
+    this.#dims = {
+      B: this.B,
+      T: this.T,
+      C: cfg.dim,
+      NH: cfg.nHeads,
+      NKV: cfg.nKvHeads,
+      HS,
+      H: cfg.hiddenDim,
+    };
+    this.#rope = uploadRope(
+      backend,
+      ropeTables(HS, this.T, cfg.ropeTheta, cfg.ropeScaling),
+    );
+
+    // ---- LoRA scratch, sized for the largest adapter ----
+    const al = new Allocator(backend);
+    this.#al = al;
+    const sites = lora ? loraSites(cfg, lora) : [];
+    const r = lora?.rank ?? 0;
+    this.#loraScratch = null;
+    if (lora) {
+      const maxIn = Math.max(...sites.map((s) => s.inDim));
+      const drop = lora.dropout > 0;
+      this.#loraScratch = {
+        xd: al.alloc("scratch", drop ? N * maxIn : 1),
+        dxd: al.alloc("scratch", drop ? N * maxIn : 1),
+        dh: al.alloc("scratch", N * r),
+      };
+    }
+    const adapted = new Set(sites.map((s) => s.prefix));
+
+    // ---- modules over views of the flat stores ----
+    const linear = (prefix: string, inDim: number, outDim: number, weightName?: string) => {
+      const wName = weightName ?? `${prefix}.weight`;
+      const hasBias = this.base.layout.has(`${prefix}.bias`);
+      const l = adapted.has(prefix) && lora && this.adapters
+        ? new Lora(inDim, outDim, lora.rank, lora.alpha, lora.dropout, {
+          a: this.adapters.param(`${prefix}.lora_a.weight`),
+          b: this.adapters.param(`${prefix}.lora_b.weight`),
+          da: this.adapters.grad(`${prefix}.lora_a.weight`),
+          db: this.adapters.grad(`${prefix}.lora_b.weight`),
+        }, this.#loraScratch!)
+        : null;
+      return new Linear(inDim, outDim, {
+        w: this.base.param(wName),
+        b: hasBias ? this.base.param(`${prefix}.bias`) : null,
+        dw: this.base.grad(wName),
+        db: hasBias ? this.base.grad(`${prefix}.bias`) : null,
+      }, l);
+    };
+    const norm = (name: string) =>
+      new RmsNorm(cfg.dim, cfg.normEps, this.base.param(name), this.base.grad(name));
+    this.#layers = [];
+    for (let i = 0; i < cfg.nLayers; i++) {
+      const [q, k, v, o, w1, w2, w3] = layerLinears(cfg, i).map((s) =>
+        linear(s.prefix, s.inDim, s.outDim)
+      );
+      const attn = new Attention(
+        { NH: cfg.nHeads, NKV: cfg.nKvHeads, HS },
+        q,
+        k,
+        v,
+        o,
+        this.#rope,
+        cfg.ropeLayout,
+      );
+      this.#layers.push(
+        new DecoderLayer(
+          norm(`layers.${i}.sa_norm.scale`),
+          attn,
+          norm(`layers.${i}.mlp_norm.scale`),
+          new FeedForward(cfg.hiddenDim, w1, w2, w3),
+        ),
+      );
+    }
+    this.#norm = norm("norm.scale");
+    this.#tokEmb = this.base.param("tok_embeddings.weight");
+    this.#dTokEmb = this.base.grad("tok_embeddings.weight");
+    this.#output = linear(
+      "output",
+      cfg.dim,
+      cfg.vocabSize,
+      cfg.tiedEmbeddings ? "tok_embeddings.weight" : "output.weight",
+    );
+
+    // ---- activations ----
+    const ranks: Partial<Record<LayerLinear, number>> = {};
+    for (const s of layerLinears(cfg, 0)) {
+      if (adapted.has(s.prefix)) ranks[s.key as LayerLinear] = r;
+    }
+    const nActs = this.checkpointing ? 1 : cfg.nLayers;
+    this.#acts = [];
+    for (let i = 0; i < nActs; i++) {
+      this.#acts.push(
+        allocLayerActs(al, this.checkpointing ? "scratch" : "activations", this.#dims, ranks),
+      );
+    }
+    this.#resid = [];
+    for (let i = 0; i <= cfg.nLayers; i++) this.#resid.push(al.alloc("activations", N * cfg.dim));
+    this.#lnf = al.alloc("activations", N * cfg.dim);
+    this.#rstdf = al.alloc("activations", N);
+    this.#logits = al.alloc("activations", N * cfg.vocabSize);
+    this.#losses = al.alloc("activations", N);
+    this.#tokens = al.alloc("activations", N, "i32");
+    this.#targets = al.alloc("activations", N, "i32");
+    this.#headHs = adapted.has("output") ? al.alloc("activations", N * r) : null;
+    this.#sc = allocBackwardScratch(al, "scratch", this.#dims);
+    this.#dresid = al.alloc("scratch", N * cfg.dim);
+  }
+
+  /** The store the optimizer updates: the adapters with LoRA, else the base weights. */
+  get trainable(): ParamStore {
+    return this.adapters ?? this.base;
+  }
+
+  /** Names of the trainable tensors. */
+  trainableNames(): string[] {
+    return this.trainable.layout.entries.map((e) => e.name);
+  }
+
+  /**
+   * Load weights from a StateDict in tune names. Every base tensor must be present with its
+   * exact shape (TuneError naming the tensor otherwise). Adapter tensors are loaded when the
+   * dict has them; when it has none, adapters get fresh torchtune-style initial values.
+   */
+  loadStateDict(sd: StateDict, opts: { strict?: boolean } = {}): void {
+    const strict = opts.strict ?? true;
+    for (const e of this.base.layout.entries) {
+      const t = sd.get(e.name);
+      if (!t) {
+        throw new TuneError(
+          `checkpoint has no tensor ${e.name} (expected shape [${
+            e.shape.join(", ")
+          }]) for model ${this.spec.name}; check the model builder and checkpoint files`,
+        );
+      }
+      this.base.setTensor(e.name, t);
+    }
+    if (this.adapters) {
+      const names = this.adapters.layout.entries.map((e) => e.name);
+      const present = names.filter((n) => sd.has(n));
+      if (present.length === 0) this.initAdapters(this.#seed);
+      else {
+        for (const n of names) {
+          const t = sd.get(n);
+          if (!t) {
+            throw new TuneError(
+              `adapter checkpoint has ${
+                present[0]
+              } but no ${n}; check lora_attn_modules, apply_lora_to_mlp and apply_lora_to_output against the adapter file`,
+            );
+          }
+          this.adapters.setTensor(n, t);
+        }
+      }
+    }
+    if (strict) {
+      for (const name of sd.keys()) {
+        if (!this.base.layout.has(name) && !this.adapters?.layout.has(name)) {
+          throw new TuneError(
+            `checkpoint tensor ${name} is not a parameter of model ${this.spec.name}; check that the model builder matches the checkpoint`,
+          );
+        }
+      }
+    }
+  }
+
+  /** Deterministic random base weights (and fresh adapters) for `seed`. */
+  initRandom(seed: number): void {
+    const sd = randomBaseWeights(this.cfg, this.base.layout, seed);
+    for (const [n, t] of sd) this.base.setTensor(n, t);
+    if (this.adapters) this.initAdapters(mixSeed(seed, 0x10a));
+  }
+
+  /** Fresh adapters: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform, a=sqrt(5)), B = 0. */
+  initAdapters(seed: number): void {
+    if (!this.adapters || !this.spec.lora) return;
+    const rng = new SeededRandom(seed);
+    for (const s of loraSites(this.cfg, this.spec.lora)) {
+      const { a, b } = initLoraHost(this.spec.lora.rank, s.inDim, s.outDim, rng);
+      this.adapters.setTensor(`${s.prefix}.lora_a.weight`, {
+        shape: [this.spec.lora.rank, s.inDim],
+        data: a,
+      });
+      this.adapters.setTensor(`${s.prefix}.lora_b.weight`, {
+        shape: [s.outDim, this.spec.lora.rank],
+        data: b,
+      });
+    }
+  }
+
+  /** Base weights and adapters as one StateDict (tune names). */
+  stateDict(): StateDict {
+    const sd = this.base.toStateDict();
+    if (this.adapters) { for (const [n, t] of this.adapters.toStateDict()) sd.set(n, t); }
+    return sd;
+  }
+
+  /** Only the adapters (empty without LoRA). */
+  adapterStateDict(): StateDict {
+    return this.adapters ? this.adapters.toStateDict() : new Map();
+  }
+
+  /** Base weights with every adapter merged in: W += (alpha / r) B A. */
+  mergedStateDict(): StateDict {
+    const sd = this.base.toStateDict();
+    const lora = this.spec.lora;
+    if (!this.adapters || !lora) return sd;
+    const ad = this.adapters.toStateDict();
+    for (const s of loraSites(this.cfg, lora)) {
+      const wName = s.prefix === "output" && this.cfg.tiedEmbeddings
+        ? "tok_embeddings.weight"
+        : `${s.prefix}.weight`;
+      const w = sd.get(wName)!;
+      const merged = mergeLoraHost(
+        w.data,
+        ad.get(`${s.prefix}.lora_a.weight`)!.data,
+        ad.get(`${s.prefix}.lora_b.weight`)!.data,
+        s.outDim,
+        s.inDim,
+        lora.rank,
+        lora.alpha,
+      );
+      sd.set(wName, { shape: w.shape, data: merged });
+    }
+    return sd;
+  }
+
+  /** Zero the trainable gradients. */
+  zeroGrad(): void {
+    this.trainable.zeroGrad();
+  }
+
+  /**
+   * Forward of a (B, T) batch of token ids (eval mode: no dropout). Returns the logits
+   * buffer (B, T, V), valid until the next call.
+   */
+  forward(tokens: Int32Array): DeviceBuffer {
+    this.#uploadTokens(tokens, null);
+    this.#forward(null);
+    return this.#logits;
+  }
+
+  /** Summed cross-entropy of targets (B, T) given tokens (B, T), no gradients (eval mode). */
+  loss(tokens: Int32Array, targets: Int32Array): LossResult {
+    const count = this.#uploadTokens(tokens, targets);
+    this.#forward(null);
+    const { N, V } = this.#nv();
+    this.#be.crossEntropy(this.#losses, null, this.#logits, this.#targets, N, V, 1);
+    return { lossSum: this.#be.sum(this.#losses), tokens: count };
+  }
+
+  /**
+   * Forward and backward of one micro-batch in training mode (LoRA dropout on). Gradients
+   * of sum-of-token-losses * gradScale ACCUMULATE into the trainable store's grads (call
+   * zeroGrad between optimizer steps). Pass gradScale = 1 / (tokens counted over the whole
+   * step) for torchtune's mean loss. Returns the unscaled summed loss and the token count.
+   */
+  lossAndBackward(tokens: Int32Array, targets: Int32Array, gradScale: number): LossResult {
+    const be = this.#be;
+    const count = this.#uploadTokens(tokens, targets);
+    this.#microStep++;
+    const seed = this.spec.lora && this.spec.lora.dropout > 0
+      ? mixSeed(this.#seed, this.#microStep)
+      : null;
+    this.#forward(seed);
+    const { N, V, C, L } = this.#nv();
+    // dlogits overwrite the logits (N, V)
+    be.crossEntropy(this.#losses, this.#logits, this.#logits, this.#targets, N, V, gradScale);
+    const lossSum = be.sum(this.#losses);
+    const sc = this.#sc;
+    // ---- head backward ----
+    be.fill(sc.dln, 0);
+    this.#output.backward(be, sc.dln, this.#logits, this.#lnf, N, this.#headHs, headSeed(seed, L));
+    const dx = this.#dresid; // (N, C) gradient of the residual stream
+    be.fill(dx, 0);
+    this.#norm.backward(be, dx, sc.dln, this.#resid[L], this.#rstdf, N);
+    // ---- layers, last to first ----
+    for (let l = L - 1; l >= 0; l--) {
+      const acts = this.#acts[this.checkpointing ? 0 : l];
+      const ls = seed === null ? null : mixSeed(seed, l);
+      if (this.checkpointing) {
+        // recompute the layer from its saved input into the shared buffers
+        // (its output lands in resid[l+1] again, which backward no longer needs)
+        this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
+      }
+      this.#layers[l].backward(be, dx, this.#resid[l], acts, sc, this.B, this.T, ls);
+    }
+    if (this.#dTokEmb) be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C);
+    return { lossSum, tokens: count };
+  }
+
+  /** Bytes held by this model, by kind. */
+  memory(): MemoryReport {
+    const by = this.#al.bytesBy;
+    const t = this.trainable;
+    const p = this.base.layout.total * 4 + (this.adapters ? this.adapters.layout.total * 4 : 0);
+    return {
+      parameters: p,
+      gradients: t.layout.total * 4,
+      optimizer: t.layout.total * 8,
+      activations: by.get("activations") ?? 0,
+      scratch: by.get("scratch") ?? 0,
+      inference: this.#inf ? (this.#inf.alloc.bytesBy.get("inference") ?? 0) : 0,
+    };
+  }
+
+  // ---- generation with a KV cache ----------------------------------------------------
+
+  /** Allocate KV caches for `batch` sequences of up to `capacity` positions (replaces old ones). */
+  setupCaches(batch: number, capacity: number): void {
+    if (capacity > this.cfg.maxSeqLen) {
+      throw new TuneError(
+        `generation length ${capacity} exceeds the model's max_seq_len ${this.cfg.maxSeqLen}; lower max_new_tokens or the prompt length`,
+      );
+    }
+    this.#inf?.alloc.freeAll();
+    const be = this.#be;
+    const cfg = this.cfg;
+    if (capacity > this.#rope.maxSeqLen) this.#growRope(capacity);
+    const al = new Allocator(be);
+    const KV = cfg.nKvHeads * headSize(cfg);
+    const caches: KvCache[] = [];
+    for (let i = 0; i < cfg.nLayers; i++) {
+      caches.push({
+        k: al.alloc("inference", batch * capacity * KV),
+        v: al.alloc("inference", batch * capacity * KV),
+        capacity,
+      });
+    }
+    const r = this.spec.lora?.rank ?? 0;
+    const ranks: Partial<Record<LayerLinear, number>> = {};
+    const adapted = new Set(
+      this.spec.lora ? loraSites(cfg, this.spec.lora).map((s) => s.prefix) : [],
+    );
+    for (const s of layerLinears(cfg, 0)) {
+      if (adapted.has(s.prefix)) ranks[s.key as LayerLinear] = r;
+    }
+    this.#inf = {
+      B: batch,
+      capacity,
+      pos: 0,
+      caches,
+      acts: allocLayerActs(al, "inference", { ...this.#dims, B: batch, T: capacity }, ranks),
+      resid: [
+        al.alloc("inference", batch * capacity * cfg.dim),
+        al.alloc("inference", batch * capacity * cfg.dim),
+      ],
+      tokens: al.alloc("inference", batch * capacity, "i32"),
+      last: al.alloc("inference", batch * cfg.dim),
+      lnLast: al.alloc("inference", batch * cfg.dim),
+      rstdLast: al.alloc("inference", batch),
+      logits: al.alloc("inference", batch * cfg.vocabSize),
+      headHs: adapted.has("output") ? al.alloc("inference", batch * r) : null,
+      alloc: al,
+    };
+  }
+
+  /** Current position of the KV cache (tokens processed since the last prefill). */
+  get cachePosition(): number {
+    return this.#inf?.pos ?? 0;
+  }
+
+  /**
+   * Start generation: run `tokens` (B, T) from position 0, filling the caches. Returns the
+   * logits (B, V) of the last position, valid until the next call.
+   */
+  prefill(tokens: Int32Array): DeviceBuffer {
+    const inf = this.#needCaches();
+    inf.pos = 0;
+    return this.#inferStep(tokens);
+  }
+
+  /** Run one new token per sequence (B) at the cache position; logits (B, V) of it. */
+  decodeStep(tokens: Int32Array): DeviceBuffer {
+    const inf = this.#needCaches();
+    if (tokens.length !== inf.B) {
+      throw new Error(`decodeStep takes ${inf.B} tokens, got ${tokens.length}`);
+    }
+    return this.#inferStep(tokens);
+  }
+
+  /** Release every buffer of the model. */
+  free(): void {
+    this.#inf?.alloc.freeAll();
+    this.#al.freeAll();
+    this.base.free();
+    this.adapters?.free();
+    this.#be.free(this.#rope.cos);
+    this.#be.free(this.#rope.sin);
+  }
+
+  // ---- internals ----------------------------------------------------------------------
+
+  #nv() {
+    return { N: this.B * this.T, V: this.cfg.vocabSize, C: this.cfg.dim, L: this.cfg.nLayers };
+  }
+
+  #uploadTokens(tokens: Int32Array, targets: Int32Array | null): number {
+    const N = this.B * this.T;
+    if (tokens.length !== N) {
+      throw new Error(
+        `model built for batch ${this.B} x seq_len ${this.T} got ${tokens.length} tokens`,
+      );
+    }
+    const V = this.cfg.vocabSize;
+    for (const t of tokens) {
+      if (!(t >= 0 && t < V)) {
+        throw new TuneError(
+          `token id ${t} is outside the vocabulary (size ${V}); check the tokenizer matches the model`,
+        );
+      }
+    }
+    this.#be.upload(this.#tokens, tokens);
+    if (!targets) return 0;
+    if (targets.length !== N) throw new Error(`expected ${N} targets, got ${targets.length}`);
+    let count = 0;
+    for (const t of targets) {
+      if (t === -100) continue;
+      if (!(t >= 0 && t < V)) {
+        throw new TuneError(
+          `label ${t} is outside the vocabulary (size ${V}); check the tokenizer matches the model`,
+        );
+      }
+      count++;
+    }
+    this.#be.upload(this.#targets, targets);
+    return count;
+  }
+
+  #forward(seed: number | null): void {
+    const be = this.#be;
+    const { N, C, L } = this.#nv();
+    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C); // (N, C)
+    for (let l = 0; l < L; l++) {
+      const acts = this.#acts[this.checkpointing ? 0 : l];
+      const ls = seed === null ? null : mixSeed(seed, l);
+      this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
+    }
+    this.#norm.forward(be, this.#lnf, this.#rstdf, this.#resid[L], N); // (N, C)
+    this.#output.forward(be, this.#logits, this.#lnf, N, this.#headHs, headSeed(seed, L)); // (N, V)
+  }
+
+  #needCaches(): InferenceState {
+    if (!this.#inf) throw new Error("call setupCaches(batch, capacity) before prefill/decodeStep");
+    return this.#inf;
+  }
+
+  #growRope(len: number): void {
+    const be = this.#be;
+    const t = ropeTables(headSize(this.cfg), len, this.cfg.ropeTheta, this.cfg.ropeScaling);
+    const old = this.#rope;
+    const fresh = uploadRope(be, t);
+    // the attention modules hold the rope object: update it in place
+    be.free(old.cos);
+    be.free(old.sin);
+    old.cos = fresh.cos;
+    old.sin = fresh.sin;
+    old.maxSeqLen = fresh.maxSeqLen;
+  }
+
+  #inferStep(tokens: Int32Array): DeviceBuffer {
+    const be = this.#be;
+    const inf = this.#inf!;
+    const B = inf.B;
+    const T = tokens.length / B;
+    if (!Number.isInteger(T) || T < 1) {
+      throw new Error(`got ${tokens.length} tokens for batch ${B}`);
+    }
+    if (inf.pos + T > inf.capacity) {
+      throw new TuneError(
+        `generation reached position ${
+          inf.pos + T
+        }, beyond the cache capacity ${inf.capacity}; lower max_new_tokens`,
+      );
+    }
+    const V = this.cfg.vocabSize;
+    const C = this.cfg.dim;
+    for (const t of tokens) {
+      if (!(t >= 0 && t < V)) {
+        throw new TuneError(`token id ${t} is outside the vocabulary (size ${V})`);
+      }
+    }
+    const N = B * T;
+    const tok = be.view(inf.tokens, 0, N);
+    be.upload(tok, tokens);
+    const acts = viewActs(be, inf.acts, { ...this.#dims, B, T }, this.spec.lora?.rank ?? 0);
+    const x0 = be.view(inf.resid[0], 0, N * C);
+    const x1 = be.view(inf.resid[1], 0, N * C);
+    be.embeddingForward(x0, tok, this.#tokEmb, N, C);
+    let x = x0;
+    let y = x1;
+    for (let l = 0; l < this.cfg.nLayers; l++) {
+      this.#layers[l].forward(be, y, x, acts, B, T, null, inf.caches[l], inf.pos);
+      [x, y] = [y, x];
+    }
+    for (let b = 0; b < B; b++) {
+      be.copy(be.view(inf.last, b * C, C), be.view(x, (b * T + T - 1) * C, C));
+    }
+    this.#norm.forward(be, inf.lnLast, inf.rstdLast, inf.last, B); // (B, C)
+    this.#output.forward(be, inf.logits, inf.lnLast, B, inf.headHs, null); // (B, V)
+    inf.pos += T;
+    return inf.logits;
+  }
+}
+
+function headSeed(seed: number | null, L: number): number | null {
+  return seed === null ? null : mixSeed(seed, L, 0x4ead);
+}
+
+/** Views of exact length into (larger) activation buffers, for a smaller (B, T). */
+function viewActs(be: Backend, a: LayerActs, d: ActDims, rank: number): LayerActs {
+  const N = d.B * d.T;
+  const Q = d.NH * d.HS;
+  const KV = d.NKV * d.HS;
+  const v = (buf: DeviceBuffer, n: number) => be.view(buf, 0, n);
+  const hs: LayerActs["hs"] = {};
+  for (const [k, buf] of Object.entries(a.hs)) hs[k as LayerLinear] = v(buf, N * rank);
+  return {
+    ln1: v(a.ln1, N * d.C),
+    rstd1: v(a.rstd1, N),
+    q: v(a.q, N * Q),
+    k: v(a.k, N * KV),
+    v: v(a.v, N * KV),
+    att: v(a.att, N * Q),
+    lse: v(a.lse, d.B * d.NH * d.T),
+    h1: v(a.h1, N * d.C),
+    ln2: v(a.ln2, N * d.C),
+    rstd2: v(a.rstd2, N),
+    gate: v(a.gate, N * d.H),
+    up: v(a.up, N * d.H),
+    act: v(a.act, N * d.H),
+    hs,
+  };
+}

@@ -1,0 +1,126 @@
+/**
+ * Activation buffers of one decoder layer, and the backward scratch shared by all layers.
+ * Without activation checkpointing every layer owns a LayerActs; with it, one LayerActs is
+ * shared and each layer's forward is recomputed into it during backward.
+ */
+import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+
+/** Sizes needed to allocate activations. */
+export interface ActDims {
+  B: number;
+  T: number;
+  C: number;
+  NH: number;
+  NKV: number;
+  HS: number;
+  H: number;
+}
+
+/** LoRA module keys in a decoder layer (also the dropout-seed index of each). */
+export const LAYER_LINEARS = [
+  "q_proj",
+  "k_proj",
+  "v_proj",
+  "output_proj",
+  "w1",
+  "w2",
+  "w3",
+] as const;
+export type LayerLinear = typeof LAYER_LINEARS[number];
+
+/** Saved activations of one decoder layer (N = B*T). */
+export interface LayerActs {
+  ln1: DeviceBuffer; // (N, C)
+  rstd1: DeviceBuffer; // (N)
+  q: DeviceBuffer; // (N, NH*HS)  after rope
+  k: DeviceBuffer; // (N, NKV*HS) after rope
+  v: DeviceBuffer; // (N, NKV*HS)
+  att: DeviceBuffer; // (N, NH*HS) attention output before output_proj
+  lse: DeviceBuffer; // (B, NH, T)
+  h1: DeviceBuffer; // (N, C) residual after attention
+  ln2: DeviceBuffer; // (N, C)
+  rstd2: DeviceBuffer; // (N)
+  gate: DeviceBuffer; // (N, H) w1 output (overwritten by its gradient in backward)
+  up: DeviceBuffer; // (N, H)   w3 output (overwritten by its gradient in backward)
+  act: DeviceBuffer; // (N, H)  silu(gate) * up
+  /** LoRA hidden (N, r) of each adapted linear. */
+  hs: Partial<Record<LayerLinear, DeviceBuffer>>;
+}
+
+/** Backward scratch shared by all layers. */
+export interface BackwardScratch {
+  dln: DeviceBuffer; // (N, C)
+  datt: DeviceBuffer; // (N, NH*HS)
+  dq: DeviceBuffer; // (N, NH*HS)
+  dk: DeviceBuffer; // (N, NKV*HS)
+  dv: DeviceBuffer; // (N, NKV*HS)
+  dact: DeviceBuffer; // (N, H)
+}
+
+/** Tracks what a model allocated, by category, for memory reports. */
+export class Allocator {
+  readonly buffers: DeviceBuffer[] = [];
+  readonly bytesBy = new Map<string, number>();
+  constructor(readonly backend: Backend) {}
+
+  /** A zero-filled f32 (or i32) buffer counted under `category`. */
+  alloc(category: string, length: number, dtype: "f32" | "i32" = "f32"): DeviceBuffer {
+    const buf = this.backend.alloc(length, dtype);
+    this.buffers.push(buf);
+    this.bytesBy.set(category, (this.bytesBy.get(category) ?? 0) + length * 4);
+    return buf;
+  }
+
+  /** Free everything allocated here. */
+  freeAll(): void {
+    for (const b of this.buffers) this.backend.free(b);
+    this.buffers.length = 0;
+    this.bytesBy.clear();
+  }
+}
+
+/** Allocate one layer's activations; `loraRanks` gives r for each adapted linear. */
+export function allocLayerActs(
+  al: Allocator,
+  category: string,
+  d: ActDims,
+  loraRanks: Partial<Record<LayerLinear, number>>,
+): LayerActs {
+  const N = d.B * d.T;
+  const Q = d.NH * d.HS;
+  const KV = d.NKV * d.HS;
+  const hs: Partial<Record<LayerLinear, DeviceBuffer>> = {};
+  for (const key of LAYER_LINEARS) {
+    const r = loraRanks[key];
+    if (r) hs[key] = al.alloc(category, N * r);
+  }
+  return {
+    ln1: al.alloc(category, N * d.C),
+    rstd1: al.alloc(category, N),
+    q: al.alloc(category, N * Q),
+    k: al.alloc(category, N * KV),
+    v: al.alloc(category, N * KV),
+    att: al.alloc(category, N * Q),
+    lse: al.alloc(category, d.B * d.NH * d.T),
+    h1: al.alloc(category, N * d.C),
+    ln2: al.alloc(category, N * d.C),
+    rstd2: al.alloc(category, N),
+    gate: al.alloc(category, N * d.H),
+    up: al.alloc(category, N * d.H),
+    act: al.alloc(category, N * d.H),
+    hs,
+  };
+}
+
+/** Allocate the shared backward scratch. */
+export function allocBackwardScratch(al: Allocator, category: string, d: ActDims): BackwardScratch {
+  const N = d.B * d.T;
+  return {
+    dln: al.alloc(category, N * d.C),
+    datt: al.alloc(category, N * d.NH * d.HS),
+    dq: al.alloc(category, N * d.NH * d.HS),
+    dk: al.alloc(category, N * d.NKV * d.HS),
+    dv: al.alloc(category, N * d.NKV * d.HS),
+    dact: al.alloc(category, N * d.H),
+  };
+}

@@ -1,0 +1,133 @@
+/**
+ * Multi-head attention with grouped-query heads (GQA), rotary embeddings and an optional
+ * KV cache (torchtune's MultiHeadAttention), forward and hand-written backward.
+ */
+import type { Backend, DeviceBuffer, RopeLayout } from "../backend/ops.ts";
+import { mixSeed } from "../params/random.ts";
+import type { BackwardScratch, LayerActs } from "./activations.ts";
+import type { Linear } from "./linear.ts";
+import type { DeviceRope } from "./rope.ts";
+
+/** A KV cache of one layer for generation. */
+export interface KvCache {
+  k: DeviceBuffer; // (B, Tcap, NKV*HS)
+  v: DeviceBuffer; // (B, Tcap, NKV*HS)
+  /** Capacity Tcap in positions. */
+  capacity: number;
+}
+
+/** Head counts of an attention block. */
+export interface AttentionDims {
+  NH: number;
+  NKV: number;
+  HS: number;
+}
+
+/** Dropout-seed index of each projection (mixed with the layer's seed). */
+const SEED = { q: 0, k: 1, v: 2, o: 3 };
+
+/** Self-attention over the op interface. */
+export class Attention {
+  constructor(
+    readonly d: AttentionDims,
+    readonly q: Linear,
+    readonly k: Linear,
+    readonly v: Linear,
+    readonly o: Linear,
+    readonly rope: DeviceRope,
+    readonly layout: RopeLayout,
+  ) {}
+
+  /**
+   * out(N, C) = attention(x(N, C)) with N = B*T; q, k, v, att, lse and LoRA hiddens are
+   * saved in `acts`. With `cache`, tokens sit at positions pos..pos+T-1 and see the cache.
+   */
+  forward(
+    be: Backend,
+    out: DeviceBuffer,
+    x: DeviceBuffer,
+    acts: LayerActs,
+    B: number,
+    T: number,
+    seed: number | null,
+    cache: KvCache | null = null,
+    pos = 0,
+  ): void {
+    const { NH, NKV, HS } = this.d;
+    const N = B * T;
+    const s = (i: number) => (seed === null ? null : mixSeed(seed, i));
+    this.q.forward(be, acts.q, x, N, acts.hs.q_proj ?? null, s(SEED.q)); // (B, T, NH, HS)
+    this.k.forward(be, acts.k, x, N, acts.hs.k_proj ?? null, s(SEED.k)); // (B, T, NKV, HS)
+    this.v.forward(be, acts.v, x, N, acts.hs.v_proj ?? null, s(SEED.v)); // (B, T, NKV, HS)
+    if (pos + T > this.rope.maxSeqLen) {
+      throw new Error(`position ${pos + T} exceeds the rope table length ${this.rope.maxSeqLen}`);
+    }
+    be.rope(acts.q, this.rope.cos, this.rope.sin, B, T, NH, HS, pos, this.layout, false);
+    be.rope(acts.k, this.rope.cos, this.rope.sin, B, T, NKV, HS, pos, this.layout, false);
+    if (cache) {
+      const width = NKV * HS;
+      be.kvCacheWrite(cache.k, acts.k, B, T, cache.capacity, width, pos);
+      be.kvCacheWrite(cache.v, acts.v, B, T, cache.capacity, width, pos);
+      be.attentionForward(
+        acts.att,
+        acts.lse,
+        acts.q,
+        cache.k,
+        cache.v,
+        B,
+        T,
+        pos + T,
+        cache.capacity,
+        NH,
+        NKV,
+        HS,
+      );
+    } else {
+      be.attentionForward(acts.att, acts.lse, acts.q, acts.k, acts.v, B, T, T, T, NH, NKV, HS);
+    }
+    this.o.forward(be, out, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
+  }
+
+  /**
+   * Backward of a training forward: dx(N, C) ACCUMULATES the gradient through q/k/v from
+   * dout(N, C); parameter gradients accumulate. q/k/v/att/lse in `acts` are the forward's.
+   */
+  backward(
+    be: Backend,
+    dx: DeviceBuffer,
+    dout: DeviceBuffer,
+    x: DeviceBuffer,
+    acts: LayerActs,
+    sc: BackwardScratch,
+    B: number,
+    T: number,
+    seed: number | null,
+  ): void {
+    const { NH, NKV, HS } = this.d;
+    const N = B * T;
+    const s = (i: number) => (seed === null ? null : mixSeed(seed, i));
+    be.fill(sc.datt, 0);
+    this.o.backward(be, sc.datt, dout, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
+    be.attentionBackward(
+      sc.dq,
+      sc.dk,
+      sc.dv,
+      sc.datt,
+      acts.q,
+      acts.k,
+      acts.v,
+      acts.att,
+      acts.lse,
+      B,
+      T,
+      NH,
+      NKV,
+      HS,
+    );
+    be.rope(sc.dq, this.rope.cos, this.rope.sin, B, T, NH, HS, 0, this.layout, true);
+    be.rope(sc.dk, this.rope.cos, this.rope.sin, B, T, NKV, HS, 0, this.layout, true);
+    this.q.backward(be, dx, sc.dq, x, N, acts.hs.q_proj ?? null, s(SEED.q));
+    this.k.backward(be, dx, sc.dk, x, N, acts.hs.k_proj ?? null, s(SEED.k));
+    this.v.backward(be, dx, sc.dv, x, N, acts.hs.v_proj ?? null, s(SEED.v));
+  }
+}

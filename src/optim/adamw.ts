@@ -1,0 +1,66 @@
+/**
+ * AdamW over a flat trainable ParamStore (PyTorch's torch.optim.AdamW semantics: decoupled
+ * weight decay on every parameter, bias correction), one backend call per step.
+ */
+import type { Backend } from "../backend/ops.ts";
+import { TuneError } from "../errors.ts";
+import type { ParamStore } from "../params/store.ts";
+
+/** AdamW hyper-parameters (torch.optim.AdamW's names, camelCase). */
+export interface AdamWOptions {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+}
+
+/** Defaults of torch.optim.AdamW. */
+export const ADAMW_DEFAULTS: AdamWOptions = {
+  lr: 1e-3,
+  betas: [0.9, 0.999],
+  eps: 1e-8,
+  weightDecay: 1e-2,
+};
+
+/** Check hyper-parameters like torch does; TuneError naming the bad one. */
+export function validateAdamW(o: AdamWOptions): void {
+  if (!(o.lr >= 0)) throw new TuneError(`optimizer.lr must be >= 0, got ${o.lr}`);
+  if (!(o.eps >= 0)) throw new TuneError(`optimizer.eps must be >= 0, got ${o.eps}`);
+  if (!(o.weightDecay >= 0)) {
+    throw new TuneError(`optimizer.weight_decay must be >= 0, got ${o.weightDecay}`);
+  }
+  if (o.betas.length !== 2 || !o.betas.every((b) => b >= 0 && b < 1)) {
+    throw new TuneError(
+      `optimizer.betas must be two numbers in [0, 1), got [${o.betas.join(", ")}]`,
+    );
+  }
+}
+
+/** An AdamW optimizer bound to one trainable store. */
+export class AdamW {
+  /** Number of steps taken (the next step is stepCount + 1). */
+  stepCount = 0;
+
+  constructor(
+    readonly backend: Backend,
+    readonly store: ParamStore,
+    readonly options: AdamWOptions,
+  ) {
+    validateAdamW(options);
+    if (!store.trainable) throw new Error("AdamW needs a trainable store");
+  }
+
+  /** One update with learning rate `lr` (default: options.lr) from the store's gradients. */
+  step(lr: number = this.options.lr): void {
+    this.stepCount++;
+    const s = this.store;
+    this.backend.adamw(s.params, s.grads!, s.m!, s.v!, {
+      lr,
+      beta1: this.options.betas[0],
+      beta2: this.options.betas[1],
+      eps: this.options.eps,
+      weightDecay: this.options.weightDecay,
+      step: this.stepCount,
+    });
+  }
+}

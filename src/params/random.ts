@@ -1,0 +1,84 @@
+/**
+ * A small seeded random generator (sfc32 seeded through splitmix32) for deterministic
+ * weight initialisation: the same seed gives the same numbers on every machine.
+ */
+
+/** Deterministic uniform and normal draws from a 32-bit seed. */
+export class SeededRandom {
+  #a: number;
+  #b: number;
+  #c: number;
+  #d: number;
+  #spare: number | null = null;
+
+  constructor(seed: number) {
+    let s = seed >>> 0;
+    const next = () => {
+      // splitmix32
+      s = (s + 0x9e3779b9) >>> 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.#a = next();
+    this.#b = next();
+    this.#c = next();
+    this.#d = next();
+    for (let i = 0; i < 12; i++) this.#nextU32();
+  }
+
+  #nextU32(): number {
+    // sfc32
+    const t = (((this.#a + this.#b) >>> 0) + this.#d) >>> 0;
+    this.#d = (this.#d + 1) >>> 0;
+    this.#a = this.#b ^ (this.#b >>> 9);
+    this.#b = (this.#c + (this.#c << 3)) >>> 0;
+    this.#c = ((this.#c << 21) | (this.#c >>> 11)) >>> 0;
+    this.#c = (this.#c + t) >>> 0;
+    return t;
+  }
+
+  /** Uniform in [0, 1) with 32 random bits. */
+  uniform(): number {
+    return this.#nextU32() / 4294967296;
+  }
+
+  /** Standard normal (Box-Muller). */
+  normal(): number {
+    if (this.#spare !== null) {
+      const s = this.#spare;
+      this.#spare = null;
+      return s;
+    }
+    let u = 0;
+    while (u === 0) u = this.uniform();
+    const v = this.uniform();
+    const r = Math.sqrt(-2 * Math.log(u));
+    this.#spare = r * Math.sin(2 * Math.PI * v);
+    return r * Math.cos(2 * Math.PI * v);
+  }
+
+  /** Fill `out` with U(lo, hi). */
+  fillUniform(out: Float32Array, lo: number, hi: number): Float32Array {
+    for (let i = 0; i < out.length; i++) out[i] = lo + (hi - lo) * this.uniform();
+    return out;
+  }
+
+  /** Fill `out` with N(0, std^2). */
+  fillNormal(out: Float32Array, std: number): Float32Array {
+    for (let i = 0; i < out.length; i++) out[i] = std * this.normal();
+    return out;
+  }
+}
+
+/** Mix several integers into one 32-bit seed (for per-step, per-layer dropout seeds). */
+export function mixSeed(...parts: number[]): number {
+  let h = 0x811c9dc5;
+  for (const p of parts) {
+    h = Math.imul(h ^ (p >>> 0), 0x01000193) >>> 0;
+    h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) >>> 0;
+    h = (h ^ (h >>> 12)) >>> 0;
+  }
+  return h >>> 0;
+}
