@@ -29,6 +29,8 @@ export interface Tokenizer {
   readonly padId: number;
   /** Extra ids that end generation (e.g. Llama 3's <|eot_id|>), eosId included. */
   readonly stopIds: readonly number[];
+  /** Truncation length set on the tokenizer component (torchtune's `max_seq_len`); null/absent: none. */
+  readonly maxSeqLen?: number | null;
   /** Special tokens by their text (BOS, EOS, chat markers, reserved tokens), where the format has them. */
   readonly specialTokens?: ReadonlyMap<string, number>;
   encode(text: string, options?: EncodeOptions): number[];
