@@ -67,3 +67,25 @@ for (const path of ["ts", "blas"] as const) {
     }
   });
 }
+
+Deno.test({
+  name: "openBlas().sgemm()/sgemv() honour the byteOffset of Float32Array views",
+  ignore: openBlas() === null,
+  fn: () => {
+    const blas = openBlas()!;
+    // A(2, 3) at offset 5, B(4, 3) at offset 7, C(2, 4) at offset 3 of larger arrays.
+    const a = rand(5 + 6, 11, 1), b = rand(7 + 12, 12, 1), c = new Float32Array(3 + 8).fill(9);
+    blas.sgemm(false, true, 2, 4, 3, 1, a.subarray(5), 3, b.subarray(7), 3, 0, c.subarray(3), 4);
+    assertClose(
+      "sgemm on views",
+      c.subarray(3),
+      naiveNT(a.subarray(5), b.subarray(7), 2, 3, 4),
+      FWD,
+    );
+    assertClose("sgemm leaves the prefix", c.subarray(0, 3), [9, 9, 9], FWD);
+    const y = new Float32Array(2 + 4).fill(1);
+    blas.sgemv(false, 4, 3, 1, b.subarray(7), 3, a.subarray(5), 1, y.subarray(2));
+    const want = Array.from(naiveNT(a.subarray(5), b.subarray(7), 1, 3, 4), (x) => x + 1);
+    assertClose("sgemv on views (beta 1)", y.subarray(2), want, FWD);
+  },
+});

@@ -183,8 +183,13 @@ export class Gemm {
     beta: number,
   ): void {
     if (M === 0 || N === 0) return;
-    if (this.blas) this.blas.sgemm(false, true, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
-    else gemmNTts(M, N, K, A, lda, B, ldb, C, ldc, beta);
+    if (this.blas === null) gemmNTts(M, N, K, A, lda, B, ldb, C, ldc, beta);
+    else if (M === 1) {
+      // Decode-sized product C(N) = B @ a. Zero C ourselves: some OpenBLAS versions scale y
+      // by beta = 0 with a multiply, which would keep a NaN left in a reused buffer.
+      if (beta === 0) C.fill(0, 0, N);
+      this.blas.sgemv(false, N, K, 1, B, ldb, A, 1, C);
+    } else this.blas.sgemm(false, true, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
   }
 
   /** C(M, N) = A(M, K) @ B(K, N) + beta * C. */

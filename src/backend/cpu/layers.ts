@@ -196,15 +196,24 @@ export function crossEntropy(
     }
     let max = -Infinity;
     for (let j = 0; j < V; j++) if (logits[o + j] > max) max = logits[o + j];
+    const target = logits[o + tgt]; // read before dlogits may overwrite it
     let sum = 0;
-    for (let j = 0; j < V; j++) sum += Math.exp(logits[o + j] - max);
-    const lse = max + Math.log(sum);
-    losses[i] = lse - logits[o + tgt];
-    if (dlogits !== null) {
-      // Reads logits[o + j] before writing dlogits[o + j], so aliasing is safe.
-      for (let j = 0; j < V; j++) dlogits[o + j] = Math.exp(logits[o + j] - lse) * gradScale;
-      dlogits[o + tgt] -= gradScale;
+    if (dlogits === null) {
+      for (let j = 0; j < V; j++) sum += Math.exp(logits[o + j] - max);
+      losses[i] = max + Math.log(sum) - target;
+      continue;
     }
+    // One exp per element: store exp(x - max) in dlogits (reading x first, so aliasing
+    // is safe), then scale by gradScale / sum.
+    for (let j = 0; j < V; j++) {
+      const e = Math.exp(logits[o + j] - max);
+      dlogits[o + j] = e;
+      sum += e;
+    }
+    losses[i] = max + Math.log(sum) - target;
+    const s = gradScale / sum;
+    for (let j = 0; j < V; j++) dlogits[o + j] *= s;
+    dlogits[o + tgt] -= gradScale;
   }
 }
 
