@@ -56,3 +56,34 @@ export interface ComponentSpec<T = unknown> {
   /** Build from validated arguments (defaults applied, types parsed). */
   build(args: Record<string, unknown>): T;
 }
+
+/** A resolved component section: the builder's canonical name plus its validated arguments. */
+export interface ComponentSection {
+  /** Canonical name of the builder (an alias in the YAML is replaced by it). */
+  _component_: string;
+  [key: string]: unknown;
+}
+
+/** Value type of a declared key after resolution (defaults applied, strings parsed). */
+export type ParamValue<P extends ParamSpec> = P extends { type: "int" | "float" } ? number
+  : P extends { type: "bool" } ? boolean
+  : P extends { type: "string" } ? string
+  : P extends { type: "string[]" } ? string[]
+  : P extends { type: "int[]" | "float[]" } ? number[]
+  : P extends { type: "section"; params: infer S extends ParamSchema } ? ResolvedConfig<S>
+  : P extends { type: "component" } ? ComponentSection
+  : unknown;
+
+/** Whether a resolved key may be null: declared keys that are neither required nor given a non-null default. */
+type Nullable<P extends ParamSpec> = P extends { required: true } ? never
+  : P extends { type: "any" | "section" } ? never
+  : P extends { default: infer D } ? (null extends D ? null : never)
+  : null;
+
+/**
+ * A config after resolution against a schema: every declared key is present, with its
+ * default when neither the YAML nor the command line set it (null when it has none).
+ */
+export type ResolvedConfig<S extends ParamSchema = ParamSchema> = {
+  [K in keyof S]: ParamValue<S[K]> | Nullable<S[K]>;
+};

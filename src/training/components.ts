@@ -2,4 +2,30 @@
  * `_component_` builders of src/training, registered with src/config/registry.ts.
  * Imported (for its side effect) by src/components.ts.
  */
-export {};
+import { registerComponent } from "../config/registry.ts";
+import { DiskLogger, type MetricLogger, StdoutLogger } from "./metric_logging.ts";
+
+registerComponent<MetricLogger>({
+  name: "torchtune.training.metric_logging.DiskLogger",
+  aliases: ["torchtune.utils.metric_logging.DiskLogger", "tune.training.DiskLogger"],
+  kind: "metric_logger",
+  doc: "appends one JSON record per logged step to <log_dir>/metrics.jsonl",
+  params: {
+    log_dir: { type: "string", required: true, doc: "directory for metrics.jsonl" },
+    filename: {
+      type: "string",
+      default: null,
+      doc: "accepted for torchtune configs; ignored (the file is always metrics.jsonl)",
+    },
+  },
+  build: (args) => new DiskLogger(args.log_dir as string),
+});
+
+registerComponent<MetricLogger>({
+  name: "torchtune.training.metric_logging.StdoutLogger",
+  aliases: ["torchtune.utils.metric_logging.StdoutLogger", "tune.training.StdoutLogger"],
+  kind: "metric_logger",
+  doc: "prints one line of metrics per logged step",
+  params: {},
+  build: () => new StdoutLogger(),
+});

@@ -1,0 +1,74 @@
+/**
+ * The configs shipped in configs/, found relative to this module so the same code works in
+ * the repo and in the `deno compile`d binary (built with `--include configs`).
+ */
+import { TuneError } from "../errors.ts";
+
+/** The configs/ directory. */
+export const CONFIGS_DIR: URL = new URL("../../configs/", import.meta.url);
+
+/** Names of every shipped config (`llama2/7B_lora_single_device`, no `.yaml`), sorted. */
+export function listShippedConfigs(): string[] {
+  const names: string[] = [];
+  const walk = (dir: URL, prefix: string) => {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (entry.isDirectory) walk(new URL(`${entry.name}/`, dir), `${prefix}${entry.name}/`);
+      else if (entry.name.endsWith(".yaml")) names.push(prefix + entry.name.slice(0, -5));
+    }
+  };
+  walk(CONFIGS_DIR, "");
+  return names.sort();
+}
+
+/** A shipped config's name without a `.yaml`/`.yml` suffix. */
+export function configName(ref: string): string {
+  return ref.replace(/\.ya?ml$/, "");
+}
+
+/** The file of a shipped config, or undefined when `ref` names none. */
+export function shippedConfigUrl(ref: string): URL | undefined {
+  const name = configName(ref);
+  return listShippedConfigs().includes(name) ? new URL(`${name}.yaml`, CONFIGS_DIR) : undefined;
+}
+
+/** Where a config came from, and its text. */
+export interface ConfigSource {
+  /** The shipped name, or the user's path as given. */
+  label: string;
+  /** True for a config shipped in configs/. */
+  shipped: boolean;
+  /** The shipped name (no `.yaml`) when shipped. */
+  name?: string;
+  text: string;
+}
+
+/**
+ * Find a config: a shipped one by name (with or without `.yaml`), else a user's file by path.
+ * Not found is a TuneError naming the path tried and the shipped configs.
+ */
+export function findConfig(ref: string): ConfigSource {
+  const url = shippedConfigUrl(ref);
+  if (url) {
+    return {
+      label: configName(ref),
+      shipped: true,
+      name: configName(ref),
+      text: Deno.readTextFileSync(url),
+    };
+  }
+  try {
+    return { label: ref, shipped: false, text: Deno.readTextFileSync(ref) };
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound) && !(e instanceof Deno.errors.IsADirectory)) throw e;
+  }
+  let tried = ref;
+  try {
+    tried = Deno.realPathSync(".") + "/" + ref.replace(/^\.\//, "");
+  } catch { /* cwd gone: keep the path as given */ }
+  if (ref.startsWith("/")) tried = ref;
+  throw new TuneError(
+    `config '${ref}' not found: no file ${tried} and no shipped config of that name; shipped configs: ${
+      listShippedConfigs().join(", ")
+    }`,
+  );
+}
