@@ -1,0 +1,54 @@
+/**
+ * One rank of the failure tests. Usage: fail_worker.ts <mode> <victim rank>.
+ * Every rank does three good all-reduces; then the victim misbehaves while the others
+ * call allReduceSum:
+ *   exit      the victim exits with status 3
+ *   sigkill   the victim kills itself with SIGKILL
+ *   hang      the victim stops calling collectives (and stays alive)
+ *   mismatch  the victim calls allGather instead
+ *   finish    the victim closes its group and exits 0
+ * A surviving rank prints "rank R failed: <message>" on stderr and exits 1, as the CLI does.
+ */
+import { CpuBuffer } from "../../src/backend/cpu/buffer.ts";
+import type { DeviceBuffer } from "../../src/backend/ops.ts";
+import { DistributedError } from "../../src/distributed/errors.ts";
+import { viewHostAccess } from "../../src/distributed/host_access.ts";
+import { initProcessGroup } from "../../src/distributed/process_group.ts";
+
+const [mode, victimArg] = Deno.args;
+const victim = Number(victimArg);
+try {
+  const group = await initProcessGroup();
+  const coll = group.cpuCollectives(viewHostAccess((b: DeviceBuffer) => (b as CpuBuffer).data));
+  const buf = new CpuBuffer("f32", new Float32Array(1000).fill(1), true);
+  for (let i = 0; i < 3; i++) await coll.allReduceSum(buf);
+  if (group.rank === victim) {
+    if (mode === "exit") Deno.exit(3);
+    if (mode === "sigkill") Deno.kill(Deno.pid, "SIGKILL");
+    if (mode === "hang") await new Promise(() => setInterval(() => {}, 1000));
+    if (mode === "finish") {
+      await group.close();
+      Deno.exit(0);
+    }
+    if (mode === "mismatch") {
+      await coll.allGather(
+        new CpuBuffer("f32", new Float32Array(1000 * group.worldSize), true),
+        buf,
+      );
+    }
+  } else {
+    const t0 = Date.now();
+    console.log(`rank ${group.rank} waiting`);
+    try {
+      await coll.allReduceSum(buf);
+    } finally {
+      console.log(`rank ${group.rank} left the collective after ${Date.now() - t0} ms`);
+    }
+  }
+  console.log(`rank ${group.rank} finished`);
+  await group.close();
+} catch (e) {
+  const lost = e instanceof DistributedError ? ` [lostRank=${e.lostRank}]` : "";
+  console.error(`rank ${Deno.env.get("RANK")} failed: ${(e as Error).message}${lost}`);
+  Deno.exit(1);
+}

@@ -1,0 +1,67 @@
+/**
+ * A lost rank stops the others with a message naming it, instead of hanging. Each case
+ * starts 3 ranks on loopback; rank 1 misbehaves in the 4th all-reduce. Bounds: every
+ * survivor must exit non-zero within 30 s (hangs: within the 5 s TUNE_DIST_TIMEOUT plus
+ * start-up); every process is SIGKILLed after 90 s whatever happens.
+ */
+import {
+  deepStrictEqual as assertEquals,
+  match as assertMatch,
+  ok as assert,
+} from "node:assert/strict";
+import { type RankResult, spawnRanks } from "./distributed/spawn.ts";
+
+const VICTIM = 1;
+
+async function survivors(mode: string): Promise<RankResult[]> {
+  const procs = spawnRanks("./fail_worker.ts", 3, {
+    args: [mode, String(VICTIM)],
+    env: { TUNE_DIST_TIMEOUT: "5" },
+    limitMs: 90_000,
+  });
+  const others = await Promise.all(procs.filter((p) => p.rank !== VICTIM).map((p) => p.done));
+  // A hung victim is still alive: stop it (the launcher would).
+  try {
+    procs[VICTIM].child.kill("SIGKILL");
+  } catch { /* already gone */ }
+  await procs[VICTIM].done;
+  for (const r of others) {
+    assert(r.code !== 0, `rank ${r.rank} should fail:\n${r.stdout}${r.stderr}`);
+    assertMatch(r.stdout, /waiting/, `rank ${r.rank} reached the collective`);
+    const waited = Number(/left the collective after (\d+) ms/.exec(r.stdout)?.[1]);
+    assert(waited < 30_000, `rank ${r.rank} took ${waited} ms to notice`);
+  }
+  return others;
+}
+
+Deno.test("`allReduceSum` fails naming the rank when that rank exits with an error", async () => {
+  for (const r of await survivors("exit")) {
+    assertMatch(r.stderr, /rank 1 was lost: .*\[lostRank=1\]/);
+  }
+});
+
+Deno.test("`allReduceSum` fails naming the rank when that rank is killed by SIGKILL", async () => {
+  for (const r of await survivors("sigkill")) {
+    assertMatch(r.stderr, /rank 1 was lost: .*\[lostRank=1\]/);
+  }
+});
+
+Deno.test("`allReduceSum` times out naming the rank when that rank hangs", async () => {
+  for (const r of await survivors("hang")) {
+    assertMatch(r.stderr, /rank 1 did not respond within 5 s in allReduceSum.*\[lostRank=1\]/);
+  }
+});
+
+Deno.test("collectives fail on every rank when ranks call different collectives", async () => {
+  for (const r of await survivors("mismatch")) {
+    assertMatch(r.stderr, /ranks called collectives in different orders/);
+  }
+});
+
+Deno.test("`allReduceSum` fails naming the rank when that rank already closed its group", async () => {
+  const others = await survivors("finish");
+  for (const r of others) {
+    assertMatch(r.stderr, /rank 1 already left the process group.*\[lostRank=1\]/);
+  }
+  assertEquals(others.length, 2);
+});
