@@ -1,5 +1,285 @@
 /**
  * `_component_` builders of src/data, registered with src/config/registry.ts.
  * Imported (for its side effect) by src/components.ts.
+ *
+ * Each builds a `DatasetBuilder` (datasets.ts); the recipe then calls
+ * `await dataset.load(tokenizer, { maxSeqLen })`.
  */
-export {};
+import { registerComponent } from "../config/registry.ts";
+import type { ParamSchema } from "../config/schema.ts";
+import { TuneError } from "../errors.ts";
+import { CHAT_FORMAT_CHOICES } from "./chat_format.ts";
+import {
+  type DatasetBuilder,
+  type MessageTransform,
+  sftDataset,
+  textCompletionDataset,
+} from "./datasets.ts";
+import type { TextSampleBy } from "./load_local.ts";
+import type { DataFiles } from "./source.ts";
+import type { MaskingStrategy } from "./types.ts";
+
+const SOURCE_DOC = "Hugging Face repo id (owner/name), or json | csv | text for local data_files";
+
+const common: ParamSchema = {
+  data_files: {
+    type: "any",
+    default: null,
+    doc: "local file path, list of paths, or {split: path(s)}; read with source json|csv|text",
+  },
+  split: {
+    type: "string",
+    default: "train",
+    doc: "split, optionally sliced: train[:1000], train[:10%]",
+  },
+  packed: { type: "bool", default: false, doc: "pack samples into max_seq_len-long sequences" },
+  max_seq_len: {
+    type: "int",
+    default: null,
+    doc: "truncation/pack length; overrides the recipe's (tokenizer's) max_seq_len",
+  },
+};
+
+const sftCommon: ParamSchema = {
+  ...common,
+  chat_format: {
+    type: "string",
+    default: "auto",
+    choices: CHAT_FORMAT_CHOICES,
+    doc: "how messages become tokens: auto | none | plain | llama2 | llama3 | chatml",
+  },
+  masking_strategy: {
+    type: "string",
+    default: null,
+    choices: ["train_on_all", "train_on_assistant", "train_on_last"],
+    doc: "which messages get loss; overrides train_on_input when set",
+  },
+  split_across_pack: {
+    type: "bool",
+    default: false,
+    doc: "packing: split a sample that does not fit across two packs",
+  },
+};
+
+function dataFilesArg(v: unknown): DataFiles | null {
+  if (v === null || v === undefined) return null;
+  if (typeof v === "string") return v;
+  if (Array.isArray(v) && v.every((x) => typeof x === "string")) return v as string[];
+  if (typeof v === "object" && !Array.isArray(v)) {
+    const ok = Object.values(v as object).every((x) =>
+      typeof x === "string" || (Array.isArray(x) && x.every((y) => typeof y === "string"))
+    );
+    if (ok) return v as Record<string, string | string[]>;
+  }
+  throw new TuneError(
+    `dataset.data_files must be a path, a list of paths or {split: path}, got ${JSON.stringify(v)}`,
+  );
+}
+
+function columnMapArg<K extends string>(
+  v: unknown,
+  keys: readonly K[],
+): Partial<Record<K, string>> | undefined {
+  if (v === null || v === undefined) return undefined;
+  if (typeof v !== "object" || Array.isArray(v)) {
+    throw new TuneError(`dataset.column_map must be a mapping like {${keys[0]}: my_column}`);
+  }
+  for (const [k, col] of Object.entries(v as Record<string, unknown>)) {
+    if (!(keys as readonly string[]).includes(k)) {
+      throw new TuneError(
+        `dataset.column_map has unknown key ${k}; its keys are ${keys.join(", ")}`,
+      );
+    }
+    if (typeof col !== "string") {
+      throw new TuneError(
+        `dataset.column_map.${k} must be a column name, got ${JSON.stringify(col)}`,
+      );
+    }
+  }
+  return v as Partial<Record<K, string>>;
+}
+
+function str(v: unknown): string | null {
+  return v === null || v === undefined ? null : String(v);
+}
+
+function num(v: unknown): number | null {
+  return v === null || v === undefined ? null : Number(v);
+}
+
+function alpacaBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
+  return sftDataset({
+    name,
+    source: String(args.source),
+    dataFiles: dataFilesArg(args.data_files),
+    split: String(args.split ?? "train"),
+    packed: Boolean(args.packed),
+    splitAcrossPack: Boolean(args.split_across_pack),
+    maxSeqLen: num(args.max_seq_len),
+    transform: {
+      kind: "alpaca",
+      columnMap: columnMapArg(args.column_map, ["instruction", "input", "output"] as const),
+    },
+    trainOnInput: Boolean(args.train_on_input),
+    maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
+    chatFormat: String(args.chat_format ?? "auto"),
+    fallbackFormat: "none",
+  });
+}
+
+const alpacaParams = (source: string): ParamSchema => ({
+  source: { type: "string", default: source, doc: SOURCE_DOC },
+  column_map: {
+    type: "any",
+    default: null,
+    doc: "rename columns: {instruction: col, input: col, output: col}",
+  },
+  train_on_input: {
+    type: "bool",
+    default: true,
+    doc: "also train on the prompt (Alpaca default true)",
+  },
+  ...sftCommon,
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.alpaca_dataset",
+  aliases: ["tune.datasets.alpaca_dataset"],
+  kind: "dataset",
+  doc: "Alpaca instruction data (instruction, input, output) with the Alpaca prompt",
+  params: alpacaParams("tatsu-lab/alpaca"),
+  build: (args) => alpacaBuilder("torchtune.datasets.alpaca_dataset", args),
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.alpaca_cleaned_dataset",
+  aliases: ["tune.datasets.alpaca_cleaned_dataset"],
+  kind: "dataset",
+  doc: "yahma/alpaca-cleaned with the Alpaca prompt",
+  params: alpacaParams("yahma/alpaca-cleaned"),
+  build: (args) => alpacaBuilder("torchtune.datasets.alpaca_cleaned_dataset", args),
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.instruct_dataset",
+  aliases: ["tune.datasets.instruct_dataset"],
+  kind: "dataset",
+  doc: "prompt/response pairs (input, output columns; rename with column_map)",
+  params: {
+    source: { type: "string", required: true, doc: SOURCE_DOC },
+    column_map: { type: "any", default: null, doc: "rename columns: {input: col, output: col}" },
+    train_on_input: { type: "bool", default: false, doc: "also train on the prompt" },
+    new_system_prompt: { type: "string", default: null, doc: "prepend this system message" },
+    ...sftCommon,
+  },
+  build: (args) =>
+    sftDataset({
+      name: "torchtune.datasets.instruct_dataset",
+      source: String(args.source),
+      dataFiles: dataFilesArg(args.data_files),
+      split: String(args.split ?? "train"),
+      packed: Boolean(args.packed),
+      splitAcrossPack: Boolean(args.split_across_pack),
+      maxSeqLen: num(args.max_seq_len),
+      transform: {
+        kind: "input_output",
+        columnMap: columnMapArg(args.column_map, ["input", "output"] as const),
+      },
+      trainOnInput: Boolean(args.train_on_input),
+      maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
+      newSystemPrompt: str(args.new_system_prompt),
+      chatFormat: String(args.chat_format ?? "auto"),
+      fallbackFormat: "none",
+    }),
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.chat_dataset",
+  aliases: ["tune.datasets.chat_dataset"],
+  kind: "dataset",
+  doc: "conversations: ShareGPT (from/value) or OpenAI (role/content) messages",
+  params: {
+    source: { type: "string", required: true, doc: SOURCE_DOC },
+    conversation_style: {
+      type: "string",
+      required: true,
+      choices: ["sharegpt", "openai"],
+      doc: "sharegpt: [{from: human|gpt|system, value}]; openai: [{role, content}]",
+    },
+    conversation_column: {
+      type: "string",
+      default: null,
+      doc: "column holding the messages (default conversations for sharegpt, messages for openai)",
+    },
+    train_on_input: { type: "bool", default: false, doc: "also train on user messages" },
+    new_system_prompt: {
+      type: "string",
+      default: null,
+      doc: "replace system messages with this one",
+    },
+    ...sftCommon,
+  },
+  build: (args) => {
+    const style = String(args.conversation_style);
+    if (style !== "sharegpt" && style !== "openai") {
+      throw new TuneError(`dataset.conversation_style must be sharegpt or openai, got ${style}`);
+    }
+    const transform: MessageTransform = style === "sharegpt"
+      ? { kind: "sharegpt", column: str(args.conversation_column) ?? "conversations" }
+      : { kind: "openai", column: str(args.conversation_column) ?? "messages" };
+    return sftDataset({
+      name: "torchtune.datasets.chat_dataset",
+      source: String(args.source),
+      dataFiles: dataFilesArg(args.data_files),
+      split: String(args.split ?? "train"),
+      packed: Boolean(args.packed),
+      splitAcrossPack: Boolean(args.split_across_pack),
+      maxSeqLen: num(args.max_seq_len),
+      transform,
+      trainOnInput: Boolean(args.train_on_input),
+      maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
+      newSystemPrompt: str(args.new_system_prompt),
+      chatFormat: String(args.chat_format ?? "auto"),
+      fallbackFormat: "plain",
+    });
+  },
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.text_completion_dataset",
+  aliases: ["tune.datasets.text_completion_dataset"],
+  kind: "dataset",
+  doc: "unstructured text (txt files or a text column), trained on every token",
+  params: {
+    source: { type: "string", required: true, doc: SOURCE_DOC },
+    column: { type: "string", default: "text", doc: "column holding the text" },
+    add_eos: { type: "bool", default: true, doc: "append EOS to each sample" },
+    sample_by: {
+      type: "string",
+      default: "paragraph",
+      choices: ["paragraph", "document", "line"],
+      doc: ".txt files: one sample per blank-line-separated paragraph, per file, or per line",
+    },
+    ...common,
+    split_across_pack: {
+      type: "bool",
+      default: true,
+      doc: "packing: split a sample that does not fit across two packs",
+    },
+  },
+  build: (args) =>
+    textCompletionDataset({
+      name: "torchtune.datasets.text_completion_dataset",
+      source: String(args.source),
+      dataFiles: dataFilesArg(args.data_files),
+      split: String(args.split ?? "train"),
+      packed: Boolean(args.packed),
+      splitAcrossPack: args.split_across_pack === undefined
+        ? true
+        : Boolean(args.split_across_pack),
+      maxSeqLen: num(args.max_seq_len),
+      column: String(args.column ?? "text"),
+      addEos: args.add_eos === undefined ? true : Boolean(args.add_eos),
+      sampleBy: String(args.sample_by ?? "paragraph") as TextSampleBy,
+    }),
+});

@@ -1,0 +1,376 @@
+/**
+ * Messages -> (tokens, mask): the chat formats, each reproducing the torchtune tokenizer
+ * that uses it.
+ *
+ * - "none": torchtune's `tokenize_messages_no_special_tokens` with no prompt template
+ *   (Llama2Tokenizer's default): contents concatenated, BOS at the start of each turn, EOS
+ *   after each assistant message. Used for Alpaca/instruct data with SentencePiece models.
+ * - "llama2": Llama2ChatTemplate (`[INST] <<SYS>>\n...\n<</SYS>>\n\n... [/INST] `) on the
+ *   same path. The system prompt goes into the first [INST] only, as in Meta's reference
+ *   code and Hugging Face's template (torchtune's template repeats it in every [INST]).
+ * - "plain": a "role: content" template on the same path: `system: S\n`, `user: U\nassistant: `,
+ *   then the assistant text. The fallback chat format for tokenizers without special tokens.
+ * - "llama3": Llama3Tokenizer.tokenize_messages: `<|begin_of_text|>` then per message
+ *   `<|start_header_id|>role<|end_header_id|>\n\n` + stripped text + `<|eot_id|>` (or
+ *   `<|eom_id|>` when the message does not end the turn), then `<|end_of_text|>`.
+ * - "chatml": Qwen2.5's tokenize_messages: `<|im_start|>role\n` + text + `<|im_end|>\n`, except
+ *   that the last assistant message is closed by the tokenizer's EOS instead. No BOS.
+ *
+ * On the "none"/"llama2"/"plain" path, torchtune strips trailing spaces of each piece and
+ * trims the leading whitespace SentencePiece adds to a continuation piece (by encoding
+ * "\n" + text and dropping the tokens of "\n"). Both exist only to undo SentencePiece's
+ * dummy prefix, so they are applied only when the tokenizer adds one (detected once per
+ * tokenizer); for other tokenizers each piece is encoded as is, and the tokens decode to
+ * exactly the rendered template text.
+ *
+ * Special tokens are looked up by `specialTokenId()`.
+ */
+import { TuneError } from "../errors.ts";
+import type { Tokenizer } from "../tokenizers/types.ts";
+import type { Message } from "./types.ts";
+
+/** Chat format names. */
+export type ChatFormat = "none" | "plain" | "llama2" | "llama3" | "chatml";
+
+/** All chat_format values accepted in configs: our names, "auto" and torchtune class names. */
+export const CHAT_FORMAT_CHOICES = [
+  "auto",
+  "none",
+  "plain",
+  "llama2",
+  "llama3",
+  "chatml",
+  "torchtune.data.Llama2ChatFormat",
+  "torchtune.models.llama2.Llama2ChatTemplate",
+  "torchtune.data.ChatMLFormat",
+  "torchtune.data.ChatMLTemplate",
+] as const;
+
+/** Result of tokenizing a conversation: ids and, per id, whether it is masked (no loss). */
+export interface TokenizedMessages {
+  tokens: number[];
+  mask: boolean[];
+}
+
+/** Options of `tokenizeMessages`. */
+export interface TokenizeMessagesOptions {
+  /** Truncate to this many tokens, as torchtune's tokenizer max_seq_len does (null: never). */
+  maxSeqLen?: number | null;
+  /** Add end tokens (EOS, closing tags) after the last message; false for generation prompts. */
+  addEnd?: boolean;
+}
+
+type SpecialTokenSource = {
+  specialTokens?: ReadonlyMap<string, number> | Readonly<Record<string, number>>;
+  tokenToId?: (text: string) => number | undefined | null;
+  pieceToId?: (text: string) => number | undefined | null;
+};
+
+/**
+ * Id of a special token (e.g. "<|eot_id|>"), or undefined when the tokenizer has none. Looks
+ * at an optional `specialTokens` map/record or `tokenToId` / `pieceToId` method of the
+ * tokenizer, then at whether encoding the text gives exactly one id that decodes back to it.
+ */
+export function specialTokenId(tokenizer: Tokenizer, text: string): number | undefined {
+  const t = tokenizer as Tokenizer & SpecialTokenSource;
+  const st = t.specialTokens;
+  if (st instanceof Map) {
+    const id = st.get(text);
+    if (id !== undefined) return id;
+  } else if (st && typeof st === "object") {
+    const id = (st as Record<string, number>)[text];
+    if (typeof id === "number") return id;
+  }
+  for (const fn of [t.tokenToId, t.pieceToId]) {
+    if (typeof fn === "function") {
+      const id = fn.call(t, text);
+      if (typeof id === "number" && id >= 0) return id;
+    }
+  }
+  const ids = tokenizer.encode(text, { bos: false, eos: false });
+  if (ids.length === 1 && tokenizer.decode(ids) === text) return ids[0];
+  return undefined;
+}
+
+function requireSpecial(tokenizer: Tokenizer, text: string, format: string): number {
+  const id = specialTokenId(tokenizer, text);
+  if (id === undefined) {
+    throw new TuneError(
+      `chat_format ${format} needs the special token ${text}, which this tokenizer lacks; ` +
+        `set dataset.chat_format to one your tokenizer supports (plain, llama2 or none)`,
+    );
+  }
+  return id;
+}
+
+/**
+ * The chat format a config value names. "auto" picks llama3 when the tokenizer has
+ * <|start_header_id|>, chatml when it has <|im_start|>, else `fallback`.
+ */
+export function resolveChatFormat(
+  name: string,
+  tokenizer: Tokenizer,
+  fallback: ChatFormat,
+): ChatFormat {
+  switch (name) {
+    case "none":
+    case "plain":
+    case "llama2":
+    case "llama3":
+    case "chatml":
+      return name;
+    case "torchtune.data.Llama2ChatFormat":
+    case "torchtune.models.llama2.Llama2ChatTemplate":
+      return "llama2";
+    case "torchtune.data.ChatMLFormat":
+    case "torchtune.data.ChatMLTemplate":
+      return "chatml";
+    case "auto":
+      if (specialTokenId(tokenizer, "<|start_header_id|>") !== undefined) return "llama3";
+      if (specialTokenId(tokenizer, "<|im_start|>") !== undefined) return "chatml";
+      return fallback;
+  }
+  throw new TuneError(
+    `unknown dataset.chat_format ${JSON.stringify(name)}; use one of ${
+      CHAT_FORMAT_CHOICES.join(", ")
+    }`,
+  );
+}
+
+/** torchtune's `truncate` (right): keep `max` items, then force the last one to `end`. */
+export function truncate<T>(items: T[], max: number, end?: T): T[] {
+  const out = items.slice(0, max);
+  if (end !== undefined && out.length > 0 && out[out.length - 1] !== end) {
+    out[out.length - 1] = end;
+  }
+  return out;
+}
+
+// ---- the SentencePiece-style path (none, llama2, plain) ----
+
+const dummyPrefixCache = new WeakMap<Tokenizer, boolean>();
+
+/** True when the tokenizer prepends a space-like token to every encoded text (SentencePiece). */
+export function addsDummyPrefix(tokenizer: Tokenizer): boolean {
+  let v = dummyPrefixCache.get(tokenizer);
+  if (v === undefined) {
+    const opts = { bos: false, eos: false };
+    const prefix = tokenizer.encode("\n", opts);
+    const full = tokenizer.encode("\na", opts);
+    const alone = tokenizer.encode("a", opts);
+    v = !sameIds(full.slice(prefix.length), alone);
+    dummyPrefixCache.set(tokenizer, v);
+  }
+  return v;
+}
+
+function sameIds(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Encode a continuation piece without SentencePiece's leading space (torchtune's trim). */
+function encodeTrimmed(tokenizer: Tokenizer, text: string): number[] {
+  const opts = { bos: false, eos: false };
+  const prefix = tokenizer.encode("\n", opts);
+  const full = tokenizer.encode("\n" + text, opts);
+  if (!sameIds(full.slice(0, prefix.length), prefix)) return tokenizer.encode(text, opts);
+  return full.slice(prefix.length);
+}
+
+function applyTemplate(
+  messages: readonly Message[],
+  template: Record<string, [string, string]>,
+): Message[] {
+  return messages.map((m) => {
+    const tags = template[m.role];
+    if (!tags) return m;
+    const content = [...m.content];
+    if (tags[0]) content.unshift(tags[0]);
+    if (tags[1]) content.push(tags[1]);
+    return { ...m, content };
+  });
+}
+
+/** Llama2ChatTemplate: the system prompt goes inside the next user message's [INST]. */
+function llama2Template(messages: readonly Message[]): Message[] {
+  let system: string[] = [];
+  const out: Message[] = [];
+  for (const m of messages) {
+    if (m.role === "system") {
+      system = ["<<SYS>>\n", ...m.content, "\n<</SYS>>\n\n"];
+      continue;
+    }
+    if (m.role === "user") {
+      out.push({ ...m, content: ["[INST] ", ...system, ...m.content, " [/INST] "] });
+      system = []; // Meta's format: the system prompt goes in the first [INST] only
+    } else out.push(m);
+  }
+  return out;
+}
+
+const PLAIN_TEMPLATE: Record<string, [string, string]> = {
+  system: ["system: ", "\n"],
+  user: ["user: ", "\nassistant: "],
+  tool: ["tool: ", "\nassistant: "],
+  ipython: ["tool: ", "\nassistant: "],
+};
+
+function tokenizeNoSpecial(
+  tokenizer: Tokenizer,
+  messages: readonly Message[],
+  opts: { bosId: number | null; eosId: number | null; maxSeqLen: number | null },
+): TokenizedMessages {
+  const spm = addsDummyPrefix(tokenizer);
+  const tokens: number[] = [];
+  const mask: boolean[] = [];
+  let startOfTurn = true;
+  let prevEndsWithSpace = false;
+  let lastMasked = false;
+  for (const message of messages) {
+    lastMasked = message.masked;
+    const endOfTurn = message.role === "assistant";
+    if (startOfTurn && opts.bosId !== null) {
+      tokens.push(opts.bosId);
+      mask.push(message.masked);
+    }
+    const trim = spm && !startOfTurn && !prevEndsWithSpace;
+    let n = 0;
+    for (const piece of message.content) {
+      const text = spm ? piece.replace(/ +$/, "") : piece;
+      const ids = trim
+        ? encodeTrimmed(tokenizer, text)
+        : tokenizer.encode(text, { bos: false, eos: false });
+      for (const id of ids) tokens.push(id);
+      n += ids.length;
+    }
+    const lastPiece = message.content[message.content.length - 1] ?? "";
+    prevEndsWithSpace = lastPiece.endsWith(" ");
+    for (let i = 0; i < n; i++) mask.push(message.masked);
+    if (endOfTurn) {
+      if (opts.eosId !== null) {
+        tokens.push(opts.eosId);
+        mask.push(message.masked);
+      }
+      startOfTurn = true;
+    } else startOfTurn = false;
+    if (opts.maxSeqLen !== null && tokens.length >= opts.maxSeqLen) break;
+  }
+  if (opts.maxSeqLen !== null) {
+    const eos = opts.eosId ?? undefined;
+    return {
+      tokens: truncate(tokens, opts.maxSeqLen, eos),
+      mask: truncate(mask, opts.maxSeqLen, opts.eosId !== null ? lastMasked : undefined),
+    };
+  }
+  return { tokens, mask };
+}
+
+// ---- Llama 3 and ChatML ----
+
+/** Python's str.strip() whitespace set. */
+const PY_WS =
+  "[\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+const PY_STRIP = new RegExp(`^${PY_WS}+|${PY_WS}+$`, "g");
+
+function tokenizeLlama3(
+  tokenizer: Tokenizer,
+  messages: readonly Message[],
+  addEnd: boolean,
+  maxSeqLen: number | null,
+): TokenizedMessages {
+  const enc = (s: string) => tokenizer.encode(s, { bos: false, eos: false });
+  const startHeader = requireSpecial(tokenizer, "<|start_header_id|>", "llama3");
+  const endHeader = requireSpecial(tokenizer, "<|end_header_id|>", "llama3");
+  const eot = requireSpecial(tokenizer, "<|eot_id|>", "llama3");
+  const eom = specialTokenId(tokenizer, "<|eom_id|>") ?? eot;
+  const pythonTag = specialTokenId(tokenizer, "<|python_tag|>");
+  const tokens = [tokenizer.bosId];
+  const mask = [true];
+  const newlines = enc("\n\n");
+  messages.forEach((m, i) => {
+    if (maxSeqLen !== null && tokens.length >= maxSeqLen) return;
+    const ids = [startHeader, ...enc(m.role.replace(PY_STRIP, "")), endHeader, ...newlines];
+    if (m.ipython && pythonTag !== undefined) ids.push(pythonTag);
+    for (const piece of m.content) ids.push(...enc(piece.replace(PY_STRIP, "")));
+    const addEndHere = i === messages.length - 1 ? addEnd : true;
+    if (addEndHere) ids.push(m.eot ? eot : eom);
+    for (const id of ids) {
+      tokens.push(id);
+      mask.push(m.masked);
+    }
+  });
+  if (addEnd) {
+    tokens.push(tokenizer.eosId);
+    mask.push(true);
+  }
+  if (maxSeqLen !== null) {
+    return {
+      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
+      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
+    };
+  }
+  return { tokens, mask };
+}
+
+function tokenizeChatMl(
+  tokenizer: Tokenizer,
+  messages: readonly Message[],
+  addEnd: boolean,
+  maxSeqLen: number | null,
+): TokenizedMessages {
+  const enc = (s: string) => tokenizer.encode(s, { bos: false, eos: false });
+  const imStart = requireSpecial(tokenizer, "<|im_start|>", "chatml");
+  const imEnd = requireSpecial(tokenizer, "<|im_end|>", "chatml");
+  const newline = enc("\n");
+  const tokens: number[] = [];
+  const mask: boolean[] = [];
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i];
+    const ids: number[] = [];
+    if (m.role !== "ipython") ids.push(imStart, ...enc(`${m.role}\n`));
+    for (const piece of m.content) ids.push(...enc(piece));
+    if (m.role !== "ipython" && (m.role !== "assistant" || i !== messages.length - 1)) {
+      ids.push(imEnd, ...newline);
+    }
+    for (const id of ids) {
+      tokens.push(id);
+      mask.push(m.masked);
+    }
+    if (maxSeqLen !== null && tokens.length >= maxSeqLen) break;
+  }
+  if (addEnd) {
+    tokens.push(tokenizer.eosId);
+    mask.push(mask.length > 0 ? mask[mask.length - 1] : true);
+  }
+  if (maxSeqLen !== null) {
+    return {
+      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
+      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
+    };
+  }
+  return { tokens, mask };
+}
+
+/** Tokenize a conversation in a chat format; see the module doc for each format. */
+export function tokenizeMessages(
+  tokenizer: Tokenizer,
+  messages: readonly Message[],
+  format: ChatFormat,
+  options: TokenizeMessagesOptions = {},
+): TokenizedMessages {
+  const maxSeqLen = options.maxSeqLen ?? null;
+  const addEnd = options.addEnd ?? true;
+  const spmOpts = { bosId: tokenizer.bosId, eosId: addEnd ? tokenizer.eosId : null, maxSeqLen };
+  switch (format) {
+    case "none":
+      return tokenizeNoSpecial(tokenizer, messages, spmOpts);
+    case "llama2":
+      return tokenizeNoSpecial(tokenizer, llama2Template(messages), spmOpts);
+    case "plain":
+      return tokenizeNoSpecial(tokenizer, applyTemplate(messages, PLAIN_TEMPLATE), spmOpts);
+    case "llama3":
+      return tokenizeLlama3(tokenizer, messages, addEnd, maxSeqLen);
+    case "chatml":
+      return tokenizeChatMl(tokenizer, messages, addEnd, maxSeqLen);
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * Download a Hugging Face Hub dataset's data files for one split, with a local cache.
+ *
+ * 1. `GET {HF_ENDPOINT}/api/datasets/{repo}/revision/{revision}` lists the repo's files
+ *    (`siblings`). JSON, JSONL and CSV files of the split are chosen (`selectDataFiles`) and
+ *    fetched from `{HF_ENDPOINT}/datasets/{repo}/resolve/{revision}/{path}`.
+ * 2. A repo with only parquet files is read through the datasets-server rows API
+ *    (`{datasets server}/rows?dataset=..&config=..&split=..&offset=..&length=100`, paged) and
+ *    cached as JSON Lines; the config comes from `/splits?dataset=..`.
+ *
+ * Files land in `{cacheDir}/{owner}--{name}/{revision}/` (written to a temporary name, then
+ * renamed) with a manifest per split; once the manifest exists the cache is used without any
+ * network access (delete the folder to refresh). `HF_TOKEN` is sent as a bearer token.
+ */
+import { TuneError } from "../errors.ts";
+import type { LocalFormat } from "./load_local.ts";
+
+/** Where and how to reach the hub. */
+export interface HubOptions {
+  /** Hub base URL (HF_ENDPOINT, default https://huggingface.co). */
+  endpoint: string;
+  /** datasets-server base URL (HF_DATASETS_SERVER, default https://datasets-server.huggingface.co). */
+  datasetsServer: string;
+  /** Access token (HF_TOKEN, or HUGGING_FACE_HUB_TOKEN), or null. */
+  token: string | null;
+  /** Cache root (TUNE_DATASETS_CACHE, default ~/.cache/tune/datasets). */
+  cacheDir: string;
+  /** Git revision (default "main"). */
+  revision: string;
+}
+
+/** Hub options from the environment, with `overrides` taking precedence. */
+export function hubOptionsFromEnv(overrides: Partial<HubOptions> = {}): HubOptions {
+  const env = (k: string) => {
+    try {
+      return Deno.env.get(k) || undefined;
+    } catch {
+      return undefined; // no --allow-env: use defaults
+    }
+  };
+  const home = env("HOME") ?? env("USERPROFILE") ?? ".";
+  const cacheRoot = env("XDG_CACHE_HOME") ?? `${home}/.cache`;
+  return {
+    endpoint: (overrides.endpoint ?? env("HF_ENDPOINT") ?? "https://huggingface.co").replace(
+      /\/+$/,
+      "",
+    ),
+    datasetsServer: (overrides.datasetsServer ?? env("HF_DATASETS_SERVER") ??
+      "https://datasets-server.huggingface.co").replace(/\/+$/, ""),
+    token: overrides.token !== undefined
+      ? overrides.token
+      : env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN") ?? null,
+    cacheDir: overrides.cacheDir ?? env("TUNE_DATASETS_CACHE") ?? `${cacheRoot}/tune/datasets`,
+    revision: overrides.revision ?? "main",
+  };
+}
+
+/** Downloaded data of one split: local files in one format. */
+export interface HubDataFiles {
+  format: LocalFormat;
+  files: string[];
+}
+
+const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
+
+/** True when `source` looks like a hub repo id ("owner/name"). */
+export function isRepoId(source: string): boolean {
+  return REPO_ID.test(source);
+}
+
+const DATA_EXT = [".jsonl", ".json", ".csv"];
+const METADATA_FILES = new Set([
+  "dataset_info.json",
+  "dataset_infos.json",
+  "dataset_dict.json",
+  "state.json",
+  "config.json",
+  "package.json",
+  "tokenizer.json",
+]);
+const SPLIT_WORDS: Record<string, string[]> = {
+  train: ["train", "training"],
+  validation: ["validation", "valid", "val", "dev", "eval"],
+  test: ["test", "testing"],
+};
+
+function splitWords(split: string): string[] {
+  return SPLIT_WORDS[split] ?? [split];
+}
+
+function mentions(path: string, words: string[]): boolean {
+  // A split name as a whole word of the path: data/train-0000.json, train.jsonl, test/x.csv.
+  return words.some((w) => new RegExp(`(^|[/_.-])${w}([/_.-]|\\d|$)`, "i").test(path));
+}
+
+/**
+ * The data files of `split` among a repo's file paths, as Hugging Face's default data-file
+ * patterns pick them: files whose path names the split; else, for "train", every data file
+ * that names no other split.
+ */
+export function selectDataFiles(
+  paths: readonly string[],
+  split: string,
+  extensions: readonly string[] = DATA_EXT,
+): string[] {
+  const data = paths.filter((p) => {
+    const base = p.split("/").pop()!;
+    if (p.split("/").some((seg) => seg.startsWith("."))) return false;
+    if (METADATA_FILES.has(base)) return false;
+    return extensions.some((e) => p.toLowerCase().endsWith(e));
+  }).sort();
+  const named = data.filter((p) => mentions(p, splitWords(split)));
+  if (named.length > 0) return named;
+  if (split !== "train") return [];
+  const others = Object.entries(SPLIT_WORDS).filter(([s]) => s !== "train").flatMap(([, w]) => w);
+  return data.filter((p) => !mentions(p, others));
+}
+
+function formatOf(files: readonly string[], repo: string): LocalFormat {
+  const fmts = new Set(files.map((f) => (f.toLowerCase().endsWith(".csv") ? "csv" : "json")));
+  if (fmts.size > 1) {
+    // Mixed formats: keep it explicit rather than guess which files matter.
+    throw new TuneError(
+      `dataset ${repo} mixes JSON and CSV data files; download it and pass dataset.source=json dataset.data_files=PATH`,
+    );
+  }
+  return [...fmts][0] as LocalFormat;
+}
+
+function offlineError(url: string, repo: string, e: unknown): TuneError {
+  const why = String(e instanceof Error ? e.message : e).split("\n")[0];
+  return new TuneError(
+    `could not reach ${new URL(url).origin} to download dataset ${repo} (${why}); ` +
+      `download it and pass \`dataset.source=json dataset.data_files=PATH\``,
+  );
+}
+
+async function hubFetch(url: string, repo: string, opts: HubOptions): Promise<Response> {
+  const headers: Record<string, string> = { "user-agent": "tune" };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  let res: Response;
+  for (let attempt = 0;; attempt++) {
+    try {
+      res = await fetch(url, { headers, signal: AbortSignal.timeout(300_000) });
+    } catch (e) {
+      throw offlineError(url, repo, e);
+    }
+    // Retry rate limits and transient server errors a few times.
+    if ((res.status === 429 || res.status >= 500) && attempt < 3) {
+      await res.body?.cancel();
+      await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
+      continue;
+    }
+    break;
+  }
+  if (res.ok) return res;
+  await res.body?.cancel();
+  if (res.status === 401 || res.status === 403) {
+    throw new TuneError(
+      `access to dataset ${repo} was refused by ${new URL(url).origin} (HTTP ${res.status}); ` +
+        `check the name, accept its terms on the hub, and set HF_TOKEN`,
+    );
+  }
+  if (res.status === 404) {
+    throw new TuneError(
+      `dataset ${repo} (or its file ${new URL(url).pathname}) was not found on ${
+        new URL(url).origin
+      } (HTTP 404); check dataset.source`,
+    );
+  }
+  throw new TuneError(`downloading dataset ${repo} failed: HTTP ${res.status} from ${url}`);
+}
+
+async function hubJson(url: string, repo: string, opts: HubOptions): Promise<unknown> {
+  const res = await hubFetch(url, repo, opts);
+  try {
+    return await res.json();
+  } catch (e) {
+    throw new TuneError(`${url} did not return JSON (${String(e).split("\n")[0]})`);
+  }
+}
+
+async function writeAtomic(path: string, data: ReadableStream<Uint8Array> | string) {
+  const dir = path.slice(0, path.lastIndexOf("/"));
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
+  try {
+    if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+    else {
+      const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+      await data.pipeTo(file.writable);
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function repoDir(repo: string, opts: HubOptions): string {
+  return `${opts.cacheDir}/${repo.replace("/", "--")}/${opts.revision.replace(/[^\w.-]/g, "_")}`;
+}
+
+/**
+ * Local files holding `split` of hub dataset `repo`, downloading them into the cache the
+ * first time (see the module doc). Network failures are one-line TuneErrors.
+ */
+export async function downloadHubDataset(
+  repo: string,
+  split: string,
+  options: Partial<HubOptions> = {},
+): Promise<HubDataFiles> {
+  const opts = hubOptionsFromEnv(options);
+  if (!isRepoId(repo)) {
+    throw new TuneError(
+      `dataset.source ${JSON.stringify(repo)} is not a Hugging Face repo id (owner/name)`,
+    );
+  }
+  const dir = repoDir(repo, opts);
+  const manifestPath = `${dir}/${split.replace(/[^\w.-]/g, "_")}.manifest.json`;
+  if (exists(manifestPath)) {
+    const m = JSON.parse(Deno.readTextFileSync(manifestPath)) as HubDataFiles;
+    if (m.files.every(exists)) return m;
+  }
+
+  const rev = encodeURIComponent(opts.revision);
+  const info = await hubJson(
+    `${opts.endpoint}/api/datasets/${repo}/revision/${rev}`,
+    repo,
+    opts,
+  ) as {
+    siblings?: { rfilename: string }[];
+  };
+  const paths = (info.siblings ?? []).map((s) => s.rfilename);
+  const chosen = selectDataFiles(paths, split);
+  let result: HubDataFiles;
+  if (chosen.length > 0) {
+    const format = formatOf(chosen, repo);
+    const files: string[] = [];
+    for (const p of chosen) {
+      const local = `${dir}/files/${p}`;
+      const url = `${opts.endpoint}/datasets/${repo}/resolve/${rev}/${
+        p.split("/").map(encodeURIComponent).join("/")
+      }`;
+      const res = await hubFetch(url, repo, opts);
+      await writeAtomic(local, res.body!);
+      files.push(local);
+    }
+    result = { format, files };
+  } else if (selectDataFiles(paths, split, [".parquet"]).length > 0) {
+    const local = `${dir}/rows/${split.replace(/[^\w.-]/g, "_")}.jsonl`;
+    await writeAtomic(local, await fetchRows(repo, split, opts));
+    result = { format: "json", files: [local] };
+  } else {
+    throw new TuneError(
+      `dataset ${repo} has no JSON, JSONL, CSV or parquet data files for split ${split}; ` +
+        `download it and pass \`dataset.source=json dataset.data_files=PATH\``,
+    );
+  }
+  await writeAtomic(manifestPath, JSON.stringify(result));
+  return result;
+}
+
+interface RowsPage {
+  rows?: { row_idx: number; row: Record<string, unknown>; truncated_cells?: string[] }[];
+  num_rows_total?: number;
+}
+
+const PAGE = 100; // the rows API's maximum page length
+
+/** Every row of a split from the datasets-server rows API, as JSON Lines text. */
+async function fetchRows(repo: string, split: string, opts: HubOptions): Promise<string> {
+  const ds = encodeURIComponent(repo);
+  const splits = await hubJson(`${opts.datasetsServer}/splits?dataset=${ds}`, repo, opts) as {
+    splits?: { config: string; split: string }[];
+  };
+  const configs = (splits.splits ?? []).filter((s) => s.split === split).map((s) => s.config);
+  if (configs.length === 0) {
+    throw new TuneError(
+      `dataset ${repo} has no split ${split} on the datasets server; check dataset.split`,
+    );
+  }
+  const config = configs.includes("default") ? "default" : configs[0];
+  const url = (offset: number) =>
+    `${opts.datasetsServer}/rows?dataset=${ds}&config=${encodeURIComponent(config)}&split=${
+      encodeURIComponent(split)
+    }&offset=${offset}&length=${PAGE}`;
+  const first = await hubJson(url(0), repo, opts) as RowsPage;
+  const total = first.num_rows_total ?? first.rows?.length ?? 0;
+  const pages: RowsPage[] = [first];
+  const offsets: number[] = [];
+  for (let o = PAGE; o < total; o += PAGE) offsets.push(o);
+  // A few requests in flight at once; pages are stored by offset so order is preserved.
+  const CONCURRENCY = 4;
+  const rest: RowsPage[] = new Array(offsets.length);
+  for (let k = 0; k < offsets.length; k += CONCURRENCY) {
+    const batch = offsets.slice(k, k + CONCURRENCY);
+    const got = await Promise.all(
+      batch.map((o) => hubJson(url(o), repo, opts) as Promise<RowsPage>),
+    );
+    got.forEach((p, j) => (rest[k + j] = p));
+  }
+  pages.push(...rest);
+  const lines: string[] = [];
+  for (const page of pages) {
+    for (const r of page.rows ?? []) {
+      if (r.truncated_cells && r.truncated_cells.length > 0) {
+        throw new TuneError(
+          `the datasets server truncated row ${r.row_idx} of ${repo}; download the parquet files and convert them to JSON Lines, then pass dataset.source=json dataset.data_files=PATH`,
+        );
+      }
+      lines.push(JSON.stringify(r.row));
+    }
+  }
+  if (lines.length !== total) {
+    throw new TuneError(
+      `the datasets server returned ${lines.length} of ${total} rows of ${repo}; try again`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}
