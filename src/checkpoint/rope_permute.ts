@@ -1,0 +1,72 @@
+/**
+ * Row permutations of q/k projections between the two rotary layouts.
+ *
+ * Meta and llama2.c rotate adjacent pairs (dims 2i, 2i+1) of each head ("interleaved");
+ * Hugging Face rotates dim i with dim i + HS/2 ("half"). Hugging Face's
+ * convert_llama_weights_to_hf.py turns one into the other by permuting the rows of wq
+ * (with n_heads) and wk (with n_kv_heads):
+ *   permute(w) = w.view(n_heads, HS/2, 2, cols).transpose(1, 2).reshape(rows, cols)
+ * `interleavedToHalf` is exactly that; `halfToInterleaved` is its inverse.
+ */
+import type { LlamaConfig } from "../models/llama/config.ts";
+import type { RopeLayout } from "../backend/ops.ts";
+import type { HostTensor, StateDict } from "./state_dict.ts";
+
+function permuteRows(
+  src: Float32Array,
+  nHeads: number,
+  rows: number,
+  toHalf: boolean,
+): Float32Array {
+  const cols = src.length / rows;
+  const hs = rows / nHeads;
+  const half = hs / 2;
+  const out = new Float32Array(src.length);
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const inter = h * hs + 2 * i + j; // row in the interleaved layout
+        const halfRow = h * hs + j * half + i; // row in the rotate-half layout
+        const [from, to] = toHalf ? [inter, halfRow] : [halfRow, inter];
+        out.set(src.subarray(from * cols, (from + 1) * cols), to * cols);
+      }
+    }
+  }
+  return out;
+}
+
+/** Meta/llama2.c row order -> Hugging Face row order, for (rows, ...) data with `nHeads` heads. */
+export function interleavedToHalf(data: Float32Array, nHeads: number, rows: number): Float32Array {
+  return permuteRows(data, nHeads, rows, true);
+}
+
+/** Hugging Face row order -> Meta/llama2.c row order (inverse of `interleavedToHalf`). */
+export function halfToInterleaved(data: Float32Array, nHeads: number, rows: number): Float32Array {
+  return permuteRows(data, nHeads, rows, false);
+}
+
+const QK = /^layers\.\d+\.attn\.(q|k)_proj\.(weight|bias|lora_b\.weight)$/;
+
+/**
+ * The state dict with q/k rows (weights, biases and LoRA B matrices) permuted from
+ * `cfg.ropeLayout` to `target`. Other tensors are shared, not copied. Same layout: returned as is.
+ */
+export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeLayout): StateDict {
+  if (cfg.ropeLayout === target) return sd;
+  const out: StateDict = new Map();
+  for (const [name, t] of sd) {
+    const m = QK.exec(name);
+    if (!m) {
+      out.set(name, t);
+      continue;
+    }
+    const heads = m[1] === "q" ? cfg.nHeads : cfg.nKvHeads;
+    const rows = t.shape[0];
+    const data = target === "half"
+      ? interleavedToHalf(t.data, heads, rows)
+      : halfToInterleaved(t.data, heads, rows);
+    const moved: HostTensor = { shape: t.shape, data, sourceDtype: t.sourceDtype };
+    out.set(name, moved);
+  }
+  return out;
+}
