@@ -105,7 +105,9 @@ export interface Backend {
   /**
    * Dropout mask: mask(n) = 0 with probability p, else 1/(1-p), from a counter-based
    * generator keyed by (seed, element index) so every backend draws the same mask.
-   * Apply with `mul`; the backward pass is the same `mul`.
+   * Apply with `mul`; the backward pass is the same `mul`. The exact generator (32-bit
+   * integer hash, threshold floor(p * 2^32), index relative to `mask`) is defined in
+   * src/backend/cpu/dropout.ts; p must be in [0, 1) and seed an integer (low 32 bits used).
    */
   dropoutMask(mask: DeviceBuffer, p: number, seed: number): void;
 
