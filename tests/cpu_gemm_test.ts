@@ -52,6 +52,7 @@ for (const path of ["ts", "blas"] as const) {
       be.upload(bw, w);
       be.upload(bdy, dy);
       const out = be.alloc(M * N);
+      be.fill(out, NaN); // overwritten: a stale NaN in a reused buffer must not survive
       be.matmulForward(out, bx, bw, null, M, K, N);
       assertClose(`out ${M}x${K}x${N}`, be.download(out), naiveNT(x, w, M, K, N), FWD);
       const dx = be.alloc(M * K), dw = be.alloc(N * K);

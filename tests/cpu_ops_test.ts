@@ -50,7 +50,7 @@ Deno.test("matmulForward() matches F.linear with and without bias, and accumulat
   const [M, K, N] = [f.meta<number>("M"), f.meta<number>("K"), f.meta<number>("N")];
   const inp = up(f.f32("inp")), w = up(f.f32("weight")), bias = up(f.f32("bias"));
   const out = zeros(M * N);
-  be.fill(out, 123); // overwritten, not accumulated
+  be.fill(out, NaN); // overwritten, not accumulated (a stale NaN must not survive)
   be.matmulForward(out, inp, w, bias, M, K, N);
   assertClose("out", down(out), f.f32("out"), FWD);
   be.matmulForward(out, inp, w, null, M, K, N);

@@ -1,13 +1,13 @@
-/** createBackend() picks the CPU backend, and reports a missing CUDA backend as a TuneError. */
+/** createBackend() picks the CPU backend, and reports an unusable CUDA request as a TuneError. */
 import { createBackend } from "../src/backend/select.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { TuneError } from "../src/errors.ts";
 import { ok, rejects } from "node:assert";
 
-const cudaModule = new URL("../src/backend/cuda/backend.ts", import.meta.url);
-const cudaPresent = (() => {
+/** A GPU driver device node; without one a cuda request must fail cleanly. */
+const gpuPresent = (() => {
   try {
-    Deno.statSync(cudaModule);
+    Deno.statSync("/dev/nvidiactl");
     return true;
   } catch {
     return false;
@@ -25,9 +25,15 @@ Deno.test("createBackend() throws TuneError when device is unknown", async () =>
 });
 
 Deno.test({
-  name: "createBackend() throws TuneError when the CUDA backend module is absent",
-  ignore: cudaPresent,
+  name: "createBackend() throws TuneError when device is cuda and no GPU is present",
+  ignore: gpuPresent,
   fn: async () => {
     await rejects(createBackend("cuda"), TuneError);
   },
+});
+
+Deno.test("createBackend() passes collectives to the CPU backend", async () => {
+  const collectives = new CpuBackend().collectives;
+  const be = await createBackend("cpu", { collectives });
+  ok(be.collectives === collectives);
 });

@@ -1,21 +1,34 @@
 /** Pick the compute backend for a run: the CPU backend, or the CUDA backend when asked. */
 import { TuneError } from "../errors.ts";
 import { CpuBackend } from "./cpu/backend.ts";
-import type { Backend } from "./ops.ts";
+import type { Backend, Collectives } from "./ops.ts";
 
-/** Module that exports `createCudaBackend(): Backend | Promise<Backend>`. */
+/** Module that exports `createCudaBackend(opts): Backend`. */
 const CUDA_BACKEND_MODULE = "./cuda/backend.ts";
+
+/** Options shared by every backend. */
+export interface BackendOptions {
+  /** Collectives of a multi-process run; default: single process. */
+  collectives?: Collectives;
+}
+
+type CudaModule = {
+  createCudaBackend?: (opts: BackendOptions) => Backend | Promise<Backend>;
+};
 
 /**
  * A backend for `device`. The CUDA backend is imported only when requested, so CPU runs
  * never load the CUDA libraries; if it cannot be loaded a TuneError says so.
  */
-export async function createBackend(device: "cpu" | "cuda"): Promise<Backend> {
-  if (device === "cpu") return new CpuBackend();
+export async function createBackend(
+  device: "cpu" | "cuda",
+  opts: BackendOptions = {},
+): Promise<Backend> {
+  if (device === "cpu") return new CpuBackend({ collectives: opts.collectives });
   if (device !== "cuda") {
     throw new TuneError(`device "${device}" is not supported; use device=cpu or device=cuda`);
   }
-  let mod: { createCudaBackend?: () => Backend | Promise<Backend> };
+  let mod: CudaModule;
   try {
     mod = await import(CUDA_BACKEND_MODULE);
   } catch (e) {
@@ -27,5 +40,5 @@ export async function createBackend(device: "cpu" | "cuda"): Promise<Backend> {
   if (typeof mod.createCudaBackend !== "function") {
     throw new TuneError(`${CUDA_BACKEND_MODULE} has no createCudaBackend(); use device=cpu`);
   }
-  return await mod.createCudaBackend();
+  return await mod.createCudaBackend({ collectives: opts.collectives });
 }
