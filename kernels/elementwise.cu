@@ -95,22 +95,27 @@ extern "C" __global__ void dropout_mask(void* mask, int dt, unsigned int key,
   }
 }
 
-// out(N, C) = table(V, C)[tokens(N)]. Out-of-range ids are checked on the host side.
+// out(N, C) = table(V, C)[tokens(N)]. A token outside 0..V-1 yields a NaN row (the CPU
+// twin throws); it is never used as an address.
 extern "C" __global__ void embedding_fwd(void* out, int dto, const int* tokens,
-                                         const void* table, int dtt, int N, int C) {
+                                         const void* table, int dtt, int N, int C, int V) {
   GRID_STRIDE(i, (size_t)N * C) {
     const size_t row = i / C, c = i % C;
-    st(out, dto, i, ld(table, dtt, (size_t)tokens[row] * C + c));
+    const int t = tokens[row];
+    st(out, dto, i, (t >= 0 && t < V) ? ld(table, dtt, (size_t)t * C + c) : NAN);
   }
 }
 
 // dtable(V, C)[tokens[i]] += dout(N, C)[i]. Repeated tokens collide, so this adds with
 // atomics (fp32, or bf16 on sm_80+); the order of additions is not fixed.
+// Tokens outside 0..V-1 are skipped.
 extern "C" __global__ void embedding_bwd(void* dtable, int dtt, const void* dout, int dto,
-                                         const int* tokens, int N, int C) {
+                                         const int* tokens, int N, int C, int V) {
   GRID_STRIDE(i, (size_t)N * C) {
     const size_t row = i / C, c = i % C;
-    const size_t j = (size_t)tokens[row] * C + c;
+    const int t = tokens[row];
+    if (t < 0 || t >= V) continue;
+    const size_t j = (size_t)t * C + c;
     const float g = ld(dout, dto, i);
     if (dtt == DT_BF16) {
       atomicAdd(((__nv_bfloat16*)dtable) + j, __float2bfloat16_rn(g));

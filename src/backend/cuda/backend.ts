@@ -1,0 +1,996 @@
+/**
+ * The CUDA backend: bf16 activations and weights, fp32 accumulation (cuBLASLt compute
+ * 32F, fp32 arithmetic in every kernel), fp32 master weights and optimizer state where
+ * the caller allocates them as f32 (a DeviceBuffer's dtype tells). One stream; a caching
+ * allocator; kernels from the embedded PTX of kernels/*.cu (their CPU twins in
+ * src/backend/cpu/ are the specification).
+ *
+ * Host-visible results (download, sum, sumSquares) wait for the stream. Everything else
+ * is queued.
+ */
+import { TuneError } from "../../errors.ts";
+import {
+  check,
+  cuda,
+  type CudaLib,
+  type DeviceInfo,
+  deviceInfo,
+  handleOf,
+  initDevice,
+} from "../../../ffi/cuda.ts";
+import { GemmRunner, type GemmShape, type GemmType } from "../../../ffi/cublaslt.ts";
+import {
+  type AdamWParams,
+  type Backend,
+  type Collectives,
+  type DeviceBuffer,
+  type DType,
+  type RopeLayout,
+  SingleProcessCollectives,
+} from "../ops.ts";
+import { dropoutKey } from "../cpu/dropout.ts";
+import { CachingAllocator } from "./allocator.ts";
+import { decodeBf16, encodeBf16 } from "./bf16.ts";
+import { cudaBuf, CudaBuffer, dtCode, ELEM_BYTES } from "./buffer.ts";
+import { KernelSet, THREADS } from "./kernels.ts";
+
+/** cuBLASLt workspace size. */
+const WORKSPACE_BYTES = 32 * 1024 * 1024;
+/** Blocks of the first reduction pass (fixed, so sums are deterministic). */
+const REDUCE_BLOCKS = 256;
+/** Warps per block of the row-per-warp kernels. */
+const WARPS = 4;
+/** Largest head size the attention kernels hold in registers (32 lanes x MAXD 8). */
+const MAX_HEAD_SIZE = 256;
+const INT_MAX = 2147483647;
+
+/** Options of createCudaBackend. */
+export interface CudaBackendOptions {
+  /** GPU ordinal; default TUNE_CUDA_DEVICE, else LOCAL_RANK, else 0. */
+  device?: number;
+  /** Collectives for multi-process runs (default: single process). */
+  collectives?: Collectives;
+}
+
+function defaultOrdinal(): number {
+  for (const v of ["TUNE_CUDA_DEVICE", "LOCAL_RANK"]) {
+    const s = Deno.env.get(v);
+    if (s !== undefined && /^\d+$/.test(s)) return Number(s);
+  }
+  return 0;
+}
+
+/**
+ * Open the driver, cuBLASLt and the kernels and return the CUDA backend.
+ * Without a driver it throws a one-line TuneError naming libcuda.so.1.
+ */
+export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
+  return new CudaBackend(opts);
+}
+
+function need(b: CudaBuffer, n: number, what: string): void {
+  if (b.length < n) throw new Error(`${what}: buffer has ${b.length} elements, needs ${n}`);
+  if (n > INT_MAX) throw new Error(`${what}: ${n} elements exceed the 2^31 kernel limit`);
+}
+
+function float(b: CudaBuffer, what: string): void {
+  if (b.dtype === "i32") throw new Error(`${what}: expected a float buffer, got i32`);
+}
+
+/** A Backend on one NVIDIA GPU. */
+export class CudaBackend implements Backend {
+  readonly name = "cuda" as const;
+  readonly computeDtype: DType = "bf16";
+  readonly collectives: Collectives;
+  /** The GPU (name, memory, driver version, compute capability). */
+  readonly info: DeviceInfo;
+  readonly device: number;
+  private readonly lib: CudaLib;
+  private readonly stream: Deno.PointerValue;
+  private readonly alloc_ = new CachingAllocator();
+  private readonly kernels: KernelSet;
+  private readonly gemm: GemmRunner;
+  private readonly reduceScratch: CudaBuffer; // (REDUCE_BLOCKS + 1) f32
+  private readonly reduceOut = new Float32Array(1);
+  private liveBytes = 0;
+
+  constructor(opts: CudaBackendOptions = {}) {
+    this.lib = cuda(); // throws the one-line TuneError when libcuda.so.1 is missing
+    const { device } = initDevice(opts.device ?? defaultOrdinal());
+    this.device = device;
+    this.info = deviceInfo(device);
+    const [major] = this.info.computeCapability;
+    if (major < 8) {
+      throw new TuneError(
+        `GPU ${this.info.name} has compute capability ${
+          this.info.computeCapability.join(".")
+        }; device=cuda needs sm_80 or newer (A100, L4, H100); use device=cpu`,
+      );
+    }
+    const slot = new BigUint64Array(1);
+    // Flags 0: a blocking stream, ordered with the synchronous copies of the legacy stream.
+    check("cuStreamCreate", this.lib.cuStreamCreate(slot, 0));
+    this.stream = handleOf(slot);
+    this.kernels = new KernelSet(this.stream);
+    const ws = this.alloc_.alloc(WORKSPACE_BYTES);
+    this.gemm = new GemmRunner(this.stream, ws.ptr, WORKSPACE_BYTES);
+    const rs = this.alloc_.alloc((REDUCE_BLOCKS + 1) * 4);
+    this.reduceScratch = new CudaBuffer(rs.ptr, REDUCE_BLOCKS + 1, "f32", rs.blockBytes, false);
+    this.collectives = opts.collectives ??
+      new SingleProcessCollectives((dst, src) => this.copy(dst, src));
+  }
+
+  // ---- memory -------------------------------------------------------------------------
+
+  alloc(length: number, dtype: DType = "f32"): DeviceBuffer {
+    if (!Number.isInteger(length) || length < 0) {
+      throw new Error(`alloc: length ${length} is not a non-negative integer`);
+    }
+    const bytes = length * ELEM_BYTES[dtype];
+    const { ptr, blockBytes } = this.alloc_.alloc(Math.max(bytes, 1));
+    if (bytes > 0) {
+      check("cuMemsetD8Async", this.lib.cuMemsetD8Async(ptr, 0, BigInt(bytes), this.stream));
+    }
+    this.liveBytes += bytes;
+    return new CudaBuffer(ptr, length, dtype, blockBytes, true);
+  }
+
+  view(b: DeviceBuffer, offset: number, length: number): DeviceBuffer {
+    const c = cudaBuf(b, "view");
+    if (offset < 0 || length < 0 || offset + length > c.length) {
+      throw new Error(`view [${offset}, ${offset + length}) is outside a buffer of ${c.length}`);
+    }
+    const ptr = c.ptr + BigInt(offset * ELEM_BYTES[c.dtype]);
+    return new CudaBuffer(ptr, length, c.dtype, 0, false);
+  }
+
+  upload(dst: DeviceBuffer, src: Float32Array | Int32Array, dstOffset = 0): void {
+    const d = cudaBuf(dst, "upload");
+    if (dstOffset < 0 || dstOffset + src.length > d.length) {
+      throw new Error(`upload of ${src.length} at ${dstOffset} overflows a buffer of ${d.length}`);
+    }
+    if ((d.dtype === "i32") !== (src instanceof Int32Array)) {
+      throw new Error(`upload: ${src.constructor.name} into a ${d.dtype} buffer`);
+    }
+    if (src.length === 0) return;
+    const eb = ELEM_BYTES[d.dtype];
+    const at = d.ptr + BigInt(dstOffset * eb);
+    let bytes: Uint8Array;
+    if (d.dtype === "bf16") {
+      const h = new Uint16Array(src.length);
+      encodeBf16(h, src);
+      bytes = new Uint8Array(h.buffer);
+    } else {
+      bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    }
+    check("cuMemcpyHtoD_v2", this.lib.cuMemcpyHtoD_v2(at, bytes, BigInt(bytes.byteLength)));
+  }
+
+  download(src: DeviceBuffer): Float32Array | Int32Array {
+    const s = cudaBuf(src, "download");
+    this.sync();
+    if (s.dtype === "i32") {
+      const out = new Int32Array(s.length);
+      if (s.length > 0) this.dtoh(new Uint8Array(out.buffer), s);
+      return out;
+    }
+    const out = new Float32Array(s.length);
+    if (s.length === 0) return out;
+    if (s.dtype === "bf16") {
+      const h = new Uint16Array(s.length);
+      this.dtoh(new Uint8Array(h.buffer), s);
+      decodeBf16(out, h);
+    } else {
+      this.dtoh(new Uint8Array(out.buffer), s);
+    }
+    return out;
+  }
+
+  private dtoh(dst: Uint8Array, s: CudaBuffer): void {
+    check(
+      "cuMemcpyDtoH_v2",
+      this.lib.cuMemcpyDtoH_v2(dst, s.ptr, BigInt(dst.byteLength)),
+    );
+  }
+
+  fill(b: DeviceBuffer, value: number): void {
+    const c = cudaBuf(b, "fill");
+    if (c.length === 0) return;
+    if (c.dtype === "bf16") {
+      need(c, c.length, "fill");
+      this.kernels.run1d("fill", c.length, [c.ptr, 1, value, c.length]);
+      return;
+    }
+    const bits = c.dtype === "i32"
+      ? value | 0
+      : new Uint32Array(new Float32Array([value]).buffer)[0];
+    check(
+      "cuMemsetD32Async",
+      this.lib.cuMemsetD32Async(c.ptr, bits >>> 0, BigInt(c.length), this.stream),
+    );
+  }
+
+  copy(dst: DeviceBuffer, src: DeviceBuffer): void {
+    const d = cudaBuf(dst, "copy"), s = cudaBuf(src, "copy");
+    if (d.length !== s.length) throw new Error(`copy: lengths ${d.length} != ${s.length}`);
+    if ((d.dtype === "i32") !== (s.dtype === "i32")) {
+      throw new Error(`copy: ${s.dtype} into ${d.dtype}`);
+    }
+    if (d.length === 0) return;
+    if (d.dtype === s.dtype) {
+      check(
+        "cuMemcpyDtoDAsync_v2",
+        this.lib.cuMemcpyDtoDAsync_v2(d.ptr, s.ptr, BigInt(d.bytes), this.stream),
+      );
+    } else {
+      need(d, d.length, "copy");
+      this.kernels.run1d("cast_copy", d.length, [
+        d.ptr,
+        dtCode(d.dtype),
+        s.ptr,
+        dtCode(s.dtype),
+        d.length,
+      ]);
+    }
+  }
+
+  free(b: DeviceBuffer): void {
+    const c = cudaBuf(b, "free");
+    if (!c.owned) return;
+    c.owned = false; // a second free is a no-op
+    this.liveBytes -= c.bytes;
+    this.alloc_.release(c.ptr, c.blockBytes);
+  }
+
+  sync(): void {
+    check("cuStreamSynchronize", this.lib.cuStreamSynchronize(this.stream));
+  }
+
+  bytesInUse(): number {
+    return this.liveBytes;
+  }
+
+  /** Bytes reserved from the driver (live plus cached blocks). */
+  bytesReserved(): number {
+    return this.alloc_.reservedBytes;
+  }
+
+  /** Milliseconds of GPU time `fn`'s queued work takes (events around it; synchronizes). */
+  timeMs(fn: () => void): number {
+    const lib = this.lib;
+    const slot = new BigUint64Array(1);
+    check("cuEventCreate", lib.cuEventCreate(slot, 0));
+    const start = handleOf(slot);
+    check("cuEventCreate", lib.cuEventCreate(slot, 0));
+    const end = handleOf(slot);
+    try {
+      check("cuEventRecord", lib.cuEventRecord(start, this.stream));
+      fn();
+      check("cuEventRecord", lib.cuEventRecord(end, this.stream));
+      check("cuEventSynchronize", lib.cuEventSynchronize(end));
+      const ms = new Float32Array(1);
+      check("cuEventElapsedTime", lib.cuEventElapsedTime(ms, start, end));
+      return ms[0];
+    } finally {
+      lib.cuEventDestroy_v2(start);
+      lib.cuEventDestroy_v2(end);
+    }
+  }
+
+  /** Internal scratch of n elements (stream-ordered reuse makes free-after-queue safe). */
+  private scratch(n: number, dtype: DType): CudaBuffer {
+    const { ptr, blockBytes } = this.alloc_.alloc(Math.max(n * ELEM_BYTES[dtype], 1));
+    return new CudaBuffer(ptr, n, dtype, blockBytes, false);
+  }
+
+  private dropScratch(b: CudaBuffer): void {
+    this.alloc_.release(b.ptr, b.blockBytes);
+  }
+
+  // ---- elementwise --------------------------------------------------------------------
+
+  add(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void {
+    this.binary("ew_add", out, a, b);
+  }
+
+  mul(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void {
+    this.binary("ew_mul", out, a, b);
+  }
+
+  private binary(k: "ew_add" | "ew_mul", out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer) {
+    const o = cudaBuf(out, k), x = cudaBuf(a, k), y = cudaBuf(b, k);
+    const n = o.length;
+    for (const [buf, w] of [[o, "out"], [x, "a"], [y, "b"]] as const) {
+      float(buf, `${k} ${w}`);
+      need(buf, n, `${k} ${w}`);
+    }
+    this.kernels.run1d(k, n, [
+      o.ptr,
+      dtCode(o.dtype),
+      x.ptr,
+      dtCode(x.dtype),
+      y.ptr,
+      dtCode(y.dtype),
+      n,
+    ]);
+  }
+
+  axpy(out: DeviceBuffer, x: DeviceBuffer, alpha: number): void {
+    const o = cudaBuf(out, "axpy"), a = cudaBuf(x, "axpy x");
+    const n = o.length;
+    float(o, "axpy");
+    float(a, "axpy x");
+    need(a, n, "axpy x");
+    need(o, n, "axpy");
+    this.kernels.run1d("ew_axpy", n, [o.ptr, dtCode(o.dtype), a.ptr, dtCode(a.dtype), alpha, n]);
+  }
+
+  scale(buf: DeviceBuffer, s: number): void {
+    const o = cudaBuf(buf, "scale");
+    float(o, "scale");
+    need(o, o.length, "scale");
+    this.kernels.run1d("ew_scale", o.length, [o.ptr, dtCode(o.dtype), s, o.length]);
+  }
+
+  sum(buf: DeviceBuffer): number {
+    return this.reduce(buf, 0);
+  }
+
+  sumSquares(buf: DeviceBuffer): number {
+    return this.reduce(buf, 1);
+  }
+
+  private reduce(buf: DeviceBuffer, squares: number): number {
+    const b = cudaBuf(buf, "sum");
+    float(b, "sum");
+    need(b, b.length, "sum");
+    if (b.length === 0) return 0;
+    const partial = this.reduceScratch.ptr;
+    const result = partial + BigInt(REDUCE_BLOCKS * 4);
+    this.kernels.run("reduce_partial", REDUCE_BLOCKS, THREADS, 0, [
+      partial,
+      b.ptr,
+      dtCode(b.dtype),
+      b.length,
+      squares,
+    ]);
+    this.kernels.run("reduce_final", 1, THREADS, 0, [result, partial, REDUCE_BLOCKS]);
+    this.sync();
+    check(
+      "cuMemcpyDtoH_v2",
+      this.lib.cuMemcpyDtoH_v2(new Uint8Array(this.reduceOut.buffer), result, 4n),
+    );
+    return this.reduceOut[0];
+  }
+
+  dropoutMask(mask: DeviceBuffer, p: number, seed: number): void {
+    if (!(p >= 0 && p < 1)) throw new TuneError(`dropout probability ${p} must be in [0, 1)`);
+    if (!Number.isInteger(seed)) throw new TuneError(`dropout seed ${seed} must be an integer`);
+    const m = cudaBuf(mask, "dropoutMask");
+    float(m, "dropoutMask");
+    need(m, m.length, "dropoutMask");
+    // Same key, threshold and scale as src/backend/cpu/dropout.ts.
+    const key = dropoutKey(seed);
+    const thresh = Math.floor(p * 4294967296);
+    const keep = Math.fround(1 / (1 - p));
+    this.kernels.run1d("dropout_mask", m.length, [
+      m.ptr,
+      dtCode(m.dtype),
+      key | 0,
+      thresh | 0,
+      keep,
+      m.length,
+    ]);
+  }
+
+  // ---- layers -------------------------------------------------------------------------
+
+  /**
+   * One GEMM on row-major buffers expressed column-major (see matmulForward). Operands of
+   * mixed dtypes are cast to bf16 scratch first: cuBLASLt takes A and B of one type.
+   */
+  private gemmRun(
+    shape: Omit<GemmShape, "abType" | "cType">,
+    A: CudaBuffer,
+    B: CudaBuffer,
+    D: CudaBuffer,
+    beta: number,
+  ): void {
+    const allF32 = A.dtype === "f32" && B.dtype === "f32" && D.dtype === "f32";
+    const abType: GemmType = allF32 ? "f32" : "bf16";
+    const temps: CudaBuffer[] = [];
+    const asAb = (x: CudaBuffer): CudaBuffer => {
+      if (x.dtype === abType) return x;
+      const t = this.scratch(x.length, abType);
+      this.kernels.run1d("cast_copy", x.length, [
+        t.ptr,
+        dtCode(abType),
+        x.ptr,
+        dtCode(x.dtype),
+        x.length,
+      ]);
+      temps.push(t);
+      return t;
+    };
+    const a = asAb(A), b = asAb(B);
+    this.gemm.run(
+      { ...shape, abType, cType: D.dtype === "bf16" ? "bf16" : "f32" },
+      a.ptr,
+      b.ptr,
+      D.ptr,
+      1,
+      beta,
+    );
+    for (const t of temps) this.dropScratch(t);
+  }
+
+  matmulForward(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    bias: DeviceBuffer | null,
+    M: number,
+    K: number,
+    N: number,
+    accumulate = false,
+  ): void {
+    const o = cudaBuf(out, "matmul out"), x = cudaBuf(inp, "matmul inp");
+    const w = cudaBuf(weight, "matmul weight");
+    need(o, M * N, "matmul out"); // (M, N)
+    need(x, M * K, "matmul inp"); // (M, K)
+    need(w, N * K, "matmul weight"); // (N, K)
+    for (const b of [o, x, w]) float(b, "matmul");
+    if (M === 0 || N === 0) return;
+    if (K === 0) {
+      if (!accumulate) this.fill(this.view(o, 0, M * N), 0);
+    } else {
+      // Column-major: out^T(N, M) = W(K, N)^T . inp^T(K, M).
+      this.gemmRun(
+        { transA: true, transB: false, m: N, n: M, k: K, lda: K, ldb: K, ldc: N },
+        w,
+        x,
+        o,
+        accumulate ? 1 : 0,
+      );
+    }
+    if (bias !== null) {
+      const bb = cudaBuf(bias, "matmul bias");
+      need(bb, N, "matmul bias"); // (N)
+      this.kernels.run1d("add_bias", M * N, [
+        o.ptr,
+        dtCode(o.dtype),
+        bb.ptr,
+        dtCode(bb.dtype),
+        M,
+        N,
+      ]);
+    }
+  }
+
+  matmulBackward(
+    dinp: DeviceBuffer | null,
+    dweight: DeviceBuffer | null,
+    dbias: DeviceBuffer | null,
+    dout: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    M: number,
+    K: number,
+    N: number,
+  ): void {
+    const dy = cudaBuf(dout, "matmul dout");
+    need(dy, M * N, "matmul dout"); // (M, N)
+    if (dinp !== null && M > 0 && K > 0 && N > 0) {
+      const dx = cudaBuf(dinp, "matmul dinp"), w = cudaBuf(weight, "matmul weight");
+      need(dx, M * K, "matmul dinp"); // (M, K)
+      need(w, N * K, "matmul weight"); // (N, K)
+      // Column-major: dinp^T(K, M) += W^T(K, N) . dout^T(N, M).
+      this.gemmRun(
+        { transA: false, transB: false, m: K, n: M, k: N, lda: K, ldb: N, ldc: K },
+        w,
+        dy,
+        dx,
+        1,
+      );
+    }
+    if (dweight !== null && M > 0 && K > 0 && N > 0) {
+      const dw = cudaBuf(dweight, "matmul dweight"), x = cudaBuf(inp, "matmul inp");
+      need(dw, N * K, "matmul dweight"); // (N, K)
+      need(x, M * K, "matmul inp"); // (M, K)
+      // Column-major: dweight^T(K, N) += inp^T(K, M) . dout(M, N).
+      this.gemmRun(
+        { transA: false, transB: true, m: K, n: N, k: M, lda: K, ldb: N, ldc: K },
+        x,
+        dy,
+        dw,
+        1,
+      );
+    }
+    if (dbias !== null && N > 0) {
+      const db = cudaBuf(dbias, "matmul dbias");
+      need(db, N, "matmul dbias"); // (N)
+      this.kernels.run("bias_grad", Math.ceil(N / THREADS), THREADS, 0, [
+        db.ptr,
+        dtCode(db.dtype),
+        dy.ptr,
+        dtCode(dy.dtype),
+        M,
+        N,
+      ]);
+    }
+  }
+
+  embeddingForward(
+    out: DeviceBuffer,
+    tokens: DeviceBuffer,
+    table: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void {
+    const o = cudaBuf(out, "embedding out"), t = cudaBuf(tokens, "embedding tokens");
+    const tb = cudaBuf(table, "embedding table");
+    need(o, N * C, "embedding out"); // (N, C)
+    need(t, N, "embedding tokens"); // (N)
+    if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
+    const V = Math.floor(tb.length / C); // table (V, C)
+    this.kernels.run1d("embedding_fwd", N * C, [
+      o.ptr,
+      dtCode(o.dtype),
+      t.ptr,
+      tb.ptr,
+      dtCode(tb.dtype),
+      N,
+      C,
+      V,
+    ]);
+  }
+
+  embeddingBackward(
+    dtable: DeviceBuffer,
+    dout: DeviceBuffer,
+    tokens: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void {
+    const dt = cudaBuf(dtable, "embedding dtable"), dy = cudaBuf(dout, "embedding dout");
+    const t = cudaBuf(tokens, "embedding tokens");
+    need(dy, N * C, "embedding dout"); // (N, C)
+    need(t, N, "embedding tokens"); // (N)
+    if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
+    const V = Math.floor(dt.length / C); // dtable (V, C)
+    this.kernels.run1d("embedding_bwd", N * C, [
+      dt.ptr,
+      dtCode(dt.dtype),
+      dy.ptr,
+      dtCode(dy.dtype),
+      t.ptr,
+      N,
+      C,
+      V,
+    ]);
+  }
+
+  rmsnormForward(
+    out: DeviceBuffer,
+    rstd: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    N: number,
+    C: number,
+    eps: number,
+  ): void {
+    const o = cudaBuf(out, "rmsnorm out"), r = cudaBuf(rstd, "rmsnorm rstd");
+    const x = cudaBuf(inp, "rmsnorm inp"), w = cudaBuf(weight, "rmsnorm weight");
+    need(o, N * C, "rmsnorm out"); // (N, C)
+    need(r, N, "rmsnorm rstd"); // (N)
+    need(x, N * C, "rmsnorm inp"); // (N, C)
+    need(w, C, "rmsnorm weight"); // (C)
+    if (N === 0) return;
+    const rows = 8; // warps per block
+    this.kernels.run("rmsnorm_fwd", Math.ceil(N / rows), 32 * rows, 0, [
+      o.ptr,
+      dtCode(o.dtype),
+      r.ptr,
+      dtCode(r.dtype),
+      x.ptr,
+      dtCode(x.dtype),
+      w.ptr,
+      dtCode(w.dtype),
+      N,
+      C,
+      eps,
+    ]);
+  }
+
+  rmsnormBackward(
+    dinp: DeviceBuffer,
+    dweight: DeviceBuffer | null,
+    dout: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    rstd: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void {
+    const dx = cudaBuf(dinp, "rmsnorm dinp"), dy = cudaBuf(dout, "rmsnorm dout");
+    const x = cudaBuf(inp, "rmsnorm inp"), w = cudaBuf(weight, "rmsnorm weight");
+    const r = cudaBuf(rstd, "rmsnorm rstd");
+    need(dx, N * C, "rmsnorm dinp"); // (N, C)
+    need(dy, N * C, "rmsnorm dout"); // (N, C)
+    need(x, N * C, "rmsnorm inp"); // (N, C)
+    need(w, C, "rmsnorm weight"); // (C)
+    need(r, N, "rmsnorm rstd"); // (N)
+    if (N === 0) return;
+    const rows = 8;
+    this.kernels.run("rmsnorm_bwd_dx", Math.ceil(N / rows), 32 * rows, 0, [
+      dx.ptr,
+      dtCode(dx.dtype),
+      dy.ptr,
+      dtCode(dy.dtype),
+      x.ptr,
+      dtCode(x.dtype),
+      w.ptr,
+      dtCode(w.dtype),
+      r.ptr,
+      dtCode(r.dtype),
+      N,
+      C,
+    ]);
+    if (dweight !== null) {
+      const dw = cudaBuf(dweight, "rmsnorm dweight");
+      need(dw, C, "rmsnorm dweight"); // (C)
+      this.kernels.run("rmsnorm_bwd_dw", Math.ceil(C / THREADS), THREADS, 0, [
+        dw.ptr,
+        dtCode(dw.dtype),
+        dy.ptr,
+        dtCode(dy.dtype),
+        x.ptr,
+        dtCode(x.dtype),
+        r.ptr,
+        dtCode(r.dtype),
+        N,
+        C,
+      ]);
+    }
+  }
+
+  rope(
+    x: DeviceBuffer,
+    cos: DeviceBuffer,
+    sin: DeviceBuffer,
+    B: number,
+    T: number,
+    NH: number,
+    HS: number,
+    pos: number,
+    layout: RopeLayout,
+    inverse: boolean,
+  ): void {
+    const xb = cudaBuf(x, "rope x"), c = cudaBuf(cos, "rope cos"), s = cudaBuf(sin, "rope sin");
+    if (HS % 2 !== 0) throw new Error(`rope: head size ${HS} is odd`);
+    need(xb, B * T * NH * HS, "rope x"); // (B, T, NH, HS)
+    need(c, (pos + T) * (HS / 2), "rope cos"); // (Tmax, HS/2)
+    need(s, (pos + T) * (HS / 2), "rope sin");
+    if (c.dtype !== s.dtype) throw new Error("rope: cos and sin differ in dtype");
+    this.kernels.run1d("rope", B * T * NH * (HS / 2), [
+      xb.ptr,
+      dtCode(xb.dtype),
+      c.ptr,
+      s.ptr,
+      dtCode(c.dtype),
+      B,
+      T,
+      NH,
+      HS,
+      pos,
+      layout === "half" ? 1 : 0,
+      inverse ? 1 : 0,
+    ]);
+  }
+
+  attentionForward(
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    B: number,
+    T: number,
+    Tk: number,
+    Tcap: number,
+    NH: number,
+    NKV: number,
+    HS: number,
+  ): void {
+    const o = cudaBuf(out, "attention out"), l = cudaBuf(lse, "attention lse");
+    const qb = cudaBuf(q, "attention q"), kb = cudaBuf(k, "attention k");
+    const vb = cudaBuf(v, "attention v");
+    this.checkAttention(NH, NKV, HS, T, Tk, Tcap);
+    need(o, B * T * NH * HS, "attention out"); // (B, T, NH, HS)
+    need(l, B * NH * T, "attention lse"); // (B, NH, T)
+    need(qb, B * T * NH * HS, "attention q"); // (B, T, NH, HS)
+    need(kb, B * Tcap * NKV * HS, "attention k"); // (B, Tcap, NKV, HS)
+    need(vb, B * Tcap * NKV * HS, "attention v"); // (B, Tcap, NKV, HS)
+    const rows = B * NH * T;
+    if (rows === 0) return;
+    this.kernels.run("attn_fwd", Math.ceil(rows / WARPS), 32 * WARPS, WARPS * HS * 4, [
+      o.ptr,
+      dtCode(o.dtype),
+      l.ptr,
+      dtCode(l.dtype),
+      qb.ptr,
+      dtCode(qb.dtype),
+      kb.ptr,
+      dtCode(kb.dtype),
+      vb.ptr,
+      dtCode(vb.dtype),
+      B,
+      T,
+      Tk,
+      Tcap,
+      NH,
+      NKV,
+      HS,
+      1 / Math.sqrt(HS),
+    ]);
+  }
+
+  private checkAttention(NH: number, NKV: number, HS: number, T: number, Tk: number, Tcap: number) {
+    if (NKV <= 0 || NH % NKV !== 0) {
+      throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
+    }
+    if (HS > MAX_HEAD_SIZE) {
+      throw new Error(`attention: head size ${HS} > ${MAX_HEAD_SIZE} is not supported on CUDA`);
+    }
+    if (T > Tk || Tk > Tcap) throw new Error(`attention: needs T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
+  }
+
+  attentionBackward(
+    dq: DeviceBuffer,
+    dk: DeviceBuffer,
+    dv: DeviceBuffer,
+    dout: DeviceBuffer,
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    out: DeviceBuffer,
+    lse: DeviceBuffer,
+    B: number,
+    T: number,
+    NH: number,
+    NKV: number,
+    HS: number,
+  ): void {
+    const b = (x: DeviceBuffer, w: string) => cudaBuf(x, `attention ${w}`);
+    const dqb = b(dq, "dq"), dkb = b(dk, "dk"), dvb = b(dv, "dv"), dy = b(dout, "dout");
+    const qb = b(q, "q"), kb = b(k, "k"), vb = b(v, "v"), ob = b(out, "out"), l = b(lse, "lse");
+    this.checkAttention(NH, NKV, HS, T, T, T);
+    for (const [x, w] of [[dqb, "dq"], [dy, "dout"], [qb, "q"], [ob, "out"]] as const) {
+      need(x, B * T * NH * HS, `attention ${w}`); // (B, T, NH, HS)
+    }
+    for (const [x, w] of [[dkb, "dk"], [dvb, "dv"], [kb, "k"], [vb, "v"]] as const) {
+      need(x, B * T * NKV * HS, `attention ${w}`); // (B, T, NKV, HS)
+    }
+    need(l, B * NH * T, "attention lse"); // (B, NH, T)
+    const rows = B * NH * T;
+    if (rows === 0) return;
+    const dsum = this.scratch(rows, "f32"); // (B, NH, T)
+    const scale = 1 / Math.sqrt(HS);
+    const grid = Math.ceil(rows / WARPS);
+    this.kernels.run("attn_bwd_dsum", grid, 32 * WARPS, 0, [
+      dsum.ptr,
+      dy.ptr,
+      dtCode(dy.dtype),
+      ob.ptr,
+      dtCode(ob.dtype),
+      B,
+      T,
+      NH,
+      HS,
+    ]);
+    this.kernels.run("attn_bwd_dq", grid, 32 * WARPS, WARPS * 2 * HS * 4, [
+      dqb.ptr,
+      dtCode(dqb.dtype),
+      dy.ptr,
+      dtCode(dy.dtype),
+      qb.ptr,
+      dtCode(qb.dtype),
+      kb.ptr,
+      dtCode(kb.dtype),
+      vb.ptr,
+      dtCode(vb.dtype),
+      l.ptr,
+      dtCode(l.dtype),
+      dsum.ptr,
+      B,
+      T,
+      NH,
+      NKV,
+      HS,
+      scale,
+    ]);
+    this.kernels.run(
+      "attn_bwd_dkdv",
+      Math.ceil((B * T * NKV) / WARPS),
+      32 * WARPS,
+      WARPS * 2 * HS * 4,
+      [
+        dkb.ptr,
+        dtCode(dkb.dtype),
+        dvb.ptr,
+        dtCode(dvb.dtype),
+        dy.ptr,
+        dtCode(dy.dtype),
+        qb.ptr,
+        dtCode(qb.dtype),
+        kb.ptr,
+        dtCode(kb.dtype),
+        vb.ptr,
+        dtCode(vb.dtype),
+        l.ptr,
+        dtCode(l.dtype),
+        dsum.ptr,
+        B,
+        T,
+        NH,
+        NKV,
+        HS,
+        scale,
+      ],
+    );
+    this.dropScratch(dsum);
+  }
+
+  kvCacheWrite(
+    cache: DeviceBuffer,
+    src: DeviceBuffer,
+    B: number,
+    T: number,
+    Tcap: number,
+    width: number,
+    pos: number,
+  ): void {
+    const c = cudaBuf(cache, "kvCacheWrite cache"), s = cudaBuf(src, "kvCacheWrite src");
+    if (pos < 0 || pos + T > Tcap) {
+      throw new Error(`kvCacheWrite: rows ${pos}..${pos + T} exceed Tcap ${Tcap}`);
+    }
+    need(c, B * Tcap * width, "kvCacheWrite cache"); // (B, Tcap, width)
+    need(s, B * T * width, "kvCacheWrite src"); // (B, T, width)
+    this.kernels.run1d("kv_cache_write", B * T * width, [
+      c.ptr,
+      dtCode(c.dtype),
+      s.ptr,
+      dtCode(s.dtype),
+      B,
+      T,
+      Tcap,
+      width,
+      pos,
+    ]);
+  }
+
+  swigluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
+    const o = cudaBuf(out, "swiglu out"), g = cudaBuf(gate, "swiglu gate");
+    const u = cudaBuf(up, "swiglu up");
+    for (const [x, w] of [[o, "out"], [g, "gate"], [u, "up"]] as const) need(x, n, `swiglu ${w}`);
+    this.kernels.run1d("swiglu_fwd", n, [
+      o.ptr,
+      dtCode(o.dtype),
+      g.ptr,
+      dtCode(g.dtype),
+      u.ptr,
+      dtCode(u.dtype),
+      n,
+    ]);
+  }
+
+  swigluBackward(
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dout: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void {
+    const dg = cudaBuf(dgate, "swiglu dgate"), du = cudaBuf(dup, "swiglu dup");
+    const dy = cudaBuf(dout, "swiglu dout"), g = cudaBuf(gate, "swiglu gate");
+    const u = cudaBuf(up, "swiglu up");
+    for (
+      const [x, w] of [[dg, "dgate"], [du, "dup"], [dy, "dout"], [g, "gate"], [u, "up"]] as const
+    ) {
+      need(x, n, `swiglu ${w}`);
+    }
+    this.kernels.run1d("swiglu_bwd", n, [
+      dg.ptr,
+      dtCode(dg.dtype),
+      du.ptr,
+      dtCode(du.dtype),
+      dy.ptr,
+      dtCode(dy.dtype),
+      g.ptr,
+      dtCode(g.dtype),
+      u.ptr,
+      dtCode(u.dtype),
+      n,
+    ]);
+  }
+
+  crossEntropy(
+    losses: DeviceBuffer,
+    dlogits: DeviceBuffer | null,
+    logits: DeviceBuffer,
+    targets: DeviceBuffer,
+    N: number,
+    V: number,
+    gradScale: number,
+  ): void {
+    const ls = cudaBuf(losses, "crossEntropy losses"), lg = cudaBuf(logits, "crossEntropy logits");
+    const t = cudaBuf(targets, "crossEntropy targets");
+    need(ls, N, "crossEntropy losses"); // (N)
+    need(lg, N * V, "crossEntropy logits"); // (N, V)
+    need(t, N, "crossEntropy targets"); // (N)
+    if (t.dtype !== "i32") throw new Error("crossEntropy targets: expected an i32 buffer");
+    let dptr = 0n, ddt = 0;
+    if (dlogits !== null) {
+      const d = cudaBuf(dlogits, "crossEntropy dlogits");
+      need(d, N * V, "crossEntropy dlogits"); // (N, V)
+      dptr = d.ptr;
+      ddt = dtCode(d.dtype);
+    }
+    if (N === 0) return;
+    this.kernels.run("cross_entropy", N, THREADS, 0, [
+      ls.ptr,
+      dtCode(ls.dtype),
+      dptr,
+      ddt,
+      lg.ptr,
+      dtCode(lg.dtype),
+      t.ptr,
+      N,
+      V,
+      gradScale,
+    ]);
+  }
+
+  // ---- optimizer ----------------------------------------------------------------------
+
+  adamw(
+    params: DeviceBuffer,
+    grads: DeviceBuffer,
+    m: DeviceBuffer,
+    v: DeviceBuffer,
+    hp: AdamWParams,
+  ): void {
+    const p = cudaBuf(params, "adamw params"), g = cudaBuf(grads, "adamw grads");
+    const mb = cudaBuf(m, "adamw m"), vb = cudaBuf(v, "adamw v");
+    const n = p.length;
+    for (const [x, w] of [[g, "grads"], [mb, "m"], [vb, "v"], [p, "params"]] as const) {
+      need(x, n, `adamw ${w}`);
+      float(x, `adamw ${w}`);
+    }
+    // Host-side constants exactly as src/backend/cpu/adamw.ts derives them.
+    const { lr, beta1, beta2, eps, weightDecay, step } = hp;
+    const decay = Math.fround(1 - lr * weightDecay);
+    const bc1 = 1 - Math.pow(beta1, step);
+    const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
+    this.kernels.run1d("adamw", n, [
+      p.ptr,
+      dtCode(p.dtype),
+      g.ptr,
+      dtCode(g.dtype),
+      mb.ptr,
+      dtCode(mb.dtype),
+      vb.ptr,
+      dtCode(vb.dtype),
+      n,
+      decay,
+      beta1,
+      1 - beta1,
+      beta2,
+      1 - beta2,
+      eps,
+      lr / bc1,
+      bc2Sqrt,
+    ]);
+  }
+}

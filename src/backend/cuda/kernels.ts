@@ -1,0 +1,85 @@
+/**
+ * The kernels of kernels/*.cu: which PTX module holds each one and how its arguments
+ * pack (p = 64-bit pointer, i = 32-bit int/unsigned, f = 32-bit float, in parameter
+ * order). tests/ptx_test.ts checks this table against the `.param` lists of the PTX.
+ */
+import { CudaModule, KernelLauncher } from "../../../ffi/cuda.ts";
+import { PTX } from "../../../kernels/ptx.ts";
+
+/** Module and argument kinds of each kernel. */
+export const KERNELS = {
+  cast_copy: { module: "elementwise", kinds: "pipii" },
+  fill: { module: "elementwise", kinds: "pifi" },
+  ew_add: { module: "elementwise", kinds: "pipipii" },
+  ew_mul: { module: "elementwise", kinds: "pipipii" },
+  ew_axpy: { module: "elementwise", kinds: "pipifi" },
+  ew_scale: { module: "elementwise", kinds: "pifi" },
+  add_bias: { module: "elementwise", kinds: "pipiii" },
+  bias_grad: { module: "elementwise", kinds: "pipiii" },
+  reduce_partial: { module: "elementwise", kinds: "ppiii" },
+  reduce_final: { module: "elementwise", kinds: "ppi" },
+  dropout_mask: { module: "elementwise", kinds: "piiifi" },
+  embedding_fwd: { module: "elementwise", kinds: "pippiiii" },
+  embedding_bwd: { module: "elementwise", kinds: "pipipiii" },
+  kv_cache_write: { module: "elementwise", kinds: "pipiiiiii" },
+  adamw: { module: "elementwise", kinds: "pipipipiiffffffff" },
+  rmsnorm_fwd: { module: "layers", kinds: "pipipipiiif" },
+  rmsnorm_bwd_dx: { module: "layers", kinds: "pipipipipiii" },
+  rmsnorm_bwd_dw: { module: "layers", kinds: "pipipipiii" },
+  rope: { module: "layers", kinds: "pippiiiiiiii" },
+  swiglu_fwd: { module: "layers", kinds: "pipipii" },
+  swiglu_bwd: { module: "layers", kinds: "pipipipipii" },
+  cross_entropy: { module: "layers", kinds: "pipipipiif" },
+  attn_fwd: { module: "attention", kinds: "pipipipipiiiiiiiif" },
+  attn_bwd_dsum: { module: "attention", kinds: "ppipiiiii" },
+  attn_bwd_dq: { module: "attention", kinds: "pipipipipipipiiiiif" },
+  attn_bwd_dkdv: { module: "attention", kinds: "pipipipipipipipiiiiif" },
+} as const satisfies Record<string, { module: keyof typeof PTX; kinds: string }>;
+
+/** A kernel name. */
+export type KernelName = keyof typeof KERNELS;
+
+/** Threads per block of the 1-D elementwise kernels. */
+export const THREADS = 256;
+
+/** Blocks for a grid-stride loop over n elements (capped; the loop covers the rest). */
+export function blocksFor(n: number): number {
+  return Math.max(1, Math.min(Math.ceil(n / THREADS), 65536));
+}
+
+/** Loaded modules plus a launcher that packs arguments by the table above. */
+export class KernelSet {
+  private readonly modules = new Map<string, CudaModule>();
+  private readonly launcher: KernelLauncher;
+  private readonly fns = new Map<KernelName, Deno.PointerValue>();
+
+  constructor(stream: Deno.PointerValue) {
+    for (const [name, text] of Object.entries(PTX)) {
+      this.modules.set(name, CudaModule.load(name, text));
+    }
+    this.launcher = new KernelLauncher(stream);
+  }
+
+  /** Launch `name` with `args` in parameter order. */
+  run(
+    name: KernelName,
+    grid: number | [number, number, number],
+    block: number,
+    sharedBytes: number,
+    args: readonly (number | bigint)[],
+  ): void {
+    let f = this.fns.get(name);
+    if (f === undefined) {
+      f = this.modules.get(KERNELS[name].module)!.fn(name);
+      this.fns.set(name, f);
+    }
+    const g: [number, number, number] = typeof grid === "number" ? [grid, 1, 1] : grid;
+    this.launcher.launch(name, f, g, [block, 1, 1], sharedBytes, KERNELS[name].kinds, args);
+  }
+
+  /** Launch a grid-stride elementwise kernel over n elements. */
+  run1d(name: KernelName, n: number, args: readonly (number | bigint)[]): void {
+    if (n <= 0) return;
+    this.run(name, blocksFor(n), THREADS, 0, args);
+  }
+}
