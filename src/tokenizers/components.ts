@@ -1,5 +1,204 @@
 /**
- * `_component_` builders of src/tokenizers, registered with src/config/registry.ts.
+ * `_component_` builders of src/tokenizers, registered with src/config/registry.ts under
+ * torchtune's names, plus the generic `tune.tokenizers.load`. Each loads the file named by
+ * `path` (format detected from its contents) with the family's special tokens.
  * Imported (for its side effect) by src/components.ts.
  */
-export {};
+import { registerComponent } from "../config/registry.ts";
+import type { ParamSchema } from "../config/schema.ts";
+import { TuneError } from "../errors.ts";
+import { HfBpeTokenizer, QWEN2_5_SPECIAL_TOKENS, qwen2TokenizerJson } from "./hf_tokenizer.ts";
+import { loadTokenizer, type LoadTokenizerOptions, readTokenizerFile } from "./load.ts";
+import type { Tokenizer } from "./types.ts";
+
+const COMMON: ParamSchema = {
+  path: {
+    type: "string",
+    required: true,
+    doc: "tokenizer file (tokenizer.model, tokenizer.bin or tokenizer.json)",
+  },
+  max_seq_len: {
+    type: "int",
+    default: null,
+    doc: "truncate tokenized samples to this many tokens (null: no limit)",
+  },
+  prompt_template: {
+    type: "any",
+    default: null,
+    doc: "not supported here: set dataset.chat_format instead (must be null)",
+  },
+};
+
+/** Apply the common keys to a loaded tokenizer. */
+function finish(
+  tok: Tokenizer & { maxSeqLen: number | null },
+  args: Record<string, unknown>,
+  section: string,
+): Tokenizer {
+  if (args.prompt_template !== null && args.prompt_template !== undefined) {
+    throw new TuneError(
+      `${section}.prompt_template is not supported; remove it and set dataset.chat_format (llama2, llama3, chatml, plain) instead`,
+    );
+  }
+  const n = args.max_seq_len as number | null;
+  if (n !== null && (!Number.isInteger(n) || n < 1)) {
+    throw new TuneError(`tokenizer.max_seq_len must be a positive integer or null, got ${n}`);
+  }
+  tok.maxSeqLen = n;
+  return tok;
+}
+
+function load(args: Record<string, unknown>, options: LoadTokenizerOptions = {}) {
+  return loadTokenizer(args.path as string, options) as Tokenizer & { maxSeqLen: number | null };
+}
+
+/** Special-token names in id order from a tokenizer.json's added_tokens (torchtune's special_tokens_path). */
+function specialNamesFrom(path: string): string[] {
+  let json: { added_tokens?: { id: number; content: string }[] };
+  try {
+    json = JSON.parse(new TextDecoder().decode(readTokenizerFile(path)));
+  } catch (e) {
+    if (e instanceof TuneError) throw e;
+    throw new TuneError(
+      `tokenizer.special_tokens_path ${path} is not valid JSON; pass the model's tokenizer.json`,
+    );
+  }
+  const added = [...(json.added_tokens ?? [])].sort((a, b) => a.id - b.id);
+  if (added.length === 0) {
+    throw new TuneError(
+      `tokenizer.special_tokens_path ${path} has no added_tokens; pass the model's tokenizer.json`,
+    );
+  }
+  return added.map((t) => t.content);
+}
+
+/** torchtune.models.llama2.llama2_tokenizer: SentencePiece tokenizer.model (or llama2.c tokenizer.bin). */
+export const llama2TokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.llama2.llama2_tokenizer",
+  aliases: ["tune.tokenizers.llama2"],
+  kind: "tokenizer",
+  doc:
+    "Llama 2 SentencePiece BPE tokenizer (tokenizer.model, llama2.c tokenizer.bin or tokenizer.json)",
+  params: COMMON,
+  build: (args) => finish(load(args), args, "tokenizer"),
+});
+
+/** torchtune.models.mistral.mistral_tokenizer: Mistral's SentencePiece tokenizer.model. */
+export const mistralTokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.mistral.mistral_tokenizer",
+  aliases: ["tune.tokenizers.mistral"],
+  kind: "tokenizer",
+  doc: "Mistral SentencePiece BPE tokenizer (tokenizer.model or tokenizer.json)",
+  params: COMMON,
+  build: (args) => finish(load(args), args, "tokenizer"),
+});
+
+/** torchtune.models.llama3.llama3_tokenizer: tiktoken tokenizer.model with Llama 3's special tokens. */
+export const llama3TokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.llama3.llama3_tokenizer",
+  aliases: ["tune.tokenizers.llama3"],
+  kind: "tokenizer",
+  doc: "Llama 3 tiktoken tokenizer (original/tokenizer.model, or the HF tokenizer.json)",
+  params: {
+    ...COMMON,
+    special_tokens_path: {
+      type: "string",
+      default: null,
+      doc: "tokenizer.json whose added_tokens replace Llama 3's 256 special tokens (in id order)",
+    },
+  },
+  build(args) {
+    const sp = args.special_tokens_path as string | null;
+    const options: LoadTokenizerOptions = sp
+      ? { tiktoken: { specialTokenNames: specialNamesFrom(sp) } }
+      : {};
+    return finish(load(args, options), args, "tokenizer");
+  },
+});
+
+function buildQwen(
+  args: Record<string, unknown>,
+  eosToken: string,
+  specials: Readonly<Record<string, number>>,
+) {
+  const path = args.path as string;
+  const merges = args.merges_file as string | null;
+  const roles = { bosToken: null, eosToken, padToken: "<|endoftext|>" };
+  let tok: HfBpeTokenizer;
+  if (merges !== null || path.endsWith("vocab.json")) {
+    if (merges === null) {
+      throw new TuneError(
+        `tokenizer.path ${path} is a vocab.json; also set tokenizer.merges_file to its merges.txt (or point path at tokenizer.json)`,
+      );
+    }
+    const dec = new TextDecoder();
+    let vocab: Record<string, number>;
+    try {
+      vocab = JSON.parse(dec.decode(readTokenizerFile(path)));
+    } catch (e) {
+      if (e instanceof TuneError) throw e;
+      throw new TuneError(
+        `tokenizer file ${path} is not a valid vocab.json; pass Qwen's vocab.json`,
+      );
+    }
+    const json = qwen2TokenizerJson(vocab, dec.decode(readTokenizerFile(merges)), specials);
+    tok = new HfBpeTokenizer(json, path, undefined, roles);
+  } else {
+    const loaded = loadTokenizer(path, { hf: roles });
+    if (!(loaded instanceof HfBpeTokenizer)) {
+      throw new TuneError(
+        `tokenizer.path ${path} is not a tokenizer.json; Qwen tokenizers need tokenizer.json, or vocab.json with merges_file`,
+      );
+    }
+    tok = loaded;
+  }
+  return finish(tok, args, "tokenizer");
+}
+
+const QWEN_PARAMS: ParamSchema = {
+  ...COMMON,
+  path: {
+    type: "string",
+    required: true,
+    doc: "tokenizer.json, or vocab.json together with merges_file",
+  },
+  merges_file: { type: "string", default: null, doc: "merges.txt beside vocab.json" },
+};
+
+/** torchtune.models.qwen2_5.qwen2_5_tokenizer: byte-level BPE with Qwen2.5's special tokens. */
+export const qwen25TokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.qwen2_5.qwen2_5_tokenizer",
+  aliases: ["tune.tokenizers.qwen2_5"],
+  kind: "tokenizer",
+  doc:
+    "Qwen2.5 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>",
+  params: QWEN_PARAMS,
+  build: (args) => buildQwen(args, "<|im_end|>", QWEN2_5_SPECIAL_TOKENS),
+});
+
+/** torchtune.models.qwen2.qwen2_tokenizer: byte-level BPE with Qwen2's special tokens. */
+export const qwen2TokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.qwen2.qwen2_tokenizer",
+  aliases: ["tune.tokenizers.qwen2"],
+  kind: "tokenizer",
+  doc:
+    "Qwen2 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|endoftext|>",
+  params: QWEN_PARAMS,
+  build: (args) =>
+    buildQwen(args, "<|endoftext|>", {
+      "<|endoftext|>": 151643,
+      "<|im_start|>": 151644,
+      "<|im_end|>": 151645,
+    }),
+});
+
+/** tune.tokenizers.load: any supported tokenizer file, special tokens from the file. */
+export const genericTokenizerComponent = registerComponent<Tokenizer>({
+  name: "tune.tokenizers.load",
+  aliases: ["tune.tokenizer"],
+  kind: "tokenizer",
+  doc:
+    "any tokenizer file tune reads: SentencePiece .model, llama2.c .bin, tiktoken, tokenizer.json",
+  params: COMMON,
+  build: (args) => finish(load(args), args, "tokenizer"),
+});

@@ -1,0 +1,230 @@
+/**
+ * SentencePiece BPE tokenization (Llama 2, Mistral, and llama2.c's tokenizer.bin), following
+ * sentencepiece's normalizer.cc, bpe_model.cc and SentencePieceProcessor::Decode.
+ */
+import { bpeMerge } from "./_bpe.ts";
+import type { PrecompiledCharsmap } from "./_sp_charsmap.ts";
+import { utf8DecodePerByte, utf8Encode } from "./_utf8.ts";
+import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
+
+/** ModelProto.SentencePiece.Type. */
+export const PieceType = {
+  NORMAL: 1,
+  UNKNOWN: 2,
+  CONTROL: 3,
+  USER_DEFINED: 4,
+  UNUSED: 5,
+  BYTE: 6,
+} as const;
+
+/** One vocabulary entry. */
+export interface SpPiece {
+  piece: string;
+  score: number;
+  type: number;
+}
+
+/** Everything encode and decode need from a SentencePiece model. */
+export interface SpSpec {
+  pieces: SpPiece[];
+  byteFallback: boolean;
+  addDummyPrefix: boolean;
+  removeExtraWhitespaces: boolean;
+  escapeWhitespaces: boolean;
+  treatWhitespaceAsSuffix: boolean;
+  unkId: number;
+  bosId: number;
+  eosId: number;
+  padId: number;
+  unkSurface: string;
+  /** Character normalization before whitespace handling; undefined is the identity. */
+  charsmap?: PrecompiledCharsmap;
+}
+
+const SPACE = "\u2581"; // ▁, SentencePiece's escaped space
+
+/** A SentencePiece BPE tokenizer. */
+export class SentencePieceTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly padId: number;
+  readonly stopIds: readonly number[];
+  readonly specialTokens: ReadonlyMap<string, number>;
+  /** Truncation length from the tokenizer component (set by the builder). */
+  maxSeqLen: number | null = null;
+  private readonly spec: SpSpec;
+  /** NORMAL, USER_DEFINED and UNUSED pieces: the ones merges may produce. */
+  private readonly mergeable = new Map<string, number>();
+  /** CONTROL, UNKNOWN and BYTE pieces. */
+  private readonly reserved = new Map<string, number>();
+  private readonly byteIds = new Int32Array(256).fill(-1);
+  /** user-defined symbols by first UTF-16 unit, longest first */
+  private readonly userDefined = new Map<string, string[]>();
+
+  constructor(spec: SpSpec) {
+    this.spec = spec;
+    const special = new Map<string, number>();
+    spec.pieces.forEach((p, id) => {
+      const normal = p.type === PieceType.NORMAL || p.type === PieceType.USER_DEFINED ||
+        p.type === PieceType.UNUSED;
+      const map = normal ? this.mergeable : this.reserved;
+      if (!map.has(p.piece)) map.set(p.piece, id);
+      if (p.type === PieceType.USER_DEFINED && p.piece !== "") {
+        const list = this.userDefined.get(p.piece[0]) ?? [];
+        list.push(p.piece);
+        this.userDefined.set(p.piece[0], list);
+      }
+      if (p.type === PieceType.CONTROL) special.set(p.piece, id);
+      if (p.type === PieceType.BYTE) {
+        const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(p.piece);
+        if (m) this.byteIds[parseInt(m[1], 16)] = id;
+      }
+    });
+    // longest first, so the prefix match below takes the longest user-defined symbol
+    for (const list of this.userDefined.values()) list.sort((a, b) => b.length - a.length);
+    this.vocabSize = spec.pieces.length;
+    this.bosId = spec.bosId;
+    this.eosId = spec.eosId;
+    this.padId = spec.padId >= 0 ? spec.padId : spec.eosId >= 0 ? spec.eosId : 0;
+    this.stopIds = spec.eosId >= 0 ? [spec.eosId] : [];
+    this.specialTokens = special;
+  }
+
+  /** The normalized text (spaces escaped to ▁, dummy prefix added) as sentencepiece's Normalizer. */
+  normalize(text: string): string {
+    const s = this.spec;
+    let t = s.charsmap ? s.charsmap.normalize(text) : text;
+    if (s.removeExtraWhitespaces) t = t.replace(/^ +/, "");
+    if (t === "") return "";
+    const space = s.escapeWhitespaces ? SPACE : " ";
+    let out = s.addDummyPrefix && !s.treatWhitespaceAsSuffix ? space : "";
+    let prevSpace = s.removeExtraWhitespaces;
+    for (const ch of t) {
+      if (ch === " ") {
+        if (s.removeExtraWhitespaces && prevSpace) continue;
+        out += space;
+        prevSpace = true;
+      } else {
+        out += ch;
+        prevSpace = false;
+      }
+    }
+    if (s.removeExtraWhitespaces) {
+      while (out.endsWith(space)) out = out.slice(0, out.length - space.length);
+    }
+    if (s.addDummyPrefix && s.treatWhitespaceAsSuffix) out += space;
+    return out;
+  }
+
+  /** Pieces of `text` without BOS/EOS (before byte fallback). */
+  private pieces(text: string): string[] {
+    const normalized = this.normalize(text);
+    // split into characters, keeping user-defined symbols whole and frozen
+    const symbols: string[] = [];
+    const frozen: boolean[] = [];
+    let i = 0;
+    while (i < normalized.length) {
+      let match = "";
+      for (const u of this.userDefined.get(normalized[i]) ?? []) {
+        if (normalized.startsWith(u, i)) {
+          match = u;
+          break;
+        }
+      }
+      frozen.push(match !== "");
+      if (match === "") match = String.fromCodePoint(normalized.codePointAt(i)!);
+      symbols.push(match);
+      i += match.length;
+    }
+    // pieces of type UNUSED may be merged through but are split back afterwards
+    const revMerge = new Map<string, [string, string]>();
+    const merged = bpeMerge(symbols, (left, right) => {
+      const piece = left + right;
+      const id = this.mergeable.get(piece);
+      if (id === undefined) return undefined;
+      const p = this.spec.pieces[id];
+      if (p.type === PieceType.UNUSED) revMerge.set(piece, [left, right]);
+      return -p.score;
+    }, frozen);
+    if (revMerge.size === 0) return merged;
+    const out: string[] = [];
+    const resegment = (piece: string) => {
+      const id = this.mergeable.get(piece);
+      const split = revMerge.get(piece);
+      if (id !== undefined && this.spec.pieces[id].type !== PieceType.UNUSED || !split) {
+        out.push(piece);
+        return;
+      }
+      resegment(split[0]);
+      resegment(split[1]);
+    };
+    merged.forEach(resegment);
+    return out;
+  }
+
+  /** The id of a piece string, or undefined. */
+  pieceToId(piece: string): number | undefined {
+    return this.mergeable.get(piece) ?? this.reserved.get(piece);
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const ids: number[] = [];
+    if ((options.bos ?? true) && this.bosId >= 0) ids.push(this.bosId);
+    let prevUnk = false;
+    for (const piece of this.pieces(text)) {
+      const id = this.pieceToId(piece);
+      if (id !== undefined && id !== this.spec.unkId) {
+        ids.push(id);
+        prevUnk = false;
+        continue;
+      }
+      if (this.spec.byteFallback) {
+        for (const b of utf8Encode(piece)) {
+          const byteId = this.byteIds[b];
+          ids.push(byteId >= 0 ? byteId : this.spec.unkId);
+        }
+        prevUnk = false;
+        continue;
+      }
+      // consecutive unknown pieces collapse into one <unk>, as SentencePieceProcessor does
+      if (!prevUnk) ids.push(this.spec.unkId);
+      prevUnk = true;
+    }
+    if (options.eos && this.eosId >= 0) ids.push(this.eosId);
+    return ids;
+  }
+
+  decode(ids: readonly number[], _options: DecodeOptions = {}): string {
+    const s = this.spec;
+    let out = "";
+    let bytes: number[] = [];
+    let bosWs = s.addDummyPrefix && !s.treatWhitespaceAsSuffix; // strip the dummy prefix once
+    const flush = () => {
+      if (bytes.length > 0) out += utf8DecodePerByte(new Uint8Array(bytes));
+      bytes = [];
+    };
+    for (const id of ids) {
+      const p = s.pieces[id];
+      if (p === undefined) continue; // ids past the vocabulary decode to nothing
+      if (p.type === PieceType.CONTROL) continue; // <s>, </s> decode to "" (always, as sentencepiece)
+      if (p.type === PieceType.BYTE) {
+        const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(p.piece);
+        if (m) bytes.push(parseInt(m[1], 16));
+        bosWs = false;
+        continue;
+      }
+      flush();
+      if (p.type === PieceType.UNKNOWN) {
+        out += s.unkSurface;
+      } else {
+        let piece = p.piece;
+        if (bosWs && piece.startsWith(SPACE)) piece = piece.slice(SPACE.length);
+        out += piece.replaceAll(SPACE, " ");
+      }
+      bosWs = false;
+    }
+    flush();
+    return out;
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * tiktoken-format byte-level BPE (Llama 3's tokenizer.model): lines `base64(token bytes) rank`.
+ * Text is split by the pre-tokenization regex, each piece's UTF-8 bytes are merged lowest rank
+ * first (ties leftmost) as tiktoken's `_byte_pair_merge`, and a piece that is itself a token
+ * maps straight to its rank. Special tokens take the ids after the last rank.
+ */
+import { TuneError } from "../errors.ts";
+import { bpeMerge } from "./_bpe.ts";
+import { compilePattern, findAll, LLAMA3_PATTERN } from "./_regex.ts";
+import { SpecialSplitter } from "./_special.ts";
+import { utf8DecodeLossy, utf8Encode } from "./_utf8.ts";
+import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
+
+/**
+ * Llama 3's 256 special tokens in id order after the base vocabulary (torchtune's
+ * LLAMA3_SPECIAL_TOKENS: 128000 is <|begin_of_text|> for the 128000-token base vocabulary).
+ */
+export function llama3SpecialTokenNames(): string[] {
+  const named = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|step_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+    "<|image|>",
+    "<|video|>",
+  ];
+  const reserved = Array.from(
+    { length: 256 - named.length },
+    (_, i) => `<|reserved_special_token_${2 + i}|>`,
+  );
+  return [...named, ...reserved];
+}
+
+/** Token bytes as a "binary string" (one UTF-16 unit per byte), the key of the rank map. */
+function binary(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return s;
+}
+
+/** Parsed ranks: token bytes (binary string) -> rank, and rank -> bytes. */
+export interface TiktokenRanks {
+  ranks: Map<string, number>;
+  bytesOf: Uint8Array[];
+}
+
+/** Parse tiktoken text; a malformed line is a TuneError naming `path` and the line. */
+export function parseTiktoken(text: string, path: string): TiktokenRanks {
+  const ranks = new Map<string, number>();
+  const bytesOf: Uint8Array[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === "") continue;
+    const m = /^([A-Za-z0-9+/]+={0,2}) (\d+)$/.exec(line);
+    let bytes: Uint8Array | undefined;
+    if (m) {
+      try {
+        bytes = Uint8Array.from(atob(m[1]), (c) => c.charCodeAt(0));
+      } catch {
+        bytes = undefined;
+      }
+    }
+    if (!m || !bytes) {
+      throw new TuneError(
+        `tokenizer file ${path} is corrupt at line ${
+          i + 1
+        } (expected "<base64 token> <rank>"); pass Llama 3's original tokenizer.model`,
+      );
+    }
+    const rank = Number(m[2]);
+    ranks.set(binary(bytes), rank);
+    bytesOf[rank] = bytes;
+  }
+  if (ranks.size === 0) {
+    throw new TuneError(`tokenizer file ${path} has no tokens; pass Llama 3's tokenizer.model`);
+  }
+  for (let b = 0; b < 256; b++) {
+    if (!ranks.has(String.fromCharCode(b))) {
+      throw new TuneError(
+        `tokenizer file ${path} lacks the single byte 0x${
+          b.toString(16).padStart(2, "0")
+        }, so some text cannot be encoded; pass a complete byte-level BPE file`,
+      );
+    }
+  }
+  return { ranks, bytesOf };
+}
+
+/** Options of the tiktoken tokenizer. */
+export interface TiktokenOptions {
+  /** Special tokens in order; token i gets id (number of base tokens + i). Default Llama 3's. */
+  specialTokenNames?: readonly string[];
+  /** Pre-tokenization regex (default Llama 3's). */
+  pattern?: string;
+  bosToken?: string;
+  eosToken?: string;
+  padToken?: string;
+  /** Tokens that also end generation (default <|eot_id|>, <|eom_id|>). */
+  stopTokens?: readonly string[];
+}
+
+/** A tiktoken byte-level BPE tokenizer with Llama 3's special tokens by default. */
+export class TiktokenTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bosId: number;
+  readonly eosId: number;
+  readonly padId: number;
+  readonly stopIds: readonly number[];
+  readonly specialTokens: ReadonlyMap<string, number>;
+  /** Truncation length from the tokenizer component (set by the builder). */
+  maxSeqLen: number | null = null;
+  /** Number of ordinary (non-special) tokens. */
+  readonly baseVocabSize: number;
+  private readonly ranks: Map<string, number>;
+  private readonly bytesOf: Uint8Array[];
+  private readonly specialText = new Map<number, string>();
+  private readonly pattern: RegExp;
+  private readonly splitter: SpecialSplitter;
+  private readonly cache = new Map<string, number[]>();
+
+  constructor(parsed: TiktokenRanks, path: string, options: TiktokenOptions = {}) {
+    this.ranks = parsed.ranks;
+    this.bytesOf = parsed.bytesOf;
+    this.baseVocabSize = parsed.bytesOf.length;
+    const names = options.specialTokenNames ?? llama3SpecialTokenNames();
+    const special = new Map<string, number>();
+    names.forEach((name, i) => special.set(name, this.baseVocabSize + i));
+    for (const [name, id] of special) this.specialText.set(id, name);
+    this.specialTokens = special;
+    this.vocabSize = this.baseVocabSize + names.length;
+    this.pattern = compilePattern(options.pattern ?? LLAMA3_PATTERN, path);
+    this.splitter = new SpecialSplitter(special);
+    const id = (name: string | undefined, fallback: number) =>
+      name === undefined ? fallback : special.get(name) ?? fallback;
+    this.bosId = id(options.bosToken ?? "<|begin_of_text|>", -1);
+    this.eosId = id(options.eosToken ?? "<|end_of_text|>", -1);
+    this.padId = id(
+      options.padToken ?? "<|finetune_right_pad_id|>",
+      this.eosId >= 0 ? this.eosId : 0,
+    );
+    const stops = (options.stopTokens ?? ["<|eot_id|>", "<|eom_id|>"])
+      .map((n) => special.get(n))
+      .filter((n): n is number => n !== undefined);
+    this.stopIds = [...new Set([...(this.eosId >= 0 ? [this.eosId] : []), ...stops])];
+  }
+
+  /** Ids of one pre-tokenized piece. */
+  private encodePiece(piece: string): number[] {
+    const cached = this.cache.get(piece);
+    if (cached) return cached;
+    const key = binary(utf8Encode(piece));
+    const whole = this.ranks.get(key);
+    let ids: number[];
+    if (whole !== undefined) {
+      ids = [whole];
+    } else {
+      const merged = bpeMerge([...key], (l, r) => this.ranks.get(l + r));
+      ids = merged.map((s) => this.ranks.get(s)!);
+    }
+    if (this.cache.size > 100_000) this.cache.clear(); // bound memory on huge corpora
+    this.cache.set(piece, ids);
+    return ids;
+  }
+
+  private encodeOrdinary(text: string, out: number[]): void {
+    for (const piece of findAll(this.pattern, text)) {
+      for (const id of this.encodePiece(piece)) out.push(id);
+    }
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const ids: number[] = [];
+    if ((options.bos ?? true) && this.bosId >= 0) ids.push(this.bosId);
+    if (options.parseSpecial) {
+      for (const seg of this.splitter.split(text)) {
+        if ("id" in seg) ids.push(seg.id);
+        else this.encodeOrdinary(seg.text, ids);
+      }
+    } else {
+      this.encodeOrdinary(text, ids);
+    }
+    if (options.eos && this.eosId >= 0) ids.push(this.eosId);
+    return ids;
+  }
+
+  decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    const skip = options.skipSpecial ?? true;
+    const parts: number[] = [];
+    for (const id of ids) {
+      const bytes = this.bytesOf[id];
+      if (bytes) {
+        for (const b of bytes) parts.push(b);
+        continue;
+      }
+      const name = this.specialText.get(id);
+      if (name !== undefined && !skip) { for (const b of utf8Encode(name)) parts.push(b); }
+    }
+    return utf8DecodeLossy(new Uint8Array(parts));
+  }
+}
