@@ -207,7 +207,13 @@ export class Gemm {
   ): void {
     if (M === 0 || N === 0) return;
     if (this.blas) {
-      this.blas.sgemm(false, false, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+      if (M === 1) {
+        // C(N) = B(K, N)^T @ a(K); zeroed here for the same reason as in nt().
+        if (beta === 0) C.fill(0, 0, N);
+        this.blas.sgemv(true, K, N, 1, B, ldb, A, 1, C);
+      } else {
+        this.blas.sgemm(false, false, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+      }
       return;
     }
     const bt = this.scratch.get(SLOT_PACK_B, N * K); // (N, K)
