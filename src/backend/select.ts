@@ -3,8 +3,8 @@ import { TuneError } from "../errors.ts";
 import { CpuBackend } from "./cpu/backend.ts";
 import type { Backend, Collectives } from "./ops.ts";
 
-/** Module that exports `createCudaBackend(opts): Backend`. */
-const CUDA_BACKEND_MODULE = "./cuda/backend.ts";
+/** Module that exports `createCudaBackend(opts): Backend` (named for error messages). */
+const CUDA_BACKEND_MODULE = "src/backend/cuda/backend.ts";
 
 /** Options shared by every backend. */
 export interface BackendOptions {
@@ -30,7 +30,9 @@ export async function createBackend(
   }
   let mod: CudaModule;
   try {
-    mod = await import(CUDA_BACKEND_MODULE);
+    // A literal specifier, so `deno compile` bundles the CUDA backend; it is still loaded
+    // only when device=cuda is asked for.
+    mod = await import("./cuda/backend.ts");
   } catch (e) {
     throw new TuneError(
       `the CUDA backend could not be loaded (${(e as Error).message.split("\n")[0]}); ` +
