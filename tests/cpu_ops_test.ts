@@ -341,6 +341,7 @@ Deno.test("view(), upload(), download(), copy() and bytesInUse() track memory ex
   local.free(buf);
   equal(local.bytesInUse(), 16);
   throws(() => local.view(ids, 2, 3));
+  equal(local.scratchBytes(), 0); // no op has run on this backend yet
 });
 
 Deno.test("upload() into a bf16 buffer rounds to nearest-even bfloat16", () => {

@@ -201,8 +201,8 @@ if __name__ == "__main__":
     rope()
     attention("attention", B=2, T=7, NH=4, NKV=2, HS=8, seed=8)
     attention("attention_mqa", B=1, T=6, NH=3, NKV=1, HS=6, seed=9)
-    # Longer than the CPU kernel's 64-row query blocks.
-    attention("attention_long", B=1, T=70, NH=2, NKV=1, HS=4, seed=10)
+    # Longer than the CPU kernel's 64-row query blocks; plain multi-head (NKV = NH).
+    attention("attention_long", B=1, T=70, NH=2, NKV=2, HS=4, seed=10)
     swiglu()
     cross_entropy()
     adamw()

@@ -171,6 +171,11 @@ export class CpuBackend implements Backend {
     return this.liveBytes;
   }
 
+  /** Bytes of the backend's reusable scratch (not counted in bytesInUse). */
+  scratchBytes(): number {
+    return this.scratch.bytes();
+  }
+
   // ---- elementwise --------------------------------------------------------------------
 
   add(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void {
