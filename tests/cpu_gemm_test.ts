@@ -90,3 +90,22 @@ Deno.test({
     assertClose("sgemv on views (beta 1)", y.subarray(2), want, FWD);
   },
 });
+
+/** Run `code` in a fresh Deno with extra environment; returns its stdout. */
+async function denoEval(code: string, env: Record<string, string>): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", code],
+    env,
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+Deno.test("openBlas() throws TuneError when TUNE_OPENBLAS_PATH does not load", async () => {
+  const code = `import { openBlas } from "./ffi/openblas.ts";
+try { openBlas(); console.log("opened"); } catch (e) { console.log(e.name); }`;
+  const got = await denoEval(code, { TUNE_OPENBLAS_PATH: "/nonexistent/libopenblas.so" });
+  ok(got === "TuneError", `got ${got}`);
+});
