@@ -251,7 +251,9 @@ registerComponent<DatasetBuilder>({
   kind: "dataset",
   doc: "unstructured text (txt files or a text column), trained on every token",
   params: {
-    source: { type: "string", required: true, doc: SOURCE_DOC },
+    // Not required at validation so configs can be checked before a source is chosen;
+    // loading without one is a one-line TuneError.
+    source: { type: "string", default: null, doc: SOURCE_DOC },
     column: { type: "string", default: "text", doc: "column holding the text" },
     add_eos: { type: "bool", default: true, doc: "append EOS to each sample" },
     sample_by: {
@@ -270,7 +272,7 @@ registerComponent<DatasetBuilder>({
   build: (args) =>
     textCompletionDataset({
       name: "torchtune.datasets.text_completion_dataset",
-      source: String(args.source),
+      source: str(args.source) ?? "",
       dataFiles: dataFilesArg(args.data_files),
       split: String(args.split ?? "train"),
       packed: Boolean(args.packed),

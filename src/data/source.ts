@@ -111,6 +111,11 @@ const LOCAL_SOURCES: Record<string, LocalFormat> = {
 export async function loadRows(options: SourceOptions): Promise<LoadedRows> {
   const spec = parseSplit(options.split ?? "train");
   const source = options.source;
+  if (!source) {
+    throw new TuneError(
+      "dataset.source is not set; pass dataset.source=text dataset.data_files=PATH (or json, csv, or a Hugging Face repo id)",
+    );
+  }
   const local = LOCAL_SOURCES[source];
   if (local !== undefined) {
     if (options.dataFiles == null) {
