@@ -1,5 +1,86 @@
 /**
- * `_component_` builders of src/checkpoint, registered with src/config/registry.ts.
+ * `_component_` builders of src/checkpoint, registered with src/config/registry.ts under
+ * torchtune's names (torchtune.training.FullModelHFCheckpointer, ...MetaCheckpointer, and
+ * the older torchtune.utils.* spellings) and `tune.training.Llama2cCheckpointer`.
  * Imported (for its side effect) by src/components.ts.
  */
-export {};
+import { registerComponent } from "../config/registry.ts";
+import type { ParamSchema } from "../config/schema.ts";
+import {
+  type Checkpointer,
+  type CheckpointerOptions,
+  expandCheckpointFiles,
+  FullModelHFCheckpointer,
+  FullModelMetaCheckpointer,
+} from "./checkpointer.ts";
+import type { ModelType } from "./hf_config.ts";
+import { Llama2cCheckpointer } from "./llama2c_checkpointer.ts";
+
+/** torchtune's checkpointer keys. */
+export const CHECKPOINTER_PARAMS: ParamSchema = {
+  checkpoint_dir: { type: "string", required: true, doc: "directory holding the input checkpoint" },
+  checkpoint_files: {
+    type: "any",
+    default: null,
+    doc: "weight files in checkpoint_dir: a list, or {filename_format, max_filename}; " +
+      "default: the format's usual files",
+  },
+  output_dir: { type: "string", required: true, doc: "where epoch_N/ and recipe_state/ go" },
+  model_type: {
+    type: "string",
+    required: true,
+    choices: ["LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "LLAMA2C"],
+    doc: "model family (picks config.json architecture and Meta rope scaling)",
+  },
+  adapter_checkpoint: { type: "string", default: null, doc: "PEFT adapter to load (dir or file)" },
+  recipe_checkpoint: { type: "string", default: null, doc: "recipe_state directory to resume" },
+  resume_from_checkpoint: {
+    type: "bool",
+    default: false,
+    doc: "load recipe state from <output_dir>/recipe_state",
+  },
+  safe_serialization: {
+    type: "bool",
+    default: true,
+    doc: "accepted; tune always writes safetensors",
+  },
+};
+
+/** Parse validated checkpointer keys. */
+export function checkpointerOptions(a: Record<string, unknown>): CheckpointerOptions {
+  return {
+    checkpointDir: a.checkpoint_dir as string,
+    checkpointFiles: expandCheckpointFiles(a.checkpoint_files),
+    outputDir: a.output_dir as string,
+    modelType: a.model_type as ModelType,
+    adapterCheckpoint: (a.adapter_checkpoint as string | null) ?? null,
+    recipeCheckpoint: (a.recipe_checkpoint as string | null) ?? null,
+    resumeFromCheckpoint: (a.resume_from_checkpoint as boolean) ?? false,
+  };
+}
+
+registerComponent<Checkpointer>({
+  name: "torchtune.training.FullModelHFCheckpointer",
+  aliases: ["torchtune.utils.FullModelHFCheckpointer"],
+  kind: "checkpointer",
+  doc: "Hugging Face safetensors + config.json (reads sharded checkpoints, keeps the shard layout)",
+  params: CHECKPOINTER_PARAMS,
+  build: (a) => new FullModelHFCheckpointer(checkpointerOptions(a)),
+});
+
+registerComponent<Checkpointer>({
+  name: "torchtune.training.FullModelMetaCheckpointer",
+  aliases: ["torchtune.utils.FullModelMetaCheckpointer"],
+  kind: "checkpointer",
+  doc: "Meta consolidated.NN.pth + params.json (model-parallel shards merged)",
+  params: CHECKPOINTER_PARAMS,
+  build: (a) => new FullModelMetaCheckpointer(checkpointerOptions(a)),
+});
+
+registerComponent<Checkpointer>({
+  name: "tune.training.Llama2cCheckpointer",
+  kind: "checkpointer",
+  doc: "llama2.c model.bin (Karpathy's export format)",
+  params: CHECKPOINTER_PARAMS,
+  build: (a) => new Llama2cCheckpointer(checkpointerOptions(a)),
+});
