@@ -10,6 +10,7 @@ import { encodeLlama2c, parseLlama2c, readLlama2c } from "../src/checkpoint/llam
 import { createLlama } from "../src/models/llama/model.ts";
 import { loadTokenizer } from "../src/tokenizers/load.ts";
 import { TuneError } from "../src/errors.ts";
+import { assertClose, loadFixture } from "./fixture_io.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { randomBaseWeights } from "../src/models/llama/init.ts";
 import { baseLayout } from "../src/models/llama/layout.ts";
@@ -195,4 +196,19 @@ Deno.test("parseLlama2c() refuses unknown versions, truncated files and trailing
     () => encodeLlama2c({ ...cfg, qkvBias: true }, new Map()),
     /q\/k\/v biases/,
   );
+});
+
+Deno.test("parseLlama2c() dequantizes a version 2 (Q8_0) file (weights atol 1e-6)", () => {
+  const bytes = Deno.readFileSync(new URL("./fixtures/model_llama2c_v2.bin", import.meta.url));
+  const m = parseLlama2c(bytes, "model_llama2c_v2.bin");
+  assert(m.version === 2 && !m.config.tiedEmbeddings && m.config.nKvHeads === 1);
+  const fx = loadFixture("model_llama2c_v2");
+  deepStrictEqual([...m.stateDict.keys()].sort(), fx.names().sort());
+  for (const n of fx.names()) {
+    assertClose(n, m.stateDict.get(n)!.data, fx.f32(n), { atol: 1e-6, rtol: 0 });
+  }
+  // and the model builds from it
+  const be = new CpuBackend();
+  createLlama(be, { name: "v2", config: m.config, lora: null }, { batch: 1, seqLen: 4 })
+    .loadStateDict(m.stateDict);
 });

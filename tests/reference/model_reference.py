@@ -405,10 +405,50 @@ def modules_fixture():
     print("model_modules written")
 
 
+def llama2c_v2_fixture():
+    """A tiny llama2.c version 2 (Q8_0) file written per llama2.c export.py's version2_export
+    layout, plus the dequantized weights it must read back as."""
+    import struct
+    gen = torch.Generator().manual_seed(11)
+    dim, hidden, layers, heads, kv, vocab, seq, gs = 8, 16, 1, 2, 1, 16, 8, 8
+    hs = dim // heads
+    P = {"tok_embeddings.weight": torch.randn(vocab, dim, generator=gen)}
+    mats = [("attn.q_proj", heads * hs, dim), ("attn.k_proj", kv * hs, dim),
+            ("attn.v_proj", kv * hs, dim), ("attn.output_proj", dim, heads * hs),
+            ("mlp.w1", hidden, dim), ("mlp.w2", dim, hidden), ("mlp.w3", hidden, dim)]
+    for name, r, c in mats:
+        P[f"layers.0.{name}.weight"] = torch.randn(r, c, generator=gen)
+    P["layers.0.sa_norm.scale"] = torch.rand(dim, generator=gen) + 0.5
+    P["layers.0.mlp_norm.scale"] = torch.rand(dim, generator=gen) + 0.5
+    P["norm.scale"] = torch.rand(dim, generator=gen) + 0.5
+    P["output.weight"] = torch.randn(vocab, dim, generator=gen)
+    head = struct.pack("I", 0x616B3432) + struct.pack("i", 2)
+    head += struct.pack("iiiiiii", dim, hidden, layers, heads, kv, vocab, seq)
+    head += struct.pack("B", 0) + struct.pack("i", gs)
+    body = head + b"\0" * (256 - len(head))
+    for n in ["layers.0.sa_norm.scale", "layers.0.mlp_norm.scale", "norm.scale"]:
+        body += P[n].numpy().astype("<f4").tobytes()
+    order = ["tok_embeddings.weight"] + [f"layers.0.{m[0]}.weight" for m in mats] + ["output.weight"]
+    expected = {}
+    for n in order:
+        w = P[n].reshape(-1, gs)
+        scale = w.abs().max(dim=1).values / 127.0
+        q = torch.round(w / scale[:, None]).to(torch.int8)
+        body += q.numpy().tobytes() + scale.numpy().astype("<f4").tobytes()
+        expected[n] = (q.float() * scale[:, None]).reshape(P[n].shape)
+    for n in ["layers.0.sa_norm.scale", "layers.0.mlp_norm.scale", "norm.scale"]:
+        expected[n] = P[n]
+    with open(os.path.join(OUT, "model_llama2c_v2.bin"), "wb") as f:
+        f.write(body)
+    write_fixture(os.path.join(OUT, "model_llama2c_v2.safetensors"), expected)
+    print(f"model_llama2c_v2.bin: {len(body)} bytes")
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
     modules_fixture()
+    llama2c_v2_fixture()
     one_step_fixture("model_tiny_a", config_a(), 1)
     one_step_fixture("model_tiny_b", config_b(), 2)
     train_fixture("model_train_full", config_a(), 3)
