@@ -6,7 +6,9 @@
  * error is a bug in tune and prints its stack.
  */
 import "./src/components.ts";
-import { type CliCommand, parseArgv, SUBCOMMANDS } from "./src/config/argv.ts";
+import { type CliCommand, launchFlagArgs, parseArgv, SUBCOMMANDS } from "./src/config/argv.ts";
+import { downloadCommand } from "./src/download/command.ts";
+import { launch as launchProcesses, needsLaunch } from "./src/distributed/launch.ts";
 import { loadMerged, loadRecipeConfig, recipeFromHeader } from "./src/config/load.ts";
 import type { RecipeDefinition } from "./src/config/recipe.ts";
 import { defaultLaunchOptions } from "./src/config/recipe.ts";
@@ -42,6 +44,7 @@ usage:
                                                 check a config without running anything
   tune run [launcher flags] <recipe> --config <name|path> [key=value ...] [~key ...]
                                                 run a recipe
+  tune download <repo_id> --output-dir DIR     download a model from the Hugging Face Hub
   tune demo                                     run the built-in demo
 
 launcher flags (torchrun's): --nnodes N --nproc_per_node N --node_rank N
@@ -71,6 +74,11 @@ export async function runCli(argv: readonly string[]): Promise<void> {
       return await run(cmd, argv);
     case "demo":
       return await demo(cmd.args);
+    case "download": {
+      const code = await downloadCommand(cmd.args);
+      if (code !== 0) Deno.exit(code);
+      return;
+    }
   }
 }
 
@@ -190,9 +198,22 @@ async function run(
       }`,
     );
   }
+  // Resolve first, so a bad config fails once here rather than once per process.
   const { source, config } = loadRecipeConfig(recipe, cmd.config, cmd.overrides);
+  const launch = { ...cmd.launch, recipeArgv: [recipe.name, ...cmd.recipeArgs] };
+  if (needsLaunch(launch) && Deno.env.get("TUNE_LAUNCHED") !== "1") {
+    // The launcher: one child per local rank runs this same command with torchrun's
+    // environment (RANK, WORLD_SIZE, ...) and TUNE_LAUNCHED=1, then calls main there.
+    const code = await launchProcesses(launch, [
+      "run",
+      ...launchFlagArgs(launch),
+      ...launch.recipeArgv,
+    ]);
+    if (code !== 0) Deno.exit(code);
+    return;
+  }
   console.error(`tune: running ${recipe.name} with config ${source.label}`);
-  await recipe.main(config, { ...cmd.launch, recipeArgv: [recipe.name, ...cmd.recipeArgs] });
+  await recipe.main(config, launch);
 }
 
 async function demo(args: string[]): Promise<void> {

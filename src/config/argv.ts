@@ -8,6 +8,7 @@
  *   tune [launcher flags] run [launcher flags] <recipe> --config <name|path> [key=value ...] [~key ...]
  *   tune [launcher flags] <recipe> --config <name> [--override key=value ...]   (torchtune's early form)
  *   tune alpaca_generate --native-checkpoint-path P --tokenizer-path T --input "..."   (early form)
+ *   tune download <repo_id> --output-dir DIR [...]   (src/download/command.ts)
  *   tune demo [args]
  *
  * Launcher flags (torchrun's): --nnodes, --nproc_per_node, --node_rank, --master_addr,
@@ -35,10 +36,20 @@ export type CliCommand =
     /** The arguments after the recipe name, with a legacy form rewritten to `tune run` form. */
     recipeArgs: string[];
   }
-  | { kind: "demo"; args: string[] };
+  | { kind: "demo"; args: string[] }
+  | { kind: "download"; args: string[] };
 
 /** Subcommands other than recipes (for "did you mean"). */
-export const SUBCOMMANDS = ["ls", "cp", "cat", "validate", "run", "demo", "help"] as const;
+export const SUBCOMMANDS = [
+  "ls",
+  "cp",
+  "cat",
+  "validate",
+  "run",
+  "download",
+  "demo",
+  "help",
+] as const;
 
 const LAUNCH_FLAGS: Record<string, keyof Omit<LaunchOptions, "explicit" | "recipeArgv">> = {
   nnodes: "nnodes",
@@ -95,6 +106,9 @@ export function parseArgv(argv: readonly string[]): CliCommand {
     case "demo":
       noLaunch(head);
       return { kind: "demo", args: rest };
+    case "download":
+      noLaunch(head);
+      return { kind: "download", args: rest };
     case "alpaca_generate":
       return parseAlpacaGenerate(rest, launch);
     case "run": {
@@ -299,4 +313,20 @@ function parseAlpacaGenerate(args: readonly string[], launch: LaunchOptions): Cl
     launch,
     recipeArgs: ["--config", config, ...parsed.overrideArgs],
   };
+}
+
+/** Launcher flags as command-line words (`--nnodes 1 --nproc_per_node 2 ...`), for children. */
+export function launchFlagArgs(launch: LaunchOptions): string[] {
+  return [
+    "--nnodes",
+    String(launch.nnodes),
+    "--nproc_per_node",
+    String(launch.nprocPerNode),
+    "--node_rank",
+    String(launch.nodeRank),
+    "--master_addr",
+    launch.masterAddr,
+    "--master_port",
+    String(launch.masterPort),
+  ];
 }

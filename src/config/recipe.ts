@@ -15,6 +15,14 @@
  * parsed by its declared type; every `_component_` section is checked against the
  * registered builder's own params (defaults applied). `main` receives that resolved
  * config and builds components with `instantiate()` (src/config/instantiate.ts).
+ *
+ * Processes: when launcher flags ask for more than one process in the job
+ * (nnodes * nproc_per_node > 1), the CLI resolves the config, then starts one child per
+ * local rank with src/distributed/launch.ts (torchrun's environment: RANK, LOCAL_RANK,
+ * WORLD_SIZE, MASTER_ADDR, MASTER_PORT, plus TUNE_LAUNCHED=1) and waits. Each child runs
+ * the same `tune run` command and calls `main` once, with the same LaunchOptions; a recipe
+ * reads its rank from the environment and never starts processes itself. Without launcher
+ * flags (or under an outside launcher such as torchrun/SLURM) `main` runs in this process.
  */
 import type { ParamSchema, ResolvedConfig } from "./schema.ts";
 

@@ -3,6 +3,7 @@
  * value by its declared type, apply defaults, and check each `_component_` section against
  * the registered builder's own params. The result is what a recipe's `main` receives.
  */
+import { parse } from "yaml";
 import { TuneError } from "../errors.ts";
 import { CliText } from "./overrides.ts";
 import { allComponentNames, componentsOfKind, findComponent } from "./registry.ts";
@@ -216,11 +217,22 @@ function isNull(v: unknown): boolean {
 }
 
 /**
- * Free-form (`any`) values: command-line text stays text, so a prompt such as
- * `prompt=[INST] hi [/INST]` is taken as typed. Set a mapping key by key (`prompt.user=...`).
+ * Free-form (`any`) values: command-line text in YAML flow syntax (`[a, b]`, `{k: v}`)
+ * becomes that list or mapping; any other text stays text as typed (`prompt=42` is "42").
+ * Set a mapping key by key with dotted overrides (`prompt.user=...`).
  */
 function plain(v: unknown): unknown {
-  if (v instanceof CliText) return v.text;
+  if (v instanceof CliText) {
+    if (/^\s*[[{]/.test(v.text)) {
+      try {
+        const parsed = parse(v.text);
+        if (typeof parsed === "object" && parsed !== null) return parsed;
+      } catch {
+        // Not YAML after all (e.g. a prompt starting with "[INST]"): keep the text.
+      }
+    }
+    return v.text;
+  }
   if (Array.isArray(v)) return v.map(plain);
   if (isMapping(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
   return v;
