@@ -1,0 +1,265 @@
+/**
+ * Checkpointer behaviour recipes rely on: torchtune's checkpoint_files forms, output layout
+ * (epoch_N/, recipe_state/), keeping the input's shard layout, PEFT adapters (names, config,
+ * rotate-half semantics), LoRA merge, recipe state bitwise round trip, atomic writes.
+ * Tolerances: exact unless stated.
+ */
+import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
+import { join } from "node:path";
+import { findComponent } from "../src/config/registry.ts";
+import "../src/checkpoint/components.ts";
+import { type Checkpointer, expandCheckpointFiles } from "../src/checkpoint/checkpointer.ts";
+import { loadHfCheckpoint, saveHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
+import { mergeLora } from "../src/checkpoint/peft.ts";
+import { loadRecipeState, saveRecipeState } from "../src/checkpoint/recipe_state.ts";
+import { readSafetensors } from "../src/checkpoint/safetensors.ts";
+import { atomicWrite, atomicWriteWith } from "../src/checkpoint/atomic_write.ts";
+import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
+import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { LoraConfig } from "../src/models/model_spec.ts";
+import { loraParamShapes } from "../src/models/builders/param_shapes.ts";
+import { TuneError } from "../src/errors.ts";
+import { assertClose } from "./fixture_io.ts";
+
+const FIX = new URL("./fixtures/", import.meta.url).pathname;
+
+function build(name: string, args: Record<string, unknown>): Checkpointer {
+  return findComponent(name)!.build({
+    checkpoint_files: null,
+    adapter_checkpoint: null,
+    recipe_checkpoint: null,
+    resume_from_checkpoint: false,
+    safe_serialization: true,
+    ...args,
+  }) as Checkpointer;
+}
+
+function exact(label: string, a: ArrayLike<number>, b: ArrayLike<number>) {
+  assertEquals(a.length, b.length);
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) throw new Error(`${label}[${i}]: ${a[i]} != ${b[i]}`);
+  }
+}
+
+/** Deterministic pseudo-random values in [-0.5, 0.5). */
+function rand(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  });
+}
+
+Deno.test("expandCheckpointFiles() expands torchtune's {filename_format, max_filename} form", () => {
+  assertEquals(
+    expandCheckpointFiles({ filename_format: "model-{}-of-{}.safetensors", max_filename: "00003" }),
+    [
+      "model-00001-of-00003.safetensors",
+      "model-00002-of-00003.safetensors",
+      "model-00003-of-00003.safetensors",
+    ],
+  );
+  assertEquals(expandCheckpointFiles(["a.safetensors"]), ["a.safetensors"]);
+  throws(
+    () => expandCheckpointFiles({ filename_format: "x.safetensors", max_filename: "2" }),
+    TuneError,
+  );
+});
+
+Deno.test("FullModelHFCheckpointer.save() keeps the input's shard files and index under epoch_N", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const src = loadHfCheckpoint(join(FIX, "checkpoint_hf_bf16"));
+    const inDir = join(tmp, "in");
+    saveHfCheckpoint(inDir, src.stateDict, src.config, {
+      maxShardBytes: 3000,
+      configJson: src.configJson,
+    });
+    const idx = JSON.parse(Deno.readTextFileSync(join(inDir, "model.safetensors.index.json")));
+    const n = new Set(Object.values(idx.weight_map)).size;
+    const ck = build("torchtune.training.FullModelHFCheckpointer", {
+      checkpoint_dir: inDir,
+      checkpoint_files: {
+        filename_format: "model-{}-of-{}.safetensors",
+        max_filename: String(n).padStart(5, "0"),
+      },
+      output_dir: join(tmp, "out"),
+      model_type: "LLAMA3_2",
+    });
+    const loaded = ck.load();
+    const dir = ck.save({ stateDict: loaded.stateDict, epoch: 3 });
+    assertEquals(dir, join(tmp, "out", "epoch_3"));
+    const out = JSON.parse(Deno.readTextFileSync(join(dir, "model.safetensors.index.json")));
+    assertEquals(out.weight_map, idx.weight_map);
+    const cfg = JSON.parse(Deno.readTextFileSync(join(dir, "config.json")));
+    assertEquals([cfg.architectures, cfg.torch_dtype, cfg.bos_token_id], [
+      ["LlamaForCausalLM"],
+      "bfloat16",
+      1,
+    ]);
+    assertEquals(cfg.rope_scaling.factor, 32);
+    for (const f of new Set(Object.values(idx.weight_map)) as Set<string>) {
+      assertEquals(Deno.readFileSync(join(dir, f)), Deno.readFileSync(join(inDir, f)), f);
+    }
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("save() writes a PEFT adapter whose lora_B rows are rotate-half, and merged weights agree in HF space", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    // An interleaved (Meta) model with LoRA on q, k, v, output_proj and the MLP.
+    const ck = build("torchtune.training.FullModelMetaCheckpointer", {
+      checkpoint_dir: join(FIX, "checkpoint_meta"),
+      output_dir: tmp,
+      model_type: "LLAMA2",
+    });
+    const { stateDict, config } = ck.load();
+    const lora: LoraConfig = {
+      attnModules: ["q_proj", "k_proj", "v_proj", "output_proj"],
+      applyToMlp: true,
+      applyToOutput: true,
+      rank: 2,
+      alpha: 4,
+      dropout: 0.05,
+    };
+    const adapter: StateDict = new Map();
+    let seed = 1;
+    for (const [name, shape] of loraParamShapes(config, lora)) {
+      adapter.set(name, { shape, data: rand(shape[0] * shape[1], seed++) });
+    }
+    const merged = mergeLora(stateDict, adapter, lora);
+    const dir = ck.save({ stateDict: merged, adapter: { stateDict: adapter, lora }, epoch: 0 });
+    const conf = JSON.parse(Deno.readTextFileSync(join(dir, "adapter_config.json")));
+    assertEquals(conf.peft_type, "LORA");
+    assertEquals(conf.task_type, "CAUSAL_LM");
+    assertEquals([conf.r, conf.lora_alpha, conf.lora_dropout], [2, 4, 0.05]);
+    assertEquals(conf.target_modules, [
+      "q_proj",
+      "k_proj",
+      "v_proj",
+      "o_proj",
+      "gate_proj",
+      "down_proj",
+      "up_proj",
+      "lm_head",
+    ]);
+    assertEquals(conf.base_model_name_or_path, join(FIX, "checkpoint_meta"));
+    const peft = readSafetensors(join(dir, "adapter_model.safetensors"));
+    assert(peft.has("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+    assert(peft.has("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+    assert(peft.has("base_model.model.lm_head.lora_B.weight"));
+    assertEquals(peft.size, adapter.size);
+    // PEFT semantics in HF space: W_hf + (alpha/r) B_file A_file == HF-permuted merged weight.
+    const hfBase = convertRopeLayout(stateDict, config, "half");
+    const hfMerged = convertRopeLayout(merged, config, "half");
+    for (const mod of ["q_proj", "k_proj", "v_proj"]) {
+      const p = `base_model.model.model.layers.1.self_attn.${mod}`;
+      const a = peft.get(`${p}.lora_A.weight`)!;
+      const b = peft.get(`${p}.lora_B.weight`)!;
+      const w = hfBase.get(`layers.1.attn.${mod}.weight`)!;
+      const [outDim, inDim] = w.shape;
+      const viaPeft = new Float32Array(w.data);
+      for (let o = 0; o < outDim; o++) {
+        for (let k = 0; k < 2; k++) {
+          for (let i = 0; i < inDim; i++) {
+            viaPeft[o * inDim + i] += 2 * b.data[o * 2 + k] * a.data[k * inDim + i];
+          }
+        }
+      }
+      assertClose(mod, viaPeft, hfMerged.get(`layers.1.attn.${mod}.weight`)!.data, {
+        atol: 1e-6,
+        rtol: 1e-6,
+      });
+    }
+    // Loading the adapter back (adapter_checkpoint) restores tune's interleaved tensors exactly.
+    const again = build("torchtune.training.FullModelMetaCheckpointer", {
+      checkpoint_dir: join(FIX, "checkpoint_meta"),
+      output_dir: tmp,
+      model_type: "LLAMA2",
+      adapter_checkpoint: dir,
+    }).load();
+    for (const [n, t] of adapter) exact(n, again.adapter!.get(n)!.data, t.data);
+    // The merged model was written in Meta format and reloads exactly.
+    const reread = build("torchtune.training.FullModelMetaCheckpointer", {
+      checkpoint_dir: dir,
+      output_dir: tmp,
+      model_type: "LLAMA2",
+    }).load();
+    for (const [n, t] of merged) {
+      const dt = stateDict.get(n)!.sourceDtype;
+      if (dt === "f32" || dt === undefined) exact(n, reread.stateDict.get(n)!.data, t.data);
+    }
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("saveRecipeState()/loadRecipeState() round-trip bitwise and resume_from_checkpoint finds them", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const m = rand(1000, 7);
+    m[3] = -0;
+    m[4] = 1e-45; // denormal survives
+    const state = {
+      step: 12,
+      epoch: 1,
+      seed: 42,
+      dataPosition: 6,
+      lrScheduler: { lastStep: 12, baseLrs: [0.001] },
+      rng: { s: [1, 2, 3, 4] },
+      tensors: new Map([
+        ["m", { shape: [1000], data: m }],
+        ["v", { shape: [10, 100], data: rand(1000, 8).map(Math.abs) }],
+      ]) as StateDict,
+    };
+    const ck = build("tune.training.Llama2cCheckpointer", {
+      checkpoint_dir: new URL("../../shared/models/aidreams260K/", import.meta.url).pathname,
+      output_dir: tmp,
+      model_type: "LLAMA2C",
+    });
+    ck.load();
+    ck.save({ recipeState: state, epoch: 0 });
+    const resumed = build("tune.training.Llama2cCheckpointer", {
+      checkpoint_dir: new URL("../../shared/models/aidreams260K/", import.meta.url).pathname,
+      output_dir: tmp,
+      model_type: "LLAMA2C",
+      resume_from_checkpoint: true,
+    }).load();
+    const r = resumed.recipeState!;
+    assertEquals([r.step, r.epoch, r.seed, r.dataPosition], [12, 1, 42, 6]);
+    assertEquals(r.lrScheduler, state.lrScheduler);
+    assertEquals(r.rng, state.rng);
+    for (const [n, t] of state.tensors) exact(n, r.tensors.get(n)!.data, t.data);
+    // A tensors file from another save (interrupted between the two files) is detected.
+    const dir = join(tmp, "recipe_state");
+    const json = Deno.readTextFileSync(join(dir, "recipe_state.json"));
+    saveRecipeState(dir, { ...state, step: 13 });
+    Deno.writeTextFileSync(join(dir, "recipe_state.json"), json);
+    throws(
+      () => loadRecipeState(dir),
+      (e: unknown) => e instanceof TuneError && /interrupted save/.test((e as Error).message),
+    );
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("atomicWriteWith() leaves the previous file intact and no temp file when the writer fails", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const path = join(tmp, "model.safetensors");
+    atomicWrite(path, "good");
+    throws(() =>
+      atomicWriteWith(path, (f) => {
+        f.writeSync(new TextEncoder().encode("half-writ"));
+        throw new Error("disk full");
+      })
+    );
+    assertEquals(Deno.readTextFileSync(path), "good");
+    assertEquals([...Deno.readDirSync(tmp)].map((e) => e.name), ["model.safetensors"]);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
