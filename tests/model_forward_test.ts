@@ -49,3 +49,35 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
     model.free();
   });
 }
+
+Deno.test("logitChunks splits the output layer and loss without changing loss or gradients", () => {
+  const fx = loadFixture("model_tiny_a");
+  const cfg = fixtureConfig(fx);
+  const be = new CpuBackend();
+  const run = (chunks: number) => {
+    const model = createLlama(be, { name: "tiny", config: cfg, lora: null }, {
+      batch: 2,
+      seqLen: 7,
+      logitChunks: chunks,
+    });
+    model.loadStateDict(prefixedStateDict(fx, "w."));
+    model.zeroGrad();
+    const r = model.lossAndBackward(fx.i32("tokens"), fx.i32("targets"), 1 / 12);
+    const evalLoss = model.loss(fx.i32("tokens"), fx.i32("targets")).lossSum;
+    const out = {
+      r,
+      evalLoss,
+      grads: be.download(model.trainable.grads!) as Float32Array,
+      mem: model.memory().activations,
+    };
+    model.free();
+    return out;
+  };
+  const one = run(1);
+  const three = run(3); // 14 rows in chunks of 5, 5, 4
+  assert(Math.abs(one.r.lossSum - three.r.lossSum) <= 1e-5 && one.r.tokens === three.r.tokens);
+  assert(Math.abs(one.evalLoss - three.evalLoss) <= 1e-5);
+  assert(Math.abs(three.r.lossSum / three.r.tokens - fx.f32("loss")[0]) <= 1e-5);
+  assertClose("chunked grads", three.grads, one.grads, { atol: 1e-6, rtol: 1e-5 });
+  assert(three.mem < one.mem, `activations ${three.mem} vs ${one.mem}`);
+});

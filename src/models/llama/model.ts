@@ -40,6 +40,13 @@ export interface LlamaOptions {
   activationCheckpointing?: boolean;
   /** Seed of LoRA adapter initialisation and dropout masks (default 0). */
   seed?: number;
+  /**
+   * Compute the output projection and loss in this many row chunks (torchtune's
+   * num_output_chunks), so only (ceil(B*T / chunks), V) logits exist at a time; default 1.
+   * With more than one chunk `forward()` (which returns all logits) is unavailable, and the
+   * output adapter's dropout masks are drawn per chunk.
+   */
+  logitChunks?: number;
 }
 
 /** Result of a loss evaluation: summed token losses and the number of counted tokens. */
@@ -108,7 +115,8 @@ export class LlamaModel {
   readonly #resid: DeviceBuffer[]; // L+1 of (N, C): layer inputs, then the final output
   readonly #lnf: DeviceBuffer; // (N, C)
   readonly #rstdf: DeviceBuffer; // (N)
-  readonly #logits: DeviceBuffer; // (N, V), overwritten by dlogits in lossAndBackward
+  readonly #logits: DeviceBuffer; // (Nc, V) Nc = rows per chunk; dlogits overwrite it
+  readonly #chunkRows: number; // Nc
   readonly #losses: DeviceBuffer; // (N)
   readonly #tokens: DeviceBuffer; // (N) i32
   readonly #targets: DeviceBuffer; // (N) i32
@@ -117,6 +125,7 @@ export class LlamaModel {
   readonly #dresid: DeviceBuffer; // (N, C)
   readonly #loraScratch: LoraScratch | null;
   #microStep = 0;
+  #targetsValid = false;
   #inf: InferenceState | null = null;
 
   constructor(backend: Backend, readonly spec: ModelSpec, opts: LlamaOptions) {
@@ -241,7 +250,12 @@ export class LlamaModel {
     for (let i = 0; i <= cfg.nLayers; i++) this.#resid.push(al.alloc("activations", N * cfg.dim));
     this.#lnf = al.alloc("activations", N * cfg.dim);
     this.#rstdf = al.alloc("activations", N);
-    this.#logits = al.alloc("activations", N * cfg.vocabSize);
+    const chunks = opts.logitChunks ?? 1;
+    if (!Number.isInteger(chunks) || chunks < 1) {
+      throw new TuneError(`num_output_chunks must be a positive integer, got ${chunks}`);
+    }
+    this.#chunkRows = Math.ceil(N / Math.min(chunks, N));
+    this.#logits = al.alloc("activations", this.#chunkRows * cfg.vocabSize);
     this.#losses = al.alloc("activations", N);
     this.#tokens = al.alloc("activations", N, "i32");
     this.#targets = al.alloc("activations", N, "i32");
@@ -378,8 +392,13 @@ export class LlamaModel {
    * buffer (B, T, V), valid until the next call.
    */
   forward(tokens: Int32Array): DeviceBuffer {
+    const N = this.B * this.T;
+    if (this.#chunkRows < N) {
+      throw new Error("forward() returns all logits: build the model with logitChunks 1");
+    }
     this.#uploadTokens(tokens, null);
     this.#forward(null);
+    this.#head(0, N, null, null);
     return this.#logits;
   }
 
@@ -387,8 +406,10 @@ export class LlamaModel {
   loss(tokens: Int32Array, targets: Int32Array): LossResult {
     const count = this.#uploadTokens(tokens, targets);
     this.#forward(null);
-    const { N, V } = this.#nv();
-    this.#be.crossEntropy(this.#losses, null, this.#logits, this.#targets, N, V, 1);
+    const N = this.B * this.T;
+    for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), null, null);
+    }
     return { lossSum: this.#be.sum(this.#losses), tokens: count };
   }
 
@@ -406,14 +427,14 @@ export class LlamaModel {
       ? mixSeed(this.#seed, this.#microStep)
       : null;
     this.#forward(seed);
-    const { N, V, C, L } = this.#nv();
-    // dlogits overwrite the logits (N, V)
-    be.crossEntropy(this.#losses, this.#logits, this.#logits, this.#targets, N, V, gradScale);
-    const lossSum = be.sum(this.#losses);
+    const { N, C, L } = this.#nv();
     const sc = this.#sc;
-    // ---- head backward ----
+    // ---- output projection, loss and their backward, chunk by chunk ----
     be.fill(sc.dln, 0);
-    this.#output.backward(be, sc.dln, this.#logits, this.#lnf, N, this.#headHs, headSeed(seed, L));
+    for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale);
+    }
+    const lossSum = be.sum(this.#losses);
     const dx = this.#dresid; // (N, C) gradient of the residual stream
     be.fill(dx, 0);
     this.#norm.backward(be, dx, sc.dln, this.#resid[L], this.#rstdf, N);
@@ -554,6 +575,7 @@ export class LlamaModel {
       }
     }
     this.#be.upload(this.#tokens, tokens);
+    this.#targetsValid = targets !== null;
     if (!targets) return 0;
     if (targets.length !== N) throw new Error(`expected ${N} targets, got ${targets.length}`);
     let count = 0;
@@ -580,7 +602,38 @@ export class LlamaModel {
       this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
     }
     this.#norm.forward(be, this.#lnf, this.#rstdf, this.#resid[L], N); // (N, C)
-    this.#output.forward(be, this.#logits, this.#lnf, N, this.#headHs, headSeed(seed, L)); // (N, V)
+  }
+
+  /**
+   * Output projection of rows [r0, r0 + n) into the logits buffer; with `targets` also the
+   * losses of those rows, and with `gradScale` the backward: dlogits overwrite the logits,
+   * the rows of dln (zeroed by the caller) and the head's parameter gradients accumulate.
+   */
+  #head(r0: number, n: number, seed: number | null, gradScale: number | null): void {
+    const be = this.#be;
+    const { N, V, C, L } = this.#nv();
+    const whole = r0 === 0 && n === N;
+    const lnf = whole ? this.#lnf : be.view(this.#lnf, r0 * C, n * C); // (n, C)
+    const logits = n * V === this.#logits.length ? this.#logits : be.view(this.#logits, 0, n * V); // (n, V)
+    const r = this.spec.lora?.rank ?? 0;
+    const hs = this.#headHs && !whole ? be.view(this.#headHs, r0 * r, n * r) : this.#headHs; // (n, r)
+    // one chunk keeps the unchunked seed, so masks do not depend on chunking when it is off
+    const hseed = seed === null
+      ? null
+      : whole
+      ? headSeed(seed, L)
+      : mixSeed(headSeed(seed, L)!, r0);
+    this.#output.forward(be, logits, lnf, n, hs, hseed);
+    if (gradScale === null && this.#targetsValid === false) return;
+    const losses = whole ? this.#losses : be.view(this.#losses, r0, n); // (n)
+    const targets = whole ? this.#targets : be.view(this.#targets, r0, n); // (n)
+    if (gradScale === null) {
+      be.crossEntropy(losses, null, logits, targets, n, V, 1);
+      return;
+    }
+    be.crossEntropy(losses, logits, logits, targets, n, V, gradScale);
+    const dln = whole ? this.#sc.dln : be.view(this.#sc.dln, r0 * C, n * C); // (n, C)
+    this.#output.backward(be, dln, logits, lnf, n, hs, hseed);
   }
 
   #needCaches(): InferenceState {
