@@ -12,7 +12,12 @@ import { clipGradNorm } from "../src/optim/clip.ts";
 import { cosineMultiplier, LrScheduler } from "../src/optim/lr_schedule.ts";
 import { prepareLabels } from "../src/optim/loss.ts";
 import type { CrossEntropyLoss } from "../src/optim/loss.ts";
-import type { AdamWOptions } from "../src/optim/adamw.ts";
+import {
+  AdamW,
+  type AdamWOptions,
+  exportAdamWState,
+  importAdamWState,
+} from "../src/optim/adamw.ts";
 import type { CosineWithWarmup } from "../src/optim/lr_schedule.ts";
 import { ParamLayout } from "../src/params/layout.ts";
 import { ParamStore } from "../src/params/store.ts";
@@ -83,4 +88,43 @@ Deno.test("clipGradNorm() scales gradients like torch.nn.utils.clip_grad_norm_",
   const before = be.download(store.grads!);
   clipGradNorm(be, store, 100);
   deepStrictEqual(be.download(store.grads!), before);
+});
+
+Deno.test("exportAdamWState() and importAdamWState() resume AdamW bitwise", () => {
+  const be = new CpuBackend();
+  const layout = new ParamLayout([{ name: "g", tensors: [{ name: "w", shape: [5] }] }]);
+  const make = () => {
+    const s = new ParamStore(be, layout, true);
+    be.upload(s.params, Float32Array.of(1, -2, 3, 0.5, -0.25));
+    return {
+      s,
+      opt: new AdamW(be, s, { lr: 0.1, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.1 }),
+    };
+  };
+  const grad = (s: ParamStore, k: number) =>
+    be.upload(s.grads!, Float32Array.from({ length: 5 }, (_, i) => Math.sin(i + k)));
+  const a = make();
+  for (let k = 0; k < 4; k++) {
+    grad(a.s, k);
+    a.opt.step();
+  }
+  const b = make();
+  for (let k = 0; k < 2; k++) {
+    grad(b.s, k);
+    b.opt.step();
+  }
+  const saved = exportAdamWState(b.opt);
+  const params = be.download(b.s.params);
+  const c = make();
+  be.upload(c.s.params, params as Float32Array);
+  importAdamWState(c.opt, saved);
+  for (let k = 2; k < 4; k++) {
+    grad(c.s, k);
+    c.opt.step();
+  }
+  deepStrictEqual(be.download(c.s.params), be.download(a.s.params));
+  throws(
+    () => importAdamWState(c.opt, { step: 1, m: new Float32Array(3), v: new Float32Array(3) }),
+    TuneError,
+  );
 });

@@ -64,3 +64,33 @@ export class AdamW {
     });
   }
 }
+
+/** AdamW state on the host, for checkpoints (m and v mirror the store's flat layout). */
+export interface AdamWState {
+  step: number;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+/** The optimizer's step count and moments, downloaded. */
+export function exportAdamWState(opt: AdamW): AdamWState {
+  const be = opt.backend;
+  return {
+    step: opt.stepCount,
+    m: be.download(opt.store.m!) as Float32Array,
+    v: be.download(opt.store.v!) as Float32Array,
+  };
+}
+
+/** Restore a state from exportAdamWState (TuneError when it belongs to another layout). */
+export function importAdamWState(opt: AdamW, state: AdamWState): void {
+  const n = opt.store.layout.total;
+  if (state.m.length !== n || state.v.length !== n) {
+    throw new TuneError(
+      `optimizer state has ${state.m.length} values but the trainable parameters need ${n}; resume with the same model and LoRA settings`,
+    );
+  }
+  opt.stepCount = state.step;
+  opt.backend.upload(opt.store.m!, state.m);
+  opt.backend.upload(opt.store.v!, state.v);
+}

@@ -4,15 +4,23 @@
  * The model API recipes use:
  *
  * ```ts
- * const model = createLlama(backend, spec, { batch: 2, seqLen: 512, activationCheckpointing: true });
+ * const model = createLlama(backend, spec, {
+ *   batch: 2, seqLen: 512,            // every buffer is allocated for this (B, T)
+ *   activationCheckpointing: true,    // keep layer inputs only, recompute in backward
+ *   logitChunks: 8,                   // torchtune's num_output_chunks: (B*T/8, V) logits at a time
+ *   seed: 0,                          // LoRA init and dropout masks
+ * });
  * model.loadStateDict(sd);              // tune names; TuneError naming a missing/misshapen tensor
  * // or model.initRandom(seed)          // deterministic fresh weights (tiny demo models)
  *
  * // training: grads accumulate over micro-batches
+ * const optimizer = new AdamW(backend, model.trainable, adamwOptions);   // src/optim/adamw.ts
+ * const sched = new LrScheduler(cosine, adamwOptions.lr, totalSteps);   // src/optim/lr_schedule.ts
  * model.zeroGrad();
  * const { lossSum, tokens } = model.lossAndBackward(tokenIds, labels, 1 / tokensInStep);
  * clipGradNorm(backend, model.trainable, maxNorm);   // src/optim/clip.ts
- * optimizer.step(lr);                                // AdamW over model.trainable
+ * optimizer.step(sched.lrAt(step));                  // one fused AdamW call over model.trainable
+ * // resume: exportAdamWState(optimizer) / importAdamWState(optimizer, state)
  *
  * // evaluation / logits
  * const logits = model.forward(tokenIds);             // (B, T, V) device buffer
