@@ -10,6 +10,7 @@ Writes (all tiny):
   tests/fixtures/checkpoint_meta/{consolidated.00.pth,params.json}  torch.save of a Meta state dict
   tests/fixtures/checkpoint_meta2/{consolidated.00.pth,consolidated.01.pth,params.json}
       the same model split over 2 model-parallel ranks the way Meta's layers split it
+  tests/fixtures/checkpoint_hf_qwen2/{model.safetensors,config.json}  fp32 Qwen2 with q/k/v biases
   tests/fixtures/checkpoint_meta_expected.safetensors  the full Meta tensors (fp32) plus
       `hf.<name>` = Hugging Face's permute() of wq/wk (convert_llama_weights_to_hf.py)
 """
@@ -145,7 +146,41 @@ def write_hf_bf16():
                   {k: v.float() for k, v in bf.items()})
 
 
+def write_qwen2():
+    """Tiny Qwen2ForCausalLM checkpoint (fp32, q/k/v biases, tied embeddings)."""
+    torch.manual_seed(2)
+    d = os.path.join(ROOT, "checkpoint_hf_qwen2")
+    os.makedirs(d, exist_ok=True)
+    sd = {"model.embed_tokens.weight": torch.randn(VOCAB, DIM) * 0.5}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        sd[p + "input_layernorm.weight"] = torch.rand(DIM) + 0.5
+        sd[p + "self_attn.q_proj.weight"] = torch.randn(HEADS * HS, DIM) * 0.3
+        sd[p + "self_attn.q_proj.bias"] = torch.randn(HEADS * HS)
+        sd[p + "self_attn.k_proj.weight"] = torch.randn(KV * HS, DIM) * 0.3
+        sd[p + "self_attn.k_proj.bias"] = torch.randn(KV * HS)
+        sd[p + "self_attn.v_proj.weight"] = torch.randn(KV * HS, DIM) * 0.3
+        sd[p + "self_attn.v_proj.bias"] = torch.randn(KV * HS)
+        sd[p + "self_attn.o_proj.weight"] = torch.randn(DIM, HEADS * HS) * 0.3
+        sd[p + "post_attention_layernorm.weight"] = torch.rand(DIM) + 0.5
+        sd[p + "mlp.gate_proj.weight"] = torch.randn(HIDDEN, DIM) * 0.3
+        sd[p + "mlp.up_proj.weight"] = torch.randn(HIDDEN, DIM) * 0.3
+        sd[p + "mlp.down_proj.weight"] = torch.randn(DIM, HIDDEN) * 0.3
+    sd["model.norm.weight"] = torch.rand(DIM) + 0.5
+    write_fixture(os.path.join(d, "model.safetensors"), sd)
+    config = {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": VOCAB,
+        "hidden_size": DIM, "intermediate_size": HIDDEN, "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS, "num_key_value_heads": KV, "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0, "max_position_embeddings": 64, "tie_word_embeddings": True,
+        "sliding_window": 64, "use_sliding_window": False, "torch_dtype": "float32",
+    }
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+
 if __name__ == "__main__":
     write_meta()
     write_hf_bf16()
+    write_qwen2()
     print("wrote checkpoint fixtures")

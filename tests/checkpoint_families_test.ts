@@ -1,0 +1,138 @@
+/**
+ * Model families through config.json: Qwen2 (q/k/v biases, tied), Mistral, Llama 3.1
+ * rope scaling, and refusals of what tune cannot run. The Qwen2 checkpoint is made by
+ * PyTorch (tests/reference/checkpoint_reference.py); converting it to Meta's interleaved
+ * layout permutes weights AND biases, checked through the model's logits
+ * (atol 1e-5, rtol 1e-4: the fp32 forward tolerance; rope order changes fp32 rounding).
+ */
+import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
+import { join } from "node:path";
+import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import { loadHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
+import { llamaConfigFromHf } from "../src/checkpoint/hf_config.ts";
+import { loadMetaCheckpoint, saveMetaCheckpoint } from "../src/checkpoint/meta_checkpoint.ts";
+import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { LlamaConfig } from "../src/models/llama/config.ts";
+import { createLlama } from "../src/models/llama/model.ts";
+import { TuneError } from "../src/errors.ts";
+import { assertClose, worstError } from "./fixture_io.ts";
+
+const FIX = new URL("./fixtures/", import.meta.url).pathname;
+
+function logits(sd: StateDict, config: LlamaConfig, tokens: Int32Array): Float32Array {
+  const be = new CpuBackend();
+  const model = createLlama(be, { name: "t", config, lora: null }, {
+    batch: 1,
+    seqLen: tokens.length,
+  });
+  model.loadStateDict(sd);
+  const out = (be.download(model.forward(tokens)) as Float32Array).slice(); // (1, T, V)
+  model.free();
+  return out;
+}
+
+Deno.test("loadHfCheckpoint() reads Qwen2ForCausalLM with q/k/v biases; Meta conversion permutes biases too", () => {
+  const hf = loadHfCheckpoint(join(FIX, "checkpoint_hf_qwen2"));
+  const c = hf.config;
+  assertEquals([c.qkvBias, c.tiedEmbeddings, c.ropeTheta, c.normEps, c.ropeLayout], [
+    true,
+    true,
+    1e6,
+    1e-6,
+    "half",
+  ]);
+  assertEquals(hf.stateDict.get("layers.1.attn.k_proj.bias")!.shape, [8]);
+  const tmp = Deno.makeTempDirSync();
+  try {
+    saveMetaCheckpoint(tmp, hf.stateDict, c);
+    const meta = loadMetaCheckpoint(tmp);
+    assertEquals([meta.config.qkvBias, meta.config.ropeTheta, meta.config.normEps], [
+      true,
+      1e6,
+      1e-6,
+    ]);
+    const tokens = Int32Array.from({ length: 20 }, (_, i) => (i * 11 + 3) % 32);
+    const a = logits(hf.stateDict, c, tokens);
+    const b = logits(meta.stateDict, meta.config, tokens);
+    const w = worstError(b, a, 1e-5, 1e-4);
+    console.log(`Qwen2 HF vs Meta-converted logits: max |diff| ${w.maxAbs.toExponential(2)}`);
+    assertClose("qwen2 logits", b, a, { atol: 1e-5, rtol: 1e-4 });
+    // Control: the same conversion with unpermuted biases is visibly wrong.
+    const broken: StateDict = new Map(meta.stateDict);
+    for (const n of ["layers.0.attn.q_proj.bias", "layers.0.attn.k_proj.bias"]) {
+      broken.set(n, hf.stateDict.get(n)!);
+    }
+    const wb = worstError(logits(broken, meta.config, tokens), a, 1e-5, 1e-4);
+    console.log(`control, biases not permuted: max |diff| ${wb.maxAbs.toExponential(2)}`);
+    assert(wb.maxAbs > 1e-3);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+const BASE = {
+  vocab_size: 32000,
+  hidden_size: 4096,
+  intermediate_size: 14336,
+  num_hidden_layers: 32,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  max_position_embeddings: 32768,
+  rms_norm_eps: 1e-5,
+};
+
+Deno.test("llamaConfigFromHf() maps Mistral, Llama 3.1 rope scaling and Llama attention_bias", () => {
+  const m = llamaConfigFromHf({
+    ...BASE,
+    architectures: ["MistralForCausalLM"],
+    rope_theta: 10000,
+    sliding_window: 4096,
+  }, "c.json");
+  assertEquals([m.nKvHeads, m.qkvBias, m.tiedEmbeddings, m.ropeTheta], [8, false, false, 10000]);
+  const l = llamaConfigFromHf({
+    ...BASE,
+    architectures: ["LlamaForCausalLM"],
+    vocab_size: 128256,
+    rope_theta: 500000,
+    rope_scaling: {
+      rope_type: "llama3",
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    },
+  }, "c.json");
+  assertEquals(l.ropeScaling, {
+    factor: 8,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositionEmbeddings: 8192,
+  });
+  assertEquals(
+    llamaConfigFromHf({ ...BASE, architectures: ["LlamaForCausalLM"], attention_bias: true }, "c")
+      .qkvBias,
+    true,
+  );
+});
+
+Deno.test("llamaConfigFromHf() refuses other architectures and rope scaling types in one line", () => {
+  for (
+    const [json, part] of [
+      [{ ...BASE, architectures: ["GPT2LMHeadModel"] }, "GPT2LMHeadModel"],
+      [
+        { ...BASE, architectures: ["LlamaForCausalLM"], rope_scaling: { type: "yarn", factor: 4 } },
+        "yarn",
+      ],
+      [{ ...BASE, architectures: ["LlamaForCausalLM"], head_dim: 256 }, "head_dim"],
+    ] as const
+  ) {
+    throws(
+      () => llamaConfigFromHf(json as Record<string, unknown>, "/m/config.json"),
+      (e: unknown) => {
+        const msg = (e as Error).message;
+        return e instanceof TuneError && msg.includes("/m/config.json") && msg.includes(part) &&
+          !msg.includes("\n");
+      },
+    );
+  }
+});
