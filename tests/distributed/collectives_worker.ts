@@ -4,9 +4,10 @@
  * fp32 sum computed locally, and prints one JSON line with a hash of every result so the
  * test can compare ranks. Exits 1 with the reason on any mismatch.
  */
+import { CpuBackend } from "../../src/backend/cpu/backend.ts";
 import { CpuBuffer } from "../../src/backend/cpu/buffer.ts";
 import type { DeviceBuffer } from "../../src/backend/ops.ts";
-import { viewHostAccess } from "../../src/distributed/host_access.ts";
+import { backendHostAccess, viewHostAccess } from "../../src/distributed/host_access.ts";
 import { initProcessGroup } from "../../src/distributed/process_group.ts";
 
 /** Inputs of rank r: values of widely varying magnitude so that summation order matters. */
@@ -47,12 +48,19 @@ function sameBits(label: string, got: Float32Array | Int32Array, want: Float32Ar
   }
 }
 
-const f32 = (a: Float32Array) => new CpuBuffer("f32", a, true);
-const data = (b: DeviceBuffer) => (b as CpuBuffer).data;
-
 try {
   const group = await initProcessGroup();
-  const coll = group.cpuCollectives(viewHostAccess(data));
+  // The CPU backend's buffers, reached in place (CpuBuffer.data).
+  const backend = new CpuBackend({
+    collectives: group.cpuCollectives(viewHostAccess((b) => (b as CpuBuffer).data)),
+  });
+  const coll = backend.collectives;
+  const f32 = (a: Float32Array) => {
+    const b = backend.alloc(a.length);
+    backend.upload(b, a);
+    return b;
+  };
+  const data = (b: DeviceBuffer) => backend.download(b);
   const W = group.worldSize, me = group.rank;
   const hashes: Record<string, string> = {};
 
@@ -78,10 +86,9 @@ try {
   }
 
   // allReduceSum on a view: only the viewed slice changes.
-  const whole = input(me, 300, 5);
-  const parent = new CpuBuffer("f32", whole, true);
-  const view = new CpuBuffer("f32", whole.subarray(100, 200), false);
-  await coll.allReduceSum(view);
+  const parent = f32(input(me, 300, 5));
+  await coll.allReduceSum(backend.view(parent, 100, 100));
+  const whole = data(parent);
   sameBits(
     "allReduceSum view",
     whole.subarray(100, 200),
@@ -91,8 +98,10 @@ try {
   hashes.view = hash(data(parent).subarray(100, 200));
 
   // i32 sums wrap like int32.
-  const ints = new Int32Array([me + 1, -7 * me, 2147483647, me]);
-  await coll.allReduceSum(new CpuBuffer("i32", ints, true));
+  const intBuf = backend.alloc(4, "i32");
+  backend.upload(intBuf, new Int32Array([me + 1, -7 * me, 2147483647, me]));
+  await coll.allReduceSum(intBuf);
+  const ints = data(intBuf);
   const wantInts = new Int32Array(4);
   for (let r = 0; r < W; r++) {
     const x = [r + 1, -7 * r, 2147483647, r];
@@ -133,6 +142,23 @@ try {
   await Promise.all([coll.allReduceSum(a), coll.allReduceSum(b), coll.barrier()]);
   sameBits("queued allReduceSum a", data(a), expectedSum(W, 64, 9));
   sameBits("queued allReduceSum b", data(b), expectedSum(W, 64, 10));
+
+  // The same through any backend's download/upload (one host copy each way).
+  let other: CpuBackend | null = null;
+  other = new CpuBackend({ collectives: group.cpuCollectives(backendHostAccess(() => other!)) });
+  const viaCopy = other.alloc(777);
+  other.upload(viaCopy, input(me, 777, 11));
+  await other.collectives.allReduceSum(viaCopy);
+  sameBits("allReduceSum via download/upload", other.download(viaCopy), expectedSum(W, 777, 11));
+  const gathered = other.alloc(W * 5);
+  const part = other.alloc(5);
+  other.upload(part, input(me, 5, 12));
+  await other.collectives.allGather(gathered, part);
+  sameBits(
+    "allGather via download/upload",
+    other.download(gathered).subarray(me * 5, me * 5 + 5),
+    input(me, 5, 12),
+  );
 
   await group.close();
   console.log(JSON.stringify({ rank: me, worldSize: W, hashes }));

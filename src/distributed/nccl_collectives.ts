@@ -1,0 +1,200 @@
+/**
+ * `Collectives` on NVIDIA GPUs through NCCL (ffi/nccl.ts).
+ *
+ * Set-up, after the CUDA backend made this rank's device current:
+ *
+ *   const group = await initProcessGroup();
+ *   const nccl = new NcclCollectives(group);
+ *   const backend = createCudaBackend({ device: cudaDeviceOrdinal(group.info, n), collectives: nccl });
+ *   await nccl.init(); // rank 0 makes the unique id, the TCP store hands it out
+ *
+ * Ordering: the collectives run on the legacy default stream (stream 0). The CUDA
+ * backend's stream is a blocking stream, which the legacy stream synchronizes with in
+ * both directions, so a collective starts after the kernels queued before it and the
+ * kernels queued after it wait for it, with no host synchronization. The promises resolve
+ * once the work is queued; `barrier` waits for the device and then meets the other ranks
+ * over the CPU mesh.
+ *
+ * Failure: a lost rank makes NCCL wait; the launcher stops the job (it notices the lost
+ * process), and the CPU mesh names the rank at the next `barrier`.
+ */
+import { cuda } from "../../ffi/cuda.ts";
+import {
+  checkNccl,
+  nccl,
+  NCCL_OP,
+  NCCL_TYPE,
+  NCCL_UNIQUE_ID_BYTES,
+  ncclCommInitRank,
+  ncclUniqueId,
+} from "../../ffi/nccl.ts";
+import type { Collectives, DeviceBuffer, DType } from "../backend/ops.ts";
+import { DistributedError } from "./errors.ts";
+import type { ProcessGroup } from "./process_group.ts";
+
+/** A device buffer with its device address (the CUDA backend's `CudaBuffer`). */
+interface DevicePointerBuffer extends DeviceBuffer {
+  readonly ptr: bigint;
+}
+
+const NCCL_DTYPE: Readonly<Record<DType, number>> = {
+  f32: NCCL_TYPE.F32,
+  bf16: NCCL_TYPE.BF16,
+  i32: NCCL_TYPE.I32,
+};
+
+function dev(buf: DeviceBuffer, what: string): DevicePointerBuffer {
+  const ptr = (buf as Partial<DevicePointerBuffer>).ptr;
+  if (typeof ptr !== "bigint") throw new Error(`${what}: not a CUDA buffer`);
+  return buf as DevicePointerBuffer;
+}
+
+/** Collectives over one NCCL communicator spanning the process group. */
+export class NcclCollectives implements Collectives {
+  #comm: Deno.PointerValue = null;
+  #initialized: Promise<void> | null = null;
+  #instance: number;
+  static #made = 0;
+
+  constructor(
+    private readonly group: ProcessGroup,
+    /** The CUDA stream to queue on; null is the legacy default stream (see above). */
+    private readonly stream: Deno.PointerValue = null,
+  ) {
+    this.#instance = NcclCollectives.#made++;
+  }
+
+  get rank(): number {
+    return this.group.rank;
+  }
+
+  get worldSize(): number {
+    return this.group.worldSize;
+  }
+
+  /**
+   * Create the communicator: rank 0 makes a unique id and puts it in the TCP store, the
+   * others fetch it, every rank meets at a barrier (rank 0 keeps serving the store until
+   * all have it), then all join with ncclCommInitRank. Call it once the CUDA backend exists
+   * (its device must be current); collectives call it themselves otherwise.
+   */
+  init(): Promise<void> {
+    return (this.#initialized ??= this.#init());
+  }
+
+  async #init(): Promise<void> {
+    const W = this.group.worldSize;
+    const key = `tune/nccl/${this.#instance}/id`;
+    let id: Uint8Array;
+    if (this.group.store === null) {
+      id = ncclUniqueId();
+    } else if (this.group.rank === 0) {
+      id = ncclUniqueId();
+      await this.group.store.set(key, id);
+    } else {
+      id = await this.group.store.get(key);
+    }
+    if (id.length !== NCCL_UNIQUE_ID_BYTES) {
+      throw new DistributedError(`the NCCL unique id from the store has ${id.length} bytes`);
+    }
+    await this.group.barrier();
+    this.#comm = ncclCommInitRank(id, W, this.group.rank);
+  }
+
+  /** buf = sum over ranks of buf. */
+  async allReduceSum(buf: DeviceBuffer): Promise<void> {
+    await this.init();
+    const b = dev(buf, "allReduceSum");
+    checkNccl(
+      "ncclAllReduce",
+      nccl().ncclAllReduce(
+        b.ptr,
+        b.ptr,
+        BigInt(b.length),
+        NCCL_DTYPE[b.dtype],
+        NCCL_OP.SUM,
+        this.#comm,
+        this.stream,
+      ),
+    );
+  }
+
+  /** out(n) = slice `rank` of the sum over ranks of inp(W * n). */
+  async reduceScatterSum(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
+    await this.init();
+    const o = dev(out, "reduceScatterSum"), i = dev(inp, "reduceScatterSum");
+    if (i.length !== this.worldSize * o.length || i.dtype !== o.dtype) {
+      throw new Error(
+        `reduceScatterSum: inp has ${i.length} elements, want ${this.worldSize} * ${o.length}`,
+      );
+    }
+    checkNccl(
+      "ncclReduceScatter",
+      nccl().ncclReduceScatter(
+        i.ptr,
+        o.ptr,
+        BigInt(o.length),
+        NCCL_DTYPE[o.dtype],
+        NCCL_OP.SUM,
+        this.#comm,
+        this.stream,
+      ),
+    );
+  }
+
+  /** out(W * n) = concatenation over ranks of inp(n). */
+  async allGather(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
+    await this.init();
+    const o = dev(out, "allGather"), i = dev(inp, "allGather");
+    if (o.length !== this.worldSize * i.length || i.dtype !== o.dtype) {
+      throw new Error(
+        `allGather: out has ${o.length} elements, want ${this.worldSize} * ${i.length}`,
+      );
+    }
+    checkNccl(
+      "ncclAllGather",
+      nccl().ncclAllGather(
+        i.ptr,
+        o.ptr,
+        BigInt(i.length),
+        NCCL_DTYPE[i.dtype],
+        this.#comm,
+        this.stream,
+      ),
+    );
+  }
+
+  /** buf = buf of rank `root`. */
+  async broadcast(buf: DeviceBuffer, root: number): Promise<void> {
+    await this.init();
+    const b = dev(buf, "broadcast");
+    checkNccl(
+      "ncclBroadcast",
+      nccl().ncclBroadcast(
+        b.ptr,
+        b.ptr,
+        BigInt(b.length),
+        NCCL_DTYPE[b.dtype],
+        root,
+        this.#comm,
+        this.stream,
+      ),
+    );
+  }
+
+  /** Wait for this device's queued work, then for every rank to get here. */
+  async barrier(): Promise<void> {
+    await this.init();
+    const status = cuda().cuCtxSynchronize();
+    if (status !== 0) throw new Error(`cuCtxSynchronize failed (CUresult ${status})`);
+    await this.group.barrier();
+  }
+
+  /** Free the communicator (after the device finished its queued work). */
+  destroy(): void {
+    if (this.#comm === null) return;
+    cuda().cuCtxSynchronize();
+    checkNccl("ncclCommDestroy", nccl().ncclCommDestroy(this.#comm));
+    this.#comm = null;
+  }
+}
