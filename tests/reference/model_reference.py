@@ -398,6 +398,44 @@ def modules_fixture():
         out["lora." + k] = v
         out["lora.d" + k] = v.grad
     out["lora.y"], out["lora.dy"] = y, dy
+    # rms norm
+    x = torch.randn(6, 8, generator=gen).requires_grad_()
+    sc = (1 + 0.2 * torch.randn(8, generator=gen)).requires_grad_()
+    y = rms_norm(x, sc, 1e-5)
+    dy = torch.randn(6, 8, generator=gen)
+    y.backward(dy)
+    out.update({"norm.x": x, "norm.scale": sc, "norm.y": y, "norm.dy": dy, "norm.dx": x.grad,
+                "norm.dscale": sc.grad})
+    # attention block: GQA, q/k/v bias, rotate-half rope
+    B, T, C, NH, NKV = 2, 5, 16, 4, 2
+    HS = C // NH
+    x = torch.randn(B * T, C, generator=gen).requires_grad_()
+    W = {"wq": (NH * HS, C), "wk": (NKV * HS, C), "wv": (NKV * HS, C), "wo": (C, NH * HS)}
+    W = {k: (torch.randn(v, generator=gen) / math.sqrt(v[1])).requires_grad_() for k, v in W.items()}
+    Bs = {"bq": NH * HS, "bk": NKV * HS, "bv": NKV * HS}
+    Bs = {k: (0.1 * torch.randn(v, generator=gen)).requires_grad_() for k, v in Bs.items()}
+    cos, sin = rope_tables(HS, T, 10000.0, None)
+    q = apply_rope((x @ W["wq"].t() + Bs["bq"]).view(B, T, NH, HS), cos, sin, "half")
+    k = apply_rope((x @ W["wk"].t() + Bs["bk"]).view(B, T, NKV, HS), cos, sin, "half")
+    v = (x @ W["wv"].t() + Bs["bv"]).view(B, T, NKV, HS)
+    y = attention(q, k, v).reshape(B * T, NH * HS) @ W["wo"].t()
+    dy = torch.randn(B * T, C, generator=gen)
+    y.backward(dy)
+    out.update({"attn.x": x, "attn.y": y, "attn.dy": dy, "attn.dx": x.grad})
+    for kk, vv in list(W.items()) + list(Bs.items()):
+        out["attn." + kk] = vv
+        out["attn.d" + kk] = vv.grad
+    # feed-forward
+    x = torch.randn(6, 8, generator=gen).requires_grad_()
+    W = {"w1": (12, 8), "w2": (8, 12), "w3": (12, 8)}
+    W = {k: (torch.randn(v, generator=gen) / math.sqrt(v[1])).requires_grad_() for k, v in W.items()}
+    y = (F.silu(x @ W["w1"].t()) * (x @ W["w3"].t())) @ W["w2"].t()
+    dy = torch.randn(6, 8, generator=gen)
+    y.backward(dy)
+    out.update({"ffn.x": x, "ffn.y": y, "ffn.dy": dy, "ffn.dx": x.grad})
+    for kk, vv in W.items():
+        out["ffn." + kk] = vv
+        out["ffn.d" + kk] = vv.grad
     write_fixture(os.path.join(OUT, "model_modules.safetensors"), out,
                   {"lora": {"N": N, "in": din, "out": dout, "rank": r, "alpha": 8.0,
                             "dropout": 0.3, "layer_seed": 1234, "seed_index": 2},
