@@ -71,7 +71,7 @@ export async function runCli(argv: readonly string[]): Promise<void> {
     case "validate":
       return validate(cmd);
     case "run":
-      return await run(cmd, argv);
+      return await run(cmd);
     case "demo":
       return await demo(cmd.args);
     case "download": {
@@ -178,12 +178,8 @@ function recipeCandidates(configRef: string): RecipeDefinition[] {
   return RECIPES.filter((r) => r.name === single || r.name === multi);
 }
 
-async function run(
-  cmd: Extract<CliCommand, { kind: "run" }>,
-  argv: readonly string[],
-): Promise<void> {
-  const viaRun = argv.includes("run") && argv.indexOf("run") < argv.indexOf(cmd.recipe);
-  if (!viaRun && canonicalRecipeName(cmd.recipe, cmd.launch) === undefined) {
+async function run(cmd: Extract<CliCommand, { kind: "run" }>): Promise<void> {
+  if (!cmd.viaRun && canonicalRecipeName(cmd.recipe, cmd.launch) === undefined) {
     throw new TuneError(
       `unknown command or recipe '${cmd.recipe}'` +
         didYouMean(cmd.recipe, [...SUBCOMMANDS, ...allRecipeNames()]) + " (tune --help)",

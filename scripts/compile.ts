@@ -30,6 +30,14 @@ if (!Deno.env.get("DENORT_BIN")) {
   } catch { /* not there: deno downloads denort (online) or fails with its own message */ }
 }
 
+// recipes/demo.ts is imported by a computed URL (it may be absent), so name it as a module.
+let demo: string[] = [];
+try {
+  if (Deno.statSync(new URL("recipes/demo.ts", root)).isFile) {
+    demo = ["--include", "recipes/demo.ts"];
+  }
+} catch { /* no demo in this checkout */ }
+
 const args = [
   "compile",
   "--allow-all",
@@ -37,6 +45,7 @@ const args = [
   "configs",
   "--include",
   "recipes",
+  ...demo,
   "--output",
   values.output!,
   ...(values.target ? ["--target", values.target] : []),

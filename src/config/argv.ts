@@ -35,6 +35,8 @@ export type CliCommand =
     launch: LaunchOptions;
     /** The arguments after the recipe name, with a legacy form rewritten to `tune run` form. */
     recipeArgs: string[];
+    /** True for `tune run ...`; false for the early forms (`tune <recipe> ...`). */
+    viaRun: boolean;
   }
   | { kind: "demo"; args: string[] }
   | { kind: "download"; args: string[] };
@@ -123,18 +125,25 @@ export function parseArgv(argv: readonly string[]): CliCommand {
             }`,
         );
       }
-      if (recipe === "alpaca_generate") return parseAlpacaGenerate(argv.slice(i + 1), launch);
-      return runCommand(recipe, argv.slice(i + 1), launch);
+      if (recipe === "alpaca_generate") {
+        return { ...parseAlpacaGenerate(argv.slice(i + 1), launch), viaRun: true };
+      }
+      return runCommand(recipe, argv.slice(i + 1), launch, true);
     }
     default:
       // torchtune's early form: the recipe name right after the launcher flags.
-      return runCommand(head, rest, launch);
+      return runCommand(head, rest, launch, false);
   }
 }
 
-function runCommand(recipe: string, args: readonly string[], launch: LaunchOptions): CliCommand {
+function runCommand(
+  recipe: string,
+  args: readonly string[],
+  launch: LaunchOptions,
+  viaRun: boolean,
+): Extract<CliCommand, { kind: "run" }> {
   const { config, overrides, args: normalized } = parseRecipeArgs(args, "run");
-  return { kind: "run", recipe, config, overrides, launch, recipeArgs: normalized };
+  return { kind: "run", recipe, config, overrides, launch, recipeArgs: normalized, viaRun };
 }
 
 /** Read launcher flags from `start` on; returns the index of the first other token. */
@@ -272,7 +281,10 @@ function parseCp(args: readonly string[]): CliCommand {
  * --input "..."`: the generate recipe with checkpointer.checkpoint_dir = dirname(P),
  * checkpointer.checkpoint_files = [basename(P)], tokenizer.path = T, prompt = the input.
  */
-function parseAlpacaGenerate(args: readonly string[], launch: LaunchOptions): CliCommand {
+function parseAlpacaGenerate(
+  args: readonly string[],
+  launch: LaunchOptions,
+): Extract<CliCommand, { kind: "run" }> {
   const legacy: Record<string, (v: string) => string[]> = {
     "native_checkpoint_path": (p) => {
       const slash = p.lastIndexOf("/");
@@ -312,6 +324,7 @@ function parseAlpacaGenerate(args: readonly string[], launch: LaunchOptions): Cl
     overrides: parsed.overrides,
     launch,
     recipeArgs: ["--config", config, ...parsed.overrideArgs],
+    viaRun: false,
   };
 }
 
