@@ -6,7 +6,7 @@
  * non-empty text, like SentencePiece's add_dummy_prefix, to exercise that code path.
  */
 import { deepStrictEqual, strictEqual } from "node:assert";
-import type { EncodeOptions, Tokenizer } from "../src/tokenizers/types.ts";
+import type { DecodeOptions, EncodeOptions, Tokenizer } from "../src/tokenizers/types.ts";
 
 /** Llama 3's special tokens (the ones the data pipeline uses). */
 export const LLAMA3_SPECIALS = [
@@ -23,7 +23,7 @@ export const CHATML_SPECIALS = ["<|im_start|>", "<|im_end|>"];
 /** Byte-level tokenizer; see the module doc. */
 export class ByteTokenizer implements Tokenizer {
   readonly vocabSize: number;
-  readonly bosId = 1;
+  readonly bosId: number;
   readonly eosId: number;
   readonly padId = 0;
   readonly stopIds: readonly number[];
@@ -31,8 +31,14 @@ export class ByteTokenizer implements Tokenizer {
   readonly #dummyPrefix: boolean;
   readonly #names: Map<number, string>;
 
-  /** `eos` names a special token to use as EOS (e.g. Qwen2.5's "<|im_end|>"). */
-  constructor(options: { specials?: string[]; dummyPrefix?: boolean; eos?: string } = {}) {
+  /**
+   * `eos` names a special token to use as EOS (e.g. Qwen2.5's "<|im_end|>"); `noBos` gives
+   * bosId -1 (no BOS, as Qwen).
+   */
+  constructor(
+    options: { specials?: string[]; dummyPrefix?: boolean; eos?: string; noBos?: boolean } = {},
+  ) {
+    this.bosId = options.noBos ? -1 : 1;
     const specials = options.specials ?? [];
     this.specialTokens = new Map(specials.map((s, i) => [s, 259 + i]));
     this.#names = new Map([[0, "<pad>"], [1, "<s>"], [2, "</s>"]]);
@@ -45,13 +51,29 @@ export class ByteTokenizer implements Tokenizer {
 
   encode(text: string, options: EncodeOptions = {}): number[] {
     const t = this.#dummyPrefix && text.length > 0 ? " " + text : text;
-    const ids = Array.from(new TextEncoder().encode(t), (b) => b + 3);
-    if (options.bos ?? true) ids.unshift(this.bosId);
+    const ids: number[] = [];
+    // With parseSpecial, special-token text becomes its id; otherwise it is plain bytes.
+    const names = options.parseSpecial ? [...this.specialTokens.keys()] : [];
+    let rest = t;
+    while (rest.length > 0) {
+      let at = rest.length;
+      let hit = "";
+      for (const n of names) {
+        const k = rest.indexOf(n);
+        if (k >= 0 && k < at) [at, hit] = [k, n];
+      }
+      for (const b of new TextEncoder().encode(rest.slice(0, at))) ids.push(b + 3);
+      if (hit) ids.push(this.specialTokens.get(hit)!);
+      rest = rest.slice(at + hit.length);
+    }
+    if ((options.bos ?? true) && this.bosId >= 0) ids.unshift(this.bosId);
     if (options.eos ?? false) ids.push(this.eosId);
     return ids;
   }
 
-  decode(ids: readonly number[]): string {
+  /** Text of the byte ids; special ids are dropped unless `skipSpecial: false` (contract default). */
+  decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    const skip = options.skipSpecial ?? true;
     let out = "";
     let bytes: number[] = [];
     const flush = () => {
@@ -62,11 +84,16 @@ export class ByteTokenizer implements Tokenizer {
       if (id >= 3 && id < 259) bytes.push(id - 3);
       else {
         flush();
-        out += this.#names.get(id) ?? `<${id}>`;
+        if (!skip) out += this.#names.get(id) ?? `<${id}>`;
       }
     }
     flush();
     return out;
+  }
+
+  /** Every id as text, special ids by name (<s>, </s>, <|eot_id|>, ...): what tests compare. */
+  render(ids: ArrayLike<number>): string {
+    return this.decode(Array.from(ids), { skipSpecial: false });
   }
 }
 
@@ -74,7 +101,22 @@ Deno.test("`ByteTokenizer` round-trips text and names its special ids", () => {
   const tok = new ByteTokenizer({ specials: LLAMA3_SPECIALS });
   const ids = tok.encode("héllo", { bos: true, eos: true });
   deepStrictEqual(ids, [1, 107, 198, 172, 111, 111, 114, 2]);
-  strictEqual(tok.decode(ids), "<s>héllo</s>");
-  strictEqual(tok.decode([259, 107]), "<|start_header_id|>h");
+  strictEqual(tok.render(ids), "<s>héllo</s>");
+  strictEqual(tok.decode(ids), "héllo");
+  strictEqual(tok.render([259, 107]), "<|start_header_id|>h");
+  deepStrictEqual(tok.encode("a<|eot_id|>", { bos: false }), [
+    100,
+    63,
+    127,
+    104,
+    114,
+    119,
+    98,
+    108,
+    103,
+    127,
+    65,
+  ]);
+  deepStrictEqual(tok.encode("a<|eot_id|>b", { bos: false, parseSpecial: true }), [100, 261, 101]);
   deepStrictEqual(new ByteTokenizer({ dummyPrefix: true }).encode("a", { bos: false }), [35, 100]);
 });

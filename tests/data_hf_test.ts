@@ -168,7 +168,7 @@ Deno.test("`alpaca_dataset` with a hub source downloads and tokenizes the rows",
     const tok = new ByteTokenizer();
     const ds = await builder.load(tok, { maxSeqLen: 512, hub: { endpoint: hub.url, cacheDir } });
     strictEqual(ds.source, "test/alpaca-json");
-    deepStrictEqual(ds.samples.map((s) => tok.decode(Array.from(s.tokens))), [
+    deepStrictEqual(ds.samples.map((s) => tok.render(s.tokens)), [
       `<s>${alpacaPrompt("Add the numbers.", "2 3")}5</s>`,
       `<s>${alpacaPrompt("Name a primary color.")}Red</s>`,
     ]);

@@ -121,17 +121,17 @@ Deno.test("`alpaca_dataset` loads local JSON and applies the Alpaca prompt, EOS 
   strictEqual(ds.numRows, 3);
   strictEqual(ds.packed, false);
   strictEqual(
-    tok.decode(Array.from(ds.samples[0].tokens)),
+    tok.render(ds.samples[0].tokens),
     `<s>${alpacaPrompt("Add the numbers.", "2 3")}5</s>`,
   );
   strictEqual(
-    tok.decode(Array.from(ds.samples[1].tokens)),
+    tok.render(ds.samples[1].tokens),
     `<s>${alpacaPrompt("Name a primary color.")}Red</s>`,
   );
-  strictEqual(tok.decode(Array.from(ds.samples[2].tokens)), `<s>${alpacaPrompt("Say hi.")}Hi!</s>`);
+  strictEqual(tok.render(ds.samples[2].tokens), `<s>${alpacaPrompt("Say hi.")}Hi!</s>`);
   // Trained targets of row 1: "Red" + EOS.
   const trained = Array.from(ds.samples[1].labels).filter((l) => l !== IGNORE_INDEX);
-  strictEqual(tok.decode(trained), "Red</s>");
+  strictEqual(tok.render(trained), "Red</s>");
 });
 
 Deno.test("`alpaca_dataset` names a missing column and lists the available ones", async () => {
@@ -161,11 +161,11 @@ Deno.test("`instruct_dataset` maps CSV columns with column_map and prepends a sy
     chat_format: "plain",
   }).load(tok);
   strictEqual(
-    tok.decode(Array.from(ds.samples[0].tokens)),
+    tok.render(ds.samples[0].tokens),
     "<s>system: Answer.\nuser: Capital of France, please?\nassistant: Paris</s>",
   );
   const trained = Array.from(ds.samples[0].labels).filter((l) => l !== IGNORE_INDEX);
-  strictEqual(tok.decode(trained), "Paris</s>");
+  strictEqual(tok.render(trained), "Paris</s>");
 });
 
 Deno.test("`chat_dataset` reads ShareGPT and OpenAI conversations in the plain fallback format", async () => {
@@ -175,12 +175,12 @@ Deno.test("`chat_dataset` reads ShareGPT and OpenAI conversations in the plain f
     data_files: `${FIX}chat_sharegpt.jsonl`,
     conversation_style: "sharegpt",
   }).load(tok);
-  deepStrictEqual(share.samples.map((s) => tok.decode(Array.from(s.tokens))), [
+  deepStrictEqual(share.samples.map((s) => tok.render(s.tokens)), [
     "<s>system: Be brief.\nuser: Hi\nassistant: Hello.</s>",
     "<s>user: 2+2?\nassistant: 4</s><s>user: 3+3?\nassistant: 6</s>",
   ]);
   const trained = Array.from(share.samples[1].labels).filter((l) => l !== IGNORE_INDEX);
-  strictEqual(tok.decode(trained), "4</s>6</s>");
+  strictEqual(tok.render(trained), "4</s>6</s>");
   const openai = await build({
     _component_: "torchtune.datasets.chat_dataset",
     source: "json",
@@ -188,7 +188,7 @@ Deno.test("`chat_dataset` reads ShareGPT and OpenAI conversations in the plain f
     conversation_style: "openai",
     chat_format: "llama2",
   }).load(tok);
-  deepStrictEqual(openai.samples.map((s) => tok.decode(Array.from(s.tokens))), [
+  deepStrictEqual(openai.samples.map((s) => tok.render(s.tokens)), [
     "<s>[INST] Hi [/INST] Hello.</s>",
     "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n2+2? [/INST] 4</s>",
   ]);
@@ -217,7 +217,7 @@ Deno.test("`text_completion_dataset` packs a text file into max_seq_len packs", 
   // All packs concatenated give back the three documents (BOS + text + EOS each), then padding.
   const flat = ds.samples.flatMap((s) => Array.from(s.tokens));
   strictEqual(
-    tok.decode(flat).replace(/(<pad>)+$/, ""),
+    tok.render(flat).replace(/(<pad>)+$/, ""),
     "<s>First paragraph,\nstill first.</s><s>Second paragraph.</s><s>Third one.</s>",
   );
   const col = await build({
@@ -227,7 +227,7 @@ Deno.test("`text_completion_dataset` packs a text file into max_seq_len packs", 
     column: "body",
     add_eos: false,
   }).load(tok);
-  deepStrictEqual(col.samples.map((s) => tok.decode(Array.from(s.tokens))), [
+  deepStrictEqual(col.samples.map((s) => tok.render(s.tokens)), [
     "<s>alpha",
     "<s>beta",
   ]);

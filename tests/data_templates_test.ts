@@ -52,7 +52,7 @@ Deno.test("`tokenizeMessages()` none format gives BOS + Alpaca prompt + response
     trainOnInput: false,
   });
   const { tokens } = tokenizeMessages(tok, msgs, "none");
-  strictEqual(tok.decode(tokens), `<s>${alpacaPrompt("Add.", "1 2")}3</s>`);
+  strictEqual(tok.render(tokens), `<s>${alpacaPrompt("Add.", "1 2")}3</s>`);
 });
 
 Deno.test("`tokenizeMessages()` trims the response's dummy prefix when the tokenizer adds one", () => {
@@ -63,14 +63,14 @@ Deno.test("`tokenizeMessages()` trims the response's dummy prefix when the token
     trainOnInput: true,
   });
   const { tokens } = tokenizeMessages(tok, msgs, "none");
-  strictEqual(tok.decode(tokens), `<s> ${alpacaPrompt("Add.")}3</s>`);
+  strictEqual(tok.render(tokens), `<s> ${alpacaPrompt("Add.")}3</s>`);
 });
 
 Deno.test("`tokenizeMessages()` llama2 format writes [INST] and <<SYS>> as Meta does", () => {
   const tok = new ByteTokenizer();
   const { tokens } = tokenizeMessages(tok, conversation(), "llama2");
   strictEqual(
-    tok.decode(tokens),
+    tok.render(tokens),
     "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi there [/INST] Hello!</s><s>[INST] 2+2? [/INST] 4</s>",
   );
 });
@@ -81,7 +81,7 @@ Deno.test("`tokenizeMessages()` llama3 format writes headers, <|eot_id|> and str
   msgs[1].content = ["  Hi there \n"];
   const { tokens } = tokenizeMessages(tok, msgs, "llama3");
   strictEqual(
-    tok.decode(tokens),
+    tok.render(tokens),
     "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" +
       "<|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>" +
       "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|></s>",
@@ -96,7 +96,7 @@ Deno.test("`tokenizeMessages()` llama3 generation prompt ends with the open assi
   const msgs = [textMessage("user", "Hi"), textMessage("assistant", "")];
   const { tokens } = tokenizeMessages(tok, msgs, "llama3", { addEnd: false });
   strictEqual(
-    tok.decode(tokens),
+    tok.render(tokens),
     "<s><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
   );
 });
@@ -105,18 +105,31 @@ Deno.test("`tokenizeMessages()` chatml format closes the last answer with EOS (Q
   const tok = new ByteTokenizer({ specials: CHATML_SPECIALS, eos: "<|im_end|>" });
   const { tokens } = tokenizeMessages(tok, conversation(), "chatml");
   strictEqual(
-    tok.decode(tokens),
+    tok.render(tokens),
     "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n" +
       "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n" +
       "<|im_start|>assistant\n4<|im_end|>",
   );
 });
 
+Deno.test("`tokenizeMessages()` writes no BOS when the tokenizer has none (bosId -1)", () => {
+  const tok = new ByteTokenizer({ specials: CHATML_SPECIALS, eos: "<|im_end|>", noBos: true });
+  const msgs = [textMessage("user", "Hi"), textMessage("assistant", "Yo")];
+  const chatml = tokenizeMessages(tok, msgs, "chatml").tokens;
+  strictEqual(
+    tok.render(chatml),
+    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>",
+  );
+  const plain = tokenizeMessages(tok, msgs, "plain").tokens;
+  strictEqual(tok.render(plain), "user: Hi\nassistant: Yo<|im_end|>");
+  strictEqual(chatml.concat(plain).includes(-1), false);
+});
+
 Deno.test("`tokenizeMessages()` plain format writes role: content lines", () => {
   const tok = new ByteTokenizer();
   const { tokens } = tokenizeMessages(tok, conversation(), "plain");
   strictEqual(
-    tok.decode(tokens),
+    tok.render(tokens),
     "<s>system: Be brief.\nuser: Hi there\nassistant: Hello!</s><s>user: 2+2?\nassistant: 4</s>",
   );
 });

@@ -16,12 +16,18 @@
  * - "chatml": Qwen2.5's tokenize_messages: `<|im_start|>role\n` + text + `<|im_end|>\n`, except
  *   that the last assistant message is closed by the tokenizer's EOS instead. No BOS.
  *
- * On the "none"/"llama2"/"plain" path, torchtune strips trailing spaces of each piece and
- * trims the leading whitespace SentencePiece adds to a continuation piece (by encoding
+ * On the "none"/"llama2"/"plain" path, torchtune strips trailing spaces of a message's text
+ * and trims the leading whitespace SentencePiece adds to a continuation message (by encoding
  * "\n" + text and dropping the tokens of "\n"). Both exist only to undo SentencePiece's
  * dummy prefix, so they are applied only when the tokenizer adds one (detected once per
- * tokenizer); for other tokenizers each piece is encoded as is, and the tokens decode to
- * exactly the rendered template text.
+ * tokenizer); other tokenizers encode the text as is.
+ *
+ * One deliberate difference from torchtune: a message's template pieces (`[INST] `, the
+ * content, ` [/INST] `) are joined and encoded as one text. torchtune encodes each piece
+ * separately, which with SentencePiece inserts a space at every piece start
+ * ("<<SYS>>\n You are terse. \n<</SYS>>", "2+2?  [/INST]"); joined, the tokens decode to
+ * exactly the template text of Meta's reference code. For "none" (one piece per message,
+ * e.g. Alpaca) the ids are torchtune's.
  *
  * Special tokens are looked up by `specialTokenId()`.
  */
@@ -60,35 +66,16 @@ export interface TokenizeMessagesOptions {
   addEnd?: boolean;
 }
 
-type SpecialTokenSource = {
-  specialTokens?: ReadonlyMap<string, number> | Readonly<Record<string, number>>;
-  tokenToId?: (text: string) => number | undefined | null;
-  pieceToId?: (text: string) => number | undefined | null;
-};
-
 /**
- * Id of a special token (e.g. "<|eot_id|>"), or undefined when the tokenizer has none. Looks
- * at an optional `specialTokens` map/record or `tokenToId` / `pieceToId` method of the
- * tokenizer, then at whether encoding the text gives exactly one id that decodes back to it.
+ * Id of a special token (e.g. "<|eot_id|>"), or undefined when the tokenizer has none: from
+ * the tokenizer's `specialTokens`, else when encoding the text with special-token parsing
+ * gives exactly one id that decodes back to it.
  */
 export function specialTokenId(tokenizer: Tokenizer, text: string): number | undefined {
-  const t = tokenizer as Tokenizer & SpecialTokenSource;
-  const st = t.specialTokens;
-  if (st instanceof Map) {
-    const id = st.get(text);
-    if (id !== undefined) return id;
-  } else if (st && typeof st === "object") {
-    const id = (st as Record<string, number>)[text];
-    if (typeof id === "number") return id;
-  }
-  for (const fn of [t.tokenToId, t.pieceToId]) {
-    if (typeof fn === "function") {
-      const id = fn.call(t, text);
-      if (typeof id === "number" && id >= 0) return id;
-    }
-  }
-  const ids = tokenizer.encode(text, { bos: false, eos: false });
-  if (ids.length === 1 && tokenizer.decode(ids) === text) return ids[0];
+  const id = tokenizer.specialTokens?.get(text);
+  if (id !== undefined) return id;
+  const ids = tokenizer.encode(text, { bos: false, eos: false, parseSpecial: true });
+  if (ids.length === 1 && tokenizer.decode(ids, { skipSpecial: false }) === text) return ids[0];
   return undefined;
 }
 
@@ -234,18 +221,16 @@ function tokenizeNoSpecial(
       mask.push(message.masked);
     }
     const trim = spm && !startOfTurn && !prevEndsWithSpace;
-    let n = 0;
-    for (const piece of message.content) {
-      const text = spm ? piece.replace(/ +$/, "") : piece;
-      const ids = trim
-        ? encodeTrimmed(tokenizer, text)
-        : tokenizer.encode(text, { bos: false, eos: false });
-      for (const id of ids) tokens.push(id);
-      n += ids.length;
+    const whole = message.content.join("");
+    const text = spm ? whole.replace(/ +$/, "") : whole;
+    const ids = trim
+      ? encodeTrimmed(tokenizer, text)
+      : tokenizer.encode(text, { bos: false, eos: false });
+    for (const id of ids) {
+      tokens.push(id);
+      mask.push(message.masked);
     }
-    const lastPiece = message.content[message.content.length - 1] ?? "";
-    prevEndsWithSpace = lastPiece.endsWith(" ");
-    for (let i = 0; i < n; i++) mask.push(message.masked);
+    prevEndsWithSpace = whole.endsWith(" ");
     if (endOfTurn) {
       if (opts.eosId !== null) {
         tokens.push(opts.eosId);
@@ -284,8 +269,8 @@ function tokenizeLlama3(
   const eot = requireSpecial(tokenizer, "<|eot_id|>", "llama3");
   const eom = specialTokenId(tokenizer, "<|eom_id|>") ?? eot;
   const pythonTag = specialTokenId(tokenizer, "<|python_tag|>");
-  const tokens = [tokenizer.bosId];
-  const mask = [true];
+  const tokens = tokenizer.bosId >= 0 ? [tokenizer.bosId] : [];
+  const mask = tokens.map(() => true);
   const newlines = enc("\n\n");
   messages.forEach((m, i) => {
     if (maxSeqLen !== null && tokens.length >= maxSeqLen) return;
@@ -360,7 +345,8 @@ export function tokenizeMessages(
 ): TokenizedMessages {
   const maxSeqLen = options.maxSeqLen ?? null;
   const addEnd = options.addEnd ?? true;
-  const spmOpts = { bosId: tokenizer.bosId, eosId: addEnd ? tokenizer.eosId : null, maxSeqLen };
+  const bosId = tokenizer.bosId >= 0 ? tokenizer.bosId : null; // -1: the tokenizer has no BOS
+  const spmOpts = { bosId, eosId: addEnd ? tokenizer.eosId : null, maxSeqLen };
   switch (format) {
     case "none":
       return tokenizeNoSpecial(tokenizer, messages, spmOpts);

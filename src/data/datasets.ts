@@ -25,7 +25,10 @@ import type { MaskingStrategy, Message, Row, Sample, TokenizedDataset } from "./
 
 /** Options of `DatasetBuilder.load`. */
 export interface DatasetLoadOptions {
-  /** Truncation / pack length from the recipe (the tokenizer's max_seq_len); the dataset's own `maxSeqLen` wins. */
+  /**
+   * Truncation / pack length from the recipe. Precedence: the dataset's own `maxSeqLen`, then
+   * this, then `tokenizer.maxSeqLen` (torchtune keeps it on the tokenizer).
+   */
   maxSeqLen?: number | null;
   /** Hub settings (endpoint, token, cache); defaults from the environment. */
   hub?: Partial<HubOptions>;
@@ -85,8 +88,13 @@ export interface SftConfig extends SourceConfig {
   fallbackFormat?: ChatFormat;
 }
 
-function effectiveMaxSeqLen(own: number | null | undefined, fromRecipe: number | null | undefined) {
-  const v = own ?? fromRecipe ?? null;
+/** The dataset's own max_seq_len, else the recipe's, else the tokenizer's (torchtune's place). */
+function effectiveMaxSeqLen(
+  own: number | null | undefined,
+  fromRecipe: number | null | undefined,
+  tokenizer: Tokenizer,
+) {
+  const v = own ?? fromRecipe ?? tokenizer.maxSeqLen ?? null;
   if (v !== null && !(Number.isInteger(v) && v >= 2)) {
     throw new TuneError(`max_seq_len must be an integer >= 2, got ${v}`);
   }
@@ -158,7 +166,7 @@ export function sftDataset(cfg: SftConfig): DatasetBuilder {
     name: cfg.name ?? "sft_dataset",
     packed: cfg.packed ?? false,
     async load(tokenizer, options = {}) {
-      const maxSeqLen = effectiveMaxSeqLen(cfg.maxSeqLen, options.maxSeqLen);
+      const maxSeqLen = effectiveMaxSeqLen(cfg.maxSeqLen, options.maxSeqLen, tokenizer);
       const { rows, label } = await loadRows({
         source: cfg.source,
         dataFiles: cfg.dataFiles,
@@ -202,7 +210,7 @@ export function textCompletionDataset(cfg: TextCompletionConfig): DatasetBuilder
     name: cfg.name ?? "text_completion_dataset",
     packed: cfg.packed ?? false,
     async load(tokenizer, options = {}) {
-      const maxSeqLen = effectiveMaxSeqLen(cfg.maxSeqLen, options.maxSeqLen);
+      const maxSeqLen = effectiveMaxSeqLen(cfg.maxSeqLen, options.maxSeqLen, tokenizer);
       const { rows, label } = await loadRows({
         source: cfg.source,
         dataFiles: cfg.dataFiles,
