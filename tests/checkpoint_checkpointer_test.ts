@@ -263,3 +263,62 @@ Deno.test("atomicWriteWith() leaves the previous file intact and no temp file wh
     Deno.removeSync(tmp, { recursive: true });
   }
 });
+
+Deno.test("load({resumeFromCheckpoint}) takes weights and adapter from the epoch dir the recipe state names", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const args = {
+      checkpoint_dir: join(FIX, "checkpoint_hf_bf16"),
+      output_dir: tmp,
+      model_type: "LLAMA3_2",
+    };
+    const ck = build("torchtune.training.FullModelHFCheckpointer", args);
+    const first = ck.load();
+    const state = {
+      step: 5,
+      epoch: 1,
+      seed: 0,
+      dataPosition: 0,
+      lrScheduler: {},
+      rng: null,
+      tensors: new Map() as StateDict,
+    };
+    // Full fine-tune: trained weights saved at epoch 0.
+    const trained: StateDict = new Map(first.stateDict);
+    const norm = trained.get("norm.scale")!;
+    trained.set("norm.scale", { ...norm, data: norm.data.map((x) => x * 2) }); // exact in bf16
+    ck.save({ stateDict: trained, recipeState: state, epoch: 0 });
+    const fresh = build("torchtune.training.FullModelHFCheckpointer", args);
+    assertEquals(fresh.load().stateDict.get("norm.scale")!.data, norm.data);
+    const resumed = fresh.load({ resumeFromCheckpoint: true });
+    assertEquals(resumed.recipeState!.step, 5);
+    assertEquals(resumed.stateDict.get("norm.scale")!.data, trained.get("norm.scale")!.data);
+    assertEquals(resumed.adapter, null);
+    // LoRA run: adapter-only save at epoch 1; resume keeps the base, finds the adapter.
+    const lora: LoraConfig = {
+      attnModules: ["q_proj"],
+      applyToMlp: false,
+      applyToOutput: false,
+      rank: 2,
+      alpha: 4,
+      dropout: 0,
+    };
+    const adapter: StateDict = new Map();
+    for (const [name, shape] of loraParamShapes(first.config, lora)) {
+      adapter.set(name, { shape, data: rand(shape[0] * shape[1], 3) });
+    }
+    ck.save({
+      adapter: { stateDict: adapter, lora },
+      recipeState: { ...state, step: 9 },
+      epoch: 1,
+    });
+    const r2 = build("torchtune.training.FullModelHFCheckpointer", args).load({
+      resumeFromCheckpoint: true,
+    });
+    assertEquals(r2.recipeState!.step, 9);
+    assertEquals(r2.stateDict.get("norm.scale")!.data, norm.data);
+    for (const [n, t] of adapter) exact(n, r2.adapter!.get(n)!.data, t.data);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});

@@ -6,6 +6,8 @@
  *   epoch_<N>/            model weights in the input's format (+ config.json / params.json),
  *                         and for LoRA runs adapter_model.safetensors + adapter_config.json
  *   recipe_state/         recipe_state.safetensors + recipe_state.json of the latest save
+ * Resume (`resume_from_checkpoint`): the recipe state names the epoch directory its save
+ * wrote (`extra.savedDir`); load() takes weights and adapter from there when present.
  * Every file is written to a temporary name and renamed.
  */
 import { join } from "node:path";
@@ -46,9 +48,19 @@ export interface SaveRequest {
   dirName?: string;
 }
 
+/** Options of `Checkpointer.load()`. */
+export interface LoadOptions {
+  /**
+   * Resume a run (the recipe's top-level `resume_from_checkpoint`; default: the
+   * checkpointer's own key): read `<output_dir>/recipe_state/`, and take the weights and
+   * adapter from the epoch directory that save wrote, when it holds them.
+   */
+  resumeFromCheckpoint?: boolean;
+}
+
 /** A loaded-then-saving checkpointer. */
 export interface Checkpointer {
-  load(): LoadedCheckpoint;
+  load(options?: LoadOptions): LoadedCheckpoint;
   /** Returns the directory written (`<output_dir>/epoch_<N>`). */
   save(request: SaveRequest): string;
 }
@@ -98,29 +110,45 @@ abstract class BaseCheckpointer implements Checkpointer {
   protected loadedConfig: LlamaConfig | null = null;
   constructor(readonly options: CheckpointerOptions) {}
 
-  protected abstract loadModel(): { stateDict: StateDict; config: LlamaConfig };
+  /**
+   * Load model weights from `dir` (null: `checkpoint_dir` with `checkpoint_files`; a
+   * directory: an earlier save of this checkpointer, default file names).
+   */
+  protected abstract loadModel(dir: string | null): { stateDict: StateDict; config: LlamaConfig };
   protected abstract saveModel(dir: string, sd: StateDict, cfg: LlamaConfig): void;
+  /** Whether `dir` holds model weights written by `saveModel`. */
+  protected abstract hasModel(dir: string): boolean;
 
-  load(): LoadedCheckpoint {
-    const { stateDict, config } = this.loadModel();
-    this.loadedConfig = config;
+  load(options: LoadOptions = {}): LoadedCheckpoint {
     const o = this.options;
-    const adapter = o.adapterCheckpoint
-      ? loadPeftAdapter(resolve(o.checkpointDir, o.adapterCheckpoint), config)
-      : null;
+    const resume = options.resumeFromCheckpoint ?? o.resumeFromCheckpoint;
     const recipeDir = o.recipeCheckpoint
       ? resolve(o.checkpointDir, o.recipeCheckpoint)
-      : o.resumeFromCheckpoint
+      : resume
       ? join(o.outputDir, "recipe_state")
       : null;
     const recipeState = recipeDir ? loadRecipeState(recipeDir) : null;
+    // On resume, the epoch directory of the save that wrote the recipe state supplies the
+    // weights (full fine-tune) and the adapter (LoRA) when it has them.
+    const savedDir = resume && typeof recipeState?.extra?.savedDir === "string"
+      ? recipeState.extra.savedDir
+      : null;
+    const modelDir = savedDir && this.hasModel(savedDir) ? savedDir : null;
+    const { stateDict, config } = this.loadModel(modelDir);
+    this.loadedConfig = config;
+    const adapterPath = o.adapterCheckpoint
+      ? resolve(o.checkpointDir, o.adapterCheckpoint)
+      : savedDir && exists(join(savedDir, "adapter_model.safetensors"))
+      ? savedDir
+      : null;
+    const adapter = adapterPath ? loadPeftAdapter(adapterPath, config) : null;
     return { stateDict, config, adapter, recipeState };
   }
 
   save(request: SaveRequest): string {
     const cfg = request.config ?? this.loadedConfig;
     if (!cfg) throw new Error("Checkpointer.save() needs a config: call load() first or pass one");
-    const dir = join(this.options.outputDir, request.dirName ?? `epoch_${request.epoch}`);
+    const dir = join(this.options.outputDir, `epoch_${request.epoch}`);
     if (request.stateDict) this.saveModel(dir, request.stateDict, cfg);
     if (request.adapter) {
       savePeftAdapter(dir, request.adapter.stateDict, cfg, request.adapter.lora, {
@@ -128,9 +156,22 @@ abstract class BaseCheckpointer implements Checkpointer {
       });
     }
     if (request.recipeState) {
-      saveRecipeState(join(this.options.outputDir, "recipe_state"), request.recipeState);
+      const extra = { ...(request.recipeState.extra ?? {}), savedDir: dir };
+      saveRecipeState(join(this.options.outputDir, "recipe_state"), {
+        ...request.recipeState,
+        extra,
+      });
     }
     return dir;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -144,10 +185,16 @@ export class FullModelHFCheckpointer extends BaseCheckpointer {
   #sharded = false;
   #configJson: Record<string, unknown> | undefined;
 
-  protected loadModel() {
-    const r = loadHfCheckpoint(
+  protected hasModel(dir: string): boolean {
+    return exists(join(dir, "config.json")) &&
+      (exists(join(dir, "model.safetensors")) || exists(join(dir, "model.safetensors.index.json")));
+  }
+
+  protected loadModel(dir: string | null) {
+    const files = this.options.checkpointFiles;
+    const r = dir ? loadHfCheckpoint(dir, null) : loadHfCheckpoint(
       this.options.checkpointDir,
-      this.options.checkpointFiles.length ? this.options.checkpointFiles : null,
+      files.length ? files : null,
     );
     this.#weightMap = r.weightMap;
     this.#sharded = r.sharded;
@@ -167,11 +214,15 @@ export class FullModelHFCheckpointer extends BaseCheckpointer {
 
 /** torchtune.training.FullModelMetaCheckpointer: consolidated.NN.pth + params.json. */
 export class FullModelMetaCheckpointer extends BaseCheckpointer {
-  protected loadModel() {
-    const r = loadMetaCheckpoint(
-      this.options.checkpointDir,
-      this.options.checkpointFiles.length ? this.options.checkpointFiles : null,
-    );
+  protected hasModel(dir: string): boolean {
+    return exists(join(dir, "consolidated.00.pth")) && exists(join(dir, "params.json"));
+  }
+
+  protected loadModel(dir: string | null) {
+    const files = this.options.checkpointFiles;
+    const r = dir
+      ? loadMetaCheckpoint(dir, null)
+      : loadMetaCheckpoint(this.options.checkpointDir, files.length ? files : null);
     // Llama 3.2's params.json says use_scaled_rope without the factor, which is 32 there.
     if (
       this.options.modelType === "LLAMA3_2" && r.config.ropeScaling &&
@@ -191,17 +242,25 @@ export class FullModelMetaCheckpointer extends BaseCheckpointer {
 export class FunctionCheckpointer extends BaseCheckpointer {
   constructor(
     options: CheckpointerOptions,
-    private readonly loadFn: (
-      o: CheckpointerOptions,
-    ) => { stateDict: StateDict; config: LlamaConfig },
-    private readonly saveFn: (dir: string, sd: StateDict, cfg: LlamaConfig) => void,
+    private readonly fns: {
+      /** Load from `dir` (an earlier save) or, when null, from checkpoint_dir/files. */
+      load: (
+        o: CheckpointerOptions,
+        dir: string | null,
+      ) => { stateDict: StateDict; config: LlamaConfig };
+      save: (dir: string, sd: StateDict, cfg: LlamaConfig) => void;
+      hasModel: (dir: string) => boolean;
+    },
   ) {
     super(options);
   }
-  protected loadModel() {
-    return this.loadFn(this.options);
+  protected hasModel(dir: string): boolean {
+    return this.fns.hasModel(dir);
+  }
+  protected loadModel(dir: string | null) {
+    return this.fns.load(this.options, dir);
   }
   protected saveModel(dir: string, sd: StateDict, cfg: LlamaConfig) {
-    this.saveFn(dir, sd, cfg);
+    this.fns.save(dir, sd, cfg);
   }
 }

@@ -10,15 +10,23 @@ import { validateStateDict } from "./validate.ts";
 /** llama2.c checkpointer (same keys and output layout as the others). */
 export class Llama2cCheckpointer extends FunctionCheckpointer {
   constructor(options: CheckpointerOptions) {
-    super(
-      options,
-      (o) => {
-        const path = join(o.checkpointDir, o.checkpointFiles[0] ?? "model.bin");
+    super(options, {
+      load: (o, dir) => {
+        const path = dir
+          ? join(dir, "model.bin")
+          : join(o.checkpointDir, o.checkpointFiles[0] ?? "model.bin");
         const m = readLlama2c(path);
         validateStateDict(m.stateDict, m.config, path);
         return { stateDict: m.stateDict, config: m.config };
       },
-      (dir, sd, cfg) => writeLlama2c(join(dir, "model.bin"), cfg, sd, { version: 1 }),
-    );
+      save: (dir, sd, cfg) => writeLlama2c(join(dir, "model.bin"), cfg, sd, { version: 1 }),
+      hasModel: (dir) => {
+        try {
+          return Deno.statSync(join(dir, "model.bin")).isFile;
+        } catch {
+          return false;
+        }
+      },
+    });
   }
 }
