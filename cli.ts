@@ -179,13 +179,7 @@ function recipeCandidates(configRef: string): RecipeDefinition[] {
 }
 
 async function run(cmd: Extract<CliCommand, { kind: "run" }>): Promise<void> {
-  if (!cmd.viaRun && canonicalRecipeName(cmd.recipe, cmd.launch) === undefined) {
-    throw new TuneError(
-      `unknown command or recipe '${cmd.recipe}'` +
-        didYouMean(cmd.recipe, [...SUBCOMMANDS, ...allRecipeNames()]) + " (tune --help)",
-    );
-  }
-  const recipe = findRecipe(cmd.recipe, cmd.launch);
+  const recipe = await userRecipe(cmd.recipe) ?? knownRecipe(cmd);
   if (cmd.config === undefined) {
     const configs = RECIPE_CONFIGS[recipe.name] ?? [];
     throw new TuneError(
@@ -210,6 +204,47 @@ async function run(cmd: Extract<CliCommand, { kind: "run" }>): Promise<void> {
   }
   console.error(`tune: running ${recipe.name} with config ${source.label}`);
   await recipe.main(config, launch);
+}
+
+/** A recipe of recipes/registry.ts by name or alias; an unknown name is a TuneError. */
+function knownRecipe(cmd: Extract<CliCommand, { kind: "run" }>): RecipeDefinition {
+  if (!cmd.viaRun && canonicalRecipeName(cmd.recipe, cmd.launch) === undefined) {
+    throw new TuneError(
+      `unknown command or recipe '${cmd.recipe}'` +
+        didYouMean(cmd.recipe, [...SUBCOMMANDS, ...allRecipeNames()]) + " (tune --help)",
+    );
+  }
+  return findRecipe(cmd.recipe, cmd.launch);
+}
+
+/**
+ * A recipe file of the user's (`tune run ./my_lora.ts --config ...`, e.g. one made with
+ * `tune cp` into recipes/ and edited): it must export `params`, `main` and optionally
+ * `keyAliases`, like the shipped recipes. Undefined when `ref` is not an existing .ts file.
+ */
+async function userRecipe(ref: string): Promise<RecipeDefinition | undefined> {
+  if (!/\.(ts|js|mjs)$/.test(ref) || !exists(ref) || isDirectory(ref)) return undefined;
+  const url = new URL(ref, `file://${Deno.cwd()}/`);
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(url.href);
+  } catch (e) {
+    const first = String(e instanceof Error ? e.message : e).split("\n")[0];
+    throw new TuneError(`cannot load recipe file ${ref}: ${first}`);
+  }
+  if (typeof mod.main !== "function" || typeof mod.params !== "object" || mod.params === null) {
+    throw new TuneError(
+      `${ref} is not a recipe: it must export params and main (see src/config/recipe.ts)`,
+    );
+  }
+  return {
+    name: ref,
+    aliases: [],
+    description: `recipe file ${ref}`,
+    params: mod.params as RecipeDefinition["params"],
+    keyAliases: (mod.keyAliases ?? {}) as Record<string, string>,
+    main: mod.main as RecipeDefinition["main"],
+  };
 }
 
 async function demo(args: string[]): Promise<void> {

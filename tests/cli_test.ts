@@ -338,3 +338,74 @@ Deno.test("tune cp copies a shipped config and a recipe, adding the extension", 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** A recipe file of the user's that writes what `main` received to `<out_dir>/rank<RANK>.json`. */
+function userRecipeSource(): string {
+  const src = new URL("../src/", import.meta.url).href;
+  return `import type { ParamSchema } from "${src}config/schema.ts";
+export const params = {
+  out_dir: { type: "string", required: true, doc: "where to write" },
+  lora_rank: { type: "int", default: 8, doc: "a number" },
+  words: { type: "string[]", default: ["a"], doc: "a list" },
+} satisfies ParamSchema;
+export const keyAliases = { rank: "lora_rank" };
+export async function main(cfg: Record<string, unknown>, launch: Record<string, unknown>) {
+  const rank = Deno.env.get("RANK") ?? "0";
+  await Deno.writeTextFile(\`\${cfg.out_dir}/rank\${rank}.json\`, JSON.stringify({ cfg, launch, world: Deno.env.get("WORLD_SIZE") ?? null }));
+}
+`;
+}
+
+Deno.test("tune run calls a recipe file's main with the resolved config and launch options", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tune_run_test_" });
+  try {
+    await Deno.writeTextFile(`${dir}/my_recipe.ts`, userRecipeSource());
+    await Deno.writeTextFile(`${dir}/my.yaml`, `out_dir: ${dir}\nwords: [x, y]\n`);
+    const r = await tune("run", `${dir}/my_recipe.ts`, "--config", `${dir}/my.yaml`, "rank=4");
+    assert.equal(r.code, 0, r.stderr);
+    const got = JSON.parse(await Deno.readTextFile(`${dir}/rank0.json`));
+    assert.deepEqual(got.cfg, { out_dir: dir, lora_rank: 4, words: ["x", "y"] });
+    assert.equal(got.launch.explicit, false);
+    assert.equal(got.launch.nprocPerNode, 1);
+    assert.deepEqual(got.launch.recipeArgv, [
+      `${dir}/my_recipe.ts`,
+      "--config",
+      `${dir}/my.yaml`,
+      "rank=4",
+    ]);
+    assert.equal(got.world, null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tune run --nproc_per_node 2 starts one process per rank, each calling main once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tune_launch_test_" });
+  try {
+    await Deno.writeTextFile(`${dir}/my_recipe.ts`, userRecipeSource());
+    await Deno.writeTextFile(`${dir}/my.yaml`, `out_dir: ${dir}\n`);
+    const r = await tune(
+      "--nnodes",
+      "1",
+      "--nproc_per_node",
+      "2",
+      "run",
+      `${dir}/my_recipe.ts`,
+      "--config",
+      `${dir}/my.yaml`,
+      "words=p,q",
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith("rank"));
+    assert.deepEqual(files.sort(), ["rank0.json", "rank1.json"]);
+    for (const rank of [0, 1]) {
+      const got = JSON.parse(await Deno.readTextFile(`${dir}/rank${rank}.json`));
+      assert.deepEqual(got.cfg.words, ["p", "q"]);
+      assert.equal(got.world, "2");
+      assert.equal(got.launch.nprocPerNode, 2);
+      assert.equal(got.launch.explicit, true);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
