@@ -306,3 +306,40 @@ Deno.test("encodeFromF32() rounds to nearest even for bf16 and f16", () => {
   const h = decodeToF32(encodeFromF32(v, "f16"), "f16");
   assertExact("f16", h.subarray(2), [1, 1 + 2 ** -9, Infinity, -0]);
 });
+
+Deno.test({
+  name: "readPth() reads deflate-compressed entries (a torch .pth re-zipped by Python's zipfile)",
+  ignore: !hasTorch,
+  fn() {
+    const dir = Deno.makeTempDirSync();
+    try {
+      const src = join(FIX, "checkpoint_meta", "consolidated.00.pth");
+      const dst = join(dir, "deflated.pth");
+      const script = "import zipfile,sys\n" +
+        "a=zipfile.ZipFile(sys.argv[1]); b=zipfile.ZipFile(sys.argv[2],'w',zipfile.ZIP_DEFLATED)\n" +
+        "[b.writestr(i.filename, a.read(i.filename)) for i in a.infolist()]; b.close()";
+      const out = new Deno.Command(PY, { args: ["-c", script, src, dst] }).outputSync();
+      assert(out.success, new TextDecoder().decode(out.stderr));
+      const a = readPth(src);
+      const b = readPth(dst);
+      assertEquals([...b.keys()], [...a.keys()]);
+      for (const [k, t] of a) assertExact(k, b.get(k)!.data, t.data);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("loadHfCheckpoint() reads pytorch_model.bin (torch.save zip) named in checkpoint_files", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const src = join(FIX, "checkpoint_hf_bf16");
+    Deno.copyFileSync(join(src, "config.json"), join(dir, "config.json"));
+    writePth(join(dir, "pytorch_model.bin"), readSafetensors(join(src, "model.safetensors")));
+    const a = loadHfCheckpoint(src);
+    const b = loadHfCheckpoint(dir, ["pytorch_model.bin"]);
+    for (const [k, t] of a.stateDict) assertExact(k, b.stateDict.get(k)!.data, t.data);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
