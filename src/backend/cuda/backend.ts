@@ -467,6 +467,47 @@ export class CudaBackend implements Backend {
     }
   }
 
+  /**
+   * out(batch, M, N) = inp(batch, M, K) @ weight(batch, N, K)^T as one strided-batched
+   * cuBLASLt call (BATCH_COUNT / STRIDED_BATCH_OFFSET layouts). Not part of ops.ts.
+   */
+  matmulBatched(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    batch: number,
+    M: number,
+    K: number,
+    N: number,
+  ): void {
+    const o = cudaBuf(out, "matmulBatched out"), x = cudaBuf(inp, "matmulBatched inp");
+    const w = cudaBuf(weight, "matmulBatched weight");
+    need(o, batch * M * N, "matmulBatched out"); // (batch, M, N)
+    need(x, batch * M * K, "matmulBatched inp"); // (batch, M, K)
+    need(w, batch * N * K, "matmulBatched weight"); // (batch, N, K)
+    if (batch === 0 || M === 0 || N === 0 || K === 0) return;
+    this.gemmRun(
+      {
+        transA: true,
+        transB: false,
+        m: N,
+        n: M,
+        k: K,
+        lda: K,
+        ldb: K,
+        ldc: N,
+        batch,
+        strideA: N * K,
+        strideB: M * K,
+        strideC: M * N,
+      },
+      w,
+      x,
+      o,
+      0,
+    );
+  }
+
   matmulBackward(
     dinp: DeviceBuffer | null,
     dweight: DeviceBuffer | null,

@@ -1,0 +1,844 @@
+/**
+ * GPU check: every op of the CUDA backend against the CPU backend (the numerical oracle)
+ * on fresh random inputs at realistic sizes, then a tiny Llama training run and the
+ * aidreams260K greedy generation on the GPU. One line per check with its worst error and
+ * PASS/FAIL; exit code 1 if anything fails. One failing check does not stop the others.
+ *
+ *   deno run -A scripts/gpu_check.ts               # everything (a few minutes on one H100)
+ *   deno run -A scripts/gpu_check.ts --only=matmul,attention   # checks whose name matches
+ *   deno run -A scripts/gpu_check.ts --no-model    # ops only
+ *   deno run -A scripts/gpu_check.ts --self-test   # no GPU: a CPU stand-in tests the script
+ *
+ * Inputs are drawn in fp32 and, for bf16 runs, rounded to bf16 before both backends see
+ * them, so the comparison measures the kernels, not the input rounding.
+ * Tolerances (|gpu - ref| <= atol + rtol * |ref|):
+ *   bf16 outputs:            atol 1e-2, rtol 0.08 (STYLE.md "CUDA bf16 vs CPU fp32")
+ *   fp32 elementwise/rows:   atol 1e-5, rtol 1e-4
+ *   fp32 products/gradients: atol 1e-4, rtol 1e-3 (summation order differs)
+ *   exact ops (copies, casts, dropout masks, KV-cache writes): bitwise
+ */
+import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import { roundArrayBf16 } from "../src/backend/cpu/buffer.ts";
+import type { Backend, DeviceBuffer, DType, RopeLayout } from "../src/backend/ops.ts";
+import { createCudaBackend, CudaBackend } from "../src/backend/cuda/backend.ts";
+import { cublasLt, cublasLtPath } from "../ffi/cublaslt.ts";
+
+// ---- options --------------------------------------------------------------------------
+
+const only = Deno.args.find((a) => a.startsWith("--only="))?.slice(7).split(",") ?? null;
+const withModel = !Deno.args.includes("--no-model");
+const selfTest = Deno.args.includes("--self-test");
+
+function selected(name: string): boolean {
+  return only === null || only.some((o) => name.includes(o));
+}
+
+// ---- tolerances -----------------------------------------------------------------------
+
+interface Tol {
+  atol: number;
+  rtol: number;
+}
+const EXACT: Tol = { atol: 0, rtol: 0 };
+const BF16: Tol = { atol: 1e-2, rtol: 0.08 };
+const F32_EW: Tol = { atol: 1e-5, rtol: 1e-4 };
+const F32_PROD: Tol = { atol: 1e-4, rtol: 1e-3 };
+
+function tolFor(dt: DType, f32: Tol): Tol {
+  return dt === "bf16" ? BF16 : f32;
+}
+
+// ---- random inputs --------------------------------------------------------------------
+
+let rngState = 0x2545f491;
+function uniform(): number {
+  // xorshift32: deterministic, fresh values per call
+  rngState ^= rngState << 13;
+  rngState ^= rngState >>> 17;
+  rngState ^= rngState << 5;
+  return (rngState >>> 0) / 4294967296;
+}
+function randn(n: number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(uniform(), 1e-12), v = uniform();
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  return out;
+}
+function randInt(n: number, hi: number): Int32Array {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.floor(uniform() * hi);
+  return out;
+}
+
+// ---- the two backends and paired buffers -------------------------------------------------
+
+let cpu: CpuBackend;
+/** The backend under test: CUDA, or (with --self-test) a CPU stand-in to test this script. */
+type UnderTest = Pick<CudaBackend, "info" | "matmulBatched" | "bytesReserved"> & Backend;
+let gpu: UnderTest;
+
+/**
+ * A CPU backend posing as the GPU (--self-test): every check must pass against it, except
+ * where a CPU "bf16" buffer does not round its outputs (dropout masks [bf16]). Used to test
+ * this script on machines without a GPU.
+ */
+class CpuStandIn extends CpuBackend {
+  readonly info = {
+    name: "CPU stand-in (--self-test)",
+    totalBytes: 0,
+    driverVersion: 0,
+    computeCapability: [0, 0] as [number, number],
+    multiprocessors: 0,
+  };
+  matmulBatched(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    weight: DeviceBuffer,
+    batch: number,
+    M: number,
+    K: number,
+    N: number,
+  ): void {
+    for (let b = 0; b < batch; b++) {
+      this.matmulForward(
+        this.view(out, b * M * N, M * N),
+        this.view(inp, b * M * K, M * K),
+        this.view(weight, b * N * K, N * K),
+        null,
+        M,
+        K,
+        N,
+      );
+    }
+  }
+  bytesReserved(): number {
+    return this.bytesInUse();
+  }
+}
+
+/** One logical tensor held by both backends (the CPU copy is always fp32). */
+interface Pair {
+  c: DeviceBuffer;
+  g: DeviceBuffer;
+  dt: DType;
+}
+
+const live: Pair[] = [];
+
+/** Upload `host` to both backends; for bf16 both get the bf16-rounded values. */
+function pair(host: Float32Array | Int32Array, dt: DType): Pair {
+  const c = cpu.alloc(host.length, dt === "i32" ? "i32" : "f32");
+  const g = gpu.alloc(host.length, dt);
+  let h = host;
+  if (dt === "bf16") {
+    h = new Float32Array(host.length);
+    roundArrayBf16(h as Float32Array, host);
+  }
+  cpu.upload(c, h);
+  gpu.upload(g, h);
+  const p = { c, g, dt };
+  live.push(p);
+  return p;
+}
+
+function zeros(n: number, dt: DType): Pair {
+  return pair(dt === "i32" ? new Int32Array(n) : new Float32Array(n), dt);
+}
+
+function freeAll(): void {
+  for (const p of live.splice(0)) {
+    cpu.free(p.c);
+    gpu.free(p.g);
+  }
+}
+
+interface Worst {
+  maxAbs: number;
+  excess: number;
+  index: number;
+  got: number;
+  want: number;
+}
+
+function worst(got: ArrayLike<number>, want: ArrayLike<number>, tol: Tol): Worst {
+  if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);
+  const w: Worst = { maxAbs: 0, excess: -Infinity, index: -1, got: 0, want: 0 };
+  for (let i = 0; i < got.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    const bad = Number.isNaN(got[i]) !== Number.isNaN(want[i]);
+    const e = bad
+      ? Infinity
+      : Number.isNaN(d)
+      ? -Infinity
+      : d - (tol.atol + tol.rtol * Math.abs(want[i]));
+    if (!Number.isNaN(d) && d > w.maxAbs) w.maxAbs = d;
+    if (e > w.excess) Object.assign(w, { excess: e, index: i, got: got[i], want: want[i] });
+  }
+  return w;
+}
+
+/** Compare one output; returns a description and whether it passed. */
+interface Outcome {
+  label: string;
+  ok: boolean;
+  detail: string;
+}
+
+function cmpArrays(
+  label: string,
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: Tol,
+): Outcome {
+  const w = worst(got, want, tol);
+  const ok = w.excess <= 0;
+  const where = w.index >= 0 ? ` worst at ${w.index}: gpu ${w.got} ref ${w.want}` : "";
+  return {
+    label,
+    ok,
+    detail: `max|diff| ${w.maxAbs.toExponential(2)} (atol ${tol.atol} rtol ${tol.rtol})${
+      ok ? "" : where
+    }`,
+  };
+}
+
+function cmp(label: string, p: Pair, tol: Tol): Outcome {
+  const ref = cpu.download(p.c);
+  // A bitwise check of a bf16 result compares against the bf16 rounding of the fp32 oracle.
+  if (tol === EXACT && p.dt === "bf16") roundArrayBf16(ref as Float32Array, ref.slice());
+  return cmpArrays(label, gpu.download(p.g), ref, tol);
+}
+
+// ---- the check runner ---------------------------------------------------------------------
+
+const results: { name: string; ok: boolean }[] = [];
+
+function check(name: string, fn: () => Outcome[]): void {
+  if (!selected(name)) return;
+  const t0 = performance.now();
+  try {
+    const outs = fn();
+    gpu.sync();
+    const ms = (performance.now() - t0).toFixed(0);
+    const ok = outs.every((o) => o.ok);
+    results.push({ name, ok });
+    const body = outs.map((o) => `${o.label}: ${o.detail}`).join("; ");
+    console.log(`${ok ? "PASS" : "FAIL"}  ${name.padEnd(34)} ${body}  [${ms} ms]`);
+  } catch (e) {
+    results.push({ name, ok: false });
+    const msg = e instanceof Error ? (e.stack ?? e.message) : String(e);
+    console.log(`FAIL  ${name.padEnd(34)} error: ${msg}`);
+  } finally {
+    try {
+      freeAll();
+    } catch (e) {
+      console.log(`      (freeing buffers after ${name} failed: ${(e as Error).message})`);
+    }
+  }
+}
+
+// ---- op checks ------------------------------------------------------------------------------
+
+function memoryChecks(): void {
+  check("alloc zero-fills, free reuses", () => {
+    const n = 1000003;
+    const a = gpu.alloc(n, "f32");
+    gpu.upload(a, randn(n));
+    gpu.free(a);
+    const b = gpu.alloc(n, "f32"); // same size class: the cached block comes back
+    const z = gpu.download(b);
+    gpu.free(b);
+    const c = gpu.alloc(77, "i32");
+    const zi = gpu.download(c);
+    gpu.free(c);
+    return [
+      cmpArrays("reused f32", z, new Float32Array(n), EXACT),
+      cmpArrays("i32", zi, new Int32Array(77), EXACT),
+    ];
+  });
+  for (const dt of ["f32", "bf16", "i32"] as const) {
+    check(`upload/view/download/fill [${dt}]`, () => {
+      const n = 4099;
+      const host = dt === "i32" ? randInt(n, 1 << 30) : randn(n);
+      const p = pair(host, dt);
+      const part = dt === "i32" ? randInt(100, 1000) : randn(100);
+      if (dt === "bf16") roundArrayBf16(part as Float32Array, part.slice());
+      cpu.upload(p.c, part, 1234);
+      gpu.upload(p.g, part, 1234);
+      const out = [cmp("upload+offset", p, EXACT)];
+      const vg = gpu.view(p.g, 17, 200), vc = cpu.view(p.c, 17, 200);
+      out.push(cmpArrays("view", gpu.download(vg), cpu.download(vc), EXACT));
+      cpu.fill(cpu.view(p.c, 5, 300), dt === "i32" ? -7 : 0.3);
+      gpu.fill(gpu.view(p.g, 5, 300), dt === "i32" ? -7 : 0.3);
+      out.push(cmp("fill view", p, EXACT));
+      return out;
+    });
+  }
+  check("copy f32<->bf16 (round to nearest even)", () => {
+    const n = 100003;
+    const f = pair(randn(n, 3), "f32");
+    const b = zeros(n, "bf16");
+    // The CPU copy into a bf16 buffer rounds the same way; its CPU twin here is fp32, so
+    // compare against the host-rounded values.
+    gpu.copy(b.g, f.g);
+    const want = new Float32Array(n);
+    roundArrayBf16(want, cpu.download(f.c) as Float32Array);
+    const out = [cmpArrays("f32->bf16", gpu.download(b.g), want, EXACT)];
+    const back = gpu.alloc(n, "f32");
+    gpu.copy(back, b.g);
+    out.push(cmpArrays("bf16->f32", gpu.download(back), want, EXACT));
+    gpu.free(back);
+    const f2 = zeros(n, "f32");
+    gpu.copy(f2.g, f.g);
+    cpu.copy(f2.c, f.c);
+    out.push(cmp("f32->f32", f2, EXACT));
+    return out;
+  });
+}
+
+function elementwiseChecks(): void {
+  for (const dt of ["f32", "bf16"] as const) {
+    const n = 1000003;
+    check(`add/mul/axpy/scale [${dt}]`, () => {
+      const a = pair(randn(n), dt), b = pair(randn(n), dt), o = zeros(n, dt);
+      const out: Outcome[] = [];
+      cpu.add(o.c, a.c, b.c);
+      gpu.add(o.g, a.g, b.g);
+      out.push(cmp("add", o, tolFor(dt, F32_EW)));
+      cpu.mul(a.c, a.c, b.c); // out aliases a
+      gpu.mul(a.g, a.g, b.g);
+      out.push(cmp("mul (out=a)", a, tolFor(dt, F32_EW)));
+      cpu.axpy(o.c, b.c, -0.37);
+      gpu.axpy(o.g, b.g, -0.37);
+      out.push(cmp("axpy", o, tolFor(dt, F32_EW)));
+      cpu.scale(o.c, 1.7);
+      gpu.scale(o.g, 1.7);
+      out.push(cmp("scale", o, tolFor(dt, F32_EW)));
+      return out;
+    });
+    check(`sum/sumSquares [${dt}]`, () => {
+      const m = 10_000_019;
+      const x = pair(randn(m), dt);
+      const host = cpu.download(x.c);
+      let abs = 0;
+      for (const v of host) abs += Math.abs(v);
+      const out: Outcome[] = [];
+      const s = [gpu.sum(x.g)], r = [cpu.sum(x.c)];
+      out.push(cmpArrays("sum", s, r, { atol: 1e-6 * abs, rtol: 0 }));
+      const q = [gpu.sumSquares(x.g)], rq = [cpu.sumSquares(x.c)];
+      out.push(cmpArrays("sumSquares", q, rq, { atol: 0, rtol: 1e-5 }));
+      // Integers below 2^24 add exactly in fp32: a missed or doubled element shows.
+      gpu.fill(x.g, 1);
+      out.push(
+        cmpArrays("sum of ones (exact)", [gpu.sum(x.g), gpu.sumSquares(x.g)], [m, m], EXACT),
+      );
+      return out;
+    });
+    check(`dropoutMask [${dt}]`, () => {
+      const m = (1 << 20) + 7;
+      const out: Outcome[] = [];
+      for (const [p, seed] of [[0.1, 1234567], [0.5, 2 ** 33 + 5], [0, 3]] as const) {
+        const k = zeros(m, dt);
+        cpu.dropoutMask(k.c, p, seed);
+        gpu.dropoutMask(k.g, p, seed);
+        const want = cpu.download(k.c) as Float32Array;
+        if (dt === "bf16") roundArrayBf16(want, want.slice());
+        out.push(cmpArrays(`p=${p} seed=${seed}`, gpu.download(k.g), want, EXACT));
+      }
+      return out;
+    });
+  }
+}
+
+function matmulChecks(): void {
+  const shapes: [number, number, number][] = [
+    [512, 1024, 2816], // (B*T, C) x (H, C)^T
+    [1, 1024, 1024], // decode row
+    [37, 100, 75], // odd sizes, unaligned leading dimensions
+  ];
+  for (const dt of ["f32", "bf16"] as const) {
+    for (const [M, K, N] of shapes) {
+      check(`matmulForward ${M}x${K}x${N} [${dt}]`, () => {
+        const x = pair(randn(M * K), dt), w = pair(randn(N * K, 1 / Math.sqrt(K)), dt);
+        const bias = pair(randn(N), dt), o = pair(randn(M * N), dt);
+        const tol = tolFor(dt, F32_PROD);
+        const out: Outcome[] = [];
+        cpu.matmulForward(o.c, x.c, w.c, null, M, K, N);
+        gpu.matmulForward(o.g, x.g, w.g, null, M, K, N);
+        out.push(cmp("plain", o, tol));
+        cpu.matmulForward(o.c, x.c, w.c, bias.c, M, K, N, true);
+        gpu.matmulForward(o.g, x.g, w.g, bias.g, M, K, N, true);
+        out.push(cmp("bias+accumulate", o, tol));
+        return out;
+      });
+      check(`matmulBackward ${M}x${K}x${N} [${dt}]`, () => {
+        const x = pair(randn(M * K), dt), w = pair(randn(N * K, 1 / Math.sqrt(K)), dt);
+        const dy = pair(randn(M * N), dt);
+        const dx = pair(randn(M * K), dt),
+          dw = pair(randn(N * K), "f32"),
+          db = pair(randn(N), "f32");
+        cpu.matmulBackward(dx.c, dw.c, db.c, dy.c, x.c, w.c, M, K, N);
+        gpu.matmulBackward(dx.g, dw.g, db.g, dy.g, x.g, w.g, M, K, N);
+        const tol = tolFor(dt, F32_PROD);
+        // dweight/dbias are fp32 accumulators; with bf16 operands the products still carry
+        // bf16 input error only, which the bf16 tolerance covers.
+        return [cmp("dinp", dx, tol), cmp("dweight(f32)", dw, tol), cmp("dbias(f32)", db, tol)];
+      });
+    }
+  }
+  check("matmulForward on unaligned views [bf16]", () => {
+    const M = 64, K = 256, N = 128;
+    const x = pair(randn(M * K + 3), "bf16"), w = pair(randn(N * K + 5, 0.06), "bf16");
+    const o = pair(randn(M * N + 1), "bf16");
+    const v = (p: Pair, off: number, n: number) => ({
+      c: cpu.view(p.c, off, n),
+      g: gpu.view(p.g, off, n),
+      dt: p.dt,
+    });
+    const xv = v(x, 3, M * K), wv = v(w, 5, N * K), ov = v(o, 1, M * N);
+    cpu.matmulForward(ov.c, xv.c, wv.c, null, M, K, N);
+    gpu.matmulForward(ov.g, xv.g, wv.g, null, M, K, N);
+    return [cmp("out", ov, BF16)];
+  });
+  check("matmul mixed dtypes (bf16 x f32 -> f32)", () => {
+    const M = 128, K = 512, N = 256;
+    const x = pair(randn(M * K), "bf16"), w = pair(randn(N * K, 0.05), "f32");
+    const o = pair(randn(M * N), "f32");
+    cpu.matmulForward(o.c, x.c, w.c, null, M, K, N);
+    gpu.matmulForward(o.g, x.g, w.g, null, M, K, N);
+    return [cmp("out", o, BF16)];
+  });
+  for (const dt of ["f32", "bf16"] as const) {
+    check(`matmulBatched (strided batch) [${dt}]`, () => {
+      const batch = 6, M = 64, K = 96, N = 80;
+      const x = pair(randn(batch * M * K), dt), w = pair(randn(batch * N * K, 0.1), dt);
+      const o = pair(new Float32Array(batch * M * N), dt);
+      for (let b = 0; b < batch; b++) {
+        cpu.matmulForward(
+          cpu.view(o.c, b * M * N, M * N),
+          cpu.view(x.c, b * M * K, M * K),
+          cpu.view(w.c, b * N * K, N * K),
+          null,
+          M,
+          K,
+          N,
+        );
+      }
+      gpu.matmulBatched(o.g, x.g, w.g, batch, M, K, N);
+      return [cmp("out", o, tolFor(dt, F32_PROD))];
+    });
+  }
+}
+
+function layerChecks(): void {
+  for (const dt of ["f32", "bf16"] as const) {
+    check(`embedding fwd/bwd [${dt}]`, () => {
+      const V = 32000, C = 1024, N = 512;
+      const tok = randInt(N, 200); // many repeats, so backward collides
+      const t = pair(tok, "i32"), table = pair(randn(V * C), dt), o = zeros(N * C, dt);
+      cpu.embeddingForward(o.c, t.c, table.c, N, C);
+      gpu.embeddingForward(o.g, t.g, table.g, N, C);
+      const dy = pair(randn(N * C), dt), dtab = pair(randn(V * C, 0.1), "f32");
+      cpu.embeddingBackward(dtab.c, dy.c, t.c, N, C);
+      gpu.embeddingBackward(dtab.g, dy.g, t.g, N, C);
+      return [cmp("forward", o, EXACT), cmp("dtable(f32)", dtab, tolFor(dt, F32_EW))];
+    });
+    for (const [N, C] of [[512, 1024], [67, 64]]) {
+      check(`rmsnorm fwd/bwd N=${N} C=${C} [${dt}]`, () => {
+        const x = pair(randn(N * C, 2), dt), w = pair(randn(C, 0.5), dt);
+        const o = zeros(N * C, dt), r = zeros(N, "f32");
+        cpu.rmsnormForward(o.c, r.c, x.c, w.c, N, C, 1e-5);
+        gpu.rmsnormForward(o.g, r.g, x.g, w.g, N, C, 1e-5);
+        const dy = pair(randn(N * C), dt), dx = pair(randn(N * C), dt);
+        const dw = pair(randn(C), "f32");
+        cpu.rmsnormBackward(dx.c, dw.c, dy.c, x.c, w.c, r.c, N, C);
+        gpu.rmsnormBackward(dx.g, dw.g, dy.g, x.g, w.g, r.g, N, C);
+        return [
+          cmp("out", o, tolFor(dt, F32_EW)),
+          cmp("rstd", r, F32_EW),
+          cmp("dinp", dx, tolFor(dt, F32_PROD)),
+          cmp("dweight(f32)", dw, tolFor(dt, F32_PROD)),
+        ];
+      });
+    }
+    for (const layout of ["interleaved", "half"] as RopeLayout[]) {
+      for (const HS of [64, 16]) {
+        check(`rope ${layout} HS=${HS} (+inverse) [${dt}]`, () => {
+          const B = 2, T = 128, NH = 16, pos = 5, Tmax = 256, half = HS / 2;
+          const cosH = new Float32Array(Tmax * half), sinH = new Float32Array(Tmax * half);
+          for (let p = 0; p < Tmax; p++) {
+            for (let i = 0; i < half; i++) {
+              const a = p / Math.pow(10000, (2 * i) / HS);
+              cosH[p * half + i] = Math.cos(a);
+              sinH[p * half + i] = Math.sin(a);
+            }
+          }
+          const cs = pair(cosH, "f32"), sn = pair(sinH, "f32");
+          const x = pair(randn(B * T * NH * HS), dt);
+          const orig = gpu.download(x.g);
+          cpu.rope(x.c, cs.c, sn.c, B, T, NH, HS, pos, layout, false);
+          gpu.rope(x.g, cs.g, sn.g, B, T, NH, HS, pos, layout, false);
+          const fwd = cmp("forward", x, tolFor(dt, F32_EW));
+          cpu.rope(x.c, cs.c, sn.c, B, T, NH, HS, pos, layout, true);
+          gpu.rope(x.g, cs.g, sn.g, B, T, NH, HS, pos, layout, true);
+          return [
+            fwd,
+            cmp("inverse", x, tolFor(dt, F32_EW)),
+            cmpArrays("roundtrip", gpu.download(x.g), orig, tolFor(dt, F32_EW)),
+          ];
+        });
+      }
+    }
+    check(`swiglu fwd/bwd [${dt}]`, () => {
+      const n = 512 * 2816;
+      const g = pair(randn(n, 2), dt), u = pair(randn(n), dt), o = zeros(n, dt);
+      cpu.swigluForward(o.c, g.c, u.c, n);
+      gpu.swigluForward(o.g, g.g, u.g, n);
+      const fwd = cmp("forward", o, tolFor(dt, F32_EW));
+      const dy = pair(randn(n), dt);
+      // dgate/dup alias gate/up, as the model uses them.
+      cpu.swigluBackward(g.c, u.c, dy.c, g.c, u.c, n);
+      gpu.swigluBackward(g.g, u.g, dy.g, g.g, u.g, n);
+      return [
+        fwd,
+        cmp("dgate (in place)", g, tolFor(dt, F32_EW)),
+        cmp("dup (in place)", u, tolFor(dt, F32_EW)),
+      ];
+    });
+    check(`crossEntropy V=32000 [${dt}]`, () => {
+      const N = 256, V = 32000;
+      const tg = randInt(N, V);
+      for (let i = 0; i < N; i += 7) tg[i] = -100;
+      const t = pair(tg, "i32"), lg = pair(randn(N * V, 3), dt);
+      const ls = zeros(N, "f32"), ls2 = zeros(N, "f32");
+      cpu.crossEntropy(ls2.c, null, lg.c, t.c, N, V, 1);
+      gpu.crossEntropy(ls2.g, null, lg.g, t.g, N, V, 1);
+      const noGrad = cmp("losses (no grad)", ls2, F32_PROD);
+      cpu.crossEntropy(ls.c, lg.c, lg.c, t.c, N, V, 1 / 200); // dlogits overwrites logits
+      gpu.crossEntropy(ls.g, lg.g, lg.g, t.g, N, V, 1 / 200);
+      return [
+        noGrad,
+        cmp("losses", ls, F32_PROD),
+        cmp("dlogits (in place)", lg, tolFor(dt, F32_EW)),
+      ];
+    });
+    check(`kvCacheWrite [${dt}]`, () => {
+      const B = 2, T = 7, Tcap = 64, W = 256, pos = 13;
+      const cache = pair(randn(B * Tcap * W), dt), src = pair(randn(B * T * W), dt);
+      cpu.kvCacheWrite(cache.c, src.c, B, T, Tcap, W, pos);
+      gpu.kvCacheWrite(cache.g, src.g, B, T, Tcap, W, pos);
+      return [cmp("cache", cache, EXACT)];
+    });
+  }
+  for (const gdt of ["f32", "bf16"] as const) {
+    check(`adamw (f32 params/state, ${gdt} grads)`, () => {
+      const n = 1_000_003;
+      const p = pair(randn(n), "f32"), g = pair(randn(n, 0.1), gdt);
+      const m = pair(randn(n, 0.01), "f32"),
+        v = pair(new Float32Array(n).map(() => uniform() * 1e-3), "f32");
+      for (let step = 1; step <= 3; step++) {
+        const hp = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step };
+        cpu.adamw(p.c, g.c, m.c, v.c, hp);
+        gpu.adamw(p.g, g.g, m.g, v.g, hp);
+      }
+      return [cmp("params", p, F32_EW), cmp("m", m, F32_EW), cmp("v", v, F32_EW)];
+    });
+  }
+}
+
+function attentionChecks(): void {
+  const train: [number, number, number, number, number][] = [
+    // B, T, NH, NKV, HS
+    [2, 256, 16, 4, 64],
+    [3, 33, 4, 4, 16], // aidreams260K's head size, ragged T
+    [1, 100, 8, 1, 128], // multi-query
+    [1, 64, 4, 2, 256], // largest supported head size
+  ];
+  for (const dt of ["f32", "bf16"] as const) {
+    for (const [B, T, NH, NKV, HS] of train) {
+      const tag = `B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}`;
+      check(`attention fwd+bwd ${tag} [${dt}]`, () => {
+        const q = pair(randn(B * T * NH * HS), dt), k = pair(randn(B * T * NKV * HS), dt);
+        const v = pair(randn(B * T * NKV * HS), dt);
+        const o = zeros(B * T * NH * HS, dt), lse = zeros(B * NH * T, "f32");
+        cpu.attentionForward(o.c, lse.c, q.c, k.c, v.c, B, T, T, T, NH, NKV, HS);
+        gpu.attentionForward(o.g, lse.g, q.g, k.g, v.g, B, T, T, T, NH, NKV, HS);
+        const dy = pair(randn(B * T * NH * HS), dt);
+        const dq = zeros(B * T * NH * HS, dt), dk = zeros(B * T * NKV * HS, dt);
+        const dv = zeros(B * T * NKV * HS, dt);
+        // Both backward passes read the GPU's own forward outputs, so the gradients are
+        // compared on identical inputs.
+        const oHost = gpu.download(o.g) as Float32Array,
+          lHost = gpu.download(lse.g) as Float32Array;
+        const out = [cmp("out", o, tolFor(dt, F32_PROD)), cmp("lse", lse, F32_PROD)];
+        cpu.upload(o.c, oHost);
+        cpu.upload(lse.c, lHost);
+        cpu.attentionBackward(dq.c, dk.c, dv.c, dy.c, q.c, k.c, v.c, o.c, lse.c, B, T, NH, NKV, HS);
+        gpu.attentionBackward(dq.g, dk.g, dv.g, dy.g, q.g, k.g, v.g, o.g, lse.g, B, T, NH, NKV, HS);
+        out.push(cmp("dq", dq, tolFor(dt, F32_PROD)), cmp("dk", dk, tolFor(dt, F32_PROD)));
+        out.push(cmp("dv", dv, tolFor(dt, F32_PROD)));
+        return out;
+      });
+    }
+    for (const T of [1, 3]) {
+      check(`attention decode T=${T} Tk=100 Tcap=128 [${dt}]`, () => {
+        const B = 2, Tk = 100, Tcap = 128, NH = 8, NKV = 2, HS = 64;
+        const q = pair(randn(B * T * NH * HS), dt);
+        const k = pair(randn(B * Tcap * NKV * HS), dt), v = pair(randn(B * Tcap * NKV * HS), dt);
+        const o = zeros(B * T * NH * HS, dt), lse = zeros(B * NH * T, "f32");
+        cpu.attentionForward(o.c, lse.c, q.c, k.c, v.c, B, T, Tk, Tcap, NH, NKV, HS);
+        gpu.attentionForward(o.g, lse.g, q.g, k.g, v.g, B, T, Tk, Tcap, NH, NKV, HS);
+        return [cmp("out", o, tolFor(dt, F32_PROD)), cmp("lse", lse, F32_PROD)];
+      });
+    }
+  }
+}
+
+// ---- model checks ------------------------------------------------------------------------
+
+async function modelChecks(): Promise<void> {
+  const { createLlama } = await import("../src/models/llama/model.ts");
+  const { readLlama2c } = await import("../src/checkpoint/llama2c.ts");
+  const shared = new URL("../../shared/models/aidreams260K/", import.meta.url).pathname;
+  const ref = Deno.readTextFileSync(`${shared}reference.jsonl`).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+
+  check("aidreams260K mean cross-entropy (fp32 on GPU)", () => {
+    const m = readLlama2c(`${shared}model.bin`);
+    const c = ref.find((r) => r.case === "loss");
+    const rows = c.tokens as number[][];
+    const B = rows.length, T = rows[0].length - 1;
+    const inputs = new Int32Array(B * T), labels = new Int32Array(B * T);
+    rows.forEach((r, b) => {
+      inputs.set(r.slice(0, T), b * T);
+      labels.set(r.slice(1), b * T);
+    });
+    const out: Outcome[] = [];
+    for (const [name, be] of [["gpu", gpu], ["cpu", cpu]] as [string, Backend][]) {
+      const model = createLlama(be, { name: "aidreams260K", config: m.config, lora: null }, {
+        batch: B,
+        seqLen: T,
+      });
+      model.loadStateDict(m.stateDict);
+      const r = model.loss(inputs, labels);
+      out.push(cmpArrays(`${name} mean CE`, [r.lossSum / r.tokens], [c.mean_cross_entropy], {
+        atol: 1e-4,
+        rtol: 0,
+      }));
+      model.free();
+    }
+    return out;
+  });
+
+  check("aidreams260K greedy generation vs reference", () => {
+    const m = readLlama2c(`${shared}model.bin`);
+    const c = ref.find((r) => r.case === "greedy");
+    const want = c.ids as number[];
+    const model = createLlama(gpu, { name: "aidreams260K", config: m.config, lora: null }, {
+      batch: 1,
+      seqLen: 8,
+    });
+    model.loadStateDict(m.stateDict);
+    const prompt = Int32Array.from(c.prompt_ids as number[]);
+    model.setupCaches(1, prompt.length + c.max_new_tokens);
+    const ids = [...prompt];
+    let logits = model.prefill(prompt);
+    for (let i = 0; i < c.max_new_tokens; i++) {
+      const l = gpu.download(logits) as Float32Array;
+      let best = 0;
+      for (let j = 1; j < l.length; j++) if (l[j] > l[best]) best = j;
+      ids.push(best);
+      if (i + 1 < c.max_new_tokens) logits = model.decodeStep(Int32Array.of(best));
+    }
+    model.free();
+    let same = 0;
+    while (same < want.length && ids[same] === want[same]) same++;
+    return [{
+      label: "ids",
+      ok: same === want.length && ids.length === want.length,
+      detail: `${same}/${want.length} tokens match the reference`,
+    }];
+  });
+
+  check("tiny Llama 10-step AdamW training vs PyTorch fixture (fp32 on GPU)", () => {
+    // The recipe of tests/model_train_test.ts, run on the GPU.
+    const { loadFixtureSync, trainFixture } = tinyTraining;
+    const fx = loadFixtureSync();
+    const g = trainFixture(gpu, fx, createLlama);
+    const ref = fx.f32("losses");
+    const refNorms = fx.f32("grad_norms");
+    return [
+      cmpArrays("losses", g.losses, ref, { atol: 1e-4, rtol: 0 }),
+      cmpArrays("grad norms", g.norms, refNorms, { atol: 0, rtol: 1e-3 }),
+    ];
+  });
+}
+
+/** The training loop of tests/model_train_test.ts (full fine-tune), backend-agnostic. */
+const tinyTraining = {
+  loadFixtureSync() {
+    return fixtureModule.loadFixture("model_train_full");
+  },
+  trainFixture(
+    be: Backend,
+    // deno-lint-ignore no-explicit-any
+    fx: any,
+    // deno-lint-ignore no-explicit-any
+    createLlama: any,
+  ): { losses: number[]; norms: number[] } {
+    const hp = fx.meta("hp");
+    const steps = fx.meta("steps"), micro = fx.meta("micro");
+    const N = fx.meta("B") * fx.meta("T");
+    const tokens: Int32Array = fx.i32("tokens"), targets: Int32Array = fx.i32("targets");
+    const model = createLlama(be, {
+      name: "tiny",
+      config: helperModule.fixtureConfig(fx),
+      lora: null,
+    }, {
+      batch: fx.meta("B"),
+      seqLen: fx.meta("T"),
+    });
+    model.loadStateDict(helperModule.prefixedStateDict(fx, "w."));
+    const opt = new optimModule.AdamW(be, model.trainable, {
+      lr: hp.lr,
+      betas: hp.betas,
+      eps: hp.eps,
+      weightDecay: hp.weight_decay,
+    });
+    const sched = new schedModule.LrScheduler(
+      { numWarmupSteps: hp.warmup, numCycles: 0.5 },
+      hp.lr,
+      steps,
+    );
+    const losses: number[] = [], norms: number[] = [];
+    for (let s = 0; s < steps; s++) {
+      const mb = (j: number) => (s * micro + j) * N;
+      let ntok = 0;
+      for (let j = 0; j < micro; j++) {
+        for (const t of targets.subarray(mb(j), mb(j) + N)) if (t !== -100) ntok++;
+      }
+      model.zeroGrad();
+      let sum = 0;
+      for (let j = 0; j < micro; j++) {
+        sum += model.lossAndBackward(
+          tokens.subarray(mb(j), mb(j) + N),
+          targets.subarray(mb(j), mb(j) + N),
+          1 / ntok,
+        ).lossSum;
+      }
+      norms.push(clipModule.clipGradNorm(be, model.trainable, hp.max_norm));
+      opt.step(sched.lrAt(s));
+      losses.push(sum / ntok);
+    }
+    model.free();
+    return { losses, norms };
+  },
+};
+
+// Modules of the training section, loaded only when it runs.
+// deno-lint-ignore no-explicit-any
+let fixtureModule: any, helperModule: any, optimModule: any, schedModule: any, clipModule: any;
+
+// ---- timings (information only, never pass/fail) -------------------------------------------
+
+function timings(): void {
+  if (selfTest || !selected("timing")) return;
+  const g = gpu as unknown as CudaBackend;
+  try {
+    const n = 4096;
+    const a = g.alloc(n * n, "bf16"), b = g.alloc(n * n, "bf16"), c = g.alloc(n * n, "bf16");
+    g.matmulForward(c, a, b, null, n, n, n); // warm-up: heuristic + first launch
+    const ms = g.timeMs(() => {
+      for (let i = 0; i < 10; i++) g.matmulForward(c, a, b, null, n, n, n);
+    }) / 10;
+    console.log(
+      `info  matmul bf16 ${n}^3: ${ms.toFixed(3)} ms, ${
+        (2 * n ** 3 / ms / 1e9).toFixed(0)
+      } TFLOP/s`,
+    );
+    for (const buf of [a, b, c]) g.free(buf);
+    const B = 4, T = 1024, NH = 32, NKV = 8, HS = 128;
+    const q = g.alloc(B * T * NH * HS, "bf16"), k = g.alloc(B * T * NKV * HS, "bf16");
+    const v = g.alloc(B * T * NKV * HS, "bf16"), o = g.alloc(B * T * NH * HS, "bf16");
+    const lse = g.alloc(B * NH * T, "f32");
+    g.fill(q, 0.01);
+    g.fill(k, 0.02);
+    g.fill(v, 0.03);
+    const fwd = g.timeMs(() => g.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS));
+    const dq = g.alloc(B * T * NH * HS, "bf16"), dk = g.alloc(B * T * NKV * HS, "bf16");
+    const dvb = g.alloc(B * T * NKV * HS, "bf16");
+    const bwd = g.timeMs(() =>
+      g.attentionBackward(dq, dk, dvb, o, q, k, v, o, lse, B, T, NH, NKV, HS)
+    );
+    const flops = 2 * 2 * B * NH * T * T * HS / 2; // causal half of QK^T and PV
+    console.log(
+      `info  attention B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}: forward ${fwd.toFixed(2)} ms ` +
+        `(${(flops / fwd / 1e9).toFixed(1)} TFLOP/s), backward ${bwd.toFixed(2)} ms`,
+    );
+    for (const buf of [q, k, v, o, lse, dq, dk, dvb]) g.free(buf);
+  } catch (e) {
+    console.log(`info  timings failed: ${(e as Error).message}`);
+  }
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const t0 = performance.now();
+  try {
+    gpu = selfTest ? new CpuStandIn() : createCudaBackend();
+  } catch (e) {
+    console.log(`FAIL  createCudaBackend: ${e instanceof Error ? (e.stack ?? e.message) : e}`);
+    return 1;
+  }
+  const info = gpu.info;
+  const dv = info.driverVersion;
+  console.log(
+    `GPU ${info.name}, ${(info.totalBytes / 2 ** 30).toFixed(1)} GiB, sm_${
+      info.computeCapability.join("")
+    }, ${info.multiprocessors} SMs, driver API ${Math.floor(dv / 1000)}.${(dv % 1000) / 10}`,
+  );
+  if (!selfTest) {
+    console.log(
+      `cuBLASLt ${cublasLt().cublasLtGetVersion()} from ${cublasLtPath()}; backend ready in ${
+        (performance.now() - t0).toFixed(0)
+      } ms (driver JIT of the PTX included)`,
+    );
+  }
+  cpu = new CpuBackend();
+  console.log(`CPU oracle: matmul via ${cpu.matmulPath}`);
+
+  memoryChecks();
+  elementwiseChecks();
+  matmulChecks();
+  layerChecks();
+  attentionChecks();
+  timings();
+  if (withModel) {
+    try {
+      fixtureModule = await import("../tests/fixture_io.ts");
+      helperModule = await import("../tests/_model_helpers.ts");
+      optimModule = await import("../src/optim/adamw.ts");
+      schedModule = await import("../src/optim/lr_schedule.ts");
+      clipModule = await import("../src/optim/clip.ts");
+      await modelChecks();
+    } catch (e) {
+      results.push({ name: "model section", ok: false });
+      console.log(`FAIL  model section could not start: ${(e as Error).stack ?? e}`);
+    }
+  }
+
+  const failed = results.filter((r) => !r.ok);
+  console.log(
+    `\n${results.length - failed.length}/${results.length} checks passed in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s; GPU memory in use ${gpu.bytesInUse()} B, reserved ${gpu.bytesReserved()} B`,
+  );
+  if (failed.length > 0) console.log(`failed: ${failed.map((f) => f.name).join(", ")}`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main());
