@@ -12,6 +12,7 @@ import { launch as launchProcesses, needsLaunch } from "./src/distributed/launch
 import { loadMerged, loadRecipeConfig, recipeFromHeader } from "./src/config/load.ts";
 import type { RecipeDefinition } from "./src/config/recipe.ts";
 import { defaultLaunchOptions } from "./src/config/recipe.ts";
+import { ignoredKeyNotes } from "./src/config/notes.ts";
 import { displayTree } from "./src/config/resolve.ts";
 import {
   CONFIGS_DIR,
@@ -203,6 +204,7 @@ async function run(cmd: Extract<CliCommand, { kind: "run" }>): Promise<void> {
     return;
   }
   console.error(`tune: running ${recipe.name} with config ${source.label}`);
+  for (const note of ignoredKeyNotes(recipe.params, config)) console.error(`tune: note: ${note}`);
   await recipe.main(config, launch);
 }
 

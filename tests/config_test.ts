@@ -8,6 +8,7 @@ import { loadRecipeConfig } from "../src/config/load.ts";
 import { parseOverrides } from "../src/config/overrides.ts";
 import { registerComponent } from "../src/config/registry.ts";
 import { instantiate } from "../src/config/instantiate.ts";
+import { ignoredKeyNotes } from "../src/config/notes.ts";
 import type { ComponentSection, ParamSchema } from "../src/config/schema.ts";
 import { closest, editDistance } from "../src/config/suggest.ts";
 import { TuneError } from "../src/errors.ts";
@@ -272,3 +273,18 @@ Deno.test("editDistance() and closest() pick the nearest candidate", () => {
 });
 
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+
+Deno.test("ignoredKeyNotes() notes keys accepted for torchtune configs but ignored, when set", () => {
+  const schema = {
+    compile: {
+      type: "bool",
+      default: false,
+      doc: "accepted for torchtune configs; ignored (no torch.compile here)",
+    },
+    epochs: { type: "int", default: 1, doc: "epochs" },
+  } satisfies ParamSchema;
+  assert.deepEqual(ignoredKeyNotes(schema, { compile: false, epochs: 3 }), []);
+  assert.deepEqual(ignoredKeyNotes(schema, { compile: true, epochs: 1 }), [
+    "compile=true is ignored (no torch.compile here)",
+  ]);
+});
