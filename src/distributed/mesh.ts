@@ -171,10 +171,7 @@ export class PeerMesh {
    */
   serial(body: (seq: number) => Promise<void>): Promise<void> {
     const seq = ++this.#seq;
-    const go = () => {
-      if (this.#failure) throw this.#failure;
-      return body(seq);
-    };
+    const go = () => body(seq);
     const p = this.#chain.then(go, go);
     this.#chain = p.catch(() => {});
     return p;
@@ -186,7 +183,6 @@ export class PeerMesh {
    * rank on failure or after `timeoutMs`.
    */
   async exchange(seq: number, ex: Exchange): Promise<(Uint8Array | null)[]> {
-    if (this.#failure) throw this.#failure;
     if (this.#closed) throw new DistributedError("the process group is already closed");
     const W = this.worldSize;
     const received: (Uint8Array | null)[] = new Array(W).fill(null);
@@ -213,7 +209,8 @@ export class PeerMesh {
     }, this.timeoutMs);
     try {
       for (;;) {
-        if (this.#failure) throw this.#failure;
+        // Messages that arrived before a peer left still count: a peer may finish and exit
+        // right after its last send.
         let missing = 0;
         for (let r = 0; r < W; r++) {
           if (r === this.rank || ex.expect[r] < 0 || received[r] !== null) continue;
@@ -225,7 +222,10 @@ export class PeerMesh {
           this.#check(r, f, seq, ex);
           received[r] = f.payload;
         }
-        if (missing === 0 && pendingSends === 0) return received;
+        // After a failure, sends to the lost rank never finish; what this rank needed is
+        // here all the same, so its result is complete.
+        if (missing === 0 && (pendingSends === 0 || this.#failure)) return received;
+        if (this.#failure) throw this.#failure;
         if (timedOut) {
           const late: number[] = [];
           for (let r = 0; r < W; r++) {
@@ -273,6 +273,7 @@ export class PeerMesh {
   /** Say goodbye to every peer and close the connections; later collectives throw. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#closed = true;
     if (!this.#failure) {
       const byes = this.#peers.map((p) => p?.write(KIND_BYE, 0, 0, new Uint8Array(0)));
       let t: ReturnType<typeof setTimeout> | undefined;
@@ -286,7 +287,6 @@ export class PeerMesh {
   }
 
   #closeSockets(): void {
-    this.#closed = true;
     for (const p of this.#peers) if (p) closeQuietly(p.conn);
   }
 

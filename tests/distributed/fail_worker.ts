@@ -7,6 +7,9 @@
  *   hang      the victim stops calling collectives (and stays alive)
  *   mismatch  the victim calls allGather instead
  *   finish    the victim closes its group and exits 0
+ *   sendexit  the victim broadcasts (needing nothing back) and exits at once without
+ *             closing; the others first wait until they noticed it left, then must still
+ *             receive the broadcast, and only their next collective fails
  * A surviving rank prints "rank R failed: <message>" on stderr and exits 1, as the CLI does.
  */
 import { CpuBuffer } from "../../src/backend/cpu/buffer.ts";
@@ -30,6 +33,10 @@ try {
       await group.close();
       Deno.exit(0);
     }
+    if (mode === "sendexit") {
+      await coll.broadcast(new CpuBuffer("f32", new Float32Array(1000).fill(7), true), victim);
+      Deno.exit(0);
+    }
     if (mode === "mismatch") {
       await coll.allGather(
         new CpuBuffer("f32", new Float32Array(1000 * group.worldSize), true),
@@ -37,6 +44,14 @@ try {
       );
     }
   } else {
+    if (mode === "sendexit") {
+      // Not timing: wait for the event itself (the victim's connection closing).
+      while (group.mesh!.failure === null) await new Promise((r) => setTimeout(r, 5));
+      const got = new CpuBuffer("f32", new Float32Array(1000), true);
+      await coll.broadcast(got, victim);
+      if (!got.data.every((v) => v === 7)) throw new Error("broadcast data lost");
+      console.log(`rank ${group.rank} received the broadcast`);
+    }
     const t0 = Date.now();
     console.log(`rank ${group.rank} waiting`);
     try {
