@@ -3,7 +3,7 @@
  * Without activation checkpointing every layer owns a LayerActs; with it, one LayerActs is
  * shared and each layer's forward is recomputed into it during backward.
  */
-import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+import type { Backend, DeviceBuffer, DType } from "../backend/ops.ts";
 
 /** Sizes needed to allocate activations. */
 export interface ActDims {
@@ -63,11 +63,12 @@ export class Allocator {
   readonly bytesBy = new Map<string, number>();
   constructor(readonly backend: Backend) {}
 
-  /** A zero-filled f32 (or i32) buffer counted under `category`. */
-  alloc(category: string, length: number, dtype: "f32" | "i32" = "f32"): DeviceBuffer {
+  /** A zero-filled buffer (f32 by default) counted under `category`. */
+  alloc(category: string, length: number, dtype: DType = "f32"): DeviceBuffer {
     const buf = this.backend.alloc(length, dtype);
     this.buffers.push(buf);
-    this.bytesBy.set(category, (this.bytesBy.get(category) ?? 0) + length * 4);
+    const bytes = length * (dtype === "bf16" ? 2 : 4);
+    this.bytesBy.set(category, (this.bytesBy.get(category) ?? 0) + bytes);
     return buf;
   }
 
@@ -79,12 +80,16 @@ export class Allocator {
   }
 }
 
-/** Allocate one layer's activations; `loraRanks` gives r for each adapted linear. */
+/**
+ * Allocate one layer's activations; `loraRanks` gives r for each adapted linear. `dtype`
+ * applies to the (N, ...) tensors; rstd and lse stay fp32.
+ */
 export function allocLayerActs(
   al: Allocator,
   category: string,
   d: ActDims,
   loraRanks: Partial<Record<LayerLinear, number>>,
+  dtype: DType = "f32",
 ): LayerActs {
   const N = d.B * d.T;
   const Q = d.NH * d.HS;
@@ -92,35 +97,42 @@ export function allocLayerActs(
   const hs: Partial<Record<LayerLinear, DeviceBuffer>> = {};
   for (const key of LAYER_LINEARS) {
     const r = loraRanks[key];
-    if (r) hs[key] = al.alloc(category, N * r);
+    if (r) hs[key] = al.alloc(category, N * r, dtype);
   }
+  const a = (n: number) => al.alloc(category, n, dtype);
   return {
-    ln1: al.alloc(category, N * d.C),
+    ln1: a(N * d.C),
     rstd1: al.alloc(category, N),
-    q: al.alloc(category, N * Q),
-    k: al.alloc(category, N * KV),
-    v: al.alloc(category, N * KV),
-    att: al.alloc(category, N * Q),
+    q: a(N * Q),
+    k: a(N * KV),
+    v: a(N * KV),
+    att: a(N * Q),
     lse: al.alloc(category, d.B * d.NH * d.T),
-    h1: al.alloc(category, N * d.C),
-    ln2: al.alloc(category, N * d.C),
+    h1: a(N * d.C),
+    ln2: a(N * d.C),
     rstd2: al.alloc(category, N),
-    gate: al.alloc(category, N * d.H),
-    up: al.alloc(category, N * d.H),
-    act: al.alloc(category, N * d.H),
+    gate: a(N * d.H),
+    up: a(N * d.H),
+    act: a(N * d.H),
     hs,
   };
 }
 
-/** Allocate the shared backward scratch. */
-export function allocBackwardScratch(al: Allocator, category: string, d: ActDims): BackwardScratch {
+/** Allocate the shared backward scratch (elements of `dtype`). */
+export function allocBackwardScratch(
+  al: Allocator,
+  category: string,
+  d: ActDims,
+  dtype: DType = "f32",
+): BackwardScratch {
   const N = d.B * d.T;
+  const a = (n: number) => al.alloc(category, n, dtype);
   return {
-    dln: al.alloc(category, N * d.C),
-    datt: al.alloc(category, N * d.NH * d.HS),
-    dq: al.alloc(category, N * d.NH * d.HS),
-    dk: al.alloc(category, N * d.NKV * d.HS),
-    dv: al.alloc(category, N * d.NKV * d.HS),
-    dact: al.alloc(category, N * d.H),
+    dln: a(N * d.C),
+    datt: a(N * d.NH * d.HS),
+    dq: a(N * d.NH * d.HS),
+    dk: a(N * d.NKV * d.HS),
+    dv: a(N * d.NKV * d.HS),
+    dact: a(N * d.H),
   };
 }

@@ -2,7 +2,7 @@
  * A flat parameter store on a device: one buffer for the values, and for trainable stores
  * one each for gradients and the AdamW moments, all sharing one ParamLayout.
  */
-import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+import type { Backend, DeviceBuffer, DType } from "../backend/ops.ts";
 import type { HostTensor, StateDict } from "../checkpoint/state_dict.ts";
 import { checkShape, type ParamLayout } from "./layout.ts";
 
@@ -19,14 +19,19 @@ export class ParamStore {
   readonly #paramViews = new Map<string, DeviceBuffer>();
   readonly #gradViews = new Map<string, DeviceBuffer>();
 
-  /** Allocate (zero-filled) buffers for `layout`; gradients and moments only if trainable. */
+  /**
+   * Allocate (zero-filled) buffers for `layout`; gradients and moments only if trainable.
+   * A frozen store may keep its values in bf16 (`dtype`); trainable values are fp32 masters.
+   */
   constructor(
     readonly backend: Backend,
     readonly layout: ParamLayout,
     readonly trainable: boolean,
+    readonly dtype: "f32" | "bf16" = "f32",
   ) {
+    if (trainable && dtype !== "f32") throw new Error("trainable parameters are kept in fp32");
     const n = layout.total;
-    this.params = backend.alloc(n, "f32");
+    this.params = backend.alloc(n, dtype as DType);
     this.grads = trainable ? backend.alloc(n, "f32") : null;
     this.m = trainable ? backend.alloc(n, "f32") : null;
     this.v = trainable ? backend.alloc(n, "f32") : null;
@@ -90,10 +95,14 @@ export class ParamStore {
     return sd;
   }
 
-  /** Bytes of the buffers this store holds (4 per element per buffer). */
+  /** Bytes of the parameter values (2 or 4 per element). */
+  paramBytes(): number {
+    return this.layout.total * (this.dtype === "bf16" ? 2 : 4);
+  }
+
+  /** Bytes of all buffers this store holds (values, and gradients and moments if trainable). */
   bytes(): number {
-    const per = this.layout.total * 4;
-    return per * (this.trainable ? 4 : 1);
+    return this.paramBytes() + (this.trainable ? this.layout.total * 12 : 0);
   }
 
   /** Release all buffers. */

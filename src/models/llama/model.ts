@@ -47,6 +47,14 @@ export interface LlamaOptions {
    * output adapter's dropout masks are drawn per chunk.
    */
   logitChunks?: number;
+  /**
+   * Element type of activations, logits, KV caches and backward scratch (default "f32").
+   * "bf16" halves their memory on backends that compute in bf16 (CUDA); norms' rstd,
+   * attention lse, losses and the residual gradient stay fp32.
+   */
+  activationDtype?: "f32" | "bf16";
+  /** Element type of the frozen base weights under LoRA (default "f32"); trained weights are fp32. */
+  frozenDtype?: "f32" | "bf16";
 }
 
 /** Result of a loss evaluation: summed token losses and the number of counted tokens. */
@@ -124,6 +132,7 @@ export class LlamaModel {
   readonly #sc: BackwardScratch;
   readonly #dresid: DeviceBuffer; // (N, C)
   readonly #loraScratch: LoraScratch | null;
+  readonly #act: "f32" | "bf16";
   #microStep = 0;
   #targetsValid = false;
   #inf: InferenceState | null = null;
@@ -145,7 +154,10 @@ export class LlamaModel {
       );
     }
     const lora = spec.lora;
-    this.base = new ParamStore(backend, baseLayout(cfg), lora === null);
+    const frozenDtype = lora ? (opts.frozenDtype ?? "f32") : "f32";
+    this.base = new ParamStore(backend, baseLayout(cfg), lora === null, frozenDtype);
+    const act = opts.activationDtype ?? "f32";
+    this.#act = act;
     this.adapters = lora ? new ParamStore(backend, loraLayout(cfg, lora), true) : null;
     const HS = headSize(cfg);
     const N = this.B * this.T;
@@ -173,9 +185,9 @@ export class LlamaModel {
       const maxIn = Math.max(...sites.map((s) => s.inDim));
       const drop = lora.dropout > 0;
       this.#loraScratch = {
-        xd: al.alloc("scratch", drop ? N * maxIn : 1),
-        dxd: al.alloc("scratch", drop ? N * maxIn : 1),
-        dh: al.alloc("scratch", N * r),
+        xd: al.alloc("scratch", drop ? N * maxIn : 1, act),
+        dxd: al.alloc("scratch", drop ? N * maxIn : 1, act),
+        dh: al.alloc("scratch", N * r, act),
       };
     }
     const adapted = new Set(sites.map((s) => s.prefix));
@@ -243,24 +255,26 @@ export class LlamaModel {
     this.#acts = [];
     for (let i = 0; i < nActs; i++) {
       this.#acts.push(
-        allocLayerActs(al, this.checkpointing ? "scratch" : "activations", this.#dims, ranks),
+        allocLayerActs(al, this.checkpointing ? "scratch" : "activations", this.#dims, ranks, act),
       );
     }
     this.#resid = [];
-    for (let i = 0; i <= cfg.nLayers; i++) this.#resid.push(al.alloc("activations", N * cfg.dim));
-    this.#lnf = al.alloc("activations", N * cfg.dim);
+    for (let i = 0; i <= cfg.nLayers; i++) {
+      this.#resid.push(al.alloc("activations", N * cfg.dim, act));
+    }
+    this.#lnf = al.alloc("activations", N * cfg.dim, act);
     this.#rstdf = al.alloc("activations", N);
     const chunks = opts.logitChunks ?? 1;
     if (!Number.isInteger(chunks) || chunks < 1) {
       throw new TuneError(`num_output_chunks must be a positive integer, got ${chunks}`);
     }
     this.#chunkRows = Math.ceil(N / Math.min(chunks, N));
-    this.#logits = al.alloc("activations", this.#chunkRows * cfg.vocabSize);
+    this.#logits = al.alloc("activations", this.#chunkRows * cfg.vocabSize, act);
     this.#losses = al.alloc("activations", N);
     this.#tokens = al.alloc("activations", N, "i32");
     this.#targets = al.alloc("activations", N, "i32");
-    this.#headHs = adapted.has("output") ? al.alloc("activations", N * r) : null;
-    this.#sc = allocBackwardScratch(al, "scratch", this.#dims);
+    this.#headHs = adapted.has("output") ? al.alloc("activations", N * r, act) : null;
+    this.#sc = allocBackwardScratch(al, "scratch", this.#dims, act);
     this.#dresid = al.alloc("scratch", N * cfg.dim);
   }
 
@@ -457,7 +471,7 @@ export class LlamaModel {
   memory(): MemoryReport {
     const by = this.#al.bytesBy;
     const t = this.trainable;
-    const p = this.base.layout.total * 4 + (this.adapters ? this.adapters.layout.total * 4 : 0);
+    const p = this.base.paramBytes() + (this.adapters ? this.adapters.paramBytes() : 0);
     return {
       parameters: p,
       gradients: t.layout.total * 4,
@@ -486,8 +500,8 @@ export class LlamaModel {
     const caches: KvCache[] = [];
     for (let i = 0; i < cfg.nLayers; i++) {
       caches.push({
-        k: al.alloc("inference", batch * capacity * KV),
-        v: al.alloc("inference", batch * capacity * KV),
+        k: al.alloc("inference", batch * capacity * KV, this.#act),
+        v: al.alloc("inference", batch * capacity * KV, this.#act),
         capacity,
       });
     }
@@ -504,17 +518,23 @@ export class LlamaModel {
       capacity,
       pos: 0,
       caches,
-      acts: allocLayerActs(al, "inference", { ...this.#dims, B: batch, T: capacity }, ranks),
+      acts: allocLayerActs(
+        al,
+        "inference",
+        { ...this.#dims, B: batch, T: capacity },
+        ranks,
+        this.#act,
+      ),
       resid: [
-        al.alloc("inference", batch * capacity * cfg.dim),
-        al.alloc("inference", batch * capacity * cfg.dim),
+        al.alloc("inference", batch * capacity * cfg.dim, this.#act),
+        al.alloc("inference", batch * capacity * cfg.dim, this.#act),
       ],
       tokens: al.alloc("inference", batch * capacity, "i32"),
-      last: al.alloc("inference", batch * cfg.dim),
-      lnLast: al.alloc("inference", batch * cfg.dim),
+      last: al.alloc("inference", batch * cfg.dim, this.#act),
+      lnLast: al.alloc("inference", batch * cfg.dim, this.#act),
       rstdLast: al.alloc("inference", batch),
       logits: al.alloc("inference", batch * cfg.vocabSize),
-      headHs: adapted.has("output") ? al.alloc("inference", batch * r) : null,
+      headHs: adapted.has("output") ? al.alloc("inference", batch * r, this.#act) : null,
       alloc: al,
     };
   }
