@@ -133,7 +133,7 @@ Deno.test("`selectDataFiles()` picks a split's JSON/JSONL/CSV files as the hub's
 
 Deno.test("`downloadHubDataset()` fetches a split's files once, then reads the cache offline", async () => {
   await withHub(async (hub, cacheDir) => {
-    const hubOpts = { endpoint: hub.url, cacheDir, token: null };
+    const hubOpts = { endpoint: hub.url, cacheDir, token: null, offline: false };
     const got = await downloadHubDataset("test/alpaca-json", "train", hubOpts);
     strictEqual(got.format, "json");
     deepStrictEqual(got.files, [`${cacheDir}/test--alpaca-json/main/files/data/train.jsonl`]);
@@ -145,6 +145,17 @@ Deno.test("`downloadHubDataset()` fetches a split's files once, then reads the c
     // Second time: served from the cache, no request at all.
     hub.log.length = 0;
     deepStrictEqual(await downloadHubDataset("test/alpaca-json", "train", hubOpts), got);
+    deepStrictEqual(hub.log, []);
+    // HF_HUB_OFFLINE: the cached split still loads; an uncached one fails without a request.
+    hub.log.length = 0;
+    deepStrictEqual(
+      await downloadHubDataset("test/alpaca-json", "train", { ...hubOpts, offline: true }),
+      got,
+    );
+    await rejects(
+      () => downloadHubDataset("test/alpaca-json", "validation", { ...hubOpts, offline: true }),
+      /not in the cache .* and HF_HUB_OFFLINE is set; download it and pass `dataset.source=json/,
+    );
     deepStrictEqual(hub.log, []);
     // Another split picks its own file.
     const { rows } = await loadRows({ source: "test/alpaca-json", split: "test", hub: hubOpts });
@@ -166,7 +177,10 @@ Deno.test("`alpaca_dataset` with a hub source downloads and tokenizes the rows",
     );
     const builder = instantiate<DatasetBuilder>(section);
     const tok = new ByteTokenizer();
-    const ds = await builder.load(tok, { maxSeqLen: 512, hub: { endpoint: hub.url, cacheDir } });
+    const ds = await builder.load(tok, {
+      maxSeqLen: 512,
+      hub: { endpoint: hub.url, cacheDir, offline: false },
+    });
     strictEqual(ds.source, "test/alpaca-json");
     deepStrictEqual(ds.samples.map((s) => tok.render(s.tokens)), [
       `<s>${alpacaPrompt("Add the numbers.", "2 3")}5</s>`,
@@ -177,7 +191,13 @@ Deno.test("`alpaca_dataset` with a hub source downloads and tokenizes the rows",
 
 Deno.test("`downloadHubDataset()` reads a parquet-only repo through the paged rows API", async () => {
   await withHub(async (hub, cacheDir) => {
-    const hubOpts = { endpoint: hub.url, datasetsServer: hub.url, cacheDir, token: null };
+    const hubOpts = {
+      endpoint: hub.url,
+      datasetsServer: hub.url,
+      cacheDir,
+      token: null,
+      offline: false,
+    };
     const { rows } = await loadRows({ source: "test/parquet-only", hub: hubOpts });
     deepStrictEqual(rows, PARQUET_ROWS);
     const rowCalls = hub.log.filter((l) => l.startsWith("GET /rows"));
@@ -201,7 +221,13 @@ Deno.test("`downloadHubDataset()` reads a parquet-only repo through the paged ro
 Deno.test("`downloadHubDataset()` sends HF_TOKEN and explains a refused gated dataset", async () => {
   await withHub(async (hub, cacheDir) => {
     await rejects(
-      () => downloadHubDataset("test/gated", "train", { endpoint: hub.url, cacheDir, token: null }),
+      () =>
+        downloadHubDataset("test/gated", "train", {
+          endpoint: hub.url,
+          cacheDir,
+          token: null,
+          offline: false,
+        }),
       (e: Error) =>
         e instanceof TuneError && !e.message.includes("\n") &&
         /access to dataset test\/gated was refused .*\(HTTP 401\).*set HF_TOKEN/.test(e.message),
@@ -212,7 +238,7 @@ Deno.test("`downloadHubDataset()` sends HF_TOKEN and explains a refused gated da
     Deno.env.set("HF_TOKEN", "hf_secret");
     try {
       strictEqual(hubOptionsFromEnv().endpoint, hub.url);
-      const { rows } = await loadRows({ source: "test/gated", hub: { cacheDir } });
+      const { rows } = await loadRows({ source: "test/gated", hub: { cacheDir, offline: false } });
       deepStrictEqual(rows, [{ text: "secret" }]);
     } finally {
       prevEndpoint === undefined
@@ -222,7 +248,12 @@ Deno.test("`downloadHubDataset()` sends HF_TOKEN and explains a refused gated da
     }
     await rejects(
       () =>
-        downloadHubDataset("test/missing", "train", { endpoint: hub.url, cacheDir, token: null }),
+        downloadHubDataset("test/missing", "train", {
+          endpoint: hub.url,
+          cacheDir,
+          token: null,
+          offline: false,
+        }),
       /dataset test\/missing .*was not found on http:\/\/127.0.0.1:\d+ \(HTTP 404\); check dataset.source/,
     );
   });
@@ -242,6 +273,7 @@ Deno.test("`downloadHubDataset()` fails with one line telling how to use a local
           endpoint: `http://127.0.0.1:${port}`,
           cacheDir,
           token: null,
+          offline: false,
         }),
       (e: Error) => {
         ok(e instanceof TuneError, String(e));

@@ -11,6 +11,7 @@ import {
   alpacaPrompt,
   type DatasetBuilder,
   IGNORE_INDEX,
+  loadDataset,
   loadRows,
   splitText,
 } from "../src/data/mod.ts";
@@ -250,4 +251,35 @@ Deno.test("`text_completion_dataset` packs a text file into max_seq_len packs", 
       }).load(tok),
     /packed=True needs a max_seq_len/,
   );
+});
+
+Deno.test("`loadDataset()` concatenates a list of datasets and rejects mixed packing", async () => {
+  const alpaca = build({
+    _component_: "torchtune.datasets.alpaca_dataset",
+    data_files: `${FIX}alpaca_tiny.json`,
+  });
+  const text = build({
+    _component_: "torchtune.datasets.text_completion_dataset",
+    source: "text",
+    data_files: `${FIX}text_tiny.txt`,
+  });
+  const ds = await loadDataset([alpaca, text], tok, { maxSeqLen: 256 });
+  strictEqual(ds.samples.length, 6);
+  strictEqual(ds.numRows, 6);
+  strictEqual(tok.render(ds.samples[3].tokens), "<s>First paragraph,\nstill first.</s>");
+  const packedText = build({
+    _component_: "torchtune.datasets.text_completion_dataset",
+    source: "text",
+    data_files: `${FIX}text_tiny.txt`,
+    packed: true,
+  });
+  await oneLineError(
+    () => loadDataset([alpaca, packedText], tok, { maxSeqLen: 64 }),
+    /mixes packed and unpacked/,
+  );
+  // The tokenizer's max_seq_len applies when neither the dataset nor the recipe sets one.
+  const short = Object.assign(new ByteTokenizer(), { maxSeqLen: 8 });
+  const t = await loadDataset(alpaca, short);
+  strictEqual(t.maxSeqLen, 8);
+  ok(t.samples.every((s) => s.tokens.length === 8 && s.tokens[7] === short.eosId));
 });

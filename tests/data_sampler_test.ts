@@ -98,6 +98,10 @@ Deno.test("`BatchSampler` shards an epoch across ranks like DistributedSampler",
   deepStrictEqual(b, Array.from({ length: 12 }, (_, k) => order[(1 + 2 * k) % N]));
   deepStrictEqual(new Set([...a, ...b]).size, N); // every sample seen; one repeated as padding
   deepStrictEqual(arr(r1.batchIndices(0, 1)), b.slice(3, 6));
+  // dropLast false (evaluation) keeps the short last batch.
+  const ev = new BatchSampler(N, { batchSize: 5, seed: 0, shuffle: false, dropLast: false });
+  strictEqual(ev.stepsPerEpoch, 5);
+  deepStrictEqual(arr(ev.batchIndices(0, 4)), [20, 21, 22]);
   // Without shuffling the order is 0..N-1.
   deepStrictEqual(
     arr(new BatchSampler(5, { batchSize: 2, seed: 0, shuffle: false }).epochIndices(0)),

@@ -232,3 +232,32 @@ export function textCompletionDataset(cfg: TextCompletionConfig): DatasetBuilder
     },
   };
 }
+
+/**
+ * Load one dataset builder, or a list of them (a config's `dataset:` may be a list, as
+ * torchtune's ConcatDataset) concatenated in order. Packed and unpacked builders cannot be mixed.
+ */
+export async function loadDataset(
+  dataset: DatasetBuilder | readonly DatasetBuilder[],
+  tokenizer: Tokenizer,
+  options: DatasetLoadOptions = {},
+): Promise<TokenizedDataset> {
+  if (!Array.isArray(dataset)) return await (dataset as DatasetBuilder).load(tokenizer, options);
+  const list = dataset as readonly DatasetBuilder[];
+  if (list.length === 0) throw new TuneError("dataset is an empty list; give at least one dataset");
+  if (new Set(list.map((d) => d.packed)).size > 1) {
+    throw new TuneError(
+      "dataset list mixes packed and unpacked datasets; set packed the same on each",
+    );
+  }
+  const parts: TokenizedDataset[] = [];
+  for (const d of list) parts.push(await d.load(tokenizer, options));
+  return {
+    samples: parts.flatMap((p) => p.samples),
+    packed: parts[0].packed,
+    maxSeqLen: parts[0].maxSeqLen,
+    padId: tokenizer.padId,
+    source: parts.map((p) => p.source).join(" + "),
+    numRows: parts.reduce((n, p) => n + p.numRows, 0),
+  };
+}

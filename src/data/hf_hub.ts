@@ -10,7 +10,8 @@
  *
  * Files land in `{cacheDir}/{owner}--{name}/{revision}/` (written to a temporary name, then
  * renamed) with a manifest per split; once the manifest exists the cache is used without any
- * network access (delete the folder to refresh). `HF_TOKEN` is sent as a bearer token.
+ * network access (delete the folder to refresh). `HF_TOKEN` is sent as a bearer token;
+ * with HF_HUB_OFFLINE=1 only the cache is read.
  */
 import { TuneError } from "../errors.ts";
 import type { LocalFormat } from "./load_local.ts";
@@ -27,6 +28,8 @@ export interface HubOptions {
   cacheDir: string;
   /** Git revision (default "main"). */
   revision: string;
+  /** Never touch the network, only the cache (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE = 1). */
+  offline: boolean;
 }
 
 /** Hub options from the environment, with `overrides` taking precedence. */
@@ -52,6 +55,10 @@ export function hubOptionsFromEnv(overrides: Partial<HubOptions> = {}): HubOptio
       : env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN") ?? null,
     cacheDir: overrides.cacheDir ?? env("TUNE_DATASETS_CACHE") ?? `${cacheRoot}/tune/datasets`,
     revision: overrides.revision ?? "main",
+    offline: overrides.offline ??
+      ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"].some((k) =>
+        /^(1|true|yes|on)$/i.test(env(k) ?? "")
+      ),
   };
 }
 
@@ -232,6 +239,12 @@ export async function downloadHubDataset(
     if (m.files.every(exists)) return m;
   }
 
+  if (opts.offline) {
+    throw new TuneError(
+      `dataset ${repo} (split ${split}) is not in the cache ${opts.cacheDir} and HF_HUB_OFFLINE is set; ` +
+        `download it and pass \`dataset.source=json dataset.data_files=PATH\``,
+    );
+  }
   const rev = encodeURIComponent(opts.revision);
   const info = await hubJson(
     `${opts.endpoint}/api/datasets/${repo}/revision/${rev}`,

@@ -5,12 +5,12 @@
  *
  * ```ts
  * import "../src/components.ts";
- * import { findComponent } from "../src/config/registry.ts";
- * import { DataLoader, type DatasetBuilder } from "../src/data/mod.ts";
+ * import { instantiate } from "../src/config/instantiate.ts";
+ * import { DataLoader, type DatasetBuilder, loadDataset } from "../src/data/mod.ts";
  *
  * // cfg.dataset = { _component_: "torchtune.datasets.alpaca_dataset", packed: false, ... }
- * const dataset = spec.build(args) as DatasetBuilder;           // validated config -> builder
- * const ds = await dataset.load(tokenizer, { maxSeqLen: 512 });  // TokenizedDataset
+ * const dataset = instantiate<DatasetBuilder | DatasetBuilder[]>(cfg.dataset); // config -> builder(s)
+ * const ds = await loadDataset(dataset, tokenizer, { maxSeqLen: 512 });       // TokenizedDataset
  * const loader = new DataLoader(ds.samples, {
  *   batchSize: 4, seed: cfg.seed, shuffle: true, padId: ds.padId, rank, worldSize,
  * });
@@ -44,6 +44,7 @@ export type { MaskingStrategy, Message, Role, Row, Sample, TokenizedDataset } fr
 export {
   type DatasetBuilder,
   type DatasetLoadOptions,
+  loadDataset,
   type MessageTransform,
   type SftConfig,
   sftDataset,

@@ -7,7 +7,8 @@
  * same batches as the uninterrupted run. Across ranks it follows torch's
  * DistributedSampler: the epoch's order is padded (by repeating its head) to a multiple
  * of worldSize and rank r takes positions r, r + W, r + 2W, ...; each rank then cuts its
- * share into batches, dropping the incomplete last batch (torchtune's drop_last=True).
+ * share into batches, dropping the incomplete last batch (torchtune's drop_last=True) unless
+ * `dropLast: false` (e.g. for evaluation, with `shuffle: false`).
  */
 import { type Batch, type CollateOptions, collatePadded } from "./collate.ts";
 import type { Sample } from "./types.ts";
@@ -103,6 +104,8 @@ export interface SamplerOptions {
   shuffle?: boolean;
   rank?: number;
   worldSize?: number;
+  /** Drop each rank's incomplete last batch (default true, torchtune's training loader). */
+  dropLast?: boolean;
 }
 
 /** Which samples form batch `step` of `epoch` on this rank; see the module doc. */
@@ -115,8 +118,9 @@ export class BatchSampler {
   readonly worldSize: number;
   /** Samples this rank sees per epoch: ceil(N / W). */
   readonly samplesPerRank: number;
-  /** Full batches per epoch on each rank. */
+  /** Batches per epoch on each rank (the last may be short when dropLast is false). */
   readonly stepsPerEpoch: number;
+  readonly dropLast: boolean;
   #cache: { epoch: number; order: Int32Array } | null = null;
 
   constructor(numSamples: number, options: SamplerOptions) {
@@ -130,8 +134,11 @@ export class BatchSampler {
     if (!(this.rank >= 0 && this.rank < this.worldSize)) {
       throw new Error(`rank ${this.rank} outside world of ${this.worldSize}`);
     }
+    this.dropLast = options.dropLast ?? true;
     this.samplesPerRank = Math.ceil(numSamples / this.worldSize);
-    this.stepsPerEpoch = Math.floor(this.samplesPerRank / this.batchSize);
+    this.stepsPerEpoch = this.dropLast
+      ? Math.floor(this.samplesPerRank / this.batchSize)
+      : Math.ceil(this.samplesPerRank / this.batchSize);
   }
 
   /** This rank's sample indices for an epoch, in visiting order. */
