@@ -409,3 +409,16 @@ Deno.test("tune run --nproc_per_node 2 starts one process per rank, each calling
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tune validate accepts a shipped config by name, with or without .yaml", async () => {
+  const r = await tune("validate", "--config", "tiny/lora_single_device.yaml", "lora_rank=2");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /Config is well-formed: tiny\/lora_single_device for recipe lora_finetune_single_device/,
+  );
+  const both = await tune("validate", "alpaca_llama2_finetune");
+  assert.equal(both.code, 0, both.stderr);
+  assert.match(both.stdout, /for recipe full_finetune_single_device/);
+  assert.match(both.stdout, /for recipe full_finetune_distributed/);
+});
