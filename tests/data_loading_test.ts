@@ -187,12 +187,23 @@ Deno.test("`chat_dataset` reads ShareGPT and OpenAI conversations in the plain f
     source: "json",
     data_files: `${FIX}chat_openai.json`,
     conversation_style: "openai",
-    chat_format: "llama2",
+    template: "torchtune.models.llama2.Llama2ChatTemplate",
   }).load(tok);
   deepStrictEqual(openai.samples.map((s) => tok.render(s.tokens)), [
     "<s>[INST] Hi [/INST] Hello.</s>",
     "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n2+2? [/INST] 4</s>",
   ]);
+  throws(
+    () =>
+      build({
+        _component_: "torchtune.datasets.chat_dataset",
+        source: "json",
+        conversation_style: "openai",
+        chat_format: "chatml",
+        template: "llama2",
+      }),
+    /chat_format=chatml and dataset.template=llama2 disagree/,
+  );
   await oneLineError(
     () =>
       build({

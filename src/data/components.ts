@@ -48,6 +48,12 @@ const sftCommon: ParamSchema = {
     choices: CHAT_FORMAT_CHOICES,
     doc: "how messages become tokens: auto | none | plain | llama2 | llama3 | chatml",
   },
+  template: {
+    type: "string",
+    default: null,
+    choices: CHAT_FORMAT_CHOICES,
+    doc: "another name for chat_format (e.g. torchtune.models.llama2.Llama2ChatTemplate)",
+  },
   masking_strategy: {
     type: "string",
     default: null,
@@ -99,6 +105,19 @@ function columnMapArg<K extends string>(
   return v as Partial<Record<K, string>>;
 }
 
+/** `template` is another name for `chat_format`; giving both with different values is an error. */
+function chatFormatArg(args: Record<string, unknown>): string {
+  const format = str(args.chat_format) ?? "auto";
+  const template = str(args.template);
+  if (template === null) return format;
+  if (format !== "auto" && format !== template) {
+    throw new TuneError(
+      `dataset.chat_format=${format} and dataset.template=${template} disagree; set only one`,
+    );
+  }
+  return template;
+}
+
 function str(v: unknown): string | null {
   return v === null || v === undefined ? null : String(v);
 }
@@ -122,7 +141,7 @@ function alpacaBuilder(name: string, args: Record<string, unknown>): DatasetBuil
     },
     trainOnInput: Boolean(args.train_on_input),
     maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
-    chatFormat: String(args.chat_format ?? "auto"),
+    chatFormat: chatFormatArg(args),
     fallbackFormat: "none",
   });
 }
@@ -188,7 +207,7 @@ registerComponent<DatasetBuilder>({
       trainOnInput: Boolean(args.train_on_input),
       maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
       newSystemPrompt: str(args.new_system_prompt),
-      chatFormat: String(args.chat_format ?? "auto"),
+      chatFormat: chatFormatArg(args),
       fallbackFormat: "none",
     }),
 });
@@ -239,7 +258,7 @@ registerComponent<DatasetBuilder>({
       trainOnInput: Boolean(args.train_on_input),
       maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
       newSystemPrompt: str(args.new_system_prompt),
-      chatFormat: String(args.chat_format ?? "auto"),
+      chatFormat: chatFormatArg(args),
       fallbackFormat: "plain",
     });
   },
