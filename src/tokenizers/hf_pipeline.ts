@@ -297,11 +297,10 @@ export function buildDecoder(j: Json, source: string): Decoder {
       const rep: string = j.replacement ?? "\u2581";
       const scheme: string = j.prepend_scheme ??
         ((j.add_prefix_space ?? true) ? "always" : "never");
+      // as `tokenizers`: in the first token every replacement character is dropped (not only
+      // a leading one) unless the scheme is "never"; elsewhere each becomes a space
       return (tokens) =>
-        tokens.map((t, i) => {
-          const s = t.replaceAll(rep, " ");
-          return i === 0 && scheme !== "never" && s.startsWith(" ") ? s.slice(1) : s;
-        });
+        tokens.map((t, i) => t.replaceAll(rep, i === 0 && scheme !== "never" ? "" : " "));
     }
     default:
       throw unsupported("decoder", j.type, source);

@@ -18,7 +18,7 @@ export function parseSentencePieceModel(bytes: Uint8Array, path: string): SpSpec
   } catch (e) {
     if (e instanceof WireError || e instanceof CharsmapError) {
       throw new TuneError(
-        `tokenizer file ${path} is not a valid SentencePiece model (${e.message}); pass the tokenizer.model that came with the checkpoint`,
+        `tokenizer file ${path} is corrupt or truncated: not a valid SentencePiece model or llama2.c tokenizer.bin (${e.message}); pass the tokenizer file that came with the checkpoint`,
       );
     }
     throw e;
@@ -35,6 +35,7 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
   let addDummyPrefix = true, removeExtraWhitespaces = true, escapeWhitespaces = true;
   let charsmap: PrecompiledCharsmap | undefined;
   let normalizerName = "";
+  let sawTrainerSpec = false;
   for (const f of readFields(bytes)) {
     if (f.field === 1 && f.wire === 2) {
       const p: SpPiece = { piece: "", score: 0, type: PieceType.NORMAL };
@@ -45,6 +46,7 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
       }
       pieces.push(p);
     } else if (f.field === 2 && f.wire === 2) {
+      sawTrainerSpec = true;
       for (const g of readFields(f.bytes!)) {
         if (g.wire === 0) {
           const v = asInt32(g);
@@ -77,6 +79,8 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
     }
   }
   if (pieces.length === 0) throw new WireError("no vocabulary pieces");
+  // every trained model has a trainer_spec after its pieces; without one the file was cut short
+  if (!sawTrainerSpec) throw new WireError(`no trainer_spec after ${pieces.length} pieces`);
   if (modelType !== 2) {
     const name = MODEL_TYPES[modelType] ?? `type ${modelType}`;
     throw new TuneError(
