@@ -148,7 +148,7 @@ abstract class BaseCheckpointer implements Checkpointer {
   save(request: SaveRequest): string {
     const cfg = request.config ?? this.loadedConfig;
     if (!cfg) throw new Error("Checkpointer.save() needs a config: call load() first or pass one");
-    const dir = join(this.options.outputDir, `epoch_${request.epoch}`);
+    const dir = join(this.options.outputDir, request.dirName ?? `epoch_${request.epoch}`);
     if (request.stateDict) this.saveModel(dir, request.stateDict, cfg);
     if (request.adapter) {
       savePeftAdapter(dir, request.adapter.stateDict, cfg, request.adapter.lora, {
