@@ -127,3 +127,37 @@ Deno.test("AdamW LoRA training matches PyTorch over 10 steps (losses, adapters, 
   }
   model.free();
 });
+
+Deno.test("dropoutStep resumes LoRA dropout masks bitwise", () => {
+  const fx = loadFixture("model_train_lora");
+  const be = new CpuBackend();
+  const lora = fixtureLora(fx);
+  const N = fx.meta<number>("B") * fx.meta<number>("T");
+  const tokens = fx.i32("tokens");
+  const targets = fx.i32("targets");
+  const mk = () => {
+    const m = createLlama(be, { name: "tiny_lora", config: fixtureConfig(fx), lora }, {
+      batch: fx.meta<number>("B"),
+      seqLen: fx.meta<number>("T"),
+      seed: lora.seed,
+    });
+    const sd = prefixedStateDict(fx, "w.");
+    for (const [n, t] of prefixedStateDict(fx, "final.")) sd.set(n, t); // nonzero B
+    m.loadStateDict(sd);
+    return m;
+  };
+  const step = (m: LlamaModel, i: number) => {
+    m.zeroGrad();
+    m.lossAndBackward(tokens.subarray(i * N, (i + 1) * N), targets.subarray(i * N, (i + 1) * N), 1);
+    return be.download(m.trainable.grads!);
+  };
+  const a = mk();
+  step(a, 0);
+  step(a, 1);
+  const third = step(a, 2);
+  const b = mk();
+  b.dropoutStep = 2;
+  assert(maxAbsDiff(step(b, 2), third) === 0, "resumed dropout differs");
+  const c = mk(); // not resumed: different masks
+  assert(maxAbsDiff(step(c, 2), third) > 0);
+});

@@ -36,6 +36,7 @@
  * model.adapterStateDict();   // LoRA adapters only
  * model.mergedStateDict();    // base with W += (alpha / r) B A
  * model.memory();             // bytes of parameters, gradients, optimizer, activations
+ * model.dropoutStep;           // save/restore on resume: keys the LoRA dropout masks
  * ```
  *
  * `model.trainable` is the ParamStore the optimizer updates (flat `params`, `grads`, `m`, `v`

@@ -278,6 +278,20 @@ export class LlamaModel {
     this.#dresid = al.alloc("scratch", N * cfg.dim);
   }
 
+  /**
+   * Micro-batches run by `lossAndBackward` so far; it keys LoRA dropout masks. Save it with
+   * a checkpoint and set it on resume so the masks (and losses) continue bitwise.
+   */
+  get dropoutStep(): number {
+    return this.#microStep;
+  }
+  set dropoutStep(n: number) {
+    if (!Number.isInteger(n) || n < 0) {
+      throw new Error(`dropoutStep must be a non-negative integer`);
+    }
+    this.#microStep = n;
+  }
+
   /** The store the optimizer updates: the adapters with LoRA, else the base weights. */
   get trainable(): ParamStore {
     return this.adapters ?? this.base;
