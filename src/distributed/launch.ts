@@ -187,7 +187,7 @@ export async function launch(
     const running = children.filter((c) => c.status === null).length;
     err(
       `tune: rank ${culprit.rank} (pid ${culprit.proc.pid}) ${describe(culprit.status!)}` +
-        (running ? `; stopping the other ${running} rank${running > 1 ? "s" : ""}` : ""),
+        (running ? `; stopping the other ${running > 1 ? `${running} ranks` : "rank"}` : ""),
     );
     stopAll("SIGTERM");
     const timer = setTimeout(() => stopAll("SIGKILL"), graceMs);

@@ -48,5 +48,6 @@ export {
 } from "./launch.ts";
 export { NcclCollectives } from "./nccl_collectives.ts";
 export { initProcessGroup, ProcessGroup, type ProcessGroupOptions } from "./process_group.ts";
+export { type FlatShard, flatShard } from "./sharding.ts";
 export { TcpCollectives } from "./tcp_collectives.ts";
 export { type StoreClientOptions, TcpStoreClient, TcpStoreServer } from "./tcp_store.ts";
