@@ -61,7 +61,7 @@ export async function runCli(argv: readonly string[]): Promise<void> {
   const cmd = parseArgv(argv);
   switch (cmd.kind) {
     case "help":
-      console.log(USAGE);
+      console.log(cmd.recipe ? recipeHelp(findRecipe(cmd.recipe, defaultLaunchOptions())) : USAGE);
       return;
     case "ls":
       return listRecipes();
@@ -81,6 +81,37 @@ export async function runCli(argv: readonly string[]): Promise<void> {
       return;
     }
   }
+}
+
+/** `tune run <recipe> --help`: the recipe's parameters (key, type, default, doc) and configs. */
+function recipeHelp(recipe: RecipeDefinition): string {
+  const rows = Object.entries(recipe.params).map(([key, spec]) => {
+    const type = spec.type === "component" ? `${spec.kind} component` : spec.type;
+    const choices = spec.type === "string" && spec.choices ? ` (${spec.choices.join("|")})` : "";
+    const def = spec.required
+      ? "required"
+      : "default" in spec && spec.default !== undefined
+      ? `default ${JSON.stringify(spec.default)}`
+      : "default null";
+    return [key, type + choices, def, spec.doc];
+  });
+  const w = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c].length)));
+  const lines = [
+    `${recipe.name}: ${recipe.description}`,
+    `usage: tune run [launcher flags] ${recipe.name} --config <name|path> [key=value ...] [~key ...]`,
+    `configs: ${(RECIPE_CONFIGS[recipe.name] ?? []).join(", ") || "none"}`,
+    "",
+    "parameters:",
+    ...rows.map((r) =>
+      `  ${r[0].padEnd(w[0])}  ${r[1].padEnd(w[1])}  ${r[2].padEnd(w[2])}  ${r[3]}`
+    ),
+  ];
+  const aliases = Object.entries(recipe.keyAliases);
+  if (aliases.length) {
+    lines.push("", `key aliases: ${aliases.map(([a, t]) => `${a} -> ${t}`).join(", ")}`);
+  }
+  lines.push("", "A component section's own keys: see the builder in src/*/components.ts.");
+  return lines.join("\n");
 }
 
 function listRecipes(): void {

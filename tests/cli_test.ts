@@ -422,3 +422,21 @@ Deno.test("tune validate accepts a shipped config by name, with or without .yaml
   assert.match(both.stdout, /for recipe full_finetune_single_device/);
   assert.match(both.stdout, /for recipe full_finetune_distributed/);
 });
+
+Deno.test("parseArgv() turns --help into the usage, or a recipe's parameters after its name", () => {
+  assert.deepEqual(parseArgv(["--help"]), { kind: "help" });
+  assert.deepEqual(parseArgv(["cat", "-h"]), { kind: "help" });
+  assert.deepEqual(parseArgv(["run", "--nproc_per_node", "2", "eval", "--help"]), {
+    kind: "help",
+    recipe: "eval",
+  });
+  assert.deepEqual(parseArgv(["finetune_llm", "-h"]), { kind: "help", recipe: "finetune_llm" });
+});
+
+Deno.test("tune run <recipe> --help lists every declared parameter with type and default", async () => {
+  const r = await tune("run", "generate", "--help");
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^ {2}max_new_tokens +int +default 300 +\S/m);
+  assert.match(r.stdout, /^ {2}device +string \(cpu\|cuda\) +default "cpu"/m);
+  assert.match(r.stdout, /^ {2}model +model component +required/m);
+});

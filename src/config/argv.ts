@@ -20,7 +20,7 @@ import { defaultLaunchOptions, type LaunchOptions } from "./recipe.ts";
 
 /** A parsed `tune` command. */
 export type CliCommand =
-  | { kind: "help" }
+  | { kind: "help"; recipe?: string }
   | { kind: "ls" }
   | { kind: "cp"; source: string; dest: string; noClobber: boolean; makeParents: boolean }
   | { kind: "cat"; config: string; overrides: Override[] }
@@ -66,6 +66,18 @@ export const ALPACA_GENERATE_CONFIG = "alpaca_llama2_generate";
 
 /** Parse the arguments after `tune`. Bad usage is a TuneError. */
 export function parseArgv(argv: readonly string[]): CliCommand {
+  // `--help` anywhere (except for `tune download`, which has its own) prints the usage.
+  if (argv[0] !== "download" && argv.some((a) => a === "--help" || a === "-h")) {
+    // `tune run <recipe> --help` (or `tune <recipe> --help`) describes that recipe.
+    const words = argv.filter((a) => a !== "--help" && a !== "-h");
+    const probe = defaultLaunchOptions();
+    let j = consumeLaunchFlags(words, 0, probe);
+    if (words[j] === "run") j = consumeLaunchFlags(words, j + 1, probe);
+    const word = words[j];
+    const isRecipe = word !== undefined && !word.startsWith("-") &&
+      !(SUBCOMMANDS as readonly string[]).includes(word);
+    return isRecipe ? { kind: "help", recipe: word } : { kind: "help" };
+  }
   const launch = defaultLaunchOptions();
   let i = consumeLaunchFlags(argv, 0, launch);
   const head = argv[i];
