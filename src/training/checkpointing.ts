@@ -1,0 +1,134 @@
+/**
+ * Saving and restoring a training run, shared by the fine-tuning recipes.
+ *
+ * A save writes the weights in the checkpointer's format (`<output_dir>/epoch_<N>/` at an
+ * epoch end, `<output_dir>/step_<N>/` in between): the full model for full fine-tuning; for
+ * LoRA the PEFT adapter plus the merged weights (unless adapter-only). Alongside, the recipe
+ * state (`<output_dir>/recipe_state/`) holds what exact resume needs: the fp32 trainable
+ * weights and both AdamW moments (whatever dtype the output format stores), the optimizer
+ * step, epoch, position in the epoch's data order and the seed. Resuming from it gives
+ * bitwise the same losses as the uninterrupted run.
+ */
+import { join } from "node:path";
+import type { Checkpointer } from "../checkpoint/checkpointer.ts";
+import { loadRecipeState, type RecipeState } from "../checkpoint/recipe_state.ts";
+import type { StateDict } from "../checkpoint/state_dict.ts";
+import type { ComponentSection } from "../config/schema.ts";
+import { TuneError } from "../errors.ts";
+import type { LlamaModel } from "../models/llama/model.ts";
+import type { AdamW } from "../optim/adamw.ts";
+import type { ParamStore } from "../params/store.ts";
+
+/** Where a run stands; saved in the recipe state and restored on resume. */
+export interface TrainingProgress {
+  /** Optimizer steps taken so far (over all epochs). */
+  step: number;
+  /** The epoch in progress (the next one to run when `dataPosition` is 0). */
+  epoch: number;
+  /** Micro-batches of `epoch` already consumed. */
+  dataPosition: number;
+  /** The run's seed (shuffling, adapter init, dropout). */
+  seed: number;
+}
+
+const PARAMS = "trainable.params";
+const M = "adamw.m";
+const V = "adamw.v";
+
+/** The recipe state of a run: trainable weights, AdamW moments (fp32) and the progress. */
+export function trainingRecipeState(
+  store: ParamStore,
+  progress: TrainingProgress,
+  extra: Record<string, unknown> = {},
+): RecipeState {
+  const be = store.backend;
+  const n = store.layout.total;
+  const tensors: StateDict = new Map();
+  // (total) each: the flat buffers, alignment padding included
+  tensors.set(PARAMS, { shape: [n], data: be.download(store.params) as Float32Array });
+  tensors.set(M, { shape: [n], data: be.download(store.m!) as Float32Array });
+  tensors.set(V, { shape: [n], data: be.download(store.v!) as Float32Array });
+  return {
+    step: progress.step,
+    epoch: progress.epoch,
+    seed: progress.seed,
+    dataPosition: progress.dataPosition,
+    lrScheduler: { lastStep: progress.step },
+    rng: { dropoutMicroSteps: (extra.microSteps as number | undefined) ?? null },
+    tensors,
+    extra: { ...extra, trainable: store.layout.entries.map((e) => e.name).join(",") },
+  };
+}
+
+/**
+ * Put the saved trainable weights and moments back into `store` and `optimizer`, and return
+ * the progress to continue from. A state from a different model or trainable set is a
+ * TuneError.
+ */
+export function restoreTrainingState(
+  state: RecipeState,
+  store: ParamStore,
+  optimizer: AdamW,
+): TrainingProgress {
+  const names = store.layout.entries.map((e) => e.name).join(",");
+  const p = state.tensors.get(PARAMS);
+  if (!p || state.extra?.trainable !== names || p.data.length !== store.layout.total) {
+    throw new TuneError(
+      `the recipe state to resume from was saved by a different model or LoRA setup; ` +
+        `resume with the config of that run or set resume_from_checkpoint=False`,
+    );
+  }
+  const be = store.backend;
+  be.upload(store.params, p.data, 0);
+  be.upload(store.m!, state.tensors.get(M)!.data, 0);
+  be.upload(store.v!, state.tensors.get(V)!.data, 0);
+  optimizer.stepCount = state.step;
+  return {
+    step: state.step,
+    epoch: state.epoch,
+    dataPosition: state.dataPosition,
+    seed: state.seed,
+  };
+}
+
+/**
+ * The recipe state to resume from when the weights are not loaded through the checkpointer
+ * (`model_init: random`): `checkpointer.recipe_checkpoint`, else `<output_dir>/recipe_state`.
+ */
+export function loadRecipeStateFor(checkpointer: ComponentSection): RecipeState {
+  const dir = checkpointer.recipe_checkpoint as string | null;
+  const base = checkpointer.checkpoint_dir as string;
+  const path = dir
+    ? (dir.startsWith("/") ? dir : join(base, dir))
+    : join(checkpointer.output_dir as string, "recipe_state");
+  return loadRecipeState(path);
+}
+
+/** What `saveTrainingCheckpoint` writes. */
+export interface SaveCheckpointOptions {
+  checkpointer: Checkpointer;
+  model: LlamaModel;
+  optimizer: AdamW;
+  progress: TrainingProgress;
+  /** Directory under output_dir: `epoch_<N>` or `step_<N>`. */
+  dirName: string;
+  /** LoRA runs: write only the adapter, not the merged model. */
+  adapterOnly?: boolean;
+  /** Free-form values kept in the recipe state (total tokens, micro-steps, ...). */
+  extra?: Record<string, unknown>;
+}
+
+/** Save weights (and adapter) plus the recipe state; returns the directory written. */
+export function saveTrainingCheckpoint(o: SaveCheckpointOptions): string {
+  const { model } = o;
+  const lora = model.spec.lora;
+  const recipeState = trainingRecipeState(model.trainable, o.progress, o.extra);
+  return o.checkpointer.save({
+    epoch: o.progress.epoch,
+    dirName: o.dirName,
+    config: model.cfg,
+    stateDict: lora ? (o.adapterOnly ? undefined : model.mergedStateDict()) : model.stateDict(),
+    adapter: lora ? { stateDict: model.adapterStateDict(), lora } : undefined,
+    recipeState,
+  });
+}

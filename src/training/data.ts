@@ -1,0 +1,70 @@
+/**
+ * The recipes' data setup: tokenize the configured dataset and batch it at one fixed
+ * sequence length, since the model's buffers are allocated once for (B, T).
+ */
+import type { ComponentSection } from "../config/schema.ts";
+import { instantiate } from "../config/instantiate.ts";
+import { DataLoader, type DatasetBuilder, type TokenizedDataset } from "../data/mod.ts";
+import { TuneError } from "../errors.ts";
+import type { Tokenizer } from "../tokenizers/types.ts";
+
+/** Options of `setupData`. */
+export interface DataSetupOptions {
+  /** Samples per micro-batch. */
+  batchSize: number;
+  seed: number;
+  shuffle: boolean;
+  /** The model's max_seq_len: no batch may be longer. */
+  modelMaxSeqLen: number;
+  /** Distributed runs: this rank and the world size (default 0 of 1). */
+  rank?: number;
+  worldSize?: number;
+}
+
+/** A loaded dataset and its loader. */
+export interface TrainingData {
+  dataset: TokenizedDataset;
+  loader: DataLoader;
+  /** T of every batch: the longest sample, so padding never changes a loss. */
+  seqLen: number;
+}
+
+/**
+ * Build the dataset component, tokenize it (truncating to the tokenizer's max_seq_len as
+ * torchtune does) and make a loader that pads every batch to the longest sample.
+ */
+export async function setupData(
+  section: ComponentSection,
+  tokenizer: Tokenizer,
+  o: DataSetupOptions,
+): Promise<TrainingData> {
+  const builder = instantiate<DatasetBuilder>(section);
+  const dataset = await builder.load(tokenizer, { maxSeqLen: tokenizer.maxSeqLen ?? null });
+  if (dataset.samples.length === 0) {
+    throw new TuneError(`dataset ${dataset.source} has no samples; check dataset.data_files`);
+  }
+  let seqLen = 0;
+  for (const s of dataset.samples) seqLen = Math.max(seqLen, s.tokens.length);
+  if (seqLen > o.modelMaxSeqLen) {
+    throw new TuneError(
+      `dataset samples are up to ${seqLen} tokens but the model's max_seq_len is ${o.modelMaxSeqLen}; ` +
+        `set tokenizer.max_seq_len=${o.modelMaxSeqLen} (or dataset.max_seq_len)`,
+    );
+  }
+  const loader = new DataLoader(dataset.samples, {
+    batchSize: o.batchSize,
+    seed: o.seed,
+    shuffle: o.shuffle,
+    padId: dataset.padId,
+    padTo: seqLen,
+    rank: o.rank ?? 0,
+    worldSize: o.worldSize ?? 1,
+  });
+  if (loader.stepsPerEpoch === 0) {
+    throw new TuneError(
+      `dataset ${dataset.source} has ${dataset.samples.length} samples, fewer than batch_size=${o.batchSize}` +
+        `${(o.worldSize ?? 1) > 1 ? ` per rank (${o.worldSize} ranks)` : ""}; lower batch_size`,
+    );
+  }
+  return { dataset, loader, seqLen };
+}

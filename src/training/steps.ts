@@ -1,0 +1,43 @@
+/** Small pieces of the training loop shared by the recipes. */
+import { TuneError } from "../errors.ts";
+
+/** Optimizer steps per epoch: micro-batches / gradient_accumulation_steps, capped by max_steps_per_epoch. */
+export function stepsPerEpoch(
+  microBatches: number,
+  gradientAccumulationSteps: number,
+  maxStepsPerEpoch: number | null,
+): number {
+  if (!(gradientAccumulationSteps >= 1)) {
+    throw new TuneError(
+      `gradient_accumulation_steps must be >= 1, got ${gradientAccumulationSteps}`,
+    );
+  }
+  let n = Math.floor(microBatches / gradientAccumulationSteps);
+  if (maxStepsPerEpoch !== null) {
+    if (!(maxStepsPerEpoch >= 1)) {
+      throw new TuneError(`max_steps_per_epoch must be >= 1 or null, got ${maxStepsPerEpoch}`);
+    }
+    n = Math.min(n, maxStepsPerEpoch);
+  }
+  if (n === 0) {
+    throw new TuneError(
+      `an epoch has ${microBatches} batches, fewer than gradient_accumulation_steps=${gradientAccumulationSteps}; ` +
+        `lower gradient_accumulation_steps or batch_size`,
+    );
+  }
+  return n;
+}
+
+/** Number of labels that count in the loss (not -100). */
+export function countTargets(labels: Int32Array): number {
+  let n = 0;
+  for (let i = 0; i < labels.length; i++) if (labels[i] !== -100) n++;
+  return n;
+}
+
+/** A one-line note when `dtype` asks for something the model does not do, else null. */
+export function computeDtypeNote(dtype: string): string | null {
+  return dtype === "bf16"
+    ? "dtype=bf16: this model keeps fp32 weights and computes in fp32 (bf16 checkpoints are widened on load)"
+    : null;
+}
