@@ -4,37 +4,45 @@
  * ## For recipe writers
  *
  * ```ts
- * import "../src/components.ts";
  * import { instantiate } from "../src/config/instantiate.ts";
  * import { DataLoader, type DatasetBuilder, loadDataset } from "../src/data/mod.ts";
  *
- * // cfg.dataset = { _component_: "torchtune.datasets.alpaca_dataset", packed: false, ... }
- * const dataset = instantiate<DatasetBuilder | DatasetBuilder[]>(cfg.dataset); // config -> builder(s)
- * const ds = await loadDataset(dataset, tokenizer, { maxSeqLen: 512 });       // TokenizedDataset
+ * // cfg.dataset: one resolved `_component_` section, or a list of them (concatenated).
+ * const sections = Array.isArray(cfg.dataset) ? cfg.dataset : [cfg.dataset];
+ * const builders = sections.map((s) => instantiate<DatasetBuilder>(s));
+ * const ds = await loadDataset(builders, tokenizer, { maxSeqLen }); // TokenizedDataset
  * const loader = new DataLoader(ds.samples, {
- *   batchSize: 4, seed: cfg.seed, shuffle: true, padId: ds.padId, rank, worldSize,
+ *   batchSize: cfg.batch_size, seed: cfg.seed, shuffle: cfg.shuffle, padId: ds.padId,
+ *   rank, worldSize, // each rank gets its DistributedSampler-style share
  * });
- * for (let epoch = startEpoch; epoch < epochs; epoch++) {
+ * for (let epoch = startEpoch; epoch < cfg.epochs; epoch++) {
  *   for (const batch of loader.batches(epoch, epoch === startEpoch ? startStep : 0)) {
- *     // batch.tokens, batch.labels: Int32Array (B, T); save {epoch, step: batch.step + 1}
+ *     // batch.tokens, batch.labels: Int32Array (B, T) with T = batch.seqLen.
+ *     // Checkpoint {epoch, step: batch.step + 1} (roll over to epoch + 1 at the end).
  *   }
  * }
+ * // Evaluation: new DataLoader(ds.samples, { ..., shuffle: false, dropLast: false }).
  * ```
  *
  * - Labels are SHIFTED already: `labels[t]` is the target for the logits at `tokens[t]`
  *   (the next token), -100 where ignored (masked prompt, padding, the last position of each
  *   sample, pack boundaries). The loss is plain CE(logits[b, t], labels[b, t]) with
- *   ignore_index -100 and must not shift again. (torchtune's current SFTTransform also
- *   shifts in the dataset.)
- * - `maxSeqLen` truncates each sample as torchtune's tokenizer `max_seq_len` does (the last
- *   kept token becomes EOS for chat/instruct data; text completion keeps max_seq_len - 1
- *   tokens, as torchtune does) and is the pack length when `packed: true`. The dataset
- *   config's own `max_seq_len` wins over the recipe's.
- * - BOS/EOS follow the torchtune tokenizer of each chat format (chat_format.ts).
+ *   ignore_index -100 and must NOT shift again. (torchtune's current SFTTransform shifts in
+ *   the dataset the same way.)
+ * - max_seq_len precedence: the dataset section's `max_seq_len`, then `loadDataset`'s
+ *   `maxSeqLen`, then `tokenizer.maxSeqLen`. It truncates each sample as torchtune's
+ *   tokenizer does (chat/instruct: the last kept token becomes EOS; text completion keeps
+ *   max_seq_len - 1 tokens) and is the pack length when `packed: true`.
+ * - Message formats (`chat_format`, alias `template`): auto | none | plain | llama2 | llama3 |
+ *   chatml; BOS/EOS as the matching torchtune tokenizer (chat_format.ts). "auto" picks llama3
+ *   or chatml from the tokenizer's special tokens, else none (instruct) / plain (chat).
+ * - Packs (packing.ts) carry `inputPos` / `seqLens`; the attention op is plain causal, so
+ *   samples in a pack see earlier ones (no document mask yet).
  * - Shuffling depends only on (seed, epoch), so resuming at (epoch, step) reproduces the
- *   batches bitwise (sampler.ts). Incomplete last batches are dropped.
+ *   batches bitwise (sampler.ts). Training loaders drop the incomplete last batch.
  * - Hub sources download to ~/.cache/tune/datasets (HF_ENDPOINT, HF_TOKEN,
- *   HF_DATASETS_SERVER, TUNE_DATASETS_CACHE); see hf_hub.ts.
+ *   HF_DATASETS_SERVER, TUNE_DATASETS_CACHE, HF_HUB_OFFLINE); see hf_hub.ts. Local data:
+ *   `source: json|csv|text` + `data_files`; .txt files split at blank lines by default.
  *
  * Components (components.ts): torchtune.datasets.alpaca_dataset, alpaca_cleaned_dataset,
  * instruct_dataset, chat_dataset, text_completion_dataset.
