@@ -163,7 +163,7 @@ Deno.test("qwen2_5_tokenizer component reads tokenizer.json or vocab.json + merg
       }) as Tokenizer;
       assertEquals([fromVocab.bosId, fromVocab.eosId, fromVocab.padId], [-1, 151645, 151643]);
       for (const c of ref.hf_qwen2.cases) {
-        if (c.text.includes("<|") || c.text.includes("<think>")) continue; // specials differ in id
+        if (/<\|\w+\|>|<think>|<tool>/.test(c.text)) continue; // added tokens differ in id
         assertEquals(fromVocab.encode(c.text), c.ids, JSON.stringify(c.text));
         assertEquals(fromJson.encode(c.text), c.ids, JSON.stringify(c.text));
       }

@@ -49,6 +49,10 @@ for (
     assertEquals(tok.encode("", { bos: false }), []);
     assertEquals(tok.specialTokens?.get("<s>"), 1);
     assertStrictEquals(tok.decode([1, 15043, 3186, 2]), "Hello world");
+    assertStrictEquals(
+      tok.decode([1, 15043, 3186, 2], { skipSpecial: false }),
+      "<s>Hello world</s>",
+    );
   });
 
   Deno.test(`loadTokenizer() ${name} matches sentencepiece on extra unicode, whitespace and long texts`, () => {

@@ -222,8 +222,11 @@ export class HfBpeTokenizer implements Tokenizer {
         );
       }
     }
-    if (this.cache.size > 100_000) this.cache.clear();
-    this.cache.set(word, ids);
+    // cache pre-tokenized words only: a whole text (no pre-tokenizer, as Llama 2's) would bloat it
+    if (word.length <= 64) {
+      if (this.cache.size > 100_000) this.cache.clear();
+      this.cache.set(word, ids);
+    }
     return ids;
   }
 

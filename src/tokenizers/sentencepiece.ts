@@ -195,7 +195,8 @@ export class SentencePieceTokenizer implements Tokenizer {
     return ids;
   }
 
-  decode(ids: readonly number[], _options: DecodeOptions = {}): string {
+  decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    const keepControl = options.skipSpecial === false;
     const s = this.spec;
     let out = "";
     let bytes: number[] = [];
@@ -207,7 +208,14 @@ export class SentencePieceTokenizer implements Tokenizer {
     for (const id of ids) {
       const p = s.pieces[id];
       if (p === undefined) continue; // ids past the vocabulary decode to nothing
-      if (p.type === PieceType.CONTROL) continue; // <s>, </s> decode to "" (always, as sentencepiece)
+      if (p.type === PieceType.CONTROL) {
+        // <s>, </s> decode to "" as in sentencepiece; shown as their text on request
+        if (keepControl) {
+          flush();
+          out += p.piece;
+        }
+        continue;
+      }
       if (p.type === PieceType.BYTE) {
         const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(p.piece);
         if (m) bytes.push(parseInt(m[1], 16));

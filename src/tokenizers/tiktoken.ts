@@ -165,8 +165,10 @@ export class TiktokenTokenizer implements Tokenizer {
       const merged = bpeMerge([...key], (l, r) => this.ranks.get(l + r));
       ids = merged.map((s) => this.ranks.get(s)!);
     }
-    if (this.cache.size > 100_000) this.cache.clear(); // bound memory on huge corpora
-    this.cache.set(piece, ids);
+    if (piece.length <= 64) {
+      if (this.cache.size > 100_000) this.cache.clear(); // bound memory on huge corpora
+      this.cache.set(piece, ids);
+    }
     return ids;
   }
 

@@ -121,6 +121,8 @@ def main():
                             for i, s in enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])]
     qwen["added_tokens"].append({"id": base + 3, "content": "<think>", "single_word": False, "lstrip": False,
                                  "rstrip": False, "normalized": False, "special": False})
+    qwen["added_tokens"].append({"id": base + 4, "content": "<tool>", "single_word": False, "lstrip": True,
+                                 "rstrip": True, "normalized": False, "special": False})
 
     # SentencePiece-style BPE as Llama 2's tokenizer.json: byte fallback, ▁ for spaces
     sp_vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
@@ -162,7 +164,7 @@ def main():
 
     sp_texts = ["hello world", "hello  world", "  hello", "hi🙂", "東京 東", "", " ", "<s>hello</s> world",
                 "hello<s>", "zzz hello qqq"] + random_texts(rng, 25)
-    for name, spec, cases in [("hf_llama3", llama3, texts), ("hf_qwen2", qwen, texts + ["x<think>y"]),
+    for name, spec, cases in [("hf_llama3", llama3, texts), ("hf_qwen2", qwen, texts + ["x<think>y", "a <tool>  b", " <tool>", "<tool>\n\nx", "hello\t<tool><tool> <think> z"]),
                               ("hf_llama2_legacy", llama2_legacy, sp_texts), ("hf_llama2_metaspace", metaspace, sp_texts),
                               ("hf_no_byte_fallback", no_fallback, sp_texts)]:
         tok = Tokenizer.from_str(json.dumps(spec))
