@@ -138,6 +138,22 @@ Deno.test("`launch()` runs real collectives across its children", async () => {
   assertEquals(reportsOfWorker(r.out), 3);
 });
 
+Deno.test("`launch()` on two nodes (simulated on loopback) runs collectives over all 4 ranks", async () => {
+  const masterPort = freePort();
+  const [node0, node1] = await Promise.all(
+    [0, 1].map((nodeRank) =>
+      run(
+        { nnodes: 2, nprocPerNode: 2, nodeRank, masterPort },
+        "./distributed/collectives_worker.ts",
+        [],
+      )
+    ),
+  );
+  assertEquals([node0.code, node1.code], [0, 0], [...node0.err, ...node1.err].join("\n"));
+  assertEquals(reportsOfWorker([...node0.out, ...node1.out]), 4);
+  assert(node1.out.every((l) => /^\[rank[23]\] /.test(l)), node1.out.join("\n"));
+});
+
 function reportsOfWorker(lines: string[]): number {
   const hashes = lines.map((l) => JSON.parse(l.replace(/^\[rank\d+\] /, "")).hashes.allGather);
   assertEquals(new Set(hashes).size, 1);
@@ -213,8 +229,8 @@ Deno.test("`rankEnv()` and `launch()` reject inconsistent flags", async () => {
     () => assert(false),
     (e) => assertMatch(e.message, /--node_rank 1/),
   );
-  await bad({ nnodes: 2 }).then(
+  await bad({ nprocPerNode: 0 }).then(
     () => assert(false),
-    (e) => assertMatch(e.message, /--master_addr/),
+    (e) => assertMatch(e.message, /at least 1/),
   );
 });

@@ -207,11 +207,6 @@ function checkConfig(cfg: LaunchConfig): void {
   if (!(cfg.nodeRank >= 0 && cfg.nodeRank < cfg.nnodes)) {
     throw new TuneError(`--node_rank ${cfg.nodeRank} must be below --nnodes ${cfg.nnodes}`);
   }
-  if (cfg.nnodes > 1 && /^(localhost|127\.|::1$)/.test(cfg.masterAddr)) {
-    throw new TuneError(
-      `--nnodes ${cfg.nnodes} needs --master_addr set to node 0's address (not ${cfg.masterAddr})`,
-    );
-  }
 }
 
 /**
