@@ -170,3 +170,76 @@ Deno.test("qwen2_5_tokenizer component reads tokenizer.json or vocab.json + merg
     },
   );
 });
+
+Deno.test("HfBpeTokenizer from Llama 2 vocab as tokenizer.json matches sentencepiece ids (cases.jsonl + fixture)", async () => {
+  // Build Llama 2's tokenizer.json the way transformers' converter does: the SentencePiece
+  // vocab, merges = every split of a piece into two pieces, ordered by the merged piece's
+  // score (then by the ids of its parts), byte fallback.
+  const { parseSentencePieceModel } = await import("../src/tokenizers/sentencepiece_model.ts");
+  const modelPath =
+    new URL("../../shared/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
+  const spec = parseSentencePieceModel(Deno.readFileSync(modelPath), modelPath);
+  const vocab: Record<string, number> = {};
+  spec.pieces.forEach((p, id) => (vocab[p.piece] = id));
+  const merges: [number, number, number, string, string][] = [];
+  spec.pieces.forEach((p, id) => {
+    if (p.type !== 1) return; // NORMAL pieces only
+    const chars = [...p.piece];
+    for (let k = 1; k < chars.length; k++) {
+      const a = chars.slice(0, k).join("");
+      const b = chars.slice(k).join("");
+      if (a in vocab && b in vocab) merges.push([-p.score, vocab[a], vocab[b], a, b]);
+    }
+    void id;
+  });
+  merges.sort((x, y) => x[0] - y[0] || x[1] - y[1] || x[2] - y[2]);
+  const json = {
+    added_tokens: [0, 1, 2].map((id) => ({ id, content: spec.pieces[id].piece, special: true })),
+    // the normalizer of Llama 2's published tokenizer.json (a Metaspace "first" pre-tokenizer
+    // would add no ▁ before text that starts with a space, unlike sentencepiece)
+    normalizer: {
+      type: "Sequence",
+      normalizers: [
+        { type: "Prepend", prepend: "\u2581" },
+        { type: "Replace", pattern: { String: " " }, content: "\u2581" },
+      ],
+    },
+    pre_tokenizer: null,
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
+    },
+    decoder: {
+      type: "Sequence",
+      decoders: [
+        { type: "Replace", pattern: { String: "\u2581" }, content: " " },
+        { type: "ByteFallback" },
+        { type: "Fuse" },
+        { type: "Strip", content: " ", start: 1, stop: 0 },
+      ],
+    },
+    model: {
+      type: "BPE",
+      unk_token: "<unk>",
+      fuse_unk: true,
+      byte_fallback: true,
+      vocab,
+      merges: merges.map((m) => [m[3], m[4]]),
+    },
+  };
+  const tok = new HfBpeTokenizer(json, "llama2 tokenizer.json");
+  assertEquals([tok.vocabSize, tok.bosId, tok.eosId], [32000, 1, 2]);
+  const cases: Case[] = Deno.readTextFileSync(
+    new URL("../../shared/tokenizers/llama2/cases.jsonl", import.meta.url),
+  ).trim().split("\n").map((l) => JSON.parse(l));
+  const extra = JSON.parse(
+    Deno.readTextFileSync(new URL("./fixtures/tokenizer_sp_cases.json", import.meta.url)),
+  ).llama2 as Case[];
+  for (const c of [...cases, ...extra]) {
+    // parseSpecial=false: the text "<s>" is plain text for sentencepiece
+    const ids = tok.encode(c.text, { bos: false, parseSpecial: false });
+    assertEquals(ids, c.ids, JSON.stringify(c.text));
+    assertStrictEquals(tok.decode([1, ...c.ids]), c.decoded ?? c.text, JSON.stringify(c.text));
+  }
+});
