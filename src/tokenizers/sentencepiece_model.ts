@@ -34,7 +34,6 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
   let unkSurface = " \u2047 ";
   let addDummyPrefix = true, removeExtraWhitespaces = true, escapeWhitespaces = true;
   let charsmap: PrecompiledCharsmap | undefined;
-  let normalizerName = "";
   let sawTrainerSpec = false;
   for (const f of readFields(bytes)) {
     if (f.field === 1 && f.wire === 2) {
@@ -63,8 +62,8 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
       }
     } else if (f.field === 3 && f.wire === 2) {
       for (const g of readFields(f.bytes!)) {
-        if (g.field === 1 && g.wire === 2) normalizerName = asString(g);
-        else if (g.field === 2 && g.wire === 2 && g.bytes!.length > 0) {
+        // field 1 (the normalizer's name) is informational: the charsmap below is what applies
+        if (g.field === 2 && g.wire === 2 && g.bytes!.length > 0) {
           charsmap = new PrecompiledCharsmap(g.bytes!);
         } else if (g.wire === 0) {
           const v = asInt32(g) !== 0;
@@ -93,7 +92,6 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
       `special ids (unk ${unkId}, bos ${bosId}, eos ${eosId}) exceed the ${pieces.length} pieces`,
     );
   }
-  void normalizerName;
   return {
     pieces,
     byteFallback,
