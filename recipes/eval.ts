@@ -1,21 +1,59 @@
 /**
- * Evaluation: mean loss and perplexity of a model on a dataset.
+ * Evaluation: mean loss and perplexity of a model, with or without a LoRA adapter, on a
+ * dataset.
  *
  *   deno task tune run eval --config tiny/eval
+ *
+ * Every sample of the dataset is scored once, in order (the last batch is padded with
+ * empty rows rather than dropped). The loss is the mean over all counted tokens (not a mean
+ * of batch means), and perplexity = exp(loss). Writes `<output_dir>/eval_results.json` and
+ * prints one line. With an adapter: a `lora_*` model builder plus
+ * `checkpointer.adapter_checkpoint` (a directory holding adapter_model.safetensors, e.g. a
+ * fine-tuning run's epoch_<N>).
+ *
+ * In-process use: `await runEval(cfg, launch, { quiet })`.
  */
-import { TuneError } from "../src/errors.ts";
+import "../src/components.ts";
+import { join } from "node:path";
+import { createBackend } from "../src/backend/select.ts";
+import { atomicWrite } from "../src/checkpoint/atomic_write.ts";
+import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
+import { loadPeftAdapter } from "../src/checkpoint/peft.ts";
+import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
+import { collatePadded, type DatasetBuilder, type Sample } from "../src/data/mod.ts";
+import { TuneError } from "../src/errors.ts";
+import { createLlama } from "../src/models/llama/mod.ts";
+import type { ModelSpec } from "../src/models/model_spec.ts";
+import { checkVocabMatches } from "../src/tokenizers/mod.ts";
+import type { Tokenizer } from "../src/tokenizers/types.ts";
+import type { MetricLogger } from "../src/training/metric_logging.ts";
+import { ProgressBar } from "../src/training/progress.ts";
+import { computeDtypeNote } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
-  model: { type: "component", kind: "model", required: true, doc: "model builder" },
+  model: {
+    type: "component",
+    kind: "model",
+    required: true,
+    doc: "model builder (a lora_* builder to evaluate with an adapter)",
+  },
   tokenizer: { type: "component", kind: "tokenizer", required: true, doc: "tokenizer builder" },
   checkpointer: {
     type: "component",
     kind: "checkpointer",
     required: true,
-    doc: "reads the model weights",
+    doc: "reads the model weights (and adapter_checkpoint, if set)",
+  },
+  model_init: {
+    type: "string",
+    default: "checkpoint",
+    choices: ["checkpoint", "random"],
+    doc: "checkpoint: weights from the checkpointer; random: seeded fresh weights " +
+      "(tiny test models, seed as in training)",
   },
   dataset: {
     type: "component",
@@ -29,15 +67,15 @@ export const params = {
     default: null,
     doc: "stop after this many batches (null: whole dataset)",
   },
-  seed: { type: "int", default: null, doc: "random seed (null: pick one)" },
+  seed: { type: "int", default: null, doc: "seed of model_init=random weights (null: 0)" },
   device: { type: "string", default: "cpu", choices: ["cpu", "cuda"], doc: "where to run" },
   dtype: { type: "string", default: "fp32", choices: ["fp32", "bf16"], doc: "compute dtype" },
-  output_dir: { type: "string", default: "out/eval", doc: "metrics go here" },
+  output_dir: { type: "string", default: "out/eval", doc: "eval_results.json goes here" },
   metric_logger: {
     type: "component",
     kind: "metric_logger",
     default: null,
-    doc: "where metrics go (null: stdout)",
+    doc: "where the result also goes (null: only eval_results.json and stdout)",
   },
   compile: {
     type: "bool",
@@ -49,7 +87,134 @@ export const params = {
 /** This recipe has no top-level alias keys. */
 export const keyAliases = {} as const;
 
+/** The resolved config of this recipe. */
+export type EvalConfig = ResolvedConfig<typeof params>;
+
+/** What an evaluation measured. */
+export interface EvalResult {
+  /** Mean cross-entropy over all counted tokens (nats). */
+  loss: number;
+  /** exp(loss). */
+  perplexity: number;
+  /** Tokens counted (labels that are not -100). */
+  tokens: number;
+  /** Samples scored. */
+  samples: number;
+  /** `<output_dir>/eval_results.json`. */
+  resultsPath: string;
+}
+
+/** Run the evaluation in this process. */
+export async function runEval(
+  cfg: EvalConfig,
+  _launch: LaunchOptions,
+  hooks: { quiet?: boolean } = {},
+): Promise<EvalResult> {
+  // ---- setup ----
+  // Model builder first: everything else is checked against it.
+  const spec = instantiate<ModelSpec>(cfg.model);
+  const adapterPath = cfg.checkpointer.adapter_checkpoint as string | null;
+  if (adapterPath && !spec.lora) {
+    throw new TuneError(
+      `checkpointer.adapter_checkpoint is set but model ${cfg.model._component_} has no LoRA; ` +
+        `use the lora_* builder the adapter was trained with`,
+    );
+  }
+  if (spec.lora && !adapterPath) {
+    throw new TuneError(
+      `model ${cfg.model._component_} has LoRA adapters but checkpointer.adapter_checkpoint is not set; ` +
+        `set it to the run's epoch_<N> directory, or use the builder without lora_`,
+    );
+  }
+  // Backend before any slow load.
+  const dtypeNote = computeDtypeNote(cfg.dtype);
+  if (dtypeNote && !hooks.quiet) console.error(dtypeNote);
+  const backend = await createBackend(cfg.device as "cpu" | "cuda");
+  // Weights (and adapter) on the host.
+  let weights: StateDict | null = null;
+  let adapter: StateDict | null = null;
+  if (cfg.model_init === "checkpoint") {
+    const loaded = instantiate<Checkpointer>(cfg.checkpointer).load({
+      resumeFromCheckpoint: false,
+    });
+    spec.config = { ...spec.config, ropeLayout: loaded.config.ropeLayout };
+    weights = loaded.stateDict;
+    adapter = loaded.adapter;
+  } else if (adapterPath) {
+    const dir = cfg.checkpointer.checkpoint_dir as string;
+    adapter = loadPeftAdapter(
+      adapterPath.startsWith("/") ? adapterPath : join(dir, adapterPath),
+      spec.config,
+    );
+  }
+  // Tokenizer: must fit the model's vocabulary.
+  const tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
+  checkVocabMatches(tokenizer, spec.config.vocabSize, String(cfg.tokenizer.path));
+  // Data: every sample, in order, padded to the longest one.
+  const ds = await instantiate<DatasetBuilder>(cfg.dataset).load(tokenizer, {
+    maxSeqLen: tokenizer.maxSeqLen ?? null,
+  });
+  if (ds.samples.length === 0) {
+    throw new TuneError(`dataset ${ds.source} has no samples; check dataset.data_files`);
+  }
+  const T = Math.max(...ds.samples.map((s) => s.tokens.length));
+  if (T > spec.config.maxSeqLen) {
+    throw new TuneError(
+      `dataset samples are up to ${T} tokens but the model's max_seq_len is ${spec.config.maxSeqLen}; ` +
+        `set tokenizer.max_seq_len=${spec.config.maxSeqLen}`,
+    );
+  }
+  const B = Math.min(cfg.batch_size, ds.samples.length);
+  // Model: allocated for (B, T), then its weights.
+  const model = createLlama(backend, spec, { batch: B, seqLen: T, seed: cfg.seed ?? 0 });
+  if (!weights) {
+    model.initRandom(cfg.seed ?? 0);
+    weights = model.base.toStateDict();
+  }
+  const sd = new Map(weights);
+  for (const [k, t] of adapter ?? []) sd.set(k, t);
+  model.loadStateDict(sd);
+  const logger = cfg.metric_logger ? instantiate<MetricLogger>(cfg.metric_logger) : null;
+
+  // ---- evaluate ----
+  const nBatches = Math.ceil(ds.samples.length / B);
+  const steps = cfg.max_steps === null ? nBatches : Math.min(nBatches, cfg.max_steps);
+  const bar = hooks.quiet ? null : new ProgressBar("eval", steps);
+  const empty: Sample = { tokens: Int32Array.of(ds.padId), labels: Int32Array.of(-100) };
+  let lossSum = 0, tokens = 0, samples = 0;
+  for (let i = 0; i < steps; i++) {
+    const rows = ds.samples.slice(i * B, (i + 1) * B);
+    samples += rows.length;
+    while (rows.length < B) rows.push(empty); // (B) rows; empty ones count no tokens
+    const batch = collatePadded(rows, { padId: ds.padId, padTo: T });
+    const r = model.loss(batch.tokens, batch.labels);
+    lossSum += r.lossSum;
+    tokens += r.tokens;
+    bar?.update(i + 1, { loss: (lossSum / Math.max(1, tokens)).toFixed(4) });
+  }
+  bar?.finish();
+  model.free();
+  if (tokens === 0) throw new TuneError(`dataset ${ds.source} has no tokens to score`);
+  const loss = lossSum / tokens;
+  const perplexity = Math.exp(loss);
+  Deno.mkdirSync(cfg.output_dir, { recursive: true });
+  const resultsPath = join(cfg.output_dir, "eval_results.json");
+  atomicWrite(
+    resultsPath,
+    JSON.stringify({ loss, perplexity, tokens, samples, dataset: ds.source }, null, 2) + "\n",
+  );
+  logger?.logDict({ loss, perplexity, tokens }, 0);
+  logger?.close();
+  if (!hooks.quiet) {
+    console.log(
+      `eval: loss ${loss.toFixed(4)} perplexity ${perplexity.toFixed(3)} ` +
+        `over ${tokens} tokens (${samples} samples of ${ds.source})`,
+    );
+  }
+  return { loss, perplexity, tokens, samples, resultsPath };
+}
+
 /** Run the recipe. */
-export function main(_cfg: ResolvedConfig<typeof params>, _launch: LaunchOptions): Promise<void> {
-  throw new TuneError("recipe eval is not implemented yet");
+export async function main(cfg: EvalConfig, launch: LaunchOptions): Promise<void> {
+  await runEval(cfg, launch);
 }
