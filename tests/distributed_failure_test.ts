@@ -72,3 +72,17 @@ Deno.test("a collective completes when its data arrived before the sender exited
     assertMatch(r.stderr, /rank 1 was lost: .*\[lostRank=1\]/);
   }
 });
+
+Deno.test("`initProcessGroup()` fails naming the rank that never joined", async () => {
+  const procs = spawnRanks("./fail_worker.ts", 3, {
+    args: ["absent", "2"],
+    env: { TUNE_DIST_INIT_TIMEOUT: "10" },
+    limitMs: 90_000,
+  });
+  const results = await Promise.all(procs.map((p) => p.done));
+  assertEquals(results[2].code, 3);
+  for (const r of results.slice(0, 2)) {
+    assert(r.code !== 0, `rank ${r.rank} should fail`);
+    assertMatch(r.stderr, /waited 10 s for rank 2 to connect.*\[lostRank=2\]/);
+  }
+});

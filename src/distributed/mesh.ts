@@ -134,10 +134,17 @@ export class PeerMesh {
       );
       for (let j = 0; j < rank; j++) {
         const addr = JSON.parse(await store.getString(`${prefix}/addr/${j}`));
-        const conn = await connectWithRetry(addr.hostname, addr.port, deadline).catch((e) => {
+        // Rank j listens before it publishes its address: retry briefly, for transient errors.
+        const soon = Math.min(deadline, Date.now() + 10_000);
+        const conn = await connectWithRetry(addr.hostname, addr.port, soon).catch((e) => {
+          const loopback = /^(127\.|::1$|localhost$)/.test(addr.hostname);
           throw new DistributedError(
             `rank ${rank} could not connect to rank ${j} at ${addr.hostname}:${addr.port} ` +
-              `(${(e as Error).message}); is a firewall blocking ports between the nodes?`,
+              `(${(e as Error).message}); ` +
+              (loopback
+                ? `rank ${j} reached the master through loopback, so on several nodes set ` +
+                  `--master_addr (MASTER_ADDR) to node 0's network address on every node`
+                : `is a firewall blocking ports between the nodes?`),
             j,
           );
         });

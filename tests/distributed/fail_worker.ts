@@ -10,6 +10,7 @@
  *   sendexit  the victim broadcasts (needing nothing back) and exits at once without
  *             closing; the others first wait until they noticed it left, then must still
  *             receive the broadcast, and only their next collective fails
+ *   absent    the victim exits before joining the group at all (start-up failure)
  * A surviving rank prints "rank R failed: <message>" on stderr and exits 1, as the CLI does.
  */
 import { CpuBuffer } from "../../src/backend/cpu/buffer.ts";
@@ -20,6 +21,7 @@ import { initProcessGroup } from "../../src/distributed/process_group.ts";
 
 const [mode, victimArg] = Deno.args;
 const victim = Number(victimArg);
+if (mode === "absent" && Deno.env.get("RANK") === String(victim)) Deno.exit(3);
 try {
   const group = await initProcessGroup();
   const coll = group.cpuCollectives(viewHostAccess((b: DeviceBuffer) => (b as CpuBuffer).data));
