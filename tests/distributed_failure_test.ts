@@ -86,3 +86,23 @@ Deno.test("`initProcessGroup()` fails naming the rank that never joined", async 
     assertMatch(r.stderr, /waited 10 s for rank 2 to connect.*\[lostRank=2\]/);
   }
 });
+
+Deno.test("a rank that times out tells the others which rank was lost", async () => {
+  // Rank 0 gives up on the hung rank 1 after 5 s; rank 2 would wait 120 s, so it can only
+  // name rank 1 because rank 0 told it (rank 0's own exit would otherwise be blamed).
+  const procs = spawnRanks("./fail_worker.ts", 3, {
+    args: ["hang", "1"],
+    rankEnv: (rank) => ({ TUNE_DIST_TIMEOUT: rank === 0 ? "5" : "120" }),
+    limitMs: 90_000,
+  });
+  const [r0, r2] = await Promise.all([procs[0].done, procs[2].done]);
+  procs[1].child.kill("SIGKILL");
+  await procs[1].done;
+  assertMatch(r0.stderr, /rank 1 did not respond within 5 s.*\[lostRank=1\]/);
+  assertMatch(
+    r2.stderr,
+    /rank 1 did not respond within 5 s .*\[reported by rank 0\] \[lostRank=1\]/,
+  );
+  const waited = Number(/left the collective after (\d+) ms/.exec(r2.stdout)?.[1]);
+  assert(waited < 60_000, `rank 2 took ${waited} ms`);
+});

@@ -366,7 +366,7 @@ export class PeerMesh {
           this.fail(
             new DistributedError(
               lost >= 0
-                ? `rank ${lost} was lost (reported by rank ${peer.rank}: ${note.message})`
+                ? `${note.message} [reported by rank ${peer.rank}]`
                 : `rank ${peer.rank} stopped the job: ${note.message}`,
               lost >= 0 ? lost : peer.rank,
             ),

@@ -31,7 +31,13 @@ export interface RankProcess {
 export function spawnRanks(
   script: string,
   worldSize: number,
-  opts: { args?: string[]; env?: Record<string, string>; limitMs?: number } = {},
+  opts: {
+    args?: string[];
+    env?: Record<string, string>;
+    /** Extra variables for one rank. */
+    rankEnv?: (rank: number) => Record<string, string>;
+    limitMs?: number;
+  } = {},
 ): RankProcess[] {
   const port = freePort();
   const start = Date.now();
@@ -48,6 +54,7 @@ export function spawnRanks(
         MASTER_PORT: String(port),
         NO_COLOR: "1",
         ...opts.env,
+        ...opts.rankEnv?.(rank),
       },
       stdout: "piped",
       stderr: "piped",
