@@ -2,14 +2,42 @@
  * Text generation from a model checkpoint (torchtune's generate).
  *
  *   deno task tune run generate --config llama2c/generate prompt="Once upon a time"
+ *
+ * The generated text goes to stdout as it is produced, and nothing else does; logs and the
+ * closing speed line (tokens/s) go to stderr. The weights come from the checkpointer: a
+ * base model, a base plus a PEFT adapter (`checkpointer.adapter_checkpoint`, merged into
+ * the weights unless the model builder has LoRA), or merged weights. With `model: null`
+ * the architecture is the one stored with the checkpoint (config.json, params.json or the
+ * llama2.c header), so one config runs any model of a format.
  */
+import "../src/components.ts";
+import { join } from "node:path";
+import { createBackend } from "../src/backend/select.ts";
+import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
+import { mergeLora } from "../src/checkpoint/peft.ts";
+import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import { checkSameArchitecture } from "../src/checkpoint/validate.ts";
+import { instantiate } from "../src/config/instantiate.ts";
 import { TuneError } from "../src/errors.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
+import { generateTokens } from "../src/generation/generate.ts";
+import { promptTokens, type PromptValue } from "../src/generation/prompt.ts";
+import { TextStream } from "../src/generation/stream.ts";
+import { createLlama } from "../src/models/llama/model.ts";
+import type { ModelSpec } from "../src/models/model_spec.ts";
+import { SeededRandom } from "../src/params/random.ts";
+import { checkVocabMatches } from "../src/tokenizers/load.ts";
+import type { Tokenizer } from "../src/tokenizers/types.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
-  model: { type: "component", kind: "model", required: true, doc: "model builder" },
+  model: {
+    type: "component",
+    kind: "model",
+    default: null,
+    doc: "model builder (null: the architecture stored with the checkpoint)",
+  },
   tokenizer: { type: "component", kind: "tokenizer", required: true, doc: "tokenizer builder" },
   checkpointer: {
     type: "component",
@@ -38,7 +66,11 @@ export const params = {
   max_new_tokens: { type: "int", default: 300, doc: "stop after this many new tokens" },
   temperature: { type: "float", default: 0.6, doc: "sampling temperature (0: greedy)" },
   top_k: { type: "int", default: 300, doc: "sample from the k most likely tokens (null: all)" },
-  top_p: { type: "float", default: null, doc: "nucleus sampling threshold (null: off)" },
+  top_p: {
+    type: "float",
+    default: null,
+    doc: "nucleus sampling: keep the most likely tokens up to this probability mass (null: off)",
+  },
   stop_tokens: {
     type: "int[]",
     default: null,
@@ -60,7 +92,130 @@ export const params = {
 /** This recipe has no top-level alias keys. */
 export const keyAliases = {} as const;
 
-/** Run the recipe. */
-export function main(_cfg: ResolvedConfig<typeof params>, _launch: LaunchOptions): Promise<void> {
-  throw new TuneError("recipe generate is not implemented yet");
+/** The resolved config of this recipe. */
+export type GenerateConfig = ResolvedConfig<typeof params>;
+
+const encoder = new TextEncoder();
+
+/** Write text to stdout now (generated text only). */
+function writeOut(text: string): void {
+  if (text) Deno.stdout.writeSync(encoder.encode(text));
+}
+
+/**
+ * The adapter's LoRA scale from the adapter_config.json beside it: merging needs r and
+ * lora_alpha, which the tensors alone do not give.
+ */
+function adapterScaleConfig(path: string): { rank: number; alpha: number } {
+  let file = path;
+  try {
+    file = Deno.statSync(path).isDirectory ? join(path, "adapter_config.json") : join(
+      path.replace(/\/[^/]*$/, "") || ".",
+      "adapter_config.json",
+    );
+  } catch {
+    throw new TuneError(`adapter checkpoint ${path} not found`);
+  }
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(Deno.readTextFileSync(file));
+  } catch {
+    throw new TuneError(
+      `cannot read ${file} (r and lora_alpha of the adapter); save the adapter with its adapter_config.json`,
+    );
+  }
+  const rank = Number(cfg.r);
+  const alpha = Number(cfg.lora_alpha);
+  if (!(rank > 0) || !Number.isFinite(alpha)) {
+    throw new TuneError(`${file} lacks a valid r / lora_alpha; check the adapter files`);
+  }
+  return { rank, alpha };
+}
+
+/** Run the recipe: load, tokenize the prompt, stream the continuation. */
+export async function main(cfg: GenerateConfig, _launch: LaunchOptions): Promise<void> {
+  const log = (s: string) => console.error(s);
+  // Model description first: everything else is checked against it.
+  const spec = cfg.model ? instantiate<ModelSpec>(cfg.model) : null;
+  const backend = await createBackend(cfg.device as "cpu" | "cuda");
+  if (cfg.dtype === "bf16" && cfg.device === "cpu") log("dtype=bf16 on cpu: computing in fp32");
+
+  // Weights (and adapter) on the host, in tune names.
+  const checkpointer = instantiate<Checkpointer>(cfg.checkpointer);
+  const loaded = checkpointer.load({ resumeFromCheckpoint: false });
+  if (spec) checkSameArchitecture(spec.config, loaded.config, "checkpointer");
+  const config = { ...(spec?.config ?? loaded.config), ropeLayout: loaded.config.ropeLayout };
+  let weights: StateDict = loaded.stateDict;
+  const lora = spec?.lora ?? null;
+  if (loaded.adapter) {
+    if (lora) {
+      weights = new Map([...weights, ...loaded.adapter]);
+    } else {
+      const adapterPath = String(cfg.checkpointer.adapter_checkpoint);
+      const dir = String(cfg.checkpointer.checkpoint_dir);
+      const full = adapterPath.startsWith("/") ? adapterPath : join(dir, adapterPath);
+      const { rank, alpha } = adapterScaleConfig(full);
+      weights = mergeLora(weights, loaded.adapter, {
+        attnModules: [],
+        applyToMlp: false,
+        applyToOutput: false,
+        rank,
+        alpha,
+        dropout: 0,
+      });
+      log(`merged LoRA adapter ${full} (r=${rank}, alpha=${alpha})`);
+    }
+  } else if (lora) {
+    throw new TuneError(
+      `model ${
+        cfg.model!._component_
+      } has LoRA adapters but no adapter was loaded; set checkpointer.adapter_checkpoint or use the base builder`,
+    );
+  }
+
+  // Tokenizer: must fit the model's vocabulary.
+  const tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
+  checkVocabMatches(tokenizer, config.vocabSize, String(cfg.tokenizer.path ?? "tokenizer"));
+
+  // Model with the loaded weights; training buffers are minimal, generation has its own.
+  const model = createLlama(backend, { name: spec?.name ?? "checkpoint", config, lora }, {
+    batch: 1,
+    seqLen: 1,
+    activationDtype: cfg.dtype === "bf16" && cfg.device === "cuda" ? "bf16" : "f32",
+  });
+  model.loadStateDict(weights);
+
+  // Prompt, sampling and the stream to stdout.
+  const ids = promptTokens(tokenizer, cfg.prompt as PromptValue, {
+    instructTemplate: cfg.instruct_template,
+    chatFormat: cfg.chat_format,
+  });
+  let seed = cfg.seed;
+  if (seed === null) {
+    seed = crypto.getRandomValues(new Uint32Array(1))[0] >>> 1;
+    if (cfg.temperature > 0) log(`seed: ${seed} (set seed=${seed} to repeat this run)`);
+  }
+  const stopIds = [...new Set([...tokenizer.stopIds, ...(cfg.stop_tokens ?? [])])];
+  const stream = new TextStream(tokenizer, ids);
+  const result = generateTokens(model, backend, [ids], {
+    temperature: cfg.temperature,
+    topK: cfg.top_k,
+    topP: cfg.top_p,
+    maxNewTokens: cfg.max_new_tokens,
+    stopIds,
+    rng: new SeededRandom(seed),
+    kvCache: cfg.enable_kv_cache,
+    onToken: (_b, id) => writeOut(stream.push(id)),
+  });
+  writeOut(stream.flush());
+  // a closing newline for the terminal only: piped output is exactly the generated text
+  if (Deno.stdout.isTerminal()) writeOut("\n");
+  model.free();
+  const n = result.newTokens;
+  const secs = result.prefillSeconds + result.decodeSeconds;
+  log(
+    `${n} new tokens (${result.finish[0] === "stop" ? "stop token" : "max_new_tokens"}) in ` +
+      `${secs.toFixed(2)} s: ${(n / Math.max(secs, 1e-9)).toFixed(1)} tokens/s ` +
+      `(prompt ${ids.length} tokens, ${result.prefillSeconds.toFixed(3)} s)`,
+  );
 }
