@@ -51,6 +51,22 @@ function sumInRankOrder(out: Elems, parts: Elems[]): void {
   }
 }
 
+/**
+ * Round fp32 values to bfloat16 (nearest, ties to even) in place: the sum of bf16 buffers
+ * is rounded once, by the rank that owns the chunk, so every rank stores the same bf16.
+ */
+function roundBf16InPlace(a: Elems): void {
+  const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    if ((x & 0x7f800000) === 0x7f800000) {
+      u[i] = (x & 0x7fffff) !== 0 ? (x | 0x400000) & 0xffff0000 : x & 0xffff0000; // NaN, Inf
+    } else {
+      u[i] = ((x + 0x7fff + ((x >>> 16) & 1)) & 0xffff0000) >>> 0;
+    }
+  }
+}
+
 /** Start of chunk c when `n` elements are cut into `w` near-equal chunks. */
 function chunkStart(c: number, n: number, w: number): number {
   return Math.floor((c * n) / w);
@@ -86,6 +102,7 @@ export class TcpCollectives implements Collectives {
         ? new Float32Array(mine.length)
         : new Int32Array(mine.length);
       sumInRankOrder(summed, got.map((g, r) => (r === me ? mine : elems(mine, g!))));
+      if (buf.dtype === "bf16") roundBf16InPlace(summed);
       const all = await this.mesh.exchange(seq, {
         op: OP_ALLREDUCE_GATHER,
         name: "allReduceSum",
@@ -116,6 +133,7 @@ export class TcpCollectives implements Collectives {
       const mine = chunk(me);
       const summed = mine instanceof Float32Array ? new Float32Array(n) : new Int32Array(n);
       sumInRankOrder(summed, got.map((g, r) => (r === me ? mine : elems(mine, g!))));
+      if (out.dtype === "bf16") roundBf16InPlace(summed);
       this.access.write(out, summed);
     });
   }

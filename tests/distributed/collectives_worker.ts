@@ -97,6 +97,23 @@ try {
   sameBits("allReduceSum outside view", whole.subarray(0, 100), input(me, 300, 5).subarray(0, 100));
   hashes.view = hash(data(parent).subarray(100, 200));
 
+  // bf16 buffers: the rank-order fp32 sum, rounded once to bf16 (the CPU backend's rounding).
+  const bfIn = input(me, 999, 13);
+  const bf = backend.alloc(999, "bf16");
+  backend.upload(bf, bfIn); // rounds each rank's input to bf16
+  await coll.allReduceSum(bf);
+  const wantBf = new Float32Array(999);
+  for (let r = 0; r < W; r++) {
+    const x = backend.alloc(999, "bf16");
+    backend.upload(x, input(r, 999, 13));
+    const xs = data(x);
+    for (let i = 0; i < 999; i++) wantBf[i] += xs[i];
+  }
+  const roundedWant = backend.alloc(999, "bf16");
+  backend.upload(roundedWant, wantBf);
+  sameBits("allReduceSum bf16", data(bf), data(roundedWant));
+  hashes.bf16 = hash(data(bf));
+
   // i32 sums wrap like int32.
   const intBuf = backend.alloc(4, "i32");
   backend.upload(intBuf, new Int32Array([me + 1, -7 * me, 2147483647, me]));
