@@ -184,6 +184,17 @@ Deno.test("`launch()` restarts this same program through `selfCommand()`", async
   assertEquals(reps.get(1)!.args, ["a", "b"]);
 });
 
+Deno.test("`launch()` on one node moves off a rendezvous port that is taken", async () => {
+  const taken = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+  try {
+    const r = await run({ masterPort: taken.addr.port }, "./distributed/collectives_worker.ts", []);
+    assertEquals(r.code, 0, r.err.join("\n"));
+    assert(r.err.some((l) => l.includes(`port ${taken.addr.port} is in use`)), r.err.join("\n"));
+  } finally {
+    taken.close();
+  }
+});
+
 Deno.test("`selfCommand()` runs a compiled tune directly and a script through deno run", () => {
   assertEquals(
     selfCommand({

@@ -214,7 +214,8 @@ function checkConfig(cfg: LaunchConfig): void {
  * job on the default 29500), take a free one instead of failing.
  */
 function freeOrOther(host: string, port: number, note: (line: string) => void): number {
-  const hostname = host === "localhost" ? "127.0.0.1" : host;
+  // Probe the way rank 0's store will listen (every interface; see process_group.ts).
+  const hostname = host.includes(":") ? "::" : "0.0.0.0";
   try {
     Deno.listen({ hostname, port }).close();
     return port;
