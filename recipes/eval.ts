@@ -31,7 +31,7 @@ import { checkVocabMatches } from "../src/tokenizers/mod.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { ProgressBar } from "../src/training/progress.ts";
-import { computeDtypeNote } from "../src/training/steps.ts";
+import { modelDtypes } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
@@ -127,8 +127,8 @@ export async function runEval(
     );
   }
   // Backend before any slow load.
-  const dtypeNote = computeDtypeNote(cfg.dtype);
-  if (dtypeNote && !hooks.quiet) console.error(dtypeNote);
+  const dtypes = modelDtypes(cfg.dtype, cfg.device);
+  if (dtypes.note && !hooks.quiet) console.error(dtypes.note);
   const backend = await createBackend(cfg.device as "cpu" | "cuda");
   // Weights (and adapter) on the host.
   let weights: StateDict | null = null;
@@ -166,7 +166,13 @@ export async function runEval(
   }
   const B = Math.min(cfg.batch_size, ds.samples.length);
   // Model: allocated for (B, T), then its weights.
-  const model = createLlama(backend, spec, { batch: B, seqLen: T, seed: cfg.seed ?? 0 });
+  const model = createLlama(backend, spec, {
+    batch: B,
+    seqLen: T,
+    seed: cfg.seed ?? 0,
+    activationDtype: dtypes.activationDtype,
+    frozenDtype: dtypes.frozenDtype,
+  });
   if (!weights) {
     model.initRandom(cfg.seed ?? 0);
     weights = model.base.toStateDict();

@@ -39,7 +39,7 @@ import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
-import { computeDtypeNote, countTargets, stepsPerEpoch } from "../src/training/steps.ts";
+import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
@@ -184,8 +184,8 @@ export class LoraFinetuneRecipeSingleDevice {
       );
     }
     // Backend next: device errors (no GPU, no libcuda) should come before any slow load.
-    const dtypeNote = computeDtypeNote(cfg.dtype);
-    if (dtypeNote) say(dtypeNote);
+    const dtypes = modelDtypes(cfg.dtype, cfg.device);
+    if (dtypes.note) say(dtypes.note);
     this.backend = await createBackend(cfg.device as "cpu" | "cuda");
 
     // Checkpoint: base weights (and the recipe state when resuming) on the host.
@@ -211,6 +211,12 @@ export class LoraFinetuneRecipeSingleDevice {
     this.tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
     checkVocabMatches(this.tokenizer, spec.config.vocabSize, String(cfg.tokenizer.path));
 
+    // Loss: cross-entropy, mean over the counted tokens of a whole optimizer step
+    // (its num_output_chunks sizes the model's logits buffer).
+    this.loss = cfg.loss
+      ? instantiate<CrossEntropyLoss>(cfg.loss)
+      : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
+
     // Data before the model: the model's buffers are allocated for the batch's (B, T).
     this.data = await setupData(cfg.dataset, this.tokenizer, {
       batchSize: cfg.batch_size,
@@ -225,6 +231,9 @@ export class LoraFinetuneRecipeSingleDevice {
       seqLen: this.data.seqLen,
       activationCheckpointing: cfg.enable_activation_checkpointing,
       seed: this.seed,
+      logitChunks: this.loss.numOutputChunks,
+      activationDtype: dtypes.activationDtype,
+      frozenDtype: dtypes.frozenDtype,
     });
     if (loaded) {
       const sd = new Map(loaded.stateDict);
@@ -243,13 +252,8 @@ export class LoraFinetuneRecipeSingleDevice {
     );
     // Resume: adapters, moments, step and data position from the recipe state.
     this.progress = state
-      ? restoreTrainingState(state, this.model.trainable, this.optimizer)
+      ? restoreTrainingState(state, this.model, this.optimizer)
       : { step: 0, epoch: 0, dataPosition: 0, seed: this.seed };
-
-    // Loss: cross-entropy, mean over the counted tokens of a whole optimizer step.
-    this.loss = cfg.loss
-      ? instantiate<CrossEntropyLoss>(cfg.loss)
-      : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
 
     // Steps per epoch, then the scheduler that spans all of them.
     this.stepsPerEpoch = stepsPerEpoch(

@@ -160,26 +160,33 @@ Deno.test("full_finetune_single_device gives the same losses with a batch split 
 });
 
 for (
-  const [recipe, config] of [
+  const [recipe, config, ...extra] of [
     ["lora_finetune_single_device", "tiny/lora_single_device"],
+    // dropout masks are keyed by the model's micro-step, which the recipe state restores
+    ["lora_finetune_single_device", "tiny/lora_single_device", "model.lora_dropout=0.1"],
     ["full_finetune_single_device", "tiny/full_single_device"],
   ]
 ) {
-  Deno.test(`${recipe} resumed from a mid-epoch checkpoint reproduces the remaining steps bitwise`, async () => {
-    await withTmp(async (dir) => {
-      const whole = join(dir, "whole"), parts = join(dir, "parts");
-      const cfg = [recipe, "--config", config, ...SHORT];
-      await runOk(...cfg, `output_dir=${whole}`);
-      // the first part stops after step 4 (mid epoch 1) and saves step_4/ + recipe_state/
-      await runOk(...cfg, `output_dir=${parts}`, "stop_after_steps=4");
-      assert.ok(exists(join(parts, "step_4")), "step_4/ written");
-      assert.equal(readMetrics(parts).length, 4);
-      await runOk(...cfg, `output_dir=${parts}`, "resume_from_checkpoint=True");
-      const a = readMetrics(whole).map(timeless), b = readMetrics(parts).map(timeless);
-      console.log(`${recipe}: resumed steps 5-6 ${b.slice(4).join(" ")}`);
-      assert.deepEqual(b, a, "metrics.jsonl of the resumed run equals the uninterrupted run");
-    });
-  });
+  Deno.test(
+    `${recipe} resumed from a mid-epoch checkpoint reproduces the remaining steps bitwise ${
+      extra.join(" ")
+    }`,
+    async () => {
+      await withTmp(async (dir) => {
+        const whole = join(dir, "whole"), parts = join(dir, "parts");
+        const cfg = [recipe, "--config", config, ...SHORT, ...extra];
+        await runOk(...cfg, `output_dir=${whole}`);
+        // the first part stops after step 4 (mid epoch 1) and saves step_4/ + recipe_state/
+        await runOk(...cfg, `output_dir=${parts}`, "stop_after_steps=4");
+        assert.ok(exists(join(parts, "step_4")), "step_4/ written");
+        assert.equal(readMetrics(parts).length, 4);
+        await runOk(...cfg, `output_dir=${parts}`, "resume_from_checkpoint=True");
+        const a = readMetrics(whole).map(timeless), b = readMetrics(parts).map(timeless);
+        console.log(`${recipe} ${extra.join(" ")}: resumed steps 5-6 ${b.slice(4).join(" ")}`);
+        assert.deepEqual(b, a, "metrics.jsonl of the resumed run equals the uninterrupted run");
+      });
+    },
+  );
 }
 
 Deno.test("full_finetune_single_device stops with one line on a NaN loss and keeps the last good checkpoint", async () => {

@@ -17,7 +17,6 @@ import type { ComponentSection } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import type { LlamaModel } from "../models/llama/model.ts";
 import type { AdamW } from "../optim/adamw.ts";
-import type { ParamStore } from "../params/store.ts";
 
 /** Where a run stands; saved in the recipe state and restored on resume. */
 export interface TrainingProgress {
@@ -35,12 +34,16 @@ const PARAMS = "trainable.params";
 const M = "adamw.m";
 const V = "adamw.v";
 
-/** The recipe state of a run: trainable weights, AdamW moments (fp32) and the progress. */
+/**
+ * The recipe state of a run: trainable weights, AdamW moments (fp32), the progress and the
+ * model's dropout step (which keys LoRA dropout masks).
+ */
 export function trainingRecipeState(
-  store: ParamStore,
+  model: LlamaModel,
   progress: TrainingProgress,
   extra: Record<string, unknown> = {},
 ): RecipeState {
+  const store = model.trainable;
   const be = store.backend;
   const n = store.layout.total;
   const tensors: StateDict = new Map();
@@ -54,22 +57,23 @@ export function trainingRecipeState(
     seed: progress.seed,
     dataPosition: progress.dataPosition,
     lrScheduler: { lastStep: progress.step },
-    rng: { dropoutMicroSteps: (extra.microSteps as number | undefined) ?? null },
+    rng: { dropoutStep: model.dropoutStep },
     tensors,
     extra: { ...extra, trainable: store.layout.entries.map((e) => e.name).join(",") },
   };
 }
 
 /**
- * Put the saved trainable weights and moments back into `store` and `optimizer`, and return
- * the progress to continue from. A state from a different model or trainable set is a
- * TuneError.
+ * Put the saved trainable weights, moments and dropout step back into `model` and
+ * `optimizer`, and return the progress to continue from. A state from a different model or
+ * trainable set is a TuneError.
  */
 export function restoreTrainingState(
   state: RecipeState,
-  store: ParamStore,
+  model: LlamaModel,
   optimizer: AdamW,
 ): TrainingProgress {
+  const store = model.trainable;
   const names = store.layout.entries.map((e) => e.name).join(",");
   const p = state.tensors.get(PARAMS);
   if (!p || state.extra?.trainable !== names || p.data.length !== store.layout.total) {
@@ -83,6 +87,8 @@ export function restoreTrainingState(
   be.upload(store.m!, state.tensors.get(M)!.data, 0);
   be.upload(store.v!, state.tensors.get(V)!.data, 0);
   optimizer.stepCount = state.step;
+  const rng = state.rng as { dropoutStep?: number } | null;
+  model.dropoutStep = rng?.dropoutStep ?? 0;
   return {
     step: state.step,
     epoch: state.epoch,
@@ -122,7 +128,7 @@ export interface SaveCheckpointOptions {
 export function saveTrainingCheckpoint(o: SaveCheckpointOptions): string {
   const { model } = o;
   const lora = model.spec.lora;
-  const recipeState = trainingRecipeState(model.trainable, o.progress, o.extra);
+  const recipeState = trainingRecipeState(model, o.progress, o.extra);
   return o.checkpointer.save({
     epoch: o.progress.epoch,
     dirName: o.dirName,

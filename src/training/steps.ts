@@ -35,9 +35,21 @@ export function countTargets(labels: Int32Array): number {
   return n;
 }
 
-/** A one-line note when `dtype` asks for something the model does not do, else null. */
-export function computeDtypeNote(dtype: string): string | null {
-  return dtype === "bf16"
-    ? "dtype=bf16: this model keeps fp32 weights and computes in fp32 (bf16 checkpoints are widened on load)"
-    : null;
+/**
+ * Model element types for the config's `dtype` and `device`: bf16 activations (and a bf16
+ * frozen base under LoRA) on CUDA; trained weights and optimizer state stay fp32. The CPU
+ * backend is the fp32 oracle, so bf16 there computes in fp32 and `note` says so.
+ */
+export function modelDtypes(
+  dtype: string,
+  device: string,
+): { activationDtype: "f32" | "bf16"; frozenDtype: "f32" | "bf16"; note: string | null } {
+  const bf16 = dtype === "bf16" && device === "cuda";
+  return {
+    activationDtype: bf16 ? "bf16" : "f32",
+    frozenDtype: bf16 ? "bf16" : "f32",
+    note: dtype === "bf16" && !bf16
+      ? "dtype=bf16 on device=cpu: computing in fp32 (the CPU backend is the fp32 reference)"
+      : null,
+  };
 }
