@@ -12,9 +12,9 @@ export class ParamStore {
   readonly params: DeviceBuffer;
   /** (total) gradients; null for a frozen store. */
   readonly grads: DeviceBuffer | null;
-  /** (total) AdamW first moment; null for a frozen store. */
+  /** (total) AdamW first moment; null for a frozen store or one built without moments. */
   readonly m: DeviceBuffer | null;
-  /** (total) AdamW second moment; null for a frozen store. */
+  /** (total) AdamW second moment; null for a frozen store or one built without moments. */
   readonly v: DeviceBuffer | null;
   readonly #paramViews = new Map<string, DeviceBuffer>();
   readonly #gradViews = new Map<string, DeviceBuffer>();
@@ -22,19 +22,22 @@ export class ParamStore {
   /**
    * Allocate (zero-filled) buffers for `layout`; gradients and moments only if trainable.
    * A frozen store may keep its values in bf16 (`dtype`); trainable values are fp32 masters.
+   * `moments: false` leaves out the AdamW moments of a trainable store (m and v null), for
+   * a sharded optimizer that keeps only its rank's slice of them.
    */
   constructor(
     readonly backend: Backend,
     readonly layout: ParamLayout,
     readonly trainable: boolean,
     readonly dtype: "f32" | "bf16" = "f32",
+    moments = true,
   ) {
     if (trainable && dtype !== "f32") throw new Error("trainable parameters are kept in fp32");
     const n = layout.total;
     this.params = backend.alloc(n, dtype as DType);
     this.grads = trainable ? backend.alloc(n, "f32") : null;
-    this.m = trainable ? backend.alloc(n, "f32") : null;
-    this.v = trainable ? backend.alloc(n, "f32") : null;
+    this.m = trainable && moments ? backend.alloc(n, "f32") : null;
+    this.v = trainable && moments ? backend.alloc(n, "f32") : null;
   }
 
   /** The device view of tensor `name`. */
@@ -102,7 +105,8 @@ export class ParamStore {
 
   /** Bytes of all buffers this store holds (values, and gradients and moments if trainable). */
   bytes(): number {
-    return this.paramBytes() + (this.trainable ? this.layout.total * 12 : 0);
+    const n = this.layout.total;
+    return this.paramBytes() + (this.grads ? n * 4 : 0) + (this.m ? n * 8 : 0);
   }
 
   /** Release all buffers. */

@@ -55,6 +55,11 @@ export interface LlamaOptions {
   activationDtype?: "f32" | "bf16";
   /** Element type of the frozen base weights under LoRA (default "f32"); trained weights are fp32. */
   frozenDtype?: "f32" | "bf16";
+  /**
+   * Allocate the AdamW moments in the trainable store (default true). False when a sharded
+   * (ZeRO/FSDP) optimizer keeps its rank's slice of them instead; `trainable.m/v` are null.
+   */
+  optimizerMoments?: boolean;
 }
 
 /** Result of a loss evaluation: summed token losses and the number of counted tokens. */
@@ -155,10 +160,13 @@ export class LlamaModel {
     }
     const lora = spec.lora;
     const frozenDtype = lora ? (opts.frozenDtype ?? "f32") : "f32";
-    this.base = new ParamStore(backend, baseLayout(cfg), lora === null, frozenDtype);
+    const moments = opts.optimizerMoments ?? true;
+    this.base = new ParamStore(backend, baseLayout(cfg), lora === null, frozenDtype, moments);
     const act = opts.activationDtype ?? "f32";
     this.#act = act;
-    this.adapters = lora ? new ParamStore(backend, loraLayout(cfg, lora), true) : null;
+    this.adapters = lora
+      ? new ParamStore(backend, loraLayout(cfg, lora), true, "f32", moments)
+      : null;
     const HS = headSize(cfg);
     const N = this.B * this.T;
     this.#dims = {
@@ -489,7 +497,7 @@ export class LlamaModel {
     return {
       parameters: p,
       gradients: t.layout.total * 4,
-      optimizer: t.layout.total * 8,
+      optimizer: t.m ? t.layout.total * 8 : 0,
       activations: by.get("activations") ?? 0,
       scratch: by.get("scratch") ?? 0,
       inference: this.#inf ? (this.#inf.alloc.bytesBy.get("inference") ?? 0) : 0,
