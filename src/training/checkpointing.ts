@@ -34,14 +34,24 @@ const PARAMS = "trainable.params";
 const M = "adamw.m";
 const V = "adamw.v";
 
+/** Both AdamW moments over the whole trainable layout, on the host. */
+export interface HostMoments {
+  /** (total) first moment. */
+  m: Float32Array;
+  /** (total) second moment. */
+  v: Float32Array;
+}
+
 /**
  * The recipe state of a run: trainable weights, AdamW moments (fp32), the progress and the
- * model's dropout step (which keys LoRA dropout masks).
+ * model's dropout step (which keys LoRA dropout masks). `moments` supplies the moments
+ * when the store has none (a sharded optimizer gathers its ranks' slices into them).
  */
 export function trainingRecipeState(
   model: LlamaModel,
   progress: TrainingProgress,
   extra: Record<string, unknown> = {},
+  moments?: HostMoments,
 ): RecipeState {
   const store = model.trainable;
   const be = store.backend;
@@ -49,8 +59,8 @@ export function trainingRecipeState(
   const tensors: StateDict = new Map();
   // (total) each: the flat buffers, alignment padding included
   tensors.set(PARAMS, { shape: [n], data: be.download(store.params) as Float32Array });
-  tensors.set(M, { shape: [n], data: be.download(store.m!) as Float32Array });
-  tensors.set(V, { shape: [n], data: be.download(store.v!) as Float32Array });
+  tensors.set(M, { shape: [n], data: moments?.m ?? be.download(store.m!) as Float32Array });
+  tensors.set(V, { shape: [n], data: moments?.v ?? be.download(store.v!) as Float32Array });
   return {
     step: progress.step,
     epoch: progress.epoch,
@@ -66,7 +76,8 @@ export function trainingRecipeState(
 /**
  * Put the saved trainable weights, moments and dropout step back into `model` and
  * `optimizer`, and return the progress to continue from. A state from a different model or
- * trainable set is a TuneError.
+ * trainable set is a TuneError. When the store has no moments (sharded optimizer), the
+ * caller takes its slice of them from `recipeStateMoments(state)`.
  */
 export function restoreTrainingState(
   state: RecipeState,
@@ -84,8 +95,10 @@ export function restoreTrainingState(
   }
   const be = store.backend;
   be.upload(store.params, p.data, 0);
-  be.upload(store.m!, state.tensors.get(M)!.data, 0);
-  be.upload(store.v!, state.tensors.get(V)!.data, 0);
+  if (store.m && store.v) {
+    be.upload(store.m, state.tensors.get(M)!.data, 0);
+    be.upload(store.v, state.tensors.get(V)!.data, 0);
+  }
   optimizer.stepCount = state.step;
   const rng = state.rng as { dropoutStep?: number } | null;
   model.dropoutStep = rng?.dropoutStep ?? 0;
@@ -95,6 +108,11 @@ export function restoreTrainingState(
     dataPosition: state.dataPosition,
     seed: state.seed,
   };
+}
+
+/** The saved AdamW moments (whole layout) of a recipe state from `trainingRecipeState`. */
+export function recipeStateMoments(state: RecipeState): HostMoments {
+  return { m: state.tensors.get(M)!.data, v: state.tensors.get(V)!.data };
 }
 
 /**
@@ -122,13 +140,15 @@ export interface SaveCheckpointOptions {
   adapterOnly?: boolean;
   /** Free-form values kept in the recipe state (total tokens, micro-steps, ...). */
   extra?: Record<string, unknown>;
+  /** The moments when the store has none (gathered from a sharded optimizer). */
+  moments?: HostMoments;
 }
 
 /** Save weights (and adapter) plus the recipe state; returns the directory written. */
 export function saveTrainingCheckpoint(o: SaveCheckpointOptions): string {
   const { model } = o;
   const lora = model.spec.lora;
-  const recipeState = trainingRecipeState(model, o.progress, o.extra);
+  const recipeState = trainingRecipeState(model, o.progress, o.extra, o.moments);
   return o.checkpointer.save({
     epoch: o.progress.epoch,
     dirName: o.dirName,
