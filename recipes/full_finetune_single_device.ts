@@ -218,6 +218,9 @@ export class FullFinetuneRecipeSingleDevice {
       shuffle: cfg.shuffle,
       modelMaxSeqLen: spec.config.maxSeqLen,
     });
+    if (this.data.dataset.packed) {
+      say("dataset.packed: samples in a pack attend to each other (no block-causal mask yet)");
+    }
 
     // Model: allocate, then weights from the checkpoint (or seeded random).
     this.model = createLlama(this.backend, spec, {

@@ -224,6 +224,9 @@ export class LoraFinetuneRecipeSingleDevice {
       shuffle: cfg.shuffle,
       modelMaxSeqLen: spec.config.maxSeqLen,
     });
+    if (this.data.dataset.packed) {
+      say("dataset.packed: samples in a pack attend to each other (no block-causal mask yet)");
+    }
 
     // Model: allocate, then base weights from the checkpoint (or seeded random) and adapters.
     this.model = createLlama(this.backend, spec, {
