@@ -12,7 +12,7 @@ import { type Checkpointer, expandCheckpointFiles } from "../src/checkpoint/chec
 import { loadHfCheckpoint, saveHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
 import { mergeLora } from "../src/checkpoint/peft.ts";
 import { loadRecipeState, saveRecipeState } from "../src/checkpoint/recipe_state.ts";
-import { readSafetensors } from "../src/checkpoint/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../src/checkpoint/safetensors.ts";
 import { atomicWrite, atomicWriteWith } from "../src/checkpoint/atomic_write.ts";
 import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
 import type { StateDict } from "../src/checkpoint/state_dict.ts";
@@ -191,6 +191,69 @@ Deno.test("save() writes a PEFT adapter whose lora_B rows are rotate-half, and m
       const dt = stateDict.get(n)!.sourceDtype;
       if (dt === "f32" || dt === undefined) exact(n, reread.stateDict.get(n)!.data, t.data);
     }
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("FullModelHFCheckpointer.load() with a PEFT adapter gives interleaved q/k lora_b that merge like PEFT does in HF space", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const hfDir = join(FIX, "checkpoint_hf_bf16");
+    // A PEFT adapter file in Hugging Face (rotate-half) space, rank 2 on q/k/v of layer 0.
+    const named: [string, { shape: number[]; data: Float32Array }][] = [];
+    const raw = readSafetensors(join(hfDir, "model.safetensors"));
+    let seed = 11;
+    for (const mod of ["q_proj", "k_proj", "v_proj"]) {
+      const [outDim, inDim] = raw.get(`model.layers.0.self_attn.${mod}.weight`)!.shape;
+      const p = `base_model.model.model.layers.0.self_attn.${mod}`;
+      named.push([`${p}.lora_A.weight`, { shape: [2, inDim], data: rand(2 * inDim, seed++) }]);
+      named.push([`${p}.lora_B.weight`, { shape: [outDim, 2], data: rand(outDim * 2, seed++) }]);
+    }
+    writeSafetensors(join(tmp, "adapter_model.safetensors"), named, { dtype: "f32" });
+    const loaded = build("torchtune.training.FullModelHFCheckpointer", {
+      checkpoint_dir: hfDir,
+      output_dir: join(tmp, "out"),
+      model_type: "LLAMA3_2",
+      adapter_checkpoint: tmp,
+    }).load();
+    assertEquals(loaded.config.ropeLayout, "interleaved");
+    const lora: LoraConfig = {
+      attnModules: ["q_proj", "k_proj", "v_proj"],
+      applyToMlp: false,
+      applyToOutput: false,
+      rank: 2,
+      alpha: 4,
+      dropout: 0,
+    };
+    // Merge in tune space, then put q/k rows back in HF order; PEFT merges in file space.
+    const merged = convertRopeLayout(
+      mergeLora(loaded.stateDict, loaded.adapter!, lora),
+      loaded.config,
+      "half",
+    );
+    const file = new Map(named);
+    for (const mod of ["q_proj", "k_proj", "v_proj"]) {
+      const p = `base_model.model.model.layers.0.self_attn.${mod}`;
+      const a = file.get(`${p}.lora_A.weight`)!;
+      const b = file.get(`${p}.lora_B.weight`)!;
+      const w = raw.get(`model.layers.0.self_attn.${mod}.weight`)!;
+      const [outDim, inDim] = w.shape;
+      const viaPeft = new Float32Array(w.data);
+      for (let o = 0; o < outDim; o++) {
+        for (let k = 0; k < 2; k++) {
+          for (let i = 0; i < inDim; i++) {
+            viaPeft[o * inDim + i] += 2 * b.data[o * 2 + k] * a.data[k * inDim + i];
+          }
+        }
+      }
+      // Same products in the same order per element: exact.
+      exact(mod, merged.get(`layers.0.attn.${mod}.weight`)!.data, viaPeft);
+    }
+    // Control: q's lora_b really was permuted on load (its rows differ from the file's).
+    const qb = loaded.adapter!.get("layers.0.attn.q_proj.lora_b.weight")!.data;
+    const fileQb = file.get("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")!.data;
+    assert(qb.some((v, i) => v !== fileQb[i]));
   } finally {
     Deno.removeSync(tmp, { recursive: true });
   }

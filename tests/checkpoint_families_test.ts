@@ -1,15 +1,18 @@
 /**
  * Model families through config.json: Qwen2 (q/k/v biases, tied), Mistral, Llama 3.1
  * rope scaling, and refusals of what tune cannot run. The Qwen2 checkpoint is made by
- * PyTorch (tests/reference/checkpoint_reference.py); converting it to Meta's interleaved
- * layout permutes weights AND biases, checked through the model's logits
- * (atol 1e-5, rtol 1e-4: the fp32 forward tolerance; rope order changes fp32 rounding).
+ * PyTorch (tests/reference/checkpoint_reference.py); loading it into tune's interleaved
+ * layout permutes q/k weights AND biases, checked through the model's logits against the
+ * file's own tensors run rotate-half (atol 1e-5, rtol 1e-4: the fp32 forward tolerance; the
+ * rope pairing order changes fp32 rounding). HF -> Meta -> load is then bitwise.
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import { join } from "node:path";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { loadHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
 import { llamaConfigFromHf } from "../src/checkpoint/hf_config.ts";
+import { hfToTune } from "../src/checkpoint/key_mapping.ts";
+import { readSafetensors } from "../src/checkpoint/safetensors.ts";
 import { loadMetaCheckpoint, saveMetaCheckpoint } from "../src/checkpoint/meta_checkpoint.ts";
 import type { StateDict } from "../src/checkpoint/state_dict.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
@@ -31,7 +34,7 @@ function logits(sd: StateDict, config: LlamaConfig, tokens: Int32Array): Float32
   return out;
 }
 
-Deno.test("loadHfCheckpoint() reads Qwen2ForCausalLM with q/k/v biases; Meta conversion permutes biases too", () => {
+Deno.test("loadHfCheckpoint() reads Qwen2ForCausalLM with q/k/v biases, permuting q/k biases to interleaved", () => {
   const hf = loadHfCheckpoint(join(FIX, "checkpoint_hf_qwen2"));
   const c = hf.config;
   assertEquals([c.qkvBias, c.tiedEmbeddings, c.ropeTheta, c.normEps, c.ropeLayout], [
@@ -39,9 +42,33 @@ Deno.test("loadHfCheckpoint() reads Qwen2ForCausalLM with q/k/v biases; Meta con
     true,
     1e6,
     1e-6,
-    "half",
+    "interleaved",
   ]);
   assertEquals(hf.stateDict.get("layers.1.attn.k_proj.bias")!.shape, [8]);
+  // The file's own tensors (rotate-half rows), run with the "half" layout as transformers does.
+  const file: StateDict = new Map();
+  for (const [n, t] of readSafetensors(join(FIX, "checkpoint_hf_qwen2", "model.safetensors"))) {
+    const name = hfToTune(n);
+    if (name && !(name === "output.weight" && c.tiedEmbeddings)) file.set(name, t);
+  }
+  assertEquals([...file.keys()].sort(), [...hf.stateDict.keys()].sort());
+  const tokens = Int32Array.from({ length: 20 }, (_, i) => (i * 11 + 3) % 32);
+  const ref = logits(file, { ...c, ropeLayout: "half" }, tokens);
+  const a = logits(hf.stateDict, c, tokens);
+  const w = worstError(a, ref, 1e-5, 1e-4);
+  console.log(
+    `Qwen2 loaded (interleaved) vs file (half) logits: max |diff| ${w.maxAbs.toExponential(2)}`,
+  );
+  assertClose("qwen2 logits", a, ref, { atol: 1e-5, rtol: 1e-4 });
+  // Control: the loaded weights with the file's unpermuted q/k biases are visibly wrong.
+  const broken: StateDict = new Map(hf.stateDict);
+  for (const n of ["layers.0.attn.q_proj.bias", "layers.0.attn.k_proj.bias"]) {
+    broken.set(n, file.get(n)!);
+  }
+  const wb = worstError(logits(broken, c, tokens), ref, 1e-5, 1e-4);
+  console.log(`control, biases not permuted: max |diff| ${wb.maxAbs.toExponential(2)}`);
+  assert(wb.maxAbs > 1e-3);
+  // HF -> Meta -> load: same layout, so the same tensors and bitwise logits.
   const tmp = Deno.makeTempDirSync();
   try {
     saveMetaCheckpoint(tmp, hf.stateDict, c);
@@ -51,20 +78,8 @@ Deno.test("loadHfCheckpoint() reads Qwen2ForCausalLM with q/k/v biases; Meta con
       1e6,
       1e-6,
     ]);
-    const tokens = Int32Array.from({ length: 20 }, (_, i) => (i * 11 + 3) % 32);
-    const a = logits(hf.stateDict, c, tokens);
     const b = logits(meta.stateDict, meta.config, tokens);
-    const w = worstError(b, a, 1e-5, 1e-4);
-    console.log(`Qwen2 HF vs Meta-converted logits: max |diff| ${w.maxAbs.toExponential(2)}`);
-    assertClose("qwen2 logits", b, a, { atol: 1e-5, rtol: 1e-4 });
-    // Control: the same conversion with unpermuted biases is visibly wrong.
-    const broken: StateDict = new Map(meta.stateDict);
-    for (const n of ["layers.0.attn.q_proj.bias", "layers.0.attn.k_proj.bias"]) {
-      broken.set(n, hf.stateDict.get(n)!);
-    }
-    const wb = worstError(logits(broken, meta.config, tokens), a, 1e-5, 1e-4);
-    console.log(`control, biases not permuted: max |diff| ${wb.maxAbs.toExponential(2)}`);
-    assert(wb.maxAbs > 1e-3);
+    assertEquals(worstError(b, a, 0, 0).maxAbs, 0);
   } finally {
     Deno.removeSync(tmp, { recursive: true });
   }

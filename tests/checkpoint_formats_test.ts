@@ -48,7 +48,7 @@ Deno.test("loadHfCheckpoint() reads a torch-made bf16 safetensors file to the ex
   const exp = loadFixture("checkpoint_hf_bf16_expected");
   const { stateDict, config } = loadHfCheckpoint(join(FIX, "checkpoint_hf_bf16"));
   assertEquals(config.tiedEmbeddings, true);
-  assertEquals(config.ropeLayout, "half");
+  assertEquals(config.ropeLayout, "interleaved");
   assertEquals(config.ropeScaling?.factor, 32);
   assertEquals([config.dim, config.nHeads, config.nKvHeads, config.hiddenDim], [16, 4, 2, 48]);
   assertEquals(stateDict.size, exp.names().length);
@@ -56,7 +56,12 @@ Deno.test("loadHfCheckpoint() reads a torch-made bf16 safetensors file to the ex
     const hf = tuneToHf(name)!;
     assertEquals(t.sourceDtype, "bf16");
     assertEquals(t.shape, exp.shape(hf));
-    assertExact(name, t.data, exp.f32(hf));
+    // q/k rows come back in tune's interleaved layout; the file holds rotate-half rows.
+    const qk = /\.(q|k)_proj\.weight$/.exec(name);
+    const want = qk
+      ? halfToInterleaved(exp.f32(hf), qk[1] === "q" ? config.nHeads : config.nKvHeads, t.shape[0])
+      : exp.f32(hf);
+    assertExact(name, t.data, want);
   }
 });
 
@@ -106,7 +111,10 @@ Deno.test("Meta -> HF -> Meta conversion gives back the same tensors, HF files h
     );
     assertEquals(raw.get("model.layers.0.mlp.up_proj.weight")!.sourceDtype, "bf16");
     const hf = loadHfCheckpoint(join(dir, "hf"));
-    assertEquals(hf.config.ropeLayout, "half");
+    assertEquals(hf.config.ropeLayout, "interleaved");
+    for (const [name, t] of meta.stateDict) {
+      assertExact(`HF-loaded ${name}`, hf.stateDict.get(name)!.data, t.data);
+    }
     saveMetaCheckpoint(join(dir, "meta"), hf.stateDict, hf.config);
     const back = loadMetaCheckpoint(join(dir, "meta"));
     assertEquals(back.config.hiddenDim, meta.config.hiddenDim);

@@ -23,11 +23,17 @@ import type { StateDict } from "./state_dict.ts";
 
 /** What `load()` gives a recipe. */
 export interface LoadedCheckpoint {
-  /** Base weights in tune names, q/k rows in `config.ropeLayout`. */
+  /**
+   * Base weights in tune names, q/k rows in `config.ropeLayout`: "interleaved" for every
+   * built-in checkpointer (tune's canonical layout; Hugging Face files are permuted on load).
+   */
   stateDict: StateDict;
   /** Architecture read from the files (config.json / params.json / .bin header). */
   config: LlamaConfig;
-  /** LoRA weights (tune names) when `adapter_checkpoint` is set, else null. */
+  /**
+   * LoRA weights (tune names, q/k `lora_b` rows in `config.ropeLayout`) when
+   * `adapter_checkpoint` is set, else null.
+   */
   adapter: StateDict | null;
   /** Recipe state when resuming (`resume_from_checkpoint` or `recipe_checkpoint`), else null. */
   recipeState: RecipeState | null;
@@ -179,7 +185,10 @@ function resolve(dir: string, p: string): string {
   return p.startsWith("/") ? p : join(dir, p);
 }
 
-/** torchtune.training.FullModelHFCheckpointer: Hugging Face safetensors + config.json. */
+/**
+ * torchtune.training.FullModelHFCheckpointer: Hugging Face safetensors + config.json.
+ * Loads q/k rows into the interleaved layout and writes them back rotate-half.
+ */
 export class FullModelHFCheckpointer extends BaseCheckpointer {
   #weightMap: Map<string, string> | undefined;
   #sharded = false;

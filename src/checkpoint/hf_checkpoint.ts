@@ -2,8 +2,9 @@
  * Hugging Face checkpoints: `config.json` plus one `model.safetensors`, or shards listed in
  * `model.safetensors.index.json` (`weight_map`: tensor -> file). Also reads
  * `pytorch_model*.bin` (torch.save zips) through the restricted unpickler. Loading maps
- * names to tune's and keeps the rotate-half layout; saving permutes q/k back when the
- * state dict is interleaved, and writes the same file names and shard layout as the input.
+ * names to tune's and permutes the q/k rows (and biases) from the files' rotate-half layout
+ * to tune's canonical interleaved layout (see `LlamaConfig.ropeLayout`); saving permutes
+ * them back, and writes the same file names and shard layout as the input.
  */
 import { join } from "node:path";
 import { TuneError } from "../errors.ts";
@@ -92,7 +93,10 @@ function exists(path: string): boolean {
   }
 }
 
-/** Load a Hugging Face checkpoint directory into tune names ("half" rotary layout). */
+/**
+ * Load a Hugging Face checkpoint directory into tune names, q/k rows permuted to the
+ * canonical "interleaved" rotary layout (`config.ropeLayout` is "interleaved").
+ */
 export function loadHfCheckpoint(dir: string, files: string[] | null = null): HfLoaded {
   const { json, config } = readHfConfig(join(dir, "config.json"));
   const resolved = resolveHfFiles(dir, files);
@@ -115,7 +119,15 @@ export function loadHfCheckpoint(dir: string, files: string[] | null = null): Hf
     }
   }
   validateStateDict(stateDict, config, (n) => fileOf.get(n) ?? dir);
-  return { stateDict, config, configJson: json, weightMap, sharded: resolved.sharded };
+  // The files hold rotate-half rows (config.ropeLayout "half"); tune runs interleaved.
+  const interleaved = convertRopeLayout(stateDict, config, "interleaved");
+  return {
+    stateDict: interleaved,
+    config: { ...config, ropeLayout: "interleaved" },
+    configJson: json,
+    weightMap,
+    sharded: resolved.sharded,
+  };
 }
 
 /** Shape and dtype of every tensor of an HF checkpoint, without reading the data. */

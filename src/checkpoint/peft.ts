@@ -2,7 +2,9 @@
  * PEFT LoRA adapters: `adapter_model.safetensors` with keys like
  * `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight` (r, in) and `lora_B`
  * (out, r), plus `adapter_config.json`. Adapters are stored in Hugging Face's rotate-half
- * layout, so q/k `lora_B` rows are permuted when the model runs interleaved.
+ * layout, so q/k `lora_B` rows are permuted to the model's layout on load (interleaved, tune's
+ * canonical layout, after any built-in checkpointer's load) and back to rotate-half on save:
+ * W + B A with B's rows permuted is W's rows permuted, so the merge commutes with the layout.
  */
 import { join } from "node:path";
 import { TuneError } from "../errors.ts";

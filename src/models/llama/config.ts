@@ -28,9 +28,15 @@ export interface RopeScaling {
  * LoRA adds `<module>.lora_a.weight` (r, in) and `<module>.lora_b.weight` (out, r) beside a
  * targeted linear's weight, e.g. layers.0.attn.q_proj.lora_a.weight.
  *
- * `ropeLayout` says how the q/k weights in memory pair their rotary dimensions; loading
- * from Meta/llama2.c gives "interleaved", from Hugging Face "half". Checkpoint writers
- * permute q/k rows when the target format uses the other layout.
+ * `ropeLayout` says how the q/k weights in memory pair their rotary dimensions:
+ * "interleaved" rotates dims (2i, 2i+1) of a head (Meta, llama2.c), "half" rotates i with
+ * i + HS/2 (Hugging Face). Tune's canonical in-memory layout is "interleaved": every checkpoint
+ * loader (Meta, llama2.c, Hugging Face, PEFT adapters) returns q/k rows, Qwen q/k biases and
+ * q/k LoRA B matrices in it, and every writer permutes them to its format's layout. One layout
+ * means the model runs the same fp32 operations whatever format it was loaded from, so a
+ * llama2.c -> HF -> load round trip gives bitwise-equal logits (the "half" layout sums the
+ * q.k products in another order, about 4e-6 off after 4 layers). "half" stays supported by
+ * the ops for state dicts that are built in it (e.g. a randomly initialised model).
  */
 export interface LlamaConfig {
   vocabSize: number;
