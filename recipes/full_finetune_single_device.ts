@@ -170,6 +170,9 @@ export class FullFinetuneRecipeSingleDevice {
   async setup(): Promise<void> {
     const cfg = this.cfg;
     const say = (s: string) => this.hooks.quiet || console.error(s);
+    // Metric logger first: the resolved config is on record even if a later step fails.
+    const logger = cfg.metric_logger ? instantiate<MetricLogger>(cfg.metric_logger) : null;
+    logger?.logConfig(cfg as Record<string, unknown>);
     // The model builder first: it is only a description, and everything else checks against it.
     const spec = instantiate<ModelSpec>(cfg.model);
     if (spec.lora) {
@@ -265,9 +268,7 @@ export class FullFinetuneRecipeSingleDevice {
       )
       : null;
 
-    // Logging last: it truncates metrics.jsonl to the resumed step.
-    const logger = cfg.metric_logger ? instantiate<MetricLogger>(cfg.metric_logger) : null;
-    logger?.logConfig(cfg as Record<string, unknown>);
+    // The run log last: on resume it cuts metrics.jsonl back to the checkpoint's step.
     this.log = new RunLog(cfg.output_dir, {
       label: NAME,
       totalSteps: cfg.stop_after_steps ? Math.min(total, cfg.stop_after_steps) : total,
