@@ -438,5 +438,5 @@ Deno.test("tune run <recipe> --help lists every declared parameter with type and
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^ {2}max_new_tokens +int +default 300 +\S/m);
   assert.match(r.stdout, /^ {2}device +string \(cpu\|cuda\) +default "cpu"/m);
-  assert.match(r.stdout, /^ {2}model +model component +required/m);
+  assert.match(r.stdout, /^ {2}tokenizer +tokenizer component +required/m);
 });
