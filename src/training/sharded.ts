@@ -1,0 +1,303 @@
+/**
+ * FSDP/ZeRO-3 style sharding of a model's trainable ParamStore over the ranks of a job.
+ *
+ * Every layout group of the store ("tok_embeddings", "layers.i", "head"; the adapters'
+ * per-layer groups under LoRA) is split into `worldSize` equal slices (`flatShard`, padded
+ * when the group length does not divide), and rank r owns slice r of every group: the fp32
+ * master values, the gradient and both AdamW moments of those elements live only on r,
+ * so each rank's optimizer state is 1/worldSize of the single-process one.
+ *
+ * One optimizer step:
+ *   1. forward/backward run on the model's flat `params` (the gathered weights: the
+ *      reusable compute buffer) and accumulate into its flat `grads`;
+ *   2. `reduceScatterGrads()`: per group, the sum over ranks of the gradients lands in this
+ *      rank's slice (reduce-scatter);
+ *   3. `gradNorm()` / `clip()`: the global L2 norm from every rank's slice;
+ *   4. `step(lr)`: AdamW over this rank's slices only;
+ *   5. `gatherParams()`: per group, the updated slices are all-gathered back into `params`.
+ *
+ * What is pragmatic here (and honest about memory): the model computes on a full flat
+ * parameter and gradient buffer that stays allocated between steps, rather than gathering
+ * each layer just before its forward/backward and freeing it after; the gather and the
+ * reduce-scatter are per layer group, but after the whole backward (and before the next
+ * forward). The numbers are those of the single-process run; the memory saved is that of
+ * the optimizer state (and fp32 master slices), as in ZeRO-1/2. A LoRA model's frozen base
+ * is replicated on every rank (it has no gradient or optimizer state).
+ */
+import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+import { type FlatShard, flatShard } from "../distributed/sharding.ts";
+import type { AdamW } from "../optim/adamw.ts";
+import type { ParamStore } from "../params/store.ts";
+import type { HostMoments } from "./checkpointing.ts";
+
+/** One layout group and where this rank's slice of it lies. */
+interface Segment {
+  name: string;
+  /** First element of the group in the full flat buffer. */
+  offset: number;
+  /** Elements of the group (alignment padding included). */
+  length: number;
+  shard: FlatShard;
+  /** First element of this rank's slice in the shard buffers. */
+  shardOffset: number;
+}
+
+/** Sizes of a rank's share, for logs and tests. */
+export interface ShardReport {
+  rank: number;
+  worldSize: number;
+  /** Elements of the full trainable flat buffer. */
+  fullElements: number;
+  /** Elements this rank owns (sum of its slices, padding of uneven groups included). */
+  shardElements: number;
+  /** Bytes of this rank's AdamW moments (m and v, fp32). */
+  optimizerBytes: number;
+  /** Bytes the moments take in one process (m and v over the full buffer). */
+  fullOptimizerBytes: number;
+}
+
+/**
+ * This rank's slices of a trainable store (master values, gradients, AdamW moments) and the
+ * collectives that move between them and the full buffers. Every method that talks to the
+ * other ranks must be called by all ranks in the same order.
+ */
+export class ShardedOptimizer {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly segments: readonly Segment[];
+  /** Elements of each shard buffer. */
+  readonly shardLength: number;
+  /** (shardLength) fp32 master values of this rank's slices. */
+  readonly params: DeviceBuffer;
+  /** (shardLength) reduced gradients of this rank's slices. */
+  readonly grads: DeviceBuffer;
+  /** (shardLength) AdamW first moment. */
+  readonly m: DeviceBuffer;
+  /** (shardLength) AdamW second moment. */
+  readonly v: DeviceBuffer;
+  /** (max padded group length) for groups whose length is not a multiple of worldSize. */
+  readonly #staging: DeviceBuffer | null;
+  readonly #pair: DeviceBuffer; // (2) hi/lo of one f64 value
+  readonly #pairs: DeviceBuffer; // (2 * worldSize)
+
+  /**
+   * @param store the model's trainable store (built with `optimizerMoments: false`).
+   * @param adamw the optimizer that holds the hyper-parameters and the step count (it is
+   *   bound to `store` but never steps it: this class applies the update to the slices).
+   */
+  constructor(
+    readonly backend: Backend,
+    readonly store: ParamStore,
+    readonly adamw: AdamW,
+  ) {
+    if (!store.grads) throw new Error("ShardedOptimizer needs a trainable store");
+    const c = backend.collectives;
+    this.rank = c.rank;
+    this.worldSize = c.worldSize;
+    const segs: Segment[] = [];
+    let at = 0;
+    let shardAt = 0;
+    const add = (name: string, offset: number, length: number) => {
+      if (length === 0) return;
+      const shard = flatShard(length, { rank: this.rank, worldSize: this.worldSize });
+      segs.push({ name, offset, length, shard, shardOffset: shardAt });
+      shardAt += shard.shardLength;
+    };
+    for (const g of store.layout.groups) {
+      if (g.offset !== at) throw new Error(`layout group ${g.name} is not contiguous`);
+      add(g.name, g.offset, g.length);
+      at = g.offset + g.length;
+    }
+    // the layout's total may round up past the last group (a tiny layout)
+    add("tail", at, store.layout.total - at);
+    this.segments = segs;
+    this.shardLength = shardAt;
+    this.params = backend.alloc(shardAt, "f32");
+    this.grads = backend.alloc(shardAt, "f32");
+    this.m = backend.alloc(shardAt, "f32");
+    this.v = backend.alloc(shardAt, "f32");
+    const staging = Math.max(
+      0,
+      ...segs.filter((s) => s.shard.paddedLength !== s.length).map((s) => s.shard.paddedLength),
+    );
+    this.#staging = staging > 0 ? backend.alloc(staging, "f32") : null;
+    this.#pair = backend.alloc(2, "f32");
+    this.#pairs = backend.alloc(2 * this.worldSize, "f32");
+  }
+
+  /** Take this rank's slices of the store's current values as the master copy (after load). */
+  takeParams(): void {
+    const be = this.backend;
+    for (const s of this.segments) {
+      const n = s.shard.validLength;
+      if (n === 0) continue;
+      be.copy(
+        be.view(this.params, s.shardOffset, n),
+        be.view(this.store.params, s.offset + s.shard.start, n),
+      );
+    }
+  }
+
+  /** Per group: this rank's slice of grads = sum over ranks of the store's grads. */
+  async reduceScatterGrads(): Promise<void> {
+    const be = this.backend;
+    const c = be.collectives;
+    for (const s of this.segments) {
+      const out = be.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
+      const full = be.view(this.store.grads!, s.offset, s.length); // (group)
+      if (s.shard.paddedLength === s.length) {
+        await c.reduceScatterSum(out, full);
+        continue;
+      }
+      const pad = be.view(this.#staging!, 0, s.shard.paddedLength); // (W * shard)
+      be.fill(pad, 0);
+      be.copy(be.view(pad, 0, s.length), full);
+      await c.reduceScatterSum(out, pad);
+    }
+  }
+
+  /** L2 norm of the whole reduced gradient (every rank gets the same value). */
+  async gradNorm(): Promise<number> {
+    const [sq] = await allSumF64(this.backend, [this.backend.sumSquares(this.grads)], {
+      pair: this.#pair,
+      pairs: this.#pairs,
+    });
+    return Math.sqrt(sq);
+  }
+
+  /**
+   * Clip like torch.nn.utils.clip_grad_norm_ (and `clipGradNorm`): scale the gradients by
+   * min(1, maxNorm / (norm + 1e-6)). Returns the norm before clipping.
+   */
+  async clip(maxNorm: number): Promise<number> {
+    const norm = await this.gradNorm();
+    if (Number.isFinite(maxNorm)) {
+      const coef = Math.fround(maxNorm / (norm + 1e-6));
+      if (coef < 1) this.backend.scale(this.grads, coef);
+    }
+    return norm;
+  }
+
+  /** One AdamW update of this rank's slices with learning rate `lr` (no communication). */
+  step(lr: number): void {
+    const o = this.adamw.options;
+    this.adamw.stepCount++;
+    this.backend.adamw(this.params, this.grads, this.m, this.v, {
+      lr,
+      beta1: o.betas[0],
+      beta2: o.betas[1],
+      eps: o.eps,
+      weightDecay: o.weightDecay,
+      step: this.adamw.stepCount,
+    });
+  }
+
+  /** Per group: all-gather every rank's updated slice into the store's values. */
+  async gatherParams(): Promise<void> {
+    await this.#gather(this.params, this.store.params);
+  }
+
+  /** Both moments over the whole layout on the host (for the recipe state). */
+  async gatherMoments(): Promise<HostMoments> {
+    const be = this.backend;
+    const full = be.alloc(this.store.layout.total, "f32"); // (total)
+    try {
+      await this.#gather(this.m, full);
+      const m = be.download(full) as Float32Array;
+      await this.#gather(this.v, full);
+      const v = be.download(full) as Float32Array;
+      return { m, v };
+    } finally {
+      be.free(full);
+    }
+  }
+
+  /** Take this rank's slices of saved whole-layout moments (resume). */
+  loadMoments(h: HostMoments): void {
+    const total = this.store.layout.total;
+    if (h.m.length !== total || h.v.length !== total) {
+      throw new Error(`moments of ${h.m.length} elements for a layout of ${total}`);
+    }
+    const be = this.backend;
+    be.fill(this.m, 0);
+    be.fill(this.v, 0);
+    for (const s of this.segments) {
+      const a = s.offset + s.shard.start;
+      const n = s.shard.validLength;
+      if (n === 0) continue;
+      be.upload(this.m, h.m.subarray(a, a + n), s.shardOffset);
+      be.upload(this.v, h.v.subarray(a, a + n), s.shardOffset);
+    }
+  }
+
+  /** Sizes of this rank's share. */
+  report(): ShardReport {
+    return {
+      rank: this.rank,
+      worldSize: this.worldSize,
+      fullElements: this.store.layout.total,
+      shardElements: this.shardLength,
+      optimizerBytes: this.shardLength * 8,
+      fullOptimizerBytes: this.store.layout.total * 8,
+    };
+  }
+
+  /** Release the shard buffers. */
+  free(): void {
+    for (const b of [this.params, this.grads, this.m, this.v, this.#pair, this.#pairs]) {
+      this.backend.free(b);
+    }
+    if (this.#staging) this.backend.free(this.#staging);
+  }
+
+  async #gather(shard: DeviceBuffer, full: DeviceBuffer): Promise<void> {
+    const be = this.backend;
+    const c = be.collectives;
+    for (const s of this.segments) {
+      const inp = be.view(shard, s.shardOffset, s.shard.shardLength); // (shard)
+      const out = be.view(full, s.offset, s.length); // (group)
+      if (s.shard.paddedLength === s.length) {
+        await c.allGather(out, inp);
+        continue;
+      }
+      const pad = be.view(this.#staging!, 0, s.shard.paddedLength); // (W * shard)
+      await c.allGather(pad, inp);
+      be.copy(out, be.view(pad, 0, s.length));
+    }
+  }
+}
+
+/**
+ * Sum host numbers over all ranks in float64 (every rank gets the sums): each value goes
+ * out as an fp32 (hi, lo) pair, the pairs are all-gathered and added in rank order, so
+ * the result is the same on every rank and nearly as exact as a float64 sum.
+ */
+export async function allSumF64(
+  backend: Backend,
+  values: number[],
+  scratch?: { pair: DeviceBuffer; pairs: DeviceBuffer },
+): Promise<number[]> {
+  const c = backend.collectives;
+  const W = c.worldSize;
+  const n = values.length;
+  const own = scratch && n === 1 ? scratch.pair : backend.alloc(2 * n, "f32"); // (n, 2)
+  const all = scratch && n === 1 ? scratch.pairs : backend.alloc(2 * n * W, "f32"); // (W, n, 2)
+  try {
+    const host = new Float32Array(2 * n);
+    for (let i = 0; i < n; i++) {
+      host[2 * i] = values[i];
+      host[2 * i + 1] = values[i] - host[2 * i];
+    }
+    backend.upload(own, host);
+    await c.allGather(all, own);
+    const got = backend.download(all) as Float32Array;
+    const out = new Array<number>(n).fill(0);
+    for (let r = 0; r < W; r++) {
+      for (let i = 0; i < n; i++) out[i] += got[(r * n + i) * 2] + got[(r * n + i) * 2 + 1];
+    }
+    return out;
+  } finally {
+    if (own !== scratch?.pair) backend.free(own);
+    if (all !== scratch?.pairs) backend.free(all);
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Start-up of the distributed recipes: join the job's process group and build the backend
+ * with the job's collectives (TCP over loopback/the network on the CPU, NCCL on GPUs), and
+ * small agreements between ranks (the seed).
+ */
+import type { Backend } from "../backend/ops.ts";
+import type { CpuBuffer } from "../backend/cpu/buffer.ts";
+import { createBackend } from "../backend/select.ts";
+import { viewHostAccess } from "../distributed/host_access.ts";
+import { NcclCollectives } from "../distributed/nccl_collectives.ts";
+import { initProcessGroup, type ProcessGroup } from "../distributed/process_group.ts";
+
+/** This process's place in the job and its backend. */
+export interface DistributedRuntime {
+  group: ProcessGroup;
+  /** The backend; `backend.collectives` spans the group. */
+  backend: Backend;
+}
+
+/**
+ * Join the job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ... as set by
+ * `tune --nproc_per_node`, torchrun, SLURM or mpirun; a job of one without them) and build
+ * the backend of `device`: on the CPU the collectives go over TCP between the processes;
+ * on CUDA each rank opens GPU LOCAL_RANK and the collectives are NCCL.
+ */
+export async function setupDistributed(device: "cpu" | "cuda"): Promise<DistributedRuntime> {
+  const group = await initProcessGroup();
+  try {
+    if (device === "cpu") {
+      const collectives = group.cpuCollectives(viewHostAccess((b) => (b as CpuBuffer).data));
+      return { group, backend: await createBackend("cpu", { collectives }) };
+    }
+    const nccl = new NcclCollectives(group);
+    // The CUDA backend opens GPU LOCAL_RANK (TUNE_CUDA_DEVICE overrides) and makes it
+    // current; NCCL's communicator is made on that device.
+    const backend = await createBackend("cuda", { collectives: nccl });
+    await nccl.init();
+    return { group, backend };
+  } catch (e) {
+    await group.close();
+    throw e;
+  }
+}
+
+/** Rank 0's value of a non-negative 31-bit integer (e.g. a seed picked at random), on every rank. */
+export async function broadcastInt(backend: Backend, value: number): Promise<number> {
+  const buf = backend.alloc(1, "i32"); // (1)
+  try {
+    backend.upload(buf, Int32Array.of(value));
+    await backend.collectives.broadcast(buf, 0);
+    return (backend.download(buf) as Int32Array)[0];
+  } finally {
+    backend.free(buf);
+  }
+}
