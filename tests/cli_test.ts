@@ -384,11 +384,17 @@ Deno.test("tune run --nproc_per_node 2 starts one process per rank, each calling
   try {
     await Deno.writeTextFile(`${dir}/my_recipe.ts`, userRecipeSource());
     await Deno.writeTextFile(`${dir}/my.yaml`, `out_dir: ${dir}\n`);
+    // A port no other test is using (the launcher also moves off a busy one by itself).
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
     const r = await tune(
       "--nnodes",
       "1",
       "--nproc_per_node",
       "2",
+      "--master_port",
+      String(port),
       "run",
       `${dir}/my_recipe.ts`,
       "--config",
