@@ -1,0 +1,151 @@
+/**
+ * `deno task bench [--json] [--reps N] [--shape 15M|260K] [--mode full|lora|generate|memory]`
+ *
+ * Throughput of tune's CPU backend against PyTorch (bench/torch_bench.py, torch eager,
+ * 2 threads) on the same machine, in the same invocation, row by row: train-step tokens/s
+ * for full fine-tuning and LoRA (rank 8 on q and v; forward, backward and AdamW) and
+ * greedy generation tokens/s with the KV cache (batch 1, 256 new tokens), each the best of
+ * `reps` runs after a warm-up; plus the peak resident memory of a 15M full fine-tuning
+ * step, each side measured in its own subprocess. Prints a table with tune/PyTorch ratios,
+ * or with `--json` one JSON object per line.
+ * Env: TUNE_BENCH_PYTHON (default /usr/bin/python3), OPENBLAS_NUM_THREADS (default 2).
+ */
+import { parseArgs } from "node:util";
+import { type BenchShape, SHAPES } from "./shapes.ts";
+import { benchGenerate, type BenchMode, benchTrain, peakRssBytes } from "./tune_bench.ts";
+
+const HERE = new URL(".", import.meta.url).pathname;
+const THREADS = 2;
+
+interface Row {
+  shape: string;
+  mode: BenchMode;
+  tune: number;
+  pytorch: number;
+}
+
+function python(): string {
+  return Deno.env.get("TUNE_BENCH_PYTHON") ?? "/usr/bin/python3";
+}
+
+/** Run torch_bench.py and return its JSON line. */
+async function torchRow(
+  shape: string,
+  mode: string,
+  reps: number,
+): Promise<Record<string, number>> {
+  const out = await new Deno.Command(python(), {
+    args: [
+      `${HERE}torch_bench.py`,
+      "--shape",
+      shape,
+      "--mode",
+      mode,
+      "--reps",
+      String(reps),
+      "--threads",
+      String(THREADS),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    throw new Error(
+      `torch_bench.py ${shape} ${mode} failed: ${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+  return JSON.parse(text.split("\n").pop()!);
+}
+
+/** Peak RSS of a tune 15M full fine-tuning step, measured in a fresh Deno subprocess. */
+async function tuneMemory(shape: string): Promise<number> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${HERE}bench.ts`, "--memory-child", shape],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("tune memory subprocess failed");
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim()).peak_rss_bytes;
+}
+
+function tuneRow(shape: BenchShape, mode: BenchMode, reps: number): number {
+  if (mode === "generate") return benchGenerate(shape, reps).tokensPerS;
+  return benchTrain(shape, mode === "lora", reps).tokensPerS;
+}
+
+function fmt(x: number): string {
+  return x >= 100 ? x.toFixed(0) : x.toFixed(1);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      json: { type: "boolean", default: false },
+      reps: { type: "string", default: "3" },
+      shape: { type: "string" },
+      mode: { type: "string" },
+      "memory-child": { type: "string" },
+    },
+  });
+  if (values["memory-child"]) {
+    // one warm-up step and one step, as torch_bench.py --mode memory
+    const shape = SHAPES.find((s) => s.name === values["memory-child"])!;
+    benchTrain(shape, false, 1);
+    console.log(JSON.stringify({ peak_rss_bytes: peakRssBytes() }));
+    return;
+  }
+  const reps = Number(values.reps);
+  const modes: BenchMode[] = ["full", "lora", "generate"];
+  const rows: Row[] = [];
+  const emit = (o: Record<string, unknown>) => {
+    if (values.json) console.log(JSON.stringify(o));
+  };
+  for (const shape of SHAPES) {
+    if (values.shape && values.shape !== shape.name) continue;
+    for (const mode of modes) {
+      if (values.mode && values.mode !== mode) continue;
+      const tune = tuneRow(shape, mode, reps);
+      emit({ shape: shape.name, mode, impl: "tune", tokens_per_s: tune });
+      const pytorch = (await torchRow(shape.name, mode, reps)).tokens_per_s;
+      emit({ shape: shape.name, mode, impl: "pytorch", tokens_per_s: pytorch });
+      rows.push({ shape: shape.name, mode, tune, pytorch });
+      if (!values.json) {
+        console.error(`${shape.name} ${mode}: tune ${fmt(tune)} pytorch ${fmt(pytorch)} tok/s`);
+      }
+    }
+  }
+  let mem: { tune: number; pytorch: number } | null = null;
+  if ((!values.shape || values.shape === "15M") && (!values.mode || values.mode === "memory")) {
+    const tune = await tuneMemory("15M");
+    emit({ shape: "15M", mode: "memory", impl: "tune", peak_rss_bytes: tune });
+    const pytorch = (await torchRow("15M", "memory", 1)).peak_rss_bytes;
+    emit({ shape: "15M", mode: "memory", impl: "pytorch", peak_rss_bytes: pytorch });
+    mem = { tune, pytorch };
+  }
+  if (values.json) return;
+  console.log("| shape | mode | tune | PyTorch | tune/PyTorch |");
+  console.log("| --- | --- | ---: | ---: | ---: |");
+  for (const r of rows) {
+    console.log(
+      `| ${r.shape} | ${r.mode} (tokens/s) | ${fmt(r.tune)} | ${fmt(r.pytorch)} | ${
+        (r.tune / r.pytorch).toFixed(2)
+      } |`,
+    );
+  }
+  if (mem) {
+    const mb = (b: number) => (b / 2 ** 20).toFixed(0);
+    console.log(
+      `| 15M | full step peak RSS (MiB, lower is better) | ${mb(mem.tune)} | ${mb(mem.pytorch)} | ${
+        (mem.tune / mem.pytorch).toFixed(2)
+      } |`,
+    );
+  }
+}
+
+if (!Deno.env.get("OPENBLAS_NUM_THREADS")) {
+  // OpenBLAS reads this when it loads (first matmul), so setting it here still takes effect.
+  Deno.env.set("OPENBLAS_NUM_THREADS", String(THREADS));
+}
+await main();
