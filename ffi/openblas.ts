@@ -62,6 +62,10 @@ const SYMBOLS = {
   },
   // char *openblas_get_config(void)
   openblas_get_config: { parameters: [], result: "pointer" },
+  // void openblas_set_num_threads(int num_threads)
+  openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
+  // int openblas_get_num_threads(void)
+  openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Row-major single-precision BLAS calls (thin typed wrappers over the C symbols). */
@@ -101,6 +105,14 @@ export interface OpenBlas {
     beta: number,
     y: Float32Array,
   ): void;
+  /** Threads OpenBLAS was started with (1 when the library cannot say). */
+  readonly maxThreads: number;
+  /**
+   * Threads for the following calls, clamped to 1..maxThreads; a no-op when unchanged or
+   * when the library lacks openblas_set_num_threads. Small products run faster on one
+   * thread: waking and joining a second costs more than it saves (much more on a busy host).
+   */
+  setThreads(n: number): void;
 }
 
 const USUAL_PATHS = [
@@ -136,9 +148,20 @@ function tryOpen(path: string): OpenBlas | null {
   const sgemv = lib.symbols.cblas_sgemv;
   const cfgPtr = lib.symbols.openblas_get_config();
   const config = cfgPtr === null ? "" : Deno.UnsafePointerView.getCString(cfgPtr);
+  const setNum = lib.symbols.openblas_set_num_threads;
+  const getNum = lib.symbols.openblas_get_num_threads;
+  const maxThreads = getNum ? Math.max(1, getNum()) : 1;
+  let threads = maxThreads;
   return {
     path,
     config,
+    maxThreads,
+    setThreads(n: number) {
+      const t = Math.max(1, Math.min(maxThreads, n | 0));
+      if (t === threads || !setNum) return;
+      setNum(t);
+      threads = t;
+    },
     sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
       sgemm(
         CBLAS_ROW_MAJOR,

@@ -10,6 +10,16 @@ import type { Scratch } from "./scratch.ts";
 const SLOT_PACK_A = 0;
 const SLOT_PACK_B = 1;
 
+/**
+ * Products with fewer multiply-adds than this run on one OpenBLAS thread (attention blocks,
+ * LoRA's rank-r products): a second thread's wake-up and join costs more than it saves.
+ * Measured on the 2-core bench host: a 64x256x48 product took 0.2 ms on one thread and
+ * 3-4 ms on two while the host was busy.
+ */
+const SMALL_GEMM = 1 << 22;
+/** The same for matrix-vector products (memory-bound: only large weights gain). */
+const SMALL_GEMV = 1 << 20;
+
 /** Block sizes of the TypeScript kernel: a KC x NC panel of B stays in L2. */
 const KC = 512;
 const NC = 64;
@@ -169,6 +179,12 @@ export class Gemm {
     private readonly scratch: Scratch,
   ) {}
 
+  /** One OpenBLAS thread for small products, all of them otherwise. */
+  #threads(M: number, N: number, K: number): void {
+    const blas = this.blas!;
+    blas.setThreads(M * N * K < SMALL_GEMM ? 1 : blas.maxThreads);
+  }
+
   /** C(M, N) = A(M, K) @ B(N, K)^T + beta * C. */
   nt(
     M: number,
@@ -188,8 +204,12 @@ export class Gemm {
       // Decode-sized product C(N) = B @ a. Zero C ourselves: some OpenBLAS versions scale y
       // by beta = 0 with a multiply, which would keep a NaN left in a reused buffer.
       if (beta === 0) C.fill(0, 0, N);
+      this.blas.setThreads(N * K < SMALL_GEMV ? 1 : this.blas.maxThreads);
       this.blas.sgemv(false, N, K, 1, B, ldb, A, 1, C);
-    } else this.blas.sgemm(false, true, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+    } else {
+      this.#threads(M, N, K);
+      this.blas.sgemm(false, true, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+    }
   }
 
   /** C(M, N) = A(M, K) @ B(K, N) + beta * C. */
@@ -210,8 +230,10 @@ export class Gemm {
       if (M === 1) {
         // C(N) = B(K, N)^T @ a(K); zeroed here for the same reason as in nt().
         if (beta === 0) C.fill(0, 0, N);
+        this.blas.setThreads(N * K < SMALL_GEMV ? 1 : this.blas.maxThreads);
         this.blas.sgemv(true, K, N, 1, B, ldb, A, 1, C);
       } else {
+        this.#threads(M, N, K);
         this.blas.sgemm(false, false, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
       }
       return;
@@ -236,6 +258,7 @@ export class Gemm {
   ): void {
     if (M === 0 || N === 0) return;
     if (this.blas) {
+      this.#threads(M, N, K);
       this.blas.sgemm(true, false, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
       return;
     }
