@@ -8,6 +8,7 @@
  *   deno run -A scripts/gpu_check.ts --only=matmul,attention   # checks whose name matches
  *   deno run -A scripts/gpu_check.ts --no-model    # ops only
  *   deno run -A scripts/gpu_check.ts --self-test   # no GPU: a CPU stand-in tests the script
+ *   deno run -A scripts/gpu_check.ts --small       # tiny shapes (for the kernel emulator)
  *
  * Inputs are drawn in fp32 and, for bf16 runs, rounded to bf16 before both backends see
  * them, so the comparison measures the kernels, not the input rounding.
@@ -28,6 +29,13 @@ import { cublasLt, cublasLtPath } from "../ffi/cublaslt.ts";
 const only = Deno.args.find((a) => a.startsWith("--only="))?.slice(7).split(",") ?? null;
 const withModel = !Deno.args.includes("--no-model");
 const selfTest = Deno.args.includes("--self-test");
+/** --small: tiny shapes, for the CPU emulation of the kernels (tests/cuda_emulator_test.ts). */
+const SMALL = Deno.args.includes("--small");
+
+/** `big` normally, `small` under --small. */
+function sz(big: number, small: number): number {
+  return SMALL ? small : big;
+}
 
 function selected(name: string): boolean {
   return only === null || only.some((o) => name.includes(o));
@@ -243,7 +251,7 @@ function check(name: string, fn: () => Outcome[]): void {
 
 function memoryChecks(): void {
   check("alloc zero-fills, free reuses", () => {
-    const n = 1000003;
+    const n = sz(1000003, 1003);
     const a = gpu.alloc(n, "f32");
     gpu.upload(a, randn(n));
     gpu.free(a);
@@ -277,7 +285,7 @@ function memoryChecks(): void {
     });
   }
   check("copy f32<->bf16 (round to nearest even)", () => {
-    const n = 100003;
+    const n = sz(100003, 1003);
     const f = pair(randn(n, 3), "f32");
     const b = zeros(n, "bf16");
     // The CPU copy into a bf16 buffer rounds the same way; its CPU twin here is fp32, so
@@ -300,7 +308,7 @@ function memoryChecks(): void {
 
 function elementwiseChecks(): void {
   for (const dt of ["f32", "bf16"] as const) {
-    const n = 1000003;
+    const n = sz(1000003, 2003);
     check(`add/mul/axpy/scale [${dt}]`, () => {
       const a = pair(randn(n), dt), b = pair(randn(n), dt), o = zeros(n, dt);
       const out: Outcome[] = [];
@@ -319,7 +327,7 @@ function elementwiseChecks(): void {
       return out;
     });
     check(`sum/sumSquares [${dt}]`, () => {
-      const m = 10_000_019;
+      const m = sz(10_000_019, 70_019);
       const x = pair(randn(m), dt);
       const host = cpu.download(x.c);
       let abs = 0;
@@ -337,7 +345,7 @@ function elementwiseChecks(): void {
       return out;
     });
     check(`dropoutMask [${dt}]`, () => {
-      const m = (1 << 20) + 7;
+      const m = sz(1 << 20, 5000) + 7;
       const out: Outcome[] = [];
       for (const [p, seed] of [[0.1, 1234567], [0.5, 2 ** 33 + 5], [0, 3]] as const) {
         const k = zeros(m, dt);
@@ -354,8 +362,8 @@ function elementwiseChecks(): void {
 
 function matmulChecks(): void {
   const shapes: [number, number, number][] = [
-    [512, 1024, 2816], // (B*T, C) x (H, C)^T
-    [1, 1024, 1024], // decode row
+    [sz(512, 24), sz(1024, 40), sz(2816, 56)], // (B*T, C) x (H, C)^T
+    [1, sz(1024, 64), sz(1024, 48)], // decode row
     [37, 100, 75], // odd sizes, unaligned leading dimensions
   ];
   for (const dt of ["f32", "bf16"] as const) {
@@ -403,7 +411,7 @@ function matmulChecks(): void {
     return [cmp("out", ov, BF16)];
   });
   check("matmul mixed dtypes (bf16 x f32 -> f32)", () => {
-    const M = 128, K = 512, N = 256;
+    const M = sz(128, 8), K = sz(512, 40), N = sz(256, 24);
     const x = pair(randn(M * K), "bf16"), w = pair(randn(N * K, 0.05), "f32");
     const o = pair(randn(M * N), "f32");
     cpu.matmulForward(o.c, x.c, w.c, null, M, K, N);
@@ -435,8 +443,8 @@ function matmulChecks(): void {
 function layerChecks(): void {
   for (const dt of ["f32", "bf16"] as const) {
     check(`embedding fwd/bwd [${dt}]`, () => {
-      const V = 32000, C = 1024, N = 512;
-      const tok = randInt(N, 200); // many repeats, so backward collides
+      const V = sz(32000, 50), C = sz(1024, 64), N = sz(512, 24);
+      const tok = randInt(N, Math.min(V, 200)); // many repeats, so backward collides
       const t = pair(tok, "i32"), table = pair(randn(V * C), dt), o = zeros(N * C, dt);
       cpu.embeddingForward(o.c, t.c, table.c, N, C);
       gpu.embeddingForward(o.g, t.g, table.g, N, C);
@@ -445,7 +453,7 @@ function layerChecks(): void {
       gpu.embeddingBackward(dtab.g, dy.g, t.g, N, C);
       return [cmp("forward", o, EXACT), cmp("dtable(f32)", dtab, tolFor(dt, F32_EW))];
     });
-    for (const [N, C] of [[512, 1024], [67, 64]]) {
+    for (const [N, C] of [[sz(512, 9), sz(1024, 96)], [67, 64]]) {
       check(`rmsnorm fwd/bwd N=${N} C=${C} [${dt}]`, () => {
         const x = pair(randn(N * C, 2), dt), w = pair(randn(C, 0.5), dt);
         const o = zeros(N * C, dt), r = zeros(N, "f32");
@@ -466,7 +474,7 @@ function layerChecks(): void {
     for (const layout of ["interleaved", "half"] as RopeLayout[]) {
       for (const HS of [64, 16]) {
         check(`rope ${layout} HS=${HS} (+inverse) [${dt}]`, () => {
-          const B = 2, T = 128, NH = 16, pos = 5, Tmax = 256, half = HS / 2;
+          const B = 2, T = sz(128, 6), NH = sz(16, 3), pos = 5, Tmax = 256, half = HS / 2;
           const cosH = new Float32Array(Tmax * half), sinH = new Float32Array(Tmax * half);
           for (let p = 0; p < Tmax; p++) {
             for (let i = 0; i < half; i++) {
@@ -492,7 +500,7 @@ function layerChecks(): void {
       }
     }
     check(`swiglu fwd/bwd [${dt}]`, () => {
-      const n = 512 * 2816;
+      const n = sz(512 * 2816, 3000);
       const g = pair(randn(n, 2), dt), u = pair(randn(n), dt), o = zeros(n, dt);
       cpu.swigluForward(o.c, g.c, u.c, n);
       gpu.swigluForward(o.g, g.g, u.g, n);
@@ -507,8 +515,8 @@ function layerChecks(): void {
         cmp("dup (in place)", u, tolFor(dt, F32_EW)),
       ];
     });
-    check(`crossEntropy V=32000 [${dt}]`, () => {
-      const N = 256, V = 32000;
+    check(`crossEntropy V=${sz(32000, 300)} [${dt}]`, () => {
+      const N = sz(256, 12), V = sz(32000, 300);
       const tg = randInt(N, V);
       for (let i = 0; i < N; i += 7) tg[i] = -100;
       const t = pair(tg, "i32"), lg = pair(randn(N * V, 3), dt);
@@ -534,7 +542,7 @@ function layerChecks(): void {
   }
   for (const gdt of ["f32", "bf16"] as const) {
     check(`adamw (f32 params/state, ${gdt} grads)`, () => {
-      const n = 1_000_003;
+      const n = sz(1_000_003, 3001);
       const p = pair(randn(n), "f32"), g = pair(randn(n, 0.1), gdt);
       const m = pair(randn(n, 0.01), "f32"),
         v = pair(new Float32Array(n).map(() => uniform() * 1e-3), "f32");
@@ -549,13 +557,15 @@ function layerChecks(): void {
 }
 
 function attentionChecks(): void {
-  const train: [number, number, number, number, number][] = [
-    // B, T, NH, NKV, HS
-    [2, 256, 16, 4, 64],
-    [3, 33, 4, 4, 16], // aidreams260K's head size, ragged T
-    [1, 100, 8, 1, 128], // multi-query
-    [1, 64, 4, 2, 256], // largest supported head size
-  ];
+  const train: [number, number, number, number, number][] = SMALL
+    ? [[2, 9, 4, 2, 16], [1, 33, 2, 2, 16], [1, 5, 2, 1, 128], [1, 4, 2, 2, 256]]
+    : [
+      // B, T, NH, NKV, HS
+      [2, 256, 16, 4, 64],
+      [3, 33, 4, 4, 16], // aidreams260K's head size, ragged T
+      [1, 100, 8, 1, 128], // multi-query
+      [1, 64, 4, 2, 256], // largest supported head size
+    ];
   for (const dt of ["f32", "bf16"] as const) {
     for (const [B, T, NH, NKV, HS] of train) {
       const tag = `B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}`;
@@ -583,8 +593,9 @@ function attentionChecks(): void {
       });
     }
     for (const T of [1, 3]) {
-      check(`attention decode T=${T} Tk=100 Tcap=128 [${dt}]`, () => {
-        const B = 2, Tk = 100, Tcap = 128, NH = 8, NKV = 2, HS = 64;
+      const Tk = sz(100, 40), Tcap = sz(128, 48);
+      check(`attention decode T=${T} Tk=${Tk} Tcap=${Tcap} [${dt}]`, () => {
+        const B = 2, NH = sz(8, 4), NKV = 2, HS = 64;
         const q = pair(randn(B * T * NH * HS), dt);
         const k = pair(randn(B * Tcap * NKV * HS), dt), v = pair(randn(B * Tcap * NKV * HS), dt);
         const o = zeros(B * T * NH * HS, dt), lse = zeros(B * NH * T, "f32");
@@ -745,7 +756,7 @@ let fixtureModule: any, helperModule: any, optimModule: any, schedModule: any, c
 // ---- timings (information only, never pass/fail) -------------------------------------------
 
 function timings(): void {
-  if (selfTest || !selected("timing")) return;
+  if (selfTest || SMALL || !selected("timing")) return;
   const g = gpu as unknown as CudaBackend;
   try {
     const n = 4096;

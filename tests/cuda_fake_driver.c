@@ -13,7 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef int CUresult;
+
+#ifdef TUNE_EMU
+// Runs the kernel on the CPU (tests/cuda_emulator.cpp); 0 when it ran.
+int emu_run(const char* name, const unsigned char* args, unsigned gx, unsigned gy, unsigned gz,
+            unsigned bx, unsigned by, unsigned bz, unsigned shared);
+#endif
 
 // ---- bookkeeping ------------------------------------------------------------------------
 
@@ -172,7 +182,7 @@ CUresult cuModuleLoadDataEx(void** mod, const void* image, unsigned n, int* opts
     if (errlog && errsize > 0) snprintf(errlog, errsize, "ptxas fatal   : fake syntax error in line 1");
     return 218;  // CUDA_ERROR_INVALID_PTX
   }
-  Module* m = malloc(sizeof(Module));
+  Module* m = (Module*)malloc(sizeof(Module));
   m->text = strdup(text);
   *mod = m;
   return 0;
@@ -185,7 +195,7 @@ CUresult cuModuleGetFunction(void** fn, void* mod, const char* name) {
   snprintf(pat, sizeof(pat), ".entry %s(", name);
   const char* at = strstr(m->text, pat);
   if (!at) return 500;  // CUDA_ERROR_NOT_FOUND
-  Function* f = calloc(1, sizeof(Function));
+  Function* f = (Function*)calloc(1, sizeof(Function));
   snprintf(f->name, sizeof(f->name), "%s", name);
   const char* end = strchr(at, ')');
   int off = 0, k = 0;
@@ -235,6 +245,12 @@ CUresult cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigne
     }
     off += size;
   }
+#ifdef TUNE_EMU
+  if (emu_run(f->name, buf, gx, gy, gz, bx, by, bz, shared) != 0) {
+    violation("%s: no emulated kernel of that name", f->name);
+    return 500;
+  }
+#endif
   return 0;
 }
 
@@ -278,7 +294,7 @@ const char* cublasLtGetStatusString(int s) { return "fake cuBLASLt status"; }
 
 int cublasLtMatmulDescCreate(Desc** d, int compute, int scale) {
   if (compute != 68 || scale != 0) return 7;
-  *d = calloc(1, sizeof(Desc));
+  *d = (Desc*)calloc(1, sizeof(Desc));
   (*d)->compute = compute;
   (*d)->scale = scale;
   return 0;
@@ -295,7 +311,7 @@ int cublasLtMatmulDescSetAttribute(Desc* d, int attr, const void* buf, size_t si
 }
 int cublasLtMatrixLayoutCreate(Layout** l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
   if ((type != 0 && type != 14) || ld < (int64_t)rows || rows == 0 || cols == 0) return 7;
-  *l = calloc(1, sizeof(Layout));
+  *l = (Layout*)calloc(1, sizeof(Layout));
   (*l)->type = type;
   (*l)->rows = rows;
   (*l)->cols = cols;
@@ -397,3 +413,7 @@ int cublasLtMatmul(void* h, Desc* d, const float* alpha, uint64_t A, Layout* a, 
   }
   return 0;
 }
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif

@@ -36,7 +36,8 @@ import { KernelSet, THREADS } from "./kernels.ts";
 
 /** cuBLASLt workspace size. */
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
-/** Blocks of the first reduction pass (fixed, so sums are deterministic). */
+/** Most blocks of the first reduction pass (their number depends on n only, so a sum of
+ * the same buffer is deterministic). */
 const REDUCE_BLOCKS = 256;
 /** Warps per block of the row-per-warp kernels. */
 const WARPS = 4;
@@ -347,14 +348,16 @@ export class CudaBackend implements Backend {
     if (b.length === 0) return 0;
     const partial = this.reduceScratch.ptr;
     const result = partial + BigInt(REDUCE_BLOCKS * 4);
-    this.kernels.run("reduce_partial", REDUCE_BLOCKS, THREADS, 0, [
+    // At least 8 elements per thread before a block is added.
+    const blocks = Math.min(REDUCE_BLOCKS, Math.ceil(b.length / (THREADS * 8)));
+    this.kernels.run("reduce_partial", blocks, THREADS, 0, [
       partial,
       b.ptr,
       dtCode(b.dtype),
       b.length,
       squares,
     ]);
-    this.kernels.run("reduce_final", 1, THREADS, 0, [result, partial, REDUCE_BLOCKS]);
+    this.kernels.run("reduce_final", 1, THREADS, 0, [result, partial, blocks]);
     this.sync();
     check(
       "cuMemcpyDtoH_v2",
