@@ -23,6 +23,8 @@ import { roundArrayBf16 } from "../src/backend/cpu/buffer.ts";
 import type { Backend, DeviceBuffer, DType, RopeLayout } from "../src/backend/ops.ts";
 import { createCudaBackend, CudaBackend } from "../src/backend/cuda/backend.ts";
 import { cublasLt, cublasLtPath } from "../ffi/cublaslt.ts";
+import { ncclUniqueId } from "../ffi/nccl.ts";
+import { TuneError } from "../src/errors.ts";
 
 // ---- options --------------------------------------------------------------------------
 
@@ -753,6 +755,44 @@ const tinyTraining = {
 // deno-lint-ignore no-explicit-any
 let fixtureModule: any, helperModule: any, optimModule: any, schedModule: any, clipModule: any;
 
+// ---- NCCL at world size 1 --------------------------------------------------------------------
+
+function ncclChecks(): void {
+  if (selfTest) return;
+  check("NCCL collectives at world size 1", () => {
+    let id: Uint8Array;
+    try {
+      id = ncclUniqueId();
+    } catch (e) {
+      if (e instanceof TuneError) return [{ label: "skipped", ok: true, detail: e.message }];
+      throw e;
+    }
+    const be = createCudaBackend({ nccl: { uniqueId: id, rank: 0, worldSize: 1 } });
+    const n = 4099;
+    const host = randn(n);
+    const a = be.alloc(n, "f32"), b = be.alloc(n, "bf16"), o = be.alloc(n, "f32");
+    be.upload(a, host);
+    be.upload(b, host);
+    be.collectives.allReduceSum(a);
+    be.collectives.allReduceSum(b);
+    be.collectives.broadcast(a, 0);
+    be.collectives.allGather(o, a);
+    const want = host.slice();
+    const wantBf = host.slice();
+    roundArrayBf16(wantBf, host);
+    const out = [
+      cmpArrays("allReduceSum f32", be.download(a), want, EXACT),
+      cmpArrays("allReduceSum bf16", be.download(b), wantBf, EXACT),
+      cmpArrays("allGather", be.download(o), want, EXACT),
+    ];
+    be.fill(o, 0);
+    be.collectives.reduceScatterSum(o, a);
+    out.push(cmpArrays("reduceScatterSum", be.download(o), want, EXACT));
+    for (const x of [a, b, o]) be.free(x);
+    return out;
+  });
+}
+
 // ---- timings (information only, never pass/fail) -------------------------------------------
 
 function timings(): void {
@@ -827,6 +867,7 @@ async function main(): Promise<number> {
   matmulChecks();
   layerChecks();
   attentionChecks();
+  ncclChecks();
   timings();
   if (withModel) {
     try {

@@ -2,7 +2,7 @@
  * The CUDA kernels themselves, without a GPU: kernels/*.cu compile with g++ against a CPU
  * emulation of the CUDA features they use (tests/cuda_emulator.h: threads, barriers, warp
  * shuffles, shared memory, atomics, bf16), linked into the fake driver of
- * tests/cuda_fake_driver.c, whose cuLaunchKernel then runs them. scripts/gpu_check.ts
+ * tests/cuda_fake_driver.c (which also fakes one-rank NCCL), whose cuLaunchKernel then runs them. scripts/gpu_check.ts
  * --small runs against that library, so every op of the CUDA backend (kernels, launch
  * geometry, argument packing, cuBLASLt mapping) is compared with the CPU backend at the
  * script's stated tolerances (bf16: atol 1e-2 rtol 0.08; fp32: atol 1e-5 rtol 1e-4,
@@ -106,7 +106,7 @@ Deno.test("gpu_check.ts --small passes with the kernels emulated on the CPU", {
       // The model sections also pass here but take minutes on a small CPU; run them by hand:
       // TUNE_LIBCUDA=lib TUNE_LIBCUBLASLT=lib deno run -A scripts/gpu_check.ts --small
       args: ["run", "-A", SCRIPT, "--small", "--no-model"],
-      env: { TUNE_LIBCUDA: lib, TUNE_LIBCUBLASLT: lib },
+      env: { TUNE_LIBCUDA: lib, TUNE_LIBCUBLASLT: lib, TUNE_LIBNCCL: lib },
       stdout: "piped",
       stderr: "piped",
     }).outputSync();

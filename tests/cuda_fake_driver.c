@@ -1,4 +1,4 @@
-// A stand-in for libcuda.so.1 and libcublasLt.so used by tests/cuda_fake_driver_test.ts on
+// A stand-in for libcuda.so.1, libcublasLt.so and libnccl.so.2 used by tests/cuda_fake_driver_test.ts on
 // machines without a GPU. "Device" memory is host memory, copies and memsets are real,
 // kernels do not run: each launch is checked instead (the packed argument buffer has the
 // exact size of the kernel's PTX parameter list, every pointer argument lies inside a live
@@ -413,6 +413,56 @@ int cublasLtMatmul(void* h, Desc* d, const float* alpha, uint64_t A, Layout* a, 
   }
   return 0;
 }
+
+// ---- NCCL (one rank) -------------------------------------------------------------------
+
+typedef struct {
+  char internal[128];
+} ncclUniqueId;
+
+int ncclGetVersion(int* v) { *v = 22005; return 0; }
+int ncclGetUniqueId(ncclUniqueId* id) {
+  for (int i = 0; i < 128; i++) id->internal[i] = (char)(i * 7 + 3);
+  return 0;
+}
+// The id arrives by value: every byte must be the one ncclGetUniqueId wrote.
+int ncclCommInitRank(void** comm, int nranks, ncclUniqueId id, int rank) {
+  for (int i = 0; i < 128; i++) {
+    if (id.internal[i] != (char)(i * 7 + 3)) {
+      violation("ncclCommInitRank: unique id byte %d is %d", i, id.internal[i]);
+      return 4;  // ncclInvalidArgument
+    }
+  }
+  if (nranks != 1 || rank != 0) return 4;
+  *comm = (void*)0x3000;
+  return 0;
+}
+int ncclCommDestroy(void* comm) { return 0; }
+const char* ncclGetErrorString(int r) { return r == 0 ? "no error" : "invalid argument"; }
+static int nccl_elem(int type) {
+  return type == 2 || type == 7 ? 4 : type == 6 || type == 9 ? 2 : 0;
+}
+static int nccl_copy(const char* call, uint64_t s, uint64_t r, size_t count, int type, void* comm) {
+  int e = nccl_elem(type);
+  if (e == 0 || comm != (void*)0x3000) return 4;
+  if (check_range(call, s, count * e) || check_range(call, r, count * e)) return 4;
+  memmove((void*)r, (void*)s, count * e);
+  return 0;
+}
+int ncclAllReduce(uint64_t s, uint64_t r, size_t count, int type, int op, void* comm, void* st) {
+  return op == 0 || op == 4 ? nccl_copy("ncclAllReduce", s, r, count, type, comm) : 4;
+}
+int ncclReduceScatter(uint64_t s, uint64_t r, size_t count, int type, int op, void* comm, void* st) {
+  return op == 0 || op == 4 ? nccl_copy("ncclReduceScatter", s, r, count, type, comm) : 4;
+}
+int ncclAllGather(uint64_t s, uint64_t r, size_t count, int type, void* comm, void* st) {
+  return nccl_copy("ncclAllGather", s, r, count, type, comm);
+}
+int ncclBroadcast(uint64_t s, uint64_t r, size_t count, int type, int root, void* comm, void* st) {
+  return root == 0 ? nccl_copy("ncclBroadcast", s, r, count, type, comm) : 4;
+}
+int ncclGroupStart(void) { return 0; }
+int ncclGroupEnd(void) { return 0; }
 
 #ifdef __cplusplus
 }  // extern "C"

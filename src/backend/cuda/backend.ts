@@ -33,6 +33,7 @@ import { CachingAllocator } from "./allocator.ts";
 import { decodeBf16, encodeBf16 } from "./bf16.ts";
 import { cudaBuf, CudaBuffer, dtCode, ELEM_BYTES } from "./buffer.ts";
 import { KernelSet, THREADS } from "./kernels.ts";
+import { NcclCollectives, type NcclOptions } from "./nccl_collectives.ts";
 
 /** cuBLASLt workspace size. */
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
@@ -51,6 +52,8 @@ export interface CudaBackendOptions {
   device?: number;
   /** Collectives for multi-process runs (default: single process). */
   collectives?: Collectives;
+  /** Join an NCCL communicator and use it for the collectives (overrides `collectives`). */
+  nccl?: NcclOptions;
 }
 
 function defaultOrdinal(): number {
@@ -117,8 +120,17 @@ export class CudaBackend implements Backend {
     this.gemm = new GemmRunner(this.stream, ws.ptr, WORKSPACE_BYTES);
     const rs = this.alloc_.alloc((REDUCE_BLOCKS + 1) * 4);
     this.reduceScratch = new CudaBuffer(rs.ptr, REDUCE_BLOCKS + 1, "f32", rs.blockBytes, false);
-    this.collectives = opts.collectives ??
-      new SingleProcessCollectives((dst, src) => this.copy(dst, src));
+    if (opts.nccl) {
+      this.collectives = new NcclCollectives(
+        opts.nccl,
+        this.stream,
+        () => this.sync(),
+        this.alloc(1, "f32"),
+      );
+    } else {
+      this.collectives = opts.collectives ??
+        new SingleProcessCollectives((dst, src) => this.copy(dst, src));
+    }
   }
 
   // ---- memory -------------------------------------------------------------------------
