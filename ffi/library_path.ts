@@ -93,15 +93,20 @@ export function sitePackagesDirs(): string[] {
     if (p) roots.push(`${p}/lib`);
   }
   for (const v of listDir("/opt")) {
-    if (v.isDirectory) roots.push(`/opt/${v.name}/lib`);
+    if (!v.isDirectory) continue;
+    for (const sub of ["lib", ".venv/lib", "venv/lib"]) roots.push(`/opt/${v.name}/${sub}`);
+  }
+  // The Python environments whose bin/ is on PATH (a venv holding torch, for one).
+  for (const dir of (env("PATH") ?? "").split(":")) {
+    if (dir.endsWith("/bin")) roots.push(`${dir.slice(0, -4)}/lib`);
   }
   const out: string[] = [];
-  for (const root of roots) {
+  for (const root of new Set(roots)) {
     for (const e of listDir(root)) {
       if (!e.name.startsWith("python3")) continue;
       for (const sub of ["site-packages", "dist-packages"]) {
         const d = `${root}/${e.name}/${sub}`;
-        if (listDir(d).length > 0) out.push(d);
+        if (!out.includes(d) && listDir(d).length > 0) out.push(d);
       }
     }
   }

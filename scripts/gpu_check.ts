@@ -614,7 +614,10 @@ function attentionChecks(): void {
 async function modelChecks(): Promise<void> {
   const { createLlama } = await import("../src/models/llama/model.ts");
   const { readLlama2c } = await import("../src/checkpoint/llama2c.ts");
-  const shared = new URL("../../shared/models/aidreams260K/", import.meta.url).pathname;
+  // ../shared beside the checkout, or TUNE_SHARED_DIR where it was carried elsewhere.
+  const sharedRoot = Deno.env.get("TUNE_SHARED_DIR") ??
+    new URL("../../shared/", import.meta.url).pathname;
+  const shared = `${sharedRoot.replace(/\/$/, "")}/models/aidreams260K/`;
   const ref = Deno.readTextFileSync(`${shared}reference.jsonl`).trim().split("\n").map((l) =>
     JSON.parse(l)
   );

@@ -143,3 +143,37 @@ Deno.test("sizeClass() rounds up, stays within 25% above 4 KiB, and is 256-byte 
   }
   assert.equal(sizeClass(5000), sizeClass(5100)); // neighbours share a class
 });
+
+Deno.test("installedCandidates() finds cuBLASLt/NCCL in CUDA 12 and 13 wheel layouts of a venv on PATH", () => {
+  const tmp = Deno.makeTempDirSync({ prefix: "tune_libpath_" });
+  try {
+    const sp = `${tmp}/venv/lib/python3.12/site-packages/nvidia`;
+    const files = [
+      `${sp}/cu13/lib/libcublasLt.so.13`, // CUDA 13 wheels: one nvidia/cu13/lib folder
+      `${sp}/cublas/lib/libcublasLt.so.12`, // CUDA 12 wheels: one folder per library
+      `${sp}/nccl/lib/libnccl.so.2`,
+    ];
+    for (const f of files) {
+      Deno.mkdirSync(f.slice(0, f.lastIndexOf("/")), { recursive: true });
+      Deno.writeTextFileSync(f, "");
+    }
+    Deno.mkdirSync(`${tmp}/venv/bin`);
+    const lib = new URL("../ffi/library_path.ts", import.meta.url).href;
+    const code = `import { installedCandidates, LIBCUBLASLT, LIBNCCL } from "${lib}";
+      console.log(JSON.stringify([installedCandidates(LIBCUBLASLT), installedCandidates(LIBNCCL)]));`;
+    const r = new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      env: { PATH: `${tmp}/venv/bin:/usr/bin:/bin`, HOME: tmp },
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const [blas, nccl] = JSON.parse(new TextDecoder().decode(r.stdout)) as string[][];
+    // The higher soname version comes first.
+    assert.deepEqual(blas.filter((p) => p.startsWith(tmp)), [files[0], files[1]]);
+    assert.deepEqual(nccl.filter((p) => p.startsWith(tmp)), [files[2]]);
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
