@@ -290,6 +290,7 @@ export class FullFinetuneRecipeSingleDevice {
     for (let epoch = start.epoch; epoch < cfg.epochs; epoch++) {
       const first = epoch === start.epoch ? start.step : 0;
       for (let s = first; s < this.stepsPerEpoch; s++) {
+        if (cfg.stop_after_steps !== null && p.step >= cfg.stop_after_steps) return done;
         const t0 = performance.now();
         // One optimizer step = `ga` micro-batches; the loss is normalised by their token total.
         const micro = Array.from({ length: ga }, (_, k) => data.loader.batch(epoch, s * ga + k));
