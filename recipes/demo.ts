@@ -51,7 +51,8 @@ export const params = {
   lora_rank: { type: "int", default: 16, doc: "LoRA rank" },
   lora_alpha: { type: "float", default: 32, doc: "LoRA alpha" },
   held_out: { type: "int", default: 50, doc: "held-out words for the accuracy" },
-  word_len: { type: "int", default: 4, doc: "letters per word" },
+  min_word_len: { type: "int", default: 4, doc: "fewest letters of a word" },
+  max_word_len: { type: "int", default: 4, doc: "most letters of a word" },
   examples: { type: "int", default: 6, doc: "example generations to print" },
 } satisfies ParamSchema;
 
@@ -131,8 +132,8 @@ export async function runDemo(cfg: DemoConfig, say: (s: string) => void = consol
     pretrain: cfg.pretrain_steps * cfg.batch_size,
     finetune: cfg.lora_steps * cfg.batch_size,
     heldOut: cfg.held_out,
-    minLen: cfg.word_len,
-    maxLen: cfg.word_len,
+    minLen: cfg.min_word_len,
+    maxLen: cfg.max_word_len,
   });
   const write = (name: string, text: string) => {
     atomicWrite(join(dataDir, name), new TextEncoder().encode(text));
