@@ -36,6 +36,8 @@ class Peer {
   readonly queue: Frame[] = [];
   #writes: Promise<void> = Promise.resolve();
   said_bye = false;
+  /** Its connection closed after it said goodbye: fine unless a collective still needs it. */
+  left = false;
   constructor(readonly rank: number, readonly conn: Deno.TcpConn, readonly reader: ByteReader) {}
 
   /** Queue one frame behind the previous ones (frames never interleave). */
@@ -206,7 +208,10 @@ export class PeerMesh {
           pendingSends--;
           this.#notify();
         },
-        (e) => this.#peerGone(r, `sending to it failed (${(e as Error).message})`),
+        (e) =>
+          this.#peers[r]!.said_bye
+            ? this.fail(this.#leftError(r))
+            : this.#peerGone(r, `sending to it failed (${(e as Error).message})`),
       );
     }
     let timedOut = false;
@@ -223,6 +228,7 @@ export class PeerMesh {
           if (r === this.rank || ex.expect[r] < 0 || received[r] !== null) continue;
           const f = this.#peers[r]!.queue.shift();
           if (f === undefined) {
+            if (this.#peers[r]!.left) throw this.fail(this.#leftError(r));
             missing++;
             continue;
           }
@@ -326,18 +332,27 @@ export class PeerMesh {
   #peerGone(r: number, why: string): void {
     if (this.#failure || this.#closed) return;
     const peer = this.#peers[r]!;
+    if (peer.said_bye) {
+      // A clean goodbye after its last collective: the others may still be finishing that
+      // collective among themselves, so only one that needs this rank fails (exchange).
+      peer.left = true;
+      this.#notify();
+      return;
+    }
     this.fail(
-      peer.said_bye
-        ? new DistributedError(
-          `rank ${r} already left the process group (it finished or closed it) while rank ` +
-            `${this.rank} still needs it; the ranks took different code paths`,
-          r,
-        )
-        : new DistributedError(
-          `rank ${r} was lost: ${why}; the process exited, crashed or was killed — see its ` +
-            `output for the cause`,
-          r,
-        ),
+      new DistributedError(
+        `rank ${r} was lost: ${why}; the process exited, crashed or was killed — see its ` +
+          `output for the cause`,
+        r,
+      ),
+    );
+  }
+
+  #leftError(r: number): DistributedError {
+    return new DistributedError(
+      `rank ${r} already left the process group (it finished or closed it) while rank ` +
+        `${this.rank} still needs it; the ranks took different code paths`,
+      r,
     );
   }
 
