@@ -141,7 +141,14 @@ export function installedCandidates(spec: LibrarySpec): string[] {
     }
   }
   for (const sp of sitePackagesDirs()) findFiles(`${sp}/nvidia`, spec.filePattern, 3, found);
-  for (const d of ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib/wsl/lib"]) {
+  const systemDirs = [
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib/wsl/lib",
+    "/usr/local/nvidia/lib64", // driver mounted into containers
+    "/usr/local/nvidia/lib",
+  ];
+  for (const d of systemDirs) {
     findFiles(d, spec.filePattern, 0, found);
   }
   return [...new Set(found)].sort(byVersionDesc);
