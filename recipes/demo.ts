@@ -157,14 +157,19 @@ export async function runDemo(cfg: DemoConfig, say: (s: string) => void = consol
     steps,
     lr: cfg.lr,
   });
-  const saveConfig = (name: string, tree: Record<string, unknown>) => {
-    atomicWrite(join(out, name), new TextEncoder().encode(stringify(tree)));
+  const saveConfig = (name: string, recipe: string, tree: Record<string, unknown>) => {
+    const path = join(out, name);
+    const header = `# deno task tune run ${recipe} --config ${path}\n` +
+      `# Written by tune demo: phase ${
+        name === "pretrain.yaml" ? 1 : 2
+      } of the demo, rerunnable as is.\n\n`;
+    atomicWrite(path, new TextEncoder().encode(header + stringify(tree)));
   };
 
   // ---- 2. pretraining (full fine-tune from a seeded random init) on task A ----
   const fullRecipe = findRecipe("full_finetune_single_device", launch);
   const preTree = pretrainConfig(phase(cfg.pretrain_steps));
-  saveConfig("pretrain.yaml", preTree);
+  saveConfig("pretrain.yaml", fullRecipe.name, preTree);
   say(
     `\nphase 1: full_finetune_single_device, seeded random Llama (dim ${model.dim}, ` +
       `${model.layers} layers) on "${COPY_TASK.instruction}"`,
@@ -190,7 +195,7 @@ export async function runDemo(cfg: DemoConfig, say: (s: string) => void = consol
     { rank: cfg.lora_rank, alpha: cfg.lora_alpha },
     pre.checkpointDir,
   );
-  saveConfig("lora.yaml", loraTree);
+  saveConfig("lora.yaml", loraRecipe.name, loraTree);
   say(
     `\nphase 2: lora_finetune_single_device (rank ${cfg.lora_rank}) on "${SHIFT_TASK.instruction}"`,
   );
@@ -241,7 +246,7 @@ export async function runDemo(cfg: DemoConfig, say: (s: string) => void = consol
   say(
     `\ntry the merged model: deno task tune run generate --config llama2c/generate ` +
       `checkpointer.checkpoint_dir=${ft.checkpointDir} tokenizer.path=${tokenizerPath} ` +
-      `instruct_template=alpaca 'prompt={instruction: "${SHIFT_TASK.instruction}", input: hello}' ` +
+      `instruct_template=alpaca 'prompt={instruction: "${SHIFT_TASK.instruction}", input: tune}' ` +
       `max_new_tokens=8`,
   );
   return summary;

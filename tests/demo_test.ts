@@ -10,6 +10,7 @@ import {
   notStrictEqual as assertNotEquals,
   ok as assert,
 } from "node:assert/strict";
+import { parse, stringify } from "yaml";
 import { demoConfig, runDemo } from "../recipes/demo.ts";
 import { COPY_TASK, SHIFT_TASK, splitWords, taskRows, toJsonl } from "../src/demo/tasks.ts";
 import { demoPhrases, demoTokenizerBytes } from "../src/demo/tokenizer.ts";
@@ -132,6 +133,32 @@ Deno.test("runDemo() trains, lifts held-out accuracy from <= 10% to >= 80%, and 
   ]);
   assertEquals(withAdapter.code, 0, withAdapter.stderr);
   assertEquals(withAdapter.stdout, merged.stdout);
+  // a lora_* model builder keeps the adapter unmerged in the model: same text
+  const loraModel = (parse(Deno.readTextFileSync(`${out}/lora.yaml`)) as Record<string, unknown>)
+    .model;
+  const cfgPath = `${out}/generate_lora.yaml`;
+  Deno.writeTextFileSync(
+    cfgPath,
+    stringify({
+      model: loraModel,
+      tokenizer: { _component_: "tune.tokenizers.load", path: s.files.tokenizer },
+      checkpointer: {
+        _component_: "tune.training.Llama2cCheckpointer",
+        checkpoint_dir: s.files.base_model.replace(/\/[^/]*$/, ""),
+        checkpoint_files: ["model.bin"],
+        adapter_checkpoint: adapterDir,
+        output_dir: `${out}/unused`,
+        model_type: "LLAMA2C",
+      },
+      prompt: { instruction: SHIFT_TASK.instruction, input: word },
+      instruct_template: "alpaca",
+      max_new_tokens: 8,
+      temperature: 0,
+    }),
+  );
+  const unmerged = await tune(["run", "generate", "--config", cfgPath]);
+  assertEquals(unmerged.code, 0, unmerged.stderr);
+  assertEquals(unmerged.stdout, merged.stdout);
   const inProcess = text.split("\n").filter((l) => l.trim().startsWith(`${word} ->`));
   assertEquals(inProcess.length, 2); // before and after
   assertEquals(JSON.stringify(merged.stdout), inProcess[1].trim().split(/\s+/)[2]);
