@@ -9,7 +9,10 @@
  *   and matches the single-device recipe;
  * - resuming a 2-rank run gives bitwise the losses of the uninterrupted 2-rank run;
  * - SIGKILL of rank 1 mid-run makes rank 0 exit non-zero within 30 s naming rank 1, and
- *   every checkpoint file on disk is complete (no temporary files left).
+ *   every checkpoint file on disk is complete (no temporary files left); a hung rank 1
+ *   (SIGSTOP) is named after TUNE_DIST_TIMEOUT;
+ * - where libcuda, a GPU and libnccl are present: device=cuda over NCCL (one rank per GPU,
+ *   up to 2) matches the single-device recipe on cuda (relative 1e-5).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -116,6 +119,11 @@ function assertHalfOptimizer(label: string, distStderr: string, single: number):
   }
 }
 
+/** Metrics records without their wall-clock field, for bitwise comparison. */
+function timeless(m: Metrics): string {
+  return m.map(({ tokens_per_s: _t, ...rest }) => JSON.stringify(rest)).join("\n");
+}
+
 async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tune_dist_test_" });
   try {
@@ -151,6 +159,14 @@ Deno.test("full_finetune_distributed on 2 ranks matches full_finetune_single_dev
       ...SHORT,
     );
     assertSameLosses("full", readMetrics(two), readMetrics(one), 1e-5);
+    // Stop mid-epoch 0 after step 2, resume on 2 ranks: the same records bitwise.
+    const cut = join(dir, "cut");
+    const cfg = ["--config", "tiny/full_distributed", `output_dir=${cut}`, ...SHORT];
+    const dist = ["run", "--nproc_per_node", "2", "full_finetune_distributed"];
+    await runOk(...dist, ...cfg, "stop_after_steps=2");
+    await runOk(...dist, ...cfg, "resume_from_checkpoint=True");
+    assert.equal(timeless(readMetrics(cut)), timeless(readMetrics(two)), "resumed run's metrics");
+    console.log("full: stop after step 2 + resume on 2 ranks = uninterrupted run, bitwise");
     assertSameWeights(
       "full",
       readSafetensors(join(two, "epoch_1", "model.safetensors")),
@@ -163,6 +179,49 @@ Deno.test("full_finetune_distributed on 2 ranks matches full_finetune_single_dev
       loadRecipeState(join(one, "recipe_state")).tensors,
     );
     assertHalfOptimizer("full", d.stderr, singleOptimizerBytes(s.stderr));
+  });
+});
+
+Deno.test("full_finetune_distributed on 3 ranks (layer groups not divisible by 3) matches full_finetune_single_device", async () => {
+  await withTmp(async (dir) => {
+    const one = join(dir, "one"), three = join(dir, "three");
+    const short = ["epochs=1", "max_steps_per_epoch=3", "seed=0"];
+    await runOk(
+      "run",
+      "full_finetune_single_device",
+      "--config",
+      "tiny/full_single_device",
+      `output_dir=${one}`,
+      "batch_size=3",
+      ...short,
+    );
+    const d = await runOk(
+      "run",
+      "--nproc_per_node",
+      "3",
+      "full_finetune_distributed",
+      "--config",
+      "tiny/full_distributed",
+      `output_dir=${three}`,
+      "batch_size=1",
+      ...short,
+    );
+    assertSameLosses("full, 3 ranks", readMetrics(three), readMetrics(one), 1e-5);
+    assertSameWeights(
+      "full, 3 ranks",
+      readSafetensors(join(three, "epoch_0", "model.safetensors")),
+      readSafetensors(join(one, "epoch_0", "model.safetensors")),
+    );
+    // each rank owns ceil(group / 3) of every group: a third, plus at most 2 per group
+    const re = /rank (\d)\/3 \(pid \d+\): optimizer state (\d+) bytes .*one process: (\d+) bytes/g;
+    const seen = [...d.stderr.matchAll(re)];
+    assert.equal(seen.length, 3, "every rank reports its optimizer state");
+    for (const m of seen) {
+      const [bytes, full] = [Number(m[2]), Number(m[3])];
+      console.log(`full, 3 ranks: rank ${m[1]} optimizer state ${bytes} of ${full} bytes`);
+      // 4 layer groups, each padded by at most 2 elements (8 bytes of m and v each)
+      assert.ok(bytes * 3 >= full && bytes * 3 <= full + 4 * 2 * 8, `rank ${m[1]}: a third`);
+    }
   });
 });
 
@@ -205,8 +264,6 @@ Deno.test("lora_finetune_distributed on 2 ranks matches lora_finetune_single_dev
     await runOk(...dist, ...cfg, "stop_after_steps=2");
     assert.equal(readMetrics(cut).length, 2);
     await runOk(...dist, ...cfg, "resume_from_checkpoint=True");
-    const timeless = (m: Metrics) =>
-      m.map(({ tokens_per_s: _t, ...rest }) => JSON.stringify(rest)).join("\n");
     assert.equal(timeless(readMetrics(cut)), timeless(full), "resumed run's metrics");
     console.log("lora: stop after step 2 + resume on 2 ranks = uninterrupted run, bitwise");
   });
@@ -417,3 +474,67 @@ Deno.test("a hung (SIGSTOPped) rank 1 makes rank 0 exit non-zero after TUNE_DIST
   // 10 s: long enough that no ordinary wait (rank 0 writing a checkpoint) times out.
   await loseRank1("SIGSTOP", { TUNE_DIST_TIMEOUT: "10" });
 });
+
+function gpuCount(): number {
+  try {
+    const lib = Deno.dlopen(Deno.env.get("TUNE_LIBCUDA") ?? "libcuda.so.1", {
+      cuInit: { parameters: ["u32"], result: "i32" },
+      cuDeviceGetCount: { parameters: ["buffer"], result: "i32" },
+    });
+    const n = new Int32Array(1);
+    const ok = lib.symbols.cuInit(0) === 0 && lib.symbols.cuDeviceGetCount(n) === 0;
+    lib.close();
+    return ok ? n[0] : 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function ncclPresent(): Promise<boolean> {
+  try {
+    const { nccl } = await import("../ffi/nccl.ts");
+    nccl();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const GPUS = gpuCount();
+const HAS_NCCL = GPUS > 0 && await ncclPresent();
+
+Deno.test(
+  "the distributed recipes on device=cuda over NCCL match the single-device recipes on cuda",
+  {
+    ignore: !HAS_NCCL,
+  },
+  async () => {
+    const W = Math.min(GPUS, 2);
+    await withTmp(async (dir) => {
+      for (const kind of ["full", "lora"]) {
+        const one = join(dir, `${kind}_one`), dist = join(dir, `${kind}_dist`);
+        const common = ["device=cuda", ...SHORT];
+        await runOk(
+          "run",
+          `${kind}_finetune_single_device`,
+          "--config",
+          `tiny/${kind}_single_device`,
+          `output_dir=${one}`,
+          ...common,
+        );
+        await runOk(
+          "run",
+          "--nproc_per_node",
+          String(W),
+          `${kind}_finetune_distributed`,
+          "--config",
+          `tiny/${kind}_distributed`,
+          `output_dir=${dist}`,
+          `batch_size=${4 / W}`,
+          ...common,
+        );
+        assertSameLosses(`${kind} cuda, ${W} rank(s)`, readMetrics(dist), readMetrics(one), 1e-5);
+      }
+    });
+  },
+);
