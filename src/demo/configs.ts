@@ -86,9 +86,9 @@ export function pretrainConfig(o: PhaseOptions): Record<string, unknown> {
     model_init: "random",
     checkpointer: {
       _component_: "tune.training.Llama2cCheckpointer",
-      checkpoint_dir: dir,
+      checkpoint_dir: "${output_dir}",
       checkpoint_files: ["model.bin"],
-      output_dir: dir,
+      output_dir: "${output_dir}",
       model_type: "LLAMA2C",
     },
   };
@@ -124,7 +124,7 @@ export function loraConfig(
       _component_: "tune.training.Llama2cCheckpointer",
       checkpoint_dir: baseDir,
       checkpoint_files: ["model.bin"],
-      output_dir: dir,
+      output_dir: "${output_dir}",
       model_type: "LLAMA2C",
     },
     save_adapter_weights_only: false,
