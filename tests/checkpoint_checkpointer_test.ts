@@ -385,3 +385,75 @@ Deno.test("load({resumeFromCheckpoint}) takes weights and adapter from the epoch
     Deno.removeSync(tmp, { recursive: true });
   }
 });
+
+Deno.test("load({resumeFromCheckpoint}) after a LoRA save (merged + adapter) gives the original base and the saved adapter", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    // An fp32 Hugging Face input, so the saved merged weights are not rounded.
+    const src = loadHfCheckpoint(join(FIX, "checkpoint_hf_bf16"));
+    const inDir = join(tmp, "in");
+    saveHfCheckpoint(inDir, src.stateDict, src.config, {
+      dtype: "f32",
+      configJson: src.configJson,
+    });
+    const args = { checkpoint_dir: inDir, output_dir: join(tmp, "out"), model_type: "LLAMA3_2" };
+    const ck = build("torchtune.training.FullModelHFCheckpointer", args);
+    const base = ck.load();
+    const lora: LoraConfig = {
+      attnModules: ["q_proj", "k_proj", "v_proj", "output_proj"],
+      applyToMlp: true,
+      applyToOutput: false, // the fixture ties its output to the embedding
+      rank: 2,
+      alpha: 4,
+      dropout: 0,
+    };
+    const adapter: StateDict = new Map();
+    let seed = 21;
+    for (const [name, shape] of loraParamShapes(base.config, lora)) {
+      adapter.set(name, { shape, data: rand(shape[0] * shape[1], seed++) });
+    }
+    const merged = mergeLora(base.stateDict, adapter, lora);
+    const dir = ck.save({
+      stateDict: merged,
+      adapter: { stateDict: adapter, lora },
+      recipeState: {
+        step: 4,
+        epoch: 1,
+        seed: 0,
+        dataPosition: 0,
+        lrScheduler: {},
+        rng: null,
+        tensors: new Map(),
+      },
+      epoch: 0,
+    });
+    const resumed = build("torchtune.training.FullModelHFCheckpointer", args).load({
+      resumeFromCheckpoint: true,
+    });
+    assertEquals(resumed.recipeState!.step, 4);
+    // Base: the original weights, bitwise (not the merged ones the epoch dir holds).
+    assertEquals([...resumed.stateDict.keys()].sort(), [...base.stateDict.keys()].sort());
+    for (const [n, t] of base.stateDict) exact(n, resumed.stateDict.get(n)!.data, t.data);
+    // Adapter: the saved one, bitwise.
+    assertEquals([...resumed.adapter!.keys()].sort(), [...adapter.keys()].sort());
+    for (const [n, t] of adapter) exact(n, resumed.adapter!.get(n)!.data, t.data);
+    // Base + adapter merged again equals the merged weights the save wrote (atol 1e-6).
+    const savedMerged = build("torchtune.training.FullModelHFCheckpointer", {
+      ...args,
+      checkpoint_dir: dir,
+    }).load().stateDict;
+    const remerged = mergeLora(resumed.stateDict, resumed.adapter!, lora);
+    let maxDiff = 0;
+    for (const [n, t] of savedMerged) {
+      const r = remerged.get(n)!.data;
+      assertClose(n, r, t.data, { atol: 1e-6, rtol: 0 });
+      for (let i = 0; i < r.length; i++) maxDiff = Math.max(maxDiff, Math.abs(r[i] - t.data[i]));
+    }
+    console.log(`base + adapter vs saved merged: max |diff| ${maxDiff}`);
+    // Control: the adapter moved the LoRA'd weights, so a double-applied adapter would fail.
+    const q = "layers.0.attn.q_proj.weight";
+    assert(savedMerged.get(q)!.data.some((v, i) => v !== base.stateDict.get(q)!.data[i]));
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});

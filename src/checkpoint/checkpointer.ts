@@ -7,7 +7,11 @@
  *                         and for LoRA runs adapter_model.safetensors + adapter_config.json
  *   recipe_state/         recipe_state.safetensors + recipe_state.json of the latest save
  * Resume (`resume_from_checkpoint`): the recipe state names the epoch directory its save
- * wrote (`extra.savedDir`); load() takes weights and adapter from there when present.
+ * wrote (`extra.savedDir`). A full fine-tune resumes from that directory's weights. A LoRA
+ * run (the directory holds an adapter, or `adapter_checkpoint` is set) resumes from the
+ * ORIGINAL base (`checkpoint_dir`/`checkpoint_files`) plus the saved adapter: the
+ * directory's model files are the merged weights, and adding the adapter to them again
+ * would apply it twice.
  * Every file is written to a temporary name and renamed.
  */
 import { join } from "node:path";
@@ -58,8 +62,10 @@ export interface SaveRequest {
 export interface LoadOptions {
   /**
    * Resume a run (the recipe's top-level `resume_from_checkpoint`; default: the
-   * checkpointer's own key): read `<output_dir>/recipe_state/`, and take the weights and
-   * adapter from the epoch directory that save wrote, when it holds them.
+   * checkpointer's own key): read `<output_dir>/recipe_state/`. Full fine-tune: the weights
+   * come from the epoch directory that save wrote, when it holds them. LoRA: the base comes
+   * from `checkpoint_dir` (never the saved merged weights) and the adapter from that
+   * directory (else `adapter_checkpoint`).
    */
   resumeFromCheckpoint?: boolean;
 }
@@ -135,18 +141,17 @@ abstract class BaseCheckpointer implements Checkpointer {
       : null;
     const recipeState = recipeDir ? loadRecipeState(recipeDir) : null;
     // On resume, the epoch directory of the save that wrote the recipe state supplies the
-    // weights (full fine-tune) and the adapter (LoRA) when it has them.
+    // weights (full fine-tune) or the adapter (LoRA) when it has them.
     const savedDir = resume && typeof recipeState?.extra?.savedDir === "string"
       ? recipeState.extra.savedDir
       : null;
-    const modelDir = savedDir && this.hasModel(savedDir) ? savedDir : null;
+    const savedAdapter = savedDir && exists(join(savedDir, ADAPTER_FILE)) ? savedDir : null;
+    const adapterPath = savedAdapter ??
+      (o.adapterCheckpoint ? resolve(o.checkpointDir, o.adapterCheckpoint) : null);
+    // A LoRA save's model files are base + adapter merged: the frozen base is the original.
+    const modelDir = savedDir && !adapterPath && this.hasModel(savedDir) ? savedDir : null;
     const { stateDict, config } = this.loadModel(modelDir);
     this.loadedConfig = config;
-    const adapterPath = o.adapterCheckpoint
-      ? resolve(o.checkpointDir, o.adapterCheckpoint)
-      : savedDir && exists(join(savedDir, "adapter_model.safetensors"))
-      ? savedDir
-      : null;
     const adapter = adapterPath ? loadPeftAdapter(adapterPath, config) : null;
     return { stateDict, config, adapter, recipeState };
   }
@@ -171,6 +176,8 @@ abstract class BaseCheckpointer implements Checkpointer {
     return dir;
   }
 }
+
+const ADAPTER_FILE = "adapter_model.safetensors";
 
 function exists(path: string): boolean {
   try {
