@@ -240,6 +240,10 @@ export async function runDemo(cfg: DemoConfig, say: (s: string) => void = consol
   };
   const summaryPath = join(out, "demo_summary.json");
   atomicWrite(summaryPath, new TextEncoder().encode(JSON.stringify(summary, null, 2) + "\n"));
+  say(
+    `\nheld-out accuracy on "${SHIFT_TASK.instruction}" (${words.heldOut.length} unseen words): ` +
+      `${pct(before.accuracy)} before LoRA -> ${pct(after.accuracy)} after`,
+  );
   say(`\nwrote (${summary.seconds.toFixed(0)} s):`);
   for (const [k, v] of Object.entries(summary.files)) say(`  ${k.padEnd(20)} ${v}`);
   say(`  ${"summary".padEnd(20)} ${summaryPath}`);
