@@ -47,7 +47,7 @@ import type { FinetuneHooks } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
 import { allSumF64, ShardedOptimizer } from "../src/training/sharded.ts";
-import { broadcastInt, setupDistributed } from "../src/training/sharded_setup.ts";
+import { barrierAfterSave, broadcastInt, setupDistributed } from "../src/training/sharded_setup.ts";
 import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
@@ -406,7 +406,7 @@ export class FullFinetuneRecipeDistributed {
     } else {
       this.lastCheckpoint = join(String(this.cfg.checkpointer.output_dir), dirName);
     }
-    await this.group.barrier();
+    await barrierAfterSave(this.group);
   }
 
   /** End the run: rank 0's summary, then leave the group and free the buffers. */

@@ -7,7 +7,8 @@
  * - `tune --nnodes 1 --nproc_per_node 2 lora_finetune_distributed --config
  *   alpaca_llama2_lora_finetune_distributed --override ...` runs with a tiny model and data
  *   and matches the single-device recipe;
- * - resuming a 2-rank run gives bitwise the losses of the uninterrupted 2-rank run;
+ * - resuming a 2-rank run gives bitwise the losses of the uninterrupted 2-rank run, and the
+ *   single-device recipe resumes a 2-rank run's checkpoint;
  * - SIGKILL of rank 1 mid-run makes rank 0 exit non-zero within 30 s naming rank 1, and
  *   every checkpoint file on disk is complete (no temporary files left); a hung rank 1
  *   (SIGSTOP) is named after TUNE_DIST_TIMEOUT;
@@ -263,6 +264,20 @@ Deno.test("lora_finetune_distributed on 2 ranks matches lora_finetune_single_dev
     const cfg = ["--config", "tiny/lora_distributed", `output_dir=${cut}`, ...SHORT];
     await runOk(...dist, ...cfg, "stop_after_steps=2");
     assert.equal(readMetrics(cut).length, 2);
+    // The gathered recipe state is the single-device format: one process resumes it too.
+    const moved = join(dir, "moved");
+    const cp = await new Deno.Command("cp", { args: ["-r", cut, moved] }).output();
+    assert.equal(cp.code, 0);
+    await runOk(
+      "run",
+      "lora_finetune_single_device",
+      "--config",
+      "tiny/lora_single_device",
+      `output_dir=${moved}`,
+      ...SHORT,
+      "resume_from_checkpoint=True",
+    );
+    assertSameLosses("lora, 2 ranks then resumed on 1", readMetrics(moved), readMetrics(one), 1e-5);
     await runOk(...dist, ...cfg, "resume_from_checkpoint=True");
     assert.equal(timeless(readMetrics(cut)), timeless(full), "resumed run's metrics");
     console.log("lora: stop after step 2 + resume on 2 ranks = uninterrupted run, bitwise");
@@ -471,8 +486,9 @@ Deno.test("a SIGKILLed rank 1 makes rank 0 exit non-zero within 30 s naming it; 
 });
 
 Deno.test("a hung (SIGSTOPped) rank 1 makes rank 0 exit non-zero after TUNE_DIST_TIMEOUT naming it", async () => {
-  // 10 s: long enough that no ordinary wait (rank 0 writing a checkpoint) times out.
-  await loseRank1("SIGSTOP", { TUNE_DIST_TIMEOUT: "10" });
+  // 10 s: long enough that no ordinary wait times out (the wait for rank 0 writing a
+  // checkpoint has TUNE_DIST_INIT_TIMEOUT as its deadline).
+  await loseRank1("SIGSTOP", { TUNE_DIST_TIMEOUT: "10", TUNE_DIST_INIT_TIMEOUT: "10" });
 });
 
 function gpuCount(): number {

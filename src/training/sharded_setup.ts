@@ -6,6 +6,7 @@
 import type { Backend } from "../backend/ops.ts";
 import type { CpuBuffer } from "../backend/cpu/buffer.ts";
 import { createBackend } from "../backend/select.ts";
+import { distInitTimeoutMs } from "../distributed/env.ts";
 import { viewHostAccess } from "../distributed/host_access.ts";
 import { NcclCollectives } from "../distributed/nccl_collectives.ts";
 import { initProcessGroup, type ProcessGroup } from "../distributed/process_group.ts";
@@ -51,5 +52,22 @@ export async function broadcastInt(backend: Backend, value: number): Promise<num
     return (backend.download(buf) as Int32Array)[0];
   } finally {
     backend.free(buf);
+  }
+}
+
+/**
+ * A barrier where the other ranks wait for rank 0 to write a checkpoint: its deadline is
+ * TUNE_DIST_INIT_TIMEOUT (default 300 s) when that is longer than TUNE_DIST_TIMEOUT, since
+ * writing a big model takes longer than any collective.
+ */
+export async function barrierAfterSave(group: ProcessGroup): Promise<void> {
+  const mesh = group.mesh;
+  if (!mesh) return;
+  const before = mesh.timeoutMs;
+  mesh.timeoutMs = Math.max(before, distInitTimeoutMs(Deno.env.toObject()));
+  try {
+    await group.barrier();
+  } finally {
+    mesh.timeoutMs = before;
   }
 }
