@@ -19,6 +19,7 @@ import { TuneError } from "../errors.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import type { LoraConfig } from "../models/model_spec.ts";
 import type { ModelType } from "./hf_config.ts";
+import { exists } from "./fs.ts";
 import { loadHfCheckpoint, saveHfCheckpoint } from "./hf_checkpoint.ts";
 import { loadMetaCheckpoint, saveMetaCheckpoint } from "./meta_checkpoint.ts";
 import { loadPeftAdapter, savePeftAdapter } from "./peft.ts";
@@ -178,15 +179,6 @@ abstract class BaseCheckpointer implements Checkpointer {
 }
 
 const ADAPTER_FILE = "adapter_model.safetensors";
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function resolve(dir: string, p: string): string {
   return p.startsWith("/") ? p : join(dir, p);

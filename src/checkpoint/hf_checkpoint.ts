@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { TuneError } from "../errors.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import { atomicWrite } from "./atomic_write.ts";
+import { exists } from "./fs.ts";
 import { hfConfigJson, type ModelType, readHfConfig } from "./hf_config.ts";
 import { hfToTune, isIgnorableHfKey, tuneToHf } from "./key_mapping.ts";
 import { convertRopeLayout } from "./rope_permute.ts";
@@ -82,15 +83,6 @@ function defaultFiles(dir: string): string[] {
   throw new TuneError(
     `${dir} has no model.safetensors or ${INDEX}; set checkpointer.checkpoint_files`,
   );
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

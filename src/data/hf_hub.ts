@@ -13,6 +13,7 @@
  * network access (delete the folder to refresh). `HF_TOKEN` is sent as a bearer token;
  * with HF_HUB_OFFLINE=1 only the cache is read.
  */
+import { exists } from "../checkpoint/fs.ts";
 import { TuneError } from "../errors.ts";
 import type { LocalFormat } from "./load_local.ts";
 
@@ -201,15 +202,6 @@ async function writeAtomic(path: string, data: ReadableStream<Uint8Array> | stri
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 
