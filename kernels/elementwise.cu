@@ -106,23 +106,21 @@ extern "C" __global__ void embedding_fwd(void* out, int dto, const int* tokens,
   }
 }
 
-// dtable(V, C)[tokens[i]] += dout(N, C)[i]. Repeated tokens collide, so this adds with
-// atomics (fp32, or bf16 on sm_80+); the order of additions is not fixed.
-// Tokens outside 0..V-1 are skipped.
+// dtable(V, C)[tokens[i]] += dout(N, C)[i], deterministically: the host groups the rows by
+// token, meta = [uniq(U), starts(U + 1), rows(N)], and block (u, chunk) sums the rows
+// rows[starts[u] .. starts[u+1]) of token uniq[u] in that fixed order, then adds the sum to
+// the table row. No two blocks touch the same element, so no atomics are needed.
 extern "C" __global__ void embedding_bwd(void* dtable, int dtt, const void* dout, int dto,
-                                         const int* tokens, int N, int C, int V) {
-  GRID_STRIDE(i, (size_t)N * C) {
-    const size_t row = i / C, c = i % C;
-    const int t = tokens[row];
-    if (t < 0 || t >= V) continue;
-    const size_t j = (size_t)t * C + c;
-    const float g = ld(dout, dto, i);
-    if (dtt == DT_BF16) {
-      atomicAdd(((__nv_bfloat16*)dtable) + j, __float2bfloat16_rn(g));
-    } else {
-      atomicAdd(((float*)dtable) + j, g);
-    }
-  }
+                                         const int* meta, int U, int C) {
+  const int u = blockIdx.x;
+  const int c = blockIdx.y * blockDim.x + threadIdx.x;
+  if (u >= U || c >= C) return;
+  const int* starts = meta + U;
+  const int* rows = meta + 2 * U + 1;
+  float s = 0.0f;
+  for (int j = starts[u]; j < starts[u + 1]; j++) s += ld(dout, dto, (size_t)rows[j] * C + c);
+  const size_t at = (size_t)meta[u] * C + c;
+  st(dtable, dtt, at, ld(dtable, dtt, at) + s);
 }
 
 // cache(B, Tcap, width)[b, pos + t] = src(B, T, width)[b, t].

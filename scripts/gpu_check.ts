@@ -460,10 +460,16 @@ function layerChecks(): void {
       const t = pair(tok, "i32"), table = pair(randn(V * C), dt), o = zeros(N * C, dt);
       cpu.embeddingForward(o.c, t.c, table.c, N, C);
       gpu.embeddingForward(o.g, t.g, table.g, N, C);
-      const dy = pair(randn(N * C), dt), dtab = pair(randn(V * C, 0.1), "f32");
+      const init = randn(V * C, 0.1);
+      const dy = pair(randn(N * C), dt), dtab = pair(init, "f32"), again = pair(init, "f32");
       cpu.embeddingBackward(dtab.c, dy.c, t.c, N, C);
       gpu.embeddingBackward(dtab.g, dy.g, t.g, N, C);
-      return [cmp("forward", o, EXACT), cmp("dtable(f32)", dtab, tolFor(dt, F32_EW))];
+      gpu.embeddingBackward(again.g, dy.g, t.g, N, C);
+      return [
+        cmp("forward", o, EXACT),
+        cmp("dtable(f32)", dtab, tolFor(dt, F32_EW)),
+        cmpArrays("backward twice (bitwise)", gpu.download(again.g), gpu.download(dtab.g), EXACT),
+      ];
     });
     for (const [N, C] of [[sz(512, 9), sz(1024, 96)], [67, 64]]) {
       check(`rmsnorm fwd/bwd N=${N} C=${C} [${dt}]`, () => {

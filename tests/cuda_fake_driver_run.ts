@@ -238,4 +238,11 @@ ok("JIT and lookup errors name the call, the status and the log", () => {
   );
 });
 
+ok("destroy() releases the handle, the stream and the cached blocks", () => {
+  const before = be.bytesReserved();
+  be.destroy();
+  // The 32 MiB workspace and every cached block go back; live buffers stay.
+  assert.ok(before - be.bytesReserved() >= 32 * 2 ** 20, `${before} -> ${be.bytesReserved()}`);
+});
+
 console.log("all fake-driver checks passed");

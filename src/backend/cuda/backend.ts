@@ -95,6 +95,7 @@ export class CudaBackend implements Backend {
   private readonly kernels: KernelSet;
   private readonly gemm: GemmRunner;
   private readonly reduceScratch: CudaBuffer; // (REDUCE_BLOCKS + 1) f32
+  private readonly workspace: CudaBuffer; // cuBLASLt workspace (bytes, not elements)
   private readonly reduceOut = new Float32Array(1);
   private liveBytes = 0;
 
@@ -117,6 +118,7 @@ export class CudaBackend implements Backend {
     this.stream = handleOf(slot);
     this.kernels = new KernelSet(this.stream);
     const ws = this.alloc_.alloc(WORKSPACE_BYTES);
+    this.workspace = new CudaBuffer(ws.ptr, WORKSPACE_BYTES, "i32", ws.blockBytes, false);
     this.gemm = new GemmRunner(this.stream, ws.ptr, WORKSPACE_BYTES);
     const rs = this.alloc_.alloc((REDUCE_BLOCKS + 1) * 4);
     this.reduceScratch = new CudaBuffer(rs.ptr, REDUCE_BLOCKS + 1, "f32", rs.blockBytes, false);
@@ -261,6 +263,19 @@ export class CudaBackend implements Backend {
 
   bytesInUse(): number {
     return this.liveBytes;
+  }
+
+  /**
+   * Release the cuBLASLt handle, the stream and every cached block. Buffers still alive
+   * stay allocated until the process ends; the backend must not be used afterwards.
+   */
+  destroy(): void {
+    this.sync();
+    this.gemm.destroy();
+    this.dropScratch(this.workspace);
+    this.dropScratch(this.reduceScratch);
+    this.alloc_.releaseCached();
+    check("cuStreamDestroy_v2", this.lib.cuStreamDestroy_v2(this.stream));
   }
 
   /** Bytes reserved from the driver (live plus cached blocks). */
@@ -614,16 +629,50 @@ export class CudaBackend implements Backend {
     need(t, N, "embedding tokens"); // (N)
     if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
     const V = Math.floor(dt.length / C); // dtable (V, C)
-    this.kernels.run1d("embedding_bwd", N * C, [
+    if (N === 0 || C === 0) return;
+    // Group the rows by token on the host (a small download) so the kernel can add each
+    // token's rows in a fixed order: deterministic, and out-of-range ids are reported.
+    this.sync();
+    const tok = new Int32Array(N);
+    check(
+      "cuMemcpyDtoH_v2",
+      this.lib.cuMemcpyDtoH_v2(new Uint8Array(tok.buffer), t.ptr, BigInt(N * 4)),
+    );
+    const order = Array.from({ length: N }, (_, i) => i);
+    for (let i = 0; i < N; i++) {
+      if (tok[i] < 0 || tok[i] >= V) {
+        throw new TuneError(
+          `token id ${tok[i]} at position ${i} is outside the vocabulary 0..${V - 1}; ` +
+            `check that the tokenizer matches the model`,
+        );
+      }
+    }
+    order.sort((a, b) => tok[a] - tok[b] || a - b);
+    const uniq: number[] = [], starts: number[] = [];
+    for (let j = 0; j < N; j++) {
+      if (j === 0 || tok[order[j]] !== tok[order[j - 1]]) {
+        uniq.push(tok[order[j]]);
+        starts.push(j);
+      }
+    }
+    starts.push(N);
+    const U = uniq.length;
+    const meta = new Int32Array(2 * U + 1 + N); // [uniq(U), starts(U + 1), rows(N)]
+    meta.set(uniq, 0);
+    meta.set(starts, U);
+    meta.set(order, 2 * U + 1);
+    const m = this.scratch(meta.length, "i32");
+    this.upload(m, meta);
+    this.kernels.run("embedding_bwd", [U, Math.ceil(C / THREADS), 1], THREADS, 0, [
       dt.ptr,
       dtCode(dt.dtype),
       dy.ptr,
       dtCode(dy.dtype),
-      t.ptr,
-      N,
+      m.ptr,
+      U,
       C,
-      V,
     ]);
+    this.dropScratch(m);
   }
 
   rmsnormForward(

@@ -20,7 +20,7 @@ export const KERNELS = {
   reduce_final: { module: "elementwise", kinds: "ppi" },
   dropout_mask: { module: "elementwise", kinds: "piiifi" },
   embedding_fwd: { module: "elementwise", kinds: "pippiiii" },
-  embedding_bwd: { module: "elementwise", kinds: "pipipiii" },
+  embedding_bwd: { module: "elementwise", kinds: "pipipii" },
   kv_cache_write: { module: "elementwise", kinds: "pipiiiiii" },
   adamw: { module: "elementwise", kinds: "pipipipiiffffffff" },
   rmsnorm_fwd: { module: "layers", kinds: "pipipipiiif" },
