@@ -6,7 +6,8 @@
 import type { Backend } from "../backend/ops.ts";
 import type { CpuBuffer } from "../backend/cpu/buffer.ts";
 import { createBackend } from "../backend/select.ts";
-import { distInitTimeoutMs } from "../distributed/env.ts";
+import { cuda } from "../../ffi/cuda.ts";
+import { cudaDeviceOrdinal, distInitTimeoutMs } from "../distributed/env.ts";
 import { viewHostAccess } from "../distributed/host_access.ts";
 import { NcclCollectives } from "../distributed/nccl_collectives.ts";
 import { initProcessGroup, type ProcessGroup } from "../distributed/process_group.ts";
@@ -32,15 +33,29 @@ export async function setupDistributed(device: "cpu" | "cuda"): Promise<Distribu
       return { group, backend: await createBackend("cpu", { collectives }) };
     }
     const nccl = new NcclCollectives(group);
-    // The CUDA backend opens GPU LOCAL_RANK (TUNE_CUDA_DEVICE overrides) and makes it
-    // current; NCCL's communicator is made on that device.
-    const backend = await createBackend("cuda", { collectives: nccl });
+    // GPU LOCAL_RANK when every process sees all of the node's GPUs (the launcher,
+    // torchrun), GPU 0 when a scheduler pins one per process; TUNE_CUDA_DEVICE overrides.
+    // The backend makes it current, and NCCL's communicator is made on it.
+    const pinned = Deno.env.get("TUNE_CUDA_DEVICE");
+    const ordinal = pinned !== undefined && /^\d+$/.test(pinned)
+      ? Number(pinned)
+      : cudaDeviceOrdinal(group.info, visibleGpus());
+    const { createCudaBackend } = await import("../backend/cuda/backend.ts");
+    const backend = createCudaBackend({ device: ordinal, collectives: nccl });
     await nccl.init();
     return { group, backend };
   } catch (e) {
     await group.close();
     throw e;
   }
+}
+
+/** Number of GPUs this process sees (CUDA_VISIBLE_DEVICES applied by the driver). */
+function visibleGpus(): number {
+  const lib = cuda();
+  const n = new Int32Array(1);
+  if (lib.cuInit(0) !== 0 || lib.cuDeviceGetCount(n) !== 0) return 0;
+  return n[0];
 }
 
 /** Rank 0's value of a non-negative 31-bit integer (e.g. a seed picked at random), on every rank. */
