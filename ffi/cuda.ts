@@ -42,9 +42,18 @@ export const CUDA_SYMBOLS = {
   cuEventDestroy_v2: { parameters: ["pointer"], result: "i32" },
   cuEventRecord: { parameters: ["pointer", "pointer"], result: "i32" }, // (CUevent, CUstream)
   cuEventSynchronize: { parameters: ["pointer"], result: "i32" },
-  // The unversioned export exists in every driver (CUDA 13's header maps to _v2, which
-  // older drivers lack); the semantics are the same for two recorded events.
-  cuEventElapsedTime: { parameters: ["buffer", "pointer", "pointer"], result: "i32" }, // (float*, start, end)
+  // CUDA 13's header maps cuEventElapsedTime to _v2, which older drivers lack; newer ones
+  // keep the unversioned export. Both optional: a missing one is null, never a load error.
+  cuEventElapsedTime: {
+    parameters: ["buffer", "pointer", "pointer"], // (float* ms, CUevent start, CUevent end)
+    result: "i32",
+    optional: true,
+  },
+  cuEventElapsedTime_v2: {
+    parameters: ["buffer", "pointer", "pointer"],
+    result: "i32",
+    optional: true,
+  },
   cuModuleLoadDataEx: {
     // (CUmodule*, const void* image, unsigned n, CUjit_option* opts, void** values)
     parameters: ["buffer", "buffer", "u32", "buffer", "buffer"],

@@ -297,7 +297,9 @@ export class CudaBackend implements Backend {
       check("cuEventRecord", lib.cuEventRecord(end, this.stream));
       check("cuEventSynchronize", lib.cuEventSynchronize(end));
       const ms = new Float32Array(1);
-      check("cuEventElapsedTime", lib.cuEventElapsedTime(ms, start, end));
+      const elapsed = lib.cuEventElapsedTime_v2 ?? lib.cuEventElapsedTime;
+      if (elapsed === null) throw new Error("the driver exports no cuEventElapsedTime");
+      check("cuEventElapsedTime", elapsed(ms, start, end));
       return ms[0];
     } finally {
       lib.cuEventDestroy_v2(start);
