@@ -2,6 +2,7 @@
  * The configs shipped in configs/, found relative to this module so the same code works in
  * the repo and in the `deno compile`d binary (built with `--include configs`).
  */
+import { resolve } from "node:path";
 import { TuneError } from "../errors.ts";
 
 /** The configs/ directory. */
@@ -9,6 +10,13 @@ export const CONFIGS_DIR: URL = new URL("../../configs/", import.meta.url);
 
 /** Names of every shipped config (`llama2/7B_lora_single_device`, no `.yaml`), sorted. */
 export function listShippedConfigs(): string[] {
+  shipped ??= walkConfigs();
+  return [...shipped];
+}
+
+let shipped: string[] | undefined;
+
+function walkConfigs(): string[] {
   const names: string[] = [];
   const walk = (dir: URL, prefix: string) => {
     for (const entry of Deno.readDirSync(dir)) {
@@ -59,13 +67,12 @@ export function findConfig(ref: string): ConfigSource {
   try {
     return { label: ref, shipped: false, text: Deno.readTextFileSync(ref) };
   } catch (e) {
+    if (e instanceof Deno.errors.PermissionDenied) {
+      throw new TuneError(`cannot read config ${ref}: permission denied`);
+    }
     if (!(e instanceof Deno.errors.NotFound) && !(e instanceof Deno.errors.IsADirectory)) throw e;
   }
-  let tried = ref;
-  try {
-    tried = Deno.realPathSync(".") + "/" + ref.replace(/^\.\//, "");
-  } catch { /* cwd gone: keep the path as given */ }
-  if (ref.startsWith("/")) tried = ref;
+  const tried = resolve(ref);
   throw new TuneError(
     `config '${ref}' not found: no file ${tried} and no shipped config of that name; shipped configs: ${
       listShippedConfigs().join(", ")
