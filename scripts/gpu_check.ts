@@ -695,6 +695,36 @@ async function modelChecks(): Promise<void> {
     }];
   });
 
+  for (const kind of ["full", "lora"] as const) {
+    check(`tiny Llama one step (${kind}): loss and every gradient, CUDA vs CPU`, () => {
+      const fx = fixtureModule.loadFixture(`model_train_${kind}`);
+      const N = fx.meta("B") * fx.meta("T");
+      const tokens: Int32Array = fx.i32("tokens").subarray(0, N);
+      const targets: Int32Array = fx.i32("targets").subarray(0, N);
+      const lora = kind === "lora" ? helperModule.fixtureLora(fx) : null;
+      const sd = helperModule.prefixedStateDict(fx, "w.");
+      if (lora) { for (const [n, t] of helperModule.prefixedStateDict(fx, "init.")) sd.set(n, t); }
+      const run = (be: Backend) => {
+        const model = createLlama(be, {
+          name: `tiny_${kind}`,
+          config: helperModule.fixtureConfig(fx),
+          lora,
+        }, { batch: fx.meta("B"), seqLen: fx.meta("T"), seed: lora?.seed ?? 0 });
+        model.loadStateDict(sd);
+        model.zeroGrad();
+        const r = model.lossAndBackward(tokens, targets, 1 / N);
+        const grads = be.download(model.trainable.grads!) as Float32Array;
+        model.free();
+        return { loss: r.lossSum / r.tokens, grads };
+      };
+      const g = run(gpu), c = run(cpu);
+      return [
+        cmpArrays("loss", [g.loss], [c.loss], { atol: 1e-5, rtol: 1e-4 }),
+        cmpArrays(`${g.grads.length} gradients`, g.grads, c.grads, F32_PROD),
+      ];
+    });
+  }
+
   check("tiny Llama 10-step AdamW training vs PyTorch fixture (fp32 on GPU)", () => {
     // The recipe of tests/model_train_test.ts, run on the GPU.
     const { loadFixtureSync, trainFixture } = tinyTraining;
