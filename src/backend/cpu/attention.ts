@@ -4,6 +4,7 @@
  * The forward saves each query row's log-sum-exp; the backward recomputes probabilities
  * from it (as FlashAttention does), so no (T, Tk) matrix is kept between passes.
  */
+import { fastExp } from "./fast_math.ts";
 import type { Gemm } from "./gemm.ts";
 
 /** Query rows per block: the block's scores (ROWS, Tk) stay in cache. */
@@ -60,7 +61,7 @@ export function attentionForward(
           }
           let sum = 0;
           for (let j = 0; j <= last; j++) {
-            const e = Math.exp(s[row + j] * scale - max);
+            const e = fastExp(s[row + j] * scale - max);
             s[row + j] = e;
             sum += e;
           }
@@ -124,7 +125,7 @@ export function attentionBackward(
           let D = 0;
           for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
           for (let j = 0; j <= last; j++) {
-            const pr = Math.exp(p[row + j] * scale - l);
+            const pr = fastExp(p[row + j] * scale - l);
             p[row + j] = pr;
             dp[row + j] = pr * (dp[row + j] - D) * scale;
           }

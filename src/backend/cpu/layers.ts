@@ -3,6 +3,7 @@
  * embedding, SwiGLU, cross-entropy and the KV-cache write. They take raw typed arrays;
  * the backend checks sizes before calling.
  */
+import { fastExp } from "./fast_math.ts";
 import { TuneError } from "../../errors.ts";
 import type { RopeLayout } from "../ops.ts";
 
@@ -144,7 +145,7 @@ export function swigluForward(
 ): void {
   for (let i = 0; i < n; i++) {
     const g = gate[i];
-    out[i] = (g / (1 + Math.exp(-g))) * up[i];
+    out[i] = (g / (1 + fastExp(-g))) * up[i];
   }
 }
 
@@ -161,7 +162,7 @@ export function swigluBackward(
     const g = gate[i];
     const u = up[i];
     const d = dout[i];
-    const sig = 1 / (1 + Math.exp(-g));
+    const sig = 1 / (1 + fastExp(-g));
     dgate[i] = d * u * sig * (1 + g * (1 - sig));
     dup[i] = d * g * sig;
   }
@@ -199,14 +200,14 @@ export function crossEntropy(
     const target = logits[o + tgt]; // read before dlogits may overwrite it
     let sum = 0;
     if (dlogits === null) {
-      for (let j = 0; j < V; j++) sum += Math.exp(logits[o + j] - max);
+      for (let j = 0; j < V; j++) sum += fastExp(logits[o + j] - max);
       losses[i] = max + Math.log(sum) - target;
       continue;
     }
     // One exp per element: store exp(x - max) in dlogits (reading x first, so aliasing
     // is safe), then scale by gradScale / sum.
     for (let j = 0; j < V; j++) {
-      const e = Math.exp(logits[o + j] - max);
+      const e = fastExp(logits[o + j] - max);
       dlogits[o + j] = e;
       sum += e;
     }
