@@ -5,14 +5,23 @@
  * 2 threads) on the same machine, in the same invocation, row by row: train-step tokens/s
  * for full fine-tuning and LoRA (rank 8 on q and v; forward, backward and AdamW) and
  * greedy generation tokens/s with the KV cache (batch 1, 256 new tokens), each the best of
- * `reps` runs after a warm-up; plus the peak resident memory of a 15M full fine-tuning
+ * `reps` runs after a warm-up, tune and PyTorch repetitions alternating (PyTorch runs as a
+ * persistent `torch_bench.py --mode serve` subprocess) so both see the same load on a
+ * shared host; plus the peak resident memory of a 15M full fine-tuning
  * step, each side measured in its own subprocess. Prints a table with tune/PyTorch ratios,
  * or with `--json` one JSON object per line.
  * Env: TUNE_BENCH_PYTHON (default /usr/bin/python3), OPENBLAS_NUM_THREADS (default 2).
  */
 import { parseArgs } from "node:util";
 import { type BenchShape, SHAPES } from "./shapes.ts";
-import { benchGenerate, type BenchMode, benchTrain, peakRssBytes } from "./tune_bench.ts";
+import {
+  type BenchMode,
+  benchTrain,
+  generateRunner,
+  peakRssBytes,
+  type Runner,
+  trainRunner,
+} from "./tune_bench.ts";
 
 const HERE = new URL(".", import.meta.url).pathname;
 const THREADS = 2;
@@ -28,24 +37,16 @@ function python(): string {
   return Deno.env.get("TUNE_BENCH_PYTHON") ?? "/usr/bin/python3";
 }
 
-/** Run torch_bench.py and return its JSON line. */
-async function torchRow(
-  shape: string,
-  mode: string,
-  reps: number,
-): Promise<Record<string, number>> {
+function torchArgs(mode: string, shape?: string, reps = 1): string[] {
+  const args = [`${HERE}torch_bench.py`, "--mode", mode, "--threads", String(THREADS)];
+  if (shape) args.push("--shape", shape, "--reps", String(reps));
+  return args;
+}
+
+/** One-shot torch_bench.py run (the memory row); returns its last JSON line. */
+async function torchOnce(shape: string, mode: string): Promise<Record<string, number>> {
   const out = await new Deno.Command(python(), {
-    args: [
-      `${HERE}torch_bench.py`,
-      "--shape",
-      shape,
-      "--mode",
-      mode,
-      "--reps",
-      String(reps),
-      "--threads",
-      String(THREADS),
-    ],
+    args: torchArgs(mode, shape),
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -56,6 +57,47 @@ async function torchRow(
     );
   }
   return JSON.parse(text.split("\n").pop()!);
+}
+
+/** A persistent `torch_bench.py --mode serve` subprocess (one request at a time). */
+class TorchServer {
+  #proc: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #lines: AsyncIterator<string>;
+  constructor() {
+    this.#proc = new Deno.Command(python(), {
+      args: torchArgs("serve"),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#writer = this.#proc.stdin.getWriter();
+    this.#lines = lines(this.#proc.stdout);
+  }
+  async request(cmd: string): Promise<Record<string, number>> {
+    await this.#writer.write(new TextEncoder().encode(cmd + "\n"));
+    const r = await this.#lines.next();
+    if (r.done) throw new Error(`torch_bench.py exited during "${cmd}"`);
+    const o = JSON.parse(r.value);
+    if (o.error) throw new Error(`torch_bench.py: ${o.error}`);
+    return o;
+  }
+  async close(): Promise<void> {
+    await this.#writer.close();
+    await this.#proc.status;
+  }
+}
+
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buf = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buf += chunk;
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      yield buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+    }
+  }
 }
 
 /** Peak RSS of a tune 15M full fine-tuning step, measured in a fresh Deno subprocess. */
@@ -69,9 +111,26 @@ async function tuneMemory(shape: string): Promise<number> {
   return JSON.parse(new TextDecoder().decode(out.stdout).trim()).peak_rss_bytes;
 }
 
-function tuneRow(shape: BenchShape, mode: BenchMode, reps: number): number {
-  if (mode === "generate") return benchGenerate(shape, reps).tokensPerS;
-  return benchTrain(shape, mode === "lora", reps).tokensPerS;
+/** Best tokens/s of tune and PyTorch on one row, their repetitions alternating. */
+async function measureRow(
+  torch: TorchServer,
+  shape: BenchShape,
+  mode: BenchMode,
+  reps: number,
+): Promise<{ tune: number; pytorch: number }> {
+  const tune: Runner = mode === "generate"
+    ? generateRunner(shape)
+    : trainRunner(shape, mode === "lora");
+  await torch.request(`prepare ${shape.name} ${mode}`);
+  let bestTune = Infinity, bestTorch = Infinity, torchTokens = 0;
+  for (let i = 0; i < reps; i++) {
+    bestTune = Math.min(bestTune, tune.once());
+    const r = await torch.request("run");
+    bestTorch = Math.min(bestTorch, r.seconds);
+    torchTokens = r.tokens;
+  }
+  tune.free();
+  return { tune: tune.tokens / bestTune, pytorch: torchTokens / bestTorch };
 }
 
 function fmt(x: number): string {
@@ -102,13 +161,13 @@ async function main(): Promise<void> {
   const emit = (o: Record<string, unknown>) => {
     if (values.json) console.log(JSON.stringify(o));
   };
+  const torch = new TorchServer();
   for (const shape of SHAPES) {
     if (values.shape && values.shape !== shape.name) continue;
     for (const mode of modes) {
       if (values.mode && values.mode !== mode) continue;
-      const tune = tuneRow(shape, mode, reps);
+      const { tune, pytorch } = await measureRow(torch, shape, mode, reps);
       emit({ shape: shape.name, mode, impl: "tune", tokens_per_s: tune });
-      const pytorch = (await torchRow(shape.name, mode, reps)).tokens_per_s;
       emit({ shape: shape.name, mode, impl: "pytorch", tokens_per_s: pytorch });
       rows.push({ shape: shape.name, mode, tune, pytorch });
       if (!values.json) {
@@ -116,11 +175,12 @@ async function main(): Promise<void> {
       }
     }
   }
+  await torch.close();
   let mem: { tune: number; pytorch: number } | null = null;
   if ((!values.shape || values.shape === "15M") && (!values.mode || values.mode === "memory")) {
     const tune = await tuneMemory("15M");
     emit({ shape: "15M", mode: "memory", impl: "tune", peak_rss_bytes: tune });
-    const pytorch = (await torchRow("15M", "memory", 1)).peak_rss_bytes;
+    const pytorch = (await torchOnce("15M", "memory")).peak_rss_bytes;
     emit({ shape: "15M", mode: "memory", impl: "pytorch", peak_rss_bytes: pytorch });
     mem = { tune, pytorch };
   }

@@ -6,6 +6,8 @@ trained with torch.optim.AdamW, LoRA (rank 8, alpha 16) on q and v, and greedy g
 with a KV cache. Prints one JSON object per measured row on stdout:
   {"shape", "mode", "impl": "pytorch", "tokens_per_s", "seconds"}
 `--mode memory` runs one full fine-tuning step and prints {"peak_rss_bytes"} (VmHWM).
+`--mode serve` answers bench.ts over stdin/stdout so it can interleave tune and PyTorch
+repetitions (the host is shared: interleaving exposes both to the same load).
 
 Run with Debian's python3-torch: /usr/bin/python3 bench/torch_bench.py --shape 15M --mode full
 """
@@ -163,7 +165,8 @@ def build(shape, lora):
     return m, a
 
 
-def train_rows(shape, mode, steps):
+def train_runner(shape, mode):
+    """One timed training step per call (after one warm-up step here)."""
     m, a = build(shape, mode == "lora")
     params = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -181,20 +184,22 @@ def train_rows(shape, mode, steps):
         return loss.item()
 
     step()  # warm-up
-    best = float("inf")
-    for _ in range(steps):
+
+    def once():
         t0 = time.perf_counter()
         step()
-        best = min(best, time.perf_counter() - t0)
-    return best, B * T / best
+        return time.perf_counter() - t0
+
+    return once, B * T
 
 
-@torch.no_grad()
-def generate_rows(shape, reps):
+def generate_runner(shape):
+    """One timed greedy generation of GEN_TOKENS tokens per call (after one warm-up)."""
     m, a = build(shape, False)
     m.eval()
-    best = float("inf")
-    for _ in range(reps + 1):  # first run warms up
+
+    @torch.no_grad()
+    def once():
         for l in m.layers:
             at = l.attn
             at.cache_k = torch.zeros(1, GEN_TOKENS + 1, at.nkv, at.hs)
@@ -204,9 +209,14 @@ def generate_rows(shape, reps):
         for pos in range(GEN_TOKENS):
             logits = m(tok, pos)
             tok = logits[:, -1].argmax(-1, keepdim=True)
-        dt = time.perf_counter() - t0
-        best = min(best, dt)
-    return best, GEN_TOKENS / best
+        return time.perf_counter() - t0
+
+    once()  # warm-up
+    return once, GEN_TOKENS
+
+
+def runner(shape, mode):
+    return generate_runner(shape) if mode == "generate" else train_runner(shape, mode)
 
 
 def peak_rss():
@@ -217,25 +227,48 @@ def peak_rss():
     return 0
 
 
+def serve():
+    """Line protocol for bench.ts: "prepare SHAPE MODE" builds and warms up a runner and
+    answers {"ready": true}; "run" times one repetition and answers {"seconds", "tokens"}."""
+    import sys
+    cur = None
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "prepare":
+            cur = None
+            cur = runner(cmd[1], cmd[2])
+            out = {"ready": True}
+        elif cmd[0] == "run":
+            once, tokens = cur
+            out = {"seconds": once(), "tokens": tokens}
+        else:
+            out = {"error": f"unknown command {cmd[0]}"}
+        print(json.dumps(out), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", required=True, choices=list(SHAPES))
-    ap.add_argument("--mode", required=True, choices=["full", "lora", "generate", "memory"])
+    ap.add_argument("--shape", choices=list(SHAPES))
+    ap.add_argument("--mode", choices=["full", "lora", "generate", "memory", "serve"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     o = ap.parse_args()
     torch.set_num_threads(o.threads)
+    if o.mode == "serve":
+        serve()
+        return
     if o.mode == "memory":
-        train_rows(o.shape, "full", 1)
+        once, _ = train_runner(o.shape, "full")
+        once()
         print(json.dumps({"shape": o.shape, "mode": "memory", "impl": "pytorch",
                           "peak_rss_bytes": peak_rss()}))
         return
-    if o.mode == "generate":
-        sec, tps = generate_rows(o.shape, o.reps)
-    else:
-        sec, tps = train_rows(o.shape, o.mode, o.reps)
+    once, tokens = runner(o.shape, o.mode)
+    sec = min(once() for _ in range(o.reps))
     print(json.dumps({"shape": o.shape, "mode": o.mode, "impl": "pytorch",
-                      "tokens_per_s": tps, "seconds": sec}))
+                      "tokens_per_s": tokens / sec, "seconds": sec}))
 
 
 if __name__ == "__main__":

@@ -29,11 +29,19 @@ function randomIds(n: number, vocab: number): Int32Array {
   return out;
 }
 
+/** A prepared (warmed-up) measurement: `once()` times one repetition in seconds. */
+export interface Runner {
+  once(): number;
+  /** Tokens processed by one repetition. */
+  tokens: number;
+  free(): void;
+}
+
 /**
- * Seconds of one training step (zero grads, forward, loss, backward, AdamW), best of
- * `reps`, for full fine-tuning or LoRA. `steps` extra steps run untimed first (warm-up).
+ * One training step per `once()` (zero grads, forward, loss, backward, AdamW) for full
+ * fine-tuning or LoRA; one untimed warm-up step runs here (JIT, first touch of buffers).
  */
-export function benchTrain(shape: BenchShape, lora: boolean, reps: number): BenchResult {
+export function trainRunner(shape: BenchShape, lora: boolean): Runner {
   const be = new CpuBackend();
   const spec = { name: shape.name, config: shape.config, lora: lora ? BENCH_LORA : null };
   const model = createLlama(be, spec, { batch: shape.batch, seqLen: shape.seqLen, seed: 0 });
@@ -54,27 +62,27 @@ export function benchTrain(shape: BenchShape, lora: boolean, reps: number): Benc
     opt.step();
     return r.lossSum;
   };
-  step(); // warm-up: JIT, first-touch of every buffer
-  let best = Infinity;
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    step();
-    best = Math.min(best, (performance.now() - t0) / 1000);
-  }
-  model.free();
-  return { seconds: best, tokensPerS: N / best };
+  step();
+  return {
+    once() {
+      const t0 = performance.now();
+      step();
+      return (performance.now() - t0) / 1000;
+    },
+    tokens: N,
+    free: () => model.free(),
+  };
 }
 
-/** Greedy generation of GEN_TOKENS tokens from BOS with the KV cache (batch 1), best of reps. */
-export function benchGenerate(shape: BenchShape, reps: number): BenchResult {
+/** Greedy generation of GEN_TOKENS tokens from BOS with the KV cache (batch 1) per `once()`. */
+export function generateRunner(shape: BenchShape): Runner {
   const be = new CpuBackend();
   const spec = { name: shape.name, config: shape.config, lora: null };
   const model = createLlama(be, spec, { batch: 1, seqLen: 1, seed: 0 });
   model.initRandom(0);
   model.setupCaches(1, GEN_TOKENS + 1);
   const tok = new Int32Array(1);
-  let best = Infinity;
-  for (let i = 0; i < reps + 1; i++) { // the first run warms up
+  const once = () => {
     const t0 = performance.now();
     tok[0] = 1;
     let logits = model.prefill(tok);
@@ -83,10 +91,19 @@ export function benchGenerate(shape: BenchShape, reps: number): BenchResult {
       logits = model.decodeStep(tok);
     }
     tok[0] = argmax(be.download(logits) as Float32Array);
-    if (i > 0) best = Math.min(best, (performance.now() - t0) / 1000);
-  }
-  model.free();
-  return { seconds: best, tokensPerS: GEN_TOKENS / best };
+    return (performance.now() - t0) / 1000;
+  };
+  once(); // warm-up
+  return { once, tokens: GEN_TOKENS, free: () => model.free() };
+}
+
+/** Best of `reps` repetitions of a fresh runner, as tokens/s and seconds. */
+export function benchTrain(shape: BenchShape, lora: boolean, reps: number): BenchResult {
+  const r = trainRunner(shape, lora);
+  let best = Infinity;
+  for (let i = 0; i < reps; i++) best = Math.min(best, r.once());
+  r.free();
+  return { seconds: best, tokensPerS: r.tokens / best };
 }
 
 /** Peak resident set (VmHWM) of this process in bytes, from /proc/self/status. */
