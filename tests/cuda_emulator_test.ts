@@ -17,12 +17,20 @@ const TESTS = new URL("./", import.meta.url).pathname;
 const KERNEL_DIR = new URL("../kernels/", import.meta.url).pathname;
 const SCRIPT = new URL("../scripts/gpu_check.ts", import.meta.url).pathname;
 
+/** g++ with C++20's <barrier> (GCC 11 or newer). */
 function hasGpp(): boolean {
+  const probe = Deno.makeTempFileSync({ suffix: ".cpp" });
   try {
-    return new Deno.Command("g++", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
+    Deno.writeTextFileSync(probe, "#include <barrier>\nint main() { return 0; }\n");
+    return new Deno.Command("g++", {
+      args: ["-std=c++20", "-fsyntax-only", probe],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
   } catch {
     return false;
+  } finally {
+    Deno.removeSync(probe);
   }
 }
 
@@ -94,7 +102,7 @@ function build(dir: string): string {
 }
 
 const HAS_GPP = hasGpp();
-if (!HAS_GPP) console.warn("cuda_emulator_test: g++ not found, skipping");
+if (!HAS_GPP) console.warn("cuda_emulator_test: g++ with C++20 <barrier> not found, skipping");
 
 Deno.test("gpu_check.ts --small passes with the kernels emulated on the CPU", {
   ignore: !HAS_GPP,
