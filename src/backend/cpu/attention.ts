@@ -9,6 +9,8 @@ import type { Gemm } from "./gemm.ts";
 
 /** Query rows per block: the block's scores (ROWS, Tk) stay in cache. */
 const ROWS = 64;
+/** 1 / softmax denominator of each row of a forward block. */
+const rowScale = new Float64Array(ROWS);
 
 /** Sizes and scratch of one attention call. */
 export interface AttentionDims {
@@ -54,24 +56,26 @@ export function attentionForward(
         for (let r = 0; r < R; r++) {
           const row = r * nk;
           const last = t0 + r + shift; // inclusive
-          let max = -Infinity;
-          for (let j = 0; j <= last; j++) {
-            const x = s[row + j] * scale;
-            if (x > max) max = x;
-          }
+          let m = -Infinity;
+          for (let j = 0; j <= last; j++) if (s[row + j] > m) m = s[row + j];
+          const max = m * scale; // = max of s * scale: scaling by a positive number is monotonic
           let sum = 0;
           for (let j = 0; j <= last; j++) {
             const e = fastExp(s[row + j] * scale - max);
             s[row + j] = e;
             sum += e;
           }
-          const inv = 1 / sum;
-          for (let j = 0; j <= last; j++) s[row + j] *= inv;
+          // Normalise the (R, HS) output rows instead of the (R, nk) probabilities.
+          rowScale[r] = 1 / sum;
           for (let j = last + 1; j < nk; j++) s[row + j] = 0;
           lse[(b * NH + h) * T + t0 + r] = max + Math.log(sum);
         }
-        // out_blk(R, HS) = p(R, nk) @ v(nk, HS)
+        // out_blk(R, HS) = exp(s)(R, nk) @ v(nk, HS), then each row / its sum
         gemm.nn(R, HS, nk, s, nk, v.subarray(kOff), ldk, out.subarray(qOff), ldq, 0);
+        for (let r = 0; r < R; r++) {
+          const o = qOff + r * ldq, inv = rowScale[r];
+          for (let x = 0; x < HS; x++) out[o + x] *= inv;
+        }
       }
     }
   }
