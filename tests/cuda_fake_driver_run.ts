@@ -21,6 +21,7 @@ const { createCudaBackend } = await import("../src/backend/cuda/backend.ts");
 const { CpuBackend } = await import("../src/backend/cpu/backend.ts");
 const { roundArrayBf16 } = await import("../src/backend/cpu/buffer.ts");
 const { CudaModule } = await import("../ffi/cuda.ts");
+const errors = await import("../src/errors.ts");
 
 const fake = Deno.dlopen(libPath, {
   fake_launch_count: { parameters: [], result: "i64" },
@@ -221,6 +222,29 @@ ok("every op launches with well-formed arguments", () => {
   });
   be.sync();
   assert.ok(Number(fake.fake_launch_count()) >= 30, `only ${fake.fake_launch_count()} launches`);
+});
+
+ok("bad token ids and targets throw the CPU backend's one-line TuneError", () => {
+  const { TuneError } = errors;
+  const C = 4, V = 3, N = 2;
+  const tok = be.alloc(N, "i32"), table = be.alloc(V * C), out = be.alloc(N * C);
+  be.upload(tok, Int32Array.of(1, 3));
+  const oneLine = (re: RegExp) => (e: unknown) => {
+    assert.ok(e instanceof TuneError, String(e));
+    assert.match((e as Error).message, re);
+    assert.equal((e as Error).message.split("\n").length, 1);
+    return true;
+  };
+  assert.throws(
+    () => be.embeddingForward(out, tok, table, N, C),
+    oneLine(/^token id 3 at position 1 is outside the vocabulary 0\.\.2;/),
+  );
+  assert.throws(() => be.embeddingBackward(table, out, tok, N, C), oneLine(/^token id 3/));
+  be.upload(tok, Int32Array.of(-100, -5));
+  assert.throws(
+    () => be.crossEntropy(be.alloc(N, "f32"), null, be.alloc(N * V), tok, N, V, 1),
+    oneLine(/^target id -5 at row 1 is outside 0\.\.2 \(or -100 to ignore\)/),
+  );
 });
 
 ok("JIT and lookup errors name the call, the status and the log", () => {

@@ -77,6 +77,18 @@ function need(b: CudaBuffer, n: number, what: string): void {
   if (n > INT_MAX) throw new Error(`${what}: ${n} elements exceed the 2^31 kernel limit`);
 }
 
+/** Token ids must index the table: the same one-line error as the CPU backend. */
+function checkTokens(tok: Int32Array, V: number): void {
+  for (let i = 0; i < tok.length; i++) {
+    if (tok[i] < 0 || tok[i] >= V) {
+      throw new TuneError(
+        `token id ${tok[i]} at position ${i} is outside the vocabulary 0..${V - 1}; ` +
+          `check that the tokenizer matches the model`,
+      );
+    }
+  }
+}
+
 function float(b: CudaBuffer, what: string): void {
   if (b.dtype === "i32") throw new Error(`${what}: expected a float buffer, got i32`);
 }
@@ -198,6 +210,14 @@ export class CudaBackend implements Backend {
     } else {
       this.dtoh(new Uint8Array(out.buffer), s);
     }
+    return out;
+  }
+
+  /** The first n ints of an i32 buffer on the host (waits for the stream). */
+  private idsOnHost(b: CudaBuffer, n: number): Int32Array {
+    this.sync();
+    const out = new Int32Array(n);
+    if (n > 0) this.dtoh(new Uint8Array(out.buffer), b);
     return out;
   }
 
@@ -606,6 +626,7 @@ export class CudaBackend implements Backend {
     need(t, N, "embedding tokens"); // (N)
     if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
     const V = Math.floor(tb.length / C); // table (V, C)
+    checkTokens(this.idsOnHost(t, N), V);
     this.kernels.run1d("embedding_fwd", N * C, [
       o.ptr,
       dtCode(o.dtype),
@@ -634,21 +655,9 @@ export class CudaBackend implements Backend {
     if (N === 0 || C === 0) return;
     // Group the rows by token on the host (a small download) so the kernel can add each
     // token's rows in a fixed order: deterministic, and out-of-range ids are reported.
-    this.sync();
-    const tok = new Int32Array(N);
-    check(
-      "cuMemcpyDtoH_v2",
-      this.lib.cuMemcpyDtoH_v2(new Uint8Array(tok.buffer), t.ptr, BigInt(N * 4)),
-    );
+    const tok = this.idsOnHost(t, N);
+    checkTokens(tok, V);
     const order = Array.from({ length: N }, (_, i) => i);
-    for (let i = 0; i < N; i++) {
-      if (tok[i] < 0 || tok[i] >= V) {
-        throw new TuneError(
-          `token id ${tok[i]} at position ${i} is outside the vocabulary 0..${V - 1}; ` +
-            `check that the tokenizer matches the model`,
-        );
-      }
-    }
     order.sort((a, b) => tok[a] - tok[b] || a - b);
     const uniq: number[] = [], starts: number[] = [];
     for (let j = 0; j < N; j++) {
@@ -1037,6 +1046,16 @@ export class CudaBackend implements Backend {
     need(lg, N * V, "crossEntropy logits"); // (N, V)
     need(t, N, "crossEntropy targets"); // (N)
     if (t.dtype !== "i32") throw new Error("crossEntropy targets: expected an i32 buffer");
+    // The same one-line error as the CPU backend for a label outside the vocabulary.
+    const tg = this.idsOnHost(t, N);
+    for (let i = 0; i < N; i++) {
+      if (tg[i] !== -100 && (tg[i] < 0 || tg[i] >= V)) {
+        throw new TuneError(
+          `target id ${tg[i]} at row ${i} is outside 0..${V - 1} (or -100 to ` +
+            `ignore); check the dataset's labels against the model's vocabulary`,
+        );
+      }
+    }
     let dptr = 0n, ddt = 0;
     if (dlogits !== null) {
       const d = cudaBuf(dlogits, "crossEntropy dlogits");
