@@ -273,7 +273,9 @@ export type ArgKind = "p" | "i" | "f";
 export class KernelLauncher {
   private readonly args = new ArrayBuffer(1024);
   private readonly view = new DataView(this.args);
-  private readonly size = new BigUint64Array(1);
+  // Explicit ArrayBuffers: their memory lives outside the JS heap and never moves, so
+  // the addresses stored in `extra` stay valid.
+  private readonly size = new BigUint64Array(new ArrayBuffer(8));
   private readonly extra: BigUint64Array;
   private readonly extraPtr: Deno.PointerValue;
   private readonly launchFn: CudaLib["cuLaunchKernel"];
@@ -281,7 +283,8 @@ export class KernelLauncher {
   constructor(private readonly stream: Deno.PointerValue) {
     const addr = (b: ArrayBufferView | ArrayBuffer) =>
       BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b as BufferSource)));
-    this.extra = new BigUint64Array([
+    this.extra = new BigUint64Array(new ArrayBuffer(5 * 8));
+    this.extra.set([
       BigInt(CU_LAUNCH_PARAM.BUFFER_POINTER),
       addr(new Uint8Array(this.args)),
       BigInt(CU_LAUNCH_PARAM.BUFFER_SIZE),
