@@ -325,13 +325,25 @@ int cublasLtMatrixLayoutSetAttribute(Layout* l, int attr, const void* buf, size_
   if (attr == 6 && size == 8) { l->stride = *(const int64_t*)buf; return 0; }
   return 7;
 }
-int cublasLtMatmulPreferenceCreate(void** p) { *p = malloc(8); return 0; }
-int cublasLtMatmulPreferenceDestroy(void* p) { free(p); return 0; }
-int cublasLtMatmulPreferenceSetAttribute(void* p, int attr, const void* buf, size_t size) {
+// The preference remembers the smallest operand alignment it was told about: like a strict
+// library, the heuristic below offers no algorithm under 16 bytes (the backend then runs
+// on aligned copies).
+typedef struct {
+  uint32_t min_align;
+} Pref;
+int cublasLtMatmulPreferenceCreate(Pref** p) {
+  *p = (Pref*)malloc(sizeof(Pref));
+  (*p)->min_align = 256;
+  return 0;
+}
+int cublasLtMatmulPreferenceDestroy(Pref* p) { free(p); return 0; }
+int cublasLtMatmulPreferenceSetAttribute(Pref* p, int attr, const void* buf, size_t size) {
   if (attr == 1 && size == 8) return 0;
   if (attr >= 5 && attr <= 8 && size == 4) {
     uint32_t a = *(const uint32_t*)buf;
-    return (a & (a - 1)) == 0 && a >= 1 && a <= 256 ? 0 : 7;
+    if ((a & (a - 1)) != 0 || a < 1 || a > 256) return 7;
+    if (a < p->min_align) p->min_align = a;
+    return 0;
   }
   return 7;
 }
@@ -342,7 +354,7 @@ static void op_dims(const Layout* l, int trans, uint64_t* r, uint64_t* c) {
 }
 
 int cublasLtMatmulAlgoGetHeuristic(void* h, Desc* d, Layout* a, Layout* b, Layout* c, Layout* dd,
-                                   void* pref, int req, unsigned char* results, int* count) {
+                                   Pref* pref, int req, unsigned char* results, int* count) {
   uint64_t am, ak, bk, bn;
   op_dims(a, d->transa, &am, &ak);
   op_dims(b, d->transb, &bk, &bn);
@@ -350,7 +362,7 @@ int cublasLtMatmulAlgoGetHeuristic(void* h, Desc* d, Layout* a, Layout* b, Layou
   if (a->type != b->type || c->type != dd->type || (a->type == 0 && c->type != 0)) return 15;
   if (a->batch != b->batch || a->batch != c->batch) return 7;
   memset(results, 0, 96);
-  *count = 1;
+  *count = pref->min_align >= 16 ? 1 : 0;
   return 0;
 }
 

@@ -18,7 +18,7 @@ import {
   handleOf,
   initDevice,
 } from "../../../ffi/cuda.ts";
-import { GemmRunner, type GemmShape, type GemmType } from "../../../ffi/cublaslt.ts";
+import { CublasError, GemmRunner, type GemmShape, type GemmType } from "../../../ffi/cublaslt.ts";
 import {
   type AdamWParams,
   type Backend,
@@ -465,14 +465,26 @@ export class CudaBackend implements Backend {
       return t;
     };
     const a = asAb(A), b = asAb(B);
-    this.gemm.run(
-      { ...shape, abType, cType: D.dtype === "bf16" ? "bf16" : "f32" },
-      a.ptr,
-      b.ptr,
-      D.ptr,
-      1,
-      beta,
-    );
+    const full = { ...shape, abType, cType: (D.dtype === "bf16" ? "bf16" : "f32") as GemmType };
+    try {
+      this.gemm.run(full, a.ptr, b.ptr, D.ptr, 1, beta);
+    } catch (e) {
+      // No algorithm for these (view) addresses: run on 256-byte aligned copies instead.
+      const misaligned = (x: CudaBuffer) => x.ptr % 16n !== 0n;
+      const noAlgo = e instanceof CublasError &&
+        e.call.startsWith("cublasLtMatmulAlgoGetHeuristic");
+      if (!noAlgo || ![a, b, D].some(misaligned)) throw e;
+      const aligned = (x: CudaBuffer, fill: boolean): CudaBuffer => {
+        if (!misaligned(x)) return x;
+        const t = this.scratch(x.length, x.dtype);
+        if (fill) this.copy(t, x);
+        temps.push(t);
+        return t;
+      };
+      const a2 = aligned(a, true), b2 = aligned(b, true), d2 = aligned(D, beta !== 0);
+      this.gemm.run(full, a2.ptr, b2.ptr, d2.ptr, 1, beta);
+      if (d2 !== D) this.copy(D, d2);
+    }
     for (const t of temps) this.dropScratch(t);
   }
 
