@@ -86,6 +86,8 @@ export const CUBLASLT_SYMBOLS = {
 
 /** cublasComputeType_t CUBLAS_COMPUTE_32F. */
 export const CUBLAS_COMPUTE_32F = 68;
+/** cublasComputeType_t CUBLAS_COMPUTE_32F_FAST_TF32: fp32 operands on TF32 tensor cores. */
+export const CUBLAS_COMPUTE_32F_FAST_TF32 = 77;
 /** cudaDataType_t values. */
 export const CUDA_R = { F32: 0, BF16: 14 } as const;
 /** cublasLtMatmulDescAttributes_t values. */
@@ -172,6 +174,8 @@ export interface GemmShape {
   ldc: number;
   abType: GemmType;
   cType: GemmType;
+  /** For fp32 operands: allow TF32 tensor cores (faster, 10-bit mantissa products). */
+  tf32?: boolean;
   batch?: number;
   strideA?: number;
   strideB?: number;
@@ -266,6 +270,7 @@ export class GemmRunner {
       s.ldc,
       s.abType,
       s.cType,
+      s.tf32 === true && s.abType === "f32",
       batch,
       s.strideA ?? 0,
       s.strideB ?? 0,
@@ -281,7 +286,11 @@ export class GemmRunner {
     const ptr = () => Deno.UnsafePointer.create(slot[0]);
     checkBlas(
       "cublasLtMatmulDescCreate",
-      lib.cublasLtMatmulDescCreate(slot, CUBLAS_COMPUTE_32F, CUDA_R.F32),
+      lib.cublasLtMatmulDescCreate(
+        slot,
+        s.tf32 && s.abType === "f32" ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+        CUDA_R.F32,
+      ),
     );
     const desc = ptr();
     const i32 = new Int32Array(1);

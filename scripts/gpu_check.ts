@@ -422,6 +422,23 @@ function matmulChecks(): void {
     gpu.matmulForward(ov.g, xv.g, wv.g, null, M, K, N);
     return [cmp("out", ov, BF16)];
   });
+  if (!selfTest) {
+    check("matmulForward f32 on TF32 tensor cores (opt-in)", () => {
+      const M = sz(512, 16), K = sz(1024, 48), N = sz(2816, 40);
+      const be = createCudaBackend({ tf32: true });
+      const x = randn(M * K), w = randn(N * K, 1 / Math.sqrt(K));
+      const xg = be.alloc(M * K), wg = be.alloc(N * K), og = be.alloc(M * N);
+      be.upload(xg, x);
+      be.upload(wg, w);
+      be.matmulForward(og, xg, wg, null, M, K, N);
+      const got = be.download(og);
+      const o = zeros(M * N, "f32"), xc = pair(x, "f32"), wc = pair(w, "f32");
+      cpu.matmulForward(o.c, xc.c, wc.c, null, M, K, N);
+      be.destroy();
+      // TF32 keeps 10 mantissa bits of each operand: about 1e-3 relative per product.
+      return [cmpArrays("out", got, cpu.download(o.c), { atol: 1e-2, rtol: 1e-2 })];
+    });
+  }
   check("matmul mixed dtypes (bf16 x f32 -> f32)", () => {
     const M = sz(128, 8), K = sz(512, 40), N = sz(256, 24);
     const x = pair(randn(M * K), "bf16"), w = pair(randn(N * K, 0.05), "f32");

@@ -54,6 +54,12 @@ export interface CudaBackendOptions {
   collectives?: Collectives;
   /** Join an NCCL communicator and use it for the collectives (overrides `collectives`). */
   nccl?: NcclOptions;
+  /**
+   * Run fp32 matrix products on TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32): several
+   * times faster, products rounded to a 10-bit mantissa. Default: TUNE_CUDA_TF32=1, else off
+   * (exact fp32, as the CPU oracle).
+   */
+  tf32?: boolean;
 }
 
 function defaultOrdinal(): number {
@@ -110,8 +116,10 @@ export class CudaBackend implements Backend {
   private readonly workspace: CudaBuffer; // cuBLASLt workspace (bytes, not elements)
   private readonly reduceOut = new Float32Array(1);
   private liveBytes = 0;
+  private readonly tf32: boolean;
 
   constructor(opts: CudaBackendOptions = {}) {
+    this.tf32 = opts.tf32 ?? Deno.env.get("TUNE_CUDA_TF32") === "1";
     this.lib = cuda(); // throws the one-line TuneError when libcuda.so.1 is missing
     const { device } = initDevice(opts.device ?? defaultOrdinal());
     this.device = device;
@@ -465,7 +473,8 @@ export class CudaBackend implements Backend {
       return t;
     };
     const a = asAb(A), b = asAb(B);
-    const full = { ...shape, abType, cType: (D.dtype === "bf16" ? "bf16" : "f32") as GemmType };
+    const cType: GemmType = D.dtype === "bf16" ? "bf16" : "f32";
+    const full = { ...shape, abType, cType, tf32: this.tf32 };
     try {
       this.gemm.run(full, a.ptr, b.ptr, D.ptr, 1, beta);
     } catch (e) {
