@@ -1,8 +1,12 @@
 /**
  * GPU check: every op of the CUDA backend against the CPU backend (the numerical oracle)
- * on fresh random inputs at realistic sizes, then a tiny Llama training run and the
- * aidreams260K greedy generation on the GPU. One line per check with its worst error and
- * PASS/FAIL; exit code 1 if anything fails. One failing check does not stop the others.
+ * on fresh random inputs at realistic sizes (f32 and bf16), opt-in TF32, NCCL at world
+ * size 1, matmul/attention/cross-entropy against PyTorch on the same GPU (when python3 has
+ * torch), timings (information only), then the tiny Llama: one training step (full and
+ * LoRA) on both backends, 10 AdamW steps against the PyTorch fixture, and the aidreams260K
+ * mean cross-entropy and greedy generation against reference.jsonl. One line per check
+ * with its worst error and PASS/FAIL; exit code 1 if anything fails. One failing check
+ * does not stop the others (a CUDA error that poisons the context fails the rest).
  *
  *   deno run -A scripts/gpu_check.ts               # everything (a few minutes on one H100)
  *   deno run -A scripts/gpu_check.ts --only=matmul,attention   # checks whose name matches
