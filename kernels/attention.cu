@@ -69,6 +69,86 @@ extern "C" __global__ void attn_fwd(void* out, int dto, void* lse, int dtl, cons
   if (lane == 0) st(lse, dtl, row, m + logf(l));
 }
 
+// The same forward with K/V tiles shared by the block (opt-in; HS <= 128). Block
+// (x, bh) holds WARPS query rows t = x * WARPS + warp of one (batch, head); per tile of 32
+// keys the block loads K and V once, coalesced, into shared memory (K rows padded by one
+// float so lanes reading different keys hit different banks), then every warp scores its
+// row against the tile exactly as attn_fwd does.
+// Dynamic shared memory: (WARPS * HS + 32 * (HS + 1) + 32 * HS) floats.
+extern "C" __global__ void attn_fwd_tiled(void* out, int dto, void* lse, int dtl, const void* q,
+                                          int dtq, const void* k, int dtk, const void* v,
+                                          int dtv, int B, int T, int Tk, int Tcap, int NH,
+                                          int NKV, int HS, float scale) {
+  extern __shared__ float smem[];
+  const int warps = blockDim.x >> 5;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  const int kvh = h / (NH / NKV);
+  const int t = blockIdx.x * warps + warp;
+  const bool valid = t < T;
+  const int last = valid ? Tk - T + t : -1;
+  const int block_last = Tk - T + min(T - 1, (int)(blockIdx.x + 1) * warps - 1);
+  float* qs = smem + warp * HS;
+  float* ks = smem + warps * HS;            // [32][HS + 1]
+  float* vs = ks + 32 * (HS + 1);           // [32][HS]
+  const size_t qo = (((size_t)b * T + (valid ? t : 0)) * NH + h) * HS;
+  if (valid) {
+    for (int d = lane; d < HS; d += 32) qs[d] = ld(q, dtq, qo + d);
+  }
+  float acc[MAXD];
+#pragma unroll
+  for (int j = 0; j < MAXD; j++) acc[j] = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+  for (int kb = 0; kb <= block_last; kb += 32) {
+    __syncthreads();  // the previous tile is consumed (and qs is written)
+    for (int idx = threadIdx.x; idx < 32 * HS; idx += blockDim.x) {
+      const int r = idx / HS, d = idx % HS, key = kb + r;
+      float kv = 0.0f, vv = 0.0f;
+      if (key < Tk) {
+        const size_t ko = (((size_t)b * Tcap + key) * NKV + kvh) * HS + d;
+        kv = ld(k, dtk, ko);
+        vv = ld(v, dtv, ko);
+      }
+      ks[r * (HS + 1) + d] = kv;
+      vs[r * HS + d] = vv;
+    }
+    __syncthreads();
+    if (!valid || kb > last) continue;  // warp-uniform
+    const int key = kb + lane;
+    float s = -INFINITY;
+    if (key <= last) {
+      const float* kr = ks + lane * (HS + 1);
+      float dot = 0.0f;
+      for (int d = 0; d < HS; d++) dot += qs[d] * kr[d];
+      s = dot * scale;
+    }
+    const float mn = fmaxf(m, warp_max(s));
+    const float p = key <= last ? expf(s - mn) : 0.0f;
+    const float corr = expf(m - mn);
+    l = l * corr + warp_sum(p);
+#pragma unroll
+    for (int j = 0; j < MAXD; j++) acc[j] *= corr;
+    const int nk = min(32, last - kb + 1);
+    for (int kk = 0; kk < nk; kk++) {
+      const float pk = __shfl_sync(0xffffffffu, p, kk);
+#pragma unroll
+      for (int j = 0; j < MAXD; j++) {
+        const int d = lane + 32 * j;
+        if (d < HS) acc[j] += pk * vs[kk * HS + d];
+      }
+    }
+    m = mn;
+  }
+  if (!valid) return;
+  const float inv = 1.0f / l;
+#pragma unroll
+  for (int j = 0; j < MAXD; j++) {
+    const int d = lane + 32 * j;
+    if (d < HS) st(out, dto, qo + d, acc[j] * inv);
+  }
+  if (lane == 0) st(lse, dtl, ((size_t)b * NH + h) * T + t, m + logf(l));
+}
+
 // dsum(B, NH, T) = sum over d of dout * out (one warp per row).
 extern "C" __global__ void attn_bwd_dsum(float* dsum, const void* dout, int dtdo,
                                          const void* out, int dto, int B, int T, int NH,

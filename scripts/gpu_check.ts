@@ -646,6 +646,58 @@ function attentionChecks(): void {
   }
 }
 
+/** The opt-in tiled attention forward (TUNE_CUDA_ATTN=tiled) against the CPU. */
+function tiledAttentionChecks(): void {
+  if (selfTest || !selected("tiled")) return;
+  const shapes: [number, number, number, number, number, number, number][] = SMALL
+    ? [[2, 9, 9, 9, 4, 2, 16], [1, 35, 35, 35, 2, 2, 16], [2, 3, 40, 48, 4, 2, 64]]
+    : [
+      // B, T, Tk, Tcap, NH, NKV, HS
+      [2, 256, 256, 256, 16, 4, 64],
+      [3, 33, 33, 33, 4, 4, 16],
+      [1, 100, 100, 100, 8, 1, 128],
+      [2, 1, 100, 128, 8, 2, 64], // decode
+      [2, 3, 100, 128, 8, 2, 128],
+    ];
+  for (const dt of ["f32", "bf16"] as const) {
+    for (const [B, T, Tk, Tcap, NH, NKV, HS] of shapes) {
+      check(
+        `attention tiled fwd B=${B} T=${T} Tk=${Tk} NH=${NH} NKV=${NKV} HS=${HS} [${dt}]`,
+        () => {
+          const be = createCudaBackend({ attention: "tiled" });
+          const host = (n: number) => {
+            const h = randn(n);
+            if (dt === "bf16") roundArrayBf16(h, h.slice());
+            return h;
+          };
+          const q = host(B * T * NH * HS), k = host(B * Tcap * NKV * HS);
+          const v = host(B * Tcap * NKV * HS);
+          const g = (h: Float32Array) => {
+            const x = be.alloc(h.length, dt);
+            be.upload(x, h);
+            return x;
+          };
+          const og = be.alloc(B * T * NH * HS, dt), lg = be.alloc(B * NH * T, "f32");
+          be.attentionForward(og, lg, g(q), g(k), g(v), B, T, Tk, Tcap, NH, NKV, HS);
+          const got = be.download(og), gotL = be.download(lg);
+          be.destroy();
+          const c = (h: Float32Array) => {
+            const x = cpu.alloc(h.length);
+            cpu.upload(x, h);
+            return x;
+          };
+          const oc = cpu.alloc(B * T * NH * HS), lc = cpu.alloc(B * NH * T);
+          cpu.attentionForward(oc, lc, c(q), c(k), c(v), B, T, Tk, Tcap, NH, NKV, HS);
+          return [
+            cmpArrays("out", got, cpu.download(oc), tolFor(dt, F32_PROD)),
+            cmpArrays("lse", gotL, cpu.download(lc), F32_PROD),
+          ];
+        },
+      );
+    }
+  }
+}
+
 // ---- model checks ------------------------------------------------------------------------
 
 async function modelChecks(): Promise<void> {
@@ -1012,6 +1064,11 @@ function timings(): void {
     g.fill(k, 0.02);
     g.fill(v, 0.03);
     const fwd = g.timeMs(() => g.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS));
+    const tiled = createCudaBackend({ attention: "tiled" });
+    const tfwd = tiled.timeMs(() =>
+      tiled.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS)
+    );
+    tiled.destroy();
     const dq = g.alloc(B * T * NH * HS, "bf16"), dk = g.alloc(B * T * NKV * HS, "bf16");
     const dvb = g.alloc(B * T * NKV * HS, "bf16");
     const bwd = g.timeMs(() =>
@@ -1020,7 +1077,8 @@ function timings(): void {
     const flops = 2 * 2 * B * NH * T * T * HS / 2; // causal half of QK^T and PV
     console.log(
       `info  attention B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}: forward ${fwd.toFixed(2)} ms ` +
-        `(${(flops / fwd / 1e9).toFixed(1)} TFLOP/s), backward ${bwd.toFixed(2)} ms`,
+        `(${(flops / fwd / 1e9).toFixed(1)} TFLOP/s), tiled forward ${tfwd.toFixed(2)} ms, ` +
+        `backward ${bwd.toFixed(2)} ms`,
     );
     for (const buf of [q, k, v, o, lse, dq, dk, dvb]) g.free(buf);
   } catch (e) {
@@ -1060,6 +1118,7 @@ async function main(): Promise<number> {
   matmulChecks();
   layerChecks();
   attentionChecks();
+  tiledAttentionChecks();
   ncclChecks();
   torchChecks();
   timings();

@@ -60,6 +60,12 @@ export interface CudaBackendOptions {
    * (exact fp32, as the CPU oracle).
    */
   tf32?: boolean;
+  /**
+   * Attention forward kernel: "simple" (one warp per query row, K/V read from global
+   * memory) or "tiled" (K/V tiles shared by 4 query rows in shared memory; head size up to
+   * 128). Default: TUNE_CUDA_ATTN, else "simple".
+   */
+  attention?: "simple" | "tiled";
 }
 
 function defaultOrdinal(): number {
@@ -117,9 +123,11 @@ export class CudaBackend implements Backend {
   private readonly reduceOut = new Float32Array(1);
   private liveBytes = 0;
   private readonly tf32: boolean;
+  private readonly tiledAttention: boolean;
 
   constructor(opts: CudaBackendOptions = {}) {
     this.tf32 = opts.tf32 ?? Deno.env.get("TUNE_CUDA_TF32") === "1";
+    this.tiledAttention = (opts.attention ?? Deno.env.get("TUNE_CUDA_ATTN")) === "tiled";
     this.lib = cuda(); // throws the one-line TuneError when libcuda.so.1 is missing
     const { device } = initDevice(opts.device ?? defaultOrdinal());
     this.device = device;
@@ -850,7 +858,7 @@ export class CudaBackend implements Backend {
     need(vb, B * Tcap * NKV * HS, "attention v"); // (B, Tcap, NKV, HS)
     const rows = B * NH * T;
     if (rows === 0) return;
-    this.kernels.run("attn_fwd", Math.ceil(rows / WARPS), 32 * WARPS, WARPS * HS * 4, [
+    const args = [
       o.ptr,
       dtCode(o.dtype),
       l.ptr,
@@ -869,7 +877,14 @@ export class CudaBackend implements Backend {
       NKV,
       HS,
       1 / Math.sqrt(HS),
-    ]);
+    ];
+    if (this.tiledAttention && HS <= 128 && B * NH <= 65535) {
+      const smem = (WARPS * HS + 32 * (HS + 1) + 32 * HS) * 4;
+      const grid: [number, number, number] = [Math.ceil(T / WARPS), B * NH, 1];
+      this.kernels.run("attn_fwd_tiled", grid, 32 * WARPS, smem, args);
+    } else {
+      this.kernels.run("attn_fwd", Math.ceil(rows / WARPS), 32 * WARPS, WARPS * HS * 4, args);
+    }
   }
 
   private checkAttention(NH: number, NKV: number, HS: number, T: number, Tk: number, Tcap: number) {

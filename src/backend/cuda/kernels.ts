@@ -31,6 +31,7 @@ export const KERNELS = {
   swiglu_bwd: { module: "layers", kinds: "pipipipipii" },
   cross_entropy: { module: "layers", kinds: "pipipipiif" },
   attn_fwd: { module: "attention", kinds: "pipipipipiiiiiiiif" },
+  attn_fwd_tiled: { module: "attention", kinds: "pipipipipiiiiiiiif" },
   attn_bwd_dsum: { module: "attention", kinds: "ppipiiiii" },
   attn_bwd_dq: { module: "attention", kinds: "pipipipipipipiiiiif" },
   attn_bwd_dkdv: { module: "attention", kinds: "pipipipipipipipiiiiif" },
