@@ -1002,40 +1002,59 @@ function torchChecks(): void {
 
 // ---- NCCL at world size 1 --------------------------------------------------------------------
 
-function ncclChecks(): void {
-  if (selfTest) return;
-  check("NCCL collectives at world size 1", () => {
-    let id: Uint8Array;
+/** src/distributed/nccl_collectives.ts on a communicator of one rank (bindings, calls). */
+async function ncclChecks(): Promise<void> {
+  const name = "NCCL collectives at world size 1 (distributed NcclCollectives)";
+  if (selfTest || !selected("NCCL")) return;
+  const t0 = performance.now();
+  try {
     try {
-      id = ncclUniqueId();
+      ncclUniqueId();
     } catch (e) {
-      if (e instanceof TuneError) return [{ label: "skipped", ok: true, detail: e.message }];
+      if (e instanceof TuneError) {
+        console.log(`skip  ${name}: ${e.message}`);
+        return;
+      }
       throw e;
     }
-    const be = createCudaBackend({ nccl: { uniqueId: id, rank: 0, worldSize: 1 } });
+    const { initProcessGroup } = await import("../src/distributed/process_group.ts");
+    const { NcclCollectives } = await import("../src/distributed/nccl_collectives.ts");
+    const group = await initProcessGroup();
+    const nccl = new NcclCollectives(group);
+    const be = createCudaBackend({ collectives: nccl });
+    await nccl.init();
     const n = 4099;
     const host = randn(n);
     const a = be.alloc(n, "f32"), b = be.alloc(n, "bf16"), o = be.alloc(n, "f32");
     be.upload(a, host);
     be.upload(b, host);
-    be.collectives.allReduceSum(a);
-    be.collectives.allReduceSum(b);
-    be.collectives.broadcast(a, 0);
-    be.collectives.allGather(o, a);
-    const want = host.slice();
+    await nccl.allReduceSum(a);
+    await nccl.allReduceSum(b);
+    await nccl.broadcast(a, 0);
+    await nccl.allGather(o, a);
     const wantBf = host.slice();
     roundArrayBf16(wantBf, host);
     const out = [
-      cmpArrays("allReduceSum f32", be.download(a), want, EXACT),
+      cmpArrays("allReduceSum f32", be.download(a), host, EXACT),
       cmpArrays("allReduceSum bf16", be.download(b), wantBf, EXACT),
-      cmpArrays("allGather", be.download(o), want, EXACT),
+      cmpArrays("allGather", be.download(o), host, EXACT),
     ];
     be.fill(o, 0);
-    be.collectives.reduceScatterSum(o, a);
-    out.push(cmpArrays("reduceScatterSum", be.download(o), want, EXACT));
-    for (const x of [a, b, o]) be.free(x);
-    return out;
-  });
+    await nccl.reduceScatterSum(o, a);
+    await nccl.barrier();
+    out.push(cmpArrays("reduceScatterSum", be.download(o), host, EXACT));
+    nccl.destroy();
+    be.destroy();
+    await group.close();
+    const ok = out.every((x) => x.ok);
+    results.push({ name, ok });
+    const body = out.map((x) => `${x.label}: ${x.detail}`).join("; ");
+    const ms = (performance.now() - t0).toFixed(0);
+    console.log(`${ok ? "PASS" : "FAIL"}  ${name} ${body}  [${ms} ms]`);
+  } catch (e) {
+    results.push({ name, ok: false });
+    console.log(`FAIL  ${name} error: ${e instanceof Error ? (e.stack ?? e.message) : e}`);
+  }
 }
 
 // ---- timings (information only, never pass/fail) -------------------------------------------
@@ -1119,7 +1138,7 @@ async function main(): Promise<number> {
   layerChecks();
   attentionChecks();
   tiledAttentionChecks();
-  ncclChecks();
+  await ncclChecks();
   torchChecks();
   timings();
   if (withModel) {

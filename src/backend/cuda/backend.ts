@@ -33,7 +33,6 @@ import { CachingAllocator } from "./allocator.ts";
 import { decodeBf16, encodeBf16 } from "./bf16.ts";
 import { cudaBuf, CudaBuffer, dtCode, ELEM_BYTES } from "./buffer.ts";
 import { KernelSet, THREADS } from "./kernels.ts";
-import { NcclCollectives, type NcclOptions } from "./nccl_collectives.ts";
 
 /** cuBLASLt workspace size. */
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
@@ -52,8 +51,6 @@ export interface CudaBackendOptions {
   device?: number;
   /** Collectives for multi-process runs (default: single process). */
   collectives?: Collectives;
-  /** Join an NCCL communicator and use it for the collectives (overrides `collectives`). */
-  nccl?: NcclOptions;
   /**
    * Run fp32 matrix products on TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32): several
    * times faster, products rounded to a 10-bit mantissa. Default: TUNE_CUDA_TF32=1, else off
@@ -150,17 +147,10 @@ export class CudaBackend implements Backend {
     this.gemm = new GemmRunner(this.stream, ws.ptr, WORKSPACE_BYTES);
     const rs = this.alloc_.alloc((REDUCE_BLOCKS + 1) * 4);
     this.reduceScratch = new CudaBuffer(rs.ptr, REDUCE_BLOCKS + 1, "f32", rs.blockBytes, false);
-    if (opts.nccl) {
-      this.collectives = new NcclCollectives(
-        opts.nccl,
-        this.stream,
-        () => this.sync(),
-        this.alloc(1, "f32"),
-      );
-    } else {
-      this.collectives = opts.collectives ??
-        new SingleProcessCollectives((dst, src) => this.copy(dst, src));
-    }
+    // Multi-GPU jobs pass src/distributed/nccl_collectives.ts (NCCL on the legacy stream,
+    // which this blocking stream is ordered with).
+    this.collectives = opts.collectives ??
+      new SingleProcessCollectives((dst, src) => this.copy(dst, src));
   }
 
   // ---- memory -------------------------------------------------------------------------
