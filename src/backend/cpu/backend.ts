@@ -20,6 +20,7 @@ import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
 import { dropoutFill } from "./dropout.ts";
 import { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
+import { allShared, CpuPool, type PoolJob } from "./pool.ts";
 import { Scratch } from "./scratch.ts";
 
 /** Options of the CPU backend. */
@@ -39,6 +40,12 @@ const SLOT_ATT_DP = 3; // (ROWS, T) attention dP / dS of a block of rows
 const SLOT64_ACC = 0; // (N) bias-gradient sums
 /** Query rows per attention block (as attention.ts). */
 const ATT_ROWS = 64;
+/**
+ * Elementwise calls at least this large (logits for cross-entropy, elements otherwise) are
+ * split across two threads (pool.ts); smaller ones are not worth a message round trip.
+ */
+const POOL_MIN_LOGITS = 1 << 21;
+const POOL_MIN_ELEMENTS = 1 << 18;
 
 function envMatmul(): "blas" | "ts" {
   let v: string | undefined;
@@ -92,6 +99,7 @@ export class CpuBackend implements Backend {
   private readonly gemm: Gemm;
   private readonly scratch = new Scratch();
   private liveBytes = 0;
+  #poolState: CpuPool | null | undefined;
 
   constructor(opts: CpuBackendOptions = {}) {
     const want = opts.matmul ?? envMatmul();
@@ -108,7 +116,9 @@ export class CpuBackend implements Backend {
     if (!Number.isInteger(length) || length < 0) {
       throw new Error(`alloc: length ${length} is not a non-negative integer`);
     }
-    const data = dtype === "i32" ? new Int32Array(length) : new Float32Array(length);
+    // Shared memory, so the pool's second thread can work on the same buffers.
+    const sab = new SharedArrayBuffer(length * 4);
+    const data = dtype === "i32" ? new Int32Array(sab) : new Float32Array(sab);
     this.liveBytes += data.byteLength;
     return new CpuBuffer(dtype, data, true);
   }
@@ -490,12 +500,31 @@ export class CpuBackend implements Backend {
   }
 
   swigluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
-    layers.swigluForward(
-      f32(out, n, "swiglu out"),
-      f32(gate, n, "swiglu gate"),
-      f32(up, n, "swiglu up"),
-      n,
+    const o = f32n(out, n, "swiglu out"), g = f32n(gate, n, "swiglu gate");
+    const u = f32n(up, n, "swiglu up");
+    const pool = n >= POOL_MIN_ELEMENTS ? this.#pool([o, g, u]) : null;
+    if (pool === null) {
+      layers.swigluForward(o, g, u, n);
+      return;
+    }
+    const mid = n >> 1;
+    this.#split(
+      pool,
+      { kind: "swigluForward", out: o.subarray(mid), gate: g.subarray(mid), up: u.subarray(mid) },
+      () => layers.swigluForward(o, g, u, mid),
+      () => layers.swigluForward(o.subarray(mid), g.subarray(mid), u.subarray(mid), n - mid),
     );
+  }
+
+  /** The pool when it is running and every array is shared, else null. */
+  #pool(arrays: readonly (Float32Array | Int32Array | null)[]): CpuPool | null {
+    if (this.#poolState === undefined) this.#poolState = CpuPool.get();
+    return this.#poolState !== null && allShared(arrays) ? this.#poolState : null;
+  }
+
+  /** Run `job` on the pool's worker while `local` runs here; `redo` if the worker failed. */
+  #split(pool: CpuPool, job: PoolJob, local: () => void, redo: () => void): void {
+    if (!pool.run(job, local)) redo();
   }
 
   swigluBackward(
@@ -506,13 +535,21 @@ export class CpuBackend implements Backend {
     up: DeviceBuffer,
     n: number,
   ): void {
-    layers.swigluBackward(
-      f32(dgate, n, "swiglu dgate"),
-      f32(dup, n, "swiglu dup"),
-      f32(dout, n, "swiglu dout"),
-      f32(gate, n, "swiglu gate"),
-      f32(up, n, "swiglu up"),
-      n,
+    const dg = f32n(dgate, n, "swiglu dgate"), du = f32n(dup, n, "swiglu dup");
+    const d = f32n(dout, n, "swiglu dout"), g = f32n(gate, n, "swiglu gate");
+    const u = f32n(up, n, "swiglu up");
+    const pool = n >= POOL_MIN_ELEMENTS ? this.#pool([dg, du, d, g, u]) : null;
+    if (pool === null) {
+      layers.swigluBackward(dg, du, d, g, u, n);
+      return;
+    }
+    const mid = n >> 1;
+    const hi = (a: Float32Array) => a.subarray(mid);
+    this.#split(
+      pool,
+      { kind: "swigluBackward", dgate: hi(dg), dup: hi(du), dout: hi(d), gate: hi(g), up: hi(u) },
+      () => layers.swigluBackward(dg, du, d, g, u, mid),
+      () => layers.swigluBackward(hi(dg), hi(du), hi(d), hi(g), hi(u), n - mid),
     );
   }
 
@@ -525,14 +562,32 @@ export class CpuBackend implements Backend {
     V: number,
     gradScale: number,
   ): void {
-    layers.crossEntropy(
-      f32(losses, N, "cross-entropy losses"),
-      dlogits === null ? null : f32(dlogits, N * V, "cross-entropy dlogits"),
-      f32(logits, N * V, "cross-entropy logits"),
-      i32(targets, N, "cross-entropy targets"),
-      N,
-      V,
-      gradScale,
+    const l = f32(losses, N, "cross-entropy losses");
+    const dl = dlogits === null ? null : f32(dlogits, N * V, "cross-entropy dlogits");
+    const x = f32(logits, N * V, "cross-entropy logits");
+    const t = i32(targets, N, "cross-entropy targets");
+    const pool = N > 1 && N * V >= POOL_MIN_LOGITS ? this.#pool([l, dl, x, t]) : null;
+    if (pool === null) {
+      layers.crossEntropy(l, dl, x, t, N, V, gradScale);
+      return;
+    }
+    // rows [0, mid) here, [mid, N) on the worker
+    const mid = N >> 1;
+    const part = (r0: number, r1: number) => ({
+      losses: l.subarray(r0, r1),
+      dlogits: dl === null ? null : dl.subarray(r0 * V, r1 * V),
+      logits: x.subarray(r0 * V, r1 * V),
+      targets: t.subarray(r0, r1),
+    });
+    const rows = (r0: number, r1: number) => {
+      const p = part(r0, r1);
+      layers.crossEntropy(p.losses, p.dlogits, p.logits, p.targets, r1 - r0, V, gradScale);
+    };
+    this.#split(
+      pool,
+      { kind: "crossEntropy", ...part(mid, N), V, gradScale },
+      () => rows(0, mid),
+      () => rows(mid, N),
     );
   }
 
@@ -546,12 +601,21 @@ export class CpuBackend implements Backend {
     hp: AdamWParams,
   ): void {
     const n = params.length;
-    adamwStep(
-      f32n(params, n, "adamw params"),
-      f32n(grads, n, "adamw grads"),
-      f32n(m, n, "adamw m"),
-      f32n(v, n, "adamw v"),
-      hp,
+    const p = f32n(params, n, "adamw params"), g = f32n(grads, n, "adamw grads");
+    const mm = f32n(m, n, "adamw m"), vv = f32n(v, n, "adamw v");
+    const pool = n >= POOL_MIN_ELEMENTS ? this.#pool([p, g, mm, vv]) : null;
+    if (pool === null) {
+      adamwStep(p, g, mm, vv, hp);
+      return;
+    }
+    const mid = n >> 1;
+    const lo = (a: Float32Array) => a.subarray(0, mid);
+    const hi = (a: Float32Array) => a.subarray(mid);
+    this.#split(
+      pool,
+      { kind: "adamw", params: hi(p), grads: hi(g), m: hi(mm), v: hi(vv), hp },
+      () => adamwStep(lo(p), lo(g), lo(mm), lo(vv), hp),
+      () => adamwStep(hi(p), hi(g), hi(mm), hi(vv), hp),
     );
   }
 }

@@ -1,0 +1,139 @@
+/**
+ * A second thread for the CPU backend's elementwise kernels (cross-entropy, SwiGLU,
+ * AdamW): the main thread runs one half of a kernel while a Worker runs the other half on
+ * the same SharedArrayBuffer-backed arrays, then blocks on a shared flag until the worker
+ * is done. OpenBLAS already uses both cores inside large matrix products; this keeps the
+ * second core busy outside them. (Attention stays on one thread: two threads calling
+ * OpenBLAS at once ran slower than one on the bench host.)
+ *
+ * The worker starts on first use and is unref'd, so it never keeps a process alive. When it
+ * cannot start or be unref'd, or TUNE_CPU_THREADS=1 is set, everything runs on the main
+ * thread; when a job fails on the worker, the main thread redoes that share.
+ */
+import type { AdamWParams } from "../ops.ts";
+
+/** A job for the worker: a kernel and the share it runs. */
+export type PoolJob =
+  | {
+    kind: "crossEntropy";
+    losses: Float32Array;
+    dlogits: Float32Array | null;
+    logits: Float32Array;
+    targets: Int32Array;
+    V: number;
+    gradScale: number;
+  }
+  | { kind: "swigluForward"; out: Float32Array; gate: Float32Array; up: Float32Array }
+  | {
+    kind: "swigluBackward";
+    dgate: Float32Array;
+    dup: Float32Array;
+    dout: Float32Array;
+    gate: Float32Array;
+    up: Float32Array;
+  }
+  | {
+    kind: "adamw";
+    params: Float32Array;
+    grads: Float32Array;
+    m: Float32Array;
+    v: Float32Array;
+    hp: AdamWParams;
+  };
+
+/** How long to wait for the worker to load before running without it (ms). */
+const START_TIMEOUT_MS = 15000;
+
+function readEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Deno's Worker has no public unref(); its node:worker_threads wrapper uses a private
+ * method keyed by a symbol (it counts references to the worker's message polling). Find it
+ * by shape, so a Deno without it simply gets no pool.
+ */
+function unrefWorker(w: Worker): boolean {
+  const proto = Object.getPrototypeOf(w);
+  for (const s of Object.getOwnPropertySymbols(proto)) {
+    const f = proto[s];
+    if (typeof f === "function" && f.length === 1 && String(f).includes("refCount")) {
+      f.call(w, false);
+      return true;
+    }
+  }
+  return false;
+}
+
+/** The worker and its flag: [0] ready, [1] job status (0 running, 1 done, 2 failed). */
+export class CpuPool {
+  readonly #worker: Worker;
+  readonly #flag: Int32Array;
+
+  private constructor(worker: Worker, flag: Int32Array) {
+    this.#worker = worker;
+    this.#flag = flag;
+  }
+
+  /** The process-wide pool, started on first call; null when unavailable. */
+  static get(): CpuPool | null {
+    if (pool === undefined) {
+      pool = readEnv("TUNE_CPU_THREADS") !== "1" && navigator.hardwareConcurrency > 1
+        ? CpuPool.#start()
+        : null;
+    }
+    return pool;
+  }
+
+  static #start(): CpuPool | null {
+    const flag = new Int32Array(new SharedArrayBuffer(8));
+    const url = new URL("./pool_worker.ts", import.meta.url);
+    let worker: Worker;
+    try {
+      // A `deno compile` binary built without `--include src/backend/cpu/pool_worker.ts`
+      // lacks the file: run on one thread rather than wait for a worker that cannot load.
+      if (url.protocol === "file:") Deno.statSync(url);
+      worker = new Worker(url.href, { type: "module" });
+    } catch {
+      return null;
+    }
+    if (!unrefWorker(worker)) {
+      worker.terminate();
+      return null;
+    }
+    worker.postMessage(flag);
+    if (Atomics.wait(flag, 0, 0, START_TIMEOUT_MS) === "timed-out" && flag[0] !== 1) {
+      worker.terminate();
+      return null;
+    }
+    return new CpuPool(worker, flag);
+  }
+
+  /**
+   * Run `job` on the worker while `local` runs here; returns false when the worker failed
+   * (the caller then runs the worker's share itself).
+   */
+  run(job: PoolJob, local: () => void): boolean {
+    const flag = this.#flag;
+    Atomics.store(flag, 1, 0);
+    this.#worker.postMessage(job);
+    try {
+      local();
+    } finally {
+      Atomics.wait(flag, 1, 0); // returns at once when the worker has already finished
+    }
+    return Atomics.load(flag, 1) === 1;
+  }
+}
+
+let pool: CpuPool | null | undefined;
+
+/** True when every array lives in shared memory (so the worker sees the same elements). */
+export function allShared(arrays: readonly (Float32Array | Int32Array | null)[]): boolean {
+  for (const a of arrays) if (a !== null && !(a.buffer instanceof SharedArrayBuffer)) return false;
+  return true;
+}

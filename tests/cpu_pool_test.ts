@@ -1,0 +1,79 @@
+/**
+ * The CPU backend's two-thread split (src/backend/cpu/pool.ts) of cross-entropy, SwiGLU and
+ * AdamW at sizes above the split threshold gives bitwise the results of the one-thread
+ * kernels (each element is computed by the same code, only on another thread).
+ * Tolerance: exact (bitwise equal).
+ */
+import { deepStrictEqual, ok } from "node:assert";
+import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import { adamwStep } from "../src/backend/cpu/adamw.ts";
+import { crossEntropy, swigluBackward, swigluForward } from "../src/backend/cpu/layers.ts";
+import { CpuPool } from "../src/backend/cpu/pool.ts";
+
+function rand(n: number, seed: number, scale: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2147483648 - 1) * scale;
+  }
+  return out;
+}
+
+const pooled = navigator.hardwareConcurrency > 1 && Deno.env.get("TUNE_CPU_THREADS") !== "1";
+
+Deno.test("CpuPool.get() starts a worker on a multi-core host", () => {
+  ok(!pooled || CpuPool.get() !== null, "pool starts");
+});
+
+Deno.test("crossEntropy() split across two threads equals the one-thread kernel bitwise", () => {
+  const be = new CpuBackend();
+  const N = 70, V = 32768; // N*V >= 2^21 logits: split
+  const x = rand(N * V, 7, 8);
+  const tg = new Int32Array(N).map((_, i) => (i % 9 === 4 ? -100 : (i * 7919) % V));
+  const logits = be.alloc(N * V), losses = be.alloc(N), targets = be.alloc(N, "i32");
+  be.upload(logits, x);
+  be.upload(targets, tg);
+  be.crossEntropy(losses, logits, logits, targets, N, V, 1 / 61);
+  const refL = new Float32Array(N), refD = x.slice();
+  crossEntropy(refL, refD, refD, tg, N, V, 1 / 61);
+  deepStrictEqual(be.download(losses), refL);
+  deepStrictEqual(be.download(logits), refD);
+});
+
+Deno.test("swigluForward()/swigluBackward() split across two threads equal one thread bitwise", () => {
+  const be = new CpuBackend();
+  const n = (1 << 18) + 3; // odd: uneven halves
+  const g = rand(n, 1, 6), u = rand(n, 2, 2), d = rand(n, 3, 1);
+  const bg = be.alloc(n), bu = be.alloc(n), bd = be.alloc(n), out = be.alloc(n);
+  be.upload(bg, g);
+  be.upload(bu, u);
+  be.upload(bd, d);
+  be.swigluForward(out, bg, bu, n);
+  const ref = new Float32Array(n);
+  swigluForward(ref, g, u, n);
+  deepStrictEqual(be.download(out), ref);
+  be.swigluBackward(bg, bu, bd, bg, bu, n); // in place, as the model does
+  const rg = g.slice(), ru = u.slice();
+  swigluBackward(rg, ru, d, rg, ru, n);
+  deepStrictEqual(be.download(bg), rg);
+  deepStrictEqual(be.download(bu), ru);
+});
+
+Deno.test("adamw() split across two threads equals the one-thread step bitwise", () => {
+  const be = new CpuBackend();
+  const n = (1 << 18) + 5;
+  const p = rand(n, 11, 1), g = rand(n, 12, 0.1), m = rand(n, 13, 0.01);
+  const v = rand(n, 14, 0.001).map(Math.abs);
+  const bp = be.alloc(n), bg = be.alloc(n), bm = be.alloc(n), bv = be.alloc(n);
+  be.upload(bp, p);
+  be.upload(bg, g);
+  be.upload(bm, m);
+  be.upload(bv, v);
+  const hp = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 3 };
+  be.adamw(bp, bg, bm, bv, hp);
+  adamwStep(p, g, m, v, hp);
+  deepStrictEqual(be.download(bp), p);
+  deepStrictEqual(be.download(bm), m);
+  deepStrictEqual(be.download(bv), v);
+});
