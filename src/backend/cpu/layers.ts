@@ -3,7 +3,7 @@
  * embedding, SwiGLU, cross-entropy and the KV-cache write. They take raw typed arrays;
  * the backend checks sizes before calling.
  */
-import { fastExp } from "./fast_math.ts";
+import { fastExp, LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import { TuneError } from "../../errors.ts";
 import type { RopeLayout } from "../ops.ts";
 
@@ -195,25 +195,47 @@ export function crossEntropy(
           `ignore); check the dataset's labels against the model's vocabulary`,
       );
     }
-    let max = -Infinity;
-    for (let j = 0; j < V; j++) if (logits[o + j] > max) max = logits[o + j];
+    // Row max with two running maxima (shorter dependency chain).
+    const end = o + V;
+    let m0 = -Infinity, m1 = -Infinity;
+    let j = o;
+    for (; j + 1 < end; j += 2) {
+      const a = logits[j], b = logits[j + 1];
+      if (a > m0) m0 = a;
+      if (b > m1) m1 = b;
+    }
+    if (j < end && logits[j] > m0) m0 = logits[j];
+    const max = m0 > m1 ? m0 : m1;
     const target = logits[o + tgt]; // read before dlogits may overwrite it
     let sum = 0;
     if (dlogits === null) {
-      for (let j = 0; j < V; j++) sum += fastExp(logits[o + j] - max);
+      for (j = o; j < end; j++) sum += fastExp(logits[j] - max);
       losses[i] = max + Math.log(sum) - target;
       continue;
     }
     // One exp per element: store exp(x - max) in dlogits (reading x first, so aliasing
-    // is safe), then scale by gradScale / sum.
-    for (let j = 0; j < V; j++) {
-      const e = fastExp(logits[o + j] - max);
-      dlogits[o + j] = e;
+    // is safe), then scale by gradScale / sum. The exp is fastExp's, inlined (x - max <= 0).
+    for (j = o; j < end; j++) {
+      const y = logits[j] - max;
+      let e = 0;
+      if (y >= -745.2) {
+        const kf = (y * LOG2E + MAGIC) - MAGIC;
+        const r = (y - kf * LN2_HI) - kf * LN2_LO;
+        e = (1 +
+          r * (1 +
+              r * (0.5 +
+                  r * (0.16666666666666666 +
+                      r * (0.041666666666666664 +
+                          r * (0.008333333333333333 +
+                              r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+          POW2[(kf | 0) + 1075];
+      } else if (y !== y) e = y; // NaN stays NaN
+      dlogits[j] = e;
       sum += e;
     }
     losses[i] = max + Math.log(sum) - target;
     const s = gradScale / sum;
-    for (let j = 0; j < V; j++) dlogits[o + j] *= s;
+    for (j = o; j < end; j++) dlogits[j] *= s;
     dlogits[o + tgt] -= gradScale;
   }
 }
