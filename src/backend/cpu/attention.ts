@@ -4,7 +4,7 @@
  * The forward saves each query row's log-sum-exp; the backward recomputes probabilities
  * from it (as FlashAttention does), so no (T, Tk) matrix is kept between passes.
  */
-import { fastExp } from "./fast_math.ts";
+import { LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import type { Gemm } from "./gemm.ts";
 
 /** Query rows per block: the block's scores (ROWS, Tk) stay in cache. */
@@ -61,7 +61,21 @@ export function attentionForward(
           const max = m * scale; // = max of s * scale: scaling by a positive number is monotonic
           let sum = 0;
           for (let j = 0; j <= last; j++) {
-            const e = fastExp(s[row + j] * scale - max);
+            // fastExp(y) inlined (y <= 0 here)
+            const y = s[row + j] * scale - max;
+            let e = 0;
+            if (y >= -745.2) {
+              const kf = (y * LOG2E + MAGIC) - MAGIC;
+              const r = (y - kf * LN2_HI) - kf * LN2_LO;
+              e = (1 +
+                r * (1 +
+                    r * (0.5 +
+                        r * (0.16666666666666666 +
+                            r * (0.041666666666666664 +
+                                r * (0.008333333333333333 +
+                                    r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+                POW2[(kf | 0) + 1075];
+            } else if (y !== y) e = y;
             s[row + j] = e;
             sum += e;
           }
@@ -129,7 +143,21 @@ export function attentionBackward(
           let D = 0;
           for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
           for (let j = 0; j <= last; j++) {
-            const pr = fastExp(p[row + j] * scale - l);
+            // fastExp(y) inlined (y <= ~0: l is the row's log-sum-exp)
+            const y = p[row + j] * scale - l;
+            let pr = 0;
+            if (y >= -745.2) {
+              const kf = (y * LOG2E + MAGIC) - MAGIC;
+              const r = (y - kf * LN2_HI) - kf * LN2_LO;
+              pr = (1 +
+                r * (1 +
+                    r * (0.5 +
+                        r * (0.16666666666666666 +
+                            r * (0.041666666666666664 +
+                                r * (0.008333333333333333 +
+                                    r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+                POW2[(kf | 0) + 1075];
+            } else if (y !== y) pr = y;
             p[row + j] = pr;
             dp[row + j] = pr * (dp[row + j] - D) * scale;
           }
