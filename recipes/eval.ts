@@ -170,6 +170,7 @@ export async function runEval(
     batch: B,
     seqLen: T,
     seed: cfg.seed ?? 0,
+    training: false, // eval needs no gradients or optimizer state
     activationDtype: dtypes.activationDtype,
     frozenDtype: dtypes.frozenDtype,
   });

@@ -181,6 +181,7 @@ export async function main(cfg: GenerateConfig, _launch: LaunchOptions): Promise
   const model = createLlama(backend, { name: spec?.name ?? "checkpoint", config, lora }, {
     batch: 1,
     seqLen: 1,
+    training: false, // generation needs no gradients or optimizer state
     activationDtype: cfg.dtype === "bf16" && cfg.device === "cuda" ? "bf16" : "f32",
   });
   model.loadStateDict(weights);

@@ -60,6 +60,13 @@ export interface LlamaOptions {
    * (ZeRO/FSDP) optimizer keeps its rank's slice of them instead; `trainable.m/v` are null.
    */
   optimizerMoments?: boolean;
+  /**
+   * Build for training (default true). False builds an inference-only model for eval and
+   * generation: no gradient buffers, no AdamW moments, no backward scratch, and one shared
+   * set of layer activations (no layer's activations outlive its forward); `forward`,
+   * `loss`, `prefill` and `decodeStep` work, `lossAndBackward` throws.
+   */
+  training?: boolean;
 }
 
 /** Result of a loss evaluation: summed token losses and the number of counted tokens. */
@@ -110,6 +117,8 @@ export class LlamaModel {
   readonly B: number;
   readonly T: number;
   readonly checkpointing: boolean;
+  /** False for an inference-only model (see LlamaOptions.training). */
+  readonly training: boolean;
   /** Base weights; trainable (with grads and AdamW moments) unless the spec has LoRA. */
   readonly base: ParamStore;
   /** LoRA adapters (trainable), or null. */
@@ -134,8 +143,8 @@ export class LlamaModel {
   readonly #tokens: DeviceBuffer; // (N) i32
   readonly #targets: DeviceBuffer; // (N) i32
   readonly #headHs: DeviceBuffer | null; // (N, r) LoRA hidden of the output projection
-  readonly #sc: BackwardScratch;
-  readonly #dresid: DeviceBuffer; // (N, C)
+  readonly #sc: BackwardScratch | null; // null for an inference-only model
+  readonly #dresid: DeviceBuffer | null; // (N, C), null for an inference-only model
   readonly #loraScratch: LoraScratch | null;
   readonly #act: "f32" | "bf16";
   #microStep = 0;
@@ -149,6 +158,8 @@ export class LlamaModel {
     this.B = opts.batch;
     this.T = opts.seqLen;
     this.checkpointing = opts.activationCheckpointing ?? false;
+    this.training = opts.training ?? true;
+    const training = this.training;
     this.#seed = opts.seed ?? 0;
     if (!Number.isInteger(this.B) || this.B <= 0 || !Number.isInteger(this.T) || this.T <= 0) {
       throw new TuneError(`batch size and sequence length must be positive integers`);
@@ -161,11 +172,17 @@ export class LlamaModel {
     const lora = spec.lora;
     const frozenDtype = lora ? (opts.frozenDtype ?? "f32") : "f32";
     const moments = opts.optimizerMoments ?? true;
-    this.base = new ParamStore(backend, baseLayout(cfg), lora === null, frozenDtype, moments);
+    this.base = new ParamStore(
+      backend,
+      baseLayout(cfg),
+      lora === null && training,
+      frozenDtype,
+      moments,
+    );
     const act = opts.activationDtype ?? "f32";
     this.#act = act;
     this.adapters = lora
-      ? new ParamStore(backend, loraLayout(cfg, lora), true, "f32", moments)
+      ? new ParamStore(backend, loraLayout(cfg, lora), training, "f32", moments)
       : null;
     const HS = headSize(cfg);
     const N = this.B * this.T;
@@ -191,11 +208,12 @@ export class LlamaModel {
     this.#loraScratch = null;
     if (lora) {
       const maxIn = Math.max(...sites.map((s) => s.inDim));
-      const drop = lora.dropout > 0;
+      // dropout masks and dh exist only in training (eval/generation run without dropout)
+      const drop = lora.dropout > 0 && training;
       this.#loraScratch = {
         xd: al.alloc("scratch", drop ? N * maxIn : 1, act),
         dxd: al.alloc("scratch", drop ? N * maxIn : 1, act),
-        dh: al.alloc("scratch", N * r, act),
+        dh: al.alloc("scratch", training ? N * r : 1, act),
       };
     }
     const adapted = new Set(sites.map((s) => s.prefix));
@@ -259,7 +277,8 @@ export class LlamaModel {
     for (const s of layerLinears(cfg, 0)) {
       if (adapted.has(s.prefix)) ranks[s.key as LayerLinear] = r;
     }
-    const nActs = this.checkpointing ? 1 : cfg.nLayers;
+    // inference needs no layer's activations after its forward: one shared set
+    const nActs = this.checkpointing || !training ? 1 : cfg.nLayers;
     this.#acts = [];
     for (let i = 0; i < nActs; i++) {
       this.#acts.push(
@@ -267,8 +286,17 @@ export class LlamaModel {
       );
     }
     this.#resid = [];
-    for (let i = 0; i <= cfg.nLayers; i++) {
-      this.#resid.push(al.alloc("activations", N * cfg.dim, act));
+    if (training) {
+      for (let i = 0; i <= cfg.nLayers; i++) {
+        this.#resid.push(al.alloc("activations", N * cfg.dim, act));
+      }
+    } else {
+      // inference: the residual stream ping-pongs between two (N, C) buffers
+      const pair = [
+        al.alloc("activations", N * cfg.dim, act),
+        al.alloc("activations", N * cfg.dim, act),
+      ];
+      for (let i = 0; i <= cfg.nLayers; i++) this.#resid.push(pair[i % 2]);
     }
     this.#lnf = al.alloc("activations", N * cfg.dim, act);
     this.#rstdf = al.alloc("activations", N);
@@ -282,8 +310,8 @@ export class LlamaModel {
     this.#tokens = al.alloc("activations", N, "i32");
     this.#targets = al.alloc("activations", N, "i32");
     this.#headHs = adapted.has("output") ? al.alloc("activations", N * r, act) : null;
-    this.#sc = allocBackwardScratch(al, "scratch", this.#dims, act);
-    this.#dresid = al.alloc("scratch", N * cfg.dim);
+    this.#sc = training ? allocBackwardScratch(al, "scratch", this.#dims, act) : null;
+    this.#dresid = training ? al.alloc("scratch", N * cfg.dim) : null;
   }
 
   /**
@@ -456,6 +484,11 @@ export class LlamaModel {
    * step) for torchtune's mean loss. Returns the unscaled summed loss and the token count.
    */
   lossAndBackward(tokens: Int32Array, targets: Int32Array, gradScale: number): LossResult {
+    if (!this.#sc || !this.#dresid) {
+      throw new Error(
+        "lossAndBackward() needs a training model: this one was built with training: false (inference only)",
+      );
+    }
     const be = this.#be;
     const count = this.#uploadTokens(tokens, targets);
     this.#microStep++;
@@ -476,7 +509,7 @@ export class LlamaModel {
     this.#norm.backward(be, dx, sc.dln, this.#resid[L], this.#rstdf, N);
     // ---- layers, last to first ----
     for (let l = L - 1; l >= 0; l--) {
-      const acts = this.#acts[this.checkpointing ? 0 : l];
+      const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
       const ls = seed === null ? null : mixSeed(seed, l);
       if (this.checkpointing) {
         // recompute the layer from its saved input into the shared buffers
@@ -496,7 +529,7 @@ export class LlamaModel {
     const p = this.base.paramBytes() + (this.adapters ? this.adapters.paramBytes() : 0);
     return {
       parameters: p,
-      gradients: t.layout.total * 4,
+      gradients: t.grads ? t.layout.total * 4 : 0,
       optimizer: t.m ? t.layout.total * 8 : 0,
       activations: by.get("activations") ?? 0,
       scratch: by.get("scratch") ?? 0,
@@ -639,7 +672,7 @@ export class LlamaModel {
     const { N, C, L } = this.#nv();
     be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C); // (N, C)
     for (let l = 0; l < L; l++) {
-      const acts = this.#acts[this.checkpointing ? 0 : l];
+      const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
       const ls = seed === null ? null : mixSeed(seed, l);
       this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
     }
@@ -674,7 +707,8 @@ export class LlamaModel {
       return;
     }
     be.crossEntropy(losses, logits, logits, targets, n, V, gradScale);
-    const dln = whole ? this.#sc.dln : be.view(this.#sc.dln, r0 * C, n * C); // (n, C)
+    const sc = this.#sc!; // gradScale is only given by lossAndBackward (training models)
+    const dln = whole ? sc.dln : be.view(sc.dln, r0 * C, n * C); // (n, C)
     this.#output.backward(be, dln, logits, lnf, n, hs, hseed);
   }
 
