@@ -4,9 +4,12 @@
  *   deno task tune run --nproc_per_node 2 full_finetune_distributed --config tiny/full_distributed
  *
  * One process per device (started by `tune --nproc_per_node`, torchrun, SLURM or mpirun).
- * The trainable weights are sharded FSDP/ZeRO style (src/training/sharded.ts): each rank
- * keeps the fp32 master values, reduced gradients and AdamW moments of its slice of every
- * layer group only, so its optimizer state is 1/world of a single process's. Each rank
+ * The weights are sharded FSDP/ZeRO-3 style (src/training/sharded.ts): each rank keeps the
+ * fp32 values, reduced gradients and AdamW moments of its slice of every layer group only;
+ * each group's full weights are all-gathered into one reusable group-sized buffer just
+ * before its forward and again before its backward, and its gradients are reduce-scattered
+ * into the rank's slice right after its backward. So a rank holds 1/world of the weights,
+ * gradients and optimizer state of a single process, plus one group's compute buffers. Each rank
  * trains on its part of the global batch (batch_size per rank, DistributedSampler order);
  * the loss is normalised by the token count of the whole global batch, so the losses and
  * weights are those of full_finetune_single_device with batch_size * world size. Rank 0
@@ -34,6 +37,7 @@ import { type CosineWithWarmup, LrScheduler } from "../src/optim/lr_schedule.ts"
 import { checkVocabMatches } from "../src/tokenizers/mod.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 import {
+  type HostMoments,
   loadRecipeStateFor,
   recipeStateMoments,
   restoreTrainingState,
@@ -252,7 +256,7 @@ export class FullFinetuneRecipeDistributed {
       worldSize: this.group.worldSize,
     });
 
-    // Model: full (gathered) weights and gradients as compute buffers; no moments of its own.
+    // Model: weights and gradients only in group-sized compute buffers (ZeRO-3); no moments.
     this.model = createLlama(this.backend, spec, {
       batch: cfg.batch_size,
       seqLen: this.data.seqLen,
@@ -262,7 +266,10 @@ export class FullFinetuneRecipeDistributed {
       activationDtype: dtypes.activationDtype,
       frozenDtype: dtypes.frozenDtype,
       optimizerMoments: false,
+      groupWindows: true,
     });
+    // Loading goes through a temporary full value buffer; each rank keeps only its slices.
+    this.model.trainable.materialize();
     if (loaded) this.model.loadStateDict(loaded.stateDict);
     else this.model.initRandom(this.seed);
 
@@ -273,6 +280,7 @@ export class FullFinetuneRecipeDistributed {
       instantiate<AdamWOptions>(cfg.optimizer),
     );
     this.sharded = new ShardedOptimizer(this.backend, this.model.trainable, this.optimizer);
+    this.model.groupHooks = this.sharded;
     // Resume: weights, step and data position from the recipe state; this rank's moments.
     if (state) {
       this.progress = restoreTrainingState(state, this.model, this.optimizer);
@@ -281,6 +289,7 @@ export class FullFinetuneRecipeDistributed {
       this.progress = { step: 0, epoch: 0, dataPosition: 0, seed: this.seed };
     }
     this.sharded.takeParams();
+    this.model.trainable.release();
     const rep = this.sharded.report();
     if (!this.hooks.quiet) {
       console.error(
@@ -288,9 +297,22 @@ export class FullFinetuneRecipeDistributed {
           `(m, v of ${rep.shardElements} of ${rep.fullElements} trainable elements; ` +
           `one process: ${rep.fullOptimizerBytes} bytes)`,
       );
+      console.error(
+        `rank ${rep.rank}/${rep.worldSize}: trainable params+grads resident ${rep.residentParamGradBytes} bytes ` +
+          `(slices ${rep.shardParamGradBytes} + group buffers ${rep.computeParamGradBytes}; ` +
+          `largest group ${rep.largestGroupBytes}; one process: ${rep.fullParamGradBytes} bytes)`,
+      );
     }
     if (cfg.log_peak_memory_stats) {
-      const mem = { ...this.model.memory(), optimizer: rep.optimizerBytes };
+      // the model reports its group buffers; the slices are the sharded optimizer's
+      const own = this.model.memory();
+      const slice = rep.shardElements * 4;
+      const mem = {
+        ...own,
+        parameters: own.parameters + slice,
+        gradients: own.gradients + slice,
+        optimizer: rep.optimizerBytes,
+      };
       say(`memory (bytes, rank 0): ${JSON.stringify(mem)}`);
     }
 
@@ -342,23 +364,26 @@ export class FullFinetuneRecipeDistributed {
         const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
         const local = labels.reduce((n, l) => n + countTargets(l), 0);
         const [tokens] = await allSumF64(backend, [local]);
-        model.zeroGrad();
+        sharded.zeroGrads();
         let lossSum = 0;
         for (let k = 0; k < ga; k++) {
-          lossSum += model.lossAndBackward(micro[k].tokens, labels[k], 1 / Math.max(1, tokens))
-            .lossSum;
+          // each group: gathered before its forward and backward, its gradients summed over
+          // ranks into this rank's slice right after its backward
+          const r = await model.lossAndBackwardAsync(
+            micro[k].tokens,
+            labels[k],
+            1 / Math.max(1, tokens),
+          );
+          lossSum += r.lossSum;
         }
-        // Per layer group: gradients summed over ranks into this rank's slice.
-        await sharded.reduceScatterGrads();
         const [globalLoss] = await allSumF64(backend, [lossSum]);
         const loss = globalLoss / Math.max(1, tokens);
         checkFiniteLoss(loss, p.step + 1, this.lastCheckpoint);
         const gradNorm = await sharded.clip(cfg.clip_grad_norm ?? Infinity);
         checkFiniteLoss(gradNorm, p.step + 1, this.lastCheckpoint, "gradient norm");
         const lr = this.scheduler ? this.scheduler.lrAt(p.step) : optimizer.options.lr;
-        // AdamW on this rank's slices, then every layer group gathered for the next step.
+        // AdamW on this rank's slices (the next forward gathers each group again).
         sharded.step(lr);
-        await sharded.gatherParams();
         p.step++;
         p.epoch = epoch;
         p.dataPosition = (s + 1) * ga;
@@ -391,6 +416,12 @@ export class FullFinetuneRecipeDistributed {
   /** Gather the moments (every rank), then rank 0 writes the checkpoint; all wait for it. */
   async save(dirName: string, progress: TrainingProgress): Promise<void> {
     const moments = await this.sharded.gatherMoments();
+    // the full weights exist on every rank only while the checkpoint is written
+    await this.sharded.withFullParams(() => this.#write(dirName, progress, moments));
+    await barrierAfterSave(this.group);
+  }
+
+  #write(dirName: string, progress: TrainingProgress, moments: HostMoments): void {
     if (this.group.isMain) {
       const dir = saveTrainingCheckpoint({
         checkpointer: this.checkpointer,
@@ -406,7 +437,6 @@ export class FullFinetuneRecipeDistributed {
     } else {
       this.lastCheckpoint = join(String(this.cfg.checkpointer.output_dir), dirName);
     }
-    await barrierAfterSave(this.group);
   }
 
   /** End the run: rank 0's summary, then leave the group and free the buffers. */

@@ -120,6 +120,34 @@ function assertHalfOptimizer(label: string, distStderr: string, single: number):
   }
 }
 
+/**
+ * ZeRO-3: each rank's resident trainable values + gradients (its fp32 slices plus the
+ * group-sized compute buffers, from the "trainable params+grads resident" lines) are about
+ * 1/world of one process's plus one group: slices between full/W and full/W + padding, the
+ * compute buffers at least one group (values and gradients) and at most two.
+ */
+function assertZero3Memory(label: string, stderr: string, world: number, groups: number): void {
+  const re = new RegExp(
+    `rank (\\d+)/${world}: trainable params\\+grads resident (\\d+) bytes \\(slices (\\d+) ` +
+      `\\+ group buffers (\\d+); largest group (\\d+); one process: (\\d+) bytes\\)`,
+    "g",
+  );
+  const seen = [...stderr.matchAll(re)];
+  assert.equal(seen.length, world, `${label}: every rank reports its resident params+grads`);
+  for (const m of seen) {
+    const [resident, slices, buffers, largest, full] = m.slice(2).map(Number);
+    console.log(
+      `${label}: rank ${m[1]} params+grads ${resident} bytes (slices ${slices} + group buffers ` +
+        `${buffers}); one process ${full} bytes; ratio ${(resident / full).toFixed(3)}`,
+    );
+    assert.equal(resident, slices + buffers);
+    // padding: at most world-1 elements (8 bytes of value and gradient each) per group
+    assert.ok(slices * world >= full && slices * world <= full + groups * (world - 1) * 8 * world);
+    assert.ok(buffers >= largest && buffers <= 2 * largest, `${label}: one group's buffers`);
+    assert.ok(resident <= full / world + 2 * largest, `${label}: about 1/world + one group`);
+  }
+}
+
 /** Metrics records without their wall-clock field, for bitwise comparison. */
 function timeless(m: Metrics): string {
   return m.map(({ tokens_per_s: _t, ...rest }) => JSON.stringify(rest)).join("\n");
@@ -180,6 +208,12 @@ Deno.test("full_finetune_distributed on 2 ranks matches full_finetune_single_dev
       loadRecipeState(join(one, "recipe_state")).tensors,
     );
     assertHalfOptimizer("full", d.stderr, singleOptimizerBytes(s.stderr));
+    // tok_embeddings, 2 layers, head
+    assertZero3Memory("full", d.stderr, 2, 4);
+    const single = JSON.parse(s.stderr.match(/memory \(bytes\): (\{.*\})/)![1]);
+    console.log(
+      `full: single process params+grads ${single.parameters + single.gradients} bytes`,
+    );
   });
 });
 
@@ -223,6 +257,7 @@ Deno.test("full_finetune_distributed on 3 ranks (layer groups not divisible by 3
       // 4 layer groups, each padded by at most 2 elements (8 bytes of m and v each)
       assert.ok(bytes * 3 >= full && bytes * 3 <= full + 4 * 2 * 8, `rank ${m[1]}: a third`);
     }
+    assertZero3Memory("full, 3 ranks", d.stderr, 3, 4);
   });
 });
 

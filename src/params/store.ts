@@ -4,14 +4,31 @@
  */
 import type { Backend, DeviceBuffer, DType } from "../backend/ops.ts";
 import type { HostTensor, StateDict } from "../checkpoint/state_dict.ts";
-import { checkShape, type ParamLayout } from "./layout.ts";
+import { checkShape, type ParamGroup, type ParamLayout } from "./layout.ts";
+
+/**
+ * Group windows (FSDP/ZeRO-3): a store built with them holds no full-size value or gradient
+ * buffer. Each layout group computes in a reusable group-sized buffer, its slot (one for
+ * values, one for gradients); a sharded optimizer all-gathers a group's values into its slot
+ * before the group runs and reduce-scatters the slot's gradients after its backward. Groups
+ * needed at the same time (a tied embedding and the head) must have different slots.
+ */
+export interface StoreWindows {
+  /** Slot index (0, 1, ...) of group `name`. */
+  slotOf(group: string): number;
+}
 
 /** Parameters, and for trainable stores their gradients and AdamW moments. */
 export class ParamStore {
-  /** (total) values. */
-  readonly params: DeviceBuffer;
-  /** (total) gradients; null for a frozen store. */
+  /** Group windows, or null for an ordinary (full-size) store. */
+  readonly windows: StoreWindows | null;
+  /** (total) full values: always for an ordinary store, between materialize()/release() with windows. */
+  #params: DeviceBuffer | null;
+  /** (total) gradients; null for a frozen store and for a store with windows. */
   readonly grads: DeviceBuffer | null;
+  readonly #slotParams: DeviceBuffer[] = []; // (largest group of the slot) each
+  readonly #slotGrads: DeviceBuffer[] = []; // (largest group of the slot) each, if trainable
+  readonly #groups = new Map<string, ParamGroup>();
   /** (total) AdamW first moment; null for a frozen store or one built without moments. */
   readonly m: DeviceBuffer | null;
   /** (total) AdamW second moment; null for a frozen store or one built without moments. */
@@ -31,21 +48,84 @@ export class ParamStore {
     readonly trainable: boolean,
     readonly dtype: "f32" | "bf16" = "f32",
     moments = true,
+    windows: StoreWindows | null = null,
   ) {
     if (trainable && dtype !== "f32") throw new Error("trainable parameters are kept in fp32");
     const n = layout.total;
-    this.params = backend.alloc(n, dtype as DType);
-    this.grads = trainable ? backend.alloc(n, "f32") : null;
+    this.windows = windows;
+    for (const g of layout.groups) this.#groups.set(g.name, g);
+    if (windows) {
+      const sizes: number[] = [];
+      for (const g of layout.groups) {
+        const s = windows.slotOf(g.name);
+        sizes[s] = Math.max(sizes[s] ?? 0, g.length);
+      }
+      for (let s = 0; s < sizes.length; s++) {
+        this.#slotParams.push(backend.alloc(Math.max(1, sizes[s] ?? 0), dtype as DType));
+        if (trainable) this.#slotGrads.push(backend.alloc(Math.max(1, sizes[s] ?? 0), "f32"));
+      }
+    }
+    this.#params = windows ? null : backend.alloc(n, dtype as DType);
+    this.grads = trainable && !windows ? backend.alloc(n, "f32") : null;
     this.m = trainable && moments ? backend.alloc(n, "f32") : null;
     this.v = trainable && moments ? backend.alloc(n, "f32") : null;
   }
 
-  /** The device view of tensor `name`. */
+  /**
+   * (total) values. With windows they exist only between `materialize()` and `release()`
+   * (loading, saving); the model computes on the group slots.
+   */
+  get params(): DeviceBuffer {
+    if (!this.#params) {
+      throw new Error("store with group windows: call materialize() before using the full values");
+    }
+    return this.#params;
+  }
+
+  /** With windows: allocate the full (total) value buffer, zero-filled (for load or save). */
+  materialize(): void {
+    if (this.windows && !this.#params) {
+      this.#params = this.backend.alloc(this.layout.total, this.dtype as DType);
+    }
+  }
+
+  /** With windows: free the full value buffer again. */
+  release(): void {
+    if (this.windows && this.#params) {
+      this.backend.free(this.#params);
+      this.#params = null;
+    }
+  }
+
+  /** With windows: the (group length) compute view of group `name`'s values in its slot. */
+  groupParams(name: string): DeviceBuffer {
+    const g = this.#groupOf(name);
+    return this.backend.view(this.#slotParams[this.windows!.slotOf(name)], 0, g.length);
+  }
+
+  /** With windows: the (group length) compute view of group `name`'s gradients in its slot. */
+  groupGrads(name: string): DeviceBuffer {
+    const g = this.#groupOf(name);
+    return this.backend.view(this.#slotGrads[this.windows!.slotOf(name)], 0, g.length);
+  }
+
+  /** Whether the layout has a group called `name`. */
+  hasGroup(name: string): boolean {
+    return this.#groups.has(name);
+  }
+
+  /** The device view of tensor `name` (with windows: inside its group's slot). */
   param(name: string): DeviceBuffer {
     let v = this.#paramViews.get(name);
     if (!v) {
       const e = this.layout.get(name);
-      v = this.backend.view(this.params, e.offset, e.length);
+      v = this.windows
+        ? this.backend.view(
+          this.#slotParams[this.windows.slotOf(e.group)],
+          e.offset - this.#groupOf(e.group).offset,
+          e.length,
+        )
+        : this.backend.view(this.params, e.offset, e.length);
       this.#paramViews.set(name, v);
     }
     return v;
@@ -53,11 +133,17 @@ export class ParamStore {
 
   /** The gradient view of tensor `name`, or null for a frozen store. */
   grad(name: string): DeviceBuffer | null {
-    if (!this.grads) return null;
+    if (!this.trainable) return null;
     let v = this.#gradViews.get(name);
     if (!v) {
       const e = this.layout.get(name);
-      v = this.backend.view(this.grads, e.offset, e.length);
+      v = this.windows
+        ? this.backend.view(
+          this.#slotGrads[this.windows.slotOf(e.group)],
+          e.offset - this.#groupOf(e.group).offset,
+          e.length,
+        )
+        : this.backend.view(this.grads!, e.offset, e.length);
       this.#gradViews.set(name, v);
     }
     return v;
@@ -66,6 +152,7 @@ export class ParamStore {
   /** Set every gradient to zero. */
   zeroGrad(): void {
     if (this.grads) this.backend.fill(this.grads, 0);
+    for (const g of this.#slotGrads) this.backend.fill(g, 0);
   }
 
   /** Upload one host tensor into `name`, checking its shape (TuneError on mismatch). */
@@ -78,7 +165,10 @@ export class ParamStore {
   /** Download tensor `name` to the host. */
   getTensor(name: string): HostTensor {
     const e = this.layout.get(name);
-    return { shape: [...e.shape], data: this.backend.download(this.param(name)) as Float32Array };
+    const view = this.windows
+      ? this.backend.view(this.params, e.offset, e.length)
+      : this.param(name);
+    return { shape: [...e.shape], data: this.backend.download(view) as Float32Array };
   }
 
   /** Download the gradient of `name` (throws for a frozen store). */
@@ -100,17 +190,33 @@ export class ParamStore {
 
   /** Bytes of the parameter values (2 or 4 per element). */
   paramBytes(): number {
-    return this.layout.total * (this.dtype === "bf16" ? 2 : 4);
+    const per = this.dtype === "bf16" ? 2 : 4;
+    if (this.windows) return this.#slotParams.reduce((n, b) => n + b.length, 0) * per;
+    return this.layout.total * per;
+  }
+
+  /** Bytes of the gradient buffers (with windows: the group slots). */
+  gradBytes(): number {
+    if (this.windows) return this.#slotGrads.reduce((n, b) => n + b.length, 0) * 4;
+    return this.grads ? this.layout.total * 4 : 0;
   }
 
   /** Bytes of all buffers this store holds (values, and gradients and moments if trainable). */
   bytes(): number {
     const n = this.layout.total;
-    return this.paramBytes() + (this.grads ? n * 4 : 0) + (this.m ? n * 8 : 0);
+    return this.paramBytes() + this.gradBytes() + (this.m ? n * 8 : 0);
   }
 
   /** Release all buffers. */
   free(): void {
-    for (const b of [this.params, this.grads, this.m, this.v]) if (b) this.backend.free(b);
+    for (const b of [this.#params, this.grads, this.m, this.v]) if (b) this.backend.free(b);
+    for (const b of [...this.#slotParams, ...this.#slotGrads]) this.backend.free(b);
+    this.#params = null;
+  }
+
+  #groupOf(name: string): ParamGroup {
+    const g = this.#groups.get(name);
+    if (!g) throw new Error(`layout has no group ${name}`);
+    return g;
   }
 }

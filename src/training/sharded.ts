@@ -44,6 +44,20 @@ interface Segment {
 
 /** Sizes of a rank's share, for logs and tests. */
 export interface ShardReport {
+  /** Whether the store computes on group windows (ZeRO-3) rather than full buffers (ZeRO-2). */
+  zero3: boolean;
+  /** Bytes of this rank's trainable values and gradients resident during training: its
+   * fp32 slices plus the compute buffers (full-size ones without windows, the group slots
+   * and the collectives' staging with them). */
+  residentParamGradBytes: number;
+  /** Of those, the slices (values and gradients). */
+  shardParamGradBytes: number;
+  /** Of those, the compute buffers (group slots or full buffers) and staging. */
+  computeParamGradBytes: number;
+  /** Values and gradients of the largest group (fp32), for comparison. */
+  largestGroupBytes: number;
+  /** Values and gradients over the whole layout (fp32): one process's. */
+  fullParamGradBytes: number;
   rank: number;
   worldSize: number;
   /** Elements of the full trainable flat buffer. */
@@ -77,6 +91,8 @@ export class ShardedOptimizer {
   readonly v: DeviceBuffer;
   /** (max padded group length) for groups whose length is not a multiple of worldSize. */
   readonly #staging: DeviceBuffer | null;
+  /** (largest shard of a group) reduce-scatter output before it is added to `grads` (ZeRO-3). */
+  readonly #rsOut: DeviceBuffer | null;
   readonly #pair: DeviceBuffer; // (2) hi/lo of one f64 value
   readonly #pairs: DeviceBuffer; // (2 * worldSize)
 
@@ -90,7 +106,7 @@ export class ShardedOptimizer {
     readonly store: ParamStore,
     readonly adamw: AdamW,
   ) {
-    if (!store.grads) throw new Error("ShardedOptimizer needs a trainable store");
+    if (!store.trainable) throw new Error("ShardedOptimizer needs a trainable store");
     const c = backend.collectives;
     this.rank = c.rank;
     this.worldSize = c.worldSize;
@@ -121,6 +137,9 @@ export class ShardedOptimizer {
       ...segs.filter((s) => s.shard.paddedLength !== s.length).map((s) => s.shard.paddedLength),
     );
     this.#staging = staging > 0 ? backend.alloc(staging, "f32") : null;
+    this.#rsOut = store.windows
+      ? backend.alloc(Math.max(1, ...segs.map((s) => s.shard.shardLength)), "f32")
+      : null;
     this.#pair = backend.alloc(2, "f32");
     this.#pairs = backend.alloc(2 * this.worldSize, "f32");
   }
@@ -140,19 +159,11 @@ export class ShardedOptimizer {
 
   /** Per group: this rank's slice of grads = sum over ranks of the store's grads. */
   async reduceScatterGrads(): Promise<void> {
+    if (this.store.windows) return; // ZeRO-3: done group by group in afterGroupBackward
     const be = this.backend;
-    const c = be.collectives;
     for (const s of this.segments) {
       const out = be.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
-      const full = be.view(this.store.grads!, s.offset, s.length); // (group)
-      if (s.shard.paddedLength === s.length) {
-        await c.reduceScatterSum(out, full);
-        continue;
-      }
-      const pad = be.view(this.#staging!, 0, s.shard.paddedLength); // (W * shard)
-      be.fill(pad, 0);
-      be.copy(be.view(pad, 0, s.length), full);
-      await c.reduceScatterSum(out, pad);
+      await this.#reduceSegment(s, out, be.view(this.store.grads!, s.offset, s.length));
     }
   }
 
@@ -194,7 +205,53 @@ export class ShardedOptimizer {
 
   /** Per group: all-gather every rank's updated slice into the store's values. */
   async gatherParams(): Promise<void> {
+    if (this.store.windows) return; // ZeRO-3: each group is gathered just before it runs
     await this.#gather(this.params, this.store.params);
+  }
+
+  // ---- ZeRO-3 (a store with group windows) ------------------------------------------
+
+  /** Zero this rank's gradient slices (start of an optimizer step). */
+  zeroGrads(): void {
+    this.backend.fill(this.grads, 0);
+  }
+
+  /**
+   * GroupHooks of the model: all-gather group `name`'s slices into its compute slot.
+   * Every rank runs the same groups in the same order, so the collectives pair up.
+   */
+  async beforeGroup(name: string, _phase: "forward" | "backward"): Promise<void> {
+    const s = this.#segment(name);
+    await this.#gatherSegment(s, this.params, this.store.groupParams(name));
+  }
+
+  /**
+   * GroupHooks of the model: reduce-scatter group `name`'s gradients (this micro-batch's) from
+   * its compute slot and add them to this rank's gradient slice.
+   */
+  async afterGroupBackward(name: string): Promise<void> {
+    const be = this.backend;
+    const s = this.#segment(name);
+    const out = be.view(this.#rsOut!, 0, s.shard.shardLength); // (shard)
+    await this.#reduceSegment(s, out, this.store.groupGrads(name));
+    const acc = be.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
+    be.add(acc, acc, out);
+  }
+
+  /**
+   * ZeRO-3: the full values in the store (allocated for the call) while `fn` runs, e.g. to
+   * write a checkpoint; every rank must call it. Released afterwards.
+   */
+  async withFullParams<R>(fn: () => R | Promise<R>): Promise<R> {
+    const st = this.store;
+    if (!st.windows) return await fn();
+    st.materialize();
+    try {
+      await this.#gather(this.params, st.params);
+      return await fn();
+    } finally {
+      st.release();
+    }
   }
 
   /** Both moments over the whole layout on the host (for the recipe state). */
@@ -232,7 +289,17 @@ export class ShardedOptimizer {
 
   /** Sizes of this rank's share. */
   report(): ShardReport {
+    const st = this.store;
+    const shardBytes = this.shardLength * 8;
+    const extra = (this.#staging?.length ?? 0) * 4 + (this.#rsOut?.length ?? 0) * 4;
+    const compute = st.paramBytes() + st.gradBytes() + extra;
     return {
+      zero3: st.windows !== null,
+      residentParamGradBytes: shardBytes + compute,
+      shardParamGradBytes: shardBytes,
+      computeParamGradBytes: compute,
+      largestGroupBytes: Math.max(...st.layout.groups.map((g) => g.length)) * 8,
+      fullParamGradBytes: st.layout.total * 8,
       rank: this.rank,
       worldSize: this.worldSize,
       fullElements: this.store.layout.total,
@@ -248,21 +315,47 @@ export class ShardedOptimizer {
       this.backend.free(b);
     }
     if (this.#staging) this.backend.free(this.#staging);
+    if (this.#rsOut) this.backend.free(this.#rsOut);
+  }
+
+  #segment(name: string): Segment {
+    const s = this.segments.find((x) => x.name === name);
+    if (!s) throw new Error(`no layout group ${name} to shard`);
+    return s;
+  }
+
+  /** All-gather one segment's slices of `shard` into `out` (group length). */
+  async #gatherSegment(s: Segment, shard: DeviceBuffer, out: DeviceBuffer): Promise<void> {
+    const be = this.backend;
+    const c = be.collectives;
+    const inp = be.view(shard, s.shardOffset, s.shard.shardLength); // (shard)
+    if (s.shard.paddedLength === s.length) {
+      await c.allGather(out, inp);
+      return;
+    }
+    const pad = be.view(this.#staging!, 0, s.shard.paddedLength); // (W * shard)
+    await c.allGather(pad, inp);
+    be.copy(out, be.view(pad, 0, s.length));
+  }
+
+  /** Reduce-scatter one segment's `full` (group length) into `out` (shard). */
+  async #reduceSegment(s: Segment, out: DeviceBuffer, full: DeviceBuffer): Promise<void> {
+    const be = this.backend;
+    const c = be.collectives;
+    if (s.shard.paddedLength === s.length) {
+      await c.reduceScatterSum(out, full);
+      return;
+    }
+    const pad = be.view(this.#staging!, 0, s.shard.paddedLength); // (W * shard)
+    be.fill(pad, 0);
+    be.copy(be.view(pad, 0, s.length), full);
+    await c.reduceScatterSum(out, pad);
   }
 
   async #gather(shard: DeviceBuffer, full: DeviceBuffer): Promise<void> {
     const be = this.backend;
-    const c = be.collectives;
     for (const s of this.segments) {
-      const inp = be.view(shard, s.shardOffset, s.shard.shardLength); // (shard)
-      const out = be.view(full, s.offset, s.length); // (group)
-      if (s.shard.paddedLength === s.length) {
-        await c.allGather(out, inp);
-        continue;
-      }
-      const pad = be.view(this.#staging!, 0, s.shard.paddedLength); // (W * shard)
-      await c.allGather(pad, inp);
-      be.copy(out, be.view(pad, 0, s.length));
+      await this.#gatherSegment(s, shard, be.view(full, s.offset, s.length));
     }
   }
 }

@@ -67,6 +67,31 @@ export interface LlamaOptions {
    * `loss`, `prefill` and `decodeStep` work, `lossAndBackward` throws.
    */
   training?: boolean;
+  /**
+   * FSDP/ZeRO-3: keep the trainable store's values and gradients only in reusable group-sized
+   * compute buffers (ParamStore windows) instead of full-size ones. Training then goes
+   * through `lossAndBackwardAsync`, and `groupHooks` must be set (a sharded optimizer fills
+   * each group before it runs and takes its gradients after its backward). Default false.
+   */
+  groupWindows?: boolean;
+}
+
+/**
+ * Per-group hooks of a model built with `groupWindows` (FSDP/ZeRO-3). Group names are
+ * those of the trainable layout ("tok_embeddings", "layers.i", "head"; under LoRA only the
+ * adapter groups); the model calls them only for groups of that layout.
+ */
+export interface GroupHooks {
+  /**
+   * Group `name` is about to run (its forward, or its backward including a recomputed
+   * forward): its full values must be in `trainable.groupParams(name)` when this resolves.
+   */
+  beforeGroup(name: string, phase: "forward" | "backward"): Promise<void>;
+  /**
+   * Group `name`'s backward is done: its gradients (this micro-batch's, scaled) are complete
+   * in `trainable.groupGrads(name)`, which the model zeroes before the group's next backward.
+   */
+  afterGroupBackward(name: string): Promise<void>;
 }
 
 /** Result of a loss evaluation: summed token losses and the number of counted tokens. */
@@ -147,6 +172,9 @@ export class LlamaModel {
   readonly #dresid: DeviceBuffer | null; // (N, C), null for an inference-only model
   readonly #loraScratch: LoraScratch | null;
   readonly #act: "f32" | "bf16";
+  /** Hooks of a model built with `groupWindows` (set by the sharded optimizer). */
+  groupHooks: GroupHooks | null = null;
+  readonly #windowed: boolean;
   #microStep = 0;
   #targetsValid = false;
   #inf: InferenceState | null = null;
@@ -172,17 +200,24 @@ export class LlamaModel {
     const lora = spec.lora;
     const frozenDtype = lora ? (opts.frozenDtype ?? "f32") : "f32";
     const moments = opts.optimizerMoments ?? true;
+    this.#windowed = opts.groupWindows ?? false;
+    if (this.#windowed && !training) throw new Error("groupWindows needs a training model");
+    // a tied embedding is the head's output weight: its slot must differ from the head's
+    const windows = this.#windowed
+      ? { slotOf: (g: string) => (cfg.tiedEmbeddings && g === "tok_embeddings" ? 1 : 0) }
+      : null;
     this.base = new ParamStore(
       backend,
       baseLayout(cfg),
       lora === null && training,
       frozenDtype,
       moments,
+      lora === null ? windows : null,
     );
     const act = opts.activationDtype ?? "f32";
     this.#act = act;
     this.adapters = lora
-      ? new ParamStore(backend, loraLayout(cfg, lora), training, "f32", moments)
+      ? new ParamStore(backend, loraLayout(cfg, lora), training, "f32", moments, windows)
       : null;
     const HS = headSize(cfg);
     const N = this.B * this.T;
@@ -456,6 +491,7 @@ export class LlamaModel {
    * buffer (B, T, V), valid until the next call.
    */
   forward(tokens: Int32Array): DeviceBuffer {
+    this.#needFullWeights();
     const N = this.B * this.T;
     if (this.#chunkRows < N) {
       throw new Error("forward() returns all logits: build the model with logitChunks 1");
@@ -468,6 +504,7 @@ export class LlamaModel {
 
   /** Summed cross-entropy of targets (B, T) given tokens (B, T), no gradients (eval mode). */
   loss(tokens: Int32Array, targets: Int32Array): LossResult {
+    this.#needFullWeights();
     const count = this.#uploadTokens(tokens, targets);
     this.#forward(null);
     const N = this.B * this.T;
@@ -489,6 +526,7 @@ export class LlamaModel {
         "lossAndBackward() needs a training model: this one was built with training: false (inference only)",
       );
     }
+    this.#needFullWeights();
     const be = this.#be;
     const count = this.#uploadTokens(tokens, targets);
     this.#microStep++;
@@ -522,6 +560,88 @@ export class LlamaModel {
     return { lossSum, tokens: count };
   }
 
+  /**
+   * `lossAndBackward` of a model built with `groupWindows` (FSDP/ZeRO-3), calling
+   * `groupHooks` around every group: the same op calls in the same order, so the loss and
+   * gradients are those of `lossAndBackward` on the gathered weights. Gradients do not
+   * accumulate here: each group's land in its slot and go to the hooks right after its
+   * backward (the sharded optimizer accumulates its slice).
+   */
+  async lossAndBackwardAsync(
+    tokens: Int32Array,
+    targets: Int32Array,
+    gradScale: number,
+  ): Promise<LossResult> {
+    const h = this.groupHooks;
+    if (!this.#windowed || !h) {
+      throw new Error(
+        "lossAndBackwardAsync() needs a model built with groupWindows and groupHooks set",
+      );
+    }
+    const be = this.#be;
+    const t = this.trainable;
+    const has = (g: string) => t.hasGroup(g);
+    const gather = async (g: string, phase: "forward" | "backward") => {
+      if (has(g)) await h.beforeGroup(g, phase);
+    };
+    const zero = (g: string) => has(g) && be.fill(t.groupGrads(g), 0);
+    const done = async (g: string) => {
+      if (has(g)) await h.afterGroupBackward(g);
+    };
+    const tied = this.cfg.tiedEmbeddings;
+    const count = this.#uploadTokens(tokens, targets);
+    this.#microStep++;
+    const seed = this.spec.lora && this.spec.lora.dropout > 0
+      ? mixSeed(this.#seed, this.#microStep)
+      : null;
+    const { N, C, L } = this.#nv();
+    // ---- forward, group by group (the same calls as #forward) ----
+    await gather("tok_embeddings", "forward");
+    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C); // (N, C)
+    for (let l = 0; l < L; l++) {
+      await gather(`layers.${l}`, "forward");
+      const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
+      const ls = seed === null ? null : mixSeed(seed, l);
+      this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
+    }
+    // the head runs its forward and backward back to back: its gathered values stay (as
+    // does a tied embedding, in its own slot since the embedding forward)
+    await gather("head", "forward");
+    this.#norm.forward(be, this.#lnf, this.#rstdf, this.#resid[L], N); // (N, C)
+    const sc = this.#sc!;
+    zero("head");
+    if (tied) zero("tok_embeddings");
+    be.fill(sc.dln, 0);
+    for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale);
+    }
+    const lossSum = be.sum(this.#losses);
+    const dx = this.#dresid!; // (N, C) gradient of the residual stream
+    be.fill(dx, 0);
+    this.#norm.backward(be, dx, sc.dln, this.#resid[L], this.#rstdf, N);
+    await done("head");
+    // ---- layers, last to first: gather, (recompute,) backward, reduce ----
+    for (let l = L - 1; l >= 0; l--) {
+      const g = `layers.${l}`;
+      await gather(g, "backward");
+      zero(g);
+      const acts = this.#acts[this.checkpointing ? 0 : l];
+      const ls = seed === null ? null : mixSeed(seed, l);
+      if (this.checkpointing) {
+        this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
+      }
+      this.#layers[l].backward(be, dx, this.#resid[l], acts, sc, this.B, this.T, ls);
+      await done(g);
+    }
+    // the embedding backward needs no values; a tied embedding's gradient already holds the head's part
+    if (this.#dTokEmb) {
+      if (!tied) zero("tok_embeddings");
+      be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C);
+      await done("tok_embeddings");
+    }
+    return { lossSum, tokens: count };
+  }
+
   /** Bytes held by this model, by kind. */
   memory(): MemoryReport {
     const by = this.#al.bytesBy;
@@ -529,7 +649,7 @@ export class LlamaModel {
     const p = this.base.paramBytes() + (this.adapters ? this.adapters.paramBytes() : 0);
     return {
       parameters: p,
-      gradients: t.grads ? t.layout.total * 4 : 0,
+      gradients: t.gradBytes(),
       optimizer: t.m ? t.layout.total * 8 : 0,
       activations: by.get("activations") ?? 0,
       scratch: by.get("scratch") ?? 0,
@@ -604,6 +724,7 @@ export class LlamaModel {
    * logits (B, V) of the last position, valid until the next call.
    */
   prefill(tokens: Int32Array): DeviceBuffer {
+    this.#needFullWeights();
     const inf = this.#needCaches();
     inf.pos = 0;
     return this.#inferStep(tokens);
@@ -629,6 +750,14 @@ export class LlamaModel {
   }
 
   // ---- internals ----------------------------------------------------------------------
+
+  #needFullWeights(): void {
+    if (this.#windowed) {
+      throw new Error(
+        "this model keeps its weights sharded (groupWindows): train with lossAndBackwardAsync",
+      );
+    }
+  }
 
   #nv() {
     return { N: this.B * this.T, V: this.cfg.vocabSize, C: this.cfg.dim, L: this.cfg.nLayers };
