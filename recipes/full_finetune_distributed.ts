@@ -266,7 +266,7 @@ export class FullFinetuneRecipeDistributed {
       activationDtype: dtypes.activationDtype,
       frozenDtype: dtypes.frozenDtype,
       optimizerMoments: false,
-      groupWindows: true,
+      groupWindows: this.group.worldSize, // group buffers padded for in-place collectives
     });
     // Loading goes through a temporary full value buffer; each rank keeps only its slices.
     this.model.trainable.materialize();

@@ -6,10 +6,12 @@
  *     --config alpaca_llama2_lora_finetune_distributed --override lora_rank=4
  *
  * One process per device (started by `tune --nproc_per_node`, torchrun, SLURM or mpirun).
- * The adapters are sharded FSDP/ZeRO style (src/training/sharded.ts): each rank keeps the
- * fp32 master values, reduced gradients and AdamW moments of its slice of every layer's
- * adapters only, so its optimizer state is 1/world of a single process's. The frozen base
- * weights are replicated on every rank (they have no gradients or optimizer state). Each
+ * The adapters are sharded FSDP/ZeRO-3 style (src/training/sharded.ts): each rank keeps the
+ * fp32 values, reduced gradients and AdamW moments of its slice of every layer's adapters
+ * only; a layer's adapters are all-gathered into one reusable group-sized buffer before its
+ * forward and again before its backward, and their gradients reduce-scattered into the
+ * rank's slice right after its backward. The frozen base weights are replicated on every
+ * rank (they have no gradients or optimizer state). Each
  * rank trains on its part of the global batch (batch_size per rank, DistributedSampler
  * order); the loss is normalised by the token count of the whole global batch, so the
  * losses and adapters are those of lora_finetune_single_device with batch_size * world
@@ -38,6 +40,7 @@ import { type CosineWithWarmup, LrScheduler } from "../src/optim/lr_schedule.ts"
 import { checkVocabMatches } from "../src/tokenizers/mod.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 import {
+  type HostMoments,
   loadRecipeStateFor,
   recipeStateMoments,
   restoreTrainingState,
@@ -264,8 +267,8 @@ export class LoraFinetuneRecipeDistributed {
       worldSize: this.group.worldSize,
     });
 
-    // Model: frozen base, full (gathered) adapters and their gradients as compute buffers;
-    // no moments of its own.
+    // Model: frozen base; adapters and their gradients only in group-sized compute buffers
+    // (ZeRO-3); no moments of its own.
     this.model = createLlama(this.backend, spec, {
       batch: cfg.batch_size,
       seqLen: this.data.seqLen,
@@ -275,7 +278,10 @@ export class LoraFinetuneRecipeDistributed {
       activationDtype: dtypes.activationDtype,
       frozenDtype: dtypes.frozenDtype,
       optimizerMoments: false,
+      groupWindows: this.group.worldSize, // group buffers padded for in-place collectives
     });
+    // Loading goes through a temporary full adapter buffer; each rank keeps only its slices.
+    this.model.trainable.materialize();
     if (loaded) {
       const sd = new Map(loaded.stateDict);
       for (const [k, t] of loaded.adapter ?? []) sd.set(k, t);
@@ -292,6 +298,7 @@ export class LoraFinetuneRecipeDistributed {
       instantiate<AdamWOptions>(cfg.optimizer),
     );
     this.sharded = new ShardedOptimizer(this.backend, this.model.trainable, this.optimizer);
+    this.model.groupHooks = this.sharded;
     // Resume: adapters, step and data position from the recipe state; this rank's moments.
     if (state) {
       this.progress = restoreTrainingState(state, this.model, this.optimizer);
@@ -300,6 +307,7 @@ export class LoraFinetuneRecipeDistributed {
       this.progress = { step: 0, epoch: 0, dataPosition: 0, seed: this.seed };
     }
     this.sharded.takeParams();
+    this.model.trainable.release();
     const rep = this.sharded.report();
     if (!this.hooks.quiet) {
       console.error(
@@ -307,9 +315,22 @@ export class LoraFinetuneRecipeDistributed {
           `(m, v of ${rep.shardElements} of ${rep.fullElements} trainable elements; ` +
           `one process: ${rep.fullOptimizerBytes} bytes)`,
       );
+      console.error(
+        `rank ${rep.rank}/${rep.worldSize}: trainable params+grads resident ${rep.residentParamGradBytes} bytes ` +
+          `(slices ${rep.shardParamGradBytes} + group buffers ${rep.computeParamGradBytes}; ` +
+          `largest group ${rep.largestGroupBytes}; one process: ${rep.fullParamGradBytes} bytes)`,
+      );
     }
     if (cfg.log_peak_memory_stats) {
-      const mem = { ...this.model.memory(), optimizer: rep.optimizerBytes };
+      // the model reports its group buffers; the slices are the sharded optimizer's
+      const own = this.model.memory();
+      const slice = rep.shardElements * 4;
+      const mem = {
+        ...own,
+        parameters: own.parameters + slice,
+        gradients: own.gradients + slice,
+        optimizer: rep.optimizerBytes,
+      };
       say(`memory (bytes, rank 0): ${JSON.stringify(mem)}`);
     }
 
@@ -361,23 +382,26 @@ export class LoraFinetuneRecipeDistributed {
         const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
         const local = labels.reduce((n, l) => n + countTargets(l), 0);
         const [tokens] = await allSumF64(backend, [local]);
-        model.zeroGrad();
+        sharded.zeroGrads();
         let lossSum = 0;
         for (let k = 0; k < ga; k++) {
-          lossSum += model.lossAndBackward(micro[k].tokens, labels[k], 1 / Math.max(1, tokens))
-            .lossSum;
+          // each adapter group: gathered before its forward and backward, its gradients
+          // summed over ranks into this rank's slice right after its backward
+          const r = await model.lossAndBackwardAsync(
+            micro[k].tokens,
+            labels[k],
+            1 / Math.max(1, tokens),
+          );
+          lossSum += r.lossSum;
         }
-        // Per layer group: gradients summed over ranks into this rank's slice.
-        await sharded.reduceScatterGrads();
         const [globalLoss] = await allSumF64(backend, [lossSum]);
         const loss = globalLoss / Math.max(1, tokens);
         checkFiniteLoss(loss, p.step + 1, this.lastCheckpoint);
         const gradNorm = await sharded.clip(cfg.clip_grad_norm ?? Infinity);
         checkFiniteLoss(gradNorm, p.step + 1, this.lastCheckpoint, "gradient norm");
         const lr = this.scheduler ? this.scheduler.lrAt(p.step) : optimizer.options.lr;
-        // AdamW on this rank's slices, then every layer group gathered for the next step.
+        // AdamW on this rank's slices (the next forward gathers each group again).
         sharded.step(lr);
-        await sharded.gatherParams();
         p.step++;
         p.epoch = epoch;
         p.dataPosition = (s + 1) * ga;
@@ -410,6 +434,12 @@ export class LoraFinetuneRecipeDistributed {
   /** Gather the moments (every rank), then rank 0 writes the checkpoint; all wait for it. */
   async save(dirName: string, progress: TrainingProgress): Promise<void> {
     const moments = await this.sharded.gatherMoments();
+    // the full adapters exist on every rank only while the checkpoint is written
+    await this.sharded.withFullParams(() => this.#write(dirName, progress, moments));
+    await barrierAfterSave(this.group);
+  }
+
+  #write(dirName: string, progress: TrainingProgress, moments: HostMoments): void {
     if (this.group.isMain) {
       const dir = saveTrainingCheckpoint({
         checkpointer: this.checkpointer,
@@ -426,7 +456,6 @@ export class LoraFinetuneRecipeDistributed {
     } else {
       this.lastCheckpoint = join(String(this.cfg.checkpointer.output_dir), dirName);
     }
-    await barrierAfterSave(this.group);
   }
 
   /** End the run: rank 0's summary, then leave the group and free the buffers. */

@@ -294,6 +294,8 @@ Deno.test("lora_finetune_distributed on 2 ranks matches lora_finetune_single_dev
       readSafetensors(join(one, "epoch_1", "model.safetensors")),
     );
     assertHalfOptimizer("lora", d.stderr, singleOptimizerBytes(s.stderr));
+    // adapter groups: 2 layers and the head
+    assertZero3Memory("lora", d.stderr, 2, 3);
 
     // Stop mid-epoch 0 after step 2, resume on 2 ranks: the same records bitwise.
     const cfg = ["--config", "tiny/lora_distributed", `output_dir=${cut}`, ...SHORT];

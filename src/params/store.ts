@@ -16,6 +16,11 @@ import { checkShape, type ParamGroup, type ParamLayout } from "./layout.ts";
 export interface StoreWindows {
   /** Slot index (0, 1, ...) of group `name`. */
   slotOf(group: string): number;
+  /**
+   * Round each group's compute length up to a multiple of this (default 1): the world size,
+   * so a group's slot holds its padded length and the collectives run in place in it.
+   */
+  multipleOf?: number;
 }
 
 /** Parameters, and for trainable stores their gradients and AdamW moments. */
@@ -58,7 +63,7 @@ export class ParamStore {
       const sizes: number[] = [];
       for (const g of layout.groups) {
         const s = windows.slotOf(g.name);
-        sizes[s] = Math.max(sizes[s] ?? 0, g.length);
+        sizes[s] = Math.max(sizes[s] ?? 0, this.#computeLength(g));
       }
       for (let s = 0; s < sizes.length; s++) {
         this.#slotParams.push(backend.alloc(Math.max(1, sizes[s] ?? 0), dtype as DType));
@@ -97,16 +102,21 @@ export class ParamStore {
     }
   }
 
-  /** With windows: the (group length) compute view of group `name`'s values in its slot. */
+  /**
+   * With windows: the compute view of group `name`'s values in its slot: the group's
+   * elements, then zero padding up to a multiple of `windows.multipleOf`.
+   */
   groupParams(name: string): DeviceBuffer {
     const g = this.#groupOf(name);
-    return this.backend.view(this.#slotParams[this.windows!.slotOf(name)], 0, g.length);
+    const slot = this.#slotParams[this.windows!.slotOf(name)];
+    return this.backend.view(slot, 0, this.#computeLength(g));
   }
 
-  /** With windows: the (group length) compute view of group `name`'s gradients in its slot. */
+  /** With windows: the compute view of group `name`'s gradients (padded like `groupParams`). */
   groupGrads(name: string): DeviceBuffer {
     const g = this.#groupOf(name);
-    return this.backend.view(this.#slotGrads[this.windows!.slotOf(name)], 0, g.length);
+    const slot = this.#slotGrads[this.windows!.slotOf(name)];
+    return this.backend.view(slot, 0, this.#computeLength(g));
   }
 
   /** Whether the layout has a group called `name`. */
@@ -212,6 +222,11 @@ export class ParamStore {
     for (const b of [this.#params, this.grads, this.m, this.v]) if (b) this.backend.free(b);
     for (const b of [...this.#slotParams, ...this.#slotGrads]) this.backend.free(b);
     this.#params = null;
+  }
+
+  #computeLength(g: ParamGroup): number {
+    const m = this.windows?.multipleOf ?? 1;
+    return Math.ceil(g.length / m) * m;
   }
 
   #groupOf(name: string): ParamGroup {

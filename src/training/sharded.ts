@@ -89,10 +89,12 @@ export class ShardedOptimizer {
   readonly m: DeviceBuffer;
   /** (shardLength) AdamW second moment. */
   readonly v: DeviceBuffer;
-  /** (max padded group length) for groups whose length is not a multiple of worldSize. */
-  readonly #staging: DeviceBuffer | null;
-  /** (largest shard of a group) reduce-scatter output before it is added to `grads` (ZeRO-3). */
-  readonly #rsOut: DeviceBuffer | null;
+  /**
+   * (max padded group length) for groups whose length is not a multiple of worldSize; with
+   * group windows only while full buffers are gathered (saving), since the slots are padded.
+   */
+  #staging: DeviceBuffer | null;
+  readonly #stagingLength: number;
   readonly #pair: DeviceBuffer; // (2) hi/lo of one f64 value
   readonly #pairs: DeviceBuffer; // (2 * worldSize)
 
@@ -136,10 +138,17 @@ export class ShardedOptimizer {
       0,
       ...segs.filter((s) => s.shard.paddedLength !== s.length).map((s) => s.shard.paddedLength),
     );
-    this.#staging = staging > 0 ? backend.alloc(staging, "f32") : null;
-    this.#rsOut = store.windows
-      ? backend.alloc(Math.max(1, ...segs.map((s) => s.shard.shardLength)), "f32")
-      : null;
+    this.#stagingLength = staging;
+    this.#staging = staging > 0 && !store.windows ? backend.alloc(staging, "f32") : null;
+    if (store.windows) {
+      for (const s of segs) {
+        if (s.name !== "tail" && store.groupParams(s.name).length !== s.shard.paddedLength) {
+          throw new Error(
+            `group ${s.name}: build the model with groupWindows = world size (${this.worldSize})`,
+          );
+        }
+      }
+    }
     this.#pair = backend.alloc(2, "f32");
     this.#pairs = backend.alloc(2 * this.worldSize, "f32");
   }
@@ -221,8 +230,11 @@ export class ShardedOptimizer {
    * Every rank runs the same groups in the same order, so the collectives pair up.
    */
   async beforeGroup(name: string, _phase: "forward" | "backward"): Promise<void> {
+    const be = this.backend;
     const s = this.#segment(name);
-    await this.#gatherSegment(s, this.params, this.store.groupParams(name));
+    // the slot holds the padded group: gather straight into it
+    const inp = be.view(this.params, s.shardOffset, s.shard.shardLength); // (shard)
+    await be.collectives.allGather(this.store.groupParams(name), inp);
   }
 
   /**
@@ -232,8 +244,10 @@ export class ShardedOptimizer {
   async afterGroupBackward(name: string): Promise<void> {
     const be = this.backend;
     const s = this.#segment(name);
-    const out = be.view(this.#rsOut!, 0, s.shard.shardLength); // (shard)
-    await this.#reduceSegment(s, out, this.store.groupGrads(name));
+    const full = this.store.groupGrads(name); // (padded group), zero padding
+    // in place (NCCL's in-place form): this rank's sums land on its own part of the slot
+    const out = be.view(full, s.shard.start, s.shard.shardLength); // (shard)
+    await be.collectives.reduceScatterSum(out, full);
     const acc = be.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
     be.add(acc, acc, out);
   }
@@ -291,7 +305,7 @@ export class ShardedOptimizer {
   report(): ShardReport {
     const st = this.store;
     const shardBytes = this.shardLength * 8;
-    const extra = (this.#staging?.length ?? 0) * 4 + (this.#rsOut?.length ?? 0) * 4;
+    const extra = (this.#staging?.length ?? 0) * 4;
     const compute = st.paramBytes() + st.gradBytes() + extra;
     return {
       zero3: st.windows !== null,
@@ -315,7 +329,6 @@ export class ShardedOptimizer {
       this.backend.free(b);
     }
     if (this.#staging) this.backend.free(this.#staging);
-    if (this.#rsOut) this.backend.free(this.#rsOut);
   }
 
   #segment(name: string): Segment {
@@ -354,8 +367,17 @@ export class ShardedOptimizer {
 
   async #gather(shard: DeviceBuffer, full: DeviceBuffer): Promise<void> {
     const be = this.backend;
-    for (const s of this.segments) {
-      await this.#gatherSegment(s, shard, be.view(full, s.offset, s.length));
+    const temp = !this.#staging && this.#stagingLength > 0;
+    if (temp) this.#staging = be.alloc(this.#stagingLength, "f32");
+    try {
+      for (const s of this.segments) {
+        await this.#gatherSegment(s, shard, be.view(full, s.offset, s.length));
+      }
+    } finally {
+      if (temp) {
+        be.free(this.#staging!);
+        this.#staging = null;
+      }
     }
   }
 }

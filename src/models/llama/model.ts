@@ -71,9 +71,11 @@ export interface LlamaOptions {
    * FSDP/ZeRO-3: keep the trainable store's values and gradients only in reusable group-sized
    * compute buffers (ParamStore windows) instead of full-size ones. Training then goes
    * through `lossAndBackwardAsync`, and `groupHooks` must be set (a sharded optimizer fills
-   * each group before it runs and takes its gradients after its backward). Default false.
+   * each group before it runs and takes its gradients after its backward). A number pads
+   * each group's compute buffer to a multiple of it (the world size: in-place collectives).
+   * Default false.
    */
-  groupWindows?: boolean;
+  groupWindows?: boolean | number;
 }
 
 /**
@@ -200,11 +202,14 @@ export class LlamaModel {
     const lora = spec.lora;
     const frozenDtype = lora ? (opts.frozenDtype ?? "f32") : "f32";
     const moments = opts.optimizerMoments ?? true;
-    this.#windowed = opts.groupWindows ?? false;
+    this.#windowed = (opts.groupWindows ?? false) !== false;
     if (this.#windowed && !training) throw new Error("groupWindows needs a training model");
     // a tied embedding is the head's output weight: its slot must differ from the head's
     const windows = this.#windowed
-      ? { slotOf: (g: string) => (cfg.tiedEmbeddings && g === "tok_embeddings" ? 1 : 0) }
+      ? {
+        slotOf: (g: string) => (cfg.tiedEmbeddings && g === "tok_embeddings" ? 1 : 0),
+        multipleOf: typeof opts.groupWindows === "number" ? opts.groupWindows : 1,
+      }
       : null;
     this.base = new ParamStore(
       backend,
