@@ -10,8 +10,9 @@
  * fp32 values, reduced gradients and AdamW moments of its slice of every layer's adapters
  * only; a layer's adapters are all-gathered into one reusable group-sized buffer before its
  * forward and again before its backward, and their gradients reduce-scattered into the
- * rank's slice right after its backward. The frozen base weights are replicated on every
- * rank (they have no gradients or optimizer state). Each
+ * rank's slice right after its backward. The frozen base weights are sharded the same way
+ * (each rank holds its slice of every group; a group is gathered before it runs, into its
+ * own reusable buffer); they have no gradients or optimizer state. Each
  * rank trains on its part of the global batch (batch_size per rank, DistributedSampler
  * order); the loss is normalised by the token count of the whole global batch, so the
  * losses and adapters are those of lora_finetune_single_device with batch_size * world
@@ -53,7 +54,7 @@ import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { FinetuneHooks } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
-import { allSumF64, ShardedOptimizer } from "../src/training/sharded.ts";
+import { allSumF64, chainHooks, ShardedFrozen, ShardedOptimizer } from "../src/training/sharded.ts";
 import { barrierAfterSave, broadcastInt, setupDistributed } from "../src/training/sharded_setup.ts";
 import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
 
@@ -202,6 +203,8 @@ export class LoraFinetuneRecipeDistributed {
   model!: LlamaModel;
   optimizer!: AdamW;
   sharded!: ShardedOptimizer;
+  /** This rank's slices of the frozen base weights. */
+  frozen!: ShardedFrozen;
   loss!: CrossEntropyLoss;
   scheduler!: LrScheduler | null;
   progress!: TrainingProgress;
@@ -279,8 +282,10 @@ export class LoraFinetuneRecipeDistributed {
       frozenDtype: dtypes.frozenDtype,
       optimizerMoments: false,
       groupWindows: this.group.worldSize, // group buffers padded for in-place collectives
+      shardFrozenBase: true,
     });
-    // Loading goes through a temporary full adapter buffer; each rank keeps only its slices.
+    // Loading goes through temporary full buffers; each rank keeps only its slices.
+    this.model.base.materialize();
     this.model.trainable.materialize();
     if (loaded) {
       const sd = new Map(loaded.stateDict);
@@ -298,7 +303,11 @@ export class LoraFinetuneRecipeDistributed {
       instantiate<AdamWOptions>(cfg.optimizer),
     );
     this.sharded = new ShardedOptimizer(this.backend, this.model.trainable, this.optimizer);
-    this.model.groupHooks = this.sharded;
+    this.frozen = new ShardedFrozen(this.backend, this.model.base);
+    this.frozen.takeParams();
+    this.model.base.release();
+    // before each group runs: its adapters, then its base weights, gathered
+    this.model.groupHooks = chainHooks(this.sharded, this.frozen);
     // Resume: adapters, step and data position from the recipe state; this rank's moments.
     if (state) {
       this.progress = restoreTrainingState(state, this.model, this.optimizer);
@@ -320,6 +329,14 @@ export class LoraFinetuneRecipeDistributed {
           `(slices ${rep.shardParamGradBytes} + group buffers ${rep.computeParamGradBytes}; ` +
           `largest group ${rep.largestGroupBytes}; one process: ${rep.fullParamGradBytes} bytes)`,
       );
+      const fr = this.frozen.report();
+      console.error(
+        `rank ${rep.rank}/${rep.worldSize}: frozen base resident ${
+          fr.shardBytes + fr.computeBytes
+        } bytes ` +
+          `(slices ${fr.shardBytes} + group buffers ${fr.computeBytes}; largest group ` +
+          `${fr.largestGroupBytes}; one process: ${fr.fullBytes} bytes)`,
+      );
     }
     if (cfg.log_peak_memory_stats) {
       // the model reports its group buffers; the slices are the sharded optimizer's
@@ -327,7 +344,7 @@ export class LoraFinetuneRecipeDistributed {
       const slice = rep.shardElements * 4;
       const mem = {
         ...own,
-        parameters: own.parameters + slice,
+        parameters: own.parameters + slice + this.frozen.report().shardBytes,
         gradients: own.gradients + slice,
         optimizer: rep.optimizerBytes,
       };
@@ -435,7 +452,9 @@ export class LoraFinetuneRecipeDistributed {
   async save(dirName: string, progress: TrainingProgress): Promise<void> {
     const moments = await this.sharded.gatherMoments();
     // the full adapters exist on every rank only while the checkpoint is written
-    await this.sharded.withFullParams(() => this.#write(dirName, progress, moments));
+    await this.sharded.withFullParams(() =>
+      this.frozen.withFullParams(() => this.#write(dirName, progress, moments))
+    );
     await barrierAfterSave(this.group);
   }
 
@@ -464,6 +483,7 @@ export class LoraFinetuneRecipeDistributed {
     await this.group.barrier();
     await this.group.close();
     this.sharded.free();
+    this.frozen.free();
     this.model.free();
   }
 }

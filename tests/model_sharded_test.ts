@@ -4,7 +4,7 @@
  * as the rank's slices and one group-sized compute buffer, and the loss and gradients equal
  * the ordinary model's. Untied (model_tiny_a) and tied embeddings (model_tiny_b, whose
  * embedding and head need two slots), with and without activation checkpointing, full and
- * LoRA. Tolerances: one micro-batch bitwise (the same op calls on the same weights); two
+ * LoRA (adapters and the frozen base both windowed, as in lora_finetune_distributed). Tolerances: one micro-batch bitwise (the same op calls on the same weights); two
  * accumulated micro-batches fp32 gradients atol 1e-6 rtol 1e-5 (the sums associate
  * differently), losses bitwise.
  * The multi-rank path is tests/recipe_distributed_test.ts.
@@ -15,7 +15,7 @@ import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import type { LoraConfig } from "../src/models/model_spec.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
-import { ShardedOptimizer } from "../src/training/sharded.ts";
+import { chainHooks, ShardedFrozen, ShardedOptimizer } from "../src/training/sharded.ts";
 import { fixtureConfig, prefixedStateDict } from "./_model_helpers.ts";
 
 const LORA: LoraConfig = {
@@ -40,7 +40,13 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
         const spec = { name, config: cfg, lora };
         const opts = { batch: B, seqLen: T, seed: 5, activationCheckpointing: ckpt };
         const ref = createLlama(be, spec, opts);
-        const z = createLlama(be, spec, { ...opts, optimizerMoments: false, groupWindows: 1 });
+        // under LoRA the frozen base is windowed too (as in lora_finetune_distributed)
+        const z = createLlama(be, spec, {
+          ...opts,
+          optimizerMoments: false,
+          groupWindows: 1,
+          shardFrozenBase: true,
+        });
         ref.loadStateDict(prefixedStateDict(fx, "w."));
         const sd = ref.stateDict();
         if (lora) {
@@ -50,8 +56,12 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
           }
           ref.loadStateDict(sd);
         }
+        z.base.materialize();
         z.trainable.materialize();
         z.loadStateDict(sd);
+        const frozen = lora ? new ShardedFrozen(be, z.base) : null;
+        frozen?.takeParams();
+        if (frozen) z.base.release();
         const sharded = new ShardedOptimizer(
           be,
           z.trainable,
@@ -59,7 +69,7 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
         );
         sharded.takeParams();
         z.trainable.release();
-        z.groupHooks = sharded;
+        z.groupHooks = frozen ? chainHooks(sharded, frozen) : sharded;
         assert.throws(() => z.trainable.params, /materialize/);
         assert.throws(() => z.lossAndBackward(fx.i32("tokens"), fx.i32("targets"), 1), /sharded/);
 
@@ -95,9 +105,12 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
           rtol: 1e-5,
         });
         // the full values come back for saving
-        const saved = await sharded.withFullParams(() => z.stateDict());
+        const saved = await sharded.withFullParams(() =>
+          frozen ? frozen.withFullParams(() => z.stateDict()) : z.stateDict()
+        );
         for (const [n, t] of ref.stateDict()) assert.deepEqual(saved.get(n)!.data, t.data, n);
         sharded.free();
+        frozen?.free();
         ref.free();
         z.free();
       });

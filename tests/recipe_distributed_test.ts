@@ -296,6 +296,20 @@ Deno.test("lora_finetune_distributed on 2 ranks matches lora_finetune_single_dev
     assertHalfOptimizer("lora", d.stderr, singleOptimizerBytes(s.stderr));
     // adapter groups: 2 layers and the head
     assertZero3Memory("lora", d.stderr, 2, 3);
+    // the frozen base: half of it per rank plus one group's buffer
+    const fre =
+      /rank (\d)\/2: frozen base resident (\d+) bytes \(slices (\d+) \+ group buffers (\d+); largest group (\d+); one process: (\d+) bytes\)/g;
+    const frozen = [...d.stderr.matchAll(fre)];
+    assert.equal(frozen.length, 2, "both ranks report their frozen base");
+    for (const m of frozen) {
+      const [resident, slices, buffers, largest, whole] = m.slice(2).map(Number);
+      console.log(
+        `lora: rank ${m[1]} frozen base ${resident} bytes (slices ${slices} + group buffers ` +
+          `${buffers}); one process ${whole} bytes; ratio ${(resident / whole).toFixed(3)}`,
+      );
+      assert.ok(slices * 2 >= whole && slices * 2 <= whole + 4 * 4 * 2, "lora: half the base");
+      assert.ok(buffers >= largest && buffers <= largest + 4 * 2, "lora: one group buffer");
+    }
 
     // Stop mid-epoch 0 after step 2, resume on 2 ranks: the same records bitwise.
     const cfg = ["--config", "tiny/lora_distributed", `output_dir=${cut}`, ...SHORT];

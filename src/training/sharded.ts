@@ -1,31 +1,31 @@
 /**
- * FSDP/ZeRO-3 style sharding of a model's trainable ParamStore over the ranks of a job.
+ * FSDP/ZeRO-3 sharding of a model's weights over the ranks of a job.
  *
- * Every layout group of the store ("tok_embeddings", "layers.i", "head"; the adapters'
+ * Every layout group of a store ("tok_embeddings", "layers.i", "head"; the adapters'
  * per-layer groups under LoRA) is split into `worldSize` equal slices (`flatShard`, padded
  * when the group length does not divide), and rank r owns slice r of every group: the fp32
- * master values, the gradient and both AdamW moments of those elements live only on r,
- * so each rank's optimizer state is 1/worldSize of the single-process one.
+ * values, the gradient and both AdamW moments of those elements live only on r.
  *
- * One optimizer step:
- *   1. forward/backward run on the model's flat `params` (the gathered weights: the
- *      reusable compute buffer) and accumulate into its flat `grads`;
- *   2. `reduceScatterGrads()`: per group, the sum over ranks of the gradients lands in this
- *      rank's slice (reduce-scatter);
- *   3. `gradNorm()` / `clip()`: the global L2 norm from every rank's slice;
- *   4. `step(lr)`: AdamW over this rank's slices only;
- *   5. `gatherParams()`: per group, the updated slices are all-gathered back into `params`.
+ * ZeRO-3 (the distributed recipes): the model is built with `groupWindows: worldSize`, so
+ * its store holds no full-size value or gradient buffer, only one reusable group-sized slot
+ * of each (two with tied embeddings), padded to a multiple of the world size. One step:
+ *   1. `zeroGrads()`; per micro-batch `model.lossAndBackwardAsync()` calls the hooks:
+ *      `beforeGroup()` all-gathers the group's slices into its slot before its forward and
+ *      again before its backward (and recomputation); `afterGroupBackward()` reduce-scatters
+ *      the slot's gradients in place and adds this rank's part to its gradient slice;
+ *   2. `gradNorm()` / `clip()`: the global L2 norm from every rank's slice;
+ *   3. `step(lr)`: AdamW over this rank's slices only (the next forward gathers again).
+ * Full values exist only while loading (the store is materialized, then `takeParams()`)
+ * and saving (`withFullParams()`). A LoRA model's frozen base is sharded the same way by
+ * `ShardedFrozen` (values only); `chainHooks` runs both holders' hooks.
  *
- * What is pragmatic here (and honest about memory): the model computes on a full flat
- * parameter and gradient buffer that stays allocated between steps, rather than gathering
- * each layer just before its forward/backward and freeing it after; the gather and the
- * reduce-scatter are per layer group, but after the whole backward (and before the next
- * forward). The numbers are those of the single-process run; the memory saved is that of
- * the optimizer state (and fp32 master slices), as in ZeRO-1/2. A LoRA model's frozen base
- * is replicated on every rank (it has no gradient or optimizer state).
+ * ZeRO-2 (a store without windows, still supported): forward/backward run on full `params`
+ * and `grads`; `reduceScatterGrads()` after the whole backward and `gatherParams()` after
+ * the step move between them and the slices, so only the optimizer state is divided.
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { type FlatShard, flatShard } from "../distributed/sharding.ts";
+import type { GroupHooks } from "../models/llama/model.ts";
 import type { AdamW } from "../optim/adamw.ts";
 import type { ParamStore } from "../params/store.ts";
 import type { HostMoments } from "./checkpointing.ts";
@@ -230,6 +230,7 @@ export class ShardedOptimizer {
    * Every rank runs the same groups in the same order, so the collectives pair up.
    */
   async beforeGroup(name: string, _phase: "forward" | "backward"): Promise<void> {
+    if (!this.store.hasGroup(name)) return; // e.g. tok_embeddings of a LoRA adapter store
     const be = this.backend;
     const s = this.#segment(name);
     // the slot holds the padded group: gather straight into it
@@ -242,6 +243,7 @@ export class ShardedOptimizer {
    * its compute slot and add them to this rank's gradient slice.
    */
   async afterGroupBackward(name: string): Promise<void> {
+    if (!this.store.hasGroup(name)) return;
     const be = this.backend;
     const s = this.#segment(name);
     const full = this.store.groupGrads(name); // (padded group), zero padding
@@ -415,4 +417,120 @@ export async function allSumF64(
     if (own !== scratch?.pair) backend.free(own);
     if (all !== scratch?.pairs) backend.free(all);
   }
+}
+
+/**
+ * ZeRO-3 for a frozen store (a LoRA model's base weights built with `shardFrozenBase`): this
+ * rank keeps only its slice of every group's values (in the store's dtype), and each group
+ * is all-gathered into the store's group slot before it runs. There is nothing to reduce.
+ */
+export class ShardedFrozen {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly segments: readonly Segment[];
+  readonly shardLength: number;
+  /** (shardLength) this rank's slices of the values, in the store's dtype. */
+  readonly params: DeviceBuffer;
+
+  /** @param store a frozen store built with group windows padded to the world size. */
+  constructor(readonly backend: Backend, readonly store: ParamStore) {
+    if (!store.windows) throw new Error("ShardedFrozen needs a store with group windows");
+    const c = backend.collectives;
+    this.rank = c.rank;
+    this.worldSize = c.worldSize;
+    const segs: Segment[] = [];
+    let shardAt = 0;
+    for (const g of store.layout.groups) {
+      const shard = flatShard(g.length, { rank: this.rank, worldSize: this.worldSize });
+      if (store.groupParams(g.name).length !== shard.paddedLength) {
+        throw new Error(
+          `group ${g.name}: build the model with groupWindows = world size (${this.worldSize})`,
+        );
+      }
+      segs.push({ name: g.name, offset: g.offset, length: g.length, shard, shardOffset: shardAt });
+      shardAt += shard.shardLength;
+    }
+    this.segments = segs;
+    this.shardLength = shardAt;
+    this.params = backend.alloc(Math.max(1, shardAt), store.dtype);
+  }
+
+  /** Take this rank's slices of the store's (materialized) full values, after loading. */
+  takeParams(): void {
+    const be = this.backend;
+    for (const s of this.segments) {
+      const n = s.shard.validLength;
+      if (n === 0) continue;
+      be.copy(
+        be.view(this.params, s.shardOffset, n),
+        be.view(this.store.params, s.offset + s.shard.start, n),
+      );
+    }
+  }
+
+  /** GroupHooks: all-gather group `name`'s slices into its compute slot. */
+  async beforeGroup(name: string, _phase: "forward" | "backward"): Promise<void> {
+    if (!this.store.hasGroup(name)) return;
+    const be = this.backend;
+    const s = this.segments.find((x) => x.name === name)!;
+    const inp = be.view(this.params, s.shardOffset, s.shard.shardLength); // (shard)
+    await be.collectives.allGather(this.store.groupParams(name), inp);
+  }
+
+  /** GroupHooks: a frozen group has no gradients. */
+  afterGroupBackward(_name: string): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** The full values in the store (allocated for the call) while `fn` runs; every rank calls it. */
+  async withFullParams<R>(fn: () => R | Promise<R>): Promise<R> {
+    const be = this.backend;
+    const st = this.store;
+    st.materialize();
+    try {
+      for (const s of this.segments) {
+        await this.beforeGroup(s.name, "forward");
+        be.copy(
+          be.view(st.params, s.offset, s.length),
+          be.view(st.groupParams(s.name), 0, s.length),
+        );
+      }
+      return await fn();
+    } finally {
+      st.release();
+    }
+  }
+
+  /** Bytes of this rank's slices and of the store's group slots. */
+  report(): {
+    shardBytes: number;
+    computeBytes: number;
+    largestGroupBytes: number;
+    fullBytes: number;
+  } {
+    const per = this.store.dtype === "bf16" ? 2 : 4;
+    return {
+      largestGroupBytes: Math.max(...this.store.layout.groups.map((g) => g.length)) * per,
+      shardBytes: this.shardLength * per,
+      computeBytes: this.store.paramBytes(),
+      fullBytes: this.store.layout.total * per,
+    };
+  }
+
+  /** Release the slices. */
+  free(): void {
+    this.backend.free(this.params);
+  }
+}
+
+/** GroupHooks that run `hooks` one after the other (e.g. the adapters' and the base's). */
+export function chainHooks(...hooks: GroupHooks[]): GroupHooks {
+  return {
+    async beforeGroup(name, phase) {
+      for (const h of hooks) await h.beforeGroup(name, phase);
+    },
+    async afterGroupBackward(name) {
+      for (const h of hooks) await h.afterGroupBackward(name);
+    },
+  };
 }

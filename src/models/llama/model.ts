@@ -76,12 +76,18 @@ export interface LlamaOptions {
    * Default false.
    */
   groupWindows?: boolean | number;
+  /**
+   * With `groupWindows` under LoRA: window the frozen base weights too (a sharded holder of
+   * their slices gathers each group through `groupHooks`). Default false: the base is whole.
+   */
+  shardFrozenBase?: boolean;
 }
 
 /**
- * Per-group hooks of a model built with `groupWindows` (FSDP/ZeRO-3). Group names are
- * those of the trainable layout ("tok_embeddings", "layers.i", "head"; under LoRA only the
- * adapter groups); the model calls them only for groups of that layout.
+ * Per-group hooks of a model built with `groupWindows` (FSDP/ZeRO-3). `beforeGroup` is
+ * called for every group of the model ("tok_embeddings", "layers.i", "head"): a holder of
+ * some store's slices ignores the groups that store lacks (LoRA adapters have no
+ * tok_embeddings). `afterGroupBackward` is called for the trainable store's groups only.
  */
 export interface GroupHooks {
   /**
@@ -217,7 +223,7 @@ export class LlamaModel {
       lora === null && training,
       frozenDtype,
       moments,
-      lora === null ? windows : null,
+      lora === null || opts.shardFrozenBase ? windows : null,
     );
     const act = opts.activationDtype ?? "f32";
     this.#act = act;
@@ -586,9 +592,7 @@ export class LlamaModel {
     const be = this.#be;
     const t = this.trainable;
     const has = (g: string) => t.hasGroup(g);
-    const gather = async (g: string, phase: "forward" | "backward") => {
-      if (has(g)) await h.beforeGroup(g, phase);
-    };
+    const gather = (g: string, phase: "forward" | "backward") => h.beforeGroup(g, phase);
     const zero = (g: string) => has(g) && be.fill(t.groupGrads(g), 0);
     const done = async (g: string) => {
       if (has(g)) await h.afterGroupBackward(g);
