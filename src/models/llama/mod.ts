@@ -9,6 +9,9 @@
  *   activationCheckpointing: true,    // keep layer inputs only, recompute in backward
  *   logitChunks: 8,                   // torchtune's num_output_chunks: (B*T/8, V) logits at a time
  *   seed: 0,                          // LoRA init and dropout masks
+ *   // training: false,                // eval/generation only: no grads, moments, backward scratch
+ *   // groupWindows: worldSize,        // ZeRO-3: weights as group-sized slots; train with
+ *   //                                 // lossAndBackwardAsync + groupHooks (src/training/sharded.ts)
  * });
  * model.loadStateDict(sd);              // tune names; TuneError naming a missing/misshapen tensor
  * // or model.initRandom(seed)          // deterministic fresh weights (tiny demo models)
