@@ -14,12 +14,7 @@ import type { RecipeDefinition } from "./src/config/recipe.ts";
 import { defaultLaunchOptions } from "./src/config/recipe.ts";
 import { ignoredKeyNotes } from "./src/config/notes.ts";
 import { displayTree } from "./src/config/resolve.ts";
-import {
-  CONFIGS_DIR,
-  findConfig,
-  listShippedConfigs,
-  shippedConfigUrl,
-} from "./src/config/shipped.ts";
+import { findConfig, listShippedConfigs, shippedConfigUrl } from "./src/config/shipped.ts";
 import { didYouMean } from "./src/config/suggest.ts";
 import { stringifyConfig } from "./src/config/yaml.ts";
 import { TuneError } from "./src/errors.ts";
@@ -321,8 +316,5 @@ export async function main(argv: readonly string[]): Promise<void> {
     Deno.exit(1);
   }
 }
-
-/** Where the configs this binary ships live (for messages and `tune ls`). */
-export const SHIPPED_CONFIGS_DIR: URL = CONFIGS_DIR;
 
 if (import.meta.main) await main(Deno.args);
