@@ -3,7 +3,6 @@
  * value by its declared type, apply defaults, and check each `_component_` section against
  * the registered builder's own params. The result is what a recipe's `main` receives.
  */
-import { parse } from "yaml";
 import { TuneError } from "../errors.ts";
 import { CliText } from "./overrides.ts";
 import { allComponentNames, componentsOfKind, findComponent } from "./registry.ts";
@@ -225,7 +224,7 @@ function plain(v: unknown): unknown {
   if (v instanceof CliText) {
     if (/^\s*[[{]/.test(v.text)) {
       try {
-        const parsed = parse(v.text);
+        const parsed = parseYamlValue(v.text, "value");
         if (typeof parsed === "object" && parsed !== null) return parsed;
       } catch {
         // Not YAML after all (e.g. a prompt starting with "[INST]"): keep the text.
