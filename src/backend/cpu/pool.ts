@@ -96,7 +96,13 @@ export class CpuPool {
     try {
       // A `deno compile` binary built without `--include src/backend/cpu/pool_worker.ts`
       // lacks the file: run on one thread rather than wait for a worker that cannot load.
-      if (url.protocol === "file:") Deno.statSync(url);
+      // (Query first: statSync without read permission could prompt on a terminal.)
+      if (url.protocol === "file:") {
+        if (Deno.permissions.querySync({ name: "read", path: url }).state !== "granted") {
+          return null;
+        }
+        Deno.statSync(url);
+      }
       worker = new Worker(url.href, { type: "module" });
     } catch {
       return null;
