@@ -108,11 +108,12 @@ export interface OpenBlas {
   /** Threads OpenBLAS was started with (1 when the library cannot say). */
   readonly maxThreads: number;
   /**
-   * Threads for the following calls, clamped to 1..maxThreads; a no-op when unchanged or
-   * when the library lacks openblas_set_num_threads. Small products run faster on one
+   * Threads for the following calls, clamped to 1..maxThreads; a no-op when unchanged (unless
+   * `force`: another thread may have changed the process-wide count) or when the library
+   * lacks openblas_set_num_threads. Small products run faster on one
    * thread: waking and joining a second costs more than it saves (much more on a busy host).
    */
-  setThreads(n: number): void;
+  setThreads(n: number, force?: boolean): void;
 }
 
 const USUAL_PATHS = [
@@ -156,9 +157,9 @@ function tryOpen(path: string): OpenBlas | null {
     path,
     config,
     maxThreads,
-    setThreads(n: number) {
+    setThreads(n: number, force = false) {
       const t = Math.max(1, Math.min(maxThreads, n | 0));
-      if (t === threads || !setNum) return;
+      if ((t === threads && !force) || !setNum) return;
       setNum(t);
       threads = t;
     },

@@ -24,9 +24,18 @@ export interface AttentionDims {
 }
 
 /**
+ * Work units of attention: (batch row b, key/value head kvh) pairs, unit = b * NKV + kvh,
+ * each with its NH / NKV query heads. Units write disjoint parts of out, lse, dq, dk and
+ * dv, so two threads can run disjoint unit ranges of one call.
+ */
+export function attentionUnits(d: AttentionDims): number {
+  return d.B * d.NKV;
+}
+
+/**
  * out(B, T, NH, HS), lse(B, NH, T) from q(B, T, NH, HS) and k, v(B, Tcap, NKV, HS) whose
  * first Tk rows are valid; query t sits at position Tk - T + t.
- * `s` is scratch of at least min(T, ROWS) * Tk elements.
+ * `s` is scratch of at least min(T, ROWS) * Tk elements. Only units [u0, u1) are computed.
  */
 export function attentionForward(
   gemm: Gemm,
@@ -37,15 +46,17 @@ export function attentionForward(
   v: Float32Array,
   d: AttentionDims,
   s: Float32Array,
+  u0 = 0,
+  u1 = attentionUnits(d),
 ): void {
-  const { B, T, Tk, Tcap, NH, NKV, HS } = d;
+  const { T, Tk, Tcap, NH, NKV, HS } = d;
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const ldq = NH * HS, ldk = NKV * HS;
   const shift = Tk - T; // query t sees keys 0..t + shift
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      const kvh = (h / group) | 0;
+  for (let u = u0; u < u1; u++) {
+    const b = (u / NKV) | 0, kvh = u % NKV;
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
       const kOff = b * Tcap * ldk + kvh * HS;
       for (let t0 = 0; t0 < T; t0 += ROWS) {
         const R = Math.min(ROWS, T - t0);
@@ -99,7 +110,8 @@ export function attentionForward(
  * Backward for training (Tk = Tcap = T); dq, dk, dv are written.
  * With P recomputed from lse: dP = dout @ V^T, dS = P * (dP - rowsum(dout * out)) * scale,
  * dq = dS @ K, dk = dS^T @ Q, dv = P^T @ dout.
- * `p` and `dp` are scratch of at least min(T, ROWS) * T elements each.
+ * `p` and `dp` are scratch of at least min(T, ROWS) * T elements each. Only units
+ * [u0, u1) are computed (their dk, dv rows are zeroed here).
  */
 export function attentionBackward(
   gemm: Gemm,
@@ -115,17 +127,21 @@ export function attentionBackward(
   d: AttentionDims,
   p: Float32Array,
   dp: Float32Array,
+  u0 = 0,
+  u1 = attentionUnits(d),
 ): void {
-  const { B, T, NH, NKV, HS } = d;
+  const { T, NH, NKV, HS } = d;
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const ldq = NH * HS, ldk = NKV * HS;
-  dk.fill(0);
-  dv.fill(0);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      const kvh = (h / group) | 0;
-      const kOff = b * T * ldk + kvh * HS;
+  for (let u = u0; u < u1; u++) {
+    const b = (u / NKV) | 0, kvh = u % NKV;
+    const kOff = b * T * ldk + kvh * HS;
+    for (let t = 0; t < T; t++) {
+      dk.fill(0, kOff + t * ldk, kOff + t * ldk + HS);
+      dv.fill(0, kOff + t * ldk, kOff + t * ldk + HS);
+    }
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
       const kb = k.subarray(kOff), vb = v.subarray(kOff);
       const dkb = dk.subarray(kOff), dvb = dv.subarray(kOff);
       for (let t0 = 0; t0 < T; t0 += ROWS) {

@@ -15,7 +15,7 @@ import {
   SingleProcessCollectives,
 } from "../ops.ts";
 import { adamwStep } from "./adamw.ts";
-import { attentionBackward, attentionForward } from "./attention.ts";
+import { attentionBackward, attentionForward, attentionUnits } from "./attention.ts";
 import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
 import { dropoutFill } from "./dropout.ts";
 import { Gemm } from "./gemm.ts";
@@ -46,6 +46,8 @@ const ATT_ROWS = 64;
  */
 const POOL_MIN_LOGITS = 1 << 21;
 const POOL_MIN_ELEMENTS = 1 << 18;
+/** Attention calls with at least this many B*NH*T*Tk scores are split across two threads. */
+const POOL_MIN_SCORES = 1 << 20;
 
 function envMatmul(): "blas" | "ts" {
   let v: string | undefined;
@@ -425,16 +427,41 @@ export class CpuBackend implements Backend {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
     const d = { B, T, Tk, Tcap, NH, NKV, HS };
-    attentionForward(
-      this.gemm,
-      f32(out, B * T * NH * HS, "attention out"),
-      f32(lse, B * NH * T, "attention lse"),
-      f32(q, B * T * NH * HS, "attention q"),
-      f32(k, B * Tcap * NKV * HS, "attention k"),
-      f32(v, B * Tcap * NKV * HS, "attention v"),
-      d,
-      this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * Tk),
+    const a = {
+      out: f32(out, B * T * NH * HS, "attention out"),
+      lse: f32(lse, B * NH * T, "attention lse"),
+      q: f32(q, B * T * NH * HS, "attention q"),
+      k: f32(k, B * Tcap * NKV * HS, "attention k"),
+      v: f32(v, B * Tcap * NKV * HS, "attention v"),
+    };
+    const s = this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * Tk);
+    const run = (u0: number, u1: number) =>
+      attentionForward(this.gemm, a.out, a.lse, a.q, a.k, a.v, d, s, u0, u1);
+    const U = attentionUnits(d);
+    const pool = U > 1 && B * NH * T * Tk >= POOL_MIN_SCORES ? this.#pool(Object.values(a)) : null;
+    if (pool === null) {
+      run(0, U);
+      return;
+    }
+    const mid = U >> 1;
+    this.#splitProducts(
+      pool,
+      { kind: "attentionForward", matmul: this.matmulPath, a, d, u0: mid, u1: U },
+      () => run(0, mid),
+      () => run(mid, U),
     );
+  }
+
+  /** #split for kernels that call OpenBLAS: one OpenBLAS thread per side meanwhile. */
+  #splitProducts(pool: CpuPool, job: PoolJob, local: () => void, redo: () => void): void {
+    this.gemm.maxThreads = 1;
+    try {
+      this.#split(pool, job, local, redo);
+    } finally {
+      this.gemm.maxThreads = Infinity;
+      // The worker set the process-wide OpenBLAS thread count: resynchronise our cache.
+      this.gemm.blas?.setThreads(1, true);
+    }
   }
 
   attentionBackward(
@@ -456,20 +483,49 @@ export class CpuBackend implements Backend {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
     const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS };
-    attentionBackward(
-      this.gemm,
-      f32n(dq, nq, "attention dq"),
-      f32n(dk, nkv, "attention dk"),
-      f32n(dv, nkv, "attention dv"),
-      f32(dout, nq, "attention dout"),
-      f32(q, nq, "attention q"),
-      f32(k, nkv, "attention k"),
-      f32(v, nkv, "attention v"),
-      f32(out, nq, "attention out"),
-      f32(lse, B * NH * T, "attention lse"),
-      d,
-      this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * T),
-      this.scratch.get(SLOT_ATT_DP, Math.min(T, ATT_ROWS) * T),
+    const a = {
+      dq: f32n(dq, nq, "attention dq"),
+      dk: f32n(dk, nkv, "attention dk"),
+      dv: f32n(dv, nkv, "attention dv"),
+      dout: f32(dout, nq, "attention dout"),
+      q: f32(q, nq, "attention q"),
+      k: f32(k, nkv, "attention k"),
+      v: f32(v, nkv, "attention v"),
+      out: f32(out, nq, "attention out"),
+      lse: f32(lse, B * NH * T, "attention lse"),
+    };
+    const p = this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * T);
+    const dp = this.scratch.get(SLOT_ATT_DP, Math.min(T, ATT_ROWS) * T);
+    const run = (u0: number, u1: number) =>
+      attentionBackward(
+        this.gemm,
+        a.dq,
+        a.dk,
+        a.dv,
+        a.dout,
+        a.q,
+        a.k,
+        a.v,
+        a.out,
+        a.lse,
+        d,
+        p,
+        dp,
+        u0,
+        u1,
+      );
+    const U = attentionUnits(d);
+    const pool = U > 1 && B * NH * T * T >= POOL_MIN_SCORES ? this.#pool(Object.values(a)) : null;
+    if (pool === null) {
+      run(0, U);
+      return;
+    }
+    const mid = U >> 1;
+    this.#splitProducts(
+      pool,
+      { kind: "attentionBackward", matmul: this.matmulPath, a, d, u0: mid, u1: U },
+      () => run(0, mid),
+      () => run(mid, U),
     );
   }
 

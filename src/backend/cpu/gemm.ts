@@ -173,6 +173,9 @@ function transpose(
 
 /** Matrix products dispatched to OpenBLAS or the TypeScript kernels. */
 export class Gemm {
+  /** Most OpenBLAS threads a product may use (1 while another thread runs products too). */
+  maxThreads = Infinity;
+
   constructor(
     /** OpenBLAS, or null for the TypeScript path. */
     readonly blas: OpenBlas | null,
@@ -182,7 +185,7 @@ export class Gemm {
   /** One OpenBLAS thread for small products, all of them otherwise. */
   #threads(M: number, N: number, K: number): void {
     const blas = this.blas!;
-    blas.setThreads(M * N * K < SMALL_GEMM ? 1 : blas.maxThreads);
+    blas.setThreads(M * N * K < SMALL_GEMM ? 1 : Math.min(this.maxThreads, blas.maxThreads));
   }
 
   /** C(M, N) = A(M, K) @ B(N, K)^T + beta * C. */
@@ -204,7 +207,9 @@ export class Gemm {
       // Decode-sized product C(N) = B @ a. Zero C ourselves: some OpenBLAS versions scale y
       // by beta = 0 with a multiply, which would keep a NaN left in a reused buffer.
       if (beta === 0) C.fill(0, 0, N);
-      this.blas.setThreads(N * K < SMALL_GEMV ? 1 : this.blas.maxThreads);
+      this.blas.setThreads(
+        N * K < SMALL_GEMV ? 1 : Math.min(this.maxThreads, this.blas.maxThreads),
+      );
       this.blas.sgemv(false, N, K, 1, B, ldb, A, 1, C);
     } else {
       this.#threads(M, N, K);
@@ -230,7 +235,9 @@ export class Gemm {
       if (M === 1) {
         // C(N) = B(K, N)^T @ a(K); zeroed here for the same reason as in nt().
         if (beta === 0) C.fill(0, 0, N);
-        this.blas.setThreads(N * K < SMALL_GEMV ? 1 : this.blas.maxThreads);
+        this.blas.setThreads(
+          N * K < SMALL_GEMV ? 1 : Math.min(this.maxThreads, this.blas.maxThreads),
+        );
         this.blas.sgemv(true, K, N, 1, B, ldb, A, 1, C);
       } else {
         this.#threads(M, N, K);

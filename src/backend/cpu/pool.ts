@@ -1,19 +1,46 @@
 /**
- * A second thread for the CPU backend's elementwise kernels (cross-entropy, SwiGLU,
- * AdamW): the main thread runs one half of a kernel while a Worker runs the other half on
+ * A second thread for the CPU backend's elementwise-heavy kernels (attention, cross-entropy,
+ * SwiGLU, AdamW): the main thread runs one half of a kernel while a Worker runs the other half on
  * the same SharedArrayBuffer-backed arrays, then blocks on a shared flag until the worker
  * is done. OpenBLAS already uses both cores inside large matrix products; this keeps the
- * second core busy outside them. (Attention stays on one thread: two threads calling
- * OpenBLAS at once ran slower than one on the bench host.)
+ * second core busy outside them. During a split, both threads' products use one OpenBLAS
+ * thread each.
  *
  * The worker starts on first use and is unref'd, so it never keeps a process alive. When it
  * cannot start or be unref'd, or TUNE_CPU_THREADS=1 is set, everything runs on the main
  * thread; when a job fails on the worker, the main thread redoes that share.
  */
 import type { AdamWParams } from "../ops.ts";
+import type { AttentionDims } from "./attention.ts";
 
 /** A job for the worker: a kernel and the share it runs. */
 export type PoolJob =
+  | {
+    kind: "attentionForward";
+    matmul: "blas" | "ts";
+    a: { out: Float32Array; lse: Float32Array; q: Float32Array; k: Float32Array; v: Float32Array };
+    d: AttentionDims;
+    u0: number;
+    u1: number;
+  }
+  | {
+    kind: "attentionBackward";
+    matmul: "blas" | "ts";
+    a: {
+      dq: Float32Array;
+      dk: Float32Array;
+      dv: Float32Array;
+      dout: Float32Array;
+      q: Float32Array;
+      k: Float32Array;
+      v: Float32Array;
+      out: Float32Array;
+      lse: Float32Array;
+    };
+    d: AttentionDims;
+    u0: number;
+    u1: number;
+  }
   | {
     kind: "crossEntropy";
     losses: Float32Array;
