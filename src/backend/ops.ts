@@ -187,6 +187,9 @@ export interface Backend {
    * position `pos + t`; cos/sin(Tmax, HS/2) are the precomputed tables (frequency i of
    * position p at [p * HS/2 + i]). `inverse` rotates by the negative angle, which is the
    * backward pass (the rotation is orthogonal).
+   * `positions` (B, T) i32, when given, overrides `pos + t`: token t of batch row b sits at
+   * position positions[b * T + t] (`pos` is ignored). Packed samples restart their
+   * positions this way (torchtune's `input_pos`).
    */
   rope(
     x: DeviceBuffer,
@@ -199,6 +202,7 @@ export interface Backend {
     pos: number,
     layout: RopeLayout,
     inverse: boolean,
+    positions?: DeviceBuffer | null,
   ): void;
 
   /**
@@ -208,6 +212,9 @@ export interface Backend {
    * Tk > T when decoding against a KV cache of capacity Tcap).
    * out(B, T, NH, HS) is written; lse(B, NH, T) saves each row's log-sum-exp for backward.
    * Query head h reads key/value head floor(h / (NH / NKV)).
+   * `segments` (B, T) i32, when given (training only: Tk = Tcap = T), makes the mask
+   * block-causal for packed samples: query t sees key j only if j <= t and
+   * segments[b, j] == segments[b, t].
    */
   attentionForward(
     out: DeviceBuffer,
@@ -222,10 +229,11 @@ export interface Backend {
     NH: number,
     NKV: number,
     HS: number,
+    segments?: DeviceBuffer | null,
   ): void;
   /**
    * Backward of attentionForward for training (Tk = Tcap = T). dq, dk, dv are WRITTEN
-   * (shapes of q, k, v); out and lse are the forward's.
+   * (shapes of q, k, v); out and lse are the forward's; `segments` must be the forward's.
    */
   attentionBackward(
     dq: DeviceBuffer,
@@ -242,6 +250,7 @@ export interface Backend {
     NH: number,
     NKV: number,
     HS: number,
+    segments?: DeviceBuffer | null,
   ): void;
 
   /**
