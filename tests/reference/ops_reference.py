@@ -193,8 +193,66 @@ def dropout():
          {"n": n, "p_a": 0.3, "seed_a": 1234, "p_b": 0.1, "seed_b": 2**33 + 5})
 
 
+def rope_at(x, angles, positions, layout):
+    """Rotate x(B, T, NH, HS) with token (b, t) at angles[positions[b, t]]."""
+    B, T, NH, HS = x.shape
+    a = angles[positions.long()].view(B, T, 1, HS // 2)  # (B, T, 1, HS/2)
+    if layout == "interleaved":
+        xc = torch.view_as_complex(x.reshape(B, T, NH, HS // 2, 2))
+        return torch.view_as_real(xc * torch.polar(torch.ones_like(a), a)).flatten(3)
+    c, s = torch.cat([a.cos(), a.cos()], -1), torch.cat([a.sin(), a.sin()], -1)
+    return x * c + torch.cat([-x[..., HS // 2:], x[..., : HS // 2]], -1) * s
+
+
+def packed():
+    """Packed samples: rope at per-token positions, then block-causal GQA attention."""
+    g = torch.Generator().manual_seed(11)
+    B, T, NH, NKV, HS, Tmax = 2, 70, 2, 1, 8, 70
+    # Segment lengths per row (the last is padding); a segment crosses the 64-row block.
+    lens = [[20, 45, 5], [3, 60, 7]]
+    segments = torch.zeros(B, T, dtype=torch.int32)
+    positions = torch.zeros(B, T, dtype=torch.int32)
+    for b, row in enumerate(lens):
+        t = 0
+        for i, n in enumerate(row):
+            segments[b, t:t + n] = i
+            positions[b, t:t + n] = torch.arange(n, dtype=torch.int32)
+            t += n
+    angles = rope_tables(Tmax, HS)
+    q = torch.randn(B, T, NH, HS, generator=g).requires_grad_()
+    k = torch.randn(B, T, NKV, HS, generator=g).requires_grad_()
+    v = torch.randn(B, T, NKV, HS, generator=g).requires_grad_()
+    q_rot_interleaved = rope_at(q.detach(), angles, positions, "interleaved")
+    qr = rope_at(q, angles, positions, "half")
+    kr = rope_at(k, angles, positions, "half")
+    qr.retain_grad()
+    kr.retain_grad()
+    rep = NH // NKV
+    qh = qr.transpose(1, 2)  # (B, NH, T, HS)
+    kh = kr.transpose(1, 2).repeat_interleave(rep, dim=1)
+    vh = v.transpose(1, 2).repeat_interleave(rep, dim=1)
+    scores = qh @ kh.transpose(-1, -2) / math.sqrt(HS)  # (B, NH, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
+    mask = causal[None] & same
+    scores = scores.masked_fill(~mask[:, None], float("-inf"))
+    lse = torch.logsumexp(scores, -1)  # (B, NH, T)
+    out = (torch.softmax(scores, -1) @ vh).transpose(1, 2).contiguous()  # (B, T, NH, HS)
+    dout = torch.randn(B, T, NH, HS, generator=g)
+    out.backward(dout)
+    save("packed", {"segments": segments, "positions": positions, "cos": angles.cos(),
+                    "sin": angles.sin(), "q": q, "k": k, "v": v,
+                    "q_rot_interleaved": q_rot_interleaved, "q_rot": qr, "k_rot": kr,
+                    "out": out, "lse": lse, "dout": dout, "dq_rot": qr.grad,
+                    "dk_rot": kr.grad, "dv": v.grad, "dq": q.grad, "dk": k.grad},
+         {"B": B, "T": T, "NH": NH, "NKV": NKV, "HS": HS, "Tmax": Tmax})
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
+    if sys.argv[1:] == ["packed"]:  # only the packed-samples fixture
+        packed()
+        sys.exit(0)
     matmul()
     embedding()
     rmsnorm()
@@ -207,4 +265,5 @@ if __name__ == "__main__":
     cross_entropy()
     adamw()
     dropout()
+    packed()
     print("wrote fixtures to", os.path.normpath(OUT))

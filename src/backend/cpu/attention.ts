@@ -12,7 +12,7 @@ const ROWS = 64;
 /** 1 / softmax denominator of each row of a forward block. */
 const rowScale = new Float64Array(ROWS);
 
-/** Sizes and scratch of one attention call. */
+/** Sizes (and the optional segment ids) of one attention call. */
 export interface AttentionDims {
   B: number;
   T: number;
@@ -21,6 +21,25 @@ export interface AttentionDims {
   NH: number;
   NKV: number;
   HS: number;
+  /**
+   * (B, T) segment ids of packed samples (training only: Tk = T); query t then sees key j
+   * only when seg[b*T + j] == seg[b*T + t] (block-causal). Null or absent: plain causal.
+   * It travels to the pool's worker inside the job's dims.
+   */
+  seg?: Int32Array | null;
+}
+
+/** s[row + j] = -inf for keys j <= last outside query t's segment (seg row at segOff). */
+function maskRow(
+  s: Float32Array,
+  row: number,
+  seg: Int32Array,
+  segOff: number,
+  t: number,
+  last: number,
+): void {
+  const id = seg[segOff + t];
+  for (let j = 0; j <= last; j++) if (seg[segOff + j] !== id) s[row + j] = -Infinity;
 }
 
 /**
@@ -54,6 +73,7 @@ export function attentionForward(
   const group = NH / NKV;
   const ldq = NH * HS, ldk = NKV * HS;
   const shift = Tk - T; // query t sees keys 0..t + shift
+  const seg = d.seg ?? null;
   for (let u = u0; u < u1; u++) {
     const b = (u / NKV) | 0, kvh = u % NKV;
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
@@ -67,6 +87,8 @@ export function attentionForward(
         for (let r = 0; r < R; r++) {
           const row = r * nk;
           const last = t0 + r + shift; // inclusive
+          // Block-causal: keys of other segments score -inf, so exp gives them 0.
+          if (seg !== null) maskRow(s, row, seg, b * T, t0 + r, last);
           let m = -Infinity;
           for (let j = 0; j <= last; j++) if (s[row + j] > m) m = s[row + j];
           const max = m * scale; // = max of s * scale: scaling by a positive number is monotonic
@@ -134,6 +156,7 @@ export function attentionBackward(
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const ldq = NH * HS, ldk = NKV * HS;
+  const seg = d.seg ?? null;
   for (let u = u0; u < u1; u++) {
     const b = (u / NKV) | 0, kvh = u % NKV;
     const kOff = b * T * ldk + kvh * HS;
@@ -158,6 +181,7 @@ export function attentionBackward(
           const o = qOff + r * ldq;
           let D = 0;
           for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
+          if (seg !== null) maskRow(p, row, seg, b * T, last, last); // P = 0 off the segment
           for (let j = 0; j <= last; j++) {
             // fastExp(y) inlined (y <= ~0: l is the row's log-sum-exp)
             const y = p[row + j] * scale - l;

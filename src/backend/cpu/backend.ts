@@ -386,13 +386,23 @@ export class CpuBackend implements Backend {
     pos: number,
     layout: RopeLayout,
     inverse: boolean,
+    positions: DeviceBuffer | null = null,
   ): void {
     if (HS % 2 !== 0) throw new Error(`rope: head size ${HS} is odd`);
-    const need = (pos + T) * (HS / 2);
+    const p = positions === null ? null : i32(positions, B * T, "rope positions"); // (B, T)
+    let maxPos = pos + T - 1;
+    if (p !== null) {
+      maxPos = 0;
+      for (let i = 0; i < B * T; i++) {
+        if (p[i] < 0) throw new TuneError(`rope position ${p[i]} is negative; check input_pos`);
+        if (p[i] > maxPos) maxPos = p[i];
+      }
+    }
+    const need = (maxPos + 1) * (HS / 2);
     const c = f32(cos, 0, "rope cos");
     if (c.length < need) {
       throw new TuneError(
-        `sequence position ${pos + T - 1} is beyond the rotary table of ` +
+        `sequence position ${maxPos} is beyond the rotary table of ` +
           `${c.length / (HS / 2)} positions; raise max_seq_len`,
       );
     }
@@ -407,6 +417,7 @@ export class CpuBackend implements Backend {
       pos,
       layout,
       inverse,
+      p,
     );
   }
 
@@ -423,10 +434,15 @@ export class CpuBackend implements Backend {
     NH: number,
     NKV: number,
     HS: number,
+    segments: DeviceBuffer | null = null,
   ): void {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
-    const d = { B, T, Tk, Tcap, NH, NKV, HS };
+    if (segments !== null && Tk !== T) {
+      throw new Error(`attention: segments need Tk = T (got T ${T}, Tk ${Tk}): no KV cache`);
+    }
+    const seg = segments === null ? null : i32(segments, B * T, "attention segments"); // (B, T)
+    const d = { B, T, Tk, Tcap, NH, NKV, HS, seg };
     const a = {
       out: f32(out, B * T * NH * HS, "attention out"),
       lse: f32(lse, B * NH * T, "attention lse"),
@@ -479,10 +495,12 @@ export class CpuBackend implements Backend {
     NH: number,
     NKV: number,
     HS: number,
+    segments: DeviceBuffer | null = null,
   ): void {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
-    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS };
+    const seg = segments === null ? null : i32(segments, B * T, "attention segments"); // (B, T)
+    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS, seg };
     const a = {
       dq: f32n(dq, nq, "attention dq"),
       dk: f32n(dk, nkv, "attention dk"),

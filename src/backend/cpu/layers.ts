@@ -111,6 +111,7 @@ export function rope(
   pos: number,
   layout: RopeLayout,
   inverse: boolean,
+  positions: Int32Array | null = null, // (B, T): overrides pos + t
 ): void {
   const half = HS >> 1;
   const sign = inverse ? -1 : 1;
@@ -119,7 +120,7 @@ export function rope(
   const second = layout === "interleaved" ? 1 : half;
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
-      const tab = (pos + t) * half;
+      const tab = (positions === null ? pos + t : positions[b * T + t]) * half;
       for (let h = 0; h < NH; h++) {
         const base = ((b * T + t) * NH + h) * HS;
         for (let i = 0; i < half; i++) {
