@@ -23,6 +23,17 @@ export interface AttentionDims {
   HS: number;
 }
 
+/**
+ * Packed samples of one training/eval batch (torchtune's block-causal mask and input_pos):
+ * either may be null. Set on every layer's attention by the model before a batch.
+ */
+export interface Packing {
+  /** (B, T) i32 segment ids: a query sees only earlier keys of its own segment. */
+  segments: DeviceBuffer | null;
+  /** (B, T) i32 rope position of each token (restarting at 0 per sample). */
+  positions: DeviceBuffer | null;
+}
+
 /** Dropout-seed index of each projection (mixed with the layer's seed). */
 const SEED = { q: 0, k: 1, v: 2, o: 3 };
 
@@ -37,6 +48,9 @@ export class Attention {
     readonly rope: DeviceRope,
     readonly layout: RopeLayout,
   ) {}
+
+  /** Packing of the current batch; used by forwards without a KV cache and by backward. */
+  packing: Packing | null = null;
 
   /**
    * out(N, C) = attention(x(N, C)) with N = B*T; q, k, v, att, lse and LoRA hiddens are
@@ -62,8 +76,10 @@ export class Attention {
     if (pos + T > this.rope.maxSeqLen) {
       throw new Error(`position ${pos + T} exceeds the rope table length ${this.rope.maxSeqLen}`);
     }
-    be.rope(acts.q, this.rope.cos, this.rope.sin, B, T, NH, HS, pos, this.layout, false);
-    be.rope(acts.k, this.rope.cos, this.rope.sin, B, T, NKV, HS, pos, this.layout, false);
+    const pk = cache ? null : this.packing;
+    const at = pk?.positions ?? null; // (B, T) or null: pos + t
+    be.rope(acts.q, this.rope.cos, this.rope.sin, B, T, NH, HS, pos, this.layout, false, at);
+    be.rope(acts.k, this.rope.cos, this.rope.sin, B, T, NKV, HS, pos, this.layout, false, at);
     if (cache) {
       const width = NKV * HS;
       be.kvCacheWrite(cache.k, acts.k, B, T, cache.capacity, width, pos);
@@ -83,7 +99,8 @@ export class Attention {
         HS,
       );
     } else {
-      be.attentionForward(acts.att, acts.lse, acts.q, acts.k, acts.v, B, T, T, T, NH, NKV, HS);
+      const seg = pk?.segments ?? null; // (B, T) or null: plain causal
+      be.attentionForward(acts.att, acts.lse, acts.q, acts.k, acts.v, B, T, T, T, NH, NKV, HS, seg);
     }
     this.o.forward(be, out, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
   }
@@ -123,9 +140,11 @@ export class Attention {
       NH,
       NKV,
       HS,
+      this.packing?.segments ?? null,
     );
-    be.rope(sc.dq, this.rope.cos, this.rope.sin, B, T, NH, HS, 0, this.layout, true);
-    be.rope(sc.dk, this.rope.cos, this.rope.sin, B, T, NKV, HS, 0, this.layout, true);
+    const at = this.packing?.positions ?? null;
+    be.rope(sc.dq, this.rope.cos, this.rope.sin, B, T, NH, HS, 0, this.layout, true, at);
+    be.rope(sc.dk, this.rope.cos, this.rope.sin, B, T, NKV, HS, 0, this.layout, true, at);
     this.q.backward(be, dx, sc.dq, x, N, acts.hs.q_proj ?? null, s(SEED.q));
     this.k.backward(be, dx, sc.dk, x, N, acts.hs.k_proj ?? null, s(SEED.k));
     this.v.backward(be, dx, sc.dv, x, N, acts.hs.v_proj ?? null, s(SEED.v));

@@ -51,7 +51,7 @@
  * @module
  */
 export { createLlama, LlamaModel } from "./model.ts";
-export type { GroupHooks, LlamaOptions, LossResult, MemoryReport } from "./model.ts";
+export type { BatchOptions, GroupHooks, LlamaOptions, LossResult, MemoryReport } from "./model.ts";
 export { baseLayout, loraLayout, loraSites } from "./layout.ts";
 export { randomBaseWeights } from "./init.ts";
 export type { LlamaConfig, RopeScaling } from "./config.ts";

@@ -110,6 +110,17 @@ export interface LossResult {
   tokens: number;
 }
 
+/**
+ * Packed samples in a batch (torchtune's PackedDataset): each optional, (B, T) row-major.
+ * Omitted: plain causal attention and positions 0..T-1 (bitwise the unpacked model).
+ */
+export interface BatchOptions {
+  /** Segment id of every token: a token attends only to earlier tokens of its own segment. */
+  segments?: Int32Array | null;
+  /** Rope position of every token (restarting at 0 in each sample; torchtune's input_pos). */
+  positions?: Int32Array | null;
+}
+
 /** Bytes held by a model, by kind (all preallocated, so these are also the peaks). */
 export interface MemoryReport {
   parameters: number;
@@ -175,6 +186,8 @@ export class LlamaModel {
   readonly #losses: DeviceBuffer; // (N)
   readonly #tokens: DeviceBuffer; // (N) i32
   readonly #targets: DeviceBuffer; // (N) i32
+  #segIds: DeviceBuffer | null = null; // (N) i32, allocated on the first packed batch
+  #posIds: DeviceBuffer | null = null; // (N) i32, allocated on the first packed batch
   readonly #headHs: DeviceBuffer | null; // (N, r) LoRA hidden of the output projection
   readonly #sc: BackwardScratch | null; // null for an inference-only model
   readonly #dresid: DeviceBuffer | null; // (N, C), null for an inference-only model
@@ -501,22 +514,24 @@ export class LlamaModel {
    * Forward of a (B, T) batch of token ids (eval mode: no dropout). Returns the logits
    * buffer (B, T, V), valid until the next call.
    */
-  forward(tokens: Int32Array): DeviceBuffer {
+  forward(tokens: Int32Array, batch: BatchOptions = {}): DeviceBuffer {
     this.#needFullWeights();
     const N = this.B * this.T;
     if (this.#chunkRows < N) {
       throw new Error("forward() returns all logits: build the model with logitChunks 1");
     }
     this.#uploadTokens(tokens, null);
+    this.#setPacking(batch);
     this.#forward(null);
     this.#head(0, N, null, null);
     return this.#logits;
   }
 
   /** Summed cross-entropy of targets (B, T) given tokens (B, T), no gradients (eval mode). */
-  loss(tokens: Int32Array, targets: Int32Array): LossResult {
+  loss(tokens: Int32Array, targets: Int32Array, batch: BatchOptions = {}): LossResult {
     this.#needFullWeights();
     const count = this.#uploadTokens(tokens, targets);
+    this.#setPacking(batch);
     this.#forward(null);
     const N = this.B * this.T;
     for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
@@ -531,7 +546,12 @@ export class LlamaModel {
    * zeroGrad between optimizer steps). Pass gradScale = 1 / (tokens counted over the whole
    * step) for torchtune's mean loss. Returns the unscaled summed loss and the token count.
    */
-  lossAndBackward(tokens: Int32Array, targets: Int32Array, gradScale: number): LossResult {
+  lossAndBackward(
+    tokens: Int32Array,
+    targets: Int32Array,
+    gradScale: number,
+    batch: BatchOptions = {},
+  ): LossResult {
     if (!this.#sc || !this.#dresid) {
       throw new Error(
         "lossAndBackward() needs a training model: this one was built with training: false (inference only)",
@@ -540,6 +560,7 @@ export class LlamaModel {
     this.#needFullWeights();
     const be = this.#be;
     const count = this.#uploadTokens(tokens, targets);
+    this.#setPacking(batch);
     this.#microStep++;
     const seed = this.spec.lora && this.spec.lora.dropout > 0
       ? mixSeed(this.#seed, this.#microStep)
@@ -582,6 +603,7 @@ export class LlamaModel {
     tokens: Int32Array,
     targets: Int32Array,
     gradScale: number,
+    batch: BatchOptions = {},
   ): Promise<LossResult> {
     const h = this.groupHooks;
     if (!this.#windowed || !h) {
@@ -599,6 +621,7 @@ export class LlamaModel {
     };
     const tied = this.cfg.tiedEmbeddings;
     const count = this.#uploadTokens(tokens, targets);
+    this.#setPacking(batch);
     this.#microStep++;
     const seed = this.spec.lora && this.spec.lora.dropout > 0
       ? mixSeed(this.#seed, this.#microStep)
@@ -756,6 +779,8 @@ export class LlamaModel {
     this.adapters?.free();
     this.#be.free(this.#rope.cos);
     this.#be.free(this.#rope.sin);
+    if (this.#segIds) this.#be.free(this.#segIds);
+    if (this.#posIds) this.#be.free(this.#posIds);
   }
 
   // ---- internals ----------------------------------------------------------------------
@@ -803,6 +828,40 @@ export class LlamaModel {
     }
     this.#be.upload(this.#targets, targets);
     return count;
+  }
+
+  /** Upload a batch's packing (or clear it) and hand it to every layer's attention. */
+  #setPacking(batch: BatchOptions): void {
+    const N = this.B * this.T;
+    const { segments = null, positions = null } = batch;
+    for (const [what, a] of [["segments", segments], ["positions", positions]] as const) {
+      if (a !== null && a.length !== N) {
+        throw new Error(`model built for ${N} tokens per batch got ${a.length} ${what}`);
+      }
+    }
+    if (positions !== null) {
+      const max = this.#rope.maxSeqLen;
+      for (const p of positions) {
+        if (!(p >= 0 && p < max)) {
+          throw new TuneError(
+            `packed position ${p} is outside 0..${max - 1}; check the dataset's input_pos`,
+          );
+        }
+      }
+    }
+    if (segments !== null) {
+      this.#segIds ??= this.#be.alloc(N, "i32");
+      this.#be.upload(this.#segIds, segments);
+    }
+    if (positions !== null) {
+      this.#posIds ??= this.#be.alloc(N, "i32");
+      this.#be.upload(this.#posIds, positions);
+    }
+    const packing = segments === null && positions === null ? null : {
+      segments: segments === null ? null : this.#segIds,
+      positions: positions === null ? null : this.#posIds,
+    };
+    for (const layer of this.#layers) layer.attn.packing = packing;
   }
 
   #forward(seed: number | null): void {
