@@ -144,13 +144,11 @@ function onePlusExpNeg(g: number): number {
   if (y >= -745.2 && y <= 709.7) {
     const kf = (y * LOG2E + MAGIC) - MAGIC;
     const r = (y - kf * LN2_HI) - kf * LN2_LO;
-    e = (1 +
-      r * (1 +
-          r * (0.5 +
-              r * (0.16666666666666666 +
-                  r * (0.041666666666666664 +
-                      r * (0.008333333333333333 +
-                          r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+    const r2 = r * r; // Estrin's scheme, as in fast_math.ts expPoly
+    e = (((1 + r) + r2 * (0.5 + r * 0.16666666666666666)) +
+      (r2 * r2) *
+        ((0.041666666666666664 + r * 0.008333333333333333) +
+          r2 * (0.001388888888888889 + r * 0.0001984126984126984))) *
       POW2[(kf | 0) + 1075];
   } else e = y > 0 ? Infinity : y < 0 ? 0 : y; // NaN stays NaN
   return 1 + e;
@@ -241,13 +239,11 @@ export function crossEntropy(
       if (y >= -745.2) {
         const kf = (y * LOG2E + MAGIC) - MAGIC;
         const r = (y - kf * LN2_HI) - kf * LN2_LO;
-        e = (1 +
-          r * (1 +
-              r * (0.5 +
-                  r * (0.16666666666666666 +
-                      r * (0.041666666666666664 +
-                          r * (0.008333333333333333 +
-                              r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+        const r2 = r * r; // Estrin's scheme, as in fast_math.ts expPoly
+        e = (((1 + r) + r2 * (0.5 + r * 0.16666666666666666)) +
+          (r2 * r2) *
+            ((0.041666666666666664 + r * 0.008333333333333333) +
+              r2 * (0.001388888888888889 + r * 0.0001984126984126984))) *
           POW2[(kf | 0) + 1075];
       } else if (y !== y) e = y; // NaN stays NaN
       dlogits[j] = e;
