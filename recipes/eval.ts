@@ -31,6 +31,7 @@ import { checkVocabMatches } from "../src/tokenizers/mod.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { ProgressBar } from "../src/training/progress.ts";
+import { packingOf } from "../src/training/data.ts";
 import { modelDtypes } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
@@ -187,14 +188,19 @@ export async function runEval(
   const nBatches = Math.ceil(ds.samples.length / B);
   const steps = cfg.max_steps === null ? nBatches : Math.min(nBatches, cfg.max_steps);
   const bar = hooks.quiet ? null : new ProgressBar("eval", steps);
-  const empty: Sample = { tokens: Int32Array.of(ds.padId), labels: Int32Array.of(-100) };
+  const empty: Sample = {
+    tokens: Int32Array.of(ds.padId),
+    labels: Int32Array.of(-100),
+    // a packed dataset's filler row stays packed, so the batch keeps its block-causal mask
+    ...(ds.packed ? { inputPos: Int32Array.of(0), seqLens: Int32Array.of(1) } : {}),
+  };
   let lossSum = 0, tokens = 0, samples = 0;
   for (let i = 0; i < steps; i++) {
     const rows = ds.samples.slice(i * B, (i + 1) * B);
     samples += rows.length;
     while (rows.length < B) rows.push(empty); // (B) rows; empty ones count no tokens
     const batch = collatePadded(rows, { padId: ds.padId, padTo: T });
-    const r = model.loss(batch.tokens, batch.labels);
+    const r = model.loss(batch.tokens, batch.labels, packingOf(batch));
     lossSum += r.lossSum;
     tokens += r.tokens;
     bar?.update(i + 1, { loss: (lossSum / Math.max(1, tokens)).toFixed(4) });

@@ -44,7 +44,7 @@ import {
   saveTrainingCheckpoint,
   type TrainingProgress,
 } from "../src/training/checkpointing.ts";
-import { setupData, type TrainingData } from "../src/training/data.ts";
+import { packingOf, setupData, type TrainingData } from "../src/training/data.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { FinetuneHooks } from "../src/training/recipe_api.ts";
@@ -373,6 +373,7 @@ export class FullFinetuneRecipeDistributed {
             micro[k].tokens,
             labels[k],
             1 / Math.max(1, tokens),
+            packingOf(micro[k]),
           );
           lossSum += r.lossSum;
         }

@@ -33,7 +33,7 @@ import {
   saveTrainingCheckpoint,
   type TrainingProgress,
 } from "../src/training/checkpointing.ts";
-import { setupData, type TrainingData } from "../src/training/data.ts";
+import { packingOf, setupData, type TrainingData } from "../src/training/data.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
@@ -221,9 +221,6 @@ export class FullFinetuneRecipeSingleDevice {
       shuffle: cfg.shuffle,
       modelMaxSeqLen: spec.config.maxSeqLen,
     });
-    if (this.data.dataset.packed) {
-      say("dataset.packed: samples in a pack attend to each other (no block-causal mask yet)");
-    }
 
     // Model: allocate, then weights from the checkpoint (or seeded random).
     this.model = createLlama(this.backend, spec, {
@@ -299,7 +296,8 @@ export class FullFinetuneRecipeSingleDevice {
         model.zeroGrad();
         let lossSum = 0;
         for (let k = 0; k < ga; k++) {
-          lossSum += model.lossAndBackward(micro[k].tokens, labels[k], 1 / Math.max(1, tokens))
+          const scale = 1 / Math.max(1, tokens);
+          lossSum += model.lossAndBackward(micro[k].tokens, labels[k], scale, packingOf(micro[k]))
             .lossSum;
         }
         const loss = lossSum / Math.max(1, tokens);

@@ -48,7 +48,7 @@ import {
   saveTrainingCheckpoint,
   type TrainingProgress,
 } from "../src/training/checkpointing.ts";
-import { setupData, type TrainingData } from "../src/training/data.ts";
+import { packingOf, setupData, type TrainingData } from "../src/training/data.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { FinetuneHooks } from "../src/training/recipe_api.ts";
@@ -408,6 +408,7 @@ export class LoraFinetuneRecipeDistributed {
             micro[k].tokens,
             labels[k],
             1 / Math.max(1, tokens),
+            packingOf(micro[k]),
           );
           lossSum += r.lossSum;
         }

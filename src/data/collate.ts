@@ -19,6 +19,12 @@ export interface Batch {
   seqLen: number;
   /** (B, T) positions inside each packed sample; present when every sample is packed. */
   inputPos?: Int32Array;
+  /**
+   * (B, T) segment id of each token (one per sample of a pack, from `seqLens`; extra
+   * padding gets its own); present when every sample is packed. Attention is block-causal
+   * over it.
+   */
+  segments?: Int32Array;
 }
 
 /** Options of `collatePadded`. */
@@ -49,6 +55,9 @@ export function collatePadded(samples: readonly Sample[], options: CollateOption
   const labels = new Int32Array(B * T).fill(IGNORE_INDEX); // (B, T)
   const packed = samples.every((s) => s.inputPos !== undefined);
   const inputPos = packed ? new Int32Array(B * T) : undefined; // (B, T)
+  const segments = packed && samples.every((s) => s.seqLens !== undefined)
+    ? new Int32Array(B * T)
+    : undefined; // (B, T)
   samples.forEach((s, b) => {
     tokens.set(s.tokens, b * T);
     labels.set(s.labels, b * T);
@@ -59,6 +68,21 @@ export function collatePadded(samples: readonly Sample[], options: CollateOption
       const last = n > 0 ? s.inputPos[n - 1] : -1;
       for (let t = n; t < T; t++) inputPos[b * T + t] = last + 1 + (t - n);
     }
+    if (segments && s.seqLens) {
+      let t = 0, id = 0;
+      for (const len of s.seqLens) {
+        segments.fill(id++, b * T + t, b * T + Math.min(T, t + len));
+        t += len;
+      }
+      if (t < T) segments.fill(id, b * T + t, (b + 1) * T); // extra padding: its own segment
+    }
   });
-  return { tokens, labels, batchSize: B, seqLen: T, ...(inputPos ? { inputPos } : {}) };
+  return {
+    tokens,
+    labels,
+    batchSize: B,
+    seqLen: T,
+    ...(inputPos ? { inputPos } : {}),
+    ...(segments ? { segments } : {}),
+  };
 }

@@ -5,8 +5,9 @@
  * predict the first token of the next sample: labels are masked across boundaries.
  * Padding: tokens = padId, labels = -100, inputPos continues counting (clamped to T - 1).
  *
- * Note: the model's attention op is plain causal, so samples in one pack can attend to
- * earlier samples of the pack; `inputPos` and `seqLens` are kept for a document mask.
+ * The collated batch turns `seqLens` into segment ids and keeps `inputPos`; the model then
+ * attends block-causally (no token sees another sample of its pack) and rotates each token
+ * at its own sample's position, as torchtune does.
  */
 import { TuneError } from "../errors.ts";
 import { IGNORE_INDEX, type Sample } from "./types.ts";

@@ -4,7 +4,8 @@
  */
 import type { ComponentSection } from "../config/schema.ts";
 import { instantiate } from "../config/instantiate.ts";
-import { DataLoader, type DatasetBuilder, type TokenizedDataset } from "../data/mod.ts";
+import { type Batch, DataLoader, type DatasetBuilder, type TokenizedDataset } from "../data/mod.ts";
+import type { BatchOptions } from "../models/llama/mod.ts";
 import { TuneError } from "../errors.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
 
@@ -67,4 +68,13 @@ export async function setupData(
     );
   }
   return { dataset, loader, seqLen };
+}
+
+/**
+ * The model options of a batch: a packed batch's segment ids (block-causal attention, so
+ * samples of a pack never see each other) and per-sample positions (torchtune's input_pos);
+ * an unpacked batch gets none (plain causal, positions 0..T-1).
+ */
+export function packingOf(batch: Batch): BatchOptions {
+  return { segments: batch.segments ?? null, positions: batch.inputPos ?? null };
 }
