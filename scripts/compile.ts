@@ -45,6 +45,9 @@ const args = [
   "configs",
   "--include",
   "recipes",
+  // The CPU backend's second thread is a Worker started from this file's URL.
+  "--include",
+  "src/backend/cpu/pool_worker.ts",
   ...demo,
   "--output",
   values.output!,
