@@ -4,6 +4,10 @@
 // Layouts: q, out, dq, dout (B, T, NH, HS); k, v (B, Tcap, NKV, HS) of which the first Tk
 // rows are valid; lse, dsum (B, NH, T). Query t sits at position Tk - T + t and sees keys
 // 0 .. Tk - T + t. Query head h reads key/value head h / (NH / NKV).
+// seg (B, T) int, or null: segment ids of packed samples (training only, Tk = Tcap = T);
+// query t then sees key j only if also seg[b, j] == seg[b, t] (block-causal). A chunk of
+// keys may then be wholly masked before any visible one, so the online-softmax rescale
+// is guarded against m = -inf (exp(-inf - -inf) would be NaN).
 //
 // One warp per query row (forward, dq) or per key row (dk, dv). Lane l owns head dims
 // l, l + 32, ... (HS <= 32 * MAXD). For each chunk of 32 keys (or queries) every lane
@@ -17,7 +21,7 @@
 extern "C" __global__ void attn_fwd(void* out, int dto, void* lse, int dtl, const void* q,
                                     int dtq, const void* k, int dtk, const void* v, int dtv,
                                     int B, int T, int Tk, int Tcap, int NH, int NKV, int HS,
-                                    float scale) {
+                                    float scale, const int* seg) {
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * (blockDim.x >> 5) + warp;  // (b * NH + h) * T + t
@@ -25,6 +29,8 @@ extern "C" __global__ void attn_fwd(void* out, int dto, void* lse, int dtl, cons
   const int t = row % T, h = (row / T) % NH, b = row / (T * NH);
   const int kvh = h / (NH / NKV);
   const int last = Tk - T + t;
+  const int* segb = seg ? seg + (size_t)b * T : nullptr;  // (T) this row's segment ids
+  const int sq = segb ? segb[t] : 0;
   float* qs = smem + warp * HS;
   const size_t qo = (((size_t)b * T + t) * NH + h) * HS;
   for (int d = lane; d < HS; d += 32) qs[d] = ld(q, dtq, qo + d);
@@ -35,16 +41,17 @@ extern "C" __global__ void attn_fwd(void* out, int dto, void* lse, int dtl, cons
   float m = -INFINITY, l = 0.0f;
   for (int kb = 0; kb <= last; kb += 32) {
     const int key = kb + lane;
+    const bool vis = key <= last && (!segb || segb[key] == sq);
     float s = -INFINITY;
-    if (key <= last) {
+    if (vis) {
       const size_t ko = (((size_t)b * Tcap + key) * NKV + kvh) * HS;
       float dot = 0.0f;
       for (int d = 0; d < HS; d++) dot += qs[d] * ld(k, dtk, ko + d);
       s = dot * scale;
     }
     const float mn = fmaxf(m, warp_max(s));
-    const float p = key <= last ? expf(s - mn) : 0.0f;
-    const float corr = expf(m - mn);  // 0 on the first chunk (m = -inf)
+    const float p = vis ? expf(s - mn) : 0.0f;
+    const float corr = m == -INFINITY ? 0.0f : expf(m - mn);  // 0 while nothing is seen yet
     l = l * corr + warp_sum(p);
 #pragma unroll
     for (int j = 0; j < MAXD; j++) acc[j] *= corr;
@@ -78,7 +85,7 @@ extern "C" __global__ void attn_fwd(void* out, int dto, void* lse, int dtl, cons
 extern "C" __global__ void attn_fwd_tiled(void* out, int dto, void* lse, int dtl, const void* q,
                                           int dtq, const void* k, int dtk, const void* v,
                                           int dtv, int B, int T, int Tk, int Tcap, int NH,
-                                          int NKV, int HS, float scale) {
+                                          int NKV, int HS, float scale, const int* seg) {
   extern __shared__ float smem[];
   const int warps = blockDim.x >> 5;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -87,6 +94,8 @@ extern "C" __global__ void attn_fwd_tiled(void* out, int dto, void* lse, int dtl
   const int t = blockIdx.x * warps + warp;
   const bool valid = t < T;
   const int last = valid ? Tk - T + t : -1;
+  const int* segb = seg ? seg + (size_t)b * T : nullptr;  // (T) this row's segment ids
+  const int sq = segb && valid ? segb[t] : 0;
   const int block_last = Tk - T + min(T - 1, (int)(blockIdx.x + 1) * warps - 1);
   float* qs = smem + warp * HS;
   float* ks = smem + warps * HS;            // [32][HS + 1]
@@ -115,16 +124,17 @@ extern "C" __global__ void attn_fwd_tiled(void* out, int dto, void* lse, int dtl
     __syncthreads();
     if (!valid || kb > last) continue;  // warp-uniform
     const int key = kb + lane;
+    const bool vis = key <= last && (!segb || segb[key] == sq);
     float s = -INFINITY;
-    if (key <= last) {
+    if (vis) {
       const float* kr = ks + lane * (HS + 1);
       float dot = 0.0f;
       for (int d = 0; d < HS; d++) dot += qs[d] * kr[d];
       s = dot * scale;
     }
     const float mn = fmaxf(m, warp_max(s));
-    const float p = key <= last ? expf(s - mn) : 0.0f;
-    const float corr = expf(m - mn);
+    const float p = vis ? expf(s - mn) : 0.0f;
+    const float corr = m == -INFINITY ? 0.0f : expf(m - mn);
     l = l * corr + warp_sum(p);
 #pragma unroll
     for (int j = 0; j < MAXD; j++) acc[j] *= corr;
@@ -169,7 +179,7 @@ extern "C" __global__ void attn_bwd_dq(void* dq, int dtdq, const void* dout, int
                                        const void* q, int dtq, const void* k, int dtk,
                                        const void* v, int dtv, const void* lse, int dtl,
                                        const float* dsum, int B, int T, int NH, int NKV,
-                                       int HS, float scale) {
+                                       int HS, float scale, const int* seg) {
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * (blockDim.x >> 5) + warp;
@@ -185,13 +195,15 @@ extern "C" __global__ void attn_bwd_dq(void* dq, int dtdq, const void* dout, int
   }
   __syncwarp();
   const float L = ld(lse, dtl, row), D = dsum[row];
+  const int* segb = seg ? seg + (size_t)b * T : nullptr;  // (T) this row's segment ids
+  const int sq = segb ? segb[t] : 0;
   float acc[MAXD];
 #pragma unroll
   for (int j = 0; j < MAXD; j++) acc[j] = 0.0f;
   for (int kb = 0; kb <= t; kb += 32) {
     const int key = kb + lane;
     float ds = 0.0f;
-    if (key <= t) {
+    if (key <= t && (!segb || segb[key] == sq)) {
       const size_t ko = (((size_t)b * T + key) * NKV + kvh) * HS;
       float dot = 0.0f, dp = 0.0f;
       for (int d = 0; d < HS; d++) {
@@ -225,13 +237,16 @@ extern "C" __global__ void attn_bwd_dkdv(void* dk, int dtdk, void* dv, int dtdv,
                                          const void* dout, int dtdo, const void* q, int dtq,
                                          const void* k, int dtk, const void* v, int dtv,
                                          const void* lse, int dtl, const float* dsum, int B,
-                                         int T, int NH, int NKV, int HS, float scale) {
+                                         int T, int NH, int NKV, int HS, float scale,
+                                         const int* seg) {
   extern __shared__ float smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * (blockDim.x >> 5) + warp;  // (b * T + s) * NKV + kvh
   if (row >= B * T * NKV) return;
   const int kvh = row % NKV, s = (row / NKV) % T, b = row / (NKV * T);
   const int group = NH / NKV;
+  const int* segb = seg ? seg + (size_t)b * T : nullptr;  // (T) this row's segment ids
+  const int sk = segb ? segb[s] : 0;
   float* ks = smem + warp * 2 * HS;
   float* vs = ks + HS;
   const size_t ko = (size_t)row * HS;
@@ -247,7 +262,7 @@ extern "C" __global__ void attn_bwd_dkdv(void* dk, int dtdk, void* dv, int dtdv,
     for (int tb = s; tb < T; tb += 32) {
       const int t = tb + lane;
       float p = 0.0f, ds = 0.0f;
-      if (t < T) {
+      if (t < T && (!segb || segb[t] == sk)) {
         const size_t qo = (((size_t)b * T + t) * NH + h) * HS;
         float dot = 0.0f, dp = 0.0f;
         for (int d = 0; d < HS; d++) {

@@ -62,16 +62,19 @@ extern "C" __global__ void rmsnorm_bwd_dw(void* dweight, int dtw, const void* do
 }
 
 // Rotary embedding in place on x(B, T, NH, HS); one thread per rotated pair.
-// cos/sin(Tmax, HS/2); token t at position pos + t. half != 0: pairs (i, i + HS/2)
+// cos/sin(Tmax, HS/2); token t at position pos + t, or at positions[b * T + t] when the
+// (B, T) int buffer `positions` is given (packed samples). half != 0: pairs (i, i + HS/2)
 // (Hugging Face), else (2i, 2i + 1) (Meta). inverse != 0 rotates by the negative angle.
 extern "C" __global__ void rope(void* x, int dtx, const void* cosT, const void* sinT, int dtc,
-                                int B, int T, int NH, int HS, int pos, int half, int inverse) {
+                                int B, int T, int NH, int HS, int pos, int half, int inverse,
+                                const int* positions) {
   const int hh = HS >> 1;
   GRID_STRIDE(idx, (size_t)B * T * NH * hh) {
     const int i = idx % hh;
     const size_t bth = idx / hh;  // (b * T + t) * NH + h
     const int t = (bth / NH) % T;
-    const size_t tab = (size_t)(pos + t) * hh + i;
+    const int p = positions ? positions[bth / NH] : pos + t;  // bth / NH = b * T + t
+    const size_t tab = (size_t)p * hh + i;
     const float c = ld(cosT, dtc, tab);
     const float s = inverse ? -ld(sinT, dtc, tab) : ld(sinT, dtc, tab);
     const size_t j = bth * HS + (half ? i : 2 * i);

@@ -537,6 +537,26 @@ function layerChecks(): void {
           ];
         });
       }
+      check(`rope ${layout} at packed positions (+inverse) [${dt}]`, () => {
+        const B = 2, T = sz(128, 40), NH = 3, HS = 16, half = HS / 2;
+        const cosH = new Float32Array(T * half), sinH = new Float32Array(T * half);
+        for (let p = 0; p < T; p++) {
+          for (let i = 0; i < half; i++) {
+            const a = p / Math.pow(10000, (2 * i) / HS);
+            cosH[p * half + i] = Math.cos(a);
+            sinH[p * half + i] = Math.sin(a);
+          }
+        }
+        const cs = pair(cosH, "f32"), sn = pair(sinH, "f32");
+        const pos = pair(packedIds(B, T).positions, "i32");
+        const x = pair(randn(B * T * NH * HS), dt);
+        cpu.rope(x.c, cs.c, sn.c, B, T, NH, HS, 0, layout, false, pos.c);
+        gpu.rope(x.g, cs.g, sn.g, B, T, NH, HS, 0, layout, false, pos.g);
+        const fwd = cmp("forward", x, tolFor(dt, F32_EW));
+        cpu.rope(x.c, cs.c, sn.c, B, T, NH, HS, 0, layout, true, pos.c);
+        gpu.rope(x.g, cs.g, sn.g, B, T, NH, HS, 0, layout, true, pos.g);
+        return [fwd, cmp("inverse", x, tolFor(dt, F32_EW))];
+      });
     }
     check(`swiglu fwd/bwd [${dt}]`, () => {
       const n = sz(512 * 2816, 3000);
@@ -595,6 +615,23 @@ function layerChecks(): void {
   }
 }
 
+/**
+ * Segment ids and positions of packed samples, (B, T) each: row b holds samples of 40 + 7b
+ * tokens (a segment starting past key 32 leaves a first chunk of keys wholly masked), the
+ * last one cut at T; positions restart at 0 in every sample.
+ */
+function packedIds(B: number, T: number): { segments: Int32Array; positions: Int32Array } {
+  const segments = new Int32Array(B * T), positions = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    const len = 40 + 7 * b;
+    for (let t = 0; t < T; t++) {
+      segments[b * T + t] = Math.floor(t / len);
+      positions[b * T + t] = t % len;
+    }
+  }
+  return { segments, positions };
+}
+
 function attentionChecks(): void {
   const train: [number, number, number, number, number][] = SMALL
     ? [[2, 9, 4, 2, 16], [1, 33, 2, 2, 16], [1, 5, 2, 1, 128], [1, 4, 2, 2, 256]]
@@ -631,6 +668,62 @@ function attentionChecks(): void {
         return out;
       });
     }
+    // Packed samples: block-causal by segment ids, forward and backward.
+    const [pB, pT, pNH, pNKV, pHS] = SMALL ? [2, 90, 2, 1, 16] : [2, 256, 8, 2, 64];
+    check(`attention fwd+bwd packed segments B=${pB} T=${pT} [${dt}]`, () => {
+      const [B, T, NH, NKV, HS] = [pB, pT, pNH, pNKV, pHS];
+      const seg = pair(packedIds(B, T).segments, "i32");
+      const q = pair(randn(B * T * NH * HS), dt), k = pair(randn(B * T * NKV * HS), dt);
+      const v = pair(randn(B * T * NKV * HS), dt);
+      const o = zeros(B * T * NH * HS, dt), lse = zeros(B * NH * T, "f32");
+      cpu.attentionForward(o.c, lse.c, q.c, k.c, v.c, B, T, T, T, NH, NKV, HS, seg.c);
+      gpu.attentionForward(o.g, lse.g, q.g, k.g, v.g, B, T, T, T, NH, NKV, HS, seg.g);
+      const dy = pair(randn(B * T * NH * HS), dt);
+      const dq = zeros(B * T * NH * HS, dt), dk = zeros(B * T * NKV * HS, dt);
+      const dv = zeros(B * T * NKV * HS, dt);
+      const oHost = gpu.download(o.g) as Float32Array,
+        lHost = gpu.download(lse.g) as Float32Array;
+      const out = [cmp("out", o, tolFor(dt, F32_PROD)), cmp("lse", lse, F32_PROD)];
+      cpu.upload(o.c, oHost);
+      cpu.upload(lse.c, lHost);
+      cpu.attentionBackward(
+        dq.c,
+        dk.c,
+        dv.c,
+        dy.c,
+        q.c,
+        k.c,
+        v.c,
+        o.c,
+        lse.c,
+        B,
+        T,
+        NH,
+        NKV,
+        HS,
+        seg.c,
+      );
+      gpu.attentionBackward(
+        dq.g,
+        dk.g,
+        dv.g,
+        dy.g,
+        q.g,
+        k.g,
+        v.g,
+        o.g,
+        lse.g,
+        B,
+        T,
+        NH,
+        NKV,
+        HS,
+        seg.g,
+      );
+      out.push(cmp("dq", dq, tolFor(dt, F32_PROD)), cmp("dk", dk, tolFor(dt, F32_PROD)));
+      out.push(cmp("dv", dv, tolFor(dt, F32_PROD)));
+      return out;
+    });
     for (const T of [1, 3]) {
       const Tk = sz(100, 40), Tcap = sz(128, 48);
       check(`attention decode T=${T} Tk=${Tk} Tcap=${Tcap} [${dt}]`, () => {
@@ -649,9 +742,20 @@ function attentionChecks(): void {
 /** The opt-in tiled attention forward (TUNE_CUDA_ATTN=tiled) against the CPU. */
 function tiledAttentionChecks(): void {
   if (selfTest || !selected("tiled")) return;
-  const shapes: [number, number, number, number, number, number, number][] = SMALL
-    ? [[2, 9, 9, 9, 4, 2, 16], [1, 35, 35, 35, 2, 2, 16], [2, 3, 40, 48, 4, 2, 64]]
+  // A trailing 1 marks a packed (segment ids) case.
+  const shapes: [number, number, number, number, number, number, number, number?][] = SMALL
+    ? [[2, 9, 9, 9, 4, 2, 16], [1, 35, 35, 35, 2, 2, 16], [2, 3, 40, 48, 4, 2, 64], [
+      2,
+      90,
+      90,
+      90,
+      2,
+      1,
+      16,
+      1,
+    ]]
     : [
+      [2, 256, 256, 256, 8, 2, 64, 1], // packed
       // B, T, Tk, Tcap, NH, NKV, HS
       [2, 256, 256, 256, 16, 4, 64],
       [3, 33, 33, 33, 4, 4, 16],
@@ -660,9 +764,12 @@ function tiledAttentionChecks(): void {
       [2, 3, 100, 128, 8, 2, 128],
     ];
   for (const dt of ["f32", "bf16"] as const) {
-    for (const [B, T, Tk, Tcap, NH, NKV, HS] of shapes) {
+    for (const [B, T, Tk, Tcap, NH, NKV, HS, packed] of shapes) {
+      const segH = packed ? packedIds(B, T).segments : null;
       check(
-        `attention tiled fwd B=${B} T=${T} Tk=${Tk} NH=${NH} NKV=${NKV} HS=${HS} [${dt}]`,
+        `attention tiled fwd B=${B} T=${T} Tk=${Tk} NH=${NH} NKV=${NKV} HS=${HS}${
+          packed ? " packed" : ""
+        } [${dt}]`,
         () => {
           const be = createCudaBackend({ attention: "tiled" });
           const host = (n: number) => {
@@ -678,7 +785,9 @@ function tiledAttentionChecks(): void {
             return x;
           };
           const og = be.alloc(B * T * NH * HS, dt), lg = be.alloc(B * NH * T, "f32");
-          be.attentionForward(og, lg, g(q), g(k), g(v), B, T, Tk, Tcap, NH, NKV, HS);
+          const sg = segH === null ? null : be.alloc(B * T, "i32");
+          if (sg !== null) be.upload(sg, segH!);
+          be.attentionForward(og, lg, g(q), g(k), g(v), B, T, Tk, Tcap, NH, NKV, HS, sg);
           const got = be.download(og), gotL = be.download(lg);
           be.destroy();
           const c = (h: Float32Array) => {
@@ -687,7 +796,9 @@ function tiledAttentionChecks(): void {
             return x;
           };
           const oc = cpu.alloc(B * T * NH * HS), lc = cpu.alloc(B * NH * T);
-          cpu.attentionForward(oc, lc, c(q), c(k), c(v), B, T, Tk, Tcap, NH, NKV, HS);
+          const sc = segH === null ? null : cpu.alloc(B * T, "i32");
+          if (sc !== null) cpu.upload(sc, segH!);
+          cpu.attentionForward(oc, lc, c(q), c(k), c(v), B, T, Tk, Tcap, NH, NKV, HS, sc);
           return [
             cmpArrays("out", got, cpu.download(oc), tolFor(dt, F32_PROD)),
             cmpArrays("lse", gotL, cpu.download(lc), F32_PROD),

@@ -800,12 +800,17 @@ export class CudaBackend implements Backend {
     pos: number,
     layout: RopeLayout,
     inverse: boolean,
+    positions: DeviceBuffer | null = null,
   ): void {
     const xb = cudaBuf(x, "rope x"), c = cudaBuf(cos, "rope cos"), s = cudaBuf(sin, "rope sin");
     if (HS % 2 !== 0) throw new Error(`rope: head size ${HS} is odd`);
     need(xb, B * T * NH * HS, "rope x"); // (B, T, NH, HS)
-    need(c, (pos + T) * (HS / 2), "rope cos"); // (Tmax, HS/2)
-    need(s, (pos + T) * (HS / 2), "rope sin");
+    // With positions the table length is the caller's to guarantee (the model checks its
+    // packed positions against max_seq_len before upload; reading them back would sync).
+    const rows = positions === null ? pos + T : 1;
+    need(c, rows * (HS / 2), "rope cos"); // (Tmax, HS/2)
+    need(s, rows * (HS / 2), "rope sin");
+    const pb = positions === null ? null : this.segmentIds(positions, B * T, "rope positions"); // (B, T)
     if (c.dtype !== s.dtype) throw new Error("rope: cos and sin differ in dtype");
     this.kernels.run1d("rope", B * T * NH * (HS / 2), [
       xb.ptr,
@@ -820,7 +825,16 @@ export class CudaBackend implements Backend {
       pos,
       layout === "half" ? 1 : 0,
       inverse ? 1 : 0,
+      pb === null ? 0n : pb.ptr,
     ]);
+  }
+
+  /** The device pointer of an i32 (B, T) buffer of segment ids or positions. */
+  private segmentIds(b: DeviceBuffer, n: number, what: string) {
+    const c = cudaBuf(b, what);
+    if (c.dtype !== "i32") throw new Error(`${what}: expected an i32 buffer, got ${c.dtype}`);
+    need(c, n, what);
+    return c;
   }
 
   attentionForward(
@@ -836,6 +850,7 @@ export class CudaBackend implements Backend {
     NH: number,
     NKV: number,
     HS: number,
+    segments: DeviceBuffer | null = null,
   ): void {
     const o = cudaBuf(out, "attention out"), l = cudaBuf(lse, "attention lse");
     const qb = cudaBuf(q, "attention q"), kb = cudaBuf(k, "attention k");
@@ -846,6 +861,10 @@ export class CudaBackend implements Backend {
     need(qb, B * T * NH * HS, "attention q"); // (B, T, NH, HS)
     need(kb, B * Tcap * NKV * HS, "attention k"); // (B, Tcap, NKV, HS)
     need(vb, B * Tcap * NKV * HS, "attention v"); // (B, Tcap, NKV, HS)
+    if (segments !== null && Tk !== T) {
+      throw new Error(`attention: segments need Tk = T (got T ${T}, Tk ${Tk}): no KV cache`);
+    }
+    const sg = segments === null ? 0n : this.segmentIds(segments, B * T, "attention segments").ptr; // (B, T)
     const rows = B * NH * T;
     if (rows === 0) return;
     const args = [
@@ -867,6 +886,7 @@ export class CudaBackend implements Backend {
       NKV,
       HS,
       1 / Math.sqrt(HS),
+      sg,
     ];
     if (this.tiledAttention && HS <= 128 && B * NH <= 65535) {
       const smem = (WARPS * HS + 32 * (HS + 1) + 32 * HS) * 4;
@@ -902,6 +922,7 @@ export class CudaBackend implements Backend {
     NH: number,
     NKV: number,
     HS: number,
+    segments: DeviceBuffer | null = null,
   ): void {
     const b = (x: DeviceBuffer, w: string) => cudaBuf(x, `attention ${w}`);
     const dqb = b(dq, "dq"), dkb = b(dk, "dk"), dvb = b(dv, "dv"), dy = b(dout, "dout");
@@ -914,6 +935,7 @@ export class CudaBackend implements Backend {
       need(x, B * T * NKV * HS, `attention ${w}`); // (B, T, NKV, HS)
     }
     need(l, B * NH * T, "attention lse"); // (B, NH, T)
+    const sg = segments === null ? 0n : this.segmentIds(segments, B * T, "attention segments").ptr; // (B, T)
     const rows = B * NH * T;
     if (rows === 0) return;
     const dsum = this.scratch(rows, "f32"); // (B, NH, T)
@@ -950,6 +972,7 @@ export class CudaBackend implements Backend {
       NKV,
       HS,
       scale,
+      sg,
     ]);
     this.kernels.run(
       "attn_bwd_dkdv",
@@ -978,6 +1001,7 @@ export class CudaBackend implements Backend {
         NKV,
         HS,
         scale,
+        sg,
       ],
     );
     this.dropScratch(dsum);

@@ -26,15 +26,15 @@ export const KERNELS = {
   rmsnorm_fwd: { module: "layers", kinds: "pipipipiiif" },
   rmsnorm_bwd_dx: { module: "layers", kinds: "pipipipipiii" },
   rmsnorm_bwd_dw: { module: "layers", kinds: "pipipipiii" },
-  rope: { module: "layers", kinds: "pippiiiiiiii" },
+  rope: { module: "layers", kinds: "pippiiiiiiiip" },
   swiglu_fwd: { module: "layers", kinds: "pipipii" },
   swiglu_bwd: { module: "layers", kinds: "pipipipipii" },
   cross_entropy: { module: "layers", kinds: "pipipipiif" },
-  attn_fwd: { module: "attention", kinds: "pipipipipiiiiiiiif" },
-  attn_fwd_tiled: { module: "attention", kinds: "pipipipipiiiiiiiif" },
+  attn_fwd: { module: "attention", kinds: "pipipipipiiiiiiiifp" },
+  attn_fwd_tiled: { module: "attention", kinds: "pipipipipiiiiiiiifp" },
   attn_bwd_dsum: { module: "attention", kinds: "ppipiiiii" },
-  attn_bwd_dq: { module: "attention", kinds: "pipipipipipipiiiiif" },
-  attn_bwd_dkdv: { module: "attention", kinds: "pipipipipipipipiiiiif" },
+  attn_bwd_dq: { module: "attention", kinds: "pipipipipipipiiiiifp" },
+  attn_bwd_dkdv: { module: "attention", kinds: "pipipipipipipipiiiiifp" },
 } as const satisfies Record<string, { module: keyof typeof PTX; kinds: string }>;
 
 /** A kernel name. */
