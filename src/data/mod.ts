@@ -36,8 +36,9 @@
  * - Message formats (`chat_format`, alias `template`): auto | none | plain | llama2 | llama3 |
  *   chatml; BOS/EOS as the matching torchtune tokenizer (chat_format.ts). "auto" picks llama3
  *   or chatml from the tokenizer's special tokens, else none (instruct) / plain (chat).
- * - Packs (packing.ts) carry `inputPos` / `seqLens`; the attention op is plain causal, so
- *   samples in a pack see earlier ones (no document mask yet).
+ * - Packs (packing.ts) carry `inputPos` / `seqLens`; collation turns them into positions
+ *   and segment ids, and the model attends block-causally (samples of a pack never see
+ *   each other, positions restart per sample), as torchtune.
  * - Shuffling depends only on (seed, epoch), so resuming at (epoch, step) reproduces the
  *   batches bitwise (sampler.ts). Training loaders drop the incomplete last batch.
  * - Hub sources download to ~/.cache/tune/datasets (HF_ENDPOINT, HF_TOKEN,
