@@ -4,6 +4,7 @@
  * the backend checks sizes before calling.
  */
 import { fastExp, LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
+import { softmaxRows } from "./simd_softmax.ts";
 import { TuneError } from "../../errors.ts";
 import type { RopeLayout } from "../ops.ts";
 
@@ -232,11 +233,16 @@ export function crossEntropy(
       continue;
     }
     // One exp per element: store exp(x - max) in dlogits (reading x first, so aliasing
-    // is safe), then scale by gradScale / sum. The exp is fastExp's, inlined (x - max <= 0).
-    for (j = o; j < end; j++) {
+    // is safe), then scale by gradScale / sum. The exp is fastExp's, inlined (x - max <= 0),
+    // with 0 below -708 (fp32 0 either way) so that the wasm SIMD rows match it bitwise.
+    // They take the even-length head of the row; this loop does the rest (all without them).
+    const simd = softmaxRows();
+    const head = simd === null ? 0 : V & ~1;
+    if (head > 0) sum = simd!.expSum(logits, o, head, max);
+    for (j = o + head; j < end; j++) {
       const y = logits[j] - max;
       let e = 0;
-      if (y >= -745.2) {
+      if (y >= -708) {
         const kf = (y * LOG2E + MAGIC) - MAGIC;
         const r = (y - kf * LN2_HI) - kf * LN2_LO;
         const r2 = r * r; // Estrin's scheme, as in fast_math.ts expPoly
@@ -251,7 +257,8 @@ export function crossEntropy(
     }
     losses[i] = max + Math.log(sum) - target;
     const s = gradScale / sum;
-    for (j = o; j < end; j++) dlogits[j] *= s;
+    if (head > 0) simd!.scaleTo(dlogits, o, head, s);
+    for (j = o + head; j < end; j++) dlogits[j] *= s;
     dlogits[o + tgt] -= gradScale;
   }
 }
