@@ -4,7 +4,7 @@
  * the backend checks sizes before calling.
  */
 import { fastExp, LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
-import { softmaxRows } from "./simd_softmax.ts";
+import { simdKernels } from "./simd.ts";
 import { TuneError } from "../../errors.ts";
 import type { RopeLayout } from "../ops.ts";
 
@@ -162,7 +162,10 @@ export function swigluForward(
   up: Float32Array,
   n: number,
 ): void {
-  for (let i = 0; i < n; i++) {
+  const simd = simdKernels(); // wasm SIMD for the even-length head, bitwise the same
+  const head = simd === null ? 0 : n & ~1;
+  if (head > 0) simd!.swigluForward(out, gate, up, head);
+  for (let i = head; i < n; i++) {
     const g = gate[i];
     out[i] = (g / onePlusExpNeg(g)) * up[i];
   }
@@ -177,7 +180,10 @@ export function swigluBackward(
   up: Float32Array,
   n: number,
 ): void {
-  for (let i = 0; i < n; i++) {
+  const simd = simdKernels(); // wasm SIMD for the even-length head, bitwise the same
+  const head = simd === null ? 0 : n & ~1;
+  if (head > 0) simd!.swigluBackward(dgate, dup, dout, gate, up, head);
+  for (let i = head; i < n; i++) {
     const g = gate[i];
     const u = up[i];
     const d = dout[i];
@@ -236,7 +242,7 @@ export function crossEntropy(
     // is safe), then scale by gradScale / sum. The exp is fastExp's, inlined (x - max <= 0),
     // with 0 below -708 (fp32 0 either way) so that the wasm SIMD rows match it bitwise.
     // They take the even-length head of the row; this loop does the rest (all without them).
-    const simd = softmaxRows();
+    const simd = simdKernels();
     const head = simd === null ? 0 : V & ~1;
     if (head > 0) sum = simd!.expSum(logits, o, head, max);
     for (j = o + head; j < end; j++) {

@@ -1,12 +1,13 @@
 /**
- * The wasm SIMD cross-entropy rows (src/backend/cpu/simd_softmax.ts) against the scalar
- * loop of `crossEntropy()`. Tolerance: bitwise (the kernels repeat the scalar float64
- * operations in the same order), losses and gradients, including NaN and -Infinity logits,
- * ignored rows, odd vocabulary sizes and dlogits aliasing the logits.
+ * The wasm SIMD kernels (src/backend/cpu/simd.ts) against the scalar loops of
+ * `crossEntropy()`, `swigluForward()` and `swigluBackward()`. Tolerance: bitwise (the
+ * kernels repeat the scalar float64 operations in the same order), including NaN and
+ * infinite inputs, exp arguments beyond the normal range, ignored rows, odd lengths,
+ * several chunks, and outputs aliasing inputs.
  */
 import { ok, strictEqual } from "node:assert";
-import { crossEntropy } from "../src/backend/cpu/layers.ts";
-import { setSoftmaxSimd, softmaxRows } from "../src/backend/cpu/simd_softmax.ts";
+import { crossEntropy, swigluBackward, swigluForward } from "../src/backend/cpu/layers.ts";
+import { setSimd, simdKernels } from "../src/backend/cpu/simd.ts";
 
 function rand(n: number, seed: number, scale: number): Float32Array {
   const out = new Float32Array(n);
@@ -19,7 +20,7 @@ function rand(n: number, seed: number, scale: number): Float32Array {
 }
 
 function run(simd: boolean, logits: Float32Array, t: Int32Array, V: number, alias: boolean) {
-  setSoftmaxSimd(simd);
+  setSimd(simd);
   try {
     const x = logits.slice();
     const dl = alias ? x : new Float32Array(x.length);
@@ -27,7 +28,7 @@ function run(simd: boolean, logits: Float32Array, t: Int32Array, V: number, alia
     crossEntropy(losses, dl, x, t, t.length, V, 1 / t.length);
     return { losses, dl };
   } finally {
-    setSoftmaxSimd(true);
+    setSimd(true);
   }
 }
 
@@ -39,7 +40,7 @@ function sameBits(label: string, a: Float32Array, b: Float32Array): void {
 }
 
 Deno.test("crossEntropy() gives the scalar loop's bits with the wasm SIMD rows", () => {
-  ok(softmaxRows() !== null, "wasm SIMD is available in Deno");
+  ok(simdKernels() !== null, "wasm SIMD is available in Deno");
   for (const [V, alias] of [[32000, false], [1001, true], [7, false], [2, true]] as const) {
     const N = 6;
     const x = rand(N * V, V, 20);
@@ -52,5 +53,31 @@ Deno.test("crossEntropy() gives the scalar loop's bits with the wasm SIMD rows",
     sameBits(`V=${V} losses`, a.losses, b.losses);
     sameBits(`V=${V} dlogits`, a.dl, b.dl);
     ok(Number.isNaN(b.losses[0]) && Number.isFinite(b.losses[5]), `V=${V}: NaN row, finite rows`);
+  }
+});
+
+Deno.test("swigluForward() and swigluBackward() give the scalar loops' bits with wasm SIMD", () => {
+  for (const n of [10_001, 8192, 2, 1]) {
+    const gate = rand(n, n, 30), up = rand(n, n + 1, 2), dout = rand(n, n + 2, 1);
+    const special = [NaN, Infinity, -Infinity, 800, -800, 709, -709, 745, -745.5, 0, -0];
+    special.forEach((x, i) => {
+      if (i < n) gate[i] = x;
+    });
+    const both = (simd: boolean) => {
+      setSimd(simd);
+      try {
+        const out = new Float32Array(n);
+        swigluForward(out, gate, up, n);
+        const dg = gate.slice(), du = up.slice(); // aliasing, as the model does
+        swigluBackward(dg, du, dout, dg, du, n);
+        return { out, dg, du };
+      } finally {
+        setSimd(true);
+      }
+    };
+    const a = both(false), b = both(true);
+    sameBits(`n=${n} out`, a.out, b.out);
+    sameBits(`n=${n} dgate`, a.dg, b.dg);
+    sameBits(`n=${n} dup`, a.du, b.du);
   }
 });

@@ -1,0 +1,120 @@
+/**
+ * CPU kernels in WebAssembly SIMD (wasm/kernels.ll, two float64 lanes at a time): the
+ * cross-entropy row (exp(x - max) with its float64 sum, then the scale by gradScale / sum)
+ * and SwiGLU forward and backward. They repeat the scalar loops of layers.ts operation for
+ * operation, so results are bitwise the same. Operands are copied into this thread's own
+ * wasm memory and results back (a row or a chunk at a time: microseconds, against hundreds
+ * for the exps). `TUNE_CPU_SIMD=0` (or a runtime without wasm SIMD) keeps the scalar loops.
+ */
+import { KERNELS_WASM } from "./wasm/kernels_wasm.ts";
+
+const PAGE = 65536;
+/** Elements per SwiGLU chunk (even): 5 operands of 16 KB stay in L1/L2. */
+const CHUNK = 4096;
+
+type Fn3 = (a: number, b: number, c: number) => number;
+type SwF = (out: number, gate: number, up: number, n: number) => void;
+type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number) => void;
+
+/** One thread's instance of the kernels and the wasm memory they work in. */
+export class SimdKernels {
+  #mem: WebAssembly.Memory;
+  #view: Float32Array;
+  #exp: Fn3;
+  #scale: Fn3;
+  #swf: SwF;
+  #swb: SwB;
+
+  constructor(module: WebAssembly.Module) {
+    this.#mem = new WebAssembly.Memory({ initial: Math.ceil((5 * CHUNK * 4) / PAGE) });
+    const inst = new WebAssembly.Instance(module, { env: { __linear_memory: this.#mem } });
+    const x = inst.exports;
+    this.#exp = x.exp_shift_sum as Fn3;
+    this.#scale = x.scale_rows as Fn3;
+    this.#swf = x.swiglu_forward as SwF;
+    this.#swb = x.swiglu_backward as SwB;
+    this.#view = new Float32Array(this.#mem.buffer);
+  }
+
+  /**
+   * Row buffer = exp(src[off, off + n) - max) for even n (inputs below -708 give 0);
+   * returns the float64 sum in index order. The row stays in wasm memory for `scaleTo`.
+   */
+  expSum(src: Float32Array, off: number, n: number, max: number): number {
+    if (n > this.#view.length) {
+      this.#mem.grow(Math.ceil((n * 4 - this.#mem.buffer.byteLength) / PAGE));
+      this.#view = new Float32Array(this.#mem.buffer);
+    }
+    this.#view.set(src.subarray(off, off + n));
+    return this.#exp(0, n, max);
+  }
+
+  /** dst[off, off + n) = row buffer * s (float64 product rounded to fp32). */
+  scaleTo(dst: Float32Array, off: number, n: number, s: number): void {
+    this.#scale(0, n, s);
+    dst.set(this.#view.subarray(0, n), off);
+  }
+
+  /** out(n) = silu(gate) * up for even n, as layers.ts swigluForward. */
+  swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+    const v = this.#view, B = CHUNK * 4; // byte offsets of the operands: gate, up, out
+    for (let i = 0; i < n; i += CHUNK) {
+      const m = Math.min(CHUNK, n - i);
+      v.set(gate.subarray(i, i + m), 0);
+      v.set(up.subarray(i, i + m), CHUNK);
+      this.#swf(2 * B, 0, B, m);
+      out.set(v.subarray(2 * CHUNK, 2 * CHUNK + m), i);
+    }
+  }
+
+  /** dgate, dup (n) from dout, gate, up for even n, as layers.ts swigluBackward (may alias). */
+  swigluBackward(
+    dgate: Float32Array,
+    dup: Float32Array,
+    dout: Float32Array,
+    gate: Float32Array,
+    up: Float32Array,
+    n: number,
+  ): void {
+    const v = this.#view, B = CHUNK * 4; // operands: dout, gate, up, dgate, dup
+    for (let i = 0; i < n; i += CHUNK) {
+      const m = Math.min(CHUNK, n - i);
+      v.set(dout.subarray(i, i + m), 0);
+      v.set(gate.subarray(i, i + m), CHUNK);
+      v.set(up.subarray(i, i + m), 2 * CHUNK);
+      this.#swb(3 * B, 4 * B, 0, B, 2 * B, m);
+      dgate.set(v.subarray(3 * CHUNK, 3 * CHUNK + m), i);
+      dup.set(v.subarray(4 * CHUNK, 4 * CHUNK + m), i);
+    }
+  }
+}
+
+let module: WebAssembly.Module | null | undefined;
+let kernels: SimdKernels | null = null;
+let enabled = true;
+
+/** This thread's SIMD kernels, or null when wasm SIMD is unavailable or turned off. */
+export function simdKernels(): SimdKernels | null {
+  if (!enabled) return null;
+  if (module === undefined) {
+    module = null;
+    try {
+      if (Deno.env.get("TUNE_CPU_SIMD") === "0") return null;
+    } catch {
+      // no env permission (a worker without it): use the kernels
+    }
+    try {
+      module = new WebAssembly.Module(Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0)));
+    } catch {
+      return null; // no wasm SIMD here: the scalar loops run
+    }
+  }
+  if (module === null) return null;
+  kernels ??= new SimdKernels(module);
+  return kernels;
+}
+
+/** Turn the SIMD kernels on or off in this thread (tests compare both paths). */
+export function setSimd(on: boolean): void {
+  enabled = on;
+}

@@ -1,0 +1,207 @@
+; SIMD (wasm simd128) kernels for the CPU backend's cross-entropy rows and SwiGLU, compiled by build.ts
+; with `llc-14 -O3 -march=wasm32 -mattr=+simd128 -filetype=obj`. Float64 lanes repeat the
+; scalar code in layers.ts operation for operation (wasm has no fused multiply-add), so
+; every stored fp32 value and the float64 row sum are bitwise those of the scalar loop.
+target datalayout = "e-m:e-p:32:32-p10:8:8-p20:8:8-i64:64-n32:64-S128-ni:1:10:20"
+target triple = "wasm32-unknown-unknown"
+
+; p[i] = exp(p[i] - max) for i < n (n even); returns the float64 sum, added in index order.
+; exp as in fast_math.ts: k = round(y log2 e) by the 1.5 * 2^52 trick, r by a Cody-Waite
+; split of ln 2, degree-7 Taylor polynomial in Estrin's scheme, 2^k built from k's bits.
+; Inputs below -708 (where 2^k would leave the normal range) give 0, NaN stays NaN.
+define double @exp_shift_sum(float* %p, i32 %n, double %max) #0 {
+entry:
+  %mx0 = insertelement <2 x double> undef, double %max, i32 0
+  %mx = shufflevector <2 x double> %mx0, <2 x double> undef, <2 x i32> zeroinitializer
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %sum = phi double [0.0, %entry], [%sum2, %loop]
+  %q = getelementptr float, float* %p, i32 %i
+  %vq = bitcast float* %q to <2 x float>*
+  %x = load <2 x float>, <2 x float>* %vq, align 4
+  %xd = fpext <2 x float> %x to <2 x double>
+  %y = fsub <2 x double> %xd, %mx
+  %t0 = fmul <2 x double> %y, <double 0x3FF71547652B82FE, double 0x3FF71547652B82FE>
+  %t = fadd <2 x double> %t0, <double 0x4338000000000000, double 0x4338000000000000>
+  %kf = fsub <2 x double> %t, <double 0x4338000000000000, double 0x4338000000000000>
+  %a0 = fmul <2 x double> %kf, <double 0x3FE62E4000000000, double 0x3FE62E4000000000>
+  %a1 = fsub <2 x double> %y, %a0
+  %a2 = fmul <2 x double> %kf, <double 0x3EB7F7D1CF79ABCA, double 0x3EB7F7D1CF79ABCA>
+  %r = fsub <2 x double> %a1, %a2
+  %r2 = fmul <2 x double> %r, %r
+  ; ((1 + r) + r2 * (0.5 + r * c3))
+  %p0 = fadd <2 x double> <double 1.0, double 1.0>, %r
+  %p1 = fmul <2 x double> %r, <double 0x3FC5555555555555, double 0x3FC5555555555555>
+  %p2 = fadd <2 x double> <double 0.5, double 0.5>, %p1
+  %p3 = fmul <2 x double> %r2, %p2
+  %lo = fadd <2 x double> %p0, %p3
+  ; ((c4 + r * c5) + r2 * (c6 + r * c7))
+  %q1 = fmul <2 x double> %r, <double 0x3F81111111111111, double 0x3F81111111111111>
+  %q2 = fadd <2 x double> <double 0x3FA5555555555555, double 0x3FA5555555555555>, %q1
+  %q3 = fmul <2 x double> %r, <double 0x3F2A01A01A01A01A, double 0x3F2A01A01A01A01A>
+  %q4 = fadd <2 x double> <double 0x3F56C16C16C16C17, double 0x3F56C16C16C16C17>, %q3
+  %q5 = fmul <2 x double> %r2, %q4
+  %hi = fadd <2 x double> %q2, %q5
+  %r4 = fmul <2 x double> %r2, %r2
+  %h4 = fmul <2 x double> %r4, %hi
+  %poly = fadd <2 x double> %lo, %h4
+  %bits = bitcast <2 x double> %t to <2 x i64>
+  %kb = add <2 x i64> %bits, <i64 1023, i64 1023>
+  %sh = shl <2 x i64> %kb, <i64 52, i64 52>
+  %pow = bitcast <2 x i64> %sh to <2 x double>
+  %e0 = fmul <2 x double> %poly, %pow
+  %under = fcmp olt <2 x double> %y, <double -708.0, double -708.0>
+  %e = select <2 x i1> %under, <2 x double> zeroinitializer, <2 x double> %e0
+  %ef = fptrunc <2 x double> %e to <2 x float>
+  store <2 x float> %ef, <2 x float>* %vq, align 4
+  %l0 = extractelement <2 x double> %e, i32 0
+  %l1 = extractelement <2 x double> %e, i32 1
+  %sum1 = fadd double %sum, %l0
+  %sum2 = fadd double %sum1, %l1
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
+done:
+  %res = phi double [0.0, %entry], [%sum2, %loop]
+  ret double %res
+}
+
+; p[i] = fp32(p[i] * s) for i < n (n even), s in float64 as in layers.ts.
+define void @scale_rows(float* %p, i32 %n, double %s) #0 {
+entry:
+  %s0 = insertelement <2 x double> undef, double %s, i32 0
+  %sv = shufflevector <2 x double> %s0, <2 x double> undef, <2 x i32> zeroinitializer
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %q = getelementptr float, float* %p, i32 %i
+  %vq = bitcast float* %q to <2 x float>*
+  %x = load <2 x float>, <2 x float>* %vq, align 4
+  %xd = fpext <2 x float> %x to <2 x double>
+  %m = fmul <2 x double> %xd, %sv
+  %mf = fptrunc <2 x double> %m to <2 x float>
+  store <2 x float> %mf, <2 x float>* %vq, align 4
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+attributes #0 = { "target-features"="+simd128" nounwind }
+
+; 1 + exp(-g) as layers.ts onePlusExpNeg: exp as above; -g above 709.7 gives Infinity and
+; below -708 gives 0 (1 + the scalar's subnormal rounds to 1 as well), NaN stays NaN.
+define internal <2 x double> @one_plus_exp_neg(<2 x double> %g) #1 {
+  %y = fneg <2 x double> %g
+  %t0 = fmul <2 x double> %y, <double 0x3FF71547652B82FE, double 0x3FF71547652B82FE>
+  %t = fadd <2 x double> %t0, <double 0x4338000000000000, double 0x4338000000000000>
+  %kf = fsub <2 x double> %t, <double 0x4338000000000000, double 0x4338000000000000>
+  %a0 = fmul <2 x double> %kf, <double 0x3FE62E4000000000, double 0x3FE62E4000000000>
+  %a1 = fsub <2 x double> %y, %a0
+  %a2 = fmul <2 x double> %kf, <double 0x3EB7F7D1CF79ABCA, double 0x3EB7F7D1CF79ABCA>
+  %r = fsub <2 x double> %a1, %a2
+  %r2 = fmul <2 x double> %r, %r
+  %p0 = fadd <2 x double> <double 1.0, double 1.0>, %r
+  %p1 = fmul <2 x double> %r, <double 0x3FC5555555555555, double 0x3FC5555555555555>
+  %p2 = fadd <2 x double> <double 0.5, double 0.5>, %p1
+  %p3 = fmul <2 x double> %r2, %p2
+  %lo = fadd <2 x double> %p0, %p3
+  %q1 = fmul <2 x double> %r, <double 0x3F81111111111111, double 0x3F81111111111111>
+  %q2 = fadd <2 x double> <double 0x3FA5555555555555, double 0x3FA5555555555555>, %q1
+  %q3 = fmul <2 x double> %r, <double 0x3F2A01A01A01A01A, double 0x3F2A01A01A01A01A>
+  %q4 = fadd <2 x double> <double 0x3F56C16C16C16C17, double 0x3F56C16C16C16C17>, %q3
+  %q5 = fmul <2 x double> %r2, %q4
+  %hi = fadd <2 x double> %q2, %q5
+  %r4 = fmul <2 x double> %r2, %r2
+  %h4 = fmul <2 x double> %r4, %hi
+  %poly = fadd <2 x double> %lo, %h4
+  %bits = bitcast <2 x double> %t to <2 x i64>
+  %kb = add <2 x i64> %bits, <i64 1023, i64 1023>
+  %sh = shl <2 x i64> %kb, <i64 52, i64 52>
+  %pow = bitcast <2 x i64> %sh to <2 x double>
+  %e0 = fmul <2 x double> %poly, %pow
+  %under = fcmp olt <2 x double> %y, <double -708.0, double -708.0>
+  %e1 = select <2 x i1> %under, <2 x double> zeroinitializer, <2 x double> %e0
+  %over = fcmp ogt <2 x double> %y, <double 709.7, double 709.7>
+  %e = select <2 x i1> %over, <2 x double> <double 0x7FF0000000000000, double 0x7FF0000000000000>, <2 x double> %e1
+  %res = fadd <2 x double> <double 1.0, double 1.0>, %e
+  ret <2 x double> %res
+}
+
+; out[i] = fp32((g / (1 + exp(-g))) * up[i]) for i < n (n even), g = gate[i].
+define void @swiglu_forward(float* %out, float* %gate, float* %up, i32 %n) #0 {
+entry:
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %pg = getelementptr float, float* %gate, i32 %i
+  %pu = getelementptr float, float* %up, i32 %i
+  %po = getelementptr float, float* %out, i32 %i
+  %vg = bitcast float* %pg to <2 x float>*
+  %vu = bitcast float* %pu to <2 x float>*
+  %vo = bitcast float* %po to <2 x float>*
+  %gf = load <2 x float>, <2 x float>* %vg, align 4
+  %uf = load <2 x float>, <2 x float>* %vu, align 4
+  %g = fpext <2 x float> %gf to <2 x double>
+  %u = fpext <2 x float> %uf to <2 x double>
+  %den = call <2 x double> @one_plus_exp_neg(<2 x double> %g)
+  %s = fdiv <2 x double> %g, %den
+  %o = fmul <2 x double> %s, %u
+  %of = fptrunc <2 x double> %o to <2 x float>
+  store <2 x float> %of, <2 x float>* %vo, align 4
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+
+; sig = 1 / (1 + exp(-g)); dgate = fp32(d * u * sig * (1 + g * (1 - sig))),
+; dup = fp32(d * g * sig) for i < n (n even), left to right as in layers.ts.
+define void @swiglu_backward(float* %dgate, float* %dup, float* %dout, float* %gate, float* %up, i32 %n) #0 {
+entry:
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %pg = getelementptr float, float* %gate, i32 %i
+  %pu = getelementptr float, float* %up, i32 %i
+  %pd = getelementptr float, float* %dout, i32 %i
+  %pdg = getelementptr float, float* %dgate, i32 %i
+  %pdu = getelementptr float, float* %dup, i32 %i
+  %vg = bitcast float* %pg to <2 x float>*
+  %vu = bitcast float* %pu to <2 x float>*
+  %vd = bitcast float* %pd to <2 x float>*
+  %vdg = bitcast float* %pdg to <2 x float>*
+  %vdu = bitcast float* %pdu to <2 x float>*
+  %gf = load <2 x float>, <2 x float>* %vg, align 4
+  %uf = load <2 x float>, <2 x float>* %vu, align 4
+  %df = load <2 x float>, <2 x float>* %vd, align 4
+  %g = fpext <2 x float> %gf to <2 x double>
+  %u = fpext <2 x float> %uf to <2 x double>
+  %d = fpext <2 x float> %df to <2 x double>
+  %den = call <2 x double> @one_plus_exp_neg(<2 x double> %g)
+  %sig = fdiv <2 x double> <double 1.0, double 1.0>, %den
+  %du0 = fmul <2 x double> %d, %u
+  %du1 = fmul <2 x double> %du0, %sig
+  %om = fsub <2 x double> <double 1.0, double 1.0>, %sig
+  %gom = fmul <2 x double> %g, %om
+  %f = fadd <2 x double> <double 1.0, double 1.0>, %gom
+  %dgv = fmul <2 x double> %du1, %f
+  %dg0 = fmul <2 x double> %d, %g
+  %dupv = fmul <2 x double> %dg0, %sig
+  %dgf = fptrunc <2 x double> %dgv to <2 x float>
+  %duf = fptrunc <2 x double> %dupv to <2 x float>
+  store <2 x float> %dgf, <2 x float>* %vdg, align 4
+  store <2 x float> %duf, <2 x float>* %vdu, align 4
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+attributes #1 = { alwaysinline "target-features"="+simd128" nounwind }
