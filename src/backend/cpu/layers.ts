@@ -220,10 +220,15 @@ export function crossEntropy(
           `ignore); check the dataset's labels against the model's vocabulary`,
       );
     }
-    // Row max with two running maxima (shorter dependency chain).
+    // Row max with two running maxima (shorter dependency chain). With the wasm SIMD
+    // kernels (bitwise the same) the even-length head of the row is copied into their
+    // memory and its maxima, exps and scaling run there; the loops here do the rest.
     const end = o + V;
+    const simd = dlogits === null ? null : simdKernels();
+    const head = simd === null ? 0 : V & ~1;
     let m0 = -Infinity, m1 = -Infinity;
-    let j = o;
+    if (head > 0) [m0, m1] = simd!.loadRowMax(logits, o, head);
+    let j = o + head;
     for (; j + 1 < end; j += 2) {
       const a = logits[j], b = logits[j + 1];
       if (a > m0) m0 = a;
@@ -241,10 +246,7 @@ export function crossEntropy(
     // One exp per element: store exp(x - max) in dlogits (reading x first, so aliasing
     // is safe), then scale by gradScale / sum. The exp is fastExp's, inlined (x - max <= 0),
     // with 0 below -708 (fp32 0 either way) so that the wasm SIMD rows match it bitwise.
-    // They take the even-length head of the row; this loop does the rest (all without them).
-    const simd = simdKernels();
-    const head = simd === null ? 0 : V & ~1;
-    if (head > 0) sum = simd!.expSum(logits, o, head, max);
+    if (head > 0) sum = simd!.expSum(head, max);
     for (j = o + head; j < end; j++) {
       const y = logits[j] - max;
       let e = 0;

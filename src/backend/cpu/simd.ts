@@ -1,10 +1,10 @@
 /**
  * CPU kernels in WebAssembly SIMD (wasm/kernels.ll, two float64 lanes at a time): the
- * cross-entropy row (exp(x - max) with its float64 sum, then the scale by gradScale / sum)
- * and SwiGLU forward and backward. They repeat the scalar loops of layers.ts operation for
+ * cross-entropy row (its maxima, exp(x - max) with its float64 sum, the scale by
+ * gradScale / sum) and SwiGLU forward and backward. They repeat the scalar loops of layers.ts operation for
  * operation, so results are bitwise the same. Operands are copied into this thread's own
- * wasm memory and results back (a row or a chunk at a time: microseconds, against hundreds
- * for the exps). `TUNE_CPU_SIMD=0` (or a runtime without wasm SIMD) keeps the scalar loops.
+ * wasm memory and results back (a row or a chunk at a time), which costs little against
+ * the exps. `TUNE_CPU_SIMD=0` (or a runtime without wasm SIMD) keeps the scalar loops.
  */
 import { KERNELS_WASM } from "./wasm/kernels_wasm.ts";
 
@@ -13,6 +13,7 @@ const PAGE = 65536;
 const CHUNK = 4096;
 
 type Fn3 = (a: number, b: number, c: number) => number;
+type Max2 = (p: number, n: number, out: number) => void;
 type SwF = (out: number, gate: number, up: number, n: number) => void;
 type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number) => void;
 
@@ -20,8 +21,10 @@ type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number) 
 export class SimdKernels {
   #mem: WebAssembly.Memory;
   #view: Float32Array;
+  #f64: Float64Array;
   #exp: Fn3;
   #scale: Fn3;
+  #max2: Max2;
   #swf: SwF;
   #swb: SwB;
 
@@ -31,21 +34,34 @@ export class SimdKernels {
     const x = inst.exports;
     this.#exp = x.exp_shift_sum as Fn3;
     this.#scale = x.scale_rows as Fn3;
+    this.#max2 = x.row_max2 as Max2;
     this.#swf = x.swiglu_forward as SwF;
     this.#swb = x.swiglu_backward as SwB;
     this.#view = new Float32Array(this.#mem.buffer);
+    this.#f64 = new Float64Array(this.#mem.buffer);
   }
 
   /**
-   * Row buffer = exp(src[off, off + n) - max) for even n (inputs below -708 give 0);
-   * returns the float64 sum in index order. The row stays in wasm memory for `scaleTo`.
+   * Copies src[off, off + n) (n even) into the row buffer; returns the running maxima of
+   * its even and odd elements (from -Infinity, NaN never taken) as layers.ts computes them.
    */
-  expSum(src: Float32Array, off: number, n: number, max: number): number {
-    if (n > this.#view.length) {
-      this.#mem.grow(Math.ceil((n * 4 - this.#mem.buffer.byteLength) / PAGE));
+  loadRowMax(src: Float32Array, off: number, n: number): [number, number] {
+    const at = (n + 3) & ~3; // float index of the two float64 maxima (16-byte aligned)
+    if (at + 4 > this.#view.length) {
+      this.#mem.grow(Math.ceil(((at + 4) * 4 - this.#mem.buffer.byteLength) / PAGE));
       this.#view = new Float32Array(this.#mem.buffer);
+      this.#f64 = new Float64Array(this.#mem.buffer);
     }
     this.#view.set(src.subarray(off, off + n));
+    this.#max2(0, n, at * 4);
+    return [this.#f64[at >> 1], this.#f64[(at >> 1) + 1]];
+  }
+
+  /**
+   * Row buffer = exp(row buffer - max) over its first n (even) elements (inputs below -708
+   * give 0); returns the float64 sum in index order. The row stays for `scaleTo`.
+   */
+  expSum(n: number, max: number): number {
     return this.#exp(0, n, max);
   }
 

@@ -205,3 +205,28 @@ done:
   ret void
 }
 attributes #1 = { alwaysinline "target-features"="+simd128" nounwind }
+
+; out[0], out[1] = the maxima of p's even and odd elements for i < n (n even), each a
+; running `if (x > m) m = x` from -Infinity as in layers.ts (NaN never replaces m).
+define void @row_max2(float* %p, i32 %n, double* %out) #0 {
+entry:
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %m = phi <2 x double> [<double 0xFFF0000000000000, double 0xFFF0000000000000>, %entry], [%m1, %loop]
+  %q = getelementptr float, float* %p, i32 %i
+  %vq = bitcast float* %q to <2 x float>*
+  %x = load <2 x float>, <2 x float>* %vq, align 4
+  %xd = fpext <2 x float> %x to <2 x double>
+  %gt = fcmp ogt <2 x double> %xd, %m
+  %m1 = select <2 x i1> %gt, <2 x double> %xd, <2 x double> %m
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
+done:
+  %res = phi <2 x double> [<double 0xFFF0000000000000, double 0xFFF0000000000000>, %entry], [%m1, %loop]
+  %vo = bitcast double* %out to <2 x double>*
+  store <2 x double> %res, <2 x double>* %vo, align 8
+  ret void
+}
