@@ -114,11 +114,12 @@ export function simdKernels(): SimdKernels | null {
   if (!enabled) return null;
   if (module === undefined) {
     module = null;
-    try {
-      if (Deno.env.get("TUNE_CPU_SIMD") === "0") return null;
-    } catch {
-      // no env permission (a worker without it): use the kernels
-    }
+    // Only read the variable where env access is granted (never prompt, e.g. in a worker).
+    const env = { name: "env", variable: "TUNE_CPU_SIMD" } as const;
+    if (
+      Deno.permissions.querySync(env).state === "granted" &&
+      Deno.env.get("TUNE_CPU_SIMD") === "0"
+    ) return null;
     try {
       module = new WebAssembly.Module(Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0)));
     } catch {
