@@ -5,31 +5,7 @@
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { spawnRanks, waitAll } from "./distributed/spawn.ts";
-
-function gpuCount(): number {
-  try {
-    const lib = Deno.dlopen(Deno.env.get("TUNE_LIBCUDA") ?? "libcuda.so.1", {
-      cuInit: { parameters: ["u32"], result: "i32" },
-      cuDeviceGetCount: { parameters: ["buffer"], result: "i32" },
-    });
-    const n = new Int32Array(1);
-    const ok = lib.symbols.cuInit(0) === 0 && lib.symbols.cuDeviceGetCount(n) === 0;
-    lib.close();
-    return ok ? n[0] : 0;
-  } catch {
-    return 0;
-  }
-}
-
-async function ncclPresent(): Promise<boolean> {
-  try {
-    const { nccl } = await import("../ffi/nccl.ts");
-    nccl();
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { gpuCount, ncclPresent } from "./_gpu_probe.ts";
 
 const GPUS = gpuCount();
 const HAS_NCCL = GPUS > 0 && await ncclPresent();

@@ -20,6 +20,7 @@ import { join } from "node:path";
 import { loadRecipeState } from "../src/checkpoint/recipe_state.ts";
 import { readSafetensors } from "../src/checkpoint/safetensors.ts";
 import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import { gpuCount, ncclPresent } from "./_gpu_probe.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -541,31 +542,6 @@ Deno.test("a hung (SIGSTOPped) rank 1 makes rank 0 exit non-zero after TUNE_DIST
   // checkpoint has TUNE_DIST_INIT_TIMEOUT as its deadline).
   await loseRank1("SIGSTOP", { TUNE_DIST_TIMEOUT: "10", TUNE_DIST_INIT_TIMEOUT: "10" });
 });
-
-function gpuCount(): number {
-  try {
-    const lib = Deno.dlopen(Deno.env.get("TUNE_LIBCUDA") ?? "libcuda.so.1", {
-      cuInit: { parameters: ["u32"], result: "i32" },
-      cuDeviceGetCount: { parameters: ["buffer"], result: "i32" },
-    });
-    const n = new Int32Array(1);
-    const ok = lib.symbols.cuInit(0) === 0 && lib.symbols.cuDeviceGetCount(n) === 0;
-    lib.close();
-    return ok ? n[0] : 0;
-  } catch {
-    return 0;
-  }
-}
-
-async function ncclPresent(): Promise<boolean> {
-  try {
-    const { nccl } = await import("../ffi/nccl.ts");
-    nccl();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const GPUS = gpuCount();
 const HAS_NCCL = GPUS > 0 && await ncclPresent();
