@@ -140,7 +140,13 @@ class Llama(nn.Module):
 
 def build(a, seq, mode, device):
     torch.manual_seed(0)
-    model = Llama(a, seq)
+    # build on the device where torch supports it (2.x): no 5 GB host init and copy
+    on_device = device.type == "cuda" and hasattr(torch, "set_default_device")
+    if on_device:
+        with device:
+            model = Llama(a, seq)
+    else:
+        model = Llama(a, seq)
     for n, p in model.named_parameters():
         if p.dim() == 2:
             nn.init.normal_(p, std=0.02)
