@@ -101,6 +101,23 @@ function effectiveMaxSeqLen(
   return v;
 }
 
+/** The prologue every builder shares: its max_seq_len and the rows of its source. */
+async function loadSourceRows(
+  cfg: SourceConfig,
+  tokenizer: Tokenizer,
+  options: DatasetLoadOptions,
+): Promise<{ maxSeqLen: number | null; rows: Row[]; label: string }> {
+  const maxSeqLen = effectiveMaxSeqLen(cfg.maxSeqLen, options.maxSeqLen, tokenizer);
+  const { rows, label } = await loadRows({
+    source: cfg.source,
+    dataFiles: cfg.dataFiles,
+    split: cfg.split,
+    sampleBy: cfg.sampleBy,
+    hub: options.hub,
+  });
+  return { maxSeqLen, rows, label };
+}
+
 function finish(
   samples: Sample[],
   cfg: SourceConfig,
@@ -166,14 +183,7 @@ export function sftDataset(cfg: SftConfig): DatasetBuilder {
     name: cfg.name ?? "sft_dataset",
     packed: cfg.packed ?? false,
     async load(tokenizer, options = {}) {
-      const maxSeqLen = effectiveMaxSeqLen(cfg.maxSeqLen, options.maxSeqLen, tokenizer);
-      const { rows, label } = await loadRows({
-        source: cfg.source,
-        dataFiles: cfg.dataFiles,
-        split: cfg.split,
-        sampleBy: cfg.sampleBy,
-        hub: options.hub,
-      });
+      const { maxSeqLen, rows, label } = await loadSourceRows(cfg, tokenizer, options);
       const format = resolveChatFormat(
         cfg.chatFormat ?? "auto",
         tokenizer,
@@ -210,14 +220,7 @@ export function textCompletionDataset(cfg: TextCompletionConfig): DatasetBuilder
     name: cfg.name ?? "text_completion_dataset",
     packed: cfg.packed ?? false,
     async load(tokenizer, options = {}) {
-      const maxSeqLen = effectiveMaxSeqLen(cfg.maxSeqLen, options.maxSeqLen, tokenizer);
-      const { rows, label } = await loadRows({
-        source: cfg.source,
-        dataFiles: cfg.dataFiles,
-        split: cfg.split,
-        sampleBy: cfg.sampleBy,
-        hub: options.hub,
-      });
+      const { maxSeqLen, rows, label } = await loadSourceRows(cfg, tokenizer, options);
       const column = cfg.column ?? "text";
       const samples = rows.map((row, index) => {
         const text = getColumn(row, column, { source: label, index }, "column");
