@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One lent-GPU session in one call: the parity check (issues #7, #9), the NCCL tests (#8) and
+# the benchmark (#10), each under its own time limit so one hang cannot eat the others. Every
+# log lands in $OUT (the device tool brings that folder back).
+#
+# The device machine has no Deno, no ../shared and no network. Prepare, once, in the repo root:
+#   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/shared/models
+#   gzip -c "$(readlink -f "$(which deno)")" > .gpu/deno.gz
+#   cp -r ../shared/models/aidreams260K .gpu/shared/models/
+#   DENO_DIR=$PWD/.gpu/deno_dir deno cache cli.ts scripts/*.ts tests/*.ts   # npm:yaml offline
+# then call the device tool with carry [".gpu"] and the command
+#   bash scripts/gpu_session.sh CHECK_S NCCL_S BENCH_S [extra gpu_check args]
+# e.g. `bash scripts/gpu_session.sh 200 50 75`; a stage given 0 seconds is skipped.
+set -u
+CHECK_S=${1:-240}
+NCCL_S=${2:-60}
+BENCH_S=${3:-0}
+shift $(($# < 3 ? $# : 3))
+OUT=${OUT:-/tmp/gpu_session_out}
+mkdir -p "$OUT" /tmp/dn
+gunzip -c .gpu/deno.gz >/tmp/dn/deno && chmod +x /tmp/dn/deno || exit 1
+export PATH=/tmp/dn:$PATH DENO_DIR=$PWD/.gpu/deno_dir TUNE_SHARED_DIR=$PWD/.gpu/shared
+export PYTHONUNBUFFERED=1 NO_COLOR=1
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())' \
+  2>&1 | tee -a "$OUT/gpu.txt"
+
+stage() { # name seconds command...
+  local name=$1 secs=$2
+  shift 2
+  [ "$secs" -gt 0 ] || return 0
+  echo "== $name (limit ${secs}s): $*"
+  local t0=$SECONDS
+  timeout -k 5 "$secs" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc after $((SECONDS - t0))s"
+  tail -n 40 "$OUT/$name.log"
+}
+
+stage gpu_check "$CHECK_S" deno run -A scripts/gpu_check.ts "$@"
+stage nccl "$NCCL_S" deno test -A --filter "/Nccl|cuda/" tests/distributed_nccl_test.ts \
+  tests/recipe_distributed_test.ts
+# BENCH_ARGS: extra gpu_bench flags, e.g. "--modes=full --max-batch=4".
+stage gpu_bench "$BENCH_S" deno run -A scripts/gpu_bench.ts --json --total-s=$((BENCH_S - 10)) ${BENCH_ARGS:-}
