@@ -8,6 +8,13 @@
  *   deno run -A scripts/gpu_bench.ts --json          # also one JSON object per row
  *   deno run -A scripts/gpu_bench.ts --modes=lora --max-batch=16 --no-torch
  *   deno run -A scripts/gpu_bench.ts --cpu-dry-run   # no GPU: tiny shape on the CPU backend
+ *   deno run -A scripts/gpu_bench.ts --modes=full --max-batch=4 --no-torch --profile --json
+ *
+ * --profile: after the timed steps of each batch, one more step under the CUDA backend's
+ * per-op profiler (src/backend/cuda/profile.ts: CUDA events around every kernel, matmul,
+ * memset and copy); for the largest batch of each mode the top 25 ops go to stderr as a
+ * table (with the step's wall time, GPU busy time and host waits), and with --json one
+ * line {"profile": mode, batch, ..., rows} to stdout. CUDA only (a note on --cpu-dry-run).
  *
  * Numerics (tune): fp32 master weights and AdamW moments, bf16 activations (activationDtype
  * "bf16"), bf16 frozen base under LoRA (frozenDtype "bf16"), logits in one chunk, no
@@ -38,6 +45,7 @@ import { createLlama, type LlamaModel } from "../src/models/llama/model.ts";
 import { AdamW } from "../src/optim/adamw.ts";
 import { SeededRandom } from "../src/params/random.ts";
 import { TuneError } from "../src/errors.ts";
+import { formatProfile, type ProfileReport } from "../src/backend/cuda/profile.ts";
 
 // ---- options --------------------------------------------------------------------------
 
@@ -58,6 +66,7 @@ function num(name: string, dflt: number): number {
 
 const DRY = Deno.args.includes("--cpu-dry-run");
 const JSON_OUT = Deno.args.includes("--json");
+const PROFILE = Deno.args.includes("--profile");
 const SEQ = num("seq", DRY ? 32 : 2048);
 const MAX_BATCH = num("max-batch", DRY ? 4 : 64);
 const STEPS = num("steps", DRY ? 2 : 5);
@@ -141,6 +150,8 @@ interface TuneRow {
   step_s?: number;
   peak_bytes?: number;
   gpu?: string;
+  /** --profile: one more step under the per-op profiler (CUDA only). */
+  profile?: ProfileReport;
 }
 
 function isOom(e: unknown): boolean {
@@ -231,7 +242,16 @@ async function measure(mode: Mode, B: number): Promise<TuneRow> {
     }
     const s = median(times);
     const gpu = DRY ? "cpu" : (be as CudaBackend).info.name;
-    return { mode, batch: B, tokens_per_s: N / s, step_s: s, peak_bytes: reserved(be), gpu };
+    const peak = reserved(be);
+    let profile: ProfileReport | undefined;
+    if (PROFILE && !DRY) {
+      const cb = be as CudaBackend;
+      cb.startProfile();
+      step();
+      cb.stopProfile();
+      profile = cb.lastProfile!;
+    }
+    return { mode, batch: B, tokens_per_s: N / s, step_s: s, peak_bytes: peak, gpu, profile };
   } catch (e) {
     if (isOom(e)) return { mode, batch: B, oom: true };
     return { mode, batch: B, error: (e instanceof Error ? e.message : String(e)).split("\n")[0] };
@@ -297,9 +317,9 @@ function runChild(
   return { lines, err };
 }
 
-function tuneMode(mode: Mode): { row: Row; gpu: string } {
+function tuneMode(mode: Mode): { row: Row; gpu: string; profile?: ProfileReport } {
   const pass = Deno.args.filter((a) =>
-    /^--(seq|max-batch|steps|budget-s|logit-chunks|cpu-dry-run)/.test(a)
+    /^--(seq|max-batch|steps|budget-s|logit-chunks|cpu-dry-run|profile)/.test(a)
   );
   const { lines, err } = runChild(
     Deno.execPath(),
@@ -328,10 +348,40 @@ function tuneMode(mode: Mode): { row: Row; gpu: string } {
       tokensPerS: best?.tokens_per_s ?? null,
       peakBytes: best?.peak_bytes ?? null,
       note,
-      raw: rows,
+      raw: rows.map(({ profile: _, ...r }) => r),
     },
     gpu: best?.gpu ?? "",
+    profile: best?.profile,
   };
+}
+
+/** --profile: the table of the mode's largest batch to stderr, and a JSON line with --json. */
+function printProfile(mode: Mode, batch: number, p: ProfileReport | undefined): void {
+  if (DRY) {
+    console.error(
+      "# --profile: the per-op profiler is CUDA-only; nothing to profile on --cpu-dry-run",
+    );
+    return;
+  }
+  if (p === undefined) {
+    console.error(`# ${mode}: no profile (no batch finished)`);
+    return;
+  }
+  console.error(`# ${mode}: per-op GPU profile of one step at batch ${batch} (seq ${SEQ})`);
+  for (const l of formatProfile(p, 25)) console.error(l);
+  if (JSON_OUT) {
+    console.log(JSON.stringify({
+      profile: mode,
+      batch,
+      seq: SEQ,
+      wall_ms: p.wallMs,
+      gpu_busy_ms: p.gpuBusyMs,
+      gpu_span_ms: p.gpuSpanMs,
+      ops: p.ops,
+      host_waits: p.hostWaits,
+      rows: p.rows,
+    }));
+  }
 }
 
 function torchRows(mode: Mode, batch: number): Row[] {
@@ -417,6 +467,7 @@ function run(): void {
     const t = tuneMode(mode);
     gpu ||= t.gpu;
     rows.push(t.row);
+    if (PROFILE) printProfile(mode, t.row.batch, t.profile);
     if (!noTorch && t.row.batch > 0) {
       console.error(`# ${mode}: PyTorch eager and torch.compile at batch ${t.row.batch}`);
       rows.push(...torchRows(mode, t.row.batch));

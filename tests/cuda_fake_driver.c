@@ -153,9 +153,14 @@ CUresult cuMemsetD32Async(uint64_t d, unsigned v, size_t n, void* st) { return c
 CUresult cuStreamCreate(void** s, unsigned flags) { *s = malloc(8); return 0; }
 CUresult cuStreamDestroy_v2(void* s) { free(s); return 0; }
 CUresult cuStreamSynchronize(void* s) { return 0; }
-CUresult cuEventCreate(void** e, unsigned flags) { *e = malloc(8); return 0; }
-CUresult cuEventDestroy_v2(void* e) { free(e); return 0; }
-CUresult cuEventRecord(void* e, void* s) { return 0; }
+// Counters for tests/cuda_profile_test.ts (events made, recorded, live).
+static long event_creates = 0, event_records = 0, events_live = 0;
+long fake_event_creates(void) { return event_creates; }
+long fake_event_records(void) { return event_records; }
+long fake_events_live(void) { return events_live; }
+CUresult cuEventCreate(void** e, unsigned flags) { *e = malloc(8); event_creates++; events_live++; return 0; }
+CUresult cuEventDestroy_v2(void* e) { free(e); events_live--; return 0; }
+CUresult cuEventRecord(void* e, void* s) { event_records++; return 0; }
 CUresult cuEventSynchronize(void* e) { return 0; }
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) { *ms = 1.5f; return 0; }
 

@@ -33,6 +33,13 @@ import { CachingAllocator } from "./allocator.ts";
 import { decodeBf16, encodeBf16 } from "./bf16.ts";
 import { cudaBuf, CudaBuffer, dtCode, ELEM_BYTES } from "./buffer.ts";
 import { KernelSet, THREADS } from "./kernels.ts";
+import {
+  formatProfile,
+  gemmName,
+  GpuProfiler,
+  type ProfileReport,
+  type ProfileRow,
+} from "./profile.ts";
 
 /** cuBLASLt workspace size. */
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
@@ -120,6 +127,11 @@ export class CudaBackend implements Backend {
   private readonly reduceOut = new Float32Array(1);
   private liveBytes = 0;
   private readonly tf32: boolean;
+  private readonly profiler: GpuProfiler;
+  /** Profiling since construction (TUNE_CUDA_PROFILE=1): the table goes to stderr at the end. */
+  private envProfile = false;
+  /** The report of the last stopProfile(). */
+  lastProfile: ProfileReport | null = null;
   private readonly tiledAttention: boolean;
 
   constructor(opts: CudaBackendOptions = {}) {
@@ -142,6 +154,8 @@ export class CudaBackend implements Backend {
     check("cuStreamCreate", this.lib.cuStreamCreate(slot, 0));
     this.stream = handleOf(slot);
     this.kernels = new KernelSet(this.stream);
+    this.profiler = new GpuProfiler(this.stream);
+    this.kernels.profiler = this.profiler;
     const ws = this.alloc_.alloc(WORKSPACE_BYTES);
     this.workspace = new CudaBuffer(ws.ptr, WORKSPACE_BYTES, "i32", ws.blockBytes, false);
     this.gemm = new GemmRunner(this.stream, ws.ptr, WORKSPACE_BYTES);
@@ -151,6 +165,47 @@ export class CudaBackend implements Backend {
     // which this blocking stream is ordered with).
     this.collectives = opts.collectives ??
       new SingleProcessCollectives((dst, src) => this.copy(dst, src));
+    if (Deno.env.get("TUNE_CUDA_PROFILE") === "1") {
+      this.envProfile = true;
+      this.startProfile();
+      globalThis.addEventListener("unload", () => this.printEnvProfile());
+    }
+  }
+
+  // ---- profiling ----------------------------------------------------------------------
+
+  /**
+   * Time every kernel, matmul, memset and device copy from now on (src/backend/cuda/profile.ts);
+   * a profile already running restarts.
+   */
+  startProfile(): void {
+    this.profiler.start();
+  }
+
+  /** Stop profiling (one sync): rows by total GPU time; the whole report is `lastProfile`. */
+  stopProfile(): ProfileRow[] {
+    this.lastProfile = this.profiler.stop();
+    return this.lastProfile.rows;
+  }
+
+  /** TUNE_CUDA_PROFILE=1: the profile since construction, to stderr, once. */
+  private printEnvProfile(): void {
+    if (!this.envProfile || !this.profiler.active) return;
+    this.envProfile = false;
+    this.stopProfile();
+    console.error(`# TUNE_CUDA_PROFILE (${this.info.name})`);
+    for (const l of formatProfile(this.lastProfile!, 40)) console.error(l);
+  }
+
+  /** Wait for the stream; while profiling, the host time blocked is noted under `why`. */
+  private waitStream(why: string): void {
+    if (!this.profiler.active) {
+      check("cuStreamSynchronize", this.lib.cuStreamSynchronize(this.stream));
+      return;
+    }
+    const t0 = performance.now();
+    check("cuStreamSynchronize", this.lib.cuStreamSynchronize(this.stream));
+    this.profiler.hostWait(why, performance.now() - t0);
   }
 
   // ---- memory -------------------------------------------------------------------------
@@ -196,12 +251,17 @@ export class CudaBackend implements Backend {
     } else {
       bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
     }
+    // Synchronous (the legacy stream waits for this blocking stream's queued work first).
+    const t0 = this.profiler.active ? performance.now() : 0;
     check("cuMemcpyHtoD_v2", this.lib.cuMemcpyHtoD_v2(at, bytes, BigInt(bytes.byteLength)));
+    if (this.profiler.active) {
+      this.profiler.hostWait("upload (synchronous HtoD)", performance.now() - t0);
+    }
   }
 
   download(src: DeviceBuffer): Float32Array | Int32Array {
     const s = cudaBuf(src, "download");
-    this.sync();
+    this.waitStream("download");
     if (s.dtype === "i32") {
       const out = new Int32Array(s.length);
       if (s.length > 0) this.dtoh(new Uint8Array(out.buffer), s);
@@ -220,8 +280,8 @@ export class CudaBackend implements Backend {
   }
 
   /** The first n ints of an i32 buffer on the host (waits for the stream). */
-  private idsOnHost(b: CudaBuffer, n: number): Int32Array {
-    this.sync();
+  private idsOnHost(b: CudaBuffer, n: number, why: string): Int32Array {
+    this.waitStream(`ids to host: ${why}`);
     const out = new Int32Array(n);
     if (n > 0) this.dtoh(new Uint8Array(out.buffer), b);
     return out;
@@ -245,10 +305,12 @@ export class CudaBackend implements Backend {
     const bits = c.dtype === "i32"
       ? value | 0
       : new Uint32Array(new Float32Array([value]).buffer)[0];
+    const t = this.profiler.active ? this.profiler.before() : -1;
     check(
       "cuMemsetD32Async",
       this.lib.cuMemsetD32Async(c.ptr, bits >>> 0, BigInt(c.length), this.stream),
     );
+    if (t >= 0) this.profiler.after(t, "memset (fill)", "memset");
   }
 
   copy(dst: DeviceBuffer, src: DeviceBuffer): void {
@@ -259,10 +321,12 @@ export class CudaBackend implements Backend {
     }
     if (d.length === 0) return;
     if (d.dtype === s.dtype) {
+      const t = this.profiler.active ? this.profiler.before() : -1;
       check(
         "cuMemcpyDtoDAsync_v2",
         this.lib.cuMemcpyDtoDAsync_v2(d.ptr, s.ptr, BigInt(d.bytes), this.stream),
       );
+      if (t >= 0) this.profiler.after(t, "memcpy DtoD (copy)", "memcpy");
     } else {
       need(d, d.length, "copy");
       this.kernels.run1d("cast_copy", d.length, [
@@ -284,7 +348,7 @@ export class CudaBackend implements Backend {
   }
 
   sync(): void {
-    check("cuStreamSynchronize", this.lib.cuStreamSynchronize(this.stream));
+    this.waitStream("sync()");
   }
 
   bytesInUse(): number {
@@ -297,6 +361,8 @@ export class CudaBackend implements Backend {
    */
   destroy(): void {
     this.sync();
+    this.printEnvProfile();
+    this.profiler.destroy();
     this.gemm.destroy();
     this.dropScratch(this.workspace);
     this.dropScratch(this.reduceScratch);
@@ -413,7 +479,7 @@ export class CudaBackend implements Backend {
       squares,
     ]);
     this.kernels.run("reduce_final", 1, THREADS, 0, [result, partial, blocks]);
-    this.sync();
+    this.waitStream(squares ? "sumSquares" : "sum");
     check(
       "cuMemcpyDtoH_v2",
       this.lib.cuMemcpyDtoH_v2(new Uint8Array(this.reduceOut.buffer), result, 4n),
@@ -460,13 +526,12 @@ export class CudaBackend implements Backend {
     const asAb = (x: CudaBuffer): CudaBuffer => {
       if (x.dtype === abType) return x;
       const t = this.scratch(x.length, abType);
-      this.kernels.run1d("cast_copy", x.length, [
-        t.ptr,
-        dtCode(abType),
-        x.ptr,
-        dtCode(x.dtype),
+      this.kernels.run1d(
+        "cast_copy",
         x.length,
-      ]);
+        [t.ptr, dtCode(abType), x.ptr, dtCode(x.dtype), x.length],
+        `cast_copy (gemm operand ${x.dtype}->${abType})`,
+      );
       temps.push(t);
       return t;
     };
@@ -474,7 +539,7 @@ export class CudaBackend implements Backend {
     const cType: GemmType = D.dtype === "bf16" ? "bf16" : "f32";
     const full = { ...shape, abType, cType, tf32: this.tf32 };
     try {
-      this.gemm.run(full, a.ptr, b.ptr, D.ptr, 1, beta);
+      this.gemmTimed(full, a.ptr, b.ptr, D.ptr, beta);
     } catch (e) {
       // No algorithm for these (view) addresses: run on 256-byte aligned copies instead.
       const misaligned = (x: CudaBuffer) => x.ptr % 16n !== 0n;
@@ -489,10 +554,20 @@ export class CudaBackend implements Backend {
         return t;
       };
       const a2 = aligned(a, true), b2 = aligned(b, true), d2 = aligned(D, beta !== 0);
-      this.gemm.run(full, a2.ptr, b2.ptr, d2.ptr, 1, beta);
+      this.gemmTimed(full, a2.ptr, b2.ptr, d2.ptr, beta);
       if (d2 !== D) this.copy(D, d2);
     }
     for (const t of temps) this.dropScratch(t);
+  }
+
+  /** One cuBLASLt matmul, timed under its shape while profiling. */
+  private gemmTimed(full: GemmShape, A: bigint, B: bigint, D: bigint, beta: number): void {
+    const p = this.profiler;
+    if (!p.active) return this.gemm.run(full, A, B, D, 1, beta);
+    const t = p.before();
+    this.gemm.run(full, A, B, D, 1, beta);
+    const flops = 2 * full.m * full.n * full.k * (full.batch ?? 1);
+    p.after(t, gemmName(full, full.abType, full.cType), "gemm", flops);
   }
 
   matmulForward(
@@ -645,7 +720,7 @@ export class CudaBackend implements Backend {
     need(t, N, "embedding tokens"); // (N)
     if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
     const V = Math.floor(tb.length / C); // table (V, C)
-    checkTokens(this.idsOnHost(t, N), V);
+    checkTokens(this.idsOnHost(t, N, "embeddingForward token check"), V);
     this.kernels.run1d("embedding_fwd", N * C, [
       o.ptr,
       dtCode(o.dtype),
@@ -674,7 +749,7 @@ export class CudaBackend implements Backend {
     if (N === 0 || C === 0) return;
     // Group the rows by token on the host (a small download) so the kernel can add each
     // token's rows in a fixed order: deterministic, and out-of-range ids are reported.
-    const tok = this.idsOnHost(t, N);
+    const tok = this.idsOnHost(t, N, "embeddingBackward row order");
     checkTokens(tok, V);
     const order = Array.from({ length: N }, (_, i) => i);
     order.sort((a, b) => tok[a] - tok[b] || a - b);
@@ -1097,7 +1172,7 @@ export class CudaBackend implements Backend {
     need(t, N, "crossEntropy targets"); // (N)
     if (t.dtype !== "i32") throw new Error("crossEntropy targets: expected an i32 buffer");
     // The same one-line error as the CPU backend for a label outside the vocabulary.
-    const tg = this.idsOnHost(t, N);
+    const tg = this.idsOnHost(t, N, "crossEntropy target check");
     for (let i = 0; i < N; i++) {
       if (tg[i] !== -100 && (tg[i] < 0 || tg[i] >= V)) {
         throw new TuneError(

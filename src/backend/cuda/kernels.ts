@@ -5,6 +5,7 @@
  */
 import { CudaModule, KernelLauncher } from "../../../ffi/cuda.ts";
 import { PTX } from "../../../kernels/ptx.ts";
+import type { GpuProfiler } from "./profile.ts";
 
 /** Module and argument kinds of each kernel. */
 export const KERNELS = {
@@ -53,6 +54,8 @@ export class KernelSet {
   private readonly modules = new Map<string, CudaModule>();
   private readonly launcher: KernelLauncher;
   private readonly fns = new Map<KernelName, Deno.PointerValue>();
+  /** Set by the backend: while it is active every launch is timed under its name. */
+  profiler: GpuProfiler | null = null;
 
   constructor(stream: Deno.PointerValue) {
     for (const [name, text] of Object.entries(PTX)) {
@@ -61,13 +64,14 @@ export class KernelSet {
     this.launcher = new KernelLauncher(stream);
   }
 
-  /** Launch `name` with `args` in parameter order. */
+  /** Launch `name` with `args` in parameter order (`label`: the profiler's name for it). */
   run(
     name: KernelName,
     grid: number | [number, number, number],
     block: number,
     sharedBytes: number,
     args: readonly (number | bigint)[],
+    label: string = name,
   ): void {
     let f = this.fns.get(name);
     if (f === undefined) {
@@ -75,12 +79,15 @@ export class KernelSet {
       this.fns.set(name, f);
     }
     const g: [number, number, number] = typeof grid === "number" ? [grid, 1, 1] : grid;
+    const p = this.profiler;
+    const t = p !== null && p.active ? p.before() : -1;
     this.launcher.launch(name, f, g, [block, 1, 1], sharedBytes, KERNELS[name].kinds, args);
+    if (t >= 0) p!.after(t, label, "kernel");
   }
 
   /** Launch a grid-stride elementwise kernel over n elements. */
-  run1d(name: KernelName, n: number, args: readonly (number | bigint)[]): void {
+  run1d(name: KernelName, n: number, args: readonly (number | bigint)[], label?: string): void {
     if (n <= 0) return;
-    this.run(name, blocksFor(n), THREADS, 0, args);
+    this.run(name, blocksFor(n), THREADS, 0, args, label);
   }
 }
