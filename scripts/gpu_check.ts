@@ -634,7 +634,7 @@ function packedIds(B: number, T: number): { segments: Int32Array; positions: Int
 
 function attentionChecks(): void {
   const train: [number, number, number, number, number][] = SMALL
-    ? [[2, 9, 4, 2, 16], [1, 33, 2, 2, 16], [1, 5, 2, 1, 128], [1, 4, 2, 2, 256]]
+    ? [[2, 9, 4, 2, 16], [1, 33, 2, 2, 16], [1, 5, 2, 1, 128], [1, 4, 2, 2, 256], [1, 70, 2, 1, 64]]
     : [
       // B, T, NH, NKV, HS
       [2, 256, 16, 4, 64],
@@ -806,6 +806,89 @@ function tiledAttentionChecks(): void {
         },
       );
     }
+  }
+}
+
+/**
+ * The tensor-core kernels (kernels/flash_attention.cu, the default for bf16 at head size 64
+ * or 128) against the general kernels (TUNE_CUDA_ATTN=simple, themselves checked against
+ * the CPU above) at training sizes too large for the CPU oracle: forward and backward,
+ * causal and packed, and a decode step against a KV cache. bf16 tolerances.
+ */
+function flashAttentionChecks(): void {
+  if (selfTest || !selected("flash")) return;
+  // B, T, Tk, Tcap, NH, NKV, HS, packed
+  const shapes: [number, number, number, number, number, number, number, boolean][] = SMALL
+    ? [[1, 70, 70, 70, 2, 1, 64, false], [1, 80, 80, 80, 2, 1, 64, true], [
+      1,
+      2,
+      70,
+      72,
+      2,
+      1,
+      64,
+      false,
+    ]]
+    : [
+      [2, 2048, 2048, 2048, 32, 8, 64, false], // Llama-3.2-1B attention at the benchmark's T
+      [1, 1000, 1000, 1000, 32, 8, 128, false], // Llama-3-8B head size, ragged T
+      [2, 1024, 1024, 1024, 16, 4, 64, true], // packed samples
+      [2, 3, 700, 768, 32, 8, 128, false], // decode against a KV cache
+    ];
+  for (const [B, T, Tk, Tcap, NH, NKV, HS, packed] of shapes) {
+    const name = `attention flash vs general B=${B} T=${T} Tk=${Tk} NH=${NH} NKV=${NKV} HS=${HS}${
+      packed ? " packed" : ""
+    } [bf16]`;
+    check(name, () => {
+      const flash = gpu as unknown as CudaBackend;
+      const general = createCudaBackend({ attention: "simple" });
+      const bufs: DeviceBuffer[] = [];
+      const alloc = (n: number, dt: DType) => {
+        const x = flash.alloc(n, dt);
+        bufs.push(x);
+        return x;
+      };
+      try {
+        const up = (n: number) => {
+          const x = alloc(n, "bf16");
+          flash.upload(x, randn(n));
+          return x;
+        };
+        const q = up(B * T * NH * HS), k = up(B * Tcap * NKV * HS), v = up(B * Tcap * NKV * HS);
+        const seg = packed ? alloc(B * T, "i32") : null;
+        if (seg !== null) flash.upload(seg, packedIds(B, T).segments);
+        const outs = [0, 1].map(() => ({
+          o: alloc(B * T * NH * HS, "bf16"),
+          l: alloc(B * NH * T, "f32"),
+        }));
+        flash.attentionForward(outs[0].o, outs[0].l, q, k, v, B, T, Tk, Tcap, NH, NKV, HS, seg);
+        general.attentionForward(outs[1].o, outs[1].l, q, k, v, B, T, Tk, Tcap, NH, NKV, HS, seg);
+        const res: Outcome[] = [
+          cmpArrays("out", flash.download(outs[0].o), general.download(outs[1].o), BF16),
+          cmpArrays("lse", flash.download(outs[0].l), general.download(outs[1].l), F32_PROD),
+        ];
+        if (T === Tk) {
+          const dy = up(B * T * NH * HS);
+          const grads = [0, 1].map(() => ({
+            dq: alloc(B * T * NH * HS, "bf16"),
+            dk: alloc(B * T * NKV * HS, "bf16"),
+            dv: alloc(B * T * NKV * HS, "bf16"),
+          }));
+          // Both read the general forward's outputs, so only the backward kernels differ.
+          const { o, l } = outs[1];
+          const [a, b] = grads;
+          flash.attentionBackward(a.dq, a.dk, a.dv, dy, q, k, v, o, l, B, T, NH, NKV, HS, seg);
+          general.attentionBackward(b.dq, b.dk, b.dv, dy, q, k, v, o, l, B, T, NH, NKV, HS, seg);
+          for (const w of ["dq", "dk", "dv"] as const) {
+            res.push(cmpArrays(w, flash.download(a[w]), general.download(b[w]), BF16));
+          }
+        }
+        return res;
+      } finally {
+        general.destroy();
+        for (const x of bufs) flash.free(x);
+      }
+    });
   }
 }
 
@@ -1186,33 +1269,49 @@ function timings(): void {
       } TFLOP/s`,
     );
     for (const buf of [a, b, c]) g.free(buf);
-    const B = 4, T = 1024, NH = 32, NKV = 8, HS = 128;
+    for (const [B, T, NH, NKV, HS] of [[4, 1024, 32, 8, 128], [4, 2048, 32, 8, 64]]) {
+      attentionTiming(g, B, T, NH, NKV, HS);
+    }
+  } catch (e) {
+    console.log(`info  timings failed: ${(e as Error).message}`);
+  }
+}
+
+/** Forward and backward times of the default (flash) and the general attention kernels. */
+function attentionTiming(
+  g: CudaBackend,
+  B: number,
+  T: number,
+  NH: number,
+  NKV: number,
+  HS: number,
+) {
+  {
     const q = g.alloc(B * T * NH * HS, "bf16"), k = g.alloc(B * T * NKV * HS, "bf16");
     const v = g.alloc(B * T * NKV * HS, "bf16"), o = g.alloc(B * T * NH * HS, "bf16");
     const lse = g.alloc(B * NH * T, "f32");
     g.fill(q, 0.01);
     g.fill(k, 0.02);
     g.fill(v, 0.03);
-    const fwd = g.timeMs(() => g.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS));
-    const tiled = createCudaBackend({ attention: "tiled" });
-    const tfwd = tiled.timeMs(() =>
-      tiled.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS)
-    );
-    tiled.destroy();
     const dq = g.alloc(B * T * NH * HS, "bf16"), dk = g.alloc(B * T * NKV * HS, "bf16");
     const dvb = g.alloc(B * T * NKV * HS, "bf16");
-    const bwd = g.timeMs(() =>
-      g.attentionBackward(dq, dk, dvb, o, q, k, v, o, lse, B, T, NH, NKV, HS)
-    );
-    const flops = 2 * 2 * B * NH * T * T * HS / 2; // causal half of QK^T and PV
-    console.log(
-      `info  attention B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}: forward ${fwd.toFixed(2)} ms ` +
-        `(${(flops / fwd / 1e9).toFixed(1)} TFLOP/s), tiled forward ${tfwd.toFixed(2)} ms, ` +
-        `backward ${bwd.toFixed(2)} ms`,
-    );
+    const flops = 2 * 2 * B * NH * T * T * HS / 2; // causal half of QK^T and PV, forward
+    const parts: string[] = [];
+    for (const kind of ["flash", "simple"] as const) {
+      const be = kind === "flash" ? g : createCudaBackend({ attention: kind });
+      be.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS); // warm-up
+      const fwd = be.timeMs(() => be.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS));
+      const bwd = be.timeMs(() =>
+        be.attentionBackward(dq, dk, dvb, o, q, k, v, o, lse, B, T, NH, NKV, HS)
+      );
+      if (be !== g) be.destroy();
+      parts.push(
+        `${kind}: forward ${fwd.toFixed(2)} ms (${(flops / fwd / 1e9).toFixed(0)} TFLOP/s), ` +
+          `backward ${bwd.toFixed(2)} ms (${(2.5 * flops / bwd / 1e9).toFixed(0)} TFLOP/s)`,
+      );
+    }
+    console.log(`info  attention B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}: ${parts.join("; ")}`);
     for (const buf of [q, k, v, o, lse, dq, dk, dvb]) g.free(buf);
-  } catch (e) {
-    console.log(`info  timings failed: ${(e as Error).message}`);
   }
 }
 
@@ -1249,6 +1348,7 @@ async function main(): Promise<number> {
   layerChecks();
   attentionChecks();
   tiledAttentionChecks();
+  flashAttentionChecks();
   await ncclChecks();
   torchChecks();
   timings();

@@ -34,6 +34,13 @@ import { decodeBf16, encodeBf16 } from "./bf16.ts";
 import { cudaBuf, CudaBuffer, dtCode, ELEM_BYTES } from "./buffer.ts";
 import { KernelSet, THREADS } from "./kernels.ts";
 import {
+  type AttentionKernels,
+  FLASH_THREADS,
+  flashBackwardLaunch,
+  flashEligible,
+  flashForwardLaunch,
+} from "./flash_attention.ts";
+import {
   formatProfile,
   gemmName,
   GpuProfiler,
@@ -65,11 +72,13 @@ export interface CudaBackendOptions {
    */
   tf32?: boolean;
   /**
-   * Attention forward kernel: "simple" (one warp per query row, K/V read from global
-   * memory) or "tiled" (K/V tiles shared by 4 query rows in shared memory; head size up to
-   * 128). Default: TUNE_CUDA_ATTN, else "simple".
+   * Attention kernels: "flash" (bf16 tensor-core kernels of kernels/flash_attention.cu
+   * where they apply, see flash_attention.ts; the general kernels elsewhere), "simple" (one
+   * warp per query row, K/V read from global memory) or "tiled" (forward with K/V tiles
+   * shared by 4 query rows in shared memory; head size up to 128). Default:
+   * TUNE_CUDA_ATTN, else "flash".
    */
-  attention?: "simple" | "tiled";
+  attention?: AttentionKernels;
 }
 
 function defaultOrdinal(): number {
@@ -127,16 +136,17 @@ export class CudaBackend implements Backend {
   private readonly reduceOut = new Float32Array(1);
   private liveBytes = 0;
   private readonly tf32: boolean;
+  private readonly attentionKernels: AttentionKernels;
   private readonly profiler: GpuProfiler;
   /** Profiling since construction (TUNE_CUDA_PROFILE=1): the table goes to stderr at the end. */
   private envProfile = false;
   /** The report of the last stopProfile(). */
   lastProfile: ProfileReport | null = null;
-  private readonly tiledAttention: boolean;
 
   constructor(opts: CudaBackendOptions = {}) {
     this.tf32 = opts.tf32 ?? Deno.env.get("TUNE_CUDA_TF32") === "1";
-    this.tiledAttention = (opts.attention ?? Deno.env.get("TUNE_CUDA_ATTN")) === "tiled";
+    this.attentionKernels = opts.attention ??
+      (Deno.env.get("TUNE_CUDA_ATTN") as AttentionKernels | undefined) ?? "flash";
     this.lib = cuda(); // throws the one-line TuneError when libcuda.so.1 is missing
     const { device } = initDevice(opts.device ?? defaultOrdinal());
     this.device = device;
@@ -519,6 +529,7 @@ export class CudaBackend implements Backend {
     B: CudaBuffer,
     D: CudaBuffer,
     beta: number,
+    opts: { exact?: boolean; role?: string } = {},
   ): void {
     const allF32 = A.dtype === "f32" && B.dtype === "f32" && D.dtype === "f32";
     const abType: GemmType = allF32 ? "f32" : "bf16";
@@ -537,9 +548,10 @@ export class CudaBackend implements Backend {
     };
     const a = asAb(A), b = asAb(B);
     const cType: GemmType = D.dtype === "bf16" ? "bf16" : "f32";
-    const full = { ...shape, abType, cType, tf32: this.tf32 };
+    // exact: fp32 products even under TF32 (reductions that are not layer matmuls)
+    const full = { ...shape, abType, cType, tf32: this.tf32 && opts.exact !== true };
     try {
-      this.gemmTimed(full, a.ptr, b.ptr, D.ptr, beta);
+      this.gemmTimed(full, a.ptr, b.ptr, D.ptr, beta, opts.role);
     } catch (e) {
       // No algorithm for these (view) addresses: run on 256-byte aligned copies instead.
       const misaligned = (x: CudaBuffer) => x.ptr % 16n !== 0n;
@@ -554,20 +566,27 @@ export class CudaBackend implements Backend {
         return t;
       };
       const a2 = aligned(a, true), b2 = aligned(b, true), d2 = aligned(D, beta !== 0);
-      this.gemmTimed(full, a2.ptr, b2.ptr, d2.ptr, beta);
+      this.gemmTimed(full, a2.ptr, b2.ptr, d2.ptr, beta, opts.role);
       if (d2 !== D) this.copy(D, d2);
     }
     for (const t of temps) this.dropScratch(t);
   }
 
   /** One cuBLASLt matmul, timed under its shape while profiling. */
-  private gemmTimed(full: GemmShape, A: bigint, B: bigint, D: bigint, beta: number): void {
+  private gemmTimed(
+    full: GemmShape,
+    A: bigint,
+    B: bigint,
+    D: bigint,
+    beta: number,
+    role?: string,
+  ): void {
     const p = this.profiler;
     if (!p.active) return this.gemm.run(full, A, B, D, 1, beta);
     const t = p.before();
     this.gemm.run(full, A, B, D, 1, beta);
     const flops = 2 * full.m * full.n * full.k * (full.batch ?? 1);
-    p.after(t, gemmName(full, full.abType, full.cType), "gemm", flops);
+    p.after(t, gemmName(full, full.abType, full.cType, role), "gemm", flops);
   }
 
   matmulForward(
@@ -849,6 +868,10 @@ export class CudaBackend implements Backend {
     if (dweight !== null) {
       const dw = cudaBuf(dweight, "rmsnorm dweight");
       need(dw, C, "rmsnorm dweight"); // (C)
+      if (dw.dtype === "f32" && r.dtype === "f32") {
+        this.rmsnormWeightGrad(dw, dy, x, r, N, C);
+        return;
+      }
       this.kernels.run("rmsnorm_bwd_dw", Math.ceil(C / THREADS), THREADS, 0, [
         dw.ptr,
         dtCode(dw.dtype),
@@ -862,6 +885,40 @@ export class CudaBackend implements Backend {
         C,
       ]);
     }
+  }
+
+  /**
+   * dweight(C) += sum over rows of dout * inp * rstd in two passes that fill the GPU:
+   * p(N, C) = dout * inp (fp32 scratch; a product of two bf16 values is exact in fp32),
+   * then dweight += p^T . rstd as an exact-fp32 cuBLASLt GEMV. (rmsnorm_bwd_dw runs one
+   * thread per column: C / 256 blocks, 8 of an H200's 132 SMs at C = 2048, each thread
+   * looping over all N rows.) The sum order differs from the CPU twin's by fp32 rounding.
+   */
+  private rmsnormWeightGrad(
+    dw: CudaBuffer,
+    dy: CudaBuffer,
+    x: CudaBuffer,
+    r: CudaBuffer,
+    N: number,
+    C: number,
+  ): void {
+    const p = this.scratch(N * C, "f32"); // (N, C)
+    this.kernels.run1d(
+      "ew_mul",
+      N * C,
+      [p.ptr, dtCode("f32"), dy.ptr, dtCode(dy.dtype), x.ptr, dtCode(x.dtype), N * C],
+      "ew_mul (rmsnorm dweight)",
+    );
+    // Column-major: dweight(C, 1) += p(C, N) . rstd(N, 1).
+    this.gemmRun(
+      { transA: false, transB: false, m: C, n: 1, k: N, lda: C, ldb: N, ldc: C },
+      p,
+      r,
+      dw,
+      1,
+      { exact: true, role: "rmsnorm dweight" },
+    );
+    this.dropScratch(p);
   }
 
   rope(
@@ -942,6 +999,25 @@ export class CudaBackend implements Backend {
     const sg = segments === null ? 0n : this.segmentIds(segments, B * T, "attention segments").ptr; // (B, T)
     const rows = B * NH * T;
     if (rows === 0) return;
+    if (this.attentionKernels === "flash" && flashEligible(HS, l, [o, qb, kb, vb])) {
+      const { name, grid, smem } = flashForwardLaunch(B, T, NH, HS);
+      this.kernels.run(name, grid, FLASH_THREADS, smem, [
+        o.ptr,
+        l.ptr,
+        qb.ptr,
+        kb.ptr,
+        vb.ptr,
+        B,
+        T,
+        Tk,
+        Tcap,
+        NH,
+        NKV,
+        1 / Math.sqrt(HS),
+        sg,
+      ]);
+      return;
+    }
     const args = [
       o.ptr,
       dtCode(o.dtype),
@@ -963,7 +1039,7 @@ export class CudaBackend implements Backend {
       1 / Math.sqrt(HS),
       sg,
     ];
-    if (this.tiledAttention && HS <= 128 && B * NH <= 65535) {
+    if (this.attentionKernels === "tiled" && HS <= 128 && B * NH <= 65535) {
       const smem = (WARPS * HS + 32 * (HS + 1) + 32 * HS) * 4;
       const grid: [number, number, number] = [Math.ceil(T / WARPS), B * NH, 1];
       this.kernels.run("attn_fwd_tiled", grid, 32 * WARPS, smem, args);
@@ -1027,6 +1103,37 @@ export class CudaBackend implements Backend {
       NH,
       HS,
     ]);
+    if (this.attentionKernels === "flash" && flashEligible(HS, l, [dy, qb, kb, vb])) {
+      // dq accumulates in fp32 over the key blocks (atomics), then takes dq's dtype.
+      const dqAcc = dqb.dtype === "f32" ? dqb : this.scratch(B * T * NH * HS, "f32"); // (B, T, NH, HS)
+      this.fill(dqAcc, 0);
+      const { name, grid: g, smem } = flashBackwardLaunch(B, T, NKV, HS);
+      this.kernels.run(name, g, FLASH_THREADS, smem, [
+        dqAcc.ptr,
+        dkb.ptr,
+        dtCode(dkb.dtype),
+        dvb.ptr,
+        dtCode(dvb.dtype),
+        dy.ptr,
+        qb.ptr,
+        kb.ptr,
+        vb.ptr,
+        l.ptr,
+        dsum.ptr,
+        B,
+        T,
+        NH,
+        NKV,
+        scale,
+        sg,
+      ]);
+      if (dqAcc !== dqb) {
+        this.copy(dqb, dqAcc);
+        this.dropScratch(dqAcc);
+      }
+      this.dropScratch(dsum);
+      return;
+    }
     this.kernels.run("attn_bwd_dq", grid, 32 * WARPS, WARPS * 2 * HS * 4, [
       dqb.ptr,
       dtCode(dqb.dtype),

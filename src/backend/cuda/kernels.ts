@@ -36,6 +36,10 @@ export const KERNELS = {
   attn_bwd_dsum: { module: "attention", kinds: "ppipiiiii" },
   attn_bwd_dq: { module: "attention", kinds: "pipipipipipipiiiiifp" },
   attn_bwd_dkdv: { module: "attention", kinds: "pipipipipipipipiiiiifp" },
+  flash_fwd_64: { module: "flash_attention", kinds: "pppppiiiiiifp" },
+  flash_fwd_128: { module: "flash_attention", kinds: "pppppiiiiiifp" },
+  flash_bwd_64: { module: "flash_attention", kinds: "ppipippppppiiiifp" },
+  flash_bwd_128: { module: "flash_attention", kinds: "ppipippppppiiiifp" },
 } as const satisfies Record<string, { module: keyof typeof PTX; kinds: string }>;
 
 /** A kernel name. */
