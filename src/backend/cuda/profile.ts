@@ -254,15 +254,19 @@ export class GpuProfiler {
   }
 }
 
-/** A gemm's profile name: "gemm MxNxK a->c TN (fwd)" (x batch when batched). */
+/**
+ * A gemm's profile name: "gemm MxNxK a->c TN (fwd)" (x batch when batched). Without `role`
+ * it follows from the transposes of the backend's linear layers: forward TN, input
+ * gradient NN, weight gradient NT.
+ */
 export function gemmName(
   s: { transA: boolean; transB: boolean; m: number; n: number; k: number; batch?: number },
   abType: string,
   cType: string,
+  role?: string,
 ): string {
   const t = `${s.transA ? "T" : "N"}${s.transB ? "T" : "N"}`;
-  // the backend's three uses: forward TN, input gradient NN, weight gradient NT
-  const role = t === "TN" ? "fwd" : t === "NN" ? "bwd dinp" : t === "NT" ? "bwd dweight" : "";
+  role ??= t === "TN" ? "fwd" : t === "NN" ? "bwd dinp" : t === "NT" ? "bwd dweight" : "";
   const b = (s.batch ?? 1) > 1 ? ` x${s.batch}` : "";
   return `gemm ${s.m}x${s.n}x${s.k}${b} ${abType}->${cType} ${t}${role ? ` (${role})` : ""}`;
 }
