@@ -8,6 +8,8 @@
  *   deno run -A scripts/gpu_bench.ts --json          # also one JSON object per row
  *   deno run -A scripts/gpu_bench.ts --modes=lora --max-batch=16 --no-torch
  *   deno run -A scripts/gpu_bench.ts --cpu-dry-run   # no GPU: tiny shape on the CPU backend
+ *   deno run -A scripts/gpu_bench.ts --tiny ...      # tiny shape on the CUDA backend (with
+ *                                                    # TUNE_LIBCUDA=fake driver: no GPU)
  *   deno run -A scripts/gpu_bench.ts --modes=full --max-batch=4 --no-torch --profile --json
  *
  * --profile: after the timed steps of each batch, one more step under the CUDA backend's
@@ -65,11 +67,13 @@ function num(name: string, dflt: number): number {
 }
 
 const DRY = Deno.args.includes("--cpu-dry-run");
+/** The tiny shape of --cpu-dry-run, on the CUDA backend (tests run it on the fake driver). */
+const TINY = DRY || Deno.args.includes("--tiny");
 const JSON_OUT = Deno.args.includes("--json");
 const PROFILE = Deno.args.includes("--profile");
-const SEQ = num("seq", DRY ? 32 : 2048);
-const MAX_BATCH = num("max-batch", DRY ? 4 : 64);
-const STEPS = num("steps", DRY ? 2 : 5);
+const SEQ = num("seq", TINY ? 32 : 2048);
+const MAX_BATCH = num("max-batch", TINY ? 4 : 64);
+const STEPS = num("steps", TINY ? 2 : 5);
 /** Seconds the batch search of one mode may take before it stops going up. */
 const BUDGET_S = num("budget-s", DRY ? 60 : 80);
 /** Seconds the whole run may take: later children get what is left (and are cut there). */
@@ -98,13 +102,13 @@ function benchConfig(): LlamaConfig {
   const entry = MODEL_FAMILIES.find((e) => e.name === "llama3_2_1b");
   if (!entry) throw new Error("llama3_2_1b is missing from MODEL_FAMILIES");
   const cfg = entry.config();
-  if (!DRY) return cfg;
+  if (!TINY) return cfg;
   return { ...cfg, dim: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, hiddenDim: 128, vocabSize: 256 };
 }
 
 function specFor(mode: Mode): ModelSpec {
   return {
-    name: DRY ? "llama3_2_1b-tiny" : "llama3_2_1b",
+    name: TINY ? "llama3_2_1b-tiny" : "llama3_2_1b",
     config: benchConfig(),
     lora: mode === "lora" ? LORA : null,
   };
@@ -319,7 +323,7 @@ function runChild(
 
 function tuneMode(mode: Mode): { row: Row; gpu: string; profile?: ProfileReport } {
   const pass = Deno.args.filter((a) =>
-    /^--(seq|max-batch|steps|budget-s|logit-chunks|cpu-dry-run|profile)/.test(a)
+    /^--(seq|max-batch|steps|budget-s|logit-chunks|cpu-dry-run|tiny|profile)/.test(a)
   );
   const { lines, err } = runChild(
     Deno.execPath(),
@@ -401,7 +405,8 @@ function torchRows(mode: Mode, batch: number): Row[] {
       String(SEQ),
     ];
     args.push("--steps", String(STEPS));
-    if (DRY) args.push("--device", "cpu", "--tiny");
+    if (DRY) args.push("--device", "cpu");
+    if (TINY) args.push("--tiny");
     let res: { lines: unknown[]; err: string };
     try {
       res = runChild(python, args, Math.min(impl === "compile" ? 420 : 180, remainingS()));

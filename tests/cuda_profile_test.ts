@@ -258,6 +258,59 @@ Deno.test("TUNE_CUDA_PROFILE=1 prints the profile table to stderr when the backe
   }
 });
 
+Deno.test("gpu_bench.ts --tiny --profile --json prints the step's profile on the fake driver", {
+  ignore: !HAS_GCC,
+}, () => {
+  const tmp = Deno.makeTempDirSync({ prefix: "tune_profile_" });
+  try {
+    const lib = buildFake(tmp);
+    const r = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../scripts/gpu_bench.ts", import.meta.url).pathname,
+        "--tiny",
+        "--profile",
+        "--json",
+        "--no-torch",
+        "--modes=full",
+        "--max-batch=2",
+        "--steps=1",
+      ],
+      env: { TUNE_LIBCUDA: lib, TUNE_LIBCUBLASLT: lib },
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    const out = new TextDecoder().decode(r.stdout), err = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, out + err);
+    assert.match(err, /# full: per-op GPU profile of one step at batch 2 \(seq 32\)/);
+    assert.match(err, /^op\s+kind\s+count\s+total ms\s+share %\s+avg us\s+TFLOP\/s$/m);
+    const line = out.split("\n").find((l) => l.startsWith('{"profile":'));
+    assert.ok(line, out);
+    const p = JSON.parse(line);
+    assert.equal(p.profile, "full");
+    assert.equal(p.batch, 2);
+    const count = (name: string) =>
+      (p.rows as ChildRow[]).find((row) => row.name === name)?.count ?? 0;
+    // one step of the tiny model (2 layers, tied embeddings): one of each per step ...
+    for (const k of ["embedding_fwd", "embedding_bwd", "cross_entropy", "adamw"]) {
+      assert.equal(count(k), 1, k);
+    }
+    // ... and per layer (2) plus the final norm
+    assert.equal(count("rmsnorm_fwd"), 5);
+    assert.equal(count("gemm 64x1x64 f32->f32 NN (rmsnorm dweight)"), 5);
+    // the output projection (V=256, C=64, N=64) with the tied f32 embedding cast to bf16
+    assert.equal(count("gemm 256x64x64 bf16->bf16 TN (fwd)"), 1);
+    assert.ok(count("cast_copy (gemm operand f32->bf16)") > 0);
+    const waits = new Set((p.host_waits as { name: string }[]).map((w) => w.name));
+    for (const w of ["sync()", "ids to host: crossEntropy target check", "sum"]) {
+      assert.ok(waits.has(w), `${w} in ${[...waits]}`);
+    }
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
 Deno.test("gpu_bench.ts --cpu-dry-run --profile notes that the profiler is CUDA-only", () => {
   const r = new Deno.Command(Deno.execPath(), {
     args: [
