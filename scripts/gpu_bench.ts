@@ -383,6 +383,7 @@ function printProfile(mode: Mode, batch: number, p: ProfileReport | undefined): 
       gpu_span_ms: p.gpuSpanMs,
       ops: p.ops,
       host_waits: p.hostWaits,
+      new_device_bytes: p.newDeviceBytes,
       rows: p.rows,
     }));
   }

@@ -82,11 +82,14 @@ Deno.test("`formatProfile()` prints the summary, the top rows and a line for the
     gpuSpanMs: 16,
     ops: 5,
     hostWaits: [{ name: "sync()", count: 1, ms: 2 }],
+    newDeviceBytes: 3 * 2 ** 20,
   };
   const lines = formatProfile(r, 3);
   assert.match(lines[0], /^wall 20\.00 ms; GPU busy 15\.00 ms \(75\.0% of wall\)/);
   assert.match(lines[0], /wall - busy 5\.00 ms/);
   assert.match(lines[1], /sync\(\) x1 2\.00 ms/);
+  assert.equal(lines[2], "new device memory from the driver: 3.0 MiB");
+  lines.splice(2, 1);
   assert.match(lines[2], /^op\s+kind\s+count\s+total ms\s+share %\s+avg us\s+TFLOP\/s$/);
   assert.deepEqual(lines.slice(3, 6).map((l) => l.split(/\s+/)[0]), ["k0", "k1", "k2"]);
   assert.match(lines[6], /^\(2 more\)\s+2\s+3\.000\s+20\.0$/);
@@ -210,6 +213,7 @@ Deno.test(
       assert.equal(rows.find((r) => r.name === "memcpy DtoD (copy)")!.kind, "memcpy");
       const total = rows.reduce((a, r) => a + r.count, 0);
       assert.equal(res.report.ops, total);
+      assert.equal(res.report.newDeviceBytes, 0); // the unprofiled run warmed the allocator
       assert.ok(Math.abs(rows.reduce((a, r) => a + r.share, 0) - 1) < 1e-9);
       const waits = Object.fromEntries(
         (res.report.hostWaits as { name: string; count: number }[]).map((w) => [w.name, w.count]),
@@ -290,6 +294,7 @@ Deno.test("gpu_bench.ts --tiny --profile --json prints the step's profile on the
     const p = JSON.parse(line);
     assert.equal(p.profile, "full");
     assert.equal(p.batch, 2);
+    assert.equal(p.new_device_bytes, 0); // no cuMemAlloc in a step after the warm-up
     const count = (name: string) =>
       (p.rows as ChildRow[]).find((row) => row.name === name)?.count ?? 0;
     // one step of the tiny model (2 layers, tied embeddings): one of each per step ...

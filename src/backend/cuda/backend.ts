@@ -142,6 +142,7 @@ export class CudaBackend implements Backend {
   private envProfile = false;
   /** The report of the last stopProfile(). */
   lastProfile: ProfileReport | null = null;
+  private profileReserved = 0;
 
   constructor(opts: CudaBackendOptions = {}) {
     this.tf32 = opts.tf32 ?? Deno.env.get("TUNE_CUDA_TF32") === "1";
@@ -189,12 +190,14 @@ export class CudaBackend implements Backend {
    * a profile already running restarts.
    */
   startProfile(): void {
+    this.profileReserved = this.alloc_.reservedBytes;
     this.profiler.start();
   }
 
   /** Stop profiling (one sync): rows by total GPU time; the whole report is `lastProfile`. */
   stopProfile(): ProfileRow[] {
-    this.lastProfile = this.profiler.stop();
+    const newDeviceBytes = this.alloc_.reservedBytes - this.profileReserved;
+    this.lastProfile = { ...this.profiler.stop(), newDeviceBytes };
     return this.lastProfile.rows;
   }
 

@@ -60,6 +60,11 @@ export interface ProfileReport {
   ops: number;
   /** Host waits on the GPU during the profile. */
   hostWaits: HostWait[];
+  /**
+   * Bytes the caching allocator newly took from the driver (cuMemAlloc) during the
+   * profile (set by the backend; 0: every buffer came from its cache).
+   */
+  newDeviceBytes?: number;
 }
 
 /** Pending ops resolved (one sync) and folded into the totals beyond this many. */
@@ -289,6 +294,9 @@ export function formatProfile(r: ProfileReport, top = 25): string[] {
       })`
       : ""),
   ];
+  if (r.newDeviceBytes !== undefined) {
+    lines.push(`new device memory from the driver: ${f(r.newDeviceBytes / 2 ** 20, 1)} MiB`);
+  }
   const head = ["op", "kind", "count", "total ms", "share %", "avg us", "TFLOP/s"];
   const table = [head];
   for (const row of r.rows.slice(0, top)) {
