@@ -143,6 +143,8 @@ export class CudaBackend implements Backend {
   /** The report of the last stopProfile(). */
   lastProfile: ProfileReport | null = null;
   private profileReserved = 0;
+  /** Vectors of ones by dtype (see onesOf). */
+  private readonly ones = new Map<DType, CudaBuffer>();
 
   constructor(opts: CudaBackendOptions = {}) {
     this.tf32 = opts.tf32 ?? Deno.env.get("TUNE_CUDA_TF32") === "1";
@@ -379,6 +381,8 @@ export class CudaBackend implements Backend {
     this.gemm.destroy();
     this.dropScratch(this.workspace);
     this.dropScratch(this.reduceScratch);
+    for (const b of this.ones.values()) this.dropScratch(b);
+    this.ones.clear();
     this.alloc_.releaseCached();
     check("cuStreamDestroy_v2", this.lib.cuStreamDestroy_v2(this.stream));
   }
@@ -718,15 +722,41 @@ export class CudaBackend implements Backend {
     if (dbias !== null && N > 0) {
       const db = cudaBuf(dbias, "matmul dbias");
       need(db, N, "matmul dbias"); // (N)
-      this.kernels.run("bias_grad", Math.ceil(N / THREADS), THREADS, 0, [
-        db.ptr,
-        dtCode(db.dtype),
-        dy.ptr,
-        dtCode(dy.dtype),
-        M,
-        N,
-      ]);
+      if (db.dtype === "f32" && M > 0) {
+        // Column-major: dbias(N, 1) += dout(N, M) . ones(M, 1), a GEMV that fills the GPU
+        // (bias_grad runs one thread per column, each looping over all M rows).
+        const ones = this.onesOf(M, dy.dtype === "bf16" ? "bf16" : "f32"); // (M)
+        this.gemmRun(
+          { transA: false, transB: false, m: N, n: 1, k: M, lda: N, ldb: M, ldc: N },
+          dy,
+          ones,
+          db,
+          1,
+          { exact: true, role: "bias grad" },
+        );
+      } else {
+        this.kernels.run("bias_grad", Math.ceil(N / THREADS), THREADS, 0, [
+          db.ptr,
+          dtCode(db.dtype),
+          dy.ptr,
+          dtCode(dy.dtype),
+          M,
+          N,
+        ]);
+      }
     }
+  }
+
+  /** A cached vector of at least n ones of `dtype` (column sums as GEMVs). */
+  private onesOf(n: number, dtype: DType): CudaBuffer {
+    let b = this.ones.get(dtype);
+    if (b === undefined || b.length < n) {
+      if (b !== undefined) this.dropScratch(b);
+      b = this.scratch(n, dtype); // (n)
+      this.fill(b, 1);
+      this.ones.set(dtype, b);
+    }
+    return b;
   }
 
   embeddingForward(
