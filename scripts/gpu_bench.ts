@@ -393,7 +393,8 @@ function torchRows(mode: Mode, batch: number): Row[] {
   const script = new URL("../bench/torch_gpu_bench.py", import.meta.url).pathname;
   const python = Deno.env.get("TUNE_PYTHON") ?? (DRY ? "/usr/bin/python3" : "python3");
   const rows: Row[] = [];
-  for (const impl of ["eager", "compile"]) {
+  // --torch=eager skips torch.compile (its compile takes a minute or two of a short lease).
+  for (const impl of (opt("torch") ?? "eager,compile").split(",")) {
     const args = [
       script,
       "--mode",
