@@ -45,6 +45,7 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
   uint16_t* ks = reinterpret_cast<uint16_t*>(smem);  // [FA_BK][LD]
   uint16_t* vs = ks + FA_BK * LD;                      // [FA_BK][LD]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int lr = lane & 7, l8 = (lane >> 3) & 1, l16 = lane >> 4;  // ldmatrix row address parts
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH, kvh = h / (NH / NKV);
   // The longest query tiles first, so the short ones fill the tail of the grid.
   const int q0 = (gridDim.x - 1 - blockIdx.x) * 64;
@@ -83,10 +84,11 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
 #pragma unroll
     for (int kk = 0; kk < HS / 16; kk++) {
 #pragma unroll
-      for (int n = 0; n < FA_BK / 8; n++) {
-        const uint16_t* kr = ks + (n * 8 + g) * LD + 16 * kk + 2 * c;
-        const uint32_t bf[2] = {ld_pair(kr), ld_pair(kr + 8)};
-        mma_16816(s[n], qf[kk], bf);
+      for (int np = 0; np < FA_BK / 16; np++) {  // key tiles 2np, 2np + 1
+        uint32_t kr[4];
+        ldsm_x4(kr, ks + (16 * np + lr + 8 * l16) * LD + 16 * kk + 8 * l8);
+        mma_16816(s[2 * np], qf[kk], kr);
+        mma_16816(s[2 * np + 1], qf[kk], kr + 2);
       }
     }
     // Scale into base 2 and mask: causal (and the end of the keys), segments.
@@ -135,10 +137,11 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
           pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]),
       };
 #pragma unroll
-      for (int n = 0; n < HS / 8; n++) {
-        const uint16_t* vr = vs + (16 * kk + 2 * c) * LD + n * 8 + g;
-        const uint32_t bf[2] = {ld_pair_strided(vr, LD), ld_pair_strided(vr + 8 * LD, LD)};
-        mma_16816(o[n], pf, bf);
+      for (int np = 0; np < HS / 16; np++) {  // head-dim tiles 2np, 2np + 1
+        uint32_t vr[4];
+        ldsm_x4_trans(vr, vs + (16 * kk + lr + 8 * l8) * LD + 16 * np + 8 * l16);
+        mma_16816(o[2 * np], pf, vr);
+        mma_16816(o[2 * np + 1], pf, vr + 2);
       }
     }
   }
@@ -179,6 +182,7 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
   float* lse_s = reinterpret_cast<float*>(dss + BQ * LDS);  // [BQ] lse * log2(e)
   float* dsum_s = lse_s + BQ;                                // [BQ]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int lr = lane & 7, l8 = (lane >> 3) & 1, l16 = lane >> 4;  // ldmatrix row address parts
   const int bkv = blockIdx.y, b = bkv / NKV, kvh = bkv % NKV, group = NH / NKV;
   const int k0 = blockIdx.x * FA_BK;
   const int key[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};  // this lane's two keys
@@ -231,13 +235,15 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
 #pragma unroll
       for (int kk = 0; kk < HS / 16; kk++) {
 #pragma unroll
-        for (int n = 0; n < BQ / 8; n++) {
-          const uint16_t* qr = qs + (n * 8 + g) * LD + 16 * kk + 2 * c;
-          const uint32_t qb[2] = {ld_pair(qr), ld_pair(qr + 8)};
-          mma_16816(st[n], kf[kk], qb);
-          const uint16_t* dr = dos + (n * 8 + g) * LD + 16 * kk + 2 * c;
-          const uint32_t db[2] = {ld_pair(dr), ld_pair(dr + 8)};
-          mma_16816(dpt[n], vf[kk], db);
+        for (int np = 0; np < BQ / 16; np++) {  // query tiles 2np, 2np + 1
+          const int at = (16 * np + lr + 8 * l16) * LD + 16 * kk + 8 * l8;
+          uint32_t qr[4], dr[4];
+          ldsm_x4(qr, qs + at);
+          ldsm_x4(dr, dos + at);
+          mma_16816(st[2 * np], kf[kk], qr);
+          mma_16816(st[2 * np + 1], kf[kk], qr + 2);
+          mma_16816(dpt[2 * np], vf[kk], dr);
+          mma_16816(dpt[2 * np + 1], vf[kk], dr + 2);
         }
       }
       // P^T and dS^T = P^T (dP^T - dsum) * scale, in place (st <- P, dpt <- dS).
@@ -268,13 +274,15 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
             pack_bf16(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]),
         };
 #pragma unroll
-        for (int n = 0; n < HS / 8; n++) {
-          const uint16_t* dr = dos + (16 * kk + 2 * c) * LD + n * 8 + g;
-          const uint32_t db[2] = {ld_pair_strided(dr, LD), ld_pair_strided(dr + 8 * LD, LD)};
-          mma_16816(dva[n], pf, db);
-          const uint16_t* qr = qs + (16 * kk + 2 * c) * LD + n * 8 + g;
-          const uint32_t qb[2] = {ld_pair_strided(qr, LD), ld_pair_strided(qr + 8 * LD, LD)};
-          mma_16816(dka[n], sf, qb);
+        for (int np = 0; np < HS / 16; np++) {  // head-dim tiles 2np, 2np + 1
+          const int at = (16 * kk + lr + 8 * l8) * LD + 16 * np + 8 * l16;
+          uint32_t dr[4], qr[4];
+          ldsm_x4_trans(dr, dos + at);
+          ldsm_x4_trans(qr, qs + at);
+          mma_16816(dva[2 * np], pf, dr);
+          mma_16816(dva[2 * np + 1], pf, dr + 2);
+          mma_16816(dka[2 * np], sf, qr);
+          mma_16816(dka[2 * np + 1], sf, qr + 2);
         }
       }
       // dS (query, key) to shared memory for dQ = dS K.
@@ -295,14 +303,14 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
         for (int n = 0; n < HS / 8; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < FA_BK / 16; kk++) {
-          const uint16_t* sr = dss + (rg * 16 + g) * LDS + 16 * kk + 2 * c;
-          const uint32_t af[4] = {ld_pair(sr), ld_pair(sr + 8 * LDS), ld_pair(sr + 8),
-                                  ld_pair(sr + 8 * LDS + 8)};
+          uint32_t af[4];
+          ldsm_x4(af, dss + (rg * 16 + lr + 8 * l8) * LDS + 16 * kk + 8 * l16);
 #pragma unroll
-          for (int n = 0; n < HS / 8; n++) {
-            const uint16_t* kr = ks + (16 * kk + 2 * c) * LD + n * 8 + g;
-            const uint32_t kb2[2] = {ld_pair_strided(kr, LD), ld_pair_strided(kr + 8 * LD, LD)};
-            mma_16816(dqa[n], af, kb2);
+          for (int np = 0; np < HS / 16; np++) {  // head-dim tiles 2np, 2np + 1
+            uint32_t kr[4];
+            ldsm_x4_trans(kr, ks + (16 * kk + lr + 8 * l8) * LD + 16 * np + 8 * l16);
+            mma_16816(dqa[2 * np], af, kr);
+            mma_16816(dqa[2 * np + 1], af, kr + 2);
           }
         }
 #pragma unroll
@@ -334,16 +342,17 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
   }
 }
 
-#define FLASH_FWD(HSV)                                                                        \
-  extern "C" __global__ void LAUNCH_BOUNDS(128)                                              \
+// Forward blocks per SM: 4 at head size 64 caps it at 128 registers a thread.
+#define FLASH_FWD(HSV, BLOCKS)                                                                \
+  extern "C" __global__ void LAUNCH_BOUNDS(128, BLOCKS)                                      \
       flash_fwd_##HSV(void* out, float* lse, const void* q, const void* k, const void* v,      \
                       int B, int T, int Tk, int Tcap, int NH, int NKV, float scale,            \
                       const int* seg) {                                                        \
     flash_fwd<HSV>((uint16_t*)out, lse, (const uint16_t*)q, (const uint16_t*)k,                \
                    (const uint16_t*)v, B, T, Tk, Tcap, NH, NKV, scale, seg);                   \
   }
-FLASH_FWD(64)
-FLASH_FWD(128)
+FLASH_FWD(64, 4)
+FLASH_FWD(128, 2)
 
 #define FLASH_BWD(HSV, BQV)                                                                   \
   extern "C" __global__ void LAUNCH_BOUNDS(128) flash_bwd_##HSV(                              \

@@ -17,9 +17,9 @@
 #endif
 
 #ifdef TUNE_EMU
-#define LAUNCH_BOUNDS(n)
+#define LAUNCH_BOUNDS(...)
 #else
-#define LAUNCH_BOUNDS(n) __launch_bounds__(n)
+#define LAUNCH_BOUNDS(...) __launch_bounds__(__VA_ARGS__)
 #endif
 
 // 16 bytes moved in one load or store (8 bf16).
@@ -52,6 +52,40 @@ __device__ __forceinline__ uint32_t ld_pair(const uint16_t* p) {
 __device__ __forceinline__ uint32_t ld_pair_strided(const uint16_t* p, int stride) {
   return (uint32_t)p[0] | ((uint32_t)p[stride] << 16);
 }
+
+// ldmatrix: four 8x8 bf16 matrices from shared memory, lane l giving the address of row
+// l % 8 of matrix l / 8 (16 contiguous bytes, 16-byte aligned). Register i of lane l gets
+// matrix i's elements [l / 4][2(l % 4), +1] (plain) or [2(l % 4), +1][l / 4] (trans), so
+// one call yields two A/B fragment halves for each of two tiles.
+#ifndef TUNE_EMU
+__device__ __forceinline__ void ldsm_x4(uint32_t* r, const uint16_t* p) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t* r, const uint16_t* p) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+#else
+inline void ldsm_emu(uint32_t* r, const uint16_t* p, bool trans) {
+  static const uint16_t* rows[32][32];  // [warp][lane] row addresses; one block at a time
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  rows[warp][lane] = p;
+  __syncwarp();
+  for (int i = 0; i < 4; i++) {
+    const uint16_t* const* m = rows[warp] + 8 * i;
+    r[i] = trans ? (uint32_t)m[2 * c][g] | ((uint32_t)m[2 * c + 1][g] << 16)
+                 : (uint32_t)m[g][2 * c] | ((uint32_t)m[g][2 * c + 1] << 16);
+  }
+  __syncwarp();
+}
+inline void ldsm_x4(uint32_t* r, const uint16_t* p) { ldsm_emu(r, p, false); }
+inline void ldsm_x4_trans(uint32_t* r, const uint16_t* p) { ldsm_emu(r, p, true); }
+#endif
 
 #ifndef TUNE_EMU
 // c += A * B for one 16x16 (A) by 16x8 (B) tile.

@@ -30,6 +30,7 @@
  *   bf16 outputs:            atol 1e-2, rtol 0.08 (STYLE.md "CUDA bf16 vs CPU fp32")
  *   fp32 elementwise/rows:   atol 1e-5, rtol 1e-4
  *   fp32 products/gradients: atol 1e-4, rtol 1e-3 (summation order differs)
+ *   flash vs general attention gradients (bf16): atol 2e-2, rtol 0.08 (see FLASH_GRAD)
  *   exact ops (copies, casts, dropout masks, KV-cache writes): bitwise
  */
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
@@ -67,6 +68,14 @@ const EXACT: Tol = { atol: 0, rtol: 0 };
 const BF16: Tol = { atol: 1e-2, rtol: 0.08 };
 const F32_EW: Tol = { atol: 1e-5, rtol: 1e-4 };
 const F32_PROD: Tol = { atol: 1e-4, rtol: 1e-3 };
+/**
+ * Flash vs general attention gradients: the flash backward rounds P and dS to bf16 before
+ * their products (as FlashAttention-2 and PyTorch's SDPA do), the general kernel keeps them
+ * fp32, so sums over a thousand queries differ by up to ~1e-2 more than the output rounding
+ * (first H200 run: dv off by 1.11e-2 on a 4.7e-3 value, packed T=1024). A masking or
+ * indexing error shows as O(0.1..1).
+ */
+const FLASH_GRAD: Tol = { atol: 2e-2, rtol: 0.08 };
 
 function tolFor(dt: DType, f32: Tol): Tol {
   return dt === "bf16" ? BF16 : f32;
@@ -880,7 +889,7 @@ function flashAttentionChecks(): void {
           flash.attentionBackward(a.dq, a.dk, a.dv, dy, q, k, v, o, l, B, T, NH, NKV, HS, seg);
           general.attentionBackward(b.dq, b.dk, b.dv, dy, q, k, v, o, l, B, T, NH, NKV, HS, seg);
           for (const w of ["dq", "dk", "dv"] as const) {
-            res.push(cmpArrays(w, flash.download(a[w]), general.download(b[w]), BF16));
+            res.push(cmpArrays(w, flash.download(a[w]), general.download(b[w]), FLASH_GRAD));
           }
         }
         return res;
