@@ -33,8 +33,20 @@ __device__ __forceinline__ void load_tile(uint16_t* dst, int ld, const uint16_t*
   }
 }
 
+// The same copy with cp.async (not waited for here).
+template <int HS>
+__device__ __forceinline__ void load_tile_async(uint16_t* dst, int ld, const uint16_t* src,
+                                                size_t stride, int rows, int valid) {
+  for (int idx = threadIdx.x; idx < rows * (HS / 8); idx += FA_WARPS * 32) {
+    const int r = idx / (HS / 8), c = (idx % (HS / 8)) * 8;
+    const bool ok = r < valid;
+    cp_async16(dst + r * ld + c, src + (ok ? (size_t)r * stride + c : 0), ok);
+  }
+}
+
 // Forward. Grid (ceil(T / 64), B * NH), 128 threads; warp w owns query rows 16w..16w+15 of
-// the block's 64. Dynamic shared memory: K and V tiles, 2 * 64 * (HS + 8) bf16.
+// the block's 64. Dynamic shared memory: K and V tiles, double-buffered (the next pair
+// loads while this one is used), 4 * 64 * (HS + 8) bf16.
 template <int HS>
 __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint16_t* q,
                                           const uint16_t* k, const uint16_t* v, int B, int T,
@@ -42,8 +54,9 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
                                           const int* seg) {
   extern __shared__ float smem[];
   constexpr int LD = HS + 8;  // +8 bf16 per row: the 8 row groups of a fragment hit distinct banks
-  uint16_t* ks = reinterpret_cast<uint16_t*>(smem);  // [FA_BK][LD]
-  uint16_t* vs = ks + FA_BK * LD;                      // [FA_BK][LD]
+  constexpr int TILE = FA_BK * LD;
+  uint16_t* kbuf = reinterpret_cast<uint16_t*>(smem);  // [2][FA_BK][LD]
+  uint16_t* vbuf = kbuf + 2 * TILE;                      // [2][FA_BK][LD]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int lr = lane & 7, l8 = (lane >> 3) & 1, l16 = lane >> 4;  // ldmatrix row address parts
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH, kvh = h / (NH / NKV);
@@ -73,11 +86,24 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
   const size_t kvstride = (size_t)NKV * HS;
   const uint16_t* kb = k + ((size_t)b * Tcap * NKV + kvh) * HS;
   const uint16_t* vb = v + ((size_t)b * Tcap * NKV + kvh) * HS;
-  for (int k0 = 0; k0 < kend; k0 += FA_BK) {
-    __syncthreads();  // the previous tiles are consumed
-    load_tile<HS>(ks, LD, kb + (size_t)k0 * kvstride, kvstride, FA_BK, Tk - k0);
-    load_tile<HS>(vs, LD, vb + (size_t)k0 * kvstride, kvstride, FA_BK, Tk - k0);
-    __syncthreads();
+  const int ntiles = (kend + FA_BK - 1) / FA_BK;
+  load_tile_async<HS>(kbuf, LD, kb, kvstride, FA_BK, Tk);
+  load_tile_async<HS>(vbuf, LD, vb, kvstride, FA_BK, Tk);
+  cp_async_commit();
+  for (int it = 0; it < ntiles; it++) {
+    const int k0 = it * FA_BK;
+    if (it + 1 < ntiles) {  // prefetch the next tiles into the other buffers
+      const int k1 = k0 + FA_BK, nb = (it + 1) & 1;
+      load_tile_async<HS>(kbuf + nb * TILE, LD, kb + (size_t)k1 * kvstride, kvstride, FA_BK,
+                          Tk - k1);
+      load_tile_async<HS>(vbuf + nb * TILE, LD, vb + (size_t)k1 * kvstride, kvstride, FA_BK,
+                          Tk - k1);
+    }
+    cp_async_commit();
+    cp_async_wait_1();  // this tile's copies have landed
+    __syncthreads();    // ... everyone's
+    const uint16_t* ks = kbuf + (it & 1) * TILE;
+    const uint16_t* vs = vbuf + (it & 1) * TILE;
     float s[FA_BK / 8][4];
 #pragma unroll
     for (int n = 0; n < FA_BK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -144,6 +170,7 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
         mma_16816(o[2 * np + 1], pf, vr + 2);
       }
     }
+    __syncthreads();  // this tile is consumed before the next iteration refills its buffers
   }
 #pragma unroll
   for (int i = 0; i < 2; i++) {
@@ -165,8 +192,9 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
 // of one key/value head, warp w keys 16w..16w+15, and walks every query head of the group
 // and every query tile of BQ rows that can see them. It writes dk, dv (dtype codes dtk,
 // dtv) and adds dq into dq_acc with atomics.
-// Dynamic shared memory (bf16): Q and dO tiles [BQ][HS + 8], the K tile [64][HS + 8], dS
-// [BQ][64 + 8]; then lse and dsum of the tile's queries (f32, [BQ] each).
+// Dynamic shared memory (bf16): Q and dO tiles [2][BQ][HS + 8] (double-buffered: the next
+// (head, query tile) loads while this one is used), the K tile [64][HS + 8], dS
+// [BQ][64 + 8]; then lse and dsum of the tile's queries (f32, [2][BQ] each).
 template <int HS, int BQ>
 __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void* dv, int dtv,
                                           const uint16_t* dout, const uint16_t* q,
@@ -175,12 +203,13 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
                                           int NH, int NKV, float scale, const int* seg) {
   extern __shared__ float smem[];
   constexpr int LD = HS + 8, LDS = FA_BK + 8;
-  uint16_t* qs = reinterpret_cast<uint16_t*>(smem);  // [BQ][LD]
-  uint16_t* dos = qs + BQ * LD;                        // [BQ][LD]
-  uint16_t* ks = dos + BQ * LD;                        // [FA_BK][LD]
-  uint16_t* dss = ks + FA_BK * LD;                     // [BQ][LDS]  dS as (query, key)
-  float* lse_s = reinterpret_cast<float*>(dss + BQ * LDS);  // [BQ] lse * log2(e)
-  float* dsum_s = lse_s + BQ;                                // [BQ]
+  constexpr int QT = BQ * LD;
+  uint16_t* qbuf = reinterpret_cast<uint16_t*>(smem);  // [2][BQ][LD]
+  uint16_t* dobuf = qbuf + 2 * QT;                       // [2][BQ][LD]
+  uint16_t* ks = dobuf + 2 * QT;                         // [FA_BK][LD]
+  uint16_t* dss = ks + FA_BK * LD;                       // [BQ][LDS]  dS as (query, key)
+  float* lsebuf = reinterpret_cast<float*>(dss + BQ * LDS);  // [2][BQ] lse (natural log)
+  float* dsumbuf = lsebuf + 2 * BQ;                           // [2][BQ]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int lr = lane & 7, l8 = (lane >> 3) & 1, l16 = lane >> 4;  // ldmatrix row address parts
   const int bkv = blockIdx.y, b = bkv / NKV, kvh = bkv % NKV, group = NH / NKV;
@@ -211,20 +240,35 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
     dva[n][0] = dva[n][1] = dva[n][2] = dva[n][3] = 0.0f;
   }
   const float sl2 = scale * LOG2E;
-  for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-    // Queries before k0 see none of these keys (causal), so the walk starts at k0.
-    for (int q0 = k0; q0 < T; q0 += BQ) {
-      __syncthreads();  // the previous tiles (and dS) are consumed
-      const size_t qo = ((size_t)b * T * NH + h) * HS + (size_t)q0 * qstride;
-      load_tile<HS>(qs, LD, q + qo, qstride, BQ, T - q0);
-      load_tile<HS>(dos, LD, dout + qo, qstride, BQ, T - q0);
-      for (int r = threadIdx.x; r < BQ; r += FA_WARPS * 32) {
-        const int t = q0 + r;
-        const size_t li = ((size_t)b * NH + h) * T + t;
-        lse_s[r] = t < T ? lse[li] * LOG2E : INFINITY;  // past the end: p = 0
-        dsum_s[r] = t < T ? dsum[li] : 0.0f;
-      }
-      __syncthreads();
+  // Work items: every query head h of the group and every query tile from k0 on (queries
+  // before k0 see none of these keys).
+  const int nq = (T - k0 + BQ - 1) / BQ, items = group * nq;
+  // Start the copies of item `it` (Q, dO, lse, dsum; rows past T read as zeros, masked).
+  auto issue = [&](int it) {
+    const int h = kvh * group + it / nq, q0 = k0 + (it % nq) * BQ, nb = it & 1;
+    const size_t qo = ((size_t)b * T * NH + h) * HS + (size_t)q0 * qstride;
+    load_tile_async<HS>(qbuf + nb * QT, LD, q + qo, qstride, BQ, T - q0);
+    load_tile_async<HS>(dobuf + nb * QT, LD, dout + qo, qstride, BQ, T - q0);
+    const size_t li = ((size_t)b * NH + h) * T + q0;
+    for (int r = threadIdx.x; r < BQ; r += FA_WARPS * 32) {
+      const bool ok = q0 + r < T;
+      cp_async4(lsebuf + nb * BQ + r, lse + li + (ok ? r : 0), ok);
+      cp_async4(dsumbuf + nb * BQ + r, dsum + li + (ok ? r : 0), ok);
+    }
+  };
+  issue(0);
+  cp_async_commit();
+  for (int it = 0; it < items; it++) {
+    const int h = kvh * group + it / nq, q0 = k0 + (it % nq) * BQ;
+    if (it + 1 < items) issue(it + 1);
+    cp_async_commit();
+    cp_async_wait_1();  // this item's copies have landed
+    __syncthreads();    // ... everyone's; and the previous item's dS is consumed
+    const uint16_t* qs = qbuf + (it & 1) * QT;
+    const uint16_t* dos = dobuf + (it & 1) * QT;
+    const float* lse_s = lsebuf + (it & 1) * BQ;
+    const float* dsum_s = dsumbuf + (it & 1) * BQ;
+    {
       // S^T (16 keys x BQ queries) and dP^T = V dO^T, both with Q/dO rows as B fragments.
       float st[BQ / 8][4], dpt[BQ / 8][4];
 #pragma unroll
@@ -253,7 +297,7 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
         for (int e = 0; e < 4; e++) {
           const int i = e >> 1, col = n * 8 + 2 * c + (e & 1), t = q0 + col;
           const bool vis = key[i] <= t && t < T && (!segb || segb[t] == skey[i]);
-          const float p = vis ? exp2f(st[n][e] * sl2 - lse_s[col]) : 0.0f;
+          const float p = vis ? exp2f(st[n][e] * sl2 - lse_s[col] * LOG2E) : 0.0f;
           st[n][e] = p;
           dpt[n][e] = p * (dpt[n][e] - dsum_s[col]) * scale;
         }

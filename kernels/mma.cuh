@@ -87,6 +87,34 @@ inline void ldsm_x4(uint32_t* r, const uint16_t* p) { ldsm_emu(r, p, false); }
 inline void ldsm_x4_trans(uint32_t* r, const uint16_t* p) { ldsm_emu(r, p, true); }
 #endif
 
+// cp.async (sm_80): global -> shared copies that run while the warp computes; `valid`
+// false writes zeros (no bytes read). A group of them is committed, then waited for
+// (wait_1: all but the newest group have landed for this thread; __syncthreads after it
+// makes every thread's copies visible).
+#ifndef TUNE_EMU
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+#else
+inline void cp_async16(void* dst, const void* src, bool valid) {
+  if (valid) memcpy(dst, src, 16); else memset(dst, 0, 16);
+}
+inline void cp_async4(void* dst, const void* src, bool valid) {
+  if (valid) memcpy(dst, src, 4); else memset(dst, 0, 4);
+}
+inline void cp_async_commit() {}
+inline void cp_async_wait_1() {}
+#endif
+
 #ifndef TUNE_EMU
 // c += A * B for one 16x16 (A) by 16x8 (B) tile.
 __device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b) {

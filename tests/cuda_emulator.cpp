@@ -11,7 +11,7 @@
 
 thread_local dim3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
-alignas(16) float smem[16384];  // dynamic shared memory (64 KiB)
+alignas(16) float smem[57344];  // dynamic shared memory (224 KiB, the sm_90 opt-in limit)
 
 static std::unique_ptr<std::barrier<>> block_barrier;
 static std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
@@ -34,7 +34,7 @@ static void new_block_state() {
     warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
   }
   // Poison dynamic shared memory so a read before write shows as NaN.
-  for (unsigned i = 0; i < shared_bytes / 4 && i < 16384; i++) smem[i] = NAN;
+  for (unsigned i = 0; i < shared_bytes / 4 && i < 57344; i++) smem[i] = NAN;
 }
 
 struct NextBlock {
@@ -57,7 +57,7 @@ extern "C" int emu_run(const char* name, const unsigned char* args, unsigned gx,
   for (const EmuKernel* e = emu_kernels; e->name; e++) {
     if (strcmp(e->name, name) == 0) k = e;
   }
-  if (!k || by != 1 || bz != 1 || bx % 32 != 0 || bx > 1024) return 1;
+  if (!k || by != 1 || bz != 1 || bx % 32 != 0 || bx > 1024 || shared > sizeof(smem)) return 1;
   unsigned char buf[1024];
   memcpy(buf, args, sizeof(buf));  // the caller may reuse its buffer after the launch
   gridDim = {gx, gy, gz};

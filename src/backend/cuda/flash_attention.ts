@@ -28,7 +28,7 @@ export function flashEligible(
   return bf16Buffers.every((b) => b.dtype === "bf16" && b.ptr % 16n === 0n);
 }
 
-/** Forward: kernel, grid and dynamic shared memory (K and V tiles, bf16). */
+/** Forward: kernel, grid and dynamic shared memory (K and V tiles, bf16; bytes). */
 export function flashForwardLaunch(B: number, T: number, NH: number, HS: number): {
   name: KernelName;
   grid: [number, number, number];
@@ -37,21 +37,22 @@ export function flashForwardLaunch(B: number, T: number, NH: number, HS: number)
   return {
     name: HS === 64 ? "flash_fwd_64" : "flash_fwd_128",
     grid: [Math.ceil(T / FLASH_TILE), B * NH, 1],
-    smem: 2 * FLASH_TILE * (HS + 8) * 2,
+    smem: 4 * FLASH_TILE * (HS + 8) * 2, // K and V, double-buffered
   };
 }
 
-/** Backward: kernel, grid and dynamic shared memory (Q, dO, K, dS tiles; lse, dsum). */
+/** Backward: kernel, grid and dynamic shared memory (Q, dO, K, dS tiles; lse, dsum; bytes). */
 export function flashBackwardLaunch(B: number, T: number, NKV: number, HS: number): {
   name: KernelName;
   grid: [number, number, number];
   smem: number;
 } {
   const bq = BWD_QUERY_TILE[HS];
-  const bf16Elems = 2 * bq * (HS + 8) + FLASH_TILE * (HS + 8) + bq * (FLASH_TILE + 8);
+  // Q and dO double-buffered, K, dS; lse and dsum double-buffered.
+  const bf16Elems = 4 * bq * (HS + 8) + FLASH_TILE * (HS + 8) + bq * (FLASH_TILE + 8);
   return {
     name: HS === 64 ? "flash_bwd_64" : "flash_bwd_128",
     grid: [Math.ceil(T / FLASH_TILE), B * NKV, 1],
-    smem: bf16Elems * 2 + 2 * bq * 4,
+    smem: bf16Elems * 2 + 4 * bq * 4,
   };
 }

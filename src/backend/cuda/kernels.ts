@@ -3,7 +3,7 @@
  * pack (p = 64-bit pointer, i = 32-bit int/unsigned, f = 32-bit float, in parameter
  * order). tests/ptx_test.ts checks this table against the `.param` lists of the PTX.
  */
-import { CudaModule, KernelLauncher } from "../../../ffi/cuda.ts";
+import { check, cuda, CudaModule, KernelLauncher } from "../../../ffi/cuda.ts";
 import { PTX } from "../../../kernels/ptx.ts";
 import type { GpuProfiler } from "./profile.ts";
 
@@ -53,11 +53,18 @@ export function blocksFor(n: number): number {
   return Math.max(1, Math.min(Math.ceil(n / THREADS), 65536));
 }
 
+/** Dynamic shared memory a launch gets without opting in (bytes). */
+const DEFAULT_SHARED_LIMIT = 48 * 1024;
+/** CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (cuda.h). */
+const ATTR_MAX_DYNAMIC_SHARED = 8;
+
 /** Loaded modules plus a launcher that packs arguments by the table above. */
 export class KernelSet {
   private readonly modules = new Map<string, CudaModule>();
   private readonly launcher: KernelLauncher;
   private readonly fns = new Map<KernelName, Deno.PointerValue>();
+  /** Dynamic shared memory each kernel has opted in to, where above the default. */
+  private readonly sharedOptIn = new Map<KernelName, number>();
   /** Set by the backend: while it is active every launch is timed under its name. */
   profiler: GpuProfiler | null = null;
 
@@ -81,6 +88,14 @@ export class KernelSet {
     if (f === undefined) {
       f = this.modules.get(KERNELS[name].module)!.fn(name);
       this.fns.set(name, f);
+    }
+    if (sharedBytes > (this.sharedOptIn.get(name) ?? DEFAULT_SHARED_LIMIT)) {
+      // Above 48 KiB a kernel must opt in (sm_80: up to 163 KiB, sm_90: 227 KiB).
+      check(
+        "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+        cuda().cuFuncSetAttribute(f, ATTR_MAX_DYNAMIC_SHARED, sharedBytes),
+      );
+      this.sharedOptIn.set(name, sharedBytes);
     }
     const g: [number, number, number] = typeof grid === "number" ? [grid, 1, 1] : grid;
     const p = this.profiler;
