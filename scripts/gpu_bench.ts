@@ -389,12 +389,11 @@ function printProfile(mode: Mode, batch: number, p: ProfileReport | undefined): 
   }
 }
 
-function torchRows(mode: Mode, batch: number): Row[] {
+function torchRows(mode: Mode, batch: number, impls: readonly string[]): Row[] {
   const script = new URL("../bench/torch_gpu_bench.py", import.meta.url).pathname;
   const python = Deno.env.get("TUNE_PYTHON") ?? (DRY ? "/usr/bin/python3" : "python3");
   const rows: Row[] = [];
-  // --torch=eager skips torch.compile (its compile takes a minute or two of a short lease).
-  for (const impl of (opt("torch") ?? "eager,compile").split(",")) {
+  for (const impl of impls) {
     const args = [
       script,
       "--mode",
@@ -467,17 +466,30 @@ function run(): void {
     }
   }
   const noTorch = Deno.args.includes("--no-torch");
+  // --torch=eager skips torch.compile (its compile takes a minute or two of a short lease).
+  const impls = noTorch ? [] : (opt("torch") ?? "eager,compile").split(",");
   const rows: Row[] = [];
   let gpu = "";
+  const batches = new Map<Mode, number>();
   for (const mode of modes) {
     console.error(`# ${mode}: tune batch search (seq ${SEQ}, max batch ${MAX_BATCH})`);
     const t = tuneMode(mode);
     gpu ||= t.gpu;
     rows.push(t.row);
+    batches.set(mode, t.row.batch);
     if (PROFILE) printProfile(mode, t.row.batch, t.profile);
-    if (!noTorch && t.row.batch > 0) {
-      console.error(`# ${mode}: PyTorch eager and torch.compile at batch ${t.row.batch}`);
-      rows.push(...torchRows(mode, t.row.batch));
+    if (impls.includes("eager") && t.row.batch > 0) {
+      console.error(`# ${mode}: PyTorch eager at batch ${t.row.batch}`);
+      rows.push(...torchRows(mode, t.row.batch, ["eager"]));
+    }
+  }
+  // torch.compile last: its compile time must not starve the tune and eager rows of the lease.
+  for (const mode of modes) {
+    const batch = batches.get(mode) ?? 0;
+    if (impls.includes("compile") && batch > 0) {
+      console.error(`# ${mode}: torch.compile at batch ${batch}`);
+      const at = rows.findLastIndex((r) => r.mode === mode);
+      rows.splice(at + 1, 0, ...torchRows(mode, batch, ["compile"]));
     }
   }
   const peak = DRY ? null : peakBf16Tflops(gpu);
