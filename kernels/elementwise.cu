@@ -2,37 +2,104 @@
 // CPU twins: src/backend/cpu/backend.ts, layers.ts, dropout.ts, adamw.ts.
 #include "common.cuh"
 
+// Grid-stride loops of the vectorised elementwise paths: VEC8_LOOP visits i = 0, 8, 16, ...
+// while i + 8 <= n (8 elements per thread per step), TAIL_LOOP the elements from `start`
+// one at a time (the rest after the vectors, or all of them when a buffer is unaligned).
+#define VEC8_LOOP(i, n) \
+  for (size_t i = GRID_TID * 8; i + 8 <= (size_t)(n); i += GRID_THREADS * 8)
+#define TAIL_LOOP(i, start, n) \
+  for (size_t i = (start) + GRID_TID; i < (size_t)(n); i += GRID_THREADS)
+
 // dst(n) = src(n), converting between dtypes (bf16 stores round to nearest even).
 extern "C" __global__ void cast_copy(void* dst, int dtd, const void* src, int dts, int n) {
-  GRID_STRIDE(i, n) st(dst, dtd, i, ld(src, dts, i));
+  size_t start = 0;
+  if (aligned16(dst) && aligned16(src)) {
+    VEC8_LOOP(i, n) {
+      float v[8];
+      ld8(src, dts, i, v);
+      st8(dst, dtd, i, v);
+    }
+    start = (size_t)n & ~(size_t)7;
+  }
+  TAIL_LOOP(i, start, n) st(dst, dtd, i, ld(src, dts, i));
 }
 
 // buf(n) = value.
 extern "C" __global__ void fill(void* buf, int dt, float value, int n) {
-  GRID_STRIDE(i, n) st(buf, dt, i, value);
+  size_t start = 0;
+  if (aligned16(buf)) {
+    float v[8];
+    for (int k = 0; k < 8; k++) v[k] = value;
+    VEC8_LOOP(i, n) st8(buf, dt, i, v);
+    start = (size_t)n & ~(size_t)7;
+  }
+  TAIL_LOOP(i, start, n) st(buf, dt, i, value);
 }
 
 // out(n) = a(n) + b(n); out may alias a or b (each thread reads before it writes).
 extern "C" __global__ void ew_add(void* out, int dto, const void* a, int dta, const void* b,
                                   int dtb, int n) {
-  GRID_STRIDE(i, n) st(out, dto, i, ld(a, dta, i) + ld(b, dtb, i));
+  size_t start = 0;
+  if (aligned16(out) && aligned16(a) && aligned16(b)) {
+    VEC8_LOOP(i, n) {
+      float x[8], y[8];
+      ld8(a, dta, i, x);
+      ld8(b, dtb, i, y);
+      for (int k = 0; k < 8; k++) x[k] = x[k] + y[k];
+      st8(out, dto, i, x);
+    }
+    start = (size_t)n & ~(size_t)7;
+  }
+  TAIL_LOOP(i, start, n) st(out, dto, i, ld(a, dta, i) + ld(b, dtb, i));
 }
 
 // out(n) = a(n) * b(n).
 extern "C" __global__ void ew_mul(void* out, int dto, const void* a, int dta, const void* b,
                                   int dtb, int n) {
-  GRID_STRIDE(i, n) st(out, dto, i, ld(a, dta, i) * ld(b, dtb, i));
+  size_t start = 0;
+  if (aligned16(out) && aligned16(a) && aligned16(b)) {
+    VEC8_LOOP(i, n) {
+      float x[8], y[8];
+      ld8(a, dta, i, x);
+      ld8(b, dtb, i, y);
+      for (int k = 0; k < 8; k++) x[k] = x[k] * y[k];
+      st8(out, dto, i, x);
+    }
+    start = (size_t)n & ~(size_t)7;
+  }
+  TAIL_LOOP(i, start, n) st(out, dto, i, ld(a, dta, i) * ld(b, dtb, i));
 }
 
 // out(n) += alpha * x(n).
 extern "C" __global__ void ew_axpy(void* out, int dto, const void* x, int dtx, float alpha,
                                    int n) {
-  GRID_STRIDE(i, n) st(out, dto, i, ld(out, dto, i) + alpha * ld(x, dtx, i));
+  size_t start = 0;
+  if (aligned16(out) && aligned16(x)) {
+    VEC8_LOOP(i, n) {
+      float o[8], y[8];
+      ld8(out, dto, i, o);
+      ld8(x, dtx, i, y);
+      for (int k = 0; k < 8; k++) o[k] = o[k] + alpha * y[k];
+      st8(out, dto, i, o);
+    }
+    start = (size_t)n & ~(size_t)7;
+  }
+  TAIL_LOOP(i, start, n) st(out, dto, i, ld(out, dto, i) + alpha * ld(x, dtx, i));
 }
 
 // buf(n) *= s.
 extern "C" __global__ void ew_scale(void* buf, int dt, float s, int n) {
-  GRID_STRIDE(i, n) st(buf, dt, i, ld(buf, dt, i) * s);
+  size_t start = 0;
+  if (aligned16(buf)) {
+    VEC8_LOOP(i, n) {
+      float v[8];
+      ld8(buf, dt, i, v);
+      for (int k = 0; k < 8; k++) v[k] = v[k] * s;
+      st8(buf, dt, i, v);
+    }
+    start = (size_t)n & ~(size_t)7;
+  }
+  TAIL_LOOP(i, start, n) st(buf, dt, i, ld(buf, dt, i) * s);
 }
 
 // out(M, N) += bias(N).

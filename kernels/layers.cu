@@ -11,6 +11,29 @@ extern "C" __global__ void rmsnorm_fwd(void* out, int dto, void* rstd, int dtr,
   const int lane = threadIdx.x & 31;
   if (row >= N) return;
   const size_t o = (size_t)row * C;
+  if ((C & 7) == 0 && aligned16(out) && aligned16(inp) && aligned16(weight)) {
+    // Vectorised: each lane takes 8 consecutive columns per step; the second pass re-reads
+    // the row, which this warp has just read (L1/L2).
+    float ss = 0.0f;
+#pragma unroll 4
+    for (int c = lane * 8; c < C; c += 256) {
+      float x[8];
+      ld8(inp, dti, o + c, x);
+      for (int k = 0; k < 8; k++) ss += x[k] * x[k];
+    }
+    ss = warp_sum(ss);
+    const float r = rsqrtf(ss / C + eps);
+    if (lane == 0) st(rstd, dtr, row, r);
+    const float rr = dtr == DT_BF16 ? __bfloat162float(__float2bfloat16_rn(r)) : r;
+    for (int c = lane * 8; c < C; c += 256) {
+      float x[8], w[8];
+      ld8(inp, dti, o + c, x);
+      ld8(weight, dtw, c, w);
+      for (int k = 0; k < 8; k++) x[k] = x[k] * rr * w[k];
+      st8(out, dto, o + c, x);
+    }
+    return;
+  }
   float ss = 0.0f;
   for (int c = lane; c < C; c += 32) {
     const float x = ld(inp, dti, o + c);
@@ -35,6 +58,33 @@ extern "C" __global__ void rmsnorm_bwd_dx(void* dinp, int dtdi, const void* dout
   if (row >= N) return;
   const size_t o = (size_t)row * C;
   const float r = ld(rstd, dtr, row);
+  if ((C & 7) == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) &&
+      aligned16(weight)) {
+    float dot = 0.0f;
+#pragma unroll 2
+    for (int c = lane * 8; c < C; c += 256) {
+      float dy[8], w[8], x[8];
+      ld8(dout, dtdo, o + c, dy);
+      ld8(weight, dtw, c, w);
+      ld8(inp, dti, o + c, x);
+      for (int k = 0; k < 8; k++) dot += dy[k] * w[k] * x[k];
+    }
+    dot = warp_sum(dot);
+    const float kk = r * r * r * dot / C;
+    for (int c = lane * 8; c < C; c += 256) {
+      float dy[8], w[8], x[8], d[8];
+      ld8(dout, dtdo, o + c, dy);
+      ld8(weight, dtw, c, w);
+      ld8(inp, dti, o + c, x);
+      ld8(dinp, dtdi, o + c, d);
+      for (int k = 0; k < 8; k++) {
+        const float g = r * w[k] * dy[k] - kk * x[k];
+        d[k] = d[k] + g;
+      }
+      st8(dinp, dtdi, o + c, d);
+    }
+    return;
+  }
   float dot = 0.0f;
   for (int c = lane; c < C; c += 32) {
     dot += ld(dout, dtdo, o + c) * ld(weight, dtw, c) * ld(inp, dti, o + c);
@@ -69,7 +119,61 @@ extern "C" __global__ void rope(void* x, int dtx, const void* cosT, const void* 
                                 int B, int T, int NH, int HS, int pos, int half, int inverse,
                                 const int* positions) {
   const int hh = HS >> 1;
-  GRID_STRIDE(idx, (size_t)B * T * NH * hh) {
+  const size_t rows = (size_t)B * T * NH;  // (b * T + t) * NH + h
+  if (aligned16(x) && aligned16(cosT) && aligned16(sinT)) {
+    if (half && (hh & 7) == 0) {
+      // Hugging Face pairs: a thread rotates 8 pairs (i .. i + 8, i + hh .. i + hh + 8) with
+      // two 8-element loads of x and one of cos and sin each.
+      const int per = hh >> 3;
+      for (size_t u = GRID_TID; u < rows * per; u += GRID_THREADS) {
+        const int i = (int)(u % per) * 8;
+        const size_t bth = u / per;
+        const int t = (int)((bth / NH) % T);
+        const int p = positions ? positions[bth / NH] : pos + t;
+        const size_t tab = (size_t)p * hh + i;
+        float c[8], s[8], x0[8], x1[8];
+        ld8(cosT, dtc, tab, c);
+        ld8(sinT, dtc, tab, s);
+        const size_t j = bth * HS + i;
+        ld8(x, dtx, j, x0);
+        ld8(x, dtx, j + hh, x1);
+        float y0[8], y1[8];
+        for (int k = 0; k < 8; k++) {
+          const float sk = inverse ? -s[k] : s[k];
+          y0[k] = x0[k] * c[k] - x1[k] * sk;
+          y1[k] = x0[k] * sk + x1[k] * c[k];
+        }
+        st8(x, dtx, j, y0);
+        st8(x, dtx, j + hh, y1);
+      }
+      return;
+    }
+    if (!half && (hh & 3) == 0) {
+      // Meta pairs (2i, 2i + 1): a thread rotates 4 neighbouring pairs, one 8-element load.
+      const int per = hh >> 2;
+      for (size_t u = GRID_TID; u < rows * per; u += GRID_THREADS) {
+        const int i = (int)(u % per) * 4;
+        const size_t bth = u / per;
+        const int t = (int)((bth / NH) % T);
+        const int p = positions ? positions[bth / NH] : pos + t;
+        const size_t tab = (size_t)p * hh + i;
+        float c[4], s[4], v[8];
+        ld4(cosT, dtc, tab, c);
+        ld4(sinT, dtc, tab, s);
+        const size_t j = bth * HS + 2 * i;
+        ld8(x, dtx, j, v);
+        for (int k = 0; k < 4; k++) {
+          const float sk = inverse ? -s[k] : s[k];
+          const float x0 = v[2 * k], x1 = v[2 * k + 1];
+          v[2 * k] = x0 * c[k] - x1 * sk;
+          v[2 * k + 1] = x0 * sk + x1 * c[k];
+        }
+        st8(x, dtx, j, v);
+      }
+      return;
+    }
+  }
+  GRID_STRIDE(idx, rows * hh) {
     const int i = idx % hh;
     const size_t bth = idx / hh;  // (b * T + t) * NH + h
     const int t = (bth / NH) % T;
@@ -88,7 +192,18 @@ extern "C" __global__ void rope(void* x, int dtx, const void* cosT, const void* 
 // out(n) = silu(gate) * up.
 extern "C" __global__ void swiglu_fwd(void* out, int dto, const void* gate, int dtg,
                                       const void* up, int dtu, int n) {
-  GRID_STRIDE(i, n) {
+  size_t start = 0;
+  if (aligned16(out) && aligned16(gate) && aligned16(up)) {
+    for (size_t i = GRID_TID * 8; i + 8 <= (size_t)n; i += GRID_THREADS * 8) {
+      float g[8], u[8];
+      ld8(gate, dtg, i, g);
+      ld8(up, dtu, i, u);
+      for (int k = 0; k < 8; k++) g[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
+      st8(out, dto, i, g);
+    }
+    start = (size_t)n & ~(size_t)7;
+  }
+  for (size_t i = start + GRID_TID; i < (size_t)n; i += GRID_THREADS) {
     const float g = ld(gate, dtg, i);
     st(out, dto, i, g / (1.0f + expf(-g)) * ld(up, dtu, i));
   }
@@ -99,11 +214,101 @@ extern "C" __global__ void swiglu_fwd(void* out, int dto, const void* gate, int 
 extern "C" __global__ void swiglu_bwd(void* dgate, int dtdg, void* dup, int dtdu,
                                       const void* dout, int dtdo, const void* gate, int dtg,
                                       const void* up, int dtu, int n) {
-  GRID_STRIDE(i, n) {
+  size_t start = 0;
+  if (aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) &&
+      aligned16(up)) {
+    for (size_t i = GRID_TID * 8; i + 8 <= (size_t)n; i += GRID_THREADS * 8) {
+      float g[8], u[8], d[8];
+      ld8(gate, dtg, i, g);
+      ld8(up, dtu, i, u);
+      ld8(dout, dtdo, i, d);
+      float dg[8], du[8];
+      for (int k = 0; k < 8; k++) {
+        const float sig = 1.0f / (1.0f + expf(-g[k]));
+        dg[k] = d[k] * u[k] * sig * (1.0f + g[k] * (1.0f - sig));
+        du[k] = d[k] * g[k] * sig;
+      }
+      st8(dgate, dtdg, i, dg);
+      st8(dup, dtdu, i, du);
+    }
+    start = (size_t)n & ~(size_t)7;
+  }
+  for (size_t i = start + GRID_TID; i < (size_t)n; i += GRID_THREADS) {
     const float g = ld(gate, dtg, i), u = ld(up, dtu, i), d = ld(dout, dtdo, i);
     const float sig = 1.0f / (1.0f + expf(-g));
     st(dgate, dtdg, i, d * u * sig * (1.0f + g * (1.0f - sig)));
     st(dup, dtdu, i, d * g * sig);
+  }
+}
+
+// One row of cross_entropy (below) with 8-element loads (V % 8 == 0, buffers 16-byte
+// aligned): a single online pass keeps each thread's running max m and sum of exp(x - m),
+// rescaling the sum when the max grows; the block then combines (m, sum) pairs. The
+// gradient pass re-reads the row (two vectors per step per thread, for loads in flight).
+__device__ __forceinline__ void cross_entropy_row_vec(void* losses, int dtl, void* dlogits,
+                                                      int dtd, const void* logits, int dtlg,
+                                                      int tgt, int row, int V,
+                                                      float grad_scale) {
+  const size_t o = (size_t)row * V;
+  const int nv = V >> 3;
+  const int bd = blockDim.x;
+  if (tgt == -100 || tgt < 0 || tgt >= V) {
+    if (threadIdx.x == 0) st(losses, dtl, row, tgt == -100 ? 0.0f : NAN);
+    if (dlogits != nullptr) {
+      float z[8];
+      for (int k = 0; k < 8; k++) z[k] = 0.0f;
+      for (int v = threadIdx.x; v < nv; v += bd) st8(dlogits, dtd, o + (size_t)v * 8, z);
+    }
+    return;
+  }
+  // Read before the reductions' barriers, so before any thread overwrites the row.
+  const float xt = threadIdx.x == 0 ? ld(logits, dtlg, o + tgt) : 0.0f;
+  float m = -INFINITY, s = 0.0f;
+  for (int v = threadIdx.x; v < nv; v += 2 * bd) {
+    const int v2 = v + bd;
+    float a[8], b[8];
+    ld8(logits, dtlg, o + (size_t)v * 8, a);
+    if (v2 < nv) {
+      ld8(logits, dtlg, o + (size_t)v2 * 8, b);
+    } else {
+      for (int k = 0; k < 8; k++) b[k] = -INFINITY;
+    }
+    float vm = a[0];
+    for (int k = 1; k < 8; k++) vm = fmaxf(vm, a[k]);
+    for (int k = 0; k < 8; k++) vm = fmaxf(vm, b[k]);
+    if (vm > m) {
+      s *= expf(m - vm);  // m = -inf: s is 0 and stays 0
+      m = vm;
+    }
+    if (m == -INFINITY) continue;  // only -inf so far: each adds exp(-inf) = 0
+    for (int k = 0; k < 8; k++) s += expf(a[k] - m);
+    for (int k = 0; k < 8; k++) s += expf(b[k] - m);
+  }
+  const float mx = block_max(m);
+  const float part = m == -INFINITY ? 0.0f : s * expf(m - mx);
+  const float sum = block_sum(part);  // ends with a barrier
+  const float lse = mx + logf(sum);
+  if (threadIdx.x == 0) st(losses, dtl, row, lse - xt);
+  if (dlogits == nullptr) return;
+  for (int v = threadIdx.x; v < nv; v += 2 * bd) {
+    const int v2 = v + bd;
+    float a[8], b[8];
+    ld8(logits, dtlg, o + (size_t)v * 8, a);
+    if (v2 < nv) ld8(logits, dtlg, o + (size_t)v2 * 8, b);
+    for (int k = 0; k < 8; k++) {
+      float g = expf(a[k] - lse) * grad_scale;
+      if (v * 8 + k == tgt) g -= grad_scale;
+      a[k] = g;
+    }
+    st8(dlogits, dtd, o + (size_t)v * 8, a);
+    if (v2 < nv) {
+      for (int k = 0; k < 8; k++) {
+        float g = expf(b[k] - lse) * grad_scale;
+        if (v2 * 8 + k == tgt) g -= grad_scale;
+        b[k] = g;
+      }
+      st8(dlogits, dtd, o + (size_t)v2 * 8, b);
+    }
   }
 }
 
@@ -119,6 +324,10 @@ extern "C" __global__ void cross_entropy(void* losses, int dtl, void* dlogits, i
   if (row >= N) return;
   const size_t o = (size_t)row * V;
   const int tgt = targets[row];
+  if ((V & 7) == 0 && aligned16(logits) && (dlogits == nullptr || aligned16(dlogits))) {
+    cross_entropy_row_vec(losses, dtl, dlogits, dtd, logits, dtlg, tgt, row, V, grad_scale);
+    return;
+  }
   if (tgt == -100 || tgt < 0 || tgt >= V) {
     if (threadIdx.x == 0) st(losses, dtl, row, tgt == -100 ? 0.0f : NAN);
     if (dlogits != nullptr) {

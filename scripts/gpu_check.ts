@@ -501,7 +501,8 @@ function layerChecks(): void {
         cmpArrays("backward twice (bitwise)", gpu.download(again.g), gpu.download(dtab.g), EXACT),
       ];
     });
-    for (const [N, C] of [[sz(512, 9), sz(1024, 96)], [67, 64]]) {
+    // C = 36: not a multiple of 8, so the kernels' scalar path (the others vectorise)
+    for (const [N, C] of [[sz(512, 9), sz(1024, 96)], [67, 64], [5, 36]]) {
       check(`rmsnorm fwd/bwd N=${N} C=${C} [${dt}]`, () => {
         const x = pair(randn(N * C, 2), dt), w = pair(randn(C, 0.5), dt);
         const o = zeros(N * C, dt), r = zeros(N, "f32");
@@ -520,7 +521,7 @@ function layerChecks(): void {
       });
     }
     for (const layout of ["interleaved", "half"] as RopeLayout[]) {
-      for (const HS of [64, 16]) {
+      for (const HS of [64, 16, 12]) { // 12: HS/2 = 6, the scalar path
         check(`rope ${layout} HS=${HS} (+inverse) [${dt}]`, () => {
           const B = 2, T = sz(128, 6), NH = sz(16, 3), pos = 5, Tmax = 256, half = HS / 2;
           const cosH = new Float32Array(Tmax * half), sinH = new Float32Array(Tmax * half);
@@ -568,7 +569,7 @@ function layerChecks(): void {
       });
     }
     check(`swiglu fwd/bwd [${dt}]`, () => {
-      const n = sz(512 * 2816, 3000);
+      const n = sz(512 * 2816 + 3, 3003); // 8-element vectors and a ragged tail
       const g = pair(randn(n, 2), dt), u = pair(randn(n), dt), o = zeros(n, dt);
       cpu.swigluForward(o.c, g.c, u.c, n);
       gpu.swigluForward(o.g, g.g, u.g, n);
@@ -583,23 +584,26 @@ function layerChecks(): void {
         cmp("dup (in place)", u, tolFor(dt, F32_EW)),
       ];
     });
-    check(`crossEntropy V=${sz(32000, 300)} [${dt}]`, () => {
-      const N = sz(256, 12), V = sz(32000, 300);
-      const tg = randInt(N, V);
-      for (let i = 0; i < N; i += 7) tg[i] = -100;
-      const t = pair(tg, "i32"), lg = pair(randn(N * V, 3), dt);
-      const ls = zeros(N, "f32"), ls2 = zeros(N, "f32");
-      cpu.crossEntropy(ls2.c, null, lg.c, t.c, N, V, 1);
-      gpu.crossEntropy(ls2.g, null, lg.g, t.g, N, V, 1);
-      const noGrad = cmp("losses (no grad)", ls2, F32_PROD);
-      cpu.crossEntropy(ls.c, lg.c, lg.c, t.c, N, V, 1 / 200); // dlogits overwrites logits
-      gpu.crossEntropy(ls.g, lg.g, lg.g, t.g, N, V, 1 / 200);
-      return [
-        noGrad,
-        cmp("losses", ls, F32_PROD),
-        cmp("dlogits (in place)", lg, tolFor(dt, F32_EW)),
-      ];
-    });
+    // V a multiple of 8: the vectorised online-softmax path; V = 300 / 32003: the scalar one
+    for (const V of [sz(32000, 296), sz(32003, 300)]) {
+      check(`crossEntropy V=${V} [${dt}]`, () => {
+        const N = sz(256, 12);
+        const tg = randInt(N, V);
+        for (let i = 0; i < N; i += 7) tg[i] = -100;
+        const t = pair(tg, "i32"), lg = pair(randn(N * V, 3), dt);
+        const ls = zeros(N, "f32"), ls2 = zeros(N, "f32");
+        cpu.crossEntropy(ls2.c, null, lg.c, t.c, N, V, 1);
+        gpu.crossEntropy(ls2.g, null, lg.g, t.g, N, V, 1);
+        const noGrad = cmp("losses (no grad)", ls2, F32_PROD);
+        cpu.crossEntropy(ls.c, lg.c, lg.c, t.c, N, V, 1 / 200); // dlogits overwrites logits
+        gpu.crossEntropy(ls.g, lg.g, lg.g, t.g, N, V, 1 / 200);
+        return [
+          noGrad,
+          cmp("losses", ls, F32_PROD),
+          cmp("dlogits (in place)", lg, tolFor(dt, F32_EW)),
+        ];
+      });
+    }
     check(`kvCacheWrite [${dt}]`, () => {
       const B = 2, T = 7, Tcap = 64, W = 256, pos = 13;
       const cache = pair(randn(B * Tcap * W), dt), src = pair(randn(B * T * W), dt);

@@ -32,7 +32,7 @@ import { dropoutKey } from "../cpu/dropout.ts";
 import { CachingAllocator } from "./allocator.ts";
 import { decodeBf16, encodeBf16 } from "./bf16.ts";
 import { cudaBuf, CudaBuffer, dtCode, ELEM_BYTES } from "./buffer.ts";
-import { KernelSet, THREADS } from "./kernels.ts";
+import { type KernelName, KernelSet, THREADS } from "./kernels.ts";
 import {
   type AttentionKernels,
   FLASH_THREADS,
@@ -53,6 +53,10 @@ const WORKSPACE_BYTES = 32 * 1024 * 1024;
 /** Most blocks of the first reduction pass (their number depends on n only, so a sum of
  * the same buffer is deterministic). */
 const REDUCE_BLOCKS = 256;
+/** Most 256-thread blocks per SM of the vectorised grid-stride kernels (see runVec). */
+const VEC_BLOCKS_PER_SM = 64;
+/** Threads per block of cross_entropy (one block per row of logits). */
+const CE_THREADS = 512;
 /** Warps per block of the row-per-warp kernels. */
 const WARPS = 4;
 /** Largest head size the attention kernels hold in registers (32 lanes x MAXD 8). */
@@ -314,7 +318,7 @@ export class CudaBackend implements Backend {
     if (c.length === 0) return;
     if (c.dtype === "bf16") {
       need(c, c.length, "fill");
-      this.kernels.run1d("fill", c.length, [c.ptr, 1, value, c.length]);
+      this.runVec("fill", c.length, [c.ptr, 1, value, c.length]);
       return;
     }
     const bits = c.dtype === "i32"
@@ -344,7 +348,7 @@ export class CudaBackend implements Backend {
       if (t >= 0) this.profiler.after(t, "memcpy DtoD (copy)", "memcpy");
     } else {
       need(d, d.length, "copy");
-      this.kernels.run1d("cast_copy", d.length, [
+      this.runVec("cast_copy", d.length, [
         d.ptr,
         dtCode(d.dtype),
         s.ptr,
@@ -428,6 +432,24 @@ export class CudaBackend implements Backend {
 
   // ---- elementwise --------------------------------------------------------------------
 
+  /**
+   * Launch a grid-stride kernel over n elements whose fast path (16-byte aligned buffers)
+   * takes 8 elements per thread per step: enough 256-thread blocks for n / 8 threads, at
+   * most VEC_BLOCKS_PER_SM per SM (the loop covers the rest; the unaligned path, one
+   * element per step, is covered the same way).
+   */
+  private runVec(
+    name: KernelName,
+    n: number,
+    args: readonly (number | bigint)[],
+    label?: string,
+  ): void {
+    if (n <= 0) return;
+    const cap = VEC_BLOCKS_PER_SM * Math.max(this.info.multiprocessors, 1);
+    const blocks = Math.max(1, Math.min(Math.ceil(n / (8 * THREADS)), cap));
+    this.kernels.run(name, blocks, THREADS, 0, args, label);
+  }
+
   add(out: DeviceBuffer, a: DeviceBuffer, b: DeviceBuffer): void {
     this.binary("ew_add", out, a, b);
   }
@@ -443,7 +465,7 @@ export class CudaBackend implements Backend {
       float(buf, `${k} ${w}`);
       need(buf, n, `${k} ${w}`);
     }
-    this.kernels.run1d(k, n, [
+    this.runVec(k, n, [
       o.ptr,
       dtCode(o.dtype),
       x.ptr,
@@ -461,14 +483,14 @@ export class CudaBackend implements Backend {
     float(a, "axpy x");
     need(a, n, "axpy x");
     need(o, n, "axpy");
-    this.kernels.run1d("ew_axpy", n, [o.ptr, dtCode(o.dtype), a.ptr, dtCode(a.dtype), alpha, n]);
+    this.runVec("ew_axpy", n, [o.ptr, dtCode(o.dtype), a.ptr, dtCode(a.dtype), alpha, n]);
   }
 
   scale(buf: DeviceBuffer, s: number): void {
     const o = cudaBuf(buf, "scale");
     float(o, "scale");
     need(o, o.length, "scale");
-    this.kernels.run1d("ew_scale", o.length, [o.ptr, dtCode(o.dtype), s, o.length]);
+    this.runVec("ew_scale", o.length, [o.ptr, dtCode(o.dtype), s, o.length]);
   }
 
   sum(buf: DeviceBuffer): number {
@@ -936,7 +958,7 @@ export class CudaBackend implements Backend {
     C: number,
   ): void {
     const p = this.scratch(N * C, "f32"); // (N, C)
-    this.kernels.run1d(
+    this.runVec(
       "ew_mul",
       N * C,
       [p.ptr, dtCode("f32"), dy.ptr, dtCode(dy.dtype), x.ptr, dtCode(x.dtype), N * C],
@@ -977,7 +999,7 @@ export class CudaBackend implements Backend {
     need(s, rows * (HS / 2), "rope sin");
     const pb = positions === null ? null : this.segmentIds(positions, B * T, "rope positions"); // (B, T)
     if (c.dtype !== s.dtype) throw new Error("rope: cos and sin differ in dtype");
-    this.kernels.run1d("rope", B * T * NH * (HS / 2), [
+    this.runVec("rope", B * T * NH * HS, [
       xb.ptr,
       dtCode(xb.dtype),
       c.ptr,
@@ -1254,7 +1276,7 @@ export class CudaBackend implements Backend {
     const o = cudaBuf(out, "swiglu out"), g = cudaBuf(gate, "swiglu gate");
     const u = cudaBuf(up, "swiglu up");
     for (const [x, w] of [[o, "out"], [g, "gate"], [u, "up"]] as const) need(x, n, `swiglu ${w}`);
-    this.kernels.run1d("swiglu_fwd", n, [
+    this.runVec("swiglu_fwd", n, [
       o.ptr,
       dtCode(o.dtype),
       g.ptr,
@@ -1281,7 +1303,7 @@ export class CudaBackend implements Backend {
     ) {
       need(x, n, `swiglu ${w}`);
     }
-    this.kernels.run1d("swiglu_bwd", n, [
+    this.runVec("swiglu_bwd", n, [
       dg.ptr,
       dtCode(dg.dtype),
       du.ptr,
@@ -1329,7 +1351,7 @@ export class CudaBackend implements Backend {
       ddt = dtCode(d.dtype);
     }
     if (N === 0) return;
-    this.kernels.run("cross_entropy", N, THREADS, 0, [
+    this.kernels.run("cross_entropy", N, CE_THREADS, 0, [
       ls.ptr,
       dtCode(ls.dtype),
       dptr,
