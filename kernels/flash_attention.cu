@@ -117,14 +117,18 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
         mma_16816(s[2 * np + 1], qf[kk], kr + 2);
       }
     }
-    // Scale into base 2 and mask: causal (and the end of the keys), segments.
+    // Mask (causal, the end of the keys, segments) unless every key of the tile is visible
+    // to every row of this warp. Scores stay unscaled; exp2 below scales them into base 2.
+    const bool full = !segb && k0 + FA_BK - 1 <= off + q0 + warp * 16 && k0 + FA_BK <= Tk;
+    if (!full) {
 #pragma unroll
-    for (int n = 0; n < FA_BK / 8; n++) {
+      for (int n = 0; n < FA_BK / 8; n++) {
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int i = e >> 1, key = k0 + n * 8 + 2 * c + (e & 1);
-        const bool vis = key <= off + row[i] && key < Tk && (!segb || segb[key] == srow[i]);
-        s[n][e] = vis ? s[n][e] * sl2 : -INFINITY;
+        for (int e = 0; e < 4; e++) {
+          const int i = e >> 1, key = k0 + n * 8 + 2 * c + (e & 1);
+          const bool vis = key <= off + row[i] && key < Tk && (!segb || segb[key] == srow[i]);
+          if (!vis) s[n][e] = -INFINITY;
+        }
       }
     }
     // Online softmax per row (a row spans the 4 lanes of a quad).
@@ -135,14 +139,14 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
       for (int n = 0; n < FA_BK / 8; n++) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float mn = fmaxf(m[i], mx);
+      const float mn = fmaxf(m[i], mx * sl2);  // running max in base-2 units
       const float base = mn == -INFINITY ? 0.0f : mn;  // nothing seen yet: p stays 0
       const float corr = exp2f(m[i] - base);           // m = -inf gives 0
       float sum = 0.0f;
 #pragma unroll
       for (int n = 0; n < FA_BK / 8; n++) {
-        s[n][2 * i] = exp2f(s[n][2 * i] - base);
-        s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
+        s[n][2 * i] = exp2f(fmaf(s[n][2 * i], sl2, -base));
+        s[n][2 * i + 1] = exp2f(fmaf(s[n][2 * i + 1], sl2, -base));
         sum += s[n][2 * i] + s[n][2 * i + 1];
       }
       l[i] = l[i] * corr + sum;  // this lane's share; the quad sums at the end
@@ -291,13 +295,15 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
         }
       }
       // P^T and dS^T = P^T (dP^T - dsum) * scale, in place (st <- P, dpt <- dS).
+      // Masks only where some (key, query) pair of this warp's tile is hidden.
+      const bool full = !segb && k0 + warp * 16 + 15 <= q0 && q0 + BQ <= T;
 #pragma unroll
       for (int n = 0; n < BQ / 8; n++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int i = e >> 1, col = n * 8 + 2 * c + (e & 1), t = q0 + col;
-          const bool vis = key[i] <= t && t < T && (!segb || segb[t] == skey[i]);
-          const float p = vis ? exp2f(st[n][e] * sl2 - lse_s[col] * LOG2E) : 0.0f;
+          const bool vis = full || (key[i] <= t && t < T && (!segb || segb[t] == skey[i]));
+          const float p = vis ? exp2f(fmaf(st[n][e], sl2, -lse_s[col] * LOG2E)) : 0.0f;
           st[n][e] = p;
           dpt[n][e] = p * (dpt[n][e] - dsum_s[col]) * scale;
         }
