@@ -832,7 +832,7 @@ function flashAttentionChecks(): void {
   if (selfTest || !selected("flash")) return;
   // B, T, Tk, Tcap, NH, NKV, HS, packed
   const shapes: [number, number, number, number, number, number, number, boolean][] = SMALL
-    ? [[1, 70, 70, 70, 2, 1, 64, false], [1, 80, 80, 80, 2, 1, 64, true], [
+    ? [[1, 130, 130, 130, 2, 1, 64, false], [1, 80, 80, 80, 2, 1, 64, true], [
       1,
       2,
       70,
