@@ -111,6 +111,42 @@ extern "C" __global__ void rmsnorm_bwd_dw(void* dweight, int dtw, const void* do
   st(dweight, dtw, c, ld(dweight, dtw, c) + s);
 }
 
+// First pass of dweight(C) += sum over rows of dout * inp * rstd, vectorised (C % 8 == 0,
+// dout and inp 16-byte aligned): block (x, y) covers columns x*256 .. x*256 + 256 of the
+// rows y*chunk .. (y+1)*chunk; warp w (of 8) takes every 8th row from w, each lane 8
+// columns; partial(R, C)[y] = the block's column sums, added over warps in a fixed order.
+// The second pass (bias_grad) sums partial's R rows in order, so the result is
+// deterministic for a given N and chunk.
+extern "C" __global__ void rmsnorm_dw_partial(float* partial, const void* dout, int dtdo,
+                                              const void* inp, int dti, const void* rstd,
+                                              int dtr, int N, int C, int chunk) {
+  __shared__ float red[8][257];  // (warp, column); padded row against bank conflicts
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int c = blockIdx.x * 256 + lane * 8;
+  const int r0 = blockIdx.y * chunk, r1 = min(N, r0 + chunk);
+  float acc[8];
+  for (int k = 0; k < 8; k++) acc[k] = 0.0f;
+  if (c < C) {
+#pragma unroll 4
+    for (int r = r0 + warp; r < r1; r += 8) {
+      const size_t o = (size_t)r * C + c;
+      float dy[8], x[8];
+      ld8(dout, dtdo, o, dy);
+      ld8(inp, dti, o, x);
+      const float rr = ld(rstd, dtr, r);
+      for (int k = 0; k < 8; k++) acc[k] += dy[k] * x[k] * rr;
+    }
+  }
+  for (int k = 0; k < 8; k++) red[warp][lane * 8 + k] = acc[k];
+  __syncthreads();
+  const int col = blockIdx.x * 256 + threadIdx.x;
+  if (threadIdx.x < 256 && col < C) {
+    float s = 0.0f;
+    for (int w = 0; w < 8; w++) s += red[w][threadIdx.x];
+    partial[(size_t)blockIdx.y * C + col] = s;
+  }
+}
+
 // Rotary embedding in place on x(B, T, NH, HS); one thread per rotated pair.
 // cos/sin(Tmax, HS/2); token t at position pos + t, or at positions[b * T + t] when the
 // (B, T) int buffer `positions` is given (packed samples). half != 0: pairs (i, i + HS/2)

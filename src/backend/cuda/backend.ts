@@ -943,8 +943,10 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * dweight(C) += sum over rows of dout * inp * rstd in two passes that fill the GPU:
-   * p(N, C) = dout * inp (fp32 scratch; a product of two bf16 values is exact in fp32),
+   * dweight(C) += sum over rows of dout * inp * rstd in two passes that fill the GPU.
+   * With C % 8 == 0 and 16-byte aligned dout/inp: rmsnorm_dw_partial reads each row once
+   * into column sums of row chunks (R, C), and bias_grad adds those R rows in order.
+   * Otherwise: p(N, C) = dout * inp (fp32 scratch; a product of two bf16 values is exact in fp32),
    * then dweight += p^T . rstd as an exact-fp32 cuBLASLt GEMV. (rmsnorm_bwd_dw runs one
    * thread per column: C / 256 blocks, 8 of an H200's 132 SMs at C = 2048, each thread
    * looping over all N rows.) The sum order differs from the CPU twin's by fp32 rounding.
@@ -957,6 +959,35 @@ export class CudaBackend implements Backend {
     N: number,
     C: number,
   ): void {
+    if (C % 8 === 0 && (dy.ptr & 15n) === 0n && (x.ptr & 15n) === 0n) {
+      // One read of dout and inp: column sums of row chunks (chunk a function of N only,
+      // so the result is deterministic), then bias_grad adds the R partial rows in order.
+      const chunk = Math.max(8, Math.ceil(N / 64));
+      const R = Math.ceil(N / chunk);
+      const part = this.scratch(R * C, "f32"); // (R, C)
+      this.kernels.run("rmsnorm_dw_partial", [Math.ceil(C / 256), R, 1], 256, 0, [
+        part.ptr,
+        dy.ptr,
+        dtCode(dy.dtype),
+        x.ptr,
+        dtCode(x.dtype),
+        r.ptr,
+        dtCode(r.dtype),
+        N,
+        C,
+        chunk,
+      ], "rmsnorm dweight partial");
+      this.kernels.run("bias_grad", Math.ceil(C / THREADS), THREADS, 0, [
+        dw.ptr,
+        dtCode(dw.dtype),
+        part.ptr,
+        dtCode("f32"),
+        R,
+        C,
+      ], "bias_grad (rmsnorm dweight)");
+      this.dropScratch(part);
+      return;
+    }
     const p = this.scratch(N * C, "f32"); // (N, C)
     this.runVec(
       "ew_mul",

@@ -27,6 +27,7 @@ export const KERNELS = {
   rmsnorm_fwd: { module: "layers", kinds: "pipipipiiif" },
   rmsnorm_bwd_dx: { module: "layers", kinds: "pipipipipiii" },
   rmsnorm_bwd_dw: { module: "layers", kinds: "pipipipiii" },
+  rmsnorm_dw_partial: { module: "layers", kinds: "ppipipiiii" },
   rope: { module: "layers", kinds: "pippiiiiiiiip" },
   swiglu_fwd: { module: "layers", kinds: "pipipii" },
   swiglu_bwd: { module: "layers", kinds: "pipipipipii" },
