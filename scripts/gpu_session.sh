@@ -11,6 +11,8 @@
 # then call the device tool with carry [".gpu"] and the command
 #   bash scripts/gpu_session.sh CHECK_S NCCL_S BENCH_S [extra gpu_check args]
 # e.g. `bash scripts/gpu_session.sh 200 50 75`; a stage given 0 seconds is skipped.
+# NCU_S=seconds adds a last stage: Nsight Compute's speed-of-light, occupancy and warp-stall
+# sections for the flash-attention kernels at the benchmark's shape (what limits them).
 set -u
 CHECK_S=${1:-240}
 NCCL_S=${2:-60}
@@ -43,3 +45,10 @@ stage nccl "$NCCL_S" deno test -A --filter "/Nccl|cuda/" tests/distributed_nccl_
   tests/recipe_distributed_test.ts
 # BENCH_ARGS: extra gpu_bench flags, e.g. "--modes=full --max-batch=4".
 stage gpu_bench "$BENCH_S" deno run -A scripts/gpu_bench.ts --json --total-s=$((BENCH_S - 10)) ${BENCH_ARGS:-}
+if [ "${NCU_S:-0}" -gt 0 ]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  stage ncu "$NCU_S" "$NCU" --target-processes all -k "regex:flash_(fwd|bwd)_64" --launch-skip 1 --launch-count 2 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    deno run -A scripts/gpu_check.ts --only=timing
+fi
