@@ -143,21 +143,27 @@ export interface Backend {
     N: number,
   ): void;
 
-  /** out(N, C) = table(V, C)[tokens(N)]. */
+  /**
+   * out(N, C) = table(V, C)[tokens(N)]. `hostTokens`, when the caller has them: the same N
+   * ids on the host (a GPU backend then checks and orders them without a download, which
+   * would wait for the queued work).
+   */
   embeddingForward(
     out: DeviceBuffer,
     tokens: DeviceBuffer,
     table: DeviceBuffer,
     N: number,
     C: number,
+    hostTokens?: Int32Array,
   ): void;
-  /** dtable(V, C)[tokens[i]] += dout(N, C)[i]  (accumulates). */
+  /** dtable(V, C)[tokens[i]] += dout(N, C)[i]  (accumulates). `hostTokens` as above. */
   embeddingBackward(
     dtable: DeviceBuffer,
     dout: DeviceBuffer,
     tokens: DeviceBuffer,
     N: number,
     C: number,
+    hostTokens?: Int32Array,
   ): void;
 
   /** out(N, C) = inp * rstd * weight(C), rstd(N) = 1/sqrt(mean(inp^2) + eps) is saved. */
@@ -283,6 +289,8 @@ export interface Backend {
    * losses(N) is written: -log softmax(logits)[target], 0 for ignored rows.
    * If dlogits is given it is WRITTEN: (softmax - onehot(target)) * gradScale, zero rows
    * for ignored targets. dlogits may alias logits (the gradient overwrites the logits).
+   * `hostTargets`: the same N targets on the host, when the caller has them (see
+   * embeddingForward).
    */
   crossEntropy(
     losses: DeviceBuffer,
@@ -292,6 +300,7 @@ export interface Backend {
     N: number,
     V: number,
     gradScale: number,
+    hostTargets?: Int32Array,
   ): void;
 
   // ---- optimizer ----------------------------------------------------------------------

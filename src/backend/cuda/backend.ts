@@ -298,8 +298,15 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  /** The first n ints of an i32 buffer on the host (waits for the stream). */
-  private idsOnHost(b: CudaBuffer, n: number, why: string): Int32Array {
+  /**
+   * The first n ints of an i32 buffer on the host: the caller's host copy when given (its
+   * length checked), else a download (which waits for the stream).
+   */
+  private idsOnHost(b: CudaBuffer, n: number, why: string, host?: Int32Array): Int32Array {
+    if (host !== undefined) {
+      if (host.length !== n) throw new Error(`${why}: ${host.length} host ids for ${n} rows`);
+      return host;
+    }
     this.waitStream(`ids to host: ${why}`);
     const out = new Int32Array(n);
     if (n > 0) this.dtoh(new Uint8Array(out.buffer), b);
@@ -787,6 +794,7 @@ export class CudaBackend implements Backend {
     table: DeviceBuffer,
     N: number,
     C: number,
+    hostTokens?: Int32Array,
   ): void {
     const o = cudaBuf(out, "embedding out"), t = cudaBuf(tokens, "embedding tokens");
     const tb = cudaBuf(table, "embedding table");
@@ -794,7 +802,7 @@ export class CudaBackend implements Backend {
     need(t, N, "embedding tokens"); // (N)
     if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
     const V = Math.floor(tb.length / C); // table (V, C)
-    checkTokens(this.idsOnHost(t, N, "embeddingForward token check"), V);
+    checkTokens(this.idsOnHost(t, N, "embeddingForward token check", hostTokens), V);
     this.kernels.run1d("embedding_fwd", N * C, [
       o.ptr,
       dtCode(o.dtype),
@@ -813,6 +821,7 @@ export class CudaBackend implements Backend {
     tokens: DeviceBuffer,
     N: number,
     C: number,
+    hostTokens?: Int32Array,
   ): void {
     const dt = cudaBuf(dtable, "embedding dtable"), dy = cudaBuf(dout, "embedding dout");
     const t = cudaBuf(tokens, "embedding tokens");
@@ -823,7 +832,7 @@ export class CudaBackend implements Backend {
     if (N === 0 || C === 0) return;
     // Group the rows by token on the host (a small download) so the kernel can add each
     // token's rows in a fixed order: deterministic, and out-of-range ids are reported.
-    const tok = this.idsOnHost(t, N, "embeddingBackward row order");
+    const tok = this.idsOnHost(t, N, "embeddingBackward row order", hostTokens);
     checkTokens(tok, V);
     const order = Array.from({ length: N }, (_, i) => i);
     order.sort((a, b) => tok[a] - tok[b] || a - b);
@@ -1357,6 +1366,7 @@ export class CudaBackend implements Backend {
     N: number,
     V: number,
     gradScale: number,
+    hostTargets?: Int32Array,
   ): void {
     const ls = cudaBuf(losses, "crossEntropy losses"), lg = cudaBuf(logits, "crossEntropy logits");
     const t = cudaBuf(targets, "crossEntropy targets");
@@ -1365,7 +1375,7 @@ export class CudaBackend implements Backend {
     need(t, N, "crossEntropy targets"); // (N)
     if (t.dtype !== "i32") throw new Error("crossEntropy targets: expected an i32 buffer");
     // The same one-line error as the CPU backend for a label outside the vocabulary.
-    const tg = this.idsOnHost(t, N, "crossEntropy target check");
+    const tg = this.idsOnHost(t, N, "crossEntropy target check", hostTargets);
     for (let i = 0; i < N; i++) {
       if (tg[i] !== -100 && (tg[i] < 0 || tg[i] >= V)) {
         throw new TuneError(

@@ -186,6 +186,9 @@ export class LlamaModel {
   readonly #losses: DeviceBuffer; // (N)
   readonly #tokens: DeviceBuffer; // (N) i32
   readonly #targets: DeviceBuffer; // (N) i32
+  /** Host copies of the last uploaded tokens and targets (N): the backend checks ids there. */
+  #hostTokens = new Int32Array(0);
+  #hostTargets = new Int32Array(0);
   #segIds: DeviceBuffer | null = null; // (N) i32, allocated on the first packed batch
   #posIds: DeviceBuffer | null = null; // (N) i32, allocated on the first packed batch
   readonly #headHs: DeviceBuffer | null; // (N, r) LoRA hidden of the output projection
@@ -588,7 +591,9 @@ export class LlamaModel {
       }
       this.#layers[l].backward(be, dx, this.#resid[l], acts, sc, this.B, this.T, ls);
     }
-    if (this.#dTokEmb) be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C);
+    if (this.#dTokEmb) {
+      be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C, this.#hostTokens);
+    }
     return { lossSum, tokens: count };
   }
 
@@ -629,7 +634,7 @@ export class LlamaModel {
     const { N, C, L } = this.#nv();
     // ---- forward, group by group (the same calls as #forward) ----
     await gather("tok_embeddings", "forward");
-    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C); // (N, C)
+    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C, this.#hostTokens); // (N, C)
     for (let l = 0; l < L; l++) {
       await gather(`layers.${l}`, "forward");
       const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
@@ -668,7 +673,7 @@ export class LlamaModel {
     // the embedding backward needs no values; a tied embedding's gradient already holds the head's part
     if (this.#dTokEmb) {
       if (!tied) zero("tok_embeddings");
-      be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C);
+      be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C, this.#hostTokens);
       await done("tok_embeddings");
     }
     return { lossSum, tokens: count };
@@ -813,6 +818,7 @@ export class LlamaModel {
       }
     }
     this.#be.upload(this.#tokens, tokens);
+    this.#hostTokens = tokens.slice();
     this.#targetsValid = targets !== null;
     if (!targets) return 0;
     if (targets.length !== N) throw new Error(`expected ${N} targets, got ${targets.length}`);
@@ -827,6 +833,7 @@ export class LlamaModel {
       count++;
     }
     this.#be.upload(this.#targets, targets);
+    this.#hostTargets = targets.slice();
     return count;
   }
 
@@ -867,7 +874,7 @@ export class LlamaModel {
   #forward(seed: number | null): void {
     const be = this.#be;
     const { N, C, L } = this.#nv();
-    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C); // (N, C)
+    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C, this.#hostTokens); // (N, C)
     for (let l = 0; l < L; l++) {
       const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
       const ls = seed === null ? null : mixSeed(seed, l);
@@ -899,11 +906,12 @@ export class LlamaModel {
     if (gradScale === null && this.#targetsValid === false) return;
     const losses = whole ? this.#losses : be.view(this.#losses, r0, n); // (n)
     const targets = whole ? this.#targets : be.view(this.#targets, r0, n); // (n)
+    const hostTargets = this.#hostTargets.subarray(r0, r0 + n); // (n)
     if (gradScale === null) {
-      be.crossEntropy(losses, null, logits, targets, n, V, 1);
+      be.crossEntropy(losses, null, logits, targets, n, V, 1, hostTargets);
       return;
     }
-    be.crossEntropy(losses, logits, logits, targets, n, V, gradScale);
+    be.crossEntropy(losses, logits, logits, targets, n, V, gradScale, hostTargets);
     const sc = this.#sc!; // gradScale is only given by lossAndBackward (training models)
     const dln = whole ? sc.dln : be.view(sc.dln, r0 * C, n * C); // (n, C)
     this.#output.backward(be, dln, logits, lnf, n, hs, hseed);
@@ -955,7 +963,7 @@ export class LlamaModel {
     const acts = viewActs(be, inf.acts, { ...this.#dims, B, T }, this.spec.lora?.rank ?? 0);
     const x0 = be.view(inf.resid[0], 0, N * C);
     const x1 = be.view(inf.resid[1], 0, N * C);
-    be.embeddingForward(x0, tok, this.#tokEmb, N, C);
+    be.embeddingForward(x0, tok, this.#tokEmb, N, C, tokens);
     let x = x0;
     let y = x1;
     for (let l = 0; l < this.cfg.nLayers; l++) {
