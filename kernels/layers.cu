@@ -97,6 +97,163 @@ extern "C" __global__ void rmsnorm_bwd_dx(void* dinp, int dtdi, const void* dout
   }
 }
 
+// ---- Block-per-row RMSNorm (C % 8 == 0, row buffers and weight 16-byte aligned) ----------
+// Thread t of the block holds vectors t, t + blockDim, ... (VPT of them, 8 columns each) of
+// its row in registers: every load of the row is issued before the block reduction, and
+// nothing is read twice. The host picks blockDim so that VPT = ceil(C / 8 / blockDim) is at
+// most 4 (forward) or 2 (backward); wider rows fall back to re-reading.
+
+template <int VPT>
+__device__ __forceinline__ void rmsnorm_fwd_row(void* out, int dto, void* rstd, int dtr,
+                                                const void* inp, int dti, const void* weight,
+                                                int dtw, int row, int C, float eps) {
+  const size_t o = (size_t)row * C;
+  const int nv = C >> 3;
+  float x[VPT][8];
+  for (int j = 0; j < VPT; j++) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v < nv) {
+      ld8(inp, dti, o + (size_t)v * 8, x[j]);
+    } else {
+      for (int k = 0; k < 8; k++) x[j][k] = 0.0f;
+    }
+  }
+  float ss = 0.0f;
+  for (int j = 0; j < VPT; j++) {
+    for (int k = 0; k < 8; k++) ss += x[j][k] * x[j][k];
+  }
+  ss = block_sum(ss);
+  const float r = rsqrtf(ss / C + eps);
+  if (threadIdx.x == 0) st(rstd, dtr, row, r);
+  // Use the stored value, as the CPU twin does, so backward sees the same rstd.
+  const float rr = dtr == DT_BF16 ? __bfloat162float(__float2bfloat16_rn(r)) : r;
+  for (int j = 0; j < VPT; j++) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v >= nv) break;
+    float w[8];
+    ld8(weight, dtw, (size_t)v * 8, w);
+    for (int k = 0; k < 8; k++) x[j][k] = x[j][k] * rr * w[k];
+    st8(out, dto, o + (size_t)v * 8, x[j]);
+  }
+}
+
+// rmsnorm_fwd (same arguments and results) with one block per row: grid N.
+extern "C" __global__ void rmsnorm_fwd_vec(void* out, int dto, void* rstd, int dtr,
+                                           const void* inp, int dti, const void* weight,
+                                           int dtw, int N, int C, float eps) {
+  const int row = blockIdx.x;
+  if (row >= N) return;
+  const int vpt = ((C >> 3) + blockDim.x - 1) / blockDim.x;
+  if (vpt <= 1) {
+    rmsnorm_fwd_row<1>(out, dto, rstd, dtr, inp, dti, weight, dtw, row, C, eps);
+  } else if (vpt <= 2) {
+    rmsnorm_fwd_row<2>(out, dto, rstd, dtr, inp, dti, weight, dtw, row, C, eps);
+  } else if (vpt <= 4) {
+    rmsnorm_fwd_row<4>(out, dto, rstd, dtr, inp, dti, weight, dtw, row, C, eps);
+  } else {
+    // Wider rows than the host sends here (it keeps VPT <= 4): re-read the row.
+    const size_t o = (size_t)row * C;
+    float ss = 0.0f;
+    for (int c = threadIdx.x * 8; c < C; c += blockDim.x * 8) {
+      float x[8];
+      ld8(inp, dti, o + c, x);
+      for (int k = 0; k < 8; k++) ss += x[k] * x[k];
+    }
+    ss = block_sum(ss);
+    const float r = rsqrtf(ss / C + eps);
+    if (threadIdx.x == 0) st(rstd, dtr, row, r);
+    const float rr = dtr == DT_BF16 ? __bfloat162float(__float2bfloat16_rn(r)) : r;
+    for (int c = threadIdx.x * 8; c < C; c += blockDim.x * 8) {
+      float x[8], w[8];
+      ld8(inp, dti, o + c, x);
+      ld8(weight, dtw, c, w);
+      for (int k = 0; k < 8; k++) x[k] = x[k] * rr * w[k];
+      st8(out, dto, o + c, x);
+    }
+  }
+}
+
+template <int VPT>
+__device__ __forceinline__ void rmsnorm_bwd_dx_row(void* dinp, int dtdi, const void* dout,
+                                                   int dtdo, const void* inp, int dti,
+                                                   const void* weight, int dtw,
+                                                   const void* rstd, int dtr, int row, int C) {
+  const size_t o = (size_t)row * C;
+  const int nv = C >> 3;
+  float dy[VPT][8], x[VPT][8], d[VPT][8];
+  for (int j = 0; j < VPT; j++) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v < nv) {
+      ld8(dout, dtdo, o + (size_t)v * 8, dy[j]);
+      ld8(inp, dti, o + (size_t)v * 8, x[j]);
+      ld8(dinp, dtdi, o + (size_t)v * 8, d[j]);
+    }
+  }
+  const float r = ld(rstd, dtr, row);
+  float dot = 0.0f;
+  for (int j = 0; j < VPT; j++) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v >= nv) break;
+    float w[8];
+    ld8(weight, dtw, (size_t)v * 8, w);
+    for (int k = 0; k < 8; k++) dot += dy[j][k] * w[k] * x[j][k];
+  }
+  dot = block_sum(dot);
+  const float kk = r * r * r * dot / C;
+  for (int j = 0; j < VPT; j++) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v >= nv) break;
+    float w[8];
+    ld8(weight, dtw, (size_t)v * 8, w);
+    for (int k = 0; k < 8; k++) {
+      const float g = r * w[k] * dy[j][k] - kk * x[j][k];
+      d[j][k] = d[j][k] + g;
+    }
+    st8(dinp, dtdi, o + (size_t)v * 8, d[j]);
+  }
+}
+
+// rmsnorm_bwd_dx (same arguments and results) with one block per row: grid N.
+extern "C" __global__ void rmsnorm_bwd_dx_vec(void* dinp, int dtdi, const void* dout, int dtdo,
+                                              const void* inp, int dti, const void* weight,
+                                              int dtw, const void* rstd, int dtr, int N,
+                                              int C) {
+  const int row = blockIdx.x;
+  if (row >= N) return;
+  const int vpt = ((C >> 3) + blockDim.x - 1) / blockDim.x;
+  if (vpt <= 1) {
+    rmsnorm_bwd_dx_row<1>(dinp, dtdi, dout, dtdo, inp, dti, weight, dtw, rstd, dtr, row, C);
+  } else if (vpt <= 2) {
+    rmsnorm_bwd_dx_row<2>(dinp, dtdi, dout, dtdo, inp, dti, weight, dtw, rstd, dtr, row, C);
+  } else {
+    // Wider rows than the host sends here (it keeps VPT <= 2): re-read the row.
+    const size_t o = (size_t)row * C;
+    const float r = ld(rstd, dtr, row);
+    float dot = 0.0f;
+    for (int c = threadIdx.x * 8; c < C; c += blockDim.x * 8) {
+      float dy[8], w[8], x[8];
+      ld8(dout, dtdo, o + c, dy);
+      ld8(weight, dtw, c, w);
+      ld8(inp, dti, o + c, x);
+      for (int k = 0; k < 8; k++) dot += dy[k] * w[k] * x[k];
+    }
+    dot = block_sum(dot);
+    const float kk = r * r * r * dot / C;
+    for (int c = threadIdx.x * 8; c < C; c += blockDim.x * 8) {
+      float dy[8], w[8], x[8], d[8];
+      ld8(dout, dtdo, o + c, dy);
+      ld8(weight, dtw, c, w);
+      ld8(inp, dti, o + c, x);
+      ld8(dinp, dtdi, o + c, d);
+      for (int k = 0; k < 8; k++) {
+        const float g = r * w[k] * dy[k] - kk * x[k];
+        d[k] = d[k] + g;
+      }
+      st8(dinp, dtdi, o + c, d);
+    }
+  }
+}
+
 // dweight(C) += sum over rows of dout * inp * rstd. One thread per column (deterministic).
 extern "C" __global__ void rmsnorm_bwd_dw(void* dweight, int dtw, const void* dout, int dtdo,
                                           const void* inp, int dti, const void* rstd, int dtr,
@@ -281,6 +438,7 @@ extern "C" __global__ void swiglu_bwd(void* dgate, int dtdg, void* dup, int dtdu
 // aligned): a single online pass keeps each thread's running max m and sum of exp(x - m),
 // rescaling the sum when the max grows; the block then combines (m, sum) pairs. The
 // gradient pass re-reads the row (two vectors per step per thread, for loads in flight).
+// Any blockDim (a multiple of 32, at most 1024) works.
 __device__ __forceinline__ void cross_entropy_row_vec(void* losses, int dtl, void* dlogits,
                                                       int dtd, const void* logits, int dtlg,
                                                       int tgt, int row, int V,
@@ -326,8 +484,10 @@ __device__ __forceinline__ void cross_entropy_row_vec(void* losses, int dtl, voi
   const float lse = mx + logf(sum);
   if (threadIdx.x == 0) st(losses, dtl, row, lse - xt);
   if (dlogits == nullptr) return;
-  for (int v = threadIdx.x; v < nv; v += 2 * bd) {
-    const int v2 = v + bd;
+  // Backwards over the row: the end of the row, read last above, is the likeliest still in L2.
+  for (int base = (nv - 1) / (2 * bd) * (2 * bd); base >= 0; base -= 2 * bd) {
+    const int v = base + threadIdx.x, v2 = v + bd;
+    if (v >= nv) continue;
     float a[8], b[8];
     ld8(logits, dtlg, o + (size_t)v * 8, a);
     if (v2 < nv) ld8(logits, dtlg, o + (size_t)v2 * 8, b);

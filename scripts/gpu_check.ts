@@ -501,8 +501,10 @@ function layerChecks(): void {
         cmpArrays("backward twice (bitwise)", gpu.download(again.g), gpu.download(dtab.g), EXACT),
       ];
     });
-    // C = 36: not a multiple of 8, so the kernels' scalar path (the others vectorise)
-    for (const [N, C] of [[sz(512, 9), sz(1024, 96)], [67, 64], [5, 36]]) {
+    // C = 36: not a multiple of 8, so the kernels' scalar path (the others vectorise);
+    // 1024 and 4104: two and three 8-column vectors per thread of the block-per-row kernels
+    const shapes = [[sz(512, 9), sz(1024, 96)], [67, 64], [5, 36], [3, 1024], [2, 4104]];
+    for (const [N, C] of shapes) {
       check(`rmsnorm fwd/bwd N=${N} C=${C} [${dt}]`, () => {
         const x = pair(randn(N * C, 2), dt), w = pair(randn(C, 0.5), dt);
         const o = zeros(N * C, dt), r = zeros(N, "f32");
@@ -584,8 +586,8 @@ function layerChecks(): void {
         cmp("dup (in place)", u, tolFor(dt, F32_EW)),
       ];
     });
-    // V a multiple of 8: the vectorised online-softmax path; V = 300 / 32003: the scalar one
-    for (const V of [sz(32000, 296), sz(32003, 300)]) {
+    // V a multiple of 8: the vectorised online-softmax path; V = 300 / 32003: the scalar one;
+    for (const V of [sz(32000, 8296), sz(32003, 300)]) { // 8296: two 1024-vector groups
       check(`crossEntropy V=${V} [${dt}]`, () => {
         const N = sz(256, 12);
         const tg = randInt(N, V);

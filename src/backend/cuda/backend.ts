@@ -118,6 +118,18 @@ function checkTokens(tok: Int32Array, V: number): void {
   }
 }
 
+/**
+ * Threads per block of the block-per-row kernels (rmsnorm_*_vec), or 0 where they do not
+ * apply: C % 8 == 0, every buffer 16-byte aligned, and each thread holding at most `vpt`
+ * 8-column vectors of the row (about 2 per thread where C allows, at most 256 threads).
+ */
+function rowVecThreads(C: number, vpt: number, ...bufs: CudaBuffer[]): number {
+  if (C % 8 !== 0 || bufs.some((b) => (b.ptr & 15n) !== 0n)) return 0;
+  const nv = C / 8;
+  const threads = Math.min(256, Math.max(32, Math.ceil(nv / 2 / 32) * 32));
+  return Math.ceil(nv / threads) <= vpt ? threads : 0;
+}
+
 function float(b: CudaBuffer, what: string): void {
   if (b.dtype === "i32") throw new Error(`${what}: expected a float buffer, got i32`);
 }
@@ -880,19 +892,27 @@ export class CudaBackend implements Backend {
     need(w, C, "rmsnorm weight"); // (C)
     if (N === 0) return;
     const rows = 8; // warps per block
-    this.kernels.run("rmsnorm_fwd", Math.ceil(N / rows), 32 * rows, 0, [
-      o.ptr,
-      dtCode(o.dtype),
-      r.ptr,
-      dtCode(r.dtype),
-      x.ptr,
-      dtCode(x.dtype),
-      w.ptr,
-      dtCode(w.dtype),
-      N,
-      C,
-      eps,
-    ]);
+    const vec = rowVecThreads(C, 4, o, x, w);
+    this.kernels.run(
+      vec ? "rmsnorm_fwd_vec" : "rmsnorm_fwd",
+      vec ? N : Math.ceil(N / rows),
+      vec ? vec : 32 * rows,
+      0,
+      [
+        o.ptr,
+        dtCode(o.dtype),
+        r.ptr,
+        dtCode(r.dtype),
+        x.ptr,
+        dtCode(x.dtype),
+        w.ptr,
+        dtCode(w.dtype),
+        N,
+        C,
+        eps,
+      ],
+      "rmsnorm_fwd", // one profile row whichever kernel ran
+    );
   }
 
   rmsnormBackward(
@@ -915,20 +935,28 @@ export class CudaBackend implements Backend {
     need(r, N, "rmsnorm rstd"); // (N)
     if (N === 0) return;
     const rows = 8;
-    this.kernels.run("rmsnorm_bwd_dx", Math.ceil(N / rows), 32 * rows, 0, [
-      dx.ptr,
-      dtCode(dx.dtype),
-      dy.ptr,
-      dtCode(dy.dtype),
-      x.ptr,
-      dtCode(x.dtype),
-      w.ptr,
-      dtCode(w.dtype),
-      r.ptr,
-      dtCode(r.dtype),
-      N,
-      C,
-    ]);
+    const vec = rowVecThreads(C, 2, dx, dy, x, w);
+    this.kernels.run(
+      vec ? "rmsnorm_bwd_dx_vec" : "rmsnorm_bwd_dx",
+      vec ? N : Math.ceil(N / rows),
+      vec ? vec : 32 * rows,
+      0,
+      [
+        dx.ptr,
+        dtCode(dx.dtype),
+        dy.ptr,
+        dtCode(dy.dtype),
+        x.ptr,
+        dtCode(x.dtype),
+        w.ptr,
+        dtCode(w.dtype),
+        r.ptr,
+        dtCode(r.dtype),
+        N,
+        C,
+      ],
+      "rmsnorm_bwd_dx",
+    );
     if (dweight !== null) {
       const dw = cudaBuf(dweight, "rmsnorm dweight");
       need(dw, C, "rmsnorm dweight"); // (C)

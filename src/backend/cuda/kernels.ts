@@ -26,6 +26,8 @@ export const KERNELS = {
   adamw: { module: "elementwise", kinds: "pipipipiiffffffff" },
   rmsnorm_fwd: { module: "layers", kinds: "pipipipiiif" },
   rmsnorm_bwd_dx: { module: "layers", kinds: "pipipipipiii" },
+  rmsnorm_fwd_vec: { module: "layers", kinds: "pipipipiiif" },
+  rmsnorm_bwd_dx_vec: { module: "layers", kinds: "pipipipipiii" },
   rmsnorm_bwd_dw: { module: "layers", kinds: "pipipipiii" },
   rmsnorm_dw_partial: { module: "layers", kinds: "ppipipiiii" },
   rope: { module: "layers", kinds: "pippiiiiiiiip" },
