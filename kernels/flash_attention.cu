@@ -160,12 +160,8 @@ __device__ __forceinline__ void flash_fwd(uint16_t* out, float* lse, const uint1
     // O += P V, P straight from the score registers as A fragments.
 #pragma unroll
     for (int kk = 0; kk < FA_BK / 16; kk++) {
-      const uint32_t pf[4] = {
-          pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-          pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-          pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-          pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]),
-      };
+      uint32_t pf[4];
+      acc_to_a(pf, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int np = 0; np < HS / 16; np++) {  // head-dim tiles 2np, 2np + 1
         uint32_t vr[4];
@@ -311,18 +307,9 @@ __device__ __forceinline__ void flash_bwd(float* dq_acc, void* dk, int dtk, void
       // dV += P^T dO and dK += dS^T Q: A from the registers above, B = dO / Q rows by query.
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint32_t pf[4] = {
-            pack_bf16(st[2 * kk][0], st[2 * kk][1]),
-            pack_bf16(st[2 * kk][2], st[2 * kk][3]),
-            pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-            pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3]),
-        };
-        const uint32_t sf[4] = {
-            pack_bf16(dpt[2 * kk][0], dpt[2 * kk][1]),
-            pack_bf16(dpt[2 * kk][2], dpt[2 * kk][3]),
-            pack_bf16(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
-            pack_bf16(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]),
-        };
+        uint32_t pf[4], sf[4];
+        acc_to_a(pf, st[2 * kk], st[2 * kk + 1]);
+        acc_to_a(sf, dpt[2 * kk], dpt[2 * kk + 1]);
 #pragma unroll
         for (int np = 0; np < HS / 16; np++) {  // head-dim tiles 2np, 2np + 1
           const int at = (16 * kk + lr + 8 * l8) * LD + 16 * np + 8 * l16;

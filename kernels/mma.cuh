@@ -43,6 +43,16 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return (uint32_t)bf16_bits(lo) | ((uint32_t)bf16_bits(hi) << 16);
 }
 
+// An A fragment (16 rows x 16 k) from two C-layout accumulator tiles holding k columns 0-7
+// (lo) and 8-15 (hi) of the same 16 rows, rounded to bf16: a product's output feeds the
+// next product without leaving registers.
+__device__ __forceinline__ void acc_to_a(uint32_t* a, const float* lo, const float* hi) {
+  a[0] = pack_bf16(lo[0], lo[1]);
+  a[1] = pack_bf16(lo[2], lo[3]);
+  a[2] = pack_bf16(hi[0], hi[1]);
+  a[3] = pack_bf16(hi[2], hi[3]);
+}
+
 // Two bf16 at p[0] and p[1] (p 4-byte aligned) as one register.
 __device__ __forceinline__ uint32_t ld_pair(const uint16_t* p) {
   return *reinterpret_cast<const uint32_t*>(p);
