@@ -11,29 +11,6 @@ extern "C" __global__ void rmsnorm_fwd(void* out, int dto, void* rstd, int dtr,
   const int lane = threadIdx.x & 31;
   if (row >= N) return;
   const size_t o = (size_t)row * C;
-  if ((C & 7) == 0 && aligned16(out) && aligned16(inp) && aligned16(weight)) {
-    // Vectorised: each lane takes 8 consecutive columns per step; the second pass re-reads
-    // the row, which this warp has just read (L1/L2).
-    float ss = 0.0f;
-#pragma unroll 4
-    for (int c = lane * 8; c < C; c += 256) {
-      float x[8];
-      ld8(inp, dti, o + c, x);
-      for (int k = 0; k < 8; k++) ss += x[k] * x[k];
-    }
-    ss = warp_sum(ss);
-    const float r = rsqrtf(ss / C + eps);
-    if (lane == 0) st(rstd, dtr, row, r);
-    const float rr = dtr == DT_BF16 ? __bfloat162float(__float2bfloat16_rn(r)) : r;
-    for (int c = lane * 8; c < C; c += 256) {
-      float x[8], w[8];
-      ld8(inp, dti, o + c, x);
-      ld8(weight, dtw, c, w);
-      for (int k = 0; k < 8; k++) x[k] = x[k] * rr * w[k];
-      st8(out, dto, o + c, x);
-    }
-    return;
-  }
   float ss = 0.0f;
   for (int c = lane; c < C; c += 32) {
     const float x = ld(inp, dti, o + c);
@@ -58,33 +35,6 @@ extern "C" __global__ void rmsnorm_bwd_dx(void* dinp, int dtdi, const void* dout
   if (row >= N) return;
   const size_t o = (size_t)row * C;
   const float r = ld(rstd, dtr, row);
-  if ((C & 7) == 0 && aligned16(dinp) && aligned16(dout) && aligned16(inp) &&
-      aligned16(weight)) {
-    float dot = 0.0f;
-#pragma unroll 2
-    for (int c = lane * 8; c < C; c += 256) {
-      float dy[8], w[8], x[8];
-      ld8(dout, dtdo, o + c, dy);
-      ld8(weight, dtw, c, w);
-      ld8(inp, dti, o + c, x);
-      for (int k = 0; k < 8; k++) dot += dy[k] * w[k] * x[k];
-    }
-    dot = warp_sum(dot);
-    const float kk = r * r * r * dot / C;
-    for (int c = lane * 8; c < C; c += 256) {
-      float dy[8], w[8], x[8], d[8];
-      ld8(dout, dtdo, o + c, dy);
-      ld8(weight, dtw, c, w);
-      ld8(inp, dti, o + c, x);
-      ld8(dinp, dtdi, o + c, d);
-      for (int k = 0; k < 8; k++) {
-        const float g = r * w[k] * dy[k] - kk * x[k];
-        d[k] = d[k] + g;
-      }
-      st8(dinp, dtdi, o + c, d);
-    }
-    return;
-  }
   float dot = 0.0f;
   for (int c = lane; c < C; c += 32) {
     dot += ld(dout, dtdo, o + c) * ld(weight, dtw, c) * ld(inp, dti, o + c);
@@ -100,8 +50,8 @@ extern "C" __global__ void rmsnorm_bwd_dx(void* dinp, int dtdi, const void* dout
 // ---- Block-per-row RMSNorm (C % 8 == 0, row buffers and weight 16-byte aligned) ----------
 // Thread t of the block holds vectors t, t + blockDim, ... (VPT of them, 8 columns each) of
 // its row in registers: every load of the row is issued before the block reduction, and
-// nothing is read twice. The host picks blockDim so that VPT = ceil(C / 8 / blockDim) is at
-// most 4 (forward) or 2 (backward); wider rows fall back to re-reading.
+// nothing is read twice, for VPT = ceil(C / 8 / blockDim) up to 4 (forward) or 2 (backward);
+// wider rows are read twice (the second time mostly from L1/L2).
 
 template <int VPT>
 __device__ __forceinline__ void rmsnorm_fwd_row(void* out, int dto, void* rstd, int dtr,
@@ -151,7 +101,7 @@ extern "C" __global__ void rmsnorm_fwd_vec(void* out, int dto, void* rstd, int d
   } else if (vpt <= 4) {
     rmsnorm_fwd_row<4>(out, dto, rstd, dtr, inp, dti, weight, dtw, row, C, eps);
   } else {
-    // Wider rows than the host sends here (it keeps VPT <= 4): re-read the row.
+    // Wider rows: re-read the row.
     const size_t o = (size_t)row * C;
     float ss = 0.0f;
     for (int c = threadIdx.x * 8; c < C; c += blockDim.x * 8) {
@@ -226,7 +176,7 @@ extern "C" __global__ void rmsnorm_bwd_dx_vec(void* dinp, int dtdi, const void* 
   } else if (vpt <= 2) {
     rmsnorm_bwd_dx_row<2>(dinp, dtdi, dout, dtdo, inp, dti, weight, dtw, rstd, dtr, row, C);
   } else {
-    // Wider rows than the host sends here (it keeps VPT <= 2): re-read the row.
+    // Wider rows: re-read the row.
     const size_t o = (size_t)row * C;
     const float r = ld(rstd, dtr, row);
     float dot = 0.0f;

@@ -502,8 +502,15 @@ function layerChecks(): void {
       ];
     });
     // C = 36: not a multiple of 8, so the kernels' scalar path (the others vectorise);
-    // 1024 and 4104: two and three 8-column vectors per thread of the block-per-row kernels
-    const shapes = [[sz(512, 9), sz(1024, 96)], [67, 64], [5, 36], [3, 1024], [2, 4104]];
+    // 1024, 4104, 8200: 2, 3 and 5 8-column vectors per thread of the block-per-row kernels
+    const shapes = [
+      [sz(512, 9), sz(1024, 96)],
+      [67, 64],
+      [5, 36],
+      [3, 1024],
+      [2, 4104],
+      [2, 8200],
+    ];
     for (const [N, C] of shapes) {
       check(`rmsnorm fwd/bwd N=${N} C=${C} [${dt}]`, () => {
         const x = pair(randn(N * C, 2), dt), w = pair(randn(C, 0.5), dt);

@@ -120,14 +120,12 @@ function checkTokens(tok: Int32Array, V: number): void {
 
 /**
  * Threads per block of the block-per-row kernels (rmsnorm_*_vec), or 0 where they do not
- * apply: C % 8 == 0, every buffer 16-byte aligned, and each thread holding at most `vpt`
- * 8-column vectors of the row (about 2 per thread where C allows, at most 256 threads).
+ * apply (C % 8 != 0 or a buffer not 16-byte aligned): about two 8-column vectors of the
+ * row per thread, 32 to 256 threads.
  */
-function rowVecThreads(C: number, vpt: number, ...bufs: CudaBuffer[]): number {
+function rowVecThreads(C: number, ...bufs: CudaBuffer[]): number {
   if (C % 8 !== 0 || bufs.some((b) => (b.ptr & 15n) !== 0n)) return 0;
-  const nv = C / 8;
-  const threads = Math.min(256, Math.max(32, Math.ceil(nv / 2 / 32) * 32));
-  return Math.ceil(nv / threads) <= vpt ? threads : 0;
+  return Math.min(256, Math.max(32, Math.ceil(C / 16 / 32) * 32));
 }
 
 function float(b: CudaBuffer, what: string): void {
@@ -892,7 +890,7 @@ export class CudaBackend implements Backend {
     need(w, C, "rmsnorm weight"); // (C)
     if (N === 0) return;
     const rows = 8; // warps per block
-    const vec = rowVecThreads(C, 4, o, x, w);
+    const vec = rowVecThreads(C, o, x, w);
     this.kernels.run(
       vec ? "rmsnorm_fwd_vec" : "rmsnorm_fwd",
       vec ? N : Math.ceil(N / rows),
@@ -935,7 +933,7 @@ export class CudaBackend implements Backend {
     need(r, N, "rmsnorm rstd"); // (N)
     if (N === 0) return;
     const rows = 8;
-    const vec = rowVecThreads(C, 2, dx, dy, x, w);
+    const vec = rowVecThreads(C, dx, dy, x, w);
     this.kernels.run(
       vec ? "rmsnorm_bwd_dx_vec" : "rmsnorm_bwd_dx",
       vec ? N : Math.ceil(N / rows),
