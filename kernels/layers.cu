@@ -263,21 +263,25 @@ extern "C" __global__ void rope(void* x, int dtx, const void* cosT, const void* 
                                 const int* positions) {
   const int hh = HS >> 1;
   const size_t rows = (size_t)B * T * NH;  // (b * T + t) * NH + h
+  // The vector paths index in 32 bits: x has at most 2^31 - 1 elements (the host checks),
+  // so units, rows and the grid-stride step stay far below 2^32.
   if (aligned16(x) && aligned16(cosT) && aligned16(sinT)) {
     if (half && (hh & 7) == 0) {
       // Hugging Face pairs: a thread rotates 8 pairs (i .. i + 8, i + hh .. i + hh + 8) with
       // two 8-element loads of x and one of cos and sin each.
-      const int per = hh >> 3;
-      for (size_t u = GRID_TID; u < rows * per; u += GRID_THREADS) {
+      const unsigned per = hh >> 3;
+      const unsigned units = (unsigned)rows * per;
+      for (unsigned u = blockIdx.x * blockDim.x + threadIdx.x; u < units;
+           u += gridDim.x * blockDim.x) {
         const int i = (int)(u % per) * 8;
-        const size_t bth = u / per;
-        const int t = (int)((bth / NH) % T);
-        const int p = positions ? positions[bth / NH] : pos + t;
+        const unsigned bth = u / per;
+        const unsigned bt = bth / (unsigned)NH;  // b * T + t
+        const int p = positions ? positions[bt] : pos + (int)(bt % (unsigned)T);
         const size_t tab = (size_t)p * hh + i;
         float c[8], s[8], x0[8], x1[8];
         ld8(cosT, dtc, tab, c);
         ld8(sinT, dtc, tab, s);
-        const size_t j = bth * HS + i;
+        const size_t j = (size_t)bth * HS + i;
         ld8(x, dtx, j, x0);
         ld8(x, dtx, j + hh, x1);
         float y0[8], y1[8];
@@ -293,17 +297,19 @@ extern "C" __global__ void rope(void* x, int dtx, const void* cosT, const void* 
     }
     if (!half && (hh & 3) == 0) {
       // Meta pairs (2i, 2i + 1): a thread rotates 4 neighbouring pairs, one 8-element load.
-      const int per = hh >> 2;
-      for (size_t u = GRID_TID; u < rows * per; u += GRID_THREADS) {
+      const unsigned per = hh >> 2;
+      const unsigned units = (unsigned)rows * per;
+      for (unsigned u = blockIdx.x * blockDim.x + threadIdx.x; u < units;
+           u += gridDim.x * blockDim.x) {
         const int i = (int)(u % per) * 4;
-        const size_t bth = u / per;
-        const int t = (int)((bth / NH) % T);
-        const int p = positions ? positions[bth / NH] : pos + t;
+        const unsigned bth = u / per;
+        const unsigned bt = bth / (unsigned)NH;  // b * T + t
+        const int p = positions ? positions[bt] : pos + (int)(bt % (unsigned)T);
         const size_t tab = (size_t)p * hh + i;
         float c[4], s[4], v[8];
         ld4(cosT, dtc, tab, c);
         ld4(sinT, dtc, tab, s);
-        const size_t j = bth * HS + 2 * i;
+        const size_t j = (size_t)bth * HS + 2 * i;
         ld8(x, dtx, j, v);
         for (int k = 0; k < 4; k++) {
           const float sk = inverse ? -s[k] : s[k];
