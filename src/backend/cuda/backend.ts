@@ -994,7 +994,7 @@ export class CudaBackend implements Backend {
     N: number,
     C: number,
   ): void {
-    if (C % 8 === 0 && (dy.ptr & 15n) === 0n && (x.ptr & 15n) === 0n) {
+    if (C > 0 && C % 8 === 0 && (dy.ptr & 15n) === 0n && (x.ptr & 15n) === 0n) {
       // One read of dout and inp: column sums of row chunks (chunk a function of N only,
       // so the result is deterministic), then bias_grad adds the R partial rows in order.
       const chunk = Math.max(8, Math.ceil(N / 64));
