@@ -14,15 +14,9 @@
  *   deno run -A scripts/gpu_check.ts --self-test   # no GPU: a CPU stand-in tests the script
  *   deno run -A scripts/gpu_check.ts --small       # tiny shapes (for the kernel emulator)
  *
- * On a lent GPU machine (no Deno there, no ../shared): here, once, in the repo root,
- *   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/shared/models
- *   gzip -c "$(readlink -f "$(which deno)")" > .gpu/deno.gz
- *   cp -r ../shared/models/aidreams260K .gpu/shared/models/
- * then run with carry [".gpu"]:
- *   set -o pipefail; mkdir -p /tmp/dn && gunzip -c .gpu/deno.gz > /tmp/dn/deno &&
- *   chmod +x /tmp/dn/deno && export PATH=/tmp/dn:$PATH; nvidia-smi;
- *   deno test -A tests/ptx_test.ts 2>&1 | tail -8;
- *   TUNE_SHARED_DIR=$PWD/.gpu/shared deno run -A scripts/gpu_check.ts 2>&1 | tee $OUT/gpu_check.log
+ * On a lent GPU machine (no Deno, no ../shared, no network there), scripts/gpu_session.sh runs
+ * this script, the NCCL tests and the benchmark in one call; its header says how to prepare
+ * the `.gpu` folder the call carries.
  *
  * Inputs are drawn in fp32 and, for bf16 runs, rounded to bf16 before both backends see
  * them, so the comparison measures the kernels, not the input rounding.
