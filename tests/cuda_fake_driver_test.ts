@@ -6,17 +6,9 @@
  * Runs in a child process so the library overrides never leak into other tests.
  */
 import assert from "node:assert/strict";
+import { buildFakeDriver, hasGcc } from "./_fake_driver.ts";
 
 const DIR = new URL("./", import.meta.url).pathname;
-
-function hasGcc(): boolean {
-  try {
-    return new Deno.Command("gcc", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
 
 const HAS_GCC = hasGcc();
 if (!HAS_GCC) console.warn("cuda_fake_driver_test: gcc not found, skipping");
@@ -26,12 +18,7 @@ Deno.test("CUDA backend host side works against the fake driver (fake libcuda/cu
 }, () => {
   const tmp = Deno.makeTempDirSync({ prefix: "tune_fakecuda_" });
   try {
-    const lib = `${tmp}/libfakecuda.so`;
-    const cc = new Deno.Command("gcc", {
-      args: ["-shared", "-fPIC", "-O2", "-o", lib, `${DIR}cuda_fake_driver.c`],
-      stderr: "piped",
-    }).outputSync();
-    assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
+    const lib = buildFakeDriver(tmp);
     const r = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", `${DIR}cuda_fake_driver_run.ts`, lib],
       stdout: "piped",

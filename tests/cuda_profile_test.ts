@@ -12,18 +12,10 @@ import {
   type ProfileReport,
   ProfileTotals,
 } from "../src/backend/cuda/profile.ts";
+import { buildFakeDriver, hasGcc } from "./_fake_driver.ts";
 
-const DIR = new URL("./", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).href;
 
-function hasGcc(): boolean {
-  try {
-    return new Deno.Command("gcc", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
 const HAS_GCC = hasGcc();
 if (!HAS_GCC) console.warn("cuda_profile_test: gcc not found, skipping the fake-driver tests");
 
@@ -144,16 +136,6 @@ console.log(JSON.stringify({
 }));
 `;
 
-function buildFake(dir: string): string {
-  const lib = `${dir}/libfakecuda.so`;
-  const cc = new Deno.Command("gcc", {
-    args: ["-shared", "-fPIC", "-O2", "-o", lib, `${DIR}cuda_fake_driver.c`],
-    stderr: "piped",
-  }).outputSync();
-  assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
-  return lib;
-}
-
 function runChild(code: string, lib: string, env: Record<string, string> = {}) {
   const r = new Deno.Command(Deno.execPath(), {
     args: ["eval", "--ext=ts", code, lib],
@@ -183,7 +165,7 @@ Deno.test(
   () => {
     const tmp = Deno.makeTempDirSync({ prefix: "tune_profile_" });
     try {
-      const { out } = runChild(CHILD, buildFake(tmp));
+      const { out } = runChild(CHILD, buildFakeDriver(tmp));
       const res = JSON.parse(out.trim().split("\n").at(-1)!);
       const rows = res.rows as ChildRow[];
       const counts = Object.fromEntries(rows.map((r) => [r.name, r.count]));
@@ -253,7 +235,7 @@ Deno.test("TUNE_CUDA_PROFILE=1 prints the profile table to stderr when the backe
       be.add(a, a, a);
       be.destroy();
     `;
-    const { err } = runChild(code, buildFake(tmp), { TUNE_CUDA_PROFILE: "1" });
+    const { err } = runChild(code, buildFakeDriver(tmp), { TUNE_CUDA_PROFILE: "1" });
     assert.match(err, /# TUNE_CUDA_PROFILE \(Fake GPU 0\)/);
     assert.match(err, /^wall .* ms; GPU busy .*; 2 ops$/m); // alloc's memset is untimed
     assert.match(err, /^ew_add\s+kernel\s+2\s/m);
@@ -267,7 +249,7 @@ Deno.test("gpu_bench.ts --tiny --profile --json prints the step's profile on the
 }, () => {
   const tmp = Deno.makeTempDirSync({ prefix: "tune_profile_" });
   try {
-    const lib = buildFake(tmp);
+    const lib = buildFakeDriver(tmp);
     const r = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
