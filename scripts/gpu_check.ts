@@ -1335,33 +1335,31 @@ function attentionTiming(
   NKV: number,
   HS: number,
 ) {
-  {
-    const q = g.alloc(B * T * NH * HS, "bf16"), k = g.alloc(B * T * NKV * HS, "bf16");
-    const v = g.alloc(B * T * NKV * HS, "bf16"), o = g.alloc(B * T * NH * HS, "bf16");
-    const lse = g.alloc(B * NH * T, "f32");
-    g.fill(q, 0.01);
-    g.fill(k, 0.02);
-    g.fill(v, 0.03);
-    const dq = g.alloc(B * T * NH * HS, "bf16"), dk = g.alloc(B * T * NKV * HS, "bf16");
-    const dvb = g.alloc(B * T * NKV * HS, "bf16");
-    const flops = 2 * 2 * B * NH * T * T * HS / 2; // causal half of QK^T and PV, forward
-    const parts: string[] = [];
-    for (const kind of ["flash", "simple"] as const) {
-      const be = kind === "flash" ? g : createCudaBackend({ attention: kind });
-      be.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS); // warm-up
-      const fwd = be.timeMs(() => be.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS));
-      const bwd = be.timeMs(() =>
-        be.attentionBackward(dq, dk, dvb, o, q, k, v, o, lse, B, T, NH, NKV, HS)
-      );
-      if (be !== g) be.destroy();
-      parts.push(
-        `${kind}: forward ${fwd.toFixed(2)} ms (${(flops / fwd / 1e9).toFixed(0)} TFLOP/s), ` +
-          `backward ${bwd.toFixed(2)} ms (${(2.5 * flops / bwd / 1e9).toFixed(0)} TFLOP/s)`,
-      );
-    }
-    console.log(`info  attention B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}: ${parts.join("; ")}`);
-    for (const buf of [q, k, v, o, lse, dq, dk, dvb]) g.free(buf);
+  const q = g.alloc(B * T * NH * HS, "bf16"), k = g.alloc(B * T * NKV * HS, "bf16");
+  const v = g.alloc(B * T * NKV * HS, "bf16"), o = g.alloc(B * T * NH * HS, "bf16");
+  const lse = g.alloc(B * NH * T, "f32");
+  g.fill(q, 0.01);
+  g.fill(k, 0.02);
+  g.fill(v, 0.03);
+  const dq = g.alloc(B * T * NH * HS, "bf16"), dk = g.alloc(B * T * NKV * HS, "bf16");
+  const dvb = g.alloc(B * T * NKV * HS, "bf16");
+  const flops = 2 * 2 * B * NH * T * T * HS / 2; // causal half of QK^T and PV, forward
+  const parts: string[] = [];
+  for (const kind of ["flash", "simple"] as const) {
+    const be = kind === "flash" ? g : createCudaBackend({ attention: kind });
+    be.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS); // warm-up
+    const fwd = be.timeMs(() => be.attentionForward(o, lse, q, k, v, B, T, T, T, NH, NKV, HS));
+    const bwd = be.timeMs(() =>
+      be.attentionBackward(dq, dk, dvb, o, q, k, v, o, lse, B, T, NH, NKV, HS)
+    );
+    if (be !== g) be.destroy();
+    parts.push(
+      `${kind}: forward ${fwd.toFixed(2)} ms (${(flops / fwd / 1e9).toFixed(0)} TFLOP/s), ` +
+        `backward ${bwd.toFixed(2)} ms (${(2.5 * flops / bwd / 1e9).toFixed(0)} TFLOP/s)`,
+    );
   }
+  console.log(`info  attention B=${B} T=${T} NH=${NH} NKV=${NKV} HS=${HS}: ${parts.join("; ")}`);
+  for (const buf of [q, k, v, o, lse, dq, dk, dvb]) g.free(buf);
 }
 
 // ---- main ------------------------------------------------------------------------------------
