@@ -453,19 +453,35 @@ export class CpuBackend implements Backend {
     const s = this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * Tk);
     const run = (u0: number, u1: number) =>
       attentionForward(this.gemm, a.out, a.lse, a.q, a.k, a.v, d, s, u0, u1);
-    const U = attentionUnits(d);
-    const pool = U > 1 && B * NH * T * Tk >= POOL_MIN_SCORES ? this.#pool(Object.values(a)) : null;
+    this.#runUnits(Object.values(a), B * NH * T * Tk, attentionUnits(d), run, (u0, u1) => ({
+      kind: "attentionForward",
+      matmul: this.matmulPath,
+      a,
+      d,
+      u0,
+      u1,
+    }));
+  }
+
+  /**
+   * Run units [0, U) of an attention pass over `scores` (query, key) pairs: here alone, or,
+   * when the pass is large enough and its buffers are shared, the first half here and the
+   * second on a pool worker running `job(mid, U)`.
+   */
+  #runUnits(
+    buffers: readonly Float32Array[],
+    scores: number,
+    U: number,
+    run: (u0: number, u1: number) => void,
+    job: (u0: number, u1: number) => PoolJob,
+  ): void {
+    const pool = U > 1 && scores >= POOL_MIN_SCORES ? this.#pool(buffers) : null;
     if (pool === null) {
       run(0, U);
       return;
     }
     const mid = U >> 1;
-    this.#splitProducts(
-      pool,
-      { kind: "attentionForward", matmul: this.matmulPath, a, d, u0: mid, u1: U },
-      () => run(0, mid),
-      () => run(mid, U),
-    );
+    this.#splitProducts(pool, job(mid, U), () => run(0, mid), () => run(mid, U));
   }
 
   /** #split for kernels that call OpenBLAS: one OpenBLAS thread per side meanwhile. */
@@ -532,19 +548,14 @@ export class CpuBackend implements Backend {
         u0,
         u1,
       );
-    const U = attentionUnits(d);
-    const pool = U > 1 && B * NH * T * T >= POOL_MIN_SCORES ? this.#pool(Object.values(a)) : null;
-    if (pool === null) {
-      run(0, U);
-      return;
-    }
-    const mid = U >> 1;
-    this.#splitProducts(
-      pool,
-      { kind: "attentionBackward", matmul: this.matmulPath, a, d, u0: mid, u1: U },
-      () => run(0, mid),
-      () => run(mid, U),
-    );
+    this.#runUnits(Object.values(a), B * NH * T * T, attentionUnits(d), run, (u0, u1) => ({
+      kind: "attentionBackward",
+      matmul: this.matmulPath,
+      a,
+      d,
+      u0,
+      u1,
+    }));
   }
 
   kvCacheWrite(
