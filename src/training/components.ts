@@ -4,6 +4,7 @@
  */
 import { registerComponent } from "../config/registry.ts";
 import { DiskLogger, type MetricLogger, StdoutLogger } from "./metric_logging.ts";
+import { TensorBoardLogger } from "./tensorboard.ts";
 
 registerComponent<MetricLogger>({
   name: "torchtune.training.metric_logging.DiskLogger",
@@ -28,4 +29,21 @@ registerComponent<MetricLogger>({
   doc: "prints one line of metrics per logged step",
   params: {},
   build: () => new StdoutLogger(),
+});
+
+registerComponent<MetricLogger>({
+  name: "torchtune.training.metric_logging.TensorBoardLogger",
+  aliases: ["torchtune.utils.metric_logging.TensorBoardLogger", "tune.training.TensorBoardLogger"],
+  kind: "metric_logger",
+  doc: "writes scalars as TensorBoard event files (view with tensorboard --logdir <log_dir>)",
+  params: {
+    log_dir: { type: "string", required: true, doc: "TensorBoard log directory" },
+    organize_logs: {
+      type: "bool",
+      default: true,
+      doc: "write under <log_dir>/run_<rank>_<unix time>, one folder per run",
+    },
+  },
+  build: (args) =>
+    new TensorBoardLogger(args.log_dir as string, { organizeLogs: args.organize_logs as boolean }),
 });
