@@ -35,7 +35,7 @@ export class Linear {
     seed: number | null = null,
   ): void {
     be.matmulForward(out, inp, this.p.w, this.p.b, N, this.inDim, this.outDim);
-    if (this.lora) this.lora.forward(be, out, mustHave(hs), inp, N, seed);
+    if (this.lora?.enabled) this.lora.forward(be, out, mustHave(hs), inp, N, seed);
   }
 
   /** dinp(N, in) += dout @ W (+ LoRA path); dW, db, dA, dB accumulate when present. */

@@ -25,6 +25,8 @@ export interface LoraScratch {
 export class Lora {
   /** alpha / rank. */
   readonly scale: number;
+  /** False skips the low-rank path (the frozen base alone, e.g. DPO's reference model). */
+  enabled = true;
 
   constructor(
     readonly inDim: number,

@@ -111,6 +111,24 @@ export interface LossResult {
 }
 
 /**
+ * A preference loss's weights (B) for the sequences of a micro-batch, given their summed
+ * token losses (B) from the same forward: the gradient is of sum_b w[b] * seqLoss[b].
+ */
+export type SequenceWeigher = (seqLoss: Float64Array) => Float64Array;
+
+/** Result of `weightedLossAndBackward`. */
+export interface WeightedLossResult {
+  /** (B) summed token losses of each sequence: -log p(sequence's targets). */
+  seqLoss: Float64Array;
+  /** (B) the weights `weigh` chose. */
+  weights: Float64Array;
+  /** (B) sum of the logits over each sequence's counted positions (all V of each). */
+  logitSums: Float64Array;
+  /** (B) counted targets (not -100) of each sequence. */
+  tokens: Int32Array;
+}
+
+/**
  * Packed samples in a batch (torchtune's PackedDataset): each optional, (B, T) row-major.
  * Omitted: plain causal attention and positions 0..T-1 (bitwise the unpacked model).
  */
@@ -201,6 +219,9 @@ export class LlamaModel {
   readonly #windowed: boolean;
   #microStep = 0;
   #targetsValid = false;
+  /** Every LoRA adapter of the model (switched off together by `withAdaptersDisabled`). */
+  readonly #loras: Lora[] = [];
+  #adaptersOff = false;
   #inf: InferenceState | null = null;
 
   constructor(backend: Backend, readonly spec: ModelSpec, opts: LlamaOptions) {
@@ -292,6 +313,7 @@ export class LlamaModel {
           db: this.adapters.grad(`${prefix}.lora_b.weight`),
         }, this.#loraScratch!)
         : null;
+      if (l) this.#loras.push(l);
       return new Linear(inDim, outDim, {
         w: this.base.param(wName),
         b: hasBias ? this.base.param(`${prefix}.bias`) : null,
@@ -532,15 +554,36 @@ export class LlamaModel {
 
   /** Summed cross-entropy of targets (B, T) given tokens (B, T), no gradients (eval mode). */
   loss(tokens: Int32Array, targets: Int32Array, batch: BatchOptions = {}): LossResult {
-    this.#needFullWeights();
-    const count = this.#uploadTokens(tokens, targets);
-    this.#setPacking(batch);
-    this.#forward(null);
-    const N = this.B * this.T;
-    for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
-      this.#head(r0, Math.min(this.#chunkRows, N - r0), null, null);
-    }
+    const count = this.#evalLosses(tokens, targets, batch);
     return { lossSum: this.#be.sum(this.#losses), tokens: count };
+  }
+
+  /**
+   * Summed cross-entropy of each sequence (B): -log p of its targets given its tokens, no
+   * gradients (eval mode). DPO's reference log-probabilities are minus these.
+   */
+  sequenceLosses(tokens: Int32Array, targets: Int32Array, batch: BatchOptions = {}): Float64Array {
+    this.#evalLosses(tokens, targets, batch);
+    return this.#sequenceSums();
+  }
+
+  /**
+   * Run `fn` with every LoRA adapter switched off: the frozen base alone (DPO's reference
+   * model, torchtune's disable_adapter). Training calls inside `fn` throw.
+   */
+  withAdaptersDisabled<T>(fn: () => T): T {
+    if (this.#loras.length === 0) {
+      throw new Error("withAdaptersDisabled() needs a model with LoRA adapters");
+    }
+    const was = this.#adaptersOff;
+    this.#adaptersOff = true;
+    for (const l of this.#loras) l.enabled = false;
+    try {
+      return fn();
+    } finally {
+      this.#adaptersOff = was;
+      for (const l of this.#loras) l.enabled = !was;
+    }
   }
 
   /**
@@ -555,11 +598,49 @@ export class LlamaModel {
     gradScale: number,
     batch: BatchOptions = {},
   ): LossResult {
+    const count = this.#trainStep(tokens, targets, batch, gradScale, null);
+    return { lossSum: this.#be.sum(this.#losses), tokens: count };
+  }
+
+  /**
+   * Forward and backward of one micro-batch whose sequences carry their own loss weights,
+   * chosen after the forward from the sequences' summed token losses (preference losses:
+   * DPO): the gradients of sum_b w[b] * seqLoss[b], w = weigh(seqLoss), ACCUMULATE into
+   * the trainable store's grads. One forward serves the loss and the backward, so the model
+   * needs all logits at once (logitChunks 1). LoRA dropout is on, as in `lossAndBackward`.
+   */
+  weightedLossAndBackward(
+    tokens: Int32Array,
+    targets: Int32Array,
+    weigh: SequenceWeigher,
+    batch: BatchOptions = {},
+  ): WeightedLossResult {
+    if (this.#chunkRows < this.B * this.T) {
+      throw new TuneError(
+        "a preference loss needs all logits of a batch at once; build the model with logitChunks 1",
+      );
+    }
+    this.#trainStep(tokens, targets, batch, 1, weigh);
+    return this.#weighed!;
+  }
+
+  /** The weighting of the last `weightedLossAndBackward` (set inside its head). */
+  #weighed: WeightedLossResult | null = null;
+
+  /** `lossAndBackward` / `weightedLossAndBackward`: forward, head and backward; returns the target count. */
+  #trainStep(
+    tokens: Int32Array,
+    targets: Int32Array,
+    batch: BatchOptions,
+    gradScale: number,
+    weigh: SequenceWeigher | null,
+  ): number {
     if (!this.#sc || !this.#dresid) {
       throw new Error(
         "lossAndBackward() needs a training model: this one was built with training: false (inference only)",
       );
     }
+    if (this.#adaptersOff) throw new Error("cannot train inside withAdaptersDisabled()");
     this.#needFullWeights();
     const be = this.#be;
     const count = this.#uploadTokens(tokens, targets);
@@ -574,9 +655,8 @@ export class LlamaModel {
     // ---- output projection, loss and their backward, chunk by chunk ----
     be.fill(sc.dln, 0);
     for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
-      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale);
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale, weigh);
     }
-    const lossSum = be.sum(this.#losses);
     const dx = this.#dresid; // (N, C) gradient of the residual stream
     be.fill(dx, 0);
     this.#norm.backward(be, dx, sc.dln, this.#resid[L], this.#rstdf, N);
@@ -594,7 +674,7 @@ export class LlamaModel {
     if (this.#dTokEmb) {
       be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C, this.#hostTokens);
     }
-    return { lossSum, tokens: count };
+    return count;
   }
 
   /**
@@ -888,7 +968,13 @@ export class LlamaModel {
    * losses of those rows, and with `gradScale` the backward: dlogits overwrite the logits,
    * the rows of dln (zeroed by the caller) and the head's parameter gradients accumulate.
    */
-  #head(r0: number, n: number, seed: number | null, gradScale: number | null): void {
+  #head(
+    r0: number,
+    n: number,
+    seed: number | null,
+    gradScale: number | null,
+    weigh: SequenceWeigher | null = null,
+  ): void {
     const be = this.#be;
     const { N, V, C, L } = this.#nv();
     const whole = r0 === 0 && n === N;
@@ -911,10 +997,81 @@ export class LlamaModel {
       be.crossEntropy(losses, null, logits, targets, n, V, 1, hostTargets);
       return;
     }
+    const logitSums = weigh ? this.#countedLogitSums(logits) : null; // before dlogits overwrite them
     be.crossEntropy(losses, logits, logits, targets, n, V, gradScale, hostTargets);
+    if (weigh) this.#weighSequences(logits, weigh, logitSums!);
     const sc = this.#sc!; // gradScale is only given by lossAndBackward (training models)
     const dln = whole ? sc.dln : be.view(sc.dln, r0 * C, n * C); // (n, C)
     this.#output.backward(be, dln, logits, lnf, n, hs, hseed);
+  }
+
+  /** Forward and per-row losses of an eval batch (no gradients); returns the target count. */
+  #evalLosses(tokens: Int32Array, targets: Int32Array, batch: BatchOptions): number {
+    this.#needFullWeights();
+    const count = this.#uploadTokens(tokens, targets);
+    this.#setPacking(batch);
+    this.#forward(null);
+    const N = this.B * this.T;
+    for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), null, null);
+    }
+    return count;
+  }
+
+  /** (B) sums of the per-row losses over each sequence's T rows, in float64. */
+  #sequenceSums(): Float64Array {
+    const rows = this.#be.download(this.#losses) as Float32Array; // (N)
+    const out = new Float64Array(this.B);
+    for (let b = 0; b < this.B; b++) {
+      let s = 0;
+      for (let t = 0; t < this.T; t++) s += rows[b * this.T + t];
+      out[b] = s;
+    }
+    return out;
+  }
+
+  /**
+   * (B) sums of all logits (B*T, V) over each sequence's counted rows (target not -100):
+   * TRL's logits/chosen metric. One reduction per run of consecutive counted rows.
+   */
+  #countedLogitSums(logits: DeviceBuffer): Float64Array {
+    const { V } = this.#nv();
+    const out = new Float64Array(this.B);
+    const tg = this.#hostTargets; // (N)
+    for (let b = 0; b < this.B; b++) {
+      let t = 0;
+      while (t < this.T) {
+        if (tg[b * this.T + t] === -100) {
+          t++;
+          continue;
+        }
+        const start = t;
+        while (t < this.T && tg[b * this.T + t] !== -100) t++;
+        out[b] += this.#be.sum(this.#be.view(logits, (b * this.T + start) * V, (t - start) * V));
+      }
+    }
+    return out;
+  }
+
+  /**
+   * After cross-entropy wrote d(token loss)/dlogits (gradScale 1) over all B*T rows: ask
+   * `weigh` for each sequence's weight given its summed loss, and scale its T rows by it.
+   */
+  #weighSequences(dlogits: DeviceBuffer, weigh: SequenceWeigher, logitSums: Float64Array): void {
+    const { V } = this.#nv();
+    const seqLoss = this.#sequenceSums();
+    const weights = weigh(seqLoss);
+    if (weights.length !== this.B || !weights.every(Number.isFinite)) {
+      throw new Error(`sequence weights must be ${this.B} finite numbers, got [${weights}]`);
+    }
+    const rows = this.T * V;
+    for (let b = 0; b < this.B; b++) {
+      if (weights[b] !== 1) this.#be.scale(this.#be.view(dlogits, b * rows, rows), weights[b]);
+    }
+    const tokens = new Int32Array(this.B);
+    const tg = this.#hostTargets;
+    for (let i = 0; i < tg.length; i++) if (tg[i] !== -100) tokens[Math.floor(i / this.T)]++;
+    this.#weighed = { seqLoss, weights, logitSums, tokens };
   }
 
   #needCaches(): InferenceState {
