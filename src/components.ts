@@ -8,3 +8,4 @@ import "./checkpoint/components.ts";
 import "./data/components.ts";
 import "./optim/components.ts";
 import "./training/components.ts";
+import "./rlhf/components.ts";

@@ -14,9 +14,11 @@ export type ComponentKind =
   | "tokenizer"
   | "checkpointer"
   | "dataset"
+  | "preference_dataset"
   | "optimizer"
   | "lr_scheduler"
   | "loss"
+  | "preference_loss"
   | "metric_logger"
   | "profiler";
 

@@ -16,6 +16,11 @@ import {
   textCompletionDataset,
 } from "./datasets.ts";
 import type { TextSampleBy } from "./load_local.ts";
+import {
+  type PreferenceConfig,
+  preferenceDataset,
+  type PreferenceDatasetBuilder,
+} from "./preference.ts";
 import type { DataFiles } from "./source.ts";
 import type { MaskingStrategy } from "./types.ts";
 
@@ -303,4 +308,109 @@ registerComponent<DatasetBuilder>({
       addEos: args.add_eos === undefined ? true : Boolean(args.add_eos),
       sampleBy: String(args.sample_by ?? "paragraph") as TextSampleBy,
     }),
+});
+
+// ---- preference data (DPO): builders of kind preference_dataset ----
+
+const preferenceCommon: ParamSchema = {
+  data_files: common.data_files,
+  split: common.split,
+  max_seq_len: common.max_seq_len,
+  chat_format: sftCommon.chat_format,
+  template: sftCommon.template,
+  train_on_input: { type: "bool", default: false, doc: "also train on the prompt messages" },
+  new_system_prompt: {
+    type: "string",
+    default: null,
+    doc: "replace system messages with this one",
+  },
+};
+
+function preferenceBuilder(
+  name: string,
+  layout: PreferenceConfig["layout"],
+  args: Record<string, unknown>,
+): PreferenceDatasetBuilder {
+  const keys = layout === "chosen_rejected"
+    ? (["chosen", "rejected"] as const)
+    : (["prompt", "chosen", "rejected"] as const);
+  return preferenceDataset({
+    name,
+    source: String(args.source),
+    dataFiles: dataFilesArg(args.data_files),
+    split: String(args.split ?? "train"),
+    dataDir: str(args.data_dir),
+    layout,
+    columns: columnMapArg(args.column_map, keys),
+    trainOnInput: Boolean(args.train_on_input),
+    newSystemPrompt: str(args.new_system_prompt),
+    chatFormat: chatFormatArg(args),
+    maxSeqLen: num(args.max_seq_len),
+  });
+}
+
+registerComponent<PreferenceDatasetBuilder>({
+  name: "torchtune.datasets.preference_dataset",
+  aliases: ["tune.datasets.preference_dataset"],
+  kind: "preference_dataset",
+  doc: "pairs of conversations: chosen and rejected columns of [{role, content}] messages",
+  params: {
+    source: { type: "string", required: true, doc: SOURCE_DOC },
+    column_map: {
+      type: "any",
+      default: null,
+      doc: "rename columns: {chosen: col, rejected: col}",
+    },
+    ...preferenceCommon,
+  },
+  build: (args) =>
+    preferenceBuilder("torchtune.datasets.preference_dataset", "chosen_rejected", args),
+});
+
+registerComponent<PreferenceDatasetBuilder>({
+  name: "torchtune.datasets.stack_exchange_paired_dataset",
+  aliases: [
+    "torchtune.datasets.stack_exchanged_paired_dataset",
+    "tune.datasets.stack_exchange_paired_dataset",
+  ],
+  kind: "preference_dataset",
+  doc: "question / better answer / worse answer string columns (lvwerra/stack-exchange-paired)",
+  params: {
+    source: { type: "string", default: "lvwerra/stack-exchange-paired", doc: SOURCE_DOC },
+    column_map: {
+      type: "any",
+      default: { prompt: "question", chosen: "response_j", rejected: "response_k" },
+      doc: "rename columns: {prompt: col, chosen: col, rejected: col}",
+    },
+    data_dir: {
+      type: "string",
+      default: "data/rl",
+      doc: "Hub datasets: take data files from this folder of the repo",
+    },
+    ...preferenceCommon,
+  },
+  build: (args) =>
+    preferenceBuilder(
+      "torchtune.datasets.stack_exchange_paired_dataset",
+      "prompt_chosen_rejected",
+      args,
+    ),
+});
+
+registerComponent<PreferenceDatasetBuilder>({
+  name: "torchtune.datasets.hh_rlhf_helpful_dataset",
+  aliases: ["tune.datasets.hh_rlhf_helpful_dataset"],
+  kind: "preference_dataset",
+  doc: "Anthropic HH-RLHF helpful pairs (RLHFlow/HH-RLHF-Helpful-standard: chosen, rejected)",
+  params: {
+    source: { type: "string", default: "RLHFlow/HH-RLHF-Helpful-standard", doc: SOURCE_DOC },
+    column_map: {
+      type: "any",
+      default: null,
+      doc: "rename columns: {chosen: col, rejected: col}",
+    },
+    ...preferenceCommon,
+  },
+  build: (args) =>
+    preferenceBuilder("torchtune.datasets.hh_rlhf_helpful_dataset", "chosen_rejected", args),
 });

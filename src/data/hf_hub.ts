@@ -217,6 +217,7 @@ export async function downloadHubDataset(
   repo: string,
   split: string,
   options: Partial<HubOptions> = {},
+  dataDir: string | null = null,
 ): Promise<HubDataFiles> {
   const opts = hubOptionsFromEnv(options);
   if (!isRepoId(repo)) {
@@ -225,7 +226,8 @@ export async function downloadHubDataset(
     );
   }
   const dir = repoDir(repo, opts);
-  const manifestPath = `${dir}/${split.replace(/[^\w.-]/g, "_")}.manifest.json`;
+  const key = (dataDir ? `${dataDir}/${split}` : split).replace(/[^\w.-]/g, "_");
+  const manifestPath = `${dir}/${key}.manifest.json`;
   if (exists(manifestPath)) {
     const m = JSON.parse(Deno.readTextFileSync(manifestPath)) as HubDataFiles;
     if (m.files.every(exists)) return m;
@@ -245,7 +247,9 @@ export async function downloadHubDataset(
   ) as {
     siblings?: { rfilename: string }[];
   };
-  const paths = (info.siblings ?? []).map((s) => s.rfilename);
+  // torchtune's data_dir: only the files under that folder of the repo
+  const under = dataDir ? `${dataDir.replace(/^\/+|\/+$/g, "")}/` : "";
+  const paths = (info.siblings ?? []).map((s) => s.rfilename).filter((p) => p.startsWith(under));
   const chosen = selectDataFiles(paths, split);
   let result: HubDataFiles;
   if (chosen.length > 0) {
@@ -261,6 +265,11 @@ export async function downloadHubDataset(
       files.push(local);
     }
     result = { format, files };
+  } else if (under && selectDataFiles(paths, split, [".parquet"]).length > 0) {
+    // the rows API serves whole configs, not one folder's files
+    throw new TuneError(
+      `dataset ${repo} keeps split ${split} under ${under} only as parquet; download those files, convert them to JSON Lines and pass dataset.source=json dataset.data_files=PATH`,
+    );
   } else if (selectDataFiles(paths, split, [".parquet"]).length > 0) {
     const local = `${dir}/rows/${split.replace(/[^\w.-]/g, "_")}.jsonl`;
     await writeAtomic(local, await fetchRows(repo, split, opts));

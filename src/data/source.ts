@@ -26,6 +26,8 @@ export interface SourceOptions {
   sampleBy?: TextSampleBy;
   /** Hub settings (defaults from the environment). */
   hub?: Partial<HubOptions>;
+  /** Hub datasets: only the data files under this folder of the repo (torchtune's data_dir). */
+  dataDir?: string;
 }
 
 /** Loaded rows and a label naming where they came from. */
@@ -146,7 +148,7 @@ export async function loadRows(options: SourceOptions): Promise<LoadedRows> {
     return { rows: sliceRows(rows, spec), label: files.join(", ") };
   }
   if (isRepoId(source)) {
-    const got = await downloadHubDataset(source, spec.name, options.hub);
+    const got = await downloadHubDataset(source, spec.name, options.hub, options.dataDir ?? null);
     const rows = loadLocalRows(got.format, got.files, { sampleBy: options.sampleBy });
     return { rows: sliceRows(rows, spec), label: source };
   }

@@ -1,0 +1,72 @@
+/**
+ * The preference recipes' data setup: tokenize the configured preference dataset and
+ * batch pairs at one fixed sequence length (the model's buffers are allocated once), as
+ * torchtune's padded_collate_dpo: a batch of P pairs is (2P, T), the P chosen sequences
+ * first, then the P rejected ones in the same order.
+ */
+import type { ComponentSection } from "../config/schema.ts";
+import { instantiate } from "../config/instantiate.ts";
+import { type Batch, BatchSampler, collatePadded } from "../data/mod.ts";
+import type { PreferenceDataset, PreferenceDatasetBuilder } from "../data/preference.ts";
+import { TuneError } from "../errors.ts";
+import type { Tokenizer } from "../tokenizers/types.ts";
+import type { DataSetupOptions } from "./data.ts";
+
+/** A loaded preference dataset and its batches. */
+export interface PreferenceTrainingData {
+  dataset: PreferenceDataset;
+  sampler: BatchSampler;
+  /** T of every batch: the longest chosen or rejected sample. */
+  seqLen: number;
+  /** Pairs per batch (the model runs 2x this many sequences). */
+  pairsPerBatch: number;
+  /** The (2P, T) batch at (epoch, step): chosen rows, then rejected rows. */
+  batch(epoch: number, step: number): Batch;
+}
+
+/** Build the dataset component, tokenize it and batch pairs; `batchSize` counts pairs. */
+export async function setupPreferenceData(
+  section: ComponentSection,
+  tokenizer: Tokenizer,
+  o: DataSetupOptions,
+): Promise<PreferenceTrainingData> {
+  const builder = instantiate<PreferenceDatasetBuilder>(section);
+  const dataset = await builder.load(tokenizer, { maxSeqLen: tokenizer.maxSeqLen ?? null });
+  const pairs = dataset.pairs;
+  if (pairs.length === 0) {
+    throw new TuneError(`dataset ${dataset.source} has no pairs; check dataset.data_files`);
+  }
+  let seqLen = 0;
+  for (const p of pairs) {
+    seqLen = Math.max(seqLen, p.chosen.tokens.length, p.rejected.tokens.length);
+  }
+  if (seqLen > o.modelMaxSeqLen) {
+    throw new TuneError(
+      `dataset samples are up to ${seqLen} tokens but the model's max_seq_len is ${o.modelMaxSeqLen}; ` +
+        `set tokenizer.max_seq_len=${o.modelMaxSeqLen} (or dataset.max_seq_len)`,
+    );
+  }
+  const sampler = new BatchSampler(pairs.length, {
+    batchSize: o.batchSize,
+    seed: o.seed,
+    shuffle: o.shuffle,
+    rank: o.rank ?? 0,
+    worldSize: o.worldSize ?? 1,
+  });
+  if (sampler.stepsPerEpoch === 0) {
+    throw new TuneError(
+      `dataset ${dataset.source} has ${pairs.length} pairs, fewer than batch_size=${o.batchSize}; lower batch_size`,
+    );
+  }
+  return {
+    dataset,
+    sampler,
+    seqLen,
+    pairsPerBatch: o.batchSize,
+    batch(epoch, step) {
+      const picked = Array.from(sampler.batchIndices(epoch, step), (i) => pairs[i]);
+      const rows = [...picked.map((p) => p.chosen), ...picked.map((p) => p.rejected)];
+      return collatePadded(rows, { padId: dataset.padId, padTo: seqLen });
+    },
+  };
+}
