@@ -155,6 +155,28 @@ export type LoraFinetuneConfig = ResolvedConfig<typeof params>;
 
 const NAME = "lora_finetune_single_device";
 
+/** The model's batch shape and the data's batches per epoch (`setupLossAndData`). */
+export interface BatchShape {
+  /** Sequences per micro-batch (B). */
+  batch: number;
+  /** T. */
+  seqLen: number;
+  /** The model's logit chunks (torchtune's num_output_chunks). */
+  logitChunks: number;
+  /** Micro-batches per epoch. */
+  batchesPerEpoch: number;
+}
+
+/** What one optimizer step's micro-batches gave (`accumulateStep`). */
+export interface StepLoss {
+  /** The step's loss (the recipe's own mean). */
+  loss: number;
+  /** Loss-counted tokens. */
+  tokens: number;
+  /** Recipe-specific metrics for metrics.jsonl and the metric logger. */
+  metrics: Record<string, number>;
+}
+
 /** The recipe: `setup()` then `train()`. */
 export class LoraFinetuneRecipeSingleDevice {
   seed!: number;
@@ -172,6 +194,11 @@ export class LoraFinetuneRecipeSingleDevice {
   lastCheckpoint: string | null = null;
 
   constructor(readonly cfg: LoraFinetuneConfig, readonly hooks: FinetuneHooks = {}) {}
+
+  /** The name on the progress bar and the summary. */
+  protected get recipeName(): string {
+    return NAME;
+  }
 
   async setup(): Promise<void> {
     const cfg = this.cfg;
@@ -214,27 +241,16 @@ export class LoraFinetuneRecipeSingleDevice {
     this.tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
     checkVocabMatches(this.tokenizer, spec.config.vocabSize, String(cfg.tokenizer.path));
 
-    // Loss: cross-entropy, mean over the counted tokens of a whole optimizer step
-    // (its num_output_chunks sizes the model's logits buffer).
-    this.loss = cfg.loss
-      ? instantiate<CrossEntropyLoss>(cfg.loss)
-      : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
-
-    // Data before the model: the model's buffers are allocated for the batch's (B, T).
-    this.data = await setupData(cfg.dataset, this.tokenizer, {
-      batchSize: cfg.batch_size,
-      seed: this.seed,
-      shuffle: cfg.shuffle,
-      modelMaxSeqLen: spec.config.maxSeqLen,
-    });
+    // Loss and data before the model: its buffers are allocated for the batch's (B, T).
+    const shape = await this.setupLossAndData(spec);
 
     // Model: allocate, then base weights from the checkpoint (or seeded random) and adapters.
     this.model = createLlama(this.backend, spec, {
-      batch: cfg.batch_size,
-      seqLen: this.data.seqLen,
+      batch: shape.batch,
+      seqLen: shape.seqLen,
       activationCheckpointing: cfg.enable_activation_checkpointing,
       seed: this.seed,
-      logitChunks: this.loss.numOutputChunks,
+      logitChunks: shape.logitChunks,
       activationDtype: dtypes.activationDtype,
       frozenDtype: dtypes.frozenDtype,
     });
@@ -260,7 +276,7 @@ export class LoraFinetuneRecipeSingleDevice {
 
     // Steps per epoch, then the scheduler that spans all of them.
     this.stepsPerEpoch = stepsPerEpoch(
-      this.data.loader.stepsPerEpoch,
+      shape.batchesPerEpoch,
       cfg.gradient_accumulation_steps,
       cfg.max_steps_per_epoch,
     );
@@ -275,7 +291,7 @@ export class LoraFinetuneRecipeSingleDevice {
 
     // The run log last: on resume it cuts metrics.jsonl back to the checkpoint's step.
     this.log = new RunLog(cfg.output_dir, {
-      label: NAME,
+      label: this.recipeName,
       totalSteps: cfg.stop_after_steps ? Math.min(total, cfg.stop_after_steps) : total,
       logger,
       logEveryNSteps: cfg.log_every_n_steps,
@@ -284,10 +300,55 @@ export class LoraFinetuneRecipeSingleDevice {
     });
   }
 
+  /**
+   * Build the loss and load the data (set on this); returns the model's batch shape and
+   * the loader's batches per epoch. A recipe with other data (preference pairs) replaces it.
+   */
+  protected async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
+    const cfg = this.cfg;
+    // Loss: cross-entropy, mean over the counted tokens of a whole optimizer step
+    // (its num_output_chunks sizes the model's logits buffer).
+    this.loss = cfg.loss
+      ? instantiate<CrossEntropyLoss>(cfg.loss)
+      : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
+    this.data = await setupData(cfg.dataset, this.tokenizer, {
+      batchSize: cfg.batch_size,
+      seed: this.seed,
+      shuffle: cfg.shuffle,
+      modelMaxSeqLen: spec.config.maxSeqLen,
+    });
+    return {
+      batch: cfg.batch_size,
+      seqLen: this.data.seqLen,
+      logitChunks: this.loss.numOutputChunks,
+      batchesPerEpoch: this.data.loader.stepsPerEpoch,
+    };
+  }
+
+  /**
+   * Forward and backward of the `ga` micro-batches of step `s` of `epoch` (gradients
+   * accumulate; the caller zeroed them): the step's mean loss, its counted tokens and any
+   * recipe-specific metrics.
+   */
+  protected accumulateStep(epoch: number, s: number, ga: number): StepLoss {
+    const { model, data } = this;
+    // One optimizer step = `ga` micro-batches; the loss is normalised by their token total.
+    const micro = Array.from({ length: ga }, (_, k) => data.loader.batch(epoch, s * ga + k));
+    const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
+    const tokens = labels.reduce((n, l) => n + countTargets(l), 0);
+    let lossSum = 0;
+    for (let k = 0; k < ga; k++) {
+      const scale = 1 / Math.max(1, tokens);
+      lossSum += model.lossAndBackward(micro[k].tokens, labels[k], scale, packingOf(micro[k]))
+        .lossSum;
+    }
+    return { loss: lossSum / Math.max(1, tokens), tokens, metrics: {} };
+  }
+
   /** The training loop; returns the steps' metrics. */
   train(): StepMetrics[] {
     const cfg = this.cfg;
-    const { model, optimizer, backend, data } = this;
+    const { model, optimizer, backend } = this;
     const ga = cfg.gradient_accumulation_steps;
     const done: StepMetrics[] = [];
     const p = this.progress;
@@ -297,18 +358,8 @@ export class LoraFinetuneRecipeSingleDevice {
       for (let s = first; s < this.stepsPerEpoch; s++) {
         if (cfg.stop_after_steps !== null && p.step >= cfg.stop_after_steps) return done;
         const t0 = performance.now();
-        // One optimizer step = `ga` micro-batches; the loss is normalised by their token total.
-        const micro = Array.from({ length: ga }, (_, k) => data.loader.batch(epoch, s * ga + k));
-        const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
-        const tokens = labels.reduce((n, l) => n + countTargets(l), 0);
         model.zeroGrad();
-        let lossSum = 0;
-        for (let k = 0; k < ga; k++) {
-          const scale = 1 / Math.max(1, tokens);
-          lossSum += model.lossAndBackward(micro[k].tokens, labels[k], scale, packingOf(micro[k]))
-            .lossSum;
-        }
-        const loss = lossSum / Math.max(1, tokens);
+        const { loss, tokens, metrics } = this.accumulateStep(epoch, s, ga);
         checkFiniteLoss(loss, p.step + 1, this.lastCheckpoint);
         const gradNorm = clipGradNorm(backend, model.trainable, cfg.clip_grad_norm ?? Infinity);
         checkFiniteLoss(gradNorm, p.step + 1, this.lastCheckpoint, "gradient norm");
@@ -326,6 +377,7 @@ export class LoraFinetuneRecipeSingleDevice {
           grad_norm: gradNorm,
           tokens,
           tokens_per_s: tokens / Math.max(seconds, 1e-9),
+          ...metrics,
         };
         this.log.step(m, seconds);
         this.hooks.onStep?.(m);
@@ -364,7 +416,12 @@ export async function runLoraFinetune(
   _launch: LaunchOptions,
   hooks: FinetuneHooks = {},
 ): Promise<FinetuneResult> {
-  const recipe = new LoraFinetuneRecipeSingleDevice(cfg, hooks);
+  return await runRecipe(new LoraFinetuneRecipeSingleDevice(cfg, hooks));
+}
+
+/** Set up and train a recipe of this family in this process; return what it produced. */
+export async function runRecipe(recipe: LoraFinetuneRecipeSingleDevice): Promise<FinetuneResult> {
+  const cfg = recipe.cfg;
   await recipe.setup();
   const steps = recipe.train();
   const lossCurvePath = recipe.log.finish(

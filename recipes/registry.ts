@@ -9,6 +9,7 @@ import type { ParamSchema } from "../src/config/schema.ts";
 import { didYouMean } from "../src/config/suggest.ts";
 import * as loraSingle from "./lora_finetune_single_device.ts";
 import * as loraDistributed from "./lora_finetune_distributed.ts";
+import * as loraDpo from "./lora_dpo_single_device.ts";
 import * as fullSingle from "./full_finetune_single_device.ts";
 import * as fullDistributed from "./full_finetune_distributed.ts";
 import * as generate from "./generate.ts";
@@ -64,6 +65,12 @@ export const RECIPES: readonly RecipeDefinition[] = [
     ["lora_finetune_multi_gpu"],
     loraDistributed,
   ),
+  define(
+    "lora_dpo_single_device",
+    "preference fine-tuning (DPO, RSO, SimPO) with LoRA on one device",
+    ["lora_dpo"],
+    loraDpo,
+  ),
   define("generate", "text generation from a checkpoint", ["alpaca_generate"], generate),
   define("eval", "loss and perplexity of a model on a dataset", [], evaluate),
 ];
@@ -95,6 +102,11 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "llama2/7B_lora",
     "tiny/lora_distributed",
     "alpaca_llama2_lora_finetune_distributed",
+  ],
+  lora_dpo_single_device: [
+    "llama2/7B_lora_dpo_single_device",
+    "llama3_2/1B_lora_dpo_single_device",
+    "tiny/lora_dpo_single_device",
   ],
   generate: ["llama2c/generate", "alpaca_llama2_generate"],
   eval: ["tiny/eval"],

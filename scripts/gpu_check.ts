@@ -1041,6 +1041,68 @@ async function modelChecks(): Promise<void> {
     });
   }
 
+  // A DPO micro-batch as lora_dpo_single_device runs it: the reference (adapters off) and
+  // the policy's weighted backward, each backend weighing with its own sequence losses.
+  const { preferenceLoss } = await import("../src/rlhf/preference_loss.ts");
+  const { sequenceWeights, countedPerSequence } = await import(
+    "../recipes/lora_dpo_single_device.ts"
+  );
+  for (const act of ["f32", "bf16"] as const) {
+    const tag = act === "bf16" ? " [bf16 activations]" : "";
+    check(
+      `tiny Llama DPO step (lora): sequence log-probs and adapter gradients, CUDA vs CPU${tag}`,
+      () => {
+        const fx = fixtureModule.loadFixture("model_train_dpo");
+        const P = fx.meta("P"), N = 2 * P * fx.meta("T");
+        const tokens: Int32Array = fx.i32("tokens").subarray(0, N);
+        const targets: Int32Array = fx.i32("targets").subarray(0, N);
+        const lora = helperModule.fixtureLora(fx);
+        const sd = helperModule.prefixedStateDict(fx, "w.");
+        for (const [n, t] of helperModule.prefixedStateDict(fx, "init.")) sd.set(n, t);
+        const hp = fx.meta("hp");
+        const neg = (a: Float64Array) => a.map((x) => -x);
+        const run = (be: Backend, dt: "f32" | "bf16") => {
+          const model = createLlama(be, {
+            name: "tiny_dpo",
+            config: helperModule.fixtureConfig(fx),
+            lora,
+          }, {
+            batch: 2 * P,
+            seqLen: fx.meta("T"),
+            seed: lora.seed,
+            activationDtype: dt,
+            frozenDtype: dt,
+          });
+          model.loadStateDict(sd);
+          model.zeroGrad();
+          const ref = model.withAdaptersDisabled(() => model.sequenceLosses(tokens, targets));
+          const r = model.weightedLossAndBackward(tokens, targets, (seqLoss) =>
+            sequenceWeights(
+              preferenceLoss({ kind: "dpo", beta: hp.beta, labelSmoothing: hp.label_smoothing }, {
+                policyChosen: neg(seqLoss.subarray(0, P)),
+                policyRejected: neg(seqLoss.subarray(P)),
+                referenceChosen: neg(ref.subarray(0, P)),
+                referenceRejected: neg(ref.subarray(P)),
+              }),
+              countedPerSequence(targets, 2 * P),
+              false,
+              P,
+            ));
+          const grads = be.download(model.trainable.grads!) as Float32Array;
+          model.free();
+          return { ref: Array.from(ref), pol: Array.from(r.seqLoss), grads };
+        };
+        const g = run(gpu, act), c = run(cpu, "f32");
+        const tol = act === "bf16" ? BF16 : F32_PROD;
+        return [
+          cmpArrays("reference sequence losses", g.ref, c.ref, tol),
+          cmpArrays("policy sequence losses", g.pol, c.pol, tol),
+          cmpArrays(`${g.grads.length} adapter gradients`, g.grads, c.grads, tol),
+        ];
+      },
+    );
+  }
+
   check("tiny Llama 10-step AdamW training vs PyTorch fixture (fp32 on GPU)", () => {
     // The recipe of tests/model_train_test.ts, run on the GPU.
     const { loadFixtureSync, trainFixture } = tinyTraining;

@@ -23,6 +23,8 @@ export interface StepMetrics {
   /** Loss-counted tokens in the step. */
   tokens: number;
   tokens_per_s: number;
+  /** Recipe-specific numbers (a preference recipe's rewards/chosen, ...). */
+  [metric: string]: number;
 }
 
 /** Options of `RunLog`. */
