@@ -3,6 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+export { exists } from "../src/checkpoint/fs.ts";
 
 export const ROOT = new URL("../", import.meta.url);
 
@@ -64,15 +65,6 @@ export function assertLosses(
     worst <= atol,
     `${label}: losses ${actual} differ from ${expected} by ${worst} > ${atol}`,
   );
-}
-
-export function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {

@@ -24,6 +24,21 @@ function withJsonl(rows: unknown[], fn: (path: string) => Promise<void>): Promis
   return fn(path).finally(() => Deno.removeSync(path));
 }
 
+/** A resolved `dataset` section reading JSON Lines pairs with no chat format. */
+function jsonPairsSection(path: string) {
+  return resolveComponent(
+    "preference_dataset",
+    {
+      _component_: "torchtune.datasets.preference_dataset",
+      source: "json",
+      data_files: path,
+      chat_format: "none",
+    },
+    "dataset",
+    WHERE,
+  );
+}
+
 const conv = (q: string, a: string) => [
   { role: "user", content: q },
   { role: "assistant", content: a },
@@ -99,17 +114,7 @@ Deno.test("`setupPreferenceData()` batches P pairs as (2P, T): chosen rows, then
     rejected: conv(q, "n"),
   }));
   await withJsonl(rows, async (path) => {
-    const section = resolveComponent(
-      "preference_dataset",
-      {
-        _component_: "torchtune.datasets.preference_dataset",
-        source: "json",
-        data_files: path,
-        chat_format: "none",
-      },
-      "dataset",
-      WHERE,
-    );
+    const section = jsonPairsSection(path);
     const data = await setupPreferenceData(section, tok, {
       batchSize: 2,
       seed: 0,
@@ -134,17 +139,7 @@ Deno.test("`setupPreferenceData()` names the fix when samples exceed the model's
   await withJsonl(
     [{ chosen: conv("abcdef", "g"), rejected: conv("abcdef", "h") }],
     async (path) => {
-      const section = resolveComponent(
-        "preference_dataset",
-        {
-          _component_: "torchtune.datasets.preference_dataset",
-          source: "json",
-          data_files: path,
-          chat_format: "none",
-        },
-        "dataset",
-        WHERE,
-      );
+      const section = jsonPairsSection(path);
       await rejects(
         setupPreferenceData(section, tok, {
           batchSize: 1,

@@ -326,6 +326,12 @@ const preferenceCommon: ParamSchema = {
   },
 };
 
+const chosenRejectedColumns: ParamSchema[string] = {
+  type: "any",
+  default: null,
+  doc: "rename columns: {chosen: col, rejected: col}",
+};
+
 function preferenceBuilder(
   name: string,
   layout: PreferenceConfig["layout"],
@@ -356,11 +362,7 @@ registerComponent<PreferenceDatasetBuilder>({
   doc: "pairs of conversations: chosen and rejected columns of [{role, content}] messages",
   params: {
     source: { type: "string", required: true, doc: SOURCE_DOC },
-    column_map: {
-      type: "any",
-      default: null,
-      doc: "rename columns: {chosen: col, rejected: col}",
-    },
+    column_map: chosenRejectedColumns,
     ...preferenceCommon,
   },
   build: (args) =>
@@ -404,11 +406,7 @@ registerComponent<PreferenceDatasetBuilder>({
   doc: "Anthropic HH-RLHF helpful pairs (RLHFlow/HH-RLHF-Helpful-standard: chosen, rejected)",
   params: {
     source: { type: "string", default: "RLHFlow/HH-RLHF-Helpful-standard", doc: SOURCE_DOC },
-    column_map: {
-      type: "any",
-      default: null,
-      doc: "rename columns: {chosen: col, rejected: col}",
-    },
+    column_map: chosenRejectedColumns,
     ...preferenceCommon,
   },
   build: (args) =>

@@ -46,12 +46,7 @@ export async function setupData(
   }
   let seqLen = 0;
   for (const s of dataset.samples) seqLen = Math.max(seqLen, s.tokens.length);
-  if (seqLen > o.modelMaxSeqLen) {
-    throw new TuneError(
-      `dataset samples are up to ${seqLen} tokens but the model's max_seq_len is ${o.modelMaxSeqLen}; ` +
-        `set tokenizer.max_seq_len=${o.modelMaxSeqLen} (or dataset.max_seq_len)`,
-    );
-  }
+  checkFitsModel(seqLen, o.modelMaxSeqLen);
   const loader = new DataLoader(dataset.samples, {
     batchSize: o.batchSize,
     seed: o.seed,
@@ -68,6 +63,16 @@ export async function setupData(
     );
   }
   return { dataset, loader, seqLen };
+}
+
+/** A batch of `seqLen` tokens must fit the model's max_seq_len (TuneError naming the fix). */
+export function checkFitsModel(seqLen: number, modelMaxSeqLen: number): void {
+  if (seqLen > modelMaxSeqLen) {
+    throw new TuneError(
+      `dataset samples are up to ${seqLen} tokens but the model's max_seq_len is ${modelMaxSeqLen}; ` +
+        `set tokenizer.max_seq_len=${modelMaxSeqLen} (or dataset.max_seq_len)`,
+    );
+  }
 }
 
 /**

@@ -10,7 +10,7 @@ import { type Batch, BatchSampler, collatePadded } from "../data/mod.ts";
 import type { PreferenceDataset, PreferenceDatasetBuilder } from "../data/preference.ts";
 import { TuneError } from "../errors.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
-import type { DataSetupOptions } from "./data.ts";
+import { checkFitsModel, type DataSetupOptions } from "./data.ts";
 
 /** A loaded preference dataset and its batches. */
 export interface PreferenceTrainingData {
@@ -40,12 +40,7 @@ export async function setupPreferenceData(
   for (const p of pairs) {
     seqLen = Math.max(seqLen, p.chosen.tokens.length, p.rejected.tokens.length);
   }
-  if (seqLen > o.modelMaxSeqLen) {
-    throw new TuneError(
-      `dataset samples are up to ${seqLen} tokens but the model's max_seq_len is ${o.modelMaxSeqLen}; ` +
-        `set tokenizer.max_seq_len=${o.modelMaxSeqLen} (or dataset.max_seq_len)`,
-    );
-  }
+  checkFitsModel(seqLen, o.modelMaxSeqLen);
   const sampler = new BatchSampler(pairs.length, {
     batchSize: o.batchSize,
     seed: o.seed,
