@@ -203,6 +203,9 @@ Deno.test("loadRecipeConfig() names the key, recipe and closest key for an unkno
   assert.match(msg, /unknown key 'batch_sise' for recipe test_recipe; did you mean 'batch_size'\?/);
   const nested = tuneError(() => load(BASE, ["optimizer.lrr=3"]));
   assert.match(nested, /unknown key 'optimizer.lrr'.*test_recipe.*did you mean 'optimizer.lr'/);
+  // a top-level key that a component section has points there
+  const inSection = tuneError(() => load(BASE, ["fused=true"]));
+  assert.match(inSection, /unknown key 'fused'.*; did you mean 'optimizer.fused'\?$/);
 });
 
 Deno.test("loadRecipeConfig() names key, expected type and value for a wrong type", () => {

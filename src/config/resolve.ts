@@ -32,6 +32,25 @@ export function resolveConfig(
   return resolveSection(schema, tree, { recipe, prefix: "" });
 }
 
+/**
+ * A key of one of this section's component sections that is named exactly `key` (so
+ * `lora_dropout=0.1` at the top points at `model.lora_dropout`), or null.
+ */
+function sectionKeyNamed(
+  schema: ParamSchema,
+  tree: Record<string, unknown>,
+  key: string,
+  prefix: string,
+): string | null {
+  for (const [name, spec] of Object.entries(schema)) {
+    const section = tree[name];
+    if (spec.type !== "component" || !isMapping(section)) continue;
+    const component = findComponent(String(section._component_));
+    if (component && Object.hasOwn(component.params, key)) return dotted(prefix, `${name}.${key}`);
+  }
+  return null;
+}
+
 /** Resolve one section's keys against `schema`. */
 export function resolveSection(
   schema: ParamSchema,
@@ -44,9 +63,10 @@ export function resolveSection(
     if (!Object.hasOwn(schema, key)) {
       const valid = Object.keys(schema).map((k) => dotted(where.prefix, k));
       const inside = where.component ? ` (component ${where.component})` : "";
+      const nested = sectionKeyNamed(schema, tree, key, where.prefix);
       throw new TuneError(
         `unknown key '${dotted(where.prefix, key)}' for recipe ${where.recipe}${inside}` +
-          didYouMean(dotted(where.prefix, key), valid),
+          (nested ? `; did you mean '${nested}'?` : didYouMean(dotted(where.prefix, key), valid)),
       );
     }
   }
