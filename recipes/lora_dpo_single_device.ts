@@ -24,26 +24,24 @@ import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
-import {
-  averagesLogProbs,
-  needsReference,
-  type PreferenceLoss,
-  preferenceLoss,
-  type PreferenceLossResult,
-} from "../src/rlhf/preference_loss.ts";
+import { needsReference, type PreferenceLoss } from "../src/rlhf/preference_loss.ts";
+import { PreferenceMicroBatch, PreferenceStepStats } from "../src/rlhf/preference_step.ts";
 import {
   type PreferenceTrainingData,
   setupPreferenceData,
 } from "../src/training/preference_data.ts";
-import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
+import type {
+  BatchShape,
+  FinetuneHooks,
+  FinetuneResult,
+  StepLoss,
+} from "../src/training/recipe_api.ts";
 import {
-  type BatchShape,
   keyAliases as loraKeyAliases,
   type LoraFinetuneConfig,
   LoraFinetuneRecipeSingleDevice,
   params as loraParams,
   runRecipe,
-  type StepLoss,
 } from "./lora_finetune_single_device.ts";
 
 /** Every top-level key this recipe reads: lora_finetune_single_device's, with preference data and loss. */
@@ -76,25 +74,6 @@ export const keyAliases = loraKeyAliases;
 export type LoraDpoConfig = ResolvedConfig<typeof params>;
 
 const NAME = "lora_dpo_single_device";
-
-/** Sums of the per-pair numbers a step logs. */
-class PairStats {
-  pairs = 0;
-  #sums = new Map<string, number>();
-
-  add(name: string, values: ArrayLike<number>): void {
-    let s = this.#sums.get(name) ?? 0;
-    for (let i = 0; i < values.length; i++) s += values[i];
-    this.#sums.set(name, s);
-  }
-
-  /** Each metric's mean over the pairs added. */
-  means(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const [k, v] of this.#sums) out[k] = v / Math.max(1, this.pairs);
-    return out;
-  }
-}
 
 /** The recipe: lora_finetune_single_device's setup and loop with preference data and loss. */
 export class LoraDpoRecipeSingleDevice extends LoraFinetuneRecipeSingleDevice {
@@ -132,90 +111,29 @@ export class LoraDpoRecipeSingleDevice extends LoraFinetuneRecipeSingleDevice {
 
   protected override accumulateStep(epoch: number, s: number, ga: number): StepLoss {
     const { model } = this;
-    const loss = this.preferenceLoss;
     const P = this.pairs.pairsPerBatch;
-    const stats = new PairStats();
-    let lossSum = 0;
-    let tokens = 0;
+    const stats = new PreferenceStepStats();
     for (let k = 0; k < ga; k++) {
       const batch = this.pairs.batch(epoch, s * ga + k); // (2P, T)
-      // reference log-probabilities: the frozen base, no gradients, no dropout
-      const refLoss = needsReference(loss)
+      // reference: the frozen base (adapters off), no gradients, no dropout
+      const ref = needsReference(this.preferenceLoss)
         ? model.withAdaptersDisabled(() => model.sequenceLosses(batch.tokens, batch.labels))
         : null; // (2P)
-      let pairLoss: PreferenceLossResult | null = null;
-      const counted = countedPerSequence(batch.labels, 2 * P); // (2P)
-      const r = model.weightedLossAndBackward(batch.tokens, batch.labels, (seqLoss) => {
-        const lp = logProbs(seqLoss, counted, averagesLogProbs(loss)); // (2P)
-        const ref = refLoss ? logProbs(refLoss, counted, false) : null;
-        pairLoss = preferenceLoss(loss, {
-          policyChosen: lp.subarray(0, P),
-          policyRejected: lp.subarray(P),
-          referenceChosen: ref ? ref.subarray(0, P) : null,
-          referenceRejected: ref ? ref.subarray(P) : null,
-        });
-        return sequenceWeights(pairLoss, counted, averagesLogProbs(loss), P * ga);
-      });
-      const pl = pairLoss! as PreferenceLossResult;
-      lossSum += pl.losses.reduce((a, b) => a + b, 0) / P;
-      tokens += r.tokens.reduce((a, b) => a + b, 0);
-      const V = model.cfg.vocabSize;
-      const lp = logProbs(r.seqLoss, counted, averagesLogProbs(loss));
-      stats.pairs += P;
-      stats.add("rewards/chosen", pl.chosenRewards);
-      stats.add("rewards/rejected", pl.rejectedRewards);
-      stats.add(
-        "rewards/accuracies",
-        pl.chosenRewards.map((c, p) => c > pl.rejectedRewards[p] ? 1 : 0),
-      );
-      stats.add("rewards/margins", pl.chosenRewards.map((c, p) => c - pl.rejectedRewards[p]));
-      stats.add("log_probs/chosen", lp.subarray(0, P));
-      stats.add("log_probs/rejected", lp.subarray(P));
-      stats.add("logits/chosen", meanLogits(r.logitSums, r.tokens, V, 0, P));
-      stats.add("logits/rejected", meanLogits(r.logitSums, r.tokens, V, P, 2 * P));
+      const mb = new PreferenceMicroBatch(this.preferenceLoss, batch.labels, P, P * ga, ref);
+      const r = model.weightedLossAndBackward(batch.tokens, batch.labels, mb.weigh);
+      mb.record(r, model.cfg.vocabSize, stats);
     }
-    return { loss: lossSum / ga, tokens, metrics: stats.means() };
+    return stepLoss(stats);
   }
 }
 
-/** (B) targets that count (not -100) in each of the B rows of (B, T) labels. */
-export function countedPerSequence(labels: Int32Array, B: number): Int32Array {
-  const T = labels.length / B;
-  const out = new Int32Array(B);
-  for (let i = 0; i < labels.length; i++) if (labels[i] !== -100) out[Math.floor(i / T)]++;
-  return out;
-}
-
-/** Log-probabilities (B) from summed token losses: -loss, or -loss / tokens for SimPO. */
-function logProbs(seqLoss: Float64Array, counted: Int32Array, average: boolean): Float64Array {
-  return seqLoss.map((l, b) => average ? -l / Math.max(1, counted[b]) : -l);
-}
-
-/**
- * The weight of each sequence's summed token loss: d(step loss) / d(seqLoss) where the step
- * loss is the mean pair loss over `pairsInStep` pairs and log p = -seqLoss (/ tokens).
- */
-export function sequenceWeights(
-  r: PreferenceLossResult,
-  counted: Int32Array,
-  average: boolean,
-  pairsInStep: number,
-): Float64Array {
-  const P = r.dChosen.length;
-  const w = new Float64Array(2 * P);
-  for (let p = 0; p < P; p++) {
-    const c = average ? Math.max(1, counted[p]) : 1;
-    const j = average ? Math.max(1, counted[P + p]) : 1;
-    w[p] = -r.dChosen[p] / c / pairsInStep;
-    w[P + p] = -r.dRejected[p] / j / pairsInStep;
-  }
-  return w;
-}
-
-function meanLogits(sums: Float64Array, tokens: Int32Array, V: number, a: number, b: number) {
-  const out = new Float64Array(b - a);
-  for (let i = a; i < b; i++) out[i - a] = sums[i] / Math.max(1, tokens[i] * V);
-  return out;
+/** The step's mean pair loss, counted tokens and mean metrics. */
+export function stepLoss(stats: PreferenceStepStats): StepLoss {
+  return {
+    loss: stats.lossSum / Math.max(1, stats.pairs),
+    tokens: stats.tokens,
+    metrics: stats.means(),
+  };
 }
 
 /** Run the recipe in this process and return what it produced. */

@@ -51,7 +51,7 @@ import {
 import { packingOf, setupData, type TrainingData } from "../src/training/data.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { checkFiniteLoss } from "../src/training/nan_guard.ts";
-import type { FinetuneHooks } from "../src/training/recipe_api.ts";
+import type { BatchShape, FinetuneHooks, StepLoss } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
 import { allSumF64, chainHooks, ShardedFrozen, ShardedOptimizer } from "../src/training/sharded.ts";
@@ -213,6 +213,67 @@ export class LoraFinetuneRecipeDistributed {
 
   constructor(readonly cfg: LoraFinetuneDistributedConfig, readonly hooks: FinetuneHooks = {}) {}
 
+  /** The name on the progress bar and the summary. */
+  protected get recipeName(): string {
+    return NAME;
+  }
+
+  /**
+   * Build the loss and load this rank's share of the data (set on this); returns the
+   * model's batch shape and the batches per epoch. A recipe with other data replaces it.
+   */
+  protected async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
+    const cfg = this.cfg;
+    // Loss: cross-entropy, mean over the counted tokens of a whole global optimizer step.
+    this.loss = cfg.loss
+      ? instantiate<CrossEntropyLoss>(cfg.loss)
+      : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
+    // Data: this rank's share of every global batch (torch's DistributedSampler order).
+    this.data = await setupData(cfg.dataset, this.tokenizer, {
+      batchSize: cfg.batch_size,
+      seed: this.seed,
+      shuffle: cfg.shuffle,
+      modelMaxSeqLen: spec.config.maxSeqLen,
+      rank: this.group.rank,
+      worldSize: this.group.worldSize,
+    });
+    return {
+      batch: cfg.batch_size,
+      seqLen: this.data.seqLen,
+      logitChunks: this.loss.numOutputChunks,
+      batchesPerEpoch: this.data.loader.stepsPerEpoch,
+    };
+  }
+
+  /**
+   * Forward and backward of this rank's `ga` micro-batches of step `s` (every rank in
+   * lockstep; gradients reduce into each rank's slice): the global step's loss, its counted
+   * tokens over all ranks and any recipe-specific metrics.
+   */
+  protected async accumulateStep(epoch: number, s: number, ga: number): Promise<StepLoss> {
+    const { model, backend, data } = this;
+    // One optimizer step = `ga` micro-batches on every rank; the loss is normalised by
+    // the token total of all of them on all ranks (the global batch).
+    const micro = Array.from({ length: ga }, (_, k) => data.loader.batch(epoch, s * ga + k));
+    const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
+    const local = labels.reduce((n, l) => n + countTargets(l), 0);
+    const [tokens] = await allSumF64(backend, [local]);
+    let lossSum = 0;
+    for (let k = 0; k < ga; k++) {
+      // each adapter group: gathered before its forward and backward, its gradients
+      // summed over ranks into this rank's slice right after its backward
+      const r = await model.lossAndBackwardAsync(
+        micro[k].tokens,
+        labels[k],
+        1 / Math.max(1, tokens),
+        packingOf(micro[k]),
+      );
+      lossSum += r.lossSum;
+    }
+    const [globalLoss] = await allSumF64(backend, [lossSum]);
+    return { loss: globalLoss / Math.max(1, tokens), tokens, metrics: {} };
+  }
+
   async setup(): Promise<void> {
     const cfg = this.cfg;
     // The model builder first: it is only a description, and everything else checks against it.
@@ -255,29 +316,17 @@ export class LoraFinetuneRecipeDistributed {
     this.tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
     checkVocabMatches(this.tokenizer, spec.config.vocabSize, String(cfg.tokenizer.path));
 
-    // Loss: cross-entropy, mean over the counted tokens of a whole global optimizer step.
-    this.loss = cfg.loss
-      ? instantiate<CrossEntropyLoss>(cfg.loss)
-      : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
-
-    // Data: this rank's share of every global batch (torch's DistributedSampler order).
-    this.data = await setupData(cfg.dataset, this.tokenizer, {
-      batchSize: cfg.batch_size,
-      seed: this.seed,
-      shuffle: cfg.shuffle,
-      modelMaxSeqLen: spec.config.maxSeqLen,
-      rank: this.group.rank,
-      worldSize: this.group.worldSize,
-    });
+    // Loss and this rank's share of every global batch, before the model sized for it.
+    const shape = await this.setupLossAndData(spec);
 
     // Model: frozen base; adapters and their gradients only in group-sized compute buffers
     // (ZeRO-3); no moments of its own.
     this.model = createLlama(this.backend, spec, {
-      batch: cfg.batch_size,
-      seqLen: this.data.seqLen,
+      batch: shape.batch,
+      seqLen: shape.seqLen,
       activationCheckpointing: cfg.enable_activation_checkpointing,
       seed: this.seed,
-      logitChunks: this.loss.numOutputChunks,
+      logitChunks: shape.logitChunks,
       activationDtype: dtypes.activationDtype,
       frozenDtype: dtypes.frozenDtype,
       optimizerMoments: false,
@@ -353,7 +402,7 @@ export class LoraFinetuneRecipeDistributed {
 
     // Steps per epoch (the same on every rank), then the scheduler that spans all of them.
     this.stepsPerEpoch = stepsPerEpoch(
-      this.data.loader.stepsPerEpoch,
+      shape.batchesPerEpoch,
       cfg.gradient_accumulation_steps,
       cfg.max_steps_per_epoch,
     );
@@ -371,7 +420,7 @@ export class LoraFinetuneRecipeDistributed {
       const logger = cfg.metric_logger ? instantiate<MetricLogger>(cfg.metric_logger) : null;
       logger?.logConfig(cfg as Record<string, unknown>);
       this.log = new RunLog(cfg.output_dir, {
-        label: NAME,
+        label: this.recipeName,
         totalSteps: cfg.stop_after_steps ? Math.min(total, cfg.stop_after_steps) : total,
         logger,
         logEveryNSteps: cfg.log_every_n_steps,
@@ -384,7 +433,7 @@ export class LoraFinetuneRecipeDistributed {
   /** The training loop (every rank runs it in lockstep); returns the steps' metrics. */
   async train(): Promise<StepMetrics[]> {
     const cfg = this.cfg;
-    const { model, optimizer, backend, data, sharded } = this;
+    const { optimizer, sharded } = this;
     const ga = cfg.gradient_accumulation_steps;
     const done: StepMetrics[] = [];
     const p = this.progress;
@@ -393,27 +442,8 @@ export class LoraFinetuneRecipeDistributed {
       const first = epoch === start.epoch ? start.step : 0;
       for (let s = first; s < this.stepsPerEpoch; s++) {
         const t0 = performance.now();
-        // One optimizer step = `ga` micro-batches on every rank; the loss is normalised by
-        // the token total of all of them on all ranks (the global batch).
-        const micro = Array.from({ length: ga }, (_, k) => data.loader.batch(epoch, s * ga + k));
-        const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
-        const local = labels.reduce((n, l) => n + countTargets(l), 0);
-        const [tokens] = await allSumF64(backend, [local]);
         sharded.zeroGrads();
-        let lossSum = 0;
-        for (let k = 0; k < ga; k++) {
-          // each adapter group: gathered before its forward and backward, its gradients
-          // summed over ranks into this rank's slice right after its backward
-          const r = await model.lossAndBackwardAsync(
-            micro[k].tokens,
-            labels[k],
-            1 / Math.max(1, tokens),
-            packingOf(micro[k]),
-          );
-          lossSum += r.lossSum;
-        }
-        const [globalLoss] = await allSumF64(backend, [lossSum]);
-        const loss = globalLoss / Math.max(1, tokens);
+        const { loss, tokens, metrics } = await this.accumulateStep(epoch, s, ga);
         checkFiniteLoss(loss, p.step + 1, this.lastCheckpoint);
         const gradNorm = await sharded.clip(cfg.clip_grad_norm ?? Infinity);
         checkFiniteLoss(gradNorm, p.step + 1, this.lastCheckpoint, "gradient norm");
@@ -432,6 +462,7 @@ export class LoraFinetuneRecipeDistributed {
           grad_norm: gradNorm,
           tokens,
           tokens_per_s: tokens / Math.max(seconds, 1e-9),
+          ...metrics,
         };
         this.log?.step(m, seconds);
         this.hooks.onStep?.(m);

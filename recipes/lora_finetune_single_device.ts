@@ -36,7 +36,12 @@ import {
 import { packingOf, setupData, type TrainingData } from "../src/training/data.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { checkFiniteLoss } from "../src/training/nan_guard.ts";
-import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
+import type {
+  BatchShape,
+  FinetuneHooks,
+  FinetuneResult,
+  StepLoss,
+} from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
 import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
@@ -154,28 +159,6 @@ export const keyAliases = {
 export type LoraFinetuneConfig = ResolvedConfig<typeof params>;
 
 const NAME = "lora_finetune_single_device";
-
-/** The model's batch shape and the data's batches per epoch (`setupLossAndData`). */
-export interface BatchShape {
-  /** Sequences per micro-batch (B). */
-  batch: number;
-  /** T. */
-  seqLen: number;
-  /** The model's logit chunks (torchtune's num_output_chunks). */
-  logitChunks: number;
-  /** Micro-batches per epoch. */
-  batchesPerEpoch: number;
-}
-
-/** What one optimizer step's micro-batches gave (`accumulateStep`). */
-export interface StepLoss {
-  /** The step's loss (the recipe's own mean). */
-  loss: number;
-  /** Loss-counted tokens. */
-  tokens: number;
-  /** Recipe-specific metrics for metrics.jsonl and the metric logger. */
-  metrics: Record<string, number>;
-}
 
 /** The recipe: `setup()` then `train()`. */
 export class LoraFinetuneRecipeSingleDevice {

@@ -1044,9 +1044,7 @@ async function modelChecks(): Promise<void> {
   // A DPO micro-batch as lora_dpo_single_device runs it: the reference (adapters off) and
   // the policy's weighted backward, each backend weighing with its own sequence losses.
   const { preferenceLoss } = await import("../src/rlhf/preference_loss.ts");
-  const { sequenceWeights, countedPerSequence } = await import(
-    "../recipes/lora_dpo_single_device.ts"
-  );
+  const { sequenceWeights, countedPerSequence } = await import("../src/rlhf/preference_step.ts");
   for (const act of ["f32", "bf16"] as const) {
     const tag = act === "bf16" ? " [bf16 activations]" : "";
     check(

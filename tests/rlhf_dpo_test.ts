@@ -15,12 +15,8 @@ import { createLlama, type LlamaModel } from "../src/models/llama/model.ts";
 import { AdamW } from "../src/optim/adamw.ts";
 import { clipGradNorm } from "../src/optim/clip.ts";
 import { LrScheduler } from "../src/optim/lr_schedule.ts";
-import {
-  type PreferenceLoss,
-  preferenceLoss,
-  type PreferenceLossResult,
-} from "../src/rlhf/preference_loss.ts";
-import { countedPerSequence, sequenceWeights } from "../recipes/lora_dpo_single_device.ts";
+import { type PreferenceLoss, preferenceLoss } from "../src/rlhf/preference_loss.ts";
+import { PreferenceMicroBatch, PreferenceStepStats } from "../src/rlhf/preference_step.ts";
 import { assertClose, type Fixture, loadFixture } from "./fixture_io.ts";
 import { fixtureConfig, fixtureLora, prefixedStateDict } from "./_model_helpers.ts";
 
@@ -97,6 +93,7 @@ Deno.test("weightedLossAndBackward() trains LoRA with DPO as PyTorch does over 6
   const [P, T] = [fx.meta<number>("P"), fx.meta<number>("T")];
   const [steps, micro] = [fx.meta<number>("steps"), fx.meta<number>("micro")];
   const N = 2 * P * T;
+  const V = fixtureConfig(fx).vocabSize;
   const tokens = fx.i32("tokens");
   const targets = fx.i32("targets");
   const loss: PreferenceLoss = { kind: "dpo", beta: hp.beta, labelSmoothing: hp.label_smoothing };
@@ -110,32 +107,21 @@ Deno.test("weightedLossAndBackward() trains LoRA with DPO as PyTorch does over 6
   const losses: number[] = [], norms: number[] = [], rc: number[] = [], rr: number[] = [];
   for (let s = 0; s < steps; s++) {
     model.zeroGrad();
-    let total = 0, chosen = 0, rejected = 0;
+    // the recipe's own micro-batch code (src/rlhf/preference_step.ts)
+    const stats = new PreferenceStepStats();
     for (let j = 0; j < micro; j++) {
       const at = (s * micro + j) * N;
       const tk = tokens.subarray(at, at + N), tg = targets.subarray(at, at + N); // (2P, T)
       const ref = model.withAdaptersDisabled(() => model.sequenceLosses(tk, tg));
-      const counted = countedPerSequence(tg, 2 * P);
-      let r: PreferenceLossResult | null = null;
-      model.weightedLossAndBackward(tk, tg, (seqLoss) => {
-        r = preferenceLoss(loss, {
-          policyChosen: seqLoss.subarray(0, P).map((x) => -x),
-          policyRejected: seqLoss.subarray(P).map((x) => -x),
-          referenceChosen: ref.subarray(0, P).map((x) => -x),
-          referenceRejected: ref.subarray(P).map((x) => -x),
-        });
-        return sequenceWeights(r, counted, false, P * micro);
-      });
-      const res = r! as PreferenceLossResult;
-      total += res.losses.reduce((a, b) => a + b, 0) / P / micro;
-      chosen += res.chosenRewards.reduce((a, b) => a + b, 0) / (P * micro);
-      rejected += res.rejectedRewards.reduce((a, b) => a + b, 0) / (P * micro);
+      const mb = new PreferenceMicroBatch(loss, tg, P, P * micro, ref);
+      mb.record(model.weightedLossAndBackward(tk, tg, mb.weigh), V, stats);
     }
     norms.push(clipGradNorm(be, model.trainable, hp.max_norm));
     opt.step(sched.lrAt(s));
-    losses.push(total);
-    rc.push(chosen);
-    rr.push(rejected);
+    const m = stats.means();
+    losses.push(stats.lossSum / stats.pairs);
+    rc.push(m["rewards/chosen"]);
+    rr.push(m["rewards/rejected"]);
   }
   console.log(`dpo losses ${losses.map((l) => l.toFixed(6)).join(" ")}`);
   assertClose("dpo losses", losses, fx.meta<number[]>("losses"), { atol: 1e-5, rtol: 0 });

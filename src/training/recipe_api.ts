@@ -33,3 +33,25 @@ export interface FinetuneResult {
   /** The run's seed (the configured one, or the one picked when `seed` was null). */
   seed: number;
 }
+
+/** The model's batch shape and the data's batches per epoch (a recipe's `setupLossAndData`). */
+export interface BatchShape {
+  /** Sequences per micro-batch (B). */
+  batch: number;
+  /** T. */
+  seqLen: number;
+  /** The model's logit chunks (torchtune's num_output_chunks). */
+  logitChunks: number;
+  /** Micro-batches per epoch. */
+  batchesPerEpoch: number;
+}
+
+/** What one optimizer step's micro-batches gave (a recipe's `accumulateStep`). */
+export interface StepLoss {
+  /** The step's loss (the recipe's own mean). */
+  loss: number;
+  /** Loss-counted tokens. */
+  tokens: number;
+  /** Recipe-specific metrics for metrics.jsonl and the metric logger. */
+  metrics: Record<string, number>;
+}

@@ -615,11 +615,7 @@ export class LlamaModel {
     weigh: SequenceWeigher,
     batch: BatchOptions = {},
   ): WeightedLossResult {
-    if (this.#chunkRows < this.B * this.T) {
-      throw new TuneError(
-        "a preference loss needs all logits of a batch at once; build the model with logitChunks 1",
-      );
-    }
+    this.#needAllLogits();
     this.#trainStep(tokens, targets, batch, 1, weigh);
     return this.#weighed!;
   }
@@ -690,12 +686,86 @@ export class LlamaModel {
     gradScale: number,
     batch: BatchOptions = {},
   ): Promise<LossResult> {
-    const h = this.groupHooks;
-    if (!this.#windowed || !h) {
+    const count = await this.#trainStepAsync(tokens, targets, batch, gradScale, null);
+    return { lossSum: this.#be.sum(this.#losses), tokens: count };
+  }
+
+  /** `weightedLossAndBackward` of a model built with `groupWindows` (see `lossAndBackwardAsync`). */
+  async weightedLossAndBackwardAsync(
+    tokens: Int32Array,
+    targets: Int32Array,
+    weigh: SequenceWeigher,
+    batch: BatchOptions = {},
+  ): Promise<WeightedLossResult> {
+    this.#needAllLogits();
+    await this.#trainStepAsync(tokens, targets, batch, 1, weigh);
+    return this.#weighed!;
+  }
+
+  /** `sequenceLosses` of a model built with `groupWindows`: each group gathered before it runs. */
+  async sequenceLossesAsync(
+    tokens: Int32Array,
+    targets: Int32Array,
+    batch: BatchOptions = {},
+  ): Promise<Float64Array> {
+    this.#needHooks();
+    this.#uploadTokens(tokens, targets);
+    this.#setPacking(batch);
+    await this.#forwardWindowed(null);
+    const N = this.B * this.T;
+    for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), null, null);
+    }
+    return this.#sequenceSums();
+  }
+
+  #needHooks(): GroupHooks {
+    if (!this.#windowed || !this.groupHooks) {
       throw new Error(
         "lossAndBackwardAsync() needs a model built with groupWindows and groupHooks set",
       );
     }
+    return this.groupHooks;
+  }
+
+  /** A preference loss weighs sequences by every sequence's loss: no logit chunks. */
+  #needAllLogits(): void {
+    if (this.#chunkRows < this.B * this.T) {
+      throw new TuneError(
+        "a preference loss needs all logits of a batch at once; build the model with logitChunks 1",
+      );
+    }
+  }
+
+  /** The forward of a windowed model, group by group (the same calls as #forward), up to the final norm. */
+  async #forwardWindowed(seed: number | null): Promise<void> {
+    const h = this.#needHooks();
+    const be = this.#be;
+    const { N, C, L } = this.#nv();
+    await h.beforeGroup("tok_embeddings", "forward");
+    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C, this.#hostTokens); // (N, C)
+    for (let l = 0; l < L; l++) {
+      await h.beforeGroup(`layers.${l}`, "forward");
+      const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
+      const ls = seed === null ? null : mixSeed(seed, l);
+      this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
+    }
+    // the head runs its forward and backward back to back: its gathered values stay (as
+    // does a tied embedding, in its own slot since the embedding forward)
+    await h.beforeGroup("head", "forward");
+    this.#norm.forward(be, this.#lnf, this.#rstdf, this.#resid[L], N); // (N, C)
+  }
+
+  /** `lossAndBackwardAsync` / `weightedLossAndBackwardAsync`; returns the target count. */
+  async #trainStepAsync(
+    tokens: Int32Array,
+    targets: Int32Array,
+    batch: BatchOptions,
+    gradScale: number,
+    weigh: SequenceWeigher | null,
+  ): Promise<number> {
+    const h = this.#needHooks();
+    if (this.#adaptersOff) throw new Error("cannot train inside withAdaptersDisabled()");
     const be = this.#be;
     const t = this.trainable;
     const has = (g: string) => t.hasGroup(g);
@@ -712,27 +782,14 @@ export class LlamaModel {
       ? mixSeed(this.#seed, this.#microStep)
       : null;
     const { N, C, L } = this.#nv();
-    // ---- forward, group by group (the same calls as #forward) ----
-    await gather("tok_embeddings", "forward");
-    be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C, this.#hostTokens); // (N, C)
-    for (let l = 0; l < L; l++) {
-      await gather(`layers.${l}`, "forward");
-      const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
-      const ls = seed === null ? null : mixSeed(seed, l);
-      this.#layers[l].forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
-    }
-    // the head runs its forward and backward back to back: its gathered values stay (as
-    // does a tied embedding, in its own slot since the embedding forward)
-    await gather("head", "forward");
-    this.#norm.forward(be, this.#lnf, this.#rstdf, this.#resid[L], N); // (N, C)
+    await this.#forwardWindowed(seed);
     const sc = this.#sc!;
     zero("head");
     if (tied) zero("tok_embeddings");
     be.fill(sc.dln, 0);
     for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
-      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale);
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale, weigh);
     }
-    const lossSum = be.sum(this.#losses);
     const dx = this.#dresid!; // (N, C) gradient of the residual stream
     be.fill(dx, 0);
     this.#norm.backward(be, dx, sc.dln, this.#resid[L], this.#rstdf, N);
@@ -756,7 +813,7 @@ export class LlamaModel {
       be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C, this.#hostTokens);
       await done("tok_embeddings");
     }
-    return { lossSum, tokens: count };
+    return count;
   }
 
   /** Bytes held by this model, by kind. */
