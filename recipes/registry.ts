@@ -10,6 +10,7 @@ import { didYouMean } from "../src/config/suggest.ts";
 import * as loraSingle from "./lora_finetune_single_device.ts";
 import * as loraDistributed from "./lora_finetune_distributed.ts";
 import * as loraDpo from "./lora_dpo_single_device.ts";
+import * as loraDpoDistributed from "./lora_dpo_distributed.ts";
 import * as fullSingle from "./full_finetune_single_device.ts";
 import * as fullDistributed from "./full_finetune_distributed.ts";
 import * as generate from "./generate.ts";
@@ -71,6 +72,12 @@ export const RECIPES: readonly RecipeDefinition[] = [
     ["lora_dpo"],
     loraDpo,
   ),
+  define(
+    "lora_dpo_distributed",
+    "preference fine-tuning (DPO, RSO, SimPO) with LoRA sharded over processes",
+    [],
+    loraDpoDistributed,
+  ),
   define("generate", "text generation from a checkpoint", ["alpaca_generate"], generate),
   define("eval", "loss and perplexity of a model on a dataset", [], evaluate),
 ];
@@ -108,6 +115,7 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "llama3_2/1B_lora_dpo_single_device",
     "tiny/lora_dpo_single_device",
   ],
+  lora_dpo_distributed: ["tiny/lora_dpo_distributed"],
   generate: ["llama2c/generate", "alpaca_llama2_generate"],
   eval: ["tiny/eval"],
 };
