@@ -337,6 +337,54 @@ Deno.test("lora_finetune_distributed on 2 ranks matches lora_finetune_single_dev
   });
 });
 
+Deno.test("lora_dpo_distributed on 2 ranks matches lora_dpo_single_device; resume is bitwise", async () => {
+  await withTmp(async (dir) => {
+    const one = join(dir, "one"), two = join(dir, "two"), cut = join(dir, "cut");
+    const short = ["epochs=2", "max_steps_per_epoch=4"];
+    await runOk(
+      "run",
+      "lora_dpo_single_device",
+      "--config",
+      "tiny/lora_dpo_single_device",
+      `output_dir=${one}`,
+      ...short,
+    );
+    const dist = ["run", "--nproc_per_node", "2", "lora_dpo_distributed"];
+    const cfg = ["--config", "tiny/lora_dpo_distributed", ...short];
+    await runOk(...dist, ...cfg, `output_dir=${two}`);
+    const full = readMetrics(two);
+    assertSameLosses("dpo", full, readMetrics(one), 1e-5);
+    for (const k of ["rewards/chosen", "rewards/margins", "log_probs/chosen", "logits/rejected"]) {
+      const worst = Math.max(
+        ...full.map((m, i) => Math.abs(m[k] - readMetrics(one)[i][k])),
+      );
+      assert.ok(worst <= 1e-4, `dpo: ${k} differs from one device by ${worst}`);
+    }
+    // AdamW divides by the root of tiny second moments here (DPO gradients near ln 2 are
+    // small), so single elements move with rounding; the whole adapter must agree to 1e-4.
+    const a = readSafetensors(join(two, "epoch_1", "adapter_model.safetensors"));
+    const b = readSafetensors(join(one, "epoch_1", "adapter_model.safetensors"));
+    let dd = 0, bb = 0;
+    for (const [name, t] of b) {
+      const u = a.get(name)!;
+      for (let i = 0; i < t.data.length; i++) {
+        [dd, bb] = [dd + (u.data[i] - t.data[i]) ** 2, bb + t.data[i] ** 2];
+      }
+    }
+    const rel = Math.sqrt(dd / bb);
+    console.log(
+      `dpo adapter: relative L2 difference vs one device ${rel.toExponential(2)} (limit 1e-4)`,
+    );
+    assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
+    assert.ok(rel <= 1e-4, `dpo adapter differs from one device: relative L2 ${rel}`);
+    // Stop after step 3 (mid-epoch 0), resume on 2 ranks: the same records bitwise.
+    await runOk(...dist, ...cfg, `output_dir=${cut}`, "stop_after_steps=3");
+    assert.equal(readMetrics(cut).length, 3);
+    await runOk(...dist, ...cfg, `output_dir=${cut}`, "resume_from_checkpoint=True");
+    assert.equal(timeless(readMetrics(cut)), timeless(full));
+  });
+});
+
 Deno.test("the README command `tune --nnodes 1 --nproc_per_node 2 lora_finetune_distributed --config alpaca_llama2_lora_finetune_distributed` runs on the CPU with a tiny model", async () => {
   await withTmp(async (dir) => {
     // Alpaca-format data (instruction, input, output): 20 rows.

@@ -569,21 +569,30 @@ export class LlamaModel {
 
   /**
    * Run `fn` with every LoRA adapter switched off: the frozen base alone (DPO's reference
-   * model, torchtune's disable_adapter). Training calls inside `fn` throw.
+   * model, torchtune's disable_adapter). Training calls inside `fn` throw. When `fn`
+   * returns a promise, the adapters come back on once it settles.
    */
   withAdaptersDisabled<T>(fn: () => T): T {
     if (this.#loras.length === 0) {
       throw new Error("withAdaptersDisabled() needs a model with LoRA adapters");
     }
     const was = this.#adaptersOff;
-    this.#adaptersOff = true;
-    for (const l of this.#loras) l.enabled = false;
-    try {
-      return fn();
-    } finally {
+    const restore = () => {
       this.#adaptersOff = was;
       for (const l of this.#loras) l.enabled = !was;
+    };
+    this.#adaptersOff = true;
+    for (const l of this.#loras) l.enabled = false;
+    let result: T;
+    try {
+      result = fn();
+    } catch (e) {
+      restore();
+      throw e;
     }
+    if (result instanceof Promise) return result.finally(restore) as T;
+    restore();
+    return result;
   }
 
   /**

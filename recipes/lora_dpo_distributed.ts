@@ -1,0 +1,116 @@
+/**
+ * Preference fine-tuning with LoRA sharded over several processes (torchtune's
+ * lora_dpo_distributed): lora_dpo_single_device's DPO / RSO / SimPO step on
+ * lora_finetune_distributed's FSDP/ZeRO-3 machinery.
+ *
+ *   deno task tune run --nproc_per_node 2 lora_dpo_distributed --config tiny/lora_dpo_distributed
+ *
+ * Each rank takes its share of every global batch of pairs (DistributedSampler order), runs
+ * the reference forward (adapters off) and the policy's weighted forward and backward with
+ * every layer group gathered before it runs, and its gradients reduce-scattered into the
+ * rank's slice. Pair losses are independent, so a rank weighs its own sequences; the step's
+ * loss is the mean over all pairs of all ranks and micro-batches, so losses and adapters
+ * are those of lora_dpo_single_device with batch_size * world size.
+ */
+import "../src/components.ts";
+import { instantiate } from "../src/config/instantiate.ts";
+import type { LaunchOptions } from "../src/config/recipe.ts";
+import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
+import type { ModelSpec } from "../src/models/model_spec.ts";
+import { needsReference, type PreferenceLoss } from "../src/rlhf/preference_loss.ts";
+import { PreferenceMicroBatch, PreferenceStepStats } from "../src/rlhf/preference_step.ts";
+import {
+  type PreferenceTrainingData,
+  setupPreferenceData,
+} from "../src/training/preference_data.ts";
+import type { BatchShape, FinetuneHooks, StepLoss } from "../src/training/recipe_api.ts";
+import { allSumF64 } from "../src/training/sharded.ts";
+import {
+  keyAliases as loraKeyAliases,
+  type LoraFinetuneDistributedConfig,
+  LoraFinetuneRecipeDistributed,
+  params as loraParams,
+} from "./lora_finetune_distributed.ts";
+import { params as dpoParams, stepLoss } from "./lora_dpo_single_device.ts";
+
+/** Every top-level key: lora_finetune_distributed's, with lora_dpo_single_device's data and loss. */
+export const params = {
+  ...loraParams,
+  dataset: dpoParams.dataset,
+  loss: dpoParams.loss,
+  batch_size: { type: "int", default: 2, doc: "preference pairs per micro-batch on each rank" },
+  output_dir: {
+    type: "string",
+    default: "out/lora_dpo_distributed",
+    doc: "checkpoints and logs go here",
+  },
+} satisfies ParamSchema;
+
+/** The same top-level aliases as lora_finetune_distributed (`lora_rank=4`, ...). */
+export const keyAliases = loraKeyAliases;
+
+/** The resolved config of this recipe. */
+export type LoraDpoDistributedConfig = ResolvedConfig<typeof params>;
+
+/** The recipe: lora_finetune_distributed's setup and loop with preference data and loss. */
+export class LoraDpoRecipeDistributed extends LoraFinetuneRecipeDistributed {
+  preferenceLoss!: PreferenceLoss;
+  pairs!: PreferenceTrainingData;
+
+  constructor(readonly dpoCfg: LoraDpoDistributedConfig, hooks: FinetuneHooks = {}) {
+    super(dpoCfg as unknown as LoraFinetuneDistributedConfig, hooks);
+  }
+
+  protected override get recipeName(): string {
+    return "lora_dpo_distributed";
+  }
+
+  protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
+    const cfg = this.dpoCfg;
+    this.preferenceLoss = cfg.loss
+      ? instantiate<PreferenceLoss>(cfg.loss)
+      : { kind: "dpo", beta: 0.1, labelSmoothing: 0 };
+    this.pairs = await setupPreferenceData(cfg.dataset, this.tokenizer, {
+      batchSize: cfg.batch_size,
+      seed: this.seed,
+      shuffle: cfg.shuffle,
+      modelMaxSeqLen: spec.config.maxSeqLen,
+      rank: this.group.rank,
+      worldSize: this.group.worldSize,
+    });
+    return {
+      batch: 2 * cfg.batch_size,
+      seqLen: this.pairs.seqLen,
+      logitChunks: 1,
+      batchesPerEpoch: this.pairs.sampler.stepsPerEpoch,
+    };
+  }
+
+  protected override async accumulateStep(epoch: number, s: number, ga: number): Promise<StepLoss> {
+    const { model } = this;
+    const P = this.pairs.pairsPerBatch;
+    const pairsInStep = P * ga * this.group.worldSize;
+    const stats = new PreferenceStepStats();
+    for (let k = 0; k < ga; k++) {
+      const batch = this.pairs.batch(epoch, s * ga + k); // (2P, T) this rank's pairs
+      const ref = needsReference(this.preferenceLoss)
+        ? await model.withAdaptersDisabled(() =>
+          model.sequenceLossesAsync(batch.tokens, batch.labels)
+        )
+        : null; // (2P)
+      const mb = new PreferenceMicroBatch(this.preferenceLoss, batch.labels, P, pairsInStep, ref);
+      const r = await model.weightedLossAndBackwardAsync(batch.tokens, batch.labels, mb.weigh);
+      mb.record(r, model.cfg.vocabSize, stats);
+    }
+    // every rank's sums, for the global loss and metrics
+    return stepLoss(PreferenceStepStats.fromValues(await allSumF64(this.backend, stats.values())));
+  }
+}
+
+/** Run the recipe on this rank. */
+export async function main(cfg: LoraDpoDistributedConfig, _launch: LaunchOptions): Promise<void> {
+  const recipe = new LoraDpoRecipeDistributed(cfg);
+  await recipe.setup();
+  await recipe.train();
+  await recipe.finish();
+}
