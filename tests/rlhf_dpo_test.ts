@@ -6,6 +6,8 @@
  *   cosine lr) through `withAdaptersDisabled` + `sequenceLosses` (reference) and
  *   `weightedLossAndBackward` (policy), as the recipe runs them: per-step losses 1e-5 abs,
  *   rewards 1e-5 abs, gradient norms rtol 1e-4, final adapters atol 1e-4 rtol 1e-3.
+ * - One micro-batch under SimPO (averaged log-probs, no reference) and RSO (hinge) through
+ *   the recipes' `PreferenceMicroBatch`: loss 1e-5 abs, adapter gradients atol 1e-5 rtol 1e-3.
  * - `withAdaptersDisabled` gives the LoRA-free model's logits bitwise; constant weights
  *   give `lossAndBackward`'s gradients (atol 1e-7 rtol 1e-5).
  */
@@ -175,4 +177,35 @@ Deno.test("weightedLossAndBackward() with one weight for every sequence gives lo
     return g;
   };
   assertClose("grads", grads(true), grads(false), { atol: 1e-7, rtol: 1e-5 });
+});
+
+Deno.test("PreferenceMicroBatch gives PyTorch's adapter gradients for SimPO (averaged, no reference) and RSO", () => {
+  const fx = loadFixture("model_step_simpo_rso");
+  const be = new CpuBackend();
+  const P = fx.meta<number>("P");
+  const tk = fx.i32("tokens"), tg = fx.i32("targets"); // (2P, T)
+  const cases: [string, PreferenceLoss][] = [
+    ["simpo", { kind: "simpo", beta: 2.0, gamma: 0.5, labelSmoothing: 0 }],
+    ["rso", { kind: "rso", gamma: 0.5 }],
+  ];
+  for (const [name, loss] of cases) {
+    const model = dpoModel(fx, be);
+    model.zeroGrad();
+    const ref = loss.kind === "simpo"
+      ? null
+      : model.withAdaptersDisabled(() => model.sequenceLosses(tk, tg));
+    const mb = new PreferenceMicroBatch(loss, tg, P, P, ref);
+    const stats = new PreferenceStepStats();
+    mb.record(model.weightedLossAndBackward(tk, tg, mb.weigh), fixtureConfig(fx).vocabSize, stats);
+    const got = stats.lossSum / stats.pairs;
+    console.log(
+      `${name}: loss ${got.toFixed(6)} (PyTorch ${fx.meta<number>(`${name}_loss`).toFixed(6)})`,
+    );
+    assertClose(`${name} loss`, [got], [fx.meta<number>(`${name}_loss`)], { atol: 1e-5, rtol: 0 });
+    for (const n of model.trainableNames()) {
+      const g = be.download(model.trainable.grad(n)!) as Float32Array;
+      assertClose(`${name} grad ${n}`, g, fx.f32(`${name}.grad.${n}`), { atol: 1e-5, rtol: 1e-3 });
+    }
+    model.free();
+  }
 });

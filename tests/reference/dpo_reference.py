@@ -1,7 +1,8 @@
 """PyTorch reference for tune's preference training (recipes/lora_dpo_single_device.ts).
 
 Run with Debian's torch: /usr/bin/python3 tests/reference/dpo_reference.py
-Writes tests/fixtures/rlhf_preference_loss.safetensors and model_train_dpo.safetensors
+Writes tests/fixtures/rlhf_preference_loss.safetensors, model_train_dpo.safetensors and
+model_step_simpo_rso.safetensors
 (read by tests/rlhf_dpo_test.ts).
 
 - Preference losses: torchtune's DPOLoss (with and without label smoothing), RSOLoss and
@@ -153,6 +154,46 @@ def train_dpo_fixture(name, cfg, seed, lora, beta=0.1, ls=0.0):
     print(f"{name}: losses {[round(x, 6) for x in losses]}")
 
 
+def one_step_fixture(name, cfg, seed, lora):
+    """Adapter gradients of one micro-batch under SimPO (average log-probs, no reference)
+    and RSO (hinge), each as the mean pair loss, from the same weights and batch."""
+    gen = torch.Generator().manual_seed(seed)
+    P, T = 3, 7
+    base = random_weights(cfg, gen)
+    init = {}
+    for prefix, din, dout in lora_sites(cfg, lora):
+        bound = 1 / math.sqrt(din)
+        init[prefix + ".lora_a.weight"] = (torch.rand((lora["rank"], din), generator=gen) * 2 - 1) * bound
+        init[prefix + ".lora_b.weight"] = 0.05 * torch.randn((dout, lora["rank"]), generator=gen)
+    tokens, targets = make_batch(cfg, gen, 2 * P, T, ignore=5)
+    counted = (targets != -100).sum(1).to(torch.float64)
+    out = {"tokens": tokens, "targets": targets}
+    for k, v in base.items():
+        out["w." + k] = v
+    for k, v in init.items():
+        out["init." + k] = v
+    meta = {"config": meta_of(cfg), "P": P, "T": T, "lora": lora}
+    with torch.no_grad():
+        ref = sequence_logps(model_forward(Ctx(cfg), base, tokens), targets).double()
+    for kind in ("simpo", "rso"):
+        train = {k: v.clone().requires_grad_() for k, v in init.items()}
+        params = dict(base)
+        params.update(train)
+        # lora_dropout 0 here: the micro-step seed does not matter
+        pol = sequence_logps(model_forward(Ctx(cfg, lora, None), params, tokens), targets).double()
+        if kind == "simpo":
+            avg = pol / counted
+            losses, _, _ = simpo(avg[:P], avg[P:], 2.0, 0.5, 0.0)
+        else:
+            losses, _, _ = rso(pol[:P], pol[P:], ref[:P], ref[P:], 0.5)
+        losses.mean().backward()
+        meta[kind + "_loss"] = losses.mean().item()
+        for k, v in train.items():
+            out[f"{kind}.grad.{k}"] = v.grad
+    write_fixture(os.path.join(OUT, f"{name}.safetensors"), out, meta)
+    print(f"{name}: simpo {meta['simpo_loss']:.6f} rso {meta['rso_loss']:.6f}")
+
+
 if __name__ == "__main__":
     loss_cases()
     train_dpo_fixture("model_train_dpo", config_a(), 5,
@@ -160,3 +201,7 @@ if __name__ == "__main__":
                             "attn": ["q_proj", "v_proj", "output_proj"], "mlp": True,
                             "output": True},
                       beta=0.5, ls=0.1)
+    one_step_fixture("model_step_simpo_rso", config_a(), 6,
+                     lora={"rank": 4, "alpha": 8.0, "dropout": 0.0, "seed": 42,
+                           "attn": ["q_proj", "k_proj", "v_proj"], "mlp": True,
+                           "output": False})
