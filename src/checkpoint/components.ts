@@ -15,6 +15,7 @@ import {
 } from "./checkpointer.ts";
 import type { ModelType } from "./hf_config.ts";
 import { Llama2cCheckpointer } from "./llama2c_checkpointer.ts";
+import { Phi3MiniHFCheckpointer } from "./phi3_checkpointer.ts";
 
 /** torchtune's checkpointer keys. */
 export const CHECKPOINTER_PARAMS: ParamSchema = {
@@ -29,7 +30,7 @@ export const CHECKPOINTER_PARAMS: ParamSchema = {
   model_type: {
     type: "string",
     required: true,
-    choices: ["LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "LLAMA2C"],
+    choices: ["LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "PHI3_MINI", "LLAMA2C"],
     doc: "model family (picks config.json architecture and Meta rope scaling)",
   },
   adapter_checkpoint: { type: "string", default: null, doc: "PEFT adapter to load (dir or file)" },
@@ -65,7 +66,10 @@ registerComponent<Checkpointer>({
   kind: "checkpointer",
   doc: "Hugging Face safetensors + config.json (reads sharded checkpoints, keeps the shard layout)",
   params: CHECKPOINTER_PARAMS,
-  build: (a) => new FullModelHFCheckpointer(checkpointerOptions(a)),
+  build: (a) =>
+    a.model_type === "PHI3_MINI"
+      ? new Phi3MiniHFCheckpointer(checkpointerOptions(a))
+      : new FullModelHFCheckpointer(checkpointerOptions(a)),
 });
 
 registerComponent<Checkpointer>({

@@ -4,15 +4,18 @@
  * `pytorch_model*.bin` (torch.save zips) through the restricted unpickler. Loading maps
  * names to tune's and permutes the q/k rows (and biases) from the files' rotate-half layout
  * to tune's canonical interleaved layout (see `LlamaConfig.ropeLayout`); saving permutes
- * them back, and writes the same file names and shard layout as the input.
+ * them back, and writes the same file names and shard layout as the input. Phi-3 checkpoints
+ * (Phi3ForCausalLM) have fused qkv_proj / gate_up_proj tensors: split on load, fused on save
+ * (phi3_fused.ts).
  */
 import { join } from "node:path";
 import { TuneError } from "../errors.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import { atomicWrite } from "./atomic_write.ts";
 import { exists } from "./fs.ts";
-import { hfConfigJson, type ModelType, readHfConfig } from "./hf_config.ts";
+import { hfConfigJson, type ModelType, PHI3_ARCH, readHfConfig } from "./hf_config.ts";
 import { hfToTune, isIgnorableHfKey, tuneToHf } from "./key_mapping.ts";
+import { checkPhi3Fused, fusePhi3, isPhi3FusedKey, splitPhi3Fused } from "./phi3_fused.ts";
 import { convertRopeLayout } from "./rope_permute.ts";
 import {
   readSafetensors,
@@ -91,6 +94,7 @@ function defaultFiles(dir: string): string[] {
  */
 export function loadHfCheckpoint(dir: string, files: string[] | null = null): HfLoaded {
   const { json, config } = readHfConfig(join(dir, "config.json"));
+  const fused = json.architectures?.[0] === PHI3_ARCH;
   const resolved = resolveHfFiles(dir, files);
   const stateDict: StateDict = new Map();
   const weightMap = new Map<string, string>();
@@ -100,6 +104,14 @@ export function loadHfCheckpoint(dir: string, files: string[] | null = null): Hf
     const tensors = f.endsWith(".safetensors") ? readSafetensors(path) : readPth(path);
     for (const [hfName, t] of tensors) {
       if (isIgnorableHfKey(hfName)) continue;
+      if (fused && isPhi3FusedKey(hfName)) {
+        for (const [part, v] of splitPhi3Fused(hfName, t, config, path)) {
+          stateDict.set(part, v);
+          fileOf.set(part, path);
+        }
+        weightMap.set(hfName, f);
+        continue;
+      }
       const name = hfToTune(hfName);
       if (!name) {
         throw new TuneError(`${path}: unexpected tensor ${hfName} for a Llama-family model`);
@@ -110,6 +122,7 @@ export function loadHfCheckpoint(dir: string, files: string[] | null = null): Hf
       fileOf.set(name, path);
     }
   }
+  if (fused) checkPhi3Fused(stateDict, config, dir);
   validateStateDict(stateDict, config, (n) => fileOf.get(n) ?? dir);
   // The files hold rotate-half rows (config.ropeLayout "half"); tune runs interleaved.
   const interleaved = convertRopeLayout(stateDict, config, "interleaved");
@@ -150,7 +163,10 @@ export interface HfSaveOptions {
   maxShardBytes?: number;
 }
 
-/** Write `sd` (tune names, layout `cfg.ropeLayout`) as a Hugging Face checkpoint into `dir`. */
+/**
+ * Write `sd` (tune names, layout `cfg.ropeLayout`) as a Hugging Face checkpoint into `dir`.
+ * Phi-3 (the input config.json's architecture, else `modelType` PHI3_MINI) is written fused.
+ */
 export function saveHfCheckpoint(
   dir: string,
   sd: StateDict,
@@ -160,8 +176,10 @@ export function saveHfCheckpoint(
   const half = convertRopeLayout(sd, cfg, "half");
   const byFile = new Map<string, [string, HostTensor][]>();
   const dtype = options.dtype ?? "source";
-  const named: [string, HostTensor][] = [];
-  for (const [name, t] of half) {
+  const baseArch = (options.configJson?.architectures as string[] | undefined)?.[0];
+  const phi3 = baseArch ? baseArch === PHI3_ARCH : options.modelType === "PHI3_MINI";
+  const named: [string, HostTensor][] = phi3 ? fusePhi3(half) : [];
+  for (const [name, t] of phi3 ? [] : half) {
     const hf = tuneToHf(name);
     if (!hf) throw new Error(`no Hugging Face name for ${name}`);
     named.push([hf, t]);

@@ -1,18 +1,31 @@
 /**
- * Hugging Face `config.json` <-> LlamaConfig for LlamaForCausalLM, MistralForCausalLM and
- * Qwen2ForCausalLM. Weights loaded from Hugging Face use the rotate-half rotary layout.
+ * Hugging Face `config.json` <-> LlamaConfig for LlamaForCausalLM, MistralForCausalLM,
+ * Qwen2ForCausalLM and Phi3ForCausalLM (Phi-3 is the Llama architecture with q/k/v and
+ * gate/up stored fused, see phi3_fused.ts). Weights loaded from Hugging Face use the
+ * rotate-half rotary layout.
  */
 import { TuneError } from "../errors.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 
 /** Model families tune writes config.json for, with torchtune's `model_type` names. */
-export type ModelType = "LLAMA2" | "LLAMA3" | "LLAMA3_2" | "MISTRAL" | "QWEN2" | "LLAMA2C";
+export type ModelType =
+  | "LLAMA2"
+  | "LLAMA3"
+  | "LLAMA3_2"
+  | "MISTRAL"
+  | "QWEN2"
+  | "PHI3_MINI"
+  | "LLAMA2C";
 
 const ARCHS: Record<string, { hfModelType: string; defaultTheta: number }> = {
   LlamaForCausalLM: { hfModelType: "llama", defaultTheta: 10000 },
   MistralForCausalLM: { hfModelType: "mistral", defaultTheta: 10000 },
   Qwen2ForCausalLM: { hfModelType: "qwen2", defaultTheta: 10000 },
+  Phi3ForCausalLM: { hfModelType: "phi3", defaultTheta: 10000 },
 };
+
+/** The architecture whose checkpoints hold fused qkv_proj and gate_up_proj tensors. */
+export const PHI3_ARCH = "Phi3ForCausalLM";
 
 // deno-lint-ignore no-explicit-any
 type Json = Record<string, any>;
@@ -39,6 +52,19 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   }
   let ropeScaling: LlamaConfig["ropeScaling"] = null;
   const rs = json.rope_scaling as Json | null | undefined;
+  const partial = json.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1) {
+    throw new TuneError(
+      `${path}: partial_rotary_factor ${partial} (rotary on part of each head) is not supported`,
+    );
+  }
+  if (rs && arch === PHI3_ARCH) {
+    // Phi-3 128k models: "su" / "longrope" scaling with per-dimension factors.
+    throw new TuneError(
+      `${path}: Phi-3 rope_scaling ${rs.rope_type ?? rs.type} (the 128k-context models) is not ` +
+        `supported; use a 4k model such as Phi-3-mini-4k-instruct`,
+    );
+  }
   if (rs) {
     const type = rs.rope_type ?? rs.type;
     if (type !== "llama3") {
@@ -96,6 +122,8 @@ export function hfConfigJson(
   const arch = options.base?.architectures?.[0] ??
     (options.modelType === "MISTRAL"
       ? "MistralForCausalLM"
+      : options.modelType === "PHI3_MINI"
+      ? PHI3_ARCH
       : options.modelType === "QWEN2" || (cfg.qkvBias && !options.modelType)
       ? "Qwen2ForCausalLM"
       : "LlamaForCausalLM");

@@ -202,6 +202,26 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
     name: "qwen2_5_7b",
     config: qwen2_5(152064, 3584, 28, 28, 4, 18944, false, 131072),
   },
+  {
+    // torchtune's phi3_mini (Phi-3-mini-4k-instruct): Llama architecture, rotate-half rope
+    // (Hugging Face Phi-3 applies rotate_half directly: no q/k permutation in its files),
+    // untied output; the checkpoint's fused qkv_proj / gate_up_proj are split on load.
+    module: "phi3",
+    name: "phi3_mini",
+    config: () =>
+      llama({
+        vocabSize: 32064,
+        numLayers: 32,
+        numHeads: 32,
+        numKvHeads: 32,
+        embedDim: 3072,
+        intermediateDim: 8192,
+        maxSeqLen: 4096,
+        normEps: 1e-5,
+        ropeBase: 10000,
+        ropeLayout: "half",
+      }),
+  },
   { module: "llama2c", name: "stories15m", config: stories(288, 6, 6, 6, 32000, 256, 768) },
   { module: "llama2c", name: "stories42m", config: stories(512, 8, 8, 8, 32000, 1024, 1376) },
   { module: "llama2c", name: "stories110m", config: stories(768, 12, 12, 12, 32000, 1024, 2048) },
