@@ -87,6 +87,7 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
   full_finetune_single_device: [
     "llama2/7B_full_low_memory",
     "llama3_2/1B_full_single_device",
+    "phi3/mini_full_single_device",
     "tiny/full_single_device",
     "alpaca_llama2_finetune",
   ],
@@ -101,6 +102,7 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "llama3_1/8B_lora_single_device",
     "llama3_2/1B_lora_single_device",
     "mistral/7B_lora_single_device",
+    "phi3/mini_lora_single_device",
     "qwen2_5/0.5B_lora_single_device",
     "tiny/lora_single_device",
     "alpaca_llama2_lora_finetune_single_device",

@@ -15,6 +15,13 @@
  *   `<|eom_id|>` when the message does not end the turn), then `<|end_of_text|>`.
  * - "chatml": Qwen2.5's tokenize_messages: `<|im_start|>role\n` + text + `<|im_end|>\n`, except
  *   that the last assistant message is closed by the tokenizer's EOS instead. No BOS.
+ * - "phi3": Phi3MiniTokenizer.tokenize_messages: BOS at the start of a turn, then per message
+ *   `<|user|>` / `<|assistant|>` / `<|system|>`, encode("\n"), each content piece with trailing
+ *   spaces stripped and SentencePiece's leading space trimmed, `<|end|>`, encode("\n"); with end
+ *   tokens (training) EOS (<|endoftext|>) after each assistant message and a new turn (BOS)
+ *   after it. Without end tokens (a generation prompt) a last assistant message is left open
+ *   (`<|assistant|>\n` + its text, no `<|end|>`), as Phi-3's add_generation_prompt does;
+ *   torchtune closes it, which would ask the model to continue after `<|end|>`.
  *
  * On the "none"/"llama2"/"plain" path, torchtune strips trailing spaces of a message's text
  * and trims the leading whitespace SentencePiece adds to a continuation message (by encoding
@@ -36,7 +43,7 @@ import type { Tokenizer } from "../tokenizers/types.ts";
 import type { Message } from "./types.ts";
 
 /** Chat format names. */
-export type ChatFormat = "none" | "plain" | "llama2" | "llama3" | "chatml";
+export type ChatFormat = "none" | "plain" | "llama2" | "llama3" | "chatml" | "phi3";
 
 /** All chat_format values accepted in configs: our names, "auto" and torchtune class names. */
 export const CHAT_FORMAT_CHOICES = [
@@ -46,6 +53,7 @@ export const CHAT_FORMAT_CHOICES = [
   "llama2",
   "llama3",
   "chatml",
+  "phi3",
   "torchtune.data.Llama2ChatFormat",
   "torchtune.models.llama2.Llama2ChatTemplate",
   "torchtune.data.ChatMLFormat",
@@ -92,7 +100,8 @@ function requireSpecial(tokenizer: Tokenizer, text: string, format: string): num
 
 /**
  * The chat format a config value names. "auto" picks llama3 when the tokenizer has
- * <|start_header_id|>, chatml when it has <|im_start|>, else `fallback`.
+ * <|start_header_id|>, chatml when it has <|im_start|>, phi3 when it has <|user|> and <|end|>,
+ * else `fallback`.
  */
 export function resolveChatFormat(
   name: string,
@@ -105,6 +114,7 @@ export function resolveChatFormat(
     case "llama2":
     case "llama3":
     case "chatml":
+    case "phi3":
       return name;
     case "torchtune.data.Llama2ChatFormat":
     case "torchtune.models.llama2.Llama2ChatTemplate":
@@ -115,6 +125,10 @@ export function resolveChatFormat(
     case "auto":
       if (specialTokenId(tokenizer, "<|start_header_id|>") !== undefined) return "llama3";
       if (specialTokenId(tokenizer, "<|im_start|>") !== undefined) return "chatml";
+      if (
+        specialTokenId(tokenizer, "<|user|>") !== undefined &&
+        specialTokenId(tokenizer, "<|end|>") !== undefined
+      ) return "phi3";
       return fallback;
   }
   throw new TuneError(
@@ -336,6 +350,62 @@ function tokenizeChatMl(
   return { tokens, mask };
 }
 
+const PHI3_ROLES: Partial<Record<Message["role"], string>> = {
+  user: "<|user|>",
+  assistant: "<|assistant|>",
+  system: "<|system|>",
+};
+
+function tokenizePhi3(
+  tokenizer: Tokenizer,
+  messages: readonly Message[],
+  addEnd: boolean,
+  maxSeqLen: number | null,
+): TokenizedMessages {
+  const end = requireSpecial(tokenizer, "<|end|>", "phi3");
+  const roleIds = new Map<string, number>();
+  for (const [role, tag] of Object.entries(PHI3_ROLES)) {
+    roleIds.set(role, requireSpecial(tokenizer, tag, "phi3"));
+  }
+  // torchtune: encode("\n") as is (SentencePiece: "▁" + "\n"), content with trim_leading_whitespace
+  const newline = tokenizer.encode("\n", { bos: false, eos: false });
+  const tokens: number[] = [];
+  const mask: boolean[] = [];
+  let startOfTurn = true;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i];
+    const role = roleIds.get(m.role);
+    if (role === undefined) {
+      throw new TuneError(
+        `chat_format phi3 has no role ${m.role} (only system, user, assistant); ` +
+          `drop or remap those messages, or use another chat_format`,
+      );
+    }
+    const ids: number[] = [];
+    if (startOfTurn && tokenizer.bosId >= 0) ids.push(tokenizer.bosId);
+    ids.push(role, ...newline);
+    for (const piece of m.content) ids.push(...encodeTrimmed(tokenizer, piece.replace(/ +$/, "")));
+    const open = !addEnd && m.role === "assistant" && i === messages.length - 1;
+    if (!open) ids.push(end, ...newline);
+    const endOfTurn = m.role === "assistant" && addEnd;
+    if (endOfTurn) ids.push(tokenizer.eosId);
+    startOfTurn = endOfTurn;
+    for (const id of ids) {
+      tokens.push(id);
+      mask.push(m.masked);
+    }
+    if (maxSeqLen !== null && tokens.length >= maxSeqLen) break;
+  }
+  // torchtune truncates only when the limit is reached (a shorter sample keeps its last token)
+  if (maxSeqLen !== null && tokens.length >= maxSeqLen) {
+    return {
+      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
+      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
+    };
+  }
+  return { tokens, mask };
+}
+
 /** Tokenize a conversation in a chat format; see the module doc for each format. */
 export function tokenizeMessages(
   tokenizer: Tokenizer,
@@ -358,5 +428,7 @@ export function tokenizeMessages(
       return tokenizeLlama3(tokenizer, messages, addEnd, maxSeqLen);
     case "chatml":
       return tokenizeChatMl(tokenizer, messages, addEnd, maxSeqLen);
+    case "phi3":
+      return tokenizePhi3(tokenizer, messages, addEnd, maxSeqLen);
   }
 }

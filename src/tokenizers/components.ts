@@ -8,7 +8,15 @@ import { registerComponent } from "../config/registry.ts";
 import type { ParamSchema } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import { HfBpeTokenizer, QWEN2_5_SPECIAL_TOKENS, qwen2TokenizerJson } from "./hf_tokenizer.ts";
-import { loadTokenizer, type LoadTokenizerOptions, readTokenizerFile } from "./load.ts";
+import {
+  detectTokenizerFormat,
+  loadTokenizer,
+  type LoadTokenizerOptions,
+  readTokenizerFile,
+  tokenizerFromBytes,
+} from "./load.ts";
+import { Phi3MiniTokenizer } from "./phi3.ts";
+import { SentencePieceTokenizer } from "./sentencepiece.ts";
 import type { Tokenizer } from "./types.ts";
 
 const COMMON: ParamSchema = {
@@ -72,6 +80,15 @@ function specialNamesFrom(path: string): string[] {
   return added.map((t) => t.content);
 }
 
+/** Special tokens by name from a tokenizer.json's added_tokens (torchtune's parse_hf_tokenizer_json). */
+function specialMapFrom(path: string): Map<string, number> {
+  const names = specialNamesFrom(path);
+  const json = JSON.parse(new TextDecoder().decode(readTokenizerFile(path)));
+  const ids = new Map<string, number>();
+  for (const t of json.added_tokens as { id: number; content: string }[]) ids.set(t.content, t.id);
+  return new Map(names.map((n) => [n, ids.get(n)!]));
+}
+
 /** torchtune.models.llama2.llama2_tokenizer: SentencePiece tokenizer.model (or llama2.c tokenizer.bin). */
 export const llama2TokenizerComponent = registerComponent<Tokenizer>({
   name: "torchtune.models.llama2.llama2_tokenizer",
@@ -113,6 +130,44 @@ export const llama3TokenizerComponent = registerComponent<Tokenizer>({
       ? { tiktoken: { specialTokenNames: specialNamesFrom(sp) } }
       : {};
     return finish(load(args, options), args, "tokenizer");
+  },
+});
+
+/** torchtune.models.phi3.phi3_mini_tokenizer: SentencePiece tokenizer.model plus Phi-3's chat tokens. */
+export const phi3MiniTokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.phi3.phi3_mini_tokenizer",
+  aliases: ["tune.tokenizers.phi3_mini"],
+  kind: "tokenizer",
+  doc:
+    "Phi-3 Mini: SentencePiece tokenizer.model with <|user|>, <|assistant|>, <|system|>, <|end|> (32000-32010); EOS <|endoftext|>",
+  params: {
+    ...COMMON,
+    path: { type: "string", required: true, doc: "Phi-3's SentencePiece tokenizer.model" },
+    special_tokens_path: {
+      type: "string",
+      default: null,
+      doc: "tokenizer.json whose added_tokens replace Phi-3's chat tokens (default torchtune's)",
+    },
+  },
+  build(args) {
+    const path = args.path as string;
+    const bytes = readTokenizerFile(path);
+    const sp = detectTokenizerFormat(bytes) === "sentencepiece"
+      ? tokenizerFromBytes(bytes, path)
+      : null;
+    if (!(sp instanceof SentencePieceTokenizer)) {
+      throw new TuneError(
+        `tokenizer.path ${path} is not a SentencePiece model; phi3_mini_tokenizer needs Phi-3's tokenizer.model`,
+      );
+    }
+    const st = args.special_tokens_path as string | null;
+    const added = st ? specialMapFrom(st) : undefined;
+    if (added && !added.has("<|endoftext|>")) {
+      throw new TuneError(
+        `tokenizer.special_tokens_path ${st} has no <|endoftext|>; pass Phi-3's tokenizer.json`,
+      );
+    }
+    return finish(new Phi3MiniTokenizer(sp, added), args, "tokenizer");
   },
 });
 
