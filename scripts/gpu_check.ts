@@ -607,6 +607,29 @@ function layerChecks(): void {
         ];
       });
     }
+    check(`distillCrossEntropy V=${sz(32000, 300)} [${dt}]`, () => {
+      const N = sz(256, 12), V = sz(32000, 300);
+      const tg = randInt(N, V);
+      for (let i = 0; i < N; i += 7) tg[i] = -100;
+      const t = pair(tg, "i32"), lg = pair(randn(N * V, 3), dt), te = pair(randn(N * V, 3), dt);
+      const ls = zeros(N, "f32"), kd = zeros(N, "f32");
+      const ls2 = zeros(N, "f32"), kd2 = zeros(N, "f32");
+      cpu.distillCrossEntropy(ls2.c, kd2.c, null, lg.c, te.c, t.c, N, V, 0.5, 1);
+      gpu.distillCrossEntropy(ls2.g, kd2.g, null, lg.g, te.g, t.g, N, V, 0.5, 1);
+      const noGrad = [
+        cmp("losses (no grad)", ls2, F32_PROD),
+        cmp("KD losses (no grad)", kd2, F32_PROD),
+      ];
+      // dlogits overwrites the student logits
+      cpu.distillCrossEntropy(ls.c, kd.c, lg.c, lg.c, te.c, t.c, N, V, 0.25, 1 / 200);
+      gpu.distillCrossEntropy(ls.g, kd.g, lg.g, lg.g, te.g, t.g, N, V, 0.25, 1 / 200);
+      return [
+        ...noGrad,
+        cmp("losses", ls, F32_PROD),
+        cmp("KD losses", kd, F32_PROD),
+        cmp("dlogits (in place)", lg, tolFor(dt, F32_EW)),
+      ];
+    });
     check(`kvCacheWrite [${dt}]`, () => {
       const B = 2, T = 7, Tcap = 64, W = 256, pos = 13;
       const cache = pair(randn(B * Tcap * W), dt), src = pair(randn(B * T * W), dt);

@@ -303,6 +303,31 @@ export interface Backend {
     hostTargets?: Int32Array,
   ): void;
 
+  /**
+   * Cross-entropy against a mix of the hard targets and a teacher's distribution, for
+   * knowledge distillation (torchtune's CE + ForwardKLLoss at kd_ratio r), per row of
+   * logits(N, V) with targets(N) (i32, -100 = ignore) and teacherLogits(N, V):
+   *   losses(N)   = -log softmax(logits)[target]                (the class loss)
+   *   kdLosses(N) = -sum_v softmax(teacherLogits)_v log softmax(logits)_v   (the KD loss)
+   * both 0 for ignored rows. If dlogits is given it is WRITTEN:
+   *   (softmax(logits) - (1 - r) onehot(target) - r softmax(teacherLogits)) * gradScale,
+   * the gradient of ((1 - r) losses + r kdLosses) * gradScale; zero rows for ignored
+   * targets. dlogits may alias logits. `hostTargets` as in crossEntropy.
+   */
+  distillCrossEntropy(
+    losses: DeviceBuffer,
+    kdLosses: DeviceBuffer,
+    dlogits: DeviceBuffer | null,
+    logits: DeviceBuffer,
+    teacherLogits: DeviceBuffer,
+    targets: DeviceBuffer,
+    N: number,
+    V: number,
+    kdRatio: number,
+    gradScale: number,
+    hostTargets?: Int32Array,
+  ): void;
+
   // ---- optimizer ----------------------------------------------------------------------
   /**
    * One AdamW step over n = params.length elements (decoupled weight decay, bias

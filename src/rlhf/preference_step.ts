@@ -34,7 +34,11 @@ export function countedPerSequence(labels: Int32Array, B: number): Int32Array {
 }
 
 /** Log-probabilities (B) from summed token losses: -loss, or -loss / tokens when averaged (SimPO). */
-export function logProbs(seqLoss: Float64Array, counted: Int32Array, average: boolean): Float64Array {
+export function logProbs(
+  seqLoss: Float64Array,
+  counted: Int32Array,
+  average: boolean,
+): Float64Array {
   return seqLoss.map((l, b) => average ? -l / Math.max(1, counted[b]) : -l);
 }
 

@@ -676,6 +676,32 @@ export class CpuBackend implements Backend {
     );
   }
 
+  distillCrossEntropy(
+    losses: DeviceBuffer,
+    kdLosses: DeviceBuffer,
+    dlogits: DeviceBuffer | null,
+    logits: DeviceBuffer,
+    teacherLogits: DeviceBuffer,
+    targets: DeviceBuffer,
+    N: number,
+    V: number,
+    kdRatio: number,
+    gradScale: number,
+  ): void {
+    layers.distillCrossEntropy(
+      f32(losses, N, "distillation losses"),
+      f32(kdLosses, N, "distillation KD losses"),
+      dlogits === null ? null : f32(dlogits, N * V, "distillation dlogits"),
+      f32(logits, N * V, "distillation logits"),
+      f32(teacherLogits, N * V, "distillation teacher logits"),
+      i32(targets, N, "distillation targets"),
+      N,
+      V,
+      kdRatio,
+      gradScale,
+    );
+  }
+
   // ---- optimizer ----------------------------------------------------------------------
 
   adamw(

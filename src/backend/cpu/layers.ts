@@ -271,6 +271,63 @@ export function crossEntropy(
   }
 }
 
+/**
+ * Knowledge-distillation cross-entropy (the op contract in ops.ts): losses(N) the class
+ * loss, kdLosses(N) the cross-entropy against softmax(teacher), dlogits (may alias logits)
+ * (softmax - (1 - r) onehot - r softmax(teacher)) * gradScale. Float64 sums per row.
+ */
+export function distillCrossEntropy(
+  losses: Float32Array,
+  kdLosses: Float32Array,
+  dlogits: Float32Array | null,
+  logits: Float32Array,
+  teacher: Float32Array,
+  targets: Int32Array,
+  N: number,
+  V: number,
+  kdRatio: number,
+  gradScale: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const o = i * V, end = o + V;
+    const tgt = targets[i];
+    if (tgt === -100) {
+      losses[i] = 0;
+      kdLosses[i] = 0;
+      if (dlogits !== null) dlogits.fill(0, o, end);
+      continue;
+    }
+    if (tgt < 0 || tgt >= V) {
+      throw new TuneError(
+        `target id ${tgt} at row ${i} is outside 0..${V - 1} (or -100 to ` +
+          `ignore); check the dataset's labels against the model's vocabulary`,
+      );
+    }
+    let ms = -Infinity, mt = -Infinity;
+    for (let j = o; j < end; j++) {
+      if (logits[j] > ms) ms = logits[j];
+      if (teacher[j] > mt) mt = teacher[j];
+    }
+    let ss = 0, st = 0, cross = 0;
+    for (let j = o; j < end; j++) {
+      ss += fastExp(logits[j] - ms);
+      const e = fastExp(teacher[j] - mt);
+      st += e;
+      cross += e * logits[j];
+    }
+    const lse = ms + Math.log(ss);
+    const xt = logits[o + tgt]; // read before dlogits may overwrite it
+    losses[i] = lse - xt;
+    kdLosses[i] = lse - cross / st; // -sum q log p = lse - sum q x, as sum q = 1
+    if (dlogits === null) continue;
+    const a = gradScale / ss, b = kdRatio * gradScale / st;
+    for (let j = o; j < end; j++) {
+      dlogits[j] = fastExp(logits[j] - ms) * a - fastExp(teacher[j] - mt) * b;
+    }
+    dlogits[o + tgt] -= (1 - kdRatio) * gradScale;
+  }
+}
+
 /** cache(B, Tcap, width)[b, pos + t] = src(B, T, width)[b, t]. */
 export function kvCacheWrite(
   cache: Float32Array,

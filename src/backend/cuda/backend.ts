@@ -1400,16 +1400,7 @@ export class CudaBackend implements Backend {
     need(lg, N * V, "crossEntropy logits"); // (N, V)
     need(t, N, "crossEntropy targets"); // (N)
     if (t.dtype !== "i32") throw new Error("crossEntropy targets: expected an i32 buffer");
-    // The same one-line error as the CPU backend for a label outside the vocabulary.
-    const tg = this.idsOnHost(t, N, "crossEntropy target check", hostTargets);
-    for (let i = 0; i < N; i++) {
-      if (tg[i] !== -100 && (tg[i] < 0 || tg[i] >= V)) {
-        throw new TuneError(
-          `target id ${tg[i]} at row ${i} is outside 0..${V - 1} (or -100 to ` +
-            `ignore); check the dataset's labels against the model's vocabulary`,
-        );
-      }
-    }
+    this.checkTargets(t, N, V, "crossEntropy target check", hostTargets);
     let dptr = 0n, ddt = 0;
     if (dlogits !== null) {
       const d = cudaBuf(dlogits, "crossEntropy dlogits");
@@ -1430,6 +1421,77 @@ export class CudaBackend implements Backend {
       V,
       gradScale,
     ]);
+  }
+
+  distillCrossEntropy(
+    losses: DeviceBuffer,
+    kdLosses: DeviceBuffer,
+    dlogits: DeviceBuffer | null,
+    logits: DeviceBuffer,
+    teacherLogits: DeviceBuffer,
+    targets: DeviceBuffer,
+    N: number,
+    V: number,
+    kdRatio: number,
+    gradScale: number,
+    hostTargets?: Int32Array,
+  ): void {
+    const ls = cudaBuf(losses, "distillCrossEntropy losses");
+    const kd = cudaBuf(kdLosses, "distillCrossEntropy kdLosses");
+    const lg = cudaBuf(logits, "distillCrossEntropy logits");
+    const te = cudaBuf(teacherLogits, "distillCrossEntropy teacherLogits");
+    const t = cudaBuf(targets, "distillCrossEntropy targets");
+    need(ls, N, "distillCrossEntropy losses"); // (N)
+    need(kd, N, "distillCrossEntropy kdLosses"); // (N)
+    need(lg, N * V, "distillCrossEntropy logits"); // (N, V)
+    need(te, N * V, "distillCrossEntropy teacherLogits"); // (N, V)
+    need(t, N, "distillCrossEntropy targets"); // (N)
+    if (t.dtype !== "i32") throw new Error("distillCrossEntropy targets: expected an i32 buffer");
+    this.checkTargets(t, N, V, "distillCrossEntropy target check", hostTargets);
+    let dptr = 0n, ddt = 0;
+    if (dlogits !== null) {
+      const d = cudaBuf(dlogits, "distillCrossEntropy dlogits");
+      need(d, N * V, "distillCrossEntropy dlogits"); // (N, V)
+      dptr = d.ptr;
+      ddt = dtCode(d.dtype);
+    }
+    if (N === 0) return;
+    this.kernels.run("distill_cross_entropy", N, CE_THREADS, 0, [
+      ls.ptr,
+      dtCode(ls.dtype),
+      kd.ptr,
+      dtCode(kd.dtype),
+      dptr,
+      ddt,
+      lg.ptr,
+      dtCode(lg.dtype),
+      te.ptr,
+      dtCode(te.dtype),
+      t.ptr,
+      N,
+      V,
+      kdRatio,
+      gradScale,
+    ]);
+  }
+
+  /** The same one-line error as the CPU backend for a label outside the vocabulary. */
+  private checkTargets(
+    t: ReturnType<typeof cudaBuf>,
+    N: number,
+    V: number,
+    label: string,
+    hostTargets?: Int32Array,
+  ): void {
+    const tg = this.idsOnHost(t, N, label, hostTargets);
+    for (let i = 0; i < N; i++) {
+      if (tg[i] !== -100 && (tg[i] < 0 || tg[i] >= V)) {
+        throw new TuneError(
+          `target id ${tg[i]} at row ${i} is outside 0..${V - 1} (or -100 to ` +
+            `ignore); check the dataset's labels against the model's vocabulary`,
+        );
+      }
+    }
   }
 
   // ---- optimizer ----------------------------------------------------------------------

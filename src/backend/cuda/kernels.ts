@@ -34,6 +34,7 @@ export const KERNELS = {
   swiglu_fwd: { module: "layers", kinds: "pipipii" },
   swiglu_bwd: { module: "layers", kinds: "pipipipipii" },
   cross_entropy: { module: "layers", kinds: "pipipipiif" },
+  distill_cross_entropy: { module: "distill", kinds: "pipipipipipiiff" },
   attn_fwd: { module: "attention", kinds: "pipipipipiiiiiiiifp" },
   attn_fwd_tiled: { module: "attention", kinds: "pipipipipiiiiiiiifp" },
   attn_bwd_dsum: { module: "attention", kinds: "ppipiiiii" },
