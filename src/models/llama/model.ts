@@ -116,6 +116,26 @@ export interface LossResult {
  */
 export type SequenceWeigher = (seqLoss: Float64Array) => Float64Array;
 
+/** Knowledge-distillation targets of a micro-batch (`distillLossAndBackward`). */
+export interface DistillTargets {
+  /** (B*T, V) the teacher's logits for the same tokens (e.g. a teacher model's `forward`). */
+  teacherLogits: DeviceBuffer;
+  /** Weight r of the KD loss: the loss is (1 - r) class loss + r KD loss. */
+  kdRatio: number;
+}
+
+/** Result of `distillLossAndBackward`: summed class and KD token losses. */
+export interface DistillLossResult extends LossResult {
+  /** Sum over non-ignored tokens of -sum_v softmax(teacher)_v log softmax(student)_v. */
+  kdLossSum: number;
+}
+
+/** How the head turns logits into the loss of a training step (besides plain cross-entropy). */
+interface HeadLoss {
+  weigh?: SequenceWeigher;
+  distill?: DistillTargets;
+}
+
 /** Result of `weightedLossAndBackward`. */
 export interface WeightedLossResult {
   /** (B) summed token losses of each sequence: -log p(sequence's targets). */
@@ -607,8 +627,44 @@ export class LlamaModel {
     gradScale: number,
     batch: BatchOptions = {},
   ): LossResult {
-    const count = this.#trainStep(tokens, targets, batch, gradScale, null);
+    const count = this.#trainStep(tokens, targets, batch, gradScale, {});
     return { lossSum: this.#be.sum(this.#losses), tokens: count };
+  }
+
+  /**
+   * `lossAndBackward` for knowledge distillation: the gradients of
+   * ((1 - r) class loss + r KD loss) * gradScale, summed over tokens, ACCUMULATE, where the KD
+   * loss of a token is the cross-entropy of the student against softmax(teacher logits)
+   * (torchtune's ForwardKLLoss before its mean). Returns both sums and the token count.
+   */
+  distillLossAndBackward(
+    tokens: Int32Array,
+    targets: Int32Array,
+    gradScale: number,
+    distill: DistillTargets,
+    batch: BatchOptions = {},
+  ): DistillLossResult {
+    const V = this.cfg.vocabSize;
+    if (distill.teacherLogits.length < this.B * this.T * V) {
+      throw new TuneError(
+        `teacher logits hold ${distill.teacherLogits.length} values, not (${
+          this.B * this.T
+        }, ${V}); the teacher and student must share batch, sequence length and vocabulary`,
+      );
+    }
+    const count = this.#trainStep(tokens, targets, batch, gradScale, { distill });
+    return {
+      lossSum: this.#be.sum(this.#losses),
+      kdLossSum: this.#be.sum(this.#kdLossBuffer()),
+      tokens: count,
+    };
+  }
+
+  /** (N) per-row KD losses, allocated on the first distillation step. */
+  #kdLosses: DeviceBuffer | null = null;
+  #kdLossBuffer(): DeviceBuffer {
+    this.#kdLosses ??= this.#al.alloc("activations", this.B * this.T);
+    return this.#kdLosses;
   }
 
   /**
@@ -625,7 +681,7 @@ export class LlamaModel {
     batch: BatchOptions = {},
   ): WeightedLossResult {
     this.#needAllLogits();
-    this.#trainStep(tokens, targets, batch, 1, weigh);
+    this.#trainStep(tokens, targets, batch, 1, { weigh });
     return this.#weighed!;
   }
 
@@ -638,7 +694,7 @@ export class LlamaModel {
     targets: Int32Array,
     batch: BatchOptions,
     gradScale: number,
-    weigh: SequenceWeigher | null,
+    headLoss: HeadLoss,
   ): number {
     if (!this.#sc || !this.#dresid) {
       throw new Error(
@@ -660,7 +716,7 @@ export class LlamaModel {
     // ---- output projection, loss and their backward, chunk by chunk ----
     be.fill(sc.dln, 0);
     for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
-      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale, weigh);
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale, headLoss);
     }
     const dx = this.#dresid; // (N, C) gradient of the residual stream
     be.fill(dx, 0);
@@ -695,7 +751,7 @@ export class LlamaModel {
     gradScale: number,
     batch: BatchOptions = {},
   ): Promise<LossResult> {
-    const count = await this.#trainStepAsync(tokens, targets, batch, gradScale, null);
+    const count = await this.#trainStepAsync(tokens, targets, batch, gradScale, {});
     return { lossSum: this.#be.sum(this.#losses), tokens: count };
   }
 
@@ -707,7 +763,7 @@ export class LlamaModel {
     batch: BatchOptions = {},
   ): Promise<WeightedLossResult> {
     this.#needAllLogits();
-    await this.#trainStepAsync(tokens, targets, batch, 1, weigh);
+    await this.#trainStepAsync(tokens, targets, batch, 1, { weigh });
     return this.#weighed!;
   }
 
@@ -771,7 +827,7 @@ export class LlamaModel {
     targets: Int32Array,
     batch: BatchOptions,
     gradScale: number,
-    weigh: SequenceWeigher | null,
+    headLoss: HeadLoss,
   ): Promise<number> {
     const h = this.#needHooks();
     if (this.#adaptersOff) throw new Error("cannot train inside withAdaptersDisabled()");
@@ -797,7 +853,7 @@ export class LlamaModel {
     if (tied) zero("tok_embeddings");
     be.fill(sc.dln, 0);
     for (let r0 = 0; r0 < N; r0 += this.#chunkRows) {
-      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale, weigh);
+      this.#head(r0, Math.min(this.#chunkRows, N - r0), seed, gradScale, headLoss);
     }
     const dx = this.#dresid!; // (N, C) gradient of the residual stream
     be.fill(dx, 0);
@@ -1039,7 +1095,7 @@ export class LlamaModel {
     n: number,
     seed: number | null,
     gradScale: number | null,
-    weigh: SequenceWeigher | null = null,
+    headLoss: HeadLoss = {},
   ): void {
     const be = this.#be;
     const { N, V, C, L } = this.#nv();
@@ -1063,8 +1119,24 @@ export class LlamaModel {
       be.crossEntropy(losses, null, logits, targets, n, V, 1, hostTargets);
       return;
     }
+    const { weigh, distill } = headLoss;
     const logitSums = weigh ? this.#countedLogitSums(logits) : null; // before dlogits overwrite them
-    be.crossEntropy(losses, logits, logits, targets, n, V, gradScale, hostTargets);
+    if (distill) {
+      const kd = this.#kdLossBuffer();
+      be.distillCrossEntropy(
+        losses,
+        whole ? kd : be.view(kd, r0, n),
+        logits,
+        logits,
+        be.view(distill.teacherLogits, r0 * V, n * V), // (n, V)
+        targets,
+        n,
+        V,
+        distill.kdRatio,
+        gradScale,
+        hostTargets,
+      );
+    } else be.crossEntropy(losses, logits, logits, targets, n, V, gradScale, hostTargets);
     if (weigh) this.#weighSequences(logits, weigh, logitSums!);
     const sc = this.#sc!; // gradScale is only given by lossAndBackward (training models)
     const dln = whole ? sc.dln : be.view(sc.dln, r0 * C, n * C); // (n, C)
