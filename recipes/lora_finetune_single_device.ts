@@ -14,6 +14,7 @@ import "../src/components.ts";
 import type { Backend } from "../src/backend/ops.ts";
 import { createBackend } from "../src/backend/select.ts";
 import type { Checkpointer, LoadedCheckpoint } from "../src/checkpoint/checkpointer.ts";
+import type { Batch } from "../src/data/mod.ts";
 import type { RecipeState } from "../src/checkpoint/recipe_state.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
@@ -314,18 +315,31 @@ export class LoraFinetuneRecipeSingleDevice {
    * recipe-specific metrics.
    */
   protected accumulateStep(epoch: number, s: number, ga: number): StepLoss {
-    const { model, data } = this;
+    const { data } = this;
     // One optimizer step = `ga` micro-batches; the loss is normalised by their token total.
     const micro = Array.from({ length: ga }, (_, k) => data.loader.batch(epoch, s * ga + k));
     const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
     const tokens = labels.reduce((n, l) => n + countTargets(l), 0);
+    const n = Math.max(1, tokens);
+    const sums: Record<string, number> = {};
     let lossSum = 0;
-    for (let k = 0; k < ga; k++) {
-      const scale = 1 / Math.max(1, tokens);
-      lossSum += model.lossAndBackward(micro[k].tokens, labels[k], scale, packingOf(micro[k]))
-        .lossSum;
-    }
-    return { loss: lossSum / Math.max(1, tokens), tokens, metrics: {} };
+    for (let k = 0; k < ga; k++) lossSum += this.microBatch(micro[k], labels[k], 1 / n, sums);
+    const metrics = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / n]));
+    return { loss: lossSum / n, tokens, metrics };
+  }
+
+  /**
+   * Forward and backward of one micro-batch with gradients scaled by `gradScale`; returns
+   * its summed token loss and adds any per-token metric sums to `sums` (logged as means
+   * over the step's tokens). A recipe with another loss (distillation) replaces it.
+   */
+  protected microBatch(
+    batch: Batch,
+    labels: Int32Array,
+    gradScale: number,
+    _sums: Record<string, number>,
+  ): number {
+    return this.model.lossAndBackward(batch.tokens, labels, gradScale, packingOf(batch)).lossSum;
   }
 
   /** The training loop; returns the steps' metrics. */

@@ -11,6 +11,7 @@ import * as loraSingle from "./lora_finetune_single_device.ts";
 import * as loraDistributed from "./lora_finetune_distributed.ts";
 import * as loraDpo from "./lora_dpo_single_device.ts";
 import * as loraDpoDistributed from "./lora_dpo_distributed.ts";
+import * as knowledgeDistillation from "./knowledge_distillation_single_device.ts";
 import * as fullSingle from "./full_finetune_single_device.ts";
 import * as fullDistributed from "./full_finetune_distributed.ts";
 import * as generate from "./generate.ts";
@@ -78,6 +79,12 @@ export const RECIPES: readonly RecipeDefinition[] = [
     [],
     loraDpoDistributed,
   ),
+  define(
+    "knowledge_distillation_single_device",
+    "distil a teacher model into a LoRA student on one device",
+    [],
+    knowledgeDistillation,
+  ),
   define("generate", "text generation from a checkpoint", ["alpaca_generate"], generate),
   define("eval", "loss and perplexity of a model on a dataset", [], evaluate),
 ];
@@ -118,6 +125,10 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "tiny/lora_dpo_single_device",
   ],
   lora_dpo_distributed: ["tiny/lora_dpo_distributed"],
+  knowledge_distillation_single_device: [
+    "llama3_2/8B_to_1B_KD_lora_single_device",
+    "tiny/kd_single_device",
+  ],
   generate: ["llama2c/generate", "alpaca_llama2_generate"],
   eval: ["tiny/eval"],
 };

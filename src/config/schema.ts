@@ -19,6 +19,7 @@ export type ComponentKind =
   | "lr_scheduler"
   | "loss"
   | "preference_loss"
+  | "kd_loss"
   | "metric_logger"
   | "profiler";
 

@@ -112,3 +112,39 @@ export const chunkedCrossEntropyComponent = registerComponent<CrossEntropyLoss>(
   },
   build: buildLoss,
 });
+
+/** torchtune's knowledge-distillation loss: the options the recipe needs. */
+export interface KdLoss {
+  kind: "forward_kl";
+  ignoreIndex: number;
+}
+
+function buildKdLoss(args: Record<string, unknown>): KdLoss {
+  return { kind: "forward_kl", ignoreIndex: args.ignore_index as number };
+}
+
+/** torchtune.modules.loss.ForwardKLLoss: cross-entropy of the student against softmax(teacher). */
+export const forwardKlComponent = registerComponent<KdLoss>({
+  name: "torchtune.modules.loss.ForwardKLLoss",
+  aliases: ["torchtune.loss.ForwardKLLoss", "ForwardKLLoss"],
+  kind: "kd_loss",
+  doc:
+    "-sum_v softmax(teacher)_v log softmax(student)_v, mean over labels that are not ignore_index",
+  params: {
+    ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
+  },
+  build: buildKdLoss,
+});
+
+/** torchtune.modules.loss.ForwardKLWithChunkedOutputLoss (same numbers; fused, no chunks). */
+export const chunkedForwardKlComponent = registerComponent<KdLoss>({
+  name: "torchtune.modules.loss.ForwardKLWithChunkedOutputLoss",
+  aliases: ["torchtune.loss.ForwardKLWithChunkedOutputLoss", "ForwardKLWithChunkedOutputLoss"],
+  kind: "kd_loss",
+  doc: "ForwardKLLoss computed with the output layer (the fused op needs no chunks)",
+  params: {
+    num_output_chunks: { type: "int", default: 8, doc: "accepted for torchtune configs" },
+    ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
+  },
+  build: buildKdLoss,
+});
