@@ -1124,6 +1124,56 @@ async function modelChecks(): Promise<void> {
     );
   }
 
+  // A distillation micro-batch as knowledge_distillation_single_device runs it: the teacher's
+  // forward, then the LoRA student's class + KD loss and backward.
+  for (const act of ["f32", "bf16"] as const) {
+    const tag = act === "bf16" ? " [bf16 activations]" : "";
+    check(
+      `tiny Llama KD step (lora student, full teacher): losses and adapter gradients, CUDA vs CPU${tag}`,
+      () => {
+        const fx = fixtureModule.loadFixture("model_train_kd");
+        const N = fx.meta("B") * fx.meta("T");
+        const tokens: Int32Array = fx.i32("tokens").subarray(0, N);
+        const targets: Int32Array = fx.i32("targets").subarray(0, N);
+        const lora = helperModule.fixtureLora(fx);
+        const sd = helperModule.prefixedStateDict(fx, "w.");
+        for (const [n, t] of helperModule.prefixedStateDict(fx, "init.")) sd.set(n, t);
+        const tfx = { ...fx, meta: (k: string) => fx.meta(k === "config" ? "teacher_config" : k) };
+        const run = (be: Backend, dt: "f32" | "bf16") => {
+          const dims = { batch: fx.meta("B"), seqLen: fx.meta("T"), activationDtype: dt };
+          const student = createLlama(be, {
+            name: "student",
+            config: helperModule.fixtureConfig(fx),
+            lora,
+          }, { ...dims, seed: lora.seed, frozenDtype: dt });
+          student.loadStateDict(sd);
+          const teacher = createLlama(be, {
+            name: "teacher",
+            config: helperModule.fixtureConfig(tfx),
+            lora: null,
+          }, { ...dims, training: false });
+          teacher.loadStateDict(helperModule.prefixedStateDict(fx, "teacher."));
+          student.zeroGrad();
+          const r = student.distillLossAndBackward(tokens, targets, 1 / N, {
+            teacherLogits: teacher.forward(tokens),
+            kdRatio: 0.5,
+          });
+          const grads = be.download(student.trainable.grads!) as Float32Array;
+          student.free();
+          teacher.free();
+          return { ce: r.lossSum / r.tokens, kd: r.kdLossSum / r.tokens, grads };
+        };
+        const g = run(gpu, act), c = run(cpu, "f32");
+        const tol = act === "bf16" ? BF16 : F32_PROD;
+        return [
+          cmpArrays("class loss", [g.ce], [c.ce], tol),
+          cmpArrays("KD loss", [g.kd], [c.kd], tol),
+          cmpArrays(`${g.grads.length} adapter gradients`, g.grads, c.grads, tol),
+        ];
+      },
+    );
+  }
+
   check("tiny Llama 10-step AdamW training vs PyTorch fixture (fp32 on GPU)", () => {
     // The recipe of tests/model_train_test.ts, run on the GPU.
     const { loadFixtureSync, trainFixture } = tinyTraining;
