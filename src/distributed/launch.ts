@@ -178,10 +178,16 @@ export async function launch(
       const bad = children.find((c) => !c.status!.success);
       return bad ? exitStatus(bad.status!) : 0;
     }
-    // Exits seen in the same moment may arrive in any order: let them all land, then blame
-    // the most telling one (a signal, then an unusual status) over ranks that merely
-    // noticed the loss and exited 1.
-    await new Promise((r) => setTimeout(r, 0));
+    // Exits seen in the same moment may arrive in any order: let them land, then blame the
+    // most telling one (a signal, then an unusual status) over ranks that merely noticed
+    // the loss and exited 1. When the first is such a rank, the lost one's own status can
+    // come later on a loaded machine: wait for it up to a second (or until all have exited).
+    let wait: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      allDone,
+      new Promise((r) => (wait = setTimeout(r, severity(first.status!) === 0 ? 1000 : 0))),
+    ]);
+    clearTimeout(wait);
     const failed = children.filter((c) => c.status && !c.status.success && !c.killedByUs);
     const culprit = failed.sort((a, b) => severity(b.status!) - severity(a.status!))[0] ?? first;
     const running = children.filter((c) => c.status === null).length;
