@@ -15,19 +15,18 @@
  * scheduler) is lora_finetune_single_device's. Extra metrics per step: class_loss, kd_loss.
  */
 import "../src/components.ts";
-import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { Batch } from "../src/data/mod.ts";
 import { TuneError } from "../src/errors.ts";
-import { createLlama, type LlamaModel } from "../src/models/llama/mod.ts";
+import type { LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
 import type { KdLoss } from "../src/optim/components.ts";
-import { mixSeed } from "../src/params/random.ts";
 import { packingOf } from "../src/training/data.ts";
 import type { BatchShape, FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import { modelDtypes } from "../src/training/steps.ts";
+import { checkKdRatio, distillMicroLoss, setupTeacher } from "../src/training/teacher.ts";
 import {
   keyAliases as loraKeyAliases,
   type LoraFinetuneConfig,
@@ -36,9 +35,8 @@ import {
   runRecipe,
 } from "./lora_finetune_single_device.ts";
 
-/** Every top-level key: lora_finetune_single_device's, with the teacher and the KD loss. */
-export const params = {
-  ...loraParams,
+/** The distillation keys (torchtune's), shared with knowledge_distillation_distributed. */
+export const kdParams = {
   teacher_model: {
     type: "component",
     kind: "model",
@@ -69,6 +67,12 @@ export const params = {
     default: 0.5,
     doc: "weight of the KD loss: loss = (1 - kd_ratio) * class loss + kd_ratio * KD loss",
   },
+} satisfies ParamSchema;
+
+/** Every top-level key: lora_finetune_single_device's, with the teacher and the KD loss. */
+export const params = {
+  ...loraParams,
+  ...kdParams,
   output_dir: {
     type: "string",
     default: "out/knowledge_distillation_single_device",
@@ -97,9 +101,7 @@ export class KnowledgeDistillationRecipeSingleDevice extends LoraFinetuneRecipeS
 
   protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
     const cfg = this.kdCfg;
-    if (!(cfg.kd_ratio >= 0 && cfg.kd_ratio <= 1)) {
-      throw new TuneError(`kd_ratio must be between 0 and 1, got ${cfg.kd_ratio}`);
-    }
+    checkKdRatio(cfg.kd_ratio);
     this.kdLoss = cfg.kd_loss
       ? instantiate<KdLoss>(cfg.kd_loss)
       : { kind: "forward_kl", ignoreIndex: -100 };
@@ -109,47 +111,9 @@ export class KnowledgeDistillationRecipeSingleDevice extends LoraFinetuneRecipeS
         `kd_loss.ignore_index=${this.kdLoss.ignoreIndex} differs from loss.ignore_index=${this.loss.ignoreIndex}; set them equal`,
       );
     }
-    this.teacher = this.#setupTeacher(spec, shape);
+    const act = modelDtypes(cfg.dtype, cfg.device).activationDtype;
+    this.teacher = setupTeacher(this.backend, cfg, spec, shape, this.seed, act);
     return shape;
-  }
-
-  /** The frozen teacher, inference only, for the student's batch shape. */
-  #setupTeacher(student: ModelSpec, shape: BatchShape): LlamaModel {
-    const cfg = this.kdCfg;
-    const tspec = instantiate<ModelSpec>(cfg.teacher_model);
-    if (tspec.lora) {
-      throw new TuneError(
-        `teacher_model ${cfg.teacher_model._component_} has LoRA adapters; use a full model builder for the teacher`,
-      );
-    }
-    if (tspec.config.vocabSize !== student.config.vocabSize) {
-      throw new TuneError(
-        `teacher vocabulary ${tspec.config.vocabSize} differs from the student's ${student.config.vocabSize}; distillation needs one tokenizer for both`,
-      );
-    }
-    let weights = null;
-    if (cfg.teacher_model_init === "checkpoint") {
-      if (!cfg.teacher_checkpointer) {
-        throw new TuneError(
-          "teacher_checkpointer is not set; point it at the teacher's weights (or set teacher_model_init=random for a test)",
-        );
-      }
-      const loaded = instantiate<Checkpointer>(cfg.teacher_checkpointer).load({
-        resumeFromCheckpoint: false,
-      });
-      tspec.config = { ...tspec.config, ropeLayout: loaded.config.ropeLayout };
-      weights = loaded.stateDict;
-    }
-    const teacher = createLlama(this.backend, tspec, {
-      batch: shape.batch,
-      seqLen: shape.seqLen,
-      training: false,
-      logitChunks: 1,
-      activationDtype: modelDtypes(cfg.dtype, cfg.device).activationDtype,
-    });
-    if (weights) teacher.loadStateDict(weights);
-    else teacher.initRandom(mixSeed(this.seed, 0x7eac));
-    return teacher;
   }
 
   protected override microBatch(
@@ -167,9 +131,7 @@ export class KnowledgeDistillationRecipeSingleDevice extends LoraFinetuneRecipeS
       { teacherLogits, kdRatio: r },
       packingOf(batch),
     );
-    sums.class_loss = (sums.class_loss ?? 0) + out.lossSum;
-    sums.kd_loss = (sums.kd_loss ?? 0) + out.kdLossSum;
-    return (1 - r) * out.lossSum + r * out.kdLossSum;
+    return distillMicroLoss(out, r, sums);
   }
 }
 

@@ -27,6 +27,7 @@ import "../src/components.ts";
 import { join } from "node:path";
 import type { Backend } from "../src/backend/ops.ts";
 import type { Checkpointer, LoadedCheckpoint } from "../src/checkpoint/checkpointer.ts";
+import type { Batch } from "../src/data/mod.ts";
 import type { RecipeState } from "../src/checkpoint/recipe_state.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
@@ -251,27 +252,46 @@ export class LoraFinetuneRecipeDistributed {
    * tokens over all ranks and any recipe-specific metrics.
    */
   protected async accumulateStep(epoch: number, s: number, ga: number): Promise<StepLoss> {
-    const { model, backend, data } = this;
+    const { backend, data } = this;
     // One optimizer step = `ga` micro-batches on every rank; the loss is normalised by
     // the token total of all of them on all ranks (the global batch).
     const micro = Array.from({ length: ga }, (_, k) => data.loader.batch(epoch, s * ga + k));
     const labels = micro.map((b) => prepareLabels(this.loss, b.labels));
     const local = labels.reduce((n, l) => n + countTargets(l), 0);
     const [tokens] = await allSumF64(backend, [local]);
+    const n = Math.max(1, tokens);
+    const sums: Record<string, number> = {};
     let lossSum = 0;
-    for (let k = 0; k < ga; k++) {
-      // each adapter group: gathered before its forward and backward, its gradients
-      // summed over ranks into this rank's slice right after its backward
-      const r = await model.lossAndBackwardAsync(
-        micro[k].tokens,
-        labels[k],
-        1 / Math.max(1, tokens),
-        packingOf(micro[k]),
-      );
-      lossSum += r.lossSum;
-    }
-    const [globalLoss] = await allSumF64(backend, [lossSum]);
-    return { loss: globalLoss / Math.max(1, tokens), tokens, metrics: {} };
+    for (let k = 0; k < ga; k++) lossSum += await this.microBatch(micro[k], labels[k], 1 / n, sums);
+    // the loss and every metric sum over all ranks, in one reduction
+    const names = Object.keys(sums).sort();
+    const [globalLoss, ...globalSums] = await allSumF64(backend, [
+      lossSum,
+      ...names.map((k) => sums[k]),
+    ]);
+    const metrics = Object.fromEntries(names.map((k, i) => [k, globalSums[i] / n]));
+    return { loss: globalLoss / n, tokens, metrics };
+  }
+
+  /**
+   * Forward and backward of this rank's micro-batch with gradients scaled by `gradScale`
+   * (each adapter group gathered before its forward and backward, its gradients summed over
+   * ranks into this rank's slice right after its backward); returns its summed token loss
+   * and adds per-token metric sums to `sums`. A recipe with another loss replaces it.
+   */
+  protected async microBatch(
+    batch: Batch,
+    labels: Int32Array,
+    gradScale: number,
+    _sums: Record<string, number>,
+  ): Promise<number> {
+    const r = await this.model.lossAndBackwardAsync(
+      batch.tokens,
+      labels,
+      gradScale,
+      packingOf(batch),
+    );
+    return r.lossSum;
   }
 
   async setup(): Promise<void> {

@@ -12,6 +12,7 @@ import * as loraDistributed from "./lora_finetune_distributed.ts";
 import * as loraDpo from "./lora_dpo_single_device.ts";
 import * as loraDpoDistributed from "./lora_dpo_distributed.ts";
 import * as knowledgeDistillation from "./knowledge_distillation_single_device.ts";
+import * as knowledgeDistillationDistributed from "./knowledge_distillation_distributed.ts";
 import * as fullSingle from "./full_finetune_single_device.ts";
 import * as fullDistributed from "./full_finetune_distributed.ts";
 import * as generate from "./generate.ts";
@@ -85,6 +86,12 @@ export const RECIPES: readonly RecipeDefinition[] = [
     [],
     knowledgeDistillation,
   ),
+  define(
+    "knowledge_distillation_distributed",
+    "distil a teacher model into a LoRA student sharded over processes",
+    [],
+    knowledgeDistillationDistributed,
+  ),
   define("generate", "text generation from a checkpoint", ["alpaca_generate"], generate),
   define("eval", "loss and perplexity of a model on a dataset", [], evaluate),
 ];
@@ -129,6 +136,7 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "llama3_2/8B_to_1B_KD_lora_single_device",
     "tiny/kd_single_device",
   ],
+  knowledge_distillation_distributed: ["tiny/kd_distributed"],
   generate: ["llama2c/generate", "alpaca_llama2_generate"],
   eval: ["tiny/eval"],
 };

@@ -385,6 +385,38 @@ Deno.test("lora_dpo_distributed on 2 ranks matches lora_dpo_single_device; resum
   });
 });
 
+Deno.test("knowledge_distillation_distributed on 2 ranks matches knowledge_distillation_single_device; resume is bitwise", async () => {
+  await withTmp(async (dir) => {
+    const one = join(dir, "one"), two = join(dir, "two"), cut = join(dir, "cut");
+    await runOk(
+      "run",
+      "knowledge_distillation_single_device",
+      "--config",
+      "tiny/kd_single_device",
+      `output_dir=${one}`,
+      ...SHORT,
+    );
+    const dist = ["run", "--nproc_per_node", "2", "knowledge_distillation_distributed"];
+    const cfg = ["--config", "tiny/kd_distributed", ...SHORT];
+    await runOk(...dist, ...cfg, `output_dir=${two}`);
+    const full = readMetrics(two), single = readMetrics(one);
+    assertSameLosses("kd", full, single, 1e-5);
+    for (const k of ["class_loss", "kd_loss"]) {
+      const worst = Math.max(...full.map((m, i) => Math.abs(m[k] - single[i][k]) / single[i][k]));
+      assert.ok(worst <= 1e-5, `kd: ${k} differs from one device by ${worst} (relative)`);
+    }
+    assertSameWeights(
+      "kd adapter",
+      readSafetensors(join(two, "epoch_1", "adapter_model.safetensors")),
+      readSafetensors(join(one, "epoch_1", "adapter_model.safetensors")),
+    );
+    await runOk(...dist, ...cfg, `output_dir=${cut}`, "stop_after_steps=2");
+    assert.equal(readMetrics(cut).length, 2);
+    await runOk(...dist, ...cfg, `output_dir=${cut}`, "resume_from_checkpoint=True");
+    assert.equal(timeless(readMetrics(cut)), timeless(full));
+  });
+});
+
 Deno.test("the README command `tune --nnodes 1 --nproc_per_node 2 lora_finetune_distributed --config alpaca_llama2_lora_finetune_distributed` runs on the CPU with a tiny model", async () => {
   await withTmp(async (dir) => {
     // Alpaca-format data (instruction, input, output): 20 rows.

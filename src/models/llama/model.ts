@@ -644,15 +644,35 @@ export class LlamaModel {
     distill: DistillTargets,
     batch: BatchOptions = {},
   ): DistillLossResult {
-    const V = this.cfg.vocabSize;
-    if (distill.teacherLogits.length < this.B * this.T * V) {
+    this.#checkTeacherLogits(distill);
+    const count = this.#trainStep(tokens, targets, batch, gradScale, { distill });
+    return this.#distillResult(count);
+  }
+
+  /** `distillLossAndBackward` of a model built with `groupWindows` (see `lossAndBackwardAsync`). */
+  async distillLossAndBackwardAsync(
+    tokens: Int32Array,
+    targets: Int32Array,
+    gradScale: number,
+    distill: DistillTargets,
+    batch: BatchOptions = {},
+  ): Promise<DistillLossResult> {
+    this.#checkTeacherLogits(distill);
+    const count = await this.#trainStepAsync(tokens, targets, batch, gradScale, { distill });
+    return this.#distillResult(count);
+  }
+
+  #checkTeacherLogits(distill: DistillTargets): void {
+    const N = this.B * this.T, V = this.cfg.vocabSize;
+    if (distill.teacherLogits.length < N * V) {
       throw new TuneError(
-        `teacher logits hold ${distill.teacherLogits.length} values, not (${
-          this.B * this.T
-        }, ${V}); the teacher and student must share batch, sequence length and vocabulary`,
+        `teacher logits hold ${distill.teacherLogits.length} values, not (${N}, ${V}); ` +
+          `the teacher and student must share batch, sequence length and vocabulary`,
       );
     }
-    const count = this.#trainStep(tokens, targets, batch, gradScale, { distill });
+  }
+
+  #distillResult(count: number): DistillLossResult {
     return {
       lossSum: this.#be.sum(this.#losses),
       kdLossSum: this.#be.sum(this.#kdLossBuffer()),
