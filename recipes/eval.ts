@@ -23,7 +23,7 @@ import type { StateDict } from "../src/checkpoint/state_dict.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
-import { collatePadded, type DatasetBuilder, type Sample } from "../src/data/mod.ts";
+import type { DatasetBuilder } from "../src/data/mod.ts";
 import { TuneError } from "../src/errors.ts";
 import { createLlama } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
@@ -32,6 +32,7 @@ import type { Tokenizer } from "../src/tokenizers/types.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { ProgressBar } from "../src/training/progress.ts";
 import { packingOf } from "../src/training/data.ts";
+import { scoringBatches } from "../src/training/validation.ts";
 import { modelDtypes } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
@@ -188,22 +189,13 @@ export async function runEval(
   const nBatches = Math.ceil(ds.samples.length / B);
   const steps = cfg.max_steps === null ? nBatches : Math.min(nBatches, cfg.max_steps);
   const bar = hooks.quiet ? null : new ProgressBar("eval", steps);
-  const empty: Sample = {
-    tokens: Int32Array.of(ds.padId),
-    labels: Int32Array.of(-100),
-    // a packed dataset's filler row stays packed, so the batch keeps its block-causal mask
-    ...(ds.packed ? { inputPos: Int32Array.of(0), seqLens: Int32Array.of(1) } : {}),
-  };
-  let lossSum = 0, tokens = 0, samples = 0;
-  for (let i = 0; i < steps; i++) {
-    const rows = ds.samples.slice(i * B, (i + 1) * B);
-    samples += rows.length;
-    while (rows.length < B) rows.push(empty); // (B) rows; empty ones count no tokens
-    const batch = collatePadded(rows, { padId: ds.padId, padTo: T });
+  let lossSum = 0, tokens = 0, samples = 0, i = 0;
+  for (const { batch, samples: n } of scoringBatches(ds, B, T, 0, 1, cfg.max_steps)) {
+    samples += n;
     const r = model.loss(batch.tokens, batch.labels, packingOf(batch));
     lossSum += r.lossSum;
     tokens += r.tokens;
-    bar?.update(i + 1, { loss: (lossSum / Math.max(1, tokens)).toFixed(4) });
+    bar?.update(++i, { loss: (lossSum / Math.max(1, tokens)).toFixed(4) });
   }
   bar?.finish();
   model.free();

@@ -18,6 +18,7 @@ import type { RecipeState } from "../src/checkpoint/recipe_state.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
+import type { TokenizedDataset } from "../src/data/mod.ts";
 import { TuneError } from "../src/errors.ts";
 import { createLlama, type LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
@@ -39,6 +40,12 @@ import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
+import {
+  loadValidation,
+  longestSample,
+  scoreLoss,
+  validationParams,
+} from "../src/training/validation.ts";
 import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
@@ -139,6 +146,7 @@ export const params = {
     doc: "accepted for torchtune configs; ignored (no torch.compile here)",
   },
   profiler: { type: "any", default: null, doc: "accepted for torchtune configs; ignored" },
+  ...validationParams,
 } satisfies ParamSchema;
 
 /** This recipe has no top-level alias keys. */
@@ -164,6 +172,8 @@ export class FullFinetuneRecipeSingleDevice {
   progress!: TrainingProgress;
   stepsPerEpoch!: number;
   lastCheckpoint: string | null = null;
+  /** dataset_val, when run_val_every_n_steps is set. */
+  validation: TokenizedDataset | null = null;
 
   constructor(readonly cfg: FullFinetuneConfig, readonly hooks: FinetuneHooks = {}) {}
 
@@ -214,12 +224,15 @@ export class FullFinetuneRecipeSingleDevice {
       ? instantiate<CrossEntropyLoss>(cfg.loss)
       : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
 
-    // Data before the model: the model's buffers are allocated for the batch's (B, T).
+    // Data before the model: the model's buffers are allocated for the batch's (B, T), which
+    // must fit the validation samples too.
+    this.validation = await loadValidation(cfg, this.tokenizer);
     this.data = await setupData(cfg.dataset, this.tokenizer, {
       batchSize: cfg.batch_size,
       seed: this.seed,
       shuffle: cfg.shuffle,
       modelMaxSeqLen: spec.config.maxSeqLen,
+      minSeqLen: longestSample(this.validation),
     });
 
     // Model: allocate, then weights from the checkpoint (or seeded random).
@@ -319,6 +332,10 @@ export class FullFinetuneRecipeSingleDevice {
           tokens,
           tokens_per_s: tokens / Math.max(seconds, 1e-9),
         };
+        const every = cfg.run_val_every_n_steps;
+        if (this.validation && every !== null && p.step % every === 0) {
+          m.val_loss = scoreLoss(model, this.validation);
+        }
         this.log.step(m, seconds);
         this.hooks.onStep?.(m);
         done.push(m);

@@ -22,13 +22,12 @@
 import "../src/components.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
-import { instantiate } from "../src/config/instantiate.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
 import { needsReference, type PreferenceLoss } from "../src/rlhf/preference_loss.ts";
 import { PreferenceMicroBatch, PreferenceStepStats } from "../src/rlhf/preference_step.ts";
 import {
   type PreferenceTrainingData,
-  setupPreferenceData,
+  setupPreferenceTraining,
 } from "../src/training/preference_data.ts";
 import type {
   BatchShape,
@@ -44,9 +43,17 @@ import {
   runRecipe,
 } from "./lora_finetune_single_device.ts";
 
+// validation during training scores SFT data; torchtune's DPO recipes have none either
+const {
+  dataset_val: _datasetVal,
+  run_val_every_n_steps: _runVal,
+  batch_size_val: _batchVal,
+  ...loraKeys
+} = loraParams;
+
 /** Every top-level key this recipe reads: lora_finetune_single_device's, with preference data and loss. */
 export const params = {
-  ...loraParams,
+  ...loraKeys,
   dataset: {
     type: "component",
     kind: "preference_dataset",
@@ -90,23 +97,9 @@ export class LoraDpoRecipeSingleDevice extends LoraFinetuneRecipeSingleDevice {
 
   protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
     const cfg = this.dpoCfg;
-    this.preferenceLoss = cfg.loss
-      ? instantiate<PreferenceLoss>(cfg.loss)
-      : { kind: "dpo", beta: 0.1, labelSmoothing: 0 };
-    this.pairs = await setupPreferenceData(cfg.dataset, this.tokenizer, {
-      batchSize: cfg.batch_size,
-      seed: this.seed,
-      shuffle: cfg.shuffle,
-      modelMaxSeqLen: spec.config.maxSeqLen,
-    });
-    // 2P sequences per micro-batch; all logits at once, since every weight depends on
-    // every sequence's loss
-    return {
-      batch: 2 * cfg.batch_size,
-      seqLen: this.pairs.seqLen,
-      logitChunks: 1,
-      batchesPerEpoch: this.pairs.sampler.stepsPerEpoch,
-    };
+    const p = await setupPreferenceTraining(cfg, this.tokenizer, spec, this.seed);
+    [this.preferenceLoss, this.pairs] = [p.loss, p.pairs];
+    return p.shape;
   }
 
   protected override accumulateStep(epoch: number, s: number, ga: number): StepLoss {

@@ -14,7 +14,7 @@ import "../src/components.ts";
 import type { Backend } from "../src/backend/ops.ts";
 import { createBackend } from "../src/backend/select.ts";
 import type { Checkpointer, LoadedCheckpoint } from "../src/checkpoint/checkpointer.ts";
-import type { Batch } from "../src/data/mod.ts";
+import type { Batch, TokenizedDataset } from "../src/data/mod.ts";
 import type { RecipeState } from "../src/checkpoint/recipe_state.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
@@ -45,6 +45,12 @@ import type {
 } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
+import {
+  loadValidation,
+  longestSample,
+  scoreLoss,
+  validationParams,
+} from "../src/training/validation.ts";
 import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
@@ -145,6 +151,7 @@ export const params = {
     doc: "accepted for torchtune configs; ignored (no torch.compile here)",
   },
   profiler: { type: "any", default: null, doc: "accepted for torchtune configs; ignored" },
+  ...validationParams,
 } satisfies ParamSchema;
 
 /**
@@ -176,6 +183,8 @@ export class LoraFinetuneRecipeSingleDevice {
   progress!: TrainingProgress;
   stepsPerEpoch!: number;
   lastCheckpoint: string | null = null;
+  /** dataset_val, when run_val_every_n_steps is set. */
+  validation: TokenizedDataset | null = null;
 
   constructor(readonly cfg: LoraFinetuneConfig, readonly hooks: FinetuneHooks = {}) {}
 
@@ -295,11 +304,14 @@ export class LoraFinetuneRecipeSingleDevice {
     this.loss = cfg.loss
       ? instantiate<CrossEntropyLoss>(cfg.loss)
       : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
+    // validation data first: the model's T must fit its samples too
+    this.validation = await loadValidation(cfg, this.tokenizer);
     this.data = await setupData(cfg.dataset, this.tokenizer, {
       batchSize: cfg.batch_size,
       seed: this.seed,
       shuffle: cfg.shuffle,
       modelMaxSeqLen: spec.config.maxSeqLen,
+      minSeqLen: longestSample(this.validation),
     });
     return {
       batch: cfg.batch_size,
@@ -376,6 +388,10 @@ export class LoraFinetuneRecipeSingleDevice {
           tokens_per_s: tokens / Math.max(seconds, 1e-9),
           ...metrics,
         };
+        const every = cfg.run_val_every_n_steps;
+        if (this.validation && every !== null && p.step % every === 0) {
+          m.val_loss = scoreLoss(model, this.validation);
+        }
         this.log.step(m, seconds);
         this.hooks.onStep?.(m);
         done.push(m);

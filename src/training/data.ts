@@ -17,6 +17,8 @@ export interface DataSetupOptions {
   shuffle: boolean;
   /** The model's max_seq_len: no batch may be longer. */
   modelMaxSeqLen: number;
+  /** Pad batches to at least this T (e.g. the longest validation sample; default 0). */
+  minSeqLen?: number;
   /** Distributed runs: this rank and the world size (default 0 of 1). */
   rank?: number;
   worldSize?: number;
@@ -26,7 +28,7 @@ export interface DataSetupOptions {
 export interface TrainingData {
   dataset: TokenizedDataset;
   loader: DataLoader;
-  /** T of every batch: the longest sample, so padding never changes a loss. */
+  /** T of every batch: the longest sample (or minSeqLen), so padding never changes a loss. */
   seqLen: number;
 }
 
@@ -46,6 +48,7 @@ export async function setupData(
   }
   let seqLen = 0;
   for (const s of dataset.samples) seqLen = Math.max(seqLen, s.tokens.length);
+  seqLen = Math.max(seqLen, o.minSeqLen ?? 0);
   checkFitsModel(seqLen, o.modelMaxSeqLen);
   const loader = new DataLoader(dataset.samples, {
     batchSize: o.batchSize,
