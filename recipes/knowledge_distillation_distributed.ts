@@ -12,18 +12,15 @@
  * are those of knowledge_distillation_single_device with batch_size * world size.
  */
 import "../src/components.ts";
-import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { Batch } from "../src/data/mod.ts";
-import { TuneError } from "../src/errors.ts";
 import type { LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
 import type { KdLoss } from "../src/optim/components.ts";
 import { packingOf } from "../src/training/data.ts";
 import type { BatchShape, FinetuneHooks } from "../src/training/recipe_api.ts";
-import { modelDtypes } from "../src/training/steps.ts";
-import { checkKdRatio, distillMicroLoss, setupTeacher } from "../src/training/teacher.ts";
+import { distillMicroLoss, setupDistillation } from "../src/training/teacher.ts";
 import { kdParams } from "./knowledge_distillation_single_device.ts";
 import {
   keyAliases as loraKeyAliases,
@@ -63,19 +60,10 @@ export class KnowledgeDistillationRecipeDistributed extends LoraFinetuneRecipeDi
   }
 
   protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
-    const cfg = this.kdCfg;
-    checkKdRatio(cfg.kd_ratio);
-    this.kdLoss = cfg.kd_loss
-      ? instantiate<KdLoss>(cfg.kd_loss)
-      : { kind: "forward_kl", ignoreIndex: -100 };
     const shape = await super.setupLossAndData(spec);
-    if (this.kdLoss.ignoreIndex !== this.loss.ignoreIndex) {
-      throw new TuneError(
-        `kd_loss.ignore_index=${this.kdLoss.ignoreIndex} differs from loss.ignore_index=${this.loss.ignoreIndex}; set them equal`,
-      );
-    }
-    const act = modelDtypes(cfg.dtype, cfg.device).activationDtype;
-    this.teacher = setupTeacher(this.backend, cfg, spec, shape, this.seed, act);
+    const cfg = this.kdCfg;
+    const d = setupDistillation(this.backend, cfg, spec, shape, this.seed, this.loss.ignoreIndex);
+    [this.teacher, this.kdLoss] = [d.teacher, d.kdLoss];
     return shape;
   }
 

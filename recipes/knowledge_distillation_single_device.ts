@@ -15,18 +15,15 @@
  * scheduler) is lora_finetune_single_device's. Extra metrics per step: class_loss, kd_loss.
  */
 import "../src/components.ts";
-import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { Batch } from "../src/data/mod.ts";
-import { TuneError } from "../src/errors.ts";
 import type { LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
 import type { KdLoss } from "../src/optim/components.ts";
 import { packingOf } from "../src/training/data.ts";
 import type { BatchShape, FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
-import { modelDtypes } from "../src/training/steps.ts";
-import { checkKdRatio, distillMicroLoss, setupTeacher } from "../src/training/teacher.ts";
+import { distillMicroLoss, setupDistillation } from "../src/training/teacher.ts";
 import {
   keyAliases as loraKeyAliases,
   type LoraFinetuneConfig,
@@ -100,19 +97,10 @@ export class KnowledgeDistillationRecipeSingleDevice extends LoraFinetuneRecipeS
   }
 
   protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
-    const cfg = this.kdCfg;
-    checkKdRatio(cfg.kd_ratio);
-    this.kdLoss = cfg.kd_loss
-      ? instantiate<KdLoss>(cfg.kd_loss)
-      : { kind: "forward_kl", ignoreIndex: -100 };
     const shape = await super.setupLossAndData(spec);
-    if (this.kdLoss.ignoreIndex !== this.loss.ignoreIndex) {
-      throw new TuneError(
-        `kd_loss.ignore_index=${this.kdLoss.ignoreIndex} differs from loss.ignore_index=${this.loss.ignoreIndex}; set them equal`,
-      );
-    }
-    const act = modelDtypes(cfg.dtype, cfg.device).activationDtype;
-    this.teacher = setupTeacher(this.backend, cfg, spec, shape, this.seed, act);
+    const cfg = this.kdCfg;
+    const d = setupDistillation(this.backend, cfg, spec, shape, this.seed, this.loss.ignoreIndex);
+    [this.teacher, this.kdLoss] = [d.teacher, d.kdLoss];
     return shape;
   }
 

@@ -13,7 +13,6 @@
  * are those of lora_dpo_single_device with batch_size * world size.
  */
 import "../src/components.ts";
-import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
@@ -21,7 +20,7 @@ import { needsReference, type PreferenceLoss } from "../src/rlhf/preference_loss
 import { PreferenceMicroBatch, PreferenceStepStats } from "../src/rlhf/preference_step.ts";
 import {
   type PreferenceTrainingData,
-  setupPreferenceData,
+  setupPreferenceTraining,
 } from "../src/training/preference_data.ts";
 import type { BatchShape, FinetuneHooks, StepLoss } from "../src/training/recipe_api.ts";
 import { allSumF64 } from "../src/training/sharded.ts";
@@ -67,23 +66,16 @@ export class LoraDpoRecipeDistributed extends LoraFinetuneRecipeDistributed {
 
   protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
     const cfg = this.dpoCfg;
-    this.preferenceLoss = cfg.loss
-      ? instantiate<PreferenceLoss>(cfg.loss)
-      : { kind: "dpo", beta: 0.1, labelSmoothing: 0 };
-    this.pairs = await setupPreferenceData(cfg.dataset, this.tokenizer, {
-      batchSize: cfg.batch_size,
-      seed: this.seed,
-      shuffle: cfg.shuffle,
-      modelMaxSeqLen: spec.config.maxSeqLen,
-      rank: this.group.rank,
-      worldSize: this.group.worldSize,
-    });
-    return {
-      batch: 2 * cfg.batch_size,
-      seqLen: this.pairs.seqLen,
-      logitChunks: 1,
-      batchesPerEpoch: this.pairs.sampler.stepsPerEpoch,
-    };
+    const p = await setupPreferenceTraining(
+      cfg,
+      this.tokenizer,
+      spec,
+      this.seed,
+      this.group.rank,
+      this.group.worldSize,
+    );
+    [this.preferenceLoss, this.pairs] = [p.loss, p.pairs];
+    return p.shape;
   }
 
   protected override async accumulateStep(epoch: number, s: number, ga: number): Promise<StepLoss> {

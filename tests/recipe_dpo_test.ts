@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { PREFERENCE_METRICS } from "../src/rlhf/preference_step.ts";
 import {
   assertLosses,
   exists,
@@ -23,17 +24,6 @@ const CONFIG = ["lora_dpo_single_device", "--config", "tiny/lora_dpo_single_devi
 // step 1 is ln 2 = 0.693147: adapters start with B = 0, so the policy equals the reference).
 const DPO_LOSSES = [0.693147, 0.693147, 0.691628, 0.662682, 0.730265, 0.908196, 0.611089, 0.697085];
 
-const DPO_METRICS = [
-  "rewards/chosen",
-  "rewards/rejected",
-  "rewards/accuracies",
-  "rewards/margins",
-  "log_probs/chosen",
-  "log_probs/rejected",
-  "logits/chosen",
-  "logits/rejected",
-];
-
 Deno.test("lora_dpo_single_device pins its losses and writes DPO metrics, adapter and merged model", async () => {
   await withTmp(async (dir) => {
     const out = join(dir, "dpo");
@@ -42,7 +32,9 @@ Deno.test("lora_dpo_single_device pins its losses and writes DPO metrics, adapte
     assertLosses("dpo", m.map((x) => x.loss), DPO_LOSSES, 1e-4);
     assert.ok(Math.abs(m[0].loss - Math.LN2) < 1e-6, "step 1: policy = reference, loss ln 2");
     for (const x of m) {
-      for (const k of ["step", "epoch", "loss", "lr", "grad_norm", "tokens", ...DPO_METRICS]) {
+      for (
+        const k of ["step", "epoch", "loss", "lr", "grad_norm", "tokens", ...PREFERENCE_METRICS]
+      ) {
         assert.equal(typeof x[k], "number", `metrics.jsonl has ${k}`);
       }
       assert.ok(x["rewards/accuracies"] >= 0 && x["rewards/accuracies"] <= 1);

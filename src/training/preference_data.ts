@@ -9,7 +9,10 @@ import { instantiate } from "../config/instantiate.ts";
 import { type Batch, BatchSampler, collatePadded } from "../data/mod.ts";
 import type { PreferenceDataset, PreferenceDatasetBuilder } from "../data/preference.ts";
 import { TuneError } from "../errors.ts";
+import type { ModelSpec } from "../models/model_spec.ts";
+import type { PreferenceLoss } from "../rlhf/preference_loss.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
+import type { BatchShape } from "./recipe_api.ts";
 import { checkFitsModel, type DataSetupOptions } from "./data.ts";
 
 /** A loaded preference dataset and its batches. */
@@ -64,4 +67,45 @@ export async function setupPreferenceData(
       return collatePadded(rows, { padId: dataset.padId, padTo: seqLen });
     },
   };
+}
+
+/** The preference keys a recipe resolves (its whole config has more). */
+export interface PreferenceKeys {
+  loss: ComponentSection | null;
+  dataset: ComponentSection;
+  batch_size: number;
+  shuffle: boolean;
+}
+
+/**
+ * The preference loss (default DPO, beta 0.1) and this rank's pairs, and the model's batch
+ * shape: 2P sequences per micro-batch, all logits at once (every sequence's weight depends
+ * on every sequence's loss).
+ */
+export async function setupPreferenceTraining(
+  keys: PreferenceKeys,
+  tokenizer: Tokenizer,
+  student: ModelSpec,
+  seed: number,
+  rank = 0,
+  worldSize = 1,
+): Promise<{ loss: PreferenceLoss; pairs: PreferenceTrainingData; shape: BatchShape }> {
+  const loss = keys.loss
+    ? instantiate<PreferenceLoss>(keys.loss)
+    : { kind: "dpo" as const, beta: 0.1, labelSmoothing: 0 };
+  const pairs = await setupPreferenceData(keys.dataset, tokenizer, {
+    batchSize: keys.batch_size,
+    seed,
+    shuffle: keys.shuffle,
+    modelMaxSeqLen: student.config.maxSeqLen,
+    rank,
+    worldSize,
+  });
+  const shape = {
+    batch: 2 * keys.batch_size,
+    seqLen: pairs.seqLen,
+    logitChunks: 1,
+    batchesPerEpoch: pairs.sampler.stepsPerEpoch,
+  };
+  return { loss, pairs, shape };
 }

@@ -10,7 +10,9 @@ import { TuneError } from "../errors.ts";
 import { createLlama, type LlamaModel } from "../models/llama/mod.ts";
 import type { DistillLossResult } from "../models/llama/model.ts";
 import type { ModelSpec } from "../models/model_spec.ts";
+import type { KdLoss } from "../optim/components.ts";
 import { mixSeed } from "../params/random.ts";
+import { modelDtypes } from "./steps.ts";
 
 /** The recipe keys the teacher comes from. */
 export interface TeacherKeys {
@@ -85,4 +87,36 @@ export function distillMicroLoss(
   sums.class_loss = (sums.class_loss ?? 0) + out.lossSum;
   sums.kd_loss = (sums.kd_loss ?? 0) + out.kdLossSum;
   return (1 - kdRatio) * out.lossSum + kdRatio * out.kdLossSum;
+}
+
+/** The distillation keys a recipe resolves (its whole config has more). */
+export interface DistillationKeys extends TeacherKeys {
+  kd_loss: ComponentSection | null;
+  dtype: string;
+  device: string;
+}
+
+/**
+ * The KD loss and the teacher, once the student's loss and batch shape are known: kd_ratio
+ * and ignore_index checked, the teacher built and loaded for `shape`.
+ */
+export function setupDistillation(
+  backend: Backend,
+  keys: DistillationKeys,
+  student: ModelSpec,
+  shape: { batch: number; seqLen: number },
+  seed: number,
+  studentIgnoreIndex: number,
+): { teacher: LlamaModel; kdLoss: KdLoss } {
+  checkKdRatio(keys.kd_ratio);
+  const kdLoss = keys.kd_loss
+    ? instantiate<KdLoss>(keys.kd_loss)
+    : { kind: "forward_kl" as const, ignoreIndex: -100 };
+  if (kdLoss.ignoreIndex !== studentIgnoreIndex) {
+    throw new TuneError(
+      `kd_loss.ignore_index=${kdLoss.ignoreIndex} differs from loss.ignore_index=${studentIgnoreIndex}; set them equal`,
+    );
+  }
+  const act = modelDtypes(keys.dtype, keys.device).activationDtype;
+  return { teacher: setupTeacher(backend, keys, student, shape, seed, act), kdLoss };
 }
