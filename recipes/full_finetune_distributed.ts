@@ -28,6 +28,7 @@ import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { ProcessGroup } from "../src/distributed/process_group.ts";
+import type { TokenizedDataset } from "../src/data/mod.ts";
 import { TuneError } from "../src/errors.ts";
 import { createLlama, type LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
@@ -50,6 +51,12 @@ import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { FinetuneHooks } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
+import {
+  loadValidation,
+  longestSample,
+  scoreLossSharded,
+  validationParams,
+} from "../src/training/validation.ts";
 import { allSumF64, ShardedOptimizer } from "../src/training/sharded.ts";
 import { barrierAfterSave, broadcastInt, setupDistributed } from "../src/training/sharded_setup.ts";
 import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
@@ -171,6 +178,7 @@ export const params = {
     doc: "accepted for torchtune configs; ignored (no torch.compile here)",
   },
   profiler: { type: "any", default: null, doc: "accepted for torchtune configs; ignored" },
+  ...validationParams,
 } satisfies ParamSchema;
 /** This recipe has no top-level alias keys. */
 export const keyAliases = {} as const;
@@ -198,6 +206,8 @@ export class FullFinetuneRecipeDistributed {
   progress!: TrainingProgress;
   stepsPerEpoch!: number;
   lastCheckpoint: string | null = null;
+  /** dataset_val, when run_val_every_n_steps is set. */
+  validation: TokenizedDataset | null = null;
 
   constructor(readonly cfg: FullFinetuneDistributedConfig, readonly hooks: FinetuneHooks = {}) {}
 
@@ -247,11 +257,14 @@ export class FullFinetuneRecipeDistributed {
       : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
 
     // Data: this rank's share of every global batch (torch's DistributedSampler order).
+    // (dataset_val first: the model's T must fit its samples too)
+    this.validation = await loadValidation(cfg, this.tokenizer);
     this.data = await setupData(cfg.dataset, this.tokenizer, {
       batchSize: cfg.batch_size,
       seed: this.seed,
       shuffle: cfg.shuffle,
       modelMaxSeqLen: spec.config.maxSeqLen,
+      minSeqLen: longestSample(this.validation),
       rank: this.group.rank,
       worldSize: this.group.worldSize,
     });
@@ -398,6 +411,17 @@ export class FullFinetuneRecipeDistributed {
           tokens,
           tokens_per_s: tokens / Math.max(seconds, 1e-9),
         };
+        const every = cfg.run_val_every_n_steps;
+        if (this.validation && every !== null && p.step % every === 0) {
+          const { rank, worldSize } = this.group;
+          m.val_loss = await scoreLossSharded(
+            this.model,
+            this.validation,
+            this.backend,
+            rank,
+            worldSize,
+          );
+        }
         this.log?.step(m, seconds);
         this.hooks.onStep?.(m);
         done.push(m);

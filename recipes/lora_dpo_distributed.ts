@@ -32,9 +32,17 @@ import {
 } from "./lora_finetune_distributed.ts";
 import { params as dpoParams, stepLoss } from "./lora_dpo_single_device.ts";
 
+// validation during training scores SFT data; torchtune's DPO recipes have none either
+const {
+  dataset_val: _datasetVal,
+  run_val_every_n_steps: _runVal,
+  batch_size_val: _batchVal,
+  ...loraKeys
+} = loraParams;
+
 /** Every top-level key: lora_finetune_distributed's, with lora_dpo_single_device's data and loss. */
 export const params = {
-  ...loraParams,
+  ...loraKeys,
   dataset: dpoParams.dataset,
   loss: dpoParams.loss,
   batch_size: { type: "int", default: 2, doc: "preference pairs per micro-batch on each rank" },

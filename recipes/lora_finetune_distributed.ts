@@ -27,7 +27,7 @@ import "../src/components.ts";
 import { join } from "node:path";
 import type { Backend } from "../src/backend/ops.ts";
 import type { Checkpointer, LoadedCheckpoint } from "../src/checkpoint/checkpointer.ts";
-import type { Batch } from "../src/data/mod.ts";
+import type { Batch, TokenizedDataset } from "../src/data/mod.ts";
 import type { RecipeState } from "../src/checkpoint/recipe_state.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
@@ -55,6 +55,12 @@ import { checkFiniteLoss } from "../src/training/nan_guard.ts";
 import type { BatchShape, FinetuneHooks, StepLoss } from "../src/training/recipe_api.ts";
 import { RunLog, type StepMetrics } from "../src/training/run_log.ts";
 import { resolveSeed } from "../src/training/seed.ts";
+import {
+  loadValidation,
+  longestSample,
+  scoreLossSharded,
+  validationParams,
+} from "../src/training/validation.ts";
 import { allSumF64, chainHooks, ShardedFrozen, ShardedOptimizer } from "../src/training/sharded.ts";
 import { barrierAfterSave, broadcastInt, setupDistributed } from "../src/training/sharded_setup.ts";
 import { countTargets, modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
@@ -176,6 +182,7 @@ export const params = {
     doc: "accepted for torchtune configs; ignored (no torch.compile here)",
   },
   profiler: { type: "any", default: null, doc: "accepted for torchtune configs; ignored" },
+  ...validationParams,
 } satisfies ParamSchema;
 /**
  * Top-level keys of early torchtune overrides (`lora_rank=4`) and the model keys they set.
@@ -211,6 +218,8 @@ export class LoraFinetuneRecipeDistributed {
   progress!: TrainingProgress;
   stepsPerEpoch!: number;
   lastCheckpoint: string | null = null;
+  /** dataset_val, when run_val_every_n_steps is set. */
+  validation: TokenizedDataset | null = null;
 
   constructor(readonly cfg: LoraFinetuneDistributedConfig, readonly hooks: FinetuneHooks = {}) {}
 
@@ -230,11 +239,14 @@ export class LoraFinetuneRecipeDistributed {
       ? instantiate<CrossEntropyLoss>(cfg.loss)
       : { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 1 };
     // Data: this rank's share of every global batch (torch's DistributedSampler order).
+    // (dataset_val first: the model's T must fit its samples too)
+    this.validation = await loadValidation(cfg, this.tokenizer);
     this.data = await setupData(cfg.dataset, this.tokenizer, {
       batchSize: cfg.batch_size,
       seed: this.seed,
       shuffle: cfg.shuffle,
       modelMaxSeqLen: spec.config.maxSeqLen,
+      minSeqLen: longestSample(this.validation),
       rank: this.group.rank,
       worldSize: this.group.worldSize,
     });
@@ -484,6 +496,17 @@ export class LoraFinetuneRecipeDistributed {
           tokens_per_s: tokens / Math.max(seconds, 1e-9),
           ...metrics,
         };
+        const every = cfg.run_val_every_n_steps;
+        if (this.validation && every !== null && p.step % every === 0) {
+          const { rank, worldSize } = this.group;
+          m.val_loss = await scoreLossSharded(
+            this.model,
+            this.validation,
+            this.backend,
+            rank,
+            worldSize,
+          );
+        }
         this.log?.step(m, seconds);
         this.hooks.onStep?.(m);
         done.push(m);

@@ -76,3 +76,42 @@ Deno.test("run_val_every_n_steps without dataset_val is a one-line error naming 
     /^tune: run_val_every_n_steps is set but dataset_val is not; add a dataset_val section/,
   );
 });
+
+Deno.test("full_finetune_distributed and lora_finetune_distributed on 2 ranks log the single-device val_loss", async () => {
+  await withTmp(async (dir) => {
+    for (const [kind, batch] of [["full", "4"], ["lora", "4"]]) {
+      const one = join(dir, `${kind}_one`), two = join(dir, `${kind}_two`);
+      await runOk(
+        `${kind}_finetune_single_device`,
+        "--config",
+        `tiny/${kind}_single_device`,
+        `output_dir=${one}`,
+        `batch_size=${batch}`,
+        "seed=0",
+        ...SHORT,
+        ...VAL,
+      );
+      await runOk(
+        "--nproc_per_node",
+        "2",
+        `${kind}_finetune_distributed`,
+        "--config",
+        `tiny/${kind}_distributed`,
+        `output_dir=${two}`,
+        "seed=0",
+        ...SHORT,
+        ...VAL,
+      );
+      const a = readMetrics(two).filter((x) => "val_loss" in x);
+      const b = readMetrics(one).filter((x) => "val_loss" in x);
+      assert.deepEqual(a.map((x) => x.step), [2, 4, 6], kind);
+      const worst = Math.max(
+        ...a.map((x, i) => Math.abs(x.val_loss - b[i].val_loss) / b[i].val_loss),
+      );
+      console.log(
+        `${kind}: val_loss on 2 ranks vs one device, worst relative diff ${worst.toExponential(2)}`,
+      );
+      assert.ok(worst <= 1e-5, `${kind}: val_loss differs by ${worst}`);
+    }
+  });
+});

@@ -4,6 +4,7 @@
  * (B, T) shape, the last batch filled with rows that count no tokens. The loss is the sum of
  * token losses over the sum of counted tokens, so it does not depend on the batch size.
  */
+import type { Backend } from "../backend/ops.ts";
 import type { ComponentSection } from "../config/schema.ts";
 import { instantiate } from "../config/instantiate.ts";
 import {
@@ -17,6 +18,8 @@ import { TuneError } from "../errors.ts";
 import type { LlamaModel } from "../models/llama/mod.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
 import { packingOf } from "./data.ts";
+import { allSumF64 } from "./sharded.ts";
+import { countTargets } from "./steps.ts";
 
 /** The recipe keys of validation during training. */
 export interface ValidationKeys {
@@ -115,4 +118,25 @@ export function scoreLoss(model: LlamaModel, ds: TokenizedDataset): number {
     tokens += r.tokens;
   }
   return tokens > 0 ? lossSum / tokens : Infinity;
+}
+
+/**
+ * `scoreLoss` of a model built with `groupWindows` (FSDP/ZeRO-3), each rank scoring its
+ * share of the samples (every rank calls it, in lockstep); the loss is over all of them.
+ */
+export async function scoreLossSharded(
+  model: LlamaModel,
+  ds: TokenizedDataset,
+  backend: Backend,
+  rank: number,
+  worldSize: number,
+): Promise<number> {
+  let lossSum = 0, tokens = 0;
+  for (const { batch } of scoringBatches(ds, model.B, model.T, rank, worldSize)) {
+    const seq = await model.sequenceLossesAsync(batch.tokens, batch.labels, packingOf(batch));
+    for (const l of seq) lossSum += l;
+    tokens += countTargets(batch.labels);
+  }
+  const [L, N] = await allSumF64(backend, [lossSum, tokens]);
+  return N > 0 ? L / N : Infinity;
 }
