@@ -158,8 +158,13 @@ Deno.test("tokenizer components build from torchtune names with max_seq_len", ()
         prompt_template: "x",
       }),
     "prompt_template",
-    "chat_format",
+    "mapping {role: [prepend, append]}",
   );
+  const chat = build("torchtune.models.llama2.llama2_tokenizer", {
+    path: LLAMA2_MODEL,
+    prompt_template: "torchtune.models.llama2.Llama2ChatTemplate",
+  });
+  assertEquals(chat.promptTemplate?.chatFormat, "llama2");
   expectTuneError(
     () => build("torchtune.models.llama2.llama2_tokenizer", { path: LLAMA2_MODEL, max_seq_len: 0 }),
     "max_seq_len",

@@ -123,6 +123,7 @@ export function resolveChatFormat(
     case "torchtune.data.ChatMLTemplate":
       return "chatml";
     case "auto":
+      if (tokenizer.promptTemplate?.chatFormat) return tokenizer.promptTemplate.chatFormat;
       if (specialTokenId(tokenizer, "<|start_header_id|>") !== undefined) return "llama3";
       if (specialTokenId(tokenizer, "<|im_start|>") !== undefined) return "chatml";
       if (
@@ -180,7 +181,7 @@ function encodeTrimmed(tokenizer: Tokenizer, text: string): number[] {
 
 function applyTemplate(
   messages: readonly Message[],
-  template: Record<string, [string, string]>,
+  template: Readonly<Record<string, readonly [string, string]>>,
 ): Message[] {
   return messages.map((m) => {
     const tags = template[m.role];
@@ -413,6 +414,9 @@ export function tokenizeMessages(
   format: ChatFormat,
   options: TokenizeMessagesOptions = {},
 ): TokenizedMessages {
+  // the tokenizer's prompt template first, as torchtune's tokenize_messages applies it
+  const tags = tokenizer.promptTemplate?.tags;
+  if (tags) messages = applyTemplate(messages, tags);
   const maxSeqLen = options.maxSeqLen ?? null;
   const addEnd = options.addEnd ?? true;
   const bosId = tokenizer.bosId >= 0 ? tokenizer.bosId : null; // -1: the tokenizer has no BOS

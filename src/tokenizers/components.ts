@@ -17,7 +17,8 @@ import {
 } from "./load.ts";
 import { Phi3MiniTokenizer } from "./phi3.ts";
 import { SentencePieceTokenizer } from "./sentencepiece.ts";
-import type { Tokenizer } from "./types.ts";
+import { parsePromptTemplate } from "../data/prompt_template.ts";
+import type { PromptTemplate, Tokenizer } from "./types.ts";
 
 const COMMON: ParamSchema = {
   path: {
@@ -33,21 +34,19 @@ const COMMON: ParamSchema = {
   prompt_template: {
     type: "any",
     default: null,
-    doc: "not supported here: set dataset.chat_format instead (must be null)",
+    doc: "torchtune prompt template: a name (torchtune.data.SummarizeTemplate, " +
+      "GrammarErrorCorrectionTemplate, QuestionAnswerTemplate, ChatMLTemplate, " +
+      "torchtune.models.llama2.Llama2ChatTemplate) or {role: [prepend, append]}",
   },
 };
 
 /** Apply the common keys to a loaded tokenizer. */
 function finish(
-  tok: Tokenizer & { maxSeqLen: number | null },
+  tok: Tokenizer & { maxSeqLen: number | null; promptTemplate?: PromptTemplate | null },
   args: Record<string, unknown>,
   section: string,
 ): Tokenizer {
-  if (args.prompt_template !== null && args.prompt_template !== undefined) {
-    throw new TuneError(
-      `${section}.prompt_template is not supported; remove it and set dataset.chat_format (llama2, llama3, chatml, plain) instead`,
-    );
-  }
+  tok.promptTemplate = parsePromptTemplate(args.prompt_template, `${section}.prompt_template`);
   const n = args.max_seq_len as number | null;
   if (n !== null && (!Number.isInteger(n) || n < 1)) {
     throw new TuneError(`tokenizer.max_seq_len must be a positive integer or null, got ${n}`);

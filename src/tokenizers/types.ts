@@ -19,6 +19,18 @@ export interface DecodeOptions {
   skipSpecial?: boolean;
 }
 
+/**
+ * A prompt template (torchtune.data.PromptTemplate): `tags[role] = [prepend, append]` text
+ * added around each message of that role before tokenization, or `chatFormat` for the
+ * templates that are whole chat formats (Llama2ChatTemplate, ChatMLTemplate).
+ */
+export interface PromptTemplate {
+  /** The config value it came from, for logs. */
+  name: string;
+  tags?: Readonly<Record<string, readonly [string, string]>>;
+  chatFormat?: "llama2" | "chatml";
+}
+
 /** A text tokenizer; every format (SentencePiece, llama2.c, tiktoken, tokenizer.json) implements it. */
 export interface Tokenizer {
   readonly vocabSize: number;
@@ -33,6 +45,11 @@ export interface Tokenizer {
   readonly maxSeqLen?: number | null;
   /** Special tokens by their text (BOS, EOS, chat markers, reserved tokens), where the format has them. */
   readonly specialTokens?: ReadonlyMap<string, number>;
+  /**
+   * torchtune's `prompt_template` set on the tokenizer component: tags around each role's
+   * message text, or a chat format (src/data/prompt_template.ts); null/absent: none.
+   */
+  readonly promptTemplate?: PromptTemplate | null;
   encode(text: string, options?: EncodeOptions): number[];
   decode(ids: readonly number[], options?: DecodeOptions): string;
 }
