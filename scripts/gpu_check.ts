@@ -587,6 +587,22 @@ function layerChecks(): void {
         cmp("dup (in place)", u, tolFor(dt, F32_EW)),
       ];
     });
+    check(`geglu fwd/bwd [${dt}]`, () => {
+      const n = sz(512 * 2816 + 3, 3003); // 8-element vectors and a ragged tail
+      const g = pair(randn(n, 2), dt), u = pair(randn(n), dt), o = zeros(n, dt);
+      cpu.gegluForward(o.c, g.c, u.c, n);
+      gpu.gegluForward(o.g, g.g, u.g, n);
+      const fwd = cmp("forward", o, tolFor(dt, F32_EW));
+      const dy = pair(randn(n), dt);
+      // dgate/dup alias gate/up, as the model uses them.
+      cpu.gegluBackward(g.c, u.c, dy.c, g.c, u.c, n);
+      gpu.gegluBackward(g.g, u.g, dy.g, g.g, u.g, n);
+      return [
+        fwd,
+        cmp("dgate (in place)", g, tolFor(dt, F32_EW)),
+        cmp("dup (in place)", u, tolFor(dt, F32_EW)),
+      ];
+    });
     // V a multiple of 8: the vectorised online-softmax path; V = 300 / 32003: the scalar one;
     for (const V of [sz(32000, 8296), sz(32003, 300)]) { // 8296: two 1024-vector groups
       check(`crossEntropy V=${V} [${dt}]`, () => {

@@ -285,6 +285,21 @@ export interface Backend {
   ): void;
 
   /**
+   * out(N, H) = gelu_tanh(gate(N, H)) * up(N, H) (GeGLU, Gemma's MLP), with torch's tanh
+   * approximation 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). out may alias neither input.
+   */
+  gegluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void;
+  /** dgate(n), dup(n) are WRITTEN from dout(n) (backward of gegluForward). dgate/dup may alias gate/up. */
+  gegluBackward(
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dout: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void;
+
+  /**
    * Cross-entropy of logits(N, V) against targets(N) (i32, -100 = ignore).
    * losses(N) is written: -log softmax(logits)[target], 0 for ignored rows.
    * If dlogits is given it is WRITTEN: (softmax - onehot(target)) * gradScale, zero rows

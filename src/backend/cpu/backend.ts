@@ -638,6 +638,26 @@ export class CpuBackend implements Backend {
     );
   }
 
+  gegluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
+    const o = f32n(out, n, "geglu out"), g = f32n(gate, n, "geglu gate");
+    const u = f32n(up, n, "geglu up");
+    layers.gegluForward(o, g, u, n);
+  }
+
+  gegluBackward(
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dout: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void {
+    const dg = f32n(dgate, n, "geglu dgate"), du = f32n(dup, n, "geglu dup");
+    const d = f32n(dout, n, "geglu dout"), g = f32n(gate, n, "geglu gate");
+    const u = f32n(up, n, "geglu up");
+    layers.gegluBackward(dg, du, d, g, u, n);
+  }
+
   crossEntropy(
     losses: DeviceBuffer,
     dlogits: DeviceBuffer | null,

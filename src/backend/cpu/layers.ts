@@ -193,6 +193,53 @@ export function swigluBackward(
   }
 }
 
+/** sqrt(2 / pi) and the cubic coefficient of the tanh approximation of GELU (PyTorch's). */
+const GELU_BETA = Math.sqrt(2 / Math.PI);
+const GELU_KAPPA = 0.044715;
+
+/**
+ * out(n) = gelu_tanh(gate) * up (Gemma's GeGLU), gelu_tanh(g) =
+ * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) as torch's `F.gelu(g, approximate="tanh")`;
+ * computed in float64, rounded once on store.
+ */
+export function gegluForward(
+  out: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  n: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    const t = Math.tanh(GELU_BETA * (g + GELU_KAPPA * g * g * g));
+    out[i] = 0.5 * g * (1 + t) * up[i];
+  }
+}
+
+/**
+ * dgate = dout * up * gelu_tanh'(gate), dup = dout * gelu_tanh(gate); written, may alias
+ * gate/up (each element is read before it is written). The derivative is torch's
+ * GeluBackward (tanh): 0.5 (1 + t) + 0.5 g (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 g^2).
+ */
+export function gegluBackward(
+  dgate: Float32Array,
+  dup: Float32Array,
+  dout: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  n: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    const u = up[i];
+    const d = dout[i];
+    const t = Math.tanh(GELU_BETA * (g + GELU_KAPPA * g * g * g));
+    const dgelu = 0.5 * (1 + t) +
+      0.5 * g * (1 - t * t) * GELU_BETA * (1 + 3 * GELU_KAPPA * g * g);
+    dgate[i] = d * u * dgelu;
+    dup[i] = d * 0.5 * g * (1 + t);
+  }
+}
+
 /**
  * losses(N) = logsumexp(logits) - logits[target] (0 where target = -100); dlogits, when
  * given, is written as (softmax - onehot) * gradScale and may alias logits.

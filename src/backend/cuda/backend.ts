@@ -1383,6 +1383,51 @@ export class CudaBackend implements Backend {
       n,
     ]);
   }
+  gegluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
+    const o = cudaBuf(out, "geglu out"), g = cudaBuf(gate, "geglu gate");
+    const u = cudaBuf(up, "geglu up");
+    for (const [x, w] of [[o, "out"], [g, "gate"], [u, "up"]] as const) need(x, n, `geglu ${w}`);
+    this.runVec("geglu_fwd", n, [
+      o.ptr,
+      dtCode(o.dtype),
+      g.ptr,
+      dtCode(g.dtype),
+      u.ptr,
+      dtCode(u.dtype),
+      n,
+    ]);
+  }
+
+  gegluBackward(
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dout: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void {
+    const dg = cudaBuf(dgate, "geglu dgate"), du = cudaBuf(dup, "geglu dup");
+    const dy = cudaBuf(dout, "geglu dout"), g = cudaBuf(gate, "geglu gate");
+    const u = cudaBuf(up, "geglu up");
+    for (
+      const [x, w] of [[dg, "dgate"], [du, "dup"], [dy, "dout"], [g, "gate"], [u, "up"]] as const
+    ) {
+      need(x, n, `geglu ${w}`);
+    }
+    this.runVec("geglu_bwd", n, [
+      dg.ptr,
+      dtCode(dg.dtype),
+      du.ptr,
+      dtCode(du.dtype),
+      dy.ptr,
+      dtCode(dy.dtype),
+      g.ptr,
+      dtCode(g.dtype),
+      u.ptr,
+      dtCode(u.dtype),
+      n,
+    ]);
+  }
 
   crossEntropy(
     losses: DeviceBuffer,

@@ -33,6 +33,8 @@ export const KERNELS = {
   rope: { module: "layers", kinds: "pippiiiiiiiip" },
   swiglu_fwd: { module: "layers", kinds: "pipipii" },
   swiglu_bwd: { module: "layers", kinds: "pipipipipii" },
+  geglu_fwd: { module: "geglu", kinds: "pipipii" },
+  geglu_bwd: { module: "geglu", kinds: "pipipipipii" },
   cross_entropy: { module: "layers", kinds: "pipipipiif" },
   distill_cross_entropy: { module: "distill", kinds: "pipipipipipiiff" },
   attn_fwd: { module: "attention", kinds: "pipipipipiiiiiiiifp" },
