@@ -292,3 +292,25 @@ Deno.test("`downloadHubDataset()` fails with one line telling how to use a local
     await Deno.remove(cacheDir, { recursive: true });
   }
 });
+
+Deno.test("`loadRows()` with a subset reads that config's rows and names the subsets when it is wrong", async () => {
+  await withHub(async (hub, cacheDir) => {
+    const hub0 = {
+      endpoint: hub.url,
+      datasetsServer: hub.url,
+      cacheDir,
+      token: null,
+      offline: false,
+    };
+    const { rows } = await loadRows({ source: "test/parquet-only", subset: "default", hub: hub0 });
+    deepStrictEqual(rows, PARQUET_ROWS);
+    ok(hub.log.filter((l) => l.startsWith("GET /rows")).every((l) => l.includes("config=default")));
+    await rejects(
+      loadRows({ source: "test/parquet-only", subset: "wikitext-2", hub: hub0 }),
+      (e) =>
+        e instanceof TuneError &&
+        /has no subset wikitext-2 with split train; its subsets: default; set dataset.subset/
+          .test(e.message),
+    );
+  });
+});

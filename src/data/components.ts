@@ -6,7 +6,7 @@
  * `await dataset.load(tokenizer, { maxSeqLen })`.
  */
 import { registerComponent } from "../config/registry.ts";
-import type { ParamSchema } from "../config/schema.ts";
+import type { ParamSchema, ParamSpec } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import { CHAT_FORMAT_CHOICES } from "./chat_format.ts";
 import {
@@ -36,6 +36,11 @@ const common: ParamSchema = {
     type: "string",
     default: "train",
     doc: "split, optionally sliced: train[:1000], train[:10%]",
+  },
+  subset: {
+    type: "string",
+    default: null,
+    doc: "Hugging Face subset (load_dataset's name), e.g. wikitext-103-v1",
   },
   packed: { type: "bool", default: false, doc: "pack samples into max_seq_len-long sequences" },
   max_seq_len: {
@@ -131,23 +136,40 @@ function num(v: unknown): number | null {
   return v === null || v === undefined ? null : Number(v);
 }
 
+/** The source keys every SFT/text builder shares, parsed. */
+function sourceArgs(args: Record<string, unknown>) {
+  return {
+    source: str(args.source) ?? "",
+    dataFiles: dataFilesArg(args.data_files),
+    split: String(args.split ?? "train"),
+    subset: str(args.subset),
+    packed: Boolean(args.packed),
+    maxSeqLen: num(args.max_seq_len),
+  };
+}
+
+/** The message keys of SFT builders, parsed. */
+function sftArgs(args: Record<string, unknown>, fallbackFormat: "none" | "plain") {
+  return {
+    splitAcrossPack: Boolean(args.split_across_pack),
+    trainOnInput: Boolean(args.train_on_input),
+    maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
+    newSystemPrompt: str(args.new_system_prompt),
+    chatFormat: chatFormatArg(args),
+    fallbackFormat,
+  };
+}
+
 function alpacaBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
   return sftDataset({
     name,
-    source: String(args.source),
-    dataFiles: dataFilesArg(args.data_files),
-    split: String(args.split ?? "train"),
-    packed: Boolean(args.packed),
-    splitAcrossPack: Boolean(args.split_across_pack),
-    maxSeqLen: num(args.max_seq_len),
+    ...sourceArgs(args),
+    ...sftArgs(args, "none"),
     transform: {
       kind: "alpaca",
       columnMap: columnMapArg(args.column_map, ["instruction", "input", "output"] as const),
     },
-    trainOnInput: Boolean(args.train_on_input),
-    maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
-    chatFormat: chatFormatArg(args),
-    fallbackFormat: "none",
+    newSystemPrompt: null,
   });
 }
 
@@ -184,37 +206,64 @@ registerComponent<DatasetBuilder>({
   build: (args) => alpacaBuilder("torchtune.datasets.alpaca_cleaned_dataset", args),
 });
 
+/** input/output pairs (torchtune's InputOutputToMessages), with default source and columns. */
+function inputOutputBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
+  return sftDataset({
+    name,
+    ...sourceArgs(args),
+    ...sftArgs(args, "none"),
+    transform: {
+      kind: "input_output",
+      columnMap: columnMapArg(args.column_map, ["input", "output"] as const),
+    },
+  });
+}
+
+const inputOutputParams = (source: ParamSpec, columns: unknown): ParamSchema => ({
+  source,
+  column_map: {
+    type: "any",
+    default: columns,
+    doc: "rename columns: {input: col, output: col}",
+  },
+  train_on_input: { type: "bool", default: false, doc: "also train on the prompt" },
+  new_system_prompt: { type: "string", default: null, doc: "prepend this system message" },
+  ...sftCommon,
+});
+
 registerComponent<DatasetBuilder>({
   name: "torchtune.datasets.instruct_dataset",
   aliases: ["tune.datasets.instruct_dataset"],
   kind: "dataset",
   doc: "prompt/response pairs (input, output columns; rename with column_map)",
-  params: {
-    source: { type: "string", required: true, doc: SOURCE_DOC },
-    column_map: { type: "any", default: null, doc: "rename columns: {input: col, output: col}" },
-    train_on_input: { type: "bool", default: false, doc: "also train on the prompt" },
-    new_system_prompt: { type: "string", default: null, doc: "prepend this system message" },
-    ...sftCommon,
-  },
-  build: (args) =>
-    sftDataset({
-      name: "torchtune.datasets.instruct_dataset",
-      source: String(args.source),
-      dataFiles: dataFilesArg(args.data_files),
-      split: String(args.split ?? "train"),
-      packed: Boolean(args.packed),
-      splitAcrossPack: Boolean(args.split_across_pack),
-      maxSeqLen: num(args.max_seq_len),
-      transform: {
-        kind: "input_output",
-        columnMap: columnMapArg(args.column_map, ["input", "output"] as const),
-      },
-      trainOnInput: Boolean(args.train_on_input),
-      maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
-      newSystemPrompt: str(args.new_system_prompt),
-      chatFormat: chatFormatArg(args),
-      fallbackFormat: "none",
-    }),
+  params: inputOutputParams({ type: "string", required: true, doc: SOURCE_DOC }, null),
+  build: (args) => inputOutputBuilder("torchtune.datasets.instruct_dataset", args),
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.samsum_dataset",
+  aliases: ["tune.datasets.samsum_dataset"],
+  kind: "dataset",
+  doc: "dialogue summarisation (Samsung/samsum: dialogue -> summary); pair with " +
+    "tokenizer.prompt_template=torchtune.data.SummarizeTemplate",
+  params: inputOutputParams(
+    { type: "string", default: "Samsung/samsum", doc: SOURCE_DOC },
+    { input: "dialogue", output: "summary" },
+  ),
+  build: (args) => inputOutputBuilder("torchtune.datasets.samsum_dataset", args),
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.grammar_dataset",
+  aliases: ["tune.datasets.grammar_dataset"],
+  kind: "dataset",
+  doc: "grammar correction (liweili/c4_200m: input -> output); pair with " +
+    "tokenizer.prompt_template=torchtune.data.GrammarErrorCorrectionTemplate",
+  params: inputOutputParams(
+    { type: "string", default: "liweili/c4_200m", doc: SOURCE_DOC },
+    null,
+  ),
+  build: (args) => inputOutputBuilder("torchtune.datasets.grammar_dataset", args),
 });
 
 registerComponent<DatasetBuilder>({
@@ -253,19 +302,65 @@ registerComponent<DatasetBuilder>({
       : { kind: "openai", column: str(args.conversation_column) ?? "messages" };
     return sftDataset({
       name: "torchtune.datasets.chat_dataset",
-      source: String(args.source),
-      dataFiles: dataFilesArg(args.data_files),
-      split: String(args.split ?? "train"),
-      packed: Boolean(args.packed),
-      splitAcrossPack: Boolean(args.split_across_pack),
-      maxSeqLen: num(args.max_seq_len),
+      ...sourceArgs(args),
+      ...sftArgs(args, "plain"),
       transform,
-      trainOnInput: Boolean(args.train_on_input),
-      maskingStrategy: str(args.masking_strategy) as MaskingStrategy | null,
-      newSystemPrompt: str(args.new_system_prompt),
-      chatFormat: chatFormatArg(args),
-      fallbackFormat: "plain",
     });
+  },
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.slimorca_dataset",
+  aliases: ["tune.datasets.slimorca_dataset"],
+  kind: "dataset",
+  doc: "Open-Orca/SlimOrca-Dedup: ShareGPT conversations in a conversations column",
+  params: {
+    source: { type: "string", default: "Open-Orca/SlimOrca-Dedup", doc: SOURCE_DOC },
+    train_on_input: { type: "bool", default: false, doc: "also train on user messages" },
+    new_system_prompt: {
+      type: "string",
+      default: null,
+      doc: "replace system messages with this one",
+    },
+    ...sftCommon,
+  },
+  build: (args) =>
+    sftDataset({
+      name: "torchtune.datasets.slimorca_dataset",
+      ...sourceArgs(args),
+      ...sftArgs(args, "plain"),
+      transform: { kind: "sharegpt", column: "conversations" },
+    }),
+});
+
+/** Unstructured text (torchtune's TextCompletionDataset), with default source and column. */
+function textBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
+  return textCompletionDataset({
+    name,
+    ...sourceArgs(args),
+    splitAcrossPack: args.split_across_pack === undefined ? true : Boolean(args.split_across_pack),
+    column: String(args.column ?? "text"),
+    addEos: args.add_eos === undefined ? true : Boolean(args.add_eos),
+    sampleBy: String(args.sample_by ?? "paragraph") as TextSampleBy,
+  });
+}
+
+const textParams = (source: ParamSpec, column: string, subset: string | null): ParamSchema => ({
+  source,
+  column: { type: "string", default: column, doc: "column holding the text" },
+  add_eos: { type: "bool", default: true, doc: "append EOS to each sample" },
+  sample_by: {
+    type: "string",
+    default: "paragraph",
+    choices: ["paragraph", "document", "line"],
+    doc: ".txt files: one sample per blank-line-separated paragraph, per file, or per line",
+  },
+  ...common,
+  subset: { ...common.subset, default: subset } as ParamSpec,
+  split_across_pack: {
+    type: "bool",
+    default: true,
+    doc: "packing: split a sample that does not fit across two packs",
   },
 });
 
@@ -274,40 +369,36 @@ registerComponent<DatasetBuilder>({
   aliases: ["tune.datasets.text_completion_dataset"],
   kind: "dataset",
   doc: "unstructured text (txt files or a text column), trained on every token",
-  params: {
-    // Not required at validation so configs can be checked before a source is chosen;
-    // loading without one is a one-line TuneError.
-    source: { type: "string", default: null, doc: SOURCE_DOC },
-    column: { type: "string", default: "text", doc: "column holding the text" },
-    add_eos: { type: "bool", default: true, doc: "append EOS to each sample" },
-    sample_by: {
-      type: "string",
-      default: "paragraph",
-      choices: ["paragraph", "document", "line"],
-      doc: ".txt files: one sample per blank-line-separated paragraph, per file, or per line",
-    },
-    ...common,
-    split_across_pack: {
-      type: "bool",
-      default: true,
-      doc: "packing: split a sample that does not fit across two packs",
-    },
-  },
-  build: (args) =>
-    textCompletionDataset({
-      name: "torchtune.datasets.text_completion_dataset",
-      source: str(args.source) ?? "",
-      dataFiles: dataFilesArg(args.data_files),
-      split: String(args.split ?? "train"),
-      packed: Boolean(args.packed),
-      splitAcrossPack: args.split_across_pack === undefined
-        ? true
-        : Boolean(args.split_across_pack),
-      maxSeqLen: num(args.max_seq_len),
-      column: String(args.column ?? "text"),
-      addEos: args.add_eos === undefined ? true : Boolean(args.add_eos),
-      sampleBy: String(args.sample_by ?? "paragraph") as TextSampleBy,
-    }),
+  // source not required at validation so configs can be checked before one is chosen;
+  // loading without one is a one-line TuneError
+  params: textParams({ type: "string", default: null, doc: SOURCE_DOC }, "text", null),
+  build: (args) => textBuilder("torchtune.datasets.text_completion_dataset", args),
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.wikitext_dataset",
+  aliases: ["tune.datasets.wikitext_dataset"],
+  kind: "dataset",
+  doc: "Wikipedia articles (EleutherAI/wikitext_document_level, page column), text completion",
+  params: textParams(
+    { type: "string", default: "EleutherAI/wikitext_document_level", doc: SOURCE_DOC },
+    "page",
+    "wikitext-103-v1",
+  ),
+  build: (args) => textBuilder("torchtune.datasets.wikitext_dataset", args),
+});
+
+registerComponent<DatasetBuilder>({
+  name: "torchtune.datasets.cnn_dailymail_articles_dataset",
+  aliases: ["tune.datasets.cnn_dailymail_articles_dataset"],
+  kind: "dataset",
+  doc: "news articles (ccdv/cnn_dailymail 3.0.0, article column), text completion",
+  params: textParams(
+    { type: "string", default: "ccdv/cnn_dailymail", doc: SOURCE_DOC },
+    "article",
+    "3.0.0",
+  ),
+  build: (args) => textBuilder("torchtune.datasets.cnn_dailymail_articles_dataset", args),
 });
 
 // ---- preference data (DPO): builders of kind preference_dataset ----

@@ -59,6 +59,8 @@ export interface SourceConfig {
   splitAcrossPack?: boolean;
   /** How `.txt` files are cut into samples (default "paragraph"). */
   sampleBy?: TextSampleBy;
+  /** Hub datasets: the subset (load_dataset's `name`). */
+  subset?: string | null;
 }
 
 /** How rows become messages. */
@@ -114,6 +116,7 @@ async function loadSourceRows(
     split: cfg.split,
     sampleBy: cfg.sampleBy,
     hub: options.hub,
+    subset: cfg.subset ?? undefined,
   });
   return { maxSeqLen, rows, label };
 }

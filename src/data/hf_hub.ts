@@ -217,8 +217,9 @@ export async function downloadHubDataset(
   repo: string,
   split: string,
   options: Partial<HubOptions> = {},
-  dataDir: string | null = null,
+  where: { dataDir?: string | null; subset?: string | null } = {},
 ): Promise<HubDataFiles> {
+  const dataDir = where.dataDir ?? null, subset = where.subset ?? null;
   const opts = hubOptionsFromEnv(options);
   if (!isRepoId(repo)) {
     throw new TuneError(
@@ -226,7 +227,7 @@ export async function downloadHubDataset(
     );
   }
   const dir = repoDir(repo, opts);
-  const key = (dataDir ? `${dataDir}/${split}` : split).replace(/[^\w.-]/g, "_");
+  const key = [subset, dataDir, split].filter((x) => x).join("/").replace(/[^\w.-]/g, "_");
   const manifestPath = `${dir}/${key}.manifest.json`;
   if (exists(manifestPath)) {
     const m = JSON.parse(Deno.readTextFileSync(manifestPath)) as HubDataFiles;
@@ -247,9 +248,13 @@ export async function downloadHubDataset(
   ) as {
     siblings?: { rfilename: string }[];
   };
-  // torchtune's data_dir: only the files under that folder of the repo
-  const under = dataDir ? `${dataDir.replace(/^\/+|\/+$/g, "")}/` : "";
-  const paths = (info.siblings ?? []).map((s) => s.rfilename).filter((p) => p.startsWith(under));
+  // torchtune's data_dir, or a subset (load_dataset's `name`) kept as a folder: only the
+  // files under that folder of the repo
+  const all = (info.siblings ?? []).map((s) => s.rfilename);
+  const folder = dataDir ?? (subset && all.some((p) => p.startsWith(`${subset}/`)) ? subset : "");
+  const under = folder ? `${folder.replace(/^\/+|\/+$/g, "")}/` : "";
+  // a subset with no folder of its own: the datasets server knows its rows
+  const paths = subset && !folder ? [] : all.filter((p) => p.startsWith(under));
   const chosen = selectDataFiles(paths, split);
   let result: HubDataFiles;
   if (chosen.length > 0) {
@@ -265,14 +270,15 @@ export async function downloadHubDataset(
       files.push(local);
     }
     result = { format, files };
-  } else if (under && selectDataFiles(paths, split, [".parquet"]).length > 0) {
+  } else if (dataDir && selectDataFiles(paths, split, [".parquet"]).length > 0) {
     // the rows API serves whole configs, not one folder's files
     throw new TuneError(
       `dataset ${repo} keeps split ${split} under ${under} only as parquet; download those files, convert them to JSON Lines and pass dataset.source=json dataset.data_files=PATH`,
     );
-  } else if (selectDataFiles(paths, split, [".parquet"]).length > 0) {
-    const local = `${dir}/rows/${split.replace(/[^\w.-]/g, "_")}.jsonl`;
-    await writeAtomic(local, await fetchRows(repo, split, opts));
+  } else if (subset || selectDataFiles(paths, split, [".parquet"]).length > 0) {
+    // parquet-only (or a scripted dataset with configs): the datasets server's rows
+    const local = `${dir}/rows/${key}.jsonl`;
+    await writeAtomic(local, await fetchRows(repo, split, opts, subset));
     result = { format: "json", files: [local] };
   } else {
     throw new TuneError(
@@ -292,7 +298,12 @@ interface RowsPage {
 const PAGE = 100; // the rows API's maximum page length
 
 /** Every row of a split from the datasets-server rows API, as JSON Lines text. */
-async function fetchRows(repo: string, split: string, opts: HubOptions): Promise<string> {
+async function fetchRows(
+  repo: string,
+  split: string,
+  opts: HubOptions,
+  subset: string | null,
+): Promise<string> {
   const ds = encodeURIComponent(repo);
   const splits = await hubJson(`${opts.datasetsServer}/splits?dataset=${ds}`, repo, opts) as {
     splits?: { config: string; split: string }[];
@@ -303,7 +314,14 @@ async function fetchRows(repo: string, split: string, opts: HubOptions): Promise
       `dataset ${repo} has no split ${split} on the datasets server; check dataset.split`,
     );
   }
-  const config = configs.includes("default") ? "default" : configs[0];
+  if (subset !== null && !configs.includes(subset)) {
+    throw new TuneError(
+      `dataset ${repo} has no subset ${subset} with split ${split}; its subsets: ${
+        configs.join(", ")
+      }; set dataset.subset`,
+    );
+  }
+  const config = subset ?? (configs.includes("default") ? "default" : configs[0]);
   const url = (offset: number) =>
     `${opts.datasetsServer}/rows?dataset=${ds}&config=${encodeURIComponent(config)}&split=${
       encodeURIComponent(split)

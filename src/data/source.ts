@@ -28,6 +28,8 @@ export interface SourceOptions {
   hub?: Partial<HubOptions>;
   /** Hub datasets: only the data files under this folder of the repo (torchtune's data_dir). */
   dataDir?: string;
+  /** Hub datasets: the subset (load_dataset's `name`, a config of the datasets server). */
+  subset?: string;
 }
 
 /** Loaded rows and a label naming where they came from. */
@@ -148,7 +150,10 @@ export async function loadRows(options: SourceOptions): Promise<LoadedRows> {
     return { rows: sliceRows(rows, spec), label: files.join(", ") };
   }
   if (isRepoId(source)) {
-    const got = await downloadHubDataset(source, spec.name, options.hub, options.dataDir ?? null);
+    const got = await downloadHubDataset(source, spec.name, options.hub, {
+      dataDir: options.dataDir,
+      subset: options.subset,
+    });
     const rows = loadLocalRows(got.format, got.files, { sampleBy: options.sampleBy });
     return { rows: sliceRows(rows, spec), label: source };
   }
