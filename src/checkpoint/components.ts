@@ -30,7 +30,16 @@ export const CHECKPOINTER_PARAMS: ParamSchema = {
   model_type: {
     type: "string",
     required: true,
-    choices: ["LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "PHI3_MINI", "LLAMA2C"],
+    choices: [
+      "LLAMA2",
+      "LLAMA3",
+      "LLAMA3_2",
+      "MISTRAL",
+      "QWEN2",
+      "PHI3_MINI",
+      "GEMMA",
+      "LLAMA2C",
+    ],
     doc: "model family (picks config.json architecture and Meta rope scaling)",
   },
   adapter_checkpoint: { type: "string", default: null, doc: "PEFT adapter to load (dir or file)" },

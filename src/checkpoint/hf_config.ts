@@ -1,11 +1,14 @@
 /**
  * Hugging Face `config.json` <-> LlamaConfig for LlamaForCausalLM, MistralForCausalLM,
- * Qwen2ForCausalLM and Phi3ForCausalLM (Phi-3 is the Llama architecture with q/k/v and
- * gate/up stored fused, see phi3_fused.ts). Weights loaded from Hugging Face use the
- * rotate-half rotary layout.
+ * Qwen2ForCausalLM, Phi3ForCausalLM (Phi-3 is the Llama architecture with q/k/v and
+ * gate/up stored fused, see phi3_fused.ts) and GemmaForCausalLM (Gemma 1: GeGLU MLP,
+ * embeddings times sqrt(hidden_size), norms times 1 + weight, tied output, explicit head_dim;
+ * its tensors have Llama's names and its norm weights are stored zero-centred, as
+ * torchtune's GemmaRMSNorm `scale`, so they load unchanged). Weights loaded from Hugging Face
+ * use the rotate-half rotary layout.
  */
 import { TuneError } from "../errors.ts";
-import type { LlamaConfig } from "../models/llama/config.ts";
+import { headSize, type LlamaConfig } from "../models/llama/config.ts";
 
 /** Model families tune writes config.json for, with torchtune's `model_type` names. */
 export type ModelType =
@@ -15,6 +18,7 @@ export type ModelType =
   | "MISTRAL"
   | "QWEN2"
   | "PHI3_MINI"
+  | "GEMMA"
   | "LLAMA2C";
 
 const ARCHS: Record<string, { hfModelType: string; defaultTheta: number }> = {
@@ -22,7 +26,14 @@ const ARCHS: Record<string, { hfModelType: string; defaultTheta: number }> = {
   MistralForCausalLM: { hfModelType: "mistral", defaultTheta: 10000 },
   Qwen2ForCausalLM: { hfModelType: "qwen2", defaultTheta: 10000 },
   Phi3ForCausalLM: { hfModelType: "phi3", defaultTheta: 10000 },
+  GemmaForCausalLM: { hfModelType: "gemma", defaultTheta: 10000 },
 };
+
+/** Gemma 1's architecture (torchtune's model_type GEMMA). */
+export const GEMMA_ARCH = "GemmaForCausalLM";
+
+/** Gemma's GELU spellings in config.json that mean the tanh approximation. */
+const GELU_TANH = ["gelu_pytorch_tanh", "gelu_new", "gelu_fast"];
 
 /** The architecture whose checkpoints hold fused qkv_proj and gate_up_proj tensors. */
 export const PHI3_ARCH = "Phi3ForCausalLM";
@@ -45,11 +56,23 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   };
   const dim = need("hidden_size");
   const nHeads = need("num_attention_heads");
-  if (json.head_dim !== undefined && json.head_dim !== null && json.head_dim !== dim / nHeads) {
+  const hd = json.head_dim;
+  if (hd !== undefined && hd !== null && (!Number.isInteger(hd) || hd <= 0 || hd % 2 !== 0)) {
+    throw new TuneError(`${path}: head_dim ${hd} must be a positive even integer`);
+  }
+  // an explicit head size that differs from hidden_size / num_attention_heads (Gemma 7B)
+  const headDim = hd !== undefined && hd !== null && hd !== dim / nHeads ? hd as number : undefined;
+  if (headDim !== undefined && arch !== GEMMA_ARCH) {
     throw new TuneError(
-      `${path}: head_dim ${json.head_dim} != hidden_size / num_attention_heads; not supported`,
+      `${path}: head_dim ${hd} != hidden_size / num_attention_heads; not supported for ${arch}`,
     );
   }
+  if (headDim === undefined && dim % nHeads !== 0) {
+    throw new TuneError(
+      `${path}: hidden_size ${dim} is not divisible by num_attention_heads ${nHeads} and there is no head_dim`,
+    );
+  }
+  const gemma = arch === GEMMA_ARCH ? gemmaFields(json, path) : {};
   let ropeScaling: LlamaConfig["ropeScaling"] = null;
   const rs = json.rope_scaling as Json | null | undefined;
   const partial = json.partial_rotary_factor;
@@ -89,9 +112,38 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
     ropeScaling,
     ropeLayout: "half",
     maxSeqLen: json.max_position_embeddings ?? 2048,
-    tiedEmbeddings: json.tie_word_embeddings ?? false,
+    tiedEmbeddings: json.tie_word_embeddings ?? arch === GEMMA_ARCH,
     qkvBias: arch === "Qwen2ForCausalLM" || json.attention_bias === true,
+    ...(headDim === undefined ? {} : { headDim }),
+    ...gemma,
   };
+}
+
+/**
+ * Gemma's architecture flags from its config.json. transformers' GemmaMLP uses
+ * `hidden_activation` and falls back to the tanh-approximate GELU whatever `hidden_act` says
+ * (the published files say "gelu"), so only an explicit exact `hidden_activation` is refused.
+ */
+function gemmaFields(json: Json, path: string): Partial<LlamaConfig> {
+  const act = json.hidden_activation;
+  if (act !== undefined && act !== null && !GELU_TANH.includes(act)) {
+    throw new TuneError(
+      `${path}: hidden_activation ${act} is not supported for Gemma; tune runs gelu_pytorch_tanh`,
+    );
+  }
+  if (json.tie_word_embeddings === false) {
+    throw new TuneError(
+      `${path}: tie_word_embeddings false is not supported for Gemma (its output layer is the embedding)`,
+    );
+  }
+  for (const k of ["final_logit_softcapping", "attn_logit_softcapping", "sliding_window"]) {
+    if (json[k] !== undefined && json[k] !== null) {
+      throw new TuneError(
+        `${path}: ${k} is a Gemma 2 feature; tune supports Gemma 1 (gemma-2b, gemma-7b) only`,
+      );
+    }
+  }
+  return { hiddenAct: "gelu_tanh", embedScale: true, normOffset: 1 };
 }
 
 /** Read and parse `<dir>/config.json`. */
@@ -122,6 +174,8 @@ export function hfConfigJson(
   const arch = options.base?.architectures?.[0] ??
     (options.modelType === "MISTRAL"
       ? "MistralForCausalLM"
+      : options.modelType === "GEMMA" || (cfg.embedScale && !options.modelType)
+      ? GEMMA_ARCH
       : options.modelType === "PHI3_MINI"
       ? PHI3_ARCH
       : options.modelType === "QWEN2" || (cfg.qkvBias && !options.modelType)
@@ -154,5 +208,20 @@ export function hfConfigJson(
     torch_dtype: options.torchDtype ?? options.base?.torch_dtype ?? "float32",
   };
   if (arch === "LlamaForCausalLM") out.attention_bias = cfg.qkvBias;
+  if (cfg.headDim !== undefined || arch === GEMMA_ARCH) out.head_dim = headSize(cfg);
+  if (arch === GEMMA_ARCH) {
+    if (!cfg.embedScale || cfg.normOffset !== 1 || cfg.hiddenAct !== "gelu_tanh") {
+      throw new TuneError(
+        `model_type GEMMA needs a Gemma model (gelu_tanh MLP, scaled embeddings, 1 + scale norms); pick the torchtune.models.gemma builder`,
+      );
+    }
+    out.hidden_act = options.base?.hidden_act ?? "gelu";
+    out.hidden_activation = "gelu_pytorch_tanh";
+    out.attention_bias = cfg.qkvBias;
+  } else if (cfg.embedScale || cfg.normOffset || (cfg.hiddenAct ?? "silu") !== "silu") {
+    throw new TuneError(
+      `a Gemma model can only be saved as GemmaForCausalLM; set checkpointer.model_type=GEMMA`,
+    );
+  }
   return out;
 }

@@ -18,7 +18,7 @@
  * Weights are Meta/llama2.c layout, so the StateDict has ropeLayout "interleaved"; run.c
  * hardcodes rope theta 10000 and RMSNorm epsilon 1e-5.
  */
-import type { LlamaConfig } from "../models/llama/config.ts";
+import { headSize, hiddenAct, type LlamaConfig } from "../models/llama/config.ts";
 import { TuneError } from "../errors.ts";
 import { ropeTables } from "../modules/rope.ts";
 import { atomicWrite } from "./atomic_write.ts";
@@ -262,6 +262,9 @@ export function readLlama2c(path: string): Llama2cModel {
 function checkWritable(cfg: LlamaConfig): void {
   const why = cfg.qkvBias
     ? "it has q/k/v biases"
+    : headSize(cfg) !== cfg.dim / cfg.nHeads || cfg.embedScale || cfg.normOffset ||
+        hiddenAct(cfg) !== "silu"
+    ? "it is a Gemma-style model (head_dim, GeGLU, scaled embeddings or 1 + scale norms)"
     : cfg.ropeScaling
     ? "it uses Llama 3.1 rope scaling"
     : cfg.ropeTheta !== 10000

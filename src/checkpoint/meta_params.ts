@@ -5,7 +5,7 @@
  * loader takes both from the tensor shapes.
  */
 import { TuneError } from "../errors.ts";
-import type { LlamaConfig } from "../models/llama/config.ts";
+import { headSize, hiddenAct, type LlamaConfig } from "../models/llama/config.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = Record<string, any>;
@@ -62,6 +62,15 @@ export function llamaConfigFromMeta(
 
 /** A params.json for `cfg` whose multiple_of / ffn_dim_multiplier reproduce `cfg.hiddenDim`. */
 export function metaParamsJson(cfg: LlamaConfig): Json {
+  // params.json has no head_dim, activation, embedding scale or norm offset (Gemma)
+  if (
+    headSize(cfg) !== cfg.dim / cfg.nHeads || cfg.embedScale || cfg.normOffset ||
+    hiddenAct(cfg) !== "silu"
+  ) {
+    throw new TuneError(
+      `cannot write this model as a Meta checkpoint (params.json has no Gemma/head_dim fields); use FullModelHFCheckpointer`,
+    );
+  }
   let multipleOf = 1;
   let ffn: number | null = null;
   const found = [256, 128, 64, 32, 16, 8, 4, 2, 1].find((m) =>

@@ -1,6 +1,6 @@
 /** Checks of a loaded state dict against the model config it is meant for. */
 import { TuneError } from "../errors.ts";
-import type { LlamaConfig } from "../models/llama/config.ts";
+import { headSize, hiddenAct, type LlamaConfig } from "../models/llama/config.ts";
 import { paramShapes } from "../models/builders/param_shapes.ts";
 import type { StateDict } from "./state_dict.ts";
 
@@ -47,10 +47,26 @@ export function checkSameArchitecture(a: LlamaConfig, b: LlamaConfig, source: st
     "hiddenDim",
     "qkvBias",
   ] as const;
+  // derived values, so an absent optional field equals its default
+  const derived = (c: LlamaConfig) => ({
+    headSize: headSize(c),
+    hiddenAct: hiddenAct(c),
+    embedScale: c.embedScale ?? false,
+    normOffset: c.normOffset ?? 0,
+  });
+  const [da, db] = [derived(a), derived(b)];
   for (const k of keys) {
     if (a[k] !== b[k]) {
       throw new TuneError(
         `${source}: checkpoint has ${k} ${b[k]} but the model config says ${a[k]}; ` +
+          `pick the model builder that matches the checkpoint`,
+      );
+    }
+  }
+  for (const k of Object.keys(da) as (keyof typeof da)[]) {
+    if (da[k] !== db[k]) {
+      throw new TuneError(
+        `${source}: checkpoint has ${k} ${db[k]} but the model config says ${da[k]}; ` +
           `pick the model builder that matches the checkpoint`,
       );
     }

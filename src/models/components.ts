@@ -2,13 +2,15 @@
  * `_component_` builders of src/models, registered with src/config/registry.ts under
  * torchtune's names (`torchtune.models.llama3_2.llama3_2_1b`, `...lora_llama3_2_1b`, the
  * early short names such as `torchtune.models.llama2_7b`), llama2.c's tinyllamas under
- * `tune.models.llama2c.*`, and the generic `tune.models.llama` / `tune.models.lora_llama`.
+ * `tune.models.llama2c.*`, the generic `tune.models.llama` / `tune.models.lora_llama`, and
+ * torchtune's generic Gemma builders `torchtune.models.gemma.gemma` / `lora_gemma`.
  * Each builds a ModelSpec. Imported (for its side effect) by src/components.ts.
  */
 import { registerComponent } from "../config/registry.ts";
 import type { ParamSchema } from "../config/schema.ts";
 import type { RopeLayout } from "../backend/ops.ts";
 import { familyComponentName, MODEL_FAMILIES } from "./builders/families.ts";
+import { gemma } from "./builders/gemma.ts";
 import { llama } from "./builders/llama.ts";
 import { type LoraArgs, loraConfig } from "./builders/lora.ts";
 import type { LlamaConfig } from "./llama/config.ts";
@@ -99,6 +101,69 @@ registerComponent<ModelSpec>({
       config,
       lora: loraConfig(a as unknown as LoraArgs, config.tiedEmbeddings),
     };
+  },
+});
+
+/** torchtune's `gemma(...)` component builder keys. */
+export const GEMMA_PARAMS: ParamSchema = {
+  vocab_size: { type: "int", required: true, doc: "vocabulary size V" },
+  num_layers: { type: "int", required: true, doc: "decoder layers L" },
+  num_heads: { type: "int", required: true, doc: "query heads NH" },
+  head_dim: {
+    type: "int",
+    required: true,
+    doc: "head size HS (need not be embed_dim / num_heads)",
+  },
+  num_kv_heads: { type: "int", required: true, doc: "key/value heads" },
+  embed_dim: { type: "int", required: true, doc: "model width C" },
+  intermediate_dim: { type: "int", required: true, doc: "MLP width H" },
+  max_seq_len: { type: "int", required: true, doc: "longest sequence T" },
+  attn_dropout: { type: "float", default: 0.0, doc: "accepted for torchtune configs; must be 0" },
+  norm_eps: { type: "float", default: 1e-6, doc: "RMSNorm epsilon" },
+  rope_base: { type: "float", default: 10000, doc: "RoPE theta" },
+  norm_embeddings: {
+    type: "bool",
+    default: true,
+    doc: "accepted for torchtune configs; Gemma always scales its embeddings by sqrt(embed_dim)",
+  },
+};
+
+function gemmaConfig(a: Record<string, unknown>): LlamaConfig {
+  if (a.attn_dropout) throw new TuneError(`model.attn_dropout is not supported; set it to 0.0`);
+  try {
+    return gemma({
+      vocabSize: a.vocab_size as number,
+      numLayers: a.num_layers as number,
+      numHeads: a.num_heads as number,
+      headDim: a.head_dim as number,
+      numKvHeads: a.num_kv_heads as number,
+      embedDim: a.embed_dim as number,
+      intermediateDim: a.intermediate_dim as number,
+      maxSeqLen: a.max_seq_len as number,
+      normEps: a.norm_eps as number,
+      ropeBase: a.rope_base as number,
+    });
+  } catch (e) {
+    throw new TuneError(`model: ${(e as Error).message}`);
+  }
+}
+
+registerComponent<ModelSpec>({
+  name: "torchtune.models.gemma.gemma",
+  kind: "model",
+  doc: "Gemma 1 decoder of any size (generic builder: GeGLU, scaled embeddings, tied output)",
+  params: GEMMA_PARAMS,
+  build: (a) => ({ name: "gemma", config: gemmaConfig(a), lora: null }),
+});
+
+registerComponent<ModelSpec>({
+  name: "torchtune.models.gemma.lora_gemma",
+  kind: "model",
+  doc: "Gemma 1 decoder of any size with LoRA adapters (generic builder)",
+  params: { ...GEMMA_PARAMS, ...LORA_PARAMS },
+  build: (a) => {
+    const config = gemmaConfig(a);
+    return { name: "lora_gemma", config, lora: loraConfig(a as unknown as LoraArgs, true) };
   },
 });
 

@@ -3,6 +3,7 @@
  * model's Hugging Face config.json (torchtune's builders use the same numbers).
  */
 import type { LlamaConfig, RopeScaling } from "../llama/config.ts";
+import { gemma2b, gemma7b } from "./gemma.ts";
 import { llama } from "./llama.ts";
 
 const LLAMA31_SCALING: RopeScaling = {
@@ -222,6 +223,9 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
         ropeLayout: "half",
       }),
   },
+  // torchtune.models.gemma (Gemma 1): GeGLU, scaled embeddings, 1 + scale norms, tied output
+  { module: "gemma", name: "gemma_2b", config: gemma2b },
+  { module: "gemma", name: "gemma_7b", config: gemma7b },
   { module: "llama2c", name: "stories15m", config: stories(288, 6, 6, 6, 32000, 256, 768) },
   { module: "llama2c", name: "stories42m", config: stories(512, 8, 8, 8, 32000, 1024, 1376) },
   { module: "llama2c", name: "stories110m", config: stories(768, 12, 12, 12, 32000, 1024, 2048) },

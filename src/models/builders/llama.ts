@@ -4,7 +4,7 @@
  * builders of families.ts.
  */
 import type { RopeLayout } from "../../backend/ops.ts";
-import type { LlamaConfig, RopeScaling } from "../llama/config.ts";
+import { headSize, type LlamaConfig, type RopeScaling } from "../llama/config.ts";
 
 /** torchtune's builder options (camelCase here; the component schema uses snake_case). */
 export interface LlamaOptions {
@@ -61,13 +61,16 @@ export function checkConfig(cfg: LlamaConfig): void {
   for (const k of ["vocabSize", "dim", "nLayers", "nHeads", "nKvHeads", "hiddenDim"] as const) {
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) bad(`${k} must be a positive integer`);
   }
-  if (cfg.dim % cfg.nHeads !== 0) {
+  if (cfg.headDim === undefined && cfg.dim % cfg.nHeads !== 0) {
     bad(`embed_dim ${cfg.dim} is not divisible by num_heads ${cfg.nHeads}`);
+  }
+  if (cfg.headDim !== undefined && (!Number.isInteger(cfg.headDim) || cfg.headDim <= 0)) {
+    bad(`head_dim must be a positive integer`);
   }
   if (cfg.nHeads % cfg.nKvHeads !== 0) {
     bad(`num_heads ${cfg.nHeads} is not divisible by num_kv_heads ${cfg.nKvHeads}`);
   }
-  if ((cfg.dim / cfg.nHeads) % 2 !== 0) {
-    bad(`head size ${cfg.dim / cfg.nHeads} must be even for RoPE`);
+  if (headSize(cfg) % 2 !== 0) {
+    bad(`head size ${headSize(cfg)} must be even for RoPE`);
   }
 }

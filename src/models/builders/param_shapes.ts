@@ -2,13 +2,13 @@
  * Every parameter's name and shape for a Llama-family config (and LoRA settings), computed
  * from the config alone: the basis of `parameterCount` and of checkpoint shape checks.
  */
-import type { LlamaConfig } from "../llama/config.ts";
+import { headSize, type LlamaConfig } from "../llama/config.ts";
 import type { LoraConfig } from "../model_spec.ts";
 
 /** Names and shapes of the base model's parameters, in torchtune order. */
 export function paramShapes(cfg: LlamaConfig): Map<string, number[]> {
   const out = new Map<string, number[]>();
-  const hs = cfg.dim / cfg.nHeads;
+  const hs = headSize(cfg);
   const q = cfg.nHeads * hs; // NH*HS
   const kv = cfg.nKvHeads * hs; // KV
   out.set("tok_embeddings.weight", [cfg.vocabSize, cfg.dim]);

@@ -12,7 +12,7 @@ export interface RopeScaling {
  * Architecture of a Llama-family decoder (Llama 2/3/3.1/3.2, Mistral, Qwen2.5, llama2.c).
  *
  * Parameter names inside tune follow torchtune (shapes in dimension letters of ops.ts,
- * HS = dim / nHeads, KV = nKvHeads * HS):
+ * HS = headSize(cfg) (dim / nHeads unless `headDim` is set), KV = nKvHeads * HS):
  *   tok_embeddings.weight            (V, C)
  *   layers.{i}.sa_norm.scale         (C)
  *   layers.{i}.attn.q_proj.weight    (NH*HS, C)   (+ .bias (NH*HS) when qkvBias)
@@ -53,9 +53,47 @@ export interface LlamaConfig {
   tiedEmbeddings: boolean;
   /** Biases on q/k/v projections (Qwen2). */
   qkvBias: boolean;
+  /**
+   * Explicit head size HS when it is not dim / nHeads (Gemma 7B: 3072 / 16 heads of 256).
+   * Absent: dim / nHeads.
+   */
+  headDim?: number;
+  /** MLP activation on the gate: "silu" (SwiGLU, default) or "gelu_tanh" (Gemma's GeGLU). */
+  hiddenAct?: HiddenAct;
+  /** Multiply token embeddings by sqrt(dim) before the first layer (Gemma). Default false. */
+  embedScale?: boolean;
+  /**
+   * Added to every RMSNorm scale when it is applied: out = norm(x) * (normOffset + scale).
+   * Gemma stores zero-centred scales and uses 1 (GemmaRMSNorm); default 0.
+   */
+  normOffset?: number;
 }
+
+/** The MLP activation of a config. */
+export type HiddenAct = "silu" | "gelu_tanh";
 
 /** Head size of a config. */
 export function headSize(cfg: LlamaConfig): number {
-  return cfg.dim / cfg.nHeads;
+  return cfg.headDim ?? cfg.dim / cfg.nHeads;
+}
+
+/** The MLP activation of a config (default "silu"). */
+export function hiddenAct(cfg: LlamaConfig): HiddenAct {
+  return cfg.hiddenAct ?? "silu";
+}
+
+/**
+ * The constant the token embeddings are multiplied by (1 when `embedScale` is off):
+ * sqrt(dim) rounded to the activation dtype, as torchtune's GemmaNormEmbeddings and
+ * Hugging Face's GemmaModel do (`torch.tensor(dim ** 0.5, dtype=x.dtype)`): fp32 for fp32
+ * activations, bf16 (e.g. sqrt(3072) = 55.43 -> 55.5) for bf16 ones.
+ */
+export function embedScaleValue(cfg: LlamaConfig, dtype: "f32" | "bf16"): number {
+  if (!cfg.embedScale) return 1;
+  const f = Math.fround(Math.sqrt(cfg.dim));
+  if (dtype === "f32") return f;
+  // round to nearest even at bf16's 8-bit mantissa
+  const u = new Uint32Array(new Float32Array([f]).buffer)[0];
+  const r = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000;
+  return new Float32Array(new Uint32Array([r >>> 0]).buffer)[0];
 }

@@ -15,7 +15,8 @@ export function randomBaseWeights(cfg: LlamaConfig, layout: ParamLayout, seed: n
   const residStd = 0.02 / Math.sqrt(2 * cfg.nLayers);
   for (const e of layout.entries) {
     const data = new Float32Array(e.length);
-    if (e.name.endsWith(".scale")) data.fill(1);
+    // norms start at an effective scale of 1 (Gemma stores scale - 1: zeros, as torchtune)
+    if (e.name.endsWith(".scale")) data.fill(1 - (cfg.normOffset ?? 0));
     else if (e.name.endsWith(".bias")) data.fill(0);
     else if (e.name.endsWith("output_proj.weight") || e.name.endsWith("mlp.w2.weight")) {
       rng.fillNormal(data, residStd);

@@ -55,7 +55,12 @@ export function validateConfig(cfg: LlamaConfig): void {
       bad(`${k} must be a positive integer, got ${cfg[k]}`);
     }
   }
-  if (cfg.dim % cfg.nHeads !== 0) bad(`dim ${cfg.dim} is not a multiple of nHeads ${cfg.nHeads}`);
+  if (cfg.headDim === undefined && cfg.dim % cfg.nHeads !== 0) {
+    bad(`dim ${cfg.dim} is not a multiple of nHeads ${cfg.nHeads}`);
+  }
+  if (!Number.isInteger(headSize(cfg)) || headSize(cfg) <= 0) {
+    bad(`headDim must be a positive integer, got ${cfg.headDim}`);
+  }
   if (headSize(cfg) % 2 !== 0) bad(`head size ${headSize(cfg)} must be even for rotary embeddings`);
   if (cfg.nHeads % cfg.nKvHeads !== 0) {
     bad(`nHeads ${cfg.nHeads} is not a multiple of nKvHeads ${cfg.nKvHeads}`);

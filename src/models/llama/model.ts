@@ -26,7 +26,7 @@ import { DecoderLayer } from "../../modules/transformer.ts";
 import { mixSeed, SeededRandom } from "../../params/random.ts";
 import { ParamStore } from "../../params/store.ts";
 import type { ModelSpec } from "../model_spec.ts";
-import { headSize, type LlamaConfig } from "./config.ts";
+import { embedScaleValue, headSize, hiddenAct, type LlamaConfig } from "./config.ts";
 import { randomBaseWeights } from "./init.ts";
 import { baseLayout, layerLinears, loraLayout, loraSites } from "./layout.ts";
 
@@ -234,6 +234,8 @@ export class LlamaModel {
   readonly #dresid: DeviceBuffer | null; // (N, C), null for an inference-only model
   readonly #loraScratch: LoraScratch | null;
   readonly #act: "f32" | "bf16";
+  /** Embedding multiplier: sqrt(dim) in the activation dtype for Gemma, else 1. */
+  readonly #embedScale: number;
   /** Hooks of a model built with `groupWindows` (set by the sharded optimizer). */
   groupHooks: GroupHooks | null = null;
   readonly #windowed: boolean;
@@ -284,6 +286,7 @@ export class LlamaModel {
     );
     const act = opts.activationDtype ?? "f32";
     this.#act = act;
+    this.#embedScale = embedScaleValue(cfg, act);
     this.adapters = lora
       ? new ParamStore(backend, loraLayout(cfg, lora), training, "f32", moments, windows)
       : null;
@@ -341,8 +344,17 @@ export class LlamaModel {
         db: hasBias ? this.base.grad(`${prefix}.bias`) : null,
       }, l);
     };
+    // Gemma's norms multiply by 1 + scale: one (C) fp32 scratch shared by every norm
+    const effScale = cfg.normOffset ? al.alloc("scratch", cfg.dim) : null;
     const norm = (name: string) =>
-      new RmsNorm(cfg.dim, cfg.normEps, this.base.param(name), this.base.grad(name));
+      new RmsNorm(
+        cfg.dim,
+        cfg.normEps,
+        this.base.param(name),
+        this.base.grad(name),
+        cfg.normOffset ?? 0,
+        effScale,
+      );
     this.#layers = [];
     for (let i = 0; i < cfg.nLayers; i++) {
       const [q, k, v, o, w1, w2, w3] = layerLinears(cfg, i).map((s) =>
@@ -362,7 +374,7 @@ export class LlamaModel {
           norm(`layers.${i}.sa_norm.scale`),
           attn,
           norm(`layers.${i}.mlp_norm.scale`),
-          new FeedForward(cfg.hiddenDim, w1, w2, w3),
+          new FeedForward(cfg.hiddenDim, w1, w2, w3, hiddenAct(cfg)),
         ),
       );
     }
@@ -753,6 +765,7 @@ export class LlamaModel {
       this.#layers[l].backward(be, dx, this.#resid[l], acts, sc, this.B, this.T, ls);
     }
     if (this.#dTokEmb) {
+      this.#scaleEmbeddings(dx); // d(e * s)/de = s
       be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C, this.#hostTokens);
     }
     return count;
@@ -829,6 +842,7 @@ export class LlamaModel {
     const { N, C, L } = this.#nv();
     await h.beforeGroup("tok_embeddings", "forward");
     be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C, this.#hostTokens); // (N, C)
+    this.#scaleEmbeddings(this.#resid[0]);
     for (let l = 0; l < L; l++) {
       await h.beforeGroup(`layers.${l}`, "forward");
       const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
@@ -895,6 +909,7 @@ export class LlamaModel {
     // the embedding backward needs no values; a tied embedding's gradient already holds the head's part
     if (this.#dTokEmb) {
       if (!tied) zero("tok_embeddings");
+      this.#scaleEmbeddings(dx); // d(e * s)/de = s
       be.embeddingBackward(this.#dTokEmb, dx, this.#tokens, N, C, this.#hostTokens);
       await done("tok_embeddings");
     }
@@ -1097,6 +1112,7 @@ export class LlamaModel {
     const be = this.#be;
     const { N, C, L } = this.#nv();
     be.embeddingForward(this.#resid[0], this.#tokens, this.#tokEmb, N, C, this.#hostTokens); // (N, C)
+    this.#scaleEmbeddings(this.#resid[0]);
     for (let l = 0; l < L; l++) {
       const acts = this.#acts[this.#acts.length === 1 ? 0 : l];
       const ls = seed === null ? null : mixSeed(seed, l);
@@ -1232,6 +1248,11 @@ export class LlamaModel {
     this.#weighed = { seqLoss, weights, logitSums, tokens };
   }
 
+  /** x *= the embedding multiplier (Gemma's sqrt(dim)); nothing when it is 1. */
+  #scaleEmbeddings(x: DeviceBuffer): void {
+    if (this.#embedScale !== 1) this.#be.scale(x, this.#embedScale);
+  }
+
   #needCaches(): InferenceState {
     if (!this.#inf) throw new Error("call setupCaches(batch, capacity) before prefill/decodeStep");
     return this.#inf;
@@ -1279,6 +1300,7 @@ export class LlamaModel {
     const x0 = be.view(inf.resid[0], 0, N * C);
     const x1 = be.view(inf.resid[1], 0, N * C);
     be.embeddingForward(x0, tok, this.#tokEmb, N, C, tokens);
+    this.#scaleEmbeddings(x0);
     let x = x0;
     let y = x1;
     for (let l = 0; l < this.cfg.nLayers; l++) {
