@@ -15,6 +15,7 @@ import {
   readTokenizerFile,
   tokenizerFromBytes,
 } from "./load.ts";
+import { GemmaTokenizer } from "./gemma.ts";
 import { Phi3MiniTokenizer } from "./phi3.ts";
 import { SentencePieceTokenizer } from "./sentencepiece.ts";
 import { parsePromptTemplate } from "../data/prompt_template.ts";
@@ -167,6 +168,31 @@ export const phi3MiniTokenizerComponent = registerComponent<Tokenizer>({
       );
     }
     return finish(new Phi3MiniTokenizer(sp, added), args, "tokenizer");
+  },
+});
+
+/** torchtune.models.gemma.gemma_tokenizer: Gemma's SentencePiece tokenizer.model, pad id 0. */
+export const gemmaTokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.gemma.gemma_tokenizer",
+  aliases: ["tune.tokenizers.gemma"],
+  kind: "tokenizer",
+  doc: "Gemma: SentencePiece tokenizer.model (BOS <bos>, EOS <eos> from the model; pad id 0)",
+  params: {
+    ...COMMON,
+    path: { type: "string", required: true, doc: "Gemma's SentencePiece tokenizer.model" },
+  },
+  build(args) {
+    const path = args.path as string;
+    const bytes = readTokenizerFile(path);
+    const sp = detectTokenizerFormat(bytes) === "sentencepiece"
+      ? tokenizerFromBytes(bytes, path)
+      : null;
+    if (!(sp instanceof SentencePieceTokenizer)) {
+      throw new TuneError(
+        `tokenizer.path ${path} is not a SentencePiece model; gemma_tokenizer needs Gemma's tokenizer.model`,
+      );
+    }
+    return finish(new GemmaTokenizer(sp), args, "tokenizer");
   },
 });
 
