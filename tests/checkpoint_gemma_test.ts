@@ -6,7 +6,8 @@
  * weights, and transformers' Gemma forward written out in fp32 torch.
  * Tolerances: logits (fp32 forward) atol 1e-5 rtol 1e-4; loss and every gradient atol 1e-4
  * rtol 1e-3; geglu op vs torch atol 1e-5 rtol 1e-4 (fp32 forward); KV-cache logits vs the full
- * forward atol 1e-5 rtol 1e-4; save -> load round trip bitwise (tensors are only moved).
+ * forward atol 1e-5 rtol 1e-4; save -> load round trip bitwise (tensors are only moved);
+ * the ZeRO-3 path (lossAndBackwardAsync on group windows) bitwise equal to lossAndBackward.
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import { join } from "node:path";
@@ -27,6 +28,8 @@ import "../src/models/components.ts";
 import { embedScaleValue, type LlamaConfig } from "../src/models/llama/config.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
+import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
+import { ShardedOptimizer } from "../src/training/sharded.ts";
 import { assertClose, loadFixture, worstError } from "./fixture_io.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
@@ -375,3 +378,39 @@ Deno.test("Gemma checkpoints that do not fit give one-line TuneErrors", () => {
     Deno.removeSync(tmp, { recursive: true });
   }
 });
+
+for (const ckpt of [false, true]) {
+  Deno.test(`lossAndBackwardAsync() of a Gemma model on group windows equals lossAndBackward bitwise (checkpointing ${ckpt})`, async () => {
+    const hf = loadHfCheckpoint(GEMMA);
+    const fx = loadFixture("checkpoint_hf_gemma_expected");
+    const tokens = fx.i32("train_tokens"), targets = fx.i32("train_targets");
+    const be = new CpuBackend();
+    const spec = { name: "g", config: hf.config, lora: null };
+    const opts = { batch: 2, seqLen: 6, activationCheckpointing: ckpt };
+    const ref = createLlama(be, spec, opts);
+    ref.loadStateDict(hf.stateDict);
+    const z = createLlama(be, spec, { ...opts, optimizerMoments: false, groupWindows: 1 });
+    z.base.materialize();
+    z.loadStateDict(hf.stateDict);
+    const sharded = new ShardedOptimizer(
+      be,
+      z.trainable,
+      new AdamW(be, z.trainable, ADAMW_DEFAULTS),
+    );
+    sharded.takeParams();
+    z.trainable.release();
+    z.groupHooks = sharded;
+    ref.zeroGrad();
+    sharded.zeroGrads();
+    const count = targets.filter((t) => t !== -100).length;
+    const r = ref.lossAndBackward(tokens, targets, 1 / count);
+    const zr = await z.lossAndBackwardAsync(tokens, targets, 1 / count);
+    assertEquals(zr, r);
+    const want = be.download(ref.trainable.grads!) as Float32Array;
+    const got = (be.download(sharded.grads) as Float32Array).subarray(0, want.length);
+    bitwise("windowed gradients", got, want);
+    sharded.free();
+    ref.free();
+    z.free();
+  });
+}
