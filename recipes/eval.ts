@@ -15,25 +15,17 @@
  */
 import "../src/components.ts";
 import { join } from "node:path";
-import { createBackend } from "../src/backend/select.ts";
 import { atomicWrite } from "../src/checkpoint/atomic_write.ts";
-import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
-import { loadPeftAdapter } from "../src/checkpoint/peft.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { DatasetBuilder } from "../src/data/mod.ts";
 import { TuneError } from "../src/errors.ts";
-import { createLlama } from "../src/models/llama/mod.ts";
-import type { ModelSpec } from "../src/models/model_spec.ts";
-import { checkVocabMatches } from "../src/tokenizers/mod.ts";
-import type { Tokenizer } from "../src/tokenizers/types.ts";
 import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { ProgressBar } from "../src/training/progress.ts";
 import { packingOf } from "../src/training/data.ts";
 import { scoringBatches } from "../src/training/validation.ts";
-import { modelDtypes } from "../src/training/steps.ts";
+import { buildEvalModel, prepareEvalModel } from "../src/training/eval_model.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
@@ -113,45 +105,8 @@ export async function runEval(
   hooks: { quiet?: boolean } = {},
 ): Promise<EvalResult> {
   // ---- setup ----
-  // Model builder first: everything else is checked against it.
-  const spec = instantiate<ModelSpec>(cfg.model);
-  const adapterPath = cfg.checkpointer.adapter_checkpoint as string | null;
-  if (adapterPath && !spec.lora) {
-    throw new TuneError(
-      `checkpointer.adapter_checkpoint is set but model ${cfg.model._component_} has no LoRA; ` +
-        `use the lora_* builder the adapter was trained with`,
-    );
-  }
-  if (spec.lora && !adapterPath) {
-    throw new TuneError(
-      `model ${cfg.model._component_} has LoRA adapters but checkpointer.adapter_checkpoint is not set; ` +
-        `set it to the run's epoch_<N> directory, or use the builder without lora_`,
-    );
-  }
-  // Backend before any slow load.
-  const dtypes = modelDtypes(cfg.dtype, cfg.device);
-  if (dtypes.note && !hooks.quiet) console.error(dtypes.note);
-  const backend = await createBackend(cfg.device as "cpu" | "cuda");
-  // Weights (and adapter) on the host.
-  let weights: StateDict | null = null;
-  let adapter: StateDict | null = null;
-  if (cfg.model_init === "checkpoint") {
-    const loaded = instantiate<Checkpointer>(cfg.checkpointer).load({
-      resumeFromCheckpoint: false,
-    });
-    spec.config = { ...spec.config, ropeLayout: loaded.config.ropeLayout };
-    weights = loaded.stateDict;
-    adapter = loaded.adapter;
-  } else if (adapterPath) {
-    const dir = cfg.checkpointer.checkpoint_dir as string;
-    adapter = loadPeftAdapter(
-      adapterPath.startsWith("/") ? adapterPath : join(dir, adapterPath),
-      spec.config,
-    );
-  }
-  // Tokenizer: must fit the model's vocabulary.
-  const tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
-  checkVocabMatches(tokenizer, spec.config.vocabSize, String(cfg.tokenizer.path));
+  const parts = await prepareEvalModel(cfg, hooks.quiet);
+  const { tokenizer } = parts;
   // Data: every sample, in order, padded to the longest one.
   const ds = await instantiate<DatasetBuilder>(cfg.dataset).load(tokenizer, {
     maxSeqLen: tokenizer.maxSeqLen ?? null,
@@ -160,29 +115,9 @@ export async function runEval(
     throw new TuneError(`dataset ${ds.source} has no samples; check dataset.data_files`);
   }
   const T = Math.max(...ds.samples.map((s) => s.tokens.length));
-  if (T > spec.config.maxSeqLen) {
-    throw new TuneError(
-      `dataset samples are up to ${T} tokens but the model's max_seq_len is ${spec.config.maxSeqLen}; ` +
-        `set tokenizer.max_seq_len=${spec.config.maxSeqLen}`,
-    );
-  }
   const B = Math.min(cfg.batch_size, ds.samples.length);
   // Model: allocated for (B, T), then its weights.
-  const model = createLlama(backend, spec, {
-    batch: B,
-    seqLen: T,
-    seed: cfg.seed ?? 0,
-    training: false, // eval needs no gradients or optimizer state
-    activationDtype: dtypes.activationDtype,
-    frozenDtype: dtypes.frozenDtype,
-  });
-  if (!weights) {
-    model.initRandom(cfg.seed ?? 0);
-    weights = model.base.toStateDict();
-  }
-  const sd = new Map(weights);
-  for (const [k, t] of adapter ?? []) sd.set(k, t);
-  model.loadStateDict(sd);
+  const model = buildEvalModel(parts, B, T, cfg.seed);
   const logger = cfg.metric_logger ? instantiate<MetricLogger>(cfg.metric_logger) : null;
 
   // ---- evaluate ----

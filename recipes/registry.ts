@@ -17,6 +17,7 @@ import * as fullSingle from "./full_finetune_single_device.ts";
 import * as fullDistributed from "./full_finetune_distributed.ts";
 import * as generate from "./generate.ts";
 import * as evaluate from "./eval.ts";
+import * as eleutherEval from "./eleuther_eval.ts";
 
 /** A recipe module's exports (recipes/<name>.ts). */
 interface RecipeModule<S extends ParamSchema> {
@@ -92,8 +93,19 @@ export const RECIPES: readonly RecipeDefinition[] = [
     [],
     knowledgeDistillationDistributed,
   ),
-  define("generate", "text generation from a checkpoint", ["alpaca_generate"], generate),
+  define(
+    "generate",
+    "text generation from a checkpoint",
+    ["alpaca_generate"],
+    generate,
+  ),
   define("eval", "loss and perplexity of a model on a dataset", [], evaluate),
+  define(
+    "eleuther_eval",
+    "lm-evaluation-harness multiple-choice tasks (arc, piqa, hellaswag)",
+    [],
+    eleutherEval,
+  ),
 ];
 
 /** Shipped configs (names under configs/, no `.yaml`) for each recipe, as `tune ls` lists them. */
@@ -101,7 +113,6 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
   full_finetune_single_device: [
     "llama2/7B_full_low_memory",
     "llama3_2/1B_full_single_device",
-    "gemma/2B_full_single_device",
     "phi3/mini_full_single_device",
     "tiny/full_single_device",
     "alpaca_llama2_finetune",
@@ -113,8 +124,6 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "alpaca_llama2_full_finetune",
   ],
   lora_finetune_single_device: [
-    "gemma/2B_lora_single_device",
-    "gemma/7B_lora_single_device",
     "llama2/7B_lora_single_device",
     "llama3_1/8B_lora_single_device",
     "llama3_2/1B_lora_single_device",
@@ -142,6 +151,7 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
   knowledge_distillation_distributed: ["tiny/kd_distributed"],
   generate: ["llama2c/generate", "alpaca_llama2_generate"],
   eval: ["tiny/eval"],
+  eleuther_eval: ["eleuther_evaluation", "tiny/eleuther_eval"],
 };
 
 /**
@@ -160,7 +170,10 @@ export const LAUNCH_DEPENDENT_ALIASES: Readonly<
 };
 
 /** The canonical recipe name for a name or alias given on the command line, or undefined. */
-export function canonicalRecipeName(name: string, launch: LaunchOptions): string | undefined {
+export function canonicalRecipeName(
+  name: string,
+  launch: LaunchOptions,
+): string | undefined {
   const bare = name.replace(/\.(ts|py)$/, "");
   const dep = Object.hasOwn(LAUNCH_DEPENDENT_ALIASES, bare)
     ? LAUNCH_DEPENDENT_ALIASES[bare]
@@ -178,12 +191,17 @@ export function allRecipeNames(): string[] {
 }
 
 /** The recipe for a name or alias; an unknown name is a TuneError with the closest name. */
-export function findRecipe(name: string, launch: LaunchOptions): RecipeDefinition {
+export function findRecipe(
+  name: string,
+  launch: LaunchOptions,
+): RecipeDefinition {
   const canonical = canonicalRecipeName(name, launch);
   const recipe = RECIPES.find((r) => r.name === canonical);
   if (!recipe) {
     throw new TuneError(
-      `unknown recipe '${name}'${didYouMean(name, allRecipeNames())} (tune ls lists them)`,
+      `unknown recipe '${name}'${
+        didYouMean(name, allRecipeNames())
+      } (tune ls lists them)`,
     );
   }
   return recipe;
