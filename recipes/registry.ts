@@ -113,6 +113,7 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
   full_finetune_single_device: [
     "llama2/7B_full_low_memory",
     "llama3_2/1B_full_single_device",
+    "gemma/2B_full_single_device",
     "phi3/mini_full_single_device",
     "tiny/full_single_device",
     "alpaca_llama2_finetune",
@@ -124,6 +125,8 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "alpaca_llama2_full_finetune",
   ],
   lora_finetune_single_device: [
+    "gemma/2B_lora_single_device",
+    "gemma/7B_lora_single_device",
     "llama2/7B_lora_single_device",
     "llama3_1/8B_lora_single_device",
     "llama3_2/1B_lora_single_device",
