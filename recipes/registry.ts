@@ -202,9 +202,7 @@ export function findRecipe(
   const recipe = RECIPES.find((r) => r.name === canonical);
   if (!recipe) {
     throw new TuneError(
-      `unknown recipe '${name}'${
-        didYouMean(name, allRecipeNames())
-      } (tune ls lists them)`,
+      `unknown recipe '${name}'${didYouMean(name, allRecipeNames())} (tune ls lists them)`,
     );
   }
   return recipe;
