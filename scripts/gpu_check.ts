@@ -1190,6 +1190,148 @@ async function modelChecks(): Promise<void> {
     );
   }
 
+  // Gemma 1 (GeGLU, embeddings x sqrt(dim), 1 + scale norms, head_dim != dim / heads, one
+  // kv head, tied): the tiny GemmaForCausalLM of tests/reference/gemma_reference.py. fp32 on the
+  // GPU against PyTorch's loss and gradients; bf16 activations (and a bf16 frozen base under
+  // LoRA) against the CPU; KV-cache greedy decoding on the GPU against the CPU.
+  const { loadHfCheckpoint } = await import("../src/checkpoint/hf_checkpoint.ts");
+  const { convertRopeLayout } = await import("../src/checkpoint/rope_permute.ts");
+  const { tuneToHf } = await import("../src/checkpoint/key_mapping.ts");
+  type LoraAttnModule = "q_proj" | "k_proj" | "v_proj" | "output_proj";
+  const gemmaDir = new URL("../tests/fixtures/checkpoint_hf_gemma", import.meta.url).pathname;
+  const gemmaStep = (be: Backend, dt: "f32" | "bf16", lora: boolean) => {
+    const hf = loadHfCheckpoint(gemmaDir);
+    const fx = fixtureModule.loadFixture("checkpoint_hf_gemma_expected");
+    const tokens: Int32Array = fx.i32("train_tokens"),
+      targets: Int32Array = fx.i32("train_targets");
+    const loraConfig = lora
+      ? {
+        attnModules: ["q_proj", "k_proj", "v_proj", "output_proj"] as LoraAttnModule[],
+        applyToMlp: true,
+        applyToOutput: false,
+        rank: 4,
+        alpha: 8,
+        dropout: 0,
+      }
+      : null;
+    const model = createLlama(be, { name: "tiny_gemma", config: hf.config, lora: loraConfig }, {
+      batch: 2,
+      seqLen: 6,
+      seed: 3,
+      activationDtype: dt,
+      frozenDtype: lora ? dt : "f32",
+    });
+    model.loadStateDict(hf.stateDict);
+    if (lora) {
+      // non-zero B so every adapter gradient is non-trivial (the same values on both backends)
+      const sd = model.adapterStateDict();
+      for (const [n, t] of sd) {
+        if (n.includes("lora_b")) t.data.forEach((_, i) => t.data[i] = Math.cos(i) * 0.05);
+      }
+      model.loadStateDict(new Map([...hf.stateDict, ...sd]));
+    }
+    model.zeroGrad();
+    let count = 0;
+    for (const t of targets) if (t !== -100) count++;
+    const r = model.lossAndBackward(tokens, targets, 1 / count);
+    const named = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const name of model.trainableNames()) {
+      const e = model.trainable.layout.get(name);
+      named.set(name, {
+        shape: [...e.shape],
+        data: (be.download(model.trainable.grad(name)!) as Float32Array).slice(),
+      });
+    }
+    const grads = be.download(model.trainable.grads!) as Float32Array;
+    model.free();
+    return { loss: r.lossSum / r.tokens, grads, named, config: hf.config, fx };
+  };
+  check("tiny Gemma one step (full) vs PyTorch: loss and every gradient (fp32 on GPU)", () => {
+    const g = gemmaStep(gpu, "f32", false);
+    const half = convertRopeLayout(g.named, g.config, "half");
+    const out: Outcome[] = [
+      cmpArrays("loss", [g.loss], g.fx.f32("loss"), { atol: 1e-4, rtol: 1e-3 }),
+    ];
+    let worst = 0;
+    let bad: Outcome | null = null;
+    for (const [name, t] of half) {
+      const o = cmpArrays(name, t.data, g.fx.f32(`grad.${tuneToHf(name)}`), {
+        atol: 1e-4,
+        rtol: 1e-3,
+      });
+      if (!o.ok && bad === null) bad = o;
+      const ref = g.fx.f32(`grad.${tuneToHf(name)}`);
+      for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(t.data[i] - ref[i]));
+    }
+    out.push(
+      bad ?? {
+        label: `${half.size} gradients`,
+        ok: true,
+        detail: `max|diff| ${worst.toExponential(2)} (atol 1e-4 rtol 1e-3)`,
+      },
+    );
+    return out;
+  });
+  for (const lora of [false, true]) {
+    const kind = lora ? "lora" : "full";
+    check(
+      `tiny Gemma one step (${kind}): loss and every gradient, CUDA vs CPU [bf16 activations]`,
+      () => {
+        const g = gemmaStep(gpu, "bf16", lora), c = gemmaStep(cpu, "f32", lora);
+        let dd = 0, cc = 0;
+        for (let i = 0; i < c.grads.length; i++) {
+          dd += (g.grads[i] - c.grads[i]) ** 2;
+          cc += c.grads[i] ** 2;
+        }
+        const rel = Math.sqrt(dd / cc);
+        return [
+          cmpArrays("loss", [g.loss], [c.loss], BF16),
+          {
+            label: `${c.grads.length} gradients, relative L2`,
+            ok: rel <= 0.05,
+            detail: `${rel.toExponential(2)} (limit 5.00e-2)`,
+          },
+        ];
+      },
+    );
+  }
+  check("tiny Gemma KV-cache greedy decoding, CUDA vs CPU (fp32)", () => {
+    const hf = loadHfCheckpoint(gemmaDir);
+    const prompt = Int32Array.of(12, 25, 6, 37);
+    const steps = 8;
+    const run = (be: Backend) => {
+      const model = createLlama(be, { name: "tiny_gemma", config: hf.config, lora: null }, {
+        batch: 1,
+        seqLen: prompt.length,
+        training: false,
+      });
+      model.loadStateDict(hf.stateDict);
+      model.setupCaches(1, prompt.length + steps);
+      const ids: number[] = [];
+      const all: number[] = [];
+      let logits = model.prefill(prompt);
+      for (let i = 0; i < steps; i++) {
+        const l = be.download(logits) as Float32Array;
+        all.push(...l);
+        let best = 0;
+        for (let j = 1; j < l.length; j++) if (l[j] > l[best]) best = j;
+        ids.push(best);
+        if (i + 1 < steps) logits = model.decodeStep(Int32Array.of(best));
+      }
+      model.free();
+      return { ids, all };
+    };
+    const g = run(gpu), c = run(cpu);
+    return [
+      cmpArrays("logits of every step", g.all, c.all, F32_PROD),
+      {
+        label: "greedy ids",
+        ok: g.ids.join() === c.ids.join(),
+        detail: `gpu ${g.ids.join(" ")} / cpu ${c.ids.join(" ")}`,
+      },
+    ];
+  });
+
   check("tiny Llama 10-step AdamW training vs PyTorch fixture (fp32 on GPU)", () => {
     // The recipe of tests/model_train_test.ts, run on the GPU.
     const { loadFixtureSync, trainFixture } = tinyTraining;

@@ -252,7 +252,7 @@ Deno.test("`lossAndBackward()` of a Gemma model gives PyTorch's loss and every g
 Deno.test("greedy decoding of a Gemma model with the KV cache equals the full forward's argmax", () => {
   const hf = loadHfCheckpoint(GEMMA);
   const be = new CpuBackend();
-  const prompt = new Int32Array([5, 17, 2, 40]);
+  const prompt = new Int32Array([12, 25, 6, 37]); // its greedy continuation changes token (37 -> 15)
   const steps = 8;
   const model = createLlama(be, { name: "g", config: hf.config, lora: null }, {
     batch: 1,
