@@ -15,6 +15,7 @@ import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
 import "../src/checkpoint/components.ts";
 import { loadHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
+import { mergeLora } from "../src/checkpoint/peft.ts";
 import { hfConfigJson } from "../src/checkpoint/hf_config.ts";
 import { tuneToHf } from "../src/checkpoint/key_mapping.ts";
 import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
@@ -23,11 +24,12 @@ import type { StateDict } from "../src/checkpoint/state_dict.ts";
 import { checkSameArchitecture } from "../src/checkpoint/validate.ts";
 import { findComponent } from "../src/config/registry.ts";
 import { TuneError } from "../src/errors.ts";
+import { loraParamShapes } from "../src/models/builders/param_shapes.ts";
 import { parameterCount } from "../src/models/builders/parameter_count.ts";
 import "../src/models/components.ts";
 import { embedScaleValue, type LlamaConfig } from "../src/models/llama/config.ts";
 import { createLlama } from "../src/models/llama/model.ts";
-import type { ModelSpec } from "../src/models/model_spec.ts";
+import type { LoraConfig, ModelSpec } from "../src/models/model_spec.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
 import { ShardedOptimizer } from "../src/training/sharded.ts";
 import { assertClose, loadFixture, worstError } from "./fixture_io.ts";
@@ -414,3 +416,69 @@ for (const ckpt of [false, true]) {
     z.free();
   });
 }
+
+Deno.test("a Gemma LoRA run saves a PEFT adapter and merged GemmaForCausalLM files that reload bitwise and give the LoRA model's logits", () => {
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const args = { checkpoint_dir: GEMMA, output_dir: join(tmp, "out"), model_type: "GEMMA" };
+    const ck = checkpointer(args);
+    const base = ck.load();
+    const lora: LoraConfig = {
+      attnModules: ["q_proj", "k_proj", "v_proj", "output_proj"],
+      applyToMlp: true,
+      applyToOutput: false,
+      rank: 2,
+      alpha: 4,
+      dropout: 0,
+    };
+    const adapter: StateDict = new Map();
+    let s = 7;
+    for (const [name, shape] of loraParamShapes(base.config, lora)) {
+      const data = Float32Array.from({ length: shape[0] * shape[1] }, () => {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        return (s / 2 ** 32 - 0.5) * 0.4;
+      });
+      adapter.set(name, { shape, data });
+    }
+    // q_proj's lora_b is (NH*HS, r) = (32, 2), not (dim, r)
+    assertEquals(adapter.get("layers.0.attn.q_proj.lora_b.weight")!.shape, [32, 2]);
+    const merged = mergeLora(base.stateDict, adapter, lora);
+    const dir = ck.save({ stateDict: merged, adapter: { stateDict: adapter, lora }, epoch: 0 });
+    const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assertEquals(files, [
+      "adapter_config.json",
+      "adapter_model.safetensors",
+      "config.json",
+      "model.safetensors",
+    ]);
+    const peft = readSafetensors(join(dir, "adapter_model.safetensors"));
+    assert(peft.has("base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"));
+    const re = checkpointer({ ...args, adapter_checkpoint: dir }).load();
+    for (const [n, t] of adapter) bitwise(`reloaded ${n}`, re.adapter!.get(n)!.data, t.data);
+    const back = loadHfCheckpoint(dir);
+    assertEquals(back.config, base.config);
+    for (const [n, t] of merged) bitwise(`merged ${n}`, back.stateDict.get(n)!.data, t.data);
+    // the LoRA model (base + adapters) and the merged model give the same logits
+    const tokens = loadFixture("checkpoint_hf_gemma_expected").i32("tokens");
+    const be = new CpuBackend();
+    const m = createLlama(be, { name: "g", config: base.config, lora }, {
+      batch: 1,
+      seqLen: tokens.length,
+      training: false,
+    });
+    m.loadStateDict(new Map([...base.stateDict, ...adapter]));
+    const withLora = (be.download(m.forward(tokens)) as Float32Array).slice();
+    m.free();
+    const fromMerged = logits(back.stateDict, back.config, tokens);
+    const w = worstError(withLora, fromMerged, 1e-5, 1e-4);
+    console.log(`LoRA model vs merged Gemma logits: max |diff| ${w.maxAbs.toExponential(2)}`);
+    assertClose("lora vs merged logits", withLora, fromMerged, { atol: 1e-5, rtol: 1e-4 });
+    const plain = logits(base.stateDict, base.config, tokens);
+    assert(
+      worstError(plain, fromMerged, 1e-5, 1e-4).maxAbs > 1e-2,
+      "the adapters change the logits",
+    );
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
