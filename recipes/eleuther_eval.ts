@@ -1,13 +1,15 @@
 /**
  * Multiple-choice benchmarks of EleutherAI's lm-evaluation-harness (torchtune's eleuther_eval
- * recipe), written out in TypeScript: arc_easy, arc_challenge, piqa and hellaswag.
+ * recipe), written out in TypeScript: arc_easy, arc_challenge, piqa, hellaswag and
+ * truthfulqa_mc1 / truthfulqa_mc2.
  *
  *   deno task tune run eleuther_eval --config tiny/eleuther_eval
  *
  * Each document's choices are scored as log-likelihoods of " " + choice given the context
  * (src/eval/loglikelihood.ts); `acc` is the share of documents whose best choice is the
  * gold one, `acc_norm` the same with each log-likelihood divided by its choice's length in
- * characters, as the harness computes them. Documents come from the task's Hugging Face
+ * characters, and truthfulqa_mc2's `acc` the true answers' share of the probability mass, as
+ * the harness computes them. Documents come from the task's Hugging Face
  * dataset (downloaded once into the cache) or, with `task_data_files`, from local JSON/JSONL
  * files holding the same fields. Writes `<output_dir>/eval_results.json` and prints a table.
  */
@@ -19,7 +21,12 @@ import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import { loadRows } from "../src/data/source.ts";
 import type { Sample } from "../src/data/mod.ts";
 import { TuneError } from "../src/errors.ts";
-import { type ChoiceDoc, harnessTask, harnessTaskNames } from "../src/eval/harness_tasks.ts";
+import {
+  type ChoiceDoc,
+  harnessTask,
+  harnessTaskNames,
+  type TaskMetrics,
+} from "../src/eval/harness_tasks.ts";
 import { encodePair, requestSample, scoreSamples } from "../src/eval/loglikelihood.ts";
 import { buildEvalModel, prepareEvalModel } from "../src/training/eval_model.ts";
 
@@ -67,29 +74,40 @@ export const keyAliases = {} as const;
 /** The resolved config of this recipe. */
 export type EleutherEvalConfig = ResolvedConfig<typeof params>;
 
-/** One task's result. */
+/** One task's result: its metrics (acc, and acc_norm for "choice" tasks) and documents scored. */
 export interface TaskResult {
-  acc: number;
-  acc_norm: number;
-  /** Documents scored. */
+  metrics: Record<string, number>;
   docs: number;
-  /** (docs) the index each document's best choice had, and acc_norm's. */
-  picks: number[];
-  picksNorm: number[];
 }
 
-/** acc and acc_norm of documents given each choice's log-likelihood (the harness's metrics). */
-export function choiceMetrics(
+/**
+ * The harness's metrics of documents given each choice's log-likelihood: acc (the best
+ * choice is the gold one), acc_norm (the same with log-likelihoods divided by the choice's
+ * length in characters), or for mc2 the true answers' share of the probability mass.
+ */
+export function taskMetrics(
+  kind: TaskMetrics,
   docs: readonly ChoiceDoc[],
   logliks: readonly number[][],
 ): TaskResult {
   const argmax = (xs: number[]) => xs.reduce((best, x, i) => (x > xs[best] ? i : best), 0);
-  const picks = logliks.map(argmax);
-  const picksNorm = logliks.map((ll, d) =>
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / docs.length;
+  if (kind === "mc2") {
+    const mass = logliks.map((ll, d) => {
+      const p = ll.map(Math.exp);
+      const t = docs[d].trueCount ?? 0;
+      return p.slice(0, t).reduce((a, b) => a + b, 0) / p.reduce((a, b) => a + b, 0);
+    });
+    return { metrics: { acc: mean(mass) }, docs: docs.length };
+  }
+  const hit = (pick: (ll: number[], d: number) => number) =>
+    mean(logliks.map((ll, d) => (pick(ll, d) === docs[d].gold ? 1 : 0)));
+  const acc = hit((ll) => argmax(ll));
+  if (kind === "mc1") return { metrics: { acc }, docs: docs.length };
+  const accNorm = hit((ll, d) =>
     argmax(ll.map((x, c) => x / Math.max(1, docs[d].choices[c].length)))
   );
-  const share = (p: number[]) => p.filter((x, d) => x === docs[d].gold).length / docs.length;
-  return { acc: share(picks), acc_norm: share(picksNorm), docs: docs.length, picks, picksNorm };
+  return { metrics: { acc, acc_norm: accNorm }, docs: docs.length };
 }
 
 async function taskDocs(
@@ -145,22 +163,22 @@ export async function runEleutherEval(
       const ll = scoreSamples(model, t.samples, tokenizer.padId);
       let k = 0;
       const perDoc = t.docs.map((d) => d.choices.map(() => ll[k++]));
-      results[t.name] = choiceMetrics(t.docs, perDoc);
+      results[t.name] = taskMetrics(harnessTask(t.name).metrics, t.docs, perDoc);
     }
   } finally {
     model.free();
   }
   Deno.mkdirSync(cfg.output_dir, { recursive: true });
   const summary = Object.fromEntries(
-    Object.entries(results).map((
-      [k, r],
-    ) => [k, { acc: r.acc, acc_norm: r.acc_norm, docs: r.docs }]),
+    Object.entries(results).map(([k, r]) => [k, { ...r.metrics, docs: r.docs }]),
   );
   atomicWrite(join(cfg.output_dir, "eval_results.json"), JSON.stringify(summary, null, 2) + "\n");
   if (!hooks.quiet) {
-    console.log("| task | docs | acc | acc_norm |\n| --- | ---: | ---: | ---: |");
+    console.log("| task | docs | metric | value |\n| --- | ---: | --- | ---: |");
     for (const [k, r] of Object.entries(results)) {
-      console.log(`| ${k} | ${r.docs} | ${r.acc.toFixed(4)} | ${r.acc_norm.toFixed(4)} |`);
+      for (const [m, v] of Object.entries(r.metrics)) {
+        console.log(`| ${k} | ${r.docs} | ${m} | ${v.toFixed(4)} |`);
+      }
     }
   }
   return results;
