@@ -343,6 +343,43 @@ export interface Backend {
     hostTargets?: Int32Array,
   ): void;
 
+  // ---- DoRA (weight-decomposed LoRA) --------------------------------------------------
+  /**
+   * Row norms of an adapted weight: norm(O)[o] = sqrt(sum_i (w[o, i] + s * ba[o, i])^2) and
+   * scale(O)[o] = magnitude[o] / norm[o]. w (O, I) may be bf16 (a frozen base); ba (O, I),
+   * magnitude, norm and scale are fp32. Sums accumulate in fp32 (fp64 on the CPU).
+   */
+  doraNorm(
+    scale: DeviceBuffer,
+    norm: DeviceBuffer,
+    w: DeviceBuffer,
+    ba: DeviceBuffer,
+    magnitude: DeviceBuffer,
+    s: number,
+    O: number,
+    I: number,
+  ): void;
+  /** out(N, C)[n, c] = inp[n, c] * v(C)[c]; out may alias inp; v is fp32. */
+  scaleColumns(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    v: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void;
+  /**
+   * Magnitude gradient of DoRA (accumulates): dmag(C)[c] += (sum over n of
+   * dout(N, C)[n, c] * z(N, C)[n, c]) / norm(C)[c]. dmag and norm are fp32.
+   */
+  doraMagnitudeBackward(
+    dmag: DeviceBuffer,
+    dout: DeviceBuffer,
+    z: DeviceBuffer,
+    norm: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void;
+
   // ---- optimizer ----------------------------------------------------------------------
   /**
    * One AdamW step over n = params.length elements (decoupled weight decay, bias

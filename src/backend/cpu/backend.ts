@@ -214,6 +214,60 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < n; i++) o[i] *= s;
   }
 
+  doraNorm(
+    scale: DeviceBuffer,
+    norm: DeviceBuffer,
+    w: DeviceBuffer,
+    ba: DeviceBuffer,
+    magnitude: DeviceBuffer,
+    s: number,
+    O: number,
+    I: number,
+  ): void {
+    const g = f32(scale, O, "doraNorm scale"), nrm = f32(norm, O, "doraNorm norm");
+    const W = f32(w, O * I, "doraNorm w"), L = f32(ba, O * I, "doraNorm ba");
+    const m = f32(magnitude, O, "doraNorm magnitude");
+    const sf = Math.fround(s);
+    for (let o = 0; o < O; o++) {
+      let acc = 0; // float64 accumulation of fp32 elements
+      for (let i = o * I, e = i + I; i < e; i++) {
+        const v = Math.fround(W[i] + Math.fround(sf * L[i]));
+        acc += v * v;
+      }
+      nrm[o] = Math.sqrt(acc);
+      g[o] = m[o] / nrm[o];
+    }
+  }
+
+  scaleColumns(out: DeviceBuffer, inp: DeviceBuffer, v: DeviceBuffer, N: number, C: number): void {
+    const o = f32(out, N * C, "scaleColumns"), x = f32(inp, N * C, "scaleColumns inp");
+    const c = f32(v, C, "scaleColumns v");
+    for (let n = 0; n < N; n++) {
+      const r = n * C;
+      for (let j = 0; j < C; j++) o[r + j] = x[r + j] * c[j];
+    }
+  }
+
+  doraMagnitudeBackward(
+    dmag: DeviceBuffer,
+    dout: DeviceBuffer,
+    z: DeviceBuffer,
+    norm: DeviceBuffer,
+    N: number,
+    C: number,
+  ): void {
+    const d = f32(dmag, C, "doraMagnitudeBackward dmag");
+    const dy = f32(dout, N * C, "doraMagnitudeBackward dout");
+    const zz = f32(z, N * C, "doraMagnitudeBackward z");
+    const nrm = f32(norm, C, "doraMagnitudeBackward norm");
+    const acc = new Float64Array(C);
+    for (let n = 0; n < N; n++) {
+      const r = n * C;
+      for (let j = 0; j < C; j++) acc[j] += dy[r + j] * zz[r + j];
+    }
+    for (let j = 0; j < C; j++) d[j] += acc[j] / nrm[j];
+  }
+
   sum(b: DeviceBuffer): number {
     const a = buf(b).data;
     let s = 0; // float64 accumulation

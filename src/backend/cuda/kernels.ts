@@ -46,6 +46,9 @@ export const KERNELS = {
   flash_fwd_128: { module: "flash_attention", kinds: "pppppiiiiiifp" },
   flash_bwd_64: { module: "flash_attention", kinds: "ppipippppppiiiifp" },
   flash_bwd_128: { module: "flash_attention", kinds: "ppipippppppiiiifp" },
+  dora_norm: { module: "dora", kinds: "pppippfii" },
+  scale_columns: { module: "dora", kinds: "pipipii" },
+  dora_mag_bwd: { module: "dora", kinds: "ppipipii" },
 } as const satisfies Record<string, { module: keyof typeof PTX; kinds: string }>;
 
 /** A kernel name. */
