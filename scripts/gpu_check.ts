@@ -268,6 +268,36 @@ function check(name: string, fn: () => Outcome[]): void {
 
 // ---- op checks ------------------------------------------------------------------------------
 
+/** kernels/dora.cu against the CPU twins (a bf16 frozen base and bf16 activations too). */
+function doraChecks(): void {
+  for (const dt of ["f32", "bf16"] as const) {
+    check(`doraNorm [${dt} weight]`, () => {
+      const O = sz(4096, 37), I = sz(4096, 300); // rows longer than a block's 256 threads
+      const w = pair(randn(O * I), dt), ba = pair(randn(O * I), "f32");
+      const mag = pair(randn(O), "f32"), g = zeros(O, "f32"), n = zeros(O, "f32");
+      cpu.doraNorm(g.c, n.c, w.c, ba.c, mag.c, 2.5, O, I);
+      gpu.doraNorm(g.g, n.g, w.g, ba.g, mag.g, 2.5, O, I);
+      return [cmp("norm", n, F32_EW), cmp("scale", g, F32_EW)];
+    });
+    check(`scaleColumns / doraMagnitudeBackward [${dt}]`, () => {
+      const N = sz(4096, 29), C = sz(4096, 301);
+      const x = pair(randn(N * C), dt), v = pair(randn(C), "f32"), y = zeros(N * C, dt);
+      cpu.scaleColumns(y.c, x.c, v.c, N, C);
+      gpu.scaleColumns(y.g, x.g, v.g, N, C);
+      const out = [cmp("out of place", y, tolFor(dt, F32_EW))];
+      cpu.scaleColumns(x.c, x.c, v.c, N, C);
+      gpu.scaleColumns(x.g, x.g, v.g, N, C);
+      out.push(cmp("in place", x, tolFor(dt, F32_EW)));
+      const dy = pair(randn(N * C), dt), z = pair(randn(N * C), dt);
+      const norm = pair(randn(C).map((a) => 1 + Math.abs(a)), "f32"), dm = pair(randn(C), "f32");
+      cpu.doraMagnitudeBackward(dm.c, dy.c, z.c, norm.c, N, C);
+      gpu.doraMagnitudeBackward(dm.g, dy.g, z.g, norm.g, N, C);
+      out.push(cmp("dmagnitude (accumulated)", dm, F32_PROD));
+      return out;
+    });
+  }
+}
+
 function memoryChecks(): void {
   check("alloc zero-fills, free reuses", () => {
     const n = sz(1000003, 1003);
@@ -1020,10 +1050,17 @@ async function modelChecks(): Promise<void> {
   // fp32 on the GPU against the CPU at fp32 tolerances, then bf16 activations (and a bf16
   // frozen base under LoRA), as the recipes run with dtype=bf16, at STYLE.md's bf16 tolerance.
   for (
-    const [kind, act] of [["full", "f32"], ["lora", "f32"], ["full", "bf16"], [
-      "lora",
-      "bf16",
-    ]] as const
+    const [kind, act] of [
+      ["full", "f32"],
+      ["lora", "f32"],
+      ["full", "bf16"],
+      [
+        "lora",
+        "bf16",
+      ],
+      ["dora", "f32"],
+      ["dora", "bf16"],
+    ] as const
   ) {
     const tag = act === "bf16" ? " [bf16 activations]" : "";
     check(`tiny Llama one step (${kind}): loss and every gradient, CUDA vs CPU${tag}`, () => {
@@ -1031,9 +1068,13 @@ async function modelChecks(): Promise<void> {
       const N = fx.meta("B") * fx.meta("T");
       const tokens: Int32Array = fx.i32("tokens").subarray(0, N);
       const targets: Int32Array = fx.i32("targets").subarray(0, N);
-      const lora = kind === "lora" ? helperModule.fixtureLora(fx) : null;
+      const lora = kind === "full"
+        ? null
+        : { ...helperModule.fixtureLora(fx), ...(kind === "dora" ? { useDora: true } : {}) };
       const sd = helperModule.prefixedStateDict(fx, "w.");
-      if (lora) { for (const [n, t] of helperModule.prefixedStateDict(fx, "init.")) sd.set(n, t); }
+      // DoRA starts from the trained adapters (B != 0, magnitudes != ||W||): every term counts
+      const from = kind === "dora" ? "final." : "init.";
+      if (lora) { for (const [n, t] of helperModule.prefixedStateDict(fx, from)) sd.set(n, t); }
       const run = (be: Backend, dt: "f32" | "bf16") => {
         const model = createLlama(be, {
           name: `tiny_${kind}`,
@@ -1684,6 +1725,7 @@ async function main(): Promise<number> {
   elementwiseChecks();
   matmulChecks();
   layerChecks();
+  doraChecks();
   attentionChecks();
   tiledAttentionChecks();
   flashAttentionChecks();

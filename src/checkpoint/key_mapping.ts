@@ -88,12 +88,20 @@ export function isIgnorableMetaKey(name: string): boolean {
 }
 
 const LORA = /^(.*)\.lora_(a|b)\.weight$/;
+const DORA = /^(.*)\.magnitude$/;
 
 /**
  * tune LoRA name (`layers.0.attn.q_proj.lora_a.weight`) -> PEFT name
- * (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), or null.
+ * (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), or null. A DoRA
+ * magnitude (`layers.0.attn.q_proj.magnitude`) -> PEFT's saved name
+ * `base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector` (no `.weight`).
  */
 export function tuneLoraToPeft(tuneName: string): string | null {
+  const d = DORA.exec(tuneName);
+  if (d) {
+    const hf = tuneToHf(`${d[1]}.weight`);
+    return hf ? `base_model.model.${hf.slice(0, -".weight".length)}.lora_magnitude_vector` : null;
+  }
   const m = LORA.exec(tuneName);
   if (!m) return null;
   const hf = tuneToHf(`${m[1]}.weight`);
@@ -102,9 +110,16 @@ export function tuneLoraToPeft(tuneName: string): string | null {
 }
 
 const PEFT = /^base_model\.model\.(.*)\.lora_(A|B)\.weight$/;
+// PEFT saves DoRA magnitudes without ".weight"; older PEFT versions with it
+const PEFT_DORA = /^base_model\.model\.(.*)\.lora_magnitude_vector(?:\.weight)?$/;
 
 /** PEFT adapter name -> tune LoRA name, or null. */
 export function peftToTuneLora(peftName: string): string | null {
+  const d = PEFT_DORA.exec(peftName);
+  if (d) {
+    const t = hfToTune(`${d[1]}.weight`);
+    return t ? `${t.slice(0, -".weight".length)}.magnitude` : null;
+  }
   const m = PEFT.exec(peftName);
   if (!m) return null;
   const t = hfToTune(`${m[1]}.weight`);

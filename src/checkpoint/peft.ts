@@ -15,6 +15,7 @@ import { peftModuleName, peftToTuneLora, tuneLoraToPeft } from "./key_mapping.ts
 import { convertRopeLayout } from "./rope_permute.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import type { HostTensor, StateDict } from "./state_dict.ts";
+import { mergeDoraHost } from "../modules/dora.ts";
 
 /** adapter_config.json for `lora` (PEFT's LoraConfig keys). */
 export function peftAdapterConfig(
@@ -35,6 +36,7 @@ export function peftAdapterConfig(
     bias: "none",
     fan_in_fan_out: false,
     inference_mode: true,
+    ...(lora.useDora ? { use_dora: true } : {}),
   };
 }
 
@@ -79,8 +81,10 @@ export function loadPeftAdapter(path: string, cfg: LlamaConfig): StateDict {
 }
 
 /**
- * Base weights with LoRA folded in: W' = W + (alpha / r) * B A for every adapted linear.
- * Returns a new state dict (adapted weights new, the rest shared) without LoRA tensors.
+ * Base weights with LoRA folded in: W' = W + (alpha / r) * B A for every adapted linear;
+ * where the adapter has a DoRA magnitude, W' = (magnitude / ||W + s B A||)[:, None] *
+ * (W + s B A) per row. Returns a new state dict (adapted weights new, the rest shared)
+ * without LoRA tensors.
  */
 export function mergeLora(base: StateDict, adapter: StateDict, lora: LoraConfig): StateDict {
   const out: StateDict = new Map(base);
@@ -96,6 +100,17 @@ export function mergeLora(base: StateDict, adapter: StateDict, lora: LoraConfig)
     if (w.shape[0] !== outDim || w.shape[1] !== inDim) {
       throw new TuneError(`LoRA merge: ${m[1]} adapter shape does not match [${w.shape}]`);
     }
+    const mag = adapter.get(`${m[1]}.magnitude`);
+    if (mag) {
+      if (mag.data.length !== outDim) {
+        throw new TuneError(
+          `DoRA merge: ${m[1]}.magnitude has ${mag.data.length} rows, not ${outDim}`,
+        );
+      }
+      const data = mergeDoraHost(w.data, a.data, b.data, mag.data, outDim, inDim, r, lora.alpha);
+      out.set(`${m[1]}.weight`, { shape: w.shape, data, sourceDtype: w.sourceDtype });
+      continue;
+    }
     const data = new Float32Array(w.data);
     for (let o = 0; o < outDim; o++) {
       for (let k = 0; k < r; k++) {
@@ -108,7 +123,9 @@ export function mergeLora(base: StateDict, adapter: StateDict, lora: LoraConfig)
     }
     out.set(`${m[1]}.weight`, { shape: w.shape, data, sourceDtype: w.sourceDtype });
   }
-  for (const k of [...out.keys()]) if (/\.lora_[ab]\.weight$/.test(k)) out.delete(k);
+  for (const k of [...out.keys()]) {
+    if (/\.lora_[ab]\.weight$|\.magnitude$/.test(k)) out.delete(k);
+  }
 
   return out;
 }

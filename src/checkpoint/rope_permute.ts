@@ -45,10 +45,10 @@ export function halfToInterleaved(data: Float32Array, nHeads: number, rows: numb
   return permuteRows(data, nHeads, rows, false);
 }
 
-const QK = /^layers\.\d+\.attn\.(q|k)_proj\.(weight|bias|lora_b\.weight)$/;
+const QK = /^layers\.\d+\.attn\.(q|k)_proj\.(weight|bias|lora_b\.weight|magnitude)$/;
 
 /**
- * The state dict with q/k rows (weights, biases and LoRA B matrices) permuted from
+ * The state dict with q/k rows (weights, biases, LoRA B matrices, DoRA magnitudes) permuted from
  * `cfg.ropeLayout` to `target`. Other tensors are shared, not copied. Same layout: returned as is.
  */
 export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeLayout): StateDict {

@@ -29,6 +29,12 @@ export const LORA_PARAMS: ParamSchema = {
   lora_rank: { type: "int", default: 8, doc: "rank r of the adapters" },
   lora_alpha: { type: "float", default: 16, doc: "scale numerator: updates scale by alpha / r" },
   lora_dropout: { type: "float", default: 0.0, doc: "dropout on the adapter input" },
+  use_dora: {
+    type: "bool",
+    default: false,
+    doc:
+      "DoRA: a trainable magnitude per output row of each adapted layer (torchtune's DoRALinear)",
+  },
 };
 
 /** The generic builder's keys (torchtune's llama2 component builder, plus tie/bias/layout). */

@@ -14,6 +14,8 @@ export interface LoraConfig {
   rank: number;
   alpha: number;
   dropout: number;
+  /** DoRA (torchtune's use_dora): a trainable magnitude per output row of each adapted layer. */
+  useDora?: boolean;
 }
 
 /** What a `model` component builds: the architecture, plus LoRA settings for LoRA builders. */

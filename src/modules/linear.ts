@@ -1,5 +1,6 @@
 /**
- * A linear layer out = inp @ W^T + b over the op interface, with an optional LoRA adapter.
+ * A linear layer out = inp @ W^T + b over the op interface, with an optional LoRA (or DoRA)
+ * adapter.
  * Frozen weights pass null gradients, so their products are skipped in backward.
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
@@ -35,7 +36,10 @@ export class Linear {
     seed: number | null = null,
   ): void {
     be.matmulForward(out, inp, this.p.w, this.p.b, N, this.inDim, this.outDim);
-    if (this.lora?.enabled) this.lora.forward(be, out, mustHave(hs), inp, N, seed);
+    if (this.lora?.enabled) {
+      this.lora.forward(be, out, mustHave(hs), inp, N, seed);
+      this.lora.dora?.forward(be, out, this.p.w, N);
+    }
   }
 
   /** dinp(N, in) += dout @ W (+ LoRA path); dW, db, dA, dB accumulate when present. */
@@ -48,6 +52,10 @@ export class Linear {
     hs: DeviceBuffer | null = null,
     seed: number | null = null,
   ): void {
+    // DoRA: dmagnitude accumulates here; the rest of backward sees (magnitude / norm) * dout
+    if (this.lora?.dora) {
+      dout = this.lora.dora.backward(be, dout, inp, mustHave(hs), this.p.w, this.p.b, N);
+    }
     if (dinp || this.p.dw || this.p.db) {
       be.matmulBackward(
         dinp,

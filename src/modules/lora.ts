@@ -5,6 +5,7 @@
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { SeededRandom } from "../params/random.ts";
+import type { Dora } from "./dora.ts";
 
 /** Adapter weights and (for training) their gradients. */
 export interface LoraWeights {
@@ -27,6 +28,8 @@ export class Lora {
   readonly scale: number;
   /** False skips the low-rank path (the frozen base alone, e.g. DPO's reference model). */
   enabled = true;
+  /** The DoRA magnitude of this adapter (use_dora), or null for plain LoRA. */
+  dora: Dora | null = null;
 
   constructor(
     readonly inDim: number,

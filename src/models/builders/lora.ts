@@ -12,6 +12,7 @@ export interface LoraArgs {
   lora_rank?: number;
   lora_alpha?: number;
   lora_dropout?: number;
+  use_dora?: boolean;
 }
 
 /** Check and convert LoRA builder keys. */
@@ -42,5 +43,6 @@ export function loraConfig(a: LoraArgs, tiedEmbeddings: boolean): LoraConfig {
     rank,
     alpha: a.lora_alpha ?? 16,
     dropout,
+    ...(a.use_dora ? { useDora: true } : {}),
   };
 }

@@ -124,7 +124,10 @@ export function loraSites(cfg: LlamaConfig, lora: LoraConfig): LinearSite[] {
   return sites;
 }
 
-/** The adapters' layout: lora_a (r, in) and lora_b (out, r) of each site, grouped per layer. */
+/**
+ * The adapters' layout: lora_a (r, in) and lora_b (out, r) of each site (plus the DoRA
+ * magnitude (out) with use_dora), grouped per layer.
+ */
 export function loraLayout(cfg: LlamaConfig, lora: LoraConfig): ParamLayout {
   const byGroup = new Map<string, GroupDecl>();
   for (const s of loraSites(cfg, lora)) {
@@ -134,6 +137,9 @@ export function loraLayout(cfg: LlamaConfig, lora: LoraConfig): ParamLayout {
       { name: `${s.prefix}.lora_a.weight`, shape: [lora.rank, s.inDim] },
       { name: `${s.prefix}.lora_b.weight`, shape: [s.outDim, lora.rank] },
     );
+    if (lora.useDora) {
+      byGroup.get(g)!.tensors.push({ name: `${s.prefix}.magnitude`, shape: [s.outDim] });
+    }
   }
   return new ParamLayout([...byGroup.values()]);
 }

@@ -20,6 +20,7 @@ import { Attention, type KvCache } from "../../modules/attention.ts";
 import { FeedForward } from "../../modules/feed_forward.ts";
 import { Linear } from "../../modules/linear.ts";
 import { initLoraHost, Lora, type LoraScratch, mergeLoraHost } from "../../modules/lora.ts";
+import { Dora, type DoraScratch, mergeDoraHost } from "../../modules/dora.ts";
 import { RmsNorm } from "../../modules/rms_norm.ts";
 import { type DeviceRope, ropeTables, uploadRope } from "../../modules/rope.ts";
 import { DecoderLayer } from "../../modules/transformer.ts";
@@ -243,6 +244,8 @@ export class LlamaModel {
   #targetsValid = false;
   /** Every LoRA adapter of the model (switched off together by `withAdaptersDisabled`). */
   readonly #loras: Lora[] = [];
+  /** Every DoRA layer with its frozen base weight (use_dora). */
+  readonly #doras: { dora: Dora; w: DeviceBuffer }[] = [];
   #adaptersOff = false;
   #inf: InferenceState | null = null;
 
@@ -323,6 +326,28 @@ export class LlamaModel {
       };
     }
     const adapted = new Set(sites.map((s) => s.prefix));
+    let doraScratch: DoraScratch | null = null;
+    if (lora?.useDora) {
+      if (this.#windowed) {
+        throw new TuneError(
+          "use_dora=True is not supported by the sharded (distributed) LoRA recipes yet; run lora_finetune_single_device",
+        );
+      }
+      if (cfg.qkvBias && sites.some((s) => /\.(q|k|v)_proj$/.test(s.prefix))) {
+        throw new TuneError(
+          "use_dora=True does not support linear layers with a bias (torchtune's DoRALinear); drop q_proj, k_proj, v_proj from lora_attn_modules or set use_dora=False",
+        );
+      }
+      // the output projection runs over row chunks of the logits (see logitChunks)
+      const chunks = Math.max(1, Math.min(Math.floor(opts.logitChunks ?? 1), N));
+      const rows = (p: string) => (p === "output" ? Math.ceil(N / chunks) : N);
+      const maxZ = Math.max(...sites.map((s) => rows(s.prefix) * s.outDim));
+      const maxIO = Math.max(...sites.map((s) => s.outDim * s.inDim));
+      doraScratch = {
+        ba: al.alloc("scratch", maxIO), // (maxOut, maxIn) fp32
+        z: al.alloc("scratch", training ? maxZ : 1, act), // (N, maxOut)
+      };
+    }
 
     // ---- modules over views of the flat stores ----
     const linear = (prefix: string, inDim: number, outDim: number, weightName?: string) => {
@@ -337,6 +362,15 @@ export class LlamaModel {
         }, this.#loraScratch!)
         : null;
       if (l) this.#loras.push(l);
+      if (l && doraScratch && this.adapters) {
+        l.dora = new Dora(l, {
+          magnitude: this.adapters.param(`${prefix}.magnitude`),
+          dmagnitude: this.adapters.grad(`${prefix}.magnitude`),
+          norm: al.alloc("scratch", outDim),
+          scale: al.alloc("scratch", outDim),
+        }, doraScratch);
+        this.#doras.push({ dora: l.dora, w: this.base.param(wName) });
+      }
       return new Linear(inDim, outDim, {
         w: this.base.param(wName),
         b: hasBias ? this.base.param(`${prefix}.bias`) : null,
@@ -457,7 +491,9 @@ export class LlamaModel {
   /**
    * Load weights from a StateDict in tune names. Every base tensor must be present with its
    * exact shape (TuneError naming the tensor otherwise). Adapter tensors are loaded when the
-   * dict has them; when it has none, adapters get fresh torchtune-style initial values.
+   * dict has them; when it has none, adapters get fresh torchtune-style initial values. DoRA
+   * magnitudes missing from a dict that has the LoRA matrices are initialised from the loaded
+   * weights (torchtune's initialize_dora_magnitude).
    */
   loadStateDict(sd: StateDict, opts: { strict?: boolean } = {}): void {
     const strict = opts.strict ?? true;
@@ -473,7 +509,11 @@ export class LlamaModel {
       this.base.setTensor(e.name, t);
     }
     if (this.adapters) {
-      const names = this.adapters.layout.entries.map((e) => e.name);
+      const all = this.adapters.layout.entries.map((e) => e.name);
+      const mags = all.filter((n) => n.endsWith(".magnitude"));
+      const magsPresent = mags.filter((n) => sd.has(n));
+      // an adapter without magnitudes (e.g. plain LoRA) gets them from the loaded weights
+      const names = magsPresent.length === 0 ? all.filter((n) => !n.endsWith(".magnitude")) : all;
       const present = names.filter((n) => sd.has(n));
       if (present.length === 0) this.initAdapters(this.#seed);
       else {
@@ -488,6 +528,7 @@ export class LlamaModel {
           }
           this.adapters.setTensor(n, t);
         }
+        if (magsPresent.length === 0) this.#initDoraMagnitudes();
       }
     }
     if (strict) {
@@ -508,7 +549,10 @@ export class LlamaModel {
     if (this.adapters) this.initAdapters(mixSeed(seed, 0x10a));
   }
 
-  /** Fresh adapters: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform, a=sqrt(5)), B = 0. */
+  /**
+   * Fresh adapters: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform, a=sqrt(5)), B = 0; DoRA
+   * magnitudes = ||W|| per row of the current base weights.
+   */
   initAdapters(seed: number): void {
     if (!this.adapters || !this.spec.lora) return;
     const rng = new SeededRandom(seed);
@@ -523,6 +567,12 @@ export class LlamaModel {
         data: b,
       });
     }
+    this.#initDoraMagnitudes();
+  }
+
+  /** magnitude = ||W + s B A|| per row of every DoRA layer, from the current weights. */
+  #initDoraMagnitudes(): void {
+    for (const { dora, w } of this.#doras) dora.initMagnitude(this.#be, w);
   }
 
   /** Base weights and adapters as one StateDict (tune names). */
@@ -537,7 +587,10 @@ export class LlamaModel {
     return this.adapters ? this.adapters.toStateDict() : new Map();
   }
 
-  /** Base weights with every adapter merged in: W += (alpha / r) B A. */
+  /**
+   * Base weights with every adapter merged in: W += (alpha / r) B A; with DoRA
+   * W' = (magnitude / ||W + s B A||)[:, None] * (W + s B A).
+   */
   mergedStateDict(): StateDict {
     const sd = this.base.toStateDict();
     const lora = this.spec.lora;
@@ -548,15 +601,20 @@ export class LlamaModel {
         ? "tok_embeddings.weight"
         : `${s.prefix}.weight`;
       const w = sd.get(wName)!;
-      const merged = mergeLoraHost(
-        w.data,
-        ad.get(`${s.prefix}.lora_a.weight`)!.data,
-        ad.get(`${s.prefix}.lora_b.weight`)!.data,
-        s.outDim,
-        s.inDim,
-        lora.rank,
-        lora.alpha,
-      );
+      const aw = ad.get(`${s.prefix}.lora_a.weight`)!.data;
+      const bw = ad.get(`${s.prefix}.lora_b.weight`)!.data;
+      const merged = lora.useDora
+        ? mergeDoraHost(
+          w.data,
+          aw,
+          bw,
+          ad.get(`${s.prefix}.magnitude`)!.data,
+          s.outDim,
+          s.inDim,
+          lora.rank,
+          lora.alpha,
+        )
+        : mergeLoraHost(w.data, aw, bw, s.outDim, s.inDim, lora.rank, lora.alpha);
       sd.set(wName, { shape: w.shape, data: merged });
     }
     return sd;

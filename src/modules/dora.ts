@@ -1,0 +1,158 @@
+/**
+ * DoRA, weight-decomposed LoRA (Liu et al. 2024), as torchtune's DoRALinear has it:
+ *   z = x @ W^T + s * dropout(x) @ A^T @ B^T            (the LoRA layer's output)
+ *   norm = ||W + s * B A|| per output row, DETACHED (no gradient flows through it)
+ *   y = (magnitude / norm) * z                           (per output column of y)
+ * torchtune writes y = base + (g - 1) * base + g * s * lora with g = magnitude / norm, the
+ * same value. The magnitude (out) is a trainable adapter initialised to ||W + s B A||.
+ * Backward: dmagnitude += sum_n dy * z / norm, and the LoRA layer's backward sees g * dy;
+ * z is recomputed from the saved input and LoRA hidden instead of being kept.
+ */
+import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+
+/** The magnitude of one adapted layer, its gradient and the per-forward row norms. */
+export interface DoraWeights {
+  magnitude: DeviceBuffer; // (out)
+  dmagnitude: DeviceBuffer | null; // (out)
+  norm: DeviceBuffer; // (out) ||W + s B A|| of the last forward
+  scale: DeviceBuffer; // (out) magnitude / norm of the last forward
+}
+
+/** Scratch shared by every DoRA layer of a model (sized for the largest one). */
+export interface DoraScratch {
+  ba: DeviceBuffer; // (maxOut, maxIn) fp32: B @ A
+  z: DeviceBuffer; // (N, maxOut) the recomputed undecomposed output, then g * dy
+}
+
+/** The LoRA pieces DoRA reads: A (r, in), B (out, r), scale alpha / r. */
+export interface DoraLoraView {
+  readonly inDim: number;
+  readonly outDim: number;
+  readonly rank: number;
+  readonly scale: number;
+  readonly w: { a: DeviceBuffer; b: DeviceBuffer };
+}
+
+/** The magnitude part of one DoRA layer. */
+export class Dora {
+  constructor(
+    readonly lora: DoraLoraView,
+    readonly d: DoraWeights,
+    readonly scratch: DoraScratch,
+  ) {}
+
+  /** norm(out) = ||W + s B A|| per row and scale = magnitude / norm, from the current weights. */
+  computeNorms(be: Backend, w: DeviceBuffer): void {
+    const { inDim, outDim, rank } = this.lora;
+    const ba = be.view(this.scratch.ba, 0, outDim * inDim); // (out, in)
+    be.fill(ba, 0);
+    // ba(out, in) += B(out, r) @ A(r, in)
+    be.matmulBackward(
+      ba,
+      null,
+      null,
+      this.lora.w.b,
+      this.lora.w.a,
+      this.lora.w.a,
+      outDim,
+      inDim,
+      rank,
+    );
+    be.doraNorm(this.d.scale, this.d.norm, w, ba, this.d.magnitude, this.lora.scale, outDim, inDim);
+  }
+
+  /** magnitude = ||W + s B A|| per row (torchtune's initialize_dora_magnitude). */
+  initMagnitude(be: Backend, w: DeviceBuffer): void {
+    this.computeNorms(be, w);
+    be.copy(this.d.magnitude, this.d.norm);
+  }
+
+  /** out(N, out) = z holding the LoRA layer's output -> (magnitude / norm) * z in place. */
+  forward(be: Backend, out: DeviceBuffer, w: DeviceBuffer, N: number): void {
+    this.computeNorms(be, w);
+    be.scaleColumns(out, out, this.d.scale, N, this.lora.outDim);
+  }
+
+  /**
+   * dmagnitude += sum_n dout * z / norm; returns g * dout (N, out) in the shared scratch,
+   * the gradient the LoRA layer's backward takes. z = inp @ W^T + b + hs @ B^T is recomputed
+   * exactly as forward computed it (hs (N, r) is the saved scaled LoRA hidden).
+   */
+  backward(
+    be: Backend,
+    dout: DeviceBuffer,
+    inp: DeviceBuffer,
+    hs: DeviceBuffer,
+    w: DeviceBuffer,
+    bias: DeviceBuffer | null,
+    N: number,
+  ): DeviceBuffer {
+    const { inDim, outDim, rank } = this.lora;
+    const z = be.view(this.scratch.z, 0, N * outDim); // (N, out)
+    be.matmulForward(z, inp, w, bias, N, inDim, outDim);
+    be.matmulForward(z, hs, this.lora.w.b, null, N, rank, outDim, true);
+    if (this.d.dmagnitude) {
+      be.doraMagnitudeBackward(this.d.dmagnitude, dout, z, this.d.norm, N, outDim);
+    }
+    be.scaleColumns(z, dout, this.d.scale, N, outDim);
+    return z;
+  }
+}
+
+/**
+ * Per-row norms of W + s B A on the host, as fp32 values accumulated in fp64 (the CPU
+ * backend's doraNorm): W (out, in), A (r, in), B (out, r).
+ */
+export function doraNormsHost(
+  w: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  outDim: number,
+  inDim: number,
+  rank: number,
+  s: number,
+): { adapted: Float32Array; norm: Float32Array } {
+  const adapted = new Float32Array(outDim * inDim); // (out, in) W + s B A
+  const norm = new Float32Array(outDim);
+  const row = new Float32Array(inDim);
+  const sf = Math.fround(s);
+  for (let o = 0; o < outDim; o++) {
+    row.fill(0);
+    for (let k = 0; k < rank; k++) {
+      const bk = b[o * rank + k];
+      if (bk === 0) continue;
+      const ak = k * inDim;
+      for (let i = 0; i < inDim; i++) row[i] += bk * a[ak + i];
+    }
+    let acc = 0;
+    for (let i = 0; i < inDim; i++) {
+      const v = Math.fround(w[o * inDim + i] + Math.fround(sf * row[i]));
+      adapted[o * inDim + i] = v;
+      acc += v * v;
+    }
+    norm[o] = Math.sqrt(acc);
+  }
+  return { adapted, norm };
+}
+
+/**
+ * The merged DoRA weight on the host: W' = (magnitude / ||W + s B A||)[:, None] * (W + s B A),
+ * with s = alpha / rank.
+ */
+export function mergeDoraHost(
+  w: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  magnitude: Float32Array,
+  outDim: number,
+  inDim: number,
+  rank: number,
+  alpha: number,
+): Float32Array {
+  const { adapted, norm } = doraNormsHost(w, a, b, outDim, inDim, rank, alpha / rank);
+  for (let o = 0; o < outDim; o++) {
+    const g = Math.fround(magnitude[o] / norm[o]);
+    for (let i = o * inDim, e = i + inDim; i < e; i++) adapted[i] *= g;
+  }
+  return adapted;
+}
