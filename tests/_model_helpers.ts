@@ -1,5 +1,10 @@
 /** Shared helpers of the model tests: fixture config -> LlamaConfig, weights -> StateDict. */
 import type { Fixture } from "./fixture_io.ts";
+import type { Backend } from "../src/backend/ops.ts";
+import type { LlamaModel } from "../src/models/llama/model.ts";
+import { AdamW } from "../src/optim/adamw.ts";
+import { clipGradNorm } from "../src/optim/clip.ts";
+import { LrScheduler } from "../src/optim/lr_schedule.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
 import type { StateDict } from "../src/checkpoint/state_dict.ts";
 import type { LoraAttnModule, LoraConfig } from "../src/models/model_spec.ts";
@@ -86,4 +91,57 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
+}
+
+/** The hyper-parameters a model_train_* fixture records. */
+export interface Hp {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weight_decay: number;
+  max_norm: number;
+  warmup: number;
+}
+
+/**
+ * The training schedule of a model_train_* fixture (10 AdamW steps of `micro` micro-batches,
+ * clip_grad_norm_, cosine schedule with warmup); returns per-step losses and grad norms.
+ */
+export function trainOnFixture(model: LlamaModel, be: Backend, fx: Fixture) {
+  const hp = fx.meta<Hp>("hp");
+  const steps = fx.meta<number>("steps");
+  const micro = fx.meta<number>("micro");
+  const N = fx.meta<number>("B") * fx.meta<number>("T");
+  const tokens = fx.i32("tokens");
+  const targets = fx.i32("targets");
+  const opt = new AdamW(be, model.trainable, {
+    lr: hp.lr,
+    betas: hp.betas,
+    eps: hp.eps,
+    weightDecay: hp.weight_decay,
+  });
+  const sched = new LrScheduler({ numWarmupSteps: hp.warmup, numCycles: 0.5 }, hp.lr, steps);
+  const losses: number[] = [];
+  const norms: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    const mb = (j: number) => (s * micro + j) * N;
+    let ntok = 0;
+    for (let j = 0; j < micro; j++) {
+      for (const t of targets.subarray(mb(j), mb(j) + N)) if (t !== -100) ntok++;
+    }
+    model.zeroGrad();
+    let sum = 0;
+    for (let j = 0; j < micro; j++) {
+      const r = model.lossAndBackward(
+        tokens.subarray(mb(j), mb(j) + N),
+        targets.subarray(mb(j), mb(j) + N),
+        1 / ntok,
+      );
+      sum += r.lossSum;
+    }
+    norms.push(clipGradNorm(be, model.trainable, hp.max_norm));
+    opt.step(sched.lrAt(s));
+    losses.push(sum / ntok);
+  }
+  return { losses, norms };
 }

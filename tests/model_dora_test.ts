@@ -11,23 +11,17 @@ import { assertClose, loadFixture } from "./fixture_io.ts";
 import type { Fixture } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { createLlama, type LlamaModel } from "../src/models/llama/model.ts";
-import { AdamW } from "../src/optim/adamw.ts";
-import { clipGradNorm } from "../src/optim/clip.ts";
-import { LrScheduler } from "../src/optim/lr_schedule.ts";
 import { loadPeftAdapter, mergeLora, savePeftAdapter } from "../src/checkpoint/peft.ts";
 import { readSafetensors } from "../src/checkpoint/safetensors.ts";
-import { fixtureConfig, fixtureLora, maxAbsDiff, prefixedStateDict } from "./_model_helpers.ts";
+import {
+  fixtureConfig,
+  fixtureLora,
+  maxAbsDiff,
+  prefixedStateDict,
+  trainOnFixture,
+} from "./_model_helpers.ts";
 import { loraLayout } from "../src/models/llama/layout.ts";
 import { TuneError } from "../src/errors.ts";
-
-interface Hp {
-  lr: number;
-  betas: [number, number];
-  eps: number;
-  weight_decay: number;
-  max_norm: number;
-  warmup: number;
-}
 
 function doraModel(be: CpuBackend, fx: Fixture): LlamaModel {
   const lora = { ...fixtureLora(fx), useDora: true };
@@ -36,46 +30,6 @@ function doraModel(be: CpuBackend, fx: Fixture): LlamaModel {
     seqLen: fx.meta<number>("T"),
     seed: lora.seed,
   });
-}
-
-/** The fixture's schedule (model_train_test.ts's); returns per-step losses and grad norms. */
-function train(model: LlamaModel, be: CpuBackend, fx: Fixture) {
-  const hp = fx.meta<Hp>("hp");
-  const steps = fx.meta<number>("steps");
-  const micro = fx.meta<number>("micro");
-  const N = fx.meta<number>("B") * fx.meta<number>("T");
-  const tokens = fx.i32("tokens");
-  const targets = fx.i32("targets");
-  const opt = new AdamW(be, model.trainable, {
-    lr: hp.lr,
-    betas: hp.betas,
-    eps: hp.eps,
-    weightDecay: hp.weight_decay,
-  });
-  const sched = new LrScheduler({ numWarmupSteps: hp.warmup, numCycles: 0.5 }, hp.lr, steps);
-  const losses: number[] = [];
-  const norms: number[] = [];
-  for (let s = 0; s < steps; s++) {
-    const mb = (j: number) => (s * micro + j) * N;
-    let ntok = 0;
-    for (let j = 0; j < micro; j++) {
-      for (const t of targets.subarray(mb(j), mb(j) + N)) if (t !== -100) ntok++;
-    }
-    model.zeroGrad();
-    let sum = 0;
-    for (let j = 0; j < micro; j++) {
-      const r = model.lossAndBackward(
-        tokens.subarray(mb(j), mb(j) + N),
-        targets.subarray(mb(j), mb(j) + N),
-        1 / ntok,
-      );
-      sum += r.lossSum;
-    }
-    norms.push(clipGradNorm(be, model.trainable, hp.max_norm));
-    opt.step(sched.lrAt(s));
-    losses.push(sum / ntok);
-  }
-  return { losses, norms };
 }
 
 Deno.test("createLlama() with useDora initialises magnitudes to ||W|| per row of the loaded base", () => {
@@ -104,7 +58,7 @@ Deno.test("DoRA training matches PyTorch over 10 steps (losses, grad norms, adap
   for (const [n, t] of prefixedStateDict(fx, "init.")) if (!n.endsWith(".magnitude")) sd.set(n, t);
   model.loadStateDict(sd);
   const base0 = model.base.toStateDict();
-  const { losses, norms } = train(model, be, fx);
+  const { losses, norms } = trainOnFixture(model, be, fx);
   const lossDiff = maxAbsDiff(losses, fx.f32("losses"));
   console.log(`dora: losses ${losses.map((l) => l.toFixed(5)).join(" ")}`);
   console.log(`dora: max |loss diff| over ${losses.length} steps ${lossDiff.toExponential(2)}`);

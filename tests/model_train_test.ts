@@ -8,61 +8,15 @@
 import { assertClose, loadFixture } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { createLlama, type LlamaModel } from "../src/models/llama/model.ts";
-import { AdamW } from "../src/optim/adamw.ts";
-import { clipGradNorm } from "../src/optim/clip.ts";
-import { LrScheduler } from "../src/optim/lr_schedule.ts";
-import { fixtureConfig, fixtureLora, maxAbsDiff, prefixedStateDict } from "./_model_helpers.ts";
+import {
+  fixtureConfig,
+  fixtureLora,
+  maxAbsDiff,
+  prefixedStateDict,
+  trainOnFixture,
+} from "./_model_helpers.ts";
 import { ok as assert } from "node:assert";
 import type { Fixture } from "./fixture_io.ts";
-
-interface Hp {
-  lr: number;
-  betas: [number, number];
-  eps: number;
-  weight_decay: number;
-  max_norm: number;
-  warmup: number;
-}
-
-/** Run the fixture's schedule; returns per-step losses and gradient norms. */
-function train(model: LlamaModel, be: CpuBackend, fx: Fixture) {
-  const hp = fx.meta<Hp>("hp");
-  const steps = fx.meta<number>("steps");
-  const micro = fx.meta<number>("micro");
-  const N = fx.meta<number>("B") * fx.meta<number>("T");
-  const tokens = fx.i32("tokens");
-  const targets = fx.i32("targets");
-  const opt = new AdamW(be, model.trainable, {
-    lr: hp.lr,
-    betas: hp.betas,
-    eps: hp.eps,
-    weightDecay: hp.weight_decay,
-  });
-  const sched = new LrScheduler({ numWarmupSteps: hp.warmup, numCycles: 0.5 }, hp.lr, steps);
-  const losses: number[] = [];
-  const norms: number[] = [];
-  for (let s = 0; s < steps; s++) {
-    const mb = (j: number) => (s * micro + j) * N;
-    let ntok = 0;
-    for (let j = 0; j < micro; j++) {
-      for (const t of targets.subarray(mb(j), mb(j) + N)) if (t !== -100) ntok++;
-    }
-    model.zeroGrad();
-    let sum = 0;
-    for (let j = 0; j < micro; j++) {
-      const r = model.lossAndBackward(
-        tokens.subarray(mb(j), mb(j) + N),
-        targets.subarray(mb(j), mb(j) + N),
-        1 / ntok,
-      );
-      sum += r.lossSum;
-    }
-    norms.push(clipGradNorm(be, model.trainable, hp.max_norm));
-    opt.step(sched.lrAt(s));
-    losses.push(sum / ntok);
-  }
-  return { losses, norms };
-}
 
 function checkRun(label: string, fx: Fixture, losses: number[], norms: number[]) {
   const ref = fx.f32("losses");
@@ -82,7 +36,7 @@ Deno.test("AdamW full fine-tuning matches PyTorch over 10 steps (losses, final w
     seqLen: fx.meta<number>("T"),
   });
   model.loadStateDict(prefixedStateDict(fx, "w."));
-  const { losses, norms } = train(model, be, fx);
+  const { losses, norms } = trainOnFixture(model, be, fx);
   checkRun("full", fx, losses, norms);
   let worst = 0;
   for (const [n, t] of model.stateDict()) {
@@ -107,7 +61,7 @@ Deno.test("AdamW LoRA training matches PyTorch over 10 steps (losses, adapters, 
   for (const [n, t] of prefixedStateDict(fx, "init.")) sd.set(n, t);
   model.loadStateDict(sd);
   const base0 = model.base.toStateDict();
-  const { losses, norms } = train(model, be, fx);
+  const { losses, norms } = trainOnFixture(model, be, fx);
   checkRun("lora", fx, losses, norms);
   let worst = 0;
   for (const [n, t] of model.adapterStateDict()) {
