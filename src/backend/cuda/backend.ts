@@ -1439,20 +1439,16 @@ export class CudaBackend implements Backend {
     gradScale: number,
     hostTargets?: Int32Array,
   ): void {
-    const ls = cudaBuf(losses, "crossEntropy losses"), lg = cudaBuf(logits, "crossEntropy logits");
-    const t = cudaBuf(targets, "crossEntropy targets");
-    need(ls, N, "crossEntropy losses"); // (N)
-    need(lg, N * V, "crossEntropy logits"); // (N, V)
-    need(t, N, "crossEntropy targets"); // (N)
-    if (t.dtype !== "i32") throw new Error("crossEntropy targets: expected an i32 buffer");
-    this.checkTargets(t, N, V, "crossEntropy target check", hostTargets);
-    let dptr = 0n, ddt = 0;
-    if (dlogits !== null) {
-      const d = cudaBuf(dlogits, "crossEntropy dlogits");
-      need(d, N * V, "crossEntropy dlogits"); // (N, V)
-      dptr = d.ptr;
-      ddt = dtCode(d.dtype);
-    }
+    const { ls, lg, t, dptr, ddt } = this.ceOperands(
+      "crossEntropy",
+      losses,
+      dlogits,
+      logits,
+      targets,
+      N,
+      V,
+      hostTargets,
+    );
     if (N === 0) return;
     this.kernels.run("cross_entropy", N, CE_THREADS, 0, [
       ls.ptr,
@@ -1481,25 +1477,20 @@ export class CudaBackend implements Backend {
     gradScale: number,
     hostTargets?: Int32Array,
   ): void {
-    const ls = cudaBuf(losses, "distillCrossEntropy losses");
+    const { ls, lg, t, dptr, ddt } = this.ceOperands(
+      "distillCrossEntropy",
+      losses,
+      dlogits,
+      logits,
+      targets,
+      N,
+      V,
+      hostTargets,
+    );
     const kd = cudaBuf(kdLosses, "distillCrossEntropy kdLosses");
-    const lg = cudaBuf(logits, "distillCrossEntropy logits");
     const te = cudaBuf(teacherLogits, "distillCrossEntropy teacherLogits");
-    const t = cudaBuf(targets, "distillCrossEntropy targets");
-    need(ls, N, "distillCrossEntropy losses"); // (N)
     need(kd, N, "distillCrossEntropy kdLosses"); // (N)
-    need(lg, N * V, "distillCrossEntropy logits"); // (N, V)
     need(te, N * V, "distillCrossEntropy teacherLogits"); // (N, V)
-    need(t, N, "distillCrossEntropy targets"); // (N)
-    if (t.dtype !== "i32") throw new Error("distillCrossEntropy targets: expected an i32 buffer");
-    this.checkTargets(t, N, V, "distillCrossEntropy target check", hostTargets);
-    let dptr = 0n, ddt = 0;
-    if (dlogits !== null) {
-      const d = cudaBuf(dlogits, "distillCrossEntropy dlogits");
-      need(d, N * V, "distillCrossEntropy dlogits"); // (N, V)
-      dptr = d.ptr;
-      ddt = dtCode(d.dtype);
-    }
     if (N === 0) return;
     this.kernels.run("distill_cross_entropy", N, CE_THREADS, 0, [
       ls.ptr,
@@ -1518,6 +1509,38 @@ export class CudaBackend implements Backend {
       kdRatio,
       gradScale,
     ]);
+  }
+
+  /**
+   * The operands both cross-entropy kernels share, checked: losses (N), logits (N, V), i32
+   * targets (N) within the vocabulary (the CPU backend's one-line error otherwise) and the
+   * optional dlogits (N, V) as a pointer and dtype code (0n, 0 when null).
+   */
+  private ceOperands(
+    op: string,
+    losses: DeviceBuffer,
+    dlogits: DeviceBuffer | null,
+    logits: DeviceBuffer,
+    targets: DeviceBuffer,
+    N: number,
+    V: number,
+    hostTargets?: Int32Array,
+  ) {
+    const ls = cudaBuf(losses, `${op} losses`), lg = cudaBuf(logits, `${op} logits`);
+    const t = cudaBuf(targets, `${op} targets`);
+    need(ls, N, `${op} losses`); // (N)
+    need(lg, N * V, `${op} logits`); // (N, V)
+    need(t, N, `${op} targets`); // (N)
+    if (t.dtype !== "i32") throw new Error(`${op} targets: expected an i32 buffer`);
+    this.checkTargets(t, N, V, `${op} target check`, hostTargets);
+    let dptr = 0n, ddt = 0;
+    if (dlogits !== null) {
+      const d = cudaBuf(dlogits, `${op} dlogits`);
+      need(d, N * V, `${op} dlogits`); // (N, V)
+      dptr = d.ptr;
+      ddt = dtCode(d.dtype);
+    }
+    return { ls, lg, t, dptr, ddt };
   }
 
   /** The same one-line error as the CPU backend for a label outside the vocabulary. */
