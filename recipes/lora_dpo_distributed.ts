@@ -30,7 +30,7 @@ import {
   LoraFinetuneRecipeDistributed,
   params as loraParams,
 } from "./lora_finetune_distributed.ts";
-import { params as dpoParams, stepLoss } from "./lora_dpo_single_device.ts";
+import { params as dpoParams } from "./lora_dpo_single_device.ts";
 
 // validation during training scores SFT data; torchtune's DPO recipes have none either
 const {
@@ -103,7 +103,7 @@ export class LoraDpoRecipeDistributed extends LoraFinetuneRecipeDistributed {
       mb.record(r, model.cfg.vocabSize, stats);
     }
     // every rank's sums, for the global loss and metrics
-    return stepLoss(PreferenceStepStats.fromValues(await allSumF64(this.backend, stats.values())));
+    return PreferenceStepStats.fromValues(await allSumF64(this.backend, stats.values())).stepLoss();
   }
 }
 

@@ -116,17 +116,8 @@ export class LoraDpoRecipeSingleDevice extends LoraFinetuneRecipeSingleDevice {
       const r = model.weightedLossAndBackward(batch.tokens, batch.labels, mb.weigh);
       mb.record(r, model.cfg.vocabSize, stats);
     }
-    return stepLoss(stats);
+    return stats.stepLoss();
   }
-}
-
-/** The step's mean pair loss, counted tokens and mean metrics. */
-export function stepLoss(stats: PreferenceStepStats): StepLoss {
-  return {
-    loss: stats.lossSum / Math.max(1, stats.pairs),
-    tokens: stats.tokens,
-    metrics: stats.means(),
-  };
 }
 
 /** Run the recipe in this process and return what it produced. */

@@ -87,6 +87,15 @@ export class PreferenceStepStats {
     return s;
   }
 
+  /** The step's loss (the mean pair loss), counted tokens and mean metrics. */
+  stepLoss(): { loss: number; tokens: number; metrics: Record<string, number> } {
+    return {
+      loss: this.lossSum / Math.max(1, this.pairs),
+      tokens: this.tokens,
+      metrics: this.means(),
+    };
+  }
+
   /** Each metric's mean over the pairs. */
   means(): Record<string, number> {
     const out: Record<string, number> = {};
