@@ -338,6 +338,49 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "readPth() reads torch 2.x's archive layout (records .format_version, .storage_alignment, byteorder, .data/serialization_id; 64-byte aligned storages)",
+  ignore: !hasTorch,
+  fn() {
+    const dir = Deno.makeTempDirSync();
+    try {
+      const src = join(FIX, "checkpoint_meta", "consolidated.00.pth");
+      const dst = join(dir, "consolidated.00.pth");
+      // torch >= 2.1 writes these records and pads each storage to 64 bytes with an "FB" extra
+      // field; the folder is the file's stem. The tensors and the pickle are 1.13's own.
+      const script = [
+        "import zipfile,sys,struct",
+        "a=zipfile.ZipFile(sys.argv[1]); b=zipfile.ZipFile(sys.argv[2],'w',zipfile.ZIP_STORED)",
+        "pre='consolidated.00/'",
+        "def put(name,data):",
+        "  zi=zipfile.ZipInfo(pre+name); n=len(zi.filename.encode())",
+        "  pad=(-(b.fp.tell()+30+n+4))%64; zi.extra=struct.pack('<HH',0x4246,pad)+b'Z'*pad",
+        "  b.writestr(zi,data)",
+        "for i in a.infolist():",
+        "  name=i.filename.split('/',1)[1]",
+        "  if name=='data.pkl': [put(r,v) for r,v in (('.format_version',b'1'),('.storage_alignment',b'64'),('byteorder',b'little'))]",
+        "  put(name,a.read(i.filename))",
+        "put('.data/serialization_id',b'1234567890123456789012345678901234567890')",
+        "b.close()",
+      ].join("\n");
+      const out = new Deno.Command(PY, { args: ["-c", script, src, dst] }).outputSync();
+      assert(out.success, new TextDecoder().decode(out.stderr));
+      // torch itself reads the rewritten file, so it is a valid torch archive
+      const check = new Deno.Command(PY, {
+        args: ["-c", "import torch,sys; torch.load(sys.argv[1], weights_only=True)", dst],
+      }).outputSync();
+      assert(check.success, new TextDecoder().decode(check.stderr));
+      const a = readPth(src);
+      const b = readPth(dst);
+      assertEquals([...b.keys()], [...a.keys()]);
+      for (const [k, t] of a) assertExact(k, b.get(k)!.data, t.data);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("loadHfCheckpoint() reads pytorch_model.bin (torch.save zip) named in checkpoint_files", () => {
   const dir = Deno.makeTempDirSync();
   try {
