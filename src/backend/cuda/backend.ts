@@ -1339,18 +1339,7 @@ export class CudaBackend implements Backend {
   }
 
   swigluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
-    const o = cudaBuf(out, "swiglu out"), g = cudaBuf(gate, "swiglu gate");
-    const u = cudaBuf(up, "swiglu up");
-    for (const [x, w] of [[o, "out"], [g, "gate"], [u, "up"]] as const) need(x, n, `swiglu ${w}`);
-    this.runVec("swiglu_fwd", n, [
-      o.ptr,
-      dtCode(o.dtype),
-      g.ptr,
-      dtCode(g.dtype),
-      u.ptr,
-      dtCode(u.dtype),
-      n,
-    ]);
+    this.gatedForward("swiglu", out, gate, up, n);
   }
 
   swigluBackward(
@@ -1361,41 +1350,11 @@ export class CudaBackend implements Backend {
     up: DeviceBuffer,
     n: number,
   ): void {
-    const dg = cudaBuf(dgate, "swiglu dgate"), du = cudaBuf(dup, "swiglu dup");
-    const dy = cudaBuf(dout, "swiglu dout"), g = cudaBuf(gate, "swiglu gate");
-    const u = cudaBuf(up, "swiglu up");
-    for (
-      const [x, w] of [[dg, "dgate"], [du, "dup"], [dy, "dout"], [g, "gate"], [u, "up"]] as const
-    ) {
-      need(x, n, `swiglu ${w}`);
-    }
-    this.runVec("swiglu_bwd", n, [
-      dg.ptr,
-      dtCode(dg.dtype),
-      du.ptr,
-      dtCode(du.dtype),
-      dy.ptr,
-      dtCode(dy.dtype),
-      g.ptr,
-      dtCode(g.dtype),
-      u.ptr,
-      dtCode(u.dtype),
-      n,
-    ]);
+    this.gatedBackward("swiglu", dgate, dup, dout, gate, up, n);
   }
+
   gegluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
-    const o = cudaBuf(out, "geglu out"), g = cudaBuf(gate, "geglu gate");
-    const u = cudaBuf(up, "geglu up");
-    for (const [x, w] of [[o, "out"], [g, "gate"], [u, "up"]] as const) need(x, n, `geglu ${w}`);
-    this.runVec("geglu_fwd", n, [
-      o.ptr,
-      dtCode(o.dtype),
-      g.ptr,
-      dtCode(g.dtype),
-      u.ptr,
-      dtCode(u.dtype),
-      n,
-    ]);
+    this.gatedForward("geglu", out, gate, up, n);
   }
 
   gegluBackward(
@@ -1406,15 +1365,50 @@ export class CudaBackend implements Backend {
     up: DeviceBuffer,
     n: number,
   ): void {
-    const dg = cudaBuf(dgate, "geglu dgate"), du = cudaBuf(dup, "geglu dup");
-    const dy = cudaBuf(dout, "geglu dout"), g = cudaBuf(gate, "geglu gate");
-    const u = cudaBuf(up, "geglu up");
+    this.gatedBackward("geglu", dgate, dup, dout, gate, up, n);
+  }
+
+  /** out(n) = act(gate) * up with the `<act>_fwd` kernel (SwiGLU, GeGLU). */
+  private gatedForward(
+    act: "swiglu" | "geglu",
+    out: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void {
+    const o = cudaBuf(out, `${act} out`), g = cudaBuf(gate, `${act} gate`);
+    const u = cudaBuf(up, `${act} up`);
+    for (const [x, w] of [[o, "out"], [g, "gate"], [u, "up"]] as const) need(x, n, `${act} ${w}`);
+    this.runVec(`${act}_fwd`, n, [
+      o.ptr,
+      dtCode(o.dtype),
+      g.ptr,
+      dtCode(g.dtype),
+      u.ptr,
+      dtCode(u.dtype),
+      n,
+    ]);
+  }
+
+  /** The backward of `gatedForward` with the `<act>_bwd` kernel: dgate, dup written. */
+  private gatedBackward(
+    act: "swiglu" | "geglu",
+    dgate: DeviceBuffer,
+    dup: DeviceBuffer,
+    dout: DeviceBuffer,
+    gate: DeviceBuffer,
+    up: DeviceBuffer,
+    n: number,
+  ): void {
+    const dg = cudaBuf(dgate, `${act} dgate`), du = cudaBuf(dup, `${act} dup`);
+    const dy = cudaBuf(dout, `${act} dout`), g = cudaBuf(gate, `${act} gate`);
+    const u = cudaBuf(up, `${act} up`);
     for (
       const [x, w] of [[dg, "dgate"], [du, "dup"], [dy, "dout"], [g, "gate"], [u, "up"]] as const
     ) {
-      need(x, n, `geglu ${w}`);
+      need(x, n, `${act} ${w}`);
     }
-    this.runVec("geglu_bwd", n, [
+    this.runVec(`${act}_bwd`, n, [
       dg.ptr,
       dtCode(dg.dtype),
       du.ptr,
