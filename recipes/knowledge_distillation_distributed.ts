@@ -17,7 +17,6 @@ import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { Batch } from "../src/data/mod.ts";
 import type { LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
-import type { KdLoss } from "../src/optim/components.ts";
 import { packingOf } from "../src/training/data.ts";
 import type { BatchShape, FinetuneHooks } from "../src/training/recipe_api.ts";
 import { distillMicroLoss, setupDistillation } from "../src/training/teacher.ts";
@@ -49,7 +48,6 @@ export type KnowledgeDistillationDistributedConfig = ResolvedConfig<typeof param
 /** The recipe: lora_finetune_distributed with a teacher on every rank and the KD loss. */
 export class KnowledgeDistillationRecipeDistributed extends LoraFinetuneRecipeDistributed {
   teacher!: LlamaModel;
-  kdLoss!: KdLoss;
 
   constructor(readonly kdCfg: KnowledgeDistillationDistributedConfig, hooks: FinetuneHooks = {}) {
     super(kdCfg as unknown as LoraFinetuneDistributedConfig, hooks);
@@ -62,8 +60,14 @@ export class KnowledgeDistillationRecipeDistributed extends LoraFinetuneRecipeDi
   protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
     const shape = await super.setupLossAndData(spec);
     const cfg = this.kdCfg;
-    const d = setupDistillation(this.backend, cfg, spec, shape, this.seed, this.loss.ignoreIndex);
-    [this.teacher, this.kdLoss] = [d.teacher, d.kdLoss];
+    this.teacher = setupDistillation(
+      this.backend,
+      cfg,
+      spec,
+      shape,
+      this.seed,
+      this.loss.ignoreIndex,
+    );
     return shape;
   }
 

@@ -20,7 +20,6 @@ import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import type { Batch } from "../src/data/mod.ts";
 import type { LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
-import type { KdLoss } from "../src/optim/components.ts";
 import { packingOf } from "../src/training/data.ts";
 import type { BatchShape, FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import { distillMicroLoss, setupDistillation } from "../src/training/teacher.ts";
@@ -86,7 +85,6 @@ export type KnowledgeDistillationConfig = ResolvedConfig<typeof params>;
 /** The recipe: lora_finetune_single_device with a teacher and the distillation loss. */
 export class KnowledgeDistillationRecipeSingleDevice extends LoraFinetuneRecipeSingleDevice {
   teacher!: LlamaModel;
-  kdLoss!: KdLoss;
 
   constructor(readonly kdCfg: KnowledgeDistillationConfig, hooks: FinetuneHooks = {}) {
     super(kdCfg as unknown as LoraFinetuneConfig, hooks);
@@ -99,8 +97,14 @@ export class KnowledgeDistillationRecipeSingleDevice extends LoraFinetuneRecipeS
   protected override async setupLossAndData(spec: ModelSpec): Promise<BatchShape> {
     const shape = await super.setupLossAndData(spec);
     const cfg = this.kdCfg;
-    const d = setupDistillation(this.backend, cfg, spec, shape, this.seed, this.loss.ignoreIndex);
-    [this.teacher, this.kdLoss] = [d.teacher, d.kdLoss];
+    this.teacher = setupDistillation(
+      this.backend,
+      cfg,
+      spec,
+      shape,
+      this.seed,
+      this.loss.ignoreIndex,
+    );
     return shape;
   }
 

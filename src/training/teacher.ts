@@ -97,8 +97,8 @@ export interface DistillationKeys extends TeacherKeys {
 }
 
 /**
- * The KD loss and the teacher, once the student's loss and batch shape are known: kd_ratio
- * and ignore_index checked, the teacher built and loaded for `shape`.
+ * The teacher, once the student's loss and batch shape are known: kd_ratio and the KD loss's
+ * ignore_index checked, the teacher built and loaded for `shape`.
  */
 export function setupDistillation(
   backend: Backend,
@@ -107,7 +107,7 @@ export function setupDistillation(
   shape: { batch: number; seqLen: number },
   seed: number,
   studentIgnoreIndex: number,
-): { teacher: LlamaModel; kdLoss: KdLoss } {
+): LlamaModel {
   checkKdRatio(keys.kd_ratio);
   const kdLoss = keys.kd_loss
     ? instantiate<KdLoss>(keys.kd_loss)
@@ -118,5 +118,5 @@ export function setupDistillation(
     );
   }
   const act = modelDtypes(keys.dtype, keys.device).activationDtype;
-  return { teacher: setupTeacher(backend, keys, student, shape, seed, act), kdLoss };
+  return setupTeacher(backend, keys, student, shape, seed, act);
 }
