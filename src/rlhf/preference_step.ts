@@ -108,6 +108,7 @@ export class PreferenceStepStats {
 export class PreferenceMicroBatch {
   readonly counted: Int32Array; // (2P)
   #result: PreferenceLossResult | null = null;
+  #logProbs: Float64Array | null = null; // (2P) the policy's, from weigh
 
   /**
    * `labels` (2P, T); `referenceLoss` (2P) the frozen model's summed token losses (null for
@@ -129,6 +130,7 @@ export class PreferenceMicroBatch {
     const P = this.pairs;
     const average = averagesLogProbs(this.loss);
     const lp = logProbs(seqLoss, this.counted, average);
+    this.#logProbs = lp;
     const ref = this.referenceLoss ? logProbs(this.referenceLoss, this.counted, false) : null;
     this.#result = preferenceLoss(this.loss, {
       policyChosen: lp.subarray(0, P),
@@ -141,10 +143,9 @@ export class PreferenceMicroBatch {
 
   /** Add this micro-batch's pair losses, tokens and metrics to `stats`. */
   record(r: WeightedLossResult, V: number, stats: PreferenceStepStats): void {
-    const pl = this.#result;
-    if (!pl) throw new Error("record() before the model called weigh()");
+    const pl = this.#result, lp = this.#logProbs;
+    if (!pl || !lp) throw new Error("record() before the model called weigh()");
     const P = this.pairs;
-    const lp = logProbs(r.seqLoss, this.counted, averagesLogProbs(this.loss));
     const meanLogit = (b: number) => r.logitSums[b] / Math.max(1, r.tokens[b] * V);
     stats.pairs += P;
     stats.tokens += r.tokens.reduce((a, b) => a + b, 0);
