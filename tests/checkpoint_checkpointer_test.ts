@@ -278,14 +278,14 @@ Deno.test("saveRecipeState()/loadRecipeState() round-trip bitwise and resume_fro
       ]) as StateDict,
     };
     const ck = build("tune.training.Llama2cCheckpointer", {
-      checkpoint_dir: new URL("../../shared/models/aidreams260K/", import.meta.url).pathname,
+      checkpoint_dir: new URL("./data/models/aidreams260K/", import.meta.url).pathname,
       output_dir: tmp,
       model_type: "LLAMA2C",
     });
     ck.load();
     ck.save({ recipeState: state, epoch: 0 });
     const resumed = build("tune.training.Llama2cCheckpointer", {
-      checkpoint_dir: new URL("../../shared/models/aidreams260K/", import.meta.url).pathname,
+      checkpoint_dir: new URL("./data/models/aidreams260K/", import.meta.url).pathname,
       output_dir: tmp,
       model_type: "LLAMA2C",
       resume_from_checkpoint: true,

@@ -1,5 +1,5 @@
 /**
- * Format round trips on the real aidreams260K llama2.c model (../shared/models/aidreams260K):
+ * Format round trips on the real aidreams260K llama2.c model (tests/data/models/aidreams260K):
  * llama2.c -> Hugging Face safetensors -> load, and llama2.c -> Meta .pth -> load, through
  * the registered checkpointer components. Every loader returns tune's canonical interleaved
  * rotary layout, so the state dicts must be bitwise equal and so must the logits (issue #4
@@ -19,7 +19,7 @@ import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { assertClose, worstError } from "./fixture_io.ts";
 
-const SHARED = new URL("../../shared/models/aidreams260K/", import.meta.url).pathname;
+const SHARED = new URL("./data/models/aidreams260K/", import.meta.url).pathname;
 
 function checkpointer(name: string, args: Record<string, unknown>): Checkpointer {
   const spec = findComponent(name);

@@ -1,5 +1,5 @@
 /**
- * The data pipeline with the real Llama 2 SentencePiece tokenizer (../shared, loaded with
+ * The data pipeline with the real Llama 2 SentencePiece tokenizer (tests/data, loaded with
  * src/tokenizers' loadTokenizer), against ids written by the SentencePiece library following
  * torchtune's Llama2Tokenizer.tokenize_messages (tests/fixtures/data/llama2_reference.py).
  * Tolerance: exact ids, masks and labels.
@@ -20,7 +20,7 @@ import {
 } from "../src/data/mod.ts";
 import { loadTokenizer } from "../src/tokenizers/mod.ts";
 
-const MODEL = new URL("../../shared/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
+const MODEL = new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
 const tok = loadTokenizer(MODEL);
 type Ref = Record<string, { tokens: number[]; mask: boolean[] | null }>;
 const REF: Ref = JSON.parse(
@@ -48,9 +48,9 @@ Deno.test("`tokenizeMessages()` matches torchtune's Llama 2 ids for Alpaca promp
   strictEqual(addsDummyPrefix(tok), true);
   const a = tokenizeMessages(tok, alpaca(), "none");
   deepStrictEqual(a, REF.alpaca_no_input);
-  // The prompt part equals SentencePiece's own encoding in ../shared cases.jsonl.
+  // The prompt part equals SentencePiece's own encoding in tests/data cases.jsonl.
   const cases = Deno.readTextFileSync(
-    new URL("../../shared/tokenizers/llama2/cases.jsonl", import.meta.url),
+    new URL("./data/tokenizers/llama2/cases.jsonl", import.meta.url),
   )
     .trim().split("\n").map((l) => JSON.parse(l));
   const prompt = cases.find((c) => c.text === alpacaPrompt("Give three tips for staying healthy."));

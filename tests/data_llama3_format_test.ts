@@ -1,7 +1,7 @@
 /**
  * The llama3 chat format with src/tokenizers' real tiktoken tokenizer class and Llama 3's
  * special-token table, on a byte-level rank file (256 single-byte tokens, no merges; the
- * real Llama 3 file is not in ../shared). Checks that "auto" finds the format from the
+ * real Llama 3 file is not in tests/data). Checks that "auto" finds the format from the
  * tokenizer's specialTokens and that headers/ends are the special ids Llama 3 uses
  * (base vocabulary + offset, as torchtune's LLAMA3_SPECIAL_TOKENS). Tolerance: exact.
  */

@@ -3,7 +3,7 @@
  * (torchtune's Phi3MiniTokenizer.tokenize_messages). Two independent checks, both exact:
  * - ids and masks equal those of tests/reference/phi3_reference.py, which runs torchtune's
  *   tokenize_messages algorithm with the sentencepiece library on Llama 2's tokenizer.model
- *   (Phi-3 Mini's tokenizer.model is that model; ../shared/tokenizers/llama2/, not copied);
+ *   (Phi-3 Mini's tokenizer.model is that model; tests/data/tokenizers/llama2/);
  * - a conversation through the byte tokenizer of tests/data_byte_tokenizer_test.ts, whose
  *   expected text is written by hand from the format (see the test).
  */
@@ -19,7 +19,7 @@ import { PHI3_SPECIAL_TOKENS } from "../src/tokenizers/phi3.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 import { ByteTokenizer } from "./data_byte_tokenizer_test.ts";
 
-const SP_MODEL = new URL("../../shared/tokenizers/llama2/tokenizer.model", import.meta.url)
+const SP_MODEL = new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url)
   .pathname;
 const REFERENCE = new URL("./fixtures/data/phi3_reference.json", import.meta.url);
 

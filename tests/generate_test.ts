@@ -26,9 +26,9 @@ import { SeededRandom } from "../src/params/random.ts";
 import { loadTokenizer } from "../src/tokenizers/load.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const MODEL_DIR = new URL("../../shared/models/aidreams260K/", import.meta.url).pathname;
+const MODEL_DIR = new URL("./data/models/aidreams260K/", import.meta.url).pathname;
 const LLAMA2_TOKENIZER = new URL(
-  "../../shared/tokenizers/llama2/tokenizer.model",
+  "./data/tokenizers/llama2/tokenizer.model",
   import.meta.url,
 ).pathname;
 

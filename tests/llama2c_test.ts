@@ -1,5 +1,5 @@
 /**
- * llama2.c model files: the real aidreams260K checkpoint (../shared/models/aidreams260K)
+ * llama2.c model files: the real aidreams260K checkpoint (tests/data/models/aidreams260K)
  * loads, reproduces the reference mean cross-entropy (1e-4 abs) and the 80-token greedy
  * continuation from BOS exactly, with the KV cache and with full re-forward; and files
  * written by encodeLlama2c (legacy and version 1, tied and untied) read back bitwise.
@@ -15,7 +15,7 @@ import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { randomBaseWeights } from "../src/models/llama/init.ts";
 import { baseLayout } from "../src/models/llama/layout.ts";
 
-const DIR = new URL("../../shared/models/aidreams260K/", import.meta.url);
+const DIR = new URL("./data/models/aidreams260K/", import.meta.url);
 const MODEL = new URL("model.bin", DIR).pathname;
 
 interface Ref {

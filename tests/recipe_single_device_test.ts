@@ -17,7 +17,7 @@ import {
   withTmp,
 } from "./_recipe_helpers.ts";
 
-const SHARED = new URL("../../shared/models/aidreams260K/", import.meta.url);
+const SHARED = new URL("./data/models/aidreams260K/", import.meta.url);
 
 const SHORT = ["epochs=2", "max_steps_per_epoch=3"];
 

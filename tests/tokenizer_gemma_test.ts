@@ -11,9 +11,9 @@ import { loadTokenizer } from "../src/tokenizers/load.ts";
 import "../src/tokenizers/components.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 
-const LLAMA2_SP = new URL("../../shared/tokenizers/llama2/tokenizer.model", import.meta.url)
+const LLAMA2_SP = new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url)
   .pathname;
-const LLAMA2_BIN = new URL("../../shared/tokenizers/llama2/tokenizer.bin", import.meta.url)
+const LLAMA2_BIN = new URL("./data/tokenizers/llama2/tokenizer.bin", import.meta.url)
   .pathname;
 
 function gemma(path: string): Tokenizer {

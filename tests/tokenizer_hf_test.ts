@@ -177,7 +177,7 @@ Deno.test("HfBpeTokenizer from Llama 2 vocab as tokenizer.json matches sentencep
   // score (then by the ids of its parts), byte fallback.
   const { parseSentencePieceModel } = await import("../src/tokenizers/sentencepiece_model.ts");
   const modelPath =
-    new URL("../../shared/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
+    new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
   const spec = parseSentencePieceModel(Deno.readFileSync(modelPath), modelPath);
   const vocab: Record<string, number> = {};
   spec.pieces.forEach((p, id) => (vocab[p.piece] = id));
@@ -231,7 +231,7 @@ Deno.test("HfBpeTokenizer from Llama 2 vocab as tokenizer.json matches sentencep
   const tok = new HfBpeTokenizer(json, "llama2 tokenizer.json");
   assertEquals([tok.vocabSize, tok.bosId, tok.eosId], [32000, 1, 2]);
   const cases: Case[] = Deno.readTextFileSync(
-    new URL("../../shared/tokenizers/llama2/cases.jsonl", import.meta.url),
+    new URL("./data/tokenizers/llama2/cases.jsonl", import.meta.url),
   ).trim().split("\n").map((l) => JSON.parse(l));
   const extra = JSON.parse(
     Deno.readTextFileSync(new URL("./fixtures/tokenizer_sp_cases.json", import.meta.url)),

@@ -9,7 +9,7 @@ import "../src/tokenizers/components.ts";
 import { checkVocabMatches, detectTokenizerFormat, loadTokenizer } from "../src/tokenizers/mod.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 
-const shared = (p: string) => new URL(`../../shared/${p}`, import.meta.url).pathname;
+const shared = (p: string) => new URL(`./data/${p}`, import.meta.url).pathname;
 const LLAMA2_MODEL = shared("tokenizers/llama2/tokenizer.model");
 const LLAMA2_BIN = shared("tokenizers/llama2/tokenizer.bin");
 const AIDREAMS_BIN = shared("models/aidreams260K/tokenizer.bin");

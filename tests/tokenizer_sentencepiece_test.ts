@@ -1,7 +1,7 @@
 /**
  * SentencePiece `.model` and llama2.c `tokenizer.bin` tokenizers against ids from the
  * sentencepiece library (exact equality; there is no tolerance for token ids):
- * ../shared/tokenizers/llama2/cases.jsonl and tests/fixtures/tokenizer_sp_cases.json
+ * tests/data/tokenizers/llama2/cases.jsonl and tests/fixtures/tokenizer_sp_cases.json
  * (made by tests/reference/tokenizer_reference.py).
  */
 import { deepStrictEqual as assertEquals, strictEqual as assertStrictEquals } from "node:assert";
@@ -9,7 +9,7 @@ import { TuneError } from "../src/errors.ts";
 import { loadTokenizer } from "../src/tokenizers/mod.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
 
-const shared = (p: string) => new URL(`../../shared/${p}`, import.meta.url).pathname;
+const shared = (p: string) => new URL(`./data/${p}`, import.meta.url).pathname;
 const fixture = (p: string) => new URL(`./fixtures/${p}`, import.meta.url).pathname;
 
 interface Case {

@@ -18,7 +18,7 @@ Writes:
       (torchtune/models/phi3/_tokenizer.py, add_end_tokens True and False, and max_seq_len
       truncation) computed with the sentencepiece library on Llama 2's tokenizer.model (Phi-3
       Mini's tokenizer.model is Llama 2's 32000-piece model; its chat tokens 32000-32010 are
-      added on top), read from ../shared/tokenizers/llama2/ beside the repo (not copied).
+      added on top), read from tests/data/tokenizers/llama2/.
 """
 import json
 import math
@@ -33,7 +33,7 @@ from model_reference import Ctx, model_forward  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "..", "fixtures")
-SHARED = os.path.join(HERE, "..", "..", "..", "shared")
+SHARED = os.path.join(HERE, "..", "data")
 
 # Tiny Phi-3: dim 16, 2 layers, 4 heads, 2 kv heads (HS 4), vocab 40, intermediate 24.
 DIM, LAYERS, HEADS, KV, VOCAB, HIDDEN = 16, 2, 4, 2, 40, 24

@@ -9,7 +9,7 @@ Writes (all small, committed):
     tests/fixtures/tokenizer_sp_noprefix.model  BPE, no byte fallback, no dummy prefix, pad id 3
     tests/fixtures/tokenizer_sp_unigram.model   a unigram model (tune must refuse it)
     tests/fixtures/tokenizer_sp_cases.json      text -> ids -> text for those models and for
-                                                Llama 2's tokenizer.model in ../shared
+                                                Llama 2's tokenizer.model in tests/data
 """
 import json
 import os
@@ -20,7 +20,7 @@ import sentencepiece as spm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "fixtures")
-LLAMA2 = os.path.join(HERE, "..", "..", "..", "shared", "tokenizers", "llama2", "tokenizer.model")
+LLAMA2 = os.path.join(HERE, "..", "data", "tokenizers", "llama2", "tokenizer.model")
 
 
 def random_texts(rng, n, length):
