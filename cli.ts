@@ -6,6 +6,7 @@
  * error is a bug in tune and prints its stack.
  */
 import "./src/components.ts";
+import { checkConfigPaths } from "./src/config/path_checks.ts";
 import { type CliCommand, launchFlagArgs, parseArgv, SUBCOMMANDS } from "./src/config/argv.ts";
 import { downloadCommand } from "./src/download/command.ts";
 import { launch as launchProcesses, needsLaunch } from "./src/distributed/launch.ts";
@@ -186,8 +187,10 @@ function validate(cmd: Extract<CliCommand, { kind: "validate" }>): void {
     );
   }
   for (const recipe of recipes) {
-    const { source } = loadRecipeConfig(recipe, cmd.config, cmd.overrides);
+    const { source, config } = loadRecipeConfig(recipe, cmd.config, cmd.overrides);
+    const notes = checkConfigPaths(config, "validate");
     console.log(`Config is well-formed: ${source.label} for recipe ${recipe.name}`);
+    for (const note of notes) console.log(`note: ${note} (tune run will need it)`);
   }
 }
 
@@ -217,6 +220,7 @@ async function run(cmd: Extract<CliCommand, { kind: "run" }>): Promise<void> {
   }
   // Resolve first, so a bad config fails once here rather than once per process.
   const { source, config } = loadRecipeConfig(recipe, cmd.config, cmd.overrides);
+  checkConfigPaths(config, "run");
   const launch = { ...cmd.launch, recipeArgv: [recipe.name, ...cmd.recipeArgs] };
   if (needsLaunch(launch) && Deno.env.get("TUNE_LAUNCHED") !== "1") {
     // The launcher: one child per local rank runs this same command with torchrun's

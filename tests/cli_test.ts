@@ -275,7 +275,7 @@ Deno.test("tune run/validate print one line and exit 1 for each kind of bad inpu
       ],
       [
         ["run", "eval", "--config", "no/such_config"],
-        /config 'no\/such_config' not found: no file \S*no\/such_config .*shipped configs: .*tiny\/eval/,
+        /config 'no\/such_config' not found: no file \S*no\/such_config .*; tune ls lists the shipped configs/,
       ],
       [
         ["run", "eval", "--config", malformed],
@@ -290,6 +290,22 @@ Deno.test("tune run/validate print one line and exit 1 for each kind of bad inpu
         /unknown recipe .*did you mean 'lora_finetune_single_device'/,
       ],
       [["lss"], /unknown command or recipe 'lss'; did you mean 'ls'\?/],
+      [
+        ["rnu", "lora_finetune_single_device", "--config", "tiny/lora_single_device"],
+        /unknown command or recipe 'rnu'; did you mean 'run'\?/,
+      ],
+      [
+        ["validate", "--config", "tiny/lora_single_devic"],
+        /config 'tiny\/lora_single_devic' not found: .*did you mean 'tiny\/lora_single_device'\?/,
+      ],
+      [
+        ["validate", "--config", "alpaca_llama2_lora_finetune_distributed", "lora_rnak=4"],
+        /unknown key 'lora_rnak' .*did you mean 'lora_rank'\?/,
+      ],
+      [
+        ["validate", "--config", "tiny/lora_single_device", "lora_dropot=0.1"],
+        /unknown key 'lora_dropot' .*did you mean 'model.lora_dropout'\?/,
+      ],
       // A bad config fails once, in the launcher, before any process starts.
       [
         ["run", "--nproc_per_node", "2", "eval", "--config", "tiny/eval", "batch_sise=1"],

@@ -17,6 +17,7 @@
 import { TuneError } from "../errors.ts";
 import { type Override, parseOverrides } from "./overrides.ts";
 import { defaultLaunchOptions, type LaunchOptions } from "./recipe.ts";
+import { closest, editDistance } from "./suggest.ts";
 
 /** A parsed `tune` command. */
 export type CliCommand =
@@ -142,9 +143,18 @@ export function parseArgv(argv: readonly string[]): CliCommand {
       }
       return runCommand(recipe, argv.slice(i + 1), launch, true);
     }
-    default:
+    default: {
+      // A word with no underscore, dot or slash is no recipe name or file (every recipe and
+      // alias has an underscore): a mistyped subcommand such as `tune rnu`.
+      const typo = /^[a-z]+$/i.test(head) ? closest(head, SUBCOMMANDS) : undefined;
+      if (typo !== undefined && editDistance(head.toLowerCase(), typo) <= 2) {
+        throw new TuneError(
+          `unknown command or recipe '${head}'; did you mean '${typo}'? (tune --help)`,
+        );
+      }
       // torchtune's early form: the recipe name right after the launcher flags.
       return runCommand(head, rest, launch, false);
+    }
   }
 }
 

@@ -32,7 +32,7 @@ export function loadMerged(
 
 /** Resolve a merged tree against a recipe: interpolation, types, defaults, components. */
 export function resolveTree<S extends ParamSchema>(
-  recipe: Pick<RecipeDefinition<S>, "name" | "params">,
+  recipe: Pick<RecipeDefinition<S>, "name" | "params" | "keyAliases">,
   tree: ConfigTree,
 ): ResolvedConfig<S> {
   const copy = structuredCloneTree(tree);
@@ -40,7 +40,8 @@ export function resolveTree<S extends ParamSchema>(
     const spec = Object.hasOwn(recipe.params, key) ? recipe.params[key] : undefined;
     return spec && "default" in spec ? spec.default ?? undefined : undefined;
   });
-  return resolveConfig(recipe.params, copy, recipe.name) as ResolvedConfig<S>;
+  const aliases = Object.keys(recipe.keyAliases ?? {});
+  return resolveConfig(recipe.params, copy, recipe.name, aliases) as ResolvedConfig<S>;
 }
 
 /** The whole path from a config reference and overrides to a recipe's resolved config. */

@@ -7,7 +7,8 @@ import { TuneError } from "../errors.ts";
 import { CliText } from "./overrides.ts";
 import { allComponentNames, componentsOfKind, findComponent } from "./registry.ts";
 import type { ComponentSection, ParamSchema, ParamSpec } from "./schema.ts";
-import { didYouMean } from "./suggest.ts";
+import { didYouMean, didYouMeanKey } from "./suggest.ts";
+import { checkBound } from "./value_bounds.ts";
 import { isMapping, parseYamlValue } from "./yaml.ts";
 
 /** Where a section sits, for messages. */
@@ -18,6 +19,8 @@ interface Where {
   prefix: string;
   /** The component whose params these are, when inside a `_component_` section. */
   component?: string;
+  /** The recipe's top-level alias keys (`lora_rank` for `model.lora_rank`), for suggestions. */
+  aliases?: readonly string[];
 }
 
 /**
@@ -28,8 +31,21 @@ export function resolveConfig(
   schema: ParamSchema,
   tree: Record<string, unknown>,
   recipe: string,
+  aliases: readonly string[] = [],
 ): Record<string, unknown> {
-  return resolveSection(schema, tree, { recipe, prefix: "" });
+  return resolveSection(schema, tree, { recipe, prefix: "", aliases });
+}
+
+/** `section.key` for every key of the builders this section's component sections name. */
+function componentKeys(schema: ParamSchema, tree: Record<string, unknown>): string[] {
+  const keys: string[] = [];
+  for (const [name, spec] of Object.entries(schema)) {
+    const section = tree[name];
+    if (spec.type !== "component" || !isMapping(section)) continue;
+    const component = findComponent(String(section._component_));
+    if (component) keys.push(...Object.keys(component.params).map((k) => `${name}.${k}`));
+  }
+  return keys;
 }
 
 /**
@@ -61,12 +77,17 @@ export function resolveSection(
   for (const key of Object.keys(tree)) {
     if (key === "_component_" && where.component) continue;
     if (!Object.hasOwn(schema, key)) {
-      const valid = Object.keys(schema).map((k) => dotted(where.prefix, k));
+      const valid = [
+        ...Object.keys(schema).map((k) => dotted(where.prefix, k)),
+        ...(where.prefix === "" ? [...(where.aliases ?? []), ...componentKeys(schema, tree)] : []),
+      ];
       const inside = where.component ? ` (component ${where.component})` : "";
       const nested = sectionKeyNamed(schema, tree, key, where.prefix);
       throw new TuneError(
         `unknown key '${dotted(where.prefix, key)}' for recipe ${where.recipe}${inside}` +
-          (nested ? `; did you mean '${nested}'?` : didYouMean(dotted(where.prefix, key), valid)),
+          (nested
+            ? `; did you mean '${nested}'?`
+            : didYouMeanKey(dotted(where.prefix, key), valid)),
       );
     }
   }
@@ -105,8 +126,11 @@ function resolveValue(spec: ParamSpec, given: unknown, path: string, where: Wher
   }
   switch (spec.type) {
     case "int":
-    case "float":
-      return parseNumber(spec.type, given, path);
+    case "float": {
+      const n = parseNumber(spec.type, given, path);
+      checkBound(path, n, spec.bound);
+      return n;
+    }
     case "bool":
       return parseBool(given, path);
     case "string": {
@@ -123,7 +147,11 @@ function resolveValue(spec: ParamSpec, given: unknown, path: string, where: Wher
     case "int[]":
     case "float[]": {
       const elem = spec.type === "int[]" ? "int" : "float";
-      return parseList(given, path, spec.type).map((v) => parseNumber(elem, v, path, spec.type));
+      return parseList(given, path, spec.type).map((v) => {
+        const n = parseNumber(elem, v, path, spec.type);
+        checkBound(path, n);
+        return n;
+      });
     }
     case "section": {
       const v = given instanceof CliText ? parseYamlValue(given.text, path) : given;

@@ -8,6 +8,8 @@
  * snake_case names so torchtune configs and overrides carry over.
  */
 
+import type { Bound } from "./value_bounds.ts";
+
 /** The kinds of builders a config section can name. */
 export type ComponentKind =
   | "model"
@@ -25,8 +27,8 @@ export type ComponentKind =
 
 /** One declared key. */
 export type ParamSpec =
-  | { type: "int"; default?: number | null; doc: string; required?: boolean }
-  | { type: "float"; default?: number | null; doc: string; required?: boolean }
+  | { type: "int"; default?: number | null; doc: string; required?: boolean; bound?: Bound }
+  | { type: "float"; default?: number | null; doc: string; required?: boolean; bound?: Bound }
   | { type: "bool"; default?: boolean | null; doc: string; required?: boolean }
   | {
     type: "string";

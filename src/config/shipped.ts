@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import { TuneError } from "../errors.ts";
+import { likelyTypoOf } from "./suggest.ts";
 
 /** The configs/ directory. */
 export const CONFIGS_DIR: URL = new URL("../../configs/", import.meta.url);
@@ -73,9 +74,14 @@ export function findConfig(ref: string): ConfigSource {
     if (!(e instanceof Deno.errors.NotFound) && !(e instanceof Deno.errors.IsADirectory)) throw e;
   }
   const tried = resolve(ref);
+  const names = listShippedConfigs();
   throw new TuneError(
-    `config '${ref}' not found: no file ${tried} and no shipped config of that name; shipped configs: ${
-      listShippedConfigs().join(", ")
-    }`,
+    `config '${ref}' not found: no file ${tried} and no shipped config of that name` +
+      suggestion(likelyTypoOf(ref.replace(/\.ya?ml$/, ""), names)),
   );
+}
+
+/** `; did you mean 'x'?` for a likely typo, else where to find the names. */
+function suggestion(best: string | undefined): string {
+  return best ? `; did you mean '${best}'?` : "; tune ls lists the shipped configs";
 }
