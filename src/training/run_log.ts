@@ -103,7 +103,11 @@ export class RunLog {
   finish(lines: string[] = []): string {
     this.#bar?.finish();
     this.options.logger?.close();
-    const points = readMetrics(this.metricsPath).map((r) => ({ step: r.step, loss: r.loss }));
+    const points = readMetrics(this.metricsPath).map((r) => ({
+      step: r.step,
+      loss: r.loss,
+      val_loss: r.val_loss,
+    }));
     const svgPath = join(this.outputDir, "loss_curve.svg");
     atomicWrite(svgPath, lossCurveSvg(points, `${this.options.label}: training loss`));
     if (!this.options.quiet) {
