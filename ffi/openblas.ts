@@ -228,3 +228,6 @@ export function openBlas(): OpenBlas | null {
   }
   return cached;
 }
+
+/** The library names and paths tried, in order, when `TUNE_OPENBLAS_PATH` is unset. */
+export const OPENBLAS_CANDIDATES: readonly string[] = USUAL_PATHS;
