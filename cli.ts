@@ -7,6 +7,7 @@
  */
 import "./src/components.ts";
 import { checkConfigPaths } from "./src/config/path_checks.ts";
+import { checkRunKeys, logs, setLogLevel, withRunKeys } from "./src/config/run_keys.ts";
 import { type CliCommand, launchFlagArgs, parseArgv, SUBCOMMANDS } from "./src/config/argv.ts";
 import { downloadCommand } from "./src/download/command.ts";
 import { launch as launchProcesses, needsLaunch } from "./src/distributed/launch.ts";
@@ -188,6 +189,8 @@ function validate(cmd: Extract<CliCommand, { kind: "validate" }>): void {
   }
   for (const recipe of recipes) {
     const { source, config } = loadRecipeConfig(recipe, cmd.config, cmd.overrides);
+    // the process count is not known here; a distributed recipe's shard dim is checked at run
+    checkRunKeys(config, config.data_parallel_shard_dim as number);
     const notes = checkConfigPaths(config, "validate");
     console.log(`Config is well-formed: ${source.label} for recipe ${recipe.name}`);
     for (const note of notes) console.log(`note: ${note} (tune run will need it)`);
@@ -220,6 +223,8 @@ async function run(cmd: Extract<CliCommand, { kind: "run" }>): Promise<void> {
   }
   // Resolve first, so a bad config fails once here rather than once per process.
   const { source, config } = loadRecipeConfig(recipe, cmd.config, cmd.overrides);
+  setLogLevel(config.log_level as string);
+  checkRunKeys(config, worldSizeOf(cmd.launch));
   checkConfigPaths(config, "run");
   const launch = { ...cmd.launch, recipeArgv: [recipe.name, ...cmd.recipeArgs] };
   if (needsLaunch(launch) && Deno.env.get("TUNE_LAUNCHED") !== "1") {
@@ -233,8 +238,14 @@ async function run(cmd: Extract<CliCommand, { kind: "run" }>): Promise<void> {
     if (code !== 0) Deno.exit(code);
     return;
   }
-  console.error(`tune: running ${recipe.name} with config ${source.label}`);
-  for (const note of ignoredKeyNotes(recipe.params, config)) console.error(`tune: note: ${note}`);
+  if (logs("INFO")) console.error(`tune: running ${recipe.name} with config ${source.label}`);
+  if (logs("DEBUG")) {
+    const shown = displayTree(config, recipe.params) as Record<string, unknown>;
+    console.error(`tune: resolved config:\n${stringifyConfig(shown).trimEnd()}`);
+  }
+  if (logs("WARNING")) {
+    for (const note of ignoredKeyNotes(recipe.params, config)) console.error(`tune: note: ${note}`);
+  }
   await recipe.main(config, launch);
 }
 
@@ -273,7 +284,7 @@ async function userRecipe(ref: string): Promise<RecipeDefinition | undefined> {
     name: ref,
     aliases: [],
     description: `recipe file ${ref}`,
-    params: mod.params as RecipeDefinition["params"],
+    params: withRunKeys(mod.params as RecipeDefinition["params"]),
     keyAliases: (mod.keyAliases ?? {}) as Record<string, string>,
     main: mod.main as RecipeDefinition["main"],
   };
@@ -322,3 +333,9 @@ export async function main(argv: readonly string[]): Promise<void> {
 }
 
 if (import.meta.main) await main(Deno.args);
+
+/** Processes of the run: the launcher's flags, or WORLD_SIZE under an outside launcher. */
+function worldSizeOf(launch: { nnodes: number; nprocPerNode: number }): number {
+  const env = Number(Deno.env.get("WORLD_SIZE"));
+  return Number.isInteger(env) && env > 0 ? env : launch.nnodes * launch.nprocPerNode;
+}

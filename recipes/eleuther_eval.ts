@@ -60,7 +60,21 @@ export const params = {
   max_seq_length: { type: "int", default: 4096, doc: "longest request in tokens (left-cut)" },
   batch_size: { type: "int", default: 8, doc: "requests per forward pass" },
   enable_kv_cache: { type: "bool", default: true, doc: "accepted for torchtune configs" },
-  quantizer: { type: "any", default: null, doc: "not supported: must be null" },
+  quantizer: {
+    type: "any",
+    default: null,
+    doc: "only null: torchao's post-training quantizers are not available here",
+  },
+  apply_chat_template: {
+    type: "bool",
+    default: false,
+    doc: "only False: requests are scored as plain text, as the harness does by default",
+  },
+  resume_from_checkpoint: {
+    type: "bool",
+    default: false,
+    doc: "only False (torchtune's evaluation configs carry it): evaluation has nothing to resume",
+  },
   seed: { type: "int", default: null, doc: "seed of model_init=random weights (null: 0)" },
   device: { type: "string", default: "cpu", choices: ["cpu", "cuda"], doc: "where to run" },
   dtype: { type: "string", default: "fp32", choices: ["fp32", "bf16"], doc: "compute dtype" },
@@ -131,6 +145,18 @@ export async function runEleutherEval(
   _launch: LaunchOptions,
   hooks: { quiet?: boolean } = {},
 ): Promise<Record<string, TaskResult>> {
+  if (cfg.apply_chat_template) {
+    throw new TuneError(
+      "apply_chat_template=True is not supported: eleuther_eval scores requests as plain text; " +
+        "set apply_chat_template=False",
+    );
+  }
+  if (cfg.resume_from_checkpoint) {
+    throw new TuneError(
+      "resume_from_checkpoint=True has no meaning for eleuther_eval (it evaluates a checkpoint); " +
+        "set it to False and point checkpointer.checkpoint_dir at the checkpoint",
+    );
+  }
   if (cfg.quantizer !== null) {
     throw new TuneError("quantizer is not supported here; set quantizer: null");
   }

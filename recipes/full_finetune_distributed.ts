@@ -177,7 +177,6 @@ export const params = {
     default: false,
     doc: "accepted for torchtune configs; ignored (no torch.compile here)",
   },
-  profiler: { type: "any", default: null, doc: "accepted for torchtune configs; ignored" },
   ...validationParams,
 } satisfies ParamSchema;
 /** This recipe has no top-level alias keys. */

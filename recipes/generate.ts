@@ -87,6 +87,11 @@ export const params = {
     default: null,
     doc: "accepted for torchtune configs; unused by generation",
   },
+  quantizer: {
+    type: "any",
+    default: null,
+    doc: "only null: torchao's post-training quantizers are not available here",
+  },
 } satisfies ParamSchema;
 
 /** This recipe has no top-level alias keys. */
@@ -134,6 +139,9 @@ function adapterScaleConfig(path: string): { rank: number; alpha: number } {
 
 /** Run the recipe: load, tokenize the prompt, stream the continuation. */
 export async function main(cfg: GenerateConfig, _launch: LaunchOptions): Promise<void> {
+  if (cfg.quantizer !== null) {
+    throw new TuneError("quantizer is not supported here; set quantizer: null");
+  }
   const log = (s: string) => console.error(s);
   // Model description first: everything else is checked against it.
   const spec = cfg.model ? instantiate<ModelSpec>(cfg.model) : null;

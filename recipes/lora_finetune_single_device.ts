@@ -150,7 +150,6 @@ export const params = {
     default: false,
     doc: "accepted for torchtune configs; ignored (no torch.compile here)",
   },
-  profiler: { type: "any", default: null, doc: "accepted for torchtune configs; ignored" },
   ...validationParams,
 } satisfies ParamSchema;
 

@@ -6,6 +6,7 @@
 import { TuneError } from "../src/errors.ts";
 import type { LaunchOptions, RecipeDefinition } from "../src/config/recipe.ts";
 import type { ParamSchema } from "../src/config/schema.ts";
+import { withRunKeys } from "../src/config/run_keys.ts";
 import { didYouMean } from "../src/config/suggest.ts";
 import * as loraSingle from "./lora_finetune_single_device.ts";
 import * as loraDistributed from "./lora_finetune_distributed.ts";
@@ -36,7 +37,7 @@ function define<S extends ParamSchema>(
     name,
     description,
     aliases,
-    params: mod.params,
+    params: withRunKeys(mod.params),
     keyAliases: mod.keyAliases,
     // Read `mod.main` at call time so the recipe's current export is the one that runs.
     main: (cfg, launch) => mod.main(cfg as never, launch),

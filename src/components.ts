@@ -8,4 +8,5 @@ import "./checkpoint/components.ts";
 import "./data/components.ts";
 import "./optim/components.ts";
 import "./training/components.ts";
+import "./training/profiler.ts";
 import "./rlhf/components.ts";

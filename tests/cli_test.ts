@@ -380,7 +380,15 @@ Deno.test("tune run calls a recipe file's main with the resolved config and laun
     const r = await tune("run", `${dir}/my_recipe.ts`, "--config", `${dir}/my.yaml`, "rank=4");
     assert.equal(r.code, 0, r.stderr);
     const got = JSON.parse(await Deno.readTextFile(`${dir}/rank0.json`));
-    assert.deepEqual(got.cfg, { out_dir: dir, lora_rank: 4, words: ["x", "y"] });
+    // the recipe's own keys, then torchtune's run-wide keys every recipe accepts
+    const { out_dir, lora_rank, words, log_level, ...runKeys } = got.cfg;
+    assert.deepEqual({ out_dir, lora_rank, words }, {
+      out_dir: dir,
+      lora_rank: 4,
+      words: ["x", "y"],
+    });
+    assert.equal(log_level, "INFO");
+    assert.equal(runKeys.tensor_parallel_dim, 1);
     assert.equal(got.launch.explicit, false);
     assert.equal(got.launch.nprocPerNode, 1);
     assert.deepEqual(got.launch.recipeArgv, [

@@ -246,7 +246,10 @@ Deno.test("loadRecipeConfig() reports a missing required key and a missing confi
     /missing key 'model'/,
   );
   const msg = tuneError(() => loadRecipeConfig(recipe, `${dir}/absent.yaml`, []));
-  assert.match(msg, /config '.*absent.yaml' not found: no file .*absent.yaml.*tune ls lists the shipped configs/);
+  assert.match(
+    msg,
+    /config '.*absent.yaml' not found: no file .*absent.yaml.*tune ls lists the shipped configs/,
+  );
 });
 
 Deno.test("loadRecipeConfig() names file and line of malformed YAML", () => {

@@ -118,7 +118,7 @@ Deno.test("tune run generate with a bad top_p is a one-line error", async () => 
   ]);
   assertNotEquals(r.code, 0);
   assertEquals(r.stdout, "");
-  assert(/top_p must be in \(0, 1\]/.test(r.stderr), r.stderr);
+  assert(/bad value for 'top_p': 1.5 must be in \(0, 1\]/.test(r.stderr), r.stderr);
   assert(!/\n\s+at /.test(r.stderr), "no stack trace");
 });
 

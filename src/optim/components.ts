@@ -100,14 +100,40 @@ export const crossEntropyComponent = registerComponent<CrossEntropyLoss>({
   build: buildLoss,
 });
 
-/** torchtune's CEWithChunkedOutputLoss (same numbers; the fused op needs no chunks). */
+/** torchtune's CEWithChunkedOutputLoss: the output projection and loss in chunks of tokens. */
 export const chunkedCrossEntropyComponent = registerComponent<CrossEntropyLoss>({
   name: "torchtune.modules.loss.CEWithChunkedOutputLoss",
   aliases: ["torchtune.loss.CEWithChunkedOutputLoss", "CEWithChunkedOutputLoss"],
   kind: "loss",
   doc: "cross-entropy, mean over labels that are not ignore_index (fused with the output layer)",
   params: {
-    num_output_chunks: { type: "int", default: 8, doc: "accepted for torchtune configs" },
+    num_output_chunks: {
+      type: "int",
+      default: 8,
+      doc: "chunks of tokens the output projection and loss run in (fewer logits in memory)",
+    },
+    ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
+  },
+  build: buildLoss,
+});
+
+/**
+ * torchtune's LinearCrossEntropyLoss: the output projection and the cross-entropy in
+ * `num_output_chunks` chunks of tokens, so the whole logits never exist at once. That is
+ * how tune's loss head always runs (the model's logits buffer holds one chunk of rows), so
+ * it is the same loss as CEWithChunkedOutputLoss, with torchtune's default of 8 chunks.
+ */
+export const linearCrossEntropyComponent = registerComponent<CrossEntropyLoss>({
+  name: "torchtune.modules.loss.LinearCrossEntropyLoss",
+  aliases: ["torchtune.loss.LinearCrossEntropyLoss", "LinearCrossEntropyLoss"],
+  kind: "loss",
+  doc: "cross-entropy fused with the output projection, computed in chunks of tokens",
+  params: {
+    num_output_chunks: {
+      type: "int",
+      default: 8,
+      doc: "chunks of tokens the output projection and loss run in (fewer logits in memory)",
+    },
     ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
   },
   build: buildLoss,
@@ -143,7 +169,11 @@ export const chunkedForwardKlComponent = registerComponent<KdLoss>({
   kind: "kd_loss",
   doc: "ForwardKLLoss computed with the output layer (the fused op needs no chunks)",
   params: {
-    num_output_chunks: { type: "int", default: 8, doc: "accepted for torchtune configs" },
+    num_output_chunks: {
+      type: "int",
+      default: 8,
+      doc: "chunks of tokens the output projection and loss run in (fewer logits in memory)",
+    },
     ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
   },
   build: buildKdLoss,

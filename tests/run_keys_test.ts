@@ -1,0 +1,99 @@
+/**
+ * torchtune's run-wide keys (src/config/run_keys.ts) in every recipe: log_level changes what
+ * tune prints; parallelism layouts tune cannot honour, profiler.enabled=True, low_cpu_ram
+ * and fsdp.cpu_offload are refused in one line; LinearCrossEntropyLoss is the chunked loss.
+ */
+import assert from "node:assert/strict";
+import { findRecipe } from "../recipes/registry.ts";
+import { instantiate } from "../src/config/instantiate.ts";
+import { loadRecipeConfig } from "../src/config/load.ts";
+import { defaultLaunchOptions } from "../src/config/recipe.ts";
+import { parseOverrides } from "../src/config/overrides.ts";
+import type { ComponentSection } from "../src/config/schema.ts";
+import type { CrossEntropyLoss } from "../src/optim/loss.ts";
+
+const ROOT = new URL("../", import.meta.url);
+
+async function tune(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "cli.ts", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+const EVAL = ["run", "eval", "--config", "tiny/eval"];
+
+Deno.test("log_level: DEBUG prints the resolved config, WARNING drops the setup lines", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tune_log_level_" });
+  try {
+    const debug = await tune(...EVAL, `output_dir=${dir}`, "log_level=DEBUG");
+    assert.equal(debug.code, 0, debug.stderr);
+    assert.match(debug.stderr, /tune: running eval/);
+    assert.match(debug.stderr, /tune: resolved config:\n[\s\S]*batch_size: 8/);
+    const info = await tune(...EVAL, `output_dir=${dir}`);
+    assert.match(info.stderr, /tune: running eval/);
+    assert.doesNotMatch(info.stderr, /resolved config/);
+    const warning = await tune(...EVAL, `output_dir=${dir}`, "log_level=WARNING");
+    assert.equal(warning.code, 0, warning.stderr);
+    assert.doesNotMatch(warning.stderr, /tune: running/);
+    assert.equal(warning.stdout, info.stdout, "the results are the same");
+    const bad = await tune(...EVAL, "log_level=LOUD");
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /wrong type for 'log_level': expected one of DEBUG\|INFO/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("run keys tune cannot honour are refused in one line before any work", async () => {
+  const lora = ["run", "lora_finetune_single_device", "--config", "tiny/lora_single_device"];
+  const cases: Array<[string[], RegExp]> = [
+    [["tensor_parallel_dim=2"], /tensor_parallel_dim=2 is not supported: .*shards parameters/],
+    [["data_parallel_replicate_dim=2"], /data_parallel_replicate_dim=2 is not supported/],
+    [["data_parallel_shard_dim=4"], /data_parallel_shard_dim=4 does not match the 1 process/],
+    [
+      ["profiler._component_=torchtune.training.setup_torch_profiler", "profiler.enabled=True"],
+      /profiler.enabled=True asks for the PyTorch profiler.*TUNE_CUDA_PROFILE=1/,
+    ],
+    [["low_cpu_ram=True"], /low_cpu_ram=True is not supported/],
+    [["fsdp.cpu_offload=True"], /fsdp.cpu_offload=True is not supported/],
+  ];
+  await Promise.all(cases.map(async ([overrides, re]) => {
+    const r = await tune(...lora, "output_dir=/nonexistent/never_written", ...overrides);
+    assert.equal(r.code, 1, `${overrides}: ${r.stderr}`);
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], re);
+  }));
+  // the values torchtune's configs carry are accepted
+  const ok = await tune(
+    "validate",
+    "--config",
+    "tiny/lora_single_device",
+    "tensor_parallel_dim=1",
+    "data_parallel_shard_dim=-1",
+    "data_parallel_replicate_dim=1",
+    "profiler._component_=torchtune.training.setup_torch_profiler",
+    "profiler.enabled=False",
+    "low_cpu_ram=False",
+    "fsdp.cpu_offload=False",
+    "log_level=INFO",
+  );
+  assert.equal(ok.code, 0, ok.stderr);
+});
+
+Deno.test("LinearCrossEntropyLoss resolves to the chunked loss head with torchtune's defaults", () => {
+  const recipe = findRecipe("lora_finetune_single_device", defaultLaunchOptions());
+  const { config } = loadRecipeConfig(
+    recipe,
+    "tiny/lora_single_device",
+    parseOverrides(["loss._component_=torchtune.modules.loss.LinearCrossEntropyLoss"]),
+  );
+  const loss = instantiate<CrossEntropyLoss>(config.loss as ComponentSection);
+  assert.deepEqual(loss, { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 8 });
+});
