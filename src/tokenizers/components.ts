@@ -127,7 +127,7 @@ export const llama3TokenizerComponent = registerComponent<Tokenizer>({
   build(args) {
     const sp = args.special_tokens_path as string | null;
     const options: LoadTokenizerOptions = sp
-      ? { tiktoken: { specialTokenNames: specialNamesFrom(sp) } }
+      ? { tiktoken: { specialTokens: specialMapFrom(sp) } }
       : {};
     return finish(load(args, options), args, "tokenizer");
   },
