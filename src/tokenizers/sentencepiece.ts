@@ -4,6 +4,7 @@
  */
 import { bpeMerge } from "./_bpe.ts";
 import type { PrecompiledCharsmap } from "./_sp_charsmap.ts";
+import { SpecialSplitter } from "./_special.ts";
 import { utf8DecodePerByte, utf8Encode } from "./_utf8.ts";
 import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
 
@@ -59,6 +60,7 @@ export class SentencePieceTokenizer implements Tokenizer {
   /** CONTROL, UNKNOWN and BYTE pieces. */
   private readonly reserved = new Map<string, number>();
   private readonly byteIds = new Int32Array(256).fill(-1);
+  private splitter?: SpecialSplitter;
   /** user-defined symbols by first UTF-16 unit, longest first */
   private readonly userDefined = new Map<string, string[]>();
 
@@ -168,9 +170,27 @@ export class SentencePieceTokenizer implements Tokenizer {
     return this.mergeable.get(piece) ?? this.reserved.get(piece);
   }
 
+  /**
+   * Ids of `text`. With `parseSpecial`, the text of control pieces (`<s>`, `</s>`) becomes
+   * their ids and each text between them is encoded on its own (dummy prefix included), as
+   * Hugging Face's slow Llama tokenizer splits on special tokens; sentencepiece itself never
+   * reads control text.
+   */
   encode(text: string, options: EncodeOptions = {}): number[] {
     const ids: number[] = [];
     if ((options.bos ?? true) && this.bosId >= 0) ids.push(this.bosId);
+    if (options.parseSpecial) {
+      this.splitter ??= new SpecialSplitter(this.specialTokens);
+      for (const seg of this.splitter.split(text)) {
+        if ("id" in seg) ids.push(seg.id);
+        else this.encodeText(seg.text, ids);
+      }
+    } else this.encodeText(text, ids);
+    if (options.eos && this.eosId >= 0) ids.push(this.eosId);
+    return ids;
+  }
+
+  private encodeText(text: string, ids: number[]): void {
     let prevUnk = false;
     for (const piece of this.pieces(text)) {
       const id = this.pieceToId(piece);
@@ -191,8 +211,6 @@ export class SentencePieceTokenizer implements Tokenizer {
       if (!prevUnk) ids.push(this.spec.unkId);
       prevUnk = true;
     }
-    if (options.eos && this.eosId >= 0) ids.push(this.eosId);
-    return ids;
   }
 
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
