@@ -91,11 +91,15 @@ export function toHfMessages(messages: readonly Message[]): HfMessage[] {
   });
 }
 
-/** Render `messages` with the checkpoint's template (`renderChat` for tests and generation). */
+/**
+ * Render `messages` with the checkpoint's template; `extra` adds or overrides context
+ * variables (e.g. `tools`).
+ */
 export function renderChat(
   chat: ChatTemplate,
   messages: readonly HfMessage[],
   addGenerationPrompt: boolean,
+  extra: Record<string, unknown> = {},
 ): string {
   try {
     return compile(chat).render({
@@ -103,6 +107,7 @@ export function renderChat(
       bos_token: chat.bosToken,
       eos_token: chat.eosToken,
       add_generation_prompt: addGenerationPrompt,
+      ...extra,
     });
   } catch (e) {
     throw new TuneError(

@@ -83,6 +83,7 @@ export {
   validateMessages,
 } from "./messages.ts";
 export { sampleFromMask, textCompletionSample } from "./labels.ts";
+export { type HfMessage, renderChat, toHfMessages, tokenizeHfChat } from "./hf_chat.ts";
 export { type PackOptions, packSamples } from "./packing.ts";
 export { type Batch, type CollateOptions, collatePadded } from "./collate.ts";
 export {
