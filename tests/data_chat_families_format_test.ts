@@ -21,6 +21,7 @@ import {
 } from "../src/data/mod.ts";
 import { parsePromptTemplate } from "../src/data/prompt_template.ts";
 import { TuneError } from "../src/errors.ts";
+import { loadTokenizer } from "../src/tokenizers/mod.ts";
 import { ByteTokenizer, LLAMA3_SPECIALS } from "./data_byte_tokenizer_test.ts";
 
 const ctx = { source: "test", index: 0 };
@@ -244,5 +245,43 @@ Deno.test("MistralChatTemplate wraps user turns in [INST] and refuses system pro
   throws(
     () => tokenizeMessages(tok, [textMessage("system", "S"), ...msgs], "mistral"),
     oneLine(/has no system messages/),
+  );
+});
+
+Deno.test("none (Llama 2 / Mistral / Gemma without a template): the tool conversation on Llama 2's real tokenizer", () => {
+  // torchtune's tokenize_messages_no_special_tokens (Llama2Tokenizer, MistralTokenizer and
+  // GemmaTokenizer without prompt_template): BOS when a turn starts; text.rstrip(" "), encoded
+  // with trim_leading_whitespace (encode("\n" + text) minus encode("\n")) when the message
+  // continues a turn; EOS after every assistant message, which ends the turn
+  const tok = loadTokenizer(
+    new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname,
+  );
+  const e = (s: string) => tok.encode(s, { bos: false });
+  const cont = (s: string) => e("\n" + s).slice(e("\n").length);
+  const [bos, eos] = [tok.bosId, tok.eosId];
+  const parts: [number[], boolean][] = [
+    [[bos, ...e("Be brief.")], true], // system starts the turn
+    [cont("Weather?"), true], // user continues it
+    [[...cont('{"name": "w"}'), eos], false], // the tool call is an assistant message: EOS
+    [[bos, ...e("sunny")], true], // a new turn starts with the tool result
+    [[...cont("Sunny."), eos], false],
+  ];
+  const { tokens, mask } = tokenizeMessages(tok, toolConversation(), "none");
+  deepStrictEqual(tokens, parts.flatMap(([ids]) => ids));
+  deepStrictEqual(mask, parts.flatMap(([ids, v]) => ids.map(() => v)));
+  const { labels } = sampleFromMask(tokens, mask);
+  deepStrictEqual(
+    Array.from(labels).filter((l) => l !== IGNORE_INDEX),
+    [...parts[2][0], ...parts[4][0]],
+  );
+});
+
+Deno.test("phi3 refuses tool messages, as torchtune's Phi3MiniTokenizer raises for unknown roles", () => {
+  const tok = new ByteTokenizer({
+    specials: ["<|user|>", "<|assistant|>", "<|system|>", "<|end|>"],
+  });
+  throws(
+    () => tokenizeMessages(tok, toolConversation(), "phi3"),
+    oneLine(/phi3 has no role ipython/),
   );
 });
