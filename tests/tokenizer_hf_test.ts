@@ -176,8 +176,7 @@ Deno.test("HfBpeTokenizer from Llama 2 vocab as tokenizer.json matches sentencep
   // vocab, merges = every split of a piece into two pieces, ordered by the merged piece's
   // score (then by the ids of its parts), byte fallback.
   const { parseSentencePieceModel } = await import("../src/tokenizers/sentencepiece_model.ts");
-  const modelPath =
-    new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
+  const modelPath = new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
   const spec = parseSentencePieceModel(Deno.readFileSync(modelPath), modelPath);
   const vocab: Record<string, number> = {};
   spec.pieces.forEach((p, id) => (vocab[p.piece] = id));

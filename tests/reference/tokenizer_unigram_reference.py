@@ -10,6 +10,7 @@ sentencepiece library (Debian's python3-sentencepiece 0.1.97; run with /usr/bin/
   tokenizer.model and checks them, adding ids for CASES too (llama2_cases in cases.json).
 
 Run from the repo root: /usr/bin/python3 tests/reference/tokenizer_unigram_reference.py
+(then `deno fmt tests/data/tokenizers/unigram`).
 """
 import io
 import json
