@@ -18,9 +18,10 @@ import {
   tokenizeMessages,
 } from "../src/data/mod.ts";
 import { TuneError } from "../src/errors.ts";
-import { loadTokenizer } from "../src/tokenizers/mod.ts";
+import { findComponent } from "../src/config/registry.ts";
+import "../src/tokenizers/components.ts";
 import { readChatTemplate } from "../src/tokenizers/chat_template.ts";
-import type { ChatTemplate, Tokenizer } from "../src/tokenizers/types.ts";
+import type { Tokenizer } from "../src/tokenizers/types.ts";
 
 const DIR = new URL("./data/chat_templates/", import.meta.url).pathname;
 const expected: Record<
@@ -48,7 +49,12 @@ const bpe: Record<string, { tokenizer: any }> = JSON.parse(
   Deno.readTextFileSync(new URL("./fixtures/tokenizer_bpe_cases.json", import.meta.url)),
 );
 
-/** A tokenizer.json fixture (plus added tokens) with a chat template attached as tokenizer.chat_template=hf. */
+/**
+ * A tokenizer.json fixture (plus added tokens) built by tune's components with
+ * `chat_template: hf`: Qwen via qwen2_5_tokenizer with the model's tokenizer_config.json beside
+ * it (EOS <|im_end|> as torchtune's Qwen2_5Tokenizer), Llama via the generic loader with the
+ * template file given as a path (EOS <|end_of_text|> from the file, as torchtune's Llama 3).
+ */
 function withTemplate(fixture: string, name: string, extra: [string, number][] = []): Tokenizer {
   const json = structuredClone(bpe[fixture].tokenizer);
   for (const [content, id] of extra) {
@@ -65,11 +71,19 @@ function withTemplate(fixture: string, name: string, extra: [string, number][] =
   const dir = Deno.makeTempDirSync({ prefix: "tune_hf_chat_" });
   try {
     Deno.writeTextFileSync(`${dir}/tokenizer.json`, JSON.stringify(json));
-    const tok = loadTokenizer(`${dir}/tokenizer.json`) as Tokenizer & {
-      chatTemplate: ChatTemplate;
-    };
-    tok.chatTemplate = template(name);
-    return tok;
+    const common = { path: `${dir}/tokenizer.json`, max_seq_len: null, prompt_template: null };
+    if (name === "qwen2_5") {
+      Deno.copyFileSync(`${DIR}qwen2_5/tokenizer_config.json`, `${dir}/tokenizer_config.json`);
+      return findComponent("torchtune.models.qwen2_5.qwen2_5_tokenizer")!.build({
+        ...common,
+        merges_file: null,
+        chat_template: "hf",
+      }) as Tokenizer;
+    }
+    return findComponent("tune.tokenizers.load")!.build({
+      ...common,
+      chat_template: `${DIR}${name}/tokenizer_config.json`,
+    }) as Tokenizer;
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -90,8 +104,8 @@ Deno.test("chat_format hf with Qwen2.5's template gives the chatml format's ids 
     textMessage("assistant", "Sunny, 21C."),
   ];
   // the tokenizer's EOS is <|im_end|>, as Qwen2.5's (torchtune's Qwen2_5Tokenizer default)
-  const eos = tok.specialTokens!.get("<|im_end|>")!;
-  const tokQwen = Object.assign(Object.create(Object.getPrototypeOf(tok)), tok, { eosId: eos });
+  strictEqual(tok.eosId, tok.specialTokens!.get("<|im_end|>"));
+  const tokQwen = tok;
   const builtIn = tokenizeMessages(tokQwen, conversation, "chatml");
   const hf = tokenizeMessages(tokQwen, conversation, "hf");
   deepStrictEqual(hf.tokens, builtIn.tokens);
