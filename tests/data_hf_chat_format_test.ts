@@ -186,3 +186,45 @@ Deno.test("chat_format hf refuses a template whose earlier messages change when 
       /renders message 0 differently once message 1 follows/.test(e.message),
   );
 });
+
+Deno.test("chat_format hf with Mistral v0.1's template on Llama 2's SentencePiece model: each text between <s>/</s> encoded whole", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "tune_hf_chat_sp_" });
+  let tok: Tokenizer;
+  try {
+    Deno.copyFileSync(
+      new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname,
+      `${dir}/tokenizer.model`,
+    );
+    Deno.copyFileSync(`${DIR}mistral_v0_1/tokenizer_config.json`, `${dir}/tokenizer_config.json`);
+    tok = findComponent("torchtune.models.mistral.mistral_tokenizer")!.build({
+      path: `${dir}/tokenizer.model`,
+      max_seq_len: null,
+      prompt_template: null,
+      chat_template: "hf",
+    }) as Tokenizer;
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  const msgs = [
+    masked(textMessage("user", "Hello, how are you?"), true),
+    textMessage("assistant", "I'm doing great."),
+    masked(textMessage("user", "Show me."), true),
+    textMessage("assistant", "Here."),
+  ];
+  const { tokens, mask } = tokenizeMessages(tok, msgs, "hf");
+  // the rendered text is <s>[INST] U [/INST]A</s>[INST] U [/INST]A</s>; Hugging Face's
+  // tokenizer encodes each text between special tokens with SentencePiece (dummy prefix)
+  const e = (s: string) => tok.encode(s, { bos: false });
+  const first = e("[INST] Hello, how are you? [/INST]I'm doing great.");
+  const second = e("[INST] Show me. [/INST]Here.");
+  deepStrictEqual(tokens, [tok.bosId, ...first, tok.eosId, ...second, tok.eosId]);
+  // the answers (and their </s>) are trained, the [INST] turns masked
+  const prompt1 = e("[INST] Hello, how are you? [/INST]").length;
+  const prompt2 = e("[INST] Show me. [/INST]").length;
+  deepStrictEqual(mask, [
+    ...Array(1 + prompt1).fill(true),
+    ...Array(first.length - prompt1 + 1).fill(false),
+    ...Array(prompt2).fill(true),
+    ...Array(second.length - prompt2 + 1).fill(false),
+  ]);
+});

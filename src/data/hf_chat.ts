@@ -11,7 +11,9 @@
  *
  * Each message's text is encoded on its own; the boundaries fall after a turn's end marker,
  * where byte-level BPE (Llama 3, Qwen) splits anyway, so the ids equal encoding the whole
- * text. SentencePiece tokenizers encode continuation texts without their dummy prefix.
+ * text. With SentencePiece every text between special tokens gets the dummy prefix (as
+ * Hugging Face's Llama/Mistral tokenizers and Mistral's reference encode them), and a message
+ * boundary inside such a text is encoded without it.
  *
  * End of a training sample (`addEnd`): whitespace after the last special token is dropped
  * (Qwen's template ends a turn with `<|im_end|>\n`; a model that stops at its EOS never
@@ -168,9 +170,11 @@ export function tokenizeHfChat(
   const mask: boolean[] = [];
   const trim = addsDummyPrefixOnce(tokenizer);
   segments.forEach((seg, i) => {
-    const ids = i > 0 && trim
-      ? encodeContinuation(tokenizer, seg.text)
-      : encode(tokenizer, seg.text);
+    // SentencePiece: text right after a special token starts a new piece of input (its dummy
+    // prefix kept, as Hugging Face's and Mistral's tokenizers encode each text between special
+    // tokens); other boundaries fall inside a text and are encoded without it
+    const continues = i > 0 && trim && !endsWithSpecial(tokenizer, segments[i - 1].text);
+    const ids = continues ? encodeContinuation(tokenizer, seg.text) : encode(tokenizer, seg.text);
     for (const id of ids) {
       tokens.push(id);
       mask.push(seg.masked);
