@@ -218,6 +218,19 @@ Deno.test("ChatMLTemplate is text tags usable with any tokenizer; the last turn 
   ]);
 });
 
+Deno.test("ChatMLTemplate on a tokenizer with ChatML special tokens and the chatml format is refused", () => {
+  // torchtune's Qwen2 tokenizers assert the prompt template is not ChatMLTemplate
+  const tok = Object.assign(
+    new ByteTokenizer({ specials: QWEN25, eos: "<|im_end|>", noBos: true }),
+    { promptTemplate: parsePromptTemplate("torchtune.data.ChatMLTemplate", "t") },
+  );
+  throws(
+    () =>
+      tokenizeMessages(tok, [textMessage("user", "U"), textMessage("assistant", "A")], "chatml"),
+    oneLine(/ChatMLTemplate with the chatml chat format would wrap each message/),
+  );
+});
+
 Deno.test("MistralChatTemplate wraps user turns in [INST] and refuses system prompts", () => {
   const tok = new ByteTokenizer();
   const e = (s: string) => tok.encode(s, { bos: false });
