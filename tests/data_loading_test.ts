@@ -169,7 +169,7 @@ Deno.test("`instruct_dataset` maps CSV columns with column_map and prepends a sy
   strictEqual(tok.render(trained), "Paris</s>");
 });
 
-Deno.test("`chat_dataset` reads ShareGPT and OpenAI conversations in the plain fallback format", async () => {
+Deno.test("`chat_dataset` reads ShareGPT and OpenAI conversations (no template: contents only, as torchtune)", async () => {
   const share = await build({
     _component_: "torchtune.datasets.chat_dataset",
     source: "json",
@@ -177,8 +177,10 @@ Deno.test("`chat_dataset` reads ShareGPT and OpenAI conversations in the plain f
     conversation_style: "sharegpt",
   }).load(tok);
   deepStrictEqual(share.samples.map((s) => tok.render(s.tokens)), [
-    "<s>system: Be brief.\nuser: Hi\nassistant: Hello.</s>",
-    "<s>user: 2+2?\nassistant: 4</s><s>user: 3+3?\nassistant: 6</s>",
+    // torchtune's tokenize_messages_no_special_tokens with no prompt template: BOS per turn,
+    // the message texts, EOS after each assistant message
+    "<s>Be brief.HiHello.</s>",
+    "<s>2+2?4</s><s>3+3?6</s>",
   ]);
   const trained = Array.from(share.samples[1].labels).filter((l) => l !== IGNORE_INDEX);
   strictEqual(tok.render(trained), "4</s>6</s>");

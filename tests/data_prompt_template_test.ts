@@ -50,8 +50,9 @@ Deno.test("a custom {role: [prepend, append]} template tags user and assistant; 
   deepStrictEqual(mask, [true, ...user.map(() => true), ...answer.map(() => false), false]);
 });
 
-Deno.test("ChatMLTemplate and Llama2ChatTemplate select the chat format that chat_format=auto resolves to", () => {
-  equal(resolveChatFormat("auto", withTemplate("torchtune.data.ChatMLTemplate"), "none"), "chatml");
+Deno.test("Llama2ChatTemplate selects its chat format under chat_format=auto; ChatMLTemplate is text tags", () => {
+  // torchtune's ChatMLTemplate is a plain PromptTemplate (text tags), usable with any tokenizer
+  equal(resolveChatFormat("auto", withTemplate("torchtune.data.ChatMLTemplate"), "none"), "none");
   equal(
     resolveChatFormat("auto", withTemplate("torchtune.models.llama2.Llama2ChatTemplate"), "none"),
     "llama2",

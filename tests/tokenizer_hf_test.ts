@@ -176,8 +176,7 @@ Deno.test("HfBpeTokenizer from Llama 2 vocab as tokenizer.json matches sentencep
   // vocab, merges = every split of a piece into two pieces, ordered by the merged piece's
   // score (then by the ids of its parts), byte fallback.
   const { parseSentencePieceModel } = await import("../src/tokenizers/sentencepiece_model.ts");
-  const modelPath =
-    new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
+  const modelPath = new URL("./data/tokenizers/llama2/tokenizer.model", import.meta.url).pathname;
   const spec = parseSentencePieceModel(Deno.readFileSync(modelPath), modelPath);
   const vocab: Record<string, number> = {};
   spec.pieces.forEach((p, id) => (vocab[p.piece] = id));
@@ -242,4 +241,34 @@ Deno.test("HfBpeTokenizer from Llama 2 vocab as tokenizer.json matches sentencep
     assertEquals(ids, c.ids, JSON.stringify(c.text));
     assertStrictEquals(tok.decode([1, ...c.ids]), c.decoded ?? c.text, JSON.stringify(c.text));
   }
+});
+
+Deno.test("qwen2_tokenizer and qwen3_tokenizer end turns with EOS <|im_end|>, pad <|endoftext|> (torchtune's defaults)", () => {
+  // torchtune (models/qwen2/_tokenizer.py, qwen3/_tokenizer.py): eos_token=IM_END,
+  // pad_token=ENDOFTEXT, stop_tokens [eos, pad]; Qwen3 adds <tool_response>..</think> 151665-8
+  const spec = ref.hf_qwen2.tokenizer;
+  const merges = "#version: 0.2\n" +
+    spec.model.merges.map((m: string[]) => m.join(" ")).join("\n") + "\n";
+  withFiles({ "vocab.json": spec.model.vocab, "merges.txt": merges }, (dir) => {
+    for (const name of ["qwen2.qwen2_tokenizer", "qwen3.qwen3_tokenizer"]) {
+      const tok = findComponent(`torchtune.models.${name}`)!.build({
+        path: `${dir}/vocab.json`,
+        merges_file: `${dir}/merges.txt`,
+        max_seq_len: null,
+        prompt_template: null,
+        chat_template: null,
+      }) as Tokenizer;
+      assertEquals([tok.bosId, tok.eosId, tok.padId], [-1, 151645, 151643], name);
+      assertEquals(tok.stopIds, [151645, 151643], name);
+    }
+    const qwen3 = findComponent("torchtune.models.qwen3.qwen3_tokenizer")!.build({
+      path: `${dir}/vocab.json`,
+      merges_file: `${dir}/merges.txt`,
+      max_seq_len: null,
+      prompt_template: null,
+      chat_template: null,
+    }) as Tokenizer;
+    assertEquals(qwen3.encode("<tool_response>\n<think>", { bos: false }).slice(0, 1), [151665]);
+    assertEquals(qwen3.specialTokens?.get("</think>"), 151668);
+  });
 });

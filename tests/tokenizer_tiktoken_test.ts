@@ -68,6 +68,12 @@ Deno.test("loadTokenizer() detects a tiktoken file and places Llama 3's 256 spec
   assertEquals(tok.specialTokens.get("<|start_header_id|>"), BASE + 6);
   assertEquals(tok.specialTokens.get("<|reserved_special_token_2|>"), BASE + 13);
   assertEquals(tok.specialTokens.get("<|reserved_special_token_244|>"), BASE + 255);
+  // torchtune's table (LLAMA3_SPECIAL_TOKENS, read from its source): <|reserved_special_token_245|>
+  // 128011, <|video|> 128012, <|image|> 128256 (past the 128256 text rows; not in vocabSize)
+  assertEquals(tok.specialTokens.get("<|reserved_special_token_245|>"), BASE + 11);
+  assertEquals(tok.specialTokens.get("<|video|>"), BASE + 12);
+  assertEquals(tok.specialTokens.get("<|image|>"), BASE + 256);
+  assertEquals(tok.specialTokens.size, 257);
 });
 
 Deno.test("encode() merges by rank after Llama 3's pre-tokenization (hand-derived ids)", () => {
@@ -109,7 +115,35 @@ Deno.test("encode() adds BOS/EOS and reads special-token text only with parseSpe
   // default: special text is plain text (torchtune's Llama 3 encodes it so), no special ids
   const plain = tok.encode(text, { bos: false });
   assertEquals(plain.every((id) => id < BASE), true);
-  assertStrictEquals(tok.decode(plain), text);
+  assertStrictEquals(tok.decode(plain, { skipSpecial: false }), text);
+  // skipping specials removes `<|...|>` text too, as torchtune's regex does
+  assertStrictEquals(tok.decode(plain), "");
+});
+
+Deno.test("decode() drops whole Llama 3 headers with the special tokens, as torchtune's Llama3Tokenizer", () => {
+  // torchtune (llama3/_tokenizer.py, read from source): decode writes the special tokens out,
+  // removes each `<|start_header_id|>.*?<|end_header_id|>\n\n`, then every `<|.*?|>`.
+  const sp = (name: string) => tok.specialTokens.get(name)!;
+  const e = (t: string) => tok.encode(t, { bos: false });
+  const ids = [
+    tok.bosId,
+    sp("<|start_header_id|>"),
+    ...e("user"),
+    sp("<|end_header_id|>"),
+    ...e("\n\nhello"),
+    sp("<|eot_id|>"),
+    sp("<|start_header_id|>"),
+    ...e("assistant"),
+    sp("<|end_header_id|>"),
+    ...e("\n\nworld"),
+    sp("<|eot_id|>"),
+  ];
+  assertStrictEquals(tok.decode(ids), "helloworld");
+  assertStrictEquals(
+    tok.decode(ids, { skipSpecial: false }),
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhello<|eot_id|>" +
+      "<|start_header_id|>assistant<|end_header_id|>\n\nworld<|eot_id|>",
+  );
 });
 
 Deno.test("decode() drops special tokens by default and keeps them with skipSpecial=false", () => {
@@ -195,7 +229,9 @@ Deno.test("encode() equals the tiktoken library (tests/fixtures/tokenizer_bpe_ca
       "<|end_header_id|>",
       "<|eot_id|>",
     ];
-    const t = loadTokenizer(`${dir}/tokenizer.model`, { tiktoken: { specialTokenNames: names } });
+    const n = ref.rank_file.trim().split("\n").length; // the ranks are 0..n-1
+    const specialTokens = new Map(names.map((name, i) => [name, n + i]));
+    const t = loadTokenizer(`${dir}/tokenizer.model`, { tiktoken: { specialTokens } });
     assertEquals(ref.cases.length > 50, true);
     for (const c of ref.cases) {
       const label = JSON.stringify(c.text);
@@ -205,7 +241,7 @@ Deno.test("encode() equals the tiktoken library (tests/fixtures/tokenizer_bpe_ca
         c.ids_special ?? c.ids,
         label,
       );
-      assertStrictEquals(t.decode(c.ids), c.text, label);
+      assertStrictEquals(t.decode(c.ids, { skipSpecial: false }), c.text, label);
     }
   } finally {
     Deno.removeSync(dir, { recursive: true });

@@ -9,12 +9,15 @@
  *   same path. The system prompt goes into the first [INST] only, as in Meta's reference
  *   code and Hugging Face's template (torchtune's template repeats it in every [INST]).
  * - "plain": a "role: content" template on the same path: `system: S\n`, `user: U\nassistant: `,
- *   then the assistant text. The fallback chat format for tokenizers without special tokens.
+ *   then the assistant text (tune's own; chat datasets fall back to "none", as torchtune).
+ * - "chatml_template" / "mistral": torchtune's ChatMLTemplate / MistralChatTemplate as text tags
+ *   on the same path (any tokenizer; src/data/prompt_template.ts).
  * - "llama3": Llama3Tokenizer.tokenize_messages: `<|begin_of_text|>` then per message
  *   `<|start_header_id|>role<|end_header_id|>\n\n` + stripped text + `<|eot_id|>` (or
  *   `<|eom_id|>` when the message does not end the turn), then `<|end_of_text|>`.
- * - "chatml": Qwen2.5's tokenize_messages: `<|im_start|>role\n` + text + `<|im_end|>\n`, except
- *   that the last assistant message is closed by the tokenizer's EOS instead. No BOS.
+ * - "chatml": Qwen2/2.5/3's tokenize_messages: `<|im_start|>role\n` + text + `<|im_end|>\n`,
+ *   except that the last assistant message is closed by the tokenizer's EOS (<|im_end|>)
+ *   instead; tool calls and results as Qwen2.5 (see `tokenizeChatMl`). No BOS.
  * - "phi3": Phi3MiniTokenizer.tokenize_messages: BOS at the start of a turn, then per message
  *   `<|user|>` / `<|assistant|>` / `<|system|>`, encode("\n"), each content piece with trailing
  *   spaces stripped and SentencePiece's leading space trimmed, `<|end|>`, encode("\n"); with end
@@ -36,14 +39,27 @@
  * exactly the template text of Meta's reference code. For "none" (one piece per message,
  * e.g. Alpaca) the ids are torchtune's.
  *
+ * - "hf": the checkpoint's own Jinja chat template (src/data/hf_chat.ts).
+ *
  * Special tokens are looked up by `specialTokenId()`.
  */
 import { TuneError } from "../errors.ts";
-import type { Tokenizer } from "../tokenizers/types.ts";
+import type { PromptTemplate, Tokenizer } from "../tokenizers/types.ts";
+import { tokenizeHfChat } from "./hf_chat.ts";
+import { applyPromptTemplate, builtInTemplate } from "./prompt_template.ts";
 import type { Message } from "./types.ts";
 
 /** Chat format names. */
-export type ChatFormat = "none" | "plain" | "llama2" | "llama3" | "chatml" | "phi3";
+export type ChatFormat =
+  | "none"
+  | "plain"
+  | "llama2"
+  | "llama3"
+  | "chatml"
+  | "phi3"
+  | "chatml_template"
+  | "mistral"
+  | "hf";
 
 /** All chat_format values accepted in configs: our names, "auto" and torchtune class names. */
 export const CHAT_FORMAT_CHOICES = [
@@ -54,10 +70,14 @@ export const CHAT_FORMAT_CHOICES = [
   "llama3",
   "chatml",
   "phi3",
+  "chatml_template",
+  "mistral",
+  "hf",
   "torchtune.data.Llama2ChatFormat",
   "torchtune.models.llama2.Llama2ChatTemplate",
   "torchtune.data.ChatMLFormat",
   "torchtune.data.ChatMLTemplate",
+  "torchtune.models.mistral.MistralChatTemplate",
 ] as const;
 
 /** Result of tokenizing a conversation: ids and, per id, whether it is masked (no loss). */
@@ -99,9 +119,11 @@ function requireSpecial(tokenizer: Tokenizer, text: string, format: string): num
 }
 
 /**
- * The chat format a config value names. "auto" picks llama3 when the tokenizer has
- * <|start_header_id|>, chatml when it has <|im_start|>, phi3 when it has <|user|> and <|end|>,
- * else `fallback`.
+ * The chat format a config value names. "auto" picks the tokenizer's Llama2ChatTemplate when
+ * set, else llama3 when the tokenizer has <|start_header_id|>, chatml when it has <|im_start|>,
+ * phi3 when it has <|user|> and <|end|>, hf when the checkpoint ships a Jinja chat template
+ * (tokenizer_config.json), else `fallback`. A tokenizer with `chat_template: hf` always
+ * renders its own template.
  */
 export function resolveChatFormat(
   name: string,
@@ -115,14 +137,27 @@ export function resolveChatFormat(
     case "llama3":
     case "chatml":
     case "phi3":
+    case "chatml_template":
+    case "mistral":
       return name;
+    case "hf":
+      if (!tokenizer.chatTemplate) {
+        throw new TuneError(
+          `chat_format hf needs the checkpoint's Jinja chat template, and this tokenizer has none; put the model's tokenizer_config.json (with chat_template) beside the tokenizer file, or set tokenizer.chat_template to it`,
+        );
+      }
+      return "hf";
+    case "torchtune.models.mistral.MistralChatTemplate":
+      return "mistral";
     case "torchtune.data.Llama2ChatFormat":
     case "torchtune.models.llama2.Llama2ChatTemplate":
       return "llama2";
     case "torchtune.data.ChatMLFormat":
-    case "torchtune.data.ChatMLTemplate":
       return "chatml";
+    case "torchtune.data.ChatMLTemplate":
+      return "chatml_template";
     case "auto":
+      if (tokenizer.chatTemplate?.force) return "hf";
       if (tokenizer.promptTemplate?.chatFormat) return tokenizer.promptTemplate.chatFormat;
       if (specialTokenId(tokenizer, "<|start_header_id|>") !== undefined) return "llama3";
       if (specialTokenId(tokenizer, "<|im_start|>") !== undefined) return "chatml";
@@ -130,6 +165,7 @@ export function resolveChatFormat(
         specialTokenId(tokenizer, "<|user|>") !== undefined &&
         specialTokenId(tokenizer, "<|end|>") !== undefined
       ) return "phi3";
+      if (tokenizer.chatTemplate) return "hf";
       return fallback;
   }
   throw new TuneError(
@@ -179,20 +215,6 @@ function encodeTrimmed(tokenizer: Tokenizer, text: string): number[] {
   return full.slice(prefix.length);
 }
 
-function applyTemplate(
-  messages: readonly Message[],
-  template: Readonly<Record<string, readonly [string, string]>>,
-): Message[] {
-  return messages.map((m) => {
-    const tags = template[m.role];
-    if (!tags) return m;
-    const content = [...m.content];
-    if (tags[0]) content.unshift(tags[0]);
-    if (tags[1]) content.push(tags[1]);
-    return { ...m, content };
-  });
-}
-
 /** Llama2ChatTemplate: the system prompt goes inside the next user message's [INST]. */
 function llama2Template(messages: readonly Message[]): Message[] {
   let system: string[] = [];
@@ -210,11 +232,14 @@ function llama2Template(messages: readonly Message[]): Message[] {
   return out;
 }
 
-const PLAIN_TEMPLATE: Record<string, [string, string]> = {
-  system: ["system: ", "\n"],
-  user: ["user: ", "\nassistant: "],
-  tool: ["tool: ", "\nassistant: "],
-  ipython: ["tool: ", "\nassistant: "],
+const PLAIN_TEMPLATE: PromptTemplate = {
+  name: "plain",
+  tags: {
+    system: ["system: ", "\n"],
+    user: ["user: ", "\nassistant: "],
+    tool: ["tool: ", "\nassistant: "],
+    ipython: ["tool: ", "\nassistant: "],
+  },
 };
 
 function tokenizeNoSpecial(
@@ -312,6 +337,14 @@ function tokenizeLlama3(
   return { tokens, mask };
 }
 
+/**
+ * Qwen2/2.5/3's tokenize_messages. Tool use follows Qwen2.5 (when the tokenizer has the
+ * <tool_call> special token): an assistant tool call (`ipython`) is wrapped in
+ * `<tool_call>\n...\n</tool_call>`, and a run of tool results (role ipython) becomes one user
+ * turn with each result in `<tool_response>\n...\n</tool_response>`. Qwen2 (no <tool_call>)
+ * writes ipython messages bare. The last assistant message gets no `<|im_end|>\n`; the EOS
+ * added after it (<|im_end|> for Qwen2.5/3) closes it.
+ */
 function tokenizeChatMl(
   tokenizer: Tokenizer,
   messages: readonly Message[],
@@ -321,16 +354,34 @@ function tokenizeChatMl(
   const enc = (s: string) => tokenizer.encode(s, { bos: false, eos: false });
   const imStart = requireSpecial(tokenizer, "<|im_start|>", "chatml");
   const imEnd = requireSpecial(tokenizer, "<|im_end|>", "chatml");
+  const toolCall = specialTokenId(tokenizer, "<tool_call>");
+  const toolCallEnd = specialTokenId(tokenizer, "</tool_call>");
+  const tools = toolCall !== undefined && toolCallEnd !== undefined; // Qwen2.5 and later
   const newline = enc("\n");
   const tokens: number[] = [];
   const mask: boolean[] = [];
-  for (let i = 0; i < messages.length; i++) {
+  const n = messages.length;
+  for (let i = 0; i < n; i++) {
     const m = messages[i];
     const ids: number[] = [];
-    if (m.role !== "ipython") ids.push(imStart, ...enc(`${m.role}\n`));
+    const isTool = m.role === "ipython";
+    // header
+    if (isTool && tools) {
+      if (i === 0 || messages[i - 1].role !== "ipython") {
+        ids.push(imStart, ...enc("user\n"), ...enc("<tool_response>\n"));
+      } else ids.push(...enc("\n<tool_response>\n"));
+    } else if (!isTool) {
+      ids.push(imStart, ...enc(`${m.role}\n`));
+      if (tools && m.role === "assistant" && m.ipython) ids.push(toolCall!, ...newline);
+    }
     for (const piece of m.content) ids.push(...enc(piece));
-    if (m.role !== "ipython" && (m.role !== "assistant" || i !== messages.length - 1)) {
-      ids.push(imEnd, ...newline);
+    // footer
+    if (isTool && tools) {
+      ids.push(...enc("\n</tool_response>"));
+      if (i === n - 1 || messages[i + 1].role !== "ipython") ids.push(imEnd, ...newline);
+    } else if (!isTool) {
+      if (tools && m.role === "assistant" && m.ipython) ids.push(...newline, toolCallEnd!);
+      if (m.role !== "assistant" || i !== n - 1) ids.push(imEnd, ...newline);
     }
     for (const id of ids) {
       tokens.push(id);
@@ -414,11 +465,20 @@ export function tokenizeMessages(
   format: ChatFormat,
   options: TokenizeMessagesOptions = {},
 ): TokenizedMessages {
-  // the tokenizer's prompt template first, as torchtune's tokenize_messages applies it
-  const tags = tokenizer.promptTemplate?.tags;
-  if (tags) messages = applyTemplate(messages, tags);
   const maxSeqLen = options.maxSeqLen ?? null;
   const addEnd = options.addEnd ?? true;
+  if (format === "hf") return tokenizeHfChat(tokenizer, messages, { maxSeqLen, addEnd });
+  // the tokenizer's prompt template first, as torchtune's tokenize_messages applies it
+  const template = tokenizer.promptTemplate;
+  if (template?.tags) {
+    if (format === "chatml" && template.name === "torchtune.data.ChatMLTemplate") {
+      // torchtune's Qwen2 tokenizers assert the same
+      throw new TuneError(
+        `prompt_template ChatMLTemplate with the chatml chat format would wrap each message in <|im_start|> twice; unset tokenizer.prompt_template`,
+      );
+    }
+    messages = applyPromptTemplate(messages, template);
+  }
   const bosId = tokenizer.bosId >= 0 ? tokenizer.bosId : null; // -1: the tokenizer has no BOS
   const spmOpts = { bosId, eosId: addEnd ? tokenizer.eosId : null, maxSeqLen };
   switch (format) {
@@ -427,7 +487,15 @@ export function tokenizeMessages(
     case "llama2":
       return tokenizeNoSpecial(tokenizer, llama2Template(messages), spmOpts);
     case "plain":
-      return tokenizeNoSpecial(tokenizer, applyTemplate(messages, PLAIN_TEMPLATE), spmOpts);
+      return tokenizeNoSpecial(tokenizer, applyPromptTemplate(messages, PLAIN_TEMPLATE), spmOpts);
+    case "chatml_template":
+    case "mistral": {
+      const name = format === "mistral"
+        ? "torchtune.models.mistral.MistralChatTemplate"
+        : "torchtune.data.ChatMLTemplate";
+      const templated = applyPromptTemplate(messages, builtInTemplate(name));
+      return tokenizeNoSpecial(tokenizer, templated, spmOpts);
+    }
     case "llama3":
       return tokenizeLlama3(tokenizer, messages, addEnd, maxSeqLen);
     case "chatml":

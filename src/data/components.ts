@@ -56,7 +56,8 @@ const sftCommon: ParamSchema = {
     type: "string",
     default: "auto",
     choices: CHAT_FORMAT_CHOICES,
-    doc: "how messages become tokens: auto | none | plain | llama2 | llama3 | chatml",
+    doc:
+      "how messages become tokens: auto | none | plain | llama2 | llama3 | chatml | phi3 | mistral | chatml_template | hf",
   },
   template: {
     type: "string",
@@ -303,7 +304,7 @@ registerComponent<DatasetBuilder>({
     return sftDataset({
       name: "torchtune.datasets.chat_dataset",
       ...sourceArgs(args),
-      ...sftArgs(args, "plain"),
+      ...sftArgs(args, "none"),
       transform,
     });
   },
@@ -328,7 +329,7 @@ registerComponent<DatasetBuilder>({
     sftDataset({
       name: "torchtune.datasets.slimorca_dataset",
       ...sourceArgs(args),
-      ...sftArgs(args, "plain"),
+      ...sftArgs(args, "none"),
       transform: { kind: "sharegpt", column: "conversations" },
     }),
 });

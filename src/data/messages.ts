@@ -199,6 +199,47 @@ export function shareGptToMessages(
   return messages;
 }
 
+/** Python's json.dumps with its default separators (", " and ": "), as chat templates' tojson. */
+export function pyJson(v: unknown): string {
+  if (v === null || typeof v !== "object") return JSON.stringify(v) ?? "null";
+  if (Array.isArray(v)) return `[${v.map(pyJson).join(", ")}]`;
+  return `{${
+    Object.entries(v as Record<string, unknown>).map(([k, x]) =>
+      `${JSON.stringify(k)}: ${pyJson(x)}`
+    )
+      .join(", ")
+  }}`;
+}
+
+/**
+ * OpenAI `tool_calls` of an assistant message as JSON lines `{"name": ..., "arguments": ...}`
+ * (Qwen's and Hermes' tool-call text; arguments given as a JSON string are parsed), or null
+ * when the message calls no tool.
+ */
+function toolCallText(v: unknown, ctx: RowContext, k: number): string | null {
+  if (v === undefined || v === null || (Array.isArray(v) && v.length === 0)) return null;
+  if (!Array.isArray(v)) {
+    throw new TuneError(`${describeRow(ctx)} message ${k}: "tool_calls" must be a list`);
+  }
+  return v.map((c) => {
+    const f = ((c ?? {}) as Row).function as Row | undefined ?? (c as Row);
+    if (typeof f?.name !== "string") {
+      throw new TuneError(
+        `${describeRow(ctx)} message ${k}: each tool call needs function.name (OpenAI format)`,
+      );
+    }
+    let args = f.arguments ?? {};
+    if (typeof args === "string") {
+      try {
+        args = JSON.parse(args);
+      } catch {
+        // not JSON: kept as the string it is
+      }
+    }
+    return `{"name": ${JSON.stringify(f.name)}, "arguments": ${pyJson(args)}}`;
+  }).join("\n");
+}
+
 const OPENAI_ROLES = new Set(["system", "user", "assistant", "tool", "ipython"]);
 
 /** OpenAI row (`messages: [{role, content}]`) -> messages (torchtune's OpenAIToMessages, text only). */
@@ -223,8 +264,13 @@ export function openAiToMessages(
       );
     }
     if (role === "system" && options.newSystemPrompt != null) return;
+    const calls = role === "assistant" ? toolCallText(msg.tool_calls, ctx, k) : null;
     let text: string;
-    if (typeof msg.content === "string") text = msg.content;
+    if (
+      calls !== null && (msg.content === null || msg.content === undefined || msg.content === "")
+    ) {
+      text = "";
+    } else if (typeof msg.content === "string") text = msg.content;
     else if (Array.isArray(msg.content)) {
       text = msg.content.map((part) => {
         const p = (part ?? {}) as Row;
@@ -244,6 +290,12 @@ export function openAiToMessages(
     const next = list[k + 1] as Row | undefined;
     const eot = !(role === "tool" || role === "ipython" ||
       (role === "assistant" && next != null && (next.role === "tool" || next.role === "ipython")));
+    if (calls !== null) {
+      // a tool call (torchtune's Message ipython=True): its JSON lines are the message text
+      text = text === "" ? calls : `${text}\n${calls}`;
+      messages.push(textMessage("assistant", text, { eot, ipython: true }));
+      return;
+    }
     messages.push(textMessage(role as Role, text, { eot }));
   });
   maskMessages(messages, strategyOf(options.trainOnInput));
@@ -251,21 +303,37 @@ export function openAiToMessages(
 }
 
 /**
- * Check a conversation is well formed (torchtune's validate_messages): at least two
- * messages, system first only, no two user messages in a row, assistant after user/tool.
+ * Check a conversation is well formed, with torchtune's checks (validate_messages and
+ * Message's own): at least two messages; a system message only first; no two user messages
+ * in a row; an assistant message only after a user or tool message; a tool (tool/ipython)
+ * message only after a tool call (an assistant message with `ipython`); `ipython` only on
+ * assistant messages.
  */
 export function validateMessages(messages: readonly Message[], ctx: RowContext): void {
   const bad = (why: string) => new TuneError(`${describeRow(ctx)}: ${why}`);
   if (messages.length < 2) {
     throw bad(`a conversation needs at least 2 messages, got ${messages.length}`);
   }
-  let last: Role = "assistant";
+  let last: Message = { role: "assistant", content: [], masked: false, eot: true };
   messages.forEach((m, i) => {
-    if (m.role === "assistant" && !(last === "user" || last === "tool" || last === "ipython")) {
+    if (m.ipython && m.role !== "assistant") {
+      throw bad(
+        `message ${i} (${m.role}) is marked as a tool call; only assistant messages call tools`,
+      );
+    }
+    if (
+      m.role === "assistant" &&
+      !(last.role === "user" || last.role === "tool" || last.role === "ipython")
+    ) {
       throw bad(`assistant message ${i} does not follow a user or tool message`);
     }
-    if (m.role === "user" && last === "user") throw bad(`two user messages in a row at ${i}`);
+    if (m.role === "user" && last.role === "user") throw bad(`two user messages in a row at ${i}`);
     if (m.role === "system" && i > 0) throw bad(`system message at ${i}, not first`);
-    last = m.role;
+    if ((m.role === "tool" || m.role === "ipython") && !last.ipython) {
+      throw bad(
+        `tool message ${i} does not follow a tool call; a tool result must come right after the assistant message that called the tool (OpenAI data: its tool_calls)`,
+      );
+    }
+    last = m;
   });
 }

@@ -34,8 +34,10 @@
  *   tokenizer does (chat/instruct: the last kept token becomes EOS; text completion keeps
  *   max_seq_len - 1 tokens) and is the pack length when `packed: true`.
  * - Message formats (`chat_format`, alias `template`): auto | none | plain | llama2 | llama3 |
- *   chatml; BOS/EOS as the matching torchtune tokenizer (chat_format.ts). "auto" picks llama3
- *   or chatml from the tokenizer's special tokens, else none (instruct) / plain (chat).
+ *   chatml | phi3 | mistral | chatml_template | hf; BOS/EOS as the matching torchtune tokenizer
+ *   (chat_format.ts). "auto" picks the format of the tokenizer's special tokens (llama3, chatml,
+ *   phi3), or the checkpoint's Jinja template (hf_chat.ts) when `tokenizer.chat_template` is set
+ *   or nothing built-in fits, else none (contents only, as torchtune).
  * - Packs (packing.ts) carry `inputPos` / `seqLens`; collation turns them into positions
  *   and segment ids, and the model attends block-causally (samples of a pack never see
  *   each other, positions restart per sample), as torchtune.
@@ -83,6 +85,7 @@ export {
   validateMessages,
 } from "./messages.ts";
 export { sampleFromMask, textCompletionSample } from "./labels.ts";
+export { type HfMessage, renderChat, toHfMessages, tokenizeHfChat } from "./hf_chat.ts";
 export { type PackOptions, packSamples } from "./packing.ts";
 export { type Batch, type CollateOptions, collatePadded } from "./collate.ts";
 export {

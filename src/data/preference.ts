@@ -48,7 +48,7 @@ export interface PreferenceConfig {
   columns?: Partial<PreferenceColumns>;
   trainOnInput: boolean;
   newSystemPrompt?: string | null;
-  /** Chat format name or "auto" (chat_format.ts); "auto" falls back to "plain". */
+  /** Chat format name or "auto" (chat_format.ts); "auto" falls back to "none" (torchtune tokenizes contents without tags). */
   chatFormat?: string;
   /** Truncation length; overrides the recipe's (tokenizer's) value when set. */
   maxSeqLen?: number | null;
@@ -171,7 +171,7 @@ export function preferenceDataset(cfg: PreferenceConfig): PreferenceDatasetBuild
         dataDir: cfg.dataDir ?? undefined,
         hub: options.hub,
       });
-      const format = resolveChatFormat(cfg.chatFormat ?? "auto", tokenizer, "plain");
+      const format = resolveChatFormat(cfg.chatFormat ?? "auto", tokenizer, "none");
       const pairs = rows.map((row, index) => {
         const ctx = { source: label, index };
         return tokenizePair(

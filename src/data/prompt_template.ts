@@ -3,11 +3,13 @@
  * `tokenizer.prompt_template`: a dotted name, or a mapping `{role: [prepend, append]}` for a
  * custom template. Tag templates add text pieces around each message of a role before the
  * chat format tokenizes it (user tags are masked with the user message, assistant tags are
- * trained on); Llama2ChatTemplate and ChatMLTemplate are whole chat formats.
+ * trained on). ChatMLTemplate and MistralChatTemplate are tag templates as in torchtune: plain
+ * text, usable with any tokenizer. Llama2ChatTemplate is run as a whole chat format.
  */
 import { didYouMean } from "../config/suggest.ts";
 import { TuneError } from "../errors.ts";
 import type { PromptTemplate } from "../tokenizers/types.ts";
+import type { Message } from "./types.ts";
 
 const ROLES = ["system", "user", "assistant", "ipython", "tool"];
 
@@ -24,8 +26,54 @@ const BUILT_IN: Record<string, Omit<PromptTemplate, "name">> = {
   },
   "torchtune.models.llama2.Llama2ChatTemplate": { chatFormat: "llama2" },
   "torchtune.data.Llama2ChatTemplate": { chatFormat: "llama2" },
-  "torchtune.data.ChatMLTemplate": { chatFormat: "chatml" },
+  "torchtune.data.ChatMLTemplate": {
+    tags: {
+      system: ["<|im_start|>system\n", "<|im_end|>\n"],
+      user: ["<|im_start|>user\n", "<|im_end|>\n"],
+      assistant: ["<|im_start|>assistant\n", "<|im_end|>\n"],
+      ipython: ["", ""],
+    },
+    openEmptyLastAssistant: true,
+  },
+  "torchtune.models.mistral.MistralChatTemplate": {
+    tags: { user: ["[INST] ", " [/INST] "], assistant: ["", ""], ipython: ["", ""] },
+    refuseRoles: ["system"],
+  },
 };
+
+/** A built-in template by its torchtune name (e.g. "torchtune.data.ChatMLTemplate"). */
+export function builtInTemplate(name: string): PromptTemplate {
+  const found = BUILT_IN[name];
+  if (!found) throw new TuneError(`unknown prompt template ${name}`);
+  return { name, ...found };
+}
+
+/**
+ * Apply a tag template (torchtune's PromptTemplate.__call__): each message of a tagged role
+ * gets the prepend tag as a first content piece and the append tag as a last one; roles
+ * without tags are left as they are. A refused role is a TuneError.
+ */
+export function applyPromptTemplate(
+  messages: readonly Message[],
+  template: PromptTemplate,
+): Message[] {
+  const tags = template.tags ?? {};
+  return messages.map((m, i) => {
+    if (template.refuseRoles?.includes(m.role)) {
+      throw new TuneError(
+        `prompt template ${template.name} has no ${m.role} messages; drop them (e.g. unset new_system_prompt) or use another template`,
+      );
+    }
+    const pair = tags[m.role];
+    if (!pair) return m;
+    const content = [...m.content];
+    const openLast = template.openEmptyLastAssistant && m.role === "assistant" &&
+      i === messages.length - 1 && content.join("") === "";
+    if (pair[0]) content.unshift(pair[0]);
+    if (pair[1] && !openLast) content.push(pair[1]);
+    return { ...m, content };
+  });
+}
 
 /** Parse a `prompt_template` config value; null/undefined: none. */
 export function parsePromptTemplate(value: unknown, key: string): PromptTemplate | null {

@@ -7,7 +7,12 @@
 import { registerComponent } from "../config/registry.ts";
 import type { ParamSchema } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
-import { HfBpeTokenizer, QWEN2_5_SPECIAL_TOKENS, qwen2TokenizerJson } from "./hf_tokenizer.ts";
+import {
+  HfBpeTokenizer,
+  QWEN2_5_SPECIAL_TOKENS,
+  qwen2TokenizerJson,
+  QWEN3_SPECIAL_TOKENS,
+} from "./hf_tokenizer.ts";
 import {
   detectTokenizerFormat,
   loadTokenizer,
@@ -19,7 +24,8 @@ import { GemmaTokenizer } from "./gemma.ts";
 import { Phi3MiniTokenizer } from "./phi3.ts";
 import { SentencePieceTokenizer } from "./sentencepiece.ts";
 import { parsePromptTemplate } from "../data/prompt_template.ts";
-import type { PromptTemplate, Tokenizer } from "./types.ts";
+import { chatTemplateFor } from "./chat_template.ts";
+import type { ChatTemplate, PromptTemplate, Tokenizer } from "./types.ts";
 
 const COMMON: ParamSchema = {
   path: {
@@ -37,17 +43,34 @@ const COMMON: ParamSchema = {
     default: null,
     doc: "torchtune prompt template: a name (torchtune.data.SummarizeTemplate, " +
       "GrammarErrorCorrectionTemplate, QuestionAnswerTemplate, ChatMLTemplate, " +
-      "torchtune.models.llama2.Llama2ChatTemplate) or {role: [prepend, append]}",
+      "torchtune.models.mistral.MistralChatTemplate, torchtune.models.llama2.Llama2ChatTemplate) " +
+      "or {role: [prepend, append]}",
+  },
+  chat_template: {
+    type: "string",
+    default: null,
+    doc: "hf: format chats with the checkpoint's own Jinja chat_template (tokenizer_config.json " +
+      "beside the tokenizer file); or a path to a tokenizer_config.json / .jinja file; " +
+      "null: torchtune's format for the family",
   },
 };
 
-/** Apply the common keys to a loaded tokenizer. */
+/**
+ * Apply the common keys to a loaded tokenizer. `autoFind`: the generic loader, which picks up
+ * a chat template beside the file for chat_format auto when no built-in format fits.
+ */
 function finish(
-  tok: Tokenizer & { maxSeqLen: number | null; promptTemplate?: PromptTemplate | null },
+  tok: Tokenizer & {
+    maxSeqLen: number | null;
+    promptTemplate?: PromptTemplate | null;
+    chatTemplate?: ChatTemplate | null;
+  },
   args: Record<string, unknown>,
   section: string,
+  autoFind = false,
 ): Tokenizer {
   tok.promptTemplate = parsePromptTemplate(args.prompt_template, `${section}.prompt_template`);
+  tok.chatTemplate = chatTemplateFor(args.chat_template, String(args.path), autoFind);
   const n = args.max_seq_len as number | null;
   if (n !== null && (!Number.isInteger(n) || n < 1)) {
     throw new TuneError(`tokenizer.max_seq_len must be a positive integer or null, got ${n}`);
@@ -127,7 +150,7 @@ export const llama3TokenizerComponent = registerComponent<Tokenizer>({
   build(args) {
     const sp = args.special_tokens_path as string | null;
     const options: LoadTokenizerOptions = sp
-      ? { tiktoken: { specialTokenNames: specialNamesFrom(sp) } }
+      ? { tiktoken: { specialTokens: specialMapFrom(sp) } }
       : {};
     return finish(load(args, options), args, "tokenizer");
   },
@@ -256,20 +279,34 @@ export const qwen25TokenizerComponent = registerComponent<Tokenizer>({
   build: (args) => buildQwen(args, "<|im_end|>", QWEN2_5_SPECIAL_TOKENS),
 });
 
-/** torchtune.models.qwen2.qwen2_tokenizer: byte-level BPE with Qwen2's special tokens. */
+/**
+ * torchtune.models.qwen2.qwen2_tokenizer: byte-level BPE with Qwen2's special tokens. EOS is
+ * <|im_end|> (torchtune's Qwen2Tokenizer default), so a trained turn ends as at inference.
+ */
 export const qwen2TokenizerComponent = registerComponent<Tokenizer>({
   name: "torchtune.models.qwen2.qwen2_tokenizer",
   aliases: ["tune.tokenizers.qwen2"],
   kind: "tokenizer",
   doc:
-    "Qwen2 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|endoftext|>",
+    "Qwen2 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>",
   params: QWEN_PARAMS,
   build: (args) =>
-    buildQwen(args, "<|endoftext|>", {
+    buildQwen(args, "<|im_end|>", {
       "<|endoftext|>": 151643,
       "<|im_start|>": 151644,
       "<|im_end|>": 151645,
     }),
+});
+
+/** torchtune.models.qwen3.qwen3_tokenizer: Qwen2.5's tokens plus <tool_response> and <think>. */
+export const qwen3TokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.qwen3.qwen3_tokenizer",
+  aliases: ["tune.tokenizers.qwen3"],
+  kind: "tokenizer",
+  doc:
+    "Qwen3 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>",
+  params: QWEN_PARAMS,
+  build: (args) => buildQwen(args, "<|im_end|>", QWEN3_SPECIAL_TOKENS),
 });
 
 /** tune.tokenizers.load: any supported tokenizer file, special tokens from the file. */
@@ -280,5 +317,5 @@ export const genericTokenizerComponent = registerComponent<Tokenizer>({
   doc:
     "any tokenizer file tune reads: SentencePiece .model, llama2.c .bin, tiktoken, tokenizer.json",
   params: COMMON,
-  build: (args) => finish(load(args), args, "tokenizer"),
+  build: (args) => finish(load(args), args, "tokenizer", true),
 });

@@ -337,6 +337,15 @@ export const QWEN2_5_SPECIAL_TOKENS: Readonly<Record<string, number>> = {
   "<|file_sep|>": 151664,
 };
 
+/** Qwen3's special tokens (torchtune's QWEN3_SPECIAL_TOKENS): Qwen2.5's plus four. */
+export const QWEN3_SPECIAL_TOKENS: Readonly<Record<string, number>> = {
+  ...QWEN2_5_SPECIAL_TOKENS,
+  "<tool_response>": 151665,
+  "</tool_response>": 151666,
+  "<think>": 151667,
+  "</think>": 151668,
+};
+
 /**
  * The tokenizer.json equivalent of a Qwen2 `vocab.json` + `merges.txt` pair (as torchtune's
  * Qwen2Tokenizer reads them): NFC, Qwen2's regex, byte-level BPE, the given special tokens.

@@ -13,7 +13,7 @@ export {
   type TokenizerFormat,
 } from "./load.ts";
 export { SentencePieceTokenizer } from "./sentencepiece.ts";
-export { llama3SpecialTokenNames, type TiktokenOptions, TiktokenTokenizer } from "./tiktoken.ts";
+export { llama3SpecialTokens, type TiktokenOptions, TiktokenTokenizer } from "./tiktoken.ts";
 export {
   HfBpeTokenizer,
   type HfTokenizerOptions,

@@ -1,9 +1,13 @@
 /**
- * SentencePiece BPE tokenization (Llama 2, Mistral, and llama2.c's tokenizer.bin), following
- * sentencepiece's normalizer.cc, bpe_model.cc and SentencePieceProcessor::Decode.
+ * SentencePiece tokenization, BPE (Llama 2, Mistral, and llama2.c's tokenizer.bin) and unigram
+ * (T5-style and multilingual models, torchtune's test tokenizer), following sentencepiece's
+ * normalizer.cc, bpe_model.cc, unigram_model.cc (_unigram.ts) and SentencePieceProcessor's
+ * Encode (byte fallback) and Decode.
  */
 import { bpeMerge } from "./_bpe.ts";
 import type { PrecompiledCharsmap } from "./_sp_charsmap.ts";
+import { SpecialSplitter } from "./_special.ts";
+import { UnigramModel } from "./_unigram.ts";
 import { utf8DecodePerByte, utf8Encode } from "./_utf8.ts";
 import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
 
@@ -26,6 +30,8 @@ export interface SpPiece {
 
 /** Everything encode and decode need from a SentencePiece model. */
 export interface SpSpec {
+  /** The segmentation algorithm (TrainerSpec.model_type); absent: BPE. */
+  modelType?: "bpe" | "unigram";
   pieces: SpPiece[];
   byteFallback: boolean;
   addDummyPrefix: boolean;
@@ -43,7 +49,7 @@ export interface SpSpec {
 
 const SPACE = "\u2581"; // ▁, SentencePiece's escaped space
 
-/** A SentencePiece BPE tokenizer. */
+/** A SentencePiece tokenizer (BPE or unigram). */
 export class SentencePieceTokenizer implements Tokenizer {
   readonly vocabSize: number;
   readonly bosId: number;
@@ -59,6 +65,8 @@ export class SentencePieceTokenizer implements Tokenizer {
   /** CONTROL, UNKNOWN and BYTE pieces. */
   private readonly reserved = new Map<string, number>();
   private readonly byteIds = new Int32Array(256).fill(-1);
+  private splitter?: SpecialSplitter;
+  private readonly unigram?: UnigramModel;
   /** user-defined symbols by first UTF-16 unit, longest first */
   private readonly userDefined = new Map<string, string[]>();
 
@@ -89,6 +97,7 @@ export class SentencePieceTokenizer implements Tokenizer {
     this.padId = spec.padId >= 0 ? spec.padId : spec.eosId >= 0 ? spec.eosId : 0;
     this.stopIds = spec.eosId >= 0 ? [spec.eosId] : [];
     this.specialTokens = special;
+    if (spec.modelType === "unigram") this.unigram = new UnigramModel(spec.pieces);
   }
 
   /** The normalized text (spaces escaped to ▁, dummy prefix added) as sentencepiece's Normalizer. */
@@ -168,13 +177,36 @@ export class SentencePieceTokenizer implements Tokenizer {
     return this.mergeable.get(piece) ?? this.reserved.get(piece);
   }
 
+  /**
+   * Ids of `text`. With `parseSpecial`, the text of control pieces (`<s>`, `</s>`) becomes
+   * their ids and each text between them is encoded on its own (dummy prefix included), as
+   * Hugging Face's slow Llama tokenizer splits on special tokens; sentencepiece itself never
+   * reads control text.
+   */
   encode(text: string, options: EncodeOptions = {}): number[] {
     const ids: number[] = [];
     if ((options.bos ?? true) && this.bosId >= 0) ids.push(this.bosId);
+    if (options.parseSpecial) {
+      this.splitter ??= new SpecialSplitter(this.specialTokens);
+      for (const seg of this.splitter.split(text)) {
+        if ("id" in seg) ids.push(seg.id);
+        else this.encodeText(seg.text, ids);
+      }
+    } else this.encodeText(text, ids);
+    if (options.eos && this.eosId >= 0) ids.push(this.eosId);
+    return ids;
+  }
+
+  /** Pieces of `text` with their ids (-1: unknown), BPE or unigram. */
+  private segment(text: string): [string, number][] {
+    if (this.unigram) return this.unigram.encode(this.normalize(text));
+    return this.pieces(text).map((p) => [p, this.pieceToId(p) ?? -1]);
+  }
+
+  private encodeText(text: string, ids: number[]): void {
     let prevUnk = false;
-    for (const piece of this.pieces(text)) {
-      const id = this.pieceToId(piece);
-      if (id !== undefined && id !== this.spec.unkId) {
+    for (const [piece, id] of this.segment(text)) {
+      if (id >= 0 && id !== this.spec.unkId) {
         ids.push(id);
         prevUnk = false;
         continue;
@@ -191,8 +223,6 @@ export class SentencePieceTokenizer implements Tokenizer {
       if (!prevUnk) ids.push(this.spec.unkId);
       prevUnk = true;
     }
-    if (options.eos && this.eosId >= 0) ids.push(this.eosId);
-    return ids;
   }
 
   decode(ids: readonly number[], options: DecodeOptions = {}): string {

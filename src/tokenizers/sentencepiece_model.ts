@@ -10,7 +10,7 @@ const MODEL_TYPES: Record<number, string> = { 1: "unigram", 2: "bpe", 3: "word",
 /**
  * Parse ModelProto bytes. Proto2 defaults apply to absent fields (model_type UNIGRAM,
  * add_dummy_prefix/remove_extra_whitespaces/escape_whitespaces true, unk 0, bos 1, eos 2,
- * pad -1). Throws TuneError naming `path` for malformed input and for non-BPE models.
+ * pad -1). Throws TuneError naming `path` for malformed input and for word/char models.
  */
 export function parseSentencePieceModel(bytes: Uint8Array, path: string): SpSpec {
   try {
@@ -80,10 +80,10 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
   if (pieces.length === 0) throw new WireError("no vocabulary pieces");
   // every trained model has a trainer_spec after its pieces; without one the file was cut short
   if (!sawTrainerSpec) throw new WireError(`no trainer_spec after ${pieces.length} pieces`);
-  if (modelType !== 2) {
+  if (modelType !== 1 && modelType !== 2) {
     const name = MODEL_TYPES[modelType] ?? `type ${modelType}`;
     throw new TuneError(
-      `tokenizer ${path} is a SentencePiece ${name} model; tune supports SentencePiece BPE models only (Llama 2, Mistral), use that model's BPE tokenizer.model or its tokenizer.json`,
+      `tokenizer ${path} is a SentencePiece ${name} model; tune reads SentencePiece BPE and unigram models, use the model's tokenizer.json instead`,
     );
   }
   const inRange = (id: number) => id < pieces.length;
@@ -93,6 +93,7 @@ function parse(bytes: Uint8Array, path: string): SpSpec {
     );
   }
   return {
+    modelType: modelType === 1 ? "unigram" : "bpe",
     pieces,
     byteFallback,
     addDummyPrefix,

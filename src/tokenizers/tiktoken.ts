@@ -12,31 +12,41 @@ import { utf8DecodeLossy, utf8Encode } from "./_utf8.ts";
 import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
 
 /**
- * Llama 3's 256 special tokens in id order after the base vocabulary (torchtune's
- * LLAMA3_SPECIAL_TOKENS: 128000 is <|begin_of_text|> for the 128000-token base vocabulary).
+ * Llama 3's special tokens as offsets from the end of the ranks (torchtune's
+ * LLAMA3_SPECIAL_TOKENS, where the base vocabulary has 128000 tokens): the named tokens, then
+ * <|reserved_special_token_2|> .. <|reserved_special_token_244|> at offsets 13..255. torchtune
+ * puts <|reserved_special_token_245|> at offset 11, <|video|> at 12 and <|image|> at 256.
  */
-export function llama3SpecialTokenNames(): string[] {
-  const named = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|reserved_special_token_0|>",
-    "<|reserved_special_token_1|>",
-    "<|finetune_right_pad_id|>",
-    "<|step_id|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eom_id|>",
-    "<|eot_id|>",
-    "<|python_tag|>",
-    "<|image|>",
-    "<|video|>",
+export function llama3SpecialTokens(baseVocabSize = 128000): Map<string, number> {
+  const named: [string, number][] = [
+    ["<|begin_of_text|>", 0],
+    ["<|end_of_text|>", 1],
+    ["<|reserved_special_token_0|>", 2],
+    ["<|reserved_special_token_1|>", 3],
+    ["<|finetune_right_pad_id|>", 4],
+    ["<|step_id|>", 5],
+    ["<|start_header_id|>", 6],
+    ["<|end_header_id|>", 7],
+    ["<|eom_id|>", 8],
+    ["<|eot_id|>", 9],
+    ["<|python_tag|>", 10],
+    ["<|reserved_special_token_245|>", 11],
+    ["<|video|>", 12],
+    ["<|image|>", 256],
   ];
-  const reserved = Array.from(
-    { length: 256 - named.length },
-    (_, i) => `<|reserved_special_token_${2 + i}|>`,
-  );
-  return [...named, ...reserved];
+  const out = new Map<string, number>(named.map(([n, o]) => [n, baseVocabSize + o]));
+  for (let i = 0; i < 243; i++) {
+    out.set(`<|reserved_special_token_${2 + i}|>`, baseVocabSize + 13 + i);
+  }
+  return out;
 }
+
+/**
+ * Special tokens that are not part of the text vocabulary: Llama 3's <|image|> (id 128256)
+ * indexes the extra embedding rows of Llama 3.2 Vision, past the 128256 rows of a text model,
+ * so it does not count in `vocabSize`.
+ */
+const MEDIA_TOKENS = new Set(["<|image|>"]);
 
 /** Token bytes as a "binary string" (one UTF-16 unit per byte), the key of the rank map. */
 function binary(bytes: Uint8Array): string {
@@ -96,8 +106,8 @@ export function parseTiktoken(text: string, path: string): TiktokenRanks {
 
 /** Options of the tiktoken tokenizer. */
 export interface TiktokenOptions {
-  /** Special tokens in order; token i gets id (number of base tokens + i). Default Llama 3's. */
-  specialTokenNames?: readonly string[];
+  /** Special tokens by name with their ids (default Llama 3's, `llama3SpecialTokens()`). */
+  specialTokens?: ReadonlyMap<string, number>;
   /** Pre-tokenization regex (default Llama 3's). */
   pattern?: string;
   bosToken?: string;
@@ -130,12 +140,14 @@ export class TiktokenTokenizer implements Tokenizer {
     this.ranks = parsed.ranks;
     this.bytesOf = parsed.bytesOf;
     this.baseVocabSize = parsed.bytesOf.length;
-    const names = options.specialTokenNames ?? llama3SpecialTokenNames();
-    const special = new Map<string, number>();
-    names.forEach((name, i) => special.set(name, this.baseVocabSize + i));
-    for (const [name, id] of special) this.specialText.set(id, name);
+    const special = new Map(options.specialTokens ?? llama3SpecialTokens(this.baseVocabSize));
+    let top = this.baseVocabSize;
+    for (const [name, id] of special) {
+      this.specialText.set(id, name);
+      if (!MEDIA_TOKENS.has(name)) top = Math.max(top, id + 1);
+    }
     this.specialTokens = special;
-    this.vocabSize = this.baseVocabSize + names.length;
+    this.vocabSize = top;
     this.pattern = compilePattern(options.pattern ?? LLAMA3_PATTERN, path);
     this.splitter = new SpecialSplitter(special);
     const id = (name: string | undefined, fallback: number) =>
@@ -193,8 +205,13 @@ export class TiktokenTokenizer implements Tokenizer {
     return ids;
   }
 
+  /**
+   * Text of `ids`. With `skipSpecial` (the default), as torchtune's Llama3Tokenizer.decode: the
+   * text is decoded with the special tokens written out, then each whole message header
+   * (`<|start_header_id|>role<|end_header_id|>\n\n`) is removed, then every remaining
+   * `<|...|>` token.
+   */
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
-    const skip = options.skipSpecial ?? true;
     const parts: number[] = [];
     for (const id of ids) {
       const bytes = this.bytesOf[id];
@@ -203,8 +220,14 @@ export class TiktokenTokenizer implements Tokenizer {
         continue;
       }
       const name = this.specialText.get(id);
-      if (name !== undefined && !skip) { for (const b of utf8Encode(name)) parts.push(b); }
+      if (name !== undefined) { for (const b of utf8Encode(name)) parts.push(b); }
     }
-    return utf8DecodeLossy(new Uint8Array(parts));
+    const text = utf8DecodeLossy(new Uint8Array(parts));
+    if (options.skipSpecial === false) return text;
+    return text.replace(HEADER_RE, "").replace(SPECIAL_RE, "");
   }
 }
+
+/** A Llama 3 message header and any `<|...|>` token, as torchtune's Llama3Tokenizer removes them. */
+const HEADER_RE = /<\|start_header_id\|>.*?<\|end_header_id\|>\n\n/g;
+const SPECIAL_RE = /<\|.*?\|>/g;

@@ -21,14 +21,38 @@ export interface DecodeOptions {
 
 /**
  * A prompt template (torchtune.data.PromptTemplate): `tags[role] = [prepend, append]` text
- * added around each message of that role before tokenization, or `chatFormat` for the
- * templates that are whole chat formats (Llama2ChatTemplate, ChatMLTemplate).
+ * added around each message of that role before tokenization, or `chatFormat` for
+ * Llama2ChatTemplate, which tune runs as a whole chat format (src/data/chat_format.ts).
  */
 export interface PromptTemplate {
   /** The config value it came from, for logs. */
   name: string;
   tags?: Readonly<Record<string, readonly [string, string]>>;
-  chatFormat?: "llama2" | "chatml";
+  /** Roles the template refuses (MistralChatTemplate has no system prompt). */
+  refuseRoles?: readonly string[];
+  /**
+   * ChatMLTemplate: a last assistant message with no text gets only its opening tag, so the
+   * model continues from there (a generation prompt).
+   */
+  openEmptyLastAssistant?: boolean;
+  chatFormat?: "llama2";
+}
+
+/** A checkpoint's Jinja chat template (Hugging Face tokenizer_config.json `chat_template`). */
+export interface ChatTemplate {
+  /** The Jinja source. */
+  template: string;
+  /** Values of `bos_token` / `eos_token` in the template's context ("" when the file has none). */
+  bosToken: string;
+  eosToken: string;
+  /** The file it came from, for messages. */
+  source: string;
+  /**
+   * True when set with `tokenizer.chat_template` (hf or a path): chat_format auto renders it
+   * even where a built-in format fits. False when found beside a generic tokenizer file:
+   * auto renders it only when no built-in format fits.
+   */
+  force: boolean;
 }
 
 /** A text tokenizer; every format (SentencePiece, llama2.c, tiktoken, tokenizer.json) implements it. */
@@ -50,6 +74,8 @@ export interface Tokenizer {
    * message text, or a chat format (src/data/prompt_template.ts); null/absent: none.
    */
   readonly promptTemplate?: PromptTemplate | null;
+  /** The checkpoint's Jinja chat template (chat_format hf); null/absent: none. */
+  readonly chatTemplate?: ChatTemplate | null;
   encode(text: string, options?: EncodeOptions): number[];
   decode(ids: readonly number[], options?: DecodeOptions): string;
 }

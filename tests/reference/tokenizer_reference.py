@@ -7,7 +7,7 @@ Writes (all small, committed):
                                                 custom normalization rules (charsmap),
                                                 remove_extra_whitespaces
     tests/fixtures/tokenizer_sp_noprefix.model  BPE, no byte fallback, no dummy prefix, pad id 3
-    tests/fixtures/tokenizer_sp_unigram.model   a unigram model (tune must refuse it)
+    tests/fixtures/tokenizer_sp_unigram.model   a unigram model (tune reads it; ids in tokenizer_sentencepiece_test.ts)
     tests/fixtures/tokenizer_sp_cases.json      text -> ids -> text for those models and for
                                                 Llama 2's tokenizer.model in tests/data
 """
