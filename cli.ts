@@ -7,7 +7,7 @@
  */
 import "./src/components.ts";
 import { type CliCommand, launchFlagArgs, parseArgv, SUBCOMMANDS } from "./src/config/argv.ts";
-import { downloadCommand } from "./src/download/command.ts";
+import { downloadCommand } from "./src/hub/download_command.ts";
 import { launch as launchProcesses, needsLaunch } from "./src/distributed/launch.ts";
 import { loadMerged, loadRecipeConfig, recipeFromHeader } from "./src/config/load.ts";
 import type { RecipeDefinition } from "./src/config/recipe.ts";

@@ -140,7 +140,7 @@ export type { TokenizeMessagesOptions } from "./src/data/chat_format.ts";
 export type { AlpacaColumns, RowContext } from "./src/data/messages.ts";
 export type { DataFiles, LoadedRows, SplitSpec } from "./src/data/source.ts";
 export type { Rng } from "./src/data/sampler.ts";
-export type { HubDataFiles } from "./src/data/hf_hub.ts";
+export type { HubDataFiles } from "./src/hub/mod.ts";
 export type { LocalFormat, LocalLoadOptions } from "./src/data/load_local.ts";
 
 // ---- config: YAML + overrides, typed schemas, component registry ----
