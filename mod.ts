@@ -124,7 +124,7 @@ export { type CrossEntropyLoss, prepareLabels } from "./src/optim/loss.ts";
 
 // ---- checkpoints: checkpointers, HF/Meta/llama2.c formats, safetensors, PEFT ----
 export * from "./src/checkpoint/mod.ts";
-export { type HostTensor, numel, type StateDict } from "./src/checkpoint/state_dict.ts";
+export { type HostTensor, numel, type StateDict } from "./src/params/state_dict.ts";
 export type { HfLoaded, HfSaveOptions } from "./src/checkpoint/hf_checkpoint.ts";
 export type { ModelType } from "./src/checkpoint/hf_config.ts";
 export type { FunctionCheckpointer } from "./src/checkpoint/checkpointer.ts";

@@ -188,7 +188,7 @@ export class CudaBackend implements Backend {
     this.gemm = new GemmRunner(this.stream, ws.ptr, WORKSPACE_BYTES);
     const rs = this.alloc_.alloc((REDUCE_BLOCKS + 1) * 4);
     this.reduceScratch = new CudaBuffer(rs.ptr, REDUCE_BLOCKS + 1, "f32", rs.blockBytes, false);
-    // Multi-GPU jobs pass src/distributed/nccl_collectives.ts (NCCL on the legacy stream,
+    // Multi-GPU jobs pass src/backend/cuda/nccl_collectives.ts (NCCL on the legacy stream,
     // which this blocking stream is ordered with).
     this.collectives = opts.collectives ??
       new SingleProcessCollectives((dst, src) => this.copy(dst, src));
