@@ -9,7 +9,7 @@ import "./src/components.ts";
 import { checkConfigPaths } from "./src/config/path_checks.ts";
 import { checkRunKeys, logs, setLogLevel, withRunKeys } from "./src/config/run_keys.ts";
 import { type CliCommand, launchFlagArgs, parseArgv, SUBCOMMANDS } from "./src/config/argv.ts";
-import { downloadCommand } from "./src/download/command.ts";
+import { downloadCommand } from "./src/hub/download_command.ts";
 import { launch as launchProcesses, needsLaunch } from "./src/distributed/launch.ts";
 import { loadMerged, loadRecipeConfig, recipeFromHeader } from "./src/config/load.ts";
 import type { RecipeDefinition } from "./src/config/recipe.ts";

@@ -124,7 +124,7 @@ export { type CrossEntropyLoss, prepareLabels } from "./src/optim/loss.ts";
 
 // ---- checkpoints: checkpointers, HF/Meta/llama2.c formats, safetensors, PEFT ----
 export * from "./src/checkpoint/mod.ts";
-export { type HostTensor, numel, type StateDict } from "./src/checkpoint/state_dict.ts";
+export { type HostTensor, numel, type StateDict } from "./src/params/state_dict.ts";
 export type { HfLoaded, HfSaveOptions } from "./src/checkpoint/hf_checkpoint.ts";
 export type { ModelType } from "./src/checkpoint/hf_config.ts";
 export type { FunctionCheckpointer } from "./src/checkpoint/checkpointer.ts";
@@ -140,7 +140,7 @@ export type { TokenizeMessagesOptions } from "./src/data/chat_format.ts";
 export type { AlpacaColumns, RowContext } from "./src/data/messages.ts";
 export type { DataFiles, LoadedRows, SplitSpec } from "./src/data/source.ts";
 export type { Rng } from "./src/data/sampler.ts";
-export type { HubDataFiles } from "./src/data/hf_hub.ts";
+export type { HubDataFiles } from "./src/hub/mod.ts";
 export type { LocalFormat, LocalLoadOptions } from "./src/data/load_local.ts";
 
 // ---- config: YAML + overrides, typed schemas, component registry ----

@@ -15,7 +15,7 @@
  * from inside the process would not be seen by the loader anyway; it is read at start-up.)
  */
 
-import { TuneError } from "../src/errors.ts";
+import { TuneError } from "./errors.ts";
 
 /** How to find one library. */
 export interface LibrarySpec {

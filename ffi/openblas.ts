@@ -9,7 +9,7 @@
  * byteOffset applied, so subarrays address the right elements.
  */
 
-import { TuneError } from "../src/errors.ts";
+import { TuneError } from "./errors.ts";
 
 /** CBLAS enum values (cblas.h). */
 export const CBLAS_ROW_MAJOR = 101;

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { createBackend } from "../src/backend/select.ts";
 import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
 import { mergeLora } from "../src/checkpoint/peft.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import { checkSameArchitecture } from "../src/checkpoint/validate.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import { TuneError } from "../src/errors.ts";

@@ -1577,7 +1577,7 @@ function torchChecks(): void {
 
 // ---- NCCL at world size 1 --------------------------------------------------------------------
 
-/** src/distributed/nccl_collectives.ts on a communicator of one rank (bindings, calls). */
+/** src/backend/cuda/nccl_collectives.ts on a communicator of one rank (bindings, calls). */
 async function ncclChecks(): Promise<void> {
   const name = "NCCL collectives at world size 1 (distributed NcclCollectives)";
   if (selfTest || !selected("NCCL")) return;
@@ -1593,7 +1593,7 @@ async function ncclChecks(): Promise<void> {
       throw e;
     }
     const { initProcessGroup } = await import("../src/distributed/process_group.ts");
-    const { NcclCollectives } = await import("../src/distributed/nccl_collectives.ts");
+    const { NcclCollectives } = await import("../src/backend/cuda/nccl_collectives.ts");
     const group = await initProcessGroup();
     const nccl = new NcclCollectives(group);
     const be = createCudaBackend({ collectives: nccl });

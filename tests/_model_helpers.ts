@@ -6,7 +6,7 @@ import { AdamW } from "../src/optim/adamw.ts";
 import { clipGradNorm } from "../src/optim/clip.ts";
 import { LrScheduler } from "../src/optim/lr_schedule.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import type { LoraAttnModule, LoraConfig } from "../src/models/model_spec.ts";
 
 interface MetaConfig {

@@ -15,7 +15,7 @@ import { loadRecipeState, saveRecipeState } from "../src/checkpoint/recipe_state
 import { readSafetensors, writeSafetensors } from "../src/checkpoint/safetensors.ts";
 import { atomicWrite, atomicWriteWith } from "../src/checkpoint/atomic_write.ts";
 import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import type { LoraConfig } from "../src/models/model_spec.ts";
 import { loraParamShapes } from "../src/models/builders/param_shapes.ts";
 import { TuneError } from "../src/errors.ts";

@@ -14,7 +14,7 @@ import { llamaConfigFromHf } from "../src/checkpoint/hf_config.ts";
 import { hfToTune } from "../src/checkpoint/key_mapping.ts";
 import { readSafetensors } from "../src/checkpoint/safetensors.ts";
 import { loadMetaCheckpoint, saveMetaCheckpoint } from "../src/checkpoint/meta_checkpoint.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { TuneError } from "../src/errors.ts";

@@ -18,7 +18,7 @@ import { halfToInterleaved, interleavedToHalf } from "../src/checkpoint/rope_per
 import { tuneToHf, tuneToMeta } from "../src/checkpoint/key_mapping.ts";
 import { atomicWriteWith } from "../src/checkpoint/atomic_write.ts";
 import { decodeToF32, encodeFromF32 } from "../src/checkpoint/dtype.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
 

@@ -17,7 +17,7 @@ import { mergeLora } from "../src/checkpoint/peft.ts";
 import { PHI3_ADAPTER_FILE } from "../src/checkpoint/phi3_checkpointer.ts";
 import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
 import { readSafetensors, writeSafetensors } from "../src/checkpoint/safetensors.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import { readPth } from "../src/checkpoint/torch_pth.ts";
 import { findComponent } from "../src/config/registry.ts";
 import { TuneError } from "../src/errors.ts";

@@ -14,7 +14,7 @@ import { findComponent } from "../src/config/registry.ts";
 import "../src/checkpoint/components.ts";
 import type { Checkpointer, LoadedCheckpoint } from "../src/checkpoint/checkpointer.ts";
 import { readSafetensorsHeader } from "../src/checkpoint/safetensors.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { assertClose, worstError } from "./fixture_io.ts";

@@ -8,8 +8,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { TuneError } from "../src/errors.ts";
-import { downloadRepo } from "../src/download/hf_hub.ts";
-import { downloadCommand, parseDownloadArgs } from "../src/download/command.ts";
+import { downloadRepo } from "../src/hub/models.ts";
+import { downloadCommand, parseDownloadArgs } from "../src/hub/download_command.ts";
 
 const TOKEN = "hf_secret";
 const FILES: Record<string, Uint8Array> = {

@@ -20,7 +20,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadRecipeState } from "../src/checkpoint/recipe_state.ts";
 import { readSafetensors } from "../src/checkpoint/safetensors.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import { gpuCount, ncclPresent } from "./_gpu_probe.ts";
 
 const ROOT = new URL("../", import.meta.url);

@@ -24,7 +24,7 @@ import { loadHfCheckpoint, saveHfCheckpoint } from "./hf_checkpoint.ts";
 import { loadMetaCheckpoint, saveMetaCheckpoint } from "./meta_checkpoint.ts";
 import { loadPeftAdapter, savePeftAdapter } from "./peft.ts";
 import { loadRecipeState, type RecipeState, saveRecipeState } from "./recipe_state.ts";
-import type { StateDict } from "./state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 
 /** What `load()` gives a recipe. */
 export interface LoadedCheckpoint {

@@ -25,7 +25,7 @@ import {
   writeSafetensors,
 } from "./safetensors.ts";
 import { readPth } from "./torch_pth.ts";
-import type { HostTensor, StateDict } from "./state_dict.ts";
+import type { HostTensor, StateDict } from "../params/state_dict.ts";
 import { validateStateDict } from "./validate.ts";
 
 /** What a Hugging Face load returns, with what a save needs to mirror the input. */

@@ -23,7 +23,7 @@ import { TuneError } from "../errors.ts";
 import { ropeTables } from "../modules/rope.ts";
 import { atomicWrite } from "./atomic_write.ts";
 import { convertRopeLayout } from "./rope_permute.ts";
-import type { StateDict } from "./state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 
 /** "ak42" as a little-endian uint32. */
 export const LLAMA2C_MAGIC = 0x616b3432;

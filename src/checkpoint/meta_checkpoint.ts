@@ -13,7 +13,7 @@ import { atomicWrite } from "./atomic_write.ts";
 import { isIgnorableMetaKey, metaToTune, tuneToMeta } from "./key_mapping.ts";
 import { llamaConfigFromMeta, metaParamsJson } from "./meta_params.ts";
 import { convertRopeLayout } from "./rope_permute.ts";
-import { type HostTensor, numel, type StateDict } from "./state_dict.ts";
+import { type HostTensor, numel, type StateDict } from "../params/state_dict.ts";
 import { PthReader, writePth } from "./torch_pth.ts";
 import type { FileDtype } from "./dtype.ts";
 import { validateStateDict } from "./validate.ts";

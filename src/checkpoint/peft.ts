@@ -14,7 +14,7 @@ import { atomicWrite } from "./atomic_write.ts";
 import { peftModuleName, peftToTuneLora, tuneLoraToPeft } from "./key_mapping.ts";
 import { convertRopeLayout } from "./rope_permute.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
-import type { HostTensor, StateDict } from "./state_dict.ts";
+import type { HostTensor, StateDict } from "../params/state_dict.ts";
 import { mergeDoraHost } from "../modules/dora.ts";
 
 /** adapter_config.json for `lora` (PEFT's LoraConfig keys). */

@@ -20,7 +20,7 @@ import {
 import { exists } from "./fs.ts";
 import { PHI3_ARCH } from "./hf_config.ts";
 import { convertRopeLayout } from "./rope_permute.ts";
-import type { StateDict } from "./state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 import { readPth, writePth } from "./torch_pth.ts";
 
 /** torchtune's adapter file name for models without PEFT support. */

@@ -11,7 +11,7 @@
 import { TuneError } from "../errors.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import { tuneToHf } from "./key_mapping.ts";
-import type { HostTensor, StateDict } from "./state_dict.ts";
+import type { HostTensor, StateDict } from "../params/state_dict.ts";
 
 const QKV = /^model\.layers\.(\d+)\.self_attn\.qkv_proj\.weight$/;
 const GATE_UP = /^model\.layers\.(\d+)\.mlp\.gate_up_proj\.weight$/;

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { TuneError } from "../errors.ts";
 import { atomicWrite } from "./atomic_write.ts";
 import { readSafetensors, readSafetensorsHeader, writeSafetensors } from "./safetensors.ts";
-import type { StateDict } from "./state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 
 /** Everything a recipe needs to continue a run where it stopped. */
 export interface RecipeState {

@@ -10,7 +10,7 @@
  */
 import type { LlamaConfig } from "../models/llama/config.ts";
 import type { RopeLayout } from "../backend/ops.ts";
-import type { HostTensor, StateDict } from "./state_dict.ts";
+import type { HostTensor, StateDict } from "../params/state_dict.ts";
 
 function permuteRows(
   src: Float32Array,

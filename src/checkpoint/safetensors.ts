@@ -5,7 +5,7 @@
  * (no whole-file read), and written through a temporary file.
  */
 import { TuneError } from "../errors.ts";
-import { type HostTensor, numel } from "./state_dict.ts";
+import { type HostTensor, numel } from "../params/state_dict.ts";
 import { atomicWriteWith, readAt, writeAll } from "./atomic_write.ts";
 import { decodeToF32, dtypeBytes, encodeFromF32, type FileDtype } from "./dtype.ts";
 

@@ -9,7 +9,7 @@ import { TuneError } from "../errors.ts";
 import { atomicWriteWith, readAt } from "./atomic_write.ts";
 import { decodeToF32, dtypeBytes, encodeFromF32, type FileDtype } from "./dtype.ts";
 import { restrictedUnpickle, StateDictPickler, type StorageRef, type TensorRef } from "./pickle.ts";
-import { type HostTensor, numel } from "./state_dict.ts";
+import { type HostTensor, numel } from "../params/state_dict.ts";
 import { listZip, readZipEntry, type ZipEntry, ZipWriter } from "./zip.ts";
 
 /**

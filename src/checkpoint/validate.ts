@@ -2,7 +2,7 @@
 import { TuneError } from "../errors.ts";
 import { headSize, hiddenAct, type LlamaConfig } from "../models/llama/config.ts";
 import { paramShapes } from "../models/builders/param_shapes.ts";
-import type { StateDict } from "./state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 
 /**
  * Throw a one-line TuneError naming `source` and the first tensor that is missing, extra,

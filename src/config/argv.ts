@@ -8,7 +8,7 @@
  *   tune [launcher flags] run [launcher flags] <recipe> --config <name|path> [key=value ...] [~key ...]
  *   tune [launcher flags] <recipe> --config <name> [--override key=value ...]   (torchtune's early form)
  *   tune alpaca_generate --native-checkpoint-path P --tokenizer-path T --input "..."   (early form)
- *   tune download <repo_id> --output-dir DIR [...]   (src/download/command.ts)
+ *   tune download <repo_id> --output-dir DIR [...]   (src/hub/download_command.ts)
  *   tune demo [args]
  *
  * Launcher flags (torchrun's): --nnodes, --nproc_per_node, --node_rank, --master_addr,

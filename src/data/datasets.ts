@@ -5,7 +5,7 @@
 import { TuneError } from "../errors.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
 import { type ChatFormat, resolveChatFormat, tokenizeMessages } from "./chat_format.ts";
-import type { HubOptions } from "./hf_hub.ts";
+import type { HubOptions } from "../hub/settings.ts";
 import { sampleFromMask, textCompletionSample } from "./labels.ts";
 import type { TextSampleBy } from "./load_local.ts";
 import {

@@ -44,7 +44,7 @@
  * - Shuffling depends only on (seed, epoch), so resuming at (epoch, step) reproduces the
  *   batches bitwise (sampler.ts). Training loaders drop the incomplete last batch.
  * - Hub sources download to ~/.cache/tune/datasets (HF_ENDPOINT, HF_TOKEN,
- *   HF_DATASETS_SERVER, TUNE_DATASETS_CACHE, HF_HUB_OFFLINE); see hf_hub.ts. Local data:
+ *   HF_DATASETS_SERVER, TUNE_DATASETS_CACHE, HF_HUB_OFFLINE); see src/hub/. Local data:
  *   `source: json|csv|text` + `data_files`; .txt files split at blank lines by default.
  *
  * Components (components.ts): torchtune.datasets.alpaca_dataset, alpaca_cleaned_dataset,
@@ -104,5 +104,5 @@ export {
   type HubOptions,
   hubOptionsFromEnv,
   selectDataFiles,
-} from "./hf_hub.ts";
+} from "../hub/mod.ts";
 export { loadLocalRows, splitText, type TextSampleBy } from "./load_local.ts";

@@ -2,13 +2,13 @@
  * `source` + `data_files` + `split` -> raw rows, as Hugging Face's `load_dataset` reads them:
  * - `source: json | csv | text` reads local `data_files` (a path, a list of paths, or a map
  *   from split name to path(s)); a path or list forms the split "train".
- * - `source: owner/name` downloads the split from the Hugging Face Hub (hf_hub.ts); given
+ * - `source: owner/name` downloads the split from the Hugging Face Hub (src/hub/datasets.ts); given
  *   `data_files` too, it reads those local files instead (format from the file extension).
  * - `split` may slice: "train[:1000]", "train[100:200]", "train[:10%]", "train[-50:]";
  *   percentages round to the nearest row.
  */
 import { TuneError } from "../errors.ts";
-import { downloadHubDataset, type HubOptions, isRepoId } from "./hf_hub.ts";
+import { downloadHubDataset, type HubOptions, isRepoId } from "../hub/mod.ts";
 import { formatOfFile, loadLocalRows, type LocalFormat, type TextSampleBy } from "./load_local.ts";
 import type { Row } from "./types.ts";
 

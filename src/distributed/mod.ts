@@ -46,7 +46,7 @@ export {
   type Runtime,
   selfCommand,
 } from "./launch.ts";
-export { NcclCollectives } from "./nccl_collectives.ts";
+export { NcclCollectives, type NcclRendezvous } from "../backend/cuda/nccl_collectives.ts";
 export { initProcessGroup, ProcessGroup, type ProcessGroupOptions } from "./process_group.ts";
 export { type FlatShard, flatShard } from "./sharding.ts";
 export { TcpCollectives } from "./tcp_collectives.ts";

@@ -5,7 +5,7 @@
  * group contiguous, so a sharded (FSDP/ZeRO-3) optimizer can own whole groups or slices.
  */
 import { TuneError } from "../errors.ts";
-import { numel } from "../checkpoint/state_dict.ts";
+import { numel } from "./state_dict.ts";
 
 /** Offsets are rounded up to this many elements (256 bytes in fp32) for aligned GEMMs. */
 export const PARAM_ALIGN = 64;

@@ -3,7 +3,7 @@
  * one each for gradients and the AdamW moments, all sharing one ParamLayout.
  */
 import type { Backend, DeviceBuffer, DType } from "../backend/ops.ts";
-import type { HostTensor, StateDict } from "../checkpoint/state_dict.ts";
+import type { HostTensor, StateDict } from "./state_dict.ts";
 import { checkShape, type ParamGroup, type ParamLayout } from "./layout.ts";
 
 /**

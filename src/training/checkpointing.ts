@@ -12,7 +12,7 @@
 import { join } from "node:path";
 import type { Checkpointer } from "../checkpoint/checkpointer.ts";
 import { loadRecipeState, type RecipeState } from "../checkpoint/recipe_state.ts";
-import type { StateDict } from "../checkpoint/state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 import type { ComponentSection } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import type { LlamaModel } from "../models/llama/model.ts";

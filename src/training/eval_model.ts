@@ -7,7 +7,7 @@ import type { Backend } from "../backend/ops.ts";
 import { createBackend } from "../backend/select.ts";
 import type { Checkpointer } from "../checkpoint/checkpointer.ts";
 import { loadPeftAdapter } from "../checkpoint/peft.ts";
-import type { StateDict } from "../checkpoint/state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 import { instantiate } from "../config/instantiate.ts";
 import type { ComponentSection } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";

@@ -6,10 +6,10 @@
 import type { Backend } from "../backend/ops.ts";
 import type { CpuBuffer } from "../backend/cpu/buffer.ts";
 import { createBackend } from "../backend/select.ts";
-import { cuda } from "../../ffi/cuda.ts";
+import { visibleGpuCount } from "../backend/cuda/device.ts";
+import { NcclCollectives } from "../backend/cuda/nccl_collectives.ts";
 import { cudaDeviceOrdinal, distInitTimeoutMs } from "../distributed/env.ts";
 import { viewHostAccess } from "../distributed/host_access.ts";
-import { NcclCollectives } from "../distributed/nccl_collectives.ts";
 import { initProcessGroup, type ProcessGroup } from "../distributed/process_group.ts";
 
 /** This process's place in the job and its backend. */
@@ -39,7 +39,7 @@ export async function setupDistributed(device: "cpu" | "cuda"): Promise<Distribu
     const pinned = Deno.env.get("TUNE_CUDA_DEVICE");
     const ordinal = pinned !== undefined && /^\d+$/.test(pinned)
       ? Number(pinned)
-      : cudaDeviceOrdinal(group.info, visibleGpus());
+      : cudaDeviceOrdinal(group.info, visibleGpuCount());
     const { createCudaBackend } = await import("../backend/cuda/backend.ts");
     const backend = createCudaBackend({ device: ordinal, collectives: nccl });
     await nccl.init();
@@ -48,14 +48,6 @@ export async function setupDistributed(device: "cpu" | "cuda"): Promise<Distribu
     await group.close();
     throw e;
   }
-}
-
-/** Number of GPUs this process sees (CUDA_VISIBLE_DEVICES applied by the driver). */
-function visibleGpus(): number {
-  const lib = cuda();
-  const n = new Int32Array(1);
-  if (lib.cuInit(0) !== 0 || lib.cuDeviceGetCount(n) !== 0) return 0;
-  return n[0];
 }
 
 /** Rank 0's value of a non-negative 31-bit integer (e.g. a seed picked at random), on every rank. */

@@ -5,7 +5,7 @@
  */
 import { createCudaBackend } from "../../src/backend/cuda/backend.ts";
 import type { DType } from "../../src/backend/ops.ts";
-import { NcclCollectives } from "../../src/distributed/nccl_collectives.ts";
+import { NcclCollectives } from "../../src/backend/cuda/nccl_collectives.ts";
 import { initProcessGroup } from "../../src/distributed/process_group.ts";
 
 function same(label: string, got: ArrayLike<number>, want: ArrayLike<number>): void {

@@ -3,7 +3,7 @@
  * embeddings and linears N(0, 0.02), the residual projections (output_proj, w2) scaled by
  * 1/sqrt(2L) as in GPT-2/llama2.c training, norms 1, biases 0.
  */
-import type { StateDict } from "../../checkpoint/state_dict.ts";
+import type { StateDict } from "../../params/state_dict.ts";
 import type { ParamLayout } from "../../params/layout.ts";
 import { SeededRandom } from "../../params/random.ts";
 import type { LlamaConfig } from "./config.ts";

@@ -5,7 +5,7 @@
  * and the adapters live in a second, trainable store (so AdamW is one call over it).
  */
 import type { Backend, DeviceBuffer } from "../../backend/ops.ts";
-import type { StateDict } from "../../checkpoint/state_dict.ts";
+import type { StateDict } from "../../params/state_dict.ts";
 import { TuneError } from "../../errors.ts";
 import {
   type ActDims,

@@ -7,10 +7,13 @@
  *      `Authorization: Bearer <token>` when a token is given (--hf-token, HF_TOKEN).
  * A file streams into `<file>.incomplete`; an interrupted download resumes from its length
  * with a `Range: bytes=N-` header, and the finished file is renamed into place. Files
- * already present with the listed size are skipped. The endpoint comes from HF_ENDPOINT.
+ * already present with the listed size are skipped. The endpoint and token come from
+ * `settings.ts` (HF_ENDPOINT, HF_TOKEN) unless given.
  */
 import { dirname, join, normalize } from "node:path";
 import { TuneError } from "../errors.ts";
+import { type HubFailureText, hubRequest } from "./http.ts";
+import { defaultEndpoint } from "./settings.ts";
 
 /** Options of `downloadRepo`. */
 export interface DownloadOptions {
@@ -32,56 +35,20 @@ export interface RepoFile {
   size: number | null;
 }
 
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** HF_ENDPOINT or the public hub. */
-export function defaultEndpoint(): string {
-  return (env("HF_ENDPOINT") ?? "https://huggingface.co").replace(/\/+$/, "");
-}
-
-/** --hf-token, else HF_TOKEN / HUGGING_FACE_HUB_TOKEN, else null. */
-export function resolveToken(flag: string | null | undefined): string | null {
-  return flag || env("HF_TOKEN") || env("HUGGING_FACE_HUB_TOKEN") || null;
-}
-
-function headers(token: string | null, extra: Record<string, string> = {}): Headers {
-  const h = new Headers({ "user-agent": "tune/0.1", ...extra });
-  if (token) h.set("authorization", `Bearer ${token}`);
-  return h;
-}
-
-async function request(url: string, init: RequestInit, what: string): Promise<Response> {
-  try {
-    return await fetch(url, init);
-  } catch (e) {
-    throw new TuneError(
-      `cannot reach ${new URL(url).origin} for ${what}: ${(e as Error).message}; ` +
-        `check the network or set HF_ENDPOINT`,
-    );
-  }
-}
-
-function httpError(status: number, repo: string, what: string, token: string | null): TuneError {
-  if (status === 401 || status === 403) {
-    return new TuneError(
+/** How `tune download` explains a failed request for `what` (listing or downloading). */
+function failureText(repo: string, what: string, token: string | null): HubFailureText {
+  return {
+    unreachable: (origin, why) =>
+      `cannot reach ${origin} for ${what}: ${why}; check the network or set HF_ENDPOINT`,
+    denied: (status) =>
       `${what}: access denied (HTTP ${status}) to ${repo}; ` +
-        (token
-          ? `check that your token is valid and that you accepted the model's license on its hub page`
-          : `it is gated or private: pass --hf-token or set HF_TOKEN`),
-    );
-  }
-  if (status === 404) {
-    return new TuneError(
+      (token
+        ? `check that your token is valid and that you accepted the model's license on its hub page`
+        : `it is gated or private: pass --hf-token or set HF_TOKEN`),
+    notFound: () =>
       `${what}: not found (HTTP 404); check the repository id ${repo} and the revision`,
-    );
-  }
-  return new TuneError(`${what}: the hub answered HTTP ${status}; try again later`);
+    other: (status) => `${what}: the hub answered HTTP ${status}; try again later`,
+  };
 }
 
 /** The files of a model repository. */
@@ -93,11 +60,11 @@ export async function listRepoFiles(
   const rev = options.revision ?? "main";
   const url = `${endpoint}/api/models/${repo}` +
     (rev === "main" ? "" : `/revision/${encodeURIComponent(rev)}`) + "?blobs=true";
-  const res = await request(url, { headers: headers(options.token) }, `listing ${repo}`);
-  if (!res.ok) {
-    await res.body?.cancel();
-    throw httpError(res.status, repo, `listing ${repo}`, options.token);
-  }
+  const res = await hubRequest(
+    url,
+    { token: options.token },
+    failureText(repo, `listing ${repo}`, options.token),
+  );
   const json = await res.json() as { siblings?: { rfilename: string; size?: number }[] };
   if (!Array.isArray(json.siblings)) {
     throw new TuneError(`listing ${repo}: the hub's answer has no file list (siblings)`);
@@ -185,19 +152,22 @@ export async function downloadFile(
     have = 0;
   }
   const extra: Record<string, string> = have > 0 ? { range: `bytes=${have}-` } : {};
-  const res = await request(
+  const res = await hubRequest(
     url,
-    { headers: headers(options.token, extra) },
-    `downloading ${options.label}`,
+    { token: options.token, headers: extra, accept: have > 0 ? [416] : [] },
+    failureText(options.repo, `downloading ${options.label}`, options.token),
   );
   if (res.status === 416 && have > 0 && (options.size === null || have === options.size)) {
     await res.body?.cancel();
     Deno.renameSync(part, dest); // already complete
     return 0;
   }
-  if (!res.ok) {
+  if (res.status === 416) {
     await res.body?.cancel();
-    throw httpError(res.status, options.repo, `downloading ${options.label}`, options.token);
+    throw new TuneError(
+      `downloading ${options.label}: the hub refused to resume at byte ${have} (HTTP 416); ` +
+        `delete ${part} and run the same command again`,
+    );
   }
   const resumed = res.status === 206;
   if (!resumed) have = 0; // the server ignored Range: start over

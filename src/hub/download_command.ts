@@ -3,7 +3,8 @@
  * [--ignore-patterns GLOB ...]`: torchtune's download command.
  */
 import { TuneError } from "../errors.ts";
-import { downloadRepo, resolveToken } from "./hf_hub.ts";
+import { downloadRepo } from "./models.ts";
+import { resolveToken } from "./settings.ts";
 
 /** Usage text of `tune download`. */
 export const DOWNLOAD_USAGE = `usage: tune download <repo_id> --output-dir DIR [--hf-token TOKEN]

@@ -18,7 +18,7 @@
  * Failure: a lost rank makes NCCL wait; the launcher stops the job (it notices the lost
  * process), and the CPU mesh names the rank at the next `barrier`.
  */
-import { cuda } from "../../ffi/cuda.ts";
+import { cuda } from "../../../ffi/cuda.ts";
 import {
   checkNccl,
   nccl,
@@ -27,10 +27,25 @@ import {
   NCCL_UNIQUE_ID_BYTES,
   ncclCommInitRank,
   ncclUniqueId,
-} from "../../ffi/nccl.ts";
-import type { Collectives, DeviceBuffer, DType } from "../backend/ops.ts";
-import { DistributedError } from "./errors.ts";
-import type { ProcessGroup } from "./process_group.ts";
+} from "../../../ffi/nccl.ts";
+import { TuneError } from "../../errors.ts";
+import type { Collectives, DeviceBuffer, DType } from "../ops.ts";
+
+/**
+ * What NCCL's set-up needs of the job's process group (src/distributed/process_group.ts's
+ * `ProcessGroup` is one): this rank, the job size, the rendezvous store that hands out the
+ * unique id (null in a job of one) and a barrier over the CPU mesh. Declared here so the
+ * backend does not import the distributed layer above it.
+ */
+export interface NcclRendezvous {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly store: {
+    set(key: string, value: Uint8Array): Promise<void>;
+    get(key: string): Promise<Uint8Array>;
+  } | null;
+  barrier(): Promise<void>;
+}
 
 /** A device buffer with its device address (the CUDA backend's `CudaBuffer`). */
 interface DevicePointerBuffer extends DeviceBuffer {
@@ -57,7 +72,7 @@ export class NcclCollectives implements Collectives {
   static #made = 0;
 
   constructor(
-    private readonly group: ProcessGroup,
+    private readonly group: NcclRendezvous,
     /** The CUDA stream to queue on; null is the legacy default stream (see above). */
     private readonly stream: Deno.PointerValue = null,
   ) {
@@ -95,7 +110,9 @@ export class NcclCollectives implements Collectives {
       id = await this.group.store.get(key);
     }
     if (id.length !== NCCL_UNIQUE_ID_BYTES) {
-      throw new DistributedError(`the NCCL unique id from the store has ${id.length} bytes`);
+      throw new TuneError(
+        `the NCCL unique id from the store has ${id.length} bytes, not ${NCCL_UNIQUE_ID_BYTES}; restart the job`,
+      );
     }
     await this.group.barrier();
     this.#comm = ncclCommInitRank(id, W, this.group.rank);

@@ -1,6 +1,7 @@
 /**
  * The common currency between checkpoint formats and models: named host tensors in
- * tune's (torchtune's) parameter names, see src/models/llama/config.ts.
+ * tune's (torchtune's) parameter names, see src/models/llama/config.ts. It lives in params/ because the flat
+ * parameter store (store.ts, layout.ts) reads and writes it, below the checkpoint formats.
  * Data is always fp32 on the host; `sourceDtype` remembers what the file held so a
  * writer can keep it.
  */

@@ -11,61 +11,27 @@
  * Files land in `{cacheDir}/{owner}--{name}/{revision}/` (written to a temporary name, then
  * renamed) with a manifest per split; once the manifest exists the cache is used without any
  * network access (delete the folder to refresh). `HF_TOKEN` is sent as a bearer token;
- * with HF_HUB_OFFLINE=1 only the cache is read.
+ * with HF_HUB_OFFLINE=1 only the cache is read (settings.ts reads the environment).
  */
-import { exists } from "../checkpoint/fs.ts";
 import { TuneError } from "../errors.ts";
-import type { LocalFormat } from "./load_local.ts";
+import { type HubFailureText, hubRequest } from "./http.ts";
+import { type HubOptions, hubOptionsFromEnv } from "./settings.ts";
 
-/** Where and how to reach the hub. */
-export interface HubOptions {
-  /** Hub base URL (HF_ENDPOINT, default https://huggingface.co). */
-  endpoint: string;
-  /** datasets-server base URL (HF_DATASETS_SERVER, default https://datasets-server.huggingface.co). */
-  datasetsServer: string;
-  /** Access token (HF_TOKEN, or HUGGING_FACE_HUB_TOKEN), or null. */
-  token: string | null;
-  /** Cache root (TUNE_DATASETS_CACHE, default ~/.cache/tune/datasets). */
-  cacheDir: string;
-  /** Git revision (default "main"). */
-  revision: string;
-  /** Never touch the network, only the cache (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE = 1). */
-  offline: boolean;
-}
+/** The format of downloaded data files (a `LocalFormat` of src/data/load_local.ts). */
+export type HubDataFormat = "json" | "csv";
 
-/** Hub options from the environment, with `overrides` taking precedence. */
-export function hubOptionsFromEnv(overrides: Partial<HubOptions> = {}): HubOptions {
-  const env = (k: string) => {
-    try {
-      return Deno.env.get(k) || undefined;
-    } catch {
-      return undefined; // no --allow-env: use defaults
-    }
-  };
-  const home = env("HOME") ?? env("USERPROFILE") ?? ".";
-  const cacheRoot = env("XDG_CACHE_HOME") ?? `${home}/.cache`;
-  return {
-    endpoint: (overrides.endpoint ?? env("HF_ENDPOINT") ?? "https://huggingface.co").replace(
-      /\/+$/,
-      "",
-    ),
-    datasetsServer: (overrides.datasetsServer ?? env("HF_DATASETS_SERVER") ??
-      "https://datasets-server.huggingface.co").replace(/\/+$/, ""),
-    token: overrides.token !== undefined
-      ? overrides.token
-      : env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN") ?? null,
-    cacheDir: overrides.cacheDir ?? env("TUNE_DATASETS_CACHE") ?? `${cacheRoot}/tune/datasets`,
-    revision: overrides.revision ?? "main",
-    offline: overrides.offline ??
-      ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"].some((k) =>
-        /^(1|true|yes|on)$/i.test(env(k) ?? "")
-      ),
-  };
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Downloaded data of one split: local files in one format. */
 export interface HubDataFiles {
-  format: LocalFormat;
+  format: HubDataFormat;
   files: string[];
 }
 
@@ -124,7 +90,7 @@ export function selectDataFiles(
   return data.filter((p) => !mentions(p, others));
 }
 
-function formatOf(files: readonly string[], repo: string): LocalFormat {
+function formatOf(files: readonly string[], repo: string): HubDataFormat {
   const fmts = new Set(files.map((f) => (f.toLowerCase().endsWith(".csv") ? "csv" : "json")));
   if (fmts.size > 1) {
     // Mixed formats: keep it explicit rather than guess which files matter.
@@ -132,51 +98,26 @@ function formatOf(files: readonly string[], repo: string): LocalFormat {
       `dataset ${repo} mixes JSON and CSV data files; download it and pass dataset.source=json dataset.data_files=PATH`,
     );
   }
-  return [...fmts][0] as LocalFormat;
+  return [...fmts][0] as HubDataFormat;
 }
 
-function offlineError(url: string, repo: string, e: unknown): TuneError {
-  const why = String(e instanceof Error ? e.message : e).split("\n")[0];
-  return new TuneError(
-    `could not reach ${new URL(url).origin} to download dataset ${repo} (${why}); ` +
+/** How a hub dataset download explains a failed request. */
+function failureText(repo: string): HubFailureText {
+  return {
+    unreachable: (origin, why) =>
+      `could not reach ${origin} to download dataset ${repo} (${why}); ` +
       `download it and pass \`dataset.source=json dataset.data_files=PATH\``,
-  );
+    denied: (status, origin) =>
+      `access to dataset ${repo} was refused by ${origin} (HTTP ${status}); ` +
+      `check the name, accept its terms on the hub, and set HF_TOKEN`,
+    notFound: (path, origin) =>
+      `dataset ${repo} (or its file ${path}) was not found on ${origin} (HTTP 404); check dataset.source`,
+    other: (status, url) => `downloading dataset ${repo} failed: HTTP ${status} from ${url}`,
+  };
 }
 
-async function hubFetch(url: string, repo: string, opts: HubOptions): Promise<Response> {
-  const headers: Record<string, string> = { "user-agent": "tune" };
-  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-  let res: Response;
-  for (let attempt = 0;; attempt++) {
-    try {
-      res = await fetch(url, { headers, signal: AbortSignal.timeout(300_000) });
-    } catch (e) {
-      throw offlineError(url, repo, e);
-    }
-    // Retry rate limits and transient server errors a few times.
-    if ((res.status === 429 || res.status >= 500) && attempt < 3) {
-      await res.body?.cancel();
-      await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
-      continue;
-    }
-    break;
-  }
-  if (res.ok) return res;
-  await res.body?.cancel();
-  if (res.status === 401 || res.status === 403) {
-    throw new TuneError(
-      `access to dataset ${repo} was refused by ${new URL(url).origin} (HTTP ${res.status}); ` +
-        `check the name, accept its terms on the hub, and set HF_TOKEN`,
-    );
-  }
-  if (res.status === 404) {
-    throw new TuneError(
-      `dataset ${repo} (or its file ${new URL(url).pathname}) was not found on ${
-        new URL(url).origin
-      } (HTTP 404); check dataset.source`,
-    );
-  }
-  throw new TuneError(`downloading dataset ${repo} failed: HTTP ${res.status} from ${url}`);
+function hubFetch(url: string, repo: string, opts: HubOptions): Promise<Response> {
+  return hubRequest(url, { token: opts.token }, failureText(repo));
 }
 
 async function hubJson(url: string, repo: string, opts: HubOptions): Promise<unknown> {

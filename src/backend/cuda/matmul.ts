@@ -1,0 +1,257 @@
+/**
+ * Matrix products on the CUDA backend through cuBLASLt (ffi/cublaslt.ts): the row-major
+ * layer products of matmulForward/matmulBackward (bias gradients as a GEMM against a vector
+ * of ones), the strided batch of matmulBatched, and the cast/alignment fallbacks. CPU twin:
+ * src/backend/cpu/gemm.ts (OpenBLAS or TypeScript).
+ */
+import { CublasError, type GemmShape, type GemmType } from "../../../ffi/cublaslt.ts";
+import type { DeviceBuffer, DType } from "../ops.ts";
+import { cudaBuf, CudaBuffer, dtCode } from "./buffer.ts";
+import { float, need } from "./checks.ts";
+import type { CudaContext } from "./context.ts";
+import { THREADS } from "./kernels.ts";
+import { copy, fill, view } from "./memory.ts";
+import { gemmName } from "./profile.ts";
+
+/**
+ * One GEMM on row-major buffers expressed column-major (see matmulForward). Operands of
+ * mixed dtypes are cast to bf16 scratch first: cuBLASLt takes A and B of one type.
+ */
+export function gemmRun(
+  ctx: CudaContext,
+  shape: Omit<GemmShape, "abType" | "cType">,
+  A: CudaBuffer,
+  B: CudaBuffer,
+  D: CudaBuffer,
+  beta: number,
+  opts: { exact?: boolean; role?: string } = {},
+): void {
+  const allF32 = A.dtype === "f32" && B.dtype === "f32" && D.dtype === "f32";
+  const abType: GemmType = allF32 ? "f32" : "bf16";
+  const temps: CudaBuffer[] = [];
+  const asAb = (x: CudaBuffer): CudaBuffer => {
+    if (x.dtype === abType) return x;
+    const t = ctx.scratch(x.length, abType);
+    ctx.kernels.run1d(
+      "cast_copy",
+      x.length,
+      [t.ptr, dtCode(abType), x.ptr, dtCode(x.dtype), x.length],
+      `cast_copy (gemm operand ${x.dtype}->${abType})`,
+    );
+    temps.push(t);
+    return t;
+  };
+  const a = asAb(A), b = asAb(B);
+  const cType: GemmType = D.dtype === "bf16" ? "bf16" : "f32";
+  // exact: fp32 products even under TF32 (reductions that are not layer matmuls)
+  const full = { ...shape, abType, cType, tf32: ctx.tf32 && opts.exact !== true };
+  try {
+    gemmTimed(ctx, full, a.ptr, b.ptr, D.ptr, beta, opts.role);
+  } catch (e) {
+    // No algorithm for these (view) addresses: run on 256-byte aligned copies instead.
+    const misaligned = (x: CudaBuffer) => x.ptr % 16n !== 0n;
+    const noAlgo = e instanceof CublasError &&
+      e.call.startsWith("cublasLtMatmulAlgoGetHeuristic");
+    if (!noAlgo || ![a, b, D].some(misaligned)) throw e;
+    const aligned = (x: CudaBuffer, fill: boolean): CudaBuffer => {
+      if (!misaligned(x)) return x;
+      const t = ctx.scratch(x.length, x.dtype);
+      if (fill) copy(ctx, t, x);
+      temps.push(t);
+      return t;
+    };
+    const a2 = aligned(a, true), b2 = aligned(b, true), d2 = aligned(D, beta !== 0);
+    gemmTimed(ctx, full, a2.ptr, b2.ptr, d2.ptr, beta, opts.role);
+    if (d2 !== D) copy(ctx, D, d2);
+  }
+  for (const t of temps) ctx.dropScratch(t);
+}
+
+/** One cuBLASLt matmul, timed under its shape while profiling. */
+function gemmTimed(
+  ctx: CudaContext,
+  full: GemmShape,
+  A: bigint,
+  B: bigint,
+  D: bigint,
+  beta: number,
+  role?: string,
+): void {
+  const p = ctx.profiler;
+  if (!p.active) return ctx.gemm.run(full, A, B, D, 1, beta);
+  const t = p.before();
+  ctx.gemm.run(full, A, B, D, 1, beta);
+  const flops = 2 * full.m * full.n * full.k * (full.batch ?? 1);
+  p.after(t, gemmName(full, full.abType, full.cType, role), "gemm", flops);
+}
+
+export function matmulForward(
+  ctx: CudaContext,
+  out: DeviceBuffer,
+  inp: DeviceBuffer,
+  weight: DeviceBuffer,
+  bias: DeviceBuffer | null,
+  M: number,
+  K: number,
+  N: number,
+  accumulate = false,
+): void {
+  const o = cudaBuf(out, "matmul out"), x = cudaBuf(inp, "matmul inp");
+  const w = cudaBuf(weight, "matmul weight");
+  need(o, M * N, "matmul out"); // (M, N)
+  need(x, M * K, "matmul inp"); // (M, K)
+  need(w, N * K, "matmul weight"); // (N, K)
+  for (const b of [o, x, w]) float(b, "matmul");
+  if (M === 0 || N === 0) return;
+  if (K === 0) {
+    if (!accumulate) fill(ctx, view(ctx, o, 0, M * N), 0);
+  } else {
+    // Column-major: out^T(N, M) = W(K, N)^T . inp^T(K, M).
+    gemmRun(
+      ctx,
+      { transA: true, transB: false, m: N, n: M, k: K, lda: K, ldb: K, ldc: N },
+      w,
+      x,
+      o,
+      accumulate ? 1 : 0,
+    );
+  }
+  if (bias !== null) {
+    const bb = cudaBuf(bias, "matmul bias");
+    need(bb, N, "matmul bias"); // (N)
+    ctx.kernels.run1d("add_bias", M * N, [
+      o.ptr,
+      dtCode(o.dtype),
+      bb.ptr,
+      dtCode(bb.dtype),
+      M,
+      N,
+    ]);
+  }
+}
+
+/**
+ * out(batch, M, N) = inp(batch, M, K) @ weight(batch, N, K)^T as one strided-batched
+ * cuBLASLt call (BATCH_COUNT / STRIDED_BATCH_OFFSET layouts). Not part of ops.ts.
+ */
+export function matmulBatched(
+  ctx: CudaContext,
+  out: DeviceBuffer,
+  inp: DeviceBuffer,
+  weight: DeviceBuffer,
+  batch: number,
+  M: number,
+  K: number,
+  N: number,
+): void {
+  const o = cudaBuf(out, "matmulBatched out"), x = cudaBuf(inp, "matmulBatched inp");
+  const w = cudaBuf(weight, "matmulBatched weight");
+  need(o, batch * M * N, "matmulBatched out"); // (batch, M, N)
+  need(x, batch * M * K, "matmulBatched inp"); // (batch, M, K)
+  need(w, batch * N * K, "matmulBatched weight"); // (batch, N, K)
+  if (batch === 0 || M === 0 || N === 0 || K === 0) return;
+  gemmRun(
+    ctx,
+    {
+      transA: true,
+      transB: false,
+      m: N,
+      n: M,
+      k: K,
+      lda: K,
+      ldb: K,
+      ldc: N,
+      batch,
+      strideA: N * K,
+      strideB: M * K,
+      strideC: M * N,
+    },
+    w,
+    x,
+    o,
+    0,
+  );
+}
+
+export function matmulBackward(
+  ctx: CudaContext,
+  dinp: DeviceBuffer | null,
+  dweight: DeviceBuffer | null,
+  dbias: DeviceBuffer | null,
+  dout: DeviceBuffer,
+  inp: DeviceBuffer,
+  weight: DeviceBuffer,
+  M: number,
+  K: number,
+  N: number,
+): void {
+  const dy = cudaBuf(dout, "matmul dout");
+  need(dy, M * N, "matmul dout"); // (M, N)
+  if (dinp !== null && M > 0 && K > 0 && N > 0) {
+    const dx = cudaBuf(dinp, "matmul dinp"), w = cudaBuf(weight, "matmul weight");
+    need(dx, M * K, "matmul dinp"); // (M, K)
+    need(w, N * K, "matmul weight"); // (N, K)
+    // Column-major: dinp^T(K, M) += W^T(K, N) . dout^T(N, M).
+    gemmRun(
+      ctx,
+      { transA: false, transB: false, m: K, n: M, k: N, lda: K, ldb: N, ldc: K },
+      w,
+      dy,
+      dx,
+      1,
+    );
+  }
+  if (dweight !== null && M > 0 && K > 0 && N > 0) {
+    const dw = cudaBuf(dweight, "matmul dweight"), x = cudaBuf(inp, "matmul inp");
+    need(dw, N * K, "matmul dweight"); // (N, K)
+    need(x, M * K, "matmul inp"); // (M, K)
+    // Column-major: dweight^T(K, N) += inp^T(K, M) . dout(M, N).
+    gemmRun(
+      ctx,
+      { transA: false, transB: true, m: K, n: N, k: M, lda: K, ldb: N, ldc: K },
+      x,
+      dy,
+      dw,
+      1,
+    );
+  }
+  if (dbias !== null && N > 0) {
+    const db = cudaBuf(dbias, "matmul dbias");
+    need(db, N, "matmul dbias"); // (N)
+    if (db.dtype === "f32" && M > 0) {
+      // Column-major: dbias(N, 1) += dout(N, M) . ones(M, 1), a GEMV that fills the GPU
+      // (bias_grad runs one thread per column, each looping over all M rows).
+      const ones = onesOf(ctx, M, dy.dtype === "bf16" ? "bf16" : "f32"); // (M)
+      gemmRun(
+        ctx,
+        { transA: false, transB: false, m: N, n: 1, k: M, lda: N, ldb: M, ldc: N },
+        dy,
+        ones,
+        db,
+        1,
+        { exact: true, role: "bias grad" },
+      );
+    } else {
+      ctx.kernels.run("bias_grad", Math.ceil(N / THREADS), THREADS, 0, [
+        db.ptr,
+        dtCode(db.dtype),
+        dy.ptr,
+        dtCode(dy.dtype),
+        M,
+        N,
+      ]);
+    }
+  }
+}
+
+/** A cached vector of at least n ones of `dtype` (column sums as GEMVs). */
+function onesOf(ctx: CudaContext, n: number, dtype: DType): CudaBuffer {
+  let b = ctx.ones.get(dtype);
+  if (b === undefined || b.length < n) {
+    if (b !== undefined) ctx.dropScratch(b);
+    b = ctx.scratch(n, dtype); // (n)
+    fill(ctx, b, 1);
+    ctx.ones.set(dtype, b);
+  }
+  return b;
+}
