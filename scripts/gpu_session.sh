@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# One lent-GPU session in one call: the parity check (issues #7, #9), the NCCL tests (#8) and
-# the benchmark (#10), each under its own time limit so one hang cannot eat the others. Every
-# log lands in $OUT (the device tool brings that folder back).
+# One lent-GPU session in one call: the GPU checks (scripts/gpu_check.ts runs every check of
+# tests/gpu/*_test.ts in one process: each CUDA op against the CPU oracle, PyTorch, NCCL at
+# world size 1, the tiny Llama and aidreams260K), the NCCL tests and the benchmark, each under
+# its own time limit so one hang cannot eat the others. Every log lands in $OUT (the device
+# tool brings that folder back). `deno test -A tests/gpu/` runs the same checks as one test
+# per op family instead (they are ignored, visibly, where no GPU answers).
 #
 # The device machine has no Deno, no ../shared and no network. Prepare, once, in the repo root:
-#   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/shared/models
+#   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu
 #   gzip -c "$(readlink -f "$(which deno)")" > .gpu/deno.gz
-#   cp -r ../shared/models/aidreams260K .gpu/shared/models/
-#   DENO_DIR=$PWD/.gpu/deno_dir deno cache cli.ts scripts/*.ts tests/*.ts   # npm:yaml offline
+#   DENO_DIR=$PWD/.gpu/deno_dir deno cache cli.ts scripts/*.ts tests/*.ts tests/gpu/*.ts   # npm:yaml offline
 # then call the device tool with carry [".gpu"] and the command
 #   bash scripts/gpu_session.sh CHECK_S NCCL_S BENCH_S [extra gpu_check args]
 # e.g. `bash scripts/gpu_session.sh 200 50 75`; a stage given 0 seconds is skipped.
@@ -21,7 +23,7 @@ shift $(($# < 3 ? $# : 3))
 OUT=${OUT:-/tmp/gpu_session_out}
 mkdir -p "$OUT" /tmp/dn
 gunzip -c .gpu/deno.gz >/tmp/dn/deno && chmod +x /tmp/dn/deno || exit 1
-export PATH=/tmp/dn:$PATH DENO_DIR=$PWD/.gpu/deno_dir TUNE_SHARED_DIR=$PWD/.gpu/shared
+export PATH=/tmp/dn:$PATH DENO_DIR=$PWD/.gpu/deno_dir
 export PYTHONUNBUFFERED=1 NO_COLOR=1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
