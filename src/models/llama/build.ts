@@ -1,0 +1,176 @@
+/**
+ * The builder of a Llama decoder's modules over its parameter stores: every linear layer
+ * as a view of the base store, with its LoRA (and DoRA) adapter wired in from the adapter
+ * store where the spec's LoRA targets it, the norms, the rope tables and the scratch the
+ * adapters share. The model owns the result; nothing here runs a forward.
+ */
+import type { Backend, DeviceBuffer } from "../../backend/ops.ts";
+import type { Allocator } from "../../modules/activations.ts";
+import { Attention } from "../../modules/attention.ts";
+import { Dora, type DoraScratch } from "../../modules/dora.ts";
+import { FeedForward } from "../../modules/feed_forward.ts";
+import { Linear } from "../../modules/linear.ts";
+import { Lora, type LoraScratch } from "../../modules/lora.ts";
+import { RmsNorm } from "../../modules/rms_norm.ts";
+import { type DeviceRope, ropeTables, uploadRope } from "../../modules/rope.ts";
+import { DecoderLayer } from "../../modules/transformer.ts";
+import type { ParamStore } from "../../params/store.ts";
+import { TuneError } from "../../errors.ts";
+import type { LoraConfig } from "../model_spec.ts";
+import { headSize, hiddenAct, type LlamaConfig } from "./config.ts";
+import { layerLinears, loraSites } from "./layout.ts";
+
+/** The modules of a decoder, over views of its stores. */
+export interface DecoderParts {
+  layers: DecoderLayer[];
+  norm: RmsNorm;
+  output: Linear;
+  tokEmb: DeviceBuffer; // (V, C)
+  dTokEmb: DeviceBuffer | null; // (V, C)
+  /** Rope tables for T positions; grown in place for longer generation. */
+  rope: DeviceRope;
+  /** Every LoRA adapter (switched off together by `withAdaptersDisabled`). */
+  loras: Lora[];
+  /** Every DoRA layer with its frozen base weight. */
+  doras: { dora: Dora; w: DeviceBuffer }[];
+  /** Prefixes of the adapted linear layers ("layers.0.attn.q_proj", "output", ...). */
+  adapted: Set<string>;
+  /** LoRA rank r (0 without LoRA). */
+  rank: number;
+}
+
+/** What `buildDecoder` needs besides the stores. */
+export interface BuildOptions {
+  /** Rows N = B*T of training/eval calls, and Nc of the output projection at a time. */
+  N: number;
+  chunkRows: number;
+  /** Positions of the rope tables. */
+  T: number;
+  training: boolean;
+  act: "f32" | "bf16";
+  /** The trainable stores keep group windows (sharded): DoRA is refused there. */
+  windowed: boolean;
+}
+
+/** Wire `cfg`'s decoder (with `lora`'s adapters) over `base` and `adapters`. */
+export function buildDecoder(
+  be: Backend,
+  al: Allocator,
+  cfg: LlamaConfig,
+  lora: LoraConfig | null,
+  stores: { base: ParamStore; adapters: ParamStore | null },
+  o: BuildOptions,
+): DecoderParts {
+  const { base, adapters } = stores;
+  const sites = lora ? loraSites(cfg, lora) : [];
+  const rank = lora?.rank ?? 0;
+  const adapted = new Set(sites.map((s) => s.prefix));
+  let loraScratch: LoraScratch | null = null;
+  if (lora) {
+    const maxIn = Math.max(...sites.map((s) => s.inDim));
+    // dropout masks and dh exist only in training (eval/generation run without dropout)
+    const drop = lora.dropout > 0 && o.training;
+    loraScratch = {
+      xd: al.alloc("scratch", drop ? o.N * maxIn : 1, o.act),
+      dxd: al.alloc("scratch", drop ? o.N * maxIn : 1, o.act),
+      dh: al.alloc("scratch", o.training ? o.N * rank : 1, o.act),
+    };
+  }
+  let doraScratch: DoraScratch | null = null;
+  if (lora?.useDora) {
+    if (o.windowed) {
+      throw new TuneError(
+        "use_dora=True is not supported by the sharded (distributed) LoRA recipes yet; run lora_finetune_single_device",
+      );
+    }
+    if (cfg.qkvBias && sites.some((s) => /\.(q|k|v)_proj$/.test(s.prefix))) {
+      throw new TuneError(
+        "use_dora=True does not support linear layers with a bias (torchtune's DoRALinear); drop q_proj, k_proj, v_proj from lora_attn_modules or set use_dora=False",
+      );
+    }
+    // the output projection runs over row chunks of the logits (see logitChunks)
+    const rows = (p: string) => (p === "output" ? o.chunkRows : o.N);
+    const maxZ = Math.max(...sites.map((s) => rows(s.prefix) * s.outDim));
+    const maxIO = Math.max(...sites.map((s) => s.outDim * s.inDim));
+    doraScratch = {
+      ba: al.alloc("scratch", maxIO), // (maxOut, maxIn) fp32
+      z: al.alloc("scratch", o.training ? maxZ : 1, o.act), // (N, maxOut)
+    };
+  }
+
+  const loras: Lora[] = [];
+  const doras: DecoderParts["doras"] = [];
+  const linear = (prefix: string, inDim: number, outDim: number, weightName?: string) => {
+    const wName = weightName ?? `${prefix}.weight`;
+    const hasBias = base.layout.has(`${prefix}.bias`);
+    const l = adapted.has(prefix) && lora && adapters
+      ? new Lora(inDim, outDim, lora.rank, lora.alpha, lora.dropout, {
+        a: adapters.param(`${prefix}.lora_a.weight`),
+        b: adapters.param(`${prefix}.lora_b.weight`),
+        da: adapters.grad(`${prefix}.lora_a.weight`),
+        db: adapters.grad(`${prefix}.lora_b.weight`),
+      }, loraScratch!)
+      : null;
+    if (l) loras.push(l);
+    if (l && doraScratch && adapters) {
+      l.dora = new Dora(l, {
+        magnitude: adapters.param(`${prefix}.magnitude`),
+        dmagnitude: adapters.grad(`${prefix}.magnitude`),
+        norm: al.alloc("scratch", outDim),
+        scale: al.alloc("scratch", outDim),
+      }, doraScratch);
+      doras.push({ dora: l.dora, w: base.param(wName) });
+    }
+    return new Linear(inDim, outDim, {
+      w: base.param(wName),
+      b: hasBias ? base.param(`${prefix}.bias`) : null,
+      dw: base.grad(wName),
+      db: hasBias ? base.grad(`${prefix}.bias`) : null,
+    }, l);
+  };
+  // Gemma's norms multiply by 1 + scale: one (C) fp32 scratch shared by every norm
+  const effScale = cfg.normOffset ? al.alloc("scratch", cfg.dim) : null;
+  const norm = (name: string) =>
+    new RmsNorm(
+      cfg.dim,
+      cfg.normEps,
+      base.param(name),
+      base.grad(name),
+      cfg.normOffset ?? 0,
+      effScale,
+    );
+  const HS = headSize(cfg);
+  const rope = uploadRope(be, ropeTables(HS, o.T, cfg.ropeTheta, cfg.ropeScaling));
+  const layers: DecoderLayer[] = [];
+  for (let i = 0; i < cfg.nLayers; i++) {
+    const [q, k, v, out, w1, w2, w3] = layerLinears(cfg, i).map((s) =>
+      linear(s.prefix, s.inDim, s.outDim)
+    );
+    const dims = { NH: cfg.nHeads, NKV: cfg.nKvHeads, HS };
+    layers.push(
+      new DecoderLayer(
+        norm(`layers.${i}.sa_norm.scale`),
+        new Attention(dims, q, k, v, out, rope, cfg.ropeLayout),
+        norm(`layers.${i}.mlp_norm.scale`),
+        new FeedForward(cfg.hiddenDim, w1, w2, w3, hiddenAct(cfg)),
+      ),
+    );
+  }
+  return {
+    layers,
+    norm: norm("norm.scale"),
+    tokEmb: base.param("tok_embeddings.weight"),
+    dTokEmb: base.grad("tok_embeddings.weight"),
+    output: linear(
+      "output",
+      cfg.dim,
+      cfg.vocabSize,
+      cfg.tiedEmbeddings ? "tok_embeddings.weight" : "output.weight",
+    ),
+    rope,
+    loras,
+    doras,
+    adapted,
+    rank,
+  };
+}
