@@ -12,7 +12,7 @@ import type { RopeLayout } from "../backend/ops.ts";
 import { familyComponentName, MODEL_FAMILIES } from "./builders/families.ts";
 import { gemma } from "./builders/gemma.ts";
 import { llama } from "./builders/llama.ts";
-import { type LoraArgs, loraConfig } from "./builders/lora.ts";
+import { LORA_DEFAULTS, type LoraArgs, loraConfig } from "./builders/lora.ts";
 import type { LlamaConfig } from "./llama/config.ts";
 import type { ModelSpec } from "./model_spec.ts";
 import { TuneError } from "../errors.ts";
@@ -26,9 +26,17 @@ export const LORA_PARAMS: ParamSchema = {
   },
   apply_lora_to_mlp: { type: "bool", default: false, doc: "adapters on the MLP's w1, w2, w3" },
   apply_lora_to_output: { type: "bool", default: false, doc: "adapter on the output projection" },
-  lora_rank: { type: "int", default: 8, doc: "rank r of the adapters" },
-  lora_alpha: { type: "float", default: 16, doc: "scale numerator: updates scale by alpha / r" },
-  lora_dropout: { type: "float", default: 0.0, doc: "dropout on the adapter input" },
+  lora_rank: { type: "int", default: LORA_DEFAULTS.rank, doc: "rank r of the adapters" },
+  lora_alpha: {
+    type: "float",
+    default: LORA_DEFAULTS.alpha,
+    doc: "scale numerator: updates scale by alpha / r",
+  },
+  lora_dropout: {
+    type: "float",
+    default: LORA_DEFAULTS.dropout,
+    doc: "dropout on the adapter input",
+  },
   use_dora: {
     type: "bool",
     default: false,

@@ -3,10 +3,12 @@
  * act is silu (SwiGLU, Llama) or gelu with the tanh approximation (GeGLU, Gemma).
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
-import type { HiddenAct } from "../models/llama/config.ts";
 import { mixSeed } from "../params/random.ts";
 import type { BackwardScratch, LayerActs } from "./activations.ts";
 import type { Linear } from "./linear.ts";
+
+/** The MLP activation on the gate: "silu" (SwiGLU) or "gelu_tanh" (Gemma's GeGLU). */
+export type HiddenAct = "silu" | "gelu_tanh";
 
 const SEED = { w1: 4, w2: 5, w3: 6 };
 

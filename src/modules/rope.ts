@@ -4,7 +4,14 @@
  * The rotation itself is the backend's `rope` op; this module owns the tables.
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
-import type { RopeScaling } from "../models/llama/config.ts";
+
+/** Llama 3.1-style rotary frequency scaling ("rope_type": "llama3" in Hugging Face configs). */
+export interface RopeScaling {
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
 
 /** Host rope tables: cos/sin (Tmax, HS/2), frequency i of position p at [p * HS/2 + i]. */
 export interface RopeTables {

@@ -1,8 +1,6 @@
 /** LoRA builder options (torchtune's `lora_*` keys) -> LoraConfig, with checks. */
-import { TuneError } from "../../errors.ts";
+import { checkLora } from "../llama/layout.ts";
 import type { LoraAttnModule, LoraConfig } from "../model_spec.ts";
-
-const MODULES: readonly LoraAttnModule[] = ["q_proj", "k_proj", "v_proj", "output_proj"];
 
 /** The `lora_*` keys of a LoRA builder section. */
 export interface LoraArgs {
@@ -15,34 +13,20 @@ export interface LoraArgs {
   use_dora?: boolean;
 }
 
-/** Check and convert LoRA builder keys. */
+/** Defaults of the `lora_*` keys (torchtune's LoRA builders). */
+export const LORA_DEFAULTS = { rank: 8, alpha: 16, dropout: 0 } as const;
+
+/** Convert LoRA builder keys to a LoraConfig, checked against the model (`checkLora`). */
 export function loraConfig(a: LoraArgs, tiedEmbeddings: boolean): LoraConfig {
-  for (const m of a.lora_attn_modules) {
-    if (!MODULES.includes(m as LoraAttnModule)) {
-      throw new TuneError(
-        `model.lora_attn_modules: unknown module ${m}; choose from ${MODULES.join(", ")}`,
-      );
-    }
-  }
-  const rank = a.lora_rank ?? 8;
-  if (!Number.isInteger(rank) || rank <= 0) {
-    throw new TuneError(`model.lora_rank must be a positive integer, got ${rank}`);
-  }
-  const dropout = a.lora_dropout ?? 0;
-  if (dropout < 0 || dropout >= 1) throw new TuneError(`model.lora_dropout must be in [0, 1)`);
-  if (a.apply_lora_to_output && tiedEmbeddings) {
-    throw new TuneError(
-      `model.apply_lora_to_output=True needs an untied output layer; this model ties it to ` +
-        `the embeddings, set apply_lora_to_output=False`,
-    );
-  }
-  return {
+  const lora: LoraConfig = {
     attnModules: a.lora_attn_modules as LoraAttnModule[],
     applyToMlp: a.apply_lora_to_mlp ?? false,
     applyToOutput: a.apply_lora_to_output ?? false,
-    rank,
-    alpha: a.lora_alpha ?? 16,
-    dropout,
+    rank: a.lora_rank ?? LORA_DEFAULTS.rank,
+    alpha: a.lora_alpha ?? LORA_DEFAULTS.alpha,
+    dropout: a.lora_dropout ?? LORA_DEFAULTS.dropout,
     ...(a.use_dora ? { useDora: true } : {}),
   };
+  checkLora(lora, tiedEmbeddings);
+  return lora;
 }

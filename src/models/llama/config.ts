@@ -1,12 +1,8 @@
 import type { RopeLayout } from "../../backend/ops.ts";
+import type { HiddenAct } from "../../modules/feed_forward.ts";
+import type { RopeScaling } from "../../modules/rope.ts";
 
-/** Llama 3.1-style rotary frequency scaling ("rope_type": "llama3" in Hugging Face configs). */
-export interface RopeScaling {
-  factor: number;
-  lowFreqFactor: number;
-  highFreqFactor: number;
-  originalMaxPositionEmbeddings: number;
-}
+export type { HiddenAct, RopeScaling };
 
 /**
  * Architecture of a Llama-family decoder (Llama 2/3/3.1/3.2, Mistral, Qwen2.5, llama2.c).
@@ -68,9 +64,6 @@ export interface LlamaConfig {
    */
   normOffset?: number;
 }
-
-/** The MLP activation of a config. */
-export type HiddenAct = "silu" | "gelu_tanh";
 
 /** Head size of a config. */
 export function headSize(cfg: LlamaConfig): number {

@@ -4,7 +4,7 @@
  * per layer plus the head), see config.ts for the names and shapes.
  */
 import { type GroupDecl, ParamLayout } from "../../params/layout.ts";
-import type { LoraConfig } from "../model_spec.ts";
+import type { LoraAttnModule, LoraConfig } from "../model_spec.ts";
 import { headSize, type LlamaConfig } from "./config.ts";
 import { TuneError } from "../../errors.ts";
 
@@ -92,25 +92,43 @@ export function baseLayout(cfg: LlamaConfig): ParamLayout {
   return new ParamLayout(groups);
 }
 
-/** The linear layers LoRA adapts under `lora`, in layout order. */
-export function loraSites(cfg: LlamaConfig, lora: LoraConfig): LinearSite[] {
-  if (!Number.isInteger(lora.rank) || lora.rank <= 0) {
-    throw new TuneError(`lora_rank must be a positive integer, got ${lora.rank}`);
-  }
-  if (!(lora.dropout >= 0 && lora.dropout < 1)) {
-    throw new TuneError(`lora_dropout must be in [0, 1), got ${lora.dropout}`);
-  }
-  if (lora.applyToOutput && cfg.tiedEmbeddings) {
-    throw new TuneError(
-      "apply_lora_to_output is not supported for a model with tied embeddings; set it to False",
-    );
-  }
-  const known = ["q_proj", "k_proj", "v_proj", "output_proj"];
+/** The LoRA modules of an attention block, torchtune's names. */
+export const LORA_ATTN_MODULES: readonly LoraAttnModule[] = [
+  "q_proj",
+  "k_proj",
+  "v_proj",
+  "output_proj",
+];
+
+/**
+ * The one check of LoRA settings against a model (builders and models call it): a TuneError
+ * naming the bad `model.lora_*` key otherwise.
+ */
+export function checkLora(lora: LoraConfig, tiedEmbeddings: boolean): void {
   for (const m of lora.attnModules) {
-    if (!known.includes(m)) {
-      throw new TuneError(`unknown lora_attn_modules entry ${m}; use any of ${known.join(", ")}`);
+    if (!LORA_ATTN_MODULES.includes(m)) {
+      throw new TuneError(
+        `model.lora_attn_modules: unknown module ${m}; choose from ${LORA_ATTN_MODULES.join(", ")}`,
+      );
     }
   }
+  if (!Number.isInteger(lora.rank) || lora.rank <= 0) {
+    throw new TuneError(`model.lora_rank must be a positive integer, got ${lora.rank}`);
+  }
+  if (!(lora.dropout >= 0 && lora.dropout < 1)) {
+    throw new TuneError(`model.lora_dropout must be in [0, 1), got ${lora.dropout}`);
+  }
+  if (lora.applyToOutput && tiedEmbeddings) {
+    throw new TuneError(
+      `model.apply_lora_to_output=True needs an untied output layer; this model ties it to ` +
+        `the embeddings, set apply_lora_to_output=False`,
+    );
+  }
+}
+
+/** The linear layers LoRA adapts under `lora`, in layout order. */
+export function loraSites(cfg: LlamaConfig, lora: LoraConfig): LinearSite[] {
+  checkLora(lora, cfg.tiedEmbeddings);
   const sites: LinearSite[] = [];
   for (let i = 0; i < cfg.nLayers; i++) {
     for (const s of layerLinears(cfg, i)) {
