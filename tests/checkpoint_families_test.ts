@@ -138,7 +138,8 @@ Deno.test("llamaConfigFromHf() refuses other architectures and rope scaling type
         { ...BASE, architectures: ["LlamaForCausalLM"], rope_scaling: { type: "yarn", factor: 4 } },
         "yarn",
       ],
-      [{ ...BASE, architectures: ["LlamaForCausalLM"], head_dim: 256 }, "head_dim"],
+      [{ ...BASE, architectures: ["LlamaForCausalLM"], mlp_bias: true }, "mlp_bias"],
+      [{ ...BASE, architectures: ["MistralForCausalLM"], hidden_act: "gelu" }, "hidden_act"],
     ] as const
   ) {
     throws(
@@ -150,4 +151,40 @@ Deno.test("llamaConfigFromHf() refuses other architectures and rope scaling type
       },
     );
   }
+});
+
+Deno.test("sliding_window: read from Mistral (and Qwen2 only with use_sliding_window), sequences and generation past it refused in one line", () => {
+  const json = {
+    ...BASE,
+    architectures: ["MistralForCausalLM"],
+    vocab_size: 32,
+    hidden_size: 24,
+    intermediate_size: 32,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 8, // Mistral NeMo: head_dim != hidden_size / heads
+    max_position_embeddings: 64,
+    sliding_window: 8,
+  };
+  const cfg = llamaConfigFromHf(json, "c.json");
+  assertEquals([cfg.slidingWindow, cfg.headDim], [8, 8]);
+  const noWindow = llamaConfigFromHf(
+    { ...json, architectures: ["Qwen2ForCausalLM"], use_sliding_window: false },
+    "c.json",
+  );
+  assertEquals(noWindow.slidingWindow, undefined);
+  const be = new CpuBackend();
+  const spec = { name: "t", config: cfg, lora: null };
+  const oneLine = (part: string) => (e: unknown) =>
+    e instanceof TuneError && e.message.includes(part) && !e.message.includes("\n");
+  throws(() => createLlama(be, spec, { batch: 1, seqLen: 9 }), oneLine("sliding_window 8"));
+  const model = createLlama(be, spec, { batch: 1, seqLen: 8, training: false });
+  model.initRandom(1);
+  // up to the window the model runs (the window changes nothing there)
+  const out = be.download(model.forward(new Int32Array(8).fill(3))) as Float32Array;
+  assert(out.every(Number.isFinite));
+  throws(() => model.setupCaches(1, 9), oneLine("generation length 9"));
+  model.setupCaches(1, 8);
+  model.free();
 });

@@ -60,11 +60,19 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   if (hd !== undefined && hd !== null && (!Number.isInteger(hd) || hd <= 0 || hd % 2 !== 0)) {
     throw new TuneError(`${path}: head_dim ${hd} must be a positive even integer`);
   }
-  // an explicit head size that differs from hidden_size / num_attention_heads (Gemma 7B)
+  // an explicit head size that differs from hidden_size / num_attention_heads (Gemma 7B,
+  // Mistral NeMo, Qwen3)
   const headDim = hd !== undefined && hd !== null && hd !== dim / nHeads ? hd as number : undefined;
-  if (headDim !== undefined && arch !== GEMMA_ARCH) {
+  const act = json.hidden_act;
+  if (arch !== GEMMA_ARCH && act !== undefined && act !== null && act !== "silu") {
+    throw new TuneError(`${path}: hidden_act ${act} is not supported for ${arch}; tune runs silu`);
+  }
+  if (json.mlp_bias === true) {
+    throw new TuneError(`${path}: mlp_bias true (biases on the MLP projections) is not supported`);
+  }
+  if (typeof json.attention_dropout === "number" && json.attention_dropout !== 0) {
     throw new TuneError(
-      `${path}: head_dim ${hd} != hidden_size / num_attention_heads; not supported for ${arch}`,
+      `${path}: attention_dropout ${json.attention_dropout} is not supported; tune's attention has no dropout (set it to 0.0)`,
     );
   }
   if (headDim === undefined && dim % nHeads !== 0) {
@@ -115,8 +123,23 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
     tiedEmbeddings: json.tie_word_embeddings ?? arch === GEMMA_ARCH,
     qkvBias: arch === "Qwen2ForCausalLM" || json.attention_bias === true,
     ...(headDim === undefined ? {} : { headDim }),
+    ...slidingWindow(json, arch, path),
     ...gemma,
   };
+}
+
+/**
+ * The sliding window of Mistral and Phi-3 (`sliding_window`), and of Qwen2 when
+ * `use_sliding_window` is true; the model refuses sequences longer than it.
+ */
+function slidingWindow(json: Json, arch: string, path: string): Partial<LlamaConfig> {
+  const w = json.sliding_window;
+  if (w === undefined || w === null || arch === GEMMA_ARCH) return {};
+  if (arch === "Qwen2ForCausalLM" && json.use_sliding_window !== true) return {};
+  if (!Number.isInteger(w) || w <= 0) {
+    throw new TuneError(`${path}: sliding_window ${w} must be a positive integer or null`);
+  }
+  return { slidingWindow: w };
 }
 
 /**
@@ -208,6 +231,7 @@ export function hfConfigJson(
     torch_dtype: options.torchDtype ?? options.base?.torch_dtype ?? "float32",
   };
   if (arch === "LlamaForCausalLM") out.attention_bias = cfg.qkvBias;
+  if (cfg.slidingWindow !== undefined) out.sliding_window = cfg.slidingWindow;
   if (cfg.headDim !== undefined || arch === GEMMA_ARCH) out.head_dim = headSize(cfg);
   if (arch === GEMMA_ARCH) {
     if (!cfg.embedScale || cfg.normOffset !== 1 || cfg.hiddenAct !== "gelu_tanh") {

@@ -1,4 +1,5 @@
 import type { RopeLayout } from "../../backend/ops.ts";
+import { TuneError } from "../../errors.ts";
 import type { HiddenAct } from "../../modules/feed_forward.ts";
 import type { RopeScaling } from "../../modules/rope.ts";
 
@@ -63,6 +64,24 @@ export interface LlamaConfig {
    * Gemma stores zero-centred scales and uses 1 (GemmaRMSNorm); default 0.
    */
   normOffset?: number;
+  /**
+   * Sliding-window attention (Mistral, Phi-3 `sliding_window`): a token sees only the last W
+   * positions. tune's attention has no window, so sequences (and generation) longer than W
+   * are refused; up to W positions the window changes nothing and the model is exact.
+   */
+  slidingWindow?: number;
+}
+
+/**
+ * Refuse `positions` longer than the config's sliding window (`what` names the length in
+ * the message): a window shorter than the sequence would change the logits.
+ */
+export function checkSlidingWindow(cfg: LlamaConfig, positions: number, what: string): void {
+  if (cfg.slidingWindow !== undefined && positions > cfg.slidingWindow) {
+    throw new TuneError(
+      `${what} ${positions} exceeds the model's sliding_window ${cfg.slidingWindow} (windowed attention is not implemented in tune); use at most ${cfg.slidingWindow} positions`,
+    );
+  }
 }
 
 /** Head size of a config. */

@@ -15,7 +15,7 @@ import type { KvCache } from "../../modules/attention.ts";
 import { ropeTables, uploadRope } from "../../modules/rope.ts";
 import { TuneError } from "../../errors.ts";
 import type { DecoderParts } from "./build.ts";
-import { headSize, type LlamaConfig } from "./config.ts";
+import { checkSlidingWindow, headSize, type LlamaConfig } from "./config.ts";
 import { layerLinears } from "./layout.ts";
 
 interface InferenceState {
@@ -66,6 +66,7 @@ export class KvInference {
         `generation length ${capacity} exceeds the model's max_seq_len ${cfg.maxSeqLen}; lower max_new_tokens or the prompt length`,
       );
     }
+    checkSlidingWindow(cfg, capacity, "generation length");
     this.#s?.alloc.freeAll();
     const be = this.be;
     if (capacity > this.parts.rope.maxSeqLen) this.#growRope(capacity);

@@ -29,7 +29,7 @@ import type { ModelSpec } from "../model_spec.ts";
 import { initLoraWeights, loadAdapters, mergeAdapters } from "./adapters.ts";
 import { BatchInputs, type BatchOptions, type TrainBatch } from "./batch_inputs.ts";
 import { buildDecoder, type DecoderParts } from "./build.ts";
-import { embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
+import { checkSlidingWindow, embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
 import { KvInference } from "./inference.ts";
 import { randomBaseWeights } from "./init.ts";
 import { baseLayout, layerLinears, loraLayout } from "./layout.ts";
@@ -137,6 +137,7 @@ export class LlamaModel {
         `sequence length ${this.T} exceeds the model's max_seq_len ${cfg.maxSeqLen}; lower max_seq_len of the dataset`,
       );
     }
+    checkSlidingWindow(cfg, this.T, "sequence length");
     const N = this.B * this.T;
     const chunks = opts.logitChunks ?? 1;
     if (!Number.isInteger(chunks) || chunks < 1) {
