@@ -21,6 +21,17 @@ const PUBLISHED: [string, number][] = [
   ["torchtune.models.qwen2_5.qwen2_5_0_5b", 494_032_768],
   ["torchtune.models.qwen2_5.qwen2_5_1_5b", 1_543_714_304],
   ["torchtune.models.qwen2_5.qwen2_5_7b", 7_615_616_512],
+  ["torchtune.models.qwen2.qwen2_0_5b", 494_032_768],
+  ["torchtune.models.qwen2.qwen2_1_5b", 1_543_714_304],
+  ["torchtune.models.qwen2.qwen2_7b", 7_615_616_512],
+  ["torchtune.models.qwen2_5.qwen2_5_1_5b_base", 1_543_714_304],
+  ["torchtune.models.qwen2_5.qwen2_5_3b", 3_085_938_688],
+  ["torchtune.models.qwen2_5.qwen2_5_7b_instruct", 7_615_616_512],
+  ["torchtune.models.qwen2_5.qwen2_5_14b_instruct", 14_770_033_664],
+  ["torchtune.models.qwen2_5.qwen2_5_32b_base", 32_763_876_352],
+  ["torchtune.models.qwen2_5.qwen2_5_72b_instruct", 72_706_203_648],
+  ["torchtune.models.llama3_3.llama3_3_70b", 70_553_706_496],
+  ["torchtune.models.phi4.phi4_14b", 14_659_507_200],
   ["tune.models.llama2c.stories15m", 15_191_712],
 ];
 

@@ -87,6 +87,24 @@ const qwen2_5 = (
     qkvBias: true,
   });
 
+/** Qwen2.5 14B/32B/72B: `_base` (131072 positions, norm_eps 1e-5) and `_instruct`. */
+function qwen2_5Large(
+  size: string,
+  layers: number,
+  heads: number,
+  dim: number,
+  hidden: number,
+): ModelFamilyEntry[] {
+  const cfg = (maxSeqLen: number, normEps: number) => () => ({
+    ...qwen2_5(152064, dim, layers, heads, 8, hidden, false, maxSeqLen)(),
+    normEps,
+  });
+  return [
+    { module: "qwen2_5", name: `qwen2_5_${size}_base`, config: cfg(131072, 1e-5) },
+    { module: "qwen2_5", name: `qwen2_5_${size}_instruct`, config: cfg(32768, 1e-6) },
+  ];
+}
+
 // llama2.c's tinyllamas: tied classifier, interleaved rotary layout (model.py).
 const stories = (
   embedDim: number,
@@ -173,6 +191,15 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
     config: llama3(3072, 28, 24, 8192, { maxSeqLen: 131072, scaling: LLAMA32_SCALING, tied: true }),
   },
   {
+    module: "llama3_3",
+    name: "llama3_3_70b",
+    config: llama3(8192, 80, 64, 28672, {
+      maxSeqLen: 131072,
+      scaling: LLAMA31_SCALING,
+      tied: false,
+    }),
+  },
+  {
     module: "mistral",
     name: "mistral_7b",
     config: () =>
@@ -188,6 +215,23 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
         ropeBase: 10000,
       }),
   },
+  // torchtune.models.qwen2 (Qwen2): q/k/v biases, small sizes tie the output
+  {
+    module: "qwen2",
+    name: "qwen2_0_5b",
+    config: qwen2_5(151936, 896, 24, 14, 2, 4864, true, 32768),
+  },
+  {
+    module: "qwen2",
+    name: "qwen2_1_5b",
+    config: qwen2_5(151936, 1536, 28, 12, 2, 8960, true, 32768),
+  },
+  {
+    module: "qwen2",
+    name: "qwen2_7b",
+    config: qwen2_5(152064, 3584, 28, 28, 4, 18944, false, 32768),
+  },
+  // torchtune.models.qwen2_5: base and instruct differ in max_seq_len (and norm_eps from 14B)
   {
     module: "qwen2_5",
     name: "qwen2_5_0_5b",
@@ -195,14 +239,36 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
   },
   {
     module: "qwen2_5",
-    name: "qwen2_5_1_5b",
-    config: qwen2_5(151936, 1536, 28, 12, 2, 8960, true, 32768),
+    name: "qwen2_5_1_5b_base",
+    config: qwen2_5(151936, 1536, 28, 12, 2, 8960, true, 131072),
   },
   {
     module: "qwen2_5",
-    name: "qwen2_5_7b",
-    config: qwen2_5(152064, 3584, 28, 28, 4, 18944, false, 131072),
+    name: "qwen2_5_1_5b_instruct",
+    config: qwen2_5(151936, 1536, 28, 12, 2, 8960, true, 32768),
+    // tune's earlier name of this size
+    aliases: ["torchtune.models.qwen2_5.qwen2_5_1_5b"],
   },
+  {
+    module: "qwen2_5",
+    name: "qwen2_5_3b",
+    config: qwen2_5(151936, 2048, 36, 16, 2, 11008, true, 32768),
+  },
+  {
+    module: "qwen2_5",
+    name: "qwen2_5_7b_base",
+    config: qwen2_5(152064, 3584, 28, 28, 4, 18944, false, 131072),
+    // tune's earlier name of this size
+    aliases: ["torchtune.models.qwen2_5.qwen2_5_7b"],
+  },
+  {
+    module: "qwen2_5",
+    name: "qwen2_5_7b_instruct",
+    config: qwen2_5(152064, 3584, 28, 28, 4, 18944, false, 32768),
+  },
+  ...qwen2_5Large("14b", 48, 40, 5120, 13824),
+  ...qwen2_5Large("32b", 64, 40, 5120, 27648),
+  ...qwen2_5Large("72b", 80, 64, 8192, 29568),
   {
     // torchtune's phi3_mini (Phi-3-mini-4k-instruct): Llama architecture, rotate-half rope
     // (Hugging Face Phi-3 applies rotate_half directly: no q/k permutation in its files),
@@ -220,6 +286,24 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
         maxSeqLen: 4096,
         normEps: 1e-5,
         ropeBase: 10000,
+        ropeLayout: "half",
+      }),
+  },
+  {
+    // torchtune's phi4_14b (Phi-4): the Phi-3 architecture (fused qkv/gate_up in its files)
+    module: "phi4",
+    name: "phi4_14b",
+    config: () =>
+      llama({
+        vocabSize: 100352,
+        numLayers: 40,
+        numHeads: 40,
+        numKvHeads: 10,
+        embedDim: 5120,
+        intermediateDim: 17920,
+        maxSeqLen: 16384,
+        normEps: 1e-5,
+        ropeBase: 250000,
         ropeLayout: "half",
       }),
   },
