@@ -37,6 +37,8 @@ export const CHECKPOINTER_PARAMS: ParamSchema = {
       "MISTRAL",
       "QWEN2",
       "PHI3_MINI",
+      "PHI4",
+      "QWEN3",
       "GEMMA",
       "LLAMA2C",
     ],
@@ -76,7 +78,7 @@ registerComponent<Checkpointer>({
   doc: "Hugging Face safetensors + config.json (reads sharded checkpoints, keeps the shard layout)",
   params: CHECKPOINTER_PARAMS,
   build: (a) =>
-    a.model_type === "PHI3_MINI"
+    a.model_type === "PHI3_MINI" || a.model_type === "PHI4"
       ? new Phi3MiniHFCheckpointer(checkpointerOptions(a))
       : new FullModelHFCheckpointer(checkpointerOptions(a)),
 });

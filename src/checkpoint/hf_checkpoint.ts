@@ -177,7 +177,9 @@ export function saveHfCheckpoint(
   const byFile = new Map<string, [string, HostTensor][]>();
   const dtype = options.dtype ?? "source";
   const baseArch = (options.configJson?.architectures as string[] | undefined)?.[0];
-  const phi3 = baseArch ? baseArch === PHI3_ARCH : options.modelType === "PHI3_MINI";
+  const phi3 = baseArch
+    ? baseArch === PHI3_ARCH
+    : options.modelType === "PHI3_MINI" || options.modelType === "PHI4";
   const named: [string, HostTensor][] = phi3 ? fusePhi3(half) : [];
   for (const [name, t] of phi3 ? [] : half) {
     const hf = tuneToHf(name);

@@ -1,6 +1,6 @@
 /**
  * Hugging Face `config.json` <-> LlamaConfig for LlamaForCausalLM, MistralForCausalLM,
- * Qwen2ForCausalLM, Phi3ForCausalLM (Phi-3 is the Llama architecture with q/k/v and
+ * Qwen2ForCausalLM, Qwen3ForCausalLM (per-head q/k RMSNorm), Phi3ForCausalLM (Phi-3 is the Llama architecture with q/k/v and
  * gate/up stored fused, see phi3_fused.ts) and GemmaForCausalLM (Gemma 1: GeGLU MLP,
  * embeddings times sqrt(hidden_size), norms times 1 + weight, tied output, explicit head_dim;
  * its tensors have Llama's names and its norm weights are stored zero-centred, as
@@ -18,6 +18,8 @@ export type ModelType =
   | "MISTRAL"
   | "QWEN2"
   | "PHI3_MINI"
+  | "PHI4"
+  | "QWEN3"
   | "GEMMA"
   | "LLAMA2C";
 
@@ -25,9 +27,13 @@ const ARCHS: Record<string, { hfModelType: string; defaultTheta: number }> = {
   LlamaForCausalLM: { hfModelType: "llama", defaultTheta: 10000 },
   MistralForCausalLM: { hfModelType: "mistral", defaultTheta: 10000 },
   Qwen2ForCausalLM: { hfModelType: "qwen2", defaultTheta: 10000 },
+  Qwen3ForCausalLM: { hfModelType: "qwen3", defaultTheta: 10000 },
   Phi3ForCausalLM: { hfModelType: "phi3", defaultTheta: 10000 },
   GemmaForCausalLM: { hfModelType: "gemma", defaultTheta: 10000 },
 };
+
+/** Qwen3's architecture (torchtune's model_type QWEN3): per-head q/k norms, head_dim 128 by default. */
+export const QWEN3_ARCH = "Qwen3ForCausalLM";
 
 /** Gemma 1's architecture (torchtune's model_type GEMMA). */
 export const GEMMA_ARCH = "GemmaForCausalLM";
@@ -56,7 +62,8 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   };
   const dim = need("hidden_size");
   const nHeads = need("num_attention_heads");
-  const hd = json.head_dim;
+  // transformers' Qwen3Config defaults head_dim to 128 (not hidden_size / heads)
+  const hd = json.head_dim ?? (arch === QWEN3_ARCH ? 128 : undefined);
   if (hd !== undefined && hd !== null && (!Number.isInteger(hd) || hd <= 0 || hd % 2 !== 0)) {
     throw new TuneError(`${path}: head_dim ${hd} must be a positive even integer`);
   }
@@ -122,6 +129,7 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
     maxSeqLen: json.max_position_embeddings ?? 2048,
     tiedEmbeddings: json.tie_word_embeddings ?? arch === GEMMA_ARCH,
     qkvBias: arch === "Qwen2ForCausalLM" || json.attention_bias === true,
+    ...(arch === QWEN3_ARCH ? { qkNorm: true } : {}),
     ...(headDim === undefined ? {} : { headDim }),
     ...slidingWindow(json, arch, path),
     ...gemma,
@@ -135,7 +143,8 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
 function slidingWindow(json: Json, arch: string, path: string): Partial<LlamaConfig> {
   const w = json.sliding_window;
   if (w === undefined || w === null || arch === GEMMA_ARCH) return {};
-  if (arch === "Qwen2ForCausalLM" && json.use_sliding_window !== true) return {};
+  const qwen = arch === "Qwen2ForCausalLM" || arch === QWEN3_ARCH;
+  if (qwen && json.use_sliding_window !== true) return {};
   if (!Number.isInteger(w) || w <= 0) {
     throw new TuneError(`${path}: sliding_window ${w} must be a positive integer or null`);
   }
@@ -199,8 +208,10 @@ export function hfConfigJson(
       ? "MistralForCausalLM"
       : options.modelType === "GEMMA" || (cfg.embedScale && !options.modelType)
       ? GEMMA_ARCH
-      : options.modelType === "PHI3_MINI"
+      : options.modelType === "PHI3_MINI" || options.modelType === "PHI4"
       ? PHI3_ARCH
+      : options.modelType === "QWEN3" || (cfg.qkNorm && !options.modelType)
+      ? QWEN3_ARCH
       : options.modelType === "QWEN2" || (cfg.qkvBias && !options.modelType)
       ? "Qwen2ForCausalLM"
       : "LlamaForCausalLM");
@@ -230,7 +241,18 @@ export function hfConfigJson(
     tie_word_embeddings: cfg.tiedEmbeddings,
     torch_dtype: options.torchDtype ?? options.base?.torch_dtype ?? "float32",
   };
-  if (arch === "LlamaForCausalLM") out.attention_bias = cfg.qkvBias;
+  if (arch === "LlamaForCausalLM" || arch === QWEN3_ARCH) out.attention_bias = cfg.qkvBias;
+  if ((arch === QWEN3_ARCH) !== (cfg.qkNorm ?? false)) {
+    throw new TuneError(
+      cfg.qkNorm
+        ? `a model with per-head q/k norms can only be saved as Qwen3ForCausalLM; set checkpointer.model_type=QWEN3`
+        : `model_type QWEN3 needs a Qwen3 model (per-head q/k norms); pick a torchtune.models.qwen3 builder`,
+    );
+  }
+  if (arch === QWEN3_ARCH) {
+    out.head_dim = headSize(cfg); // Qwen3Config's default (128) is not hidden_size / heads
+    out.use_sliding_window = cfg.slidingWindow !== undefined;
+  }
   if (cfg.slidingWindow !== undefined) out.sliding_window = cfg.slidingWindow;
   if (cfg.headDim !== undefined || arch === GEMMA_ARCH) out.head_dim = headSize(cfg);
   if (arch === GEMMA_ARCH) {

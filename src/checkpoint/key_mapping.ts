@@ -14,6 +14,9 @@ const LAYER: Record<string, [string, string]> = {
   "attn.k_proj.bias": ["self_attn.k_proj.bias", "attention.wk.bias"],
   "attn.v_proj.bias": ["self_attn.v_proj.bias", "attention.wv.bias"],
   "attn.output_proj.weight": ["self_attn.o_proj.weight", "attention.wo.weight"],
+  // Qwen3's per-head q/k norms (Meta's params.json cannot describe them: never written there)
+  "attn.q_norm.scale": ["self_attn.q_norm.weight", "attention.q_norm.weight"],
+  "attn.k_norm.scale": ["self_attn.k_norm.weight", "attention.k_norm.weight"],
   "mlp_norm.scale": ["post_attention_layernorm.weight", "ffn_norm.weight"],
   "mlp.w1.weight": ["mlp.gate_proj.weight", "feed_forward.w1.weight"],
   "mlp.w2.weight": ["mlp.down_proj.weight", "feed_forward.w2.weight"],

@@ -262,6 +262,10 @@ export function readLlama2c(path: string): Llama2cModel {
 function checkWritable(cfg: LlamaConfig): void {
   const why = cfg.qkvBias
     ? "it has q/k/v biases"
+    : cfg.qkNorm
+    ? "it has per-head q/k norms (Qwen3)"
+    : cfg.slidingWindow !== undefined
+    ? "it has a sliding window"
     : headSize(cfg) !== cfg.dim / cfg.nHeads || cfg.embedScale || cfg.normOffset ||
         hiddenAct(cfg) !== "silu"
     ? "it is a Gemma-style model (head_dim, GeGLU, scaled embeddings or 1 + scale norms)"

@@ -65,10 +65,10 @@ export function metaParamsJson(cfg: LlamaConfig): Json {
   // params.json has no head_dim, activation, embedding scale or norm offset (Gemma)
   if (
     headSize(cfg) !== cfg.dim / cfg.nHeads || cfg.embedScale || cfg.normOffset ||
-    hiddenAct(cfg) !== "silu"
+    hiddenAct(cfg) !== "silu" || cfg.qkNorm || cfg.slidingWindow !== undefined
   ) {
     throw new TuneError(
-      `cannot write this model as a Meta checkpoint (params.json has no Gemma/head_dim fields); use FullModelHFCheckpointer`,
+      `cannot write this model as a Meta checkpoint (params.json has no Gemma, head_dim, q/k norm or sliding window fields); use FullModelHFCheckpointer`,
     );
   }
   let multipleOf = 1;

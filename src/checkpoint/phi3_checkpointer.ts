@@ -62,7 +62,7 @@ export function loadPhi3Adapter(path: string, cfg: LlamaConfig): StateDict {
   return convertRopeLayout(sd, { ...cfg, ropeLayout: "half" }, cfg.ropeLayout);
 }
 
-/** FullModelHFCheckpointer for `model_type: PHI3_MINI`; see the module doc. */
+/** FullModelHFCheckpointer for `model_type: PHI3_MINI` and `PHI4` (Phi-4 is the Phi-3 architecture); see the module doc. */
 export class Phi3MiniHFCheckpointer extends FullModelHFCheckpointer {
   #adapterCheckpoint: string | null;
   #noted = false;
@@ -78,7 +78,7 @@ export class Phi3MiniHFCheckpointer extends FullModelHFCheckpointer {
     const arch = (r.configJson.architectures as string[] | undefined)?.[0];
     if (arch !== PHI3_ARCH) {
       throw new TuneError(
-        `checkpointer.model_type is PHI3_MINI but ${
+        `checkpointer.model_type is ${this.options.modelType} but ${
           dir ?? this.options.checkpointDir
         }/config.json ` +
           `says ${arch}; set model_type to the checkpoint's family`,

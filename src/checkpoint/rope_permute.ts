@@ -46,9 +46,12 @@ export function halfToInterleaved(data: Float32Array, nHeads: number, rows: numb
 }
 
 const QK = /^layers\.\d+\.attn\.(q|k)_proj\.(weight|bias|lora_b\.weight|magnitude)$/;
+/** Qwen3's per-head q/k norm scales (HS): the rows of one head, permuted like each head's. */
+const QK_NORM = /^layers\.\d+\.attn\.(q|k)_norm\.scale$/;
 
 /**
- * The state dict with q/k rows (weights, biases, LoRA B matrices, DoRA magnitudes) permuted from
+ * The state dict with q/k rows (weights, biases, LoRA B matrices, DoRA magnitudes, Qwen3's
+ * per-head q/k norm scales) permuted from
  * `cfg.ropeLayout` to `target`. Other tensors are shared, not copied. Same layout: returned as is.
  */
 export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeLayout): StateDict {
@@ -56,11 +59,12 @@ export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeL
   const out: StateDict = new Map();
   for (const [name, t] of sd) {
     const m = QK.exec(name);
-    if (!m) {
+    const norm = QK_NORM.test(name);
+    if (!m && !norm) {
       out.set(name, t);
       continue;
     }
-    const heads = m[1] === "q" ? cfg.nHeads : cfg.nKvHeads;
+    const heads = norm ? 1 : m![1] === "q" ? cfg.nHeads : cfg.nKvHeads;
     const rows = t.shape[0];
     const data = target === "half"
       ? interleavedToHalf(t.data, heads, rows)

@@ -53,6 +53,7 @@ export function checkSameArchitecture(a: LlamaConfig, b: LlamaConfig, source: st
     hiddenAct: hiddenAct(c),
     embedScale: c.embedScale ?? false,
     normOffset: c.normOffset ?? 0,
+    qkNorm: c.qkNorm ?? false,
   });
   const [da, db] = [derived(a), derived(b)];
   for (const k of keys) {

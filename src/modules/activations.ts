@@ -14,6 +14,8 @@ export interface ActDims {
   NKV: number;
   HS: number;
   H: number;
+  /** Per-head q/k RMSNorm (Qwen3): the layer also saves q and k before their norms. */
+  qkNorm?: boolean;
 }
 
 /** LoRA module keys in a decoder layer (also the dropout-seed index of each). */
@@ -28,6 +30,14 @@ export const LAYER_LINEARS = [
 ] as const;
 export type LayerLinear = typeof LAYER_LINEARS[number];
 
+/** What a per-head q/k RMSNorm saves (Qwen3). */
+export interface QkNormActs {
+  q: DeviceBuffer; // (N, NH*HS) q projection before its norm
+  k: DeviceBuffer; // (N, NKV*HS) k projection before its norm
+  rstdQ: DeviceBuffer; // (N*NH)
+  rstdK: DeviceBuffer; // (N*NKV)
+}
+
 /** Saved activations of one decoder layer (N = B*T). */
 export interface LayerActs {
   ln1: DeviceBuffer; // (N, C)
@@ -37,6 +47,8 @@ export interface LayerActs {
   v: DeviceBuffer; // (N, NKV*HS)
   att: DeviceBuffer; // (N, NH*HS) attention output before output_proj
   lse: DeviceBuffer; // (B, NH, T)
+  /** With per-head q/k norms: q and k before them, and their rstd. */
+  qk?: QkNormActs;
   h1: DeviceBuffer; // (N, C) residual after attention
   ln2: DeviceBuffer; // (N, C)
   rstd2: DeviceBuffer; // (N)
@@ -108,6 +120,16 @@ export function allocLayerActs(
     v: a(N * KV),
     att: a(N * Q),
     lse: al.alloc(category, d.B * d.NH * d.T),
+    ...(d.qkNorm
+      ? {
+        qk: {
+          q: a(N * Q),
+          k: a(N * KV),
+          rstdQ: al.alloc(category, N * d.NH),
+          rstdK: al.alloc(category, N * d.NKV),
+        },
+      }
+      : {}),
     h1: a(N * d.C),
     ln2: a(N * d.C),
     rstd2: al.alloc(category, N),

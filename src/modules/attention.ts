@@ -4,8 +4,9 @@
  */
 import type { Backend, DeviceBuffer, RopeLayout } from "../backend/ops.ts";
 import { mixSeed } from "../params/random.ts";
-import type { BackwardScratch, LayerActs } from "./activations.ts";
+import type { BackwardScratch, LayerActs, QkNormActs } from "./activations.ts";
 import type { Linear } from "./linear.ts";
+import type { RmsNorm } from "./rms_norm.ts";
 import type { DeviceRope } from "./rope.ts";
 
 /** A KV cache of one layer for generation. */
@@ -47,6 +48,8 @@ export class Attention {
     readonly o: Linear,
     readonly rope: DeviceRope,
     readonly layout: RopeLayout,
+    /** Per-head RMSNorms (HS) of q and k before rope (Qwen3), or null. */
+    readonly qkNorm: { q: RmsNorm; k: RmsNorm } | null = null,
   ) {}
 
   /** Packing of the current batch; used by forwards without a KV cache and by backward. */
@@ -70,9 +73,14 @@ export class Attention {
     const { NH, NKV, HS } = this.d;
     const N = B * T;
     const s = (i: number) => (seed === null ? null : mixSeed(seed, i));
-    this.q.forward(be, acts.q, x, N, acts.hs.q_proj ?? null, s(SEED.q)); // (B, T, NH, HS)
-    this.k.forward(be, acts.k, x, N, acts.hs.k_proj ?? null, s(SEED.k)); // (B, T, NKV, HS)
+    const qk = this.qkNorm ? mustHave(acts.qk) : null;
+    this.q.forward(be, qk?.q ?? acts.q, x, N, acts.hs.q_proj ?? null, s(SEED.q)); // (B, T, NH, HS)
+    this.k.forward(be, qk?.k ?? acts.k, x, N, acts.hs.k_proj ?? null, s(SEED.k)); // (B, T, NKV, HS)
     this.v.forward(be, acts.v, x, N, acts.hs.v_proj ?? null, s(SEED.v)); // (B, T, NKV, HS)
+    if (qk) {
+      this.qkNorm!.q.forward(be, acts.q, qk.rstdQ, qk.q, N * NH); // (N*NH, HS) rows
+      this.qkNorm!.k.forward(be, acts.k, qk.rstdK, qk.k, N * NKV); // (N*NKV, HS) rows
+    }
     if (pos + T > this.rope.maxSeqLen) {
       throw new Error(`position ${pos + T} exceeds the rope table length ${this.rope.maxSeqLen}`);
     }
@@ -145,8 +153,28 @@ export class Attention {
     const at = this.packing?.positions ?? null;
     be.rope(sc.dq, this.rope.cos, this.rope.sin, B, T, NH, HS, 0, this.layout, true, at);
     be.rope(sc.dk, this.rope.cos, this.rope.sin, B, T, NKV, HS, 0, this.layout, true, at);
-    this.q.backward(be, dx, sc.dq, x, N, acts.hs.q_proj ?? null, s(SEED.q));
-    this.k.backward(be, dx, sc.dk, x, N, acts.hs.k_proj ?? null, s(SEED.k));
+    if (this.qkNorm) {
+      // through the per-head norms: datt (free since attentionBackward) holds the gradient
+      // of q, then of k, before their norms
+      const qk = mustHave(acts.qk);
+      be.fill(sc.datt, 0);
+      this.qkNorm.q.backward(be, sc.datt, sc.dq, qk.q, qk.rstdQ, N * NH);
+      this.q.backward(be, dx, sc.datt, x, N, acts.hs.q_proj ?? null, s(SEED.q));
+      const dkRaw = be.view(sc.datt, 0, N * NKV * HS); // (N, NKV*HS)
+      be.fill(dkRaw, 0);
+      this.qkNorm.k.backward(be, dkRaw, sc.dk, qk.k, qk.rstdK, N * NKV);
+      this.k.backward(be, dx, dkRaw, x, N, acts.hs.k_proj ?? null, s(SEED.k));
+    } else {
+      this.q.backward(be, dx, sc.dq, x, N, acts.hs.q_proj ?? null, s(SEED.q));
+      this.k.backward(be, dx, sc.dk, x, N, acts.hs.k_proj ?? null, s(SEED.k));
+    }
     this.v.backward(be, dx, sc.dv, x, N, acts.hs.v_proj ?? null, s(SEED.v));
   }
+}
+
+function mustHave(qk: QkNormActs | undefined): QkNormActs {
+  if (!qk) {
+    throw new Error("attention with q/k norms needs their saved activations (ActDims.qkNorm)");
+  }
+  return qk;
 }

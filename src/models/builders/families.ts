@@ -87,6 +87,43 @@ const qwen2_5 = (
     qkvBias: true,
   });
 
+/**
+ * Qwen3 (torchtune.models.qwen3; Hugging Face Qwen3ForCausalLM): per-head q/k RMSNorm, no
+ * q/k/v bias, head_dim 128 whatever embed_dim / num_heads is; `_base` has 32768 positions and
+ * `_instruct` 40960 (the 32B has one builder, instruct's).
+ */
+function qwen3(
+  size: string,
+  layers: number,
+  heads: number,
+  dim: number,
+  hidden: number,
+  tied: boolean,
+  variants: ("base" | "instruct" | "")[] = ["base", "instruct"],
+): ModelFamilyEntry[] {
+  const cfg = (maxSeqLen: number) => (): LlamaConfig => ({
+    ...llama({
+      vocabSize: 151936,
+      numLayers: layers,
+      numHeads: heads,
+      numKvHeads: 8,
+      embedDim: dim,
+      intermediateDim: hidden,
+      maxSeqLen,
+      normEps: 1e-6,
+      ropeBase: 1000000,
+      tieWordEmbeddings: tied,
+    }),
+    ...(dim / heads === 128 ? {} : { headDim: 128 }),
+    qkNorm: true,
+  });
+  return variants.map((v) => ({
+    module: "qwen3",
+    name: v ? `qwen3_${size}_${v}` : `qwen3_${size}`,
+    config: cfg(v === "base" ? 32768 : 40960),
+  }));
+}
+
 /** Qwen2.5 14B/32B/72B: `_base` (131072 positions, norm_eps 1e-5) and `_instruct`. */
 function qwen2_5Large(
   size: string,
@@ -307,6 +344,12 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
         ropeLayout: "half",
       }),
   },
+  ...qwen3("0_6b", 28, 16, 1024, 3072, true),
+  ...qwen3("1_7b", 28, 16, 2048, 6144, true),
+  ...qwen3("4b", 36, 32, 2560, 9728, true),
+  ...qwen3("8b", 36, 32, 4096, 12288, false),
+  ...qwen3("14b", 40, 40, 5120, 17408, false),
+  ...qwen3("32b", 64, 64, 5120, 25600, false, [""]),
   // torchtune.models.gemma (Gemma 1): GeGLU, scaled embeddings, 1 + scale norms, tied output
   { module: "gemma", name: "gemma_2b", config: gemma2b },
   { module: "gemma", name: "gemma_7b", config: gemma7b },

@@ -147,10 +147,18 @@ export function buildDecoder(
       linear(s.prefix, s.inDim, s.outDim)
     );
     const dims = { NH: cfg.nHeads, NKV: cfg.nKvHeads, HS };
+    const headNorm = (name: string) =>
+      new RmsNorm(HS, cfg.normEps, base.param(name), base.grad(name));
+    const qkNorm = cfg.qkNorm
+      ? {
+        q: headNorm(`layers.${i}.attn.q_norm.scale`),
+        k: headNorm(`layers.${i}.attn.k_norm.scale`),
+      }
+      : null;
     layers.push(
       new DecoderLayer(
         norm(`layers.${i}.sa_norm.scale`),
-        new Attention(dims, q, k, v, out, rope, cfg.ropeLayout),
+        new Attention(dims, q, k, v, out, rope, cfg.ropeLayout, qkNorm),
         norm(`layers.${i}.mlp_norm.scale`),
         new FeedForward(cfg.hiddenDim, w1, w2, w3, hiddenAct(cfg)),
       ),

@@ -70,6 +70,11 @@ export interface LlamaConfig {
    * are refused; up to W positions the window changes nothing and the model is exact.
    */
   slidingWindow?: number;
+  /**
+   * Per-head RMSNorm on q and k after their projections, before rope (Qwen3's q_norm and
+   * k_norm): layers.{i}.attn.q_norm.scale (HS) and k_norm.scale (HS), eps normEps.
+   */
+  qkNorm?: boolean;
 }
 
 /**

@@ -207,6 +207,16 @@ function viewActs(be: Backend, a: LayerActs, d: ActDims, rank: number): LayerAct
     v: v(a.v, N * KV),
     att: v(a.att, N * Q),
     lse: v(a.lse, d.B * d.NH * d.T),
+    ...(a.qk
+      ? {
+        qk: {
+          q: v(a.qk.q, N * Q),
+          k: v(a.qk.k, N * KV),
+          rstdQ: v(a.qk.rstdQ, N * d.NH),
+          rstdK: v(a.qk.rstdK, N * d.NKV),
+        },
+      }
+      : {}),
     h1: v(a.h1, N * d.C),
     ln2: v(a.ln2, N * d.C),
     rstd2: v(a.rstd2, N),

@@ -83,6 +83,13 @@ export function baseLayout(cfg: LlamaConfig): ParamLayout {
       if (cfg.qkvBias && (s.key === "q_proj" || s.key === "k_proj" || s.key === "v_proj")) {
         t.push({ name: `${s.prefix}.bias`, shape: [s.outDim] });
       }
+      if (cfg.qkNorm && s.key === "output_proj") {
+        const HS = headSize(cfg);
+        t.push(
+          { name: `layers.${i}.attn.q_norm.scale`, shape: [HS] },
+          { name: `layers.${i}.attn.k_norm.scale`, shape: [HS] },
+        );
+      }
     }
     groups.push({ name: `layers.${i}`, tensors: t });
   }

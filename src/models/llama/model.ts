@@ -185,6 +185,7 @@ export class LlamaModel {
       NKV: cfg.nKvHeads,
       HS: headSize(cfg),
       H: cfg.hiddenDim,
+      qkNorm: cfg.qkNorm ?? false,
     };
     const ranks: Partial<Record<LayerLinear, number>> = {};
     for (const s of layerLinears(cfg, 0)) {
