@@ -26,7 +26,7 @@ import {
 import { mixSeed } from "../../params/random.ts";
 import { ParamStore } from "../../params/store.ts";
 import type { ModelSpec } from "../model_spec.ts";
-import { initLoraWeights, loadAdapters, mergeAdapters } from "./adapters.ts";
+import { checkNoExtra, initLoraWeights, loadAdapters, loadBase, mergeAdapters } from "./weights.ts";
 import { BatchInputs, type BatchOptions, type TrainBatch } from "./batch_inputs.ts";
 import { buildDecoder, type DecoderParts } from "./build.ts";
 import { checkSlidingWindow, embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
@@ -247,31 +247,13 @@ export class LlamaModel {
    * weights (torchtune's initialize_dora_magnitude).
    */
   loadStateDict(sd: StateDict, opts: { strict?: boolean } = {}): void {
-    for (const e of this.base.layout.entries) {
-      const t = sd.get(e.name);
-      if (!t) {
-        throw new TuneError(
-          `checkpoint has no tensor ${e.name} (expected shape [${
-            e.shape.join(", ")
-          }]) for model ${this.spec.name}; check the model builder and checkpoint files`,
-        );
-      }
-      this.base.setTensor(e.name, t);
-    }
+    loadBase(this.base, sd, this.spec.name);
     if (this.adapters) {
       const got = loadAdapters(this.adapters, sd);
       if (got === "fresh") this.initAdapters(this.#seed);
       else if (got === "no-magnitudes") this.#initDoraMagnitudes();
     }
-    if (opts.strict ?? true) {
-      for (const name of sd.keys()) {
-        if (!this.base.layout.has(name) && !this.adapters?.layout.has(name)) {
-          throw new TuneError(
-            `checkpoint tensor ${name} is not a parameter of model ${this.spec.name}; check that the model builder matches the checkpoint`,
-          );
-        }
-      }
-    }
+    if (opts.strict ?? true) checkNoExtra(sd, [this.base, this.adapters], this.spec.name);
   }
 
   /** Deterministic random base weights (and fresh adapters) for `seed`. */
@@ -308,7 +290,7 @@ export class LlamaModel {
     return this.adapters ? this.adapters.toStateDict() : new Map();
   }
 
-  /** Base weights with every adapter merged in (see adapters.ts `mergeAdapters`). */
+  /** Base weights with every adapter merged in (see weights.ts `mergeAdapters`). */
   mergedStateDict(): StateDict {
     const sd = this.base.toStateDict();
     const lora = this.spec.lora;

@@ -1,7 +1,7 @@
 /**
- * Host-side LoRA/DoRA adapter values of a Llama model: fresh torchtune-style initial
- * values, loading them from a state dict, and merging them into the base weights for
- * export.
+ * Host-side weights of a Llama model: loading the base weights and LoRA/DoRA adapters from a
+ * state dict (with one-line errors naming a missing or unexpected tensor), fresh
+ * torchtune-style adapter values, and merging the adapters into the base weights for export.
  */
 import type { StateDict } from "../../checkpoint/state_dict.ts";
 import { mergeDoraHost } from "../../modules/dora.ts";
@@ -12,6 +12,32 @@ import { TuneError } from "../../errors.ts";
 import type { LoraConfig } from "../model_spec.ts";
 import type { LlamaConfig } from "./config.ts";
 import { loraSites } from "./layout.ts";
+
+/** Set every base tensor from `sd`; a missing one is a TuneError naming it and model `name`. */
+export function loadBase(base: ParamStore, sd: StateDict, name: string): void {
+  for (const e of base.layout.entries) {
+    const t = sd.get(e.name);
+    if (!t) {
+      throw new TuneError(
+        `checkpoint has no tensor ${e.name} (expected shape [${
+          e.shape.join(", ")
+        }]) for model ${name}; check the model builder and checkpoint files`,
+      );
+    }
+    base.setTensor(e.name, t);
+  }
+}
+
+/** A TuneError naming the first tensor of `sd` that no store of model `name` has. */
+export function checkNoExtra(sd: StateDict, stores: (ParamStore | null)[], name: string): void {
+  for (const n of sd.keys()) {
+    if (!stores.some((s) => s?.layout.has(n))) {
+      throw new TuneError(
+        `checkpoint tensor ${n} is not a parameter of model ${name}; check that the model builder matches the checkpoint`,
+      );
+    }
+  }
+}
 
 /** A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform, a=sqrt(5)), B = 0 for every site. */
 export function initLoraWeights(
