@@ -78,6 +78,17 @@ export interface LlamaConfig {
 }
 
 /**
+ * The config a recipe builds its model from: the builder's architecture plus what only the
+ * loaded checkpoint knows, its rotary layout and its sliding window (Mistral's
+ * `sliding_window`), so neither is silently dropped.
+ */
+export function withCheckpointFields(builder: LlamaConfig, checkpoint: LlamaConfig): LlamaConfig {
+  const out: LlamaConfig = { ...builder, ropeLayout: checkpoint.ropeLayout };
+  if (checkpoint.slidingWindow !== undefined) out.slidingWindow = checkpoint.slidingWindow;
+  return out;
+}
+
+/**
  * Refuse `positions` longer than the config's sliding window (`what` names the length in
  * the message): a window shorter than the sequence would change the logits.
  */
