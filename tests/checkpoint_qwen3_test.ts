@@ -203,6 +203,57 @@ Deno.test("`lossAndBackward()` of a Qwen3 model gives PyTorch's loss and every g
   model.free();
 });
 
+Deno.test("`lossAndBackward()` of a Qwen3 LoRA model (q, k, v, o, gate, up, down, output) gives PyTorch's loss and every adapter gradient", () => {
+  const hf = loadHfCheckpoint(QWEN3);
+  const tokens = TINY.i32("train_tokens"), targets = TINY.i32("train_targets");
+  const lora: LoraConfig = {
+    attnModules: ["q_proj", "k_proj", "v_proj", "output_proj"],
+    applyToMlp: true,
+    applyToOutput: true,
+    rank: 2,
+    alpha: 4,
+    dropout: 0,
+  };
+  // the fixture's adapters, Hugging Face names and rotate-half rows -> tune's
+  const hfOf = new Map<string, string>(); // tune adapter name -> fixture key suffix
+  const halfSd: StateDict = new Map();
+  for (const [name, shape] of loraParamShapes(hf.config, lora)) {
+    const prefix = name.replace(/\.lora_[ab]\.weight$/, "");
+    const hfName = tuneToHf(`${prefix}.weight`)!;
+    const key = `${name.includes(".lora_a.") ? "lora_A" : "lora_B"}.${hfName}`;
+    hfOf.set(name, key);
+    halfSd.set(name, { shape, data: TINY.f32(key) });
+  }
+  const adapters = convertRopeLayout(halfSd, { ...hf.config, ropeLayout: "half" }, "interleaved");
+  const be = new CpuBackend();
+  const model = createLlama(be, { name: "q", config: hf.config, lora }, { batch: 2, seqLen: 6 });
+  model.loadStateDict(new Map([...hf.stateDict, ...adapters]));
+  model.zeroGrad();
+  const count = targets.filter((t) => t !== -100).length;
+  const r = model.lossAndBackward(tokens, targets, 1 / count);
+  const loss = r.lossSum / r.tokens;
+  console.log(`Qwen3 LoRA loss ${loss} vs PyTorch ${TINY.f32("lora_loss")[0]}`);
+  assertClose("lora loss", new Float32Array([loss]), TINY.f32("lora_loss"), {
+    atol: 1e-4,
+    rtol: 1e-3,
+  });
+  const grads: StateDict = new Map();
+  for (const name of model.trainableNames()) {
+    const data = (be.download(model.adapters!.grad(name)!) as Float32Array).slice();
+    grads.set(name, { shape: [...model.adapters!.layout.get(name)!.shape], data });
+  }
+  const half = convertRopeLayout(grads, hf.config, "half");
+  let worst = 0;
+  for (const [name, t] of half) {
+    const ref = TINY.f32(`grad.${hfOf.get(name)}`);
+    worst = Math.max(worst, worstError(t.data, ref, 1e-4, 1e-3).maxAbs);
+    assertClose(`grad ${name}`, t.data, ref, { atol: 1e-4, rtol: 1e-3 });
+  }
+  console.log(`${half.size} adapter gradients vs PyTorch: max |diff| ${worst.toExponential(2)}`);
+  assertEquals(half.size, 2 * (7 * 2 + 1));
+  model.free();
+});
+
 for (const ckpt of [false, true]) {
   Deno.test(`trainStep() of a Qwen3 model on group windows equals lossAndBackward bitwise (checkpointing ${ckpt})`, async () => {
     const hf = loadHfCheckpoint(QWEN3);

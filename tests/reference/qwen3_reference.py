@@ -12,7 +12,10 @@ Writes:
   tests/fixtures/checkpoint_hf_qwen3_expected.safetensors
       tokens (T) and logits (1, T, V) of qwen3_forward() below; train_tokens / train_targets
       (B, T, -100 = ignored), loss (the mean cross-entropy over counted targets) and
-      grad.<hf name> for every tensor of the file after loss.backward() (full fine-tune).
+      grad.<hf name> for every tensor of the file after loss.backward() (full fine-tune);
+      lora_A.<hf weight name> (r, in) / lora_B.<hf weight name> (out, r) adapters on q, k, v,
+      o, gate, up, down and lm_head (rank 2, alpha 4, B random so every gradient is nonzero),
+      lora_loss and grad.lora_A.* / grad.lora_B.* of the same batch with the base frozen.
 
 qwen3_forward() is transformers' Qwen3ForCausalLM forward (modeling_qwen3, eager attention)
 written out in plain fp32 torch. Its difference from Qwen2/Llama is explicit:
@@ -38,6 +41,7 @@ FIX = os.path.join(HERE, "..", "fixtures")
 # Tiny Qwen3: dim 24, 2 layers, 4 heads of 8, 2 kv heads, vocab 48, intermediate 40.
 DIM, LAYERS, HEADS, KV, HD, VOCAB, HIDDEN = 24, 2, 4, 2, 8, 48, 40
 EPS, THETA, MAX_POS = 1e-6, 1000000.0, 64
+RANK, ALPHA = 2, 4.0
 
 
 def hf_state_dict(gen):
@@ -71,8 +75,19 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def qwen3_forward(sd, tokens):
-    """transformers' Qwen3ForCausalLM.forward, eager attention; tokens (B, T) -> logits (B, T, V)."""
+def qwen3_forward(sd, tokens, lora=None):
+    """transformers' Qwen3ForCausalLM.forward, eager attention; tokens (B, T) -> logits (B, T, V).
+
+    With `lora` ({hf weight name: (A (r, in), B (out, r))}, scale ALPHA / RANK) each adapted
+    linear adds scale * x @ A^T @ B^T (PEFT's lora.Linear, dropout 0)."""
+
+    def lin(h, name):
+        out = h @ sd[name].t()
+        if lora and name in lora:
+            a, b = lora[name]
+            out = out + (ALPHA / RANK) * ((h @ a.t()) @ b.t())
+        return out
+
     B, T = tokens.shape
     inv_freq = 1.0 / (THETA ** (torch.arange(0, HD, 2, dtype=torch.int64).float() / HD))
     freqs = torch.outer(torch.arange(T).float(), inv_freq)
@@ -83,9 +98,9 @@ def qwen3_forward(sd, tokens):
     for i in range(LAYERS):
         p = f"model.layers.{i}."
         h = rms(x, sd[p + "input_layernorm.weight"])
-        q = (h @ sd[p + "self_attn.q_proj.weight"].t()).view(B, T, HEADS, HD)
-        k = (h @ sd[p + "self_attn.k_proj.weight"].t()).view(B, T, KV, HD)
-        v = (h @ sd[p + "self_attn.v_proj.weight"].t()).view(B, T, KV, HD)
+        q = lin(h, p + "self_attn.q_proj.weight").view(B, T, HEADS, HD)
+        k = lin(h, p + "self_attn.k_proj.weight").view(B, T, KV, HD)
+        v = lin(h, p + "self_attn.v_proj.weight").view(B, T, KV, HD)
         q = rms(q, sd[p + "self_attn.q_norm.weight"])  # per head, before rope
         k = rms(k, sd[p + "self_attn.k_norm.weight"])
         q = q * cos + rotate_half(q) * sin
@@ -95,13 +110,13 @@ def qwen3_forward(sd, tokens):
         s = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(HD)
         s = s.masked_fill(~mask, float("-inf"))
         att = torch.einsum("bhts,bshd->bthd", torch.softmax(s, -1), v).reshape(B, T, HEADS * HD)
-        x = x + att @ sd[p + "self_attn.o_proj.weight"].t()
+        x = x + lin(att, p + "self_attn.o_proj.weight")
         h = rms(x, sd[p + "post_attention_layernorm.weight"])
-        gate = h @ sd[p + "mlp.gate_proj.weight"].t()
-        up = h @ sd[p + "mlp.up_proj.weight"].t()
-        x = x + (F.silu(gate) * up) @ sd[p + "mlp.down_proj.weight"].t()
+        gate = lin(h, p + "mlp.gate_proj.weight")
+        up = lin(h, p + "mlp.up_proj.weight")
+        x = x + lin(F.silu(gate) * up, p + "mlp.down_proj.weight")
     x = rms(x, sd["model.norm.weight"])
-    return x @ sd["lm_head.weight"].t()
+    return lin(x, "lm_head.weight")
 
 
 def write_checkpoint():
@@ -143,6 +158,22 @@ def write_checkpoint():
            "train_targets": train_targets, "loss": loss.detach().view(1)}
     for k, v in params.items():
         out["grad." + k] = v.grad
+    # one LoRA step: adapters on q, k, v, o, gate, up, down and the output, base frozen
+    lora = {}
+    for name, w in sd.items():
+        if name.endswith("proj.weight") or name == "lm_head.weight":
+            a = torch.randn(RANK, w.shape[1], generator=gen) / math.sqrt(w.shape[1])
+            b = 0.3 * torch.randn(w.shape[0], RANK, generator=gen)
+            lora[name] = (a.requires_grad_(True), b.requires_grad_(True))
+    lg = qwen3_forward(sd, train_tokens, lora)
+    lora_loss = F.cross_entropy(lg.reshape(-1, VOCAB), train_targets.reshape(-1), ignore_index=-100)
+    lora_loss.backward()
+    out["lora_loss"] = lora_loss.detach().view(1)
+    for name, (a, b) in lora.items():
+        out["lora_A." + name] = a.detach()
+        out["lora_B." + name] = b.detach()
+        out["grad.lora_A." + name] = a.grad
+        out["grad.lora_B." + name] = b.grad
     write_fixture(os.path.join(FIX, "checkpoint_hf_qwen3_expected.safetensors"), out)
     print(f"qwen3: loss {loss.item():.6f}, logits[0, 0, :3] {logits[0, 0, :3].tolist()}")
 
