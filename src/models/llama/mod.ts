@@ -1,5 +1,6 @@
 /**
- * Llama-family models (Llama 2/3/3.1/3.2, Mistral, Qwen2.5, llama2.c) over the op interface.
+ * Llama-family models (Llama 2/3/3.1/3.2/3.3, Mistral, Qwen2/2.5/3, Phi-3/4, Gemma 1, llama2.c)
+ * over the op interface.
  *
  * The model API recipes use:
  *
@@ -11,16 +12,19 @@
  *   seed: 0,                          // LoRA init and dropout masks
  *   // training: false,                // eval/generation only: no grads, moments, backward scratch
  *   // groupWindows: worldSize,        // ZeRO-3: weights as group-sized slots; train with
- *   //                                 // lossAndBackwardAsync + groupHooks (src/training/sharded.ts)
+ *   //                                 // trainStep + groupHooks (src/training/sharded.ts)
  * });
  * model.loadStateDict(sd);              // tune names; TuneError naming a missing/misshapen tensor
  * // or model.initRandom(seed)          // deterministic fresh weights (tiny demo models)
  *
- * // training: grads accumulate over micro-batches
+ * // training: grads accumulate over micro-batches; the loss head says what the step optimises
  * const optimizer = new AdamW(backend, model.trainable, adamwOptions);   // src/optim/adamw.ts
  * const sched = new LrScheduler(cosine, adamwOptions.lr, totalSteps);   // src/optim/lr_schedule.ts
  * model.zeroGrad();
- * const { lossSum, tokens } = model.lossAndBackward(tokenIds, labels, 1 / tokensInStep);
+ * const { lossSum, tokens } = await model.trainStep(
+ *   { tokens: tokenIds, targets: labels },         // + segments/positions when packed
+ *   crossEntropyHead(1 / tokensInStep),             // or distillHead(...), preferenceHead(weigh)
+ * );                                               // (sync twin: model.lossAndBackward(...))
  * clipGradNorm(backend, model.trainable, maxNorm);   // src/optim/clip.ts
  * optimizer.step(sched.lrAt(step));                  // one fused AdamW call over model.trainable
  * // resume: exportAdamWState(optimizer) / importAdamWState(optimizer, state)
@@ -28,6 +32,7 @@
  * // evaluation / logits
  * const logits = model.forward(tokenIds);             // (B, T, V) device buffer
  * const { lossSum, tokens } = model.loss(tokenIds, labels);
+ * const { seqLoss } = await model.evalLosses({ tokens, targets }, { adapters: false });
  *
  * // generation with a KV cache
  * model.setupCaches(1, promptLen + maxNewTokens);
@@ -50,8 +55,17 @@
  *
  * @module
  */
-export { createLlama, LlamaModel } from "./model.ts";
-export type { BatchOptions, GroupHooks, LlamaOptions, LossResult, MemoryReport } from "./model.ts";
+export { createLlama, crossEntropyHead, distillHead, LlamaModel, preferenceHead } from "./model.ts";
+export type {
+  BatchOptions,
+  EvalLosses,
+  GroupHooks,
+  LlamaOptions,
+  LossHead,
+  LossResult,
+  MemoryReport,
+  TrainBatch,
+} from "./model.ts";
 export { baseLayout, loraLayout, loraSites } from "./layout.ts";
 export { randomBaseWeights } from "./init.ts";
 export type { LlamaConfig, RopeScaling } from "./config.ts";
