@@ -140,6 +140,7 @@ Deno.test("llamaConfigFromHf() refuses other architectures and rope scaling type
       ],
       [{ ...BASE, architectures: ["LlamaForCausalLM"], mlp_bias: true }, "mlp_bias"],
       [{ ...BASE, architectures: ["MistralForCausalLM"], hidden_act: "gelu" }, "hidden_act"],
+      [{ ...BASE, architectures: ["Phi3ForCausalLM"], resid_pdrop: 0.1 }, "resid_pdrop"],
     ] as const
   ) {
     throws(

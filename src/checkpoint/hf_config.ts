@@ -77,10 +77,13 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   if (json.mlp_bias === true) {
     throw new TuneError(`${path}: mlp_bias true (biases on the MLP projections) is not supported`);
   }
-  if (typeof json.attention_dropout === "number" && json.attention_dropout !== 0) {
-    throw new TuneError(
-      `${path}: attention_dropout ${json.attention_dropout} is not supported; tune's attention has no dropout (set it to 0.0)`,
-    );
+  // dropout rates (Phi-3 names its residual and embedding ones): tune has none in the model
+  for (const k of ["attention_dropout", "resid_pdrop", "embd_pdrop"]) {
+    if (typeof json[k] === "number" && json[k] !== 0) {
+      throw new TuneError(
+        `${path}: ${k} ${json[k]} is not supported; tune's model has no such dropout (set it to 0.0)`,
+      );
+    }
   }
   if (headDim === undefined && dim % nHeads !== 0) {
     throw new TuneError(
