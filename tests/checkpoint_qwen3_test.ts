@@ -19,7 +19,7 @@ import { hfConfigJson } from "../src/checkpoint/hf_config.ts";
 import { tuneToHf } from "../src/checkpoint/key_mapping.ts";
 import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
 import { readSafetensors } from "../src/checkpoint/safetensors.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import { checkSameArchitecture } from "../src/checkpoint/validate.ts";
 import { findComponent } from "../src/config/registry.ts";
 import { TuneError } from "../src/errors.ts";

@@ -81,7 +81,9 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   for (const k of ["attention_dropout", "resid_pdrop", "embd_pdrop"]) {
     if (typeof json[k] === "number" && json[k] !== 0) {
       throw new TuneError(
-        `${path}: ${k} ${json[k]} is not supported; tune's model has no such dropout (set it to 0.0)`,
+        `${path}: ${k} ${
+          json[k]
+        } is not supported; tune's model has no such dropout (set it to 0.0)`,
       );
     }
   }

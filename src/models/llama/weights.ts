@@ -3,7 +3,7 @@
  * state dict (with one-line errors naming a missing or unexpected tensor), fresh
  * torchtune-style adapter values, and merging the adapters into the base weights for export.
  */
-import type { StateDict } from "../../checkpoint/state_dict.ts";
+import type { StateDict } from "../../params/state_dict.ts";
 import { mergeDoraHost } from "../../modules/dora.ts";
 import { initLoraHost, mergeLoraHost } from "../../modules/lora.ts";
 import { SeededRandom } from "../../params/random.ts";
