@@ -58,16 +58,6 @@ const LAYERS: readonly (readonly string[])[] = [
  */
 const ALLOWED: readonly { from: string; to: string; why: string }[] = [
   {
-    from: "src/modules/feed_forward.ts",
-    to: "src/models/llama/config.ts",
-    why: "the model helper's refactor moves the activation type under modules/",
-  },
-  {
-    from: "src/modules/rope.ts",
-    to: "src/models/llama/config.ts",
-    why: "the model helper's refactor moves the RoPE settings under modules/",
-  },
-  {
     from: "src/tokenizers/components.ts",
     to: "src/data/prompt_template.ts",
     why: "tokenizer builders take torchtune's prompt_template key; the tokenizer helper " +
