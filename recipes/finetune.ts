@@ -262,7 +262,7 @@ export class FinetuneRecipe {
   async train(): Promise<StepMetrics[]> {
     const { cfg, loop, trainable } = this;
     const ga = cfg.gradient_accumulation_steps;
-    for (const at of loop.positions()) {
+    for await (const at of loop.positions()) {
       trainable.zeroGrads();
       const { loss, tokens, metrics } = await this.head.step(at.epoch, at.step, ga);
       loop.check(loss, "loss");

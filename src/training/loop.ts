@@ -7,7 +7,7 @@
  * itself visible:
  *
  * ```ts
- * for (const at of loop.positions()) {
+ * for await (const at of loop.positions()) {
  *   trainable.zeroGrads();
  *   const out = await head.step(at.epoch, at.step, ga);
  *   loop.check(out.loss, "loss");
@@ -85,11 +85,11 @@ export class TrainLoop {
    * stop_after_steps, or after the step during which a stop was requested. Listens for
    * SIGINT/SIGTERM while it runs.
    */
-  *positions(): Generator<StepPosition> {
+  async *positions(): AsyncGenerator<StepPosition> {
     const { keys, progress: p, stepsPerEpoch } = this.o;
     const ga = keys.gradient_accumulation_steps;
     const start = { epoch: p.epoch, step: Math.floor(p.dataPosition / ga) };
-    this.stopRequest.install();
+    await this.stopRequest.install();
     try {
       for (let epoch = start.epoch; epoch < keys.epochs; epoch++) {
         const first = epoch === start.epoch ? start.step : 0;

@@ -79,12 +79,8 @@ export async function allSum(rt: Runtime, values: number[]): Promise<number[]> {
   return rt.sharded ? await allSumF64(rt.backend, values) : values;
 }
 
-/**
- * Whether any rank raised `flag` (every rank gets the same answer, so all stop at the same
- * step). On one process it also lets queued events run (a Ctrl-C's listener).
- */
+/** Whether any rank raised `flag` (every rank gets the same answer, so all stop at the same step). */
 export async function anyRank(rt: Runtime, flag: () => boolean): Promise<boolean> {
-  await new Promise((r) => setTimeout(r, 0));
   if (!rt.sharded) return flag();
   const [n] = await allSumF64(rt.backend, [flag() ? 1 : 0]);
   return n > 0;
