@@ -147,7 +147,10 @@ async function copy(cmd: Extract<CliCommand, { kind: "cp" }>): Promise<void> {
     );
   }
   let dest = cmd.dest;
-  const base = from.pathname.slice(from.pathname.lastIndexOf("/") + 1);
+  // a recipe's copy is named after the recipe asked for (its code may live in a shared file)
+  const base = recipeName && !configUrl
+    ? `${recipeName}.ts`
+    : from.pathname.slice(from.pathname.lastIndexOf("/") + 1);
   if (isDirectory(dest)) dest = `${dest.replace(/\/+$/, "")}/${base}`;
   else if (!/\.[A-Za-z0-9]+$/.test(dest)) dest += ext;
   const parent = dest.includes("/") ? dest.slice(0, dest.lastIndexOf("/")) || "/" : ".";

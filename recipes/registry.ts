@@ -214,7 +214,25 @@ export function recipesForConfig(configName: string): RecipeDefinition[] {
   return RECIPES.filter((r) => RECIPE_CONFIGS[r.name]?.includes(configName));
 }
 
-/** The source file of a recipe, for `tune cp`. */
+/**
+ * The file that holds each training recipe's code: a `_single_device` and a `_distributed`
+ * entry point are one recipe for 1..N processes, so `tune cp` gives the whole recipe.
+ */
+const RECIPE_SOURCES: Readonly<Record<string, string>> = {
+  full_finetune_single_device: "finetune",
+  full_finetune_distributed: "finetune",
+  lora_finetune_single_device: "finetune",
+  lora_finetune_distributed: "finetune",
+  lora_dpo_single_device: "lora_dpo",
+  lora_dpo_distributed: "lora_dpo",
+  knowledge_distillation_single_device: "knowledge_distillation",
+  knowledge_distillation_distributed: "knowledge_distillation",
+};
+
+/**
+ * The source file of a recipe, for `tune cp`: the file with its setup and train loop
+ * (runnable as copied: it exports `params` and `main` for 1..N processes).
+ */
 export function recipeSourceUrl(name: string): URL {
-  return new URL(`./${name}.ts`, import.meta.url);
+  return new URL(`./${RECIPE_SOURCES[name] ?? name}.ts`, import.meta.url);
 }

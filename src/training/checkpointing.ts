@@ -120,12 +120,16 @@ export function recipeStateMoments(state: RecipeState): HostMoments {
  * (`model_init: random`): `checkpointer.recipe_checkpoint`, else `<output_dir>/recipe_state`.
  */
 export function loadRecipeStateFor(checkpointer: ComponentSection): RecipeState {
+  return loadRecipeState(recipeStatePath(checkpointer));
+}
+
+/** Where `loadRecipeStateFor` reads the recipe state. */
+export function recipeStatePath(checkpointer: ComponentSection): string {
   const dir = checkpointer.recipe_checkpoint as string | null;
   const base = checkpointer.checkpoint_dir as string;
-  const path = dir
+  return dir
     ? (dir.startsWith("/") ? dir : join(base, dir))
     : join(checkpointer.output_dir as string, "recipe_state");
-  return loadRecipeState(path);
 }
 
 /** What `saveTrainingCheckpoint` writes. */

@@ -1,14 +1,15 @@
 /**
  * What a training run reports: one JSON record per optimizer step in
  * `<output_dir>/metrics.jsonl` (always), the configured metric logger every
- * `log_every_n_steps`, a progress bar on stderr (loss, lr, tokens/s), and at the end
+ * `log_every_n_steps`, a progress line on stderr (step, epoch, loss, lr, tokens/s, elapsed,
+ * ETA), and at the end
  * `<output_dir>/loss_curve.svg` plus a short summary on stdout.
  */
 import { join } from "node:path";
 import { atomicWrite } from "../checkpoint/atomic_write.ts";
 import { lossCurveSvg } from "./loss_plot.ts";
 import { type MetricLogger, readMetrics } from "./metric_logging.ts";
-import { ProgressBar } from "./progress.ts";
+import { StepProgress } from "./progress.ts";
 
 /** The numbers of one optimizer step. */
 export interface StepMetrics {
@@ -36,6 +37,8 @@ export interface RunLogOptions {
   /** Configured metric logger (null: none besides metrics.jsonl). */
   logger: MetricLogger | null;
   logEveryNSteps: number;
+  /** Epochs of the whole run (for the progress line; default 1). */
+  epochs?: number;
   /** When resuming: records after this step are dropped from metrics.jsonl (they are redone). */
   resumedAtStep?: number;
   /** No progress bar or summary (callers that print their own). */
@@ -46,7 +49,7 @@ export interface RunLogOptions {
 export class RunLog {
   /** `<output_dir>/metrics.jsonl`. */
   readonly metricsPath: string;
-  readonly #bar: ProgressBar | null;
+  readonly #bar: StepProgress | null;
   readonly #enc = new TextEncoder();
   #first: StepMetrics | null = null;
   #last: StepMetrics | null = null;
@@ -70,7 +73,12 @@ export class RunLog {
     } else {
       atomicWrite(this.metricsPath, "");
     }
-    this.#bar = options.quiet ? null : new ProgressBar(options.label, options.totalSteps);
+    this.#bar = options.quiet ? null : new StepProgress(
+      options.label,
+      options.totalSteps,
+      options.logEveryNSteps,
+      options.epochs ?? 1,
+    );
   }
 
   /** Record one optimizer step (`seconds`: its wall time, for the summary). */
@@ -85,10 +93,12 @@ export class RunLog {
       const { step: _s, ...rest } = m;
       this.options.logger.logDict(rest, m.step);
     }
-    this.#bar?.update(m.step, {
-      loss: m.loss.toFixed(4),
-      lr: m.lr.toExponential(2),
-      "tok/s": m.tokens_per_s.toFixed(0),
+    this.#bar?.update({
+      step: m.step,
+      epoch: m.epoch,
+      loss: m.loss,
+      lr: m.lr,
+      tokensPerSecond: m.tokens_per_s,
     });
   }
 

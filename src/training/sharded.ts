@@ -155,15 +155,7 @@ export class ShardedOptimizer {
 
   /** Take this rank's slices of the store's current values as the master copy (after load). */
   takeParams(): void {
-    const be = this.backend;
-    for (const s of this.segments) {
-      const n = s.shard.validLength;
-      if (n === 0) continue;
-      be.copy(
-        be.view(this.params, s.shardOffset, n),
-        be.view(this.store.params, s.offset + s.shard.start, n),
-      );
-    }
+    takeSlices(this.backend, this.segments, this.params, this.store.params);
   }
 
   /** Per group: this rank's slice of grads = sum over ranks of the store's grads. */
@@ -457,15 +449,7 @@ export class ShardedFrozen {
 
   /** Take this rank's slices of the store's (materialized) full values, after loading. */
   takeParams(): void {
-    const be = this.backend;
-    for (const s of this.segments) {
-      const n = s.shard.validLength;
-      if (n === 0) continue;
-      be.copy(
-        be.view(this.params, s.shardOffset, n),
-        be.view(this.store.params, s.offset + s.shard.start, n),
-      );
-    }
+    takeSlices(this.backend, this.segments, this.params, this.store.params);
   }
 
   /** GroupHooks: all-gather group `name`'s slices into its compute slot. */
@@ -520,6 +504,20 @@ export class ShardedFrozen {
   /** Release the slices. */
   free(): void {
     this.backend.free(this.params);
+  }
+}
+
+/** Copy this rank's slice of every segment of `full` (whole layout) into `shard`. */
+function takeSlices(
+  be: Backend,
+  segments: readonly Segment[],
+  shard: DeviceBuffer,
+  full: DeviceBuffer,
+): void {
+  for (const s of segments) {
+    const n = s.shard.validLength;
+    if (n === 0) continue;
+    be.copy(be.view(shard, s.shardOffset, n), be.view(full, s.offset + s.shard.start, n));
   }
 }
 

@@ -1,0 +1,270 @@
+/**
+ * One training run on 1..N processes: what differs between one process and a sharded job,
+ * behind one small interface, so a recipe has one loop for both.
+ *
+ * - `joinRun(device)`: this process's backend and place in the job (RANK, WORLD_SIZE, ...
+ *   from the launcher; a job of one without them).
+ * - `shardedModelOptions` / `beginLoading`: on N > 1 processes the model keeps its weights
+ *   as group-sized windows (FSDP/ZeRO-3, src/training/sharded.ts), loaded through
+ *   temporary full buffers.
+ * - `setupTrainable`: the trainable state (gradients, clipping, the AdamW step, saving),
+ *   local on one process, each rank's slices on N.
+ * - `modelCalls`: the model's training entries, the windowed ones on N processes.
+ * On one process nothing is sharded and no collective runs: the numbers are those of the
+ * plain model, bit for bit.
+ */
+import type { Backend } from "../backend/ops.ts";
+import { createBackend } from "../backend/select.ts";
+import type { RecipeState } from "../checkpoint/recipe_state.ts";
+import { discoverRank } from "../distributed/env.ts";
+import { initProcessGroup, type ProcessGroup } from "../distributed/process_group.ts";
+import type { TokenizedDataset } from "../data/mod.ts";
+import type {
+  BatchOptions,
+  DistillLossResult,
+  DistillTargets,
+  LlamaModel,
+  LlamaOptions,
+  LossResult,
+  SequenceWeigher,
+  WeightedLossResult,
+} from "../models/llama/model.ts";
+import type { AdamW } from "../optim/adamw.ts";
+import { clipGradNorm } from "../optim/clip.ts";
+import {
+  type HostMoments,
+  recipeStateMoments,
+  restoreTrainingState,
+  type TrainingProgress,
+} from "./checkpointing.ts";
+import { allSumF64, chainHooks, ShardedFrozen, ShardedOptimizer } from "./sharded.ts";
+import { barrierAfterSave, broadcastInt, setupDistributed } from "./sharded_setup.ts";
+import { scoreLoss, scoreLossSharded } from "./validation.ts";
+
+/** This process's backend and place in the run. */
+export interface Runtime {
+  backend: Backend;
+  group: ProcessGroup;
+  rank: number;
+  worldSize: number;
+  /** Rank 0: logs, prints and writes checkpoints. */
+  isMain: boolean;
+  /** More than one process: weights, gradients and optimizer state are sharded. */
+  sharded: boolean;
+}
+
+/**
+ * Join the run the environment describes: one process (no launcher variables, or a world
+ * of one) gets the plain backend; a rank of N gets the job's collectives (TCP on the CPU,
+ * NCCL on GPUs). A missing peer or GPU fails here, before any slow load.
+ */
+export async function joinRun(device: "cpu" | "cuda"): Promise<Runtime> {
+  if (discoverRank().worldSize === 1) {
+    const backend = await createBackend(device);
+    const group = await initProcessGroup(); // a job of one: no sockets
+    return { backend, group, rank: 0, worldSize: 1, isMain: true, sharded: false };
+  }
+  const { group, backend } = await setupDistributed(device);
+  const { rank, worldSize, isMain } = group;
+  return { backend, group, rank, worldSize, isMain, sharded: true };
+}
+
+/** A seed every rank agrees on: a resumed run's own, else rank 0's. */
+export async function agreeSeed(rt: Runtime, seed: number): Promise<number> {
+  return rt.sharded ? await broadcastInt(rt.backend, seed) : seed;
+}
+
+/** Sums of host numbers over all ranks (the numbers themselves on one process). */
+export async function allSum(rt: Runtime, values: number[]): Promise<number[]> {
+  return rt.sharded ? await allSumF64(rt.backend, values) : values;
+}
+
+/** Whether any rank raised `flag` (every rank gets the same answer, so all stop at the same step). */
+export async function anyRank(rt: Runtime, flag: () => boolean): Promise<boolean> {
+  if (!rt.sharded) return flag();
+  const [n] = await allSumF64(rt.backend, [flag() ? 1 : 0]);
+  return n > 0;
+}
+
+/** The model options of a sharded run (none on one process). */
+export function shardedModelOptions(rt: Runtime, lora: boolean): Partial<LlamaOptions> {
+  if (!rt.sharded) return {};
+  return {
+    optimizerMoments: false, // the moments live in each rank's slices
+    groupWindows: rt.worldSize, // group buffers padded for in-place collectives
+    shardFrozenBase: lora,
+  };
+}
+
+/** Before loading weights into a sharded model: temporary full buffers to load into. */
+export function beginLoading(rt: Runtime, model: LlamaModel): void {
+  if (!rt.sharded) return;
+  if (model.spec.lora) model.base.materialize();
+  model.trainable.materialize();
+}
+
+/** The trainable state of a run: gradients, clipping, the optimizer step and saving. */
+export interface Trainable {
+  /** Zero the gradients (start of an optimizer step). */
+  zeroGrads(): void;
+  /** Clip to `maxNorm` (Infinity: no clipping); returns the global norm before clipping. */
+  clip(maxNorm: number): Promise<number>;
+  /** One AdamW update with learning rate `lr`. */
+  step(lr: number): void;
+  /**
+   * Write a checkpoint: every rank calls it; the full values are in the model while
+   * `write` runs on rank 0 (with the gathered moments when sharded); all ranks wait for it.
+   */
+  save(write: (moments: HostMoments | undefined) => string): Promise<string | null>;
+  free(): void;
+}
+
+/**
+ * The trainable state after the weights are loaded, and where the run stands (restored from
+ * `state` when resuming). Prints each rank's share of a sharded run unless `quiet`; with
+ * `memoryStats` rank 0 prints the model's memory.
+ */
+export function setupTrainable(
+  rt: Runtime,
+  model: LlamaModel,
+  optimizer: AdamW,
+  state: RecipeState | null,
+  o: { seed: number; quiet: boolean; memoryStats: boolean },
+): { trainable: Trainable; progress: TrainingProgress } {
+  const fresh = { step: 0, epoch: 0, dataPosition: 0, seed: o.seed };
+  const say = (s: string) => rt.isMain && !o.quiet && console.error(s);
+  if (!rt.sharded) {
+    if (o.memoryStats) say(`memory (bytes): ${JSON.stringify(model.memory())}`);
+    const be = rt.backend;
+    const trainable: Trainable = {
+      zeroGrads: () => model.zeroGrad(),
+      clip: (maxNorm) => Promise.resolve(clipGradNorm(be, model.trainable, maxNorm)),
+      step: (lr) => optimizer.step(lr),
+      save: (write) => Promise.resolve(write(undefined)),
+      free: () => {},
+    };
+    const progress = state ? restoreTrainingState(state, model, optimizer) : fresh;
+    return { trainable, progress };
+  }
+  const sharded = new ShardedOptimizer(rt.backend, model.trainable, optimizer);
+  const frozen = model.spec.lora ? new ShardedFrozen(rt.backend, model.base) : null;
+  if (frozen) {
+    frozen.takeParams();
+    model.base.release();
+  }
+  // before each group runs: its trainable weights, then its frozen ones, gathered
+  model.groupHooks = frozen ? chainHooks(sharded, frozen) : sharded;
+  let progress: TrainingProgress = fresh;
+  if (state) {
+    progress = restoreTrainingState(state, model, optimizer);
+    sharded.loadMoments(recipeStateMoments(state));
+  }
+  sharded.takeParams();
+  model.trainable.release();
+  reportShares(sharded, frozen, o.quiet);
+  if (o.memoryStats) {
+    // the model reports its group buffers; the slices are the sharded holders'
+    const own = model.memory();
+    const rep = sharded.report();
+    const slice = rep.shardElements * 4;
+    const mem = {
+      ...own,
+      parameters: own.parameters + slice + (frozen?.report().shardBytes ?? 0),
+      gradients: own.gradients + slice,
+      optimizer: rep.optimizerBytes,
+    };
+    say(`memory (bytes, rank 0): ${JSON.stringify(mem)}`);
+  }
+  const trainable: Trainable = {
+    zeroGrads: () => sharded.zeroGrads(),
+    clip: (maxNorm) => sharded.clip(maxNorm),
+    step: (lr) => sharded.step(lr), // AdamW on this rank's slices
+    async save(write) {
+      const moments = await sharded.gatherMoments();
+      const run = () => rt.isMain ? write(moments) : null;
+      // the full weights exist on every rank only while the checkpoint is written
+      const dir = await sharded.withFullParams(() => frozen ? frozen.withFullParams(run) : run());
+      await barrierAfterSave(rt.group);
+      return dir;
+    },
+    free() {
+      sharded.free();
+      frozen?.free();
+    },
+  };
+  return { trainable, progress };
+}
+
+/** Each rank's line about its share of the optimizer state, trainable and frozen weights. */
+function reportShares(sharded: ShardedOptimizer, frozen: ShardedFrozen | null, quiet: boolean) {
+  if (quiet) return;
+  const rep = sharded.report();
+  const who = `rank ${rep.rank}/${rep.worldSize}`;
+  console.error(
+    `${who} (pid ${Deno.pid}): optimizer state ${rep.optimizerBytes} bytes ` +
+      `(m, v of ${rep.shardElements} of ${rep.fullElements} trainable elements; ` +
+      `one process: ${rep.fullOptimizerBytes} bytes)`,
+  );
+  console.error(
+    `${who}: trainable params+grads resident ${rep.residentParamGradBytes} bytes ` +
+      `(slices ${rep.shardParamGradBytes} + group buffers ${rep.computeParamGradBytes}; ` +
+      `largest group ${rep.largestGroupBytes}; one process: ${rep.fullParamGradBytes} bytes)`,
+  );
+  if (!frozen) return;
+  const fr = frozen.report();
+  console.error(
+    `${who}: frozen base resident ${fr.shardBytes + fr.computeBytes} bytes ` +
+      `(slices ${fr.shardBytes} + group buffers ${fr.computeBytes}; largest group ` +
+      `${fr.largestGroupBytes}; one process: ${fr.fullBytes} bytes)`,
+  );
+}
+
+/** The model's training entries for this run (the windowed ones on N processes). */
+export interface ModelCalls {
+  /** Forward and backward of a micro-batch; gradients of the summed loss * scale accumulate. */
+  lossAndBackward(
+    tokens: Int32Array,
+    labels: Int32Array,
+    scale: number,
+    batch: BatchOptions,
+  ): Promise<LossResult>;
+  /** The same with the distillation loss against the teacher's logits. */
+  distillLossAndBackward(
+    tokens: Int32Array,
+    labels: Int32Array,
+    scale: number,
+    distill: DistillTargets,
+    batch: BatchOptions,
+  ): Promise<DistillLossResult>;
+  /** Forward and backward with per-sequence loss weights (preference losses). */
+  weightedLossAndBackward(
+    tokens: Int32Array,
+    labels: Int32Array,
+    weigh: SequenceWeigher,
+  ): Promise<WeightedLossResult>;
+  /** (B) summed token losses per sequence, no gradients. */
+  sequenceLosses(tokens: Int32Array, labels: Int32Array): Promise<Float64Array>;
+  /** Mean token loss of a whole dataset (validation), over all ranks. */
+  score(ds: TokenizedDataset): Promise<number>;
+}
+
+/** `ModelCalls` of `model` in this run. */
+export function modelCalls(rt: Runtime, model: LlamaModel): ModelCalls {
+  if (rt.sharded) {
+    return {
+      lossAndBackward: (t, l, s, b) => model.lossAndBackwardAsync(t, l, s, b),
+      distillLossAndBackward: (t, l, s, d, b) => model.distillLossAndBackwardAsync(t, l, s, d, b),
+      weightedLossAndBackward: (t, l, w) => model.weightedLossAndBackwardAsync(t, l, w),
+      sequenceLosses: (t, l) => model.sequenceLossesAsync(t, l),
+      score: (ds) => scoreLossSharded(model, ds, rt.backend, rt.rank, rt.worldSize),
+    };
+  }
+  return {
+    lossAndBackward: (t, l, s, b) => Promise.resolve(model.lossAndBackward(t, l, s, b)),
+    distillLossAndBackward: (t, l, s, d, b) =>
+      Promise.resolve(model.distillLossAndBackward(t, l, s, d, b)),
+    weightedLossAndBackward: (t, l, w) => Promise.resolve(model.weightedLossAndBackward(t, l, w)),
+    sequenceLosses: (t, l) => Promise.resolve(model.sequenceLosses(t, l)),
+    score: (ds) => Promise.resolve(scoreLoss(model, ds)),
+  };
+}
