@@ -4,7 +4,7 @@
  * list reversed. Base weights live in one flat ParamStore; with LoRA the base is frozen
  * and the adapters live in a second, trainable store (so AdamW is one call over it).
  */
-import type { Backend, DeviceBuffer } from "../../backend/ops.ts";
+import type { Backend, DeviceBuffer, FusedDecoder } from "../../backend/ops.ts";
 import type { StateDict } from "../../params/state_dict.ts";
 import { TuneError } from "../../errors.ts";
 import {
@@ -28,6 +28,7 @@ import { mixSeed, SeededRandom } from "../../params/random.ts";
 import { ParamStore } from "../../params/store.ts";
 import type { ModelSpec } from "../model_spec.ts";
 import { embedScaleValue, headSize, hiddenAct, type LlamaConfig } from "./config.ts";
+import { fusedDecoder } from "./fused_decode.ts";
 import { randomBaseWeights } from "./init.ts";
 import { baseLayout, layerLinears, loraLayout, loraSites } from "./layout.ts";
 
@@ -187,6 +188,8 @@ interface InferenceState {
   logits: DeviceBuffer; // (B, V)
   headHs: DeviceBuffer | null; // (B, r)
   alloc: Allocator;
+  /** The backend's fused decode step (fused_decode.ts), or null: decode runs op by op. */
+  decoder: FusedDecoder | null;
 }
 
 /** Build a Llama model (base weights zero until `loadStateDict` or `initRandom`). */
@@ -1043,7 +1046,19 @@ export class LlamaModel {
       logits: al.alloc("inference", batch * cfg.vocabSize),
       headHs: adapted.has("output") ? al.alloc("inference", batch * r, this.#act) : null,
       alloc: al,
+      decoder: null,
     };
+    const inf = this.#inf;
+    inf.decoder = fusedDecoder(be, {
+      cfg,
+      base: this.base,
+      special: this.spec.lora !== null || this.#act !== "f32" || this.#windowed,
+      caches,
+      rope: this.#rope,
+      logits: inf.logits,
+      B: batch,
+      capacity,
+    });
   }
 
   /** Current position of the KV cache (tokens processed since the last prefill). */
@@ -1067,6 +1082,18 @@ export class LlamaModel {
     const inf = this.#needCaches();
     if (tokens.length !== inf.B) {
       throw new Error(`decodeStep takes ${inf.B} tokens, got ${tokens.length}`);
+    }
+    if (inf.decoder !== null && inf.pos > 0) {
+      if (inf.pos + 1 > inf.capacity) {
+        throw new TuneError(
+          `generation reached position ${
+            inf.pos + 1
+          }, beyond the cache capacity ${inf.capacity}; lower max_new_tokens`,
+        );
+      }
+      inf.decoder.step(tokens, inf.pos); // the same logits as #inferStep, fewer calls
+      inf.pos += 1;
+      return inf.logits;
     }
     return this.#inferStep(tokens);
   }
