@@ -11,8 +11,8 @@ import { fixtureConfig, prefixedStateDict } from "./_model_helpers.ts";
 
 for (const matmul of ["blas", "ts"] as const) {
   for (const name of ["model_tiny_a", "model_tiny_b"]) {
-    for (const B of [1, 2]) {
-      Deno.test(`fused decodeStep() equals the op-by-op decode bitwise (${name}, B=${B}, ${matmul})`, () => {
+    for (const [B, P] of [[1, 3], [2, 3], [1, 1], [2, 1]]) {
+      Deno.test(`fused decodeStep() equals the op-by-op decode bitwise (${name}, B=${B}, prompt ${P}, ${matmul})`, () => {
         const fx = loadFixture(name);
         const cfg = fixtureConfig(fx);
         const fused = new CpuBackend({ matmul });
@@ -21,7 +21,7 @@ for (const matmul of ["blas", "ts"] as const) {
         const make = fused.createDecoder.bind(fused);
         fused.createDecoder = (s) => (made++, make(s));
         (plain as { createDecoder?: unknown }).createDecoder = undefined;
-        const T = 12, P = 3, V = cfg.vocabSize;
+        const T = 12, V = cfg.vocabSize;
         const sd = prefixedStateDict(fx, "w.");
         const models = [fused, plain].map((be) => {
           const m = createLlama(be, { name, config: cfg, lora: null }, {
@@ -38,7 +38,8 @@ for (const matmul of ["blas", "ts"] as const) {
         const prompt = new Int32Array(B * P);
         for (let b = 0; b < B; b++) prompt.set(seqs.subarray(b * T, b * T + P), b * P);
         const outs = models.map((m, i) => [i === 0 ? fused : plain, m] as const);
-        for (const [be, m] of outs) be.download(m.prefill(prompt));
+        const first = outs.map(([be, m]) => be.download(m.prefill(prompt)) as Float32Array);
+        assertEquals(first[0].every((x, i) => x === first[1][i]), true, "prefill logits differ");
         for (let t = P; t < T; t++) {
           const step = Int32Array.from({ length: B }, (_, b) => seqs[b * T + t]);
           const [a, b] = outs.map(([be, m]) => be.download(m.decodeStep(step)) as Float32Array);

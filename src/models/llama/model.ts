@@ -1074,6 +1074,7 @@ export class LlamaModel {
     this.#needFullWeights();
     const inf = this.#needCaches();
     inf.pos = 0;
+    if (inf.decoder !== null && tokens.length === inf.B) return this.#fusedStep(inf, tokens);
     return this.#inferStep(tokens);
   }
 
@@ -1083,19 +1084,22 @@ export class LlamaModel {
     if (tokens.length !== inf.B) {
       throw new Error(`decodeStep takes ${inf.B} tokens, got ${tokens.length}`);
     }
-    if (inf.decoder !== null && inf.pos > 0) {
-      if (inf.pos + 1 > inf.capacity) {
-        throw new TuneError(
-          `generation reached position ${
-            inf.pos + 1
-          }, beyond the cache capacity ${inf.capacity}; lower max_new_tokens`,
-        );
-      }
-      inf.decoder.step(tokens, inf.pos); // the same logits as #inferStep, fewer calls
-      inf.pos += 1;
-      return inf.logits;
-    }
+    if (inf.decoder !== null) return this.#fusedStep(inf, tokens);
     return this.#inferStep(tokens);
+  }
+
+  /** One token per sequence through the backend's fused decoder (logits as #inferStep). */
+  #fusedStep(inf: InferenceState, tokens: Int32Array): DeviceBuffer {
+    if (inf.pos + 1 > inf.capacity) {
+      throw new TuneError(
+        `generation reached position ${
+          inf.pos + 1
+        }, beyond the cache capacity ${inf.capacity}; lower max_new_tokens`,
+      );
+    }
+    inf.decoder!.step(tokens, inf.pos);
+    inf.pos += 1;
+    return inf.logits;
   }
 
   /** Release every buffer of the model. */
