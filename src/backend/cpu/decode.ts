@@ -17,7 +17,7 @@ import type { DecoderSpec, DeviceBuffer, FusedDecoder } from "../ops.ts";
 import { CpuBuffer } from "./buffer.ts";
 import { LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import type { Gemm } from "./gemm.ts";
-import { rmsnormForward as rmsnorm, rope, swigluForward } from "./layers.ts";
+import { rmsnormForward as rmsnorm, rope, swigluForwardScalar } from "./layers.ts";
 import { TuneError } from "../../errors.ts";
 
 function f32(b: DeviceBuffer, n: number, what: string): Float32Array {
@@ -197,7 +197,7 @@ export class CpuDecoder implements FusedDecoder {
       rmsnorm(h, this.#rstd, x, l.mlpNorm, B, C, d.eps);
       g.nt(B, H, C, h, C, l.w1, C, this.#gate, H, 0);
       g.nt(B, H, C, h, C, l.w3, C, this.#up, H, 0);
-      swigluForward(this.#act, this.#gate, this.#up, B * H);
+      swigluForwardScalar(this.#act, this.#gate, this.#up, 0, B * H); // bits of swigluForward
       g.nt(B, C, H, this.#act, H, l.w2, H, y, C, 0);
       for (let i = 0; i < B * C; i++) x[i] = y[i] + x[i];
     }
