@@ -36,9 +36,13 @@ const EXP_TABLE = [
 ];
 /** Floats the table takes in wasm memory (two doubles per constant). */
 const EXP_TABLE_FLOATS = EXP_TABLE.length * 4;
+/** The SwiGLU kernels' table: EXP_TABLE, then 709.7 (the overflow limit) and Infinity. */
+const SWIGLU_TABLE = [...EXP_TABLE, 709.7, Infinity];
+/** Byte offset of SWIGLU_TABLE: after the five SwiGLU operand chunks (16-byte aligned). */
+const SWIGLU_TABLE_AT = 5 * CHUNK * 4;
 type Max2 = (p: number, n: number, out: number) => void;
-type SwF = (out: number, gate: number, up: number, n: number) => void;
-type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number) => void;
+type SwF = (out: number, gate: number, up: number, n: number, k: number) => void;
+type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number, k: number) => void;
 
 /** One thread's instance of the kernels and the wasm memory they work in. */
 export class SimdKernels {
@@ -52,7 +56,8 @@ export class SimdKernels {
   #swb: SwB;
 
   constructor(module: WebAssembly.Module) {
-    this.#mem = new WebAssembly.Memory({ initial: Math.ceil((5 * CHUNK * 4) / PAGE) });
+    const bytes = SWIGLU_TABLE_AT + SWIGLU_TABLE.length * 16;
+    this.#mem = new WebAssembly.Memory({ initial: Math.ceil(bytes / PAGE) });
     const inst = new WebAssembly.Instance(module, { env: { __linear_memory: this.#mem } });
     const x = inst.exports;
     this.#exp = x.exp_shift_sum as Fn4;
@@ -102,14 +107,24 @@ export class SimdKernels {
     dst.set(this.#view.subarray(0, n), off);
   }
 
+  /** Write SWIGLU_TABLE (each constant in both lanes) where the SwiGLU kernels read it. */
+  #swigluTable(): void {
+    const f64 = this.#f64, at = SWIGLU_TABLE_AT >> 3;
+    for (let i = 0; i < SWIGLU_TABLE.length; i++) {
+      f64[at + 2 * i] = SWIGLU_TABLE[i];
+      f64[at + 2 * i + 1] = SWIGLU_TABLE[i];
+    }
+  }
+
   /** out(n) = silu(gate) * up for even n, as layers.ts swigluForward. */
   swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
     const v = this.#view, B = CHUNK * 4; // byte offsets of the operands: gate, up, out
+    this.#swigluTable();
     for (let i = 0; i < n; i += CHUNK) {
       const m = Math.min(CHUNK, n - i);
       v.set(gate.subarray(i, i + m), 0);
       v.set(up.subarray(i, i + m), CHUNK);
-      this.#swf(2 * B, 0, B, m);
+      this.#swf(2 * B, 0, B, m, SWIGLU_TABLE_AT);
       out.set(v.subarray(2 * CHUNK, 2 * CHUNK + m), i);
     }
   }
@@ -124,12 +139,13 @@ export class SimdKernels {
     n: number,
   ): void {
     const v = this.#view, B = CHUNK * 4; // operands: dout, gate, up, dgate, dup
+    this.#swigluTable();
     for (let i = 0; i < n; i += CHUNK) {
       const m = Math.min(CHUNK, n - i);
       v.set(dout.subarray(i, i + m), 0);
       v.set(gate.subarray(i, i + m), CHUNK);
       v.set(up.subarray(i, i + m), 2 * CHUNK);
-      this.#swb(3 * B, 4 * B, 0, B, 2 * B, m);
+      this.#swb(3 * B, 4 * B, 0, B, 2 * B, m, SWIGLU_TABLE_AT);
       dgate.set(v.subarray(3 * CHUNK, 3 * CHUNK + m), i);
       dup.set(v.subarray(4 * CHUNK, 4 * CHUNK + m), i);
     }
