@@ -11,7 +11,7 @@
  *
  * Every step repeats the operations of the op-by-op path (layers.ts, attention.ts, the
  * products in gemm.ts) in the same order, so its logits are bitwise those of
- * `prefill`/`decodeStep` through the generic ops (decode_test checks it).
+ * `prefill`/`decodeStep` through the generic ops (tests/cpu_decode_test.ts checks it).
  */
 import type { DecoderSpec, DeviceBuffer, FusedDecoder } from "../ops.ts";
 import { CpuBuffer } from "./buffer.ts";
@@ -173,7 +173,9 @@ export class CpuDecoder implements FusedDecoder {
     const x = this.#x, h = this.#h, y = this.#y;
     for (let b = 0; b < B; b++) {
       const t = tokens[b];
-      if (!(t >= 0 && t < V)) throw new TuneError(`token id ${t} is outside the vocabulary`);
+      if (!(t >= 0 && t < V)) {
+        throw new TuneError(`token id ${t} is outside the vocabulary (size ${V})`);
+      }
       x.set(this.#emb.subarray(t * C, t * C + C), b * C);
     }
     for (const l of this.#layers) {
