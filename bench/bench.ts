@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--json] [--reps N] [--shape 15M|260K] [--mode full|lora|generate|memory]`
+ * `deno task bench [--json] [--reps N] [--shape 15M|260K] [--mode full|lora|generate|llama2c|batch|memory]`
  *
  * Throughput of tune's CPU backend against PyTorch (bench/torch_bench.py, torch eager,
  * 2 threads) on the same machine, in the same invocation, row by row: train-step tokens/s
@@ -8,11 +8,19 @@
  * `reps` runs after a warm-up, tune and PyTorch repetitions alternating (PyTorch runs as a
  * persistent `torch_bench.py --mode serve` subprocess) so both see the same load on a
  * shared host; plus the peak resident memory of a 15M full fine-tuning
- * step, each side measured in its own subprocess. Prints a table with tune/PyTorch ratios,
- * or with `--json` one JSON object per line.
+ * step, each side measured in its own subprocess. Then tune alone (generate_bench.ts): the
+ * closing tokens/s of `tune run generate` on llama2.c files (the 15M shape written by the
+ * bench, aidreams260K), best of `reps` runs, and greedy generation at batch 1 and 8 in-process.
+ * Prints tables with tune/PyTorch ratios, or with `--json` one JSON object per line.
  * Env: TUNE_BENCH_PYTHON (default /usr/bin/python3), OPENBLAS_NUM_THREADS (default 2).
  */
 import { parseArgs } from "node:util";
+import {
+  aidreamsFiles,
+  batchedGenerateRunner,
+  tuneGenerate,
+  write15MFiles,
+} from "./generate_bench.ts";
 import { type BenchShape, SHAPES } from "./shapes.ts";
 import {
   type BenchMode,
@@ -161,11 +169,12 @@ async function main(): Promise<void> {
   const emit = (o: Record<string, unknown>) => {
     if (values.json) console.log(JSON.stringify(o));
   };
-  const torch = new TorchServer();
+  const torchModes = modes.filter((m) => !values.mode || values.mode === m);
+  const torch = torchModes.length > 0 ? new TorchServer() : null;
   for (const shape of SHAPES) {
     if (values.shape && values.shape !== shape.name) continue;
-    for (const mode of modes) {
-      if (values.mode && values.mode !== mode) continue;
+    for (const mode of torchModes) {
+      if (torch === null) break;
       const { tune, pytorch } = await measureRow(torch, shape, mode, reps);
       emit({ shape: shape.name, mode, impl: "tune", tokens_per_s: tune });
       emit({ shape: shape.name, mode, impl: "pytorch", tokens_per_s: pytorch });
@@ -175,7 +184,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  await torch.close();
+  await torch?.close();
   let mem: { tune: number; pytorch: number } | null = null;
   if ((!values.shape || values.shape === "15M") && (!values.mode || values.mode === "memory")) {
     const tune = await tuneMemory("15M");
@@ -184,7 +193,54 @@ async function main(): Promise<void> {
     emit({ shape: "15M", mode: "memory", impl: "pytorch", peak_rss_bytes: pytorch });
     mem = { tune, pytorch };
   }
+  const gen: { shape: string; what: string; tokensPerS: number; note: string }[] = [];
+  const want = (shape: string, mode: string) =>
+    (!values.shape || values.shape === shape) && (!values.mode || values.mode === mode);
+  for (const [shape, files] of [["15M", write15MFiles], ["260K", aidreamsFiles]] as const) {
+    if (!want(shape, "llama2c")) continue;
+    const f = files(SHAPES.find((s) => s.name === "15M")!);
+    let best = 0;
+    try {
+      for (let i = 0; i < reps; i++) best = Math.max(best, await tuneGenerate(f));
+    } finally {
+      f.cleanup();
+    }
+    emit({ shape: f.name, mode: "tune run generate", impl: "tune", tokens_per_s: best });
+    gen.push({
+      shape: f.name,
+      what: `\`tune run generate\`, greedy, ${f.maxNewTokens} new tokens from BOS`,
+      tokensPerS: best,
+      note: "closing speed line, best of reps",
+    });
+  }
+  for (const shape of SHAPES) {
+    if (!want(shape.name, "batch")) continue;
+    const perBatch: number[] = [];
+    for (const batch of [1, 8]) {
+      const r = batchedGenerateRunner(shape, batch);
+      let best = Infinity;
+      for (let i = 0; i < reps; i++) best = Math.min(best, r.once());
+      r.free();
+      const tps = r.tokens / best;
+      perBatch.push(tps);
+      emit({ shape: shape.name, mode: `generate batch ${batch}`, impl: "tune", tokens_per_s: tps });
+      gen.push({
+        shape: shape.name,
+        what: `greedy, batch ${batch}, 256 new tokens each`,
+        tokensPerS: tps,
+        note: batch === 1 ? "" : `${(tps / perBatch[0]).toFixed(2)}x batch 1`,
+      });
+    }
+  }
   if (values.json) return;
+  if (gen.length > 0) {
+    console.log("| model | generation | tune tokens/s | note |");
+    console.log("| --- | --- | ---: | --- |");
+    for (const g of gen) {
+      console.log(`| ${g.shape} | ${g.what} | ${fmt(g.tokensPerS)} | ${g.note} |`);
+    }
+    console.log("");
+  }
   console.log("| shape | mode | tune | PyTorch | tune/PyTorch |");
   console.log("| --- | --- | ---: | ---: | ---: |");
   for (const r of rows) {

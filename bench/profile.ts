@@ -6,6 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import type { FusedDecoder } from "../src/backend/ops.ts";
 import { argmax } from "../src/generation/sampling.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { AdamW } from "../src/optim/adamw.ts";
@@ -31,6 +32,19 @@ for (const name of Object.getOwnPropertyNames(proto)) {
   if (name === "constructor" || typeof f !== "function") continue;
   // deno-lint-ignore no-explicit-any
   (be as any)[name] = (...args: unknown[]) => {
+    if (name === "createDecoder") {
+      // the fused decode step is one call per token: time it as "decoder.step"
+      const dec = f.apply(be, args) as FusedDecoder;
+      const step = dec.step.bind(dec);
+      dec.step = (tokens, pos) => {
+        if (!timing) return step(tokens, pos);
+        const t0 = performance.now();
+        step(tokens, pos);
+        times.set("decoder.step", (times.get("decoder.step") ?? 0) + performance.now() - t0);
+        calls.set("decoder.step", (calls.get("decoder.step") ?? 0) + 1);
+      };
+      return dec;
+    }
     if (!timing) return f.apply(be, args);
     const t0 = performance.now();
     const r = f.apply(be, args);

@@ -62,12 +62,69 @@ export interface Collectives {
   barrier(): Promise<void>;
 }
 
+/** Weights of one decoder layer for a fused decoder (views of the model's buffers). */
+export interface DecoderLayerSpec {
+  saNorm: DeviceBuffer; // (C)
+  wq: DeviceBuffer; // (NH*HS, C)
+  wk: DeviceBuffer; // (NKV*HS, C)
+  wv: DeviceBuffer; // (NKV*HS, C)
+  bq: DeviceBuffer | null; // (NH*HS)
+  bk: DeviceBuffer | null; // (NKV*HS)
+  bv: DeviceBuffer | null; // (NKV*HS)
+  wo: DeviceBuffer; // (C, NH*HS)
+  mlpNorm: DeviceBuffer; // (C)
+  w1: DeviceBuffer; // (H, C) gate
+  w2: DeviceBuffer; // (C, H) down
+  w3: DeviceBuffer; // (H, C) up
+  k: DeviceBuffer; // (B, capacity, NKV*HS) KV cache
+  v: DeviceBuffer; // (B, capacity, NKV*HS)
+}
+
+/**
+ * A plain Llama decoder (SwiGLU, RMSNorm without offset, fp32, no adapters) for a fused
+ * decode step: the buffers are read in place at every step, never copied.
+ */
+export interface DecoderSpec {
+  B: number;
+  capacity: number;
+  C: number;
+  NH: number;
+  NKV: number;
+  HS: number;
+  H: number;
+  V: number;
+  eps: number;
+  layout: RopeLayout;
+  tokEmb: DeviceBuffer; // (V, C)
+  layers: DecoderLayerSpec[];
+  norm: DeviceBuffer; // (C)
+  output: DeviceBuffer; // (V, C)
+  cos: DeviceBuffer; // (Tmax, HS/2)
+  sin: DeviceBuffer; // (Tmax, HS/2)
+  logits: DeviceBuffer; // (B, V) written by each step
+}
+
+/** A decode step fused into one call (see Backend.createDecoder). */
+export interface FusedDecoder {
+  /**
+   * One token per sequence (B) at cache position `pos`: writes the new keys and values
+   * into the caches and the logits (B, V), exactly as the op-by-op decode would.
+   */
+  step(tokens: Int32Array, pos: number): void;
+}
+
 /** A compute device: memory plus the fused layer ops of a Llama-family transformer. */
 export interface Backend {
   readonly name: "cpu" | "cuda";
   /** Dtype used for activations and weights on this backend ("f32" on the CPU). */
   readonly computeDtype: DType;
   readonly collectives: Collectives;
+
+  /**
+   * Optional: a fused decode step over `spec` (same results as the op-by-op decode, with
+   * less per-token overhead); null or absent where the backend has none.
+   */
+  createDecoder?(spec: DecoderSpec): FusedDecoder | null;
 
   // ---- memory -------------------------------------------------------------------------
   /** A new zero-filled buffer of `length` elements. */

@@ -7,7 +7,7 @@
 import { TuneError } from "../errors.ts";
 import { type HostTensor, numel } from "../params/state_dict.ts";
 import { atomicWriteWith, readAt, writeAll } from "./atomic_write.ts";
-import { decodeToF32, dtypeBytes, encodeFromF32, type FileDtype } from "./dtype.ts";
+import { decodeToF32, dtypeBytes, encodeFromF32, f32BitsToBf16, type FileDtype } from "./dtype.ts";
 
 /** One tensor's place in a safetensors file. */
 export interface SafetensorsEntry {
@@ -105,16 +105,70 @@ export function readSafetensors(
   try {
     for (const e of header.entries) {
       if (options.filter && !options.filter(e.name)) continue;
-      const bytes = readAt(file, e.begin, e.end - e.begin);
-      if (bytes.length !== e.end - e.begin) {
-        throw new TuneError(`${path}: tensor ${e.name} is truncated; download it again`);
-      }
-      out.set(e.name, { shape: e.shape, data: decodeToF32(bytes, e.dtype), sourceDtype: e.dtype });
+      const data = new Float32Array(numel(e.shape));
+      readTensorInto(file, e, data, path);
+      out.set(e.name, { shape: e.shape, data, sourceDtype: e.dtype });
     }
   } finally {
     file.close();
   }
   return out;
+}
+
+/** Bytes of the reusable chunk buffer of 16-bit conversions (reads and writes). */
+const CHUNK_BYTES = 1 << 22;
+let chunk: Uint8Array | null = null;
+function chunkBuffer(): Uint8Array {
+  chunk ??= new Uint8Array(CHUNK_BYTES);
+  return chunk;
+}
+
+/** Read exactly dst.length bytes at `position` into dst (false when the file ends first). */
+function readFully(file: Deno.FsFile, position: number, dst: Uint8Array): boolean {
+  file.seekSync(position, Deno.SeekMode.Start);
+  let off = 0;
+  while (off < dst.length) {
+    const n = file.readSync(dst.subarray(off));
+    if (n === null || n === 0) return false;
+    off += n;
+  }
+  return true;
+}
+
+/**
+ * Read tensor `e` of an open safetensors file into `dst` (its numel elements, fp32): f32
+ * bytes go straight into dst's memory (one read, no copy); bf16/f16 pass through a reused
+ * 4 MB buffer and are widened exactly chunk by chunk.
+ */
+export function readTensorInto(
+  file: Deno.FsFile,
+  e: SafetensorsEntry,
+  dst: Float32Array,
+  path = "safetensors file",
+): void {
+  const n = numel(e.shape);
+  if (dst.length !== n) throw new Error(`tensor ${e.name}: ${dst.length} slots for ${n} values`);
+  const truncated = () =>
+    new TuneError(`${path}: tensor ${e.name} is truncated; download it again`);
+  if (e.dtype === "f32") {
+    if (!readFully(file, e.begin, new Uint8Array(dst.buffer, dst.byteOffset, n * 4))) {
+      throw truncated();
+    }
+    return;
+  }
+  const buf = chunkBuffer();
+  const per = CHUNK_BYTES >> 1; // elements per chunk
+  const halves = new Uint16Array(buf.buffer, 0, per);
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, n);
+  for (let i0 = 0; i0 < n; i0 += per) {
+    const m = Math.min(per, n - i0);
+    if (!readFully(file, e.begin + 2 * i0, buf.subarray(0, 2 * m))) throw truncated();
+    if (e.dtype === "bf16") {
+      for (let i = 0; i < m; i++) bits[i0 + i] = halves[i] << 16;
+    } else {
+      dst.set(decodeToF32(buf.subarray(0, 2 * m), e.dtype), i0);
+    }
+  }
 }
 
 /** How a writer picks each tensor's file dtype: fixed, or the tensor's `sourceDtype` (f32 if unset). */
@@ -153,8 +207,28 @@ export function writeSafetensors(
     new DataView(len.buffer).setBigUint64(0, BigInt(head.length), true);
     writeAll(file, len);
     writeAll(file, head);
-    list.forEach(([, t], i) => writeAll(file, encodeFromF32(t.data, dtypes[i])));
+    list.forEach(([, t], i) => writeTensor(file, t.data, dtypes[i]));
   });
+}
+
+/**
+ * Write fp32 `data` as `dtype`: f32 straight from its memory, bf16/f16 encoded a 4 MB
+ * chunk at a time into a reused buffer (rounding to nearest even, NaN kept quiet).
+ */
+function writeTensor(file: Deno.FsFile, data: Float32Array, dtype: FileDtype): void {
+  if (dtype !== "bf16") {
+    writeAll(file, encodeFromF32(data, dtype));
+    return;
+  }
+  const buf = chunkBuffer();
+  const per = CHUNK_BYTES >> 1;
+  const halves = new Uint16Array(buf.buffer, 0, per);
+  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  for (let i0 = 0; i0 < data.length; i0 += per) {
+    const m = Math.min(per, data.length - i0);
+    for (let i = 0; i < m; i++) halves[i] = f32BitsToBf16(bits[i0 + i]);
+    writeAll(file, buf.subarray(0, 2 * m));
+  }
 }
 
 function pickDtype(t: HostTensor, want: WriteDtype): FileDtype {

@@ -50,8 +50,7 @@ export function samplingDistribution(logits: Float32Array, o: SamplingOptions): 
   for (let i = 0; i < V; i++) scaled[i] = logits[i] / o.temperature;
   if (o.topK !== null && o.topK < V) {
     // pivot = the k-th largest value; everything below it is dropped (ties survive, as torch)
-    const sorted = Float64Array.from(scaled).sort();
-    const pivot = sorted[V - o.topK];
+    const pivot = kthLargest(scaled, o.topK);
     for (let i = 0; i < V; i++) if (scaled[i] < pivot) scaled[i] = -Infinity;
   }
   let max = -Infinity;
@@ -79,6 +78,43 @@ export function samplingDistribution(logits: Float32Array, o: SamplingOptions): 
     for (let i = 0; i < V; i++) probs[i] /= kept;
   }
   return probs;
+}
+
+/**
+ * The k-th largest value of `x` (1 <= k <= length), as `Float64Array.from(x).sort()[n - k]`
+ * (-0 and +0 may trade places: the pivot is only compared with <) but by selection (Hoare
+ * partitioning, expected O(n)) instead of a full sort. With a NaN (which the typed-array sort
+ * orders last) it falls back to that sort.
+ */
+export function kthLargest(x: Float64Array, k: number): number {
+  const n = x.length;
+  const a = Float64Array.from(x);
+  for (let i = 0; i < n; i++) if (a[i] !== a[i]) return a.sort()[n - k];
+  const want = n - k; // index of the answer in ascending order
+  let lo = 0, hi = n - 1;
+  while (lo < hi) {
+    // median of three as the pivot value
+    const mid = (lo + hi) >> 1;
+    const p0 = a[lo], p1 = a[mid], p2 = a[hi];
+    const pv = p0 < p1 ? (p1 < p2 ? p1 : p0 < p2 ? p2 : p0) : (p0 < p2 ? p0 : p1 < p2 ? p2 : p1);
+    let i = lo, j = hi;
+    while (i <= j) {
+      while (a[i] < pv) i++;
+      while (a[j] > pv) j--;
+      if (i <= j) {
+        const t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    // now a[lo..j] <= pv <= a[i..hi], and every element between j and i equals pv
+    if (want <= j) hi = j;
+    else if (want >= i) lo = i;
+    else return pv;
+  }
+  return a[want];
 }
 
 /** Draw an index from `probs` (summing to 1) with one uniform number from `rng`. */

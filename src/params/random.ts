@@ -65,9 +65,48 @@ export class SeededRandom {
     return out;
   }
 
-  /** Fill `out` with N(0, std^2). */
+  /**
+   * Fill `out` with N(0, std^2): the same numbers as `std * normal()` element by element
+   * (the same draws, the same Box-Muller pair, the spare carried in and out), with the
+   * generator's state in locals so V8 keeps the loop tight.
+   */
   fillNormal(out: Float32Array, std: number): Float32Array {
-    for (let i = 0; i < out.length; i++) out[i] = std * this.normal();
+    const n = out.length;
+    let i = 0;
+    if (n > 0 && this.#spare !== null) {
+      out[0] = std * this.#spare;
+      this.#spare = null;
+      i = 1;
+    }
+    // sfc32 in int32 arithmetic (the same bits as #nextU32)
+    let a = this.#a | 0, b = this.#b | 0, c = this.#c | 0, d = this.#d | 0;
+    for (; i < n; i += 2) {
+      let u = 0;
+      let t = 0;
+      while (u === 0) {
+        t = (((a + b) | 0) + d) | 0;
+        d = (d + 1) | 0;
+        a = b ^ (b >>> 9);
+        b = (c + (c << 3)) | 0;
+        c = ((c << 21) | (c >>> 11)) + t | 0;
+        u = (t >>> 0) / 4294967296;
+      }
+      t = (((a + b) | 0) + d) | 0;
+      d = (d + 1) | 0;
+      a = b ^ (b >>> 9);
+      b = (c + (c << 3)) | 0;
+      c = ((c << 21) | (c >>> 11)) + t | 0;
+      const v = (t >>> 0) / 4294967296;
+      const r = Math.sqrt(-2 * Math.log(u));
+      const angle = 2 * Math.PI * v;
+      out[i] = std * (r * Math.cos(angle));
+      if (i + 1 < n) out[i + 1] = std * (r * Math.sin(angle));
+      else this.#spare = r * Math.sin(angle);
+    }
+    this.#a = a >>> 0;
+    this.#b = b >>> 0;
+    this.#c = c >>> 0;
+    this.#d = d >>> 0;
     return out;
   }
 }

@@ -9,14 +9,17 @@ import {
   type AdamWParams,
   type Backend,
   type Collectives,
+  type DecoderSpec,
   type DeviceBuffer,
   type DType,
+  type FusedDecoder,
   type RopeLayout,
   SingleProcessCollectives,
 } from "../ops.ts";
 import { adamwStep } from "./adamw.ts";
 import { attentionBackward, attentionForward, attentionUnits } from "./attention.ts";
 import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
+import { CpuDecoder } from "./decode.ts";
 import { dropoutFill } from "./dropout.ts";
 import { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
@@ -110,6 +113,11 @@ export class CpuBackend implements Backend {
     this.gemm = new Gemm(blas, this.scratch);
     this.collectives = opts.collectives ??
       new SingleProcessCollectives((dst, src) => this.copy(dst, src));
+  }
+
+  /** The fused decode step of decode.ts (on this backend's matrix-product path). */
+  createDecoder(spec: DecoderSpec): FusedDecoder {
+    return new CpuDecoder(this.gemm, spec);
   }
 
   // ---- memory -------------------------------------------------------------------------

@@ -165,7 +165,21 @@ export function swigluForward(
   const simd = simdKernels(); // wasm SIMD for the even-length head, bitwise the same
   const head = simd === null ? 0 : n & ~1;
   if (head > 0) simd!.swigluForward(out, gate, up, head);
-  for (let i = head; i < n; i++) {
+  swigluForwardScalar(out, gate, up, head, n);
+}
+
+/**
+ * Elements [from, n) of swigluForward in scalar code (the decode step's small rows use it
+ * directly: no wasm instance to start, the same bits).
+ */
+export function swigluForwardScalar(
+  out: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  from: number,
+  n: number,
+): void {
+  for (let i = from; i < n; i++) {
     const g = gate[i];
     out[i] = (g / onePlusExpNeg(g)) * up[i];
   }

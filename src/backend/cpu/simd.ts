@@ -13,26 +13,54 @@ const PAGE = 65536;
 const CHUNK = 4096;
 
 type Fn3 = (a: number, b: number, c: number) => number;
+type Fn4 = (a: number, b: number, c: number, d: number) => number;
+
+/**
+ * Constants of exp_shift_sum in kernels.ll order (each fills both lanes of one v128): log2 e,
+ * 1.5 * 2^52, ln 2 high and low parts, 1, 1/6, 1/2, 1/24, 1/120, 1/720, 1/5040, -708 (the
+ * same numbers fast_math.ts and layers.ts use).
+ */
+const EXP_TABLE = [
+  1.4426950408889634,
+  6755399441055744,
+  0.693145751953125,
+  1.4286068203094173e-6,
+  1,
+  0.16666666666666666,
+  0.5,
+  0.041666666666666664,
+  0.008333333333333333,
+  0.001388888888888889,
+  0.0001984126984126984,
+  -708,
+];
+/** Floats the table takes in wasm memory (two doubles per constant). */
+const EXP_TABLE_FLOATS = EXP_TABLE.length * 4;
+/** The SwiGLU kernels' table: EXP_TABLE, then 709.7 (the overflow limit) and Infinity. */
+const SWIGLU_TABLE = [...EXP_TABLE, 709.7, Infinity];
+/** Byte offset of SWIGLU_TABLE: after the five SwiGLU operand chunks (16-byte aligned). */
+const SWIGLU_TABLE_AT = 5 * CHUNK * 4;
 type Max2 = (p: number, n: number, out: number) => void;
-type SwF = (out: number, gate: number, up: number, n: number) => void;
-type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number) => void;
+type SwF = (out: number, gate: number, up: number, n: number, k: number) => void;
+type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number, k: number) => void;
 
 /** One thread's instance of the kernels and the wasm memory they work in. */
 export class SimdKernels {
   #mem: WebAssembly.Memory;
   #view: Float32Array;
   #f64: Float64Array;
-  #exp: Fn3;
+  #exp: Fn4;
   #scale: Fn3;
   #max2: Max2;
   #swf: SwF;
   #swb: SwB;
 
   constructor(module: WebAssembly.Module) {
-    this.#mem = new WebAssembly.Memory({ initial: Math.ceil((5 * CHUNK * 4) / PAGE) });
+    const bytes = SWIGLU_TABLE_AT + SWIGLU_TABLE.length * 16;
+    this.#mem = new WebAssembly.Memory({ initial: Math.ceil(bytes / PAGE) });
     const inst = new WebAssembly.Instance(module, { env: { __linear_memory: this.#mem } });
     const x = inst.exports;
-    this.#exp = x.exp_shift_sum as Fn3;
+    this.#exp = x.exp_shift_sum as Fn4;
     this.#scale = x.scale_rows as Fn3;
     this.#max2 = x.row_max2 as Max2;
     this.#swf = x.swiglu_forward as SwF;
@@ -47,8 +75,10 @@ export class SimdKernels {
    */
   loadRowMax(src: Float32Array, off: number, n: number): [number, number] {
     const at = (n + 3) & ~3; // float index of the two float64 maxima (16-byte aligned)
-    if (at + 4 > this.#view.length) {
-      this.#mem.grow(Math.ceil(((at + 4) * 4 - this.#mem.buffer.byteLength) / PAGE));
+    // then exp_shift_sum's constant table (expSum writes it)
+    if (at + 4 + EXP_TABLE_FLOATS > this.#view.length) {
+      const need = (at + 4 + EXP_TABLE_FLOATS) * 4;
+      this.#mem.grow(Math.ceil((need - this.#mem.buffer.byteLength) / PAGE));
       this.#view = new Float32Array(this.#mem.buffer);
       this.#f64 = new Float64Array(this.#mem.buffer);
     }
@@ -62,7 +92,13 @@ export class SimdKernels {
    * give 0); returns the float64 sum in index order. The row stays for `scaleTo`.
    */
   expSum(n: number, max: number): number {
-    return this.#exp(0, n, max);
+    const table = (((n + 3) & ~3) + 4) >> 1; // float64 index, after loadRowMax's maxima
+    const f64 = this.#f64;
+    for (let i = 0; i < EXP_TABLE.length; i++) {
+      f64[table + 2 * i] = EXP_TABLE[i];
+      f64[table + 2 * i + 1] = EXP_TABLE[i];
+    }
+    return this.#exp(0, n, max, table * 8);
   }
 
   /** dst[off, off + n) = row buffer * s (float64 product rounded to fp32). */
@@ -71,14 +107,24 @@ export class SimdKernels {
     dst.set(this.#view.subarray(0, n), off);
   }
 
+  /** Write SWIGLU_TABLE (each constant in both lanes) where the SwiGLU kernels read it. */
+  #swigluTable(): void {
+    const f64 = this.#f64, at = SWIGLU_TABLE_AT >> 3;
+    for (let i = 0; i < SWIGLU_TABLE.length; i++) {
+      f64[at + 2 * i] = SWIGLU_TABLE[i];
+      f64[at + 2 * i + 1] = SWIGLU_TABLE[i];
+    }
+  }
+
   /** out(n) = silu(gate) * up for even n, as layers.ts swigluForward. */
   swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
     const v = this.#view, B = CHUNK * 4; // byte offsets of the operands: gate, up, out
+    this.#swigluTable();
     for (let i = 0; i < n; i += CHUNK) {
       const m = Math.min(CHUNK, n - i);
       v.set(gate.subarray(i, i + m), 0);
       v.set(up.subarray(i, i + m), CHUNK);
-      this.#swf(2 * B, 0, B, m);
+      this.#swf(2 * B, 0, B, m, SWIGLU_TABLE_AT);
       out.set(v.subarray(2 * CHUNK, 2 * CHUNK + m), i);
     }
   }
@@ -93,12 +139,13 @@ export class SimdKernels {
     n: number,
   ): void {
     const v = this.#view, B = CHUNK * 4; // operands: dout, gate, up, dgate, dup
+    this.#swigluTable();
     for (let i = 0; i < n; i += CHUNK) {
       const m = Math.min(CHUNK, n - i);
       v.set(dout.subarray(i, i + m), 0);
       v.set(gate.subarray(i, i + m), CHUNK);
       v.set(up.subarray(i, i + m), 2 * CHUNK);
-      this.#swb(3 * B, 4 * B, 0, B, 2 * B, m);
+      this.#swb(3 * B, 4 * B, 0, B, 2 * B, m, SWIGLU_TABLE_AT);
       dgate.set(v.subarray(3 * CHUNK, 3 * CHUNK + m), i);
       dup.set(v.subarray(4 * CHUNK, 4 * CHUNK + m), i);
     }

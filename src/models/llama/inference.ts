@@ -3,7 +3,8 @@
  * positions, prefill of a prompt and one-token decode steps, each returning the logits of
  * the last position. Shares the model's weights (and LoRA adapters); owns its buffers.
  */
-import type { Backend, DeviceBuffer } from "../../backend/ops.ts";
+import type { Backend, DeviceBuffer, FusedDecoder } from "../../backend/ops.ts";
+import type { ParamStore } from "../../params/store.ts";
 import {
   type ActDims,
   Allocator,
@@ -16,6 +17,7 @@ import { ropeTables, uploadRope } from "../../modules/rope.ts";
 import { TuneError } from "../../errors.ts";
 import type { DecoderParts } from "./build.ts";
 import { checkSlidingWindow, headSize, type LlamaConfig } from "./config.ts";
+import { fusedDecoder } from "./fused_decode.ts";
 import { layerLinears } from "./layout.ts";
 
 interface InferenceState {
@@ -32,6 +34,8 @@ interface InferenceState {
   logits: DeviceBuffer; // (B, V)
   headHs: DeviceBuffer | null; // (B, r)
   alloc: Allocator;
+  /** The backend's fused decode step (fused_decode.ts), or null: decode runs op by op. */
+  decoder: FusedDecoder | null;
 }
 
 /** KV-cache inference of one model. */
@@ -46,6 +50,11 @@ export class KvInference {
     readonly act: "f32" | "bf16",
     /** Multiplies the token embeddings (Gemma's sqrt(dim)); 1 for none. */
     readonly embedScale: number,
+    /**
+     * The base weights when a backend's fused decode step may read them in place (a plain
+     * fp32 model without adapters or sharded weights); null: always op by op.
+     */
+    readonly fusableBase: ParamStore | null = null,
   ) {}
 
   /** Current position of the KV cache (tokens processed since the last prefill). */
@@ -103,12 +112,26 @@ export class KvInference {
       logits: al.alloc("inference", batch * cfg.vocabSize),
       headHs: adapted.has("output") ? al.alloc("inference", batch * r, this.act) : null,
       alloc: al,
+      decoder: null,
     };
+    const s = this.#s;
+    s.decoder = this.fusableBase === null || this.cfg.qkNorm ? null : fusedDecoder(be, {
+      cfg,
+      base: this.fusableBase,
+      special: false,
+      caches,
+      rope: this.parts.rope,
+      logits: s.logits,
+      B: batch,
+      capacity,
+    });
   }
 
   /** Run `tokens` (B, T) from position 0; logits (B, V) of the last position. */
   prefill(tokens: Int32Array): DeviceBuffer {
-    this.#need().pos = 0;
+    const s = this.#need();
+    s.pos = 0;
+    if (s.decoder !== null && tokens.length === s.B) return this.#fusedStep(s, tokens);
     return this.#step(tokens);
   }
 
@@ -118,7 +141,21 @@ export class KvInference {
     if (tokens.length !== s.B) {
       throw new Error(`decodeStep takes ${s.B} tokens, got ${tokens.length}`);
     }
+    if (s.decoder !== null) return this.#fusedStep(s, tokens);
     return this.#step(tokens);
+  }
+
+  /** One token per sequence through the backend's fused decoder (logits as #step's). */
+  #fusedStep(s: InferenceState, tokens: Int32Array): DeviceBuffer {
+    if (s.pos + 1 > s.capacity) {
+      throw new TuneError(
+        `generation reached position ${s.pos + 1}, beyond the cache capacity ${s.capacity}; ` +
+          "lower max_new_tokens",
+      );
+    }
+    s.decoder!.step(tokens, s.pos);
+    s.pos += 1;
+    return s.logits;
   }
 
   /** Release the caches. */

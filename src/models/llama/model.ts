@@ -212,7 +212,17 @@ export class LlamaModel {
     this.#in = new BatchInputs(backend, al, this.B, this.T, V);
     this.#sc = training ? allocBackwardScratch(al, "scratch", dims, act) : null;
     this.#dresid = training ? al.alloc("scratch", N * cfg.dim) : null;
-    this.#inf = new KvInference(backend, p, cfg, dims, act, this.#embedScale);
+    // the backend's fused decode step reads plain fp32 base weights in place
+    const fusable = spec.lora === null && act === "f32" && !this.#windowed;
+    this.#inf = new KvInference(
+      backend,
+      p,
+      cfg,
+      dims,
+      act,
+      this.#embedScale,
+      fusable ? this.base : null,
+    );
   }
 
   /**

@@ -9,10 +9,38 @@ target triple = "wasm32-unknown-unknown"
 ; exp as in fast_math.ts: k = round(y log2 e) by the 1.5 * 2^52 trick, r by a Cody-Waite
 ; split of ln 2, degree-7 Taylor polynomial in Estrin's scheme, 2^k built from k's bits.
 ; Inputs below -708 (where 2^k would leave the normal range) give 0, NaN stays NaN.
-define double @exp_shift_sum(float* %p, i32 %n, double %max) #0 {
+; The constants come from the table %k (simd.ts EXP_TABLE, 12 pairs of doubles) loaded once
+; before the loop: as immediates, V8 rebuilds every vector constant inside the loop.
+define double @exp_shift_sum(float* %p, i32 %n, double %max, <2 x double>* %k) #0 {
 entry:
   %mx0 = insertelement <2 x double> undef, double %max, i32 0
   %mx = shufflevector <2 x double> %mx0, <2 x double> undef, <2 x i32> zeroinitializer
+  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
+  %cLog2e = load volatile <2 x double>, <2 x double>* %k0, align 16
+  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
+  %cMagic = load volatile <2 x double>, <2 x double>* %k1, align 16
+  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
+  %cLn2Hi = load volatile <2 x double>, <2 x double>* %k2, align 16
+  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
+  %cLn2Lo = load volatile <2 x double>, <2 x double>* %k3, align 16
+  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
+  %cOne = load volatile <2 x double>, <2 x double>* %k4, align 16
+  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
+  %c3 = load volatile <2 x double>, <2 x double>* %k5, align 16
+  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
+  %cHalf = load volatile <2 x double>, <2 x double>* %k6, align 16
+  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
+  %c4 = load volatile <2 x double>, <2 x double>* %k7, align 16
+  %k8 = getelementptr <2 x double>, <2 x double>* %k, i32 8
+  %c5 = load volatile <2 x double>, <2 x double>* %k8, align 16
+  %k9 = getelementptr <2 x double>, <2 x double>* %k, i32 9
+  %c6 = load volatile <2 x double>, <2 x double>* %k9, align 16
+  %k10 = getelementptr <2 x double>, <2 x double>* %k, i32 10
+  %c7 = load volatile <2 x double>, <2 x double>* %k10, align 16
+  %k11 = getelementptr <2 x double>, <2 x double>* %k, i32 11
+  %cLimit = load volatile <2 x double>, <2 x double>* %k11, align 16
+  ; 2^k = bits of (t << 52) + bits of 1.0, as ((bits of t) + 1023) << 52 modulo 2^64
+  %oneBits = bitcast <2 x double> %cOne to <2 x i64>
   %c = icmp sgt i32 %n, 0
   br i1 %c, label %loop, label %done
 loop:
@@ -23,36 +51,36 @@ loop:
   %x = load <2 x float>, <2 x float>* %vq, align 4
   %xd = fpext <2 x float> %x to <2 x double>
   %y = fsub <2 x double> %xd, %mx
-  %t0 = fmul <2 x double> %y, <double 0x3FF71547652B82FE, double 0x3FF71547652B82FE>
-  %t = fadd <2 x double> %t0, <double 0x4338000000000000, double 0x4338000000000000>
-  %kf = fsub <2 x double> %t, <double 0x4338000000000000, double 0x4338000000000000>
-  %a0 = fmul <2 x double> %kf, <double 0x3FE62E4000000000, double 0x3FE62E4000000000>
+  %t0 = fmul <2 x double> %y, %cLog2e
+  %t = fadd <2 x double> %t0, %cMagic
+  %kf = fsub <2 x double> %t, %cMagic
+  %a0 = fmul <2 x double> %kf, %cLn2Hi
   %a1 = fsub <2 x double> %y, %a0
-  %a2 = fmul <2 x double> %kf, <double 0x3EB7F7D1CF79ABCA, double 0x3EB7F7D1CF79ABCA>
+  %a2 = fmul <2 x double> %kf, %cLn2Lo
   %r = fsub <2 x double> %a1, %a2
   %r2 = fmul <2 x double> %r, %r
   ; ((1 + r) + r2 * (0.5 + r * c3))
-  %p0 = fadd <2 x double> <double 1.0, double 1.0>, %r
-  %p1 = fmul <2 x double> %r, <double 0x3FC5555555555555, double 0x3FC5555555555555>
-  %p2 = fadd <2 x double> <double 0.5, double 0.5>, %p1
+  %p0 = fadd <2 x double> %cOne, %r
+  %p1 = fmul <2 x double> %r, %c3
+  %p2 = fadd <2 x double> %cHalf, %p1
   %p3 = fmul <2 x double> %r2, %p2
   %lo = fadd <2 x double> %p0, %p3
   ; ((c4 + r * c5) + r2 * (c6 + r * c7))
-  %q1 = fmul <2 x double> %r, <double 0x3F81111111111111, double 0x3F81111111111111>
-  %q2 = fadd <2 x double> <double 0x3FA5555555555555, double 0x3FA5555555555555>, %q1
-  %q3 = fmul <2 x double> %r, <double 0x3F2A01A01A01A01A, double 0x3F2A01A01A01A01A>
-  %q4 = fadd <2 x double> <double 0x3F56C16C16C16C17, double 0x3F56C16C16C16C17>, %q3
+  %q1 = fmul <2 x double> %r, %c5
+  %q2 = fadd <2 x double> %c4, %q1
+  %q3 = fmul <2 x double> %r, %c7
+  %q4 = fadd <2 x double> %c6, %q3
   %q5 = fmul <2 x double> %r2, %q4
   %hi = fadd <2 x double> %q2, %q5
   %r4 = fmul <2 x double> %r2, %r2
   %h4 = fmul <2 x double> %r4, %hi
   %poly = fadd <2 x double> %lo, %h4
   %bits = bitcast <2 x double> %t to <2 x i64>
-  %kb = add <2 x i64> %bits, <i64 1023, i64 1023>
-  %sh = shl <2 x i64> %kb, <i64 52, i64 52>
-  %pow = bitcast <2 x i64> %sh to <2 x double>
+  %sh = shl <2 x i64> %bits, <i64 52, i64 52>
+  %kb = add <2 x i64> %sh, %oneBits
+  %pow = bitcast <2 x i64> %kb to <2 x double>
   %e0 = fmul <2 x double> %poly, %pow
-  %under = fcmp olt <2 x double> %y, <double -708.0, double -708.0>
+  %under = fcmp olt <2 x double> %y, %cLimit
   %e = select <2 x i1> %under, <2 x double> zeroinitializer, <2 x double> %e0
   %ef = fptrunc <2 x double> %e to <2 x float>
   store <2 x float> %ef, <2 x float>* %vq, align 4
@@ -94,46 +122,78 @@ attributes #0 = { "target-features"="+simd128" nounwind }
 
 ; 1 + exp(-g) as layers.ts onePlusExpNeg: exp as above; -g above 709.7 gives Infinity and
 ; below -708 gives 0 (1 + the scalar's subnormal rounds to 1 as well), NaN stays NaN.
-define internal <2 x double> @one_plus_exp_neg(<2 x double> %g) #1 {
+; The constants are the callers' %k table (simd.ts SWIGLU_TABLE), loaded once before their
+; loops and passed in, so no vector immediate is rebuilt per element.
+define internal <2 x double> @one_plus_exp_neg(<2 x double> %g, <2 x double> %cLog2e, <2 x double> %cMagic, <2 x double> %cLn2Hi, <2 x double> %cLn2Lo, <2 x double> %cOne, <2 x double> %c3, <2 x double> %cHalf, <2 x double> %c4, <2 x double> %c5, <2 x double> %c6, <2 x double> %c7, <2 x double> %cUnder, <2 x double> %cOver, <2 x double> %cInf) #1 {
   %y = fneg <2 x double> %g
-  %t0 = fmul <2 x double> %y, <double 0x3FF71547652B82FE, double 0x3FF71547652B82FE>
-  %t = fadd <2 x double> %t0, <double 0x4338000000000000, double 0x4338000000000000>
-  %kf = fsub <2 x double> %t, <double 0x4338000000000000, double 0x4338000000000000>
-  %a0 = fmul <2 x double> %kf, <double 0x3FE62E4000000000, double 0x3FE62E4000000000>
+  %t0 = fmul <2 x double> %y, %cLog2e
+  %t = fadd <2 x double> %t0, %cMagic
+  %kf = fsub <2 x double> %t, %cMagic
+  %a0 = fmul <2 x double> %kf, %cLn2Hi
   %a1 = fsub <2 x double> %y, %a0
-  %a2 = fmul <2 x double> %kf, <double 0x3EB7F7D1CF79ABCA, double 0x3EB7F7D1CF79ABCA>
+  %a2 = fmul <2 x double> %kf, %cLn2Lo
   %r = fsub <2 x double> %a1, %a2
   %r2 = fmul <2 x double> %r, %r
-  %p0 = fadd <2 x double> <double 1.0, double 1.0>, %r
-  %p1 = fmul <2 x double> %r, <double 0x3FC5555555555555, double 0x3FC5555555555555>
-  %p2 = fadd <2 x double> <double 0.5, double 0.5>, %p1
+  %p0 = fadd <2 x double> %cOne, %r
+  %p1 = fmul <2 x double> %r, %c3
+  %p2 = fadd <2 x double> %cHalf, %p1
   %p3 = fmul <2 x double> %r2, %p2
   %lo = fadd <2 x double> %p0, %p3
-  %q1 = fmul <2 x double> %r, <double 0x3F81111111111111, double 0x3F81111111111111>
-  %q2 = fadd <2 x double> <double 0x3FA5555555555555, double 0x3FA5555555555555>, %q1
-  %q3 = fmul <2 x double> %r, <double 0x3F2A01A01A01A01A, double 0x3F2A01A01A01A01A>
-  %q4 = fadd <2 x double> <double 0x3F56C16C16C16C17, double 0x3F56C16C16C16C17>, %q3
+  %q1 = fmul <2 x double> %r, %c5
+  %q2 = fadd <2 x double> %c4, %q1
+  %q3 = fmul <2 x double> %r, %c7
+  %q4 = fadd <2 x double> %c6, %q3
   %q5 = fmul <2 x double> %r2, %q4
   %hi = fadd <2 x double> %q2, %q5
   %r4 = fmul <2 x double> %r2, %r2
   %h4 = fmul <2 x double> %r4, %hi
   %poly = fadd <2 x double> %lo, %h4
+  ; 2^k = bits of (t << 52) + bits of 1.0, as ((bits of t) + 1023) << 52 modulo 2^64
   %bits = bitcast <2 x double> %t to <2 x i64>
-  %kb = add <2 x i64> %bits, <i64 1023, i64 1023>
-  %sh = shl <2 x i64> %kb, <i64 52, i64 52>
-  %pow = bitcast <2 x i64> %sh to <2 x double>
+  %sh = shl <2 x i64> %bits, <i64 52, i64 52>
+  %oneBits = bitcast <2 x double> %cOne to <2 x i64>
+  %kb = add <2 x i64> %sh, %oneBits
+  %pow = bitcast <2 x i64> %kb to <2 x double>
   %e0 = fmul <2 x double> %poly, %pow
-  %under = fcmp olt <2 x double> %y, <double -708.0, double -708.0>
+  %under = fcmp olt <2 x double> %y, %cUnder
   %e1 = select <2 x i1> %under, <2 x double> zeroinitializer, <2 x double> %e0
-  %over = fcmp ogt <2 x double> %y, <double 709.7, double 709.7>
-  %e = select <2 x i1> %over, <2 x double> <double 0x7FF0000000000000, double 0x7FF0000000000000>, <2 x double> %e1
-  %res = fadd <2 x double> <double 1.0, double 1.0>, %e
+  %over = fcmp ogt <2 x double> %y, %cOver
+  %e = select <2 x i1> %over, <2 x double> %cInf, <2 x double> %e1
+  %res = fadd <2 x double> %cOne, %e
   ret <2 x double> %res
 }
 
 ; out[i] = fp32((g / (1 + exp(-g))) * up[i]) for i < n (n even), g = gate[i].
-define void @swiglu_forward(float* %out, float* %gate, float* %up, i32 %n) #0 {
+define void @swiglu_forward(float* %out, float* %gate, float* %up, i32 %n, <2 x double>* %k) #0 {
 entry:
+  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
+  %cLog2e = load volatile <2 x double>, <2 x double>* %k0, align 16
+  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
+  %cMagic = load volatile <2 x double>, <2 x double>* %k1, align 16
+  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
+  %cLn2Hi = load volatile <2 x double>, <2 x double>* %k2, align 16
+  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
+  %cLn2Lo = load volatile <2 x double>, <2 x double>* %k3, align 16
+  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
+  %cOne = load volatile <2 x double>, <2 x double>* %k4, align 16
+  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
+  %c3 = load volatile <2 x double>, <2 x double>* %k5, align 16
+  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
+  %cHalf = load volatile <2 x double>, <2 x double>* %k6, align 16
+  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
+  %c4 = load volatile <2 x double>, <2 x double>* %k7, align 16
+  %k8 = getelementptr <2 x double>, <2 x double>* %k, i32 8
+  %c5 = load volatile <2 x double>, <2 x double>* %k8, align 16
+  %k9 = getelementptr <2 x double>, <2 x double>* %k, i32 9
+  %c6 = load volatile <2 x double>, <2 x double>* %k9, align 16
+  %k10 = getelementptr <2 x double>, <2 x double>* %k, i32 10
+  %c7 = load volatile <2 x double>, <2 x double>* %k10, align 16
+  %k11 = getelementptr <2 x double>, <2 x double>* %k, i32 11
+  %cUnder = load volatile <2 x double>, <2 x double>* %k11, align 16
+  %k12 = getelementptr <2 x double>, <2 x double>* %k, i32 12
+  %cOver = load volatile <2 x double>, <2 x double>* %k12, align 16
+  %k13 = getelementptr <2 x double>, <2 x double>* %k, i32 13
+  %cInf = load volatile <2 x double>, <2 x double>* %k13, align 16
   %c = icmp sgt i32 %n, 0
   br i1 %c, label %loop, label %done
 loop:
@@ -148,7 +208,7 @@ loop:
   %uf = load <2 x float>, <2 x float>* %vu, align 4
   %g = fpext <2 x float> %gf to <2 x double>
   %u = fpext <2 x float> %uf to <2 x double>
-  %den = call <2 x double> @one_plus_exp_neg(<2 x double> %g)
+  %den = call <2 x double> @one_plus_exp_neg(<2 x double> %g, <2 x double> %cLog2e, <2 x double> %cMagic, <2 x double> %cLn2Hi, <2 x double> %cLn2Lo, <2 x double> %cOne, <2 x double> %c3, <2 x double> %cHalf, <2 x double> %c4, <2 x double> %c5, <2 x double> %c6, <2 x double> %c7, <2 x double> %cUnder, <2 x double> %cOver, <2 x double> %cInf)
   %s = fdiv <2 x double> %g, %den
   %o = fmul <2 x double> %s, %u
   %of = fptrunc <2 x double> %o to <2 x float>
@@ -162,8 +222,36 @@ done:
 
 ; sig = 1 / (1 + exp(-g)); dgate = fp32(d * u * sig * (1 + g * (1 - sig))),
 ; dup = fp32(d * g * sig) for i < n (n even), left to right as in layers.ts.
-define void @swiglu_backward(float* %dgate, float* %dup, float* %dout, float* %gate, float* %up, i32 %n) #0 {
+define void @swiglu_backward(float* %dgate, float* %dup, float* %dout, float* %gate, float* %up, i32 %n, <2 x double>* %k) #0 {
 entry:
+  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
+  %cLog2e = load volatile <2 x double>, <2 x double>* %k0, align 16
+  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
+  %cMagic = load volatile <2 x double>, <2 x double>* %k1, align 16
+  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
+  %cLn2Hi = load volatile <2 x double>, <2 x double>* %k2, align 16
+  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
+  %cLn2Lo = load volatile <2 x double>, <2 x double>* %k3, align 16
+  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
+  %cOne = load volatile <2 x double>, <2 x double>* %k4, align 16
+  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
+  %c3 = load volatile <2 x double>, <2 x double>* %k5, align 16
+  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
+  %cHalf = load volatile <2 x double>, <2 x double>* %k6, align 16
+  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
+  %c4 = load volatile <2 x double>, <2 x double>* %k7, align 16
+  %k8 = getelementptr <2 x double>, <2 x double>* %k, i32 8
+  %c5 = load volatile <2 x double>, <2 x double>* %k8, align 16
+  %k9 = getelementptr <2 x double>, <2 x double>* %k, i32 9
+  %c6 = load volatile <2 x double>, <2 x double>* %k9, align 16
+  %k10 = getelementptr <2 x double>, <2 x double>* %k, i32 10
+  %c7 = load volatile <2 x double>, <2 x double>* %k10, align 16
+  %k11 = getelementptr <2 x double>, <2 x double>* %k, i32 11
+  %cUnder = load volatile <2 x double>, <2 x double>* %k11, align 16
+  %k12 = getelementptr <2 x double>, <2 x double>* %k, i32 12
+  %cOver = load volatile <2 x double>, <2 x double>* %k12, align 16
+  %k13 = getelementptr <2 x double>, <2 x double>* %k, i32 13
+  %cInf = load volatile <2 x double>, <2 x double>* %k13, align 16
   %c = icmp sgt i32 %n, 0
   br i1 %c, label %loop, label %done
 loop:
@@ -184,13 +272,13 @@ loop:
   %g = fpext <2 x float> %gf to <2 x double>
   %u = fpext <2 x float> %uf to <2 x double>
   %d = fpext <2 x float> %df to <2 x double>
-  %den = call <2 x double> @one_plus_exp_neg(<2 x double> %g)
-  %sig = fdiv <2 x double> <double 1.0, double 1.0>, %den
+  %den = call <2 x double> @one_plus_exp_neg(<2 x double> %g, <2 x double> %cLog2e, <2 x double> %cMagic, <2 x double> %cLn2Hi, <2 x double> %cLn2Lo, <2 x double> %cOne, <2 x double> %c3, <2 x double> %cHalf, <2 x double> %c4, <2 x double> %c5, <2 x double> %c6, <2 x double> %c7, <2 x double> %cUnder, <2 x double> %cOver, <2 x double> %cInf)
+  %sig = fdiv <2 x double> %cOne, %den
   %du0 = fmul <2 x double> %d, %u
   %du1 = fmul <2 x double> %du0, %sig
-  %om = fsub <2 x double> <double 1.0, double 1.0>, %sig
+  %om = fsub <2 x double> %cOne, %sig
   %gom = fmul <2 x double> %g, %om
-  %f = fadd <2 x double> <double 1.0, double 1.0>, %gom
+  %f = fadd <2 x double> %cOne, %gom
   %dgv = fmul <2 x double> %du1, %f
   %dg0 = fmul <2 x double> %d, %g
   %dupv = fmul <2 x double> %dg0, %sig

@@ -1,0 +1,269 @@
+/**
+ * The CPU backend's fused decode step: one new token per sequence through every layer in
+ * one call, with every buffer, view and product plan made once when the decoder is built.
+ *
+ * Per token and layer: RMSNorm, one product for q, k and v together (their weights lie
+ * side by side in the parameter buffer, so W_qkv (Q+2KV, C) is a view, not a copy), rope,
+ * the cache write, per-head scores and values as OpenBLAS GEMVs over the cache, the output
+ * projection, RMSNorm, gate and up, SwiGLU, down; then the final norm and the classifier.
+ * Nothing is allocated per token: the per-head operands are subarrays made here once (the
+ * FFI passes a view's data pointer, so a fixed view costs nothing per call).
+ *
+ * Every step repeats the operations of the op-by-op path (layers.ts, attention.ts, the
+ * products in gemm.ts) in the same order, so its logits are bitwise those of
+ * `prefill`/`decodeStep` through the generic ops (tests/cpu_decode_test.ts checks it).
+ */
+import type { DecoderSpec, DeviceBuffer, FusedDecoder } from "../ops.ts";
+import { CpuBuffer } from "./buffer.ts";
+import { LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
+import type { Gemm } from "./gemm.ts";
+import { rmsnormForward as rmsnorm, rope, swigluForwardScalar } from "./layers.ts";
+import { TuneError } from "../../errors.ts";
+
+function f32(b: DeviceBuffer, n: number, what: string): Float32Array {
+  if (!(b instanceof CpuBuffer) || b.dtype !== "f32") {
+    throw new Error(`decoder: ${what} is not an fp32 CPU buffer`);
+  }
+  if (b.data.length < n) throw new Error(`decoder: ${what} has ${b.length} elements, needs ${n}`);
+  return (b.data as Float32Array).subarray(0, n);
+}
+
+/** True when b starts right where a ends (same memory). */
+function follows(a: Float32Array, b: Float32Array): boolean {
+  return a.buffer === b.buffer && a.byteOffset + a.byteLength === b.byteOffset;
+}
+
+interface Layer {
+  saNorm: Float32Array; // (C)
+  /** (Q+2KV, C) when q, k, v are adjacent and bias-free, else null (three products). */
+  wqkv: Float32Array | null;
+  wq: Float32Array; // (Q, C)
+  wk: Float32Array; // (KV, C)
+  wv: Float32Array; // (KV, C)
+  bq: Float32Array | null; // (Q)
+  bk: Float32Array | null; // (KV)
+  bv: Float32Array | null; // (KV)
+  wo: Float32Array; // (C, Q)
+  mlpNorm: Float32Array; // (C)
+  w1: Float32Array; // (H, C)
+  w2: Float32Array; // (C, H)
+  w3: Float32Array; // (H, C)
+  kc: Float32Array; // (B, Tcap, KV)
+  vc: Float32Array; // (B, Tcap, KV)
+  /** [b * NKV + kvh]: the cache from head kvh of sequence b on (row stride KV). */
+  kHead: Float32Array[];
+  vHead: Float32Array[];
+}
+
+/** A decode step for B sequences of one model on the CPU. */
+export class CpuDecoder implements FusedDecoder {
+  readonly #gemm: Gemm;
+  readonly #d: DecoderSpec;
+  readonly #layers: Layer[];
+  readonly #emb: Float32Array; // (V, C)
+  readonly #norm: Float32Array; // (C)
+  readonly #out: Float32Array; // (V, C)
+  readonly #cos: Float32Array; // (Tmax, HS/2)
+  readonly #sin: Float32Array; // (Tmax, HS/2)
+  readonly #logits: Float32Array; // (B, V)
+  // activations of one step
+  readonly #x: Float32Array; // (B, C) residual stream
+  readonly #h: Float32Array; // (B, C) normed input of a block
+  readonly #y: Float32Array; // (B, C) block output
+  readonly #rstd: Float32Array; // (B)
+  readonly #qkv: Float32Array; // (B, Q+2KV)
+  readonly #q: Float32Array; // (B, Q) (a view of #qkv when fused)
+  readonly #k: Float32Array; // (B, KV)
+  readonly #v: Float32Array; // (B, KV)
+  readonly #att: Float32Array; // (B, Q)
+  readonly #gate: Float32Array; // (B, H)
+  readonly #up: Float32Array; // (B, H)
+  readonly #act: Float32Array; // (B, H)
+  readonly #s: Float32Array; // (Tcap) scores of one head
+  /** [b * NH + h]: head h of sequence b in q and in att. */
+  readonly #qHead: Float32Array[] = [];
+  readonly #oHead: Float32Array[] = [];
+
+  constructor(gemm: Gemm, d: DecoderSpec) {
+    this.#gemm = gemm;
+    this.#d = d;
+    const { B, C, NH, NKV, HS, H, V, capacity } = d;
+    const Q = NH * HS, KV = NKV * HS;
+    this.#emb = f32(d.tokEmb, V * C, "tok_embeddings");
+    this.#norm = f32(d.norm, C, "norm");
+    this.#out = f32(d.output, V * C, "output");
+    this.#cos = f32(d.cos, d.cos.length, "rope cos");
+    this.#sin = f32(d.sin, d.sin.length, "rope sin");
+    this.#logits = f32(d.logits, B * V, "logits");
+    this.#layers = d.layers.map((l, i) => {
+      const w = (b: DeviceBuffer, n: number, what: string) => f32(b, n, `layers.${i}.${what}`);
+      const wq = w(l.wq, Q * C, "wq"), wk = w(l.wk, KV * C, "wk"), wv = w(l.wv, KV * C, "wv");
+      const fused = l.bq === null && l.bk === null && l.bv === null && follows(wq, wk) &&
+        follows(wk, wv);
+      const kc = w(l.k, B * capacity * KV, "k cache"), vc = w(l.v, B * capacity * KV, "v cache");
+      const kHead: Float32Array[] = [], vHead: Float32Array[] = [];
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < NKV; h++) {
+          kHead.push(kc.subarray(b * capacity * KV + h * HS));
+          vHead.push(vc.subarray(b * capacity * KV + h * HS));
+        }
+      }
+      return {
+        saNorm: w(l.saNorm, C, "sa_norm"),
+        wqkv: fused ? new Float32Array(wq.buffer, wq.byteOffset, (Q + 2 * KV) * C) : null,
+        wq,
+        wk,
+        wv,
+        bq: l.bq === null ? null : w(l.bq, Q, "bq"),
+        bk: l.bk === null ? null : w(l.bk, KV, "bk"),
+        bv: l.bv === null ? null : w(l.bv, KV, "bv"),
+        wo: w(l.wo, C * Q, "wo"),
+        mlpNorm: w(l.mlpNorm, C, "mlp_norm"),
+        w1: w(l.w1, H * C, "w1"),
+        w2: w(l.w2, C * H, "w2"),
+        w3: w(l.w3, H * C, "w3"),
+        kc,
+        vc,
+        kHead,
+        vHead,
+      };
+    });
+    this.#x = new Float32Array(B * C);
+    this.#h = new Float32Array(B * C);
+    this.#y = new Float32Array(B * C);
+    this.#rstd = new Float32Array(B);
+    this.#qkv = new Float32Array(B * (Q + 2 * KV));
+    // Fused (B = 1): q, k, v are the product's consecutive parts. Otherwise three buffers.
+    if (B === 1) {
+      this.#q = this.#qkv.subarray(0, Q);
+      this.#k = this.#qkv.subarray(Q, Q + KV);
+      this.#v = this.#qkv.subarray(Q + KV);
+    } else {
+      this.#q = new Float32Array(B * Q);
+      this.#k = new Float32Array(B * KV);
+      this.#v = new Float32Array(B * KV);
+    }
+    this.#att = new Float32Array(B * Q);
+    this.#gate = new Float32Array(B * H);
+    this.#up = new Float32Array(B * H);
+    this.#act = new Float32Array(B * H);
+    this.#s = new Float32Array(capacity);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < NH; h++) {
+        this.#qHead.push(this.#q.subarray(b * Q + h * HS));
+        this.#oHead.push(this.#att.subarray(b * Q + h * HS));
+      }
+    }
+  }
+
+  step(tokens: Int32Array, pos: number): void {
+    const d = this.#d;
+    const { B, C, NH, NKV, HS, H, V, capacity } = d;
+    const Q = NH * HS, KV = NKV * HS;
+    if (tokens.length !== B) throw new Error(`decoder: ${tokens.length} tokens for batch ${B}`);
+    if (pos < 0 || pos >= capacity) {
+      throw new TuneError(
+        `KV cache of ${capacity} positions cannot hold position ${pos}; raise max_seq_len`,
+      );
+    }
+    if ((pos + 1) * (HS >> 1) > this.#cos.length) {
+      throw new TuneError(`sequence position ${pos} is beyond the rotary table; raise max_seq_len`);
+    }
+    const g = this.#gemm;
+    const x = this.#x, h = this.#h, y = this.#y;
+    for (let b = 0; b < B; b++) {
+      const t = tokens[b];
+      if (!(t >= 0 && t < V)) {
+        throw new TuneError(`token id ${t} is outside the vocabulary (size ${V})`);
+      }
+      x.set(this.#emb.subarray(t * C, t * C + C), b * C);
+    }
+    for (const l of this.#layers) {
+      rmsnorm(h, this.#rstd, x, l.saNorm, B, C, d.eps);
+      if (l.wqkv !== null && B === 1) {
+        g.nt(1, Q + 2 * KV, C, h, C, l.wqkv, C, this.#qkv, Q + 2 * KV, 0);
+      } else {
+        linear(g, this.#q, h, l.wq, l.bq, B, C, Q);
+        linear(g, this.#k, h, l.wk, l.bk, B, C, KV);
+        linear(g, this.#v, h, l.wv, l.bv, B, C, KV);
+      }
+      rope(this.#q, this.#cos, this.#sin, B, 1, NH, HS, pos, d.layout, false);
+      rope(this.#k, this.#cos, this.#sin, B, 1, NKV, HS, pos, d.layout, false);
+      for (let b = 0; b < B; b++) {
+        l.kc.set(this.#k.subarray(b * KV, b * KV + KV), (b * capacity + pos) * KV);
+        l.vc.set(this.#v.subarray(b * KV, b * KV + KV), (b * capacity + pos) * KV);
+      }
+      this.#attend(l, pos);
+      g.nt(B, C, Q, this.#att, Q, l.wo, Q, y, C, 0);
+      for (let i = 0; i < B * C; i++) x[i] = y[i] + x[i];
+      rmsnorm(h, this.#rstd, x, l.mlpNorm, B, C, d.eps);
+      g.nt(B, H, C, h, C, l.w1, C, this.#gate, H, 0);
+      g.nt(B, H, C, h, C, l.w3, C, this.#up, H, 0);
+      swigluForwardScalar(this.#act, this.#gate, this.#up, 0, B * H); // bits of swigluForward
+      g.nt(B, C, H, this.#act, H, l.w2, H, y, C, 0);
+      for (let i = 0; i < B * C; i++) x[i] = y[i] + x[i];
+    }
+    rmsnorm(h, this.#rstd, x, this.#norm, B, C, d.eps);
+    g.nt(B, V, C, h, C, this.#out, C, this.#logits, V, 0);
+  }
+
+  /** att(B, Q) = softmax(q k^T / sqrt(HS)) v over cache rows 0..pos, as attention.ts. */
+  #attend(l: Layer, pos: number): void {
+    const { B, NH, NKV, HS } = this.#d;
+    const g = this.#gemm, s = this.#s;
+    const ldk = NKV * HS, nk = pos + 1, group = NH / NKV;
+    const scale = 1 / Math.sqrt(HS);
+    for (let b = 0; b < B; b++) {
+      for (let hd = 0; hd < NH; hd++) {
+        const kv = b * NKV + ((hd / group) | 0);
+        const qh = this.#qHead[b * NH + hd], oh = this.#oHead[b * NH + hd];
+        g.nt(1, nk, HS, qh, HS, l.kHead[kv], ldk, s, nk, 0); // s(nk) = K_h q_h
+        let m = -Infinity;
+        for (let j = 0; j < nk; j++) if (s[j] > m) m = s[j];
+        const max = m * scale;
+        let sum = 0;
+        for (let j = 0; j < nk; j++) {
+          // fastExp, inlined exactly as attention.ts attentionForward (Horner's scheme)
+          const yv = s[j] * scale - max;
+          let e = 0;
+          if (yv >= -745.2) {
+            const kf = (yv * LOG2E + MAGIC) - MAGIC;
+            const r = (yv - kf * LN2_HI) - kf * LN2_LO;
+            e = (1 +
+              r * (1 +
+                  r * (0.5 +
+                      r * (0.16666666666666666 +
+                          r * (0.041666666666666664 +
+                              r * (0.008333333333333333 +
+                                  r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+              POW2[(kf | 0) + 1075];
+          } else if (yv !== yv) e = yv;
+          s[j] = e;
+          sum += e;
+        }
+        g.nn(1, HS, nk, s, nk, l.vHead[kv], ldk, oh, HS, 0); // o_h(HS) = exp(s) V_h
+        const inv = 1 / sum;
+        for (let i = 0; i < HS; i++) oh[i] *= inv;
+      }
+    }
+  }
+}
+
+/** out(B, N) = x(B, K) W(N, K)^T + b, as the backend's matmulForward. */
+function linear(
+  g: Gemm,
+  out: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  B: number,
+  K: number,
+  N: number,
+): void {
+  if (bias === null) {
+    g.nt(B, N, K, x, K, w, K, out, N, 0);
+    return;
+  }
+  for (let i = 0; i < B; i++) out.set(bias, i * N);
+  g.nt(B, N, K, x, K, w, K, out, N, 1);
+}

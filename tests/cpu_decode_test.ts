@@ -1,0 +1,54 @@
+/**
+ * The CPU backend's fused decode step (decode.ts) gives bitwise the logits of the op-by-op
+ * decode (each op through the generic interface), for batch 1 and 2, GQA, both rope
+ * layouts, q/k/v bias, on both matrix-product paths; and decodeStep() uses it.
+ */
+import { strictEqual as assertEquals } from "node:assert/strict";
+import { loadFixture } from "./fixture_io.ts";
+import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import { createLlama } from "../src/models/llama/model.ts";
+import { fixtureConfig, prefixedStateDict } from "./_model_helpers.ts";
+
+for (const matmul of ["blas", "ts"] as const) {
+  for (const name of ["model_tiny_a", "model_tiny_b"]) {
+    for (const [B, P] of [[1, 3], [2, 3], [1, 1], [2, 1]]) {
+      Deno.test(`fused decodeStep() equals the op-by-op decode bitwise (${name}, B=${B}, prompt ${P}, ${matmul})`, () => {
+        const fx = loadFixture(name);
+        const cfg = fixtureConfig(fx);
+        const fused = new CpuBackend({ matmul });
+        const plain = new CpuBackend({ matmul });
+        let made = 0;
+        const make = fused.createDecoder.bind(fused);
+        fused.createDecoder = (s) => (made++, make(s));
+        (plain as { createDecoder?: unknown }).createDecoder = undefined;
+        const T = 12, V = cfg.vocabSize;
+        const sd = prefixedStateDict(fx, "w.");
+        const models = [fused, plain].map((be) => {
+          const m = createLlama(be, { name, config: cfg, lora: null }, {
+            batch: 1,
+            seqLen: 1,
+            training: false,
+          });
+          m.loadStateDict(sd);
+          m.setupCaches(B, T);
+          return m;
+        });
+        assertEquals(made, 1);
+        const seqs = Int32Array.from({ length: B * T }, (_, i) => (i * 13 + 5) % V);
+        const prompt = new Int32Array(B * P);
+        for (let b = 0; b < B; b++) prompt.set(seqs.subarray(b * T, b * T + P), b * P);
+        const outs = models.map((m, i) => [i === 0 ? fused : plain, m] as const);
+        const first = outs.map(([be, m]) => be.download(m.prefill(prompt)) as Float32Array);
+        assertEquals(first[0].every((x, i) => x === first[1][i]), true, "prefill logits differ");
+        for (let t = P; t < T; t++) {
+          const step = Int32Array.from({ length: B }, (_, b) => seqs[b * T + t]);
+          const [a, b] = outs.map(([be, m]) => be.download(m.decodeStep(step)) as Float32Array);
+          let worst = 0;
+          for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+          assertEquals(worst, 0, `position ${t}: fused logits differ by up to ${worst}`);
+        }
+        for (const m of models) m.free();
+      });
+    }
+  }
+}
