@@ -29,6 +29,7 @@ import type { ModelSpec } from "../src/models/model_spec.ts";
 import { SeededRandom } from "../src/params/random.ts";
 import { checkVocabMatches } from "../src/tokenizers/load.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
+import { withCheckpointFields } from "../src/models/llama/config.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
@@ -152,7 +153,7 @@ export async function main(cfg: GenerateConfig, _launch: LaunchOptions): Promise
   const checkpointer = instantiate<Checkpointer>(cfg.checkpointer);
   const loaded = checkpointer.load({ resumeFromCheckpoint: false });
   if (spec) checkSameArchitecture(spec.config, loaded.config, "checkpointer");
-  const config = { ...(spec?.config ?? loaded.config), ropeLayout: loaded.config.ropeLayout };
+  const config = withCheckpointFields(spec?.config ?? loaded.config, loaded.config);
   let weights: StateDict = loaded.stateDict;
   const lora = spec?.lora ?? null;
   if (loaded.adapter) {
@@ -217,8 +218,8 @@ export async function main(cfg: GenerateConfig, _launch: LaunchOptions): Promise
     onToken: (_b, id) => writeOut(stream.push(id)),
   });
   writeOut(stream.flush());
-  // a closing newline for the terminal only: piped output is exactly the generated text
-  if (Deno.stdout.isTerminal()) writeOut("\n");
+  // the output ends with a newline, as a text stream should (piped: the text, then "\n")
+  if (result.newTokens > 0) writeOut("\n");
   model.free();
   const n = result.newTokens;
   const secs = result.prefillSeconds + result.decodeSeconds;

@@ -161,6 +161,10 @@ Deno.test("runDemo() trains, lifts held-out accuracy from <= 10% to >= 80%, and 
   assertEquals(unmerged.stdout, merged.stdout);
   const inProcess = text.split("\n").filter((l) => l.trim().startsWith(`${word} ->`));
   assertEquals(inProcess.length, 2); // before and after
-  assertEquals(JSON.stringify(merged.stdout), inProcess[1].trim().split(/\s+/)[2]);
+  // stdout is the generated text and a closing newline
+  assertEquals(
+    JSON.stringify(merged.stdout.replace(/\n$/, "")),
+    inProcess[1].trim().split(/\s+/)[2],
+  );
   Deno.removeSync(out, { recursive: true });
 });

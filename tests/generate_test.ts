@@ -82,7 +82,8 @@ Deno.test("tune run generate prints exactly aidreams260K's greedy reference on s
     "temperature=0",
   ]);
   assertEquals(r.code, 0, r.stderr);
-  assertEquals(r.stdout, ref.text); // stdout holds the generated text and nothing else
+  // stdout holds the generated text and a closing newline, nothing else
+  assertEquals(r.stdout, `${ref.text}\n`);
   assert(/tokens\/s/.test(r.stderr), r.stderr);
 });
 
@@ -103,7 +104,7 @@ Deno.test("tune alpaca_generate (torchtune's early form) runs generate on the gi
   ]);
   assertEquals(r.code, 0, r.stderr);
   const tok = loadTokenizer(MODEL_DIR + "tokenizer.bin");
-  assertEquals(r.stdout, tok.decode(ref.ids.slice(1, 21)));
+  assertEquals(r.stdout, `${tok.decode(ref.ids.slice(1, 21))}\n`);
 });
 
 Deno.test("tune run generate with a bad top_p is a one-line error", async () => {

@@ -23,7 +23,7 @@ const SHORT = ["epochs=2", "max_steps_per_epoch=3"];
 
 // Losses of the tiny configs, 2 epochs of 3 steps, seed 0 (recorded from this implementation
 // after checking they start at ~ln(320) = 5.77 and fall).
-const LORA_LOSSES = [5.773240, 5.756729, 5.654966, 5.392987, 5.005161, 4.712826];
+const LORA_LOSSES = [5.773240, 5.756729, 5.700194, 5.584325, 5.415070, 5.312680];
 const FULL_LOSSES = [5.773240, 5.756729, 5.564887, 5.353028, 5.147953, 5.047896];
 
 Deno.test("lora_finetune_single_device pins its losses and writes adapter, merged model, metrics and loss curve", async () => {
@@ -359,9 +359,9 @@ Deno.test("runLoraFinetune() runs in-process with hooks and returns the trained 
       console.log(
         `tiny LoRA after 6 steps: eval loss ${e.loss.toFixed(4)} over ${e.tokens} tokens`,
       );
-      // every sample once; the last training losses were ~4.7 on the same text
+      // every sample once; the last training losses were ~5.3 on the same text
       assert.equal(e.samples, 48);
-      assert.ok(e.loss < LORA_LOSSES[0] - 0.5 && e.loss > 3, `eval loss ${e.loss}`);
+      assert.ok(e.loss < LORA_LOSSES[0] - 0.3 && e.loss > 3, `eval loss ${e.loss}`);
     }
   });
 });

@@ -17,6 +17,7 @@ import { checkVocabMatches } from "../tokenizers/mod.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
 import { join } from "node:path";
 import { modelDtypes } from "./steps.ts";
+import { withCheckpointFields } from "../models/llama/config.ts";
 
 /** The recipe keys the evaluated model comes from. */
 export interface EvalModelKeys {
@@ -70,7 +71,7 @@ export async function prepareEvalModel(
     const loaded = instantiate<Checkpointer>(keys.checkpointer).load({
       resumeFromCheckpoint: false,
     });
-    spec.config = { ...spec.config, ropeLayout: loaded.config.ropeLayout };
+    spec.config = withCheckpointFields(spec.config, loaded.config);
     weights = loaded.stateDict;
     adapter = loaded.adapter;
   } else if (adapterPath) {

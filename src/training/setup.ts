@@ -12,6 +12,7 @@ import { type CosineWithWarmup, LrScheduler } from "../optim/lr_schedule.ts";
 import { beginLoading, type Runtime, shardedModelOptions } from "./parallel.ts";
 import type { BatchShape } from "./recipe_api.ts";
 import { modelDtypes } from "./steps.ts";
+import { withCheckpointFields } from "../models/llama/config.ts";
 
 /**
  * The checkpointer, and the weights it reads when `model_init` is "checkpoint" (null for a
@@ -24,7 +25,7 @@ export function loadWeights(
   const checkpointer = instantiate<Checkpointer>(keys.checkpointer);
   if (keys.model_init !== "checkpoint") return { checkpointer, loaded: null };
   const loaded = checkpointer.load({ resumeFromCheckpoint: false });
-  spec.config = { ...spec.config, ropeLayout: loaded.config.ropeLayout };
+  spec.config = withCheckpointFields(spec.config, loaded.config);
   return { checkpointer, loaded };
 }
 

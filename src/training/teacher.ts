@@ -13,6 +13,7 @@ import type { ModelSpec } from "../models/model_spec.ts";
 import type { KdLoss } from "../optim/components.ts";
 import { mixSeed } from "../params/random.ts";
 import { modelDtypes } from "./steps.ts";
+import { withCheckpointFields } from "../models/llama/config.ts";
 
 /** The recipe keys the teacher comes from. */
 export interface TeacherKeys {
@@ -60,7 +61,7 @@ export function setupTeacher(
     const loaded = instantiate<Checkpointer>(keys.teacher_checkpointer).load({
       resumeFromCheckpoint: false,
     });
-    tspec.config = { ...tspec.config, ropeLayout: loaded.config.ropeLayout };
+    tspec.config = withCheckpointFields(tspec.config, loaded.config);
     weights = loaded.stateDict;
   }
   const teacher = createLlama(backend, tspec, {
