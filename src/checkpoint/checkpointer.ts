@@ -3,9 +3,18 @@
  * (and, on resume, the adapter and recipe state) and saves each epoch.
  *
  * Output layout (under `output_dir`):
- *   epoch_<N>/            model weights in the input's format (+ config.json / params.json),
- *                         and for LoRA runs adapter_model.safetensors + adapter_config.json
+ *   epoch_<N>/            model weights in the input's format (+ config.json / params.json; the
+ *                         Hugging Face checkpointer also copies the input's tokenizer and
+ *                         generation files, so the folder loads on its own), and for LoRA runs
+ *                         adapter_model.safetensors + adapter_config.json (a PEFT folder)
+ *   step_<N>/             the same mid-epoch; LoRA step folders hold the adapter only (see
+ *                         `loraSavesMergedModel`)
  *   recipe_state/         recipe_state.safetensors + recipe_state.json of the latest save
+ *   .checkpoints.json     the completed epoch_/step_ folders in save order, for
+ *                         `keep_last_n_checkpoints`
+ * A folder is written under a hidden staging name and renamed into place once complete; only
+ * then is the recipe state pointed at it and are older folders beyond `keep_last_n_checkpoints`
+ * removed, so a run killed during a save leaves every earlier folder intact.
  * Resume (`resume_from_checkpoint`): the recipe state names the epoch directory its save
  * wrote (`extra.savedDir`). A full fine-tune resumes from that directory's weights. A LoRA
  * run (the directory holds an adapter, or `adapter_checkpoint` is set) resumes from the
@@ -14,8 +23,13 @@
  * would apply it twice.
  * Every file is written to a temporary name and renamed.
  */
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { TuneError } from "../errors.ts";
+import { exportGguf } from "../export/gguf_export.ts";
+import { familyOfHfArchitecture, GGUF_FAMILIES, type GgufFamily } from "../export/gguf_families.ts";
+import { tokenizerMetadata } from "../export/gguf_tokenizer.ts";
+import { atomicWrite } from "./atomic_write.ts";
+import { copyLoaderFiles, findTokenizerFile } from "./hf_folder.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import type { LoraConfig } from "../models/model_spec.ts";
 import type { ModelType } from "./hf_config.ts";
@@ -78,6 +92,18 @@ export interface Checkpointer {
   save(request: SaveRequest): string;
 }
 
+/**
+ * Whether a LoRA save writes the merged model next to the adapter: at the end of an epoch
+ * only (a step folder holds the adapter and, in recipe_state/, what resume needs), and never
+ * with torchtune's `save_adapter_weights_only`.
+ */
+export function loraSavesMergedModel(o: { isEpochEnd: boolean; adapterOnly: boolean }): boolean {
+  return o.isEpochEnd && !o.adapterOnly;
+}
+
+/** Extra files a checkpointer writes beside its native format (`output_format`). */
+export type OutputFormat = "native" | "gguf";
+
 /** torchtune's checkpointer keys, parsed. */
 export interface CheckpointerOptions {
   checkpointDir: string;
@@ -88,6 +114,10 @@ export interface CheckpointerOptions {
   adapterCheckpoint: string | null;
   recipeCheckpoint: string | null;
   resumeFromCheckpoint: boolean;
+  /** Keep only the newest N epoch_/step_ folders of this output_dir (null: keep all). */
+  keepLastNCheckpoints?: number | null;
+  /** "gguf": also write `model.gguf` (llama.cpp) into every folder that holds a full model. */
+  outputFormat?: OutputFormat;
 }
 
 /**
@@ -133,6 +163,7 @@ abstract class BaseCheckpointer implements Checkpointer {
   protected abstract hasModel(dir: string): boolean;
 
   load(options: LoadOptions = {}): LoadedCheckpoint {
+    this.checkOutputFormat();
     const o = this.options;
     const resume = options.resumeFromCheckpoint ?? o.resumeFromCheckpoint;
     const recipeDir = o.recipeCheckpoint
@@ -160,21 +191,123 @@ abstract class BaseCheckpointer implements Checkpointer {
   save(request: SaveRequest): string {
     const cfg = request.config ?? this.loadedConfig;
     if (!cfg) throw new Error("Checkpointer.save() needs a config: call load() first or pass one");
-    const dir = join(this.options.outputDir, request.dirName ?? `epoch_${request.epoch}`);
-    if (request.stateDict) this.saveModel(dir, request.stateDict, cfg);
+    const out = this.options.outputDir;
+    const name = request.dirName ?? `epoch_${request.epoch}`;
+    const dir = join(out, name);
+    const staging = join(out, `.${name}.partial-${Deno.pid}`);
+    removeStale(out);
+    Deno.mkdirSync(staging, { recursive: true });
+    this.writeFolder(staging, { ...request, config: cfg }, dir);
+    publishFolder(staging, dir);
+    if (request.recipeState) {
+      const extra = { ...(request.recipeState.extra ?? {}), savedDir: dir };
+      saveRecipeState(join(out, "recipe_state"), {
+        ...request.recipeState,
+        extra,
+      });
+    }
+    recordAndPrune(out, name, this.options.keepLastNCheckpoints ?? null);
+    return dir;
+  }
+
+  /**
+   * Write everything of one save into `dir` (a staging folder renamed to `finalDir` once
+   * this returns). `request.config` is set.
+   */
+  protected writeFolder(dir: string, request: SaveRequest, _finalDir: string): void {
+    const cfg = request.config!;
+    if (request.stateDict) {
+      this.saveModel(dir, request.stateDict, cfg);
+      if (this.options.outputFormat === "gguf") this.saveGguf(dir, request.stateDict, cfg);
+    }
     if (request.adapter) {
       savePeftAdapter(dir, request.adapter.stateDict, cfg, request.adapter.lora, {
         baseModelNameOrPath: this.options.checkpointDir,
       });
     }
-    if (request.recipeState) {
-      const extra = { ...(request.recipeState.extra ?? {}), savedDir: dir };
-      saveRecipeState(join(this.options.outputDir, "recipe_state"), {
-        ...request.recipeState,
-        extra,
-      });
+  }
+
+  /** `model.gguf` of a full model (output_format gguf), tokenizer from checkpoint_dir. */
+  protected saveGguf(dir: string, sd: StateDict, cfg: LlamaConfig): void {
+    const family = this.ggufFamily(dir);
+    exportGguf(join(dir, "model.gguf"), sd, cfg, {
+      family,
+      dtype: ggufDtypeOf(sd),
+      tokenizer: tokenizerMetadata(this.options.checkpointDir, cfg.vocabSize, family.bpePre),
+      name: basename(this.options.outputDir),
+    });
+  }
+
+  /** The GGUF family of what `saveModel` wrote into `dir` (Meta and llama2.c: llama). */
+  protected ggufFamily(_dir: string): GgufFamily {
+    return GGUF_FAMILIES.find((f) => f.arch === "llama")!;
+  }
+
+  /** Refuse output_format gguf early (before training) when checkpoint_dir has no tokenizer. */
+  protected checkOutputFormat(): void {
+    if (this.options.outputFormat === "gguf" && !findTokenizerFile(this.options.checkpointDir)) {
+      throw new TuneError(
+        `checkpointer.output_format=gguf needs the model's tokenizer file in checkpoint_dir ` +
+          `${this.options.checkpointDir} (tokenizer.json, tokenizer.model or tokenizer.bin)`,
+      );
     }
-    return dir;
+  }
+}
+
+/** The file dtype of the first matrix of `sd` (GGUF export keeps it). */
+function ggufDtypeOf(sd: StateDict): "f32" | "f16" | "bf16" {
+  for (const t of sd.values()) if (t.shape.length === 2) return t.sourceDtype ?? "f32";
+  return "f32";
+}
+
+const CHECKPOINT_DIR = /^(epoch|step)_\d+$/;
+const INDEX_FILE = ".checkpoints.json";
+
+/** Remove staging folders of saves that never finished (a killed run). */
+function removeStale(out: string): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(out)];
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const m = /^\..+\.(partial|old)-(\d+)$/.exec(e.name);
+    if (e.isDirectory && m && Number(m[2]) !== Deno.pid) {
+      Deno.removeSync(join(out, e.name), { recursive: true });
+    }
+  }
+}
+
+/** Rename a complete staging folder into place (replacing an earlier save of the same name). */
+function publishFolder(staging: string, dir: string): void {
+  if (exists(dir)) {
+    const old = join(dirname(dir), `.${basename(dir)}.old-${Deno.pid}`);
+    Deno.renameSync(dir, old);
+    Deno.renameSync(staging, dir);
+    Deno.removeSync(old, { recursive: true });
+  } else {
+    Deno.renameSync(staging, dir);
+  }
+}
+
+/** Append `name` to the completed list, then delete the folders beyond the newest `keep`. */
+function recordAndPrune(out: string, name: string, keep: number | null): void {
+  const path = join(out, INDEX_FILE);
+  let done: string[] = [];
+  try {
+    done = JSON.parse(Deno.readTextFileSync(path)).completed ?? [];
+  } catch { /* first save */ }
+  done = [...done.filter((d) => d !== name), name];
+  const drop = keep !== null && CHECKPOINT_DIR.test(name)
+    ? done.slice(0, Math.max(0, done.length - keep))
+    : [];
+  const kept = done.filter((d) => !drop.includes(d));
+  atomicWrite(path, JSON.stringify({ completed: kept }, null, 2) + "\n");
+  for (const d of drop) {
+    if (CHECKPOINT_DIR.test(d) && exists(join(out, d))) {
+      Deno.removeSync(join(out, d), { recursive: true });
+    }
   }
 }
 
@@ -217,6 +350,19 @@ export class FullModelHFCheckpointer extends BaseCheckpointer {
       configJson: this.#configJson,
       modelType: this.options.modelType,
     });
+  }
+
+  /** Every folder also gets the input's tokenizer and generation files (hf_folder.ts). */
+  protected override writeFolder(dir: string, request: SaveRequest, finalDir: string): void {
+    super.writeFolder(dir, request, finalDir);
+    copyLoaderFiles(this.options.checkpointDir, dir);
+  }
+
+  protected override ggufFamily(dir: string): GgufFamily {
+    const arch = JSON.parse(Deno.readTextFileSync(join(dir, "config.json"))).architectures?.[0];
+    const family = familyOfHfArchitecture(arch);
+    if (!family) throw new TuneError(`output_format gguf: no GGUF mapping for ${arch}`);
+    return family;
   }
 }
 

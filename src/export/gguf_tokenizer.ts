@@ -4,7 +4,9 @@
  * - SentencePiece (`tokenizer.model`, or llama2.c's `tokenizer.bin`): model "llama", every
  *   piece with its score and type (SentencePiece's piece types are GGUF's token types:
  *   1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte), unk/bos/eos/pad ids,
- *   `add_space_prefix` from the normalizer.
+ *   `add_space_prefix` from the normalizer; then the tokens Hugging Face adds past the model's
+ *   pieces (`added_tokens_decoder` of tokenizer_config.json, or added_tokens.json: Phi-3's
+ *   `<|end|>`, `<|user|>`, ...), special ones as control tokens.
  * - byte-level BPE (`tokenizer.json`, Llama 3 and Qwen2): model "gpt2", tokens by id (the
  *   vocabulary then the added tokens; special added tokens are control, others user defined),
  *   the merges as "left right" strings, and `tokenizer.ggml.pre` naming the pre-tokenizer regex
@@ -16,6 +18,7 @@
  */
 import { join } from "node:path";
 import { exists } from "../checkpoint/fs.ts";
+import { findTokenizerFile } from "../checkpoint/hf_folder.ts";
 import { TuneError } from "../errors.ts";
 import { llama2cSpec, tryParseLlama2cTokenizer } from "../tokenizers/llama2c.ts";
 import { detectTokenizerFormat } from "../tokenizers/load.ts";
@@ -28,14 +31,6 @@ export const TokenType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, U
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
-
-/** The tokenizer file a folder holds, in the order the exporter looks for them. */
-export function findTokenizerFile(dir: string): string | null {
-  for (const f of ["tokenizer.json", "tokenizer.model", "tokenizer.bin"]) {
-    if (exists(join(dir, f))) return join(dir, f);
-  }
-  return null;
-}
 
 function readJson(path: string): Json | undefined {
   if (!exists(path)) return undefined;
@@ -171,6 +166,7 @@ export function tokenizerMetadata(
   switch (detectTokenizerFormat(bytes)) {
     case "sentencepiece":
       m = spMetadata(parseSentencePieceModel(bytes, path));
+      addHfAddedTokens(m, config, readJson(join(tdir, "added_tokens.json")));
       break;
     case "llama2c":
       m = spMetadata(llama2cSpec(tryParseLlama2cTokenizer(bytes)!, path));
@@ -200,6 +196,31 @@ export function tokenizerMetadata(
   const tmpl = chatTemplate(config);
   if (tmpl) m.set("tokenizer.chat_template", { type: "string", value: tmpl });
   return m;
+}
+
+/** Hugging Face's added tokens past the SentencePiece pieces (ids beyond them only). */
+function addHfAddedTokens(m: Map<string, GgufValue>, config: Json, addedJson: Json) {
+  const tokens = (m.get("tokenizer.ggml.tokens") as { value: string[] }).value;
+  const types = (m.get("tokenizer.ggml.token_type") as { value: number[] }).value;
+  const scores = (m.get("tokenizer.ggml.scores") as { value: number[] }).value;
+  const added = new Map<number, { content: string; special: boolean }>();
+  for (const [content, id] of Object.entries(addedJson ?? {})) {
+    added.set(Number(id), { content, special: true });
+  }
+  for (const [id, t] of Object.entries(config?.added_tokens_decoder ?? {})) {
+    const c = tokenContent(t);
+    if (c !== undefined) {
+      added.set(Number(id), { content: c, special: (t as Json).special !== false });
+    }
+  }
+  const n0 = tokens.length;
+  const top = Math.max(n0 - 1, ...added.keys());
+  for (let id = n0; id <= top; id++) {
+    const a = added.get(id);
+    tokens.push(a?.content ?? `[PAD${id}]`);
+    types.push(a ? (a.special ? TokenType.CONTROL : TokenType.USER_DEFINED) : TokenType.UNUSED);
+    scores.push(0);
+  }
 }
 
 function padVocab(m: Map<string, GgufValue>, vocabSize: number, path: string) {
