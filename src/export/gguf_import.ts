@@ -29,6 +29,15 @@ export interface GgufModel {
 
 const SOURCE: Record<string, HostTensor["sourceDtype"]> = { F32: "f32", F16: "f16", BF16: "bf16" };
 
+/** The shortest decimal that is the same f32 (GGUF stores epsilons and bases as f32: 1e-5, not 9.99e-6). */
+function shortestF32(v: number): number {
+  for (let p = 1; p <= 9; p++) {
+    const c = Number(v.toPrecision(p));
+    if (Math.fround(c) === v) return c;
+  }
+  return v;
+}
+
 function configOf(
   h: GgufHeader,
   family: GgufFamily,
@@ -60,8 +69,8 @@ function configOf(
     nHeads,
     nKvHeads: get("attention.head_count_kv", nHeads),
     hiddenDim: get("feed_forward_length"),
-    normEps: get("attention.layer_norm_rms_epsilon"),
-    ropeTheta: get("rope.freq_base", 10000),
+    normEps: shortestF32(get("attention.layer_norm_rms_epsilon")),
+    ropeTheta: shortestF32(get("rope.freq_base", 10000)),
     ropeScaling: rs
       ? {
         factor: rs[0],
