@@ -8,6 +8,8 @@
  * the family's special tokens).
  */
 import { join } from "node:path";
+import type { CheckpointerOptions } from "../src/checkpoint/checkpointer.ts";
+import { f16ToF32, f32ToF16 } from "../src/checkpoint/dtype.ts";
 import { saveHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
 import { hfConfigJson } from "../src/checkpoint/hf_config.ts";
 import type { StateDict } from "../src/checkpoint/state_dict.ts";
@@ -268,7 +270,6 @@ export function randomWeights(cfg: LlamaConfig, seed: number): StateDict {
   return sd;
 }
 
-import { f16ToF32, f32ToF16 } from "../src/checkpoint/dtype.ts";
 function f16ToNearest(v: number): number {
   return f16ToF32(f32ToF16(v));
 }
@@ -319,4 +320,22 @@ export function writeTinyFamily(f: TinyFamily, dir: string, seed = 7): void {
     join(dir, "generation_config.json"),
     JSON.stringify({ do_sample: false, max_new_tokens: 32 }, null, 2),
   );
+}
+
+/** Checkpointer options reading `input` and writing `output` (torchtune keys' defaults). */
+export function checkpointerOptions(
+  input: string,
+  output: string,
+  more: Partial<CheckpointerOptions> = {},
+): CheckpointerOptions {
+  return {
+    checkpointDir: input,
+    checkpointFiles: [],
+    outputDir: output,
+    modelType: "LLAMA3_2",
+    adapterCheckpoint: null,
+    recipeCheckpoint: null,
+    resumeFromCheckpoint: false,
+    ...more,
+  };
 }
