@@ -7,7 +7,7 @@
  */
 import { FullModelHFCheckpointer } from "../src/checkpoint/checkpointer.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 
 const [input, output, saves, keep, hang] = Deno.args;
 let saving = 0;

@@ -12,7 +12,7 @@ import type { CheckpointerOptions } from "../src/checkpoint/checkpointer.ts";
 import { f16ToF32, f32ToF16 } from "../src/checkpoint/dtype.ts";
 import { saveHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
 import { hfConfigJson } from "../src/checkpoint/hf_config.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { SeededRandom } from "../src/params/random.ts";
 import { LLAMA3_PATTERN } from "../src/tokenizers/_regex.ts";

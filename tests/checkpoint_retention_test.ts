@@ -8,6 +8,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { join } from "node:path";
 import { FullModelHFCheckpointer, loraSavesMergedModel } from "../src/checkpoint/checkpointer.ts";
 import { loadRecipeState } from "../src/checkpoint/recipe_state.ts";
+import "../src/export/components.ts"; // registers output_format gguf
 import { readGgufHeader } from "../src/export/gguf_file.ts";
 import { checkpointerOptions as options, tinyFamilies, writeTinyFamily } from "./_tiny_families.ts";
 

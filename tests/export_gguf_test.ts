@@ -8,7 +8,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { join } from "node:path";
 import { f16ToF32, f32ToF16 } from "../src/checkpoint/dtype.ts";
 import { findTokenizerFile } from "../src/checkpoint/hf_folder.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import { dequantizeQ8_0, quantizeQ8_0 } from "../src/export/ggml_types.ts";
 import { exportGguf, type GgufDtype } from "../src/export/gguf_export.ts";
 import { readGgufHeader } from "../src/export/gguf_file.ts";
@@ -74,7 +74,9 @@ for (const f of tinyFamilies()) {
             m.config.normOffset && k.endsWith("norm.scale"),
             `${f.name} ${dtype} ${k} differs`,
           );
-          t.data.forEach((v, i) => assert(Math.abs(v - want.get(k)![i]) <= 2 ** -24));
+          t.data.forEach((v: number, i: number) =>
+            assert(Math.abs(v - want.get(k)![i]) <= 2 ** -24)
+          );
           normUlps++;
         }
         if (normUlps) console.log(`${f.name} ${dtype}: ${normUlps} norm tensors within 2^-24`);

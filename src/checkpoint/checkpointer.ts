@@ -25,11 +25,8 @@
  */
 import { basename, dirname, join } from "node:path";
 import { TuneError } from "../errors.ts";
-import { exportGguf } from "../export/gguf_export.ts";
-import { familyOfHfArchitecture, GGUF_FAMILIES, type GgufFamily } from "../export/gguf_families.ts";
-import { tokenizerMetadata } from "../export/gguf_tokenizer.ts";
 import { atomicWrite } from "./atomic_write.ts";
-import { copyLoaderFiles, findTokenizerFile } from "./hf_folder.ts";
+import { copyLoaderFiles } from "./hf_folder.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import type { LoraConfig } from "../models/model_spec.ts";
 import type { ModelType } from "./hf_config.ts";
@@ -103,6 +100,43 @@ export function loraSavesMergedModel(o: { isEpochEnd: boolean; adapterOnly: bool
 
 /** Extra files a checkpointer writes beside its native format (`output_format`). */
 export type OutputFormat = "native" | "gguf";
+
+/** What an output-format writer gets for one folder holding a full model. */
+export interface OutputFormatRequest {
+  dir: string;
+  stateDict: StateDict;
+  config: LlamaConfig;
+  /** The run's input folder (its tokenizer, ...). */
+  checkpointDir: string;
+  outputDir: string;
+  /** The Hugging Face architecture written (config.json), or null for Meta and llama2.c. */
+  hfArchitecture: string | null;
+}
+
+/** A writer of an `output_format` other than "native". */
+export interface OutputFormatWriter {
+  /** Throw a TuneError when the run cannot write this format (called at load, before training). */
+  check(checkpointDir: string): void;
+  write(request: OutputFormatRequest): void;
+}
+
+const OUTPUT_FORMATS = new Map<string, OutputFormatWriter>();
+
+/**
+ * Register the writer of an `output_format` value. The area that owns the format registers it
+ * (src/export/components.ts: "gguf"), so checkpoints need not import what sits above them.
+ */
+export function registerOutputFormat(name: OutputFormat, writer: OutputFormatWriter): void {
+  OUTPUT_FORMATS.set(name, writer);
+}
+
+function outputFormatWriter(name: OutputFormat): OutputFormatWriter {
+  const w = OUTPUT_FORMATS.get(name);
+  if (!w) {
+    throw new Error(`output_format ${name} has no registered writer (import src/components.ts)`);
+  }
+  return w;
+}
 
 /** torchtune's checkpointer keys, parsed. */
 export interface CheckpointerOptions {
@@ -218,7 +252,17 @@ abstract class BaseCheckpointer implements Checkpointer {
     const cfg = request.config!;
     if (request.stateDict) {
       this.saveModel(dir, request.stateDict, cfg);
-      if (this.options.outputFormat === "gguf") this.saveGguf(dir, request.stateDict, cfg);
+      const format = this.options.outputFormat ?? "native";
+      if (format !== "native") {
+        outputFormatWriter(format).write({
+          dir,
+          stateDict: request.stateDict,
+          config: cfg,
+          checkpointDir: this.options.checkpointDir,
+          outputDir: this.options.outputDir,
+          hfArchitecture: this.hfArchitecture(dir),
+        });
+      }
     }
     if (request.adapter) {
       savePeftAdapter(dir, request.adapter.stateDict, cfg, request.adapter.lora, {
@@ -227,37 +271,16 @@ abstract class BaseCheckpointer implements Checkpointer {
     }
   }
 
-  /** `model.gguf` of a full model (output_format gguf), tokenizer from checkpoint_dir. */
-  protected saveGguf(dir: string, sd: StateDict, cfg: LlamaConfig): void {
-    const family = this.ggufFamily(dir);
-    exportGguf(join(dir, "model.gguf"), sd, cfg, {
-      family,
-      dtype: ggufDtypeOf(sd),
-      tokenizer: tokenizerMetadata(this.options.checkpointDir, cfg.vocabSize, family.bpePre),
-      name: basename(this.options.outputDir),
-    });
+  /** The Hugging Face architecture `saveModel` wrote into `dir` (null: not a Hugging Face folder). */
+  protected hfArchitecture(_dir: string): string | null {
+    return null;
   }
 
-  /** The GGUF family of what `saveModel` wrote into `dir` (Meta and llama2.c: llama). */
-  protected ggufFamily(_dir: string): GgufFamily {
-    return GGUF_FAMILIES.find((f) => f.arch === "llama")!;
-  }
-
-  /** Refuse output_format gguf early (before training) when checkpoint_dir has no tokenizer. */
+  /** Refuse an output_format early (before training) when the run cannot write it. */
   protected checkOutputFormat(): void {
-    if (this.options.outputFormat === "gguf" && !findTokenizerFile(this.options.checkpointDir)) {
-      throw new TuneError(
-        `checkpointer.output_format=gguf needs the model's tokenizer file in checkpoint_dir ` +
-          `${this.options.checkpointDir} (tokenizer.json, tokenizer.model or tokenizer.bin)`,
-      );
-    }
+    const format = this.options.outputFormat ?? "native";
+    if (format !== "native") outputFormatWriter(format).check(this.options.checkpointDir);
   }
-}
-
-/** The file dtype of the first matrix of `sd` (GGUF export keeps it). */
-function ggufDtypeOf(sd: StateDict): "f32" | "f16" | "bf16" {
-  for (const t of sd.values()) if (t.shape.length === 2) return t.sourceDtype ?? "f32";
-  return "f32";
 }
 
 const CHECKPOINT_DIR = /^(epoch|step)_\d+$/;
@@ -358,11 +381,8 @@ export class FullModelHFCheckpointer extends BaseCheckpointer {
     copyLoaderFiles(this.options.checkpointDir, dir);
   }
 
-  protected override ggufFamily(dir: string): GgufFamily {
-    const arch = JSON.parse(Deno.readTextFileSync(join(dir, "config.json"))).architectures?.[0];
-    const family = familyOfHfArchitecture(arch);
-    if (!family) throw new TuneError(`output_format gguf: no GGUF mapping for ${arch}`);
-    return family;
+  protected override hfArchitecture(dir: string): string | null {
+    return JSON.parse(Deno.readTextFileSync(join(dir, "config.json"))).architectures?.[0] ?? null;
   }
 }
 

@@ -12,7 +12,7 @@ import type { LlamaConfig } from "../models/llama/config.ts";
 import { headSize } from "../models/llama/config.ts";
 import { ropeFrequencies } from "../modules/rope.ts";
 import { convertRopeLayout } from "../checkpoint/rope_permute.ts";
-import type { HostTensor, StateDict } from "../checkpoint/state_dict.ts";
+import type { HostTensor, StateDict } from "../params/state_dict.ts";
 import { TuneError } from "../errors.ts";
 import { type GgmlTypeName, type GgufTensorOut, type GgufValue, writeGguf } from "./gguf_file.ts";
 import { encodeGgml } from "./ggml_types.ts";
@@ -58,7 +58,7 @@ export function ggufTensors(
   const push = (name: string, t: HostTensor, tuneName: string) => {
     const type = typeOf(t);
     const data = isNormScale(tuneName) && offset
-      ? t.data.map((v) => Math.fround(v + offset))
+      ? t.data.map((v: number) => Math.fround(v + offset))
       : t.data;
     out.push({ name, shape: t.shape, type, encode: () => encodeGgml(data, type) });
   };

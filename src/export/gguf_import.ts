@@ -5,7 +5,7 @@
  * dtype as `sourceDtype` so a save writes them back unchanged (Q8_0 comes back as f32).
  */
 import { convertRopeLayout } from "../checkpoint/rope_permute.ts";
-import type { HostTensor, StateDict } from "../checkpoint/state_dict.ts";
+import type { HostTensor, StateDict } from "../params/state_dict.ts";
 import { TuneError } from "../errors.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import { type GgufHeader, readGgufHeader, readGgufTensorBytes } from "./gguf_file.ts";
@@ -150,7 +150,12 @@ export function importGguf(path: string): GgufModel {
   const offset = cfg.normOffset ?? 0;
   if (offset) {
     for (const [k, t] of raw) {
-      if (isNormScale(k)) raw.set(k, { ...t, data: t.data.map((v) => Math.fround(v - offset)) });
+      if (isNormScale(k)) {
+        raw.set(k, {
+          ...t,
+          data: t.data.map((v: number) => Math.fround(v - offset)),
+        });
+      }
     }
   }
   const stateDict = convertRopeLayout(raw, cfg, "interleaved");

@@ -8,7 +8,7 @@ import { exists } from "../checkpoint/fs.ts";
 import { loadHfCheckpoint } from "../checkpoint/hf_checkpoint.ts";
 import { readLlama2c } from "../checkpoint/llama2c.ts";
 import { loadMetaCheckpoint } from "../checkpoint/meta_checkpoint.ts";
-import type { StateDict } from "../checkpoint/state_dict.ts";
+import type { StateDict } from "../params/state_dict.ts";
 import { TuneError } from "../errors.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import { familyOfHfArchitecture, GGUF_FAMILIES, type GgufFamily } from "./gguf_families.ts";
