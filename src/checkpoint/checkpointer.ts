@@ -231,7 +231,12 @@ abstract class BaseCheckpointer implements Checkpointer {
     const staging = join(out, `.${name}.partial-${Deno.pid}`);
     removeStale(out);
     Deno.mkdirSync(staging, { recursive: true });
-    this.writeFolder(staging, { ...request, config: cfg }, dir);
+    try {
+      this.writeFolder(staging, { ...request, config: cfg }, dir);
+    } catch (e) {
+      Deno.removeSync(staging, { recursive: true }); // a failed save leaves nothing half-written
+      throw e;
+    }
     publishFolder(staging, dir);
     if (request.recipeState) {
       const extra = { ...(request.recipeState.extra ?? {}), savedDir: dir };
