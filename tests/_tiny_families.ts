@@ -207,6 +207,18 @@ export function tinyFamilies(): TinyFamily[] {
       tokenizer: "qwen2",
     },
     {
+      name: "qwen3",
+      arch: "Qwen3ForCausalLM",
+      config: {
+        ...base(bpeQ),
+        qkNorm: true,
+        headDim: 32,
+        tiedEmbeddings: true,
+        ropeTheta: 1000000,
+      },
+      tokenizer: "qwen2",
+    },
+    {
       name: "gemma",
       arch: "GemmaForCausalLM",
       config: {
@@ -259,6 +271,10 @@ export function randomWeights(cfg: LlamaConfig, seed: number): StateDict {
       sd.set(p + "attn.k_proj.bias", t([cfg.nKvHeads * hs], 0.1));
       sd.set(p + "attn.v_proj.bias", t([cfg.nKvHeads * hs], 0.1));
     }
+    if (cfg.qkNorm) {
+      sd.set(p + "attn.q_norm.scale", t([hs], 0.1, 1));
+      sd.set(p + "attn.k_norm.scale", t([hs], 0.1, 1));
+    }
     sd.set(p + "attn.output_proj.weight", t([C, cfg.nHeads * hs], 1 / Math.sqrt(C)));
     sd.set(p + "mlp_norm.scale", t([C], 0.1, norm));
     sd.set(p + "mlp.w1.weight", t([H, C], 1 / Math.sqrt(C)));
@@ -283,6 +299,8 @@ export function writeTinyFamily(f: TinyFamily, dir: string, seed = 7): void {
     ? "GEMMA"
     : f.arch === "Qwen2ForCausalLM"
     ? "QWEN2"
+    : f.arch === "Qwen3ForCausalLM"
+    ? "QWEN3"
     : f.arch === "MistralForCausalLM"
     ? "MISTRAL"
     : "LLAMA3_2";

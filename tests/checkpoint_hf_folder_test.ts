@@ -49,6 +49,13 @@ const MUST_HOLD: Record<string, string[]> = {
     "tokenizer_config.json",
     "generation_config.json",
   ],
+  qwen3: [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+  ],
   gemma: [
     "config.json",
     "model.safetensors",

@@ -63,6 +63,8 @@ export const LAYER_TENSORS: Readonly<Record<string, string>> = {
   "mlp.w1.weight": "ffn_gate.weight",
   "mlp.w2.weight": "ffn_down.weight",
   "mlp.w3.weight": "ffn_up.weight",
+  "attn.q_norm.scale": "attn_q_norm.weight", // Qwen3's per-head q/k norms
+  "attn.k_norm.scale": "attn_k_norm.weight",
 };
 
 /** Every family tune exports, one row each. */
@@ -83,6 +85,15 @@ export const GGUF_FAMILIES: readonly GgufFamily[] = [
     ropeLayout: "half",
     fused: [],
     tuneConfig: {},
+    bpePre: "qwen2",
+  },
+  {
+    name: "qwen3",
+    hfArchitectures: ["Qwen3ForCausalLM"],
+    arch: "qwen3",
+    ropeLayout: "half",
+    fused: [],
+    tuneConfig: { qkNorm: true },
     bpePre: "qwen2",
   },
   {
