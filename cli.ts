@@ -10,6 +10,7 @@ import { checkConfigPaths } from "./src/config/path_checks.ts";
 import { checkRunKeys, logs, setLogLevel, withRunKeys } from "./src/config/run_keys.ts";
 import { type CliCommand, launchFlagArgs, parseArgv, SUBCOMMANDS } from "./src/config/argv.ts";
 import { downloadCommand } from "./src/hub/download_command.ts";
+import { exportCommand } from "./src/export/command.ts";
 import { launch as launchProcesses, needsLaunch } from "./src/distributed/launch.ts";
 import { loadMerged, loadRecipeConfig, recipeFromHeader } from "./src/config/load.ts";
 import type { RecipeDefinition } from "./src/config/recipe.ts";
@@ -43,6 +44,7 @@ usage:
   tune run [launcher flags] <recipe> --config <name|path> [key=value ...] [~key ...]
                                                 run a recipe
   tune download <repo_id> --output-dir DIR     download a model from the Hugging Face Hub
+  tune export gguf|hf ...                       a checkpoint folder as GGUF, or back (tune export --help)
   tune demo                                     run the built-in demo
 
 launcher flags (torchrun's): --nnodes N --nproc_per_node N --node_rank N
@@ -55,6 +57,7 @@ early torchtune forms also work:
 
 /** Run the CLI on arguments (without the program name). */
 export async function runCli(argv: readonly string[]): Promise<void> {
+  if (argv[0] === "export") return exportCommand(argv.slice(1));
   const cmd = parseArgv(argv);
   switch (cmd.kind) {
     case "help":

@@ -5,6 +5,7 @@
 import "./models/components.ts";
 import "./tokenizers/components.ts";
 import "./checkpoint/components.ts";
+import "./export/components.ts";
 import "./data/components.ts";
 import "./optim/components.ts";
 import "./training/components.ts";

@@ -36,6 +36,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["src/components.ts", "src/demo/"],
   ["src/training/"],
   ["src/rlhf/", "src/eval/", "src/generation/"],
+  ["src/export/"],
   ["src/checkpoint/"],
   ["src/models/"],
   ["src/optim/"],

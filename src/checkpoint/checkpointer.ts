@@ -3,9 +3,18 @@
  * (and, on resume, the adapter and recipe state) and saves each epoch.
  *
  * Output layout (under `output_dir`):
- *   epoch_<N>/            model weights in the input's format (+ config.json / params.json),
- *                         and for LoRA runs adapter_model.safetensors + adapter_config.json
+ *   epoch_<N>/            model weights in the input's format (+ config.json / params.json; the
+ *                         Hugging Face checkpointer also copies the input's tokenizer and
+ *                         generation files, so the folder loads on its own), and for LoRA runs
+ *                         adapter_model.safetensors + adapter_config.json (a PEFT folder)
+ *   step_<N>/             the same mid-epoch; LoRA step folders hold the adapter only (see
+ *                         `loraSavesMergedModel`)
  *   recipe_state/         recipe_state.safetensors + recipe_state.json of the latest save
+ *   .checkpoints.json     the completed epoch_/step_ folders in save order, for
+ *                         `keep_last_n_checkpoints`
+ * A folder is written under a hidden staging name and renamed into place once complete; only
+ * then is the recipe state pointed at it and are older folders beyond `keep_last_n_checkpoints`
+ * removed, so a run killed during a save leaves every earlier folder intact.
  * Resume (`resume_from_checkpoint`): the recipe state names the epoch directory its save
  * wrote (`extra.savedDir`). A full fine-tune resumes from that directory's weights. A LoRA
  * run (the directory holds an adapter, or `adapter_checkpoint` is set) resumes from the
@@ -14,8 +23,10 @@
  * would apply it twice.
  * Every file is written to a temporary name and renamed.
  */
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { TuneError } from "../errors.ts";
+import { atomicWrite } from "./atomic_write.ts";
+import { copyLoaderFiles } from "./hf_folder.ts";
 import type { LlamaConfig } from "../models/llama/config.ts";
 import type { LoraConfig } from "../models/model_spec.ts";
 import type { ModelType } from "./hf_config.ts";
@@ -78,6 +89,55 @@ export interface Checkpointer {
   save(request: SaveRequest): string;
 }
 
+/**
+ * Whether a LoRA save writes the merged model next to the adapter: at the end of an epoch
+ * only (a step folder holds the adapter and, in recipe_state/, what resume needs), and never
+ * with torchtune's `save_adapter_weights_only`.
+ */
+export function loraSavesMergedModel(o: { isEpochEnd: boolean; adapterOnly: boolean }): boolean {
+  return o.isEpochEnd && !o.adapterOnly;
+}
+
+/** Extra files a checkpointer writes beside its native format (`output_format`). */
+export type OutputFormat = "native" | "gguf";
+
+/** What an output-format writer gets for one folder holding a full model. */
+export interface OutputFormatRequest {
+  dir: string;
+  stateDict: StateDict;
+  config: LlamaConfig;
+  /** The run's input folder (its tokenizer, ...). */
+  checkpointDir: string;
+  outputDir: string;
+  /** The Hugging Face architecture written (config.json), or null for Meta and llama2.c. */
+  hfArchitecture: string | null;
+}
+
+/** A writer of an `output_format` other than "native". */
+export interface OutputFormatWriter {
+  /** Throw a TuneError when the run cannot write this format (called at load, before training). */
+  check(checkpointDir: string): void;
+  write(request: OutputFormatRequest): void;
+}
+
+const OUTPUT_FORMATS = new Map<string, OutputFormatWriter>();
+
+/**
+ * Register the writer of an `output_format` value. The area that owns the format registers it
+ * (src/export/components.ts: "gguf"), so checkpoints need not import what sits above them.
+ */
+export function registerOutputFormat(name: OutputFormat, writer: OutputFormatWriter): void {
+  OUTPUT_FORMATS.set(name, writer);
+}
+
+function outputFormatWriter(name: OutputFormat): OutputFormatWriter {
+  const w = OUTPUT_FORMATS.get(name);
+  if (!w) {
+    throw new Error(`output_format ${name} has no registered writer (import src/components.ts)`);
+  }
+  return w;
+}
+
 /** torchtune's checkpointer keys, parsed. */
 export interface CheckpointerOptions {
   checkpointDir: string;
@@ -88,6 +148,10 @@ export interface CheckpointerOptions {
   adapterCheckpoint: string | null;
   recipeCheckpoint: string | null;
   resumeFromCheckpoint: boolean;
+  /** Keep only the newest N epoch_/step_ folders of this output_dir (null: keep all). */
+  keepLastNCheckpoints?: number | null;
+  /** "gguf": also write `model.gguf` (llama.cpp) into every folder that holds a full model. */
+  outputFormat?: OutputFormat;
 }
 
 /**
@@ -133,6 +197,7 @@ abstract class BaseCheckpointer implements Checkpointer {
   protected abstract hasModel(dir: string): boolean;
 
   load(options: LoadOptions = {}): LoadedCheckpoint {
+    this.checkOutputFormat();
     const o = this.options;
     const resume = options.resumeFromCheckpoint ?? o.resumeFromCheckpoint;
     const recipeDir = o.recipeCheckpoint
@@ -160,21 +225,117 @@ abstract class BaseCheckpointer implements Checkpointer {
   save(request: SaveRequest): string {
     const cfg = request.config ?? this.loadedConfig;
     if (!cfg) throw new Error("Checkpointer.save() needs a config: call load() first or pass one");
-    const dir = join(this.options.outputDir, request.dirName ?? `epoch_${request.epoch}`);
-    if (request.stateDict) this.saveModel(dir, request.stateDict, cfg);
+    const out = this.options.outputDir;
+    const name = request.dirName ?? `epoch_${request.epoch}`;
+    const dir = join(out, name);
+    const staging = join(out, `.${name}.partial-${Deno.pid}`);
+    removeStale(out);
+    Deno.mkdirSync(staging, { recursive: true });
+    try {
+      this.writeFolder(staging, { ...request, config: cfg }, dir);
+    } catch (e) {
+      Deno.removeSync(staging, { recursive: true }); // a failed save leaves nothing half-written
+      throw e;
+    }
+    publishFolder(staging, dir);
+    if (request.recipeState) {
+      const extra = { ...(request.recipeState.extra ?? {}), savedDir: dir };
+      saveRecipeState(join(out, "recipe_state"), {
+        ...request.recipeState,
+        extra,
+      });
+    }
+    recordAndPrune(out, name, this.options.keepLastNCheckpoints ?? null);
+    return dir;
+  }
+
+  /**
+   * Write everything of one save into `dir` (a staging folder renamed to `finalDir` once
+   * this returns). `request.config` is set.
+   */
+  protected writeFolder(dir: string, request: SaveRequest, _finalDir: string): void {
+    const cfg = request.config!;
+    if (request.stateDict) {
+      this.saveModel(dir, request.stateDict, cfg);
+      const format = this.options.outputFormat ?? "native";
+      if (format !== "native") {
+        outputFormatWriter(format).write({
+          dir,
+          stateDict: request.stateDict,
+          config: cfg,
+          checkpointDir: this.options.checkpointDir,
+          outputDir: this.options.outputDir,
+          hfArchitecture: this.hfArchitecture(dir),
+        });
+      }
+    }
     if (request.adapter) {
       savePeftAdapter(dir, request.adapter.stateDict, cfg, request.adapter.lora, {
         baseModelNameOrPath: this.options.checkpointDir,
       });
     }
-    if (request.recipeState) {
-      const extra = { ...(request.recipeState.extra ?? {}), savedDir: dir };
-      saveRecipeState(join(this.options.outputDir, "recipe_state"), {
-        ...request.recipeState,
-        extra,
-      });
+  }
+
+  /** The Hugging Face architecture `saveModel` wrote into `dir` (null: not a Hugging Face folder). */
+  protected hfArchitecture(_dir: string): string | null {
+    return null;
+  }
+
+  /** Refuse an output_format early (before training) when the run cannot write it. */
+  protected checkOutputFormat(): void {
+    const format = this.options.outputFormat ?? "native";
+    if (format !== "native") outputFormatWriter(format).check(this.options.checkpointDir);
+  }
+}
+
+const CHECKPOINT_DIR = /^(epoch|step)_\d+$/;
+const INDEX_FILE = ".checkpoints.json";
+
+/** Remove staging folders of saves that never finished (a killed run). */
+function removeStale(out: string): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(out)];
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const m = /^\..+\.(partial|old)-(\d+)$/.exec(e.name);
+    if (e.isDirectory && m && Number(m[2]) !== Deno.pid) {
+      Deno.removeSync(join(out, e.name), { recursive: true });
     }
-    return dir;
+  }
+}
+
+/** Rename a complete staging folder into place (replacing an earlier save of the same name). */
+function publishFolder(staging: string, dir: string): void {
+  if (exists(dir)) {
+    const old = join(dirname(dir), `.${basename(dir)}.old-${Deno.pid}`);
+    Deno.renameSync(dir, old);
+    Deno.renameSync(staging, dir);
+    Deno.removeSync(old, { recursive: true });
+  } else {
+    Deno.renameSync(staging, dir);
+  }
+}
+
+/** Append `name` to the completed list, then delete the folders beyond the newest `keep`. */
+function recordAndPrune(out: string, name: string, keep: number | null): void {
+  const path = join(out, INDEX_FILE);
+  let done: string[] = [];
+  try {
+    done = JSON.parse(Deno.readTextFileSync(path)).completed ?? [];
+  } catch { /* first save */ }
+  done = [...done.filter((d) => d !== name), name];
+  const drop = keep !== null && CHECKPOINT_DIR.test(name)
+    ? done.slice(0, Math.max(0, done.length - keep))
+    : [];
+  const kept = done.filter((d) => !drop.includes(d));
+  atomicWrite(path, JSON.stringify({ completed: kept }, null, 2) + "\n");
+  for (const d of drop) {
+    if (CHECKPOINT_DIR.test(d) && exists(join(out, d))) {
+      Deno.removeSync(join(out, d), { recursive: true });
+    }
   }
 }
 
@@ -217,6 +378,16 @@ export class FullModelHFCheckpointer extends BaseCheckpointer {
       configJson: this.#configJson,
       modelType: this.options.modelType,
     });
+  }
+
+  /** Every folder also gets the input's tokenizer and generation files (hf_folder.ts). */
+  protected override writeFolder(dir: string, request: SaveRequest, finalDir: string): void {
+    super.writeFolder(dir, request, finalDir);
+    copyLoaderFiles(this.options.checkpointDir, dir);
+  }
+
+  protected override hfArchitecture(dir: string): string | null {
+    return JSON.parse(Deno.readTextFileSync(join(dir, "config.json"))).architectures?.[0] ?? null;
   }
 }
 

@@ -12,7 +12,9 @@ import {
   expandCheckpointFiles,
   FullModelHFCheckpointer,
   FullModelMetaCheckpointer,
+  type OutputFormat,
 } from "./checkpointer.ts";
+import { TuneError } from "../errors.ts";
 import type { ModelType } from "./hf_config.ts";
 import { Llama2cCheckpointer } from "./llama2c_checkpointer.ts";
 import { Phi3MiniHFCheckpointer } from "./phi3_checkpointer.ts";
@@ -51,6 +53,19 @@ export const CHECKPOINTER_PARAMS: ParamSchema = {
     default: false,
     doc: "load recipe state from <output_dir>/recipe_state",
   },
+  keep_last_n_checkpoints: {
+    type: "int",
+    default: null,
+    doc: "keep only the newest N epoch_/step_ folders of output_dir (older ones are removed " +
+      "once a new one is complete); null keeps all",
+  },
+  output_format: {
+    type: "string",
+    default: "native",
+    choices: ["native", "gguf"],
+    doc: "gguf: also write model.gguf (llama.cpp, the weights' dtype, tokenizer from " +
+      "checkpoint_dir) into every folder that holds a full model",
+  },
   safe_serialization: {
     type: "bool",
     default: true,
@@ -68,7 +83,19 @@ export function checkpointerOptions(a: Record<string, unknown>): CheckpointerOpt
     adapterCheckpoint: (a.adapter_checkpoint as string | null) ?? null,
     recipeCheckpoint: (a.recipe_checkpoint as string | null) ?? null,
     resumeFromCheckpoint: (a.resume_from_checkpoint as boolean) ?? false,
+    keepLastNCheckpoints: keepLastN(a.keep_last_n_checkpoints),
+    outputFormat: (a.output_format as OutputFormat | undefined) ?? "native",
   };
+}
+
+function keepLastN(v: unknown): number | null {
+  if (v === null || v === undefined) return null;
+  if (!Number.isInteger(v) || (v as number) < 1) {
+    throw new TuneError(
+      `checkpointer.keep_last_n_checkpoints must be a positive integer or null, got ${v}`,
+    );
+  }
+  return v as number;
 }
 
 registerComponent<Checkpointer>({

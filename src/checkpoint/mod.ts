@@ -22,9 +22,11 @@
  * ```
  *
  * Output layout: `<output_dir>/epoch_<N>/` holds the weights in the input's format (same
- * file names and shard layout for Hugging Face) and `adapter_model.safetensors` +
- * `adapter_config.json` for LoRA runs; `<output_dir>/recipe_state/` holds the latest recipe
- * state. Every write goes to a temporary name and is renamed into place.
+ * file names and shard layout for Hugging Face, plus the input's tokenizer and generation
+ * files) and `adapter_model.safetensors` + `adapter_config.json` for LoRA runs (LoRA
+ * `step_<N>/` folders: the adapter only); `keep_last_n_checkpoints` prunes older folders;
+ * `<output_dir>/recipe_state/` holds the latest recipe state. Every file goes to a temporary
+ * name and is renamed into place, and every folder is staged and renamed once complete.
  *
  * @module
  */
@@ -36,8 +38,11 @@ export {
   FullModelMetaCheckpointer,
   type LoadedCheckpoint,
   type LoadOptions,
+  loraSavesMergedModel,
+  registerOutputFormat,
   type SaveRequest,
 } from "./checkpointer.ts";
+export { copyLoaderFiles, findTokenizerFile, HF_LOADER_FILES } from "./hf_folder.ts";
 export { Llama2cCheckpointer } from "./llama2c_checkpointer.ts";
 export { loadHfCheckpoint, saveHfCheckpoint } from "./hf_checkpoint.ts";
 export { loadMetaCheckpoint, saveMetaCheckpoint } from "./meta_checkpoint.ts";

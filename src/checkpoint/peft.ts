@@ -36,7 +36,7 @@ export function peftAdapterConfig(
     bias: "none",
     fan_in_fan_out: false,
     inference_mode: true,
-    ...(lora.useDora ? { use_dora: true } : {}),
+    use_dora: lora.useDora === true,
   };
 }
 

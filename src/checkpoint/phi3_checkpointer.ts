@@ -106,19 +106,17 @@ export class Phi3MiniHFCheckpointer extends FullModelHFCheckpointer {
     return { ...r, adapter: path ? loadPhi3Adapter(path, r.config) : null };
   }
 
-  override save(request: SaveRequest): string {
-    const dir = super.save({ ...request, adapter: undefined });
+  protected override writeFolder(dir: string, request: SaveRequest, finalDir: string): void {
+    super.writeFolder(dir, { ...request, adapter: undefined }, finalDir);
     if (request.adapter) {
-      const cfg = request.config ?? this.loadedConfig!;
-      savePhi3Adapter(dir, request.adapter.stateDict, cfg);
+      savePhi3Adapter(dir, request.adapter.stateDict, request.config!);
       if (!this.#noted) {
         console.error(
           `note: Phi-3 Mini adapters are saved in torchtune's format (${PHI3_ADAPTER_FILE}), not ` +
-            `PEFT (as torchtune does); the merged model files in ${dir} load in transformers`,
+            `PEFT (as torchtune does); the merged model files in ${finalDir} load in transformers`,
         );
         this.#noted = true;
       }
     }
-    return dir;
   }
 }

@@ -3,14 +3,14 @@
  *
  * A save writes the weights in the checkpointer's format (`<output_dir>/epoch_<N>/` at an
  * epoch end, `<output_dir>/step_<N>/` in between): the full model for full fine-tuning; for
- * LoRA the PEFT adapter plus the merged weights (unless adapter-only). Alongside, the recipe
+ * LoRA the PEFT adapter, plus the merged weights at an epoch end (unless adapter-only). Alongside, the recipe
  * state (`<output_dir>/recipe_state/`) holds what exact resume needs: the fp32 trainable
  * weights and both AdamW moments (whatever dtype the output format stores), the optimizer
  * step, epoch, position in the epoch's data order and the seed. Resuming from it gives
  * bitwise the same losses as the uninterrupted run.
  */
 import { join } from "node:path";
-import type { Checkpointer } from "../checkpoint/checkpointer.ts";
+import { type Checkpointer, loraSavesMergedModel } from "../checkpoint/checkpointer.ts";
 import { loadRecipeState, type RecipeState } from "../checkpoint/recipe_state.ts";
 import type { StateDict } from "../params/state_dict.ts";
 import type { ComponentSection } from "../config/schema.ts";
@@ -140,7 +140,7 @@ export interface SaveCheckpointOptions {
   progress: TrainingProgress;
   /** Directory under output_dir: `epoch_<N>` or `step_<N>`. */
   dirName: string;
-  /** LoRA runs: write only the adapter, not the merged model. */
+  /** LoRA runs: write only the adapter, not the merged model, even at an epoch end. */
   adapterOnly?: boolean;
   /** Free-form values kept in the recipe state (total tokens, micro-steps, ...). */
   extra?: Record<string, unknown>;
@@ -157,7 +157,12 @@ export function saveTrainingCheckpoint(o: SaveCheckpointOptions): string {
     epoch: o.progress.epoch,
     dirName: o.dirName,
     config: model.cfg,
-    stateDict: lora ? (o.adapterOnly ? undefined : model.mergedStateDict()) : model.stateDict(),
+    stateDict: !lora ? model.stateDict() : loraSavesMergedModel({
+        isEpochEnd: o.dirName.startsWith("epoch_"),
+        adapterOnly: !!o.adapterOnly,
+      })
+      ? model.mergedStateDict()
+      : undefined,
     adapter: lora ? { stateDict: model.adapterStateDict(), lora } : undefined,
     recipeState,
   });
