@@ -70,6 +70,7 @@ import { buildModel, buildScheduler, loadWeights } from "../src/training/setup.t
 import { modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
 import { crossEntropyTask, type LossHead, type TaskBuilder } from "../src/training/tasks.ts";
 import { validationParams } from "../src/training/validation.ts";
+import { buildTokenizer } from "../src/training/tokenizer.ts";
 
 /** The keys of full fine-tuning (full_finetune_* entries). */
 export const fullParams = {
@@ -200,8 +201,9 @@ export class FinetuneRecipe {
     }
 
     // Tokenizer: must fit the model's vocabulary.
-    this.tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
-    checkVocabMatches(this.tokenizer, spec.config.vocabSize, String(cfg.tokenizer.path));
+    const tok = buildTokenizer(cfg.tokenizer, cfg.checkpointer.checkpoint_dir as string);
+    this.tokenizer = tok.tokenizer;
+    checkVocabMatches(this.tokenizer, spec.config.vocabSize, tok.path);
 
     // Loss and this rank's data before the model: its buffers are sized for the batch.
     const build = this.opts.task ?? crossEntropyTask(cfg);

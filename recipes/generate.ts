@@ -28,8 +28,8 @@ import { createLlama } from "../src/models/llama/model.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
 import { SeededRandom } from "../src/params/random.ts";
 import { checkVocabMatches } from "../src/tokenizers/load.ts";
-import type { Tokenizer } from "../src/tokenizers/types.ts";
 import { withCheckpointFields } from "../src/models/llama/config.ts";
+import { buildTokenizer } from "../src/training/tokenizer.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
@@ -183,8 +183,11 @@ export async function main(cfg: GenerateConfig, _launch: LaunchOptions): Promise
   }
 
   // Tokenizer: must fit the model's vocabulary.
-  const tokenizer = instantiate<Tokenizer>(cfg.tokenizer);
-  checkVocabMatches(tokenizer, config.vocabSize, String(cfg.tokenizer.path ?? "tokenizer"));
+  const { tokenizer, path: tokenizerPath } = buildTokenizer(
+    cfg.tokenizer,
+    cfg.checkpointer.checkpoint_dir as string,
+  );
+  checkVocabMatches(tokenizer, config.vocabSize, tokenizerPath);
 
   // Model with the loaded weights; training buffers are minimal, generation has its own.
   const model = createLlama(backend, { name: spec?.name ?? "checkpoint", config, lora }, {

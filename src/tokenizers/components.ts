@@ -30,8 +30,9 @@ import type { ChatTemplate, PromptTemplate, Tokenizer } from "./types.ts";
 const COMMON: ParamSchema = {
   path: {
     type: "string",
-    required: true,
-    doc: "tokenizer file (tokenizer.model, tokenizer.bin or tokenizer.json)",
+    default: null,
+    doc: "tokenizer file (tokenizer.model, tokenizer.bin or tokenizer.json); null: the one in " +
+      "checkpointer.checkpoint_dir",
   },
   max_seq_len: {
     type: "int",
@@ -70,7 +71,7 @@ function finish(
   autoFind = false,
 ): Tokenizer {
   tok.promptTemplate = parsePromptTemplate(args.prompt_template, `${section}.prompt_template`);
-  tok.chatTemplate = chatTemplateFor(args.chat_template, String(args.path), autoFind);
+  tok.chatTemplate = chatTemplateFor(args.chat_template, pathOf(args), autoFind);
   const n = args.max_seq_len as number | null;
   if (n !== null && (!Number.isInteger(n) || n < 1)) {
     throw new TuneError(`tokenizer.max_seq_len must be a positive integer or null, got ${n}`);
@@ -79,8 +80,22 @@ function finish(
   return tok;
 }
 
+/**
+ * The tokenizer file. Recipes fill a null `path` from the checkpoint folder
+ * (src/training/tokenizer.ts) before building; a builder reached without one says so.
+ */
+function pathOf(args: Record<string, unknown>): string {
+  if (typeof args.path !== "string" || args.path === "") {
+    throw new TuneError(
+      "tokenizer.path is not set; set it to the model's tokenizer file (tokenizer.model, " +
+        "tokenizer.json or tokenizer.bin)",
+    );
+  }
+  return args.path;
+}
+
 function load(args: Record<string, unknown>, options: LoadTokenizerOptions = {}) {
-  return loadTokenizer(args.path as string, options) as Tokenizer & { maxSeqLen: number | null };
+  return loadTokenizer(pathOf(args), options) as Tokenizer & { maxSeqLen: number | null };
 }
 
 /** Special-token names in id order from a tokenizer.json's added_tokens (torchtune's special_tokens_path). */
@@ -165,7 +180,11 @@ export const phi3MiniTokenizerComponent = registerComponent<Tokenizer>({
     "Phi-3 Mini: SentencePiece tokenizer.model with <|user|>, <|assistant|>, <|system|>, <|end|> (32000-32010); EOS <|endoftext|>",
   params: {
     ...COMMON,
-    path: { type: "string", required: true, doc: "Phi-3's SentencePiece tokenizer.model" },
+    path: {
+      type: "string",
+      default: null,
+      doc: "Phi-3's SentencePiece tokenizer.model (null: the one in checkpointer.checkpoint_dir)",
+    },
     special_tokens_path: {
       type: "string",
       default: null,
@@ -173,7 +192,7 @@ export const phi3MiniTokenizerComponent = registerComponent<Tokenizer>({
     },
   },
   build(args) {
-    const path = args.path as string;
+    const path = pathOf(args);
     const bytes = readTokenizerFile(path);
     const sp = detectTokenizerFormat(bytes) === "sentencepiece"
       ? tokenizerFromBytes(bytes, path)
@@ -202,10 +221,14 @@ export const gemmaTokenizerComponent = registerComponent<Tokenizer>({
   doc: "Gemma: SentencePiece tokenizer.model (BOS <bos>, EOS <eos> from the model; pad id 0)",
   params: {
     ...COMMON,
-    path: { type: "string", required: true, doc: "Gemma's SentencePiece tokenizer.model" },
+    path: {
+      type: "string",
+      default: null,
+      doc: "Gemma's SentencePiece tokenizer.model (null: the one in checkpointer.checkpoint_dir)",
+    },
   },
   build(args) {
-    const path = args.path as string;
+    const path = pathOf(args);
     const bytes = readTokenizerFile(path);
     const sp = detectTokenizerFormat(bytes) === "sentencepiece"
       ? tokenizerFromBytes(bytes, path)
@@ -224,7 +247,7 @@ function buildQwen(
   eosToken: string,
   specials: Readonly<Record<string, number>>,
 ) {
-  const path = args.path as string;
+  const path = pathOf(args);
   const merges = args.merges_file as string | null;
   const roles = { bosToken: null, eosToken, padToken: "<|endoftext|>" };
   let tok: HfBpeTokenizer;
@@ -262,8 +285,9 @@ const QWEN_PARAMS: ParamSchema = {
   ...COMMON,
   path: {
     type: "string",
-    required: true,
-    doc: "tokenizer.json, or vocab.json together with merges_file",
+    default: null,
+    doc: "tokenizer.json, or vocab.json together with merges_file (null: the tokenizer.json in " +
+      "checkpointer.checkpoint_dir)",
   },
   merges_file: { type: "string", default: null, doc: "merges.txt beside vocab.json" },
 };

@@ -18,6 +18,7 @@ import type { Tokenizer } from "../tokenizers/types.ts";
 import { join } from "node:path";
 import { modelDtypes } from "./steps.ts";
 import { withCheckpointFields } from "../models/llama/config.ts";
+import { buildTokenizer } from "./tokenizer.ts";
 
 /** The recipe keys the evaluated model comes from. */
 export interface EvalModelKeys {
@@ -82,8 +83,11 @@ export async function prepareEvalModel(
     );
   }
   // Tokenizer: must fit the model's vocabulary.
-  const tokenizer = instantiate<Tokenizer>(keys.tokenizer);
-  checkVocabMatches(tokenizer, spec.config.vocabSize, String(keys.tokenizer.path));
+  const { tokenizer, path: tokenizerPath } = buildTokenizer(
+    keys.tokenizer,
+    keys.checkpointer.checkpoint_dir as string,
+  );
+  checkVocabMatches(tokenizer, spec.config.vocabSize, tokenizerPath);
   return { spec, backend, tokenizer, weights, adapter, dtypes };
 }
 
