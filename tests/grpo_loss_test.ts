@@ -20,12 +20,7 @@ import {
   type GrpoNormalization,
   grpoVariant,
 } from "../src/rlhf/grpo_loss.ts";
-import {
-  GrpoMicroBatch,
-  GrpoStepStats,
-  negate,
-  tokenWeightedHead,
-} from "../src/rlhf/grpo_step.ts";
+import { GrpoMicroBatch, GrpoStepStats, negate, tokenWeightedHead } from "../src/rlhf/grpo_step.ts";
 import { assertClose, type Fixture, loadFixture } from "./fixture_io.ts";
 import { fixtureConfig, fixtureLora, prefixedStateDict } from "./_model_helpers.ts";
 
