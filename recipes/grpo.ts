@@ -1,5 +1,5 @@
 /**
- * GRPO with verifiable rewards, with LoRA, on one or more processes (torchtune's
+ * GRPO with verifiable rewards, full or LoRA by the model builder, on one or more processes (torchtune's
  * dev/grpo_full_finetune_distributed; grpo_finetune_single_device and grpo_finetune_distributed
  * are the entry points):
  *
@@ -19,7 +19,9 @@
  * steps over its sequences (micro-batches of `forward_batch_size`), each the loss chosen by
  * `loss` (src/rlhf/grpo_loss.ts) against the log-probabilities of the policy that generated
  * them (kept from before the first step; with ppo_epochs 1 the ratio is taken against the
- * current policy itself, as TRL) and, when beta > 0, the frozen base with the adapters off.
+ * current policy itself, as TRL) and, when beta > 0, the reference model: under LoRA the
+ * frozen base with the adapters off, under full fine-tuning a frozen inference-only copy of
+ * the starting weights (`ref_checkpointer`, else the checkpointer's; torchtune's layout).
  * Sampling needs whole weights: one process samples on the training model; N processes
  * gather the sharded weights once per round into an inference-only copy on every rank.
  *
@@ -38,6 +40,8 @@ import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ComponentSection, ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import { shippedConfigUrl } from "../src/config/shipped.ts";
 import { TuneError } from "../src/errors.ts";
+import type { Backend } from "../src/backend/ops.ts";
+import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
 import { createLlama, type LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
 import type { PromptDatasetBuilder } from "../src/rlhf/grpo_data.ts";
@@ -60,13 +64,13 @@ import {
   FinetuneRecipe,
   launchedName,
   loraKeyAliases,
-  loraParams,
+  params as finetuneParams,
   type RecipeKeys,
   runFinetune,
 } from "./finetune.ts";
 
-// SFT-only keys of LoRA fine-tuning: validation on SFT data, the cross-entropy loss, and
-// accumulation (GRPO's micro-batches come from forward_batch_size)
+// fine-tuning's keys (full or LoRA, by the model builder) less the SFT-only ones: validation
+// on SFT data, the cross-entropy loss, and accumulation (micro-batches: forward_batch_size)
 const {
   dataset_val: _datasetVal,
   run_val_every_n_steps: _runVal,
@@ -74,7 +78,7 @@ const {
   gradient_accumulation_steps: _ga,
   loss: _loss,
   ...loraKeys
-} = loraParams;
+} = finetuneParams;
 
 /** Every top-level key of the GRPO recipes (LoRA fine-tuning's keys, GRPO's data and step). */
 export const params = {
@@ -136,8 +140,8 @@ export const params = {
     type: "component",
     kind: "checkpointer",
     default: null,
-    doc: "torchtune's reference checkpoint (full fine-tuning); under LoRA the reference is " +
-      "the base with adapters off, so it must be null",
+    doc: "full fine-tuning: the reference model's checkpoint (null: the checkpointer's); " +
+      "under LoRA the reference is the base with adapters off, so it must be null",
   },
   name: { type: "string", default: null, doc: "a run name for ${name} interpolation" },
   base_model_path: {
@@ -208,12 +212,13 @@ export function checkGrpoConfig(
     | "stop_after_steps"
     | "grpo_samples"
   >,
+  lora: boolean,
 ): void {
   const ppo = cfg.ppo_epochs;
   const refuse = (key: string, v: unknown, why: string) => {
     throw new TuneError(`${key}=${v}: ${why}`);
   };
-  if (cfg.ref_checkpointer !== null) {
+  if (lora && cfg.ref_checkpointer !== null) {
     refuse(
       "ref_checkpointer",
       cfg.ref_checkpointer._component_,
@@ -250,11 +255,43 @@ export function checkGrpoConfig(
   }
 }
 
+/**
+ * Full fine-tuning's reference model: inference-only, with the weights of `ref_checkpointer`
+ * (else the checkpointer's), or the policy's seeded random init under model_init random.
+ */
+function referenceModel(
+  cfg: GrpoKeys,
+  spec: ModelSpec,
+  rt: { backend: Backend },
+  o: { batch: number; seqLen: number; seed: number },
+): LlamaModel {
+  const ref = createLlama(rt.backend, spec, {
+    batch: o.batch,
+    seqLen: o.seqLen,
+    seed: o.seed,
+    logitChunks: 1,
+    training: false,
+  });
+  if (cfg.model_init === "checkpoint") {
+    const ck = instantiate<Checkpointer>(cfg.ref_checkpointer ?? cfg.checkpointer);
+    ref.loadStateDict(ck.load({ resumeFromCheckpoint: false }).stateDict);
+  } else {
+    ref.initRandom(o.seed);
+  }
+  return ref;
+}
+
+/** Full or LoRA fine-tuning, by the model builder. */
+function methodOf(cfg: GrpoKeys): "full" | "lora" {
+  return instantiate<ModelSpec>(cfg.model).lora ? "lora" : "full";
+}
+
 /** The GRPO task: this rank's prompts, the rounds and the loss head. */
 export function grpoTask(cfg: GrpoKeys, configDir: string): TaskBuilder {
   return async ({ rt, tokenizer, spec, seed }) => {
     const W = rt.worldSize;
-    checkGrpoConfig(cfg);
+    const lora = !!spec.lora;
+    checkGrpoConfig(cfg, lora);
     if (cfg.batch_size % W !== 0) {
       throw new TuneError(
         `batch_size=${cfg.batch_size}: each of the ${W} ranks takes whole prompts; use a multiple of ${W}`,
@@ -288,6 +325,10 @@ export function grpoTask(cfg: GrpoKeys, configDir: string): TaskBuilder {
       );
     }
     const ppo = cfg.ppo_epochs, FB = cfg.forward_batch_size, rows = FB * T;
+    // full fine-tuning's reference: a frozen copy of the starting weights (LoRA: adapters off)
+    const refModel = !lora && loss.beta > 0
+      ? referenceModel(cfg, spec, rt, { batch: FB, seqLen: T, seed })
+      : null;
     return {
       shape: { batch: FB, seqLen: T, logitChunks: 1, batchesPerEpoch: rounds * ppo },
       validation: null,
@@ -312,7 +353,9 @@ export function grpoTask(cfg: GrpoKeys, configDir: string): TaskBuilder {
           for (let b = 0; b < r.S; b += FB) {
             const tokens = r.tokens.subarray(b * T, b * T + rows);
             const targets = r.targets.subarray(b * T, b * T + rows);
-            const e = await model.evalLosses({ tokens, targets }, { adapters });
+            const e = !adapters && refModel
+              ? await refModel.evalLosses({ tokens, targets })
+              : await model.evalLosses({ tokens, targets }, { adapters });
             out.set(negate(e.rowLoss()), b * T);
           }
           return out;
@@ -397,6 +440,7 @@ export function grpoTask(cfg: GrpoKeys, configDir: string): TaskBuilder {
           },
           free() {
             sampler?.free();
+            refModel?.free();
           },
         };
       },
@@ -472,7 +516,7 @@ type GrpoRunOptions = { name: string; launch: LaunchOptions; hooks?: FinetuneHoo
 /** The fine-tuning recipe with the GRPO task, not yet set up (the demo drives it itself). */
 export function grpoRecipe(cfg: GrpoKeys, opts: GrpoRunOptions): FinetuneRecipe {
   const task = grpoTask(cfg, configDirOf(opts.launch));
-  return new FinetuneRecipe(loopKeys(cfg), { ...opts, method: "lora", task });
+  return new FinetuneRecipe(loopKeys(cfg), { ...opts, method: methodOf(cfg), task });
 }
 
 /** Run the recipe in this process and return what it produced. */
@@ -481,7 +525,7 @@ export async function runGrpo(
   opts: GrpoRunOptions,
 ): Promise<FinetuneResult & { exitCode: number }> {
   const task = grpoTask(cfg, configDirOf(opts.launch));
-  const r = await runFinetune(loopKeys(cfg), { ...opts, method: "lora", task });
+  const r = await runFinetune(loopKeys(cfg), { ...opts, method: methodOf(cfg), task });
   if (r.steps.length && (Deno.env.get("RANK") ?? "0") === "0") {
     writeRewardCurve(cfg.output_dir, r.steps);
   }

@@ -1,5 +1,5 @@
 /**
- * GRPO with LoRA sharded over processes (ZeRO-3): an entry point of recipes/grpo.ts. Each
+ * GRPO (full or LoRA, by the model builder) sharded over processes (ZeRO-3): an entry point of recipes/grpo.ts. Each
  * rank samples its share of a round's prompts (batch_size counts them over all ranks), so
  * 2 ranks log one device's losses for the same config.
  *

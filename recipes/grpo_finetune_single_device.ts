@@ -1,5 +1,5 @@
 /**
- * GRPO with LoRA on one device: an entry point of recipes/grpo.ts (the GRPO task on the one
+ * GRPO (full or LoRA, by the model builder) on one device: an entry point of recipes/grpo.ts (the GRPO task on the one
  * fine-tuning recipe, recipes/finetune.ts).
  *
  *   deno task tune run grpo_finetune_single_device --config tiny/grpo_single_device
