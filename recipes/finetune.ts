@@ -223,7 +223,7 @@ export class FinetuneRecipe {
     });
     this.trainable = trainable;
     const calls = modelCalls(rt, this.model);
-    this.head = task.head(this.model, calls);
+    this.head = task.head(this.model, calls, (fn) => trainable.withFullWeights(fn));
 
     // Steps per epoch (the same on every rank), then the scheduler that spans all of them.
     const perEpoch = stepsPerEpoch(

@@ -12,6 +12,8 @@ import * as loraSingle from "./lora_finetune_single_device.ts";
 import * as loraDistributed from "./lora_finetune_distributed.ts";
 import * as loraDpo from "./lora_dpo_single_device.ts";
 import * as loraDpoDistributed from "./lora_dpo_distributed.ts";
+import * as grpoSingle from "./grpo_finetune_single_device.ts";
+import * as grpoDistributed from "./grpo_finetune_distributed.ts";
 import * as knowledgeDistillation from "./knowledge_distillation_single_device.ts";
 import * as knowledgeDistillationDistributed from "./knowledge_distillation_distributed.ts";
 import * as fullSingle from "./full_finetune_single_device.ts";
@@ -83,6 +85,18 @@ export const RECIPES: readonly RecipeDefinition[] = [
     loraDpoDistributed,
   ),
   define(
+    "grpo_finetune_single_device",
+    "online RL with verifiable rewards (GRPO, Dr. GRPO, DAPO) with LoRA on one device",
+    ["grpo"],
+    grpoSingle,
+  ),
+  define(
+    "grpo_finetune_distributed",
+    "online RL with verifiable rewards (GRPO, Dr. GRPO, DAPO) with LoRA sharded over processes",
+    [],
+    grpoDistributed,
+  ),
+  define(
     "knowledge_distillation_single_device",
     "distil a teacher model into a LoRA student on one device",
     [],
@@ -142,6 +156,8 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "tiny/lora_distributed",
     "alpaca_llama2_lora_finetune_distributed",
   ],
+  grpo_finetune_single_device: ["tiny/grpo_single_device"],
+  grpo_finetune_distributed: ["tiny/grpo_single_device"],
   lora_dpo_single_device: [
     "llama2/7B_lora_dpo_single_device",
     "llama3_2/1B_lora_dpo_single_device",
@@ -170,6 +186,11 @@ export const LAUNCH_DEPENDENT_ALIASES: Readonly<
   finetune_llm: {
     single: "full_finetune_single_device",
     distributed: "full_finetune_distributed",
+  },
+  // torchtune's dev recipe name
+  "dev/grpo_full_finetune_distributed": {
+    single: "grpo_finetune_single_device",
+    distributed: "grpo_finetune_distributed",
   },
 };
 

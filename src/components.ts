@@ -11,3 +11,4 @@ import "./optim/components.ts";
 import "./training/components.ts";
 import "./training/profiler.ts";
 import "./rlhf/components.ts";
+import "./rlhf/grpo_components.ts";

@@ -59,7 +59,9 @@ for (const name of SHIPPED) {
       const { config } = loadRecipeConfig(recipe, name, []);
       for (const [key, spec] of Object.entries(recipe.params)) {
         if (spec.type === "component" && config[key] !== null) {
-          assert.ok(typeof (config[key] as ComponentSection)._component_ === "string", key);
+          // a component key may hold a list (dataset: [...], reward_fns: [...])
+          const list = [config[key]].flat() as ComponentSection[];
+          for (const c of list) assert.ok(typeof c._component_ === "string", key);
         }
       }
     });

@@ -261,7 +261,9 @@ function parseValidate(args: readonly string[]): CliCommand {
       if (args[i] === undefined) throw new TuneError(`${a} needs a config name or path`);
     } else if (!a.startsWith("-") && !a.startsWith("~") && !a.includes("=")) {
       // A bare word: a config path/name (torchtune's `tune validate <config>`), or the recipe.
-      if (/\.ya?ml$/.test(a) || a.includes("/") || recipe !== undefined) positionalConfig = a;
+      // (torchtune's dev recipes have a "/" as configs do: dev/grpo_full_finetune_distributed)
+      const path = a.includes("/") && !a.startsWith("dev/");
+      if (/\.ya?ml$/.test(a) || path || recipe !== undefined) positionalConfig = a;
       else recipe = a;
     } else {
       rest.push(a);

@@ -192,6 +192,14 @@ export function resolveComponent(
     throw new TuneError(`section '${path}' needs a _component_ naming a ${kind} builder${eg}`);
   }
   const name = nameRaw instanceof CliText ? nameRaw.text : String(nameRaw);
+  // a user's reward function in a local module (src/rlhf/rewards.ts loads it at run start)
+  if (kind === "reward" && name.startsWith("file:")) {
+    const extra = Object.keys(given).filter((k) => k !== "_component_");
+    if (extra.length) {
+      throw new TuneError(`'${path}.${extra[0]}': a file: reward takes no other keys`);
+    }
+    return { _component_: name };
+  }
   const spec = findComponent(name);
   if (!spec) {
     const candidates = kindNames.length ? kindNames : allComponentNames();

@@ -22,6 +22,9 @@ export type ComponentKind =
   | "loss"
   | "preference_loss"
   | "kd_loss"
+  | "grpo_loss"
+  | "reward"
+  | "rl_dataset"
   | "metric_logger"
   | "profiler";
 

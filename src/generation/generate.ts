@@ -23,6 +23,8 @@ export interface GenerateOptions extends SamplingOptions {
   kvCache?: boolean;
   /** Called with each new token of sequence `b` (not for stop tokens). */
   onToken?(b: number, id: number): void;
+  /** Called with the raw logits (V) sequence `b`'s next token is drawn from (e.g. GRPO's entropy). */
+  onLogits?(b: number, logits: Float32Array): void;
 }
 
 /** What `generateTokens` produced, and how fast. */
@@ -84,7 +86,9 @@ export function generateTokens(
     const next = new Int32Array(B); // (B)
     for (let b = 0; b < B; b++) {
       if (done[b]) continue;
-      const id = sampleToken(logits.subarray(b * V, (b + 1) * V), o, o.rng);
+      const row = logits.subarray(b * V, (b + 1) * V); // (V)
+      o.onLogits?.(b, row);
+      const id = sampleToken(row, o, o.rng);
       if (stops.has(id)) {
         done[b] = true;
         finish[b] = "stop";

@@ -116,6 +116,11 @@ export interface Trainable {
    * `write` runs on rank 0 (with the gathered moments when sharded); all ranks wait for it.
    */
   save(write: (moments: HostMoments | undefined) => string): Promise<string | null>;
+  /**
+   * Run `fn` while the model holds its full weights (sharded: gathered on every rank for the
+   * call; GRPO copies them into its sampling model).
+   */
+  withFullWeights<R>(fn: () => R | Promise<R>): Promise<R>;
   free(): void;
 }
 
@@ -141,6 +146,7 @@ export function setupTrainable(
       clip: (maxNorm) => Promise.resolve(clipGradNorm(be, model.trainable, maxNorm)),
       step: (lr) => optimizer.step(lr),
       save: (write) => Promise.resolve(write(undefined)),
+      withFullWeights: async (fn) => await fn(),
       free: () => {},
     };
     const progress = state ? restoreTrainingState(state, model, optimizer) : fresh;
@@ -187,6 +193,8 @@ export function setupTrainable(
       await barrierAfterSave(rt.group);
       return dir;
     },
+    withFullWeights: (fn) =>
+      sharded.withFullParams(() => frozen ? frozen.withFullParams(fn) : fn()),
     free() {
       sharded.free();
       frozen?.free();

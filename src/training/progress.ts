@@ -48,6 +48,9 @@ export interface ProgressStep {
   loss: number;
   lr: number;
   tokensPerSecond: number;
+  /** Online RL: the step's mean reward and success rate (shown when given). */
+  reward?: number;
+  success?: number;
 }
 
 /**
@@ -77,7 +80,9 @@ export class StepProgress {
     const frac = this.total > 0 ? Math.min(1, s.step / this.total) : 1;
     const filled = Math.round(frac * 24);
     const bar = "#".repeat(filled) + "-".repeat(24 - filled);
-    const line = `${this.label} [${bar}] ${s.step}/${this.total} loss=${s.loss.toFixed(4)} ` +
+    const rl = (s.reward === undefined ? "" : `reward=${s.reward.toFixed(3)} `) +
+      (s.success === undefined ? "" : `success=${s.success.toFixed(2)} `);
+    const line = `${this.label} [${bar}] ${s.step}/${this.total} loss=${s.loss.toFixed(4)} ${rl}` +
       `lr=${s.lr.toExponential(2)} tok/s=${s.tokensPerSecond.toFixed(0)} ` +
       `epoch=${s.epoch + 1}/${this.epochs} elapsed=${clock(elapsed)} eta=${clock(eta)}`;
     if (this.tty) {

@@ -99,6 +99,9 @@ export class RunLog {
       loss: m.loss,
       lr: m.lr,
       tokensPerSecond: m.tokens_per_s,
+      // online RL (GRPO) runs: the mean reward and success rate of the step's completions
+      reward: m.reward,
+      success: m.success_rate,
     });
   }
 

@@ -44,9 +44,15 @@ export interface TrainingTask {
   shape: BatchShape;
   /** dataset_val when validation is on (null: none). */
   validation: TokenizedDataset | null;
-  /** The loss head over `model`, called through `calls`. */
-  head(model: LlamaModel, calls: ModelCalls): LossHead;
+  /**
+   * The loss head over `model`, called through `calls`; `full` runs a function while the
+   * model holds its full weights (GRPO's sampling on sharded runs).
+   */
+  head(model: LlamaModel, calls: ModelCalls, full: FullWeights): LossHead;
 }
+
+/** Runs `fn` while the model holds its full weights (gathered on every rank when sharded). */
+export type FullWeights = <R>(fn: () => R | Promise<R>) => Promise<R>;
 
 /** Builds a recipe's task once the tokenizer and model description exist. */
 export type TaskBuilder = (ctx: TaskContext) => Promise<TrainingTask>;

@@ -69,6 +69,11 @@ export { crossEntropyHead, distillHead, preferenceHead } from "./loss_heads.ts";
 export interface EvalLosses extends LossResult {
   /** (B) summed token losses of each sequence (DPO's reference log-probabilities negated). */
   seqLoss: Float64Array;
+  /**
+   * (B*T) each target's loss (0 where -100), downloaded on call; valid until the model's
+   * next call (GRPO's per-token reference and old log-probabilities negated).
+   */
+  rowLoss(): Float32Array;
 }
 
 /** Options of `evalLosses`. */
@@ -362,7 +367,13 @@ export class LlamaModel {
   evalLosses(batch: TrainBatch, opts: EvalOptions = {}): Promise<EvalLosses> {
     const run = async () => {
       const tokens = await this.#runAsync(this.#evalOps(batch.tokens, batch.targets, batch));
-      return { lossSum: this.#be.sum(this.#head.losses), tokens, seqLoss: this.#sequenceSums() };
+      const losses = this.#head.losses;
+      return {
+        lossSum: this.#be.sum(losses),
+        tokens,
+        seqLoss: this.#sequenceSums(),
+        rowLoss: () => (this.#be.download(losses) as Float32Array).slice(),
+      };
     };
     return opts.adapters === false ? this.withAdaptersDisabled(run) : run();
   }
