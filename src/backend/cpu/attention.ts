@@ -6,6 +6,7 @@
  */
 import { LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import type { Gemm } from "./gemm.ts";
+import { simdKernels } from "./simd.ts";
 
 /** Query rows per block: the block's scores (ROWS, Tk) stay in cache. */
 const ROWS = 64;
@@ -74,6 +75,10 @@ export function attentionForward(
   const ldq = NH * HS, ldk = NKV * HS;
   const shift = Tk - T; // query t sees keys 0..t + shift
   const seg = d.seg ?? null;
+  // With `s` in this thread's wasm memory (the backend's attnScratch), the even head of each
+  // row's exps runs in wasm SIMD (bitwise the loop below); the loop does the rest.
+  const simd = simdKernels();
+  const wasm = simd !== null && simd.holds(s) ? simd : null;
   for (let u = u0; u < u1; u++) {
     const b = (u / NKV) | 0, kvh = u % NKV;
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
@@ -93,7 +98,12 @@ export function attentionForward(
           for (let j = 0; j <= last; j++) if (s[row + j] > m) m = s[row + j];
           const max = m * scale; // = max of s * scale: scaling by a positive number is monotonic
           let sum = 0;
-          for (let j = 0; j <= last; j++) {
+          let j0 = 0;
+          if (wasm !== null) {
+            j0 = (last + 1) & ~1;
+            sum = wasm.attnExpRow(row, j0, scale, max);
+          }
+          for (let j = j0; j <= last; j++) {
             // fastExp(y) inlined (y <= 0 here)
             const y = s[row + j] * scale - max;
             let e = 0;

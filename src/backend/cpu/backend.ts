@@ -25,6 +25,7 @@ import { Gemm } from "./gemm.ts";
 import * as layers from "./layers.ts";
 import { allShared, CpuPool, type PoolJob } from "./pool.ts";
 import { Scratch } from "./scratch.ts";
+import { simdKernels } from "./simd.ts";
 
 /** Options of the CPU backend. */
 export interface CpuBackendOptions {
@@ -512,9 +513,12 @@ export class CpuBackend implements Backend {
       k: f32(k, B * Tcap * NKV * HS, "attention k"),
       v: f32(v, B * Tcap * NKV * HS, "attention v"),
     };
-    const s = this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * Tk);
-    const run = (u0: number, u1: number) =>
+    const n = Math.min(T, ATT_ROWS) * Tk;
+    // scores in wasm memory when the SIMD kernels run (attention.ts then exps them there)
+    const run = (u0: number, u1: number) => {
+      const s = simdKernels()?.attnScratch(n) ?? this.scratch.get(SLOT_ATT_P, n);
       attentionForward(this.gemm, a.out, a.lse, a.q, a.k, a.v, d, s, u0, u1);
+    };
     this.#runUnits(Object.values(a), B * NH * T * Tk, attentionUnits(d), run, (u0, u1) => ({
       kind: "attentionForward",
       matmul: this.matmulPath,

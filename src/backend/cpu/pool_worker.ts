@@ -7,6 +7,7 @@ import { adamwStep } from "./adamw.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { Gemm } from "./gemm.ts";
 import { Scratch } from "./scratch.ts";
+import { simdKernels } from "./simd.ts";
 import { crossEntropy, swigluBackward, swigluForward } from "./layers.ts";
 import type { PoolJob } from "./pool.ts";
 
@@ -33,7 +34,8 @@ function gemmFor(matmul: "blas" | "ts"): Gemm {
 function run(job: PoolJob): void {
   if (job.kind === "attentionForward") {
     const { a, d } = job;
-    const s = scratch.get(SLOT_P, Math.min(d.T, 64) * d.Tk);
+    const n = Math.min(d.T, 64) * d.Tk;
+    const s = simdKernels()?.attnScratch(n) ?? scratch.get(SLOT_P, n);
     attentionForward(gemmFor(job.matmul), a.out, a.lse, a.q, a.k, a.v, d, s, job.u0, job.u1);
   } else if (job.kind === "attentionBackward") {
     const { a, d } = job;

@@ -38,9 +38,16 @@ const EXP_TABLE = [
 const EXP_TABLE_FLOATS = EXP_TABLE.length * 4;
 /** The SwiGLU kernels' table: EXP_TABLE, then 709.7 (the overflow limit) and Infinity. */
 const SWIGLU_TABLE = [...EXP_TABLE, 709.7, Infinity];
+/**
+ * attn_exp_row's table: EXP_TABLE's first 11 constants (the polynomial is Horner's there, the
+ * coefficients the same), -745.2, then the int64s 1023 and -1074 (written as raw bits).
+ */
+const ATTN_TABLE = [...EXP_TABLE.slice(0, 11), -745.2];
+const ATTN_TABLE_BYTES = (ATTN_TABLE.length + 2) * 16;
 /** Byte offset of SWIGLU_TABLE: after the five SwiGLU operand chunks (16-byte aligned). */
 const SWIGLU_TABLE_AT = 5 * CHUNK * 4;
 type Max2 = (p: number, n: number, out: number) => void;
+type AttnRow = (p: number, n: number, scale: number, max: number, k: number) => number;
 type SwF = (out: number, gate: number, up: number, n: number, k: number) => void;
 type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number, k: number) => void;
 
@@ -54,6 +61,8 @@ export class SimdKernels {
   #max2: Max2;
   #swf: SwF;
   #swb: SwB;
+  #attnRow: AttnRow;
+  #attnTable = 0;
 
   constructor(module: WebAssembly.Module) {
     const bytes = SWIGLU_TABLE_AT + SWIGLU_TABLE.length * 16;
@@ -65,6 +74,7 @@ export class SimdKernels {
     this.#max2 = x.row_max2 as Max2;
     this.#swf = x.swiglu_forward as SwF;
     this.#swb = x.swiglu_backward as SwB;
+    this.#attnRow = x.attn_exp_row as AttnRow;
     this.#view = new Float32Array(this.#mem.buffer);
     this.#f64 = new Float64Array(this.#mem.buffer);
   }
@@ -105,6 +115,40 @@ export class SimdKernels {
   scaleTo(dst: Float32Array, off: number, n: number, s: number): void {
     this.#scale(0, n, s);
     dst.set(this.#view.subarray(0, n), off);
+  }
+
+  /**
+   * A Float32Array of n elements in this thread's wasm memory for attention scores (the
+   * products write into it, `attnExpRow` works on it in place); valid until the next call of
+   * any method here (the memory may grow).
+   */
+  attnScratch(n: number): Float32Array {
+    const at = ((n * 4 + 15) >> 4) << 4; // byte offset of ATTN_TABLE
+    if (at + ATTN_TABLE_BYTES > this.#mem.buffer.byteLength) {
+      this.#mem.grow(Math.ceil((at + ATTN_TABLE_BYTES - this.#mem.buffer.byteLength) / PAGE));
+      this.#view = new Float32Array(this.#mem.buffer);
+      this.#f64 = new Float64Array(this.#mem.buffer);
+    }
+    const f64 = this.#f64, d = at >> 3;
+    for (let i = 0; i < ATTN_TABLE.length; i++) f64[d + 2 * i] = f64[d + 2 * i + 1] = ATTN_TABLE[i];
+    const i64 = new BigInt64Array(this.#mem.buffer, at + ATTN_TABLE.length * 16, 4);
+    i64[0] = i64[1] = 1023n;
+    i64[2] = i64[3] = -1074n;
+    this.#attnTable = at;
+    return this.#view.subarray(0, n);
+  }
+
+  /** True when `a` lives in this thread's wasm memory (an `attnScratch` view). */
+  holds(a: Float32Array): boolean {
+    return a.buffer === this.#mem.buffer;
+  }
+
+  /**
+   * Elements [off, off + n) (n even) of the attention scratch = exp(x * scale - max) as
+   * attention.ts computes them (fp32); returns their float64 sum in index order.
+   */
+  attnExpRow(off: number, n: number, scale: number, max: number): number {
+    return this.#attnRow(off * 4, n, scale, max, this.#attnTable);
   }
 
   /** Write SWIGLU_TABLE (each constant in both lanes) where the SwiGLU kernels read it. */

@@ -5,7 +5,14 @@
  * Needs `opt-14` and `llc-14` on PATH (Debian `llvm-14`); the generated file is committed.
  */
 /** Function names in the order the .ll file defines them. */
-const EXPORTS = ["exp_shift_sum", "scale_rows", "swiglu_forward", "swiglu_backward", "row_max2"];
+const EXPORTS = [
+  "exp_shift_sum",
+  "scale_rows",
+  "swiglu_forward",
+  "swiglu_backward",
+  "row_max2",
+  "attn_exp_row",
+];
 
 const dir = new URL(".", import.meta.url).pathname;
 const obj = `${dir}kernels.o.tmp`;

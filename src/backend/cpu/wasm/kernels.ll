@@ -318,3 +318,116 @@ done:
   store <2 x double> %res, <2 x double>* %vo, align 8
   ret void
 }
+
+; Attention softmax row (attention.ts attentionForward): p[i] = fp32(exp(fp64(p[i]) * scale -
+; max)) for i < n (n even), returning the float64 sum of the exps (before rounding) added in
+; index order. exp as the TypeScript loop there: k = round(y log2 e) by the 1.5 * 2^52 trick,
+; Cody-Waite r, the degree-7 Taylor polynomial in Horner's scheme, times 2^k (POW2[k + 1075]);
+; y below -745.2 gives 0 and NaN stays NaN. 2^k is applied as two exact powers of two,
+; 2^floor(k/2) then 2^(k - floor(k/2)): the first product is exact (normal), the second rounds
+; once, so subnormal results round exactly as the single product by a subnormal 2^k does
+; (k = -1075, where POW2 holds 0, gives 0). Constants: the table %k (simd.ts ATTN_TABLE).
+define double @attn_exp_row(float* %p, i32 %n, double %scale, double %max, <2 x double>* %k) #0 {
+entry:
+  %sc0 = insertelement <2 x double> undef, double %scale, i32 0
+  %sc = shufflevector <2 x double> %sc0, <2 x double> undef, <2 x i32> zeroinitializer
+  %mx0 = insertelement <2 x double> undef, double %max, i32 0
+  %mx = shufflevector <2 x double> %mx0, <2 x double> undef, <2 x i32> zeroinitializer
+  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
+  %cLog2e = load volatile <2 x double>, <2 x double>* %k0, align 16
+  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
+  %cMagic = load volatile <2 x double>, <2 x double>* %k1, align 16
+  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
+  %cLn2Hi = load volatile <2 x double>, <2 x double>* %k2, align 16
+  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
+  %cLn2Lo = load volatile <2 x double>, <2 x double>* %k3, align 16
+  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
+  %cOne = load volatile <2 x double>, <2 x double>* %k4, align 16
+  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
+  %c3 = load volatile <2 x double>, <2 x double>* %k5, align 16
+  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
+  %cHalf = load volatile <2 x double>, <2 x double>* %k6, align 16
+  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
+  %c4 = load volatile <2 x double>, <2 x double>* %k7, align 16
+  %k8 = getelementptr <2 x double>, <2 x double>* %k, i32 8
+  %c5 = load volatile <2 x double>, <2 x double>* %k8, align 16
+  %k9 = getelementptr <2 x double>, <2 x double>* %k, i32 9
+  %c6 = load volatile <2 x double>, <2 x double>* %k9, align 16
+  %k10 = getelementptr <2 x double>, <2 x double>* %k, i32 10
+  %c7 = load volatile <2 x double>, <2 x double>* %k10, align 16
+  %k11 = getelementptr <2 x double>, <2 x double>* %k, i32 11
+  %cLimit = load volatile <2 x double>, <2 x double>* %k11, align 16
+  %k12 = getelementptr <2 x double>, <2 x double>* %k, i32 12
+  %cBias = load volatile <2 x double>, <2 x double>* %k12, align 16
+  %k13 = getelementptr <2 x double>, <2 x double>* %k, i32 13
+  %cKmin = load volatile <2 x double>, <2 x double>* %k13, align 16
+  %magicBits = bitcast <2 x double> %cMagic to <2 x i64>
+  %bias = bitcast <2 x double> %cBias to <2 x i64>
+  %kmin = bitcast <2 x double> %cKmin to <2 x i64>
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %sum = phi double [0.0, %entry], [%sum2, %loop]
+  %q = getelementptr float, float* %p, i32 %i
+  %vq = bitcast float* %q to <2 x float>*
+  %x = load <2 x float>, <2 x float>* %vq, align 4
+  %xd = fpext <2 x float> %x to <2 x double>
+  %xs = fmul <2 x double> %xd, %sc
+  %y = fsub <2 x double> %xs, %mx
+  %t0 = fmul <2 x double> %y, %cLog2e
+  %t = fadd <2 x double> %t0, %cMagic
+  %kf = fsub <2 x double> %t, %cMagic
+  %a0 = fmul <2 x double> %kf, %cLn2Hi
+  %a1 = fsub <2 x double> %y, %a0
+  %a2 = fmul <2 x double> %kf, %cLn2Lo
+  %r = fsub <2 x double> %a1, %a2
+  ; 1 + r (1 + r (0.5 + r (c3 + r (c4 + r (c5 + r (c6 + r c7))))))
+  %h7 = fmul <2 x double> %r, %c7
+  %h6 = fadd <2 x double> %c6, %h7
+  %h6r = fmul <2 x double> %r, %h6
+  %h5 = fadd <2 x double> %c5, %h6r
+  %h5r = fmul <2 x double> %r, %h5
+  %h4 = fadd <2 x double> %c4, %h5r
+  %h4r = fmul <2 x double> %r, %h4
+  %h3 = fadd <2 x double> %c3, %h4r
+  %h3r = fmul <2 x double> %r, %h3
+  %h2 = fadd <2 x double> %cHalf, %h3r
+  %h2r = fmul <2 x double> %r, %h2
+  %h1 = fadd <2 x double> %cOne, %h2r
+  %h1r = fmul <2 x double> %r, %h1
+  %poly = fadd <2 x double> %cOne, %h1r
+  ; k = bits(t) - bits(1.5 * 2^52); 2^k1 * 2^k2 with k1 = k >> 1, k2 = k - k1
+  %tb = bitcast <2 x double> %t to <2 x i64>
+  %kk = sub <2 x i64> %tb, %magicBits
+  %ka = ashr <2 x i64> %kk, <i64 1, i64 1>
+  %kb = sub <2 x i64> %kk, %ka
+  %ea = add <2 x i64> %ka, %bias
+  %eb = add <2 x i64> %kb, %bias
+  %pa = shl <2 x i64> %ea, <i64 52, i64 52>
+  %pb = shl <2 x i64> %eb, <i64 52, i64 52>
+  %powa = bitcast <2 x i64> %pa to <2 x double>
+  %powb = bitcast <2 x i64> %pb to <2 x double>
+  %e0a = fmul <2 x double> %poly, %powa
+  %e0 = fmul <2 x double> %e0a, %powb
+  ; k < -1074 (POW2 holds 0 there) gives 0
+  %tiny = icmp slt <2 x i64> %kk, %kmin
+  %e1 = select <2 x i1> %tiny, <2 x double> zeroinitializer, <2 x double> %e0
+  ; y >= -745.2: e; NaN: y; else 0
+  %inRange = fcmp oge <2 x double> %y, %cLimit
+  %isNan = fcmp uno <2 x double> %y, %y
+  %low = select <2 x i1> %isNan, <2 x double> %y, <2 x double> zeroinitializer
+  %e = select <2 x i1> %inRange, <2 x double> %e1, <2 x double> %low
+  %ef = fptrunc <2 x double> %e to <2 x float>
+  store <2 x float> %ef, <2 x float>* %vq, align 4
+  %l0 = extractelement <2 x double> %e, i32 0
+  %l1 = extractelement <2 x double> %e, i32 1
+  %sum1 = fadd double %sum, %l0
+  %sum2 = fadd double %sum1, %l1
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
+done:
+  %res = phi double [0.0, %entry], [%sum2, %loop]
+  ret double %res
+}

@@ -1,0 +1,101 @@
+/**
+ * attentionForward() with its scores in wasm memory (the exps of each row's even head in
+ * wasm SIMD, `attn_exp_row`) gives bitwise the output and log-sum-exp of the TypeScript loop,
+ * on both matmul paths: scores spread so that exp arguments reach the subnormal range and
+ * below -745.2, a NaN input row, odd and even row lengths, GQA and a KV-cache decode shape.
+ */
+import { strictEqual } from "node:assert";
+import { openBlas } from "../ffi/openblas.ts";
+import { attentionForward } from "../src/backend/cpu/attention.ts";
+import { Gemm } from "../src/backend/cpu/gemm.ts";
+import { Scratch } from "../src/backend/cpu/scratch.ts";
+import { simdKernels } from "../src/backend/cpu/simd.ts";
+
+function rand(n: number, seed: number, scale: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2147483648 - 1) * scale;
+  }
+  return out;
+}
+
+function sameBits(label: string, a: Float32Array, b: Float32Array): void {
+  strictEqual(a.length, b.length);
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) throw new Error(`${label}[${i}]: ${a[i]} vs ${b[i]}`);
+  }
+}
+
+const ignore = Deno.env.get("TUNE_CPU_SIMD") === "0";
+const cases = [
+  { B: 2, T: 70, Tk: 70, NH: 4, NKV: 2, HS: 16, scale: 40 }, // wide scores: exp far below 0
+  { B: 1, T: 33, Tk: 33, NH: 2, NKV: 2, HS: 8, scale: 3 },
+  { B: 2, T: 1, Tk: 45, NH: 4, NKV: 1, HS: 32, scale: 60 }, // decode against a cache
+];
+
+for (const matmul of ["blas", "ts"] as const) {
+  Deno.test(
+    `attentionForward() exps in wasm SIMD give the loop's bits (${matmul})`,
+    { ignore },
+    () => {
+      const simd = simdKernels()!;
+      for (const c of cases) {
+        const d = { B: c.B, T: c.T, Tk: c.Tk, Tcap: c.Tk, NH: c.NH, NKV: c.NKV, HS: c.HS };
+        const q = rand(c.B * c.T * c.NH * c.HS, 1, c.scale);
+        const k = rand(c.B * c.Tk * c.NKV * c.HS, 2, c.scale);
+        const v = rand(c.B * c.Tk * c.NKV * c.HS, 3, 1);
+        q[5] = NaN; // a NaN score row
+        const outs = [0, 1].map((inWasm) => {
+          const gemm = new Gemm(matmul === "blas" ? openBlas() : null, new Scratch());
+          const out = new Float32Array(q.length), lse = new Float32Array(c.B * c.NH * c.T);
+          const n = Math.min(c.T, 64) * c.Tk;
+          const s = inWasm ? simd.attnScratch(n) : new Float32Array(n);
+          attentionForward(gemm, out, lse, q, k, v, d, s);
+          return { out, lse };
+        });
+        sameBits(`out ${JSON.stringify(c)}`, outs[1].out, outs[0].out);
+        sameBits(`lse ${JSON.stringify(c)}`, outs[1].lse, outs[0].lse);
+      }
+    },
+  );
+}
+
+Deno.test("attn_exp_row reproduces the loop's exp from -746 to 0 (subnormals, POW2's zero)", {
+  ignore,
+}, () => {
+  const simd = simdKernels()!;
+  const n = 4000;
+  const s = simd.attnScratch(n);
+  const x = new Float32Array(n).map((_, i) => -746 + (746 * i) / n); // scale 1, max 0
+  x[7] = NaN;
+  x[9] = -Infinity;
+  s.set(x);
+  const sum = simd.attnExpRow(0, n, 1, 0);
+  // the loop of attention.ts, inlined exp with Horner's scheme and POW2
+  const ref = new Float32Array(n);
+  let rsum = 0;
+  const LOG2E = 1.4426950408889634, MAGIC = 6755399441055744;
+  const LN2_HI = 0.693145751953125, LN2_LO = 1.4286068203094173e-6;
+  for (let j = 0; j < n; j++) {
+    const y = x[j] * 1 - 0;
+    let e = 0;
+    if (y >= -745.2) {
+      const kf = (y * LOG2E + MAGIC) - MAGIC;
+      const r = (y - kf * LN2_HI) - kf * LN2_LO;
+      e = (1 +
+        r * (1 +
+            r * (0.5 +
+                r * (0.16666666666666666 +
+                    r * (0.041666666666666664 +
+                        r * (0.008333333333333333 +
+                            r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+        Math.pow(2, kf);
+    } else if (y !== y) e = y;
+    ref[j] = e;
+    rsum += e;
+  }
+  sameBits("exp", s.subarray(0, n), ref);
+  strictEqual(Object.is(sum, rsum), true, `sum ${sum} vs ${rsum}`);
+});
