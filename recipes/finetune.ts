@@ -71,6 +71,7 @@ import { modelDtypes, stepsPerEpoch } from "../src/training/steps.ts";
 import { crossEntropyTask, type LossHead, type TaskBuilder } from "../src/training/tasks.ts";
 import { validationParams } from "../src/training/validation.ts";
 import { buildTokenizer } from "../src/training/tokenizer.ts";
+import { type ProfilerSettings, StepProfiler } from "../src/training/profiler.ts";
 
 /** The keys of full fine-tuning (full_finetune_* entries). */
 export const fullParams = {
@@ -166,6 +167,8 @@ export class FinetuneRecipe {
   head!: LossHead;
   scheduler!: LrScheduler | null;
   loop!: TrainLoop;
+  /** The `profiler` section's step traces, or null. */
+  profiler: StepProfiler | null = null;
   readonly hooks: FinetuneHooks;
 
   constructor(readonly cfg: RecipeKeys, readonly opts: RecipeOptions) {
@@ -246,6 +249,13 @@ export class FinetuneRecipe {
         quiet: this.hooks.quiet,
       });
     }
+    // Profiler (torchtune's profiler section): traces of the scheduled steps, per rank.
+    const profiler = (cfg as Record<string, unknown>).profiler as ComponentSection | null;
+    const prof = profiler ? instantiate<ProfilerSettings>(profiler) : null;
+    if (prof?.enabled) {
+      const dir = prof.outputDir ?? join(cfg.output_dir, "profiling_outputs");
+      this.profiler = new StepProfiler(prof, rt.backend, rt.rank, dir);
+    }
     const validation = task.validation;
     this.loop = new TrainLoop({
       rt,
@@ -265,6 +275,7 @@ export class FinetuneRecipe {
     const { cfg, loop, trainable } = this;
     const ga = cfg.gradient_accumulation_steps;
     for await (const at of loop.positions()) {
+      this.profiler?.beforeStep();
       trainable.zeroGrads();
       const { loss, tokens, metrics } = await this.head.step(at.epoch, at.step, ga);
       loop.check(loss, "loss");
@@ -273,6 +284,7 @@ export class FinetuneRecipe {
       const step = loop.progress.step;
       const lr = this.scheduler ? this.scheduler.lrAt(step) : this.optimizer.options.lr;
       trainable.step(lr);
+      this.profiler?.afterStep();
       await loop.endStep(at, { loss, tokens, metrics, gradNorm, lr });
     }
     return loop.steps;
@@ -305,6 +317,10 @@ export class FinetuneRecipe {
    * Returns the loss curve's path (rank 0).
    */
   async cleanup(): Promise<string | null> {
+    this.profiler?.close();
+    if (this.rt.isMain && this.profiler?.written.length && !this.hooks.quiet) {
+      console.error(`profile: ${this.profiler.written.join(", ")}`);
+    }
     const last = this.loop.lastCheckpoint;
     const curve = this.log?.finish(last ? [`checkpoint: ${last}`] : []) ?? null;
     if (this.rt.isMain && this.loop.interrupted) console.error(this.loop.interruptLine());

@@ -1,7 +1,8 @@
 /**
  * torchtune's run-wide keys (src/config/run_keys.ts) in every recipe: log_level changes what
  * tune prints; parallelism layouts tune cannot honour, profiler.enabled=True, low_cpu_ram
- * and fsdp.cpu_offload are refused in one line; LinearCrossEntropyLoss is the chunked loss.
+ * and fsdp.cpu_offload are refused in one line; LinearCrossEntropyLoss is the chunked loss;
+ * the profiler section traces the scheduled steps without changing them.
  */
 import assert from "node:assert/strict";
 import { findRecipe } from "../recipes/registry.ts";
@@ -57,8 +58,8 @@ Deno.test("run keys tune cannot honour are refused in one line before any work",
     [["data_parallel_replicate_dim=2"], /data_parallel_replicate_dim=2 is not supported/],
     [["data_parallel_shard_dim=4"], /data_parallel_shard_dim=4 does not match the 1 process/],
     [
-      ["profiler._component_=torchtune.training.setup_torch_profiler", "profiler.enabled=True"],
-      /profiler.enabled=True asks for the PyTorch profiler.*TUNE_CUDA_PROFILE=1/,
+      ["profiler._component_=torchtune.training.setup_torch_profiler", "profiler.with_flops=True"],
+      /profiler.with_flops=True is not supported/,
     ],
     [["low_cpu_ram=True"], /low_cpu_ram=True is not supported/],
     [["fsdp.cpu_offload=True"], /fsdp.cpu_offload=True is not supported/],
@@ -96,4 +97,48 @@ Deno.test("LinearCrossEntropyLoss resolves to the chunked loss head with torchtu
   );
   const loss = instantiate<CrossEntropyLoss>(config.loss as ComponentSection);
   assert.deepEqual(loss, { kind: "cross_entropy", ignoreIndex: -100, numOutputChunks: 8 });
+});
+
+Deno.test("profiler: the scheduled steps are traced per op and the losses do not change", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tune_profiler_" });
+  try {
+    const lora = ["run", "lora_finetune_single_device", "--config", "tiny/lora_single_device"];
+    const short = ["epochs=1", "max_steps_per_epoch=5"];
+    const plain = await tune(...lora, ...short, `output_dir=${dir}/plain`);
+    assert.equal(plain.code, 0, plain.stderr);
+    const traced = await tune(
+      ...lora,
+      ...short,
+      `output_dir=${dir}/traced`,
+      "profiler._component_=torchtune.training.setup_torch_profiler",
+      "profiler.enabled=True",
+      "profiler.wait_steps=1",
+      "profiler.warmup_steps=1",
+      "profiler.active_steps=2",
+      "profiler.profile_memory=True",
+      "profiler.with_stack=True",
+    );
+    assert.equal(traced.code, 0, traced.stderr);
+    assert.match(traced.stderr, /profile: .*rank0_cycle0_trace\.json/);
+    const losses = (p: string) =>
+      Deno.readTextFileSync(`${dir}/${p}/metrics.jsonl`).trim().split("\n").map((l) =>
+        JSON.parse(l).loss
+      );
+    assert.deepEqual(losses("traced"), losses("plain"), "tracing changes no number");
+    const out = `${dir}/traced/profiling_outputs`;
+    const trace = JSON.parse(Deno.readTextFileSync(`${out}/rank0_cycle0_trace.json`));
+    const spans = trace.traceEvents.filter((e: { ph: string }) => e.ph === "X");
+    const names = new Set(spans.map((e: { name: string }) => e.name));
+    assert.ok(
+      names.has("matmul") || [...names].some((n) => /matmul|gemm/i.test(String(n))),
+      [
+        ...names,
+      ].join(","),
+    );
+    assert.ok(spans.every((e: { args?: { stack?: string[] } }) => e.args?.stack?.length));
+    assert.ok(trace.traceEvents.some((e: { ph: string }) => e.ph === "C"), "memory counter");
+    assert.match(Deno.readTextFileSync(`${out}/rank0_cycle0_ops.txt`), /^op\s+calls\s+ms\s+share/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

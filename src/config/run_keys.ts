@@ -46,7 +46,8 @@ export const RUN_KEYS = {
     type: "component",
     kind: "profiler",
     default: null,
-    doc: "torchtune.training.setup_torch_profiler: enabled: False only (see its doc)",
+    doc: "torchtune.training.setup_torch_profiler: per-op traces of scheduled steps " +
+      "(src/training/profiler.ts)",
   },
   low_cpu_ram: {
     type: "bool",
@@ -78,7 +79,7 @@ export function withRunKeys<S extends ParamSchema>(params: S): S & typeof RUN_KE
  * processes the run will have.
  */
 export function checkRunKeys(config: Record<string, unknown>, worldSize: number): void {
-  // The profiler section is built here so `enabled: True` is refused before the run.
+  // The profiler section is built here so a setting it refuses fails before the run.
   if (config.profiler) instantiate(config.profiler as ComponentSection);
   if (config.low_cpu_ram === true) {
     throw new TuneError(
