@@ -32,13 +32,11 @@
  * `log_completions_every_n_steps`; reward_curve.svg at the end.
  */
 import "../src/components.ts";
-import { dirname, isAbsolute, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { atomicWrite } from "../src/checkpoint/atomic_write.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ComponentSection, ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
-import { shippedConfigUrl } from "../src/config/shipped.ts";
 import { TuneError } from "../src/errors.ts";
 import type { Backend } from "../src/backend/ops.ts";
 import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
@@ -50,15 +48,14 @@ import { type Rollout, rollout } from "../src/rlhf/grpo_rollout.ts";
 import { roundMetrics, roundPrompts, roundSums } from "../src/rlhf/grpo_round.ts";
 import { GrpoMicroBatch, GrpoStepStats, negate, tokenWeightedHead } from "../src/rlhf/grpo_step.ts";
 import {
-  loadFileReward,
-  mathAnswerReward,
-  type RewardFn,
-  thinkReward,
-} from "../src/rlhf/rewards.ts";
-import { lossCurveSvg } from "../src/training/loss_plot.ts";
+  buildRewards,
+  checkGrpoConfig,
+  configDirOf,
+  logCompletions,
+} from "../src/rlhf/grpo_setup.ts";
+import { rewardCurveSvg } from "../src/training/loss_plot.ts";
 import { allSum } from "../src/training/parallel.ts";
 import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
-import type { StepMetrics } from "../src/training/run_log.ts";
 import type { TaskBuilder } from "../src/training/tasks.ts";
 import {
   FinetuneRecipe,
@@ -158,37 +155,6 @@ export const keyAliases = loraKeyAliases;
 /** The resolved keys of the GRPO recipes. */
 export type GrpoKeys = ResolvedConfig<typeof params>;
 
-/** The folder `file:` rewards are resolved against: the config file's (cwd when unknown). */
-export function configDirOf(launch: LaunchOptions): string {
-  const i = launch.recipeArgv.indexOf("--config");
-  const ref = i >= 0 ? launch.recipeArgv[i + 1] : undefined;
-  if (!ref) return Deno.cwd();
-  try {
-    if (Deno.statSync(ref).isFile) return dirname(isAbsolute(ref) ? ref : resolve(ref));
-  } catch { /* not a file: a shipped name */ }
-  const url = shippedConfigUrl(ref);
-  return url ? dirname(fileURLToPath(url)) : Deno.cwd();
-}
-
-/** The reward functions a config names (torchtune's GSM8K pair when none). */
-export async function buildRewards(
-  sections: ComponentSection | ComponentSection[] | null,
-  configDir: string,
-): Promise<RewardFn[]> {
-  if (sections === null) return [thinkReward, mathAnswerReward];
-  const list = Array.isArray(sections) ? sections : [sections];
-  if (list.length === 0) throw new TuneError("reward_fns is empty; name at least one reward");
-  const out: RewardFn[] = [];
-  for (const s of list) {
-    out.push(
-      s._component_.startsWith("file:")
-        ? await loadFileReward(s._component_, configDir)
-        : instantiate<RewardFn>(s),
-    );
-  }
-  return out;
-}
-
 /** What a round keeps for its ppo_epochs steps (this rank's share). */
 interface Round {
   key: string;
@@ -199,60 +165,6 @@ interface Round {
   /** Completion tokens of the whole round (all ranks). */
   tokens: number;
   metrics: Record<string, number>;
-}
-
-/** The checks both GRPO recipes make on their keys, each a one-line error. */
-export function checkGrpoConfig(
-  cfg: Pick<
-    GrpoKeys,
-    | "ppo_epochs"
-    | "ref_checkpointer"
-    | "save_every_n_epochs"
-    | "save_every_n_steps"
-    | "stop_after_steps"
-    | "grpo_samples"
-  >,
-  lora: boolean,
-): void {
-  const ppo = cfg.ppo_epochs;
-  const refuse = (key: string, v: unknown, why: string) => {
-    throw new TuneError(`${key}=${v}: ${why}`);
-  };
-  if (lora && cfg.ref_checkpointer !== null) {
-    refuse(
-      "ref_checkpointer",
-      cfg.ref_checkpointer._component_,
-      "under LoRA the reference is the base with adapters off; remove ref_checkpointer",
-    );
-  }
-  if (cfg.save_every_n_epochs !== 1) {
-    refuse(
-      "save_every_n_epochs",
-      cfg.save_every_n_epochs,
-      "this recipe saves at every epoch end; set 1 (or save_every_n_steps)",
-    );
-  }
-  for (
-    const [k, v] of [["save_every_n_steps", cfg.save_every_n_steps], [
-      "stop_after_steps",
-      cfg.stop_after_steps,
-    ]] as const
-  ) {
-    if (v !== null && v % ppo !== 0) {
-      refuse(
-        k,
-        v,
-        `checkpoints fall on generation rounds: use a multiple of ppo_epochs (${ppo})`,
-      );
-    }
-  }
-  if (cfg.grpo_samples < 2) {
-    refuse(
-      "grpo_samples",
-      cfg.grpo_samples,
-      "group advantages need at least 2 completions per prompt",
-    );
-  }
 }
 
 /**
@@ -448,47 +360,6 @@ export function grpoTask(cfg: GrpoKeys, configDir: string): TaskBuilder {
   };
 }
 
-/** Append each prompt's first completion to completions.jsonl when a step of the round is due. */
-function logCompletions(cfg: GrpoKeys, firstStep: number, round: Round): void {
-  const every = cfg.log_completions_every_n_steps;
-  // the round makes steps first..first+ppo_epochs-1: log it when one of them is due
-  const first = firstStep, ppo = cfg.ppo_epochs;
-  const step = Math.ceil(first / (every ?? 1)) * (every ?? 1);
-  if (every === null || step >= first + ppo) return;
-  const G = cfg.grpo_samples, F = round.r.rewards.names.length;
-  const lines = [];
-  for (let s = 0; s < round.r.S; s += G) {
-    lines.push(JSON.stringify({
-      step,
-      prompt: round.r.samples[s].prompt,
-      answer: round.r.samples[s].answer,
-      completion: round.r.texts[s],
-      reward: round.r.rewards.total[s],
-      rewards: Object.fromEntries(
-        round.r.rewards.names.map((n, f) => [n, round.r.rewards.rewards[s * F + f]]),
-      ),
-    }));
-  }
-  Deno.mkdirSync(cfg.output_dir, { recursive: true });
-  Deno.writeTextFileSync(
-    `${cfg.output_dir}/completions.jsonl`,
-    lines.join("\n") + "\n",
-    { append: true },
-  );
-}
-
-/** `<output_dir>/reward_curve.svg`: the mean reward per step and the success rate. */
-export function writeRewardCurve(outputDir: string, steps: readonly StepMetrics[]): string {
-  const path = join(outputDir, "reward_curve.svg");
-  const svg = lossCurveSvg(
-    steps.map((m) => ({ step: m.step, loss: m.reward, val_loss: m.success_rate })),
-    "GRPO: mean reward and success rate per step",
-  ).replaceAll("training loss", "mean reward").replaceAll("validation loss", "success rate")
-    .replaceAll(">loss</text>", ">reward</text>");
-  atomicWrite(path, new TextEncoder().encode(svg));
-  return path;
-}
-
 /** A LoRA model builder, or a one-line error naming what GRPO supports. */
 export function checkLoraModel(section: ComponentSection, recipe: string): void {
   if (!instantiate<ModelSpec>(section).lora) {
@@ -527,7 +398,8 @@ export async function runGrpo(
   const task = grpoTask(cfg, configDirOf(opts.launch));
   const r = await runFinetune(loopKeys(cfg), { ...opts, method: methodOf(cfg), task });
   if (r.steps.length && (Deno.env.get("RANK") ?? "0") === "0") {
-    writeRewardCurve(cfg.output_dir, r.steps);
+    const curve = join(cfg.output_dir, "reward_curve.svg");
+    atomicWrite(curve, new TextEncoder().encode(rewardCurveSvg(r.steps)));
   }
   return r;
 }

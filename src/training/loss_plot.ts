@@ -161,3 +161,14 @@ export function lossCurveSvg(points: readonly LossPoint[], title: string): strin
     "",
   ].join("\n");
 }
+
+/** The GRPO recipes' reward curve: mean reward per step, and the success rate beside it. */
+export function rewardCurveSvg(
+  steps: readonly { step: number; reward?: number; success_rate?: number }[],
+): string {
+  return lossCurveSvg(
+    steps.map((m) => ({ step: m.step, loss: m.reward ?? NaN, val_loss: m.success_rate })),
+    "GRPO: mean reward and success rate per step",
+  ).replaceAll("training loss", "mean reward").replaceAll("validation loss", "success rate")
+    .replaceAll(">loss</text>", ">reward</text>");
+}
