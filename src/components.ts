@@ -3,6 +3,7 @@
  * components file. This list is the whole registry: configs cannot name anything else.
  */
 import "./models/components.ts";
+import "./models/builders/qlora.ts";
 import "./tokenizers/components.ts";
 import "./checkpoint/components.ts";
 import "./export/components.ts";

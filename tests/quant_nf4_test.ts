@@ -8,8 +8,33 @@ import assert from "node:assert/strict";
 import { loadFixture } from "./fixture_io.ts";
 import { checkNf4Shape, nf4Bytes, nf4Dequantize, nf4Quantize } from "../src/quant/nf4.ts";
 import { TuneError } from "../src/errors.ts";
+import { roundArrayBf16 } from "../src/backend/cpu/buffer.ts";
+import { hashedTensor } from "./_quant_helpers.ts";
 
 const fx = loadFixture("nf4");
+
+/** The inputs nf4_reference.py made with `hashed`. */
+function caseInput(name: string): { data: Float32Array; shape: number[] } {
+  const shape = fx.meta<Record<string, number[]>>("shapes")[name];
+  const args: Record<string, [number, number, boolean]> = {
+    f32_128x128: [1, 0.05, false],
+    f32_flat16384: [2, 2.0, false],
+    bf16_128x128: [3, 0.05, true],
+    f32_zero_block_128x256: [4, 0.1, true],
+  };
+  const [seed, scale, cube] = args[name];
+  const data = hashedTensor(shape, seed, scale, cube);
+  if (name.startsWith("bf16")) roundArrayBf16(data, data);
+  if (name === "f32_zero_block_128x256") {
+    for (let i = 0; i < data.length; i++) data[i] = Math.fround(data[i] + 0.001);
+    data.fill(0, 3 * 256 + 64, 3 * 256 + 128);
+  }
+  let sum = 0;
+  for (const v of data) sum += v;
+  const want = fx.f32(`${name}.input_sum`)[0];
+  assert.ok(Math.abs(sum - want) <= 1e-6 * Math.abs(want) + 1e-6, `${name}: inputs remade`);
+  return { data, shape };
+}
 
 function bytesOf(a: Int32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -17,8 +42,7 @@ function bytesOf(a: Int32Array): Uint8Array {
 
 for (const name of fx.meta<string[]>("cases")) {
   Deno.test(`nf4Quantize() equals torchao's algorithm bitwise on ${name}`, () => {
-    const input = fx.f32(`${name}.input`);
-    const shape = fx.shape(`${name}.input`);
+    const { data: input, shape } = caseInput(name);
     const q = nf4Quantize(input, shape, { dtype: name.startsWith("bf16") ? "bf16" : "f32" });
     const packed = bytesOf(fx.i32(`${name}.packed`));
     let codeDiff = 0;
@@ -53,7 +77,8 @@ for (const name of fx.meta<string[]>("cases")) {
 
 Deno.test("nf4Dequantize() of a slice equals that slice of the whole tensor", () => {
   const name = "f32_zero_block_128x256";
-  const q = nf4Quantize(fx.f32(`${name}.input`), fx.shape(`${name}.input`));
+  const { data, shape } = caseInput(name);
+  const q = nf4Quantize(data, shape);
   const whole = nf4Dequantize(q);
   const part = nf4Dequantize(q, undefined, 1000, 3000);
   assert.deepEqual(part, whole.subarray(1000, 4000));

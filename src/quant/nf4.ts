@@ -15,26 +15,10 @@
  */
 import { TuneError } from "../errors.ts";
 import { roundBf16 } from "../backend/cpu/buffer.ts";
+import { dequantizeNf4, NF4_LEVELS } from "../backend/cpu/nf4.ts";
 
-/** torchao's 16 NF4 levels (its literals; rounded to the tensor's dtype when used). */
-export const NF4_LEVELS: readonly number[] = [
-  -1.0,
-  -0.6962,
-  -0.5251,
-  -0.3949,
-  -0.2844,
-  -0.1848,
-  -0.0911,
-  0.0,
-  0.0796,
-  0.1609,
-  0.2461,
-  0.3379,
-  0.4407,
-  0.5626,
-  0.723,
-  1.0,
-];
+export { NF4_LEVELS };
+
 /** Elements per absmax block (torchao's block_size). */
 export const NF4_BLOCK = 64;
 /** Blocks per group of the double-quantized scalers (torchao's scaler_block_size). */
@@ -174,19 +158,10 @@ function nearestLevel(v: number, levels: Float32Array, r: (x: number) => number)
   return best;
 }
 
-/** The dequantized block scalers (nb): scaler / factor + mean, rounded to the dtype. */
-export function nf4BlockScales(q: Nf4Host): Float32Array {
-  const r = dtypeRound(q.dtype);
-  const out = new Float32Array(q.scalers.length);
-  for (let b = 0; b < out.length; b++) {
-    out[b] = r(r(q.scalers[b] / q.factors[Math.floor(b / NF4_SCALER_BLOCK)]) + q.mean);
-  }
-  return out;
-}
-
 /**
  * Dequantize elements [start, start + count) of `q` into `out` (count): level * block scale,
- * rounded to the dtype (torchao's get_original_weight). Default: the whole tensor.
+ * rounded to the dtype (torchao's get_original_weight; the CPU backend's kernel).
+ * Default: the whole tensor.
  */
 export function nf4Dequantize(
   q: Nf4Host,
@@ -195,15 +170,7 @@ export function nf4Dequantize(
   count = q.codes.length * 2 - start,
 ): Float32Array {
   const o = out ?? new Float32Array(count);
-  const r = dtypeRound(q.dtype);
-  const levels = nf4Levels(q.dtype);
-  const scales = nf4BlockScales(q);
-  for (let j = 0; j < count; j++) {
-    const i = start + j;
-    const byte = q.codes[i >> 1];
-    const c = (i & 1) === 0 ? byte >> 4 : byte & 15;
-    o[j] = r(levels[c] * scales[Math.floor(i / NF4_BLOCK)]);
-  }
+  dequantizeNf4(o, q, start, count);
   return o;
 }
 

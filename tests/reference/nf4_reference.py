@@ -7,8 +7,9 @@ scaler_block_size 256), written from its algorithm with torch ops in the tensor'
   (first level on ties), two codes a byte, the first in the high nibble.
   Dequantized: level * (int8 / factor + mean), every step in the tensor's dtype.
 
-Writes tests/fixtures/nf4.safetensors: for each case its input, packed codes and int8 block
-scalers (their bytes, little-endian, four to an i32), factors, mean and the dequantized tensor.
+Writes tests/fixtures/nf4.safetensors: for each case (inputs from `hashed`, which the test
+remakes) the packed codes and int8 block scalers (their bytes, little-endian, four to an i32),
+factors, mean and the dequantized tensor.
 Run with Debian's python3-torch: /usr/bin/python3 tests/reference/nf4_reference.py
 """
 import os
@@ -59,29 +60,56 @@ def to_nf4(w):
     return codes, qs, factor, mean, deq
 
 
+M32 = 0xFFFFFFFF
+
+
+def _mix(x):
+    x = (x ^ (x >> 16)) & M32
+    x = (x * 0x7FEB352D) & M32
+    x = (x ^ (x >> 15)) & M32
+    x = (x * 0x846CA68B) & M32
+    return (x ^ (x >> 16)) & M32
+
+
+def hashed(shape, seed, scale, cube=False):
+    """Deterministic test values tests/_quant_helpers.ts hashedTensor makes too (no torch RNG):
+    u = 2 * bits / 2^32 - 1 from src/backend/cpu/dropout.ts's counter hash, value
+    (u or u*u*u) * scale, computed in fp64 and rounded to fp32."""
+    n = 1
+    for d in shape:
+        n *= d
+    key = _mix(torch.tensor(((seed % (1 << 32)) ^ 0x9E3779B9) & M32, dtype=torch.int64))
+    i = torch.arange(n, dtype=torch.int64)
+    r = _mix((_mix(i ^ key) + key) & M32)
+    u = r.double() / 4294967296.0 * 2 - 1
+    if cube:
+        u = u * u * u
+    return (u * scale).float().view(shape)
+
+
 def main():
-    g = torch.Generator().manual_seed(1234)
     cases = {
-        "f32_128x128": torch.randn(128, 128, generator=g) * 0.02,
-        "f32_flat16384": torch.rand(16384, generator=g) * 4 - 2,
-        "bf16_128x128": (torch.randn(128, 128, generator=g) * 0.02).bfloat16(),
+        "f32_128x128": hashed((128, 128), 1, 0.05),
+        "f32_flat16384": hashed((16384,), 2, 2.0),
+        "bf16_128x128": hashed((128, 128), 3, 0.05, cube=True).bfloat16(),
     }
     # heavy-tailed, two scaler groups, one all-zero block: absmax 0 gives 0/0 (code 0, as torch)
-    t = torch.randn(128, 256, generator=g) ** 3 * 0.01 + 0.001
+    t = hashed((128, 256), 4, 0.1, cube=True) + 0.001
     t[3, 64:128] = 0
     cases["f32_zero_block_128x256"] = t
     tensors = {}
     for name, w in cases.items():
         codes, qs, factor, mean, deq = to_nf4(w)
-        tensors[f"{name}.input"] = w.float()
         # the bytes as tune holds them: packed codes and int8 scalers, 4 bytes an i32
         tensors[f"{name}.packed"] = (codes[::2] << 4 | codes[1::2]).view(torch.int32)
         tensors[f"{name}.scalers"] = qs.view(torch.int32)
         tensors[f"{name}.factors"] = factor.float()
         tensors[f"{name}.mean"] = mean.float().reshape(1)
         tensors[f"{name}.dequantized"] = deq.float()
+        tensors[f"{name}.input_sum"] = w.double().sum().reshape(1)
     out = os.path.join(os.path.dirname(__file__), "..", "fixtures", "nf4.safetensors")
-    write_fixture(out, tensors, {"cases": list(cases.keys())})
+    write_fixture(out, tensors, {"cases": list(cases.keys()),
+                                 "shapes": {k: list(v.shape) for k, v in cases.items()}})
     print(f"wrote {out}: {len(cases)} cases")
 
 
