@@ -9,6 +9,7 @@ import "./checkpoint/components.ts";
 import "./export/components.ts";
 import "./data/components.ts";
 import "./optim/components.ts";
+import "./optim/bnb_components.ts";
 import "./training/components.ts";
 import "./training/profiler.ts";
 import "./rlhf/components.ts";
