@@ -144,18 +144,26 @@ export function nf4Quantize(
   return { shape: [...shape], dtype, codes, scalers, factors, mean };
 }
 
-/** Index of the level nearest `v` (the first on ties; 0 for NaN, as torch's min). */
+/**
+ * Index of the level nearest `v` (the first of equal rounded distances, as torch's min; 0 for
+ * NaN): a binary search for the two levels around v, then their rounded distances.
+ */
 function nearestLevel(v: number, levels: Float32Array, r: (x: number) => number): number {
   if (v !== v) return 0;
-  let best = 0, bestDiff = Infinity;
-  for (let k = 0; k < 16; k++) {
-    const d = Math.abs(r(v - levels[k]));
-    if (d < bestDiff) {
-      bestDiff = d;
-      best = k;
+  let lo = 0, hi = 15;
+  if (v <= levels[0]) hi = 1;
+  else if (v >= levels[15]) lo = 14;
+  else {
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (levels[mid] <= v) lo = mid;
+      else hi = mid;
     }
   }
-  return best;
+  const d = (k: number) => Math.abs(r(v - levels[k]));
+  let k = d(hi) < d(lo) ? hi : lo;
+  while (k > 0 && d(k - 1) === d(k)) k--;
+  return k;
 }
 
 /**
