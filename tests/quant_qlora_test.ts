@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { assertClose, type Fixture, loadFixture } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { createLlama, type LlamaModel } from "../src/models/llama/model.ts";
-import type { StateDict } from "../src/checkpoint/state_dict.ts";
+import type { StateDict } from "../src/params/state_dict.ts";
 import { mergeLoraHost } from "../src/modules/lora.ts";
 import {
   fixtureConfig,

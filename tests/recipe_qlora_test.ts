@@ -3,8 +3,9 @@
  * (quantize_base: True) pins its 10 losses (1e-4 abs), resumes bitwise from a mid-epoch
  * checkpoint (the NF4 base is quantized again from the same source), and its merged
  * model.safetensors (dequantized base + adapter) gives the logits of NF4 base + the saved
- * PEFT adapter. torchtune's QLoRA / QDoRA / bitsandbytes-optimizer configs validate
- * unchanged where tune has the model family (ignored, visibly, without ../shared/torchtune).
+ * PEFT adapter; bitsandbytes' PagedAdamW8bit pins its losses and resumes bitwise, PagedAdamW
+ * equals AdamW; the refused memory options. (torchtune's QLoRA / bitsandbytes configs are
+ * validated by tests/torchtune_configs_test.ts.)
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -24,8 +25,6 @@ import { loadPeftAdapter } from "../src/checkpoint/peft.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { instantiate } from "../src/config/instantiate.ts";
 import { loadRecipeConfig } from "../src/config/load.ts";
-import { parseConfigYaml } from "../src/config/yaml.ts";
-import type { ComponentSection } from "../src/config/schema.ts";
 import { findRecipe } from "../recipes/registry.ts";
 import { defaultLaunchOptions } from "../src/config/recipe.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
@@ -173,78 +172,4 @@ Deno.test("enable_activation_offloading=True on the CPU and optimizer_in_bwd=Tru
   );
   assert.notEqual(f.code, 0);
   assert.match(last(f.stderr), /^tune: optimizer_in_bwd=True is not implemented/);
-});
-
-// ---- torchtune's configs -----------------------------------------------------------------
-
-const TT = new URL("../../shared/torchtune/", import.meta.url);
-const haveTT = (() => {
-  try {
-    return Deno.statSync(new URL("recipe_configs.tsv", TT)).isFile;
-  } catch {
-    return false;
-  }
-})();
-/** Model families torchtune has QLoRA configs for that tune does not build. */
-const NO_FAMILY = /^(gemma2|phi4|llama3_2_vision|qwen2|qwen3|dev)\/|405B/;
-
-function torchtuneConfigs(): { recipe: string; name: string; file: string }[] {
-  if (!haveTT) return [];
-  const rows = Deno.readTextFileSync(new URL("recipe_configs.tsv", TT)).trim().split("\n")
-    .slice(1).map((l) => l.split("\t"));
-  return rows.filter(([, , file]) => {
-    try {
-      Deno.statSync(new URL(file, TT));
-    } catch {
-      return false;
-    }
-    const text = Deno.readTextFileSync(new URL(file, TT));
-    return /qlora_|qdora|quantize_base|bitsandbytes\.optim/.test(text);
-  }).map(([recipe, name, file]) => ({ recipe, name, file }));
-}
-
-Deno.test({
-  name:
-    "torchtune's QLoRA/QDoRA configs and those with bitsandbytes optimizers: their QLoRA model and bitsandbytes optimizer sections build unchanged (needs ../shared/torchtune)",
-  ignore: !haveTT,
-  fn() {
-    const ok: string[] = [],
-      skipped: string[] = [],
-      failed: string[] = [],
-      recipeLevel: string[] = [];
-    for (const c of torchtuneConfigs()) {
-      const noFamily = NO_FAMILY.test(c.name);
-      if (noFamily) skipped.push(c.name);
-      const tree = parseConfigYaml(Deno.readTextFileSync(new URL(c.file, TT)), c.file);
-      const text = Deno.readTextFileSync(new URL(c.file, TT));
-      try {
-        // the model where it is a QLoRA/QDoRA one, the optimizer where it is bitsandbytes'
-        if (!noFamily && /qlora_|qdora|quantize_base/.test(text)) {
-          instantiate(tree.model as ComponentSection);
-        }
-        const opt = tree.optimizer as ComponentSection | undefined;
-        if (opt && /^bitsandbytes\./.test(opt._component_)) instantiate(opt);
-        ok.push(c.name);
-      } catch (e) {
-        failed.push(`${c.name}: ${(e as Error).message}`);
-      }
-      // the whole config against its recipe's keys (recipe-level keys are not this test's)
-      try {
-        loadRecipeConfig(
-          findRecipe(c.recipe, defaultLaunchOptions()),
-          new URL(c.file, TT).pathname,
-          [],
-        );
-      } catch (e) {
-        recipeLevel.push(`${c.name}: ${(e as Error).message}`);
-      }
-    }
-    console.log(`QLoRA model / bitsandbytes optimizer build for ${ok.length}: ${ok.join(", ")}`);
-    console.log(
-      `model families tune does not have (optimizer checked only): ${skipped.join(", ")}`,
-    );
-    console.log(`whole-config validation (recipe keys) still fails for ${recipeLevel.length}:`);
-    for (const r of recipeLevel) console.log(`  ${r}`);
-    assert.deepEqual(failed, [], failed.join("\n"));
-  },
 });

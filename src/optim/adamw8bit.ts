@@ -74,14 +74,13 @@ export class AdamW8bit {
   step(lr: number = this.options.lr): void {
     this.stepCount++;
     const be = this.backend, s = this.store;
-    const params = be.download(s.params) as Float32Array; // (total)
-    const grads = be.download(s.grads!) as Float32Array; // (total)
+    // one tensor at a time: only its values and gradient are copied to the host
     for (const e of s.layout.entries) {
-      const p = params.subarray(e.offset, e.offset + e.length);
-      const g = grads.subarray(e.offset, e.offset + e.length);
+      const p = be.download(s.param(e.name)) as Float32Array; // (numel)
+      const g = be.download(s.grad(e.name)!) as Float32Array; // (numel)
       this.#update(this.#state.get(e.name)!, p, g, lr);
+      be.upload(s.params, p, e.offset);
     }
-    be.upload(s.params, params);
   }
 
   #update(st: Moments, p: Float32Array, g: Float32Array, lr: number): void {
