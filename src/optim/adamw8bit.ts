@@ -38,6 +38,8 @@ export class AdamW8bit {
   /** Number of steps taken (the next step is stepCount + 1). */
   stepCount = 0;
   readonly #state = new Map<string, Moments>();
+  /** The dequantized moments of the tensor being updated (grown to the largest). */
+  readonly #tmp: [Float32Array, Float32Array] = [new Float32Array(0), new Float32Array(0)];
 
   constructor(
     readonly backend: Backend,
@@ -86,8 +88,8 @@ export class AdamW8bit {
   #update(st: Moments, p: Float32Array, g: Float32Array, lr: number): void {
     const { betas: [b1, b2], eps, weightDecay } = this.options;
     const n = p.length;
-    const m = st.kind === "8bit" ? new Float32Array(n) : st.m;
-    const v = st.kind === "8bit" ? new Float32Array(n) : st.v;
+    const m = st.kind === "8bit" ? this.#scratch(0, n) : st.m;
+    const v = st.kind === "8bit" ? this.#scratch(1, n) : st.v;
     if (st.kind === "8bit") {
       dequantizeBlockwise(st.m, st.ma, SIGNED_MAP, m);
       dequantizeBlockwise(st.v, st.va, UNSIGNED_MAP, v);
@@ -111,6 +113,12 @@ export class AdamW8bit {
       quantizeBlockwise(m, SIGNED_MAP, st.m, st.ma);
       quantizeBlockwise(v, UNSIGNED_MAP, st.v, st.va);
     }
+  }
+
+  /** Reusable fp32 scratch `k` (the dequantized m or v) of n elements. */
+  #scratch(k: 0 | 1, n: number): Float32Array {
+    if (this.#tmp[k].length < n) this.#tmp[k] = new Float32Array(n);
+    return this.#tmp[k].subarray(0, n);
   }
 
   /** Bytes of optimizer state (codes, block absmaxes, fp32 moments of small tensors). */
