@@ -42,7 +42,9 @@ import type { ComponentSection, ParamSchema, ResolvedConfig } from "../src/confi
 import { TuneError } from "../src/errors.ts";
 import type { LlamaModel } from "../src/models/llama/mod.ts";
 import type { ModelSpec } from "../src/models/model_spec.ts";
-import { AdamW, type AdamWOptions } from "../src/optim/adamw.ts";
+import type { AdamWOptions } from "../src/optim/adamw.ts";
+import { createOptimizer, needsStoreMoments, type TrainingOptimizer } from "../src/optim/create.ts";
+import { refuseUnimplementedMemoryOptions } from "../src/training/memory_options.ts";
 import type { LrScheduler } from "../src/optim/lr_schedule.ts";
 import { checkVocabMatches } from "../src/tokenizers/mod.ts";
 import type { Tokenizer } from "../src/tokenizers/types.ts";
@@ -85,7 +87,7 @@ export const fullParams = {
   optimizer_in_bwd: {
     type: "bool",
     default: false,
-    doc: "accepted for torchtune configs; ignored (memory-only option)",
+    doc: "step the optimizer inside backward (not implemented: True is refused)",
   },
   ...distributedOnlyParams,
   ...validationParams,
@@ -162,7 +164,7 @@ export class FinetuneRecipe {
   checkpointer!: Checkpointer;
   tokenizer!: Tokenizer;
   model!: LlamaModel;
-  optimizer!: AdamW;
+  optimizer!: TrainingOptimizer;
   trainable!: Trainable;
   head!: LossHead;
   scheduler!: LrScheduler | null;
@@ -180,6 +182,7 @@ export class FinetuneRecipe {
     // The model builder first: it is only a description, and everything else checks against it.
     const spec = instantiate<ModelSpec>(cfg.model);
     checkMethod(spec, cfg.model, this.opts);
+    refuseUnimplementedMemoryOptions(cfg);
     const dtypes = modelDtypes(cfg.dtype, cfg.device);
 
     // Process group and backend: a missing peer or GPU fails before any slow load.
@@ -212,13 +215,18 @@ export class FinetuneRecipe {
     const build = this.opts.task ?? crossEntropyTask(cfg);
     const task = await build({ rt, tokenizer: this.tokenizer, spec, seed: this.seed });
 
-    // Model: from the checkpoint (or seeded random); under LoRA a frozen base plus adapters.
-    this.model = buildModel(rt, spec, task.shape, cfg, { seed: this.seed, loaded });
+    // Model: from the checkpoint (or seeded random); under LoRA a frozen base plus adapters
+    // (an 8-bit optimizer keeps its moments outside the model's store).
+    const optimizerOptions = instantiate<AdamWOptions>(cfg.optimizer);
+    this.model = buildModel(rt, spec, task.shape, cfg, {
+      seed: this.seed,
+      loaded,
+      optimizerMoments: needsStoreMoments(optimizerOptions),
+    });
 
     // Optimizer over the trained weights (under LoRA the adapters only); on N processes
     // each rank updates its slice. Resume: weights, moments, step and data position.
-    const adamw = instantiate<AdamWOptions>(cfg.optimizer);
-    this.optimizer = new AdamW(rt.backend, this.model.trainable, adamw);
+    this.optimizer = createOptimizer(rt.backend, this.model.trainable, optimizerOptions);
     const { trainable, progress } = setupTrainable(rt, this.model, this.optimizer, state, {
       seed: this.seed,
       quiet: !!this.hooks.quiet,

@@ -149,6 +149,7 @@ export const RECIPE_CONFIGS: Readonly<Record<string, readonly string[]>> = {
     "phi3/mini_lora_single_device",
     "qwen2_5/0.5B_lora_single_device",
     "tiny/lora_single_device",
+    "tiny/qlora_single_device",
     "alpaca_llama2_lora_finetune_single_device",
   ],
   lora_finetune_distributed: [

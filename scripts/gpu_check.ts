@@ -39,6 +39,7 @@ import {
   withModel,
 } from "../tests/gpu/_harness.ts";
 import { adapterChecks } from "../tests/gpu/adapters_test.ts";
+import { nf4Checks } from "../tests/gpu/nf4_test.ts";
 import {
   attentionChecks,
   flashAttentionChecks,
@@ -161,6 +162,7 @@ async function main(): Promise<number> {
   }
   optimizerChecks();
   adapterChecks();
+  nf4Checks();
   attentionChecks();
   tiledAttentionChecks();
   flashAttentionChecks();

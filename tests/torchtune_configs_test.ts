@@ -27,20 +27,7 @@ const present = (() => {
 
 /** Configs that do not validate yet, by file, with what they need. */
 const PENDING: Record<string, string> = {
-  "configs/llama2/7B_full_low_memory.yaml": "bitsandbytes optimizer (#19)",
-  "configs/llama3/8B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/llama3_1/8B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/llama3_2/1B_full_single_device.yaml": "checkpointer.keep_last_n_checkpoints (#21)",
-  "configs/llama3_2/3B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/mistral/7B_full_low_memory.yaml": "bitsandbytes optimizer (#19)",
-  "configs/phi3/mini_full_low_memory.yaml": "bitsandbytes optimizer (#19)",
   "configs/phi4/14B_full_low_memory.yaml": "tokenizer phi4_tokenizer (#16)",
-  "configs/qwen2/7B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/qwen2/1.5B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/qwen2_5/1.5B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/qwen2_5/3B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/qwen2_5/7B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
-  "configs/qwen3/8B_full_single_device.yaml": "bitsandbytes optimizer (#19)",
   "configs/llama3_3/70B_full_multinode.yaml": "tensor_parallel_dim 8 refused (tune shards, #16)",
   "configs/gemma2/2B_full.yaml":
     "model family gemma2: soft-capping, sliding-window attention (#16)",
@@ -49,16 +36,6 @@ const PENDING: Record<string, string> = {
   "configs/gemma2/27B_full.yaml":
     "model family gemma2: soft-capping, sliding-window attention (#16)",
   "configs/phi4/14B_full.yaml": "tokenizer phi4_tokenizer (#16)",
-  "configs/llama2/7B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/llama3/8B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/llama3/8B_qdora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/llama3_1/8B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/llama3_2/1B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/llama3_2/3B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/llama2/13B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/mistral/7B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/gemma/2B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/gemma/7B_qlora_single_device.yaml": "QLoRA builder (#19)",
   "configs/gemma2/2B_lora_single_device.yaml":
     "model family gemma2: soft-capping, sliding-window attention (#16)",
   "configs/gemma2/2B_qlora_single_device.yaml": "QLoRA builder (#19)",
@@ -68,7 +45,6 @@ const PENDING: Record<string, string> = {
   "configs/gemma2/27B_lora_single_device.yaml":
     "model family gemma2: soft-capping, sliding-window attention (#16)",
   "configs/gemma2/27B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/phi3/mini_qlora_single_device.yaml": "QLoRA builder (#19)",
   "configs/phi4/14B_lora_single_device.yaml": "tokenizer phi4_tokenizer (#16)",
   "configs/phi4/14B_qlora_single_device.yaml": "QLoRA builder (#19)",
   "configs/qwen3/0.6B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
@@ -76,9 +52,6 @@ const PENDING: Record<string, string> = {
   "configs/qwen3/4B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
   "configs/qwen3/8B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
   "configs/qwen3/14B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
-  "configs/llama2/7B_qlora.yaml": "QLoRA builder (#19)",
-  "configs/llama2/70B_qlora.yaml": "QLoRA builder (#19)",
-  "configs/llama3_3/70B_qlora.yaml": "QLoRA builder (#19)",
   "configs/llama3_1/405B_qlora.yaml": "QLoRA builder (#19)",
   "configs/gemma2/2B_lora.yaml":
     "model family gemma2: soft-capping, sliding-window attention (#16)",

@@ -44,6 +44,28 @@ export interface AdamWParams {
 }
 
 /**
+ * A frozen NF4 weight W(N, K) on a device (torchao's NF4Tensor, see src/quant/nf4.ts): 4-bit
+ * codes of blocks of 64 elements, int8 block scalers double-quantized in groups of 256.
+ * The bytes ride in i32 buffers, little-endian (element e holds bytes 4e..4e+3).
+ */
+export interface Nf4Weight {
+  /** Rows N (output features). */
+  readonly rows: number;
+  /** Columns K (input features); rows * cols is a multiple of 16384. */
+  readonly cols: number;
+  /** Arithmetic of the dequantization: the dtype the checkpoint tensor was quantized in. */
+  readonly dtype: "f32" | "bf16";
+  /** (N*K/8) i32: the packed codes, element 2k in the high nibble of byte k. */
+  readonly codes: DeviceBuffer;
+  /** (N*K/256) i32: the int8 block scalers, one byte per block of 64 elements. */
+  readonly scalers: DeviceBuffer;
+  /** (N*K/16384) f32: one factor per group of 256 blocks. */
+  readonly factors: DeviceBuffer;
+  /** Mean of the block absmaxes (added back to every dequantized scaler). */
+  readonly mean: number;
+}
+
+/**
  * Collectives across the processes of one job. On one process every method is a no-op
  * (or a plain copy), so single-device code can call them unconditionally.
  * Buffers are on the backend's device; sums are elementwise.
@@ -436,6 +458,27 @@ export interface Backend {
     N: number,
     C: number,
   ): void;
+
+  // ---- NF4 base weights (QLoRA) ------------------------------------------------------
+  /**
+   * out(rows, K) = rows [row0, row0 + rows) of W dequantized: level(code) * (scaler /
+   * factor + mean), each step rounded to w.dtype (bitwise torchao's get_original_weight).
+   */
+  nf4Dequantize(out: DeviceBuffer, w: Nf4Weight, row0: number, rows: number): void;
+  /**
+   * out(M, N) = inp(M, K) @ W(N, K)^T + bias(N) for an NF4 W (accumulate: out +=), without
+   * holding more than a tile of W dequantized.
+   */
+  nf4MatmulForward(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    w: Nf4Weight,
+    bias: DeviceBuffer | null,
+    M: number,
+    accumulate?: boolean,
+  ): void;
+  /** Input gradient of nf4MatmulForward (accumulates): dinp(M, K) += dout(M, N) @ W(N, K). */
+  nf4MatmulBackward(dinp: DeviceBuffer, dout: DeviceBuffer, w: Nf4Weight, M: number): void;
 
   // ---- optimizer ----------------------------------------------------------------------
   /**

@@ -43,6 +43,11 @@ export const LORA_PARAMS: ParamSchema = {
     doc:
       "DoRA: a trainable magnitude per output row of each adapted layer (torchtune's DoRALinear)",
   },
+  quantize_base: {
+    type: "bool",
+    default: false,
+    doc: "QLoRA: keep every decoder linear's base weight in NF4 (torchao's to_nf4)",
+  },
 };
 
 /** The generic builder's keys (torchtune's llama2 component builder, plus tie/bias/layout). */

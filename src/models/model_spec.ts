@@ -16,6 +16,8 @@ export interface LoraConfig {
   dropout: number;
   /** DoRA (torchtune's use_dora): a trainable magnitude per output row of each adapted layer. */
   useDora?: boolean;
+  /** QLoRA (torchtune's quantize_base): the decoder linears' base weights are kept in NF4. */
+  quantizeBase?: boolean;
 }
 
 /** What a `model` component builds: the architecture, plus LoRA settings for LoRA builders. */

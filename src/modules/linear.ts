@@ -1,14 +1,16 @@
 /**
  * A linear layer out = inp @ W^T + b over the op interface, with an optional LoRA (or DoRA)
- * adapter.
+ * adapter. W is a dense buffer, or a frozen NF4 weight (QLoRA, src/quant/nf4_store.ts).
  * Frozen weights pass null gradients, so their products are skipped in backward.
  */
-import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+import type { Backend, DeviceBuffer, Nf4Weight } from "../backend/ops.ts";
 import type { Lora } from "./lora.ts";
 
 /** Weights and gradients of a linear layer (gradients null when frozen). */
 export interface LinearWeights {
-  w: DeviceBuffer; // (out, in)
+  w: DeviceBuffer | null; // (out, in); null when the weight is NF4
+  /** The frozen NF4 weight (out, in) of a QLoRA base, instead of `w`. */
+  nf4?: Nf4Weight | null;
   b: DeviceBuffer | null; // (out)
   dw: DeviceBuffer | null; // (out, in)
   db: DeviceBuffer | null; // (out)
@@ -35,10 +37,11 @@ export class Linear {
     hs: DeviceBuffer | null = null,
     seed: number | null = null,
   ): void {
-    be.matmulForward(out, inp, this.p.w, this.p.b, N, this.inDim, this.outDim);
+    if (this.p.nf4) be.nf4MatmulForward(out, inp, this.p.nf4, this.p.b, N);
+    else be.matmulForward(out, inp, this.dense, this.p.b, N, this.inDim, this.outDim);
     if (this.lora?.enabled) {
       this.lora.forward(be, out, mustHave(hs), inp, N, seed);
-      this.lora.dora?.forward(be, out, this.p.w, N);
+      this.lora.dora?.forward(be, out, this.dense, N);
     }
   }
 
@@ -54,22 +57,31 @@ export class Linear {
   ): void {
     // DoRA: dmagnitude accumulates here; the rest of backward sees (magnitude / norm) * dout
     if (this.lora?.dora) {
-      dout = this.lora.dora.backward(be, dout, inp, mustHave(hs), this.p.w, this.p.b, N);
+      dout = this.lora.dora.backward(be, dout, inp, mustHave(hs), this.dense, this.p.b, N);
     }
-    if (dinp || this.p.dw || this.p.db) {
+    if (this.p.nf4) {
+      if (this.p.dw || this.p.db) throw new Error("an NF4 weight is frozen: no dW or db");
+      if (dinp) be.nf4MatmulBackward(dinp, dout, this.p.nf4, N);
+    } else if (dinp || this.p.dw || this.p.db) {
       be.matmulBackward(
         dinp,
         this.p.dw,
         this.p.db,
         dout,
         inp,
-        this.p.w,
+        this.dense,
         N,
         this.inDim,
         this.outDim,
       );
     }
     if (this.lora) this.lora.backward(be, dinp, dout, mustHave(hs), inp, N, seed);
+  }
+
+  /** The dense weight (throws for an NF4 one: DoRA over NF4 is refused at build). */
+  get dense(): DeviceBuffer {
+    if (!this.p.w) throw new Error("this Linear's weight is NF4, not dense");
+    return this.p.w;
   }
 }
 

@@ -48,6 +48,18 @@ export class AdamW {
   ) {
     validateAdamW(options);
     if (!store.trainable) throw new Error("AdamW needs a trainable store");
+    // bitsandbytes' optimizers (src/optim/bnb_components.ts): 8-bit state is AdamW8bit's
+    const bnb = options as { bits?: number; paged?: boolean };
+    if (bnb.bits === 8) {
+      throw new TuneError(
+        "bitsandbytes' 8-bit AdamW runs in lora_finetune_single_device and full_finetune_single_device; this recipe does not take it yet, use torch.optim.AdamW",
+      );
+    }
+    if (bnb.paged && backend.name === "cuda") {
+      throw new TuneError(
+        "bitsandbytes.optim.PagedAdamW pages fp32 state through host memory, which tune's CUDA backend does not do yet; use torch.optim.AdamW or bitsandbytes.optim.PagedAdamW8bit",
+      );
+    }
   }
 
   /** One update with learning rate `lr` (default: options.lr) from the store's gradients. */

@@ -16,7 +16,8 @@ import type { StateDict } from "../params/state_dict.ts";
 import type { ComponentSection } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import type { LlamaModel } from "../models/llama/model.ts";
-import type { AdamW } from "../optim/adamw.ts";
+import { AdamW8bit } from "../optim/adamw8bit.ts";
+import type { TrainingOptimizer } from "../optim/create.ts";
 
 /** Where a run stands; saved in the recipe state and restored on resume. */
 export interface TrainingProgress {
@@ -52,6 +53,7 @@ export function trainingRecipeState(
   progress: TrainingProgress,
   extra: Record<string, unknown> = {},
   moments?: HostMoments,
+  optimizer?: TrainingOptimizer,
 ): RecipeState {
   const store = model.trainable;
   const be = store.backend;
@@ -59,8 +61,13 @@ export function trainingRecipeState(
   const tensors: StateDict = new Map();
   // (total) each: the flat buffers, alignment padding included
   tensors.set(PARAMS, { shape: [n], data: be.download(store.params) as Float32Array });
-  tensors.set(M, { shape: [n], data: moments?.m ?? be.download(store.m!) as Float32Array });
-  tensors.set(V, { shape: [n], data: moments?.v ?? be.download(store.v!) as Float32Array });
+  if (optimizer instanceof AdamW8bit) {
+    // 8-bit moments: codes and block absmaxes, exactly
+    for (const [k, t] of optimizer.exportState()) tensors.set(k, t);
+  } else {
+    tensors.set(M, { shape: [n], data: moments?.m ?? be.download(store.m!) as Float32Array });
+    tensors.set(V, { shape: [n], data: moments?.v ?? be.download(store.v!) as Float32Array });
+  }
   return {
     step: progress.step,
     epoch: progress.epoch,
@@ -82,7 +89,7 @@ export function trainingRecipeState(
 export function restoreTrainingState(
   state: RecipeState,
   model: LlamaModel,
-  optimizer: AdamW,
+  optimizer: TrainingOptimizer,
 ): TrainingProgress {
   const store = model.trainable;
   const names = store.layout.entries.map((e) => e.name).join(",");
@@ -95,7 +102,8 @@ export function restoreTrainingState(
   }
   const be = store.backend;
   be.upload(store.params, p.data, 0);
-  if (store.m && store.v) {
+  if (optimizer instanceof AdamW8bit) optimizer.importState(state.tensors, state.step);
+  else if (store.m && store.v) {
     be.upload(store.m, state.tensors.get(M)!.data, 0);
     be.upload(store.v, state.tensors.get(V)!.data, 0);
   }
@@ -136,7 +144,7 @@ export function recipeStatePath(checkpointer: ComponentSection): string {
 export interface SaveCheckpointOptions {
   checkpointer: Checkpointer;
   model: LlamaModel;
-  optimizer: AdamW;
+  optimizer: TrainingOptimizer;
   progress: TrainingProgress;
   /** Directory under output_dir: `epoch_<N>` or `step_<N>`. */
   dirName: string;
@@ -152,7 +160,7 @@ export interface SaveCheckpointOptions {
 export function saveTrainingCheckpoint(o: SaveCheckpointOptions): string {
   const { model } = o;
   const lora = model.spec.lora;
-  const recipeState = trainingRecipeState(model, o.progress, o.extra, o.moments);
+  const recipeState = trainingRecipeState(model, o.progress, o.extra, o.moments, o.optimizer);
   return o.checkpointer.save({
     epoch: o.progress.epoch,
     dirName: o.dirName,

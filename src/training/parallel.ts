@@ -29,7 +29,8 @@ import type {
   SequenceWeigher,
   WeightedLossResult,
 } from "../models/llama/model.ts";
-import type { AdamW } from "../optim/adamw.ts";
+import { AdamW } from "../optim/adamw.ts";
+import type { TrainingOptimizer } from "../optim/create.ts";
 import { clipGradNorm } from "../optim/clip.ts";
 import {
   type HostMoments,
@@ -132,7 +133,7 @@ export interface Trainable {
 export function setupTrainable(
   rt: Runtime,
   model: LlamaModel,
-  optimizer: AdamW,
+  optimizer: TrainingOptimizer,
   state: RecipeState | null,
   o: { seed: number; quiet: boolean; memoryStats: boolean },
 ): { trainable: Trainable; progress: TrainingProgress } {
@@ -152,6 +153,8 @@ export function setupTrainable(
     const progress = state ? restoreTrainingState(state, model, optimizer) : fresh;
     return { trainable, progress };
   }
+  // (AdamW8bit refuses a sharded store when it is built)
+  if (!(optimizer instanceof AdamW)) throw new Error("a sharded run takes AdamW");
   const sharded = new ShardedOptimizer(rt.backend, model.trainable, optimizer);
   const frozen = model.spec.lora ? new ShardedFrozen(rt.backend, model.base) : null;
   if (frozen) {

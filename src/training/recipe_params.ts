@@ -69,7 +69,7 @@ export const finetuneParams = {
   enable_activation_offloading: {
     type: "bool",
     default: false,
-    doc: "accepted for torchtune configs; ignored (memory-only option)",
+    doc: "offload saved activations to host memory (not implemented: True is refused)",
   },
   device: { type: "string", default: "cpu", choices: ["cpu", "cuda"], doc: "where to train" },
   dtype: { type: "string", default: "fp32", choices: ["fp32", "bf16"], doc: "compute dtype" },

@@ -7,7 +7,7 @@ import { instantiate } from "../config/instantiate.ts";
 import type { ComponentSection } from "../config/schema.ts";
 import { createLlama, type LlamaModel } from "../models/llama/mod.ts";
 import type { ModelSpec } from "../models/model_spec.ts";
-import type { AdamW } from "../optim/adamw.ts";
+import type { TrainingOptimizer } from "../optim/create.ts";
 import { type CosineWithWarmup, LrScheduler } from "../optim/lr_schedule.ts";
 import { beginLoading, type Runtime, shardedModelOptions } from "./parallel.ts";
 import type { BatchShape } from "./recipe_api.ts";
@@ -45,7 +45,7 @@ export function buildModel(
   spec: ModelSpec,
   shape: BatchShape,
   keys: ModelKeys,
-  o: { seed: number; loaded: LoadedCheckpoint | null },
+  o: { seed: number; loaded: LoadedCheckpoint | null; optimizerMoments?: boolean },
 ): LlamaModel {
   const dtypes = modelDtypes(keys.dtype, keys.device);
   const model = createLlama(rt.backend, spec, {
@@ -56,6 +56,8 @@ export function buildModel(
     logitChunks: shape.logitChunks,
     activationDtype: dtypes.activationDtype,
     frozenDtype: dtypes.frozenDtype,
+    // an 8-bit optimizer keeps its moments outside the store
+    ...(o.optimizerMoments === false ? { optimizerMoments: false } : {}),
     ...shardedModelOptions(rt, !!spec.lora),
   });
   beginLoading(rt, model);
@@ -72,7 +74,7 @@ export function buildModel(
 /** The learning-rate schedule over the whole run's steps (null: the optimizer's constant lr). */
 export function buildScheduler(
   section: ComponentSection | null,
-  optimizer: AdamW,
+  optimizer: TrainingOptimizer,
   totalSteps: number,
 ): LrScheduler | null {
   if (!section) return null;

@@ -13,6 +13,7 @@ import {
   type DeviceBuffer,
   type DType,
   type FusedDecoder,
+  type Nf4Weight,
   type RopeLayout,
   SingleProcessCollectives,
 } from "../ops.ts";
@@ -22,6 +23,7 @@ import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
 import { CpuDecoder } from "./decode.ts";
 import { dropoutFill } from "./dropout.ts";
 import { Gemm } from "./gemm.ts";
+import { nf4Dequantize, nf4MatmulBackward, nf4MatmulForward } from "./nf4_ops.ts";
 import * as layers from "./layers.ts";
 import { allShared, CpuPool, type PoolJob } from "./pool.ts";
 import { Scratch } from "./scratch.ts";
@@ -786,6 +788,27 @@ export class CpuBackend implements Backend {
       kdRatio,
       gradScale,
     );
+  }
+
+  // ---- NF4 base weights (QLoRA): src/backend/cpu/nf4_ops.ts ----------------------------
+
+  nf4Dequantize(out: DeviceBuffer, w: Nf4Weight, row0: number, rows: number): void {
+    nf4Dequantize(out, w, row0, rows);
+  }
+
+  nf4MatmulForward(
+    out: DeviceBuffer,
+    inp: DeviceBuffer,
+    w: Nf4Weight,
+    bias: DeviceBuffer | null,
+    M: number,
+    accumulate = false,
+  ): void {
+    nf4MatmulForward(this.gemm, this.scratch, out, inp, w, bias, M, accumulate);
+  }
+
+  nf4MatmulBackward(dinp: DeviceBuffer, dout: DeviceBuffer, w: Nf4Weight, M: number): void {
+    nf4MatmulBackward(this.gemm, this.scratch, dinp, dout, w, M);
   }
 
   // ---- optimizer ----------------------------------------------------------------------

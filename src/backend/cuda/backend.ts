@@ -47,6 +47,7 @@ import * as activations from "./activations.ts";
 import * as loss from "./loss.ts";
 import * as adapters from "./adapters.ts";
 import * as optimizer from "./optimizer.ts";
+import * as nf4 from "./nf4.ts";
 
 /** Options of createCudaBackend. */
 export interface CudaBackendOptions extends CudaContextOptions {
@@ -260,6 +261,16 @@ export class CudaBackend implements Backend {
   }
   doraMagnitudeBackward(...a: Args<typeof adapters.doraMagnitudeBackward>): void {
     adapters.doraMagnitudeBackward(this.ctx, ...a);
+  }
+  // ---- nf4.ts (QLoRA base weights) -----------------------------------------
+  nf4Dequantize(...a: Args<typeof nf4.nf4Dequantize>): void {
+    nf4.nf4Dequantize(this.ctx, ...a);
+  }
+  nf4MatmulForward(...a: Args<typeof nf4.nf4MatmulForward>): void {
+    nf4.nf4MatmulForward(this.ctx, ...a);
+  }
+  nf4MatmulBackward(...a: Args<typeof nf4.nf4MatmulBackward>): void {
+    nf4.nf4MatmulBackward(this.ctx, ...a);
   }
   // ---- optimizer.ts ---------------------------------------------------------
   adamw(...a: Args<typeof optimizer.adamw>): void {

@@ -49,6 +49,7 @@ export const KERNELS = {
   dora_norm: { module: "dora", kinds: "pppippfii" },
   scale_columns: { module: "dora", kinds: "pipipii" },
   dora_mag_bwd: { module: "dora", kinds: "ppipipii" },
+  nf4_dequant: { module: "nf4", kinds: "pipppfiii" },
 } as const satisfies Record<string, { module: keyof typeof PTX; kinds: string }>;
 
 /** A kernel name. */

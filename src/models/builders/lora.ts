@@ -11,6 +11,7 @@ export interface LoraArgs {
   lora_alpha?: number;
   lora_dropout?: number;
   use_dora?: boolean;
+  quantize_base?: boolean;
 }
 
 /** Defaults of the `lora_*` keys (torchtune's LoRA builders). */
@@ -26,6 +27,7 @@ export function loraConfig(a: LoraArgs, tiedEmbeddings: boolean): LoraConfig {
     alpha: a.lora_alpha ?? LORA_DEFAULTS.alpha,
     dropout: a.lora_dropout ?? LORA_DEFAULTS.dropout,
     ...(a.use_dora ? { useDora: true } : {}),
+    ...(a.quantize_base ? { quantizeBase: true } : {}),
   };
   checkLora(lora, tiedEmbeddings);
   return lora;

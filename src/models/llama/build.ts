@@ -14,6 +14,7 @@ import { Lora, type LoraScratch } from "../../modules/lora.ts";
 import { RmsNorm } from "../../modules/rms_norm.ts";
 import { type DeviceRope, ropeTables, uploadRope } from "../../modules/rope.ts";
 import { DecoderLayer } from "../../modules/transformer.ts";
+import type { Nf4Store } from "../../quant/nf4_store.ts";
 import type { ParamStore } from "../../params/store.ts";
 import { TuneError } from "../../errors.ts";
 import type { LoraConfig } from "../model_spec.ts";
@@ -58,10 +59,10 @@ export function buildDecoder(
   al: Allocator,
   cfg: LlamaConfig,
   lora: LoraConfig | null,
-  stores: { base: ParamStore; adapters: ParamStore | null },
+  stores: { base: ParamStore; adapters: ParamStore | null; nf4?: Nf4Store | null },
   o: BuildOptions,
 ): DecoderParts {
-  const { base, adapters } = stores;
+  const { base, adapters, nf4 } = stores;
   const sites = lora ? loraSites(cfg, lora) : [];
   const rank = lora?.rank ?? 0;
   const adapted = new Set(sites.map((s) => s.prefix));
@@ -121,10 +122,12 @@ export function buildDecoder(
       }, doraScratch);
       doras.push({ dora: l.dora, w: base.param(wName) });
     }
+    const q = nf4?.has(wName) ? nf4.weight(wName) : null; // QLoRA: an NF4 base weight
     return new Linear(inDim, outDim, {
-      w: base.param(wName),
+      w: q ? null : base.param(wName),
+      nf4: q,
       b: hasBias ? base.param(`${prefix}.bias`) : null,
-      dw: base.grad(wName),
+      dw: q ? null : base.grad(wName),
       db: hasBias ? base.grad(`${prefix}.bias`) : null,
     }, l);
   };

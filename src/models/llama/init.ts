@@ -3,15 +3,23 @@
  * embeddings and linears N(0, 0.02), the residual projections (output_proj, w2) scaled by
  * 1/sqrt(2L) as in GPT-2/llama2.c training, norms 1, biases 0.
  */
-import type { StateDict } from "../../params/state_dict.ts";
+import type { HostTensor, StateDict } from "../../params/state_dict.ts";
 import type { ParamLayout } from "../../params/layout.ts";
 import { SeededRandom } from "../../params/random.ts";
 import type { LlamaConfig } from "./config.ts";
 
 /** Fresh base weights for `layout` as a StateDict, the same for the same seed. */
 export function randomBaseWeights(cfg: LlamaConfig, layout: ParamLayout, seed: number): StateDict {
+  return new Map(randomBaseTensors(cfg, layout, seed));
+}
+
+/** The tensors of `randomBaseWeights`, one at a time in layout order (same values). */
+export function* randomBaseTensors(
+  cfg: LlamaConfig,
+  layout: ParamLayout,
+  seed: number,
+): Generator<[string, HostTensor]> {
   const rng = new SeededRandom(seed);
-  const sd: StateDict = new Map();
   const residStd = 0.02 / Math.sqrt(2 * cfg.nLayers);
   for (const e of layout.entries) {
     const data = new Float32Array(e.length);
@@ -21,7 +29,6 @@ export function randomBaseWeights(cfg: LlamaConfig, layout: ParamLayout, seed: n
     else if (e.name.endsWith("output_proj.weight") || e.name.endsWith("mlp.w2.weight")) {
       rng.fillNormal(data, residStd);
     } else rng.fillNormal(data, 0.02);
-    sd.set(e.name, { shape: [...e.shape], data });
+    yield [e.name, { shape: [...e.shape], data }];
   }
-  return sd;
 }

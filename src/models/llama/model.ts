@@ -25,13 +25,15 @@ import {
 } from "../../modules/activations.ts";
 import { mixSeed } from "../../params/random.ts";
 import { ParamStore } from "../../params/store.ts";
+import type { Nf4Store } from "../../quant/nf4_store.ts";
+import { createQloraBase, loadNf4Weights, withDequantized } from "../../quant/qlora_base.ts";
 import type { ModelSpec } from "../model_spec.ts";
 import { checkNoExtra, initLoraWeights, loadAdapters, loadBase, mergeAdapters } from "./weights.ts";
 import { BatchInputs, type BatchOptions, type TrainBatch } from "./batch_inputs.ts";
 import { buildDecoder, type DecoderParts } from "./build.ts";
 import { checkSlidingWindow, embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
 import { KvInference } from "./inference.ts";
-import { randomBaseWeights } from "./init.ts";
+import { randomBaseTensors } from "./init.ts";
 import { baseLayout, layerLinears, loraLayout } from "./layout.ts";
 import {
   crossEntropyHead,
@@ -102,6 +104,8 @@ export class LlamaModel {
   readonly training: boolean;
   /** Base weights; trainable (with grads and AdamW moments) unless the spec has LoRA. */
   readonly base: ParamStore;
+  /** QLoRA: the decoder linears' base weights in NF4 (not in `base`), or null. */
+  readonly nf4: Nf4Store | null;
   /** LoRA adapters (trainable), or null. */
   readonly adapters: ParamStore | null;
   /** Hooks of a model built with `groupWindows` (set by the sharded optimizer). */
@@ -160,9 +164,18 @@ export class LlamaModel {
         multipleOf: typeof opts.groupWindows === "number" ? opts.groupWindows : 1,
       }
       : null;
+    // QLoRA: the decoder linears live in an NF4 store, the rest of the base in `base`
+    const full = baseLayout(cfg);
+    const qlora = lora?.quantizeBase
+      ? createQloraBase(backend, full, nf4Names(cfg), {
+        windowed: this.#windowed,
+        useDora: lora.useDora ?? false,
+      })
+      : null;
+    this.nf4 = qlora?.nf4 ?? null;
     this.base = new ParamStore(
       backend,
-      baseLayout(cfg),
+      qlora?.layout ?? full,
       lora === null && training,
       lora ? (opts.frozenDtype ?? "f32") : "f32",
       moments,
@@ -263,18 +276,26 @@ export class LlamaModel {
    */
   loadStateDict(sd: StateDict, opts: { strict?: boolean } = {}): void {
     loadBase(this.base, sd, this.spec.name);
+    if (this.nf4) loadNf4Weights(this.nf4, sd, this.spec.name);
     if (this.adapters) {
       const got = loadAdapters(this.adapters, sd);
       if (got === "fresh") this.initAdapters(this.#seed);
       else if (got === "no-magnitudes") this.#initDoraMagnitudes();
     }
-    if (opts.strict ?? true) checkNoExtra(sd, [this.base, this.adapters], this.spec.name);
+    if (opts.strict ?? true) {
+      const nf4 = this.nf4;
+      const rest = nf4 ? new Map([...sd].filter(([n]) => !nf4.has(n))) : sd;
+      checkNoExtra(rest, [this.base, this.adapters], this.spec.name);
+    }
   }
 
   /** Deterministic random base weights (and fresh adapters) for `seed`. */
   initRandom(seed: number): void {
-    const sd = randomBaseWeights(this.cfg, this.base.layout, seed);
-    for (const [n, t] of sd) this.base.setTensor(n, t);
+    // one tensor at a time (an NF4 base never holds the whole model in fp32)
+    for (const [n, t] of randomBaseTensors(this.cfg, baseLayout(this.cfg), seed)) {
+      if (this.nf4?.has(n)) this.nf4.setTensor(n, t);
+      else this.base.setTensor(n, t);
+    }
     if (this.adapters) this.initAdapters(mixSeed(seed, 0x10a));
   }
 
@@ -295,7 +316,7 @@ export class LlamaModel {
 
   /** Base weights and adapters as one StateDict (tune names). */
   stateDict(): StateDict {
-    const sd = this.base.toStateDict();
+    const sd = this.#baseStateDict();
     if (this.adapters) { for (const [n, t] of this.adapters.toStateDict()) sd.set(n, t); }
     return sd;
   }
@@ -307,10 +328,16 @@ export class LlamaModel {
 
   /** Base weights with every adapter merged in (see weights.ts `mergeAdapters`). */
   mergedStateDict(): StateDict {
-    const sd = this.base.toStateDict();
+    const sd = this.#baseStateDict();
     const lora = this.spec.lora;
     if (!this.adapters || !lora) return sd;
     return mergeAdapters(sd, this.adapters.toStateDict(), this.cfg, lora);
+  }
+
+  /** The base weights on the host; an NF4 base dequantized (as torchtune saves QLoRA). */
+  #baseStateDict(): StateDict {
+    const sd = this.base.toStateDict();
+    return this.nf4 ? withDequantized(sd, this.nf4, baseLayout(this.cfg)) : sd;
   }
 
   /** Zero the trainable gradients. */
@@ -487,7 +514,8 @@ export class LlamaModel {
   memory(): MemoryReport {
     const by = this.#al.bytesBy;
     const t = this.trainable;
-    const p = this.base.paramBytes() + (this.adapters ? this.adapters.paramBytes() : 0);
+    const p = this.base.paramBytes() + (this.adapters ? this.adapters.paramBytes() : 0) +
+      (this.nf4?.bytes() ?? 0);
     return {
       parameters: p,
       gradients: t.gradBytes(),
@@ -529,6 +557,7 @@ export class LlamaModel {
     this.#inf.free();
     this.#al.freeAll();
     this.base.free();
+    this.nf4?.free();
     this.adapters?.free();
     this.#be.free(this.#p.rope.cos);
     this.#be.free(this.#p.rope.sin);
@@ -698,4 +727,13 @@ export class LlamaModel {
   #nv() {
     return { N: this.B * this.T, V: this.cfg.vocabSize, C: this.cfg.dim, L: this.cfg.nLayers };
   }
+}
+
+/** Weights an NF4 base keeps in NF4: every decoder layer's linears (torchtune's quantize_base). */
+function nf4Names(cfg: LlamaConfig): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < cfg.nLayers; i++) {
+    for (const s of layerLinears(cfg, i)) names.push(`${s.prefix}.weight`);
+  }
+  return names;
 }

@@ -1,0 +1,134 @@
+/**
+ * Peak resident memory of one training step on the CPU: LoRA (fp32 base, AdamW) vs QLoRA
+ * (NF4 base, AdamW) vs QLoRA + bitsandbytes' 8-bit AdamW, on the Llama-3.2-1B layer shape
+ * with random weights (the tiny config's vocabulary of 320, so the embedding is negligible:
+ * embed_dim 2048, 16 layers, 32 heads, 8 kv heads, intermediate 8192; LoRA as torchtune's
+ * 1B_qlora_single_device: q/v/output_proj and the MLP, rank 64, alpha 128).
+ *
+ *   deno run -A bench/qlora_memory.ts            # the three modes, each in a fresh process
+ *   deno run -A bench/qlora_memory.ts --mode qlora
+ *
+ * Each child builds the model (random weights set one tensor at a time), runs one step
+ * (forward, backward, optimizer) on a (1, 16) batch and prints VmRSS after setup and VmHWM
+ * (the process's peak) after the step, from /proc/self/status, with the model's own tally.
+ */
+import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import { createLlama } from "../src/models/llama/model.ts";
+import { baseLayout } from "../src/models/llama/layout.ts";
+import { llama } from "../src/models/builders/llama.ts";
+import { AdamW } from "../src/optim/adamw.ts";
+import { AdamW8bit } from "../src/optim/adamw8bit.ts";
+
+/**
+ * Random base weights one tensor at a time from a fast xorshift (uniform with std 0.02;
+ * norms 1), then fresh adapters: the model's own initRandom (Box-Muller normals) takes tens
+ * of minutes for 1B weights on a loaded 2-core host, and the values do not change memory.
+ */
+function fastRandomInit(model: ReturnType<typeof createLlama>): void {
+  let x = 0x9e3779b9;
+  const a = 0.02 * Math.sqrt(3);
+  for (const e of baseLayout(model.cfg).entries) {
+    const data = new Float32Array(e.length);
+    if (e.name.endsWith(".scale")) data.fill(1);
+    else {
+      for (let i = 0; i < data.length; i++) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        data[i] = ((x >>> 0) / 4294967296 * 2 - 1) * a;
+      }
+    }
+    const t = { shape: [...e.shape], data };
+    if (model.nf4?.has(e.name)) model.nf4.setTensor(e.name, t);
+    else model.base.setTensor(e.name, t);
+  }
+  model.initAdapters(0);
+}
+
+const MODES = ["lora", "qlora", "qlora_adamw8bit"] as const;
+type Mode = typeof MODES[number];
+
+function status(key: string): number {
+  const line = Deno.readTextFileSync("/proc/self/status").split("\n").find((l) =>
+    l.startsWith(key)
+  );
+  return Number(line!.split(/\s+/)[1]) * 1024;
+}
+
+function child(mode: Mode): void {
+  const config = llama({
+    vocabSize: 320,
+    numLayers: 16,
+    numHeads: 32,
+    numKvHeads: 8,
+    embedDim: 2048,
+    intermediateDim: 8192,
+    maxSeqLen: 128,
+    normEps: 1e-5,
+    ropeBase: 500000,
+  });
+  const lora = {
+    attnModules: ["q_proj", "v_proj", "output_proj"] as ("q_proj" | "v_proj" | "output_proj")[],
+    applyToMlp: true,
+    applyToOutput: false,
+    rank: 64,
+    alpha: 128,
+    dropout: 0,
+    ...(mode === "lora" ? {} : { quantizeBase: true }),
+  };
+  const be = new CpuBackend();
+  const B = 1, T = 16;
+  const t0 = performance.now();
+  const model = createLlama(be, { name: mode, config, lora }, {
+    batch: B,
+    seqLen: T,
+    activationCheckpointing: true,
+    optimizerMoments: mode !== "qlora_adamw8bit",
+  });
+  fastRandomInit(model);
+  const hp = { lr: 1e-4, betas: [0.9, 0.999] as [number, number], eps: 1e-8, weightDecay: 0.01 };
+  const opt = mode === "qlora_adamw8bit"
+    ? new AdamW8bit(be, model.trainable, hp)
+    : new AdamW(be, model.trainable, hp);
+  const setupRss = status("VmRSS:");
+  const t1 = performance.now();
+  const tokens = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + 3) % 320);
+  const targets = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + 10) % 320);
+  model.zeroGrad();
+  const r = model.lossAndBackward(tokens, targets, 1 / (B * T));
+  opt.step();
+  const t2 = performance.now();
+  const mem = model.memory();
+  const optimizerBytes = opt instanceof AdamW8bit ? opt.stateBytes() : mem.optimizer;
+  console.log(JSON.stringify({
+    mode,
+    loss: r.lossSum / r.tokens,
+    setupRssBytes: setupRss,
+    peakRssBytes: status("VmHWM:"),
+    parameterBytes: mem.parameters,
+    nf4Weights: model.nf4?.numel() ?? 0,
+    nf4Bytes: model.nf4?.bytes() ?? 0,
+    trainableParams: model.trainable.layout.numParams(),
+    gradientBytes: mem.gradients,
+    optimizerBytes,
+    activationBytes: mem.activations + mem.scratch,
+    setupS: (t1 - t0) / 1000,
+    stepS: (t2 - t1) / 1000,
+  }));
+}
+
+const args = Deno.args;
+const at = args.indexOf("--mode");
+if (at >= 0) child(args[at + 1] as Mode);
+else {
+  for (const mode of MODES) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL(import.meta.url).pathname, "--mode", mode],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    console.log(text);
+    if (out.code !== 0) Deno.exit(out.code);
+  }
+}
