@@ -7,7 +7,7 @@
  * Tolerances: logits (fp32 forward) atol 1e-5 rtol 1e-4; loss and every gradient atol 1e-4
  * rtol 1e-3; geglu op vs torch atol 1e-5 rtol 1e-4 (fp32 forward); KV-cache logits vs the full
  * forward atol 1e-5 rtol 1e-4; save -> load round trip bitwise (tensors are only moved);
- * the ZeRO-3 path (lossAndBackwardAsync on group windows) bitwise equal to lossAndBackward.
+ * the ZeRO-3 path (trainStep on group windows) bitwise equal to lossAndBackward.
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import { join } from "node:path";
@@ -28,7 +28,7 @@ import { loraParamShapes } from "../src/models/builders/param_shapes.ts";
 import { parameterCount } from "../src/models/builders/parameter_count.ts";
 import "../src/models/components.ts";
 import { embedScaleValue, type LlamaConfig } from "../src/models/llama/config.ts";
-import { createLlama } from "../src/models/llama/model.ts";
+import { createLlama, crossEntropyHead } from "../src/models/llama/model.ts";
 import type { LoraConfig, ModelSpec } from "../src/models/model_spec.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
 import { ShardedOptimizer } from "../src/training/sharded.ts";
@@ -382,7 +382,7 @@ Deno.test("Gemma checkpoints that do not fit give one-line TuneErrors", () => {
 });
 
 for (const ckpt of [false, true]) {
-  Deno.test(`lossAndBackwardAsync() of a Gemma model on group windows equals lossAndBackward bitwise (checkpointing ${ckpt})`, async () => {
+  Deno.test(`trainStep() of a Gemma model on group windows equals lossAndBackward bitwise (checkpointing ${ckpt})`, async () => {
     const hf = loadHfCheckpoint(GEMMA);
     const fx = loadFixture("checkpoint_hf_gemma_expected");
     const tokens = fx.i32("train_tokens"), targets = fx.i32("train_targets");
@@ -406,7 +406,7 @@ for (const ckpt of [false, true]) {
     sharded.zeroGrads();
     const count = targets.filter((t) => t !== -100).length;
     const r = ref.lossAndBackward(tokens, targets, 1 / count);
-    const zr = await z.lossAndBackwardAsync(tokens, targets, 1 / count);
+    const zr = await z.trainStep({ tokens, targets }, crossEntropyHead(1 / count));
     assertEquals(zr, r);
     const want = be.download(ref.trainable.grads!) as Float32Array;
     const got = (be.download(sharded.grads) as Float32Array).subarray(0, want.length);

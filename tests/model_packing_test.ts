@@ -2,14 +2,14 @@
  * Packed samples through the whole model: with segment ids and per-sample positions, the
  * loss and gradients of a pack of two samples equal the sums of each sample run alone
  * (torchtune's block-causal mask + input_pos); without them the default path is unchanged.
- * The ZeRO-3 path (lossAndBackwardAsync) with packing equals lossAndBackward with packing.
+ * The ZeRO-3 path (trainStep) with packing equals lossAndBackward with packing.
  * Tolerances: loss 1e-5 abs; summed gradients atol 1e-5 (plus rtol 1e-4); trivial packing
  * vs none and async vs sync: bitwise.
  */
 import { deepStrictEqual, ok, throws } from "node:assert";
 import { assertClose, loadFixture } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
-import { createLlama, type LlamaModel } from "../src/models/llama/model.ts";
+import { createLlama, crossEntropyHead, type LlamaModel } from "../src/models/llama/model.ts";
 import { fixtureConfig, prefixedStateDict } from "./_model_helpers.ts";
 import { TuneError } from "../src/errors.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
@@ -93,7 +93,7 @@ Deno.test("loss() throws TuneError on a packed position past max_seq_len", () =>
   m.free();
 });
 
-Deno.test("lossAndBackwardAsync() with packing gives lossAndBackward's packed loss and gradients bitwise", async () => {
+Deno.test("trainStep() with packing gives lossAndBackward's packed loss and gradients bitwise", async () => {
   const spec = { name: "tiny", config: fixtureConfig(fx), lora: null };
   const opts = { batch: 1, seqLen: 12, activationCheckpointing: true };
   const ref = createLlama(be, spec, opts);
@@ -109,7 +109,7 @@ Deno.test("lossAndBackwardAsync() with packing gives lossAndBackward's packed lo
   sharded.zeroGrads();
   const pack = { segments, positions };
   const r = ref.lossAndBackward(tokens, labels, 1, pack);
-  const a = await z.lossAndBackwardAsync(tokens, labels, 1, pack);
+  const a = await z.trainStep({ ...pack, tokens, targets: labels }, crossEntropyHead(1));
   deepStrictEqual(a, r);
   const zg = (be.download(sharded.grads) as Float32Array).subarray(0, ref.trainable.layout.total);
   deepStrictEqual(zg, grads(ref));

@@ -1,5 +1,5 @@
 /**
- * The ZeRO-3 path of the model (`groupWindows` + `groupHooks` + `lossAndBackwardAsync`)
+ * The ZeRO-3 path of the model (`groupWindows` + `groupHooks` + `trainStep`)
  * driven by ShardedOptimizer on one rank (the backend's own collectives): weights exist only
  * as the rank's slices and one group-sized compute buffer, and the loss and gradients equal
  * the ordinary model's. Untied (model_tiny_a) and tied embeddings (model_tiny_b, whose
@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { assertClose, loadFixture } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
-import { createLlama } from "../src/models/llama/model.ts";
+import { createLlama, crossEntropyHead } from "../src/models/llama/model.ts";
 import type { LoraConfig } from "../src/models/model_spec.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
 import { chainHooks, ShardedFrozen, ShardedOptimizer } from "../src/training/sharded.ts";
@@ -31,7 +31,7 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
   for (const ckpt of [false, true]) {
     for (const lora of [null, LORA]) {
       const label = `${name}, checkpointing ${ckpt}, ${lora ? "LoRA" : "full"}`;
-      Deno.test(`lossAndBackwardAsync() on group windows gives lossAndBackward's loss and gradients (${label})`, async () => {
+      Deno.test(`trainStep() on group windows gives lossAndBackward's loss and gradients (${label})`, async () => {
         const fx = loadFixture(name);
         const cfg = fixtureConfig(fx);
         const B = fx.meta<number>("B");
@@ -89,7 +89,7 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
         ref.zeroGrad();
         sharded.zeroGrads();
         const r1 = ref.lossAndBackward(tokens, targets, scale);
-        const z1 = await z.lossAndBackwardAsync(tokens, targets, scale);
+        const z1 = await z.trainStep({ tokens, targets }, crossEntropyHead(scale));
         assert.deepEqual(z1, r1, "loss of micro-batch 1");
         const refGrads = () => be.download(ref.trainable.grads!) as Float32Array;
         const zGrads = () =>
@@ -98,7 +98,7 @@ for (const name of ["model_tiny_a", "model_tiny_b"]) {
         // micro-batch 2 (reversed targets): accumulated
         const t2 = targets.slice().reverse();
         const r2 = ref.lossAndBackward(tokens, t2, scale);
-        const z2 = await z.lossAndBackwardAsync(tokens, t2, scale);
+        const z2 = await z.trainStep({ tokens, targets: t2 }, crossEntropyHead(scale));
         assert.deepEqual(z2, r2, "loss of micro-batch 2");
         assertClose(`${label} accumulated gradients`, zGrads(), refGrads(), {
           atol: 1e-6,

@@ -124,9 +124,14 @@ export async function launch(
   const out = extras.stdout ?? lineWriter(Deno.stdout);
   const err = extras.stderr ?? lineWriter(Deno.stderr);
   const graceMs = extras.graceMs ?? 5000;
-  const masterPort = cfg.nnodes === 1
-    ? freeOrOther(cfg.masterAddr, cfg.masterPort, err)
-    : cfg.masterPort;
+  // One node: the port only joins this launcher's own children, so torchrun's default
+  // (29500) becomes a free port the system picks, as torchrun --standalone does: two jobs
+  // (or test runs) on one machine never race for 29500. Another port given is kept when free.
+  const masterPort = cfg.nnodes !== 1
+    ? cfg.masterPort
+    : cfg.masterPort === DEFAULT_MASTER_PORT
+    ? systemFreePort(cfg.masterAddr)
+    : freeOrOther(cfg.masterAddr, cfg.masterPort, err);
   const job = { ...cfg, masterPort };
   const [program, ...lead] = extras.command ?? selfCommand();
 
@@ -213,6 +218,18 @@ function checkConfig(cfg: LaunchConfig): void {
   if (!(cfg.nodeRank >= 0 && cfg.nodeRank < cfg.nnodes)) {
     throw new TuneError(`--node_rank ${cfg.nodeRank} must be below --nnodes ${cfg.nnodes}`);
   }
+}
+
+/** torchrun's default rendezvous port. */
+const DEFAULT_MASTER_PORT = 29500;
+
+/** A port free on every interface now, chosen by the system (ephemeral range). */
+function systemFreePort(host: string): number {
+  const hostname = host.includes(":") ? "::" : "0.0.0.0";
+  const l = Deno.listen({ hostname, port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
 }
 
 /**

@@ -29,6 +29,7 @@ import type {
   SequenceWeigher,
   WeightedLossResult,
 } from "../models/llama/model.ts";
+import { crossEntropyHead, distillHead, preferenceHead } from "../models/llama/model.ts";
 import { AdamW } from "../optim/adamw.ts";
 import type { TrainingOptimizer } from "../optim/create.ts";
 import { clipGradNorm } from "../optim/clip.ts";
@@ -263,10 +264,13 @@ export interface ModelCalls {
 export function modelCalls(rt: Runtime, model: LlamaModel): ModelCalls {
   if (rt.sharded) {
     return {
-      lossAndBackward: (t, l, s, b) => model.lossAndBackwardAsync(t, l, s, b),
-      distillLossAndBackward: (t, l, s, d, b) => model.distillLossAndBackwardAsync(t, l, s, d, b),
-      weightedLossAndBackward: (t, l, w) => model.weightedLossAndBackwardAsync(t, l, w),
-      sequenceLosses: (t, l) => model.sequenceLossesAsync(t, l),
+      lossAndBackward: (t, l, s, b) =>
+        model.trainStep({ ...b, tokens: t, targets: l }, crossEntropyHead(s)),
+      distillLossAndBackward: (t, l, s, d, b) =>
+        model.trainStep({ ...b, tokens: t, targets: l }, distillHead(s, d)),
+      weightedLossAndBackward: (t, l, w) =>
+        model.trainStep({ tokens: t, targets: l }, preferenceHead(w)),
+      sequenceLosses: async (t, l) => (await model.evalLosses({ tokens: t, targets: l })).seqLoss,
       score: (ds) => scoreLossSharded(model, ds, rt.backend, rt.rank, rt.worldSize),
     };
   }

@@ -9,7 +9,7 @@
  * ZeRO-3 (the distributed recipes): the model is built with `groupWindows: worldSize`, so
  * its store holds no full-size value or gradient buffer, only one reusable group-sized slot
  * of each (two with tied embeddings), padded to a multiple of the world size. One step:
- *   1. `zeroGrads()`; per micro-batch `model.lossAndBackwardAsync()` calls the hooks:
+ *   1. `zeroGrads()`; per micro-batch `model.trainStep()` calls the hooks:
  *      `beforeGroup()` all-gathers the group's slices into its slot before its forward and
  *      again before its backward (and recomputation); `afterGroupBackward()` reduce-scatters
  *      the slot's gradients in place and adds this rank's part to its gradient slice;

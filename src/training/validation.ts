@@ -133,7 +133,11 @@ export async function scoreLossSharded(
 ): Promise<number> {
   let lossSum = 0, tokens = 0;
   for (const { batch } of scoringBatches(ds, model.B, model.T, rank, worldSize)) {
-    const seq = await model.sequenceLossesAsync(batch.tokens, batch.labels, packingOf(batch));
+    const { seqLoss: seq } = await model.evalLosses({
+      ...packingOf(batch),
+      tokens: batch.tokens,
+      targets: batch.labels,
+    });
     for (const l of seq) lossSum += l;
     tokens += countTargets(batch.labels);
   }

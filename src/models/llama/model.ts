@@ -468,48 +468,6 @@ export class LlamaModel {
     return this.#runSync(this.#trainOps({ ...batch, tokens, targets }, preferenceHead(weigh)));
   }
 
-  // ---- async twins of the above (to be removed when callers move to trainStep/evalLosses) --
-
-  /** `trainStep(batch, crossEntropyHead(gradScale))`. */
-  lossAndBackwardAsync(
-    tokens: Int32Array,
-    targets: Int32Array,
-    gradScale: number,
-    batch: BatchOptions = {},
-  ): Promise<LossResult> {
-    return this.trainStep({ ...batch, tokens, targets }, crossEntropyHead(gradScale));
-  }
-
-  /** `trainStep(batch, distillHead(gradScale, distill))`. */
-  distillLossAndBackwardAsync(
-    tokens: Int32Array,
-    targets: Int32Array,
-    gradScale: number,
-    distill: DistillTargets,
-    batch: BatchOptions = {},
-  ): Promise<DistillLossResult> {
-    return this.trainStep({ ...batch, tokens, targets }, distillHead(gradScale, distill));
-  }
-
-  /** `trainStep(batch, preferenceHead(weigh))`. */
-  weightedLossAndBackwardAsync(
-    tokens: Int32Array,
-    targets: Int32Array,
-    weigh: SequenceWeigher,
-    batch: BatchOptions = {},
-  ): Promise<WeightedLossResult> {
-    return this.trainStep({ ...batch, tokens, targets }, preferenceHead(weigh));
-  }
-
-  /** `evalLosses(batch)`'s per-sequence losses. */
-  async sequenceLossesAsync(
-    tokens: Int32Array,
-    targets: Int32Array,
-    batch: BatchOptions = {},
-  ): Promise<Float64Array> {
-    return (await this.evalLosses({ ...batch, tokens, targets })).seqLoss;
-  }
-
   /** Bytes held by this model, by kind. */
   memory(): MemoryReport {
     const by = this.#al.bytesBy;
@@ -569,7 +527,7 @@ export class LlamaModel {
   #needFullWeights(): void {
     if (this.#windowed) {
       throw new Error(
-        "this model keeps its weights sharded (groupWindows): train with lossAndBackwardAsync",
+        "this model keeps its weights sharded (groupWindows): train with trainStep",
       );
     }
   }
