@@ -42,6 +42,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ["src/models/"],
   ["src/optim/"],
   ["src/modules/"],
+  ["src/quant/"],
   ["src/params/"],
   ["src/distributed/"],
   ["src/data/"],
