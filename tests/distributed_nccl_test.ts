@@ -10,13 +10,17 @@ import { gpuCount, ncclPresent } from "./_gpu_probe.ts";
 const GPUS = gpuCount();
 const HAS_NCCL = GPUS > 0 && await ncclPresent();
 
-Deno.test("`NcclCollectives` gives exact results with one rank per GPU", {
-  ignore: !HAS_NCCL,
-}, async () => {
-  const W = Math.min(GPUS, 2);
-  const results = await waitAll(spawnRanks("./nccl_worker.ts", W, { limitMs: 300_000 }));
-  for (const r of results) {
-    assertEquals(r.code, 0, `rank ${r.rank}:\n${r.stderr}${r.stdout}`);
-    assertEquals(r.stdout.trim(), `rank ${r.rank} ok`);
-  }
-});
+Deno.test(
+  "`NcclCollectives` gives exact results with one rank per GPU (needs NVIDIA GPUs and NCCL)",
+  {
+    ignore: !HAS_NCCL,
+  },
+  async () => {
+    const W = Math.min(GPUS, 2);
+    const results = await waitAll(spawnRanks("./nccl_worker.ts", W, { limitMs: 300_000 }));
+    for (const r of results) {
+      assertEquals(r.code, 0, `rank ${r.rank}:\n${r.stderr}${r.stdout}`);
+      assertEquals(r.stdout.trim(), `rank ${r.rank} ok`);
+    }
+  },
+);

@@ -628,7 +628,7 @@ const GPUS = gpuCount();
 const HAS_NCCL = GPUS > 0 && await ncclPresent();
 
 Deno.test(
-  "the distributed recipes on device=cuda over NCCL match the single-device recipes on cuda",
+  "the distributed recipes on device=cuda over NCCL match the single-device recipes on cuda (needs NVIDIA GPUs)",
   {
     ignore: !HAS_NCCL,
   },
