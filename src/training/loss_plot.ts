@@ -42,18 +42,33 @@ function label(v: number, step: number): string {
 }
 
 /**
- * Exponential moving average with bias correction (as TensorBoard's smoothing), weight
- * chosen from the number of points so the line keeps the trend, not the noise.
+ * A local linear fit over a window of about a tenth of the points, centred where it can be
+ * and shifted inward at the ends, evaluated at each point: it follows the trend (without the
+ * lag of an exponential average, and without flattening the ends) and leaves out the
+ * step-to-step noise.
  */
 export function smoothLosses(values: readonly number[]): number[] {
-  const alpha = Math.min(0.98, Math.max(0.6, 1 - 10 / values.length));
+  const n = values.length;
+  const half = Math.max(1, Math.min(Math.floor(n / 20), Math.floor((n - 1) / 2)));
+  // prefix sums of y, x*y, x, x*x for O(1) least squares over any window
+  const sy = new Float64Array(n + 1), sxy = new Float64Array(n + 1);
+  const sx = new Float64Array(n + 1), sxx = new Float64Array(n + 1);
+  for (let i = 0; i < n; i++) {
+    sy[i + 1] = sy[i] + values[i];
+    sxy[i + 1] = sxy[i] + i * values[i];
+    sx[i + 1] = sx[i] + i;
+    sxx[i + 1] = sxx[i] + i * i;
+  }
   const out: number[] = [];
-  let avg = 0;
-  let weight = 0;
-  for (const v of values) {
-    avg = alpha * avg + (1 - alpha) * v;
-    weight = alpha * weight + (1 - alpha);
-    out.push(avg / weight);
+  for (let i = 0; i < n; i++) {
+    const lo = Math.max(0, Math.min(i - half, n - 1 - 2 * half));
+    const hi = Math.min(n - 1, lo + 2 * half);
+    const m = hi - lo + 1;
+    const Sy = sy[hi + 1] - sy[lo], Sxy = sxy[hi + 1] - sxy[lo];
+    const Sx = sx[hi + 1] - sx[lo], Sxx = sxx[hi + 1] - sxx[lo];
+    const den = m * Sxx - Sx * Sx;
+    const slope = den > 0 ? (m * Sxy - Sx * Sy) / den : 0;
+    out.push(Sy / m + slope * (i - Sx / m));
   }
   return out;
 }
@@ -80,7 +95,8 @@ export function lossCurveSvg(points: readonly LossPoint[], title: string): strin
   const val = points.filter((p) => p.val_loss != null && Number.isFinite(p.val_loss)) as Array<
     LossPoint & { val_loss: number }
   >;
-  const all = [...train.map((p) => p.loss), ...val.map((p) => p.val_loss)];
+  const smooth = train.length > SMOOTH_ABOVE ? smoothLosses(train.map((p) => p.loss)) : null;
+  const all = [...train.map((p) => p.loss), ...val.map((p) => p.val_loss), ...(smooth ?? [])];
   const steps = points.map((p) => p.step);
   const x0 = Math.min(...steps, 0), x1 = Math.max(...steps, 1);
   const [y0, y1] = yRange(all);
@@ -116,7 +132,7 @@ export function lossCurveSvg(points: readonly LossPoint[], title: string): strin
     curves.push(
       `<path d="${line(trainSteps, trainLoss)}" fill="none" stroke="#1f77b4" ` +
         `stroke-opacity="0.25" stroke-width="1"/>`,
-      `<path d="${line(trainSteps, smoothLosses(trainLoss))}" fill="none" stroke="#1f77b4" ` +
+      `<path d="${line(trainSteps, smooth!)}" fill="none" stroke="#1f77b4" ` +
         `stroke-width="2"/>`,
     );
     legend.push(["#1f77b4", "training loss (smoothed; raw faint)"]);
