@@ -130,9 +130,11 @@ export interface DecoderSpec {
 export interface FusedDecoder {
   /**
    * One token per sequence (B) at cache position `pos`: writes the new keys and values
-   * into the caches and the logits (B, V), exactly as the op-by-op decode would.
+   * into the caches and the logits (B, V), exactly as the op-by-op decode would. With
+   * `live` (B), sequences whose entry is 0 are finished: their attention and cache writes
+   * are skipped and their logits are unspecified; the other rows are unchanged by it.
    */
-  step(tokens: Int32Array, pos: number): void;
+  step(tokens: Int32Array, pos: number, live?: Uint8Array): void;
 }
 
 /** A compute device: memory plus the fused layer ops of a Llama-family transformer. */

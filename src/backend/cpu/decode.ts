@@ -156,7 +156,7 @@ export class CpuDecoder implements FusedDecoder {
     }
   }
 
-  step(tokens: Int32Array, pos: number): void {
+  step(tokens: Int32Array, pos: number, live?: Uint8Array): void {
     const d = this.#d;
     const { B, C, NH, NKV, HS, H, V, capacity } = d;
     const Q = NH * HS, KV = NKV * HS;
@@ -190,10 +190,11 @@ export class CpuDecoder implements FusedDecoder {
       rope(this.#q, this.#cos, this.#sin, B, 1, NH, HS, pos, d.layout, false);
       rope(this.#k, this.#cos, this.#sin, B, 1, NKV, HS, pos, d.layout, false);
       for (let b = 0; b < B; b++) {
+        if (live !== undefined && live[b] === 0) continue;
         l.kc.set(this.#k.subarray(b * KV, b * KV + KV), (b * capacity + pos) * KV);
         l.vc.set(this.#v.subarray(b * KV, b * KV + KV), (b * capacity + pos) * KV);
       }
-      this.#attend(l, pos);
+      this.#attend(l, pos, live);
       g.nt(B, C, Q, this.#att, Q, l.wo, Q, y, C, 0);
       for (let i = 0; i < B * C; i++) x[i] = y[i] + x[i];
       rmsnorm(h, this.#rstd, x, l.mlpNorm, B, C, d.eps);
@@ -207,13 +208,17 @@ export class CpuDecoder implements FusedDecoder {
     g.nt(B, V, C, h, C, this.#out, C, this.#logits, V, 0);
   }
 
-  /** att(B, Q) = softmax(q k^T / sqrt(HS)) v over cache rows 0..pos, as attention.ts. */
-  #attend(l: Layer, pos: number): void {
+  /**
+   * att(B, Q) = softmax(q k^T / sqrt(HS)) v over cache rows 0..pos, as attention.ts; rows
+   * of finished sequences (live[b] = 0) keep their old values.
+   */
+  #attend(l: Layer, pos: number, live: Uint8Array | undefined): void {
     const { B, NH, NKV, HS } = this.#d;
     const g = this.#gemm, s = this.#s;
     const ldk = NKV * HS, nk = pos + 1, group = NH / NKV;
     const scale = 1 / Math.sqrt(HS);
     for (let b = 0; b < B; b++) {
+      if (live !== undefined && live[b] === 0) continue; // finished: its att row is not read
       for (let hd = 0; hd < NH; hd++) {
         const kv = b * NKV + ((hd / group) | 0);
         const qh = this.#qHead[b * NH + hd], oh = this.#oHead[b * NH + hd];

@@ -135,25 +135,32 @@ export class KvInference {
     return this.#step(tokens);
   }
 
-  /** Run one new token per sequence (B) at the cache position; logits (B, V) of it. */
-  decode(tokens: Int32Array): DeviceBuffer {
+  /**
+   * Run one new token per sequence (B) at the cache position; logits (B, V) of it. With
+   * `live` (B), rows whose entry is 0 are finished sequences: the fused decoder skips their
+   * attention (their logits are then unspecified); the op-by-op path computes them anyway.
+   */
+  decode(tokens: Int32Array, live?: Uint8Array): DeviceBuffer {
     const s = this.#need();
     if (tokens.length !== s.B) {
       throw new Error(`decodeStep takes ${s.B} tokens, got ${tokens.length}`);
     }
-    if (s.decoder !== null) return this.#fusedStep(s, tokens);
+    if (live !== undefined && live.length !== s.B) {
+      throw new Error(`decodeStep takes ${s.B} live flags, got ${live.length}`);
+    }
+    if (s.decoder !== null) return this.#fusedStep(s, tokens, live);
     return this.#step(tokens);
   }
 
   /** One token per sequence through the backend's fused decoder (logits as #step's). */
-  #fusedStep(s: InferenceState, tokens: Int32Array): DeviceBuffer {
+  #fusedStep(s: InferenceState, tokens: Int32Array, live?: Uint8Array): DeviceBuffer {
     if (s.pos + 1 > s.capacity) {
       throw new TuneError(
         `generation reached position ${s.pos + 1}, beyond the cache capacity ${s.capacity}; ` +
           "lower max_new_tokens",
       );
     }
-    s.decoder!.step(tokens, s.pos);
+    s.decoder!.step(tokens, s.pos, live);
     s.pos += 1;
     return s.logits;
   }
