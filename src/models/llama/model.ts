@@ -505,11 +505,7 @@ export class LlamaModel {
     return this.#inf.prefill(tokens);
   }
 
-  /**
-   * Run one new token per sequence (B) at the cache position; logits (B, V) of it. `live`
-   * (B): 0 marks a finished sequence whose logits are not needed (the CPU's fused decoder
-   * then skips its attention; its logits are unspecified).
-   */
+  /** One new token per sequence (B) at the cache position; logits (B, V). See KvInference.decode. */
   decodeStep(tokens: Int32Array, live?: Uint8Array): DeviceBuffer {
     return this.#inf.decode(tokens, live);
   }
