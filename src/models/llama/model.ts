@@ -169,7 +169,6 @@ export class LlamaModel {
     const qlora = lora?.quantizeBase
       ? createQloraBase(backend, full, nf4Names(cfg), {
         windowed: this.#windowed,
-        useDora: lora.useDora ?? false,
       })
       : null;
     this.nf4 = qlora?.nf4 ?? null;
