@@ -129,3 +129,31 @@ Deno.test("optimizer_in_bwd=True with clipping or gradient accumulation is refus
     /^tune: Gradient accumulation is not supported with optimizer_in_bwd: True/,
   );
 });
+
+Deno.test("optimizer_in_bwd=True on 2 ranks and fsdp_cpu_offload=True on the CPU are refused in one line", async () => {
+  const last = (x: string) => x.trim().split("\n").at(-1)!;
+  const off = await tune(
+    "run",
+    "lora_finetune_distributed",
+    "--config",
+    "tiny/lora_distributed",
+    "fsdp_cpu_offload=True",
+    "output_dir=/tmp/tune_never",
+  );
+  assert.notEqual(off.code, 0);
+  assert.match(last(off.stderr), /^tune: fsdp_cpu_offload=True .* device=cpu it is already there/);
+  const two = await tune(
+    "run",
+    "--nproc_per_node",
+    "2",
+    "full_finetune_distributed",
+    "--config",
+    "tiny/full_distributed",
+    IN_BWD,
+    "clip_grad_norm=null",
+    "output_dir=/tmp/tune_never",
+  );
+  assert.notEqual(two.code, 0);
+  assert.match(two.stderr, /tune: optimizer_in_bwd=True runs on one process in tune/);
+  assert.doesNotMatch(two.stderr, /\bat /);
+});

@@ -1,8 +1,9 @@
 /**
  * torchtune's memory-saving recipe options: enable_activation_offloading (saved activations
  * copied to host memory between forward and backward, a CUDA technique: on the CPU the
- * activations already live in host memory) is refused in one line when switched on (never
- * accepted and ignored); optimizer_in_bwd is implemented (src/training/optimizer_in_bwd.ts)
+ * activations already live in host memory) and fsdp_cpu_offload (sharded parameters,
+ * gradients and optimizer state kept in host memory) are refused in one line when switched
+ * on (never accepted and ignored); optimizer_in_bwd is implemented (src/training/optimizer_in_bwd.ts)
  * and checked here with torchtune's refusals.
  */
 import { TuneError } from "../errors.ts";
@@ -11,6 +12,7 @@ import { checkOptimizerInBwd, type InBackwardKeys } from "./optimizer_in_bwd.ts"
 /** The options a recipe's config may set. */
 export interface MemoryOptions extends InBackwardKeys {
   enable_activation_offloading?: boolean;
+  fsdp_cpu_offload?: boolean;
   device?: string;
 }
 
@@ -21,6 +23,13 @@ export function refuseUnimplementedMemoryOptions(cfg: MemoryOptions): void {
       cfg.device === "cpu"
         ? "enable_activation_offloading=True offloads GPU activations to host memory; on device=cpu they are already there, set it to False (enable_activation_checkpointing saves memory on the CPU)"
         : "enable_activation_offloading=True is not implemented on CUDA yet; set it to False and use enable_activation_checkpointing",
+    );
+  }
+  if (cfg.fsdp_cpu_offload) {
+    throw new TuneError(
+      cfg.device === "cpu"
+        ? "fsdp_cpu_offload=True offloads sharded GPU state to host memory; on device=cpu it is already there, set it to False"
+        : "fsdp_cpu_offload=True is not implemented on CUDA yet; set it to False (the sharded recipes already keep each rank's slice only)",
     );
   }
   checkOptimizerInBwd(cfg);
