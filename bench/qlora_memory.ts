@@ -1,6 +1,7 @@
 /**
  * Peak resident memory of one training step on the CPU: LoRA (fp32 base, AdamW) vs QLoRA
- * (NF4 base, AdamW) vs QLoRA + bitsandbytes' 8-bit AdamW, on the Llama-3.2-1B layer shape
+ * (NF4 base, AdamW) vs QLoRA + bitsandbytes' 8-bit AdamW (stepped after the backward, or
+ * inside it: optimizer_in_bwd), on the Llama-3.2-1B layer shape
  * with random weights (the tiny config's vocabulary of 320, so the embedding is negligible:
  * embed_dim 2048, 16 layers, 32 heads, 8 kv heads, intermediate 8192; LoRA as torchtune's
  * 1B_qlora_single_device: q/v/output_proj and the MLP, rank 64, alpha 128).
@@ -13,7 +14,8 @@
  * (the process's peak) after the step, from /proc/self/status, with the model's own tally.
  */
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
-import { createLlama } from "../src/models/llama/model.ts";
+import { createLlama, crossEntropyHead } from "../src/models/llama/model.ts";
+import { OptimizerInBackward } from "../src/training/optimizer_in_bwd.ts";
 import { baseLayout } from "../src/models/llama/layout.ts";
 import { llama } from "../src/models/builders/llama.ts";
 import { AdamW } from "../src/optim/adamw.ts";
@@ -45,7 +47,7 @@ function fastRandomInit(model: ReturnType<typeof createLlama>): void {
   model.initAdapters(0);
 }
 
-const MODES = ["lora", "qlora", "qlora_adamw8bit"] as const;
+const MODES = ["lora", "qlora", "qlora_adamw8bit", "qlora_adamw8bit_in_bwd"] as const;
 type Mode = typeof MODES[number];
 
 function status(key: string): number {
@@ -55,7 +57,7 @@ function status(key: string): number {
   return Number(line!.split(/\s+/)[1]) * 1024;
 }
 
-function child(mode: Mode): void {
+async function child(mode: Mode): Promise<void> {
   const config = llama({
     vocabSize: 320,
     numLayers: 16,
@@ -83,11 +85,11 @@ function child(mode: Mode): void {
     batch: B,
     seqLen: T,
     activationCheckpointing: true,
-    optimizerMoments: mode !== "qlora_adamw8bit",
+    optimizerMoments: !mode.startsWith("qlora_adamw8bit"),
   });
   fastRandomInit(model);
   const hp = { lr: 1e-4, betas: [0.9, 0.999] as [number, number], eps: 1e-8, weightDecay: 0.01 };
-  const opt = mode === "qlora_adamw8bit"
+  const opt = mode.startsWith("qlora_adamw8bit")
     ? new AdamW8bit(be, model.trainable, hp)
     : new AdamW(be, model.trainable, hp);
   const setupRss = status("VmRSS:");
@@ -95,8 +97,18 @@ function child(mode: Mode): void {
   const tokens = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + 3) % 320);
   const targets = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + 10) % 320);
   model.zeroGrad();
-  const r = model.lossAndBackward(tokens, targets, 1 / (B * T));
-  opt.step();
+  let r;
+  if (mode === "qlora_adamw8bit_in_bwd") {
+    // optimizer_in_bwd: each group steps (and zeroes its gradient) inside the backward
+    const hooks = new OptimizerInBackward(be, opt);
+    model.groupHooks = hooks;
+    hooks.begin(hp.lr);
+    r = await model.trainStep({ tokens, targets }, crossEntropyHead(1 / (B * T)));
+    hooks.finish();
+  } else {
+    r = model.lossAndBackward(tokens, targets, 1 / (B * T));
+    opt.step();
+  }
   const t2 = performance.now();
   const mem = model.memory();
   const optimizerBytes = opt instanceof AdamW8bit ? opt.stateBytes() : mem.optimizer;
@@ -119,7 +131,7 @@ function child(mode: Mode): void {
 
 const args = Deno.args;
 const at = args.indexOf("--mode");
-if (at >= 0) child(args[at + 1] as Mode);
+if (at >= 0) await child(args[at + 1] as Mode);
 else {
   for (const mode of MODES) {
     const out = await new Deno.Command(Deno.execPath(), {

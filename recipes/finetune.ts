@@ -87,7 +87,8 @@ export const fullParams = {
   optimizer_in_bwd: {
     type: "bool",
     default: false,
-    doc: "step the optimizer inside backward (not implemented: True is refused)",
+    doc:
+      "step each parameter group's optimizer inside backward (needs clip_grad_norm null, gradient_accumulation_steps 1)",
   },
   ...distributedOnlyParams,
   ...validationParams,
@@ -107,6 +108,7 @@ export const loraParams = {
     default: false,
     doc: "save only the LoRA adapter weights, not the merged model",
   },
+  optimizer_in_bwd: fullParams.optimizer_in_bwd,
   ...distributedOnlyParams,
   ...validationParams,
 } satisfies ParamSchema;
@@ -140,7 +142,10 @@ export const keyAliases = loraKeyAliases;
 export type FinetuneConfig = ResolvedConfig<typeof params>;
 
 /** What the recipe reads: every fine-tuning key and, under LoRA, the adapter save option. */
-export type RecipeKeys = FinetuneKeys & { save_adapter_weights_only?: boolean };
+export type RecipeKeys = FinetuneKeys & {
+  save_adapter_weights_only?: boolean;
+  optimizer_in_bwd?: boolean;
+};
 
 /** How a run of the recipe is named, launched and observed, and what it trains on. */
 export interface RecipeOptions {
@@ -231,6 +236,7 @@ export class FinetuneRecipe {
       seed: this.seed,
       quiet: !!this.hooks.quiet,
       memoryStats: cfg.log_peak_memory_stats,
+      optimizerInBwd: cfg.optimizer_in_bwd ?? false,
     });
     this.trainable = trainable;
     const calls = modelCalls(rt, this.model);
@@ -284,13 +290,14 @@ export class FinetuneRecipe {
     const ga = cfg.gradient_accumulation_steps;
     for await (const at of loop.positions()) {
       this.profiler?.beforeStep();
+      const step = loop.progress.step;
+      const lr = this.scheduler ? this.scheduler.lrAt(step) : this.optimizer.options.lr;
       trainable.zeroGrads();
+      trainable.beginStep(lr); // optimizer_in_bwd: the backward steps each group
       const { loss, tokens, metrics } = await this.head.step(at.epoch, at.step, ga);
       loop.check(loss, "loss");
       const gradNorm = await trainable.clip(cfg.clip_grad_norm ?? Infinity);
       loop.check(gradNorm, "gradient norm");
-      const step = loop.progress.step;
-      const lr = this.scheduler ? this.scheduler.lrAt(step) : this.optimizer.options.lr;
       trainable.step(lr);
       this.profiler?.afterStep();
       await loop.endStep(at, { loss, tokens, metrics, gradNorm, lr });

@@ -47,11 +47,6 @@ const PENDING: Record<string, string> = {
   "configs/gemma2/27B_qlora_single_device.yaml": "QLoRA builder (#19)",
   "configs/phi4/14B_lora_single_device.yaml": "tokenizer phi4_tokenizer (#16)",
   "configs/phi4/14B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/qwen3/0.6B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/1.7B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/4B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/8B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/14B_lora_single_device.yaml": "optimizer_in_bwd (#19)",
   "configs/llama3_1/405B_qlora.yaml": "QLoRA builder (#19)",
   "configs/gemma2/2B_lora.yaml":
     "model family gemma2: soft-capping, sliding-window attention (#16)",
@@ -60,11 +55,6 @@ const PENDING: Record<string, string> = {
   "configs/gemma2/27B_lora.yaml":
     "model family gemma2: soft-capping, sliding-window attention (#16)",
   "configs/phi4/14B_lora.yaml": "tokenizer phi4_tokenizer (#16)",
-  "configs/qwen3/0.6B_lora.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/1.7B_lora.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/4B_lora.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/8B_lora.yaml": "optimizer_in_bwd (#19)",
-  "configs/qwen3/32B_lora.yaml": "optimizer_in_bwd (#19)",
   "configs/phi4/evaluation.yaml": "tokenizer phi4_tokenizer (#16)",
   "configs/dev/qwen3B_sync_grpo.yaml":
     "torchtune's newer GRPO keys (reward_functions, vLLM workers)",

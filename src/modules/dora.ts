@@ -7,8 +7,20 @@
  * same value. The magnitude (out) is a trainable adapter initialised to ||W + s B A||.
  * Backward: dmagnitude += sum_n dy * z / norm, and the LoRA layer's backward sees g * dy;
  * z is recomputed from the saved input and LoRA hidden instead of being kept.
+ * QDoRA: over an NF4 base W (torchtune's QDoRA) the row norms take W dequantized a tile of
+ * rows at a time (never the whole weight), and z's base product is the NF4 product.
  */
-import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+import type { Backend, DeviceBuffer, Nf4Weight } from "../backend/ops.ts";
+
+/** The frozen base weight (out, in) under DoRA: dense, or NF4 (QDoRA). */
+export type DoraBase = DeviceBuffer | Nf4Weight;
+
+/** Rows of an NF4 base dequantized at a time for DoRA's norms (the tile scratch's height). */
+export const QDORA_TILE_ROWS = 64;
+
+function isNf4(w: DoraBase): w is Nf4Weight {
+  return "codes" in w && "factors" in w;
+}
 
 /** The magnitude of one adapted layer, its gradient and the per-forward row norms. */
 export interface DoraWeights {
@@ -22,6 +34,8 @@ export interface DoraWeights {
 export interface DoraScratch {
   ba: DeviceBuffer; // (maxOut, maxIn) fp32: B @ A
   z: DeviceBuffer; // (N, maxOut) the recomputed undecomposed output, then g * dy
+  /** (QDORA_TILE_ROWS, maxIn) fp32: a tile of an NF4 base, dequantized; null without one. */
+  wTile: DeviceBuffer | null;
 }
 
 /** The LoRA pieces DoRA reads: A (r, in), B (out, r), scale alpha / r. */
@@ -42,7 +56,7 @@ export class Dora {
   ) {}
 
   /** norm(out) = ||W + s B A|| per row and scale = magnitude / norm, from the current weights. */
-  computeNorms(be: Backend, w: DeviceBuffer): void {
+  computeNorms(be: Backend, w: DoraBase): void {
     const { inDim, outDim, rank } = this.lora;
     const ba = be.view(this.scratch.ba, 0, outDim * inDim); // (out, in)
     be.fill(ba, 0);
@@ -58,17 +72,48 @@ export class Dora {
       inDim,
       rank,
     );
-    be.doraNorm(this.d.scale, this.d.norm, w, ba, this.d.magnitude, this.lora.scale, outDim, inDim);
+    if (!isNf4(w)) {
+      be.doraNorm(
+        this.d.scale,
+        this.d.norm,
+        w,
+        ba,
+        this.d.magnitude,
+        this.lora.scale,
+        outDim,
+        inDim,
+      );
+      return;
+    }
+    // the norms are per row: tile by tile over the dequantized rows gives the same values
+    const tile = this.scratch.wTile;
+    if (!tile) throw new Error("DoRA over an NF4 base needs the wTile scratch");
+    for (let r0 = 0; r0 < outDim; r0 += QDORA_TILE_ROWS) {
+      const n = Math.min(QDORA_TILE_ROWS, outDim - r0);
+      const wt = be.view(tile, 0, n * inDim); // (n, in)
+      be.nf4Dequantize(wt, w, r0, n);
+      const rows = (b: DeviceBuffer) => be.view(b, r0, n); // (n)
+      be.doraNorm(
+        rows(this.d.scale),
+        rows(this.d.norm),
+        wt,
+        be.view(ba, r0 * inDim, n * inDim),
+        rows(this.d.magnitude),
+        this.lora.scale,
+        n,
+        inDim,
+      );
+    }
   }
 
   /** magnitude = ||W + s B A|| per row (torchtune's initialize_dora_magnitude). */
-  initMagnitude(be: Backend, w: DeviceBuffer): void {
+  initMagnitude(be: Backend, w: DoraBase): void {
     this.computeNorms(be, w);
     be.copy(this.d.magnitude, this.d.norm);
   }
 
   /** out(N, out) = z holding the LoRA layer's output -> (magnitude / norm) * z in place. */
-  forward(be: Backend, out: DeviceBuffer, w: DeviceBuffer, N: number): void {
+  forward(be: Backend, out: DeviceBuffer, w: DoraBase, N: number): void {
     this.computeNorms(be, w);
     be.scaleColumns(out, out, this.d.scale, N, this.lora.outDim);
   }
@@ -83,13 +128,14 @@ export class Dora {
     dout: DeviceBuffer,
     inp: DeviceBuffer,
     hs: DeviceBuffer,
-    w: DeviceBuffer,
+    w: DoraBase,
     bias: DeviceBuffer | null,
     N: number,
   ): DeviceBuffer {
     const { inDim, outDim, rank } = this.lora;
     const z = be.view(this.scratch.z, 0, N * outDim); // (N, out)
-    be.matmulForward(z, inp, w, bias, N, inDim, outDim);
+    if (isNf4(w)) be.nf4MatmulForward(z, inp, w, bias, N);
+    else be.matmulForward(z, inp, w, bias, N, inDim, outDim);
     be.matmulForward(z, hs, this.lora.w.b, null, N, rank, outDim, true);
     if (this.d.dmagnitude) {
       be.doraMagnitudeBackward(this.d.dmagnitude, dout, z, this.d.norm, N, outDim);

@@ -4,6 +4,7 @@
  * Frozen weights pass null gradients, so their products are skipped in backward.
  */
 import type { Backend, DeviceBuffer, Nf4Weight } from "../backend/ops.ts";
+import type { DoraBase } from "./dora.ts";
 import type { Lora } from "./lora.ts";
 
 /** Weights and gradients of a linear layer (gradients null when frozen). */
@@ -41,7 +42,7 @@ export class Linear {
     else be.matmulForward(out, inp, this.dense, this.p.b, N, this.inDim, this.outDim);
     if (this.lora?.enabled) {
       this.lora.forward(be, out, mustHave(hs), inp, N, seed);
-      this.lora.dora?.forward(be, out, this.dense, N);
+      this.lora.dora?.forward(be, out, this.base, N);
     }
   }
 
@@ -57,7 +58,7 @@ export class Linear {
   ): void {
     // DoRA: dmagnitude accumulates here; the rest of backward sees (magnitude / norm) * dout
     if (this.lora?.dora) {
-      dout = this.lora.dora.backward(be, dout, inp, mustHave(hs), this.dense, this.p.b, N);
+      dout = this.lora.dora.backward(be, dout, inp, mustHave(hs), this.base, this.p.b, N);
     }
     if (this.p.nf4) {
       if (this.p.dw || this.p.db) throw new Error("an NF4 weight is frozen: no dW or db");
@@ -78,7 +79,12 @@ export class Linear {
     if (this.lora) this.lora.backward(be, dinp, dout, mustHave(hs), inp, N, seed);
   }
 
-  /** The dense weight (throws for an NF4 one: DoRA over NF4 is refused at build). */
+  /** The frozen weight as DoRA reads it: NF4 (QDoRA) or dense. */
+  get base(): DoraBase {
+    return this.p.nf4 ?? this.dense;
+  }
+
+  /** The dense weight (throws for an NF4 one). */
   get dense(): DeviceBuffer {
     if (!this.p.w) throw new Error("this Linear's weight is NF4, not dense");
     return this.p.w;

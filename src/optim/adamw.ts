@@ -2,8 +2,9 @@
  * AdamW over a flat trainable ParamStore (PyTorch's torch.optim.AdamW semantics: decoupled
  * weight decay on every parameter, bias correction), one backend call per step.
  */
-import type { Backend } from "../backend/ops.ts";
+import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { TuneError } from "../errors.ts";
+import type { ParamGroup } from "../params/layout.ts";
 import type { ParamStore } from "../params/store.ts";
 
 /** AdamW hyper-parameters (torch.optim.AdamW's names, camelCase). */
@@ -66,7 +67,22 @@ export class AdamW {
   step(lr: number = this.options.lr): void {
     this.stepCount++;
     const s = this.store;
-    this.backend.adamw(s.params, s.grads!, s.m!, s.v!, {
+    this.#update(s.params, s.grads!, s.m!, s.v!, lr);
+  }
+
+  /**
+   * Group `g`'s share of step `stepCount` (the caller advanced it): optimizer_in_bwd steps
+   * each group as its gradient completes. AdamW is elementwise, so the groups' updates
+   * together are `step()`'s, bit for bit.
+   */
+  stepGroup(g: ParamGroup, lr: number): void {
+    const s = this.store, be = this.backend;
+    const at = (b: DeviceBuffer) => be.view(b, g.offset, g.length); // (group length)
+    this.#update(at(s.params), at(s.grads!), at(s.m!), at(s.v!), lr);
+  }
+
+  #update(p: DeviceBuffer, g: DeviceBuffer, m: DeviceBuffer, v: DeviceBuffer, lr: number): void {
+    this.backend.adamw(p, g, m, v, {
       lr,
       beta1: this.options.betas[0],
       beta2: this.options.betas[1],

@@ -12,6 +12,7 @@
 import type { Backend } from "../backend/ops.ts";
 import type { StateDict } from "../params/state_dict.ts";
 import { TuneError } from "../errors.ts";
+import type { ParamEntry, ParamGroup } from "../params/layout.ts";
 import type { ParamStore } from "../params/store.ts";
 import { type AdamWOptions, validateAdamW } from "./adamw.ts";
 import {
@@ -75,14 +76,24 @@ export class AdamW8bit {
   /** One update with learning rate `lr` (default: options.lr) from the store's gradients. */
   step(lr: number = this.options.lr): void {
     this.stepCount++;
-    const be = this.backend, s = this.store;
     // one tensor at a time: only its values and gradient are copied to the host
-    for (const e of s.layout.entries) {
-      const p = be.download(s.param(e.name)) as Float32Array; // (numel)
-      const g = be.download(s.grad(e.name)!) as Float32Array; // (numel)
-      this.#update(this.#state.get(e.name)!, p, g, lr);
-      be.upload(s.params, p, e.offset);
-    }
+    for (const e of this.store.layout.entries) this.#stepTensor(e, lr);
+  }
+
+  /**
+   * Group `g`'s share of step `stepCount` (the caller advanced it), for optimizer_in_bwd:
+   * the update is per tensor, so the groups' updates together are `step()`'s, bit for bit.
+   */
+  stepGroup(g: ParamGroup, lr: number): void {
+    for (const e of g.entries) this.#stepTensor(e, lr);
+  }
+
+  #stepTensor(e: ParamEntry, lr: number): void {
+    const be = this.backend, s = this.store;
+    const p = be.download(s.param(e.name)) as Float32Array; // (numel)
+    const g = be.download(s.grad(e.name)!) as Float32Array; // (numel)
+    this.#update(this.#state.get(e.name)!, p, g, lr);
+    be.upload(s.params, p, e.offset);
   }
 
   #update(st: Moments, p: Float32Array, g: Float32Array, lr: number): void {

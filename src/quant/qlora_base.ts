@@ -14,8 +14,6 @@ import { layoutWithout, Nf4Store } from "./nf4_store.ts";
 export interface QloraBaseOptions {
   /** The model shards or windows its stores (the distributed recipes). */
   windowed: boolean;
-  /** DoRA over the NF4 base (torchtune's QDoRA). */
-  useDora: boolean;
 }
 
 /**
@@ -31,11 +29,6 @@ export function createQloraBase(
   if (opts.windowed) {
     throw new TuneError(
       "an NF4 base (qlora_* builders, quantize_base=True) is not supported by the distributed recipes yet; run lora_finetune_single_device",
-    );
-  }
-  if (opts.useDora) {
-    throw new TuneError(
-      "use_dora=True with an NF4 base (QDoRA) is not supported yet; set use_dora=False or use a lora_* builder without quantize_base",
     );
   }
   const nf4 = new Nf4Store(backend, names.map((n) => ({ name: n, shape: full.get(n).shape })));

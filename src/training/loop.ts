@@ -8,11 +8,12 @@
  *
  * ```ts
  * for await (const at of loop.positions()) {
+ *   const lr = scheduler.lrAt(loop.progress.step);
  *   trainable.zeroGrads();
+ *   trainable.beginStep(lr); // optimizer_in_bwd: the backward steps each group
  *   const out = await head.step(at.epoch, at.step, ga);
  *   loop.check(out.loss, "loss");
  *   const gradNorm = await trainable.clip(maxNorm);
- *   ...
  *   trainable.step(lr);
  *   await loop.endStep(at, { ...out, gradNorm, lr });
  * }

@@ -1,20 +1,22 @@
 /**
- * torchtune's memory-saving recipe options that tune does not implement yet, refused in one
- * line each when switched on (never accepted and ignored): optimizer_in_bwd (stepping each
- * parameter as soon as its gradient is complete) and enable_activation_offloading (saved
- * activations copied to host memory between forward and backward, a CUDA technique: on the
- * CPU the activations already live in host memory).
+ * torchtune's memory-saving recipe options: enable_activation_offloading (saved activations
+ * copied to host memory between forward and backward, a CUDA technique: on the CPU the
+ * activations already live in host memory) and fsdp_cpu_offload (sharded parameters,
+ * gradients and optimizer state kept in host memory) are refused in one line when switched
+ * on (never accepted and ignored); optimizer_in_bwd is implemented (src/training/optimizer_in_bwd.ts)
+ * and checked here with torchtune's refusals.
  */
 import { TuneError } from "../errors.ts";
+import { checkOptimizerInBwd, type InBackwardKeys } from "./optimizer_in_bwd.ts";
 
 /** The options a recipe's config may set. */
-export interface MemoryOptions {
-  optimizer_in_bwd?: boolean;
+export interface MemoryOptions extends InBackwardKeys {
   enable_activation_offloading?: boolean;
+  fsdp_cpu_offload?: boolean;
   device?: string;
 }
 
-/** Throw the one-line refusal of an option that is on. */
+/** Throw the one-line refusal of an option that is on (or of a combination torchtune refuses). */
 export function refuseUnimplementedMemoryOptions(cfg: MemoryOptions): void {
   if (cfg.enable_activation_offloading) {
     throw new TuneError(
@@ -23,9 +25,12 @@ export function refuseUnimplementedMemoryOptions(cfg: MemoryOptions): void {
         : "enable_activation_offloading=True is not implemented on CUDA yet; set it to False and use enable_activation_checkpointing",
     );
   }
-  if (cfg.optimizer_in_bwd) {
+  if (cfg.fsdp_cpu_offload) {
     throw new TuneError(
-      "optimizer_in_bwd=True is not implemented yet; set it to False (bitsandbytes.optim.AdamW8bit cuts optimizer memory to about 2 bytes a parameter)",
+      cfg.device === "cpu"
+        ? "fsdp_cpu_offload=True offloads sharded GPU state to host memory; on device=cpu it is already there, set it to False"
+        : "fsdp_cpu_offload=True is not implemented on CUDA yet; set it to False (the sharded recipes already keep each rank's slice only)",
     );
   }
+  checkOptimizerInBwd(cfg);
 }

@@ -42,6 +42,8 @@ import {
 import { allSumF64, chainHooks, ShardedFrozen, ShardedOptimizer } from "./sharded.ts";
 import { barrierAfterSave, broadcastInt, setupDistributed } from "./sharded_setup.ts";
 import { scoreLoss, scoreLossSharded } from "./validation.ts";
+import { OptimizerInBackward } from "./optimizer_in_bwd.ts";
+import { TuneError } from "../errors.ts";
 
 /** This process's backend and place in the run. */
 export interface Runtime {
@@ -109,6 +111,11 @@ export function beginLoading(rt: Runtime, model: LlamaModel): void {
 export interface Trainable {
   /** Zero the gradients (start of an optimizer step). */
   zeroGrads(): void;
+  /**
+   * Before the step's backward, with the step's learning rate: under optimizer_in_bwd the
+   * backward itself then steps each group (and `clip`/`step` only report and check).
+   */
+  beginStep(lr: number): void;
   /** Clip to `maxNorm` (Infinity: no clipping); returns the global norm before clipping. */
   clip(maxNorm: number): Promise<number>;
   /** One AdamW update with learning rate `lr`. */
@@ -136,23 +143,30 @@ export function setupTrainable(
   model: LlamaModel,
   optimizer: TrainingOptimizer,
   state: RecipeState | null,
-  o: { seed: number; quiet: boolean; memoryStats: boolean },
+  o: { seed: number; quiet: boolean; memoryStats: boolean; optimizerInBwd?: boolean },
 ): { trainable: Trainable; progress: TrainingProgress } {
   const fresh = { step: 0, epoch: 0, dataPosition: 0, seed: o.seed };
   const say = (s: string) => rt.isMain && !o.quiet && console.error(s);
   if (!rt.sharded) {
     if (o.memoryStats) say(`memory (bytes): ${JSON.stringify(model.memory())}`);
     const be = rt.backend;
+    const progress = state ? restoreTrainingState(state, model, optimizer) : fresh;
+    if (o.optimizerInBwd) return { trainable: inBackward(rt, model, optimizer, o), progress };
     const trainable: Trainable = {
       zeroGrads: () => model.zeroGrad(),
+      beginStep: () => {},
       clip: (maxNorm) => Promise.resolve(clipGradNorm(be, model.trainable, maxNorm)),
       step: (lr) => optimizer.step(lr),
       save: (write) => Promise.resolve(write(undefined)),
       withFullWeights: async (fn) => await fn(),
       free: () => {},
     };
-    const progress = state ? restoreTrainingState(state, model, optimizer) : fresh;
     return { trainable, progress };
+  }
+  if (o.optimizerInBwd) {
+    throw new TuneError(
+      "optimizer_in_bwd=True runs on one process in tune; set it to False in the distributed recipes",
+    );
   }
   // (AdamW8bit refuses a sharded store when it is built)
   if (!(optimizer instanceof AdamW)) throw new Error("a sharded run takes AdamW");
@@ -187,6 +201,7 @@ export function setupTrainable(
   }
   const trainable: Trainable = {
     zeroGrads: () => sharded.zeroGrads(),
+    beginStep: () => {},
     clip: (maxNorm) => sharded.clip(maxNorm),
     step: (lr) => sharded.step(lr), // AdamW on this rank's slices
     async save(write) {
@@ -205,6 +220,48 @@ export function setupTrainable(
     },
   };
   return { trainable, progress };
+}
+
+/**
+ * The trainable state of optimizer_in_bwd on one process: the model's group hooks step each
+ * group inside its backward; `clip` returns the step's gradient norm (clipping is refused),
+ * `step` checks that every group stepped.
+ */
+function inBackward(
+  rt: Runtime,
+  model: LlamaModel,
+  optimizer: TrainingOptimizer,
+  o: { quiet: boolean; memoryStats: boolean },
+): Trainable {
+  const hooks = new OptimizerInBackward(rt.backend, optimizer);
+  model.groupHooks = hooks;
+  let norm = NaN;
+  if (o.memoryStats && !o.quiet) {
+    const g = hooks.gradientBytes();
+    console.error(
+      `optimizer_in_bwd: gradient bytes held ${g.held} (tune's flat buffer); ` +
+        `a per-group free would hold at most ${g.largestGroup}`,
+    );
+  }
+  return {
+    zeroGrads: () => model.zeroGrad(),
+    beginStep: (lr) => hooks.begin(lr),
+    clip: () => {
+      norm = hooks.finish();
+      return Promise.resolve(norm);
+    },
+    step: () => {
+      if (Number.isNaN(norm)) {
+        throw new Error("optimizer_in_bwd: clip() reports the step's norm before step()");
+      }
+      norm = NaN;
+    },
+    save: (write) => Promise.resolve(write(undefined)),
+    withFullWeights: async (fn) => await fn(),
+    free: () => {
+      model.groupHooks = null;
+    },
+  };
 }
 
 /** Each rank's line about its share of the optimizer state, trainable and frozen weights. */
@@ -262,16 +319,32 @@ export interface ModelCalls {
 
 /** `ModelCalls` of `model` in this run. */
 export function modelCalls(rt: Runtime, model: LlamaModel): ModelCalls {
+  // through the group hooks: a sharded model's, or optimizer_in_bwd's on one process
+  const hooked = {
+    lossAndBackward: (t: Int32Array, l: Int32Array, s: number, b: BatchOptions) =>
+      model.trainStep({ ...b, tokens: t, targets: l }, crossEntropyHead(s)),
+    distillLossAndBackward: (
+      t: Int32Array,
+      l: Int32Array,
+      s: number,
+      d: DistillTargets,
+      b: BatchOptions,
+    ) => model.trainStep({ ...b, tokens: t, targets: l }, distillHead(s, d)),
+    weightedLossAndBackward: (t: Int32Array, l: Int32Array, w: SequenceWeigher) =>
+      model.trainStep({ tokens: t, targets: l }, preferenceHead(w)),
+  };
   if (rt.sharded) {
     return {
-      lossAndBackward: (t, l, s, b) =>
-        model.trainStep({ ...b, tokens: t, targets: l }, crossEntropyHead(s)),
-      distillLossAndBackward: (t, l, s, d, b) =>
-        model.trainStep({ ...b, tokens: t, targets: l }, distillHead(s, d)),
-      weightedLossAndBackward: (t, l, w) =>
-        model.trainStep({ tokens: t, targets: l }, preferenceHead(w)),
+      ...hooked,
       sequenceLosses: async (t, l) => (await model.evalLosses({ tokens: t, targets: l })).seqLoss,
       score: (ds) => scoreLossSharded(model, ds, rt.backend, rt.rank, rt.worldSize),
+    };
+  }
+  if (model.groupHooks) {
+    return {
+      ...hooked,
+      sequenceLosses: (t, l) => Promise.resolve(model.sequenceLosses(t, l)),
+      score: (ds) => Promise.resolve(scoreLoss(model, ds)),
     };
   }
   return {

@@ -107,7 +107,7 @@ export const distributedOnlyParams = {
   fsdp_cpu_offload: {
     type: "bool",
     default: false,
-    doc: "accepted for torchtune configs; ignored (memory-only option)",
+    doc: "keep sharded state in host memory (only False: True is refused when the run starts)",
   },
   custom_sharded_layers: {
     type: "string[]",

@@ -7,7 +7,7 @@
 import type { Backend, DeviceBuffer } from "../../backend/ops.ts";
 import type { Allocator } from "../../modules/activations.ts";
 import { Attention } from "../../modules/attention.ts";
-import { Dora, type DoraScratch } from "../../modules/dora.ts";
+import { Dora, type DoraBase, type DoraScratch, QDORA_TILE_ROWS } from "../../modules/dora.ts";
 import { FeedForward } from "../../modules/feed_forward.ts";
 import { Linear } from "../../modules/linear.ts";
 import { Lora, type LoraScratch } from "../../modules/lora.ts";
@@ -33,7 +33,7 @@ export interface DecoderParts {
   /** Every LoRA adapter (switched off together by `withAdaptersDisabled`). */
   loras: Lora[];
   /** Every DoRA layer with its frozen base weight. */
-  doras: { dora: Dora; w: DeviceBuffer }[];
+  doras: { dora: Dora; w: DoraBase }[];
   /** Prefixes of the adapted linear layers ("layers.0.attn.q_proj", "output", ...). */
   adapted: Set<string>;
   /** LoRA rank r (0 without LoRA). */
@@ -96,6 +96,10 @@ export function buildDecoder(
     doraScratch = {
       ba: al.alloc("scratch", maxIO), // (maxOut, maxIn) fp32
       z: al.alloc("scratch", o.training ? maxZ : 1, o.act), // (N, maxOut)
+      // QDoRA: a tile of rows of an NF4 base, dequantized for the norms
+      wTile: nf4
+        ? al.alloc("scratch", QDORA_TILE_ROWS * Math.max(...sites.map((s) => s.inDim)))
+        : null,
     };
   }
 
@@ -113,6 +117,7 @@ export function buildDecoder(
       }, loraScratch!)
       : null;
     if (l) loras.push(l);
+    const q = nf4?.has(wName) ? nf4.weight(wName) : null; // QLoRA: an NF4 base weight
     if (l && doraScratch && adapters) {
       l.dora = new Dora(l, {
         magnitude: adapters.param(`${prefix}.magnitude`),
@@ -120,9 +125,8 @@ export function buildDecoder(
         norm: al.alloc("scratch", outDim),
         scale: al.alloc("scratch", outDim),
       }, doraScratch);
-      doras.push({ dora: l.dora, w: base.param(wName) });
+      doras.push({ dora: l.dora, w: q ?? base.param(wName) });
     }
-    const q = nf4?.has(wName) ? nf4.weight(wName) : null; // QLoRA: an NF4 base weight
     return new Linear(inDim, outDim, {
       w: q ? null : base.param(wName),
       nf4: q,

@@ -169,7 +169,6 @@ export class LlamaModel {
     const qlora = lora?.quantizeBase
       ? createQloraBase(backend, full, nf4Names(cfg), {
         windowed: this.#windowed,
-        useDora: lora.useDora ?? false,
       })
       : null;
     this.nf4 = qlora?.nf4 ?? null;
@@ -538,17 +537,18 @@ export class LlamaModel {
     for (;;) {
       const r = ops.next();
       if (r.done) return r.value;
+      if ("backwardDone" in r.value && this.groupHooks) {
+        throw new Error("groupHooks set: use trainStep");
+      }
     }
   }
 
   /** Run an op list, awaiting the group hooks (none for whole weights) at each point. */
   async #runAsync<R>(ops: Generator<HookPoint, R>): Promise<R> {
-    let h = NO_GROUP_HOOKS;
-    if (this.#windowed) {
-      if (!this.groupHooks) {
-        throw new Error("a model built with groupWindows needs groupHooks set before it runs");
-      }
-      h = this.groupHooks;
+    // whole weights take hooks too when set (optimizer_in_bwd steps each group in backward)
+    const h = this.groupHooks ?? NO_GROUP_HOOKS;
+    if (this.#windowed && !this.groupHooks) {
+      throw new Error("a model built with groupWindows needs groupHooks set before it runs");
     }
     for (;;) {
       const r = ops.next();

@@ -61,6 +61,8 @@ export interface LlamaOptions {
  * called for every group of the model ("tok_embeddings", "layers.i", "head"): a holder of
  * some store's slices ignores the groups that store lacks (LoRA adapters have no
  * tok_embeddings). `afterGroupBackward` is called for the trainable store's groups only.
+ * A model with whole weights runs them too when they are set (optimizer_in_bwd,
+ * src/training/optimizer_in_bwd.ts: the gradients are then in the flat `trainable.grads`).
  */
 export interface GroupHooks {
   /**
