@@ -39,6 +39,12 @@
  * exactly the template text of Meta's reference code. For "none" (one piece per message,
  * e.g. Alpaca) the ids are torchtune's.
  *
+ * - "phi4": Phi4Tokenizer.tokenize_messages: no BOS; per message `<|im_start|>` + role +
+ *   `<|im_sep|>` + each content piece with trailing spaces stripped + `<|im_end|>`, except that
+ *   assistant messages get `<|im_end|>` only with end tokens (torchtune's add_end_tokens).
+ *   tune trains with end tokens, so the model learns to close its turn as Phi-4's chat
+ *   template does (torchtune's Phi4Tokenizer.__call__ passes add_end_tokens=False).
+ *
  * - "hf": the checkpoint's own Jinja chat template (src/data/hf_chat.ts).
  *
  * Special tokens are looked up by `specialTokenId()`.
@@ -57,6 +63,7 @@ export type ChatFormat =
   | "llama3"
   | "chatml"
   | "phi3"
+  | "phi4"
   | "chatml_template"
   | "mistral"
   | "hf";
@@ -70,6 +77,7 @@ export const CHAT_FORMAT_CHOICES = [
   "llama3",
   "chatml",
   "phi3",
+  "phi4",
   "chatml_template",
   "mistral",
   "hf",
@@ -120,7 +128,8 @@ function requireSpecial(tokenizer: Tokenizer, text: string, format: string): num
 
 /**
  * The chat format a config value names. "auto" picks the tokenizer's Llama2ChatTemplate when
- * set, else llama3 when the tokenizer has <|start_header_id|>, chatml when it has <|im_start|>,
+ * set, else llama3 when the tokenizer has <|start_header_id|>, phi4 when it has <|im_sep|>,
+ * chatml when it has <|im_start|>,
  * phi3 when it has <|user|> and <|end|>, hf when the checkpoint ships a Jinja chat template
  * (tokenizer_config.json), else `fallback`. A tokenizer with `chat_template: hf` always
  * renders its own template.
@@ -137,6 +146,7 @@ export function resolveChatFormat(
     case "llama3":
     case "chatml":
     case "phi3":
+    case "phi4":
     case "chatml_template":
     case "mistral":
       return name;
@@ -160,6 +170,7 @@ export function resolveChatFormat(
       if (tokenizer.chatTemplate?.force) return "hf";
       if (tokenizer.promptTemplate?.chatFormat) return tokenizer.promptTemplate.chatFormat;
       if (specialTokenId(tokenizer, "<|start_header_id|>") !== undefined) return "llama3";
+      if (specialTokenId(tokenizer, "<|im_sep|>") !== undefined) return "phi4";
       if (specialTokenId(tokenizer, "<|im_start|>") !== undefined) return "chatml";
       if (
         specialTokenId(tokenizer, "<|user|>") !== undefined &&
@@ -458,6 +469,38 @@ function tokenizePhi3(
   return { tokens, mask };
 }
 
+/** Phi-4's tokenize_messages (see the module doc). */
+function tokenizePhi4(
+  tokenizer: Tokenizer,
+  messages: readonly Message[],
+  addEnd: boolean,
+  maxSeqLen: number | null,
+): TokenizedMessages {
+  const imStart = requireSpecial(tokenizer, "<|im_start|>", "phi4");
+  const imSep = requireSpecial(tokenizer, "<|im_sep|>", "phi4");
+  const imEnd = requireSpecial(tokenizer, "<|im_end|>", "phi4");
+  const enc = (s: string) => tokenizer.encode(s, { bos: false, eos: false });
+  const tokens: number[] = [];
+  const mask: boolean[] = [];
+  for (const m of messages) {
+    const ids = [imStart, ...enc(m.role), imSep];
+    for (const piece of m.content) ids.push(...enc(piece.replace(/ +$/, "")));
+    if (m.role !== "assistant" || addEnd) ids.push(imEnd);
+    for (const id of ids) {
+      tokens.push(id);
+      mask.push(m.masked);
+    }
+    if (maxSeqLen !== null && tokens.length >= maxSeqLen) break;
+  }
+  if (maxSeqLen !== null && tokens.length >= maxSeqLen) {
+    return {
+      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
+      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
+    };
+  }
+  return { tokens, mask };
+}
+
 /** Tokenize a conversation in a chat format; see the module doc for each format. */
 export function tokenizeMessages(
   tokenizer: Tokenizer,
@@ -502,5 +545,7 @@ export function tokenizeMessages(
       return tokenizeChatMl(tokenizer, messages, addEnd, maxSeqLen);
     case "phi3":
       return tokenizePhi3(tokenizer, messages, addEnd, maxSeqLen);
+    case "phi4":
+      return tokenizePhi4(tokenizer, messages, addEnd, maxSeqLen);
   }
 }

@@ -22,6 +22,7 @@ import {
 } from "./load.ts";
 import { GemmaTokenizer } from "./gemma.ts";
 import { Phi3MiniTokenizer } from "./phi3.ts";
+import { parseMergesTxt, Phi4Tokenizer, phi4TokenizerJson } from "./phi4.ts";
 import { SentencePieceTokenizer } from "./sentencepiece.ts";
 import { parsePromptTemplate } from "../data/prompt_template.ts";
 import { chatTemplateFor } from "./chat_template.ts";
@@ -331,6 +332,91 @@ export const qwen3TokenizerComponent = registerComponent<Tokenizer>({
     "Qwen3 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>",
   params: QWEN_PARAMS,
   build: (args) => buildQwen(args, "<|im_end|>", QWEN3_SPECIAL_TOKENS),
+});
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/** A JSON file's parsed content, or a one-line error naming what it should be. */
+function readJson(path: string, what: string): Json {
+  try {
+    return JSON.parse(new TextDecoder().decode(readTokenizerFile(path)));
+  } catch (e) {
+    if (e instanceof TuneError) throw e;
+    throw new TuneError(`tokenizer file ${path} is not valid JSON; pass ${what}`);
+  }
+}
+
+/**
+ * torchtune.models.phi4.phi4_tokenizer: GPT-2 byte-level BPE from vocab.json + merges.txt
+ * (torchtune's keys), or the vocab and merges of a tokenizer.json given as `path` (also what a
+ * recipe finds in the checkpoint folder when no vocab_path is set); src/tokenizers/phi4.ts.
+ */
+export const phi4TokenizerComponent = registerComponent<Tokenizer>({
+  name: "torchtune.models.phi4.phi4_tokenizer",
+  aliases: ["tune.tokenizers.phi4"],
+  kind: "tokenizer",
+  doc:
+    "Phi-4 byte-level BPE (vocab.json + merges.txt, or tokenizer.json); BOS <|endoftext|>, EOS <|im_end|>",
+  params: {
+    ...COMMON,
+    path: {
+      type: "string",
+      default: null,
+      doc: "a tokenizer.json to take the vocab and merges from instead of vocab_path/merges_path " +
+        "(null: vocab_path, else the tokenizer.json in checkpointer.checkpoint_dir)",
+    },
+    vocab_path: { type: "string", default: null, doc: "Phi-4's vocab.json" },
+    merges_path: { type: "string", default: null, doc: "Phi-4's merges.txt" },
+    special_tokens_path: {
+      type: "string",
+      default: null,
+      doc: "tokenizer.json whose added_tokens replace Phi-4's special tokens (default torchtune's)",
+    },
+    truncation_type: {
+      type: "string",
+      default: "right",
+      doc: "right: keep the first max_seq_len tokens (left is refused)",
+    },
+  },
+  build(args) {
+    if ((args.truncation_type ?? "right") !== "right") {
+      throw new TuneError(
+        `tokenizer.truncation_type ${args.truncation_type} is not supported; tune truncates on the right (set truncation_type: right)`,
+      );
+    }
+    const vocabPath = (args.vocab_path ?? null) as string | null;
+    const mergesPath = (args.merges_path ?? null) as string | null;
+    let vocab: Record<string, number>;
+    let merges: string[];
+    let source: string;
+    if (vocabPath !== null) {
+      if (mergesPath === null) {
+        throw new TuneError(
+          `tokenizer.vocab_path is set but merges_path is not; set tokenizer.merges_path to the merges.txt beside ${vocabPath}`,
+        );
+      }
+      vocab = readJson(vocabPath, "Phi-4's vocab.json");
+      merges = parseMergesTxt(new TextDecoder().decode(readTokenizerFile(mergesPath)));
+      source = vocabPath;
+    } else {
+      source = pathOf(args);
+      const json = readJson(source, "Phi-4's tokenizer.json, or set vocab_path and merges_path");
+      if (!json?.model?.vocab || !Array.isArray(json.model.merges)) {
+        throw new TuneError(
+          `tokenizer.path ${source} has no BPE model.vocab/model.merges; pass Phi-4's tokenizer.json, or set vocab_path and merges_path`,
+        );
+      }
+      vocab = json.model.vocab;
+      merges = json.model.merges.map((m: string | string[]) => Array.isArray(m) ? m.join(" ") : m);
+    }
+    const bpe = new HfBpeTokenizer(phi4TokenizerJson(vocab, merges), source, undefined, {
+      bosToken: null,
+    });
+    const st = (args.special_tokens_path ?? null) as string | null;
+    const tok = new Phi4Tokenizer(bpe, st ? specialMapFrom(st) : undefined, st ?? source);
+    return finish(tok, { ...args, path: source }, "tokenizer");
+  },
 });
 
 /** tune.tokenizers.load: any supported tokenizer file, special tokens from the file. */

@@ -16,6 +16,10 @@ export function buildTokenizer(
   checkpointDir: string | null | undefined,
 ): { tokenizer: Tokenizer; path: string } {
   let path = section.path as string | null | undefined;
+  const vocab = section.vocab_path; // Phi-4's vocab.json + merges.txt stand in for a path
+  if (typeof vocab === "string" && vocab !== "" && (path === null || path === undefined)) {
+    return { tokenizer: instantiate<Tokenizer>(section), path: vocab };
+  }
   if (path === null || path === undefined || path === "") {
     const found = checkpointDir ? findTokenizerFile(checkpointDir) : null;
     if (found === null) {
