@@ -233,7 +233,7 @@ Deno.test("`loadHfCheckpoint()` names a missing or misshapen qkv_proj of a Phi-3
   }
 });
 
-Deno.test("`llamaConfigFromHf()` refuses Phi-3 128k rope scaling and partial rotary in one line", () => {
+Deno.test("`llamaConfigFromHf()` refuses Phi-3 128k rope scaling and an odd partial rotary in one line", () => {
   const base = {
     architectures: ["Phi3ForCausalLM"],
     vocab_size: 32064,
@@ -247,8 +247,23 @@ Deno.test("`llamaConfigFromHf()` refuses Phi-3 128k rope scaling and partial rot
     () => llamaConfigFromHf({ ...base, rope_scaling: { type: "longrope", short_factor: [] } }, "c"),
     oneLine("longrope"),
   );
+  // partial rotary is read (tests/model_partial_rotary_test.ts); one that rotates an odd
+  // number of dims, or on an architecture transformers does not apply it to, is refused
+  assertEquals(
+    llamaConfigFromHf({ ...base, partial_rotary_factor: 0.75 }, "c").partialRotaryFactor,
+    0.75,
+  );
   throws(
-    () => llamaConfigFromHf({ ...base, partial_rotary_factor: 0.75 }, "c"),
+    () => llamaConfigFromHf({ ...base, partial_rotary_factor: 0.01 }, "c"),
+    oneLine("partial_rotary_factor"),
+  );
+  throws(
+    () =>
+      llamaConfigFromHf({
+        ...base,
+        architectures: ["LlamaForCausalLM"],
+        partial_rotary_factor: 0.5,
+      }, "c"),
     oneLine("partial_rotary_factor"),
   );
 });

@@ -277,6 +277,9 @@ export interface Backend {
    * `positions` (B, T) i32, when given, overrides `pos + t`: token t of batch row b sits at
    * position positions[b * T + t] (`pos` is ignored). Packed samples restart their
    * positions this way (torchtune's `input_pos`).
+   * `rotaryDims` RD (even, <= HS; default HS): only the first RD dims of each head rotate, the
+   * rest pass through (partial rotary); the tables are then (Tmax, RD/2) and the pairs are
+   * those of the layout within the first RD dims.
    */
   rope(
     x: DeviceBuffer,
@@ -290,6 +293,7 @@ export interface Backend {
     layout: RopeLayout,
     inverse: boolean,
     positions?: DeviceBuffer | null,
+    rotaryDims?: number,
   ): void;
 
   /**

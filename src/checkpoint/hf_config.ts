@@ -96,10 +96,21 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   let ropeScaling: LlamaConfig["ropeScaling"] = null;
   const rs = json.rope_scaling as Json | null | undefined;
   const partial = json.partial_rotary_factor;
+  let partialRotary: { partialRotaryFactor?: number } = {};
   if (partial !== undefined && partial !== null && partial !== 1) {
-    throw new TuneError(
-      `${path}: partial_rotary_factor ${partial} (rotary on part of each head) is not supported`,
-    );
+    const hs = headDim ?? dim / nHeads;
+    const rd = typeof partial === "number" ? Math.floor(hs * partial) : NaN;
+    if (arch !== PHI3_ARCH) {
+      throw new TuneError(
+        `${path}: partial_rotary_factor ${partial} is not supported for ${arch} (transformers applies it in Phi3ForCausalLM only)`,
+      );
+    }
+    if (!(partial > 0 && partial < 1) || rd < 2 || rd % 2 !== 0) {
+      throw new TuneError(
+        `${path}: partial_rotary_factor ${partial} must be in (0, 1] and rotate an even number of the ${hs} head dims`,
+      );
+    }
+    partialRotary = { partialRotaryFactor: partial };
   }
   if (rs && arch === PHI3_ARCH) {
     // Phi-3 128k models: "su" / "longrope" scaling with per-dimension factors.
@@ -138,6 +149,7 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
     ...(headDim === undefined ? {} : { headDim }),
     ...slidingWindow(json, arch, path),
     ...gemma,
+    ...partialRotary,
   };
 }
 
@@ -259,6 +271,14 @@ export function hfConfigJson(
     out.use_sliding_window = cfg.slidingWindow !== undefined;
   }
   if (cfg.slidingWindow !== undefined) out.sliding_window = cfg.slidingWindow;
+  if (cfg.partialRotaryFactor !== undefined) {
+    if (arch !== PHI3_ARCH) {
+      throw new TuneError(
+        `a model with partial rotary embeddings can only be saved as Phi3ForCausalLM; set checkpointer.model_type=PHI3_MINI`,
+      );
+    }
+    out.partial_rotary_factor = cfg.partialRotaryFactor;
+  }
   if (cfg.headDim !== undefined || arch === GEMMA_ARCH) out.head_dim = headSize(cfg);
   if (arch === GEMMA_ARCH) {
     if (!cfg.embedScale || cfg.normOffset !== 1 || cfg.hiddenAct !== "gelu_tanh") {

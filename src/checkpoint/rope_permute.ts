@@ -8,7 +8,7 @@
  *   permute(w) = w.view(n_heads, HS/2, 2, cols).transpose(1, 2).reshape(rows, cols)
  * `interleavedToHalf` is exactly that; `halfToInterleaved` is its inverse.
  */
-import type { LlamaConfig } from "../models/llama/config.ts";
+import { type LlamaConfig, rotaryDims } from "../models/llama/config.ts";
 import type { RopeLayout } from "../backend/ops.ts";
 import type { HostTensor, StateDict } from "../params/state_dict.ts";
 
@@ -17,11 +17,13 @@ function permuteRows(
   nHeads: number,
   rows: number,
   toHalf: boolean,
+  rotary?: number,
 ): Float32Array {
   const cols = src.length / rows;
   const hs = rows / nHeads;
-  const half = hs / 2;
-  const out = new Float32Array(src.length);
+  const rd = rotary ?? hs; // partial rotary: rows rd..hs-1 of a head do not rotate and stay put
+  const half = rd / 2;
+  const out = new Float32Array(src);
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
       for (let j = 0; j < 2; j++) {
@@ -35,14 +37,27 @@ function permuteRows(
   return out;
 }
 
-/** Meta/llama2.c row order -> Hugging Face row order, for (rows, ...) data with `nHeads` heads. */
-export function interleavedToHalf(data: Float32Array, nHeads: number, rows: number): Float32Array {
-  return permuteRows(data, nHeads, rows, true);
+/**
+ * Meta/llama2.c row order -> Hugging Face row order, for (rows, ...) data with `nHeads` heads;
+ * `rotary`: the rotated leading rows of each head (partial rotary; default all).
+ */
+export function interleavedToHalf(
+  data: Float32Array,
+  nHeads: number,
+  rows: number,
+  rotary?: number,
+): Float32Array {
+  return permuteRows(data, nHeads, rows, true, rotary);
 }
 
 /** Hugging Face row order -> Meta/llama2.c row order (inverse of `interleavedToHalf`). */
-export function halfToInterleaved(data: Float32Array, nHeads: number, rows: number): Float32Array {
-  return permuteRows(data, nHeads, rows, false);
+export function halfToInterleaved(
+  data: Float32Array,
+  nHeads: number,
+  rows: number,
+  rotary?: number,
+): Float32Array {
+  return permuteRows(data, nHeads, rows, false, rotary);
 }
 
 const QK = /^layers\.\d+\.attn\.(q|k)_proj\.(weight|bias|lora_b\.weight|magnitude)$/;
@@ -66,9 +81,10 @@ export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeL
     }
     const heads = norm ? 1 : m![1] === "q" ? cfg.nHeads : cfg.nKvHeads;
     const rows = t.shape[0];
+    const rd = cfg.partialRotaryFactor === undefined ? undefined : rotaryDims(cfg);
     const data = target === "half"
-      ? interleavedToHalf(t.data, heads, rows)
-      : halfToInterleaved(t.data, heads, rows);
+      ? interleavedToHalf(t.data, heads, rows, rd)
+      : halfToInterleaved(t.data, heads, rows, rd);
     const moved: HostTensor = { shape: t.shape, data, sourceDtype: t.sourceDtype };
     out.set(name, moved);
   }

@@ -86,8 +86,34 @@ export class Attention {
     }
     const pk = cache ? null : this.packing;
     const at = pk?.positions ?? null; // (B, T) or null: pos + t
-    be.rope(acts.q, this.rope.cos, this.rope.sin, B, T, NH, HS, pos, this.layout, false, at);
-    be.rope(acts.k, this.rope.cos, this.rope.sin, B, T, NKV, HS, pos, this.layout, false, at);
+    be.rope(
+      acts.q,
+      this.rope.cos,
+      this.rope.sin,
+      B,
+      T,
+      NH,
+      HS,
+      pos,
+      this.layout,
+      false,
+      at,
+      this.rope.dims,
+    );
+    be.rope(
+      acts.k,
+      this.rope.cos,
+      this.rope.sin,
+      B,
+      T,
+      NKV,
+      HS,
+      pos,
+      this.layout,
+      false,
+      at,
+      this.rope.dims,
+    );
     if (cache) {
       const width = NKV * HS;
       be.kvCacheWrite(cache.k, acts.k, B, T, cache.capacity, width, pos);
@@ -151,8 +177,34 @@ export class Attention {
       this.packing?.segments ?? null,
     );
     const at = this.packing?.positions ?? null;
-    be.rope(sc.dq, this.rope.cos, this.rope.sin, B, T, NH, HS, 0, this.layout, true, at);
-    be.rope(sc.dk, this.rope.cos, this.rope.sin, B, T, NKV, HS, 0, this.layout, true, at);
+    be.rope(
+      sc.dq,
+      this.rope.cos,
+      this.rope.sin,
+      B,
+      T,
+      NH,
+      HS,
+      0,
+      this.layout,
+      true,
+      at,
+      this.rope.dims,
+    );
+    be.rope(
+      sc.dk,
+      this.rope.cos,
+      this.rope.sin,
+      B,
+      T,
+      NKV,
+      HS,
+      0,
+      this.layout,
+      true,
+      at,
+      this.rope.dims,
+    );
     if (this.qkNorm) {
       // through the per-head norms: datt (free since attentionBackward) holds the gradient
       // of q, then of k, before their norms

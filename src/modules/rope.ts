@@ -77,9 +77,11 @@ export function ropeTables(
 
 /** Rope tables uploaded to a device. */
 export interface DeviceRope {
-  cos: DeviceBuffer; // (Tmax, HS/2)
-  sin: DeviceBuffer; // (Tmax, HS/2)
+  cos: DeviceBuffer; // (Tmax, RD/2)
+  sin: DeviceBuffer; // (Tmax, RD/2)
   maxSeqLen: number;
+  /** RD: the rotated leading dims of each head (the tables' head size; HS unless partial rotary). */
+  dims: number;
 }
 
 /** Upload host tables to `backend` (two fp32 buffers). */
@@ -88,5 +90,5 @@ export function uploadRope(backend: Backend, t: RopeTables): DeviceRope {
   const sin = backend.alloc(t.sin.length, "f32");
   backend.upload(cos, t.cos);
   backend.upload(sin, t.sin);
-  return { cos, sin, maxSeqLen: t.maxSeqLen };
+  return { cos, sin, maxSeqLen: t.maxSeqLen, dims: t.headSize };
 }

@@ -452,8 +452,12 @@ export class CpuBackend implements Backend {
     layout: RopeLayout,
     inverse: boolean,
     positions: DeviceBuffer | null = null,
+    rotaryDims = HS,
   ): void {
-    if (HS % 2 !== 0) throw new Error(`rope: head size ${HS} is odd`);
+    const RD = rotaryDims;
+    if (RD % 2 !== 0 || RD < 2 || RD > HS) {
+      throw new Error(`rope: rotary dims ${RD} must be even and within head size ${HS}`);
+    }
     const p = positions === null ? null : i32(positions, B * T, "rope positions"); // (B, T)
     let maxPos = pos + T - 1;
     if (p !== null) {
@@ -463,12 +467,12 @@ export class CpuBackend implements Backend {
         if (p[i] > maxPos) maxPos = p[i];
       }
     }
-    const need = (maxPos + 1) * (HS / 2);
+    const need = (maxPos + 1) * (RD / 2);
     const c = f32(cos, 0, "rope cos");
     if (c.length < need) {
       throw new TuneError(
         `sequence position ${maxPos} is beyond the rotary table of ` +
-          `${c.length / (HS / 2)} positions; raise max_seq_len`,
+          `${c.length / (RD / 2)} positions; raise max_seq_len`,
       );
     }
     layers.rope(
@@ -483,6 +487,7 @@ export class CpuBackend implements Backend {
       layout,
       inverse,
       p,
+      RD,
     );
   }
 

@@ -113,8 +113,9 @@ export function rope(
   layout: RopeLayout,
   inverse: boolean,
   positions: Int32Array | null = null, // (B, T): overrides pos + t
+  RD = HS, // rotated leading dims of each head (partial rotary); tables (Tmax, RD/2)
 ): void {
-  const half = HS >> 1;
+  const half = RD >> 1;
   const sign = inverse ? -1 : 1;
   // Element offsets of a pair's first and second member relative to the head start.
   const stride0 = layout === "interleaved" ? 2 : 1;

@@ -2,6 +2,7 @@
  * Rotary position embedding on the CUDA backend (kernels/layers.cu: rope), interleaved or
  * rotate-half, optional per-token positions. CPU twin: rope of src/backend/cpu/layers.ts.
  */
+import { TuneError } from "../../errors.ts";
 import type { DeviceBuffer, RopeLayout } from "../ops.ts";
 import { cudaBuf, dtCode } from "./buffer.ts";
 import { need, segmentIds } from "./checks.ts";
@@ -20,7 +21,13 @@ export function rope(
   layout: RopeLayout,
   inverse: boolean,
   positions: DeviceBuffer | null = null,
+  rotaryDims = HS,
 ): void {
+  if (rotaryDims !== HS) {
+    throw new TuneError(
+      `partial rotary embeddings (partial_rotary_factor, ${rotaryDims} of ${HS} dims) are not implemented on device=cuda yet; use device=cpu`,
+    );
+  }
   const xb = cudaBuf(x, "rope x"), c = cudaBuf(cos, "rope cos"), s = cudaBuf(sin, "rope sin");
   if (HS % 2 !== 0) throw new Error(`rope: head size ${HS} is odd`);
   need(xb, B * T * NH * HS, "rope x"); // (B, T, NH, HS)

@@ -18,7 +18,7 @@ import type { Nf4Store } from "../../quant/nf4_store.ts";
 import type { ParamStore } from "../../params/store.ts";
 import { TuneError } from "../../errors.ts";
 import type { LoraConfig } from "../model_spec.ts";
-import { headSize, hiddenAct, type LlamaConfig } from "./config.ts";
+import { headSize, hiddenAct, type LlamaConfig, rotaryDims } from "./config.ts";
 import { layerLinears, loraSites } from "./layout.ts";
 
 /** The modules of a decoder, over views of its stores. */
@@ -147,7 +147,7 @@ export function buildDecoder(
       effScale,
     );
   const HS = headSize(cfg);
-  const rope = uploadRope(be, ropeTables(HS, o.T, cfg.ropeTheta, cfg.ropeScaling));
+  const rope = uploadRope(be, ropeTables(rotaryDims(cfg), o.T, cfg.ropeTheta, cfg.ropeScaling));
   const layers: DecoderLayer[] = [];
   for (let i = 0; i < cfg.nLayers; i++) {
     const [q, k, v, out, w1, w2, w3] = layerLinears(cfg, i).map((s) =>

@@ -75,6 +75,11 @@ export interface LlamaConfig {
    * k_norm): layers.{i}.attn.q_norm.scale (HS) and k_norm.scale (HS), eps normEps.
    */
   qkNorm?: boolean;
+  /**
+   * Rotary embedding on the first floor(HS * factor) dims of each head only, the rest passed
+   * through (Hugging Face `partial_rotary_factor`, Phi-4-mini 0.75). Absent: 1 (all dims).
+   */
+  partialRotaryFactor?: number;
 }
 
 /**
@@ -85,6 +90,9 @@ export interface LlamaConfig {
 export function withCheckpointFields(builder: LlamaConfig, checkpoint: LlamaConfig): LlamaConfig {
   const out: LlamaConfig = { ...builder, ropeLayout: checkpoint.ropeLayout };
   if (checkpoint.slidingWindow !== undefined) out.slidingWindow = checkpoint.slidingWindow;
+  if (checkpoint.partialRotaryFactor !== undefined) {
+    out.partialRotaryFactor = checkpoint.partialRotaryFactor;
+  }
   return out;
 }
 
@@ -103,6 +111,12 @@ export function checkSlidingWindow(cfg: LlamaConfig, positions: number, what: st
 /** Head size of a config. */
 export function headSize(cfg: LlamaConfig): number {
   return cfg.headDim ?? cfg.dim / cfg.nHeads;
+}
+
+/** Rotated dims of each head: floor(HS * partialRotaryFactor) as transformers computes it (HS when unset). */
+export function rotaryDims(cfg: LlamaConfig): number {
+  const hs = headSize(cfg);
+  return cfg.partialRotaryFactor === undefined ? hs : Math.floor(hs * cfg.partialRotaryFactor);
 }
 
 /** The MLP activation of a config (default "silu"). */

@@ -8,7 +8,7 @@ import type { Backend, DeviceBuffer, FusedDecoder } from "../../backend/ops.ts";
 import type { KvCache } from "../../modules/attention.ts";
 import type { DeviceRope } from "../../modules/rope.ts";
 import type { ParamStore } from "../../params/store.ts";
-import { headSize, hiddenAct, type LlamaConfig } from "./config.ts";
+import { headSize, hiddenAct, type LlamaConfig, rotaryDims } from "./config.ts";
 
 /** What the decoder needs from a model (its buffers after setupCaches). */
 export interface FusedDecodeInputs {
@@ -28,6 +28,7 @@ export function fusedDecoder(be: Backend, m: FusedDecodeInputs): FusedDecoder | 
   const cfg = m.cfg;
   if (!be.createDecoder || m.special) return null;
   if (hiddenAct(cfg) !== "silu" || cfg.embedScale || (cfg.normOffset ?? 0) !== 0) return null;
+  if (rotaryDims(cfg) !== headSize(cfg)) return null; // partial rotary: the layer-by-layer path
   const p = (name: string) => m.base.param(name);
   const bias = (name: string) => (cfg.qkvBias ? p(name) : null);
   const HS = headSize(cfg);

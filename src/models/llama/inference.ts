@@ -16,7 +16,7 @@ import type { KvCache } from "../../modules/attention.ts";
 import { ropeTables, uploadRope } from "../../modules/rope.ts";
 import { TuneError } from "../../errors.ts";
 import type { DecoderParts } from "./build.ts";
-import { checkSlidingWindow, headSize, type LlamaConfig } from "./config.ts";
+import { checkSlidingWindow, headSize, type LlamaConfig, rotaryDims } from "./config.ts";
 import { fusedDecoder } from "./fused_decode.ts";
 import { layerLinears } from "./layout.ts";
 
@@ -178,7 +178,7 @@ export class KvInference {
 
   #growRope(len: number): void {
     const be = this.be;
-    const t = ropeTables(headSize(this.cfg), len, this.cfg.ropeTheta, this.cfg.ropeScaling);
+    const t = ropeTables(rotaryDims(this.cfg), len, this.cfg.ropeTheta, this.cfg.ropeScaling);
     const old = this.parts.rope;
     const fresh = uploadRope(be, t);
     // the attention modules hold the rope object: update it in place
@@ -187,6 +187,7 @@ export class KvInference {
     old.cos = fresh.cos;
     old.sin = fresh.sin;
     old.maxSeqLen = fresh.maxSeqLen;
+    old.dims = fresh.dims;
   }
 
   #step(tokens: Int32Array): DeviceBuffer {
