@@ -211,7 +211,7 @@ def main():
         small[name] = base + len(small)
     with open(os.path.join(DATA, "special_tokens.json"), "w", encoding="utf-8") as f:
         json.dump({"added_tokens": [{"id": i, "content": c, "special": True} for c, i in small.items()]},
-                  f, ensure_ascii=False, indent=0)
+                  f, ensure_ascii=False, indent=2)
 
     bpe = Gpt2Bpe(os.path.join(DATA, "vocab.json"), os.path.join(DATA, "merges.txt"))
     out = {"texts": [], "cases": []}
