@@ -74,6 +74,8 @@ export const LLAMA_PARAMS: ParamSchema = {
     doc: "rotary layout of freshly built weights (a loaded checkpoint's layout wins)",
   },
   attn_dropout: { type: "float", default: 0.0, doc: "accepted for torchtune configs; must be 0" },
+  head_dim: { type: "int", default: null, doc: "head size HS (default embed_dim / num_heads)" },
+  qk_norm: { type: "bool", default: false, doc: "per-head RMSNorm on q and k (Qwen3)" },
 };
 
 function genericConfig(a: Record<string, unknown>): LlamaConfig {
@@ -92,6 +94,8 @@ function genericConfig(a: Record<string, unknown>): LlamaConfig {
       tieWordEmbeddings: a.tie_word_embeddings as boolean,
       qkvBias: a.qkv_bias as boolean,
       ropeLayout: a.rope_layout as RopeLayout,
+      headDim: (a.head_dim as number | null) ?? undefined,
+      qkNorm: (a.qk_norm as boolean | undefined) ?? false,
     });
   } catch (e) {
     throw new TuneError(`model: ${(e as Error).message}`);

@@ -24,6 +24,10 @@ export interface LlamaOptions {
   qkvBias?: boolean;
   /** Rotary layout of freshly built weights; a loaded checkpoint's layout wins. Default "half". */
   ropeLayout?: RopeLayout;
+  /** Head size when not embedDim / numHeads (Qwen3, Mistral NeMo). */
+  headDim?: number;
+  /** Per-head RMSNorm on q and k (Qwen3). */
+  qkNorm?: boolean;
 }
 
 /** torchtune's FFN width rule: 2/3 of 4*dim, rounded up to a multiple of `multipleOf`. */
@@ -48,6 +52,10 @@ export function llama(o: LlamaOptions): LlamaConfig {
     maxSeqLen: o.maxSeqLen,
     tiedEmbeddings: o.tieWordEmbeddings ?? false,
     qkvBias: o.qkvBias ?? false,
+    ...(o.headDim !== undefined && o.headDim !== o.embedDim / o.numHeads
+      ? { headDim: o.headDim }
+      : {}),
+    ...(o.qkNorm ? { qkNorm: true } : {}),
   };
   checkConfig(cfg);
   return cfg;
