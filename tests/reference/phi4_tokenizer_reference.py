@@ -1,6 +1,7 @@
 """Phi-4 tokenizer fixtures for tests/tokenizer_phi4_test.ts.
 
 Run with plain python3 (no torch needed): python3 tests/reference/phi4_tokenizer_reference.py
+then `deno fmt tests/data/tokenizers/phi4_tiny` (the JSON layout only; the tokens stay).
 
 Writes:
   tests/data/tokenizers/phi4_tiny/{vocab.json,merges.txt}  a small GPT-2-style byte-level
