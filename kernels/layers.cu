@@ -338,6 +338,29 @@ extern "C" __global__ void rope(void* x, int dtx, const void* cosT, const void* 
   }
 }
 
+// Partial rotary (Hugging Face partial_rotary_factor): rope on the first RD dims of each head
+// of x(B, T, NH, HS), the other HS - RD dims untouched; cos/sin(Tmax, RD/2). One pair a thread.
+extern "C" __global__ void rope_partial(void* x, int dtx, const void* cosT, const void* sinT,
+                                        int dtc, int B, int T, int NH, int HS, int RD, int pos,
+                                        int half, int inverse, const int* positions) {
+  const int hh = RD >> 1;
+  const size_t rows = (size_t)B * T * NH;  // (b * T + t) * NH + h
+  GRID_STRIDE(idx, rows * hh) {
+    const int i = idx % hh;
+    const size_t bth = idx / hh;  // (b * T + t) * NH + h
+    const int t = (bth / NH) % T;
+    const int p = positions ? positions[bth / NH] : pos + t;  // bth / NH = b * T + t
+    const size_t tab = (size_t)p * hh + i;
+    const float c = ld(cosT, dtc, tab);
+    const float s = inverse ? -ld(sinT, dtc, tab) : ld(sinT, dtc, tab);
+    const size_t j = bth * HS + (half ? i : 2 * i);
+    const size_t j2 = j + (half ? hh : 1);
+    const float x0 = ld(x, dtx, j), x1 = ld(x, dtx, j2);
+    st(x, dtx, j, x0 * c - x1 * s);
+    st(x, dtx, j2, x0 * s + x1 * c);
+  }
+}
+
 // out(n) = silu(gate) * up.
 extern "C" __global__ void swiglu_fwd(void* out, int dto, const void* gate, int dtg,
                                       const void* up, int dtu, int n) {

@@ -44053,6 +44053,460 @@ $L__BB6_82:
 	bra.uni 	$L__BB6_110;
 
 }
+	// .globl	rope_partial
+.visible .entry rope_partial(
+	.param .u64 rope_partial_param_0,
+	.param .u32 rope_partial_param_1,
+	.param .u64 rope_partial_param_2,
+	.param .u64 rope_partial_param_3,
+	.param .u32 rope_partial_param_4,
+	.param .u32 rope_partial_param_5,
+	.param .u32 rope_partial_param_6,
+	.param .u32 rope_partial_param_7,
+	.param .u32 rope_partial_param_8,
+	.param .u32 rope_partial_param_9,
+	.param .u32 rope_partial_param_10,
+	.param .u32 rope_partial_param_11,
+	.param .u32 rope_partial_param_12,
+	.param .u64 rope_partial_param_13
+)
+{
+	.reg .pred 	%p<25>;
+	.reg .b16 	%rs<15>;
+	.reg .f32 	%f<73>;
+	.reg .b32 	%r<43>;
+	.reg .b64 	%rd<135>;
+
+
+	ld.param.u64 	%rd54, [rope_partial_param_0];
+	ld.param.u32 	%r2, [rope_partial_param_1];
+	ld.param.u64 	%rd55, [rope_partial_param_2];
+	ld.param.u64 	%rd56, [rope_partial_param_3];
+	ld.param.u32 	%r3, [rope_partial_param_4];
+	ld.param.u32 	%r8, [rope_partial_param_5];
+	ld.param.u32 	%r9, [rope_partial_param_6];
+	ld.param.s32 	%rd5, [rope_partial_param_7];
+	ld.param.u32 	%r4, [rope_partial_param_8];
+	ld.param.u32 	%r10, [rope_partial_param_9];
+	ld.param.u32 	%r5, [rope_partial_param_10];
+	ld.param.u32 	%r6, [rope_partial_param_11];
+	ld.param.u32 	%r7, [rope_partial_param_12];
+	ld.param.u64 	%rd53, [rope_partial_param_13];
+	cvta.to.global.u64 	%rd1, %rd54;
+	cvta.to.global.u64 	%rd2, %rd56;
+	cvta.to.global.u64 	%rd3, %rd55;
+	cvt.s64.s32 	%rd4, %r9;
+	mul.wide.s32 	%rd57, %r9, %r8;
+	mul.lo.s64 	%rd58, %rd57, %rd5;
+	mov.u32 	%r11, %ctaid.x;
+	mov.u32 	%r12, %ntid.x;
+	cvt.u64.u32 	%rd6, %r12;
+	mul.wide.u32 	%rd59, %r11, %r12;
+	mov.u32 	%r13, %tid.x;
+	cvt.u64.u32 	%rd60, %r13;
+	add.s64 	%rd126, %rd59, %rd60;
+	shr.s32 	%r14, %r10, 1;
+	cvt.s64.s32 	%rd8, %r14;
+	mul.lo.s64 	%rd9, %rd58, %rd8;
+	setp.ge.u64 	%p1, %rd126, %rd9;
+	@%p1 bra 	$L__BB7_59;
+
+	cvt.u32.u64 	%r15, %rd8;
+	cvt.s64.s32 	%rd10, %r4;
+	setp.eq.s32 	%p2, %r6, 0;
+	selp.u32 	%r1, 1, 0, %p2;
+	selp.b32 	%r16, 1, %r15, %p2;
+	cvt.s64.s32 	%rd11, %r16;
+	mov.u32 	%r17, %nctaid.x;
+	cvt.u64.u32 	%rd61, %r17;
+	mul.lo.s64 	%rd12, %rd61, %rd6;
+	setp.eq.s64 	%p3, %rd53, 0;
+	@%p3 bra 	$L__BB7_29;
+
+	cvta.to.global.u64 	%rd13, %rd53;
+	cvt.u32.u64 	%r23, %rd5;
+
+$L__BB7_3:
+	or.b64  	%rd62, %rd126, %rd8;
+	and.b64  	%rd63, %rd62, -4294967296;
+	setp.eq.s64 	%p4, %rd63, 0;
+	@%p4 bra 	$L__BB7_5;
+
+	div.u64 	%rd127, %rd126, %rd8;
+	mul.lo.s64 	%rd64, %rd127, %rd8;
+	sub.s64 	%rd128, %rd126, %rd64;
+	bra.uni 	$L__BB7_6;
+
+$L__BB7_5:
+	cvt.u32.u64 	%r19, %rd126;
+	div.u32 	%r20, %r19, %r15;
+	mul.lo.s32 	%r21, %r20, %r15;
+	sub.s32 	%r22, %r19, %r21;
+	cvt.u64.u32 	%rd127, %r20;
+	cvt.u64.u32 	%rd128, %r22;
+
+$L__BB7_6:
+	or.b64  	%rd65, %rd127, %rd5;
+	and.b64  	%rd66, %rd65, -4294967296;
+	setp.eq.s64 	%p5, %rd66, 0;
+	@%p5 bra 	$L__BB7_8;
+
+	div.u64 	%rd129, %rd127, %rd5;
+	bra.uni 	$L__BB7_9;
+
+$L__BB7_8:
+	cvt.u32.u64 	%r24, %rd127;
+	div.u32 	%r25, %r24, %r23;
+	cvt.u64.u32 	%rd129, %r25;
+
+$L__BB7_9:
+	shl.b64 	%rd67, %rd129, 2;
+	add.s64 	%rd68, %rd13, %rd67;
+	ld.global.s32 	%rd69, [%rd68];
+	mul.lo.s64 	%rd70, %rd69, %rd8;
+	cvt.s64.s32 	%rd71, %rd128;
+	add.s64 	%rd24, %rd70, %rd71;
+	setp.eq.s32 	%p6, %r3, 1;
+	@%p6 bra 	$L__BB7_11;
+	bra.uni 	$L__BB7_10;
+
+$L__BB7_11:
+	shl.b64 	%rd74, %rd24, 1;
+	add.s64 	%rd75, %rd3, %rd74;
+	ld.global.u16 	%rs1, [%rd75];
+	// begin inline asm
+	{ mov.b32 %f65, {0,%rs1};}
+
+	// end inline asm
+	bra.uni 	$L__BB7_12;
+
+$L__BB7_10:
+	shl.b64 	%rd72, %rd24, 2;
+	add.s64 	%rd73, %rd3, %rd72;
+	ld.global.f32 	%f65, [%rd73];
+
+$L__BB7_12:
+	shl.b64 	%rd76, %rd24, 2;
+	add.s64 	%rd25, %rd2, %rd76;
+	shl.b64 	%rd77, %rd24, 1;
+	add.s64 	%rd26, %rd2, %rd77;
+	setp.eq.s32 	%p7, %r7, 0;
+	@%p7 bra 	$L__BB7_16;
+
+	@%p6 bra 	$L__BB7_15;
+	bra.uni 	$L__BB7_14;
+
+$L__BB7_15:
+	ld.global.u16 	%rs2, [%rd26];
+	// begin inline asm
+	{ mov.b32 %f38, {0,%rs2};}
+
+	// end inline asm
+	neg.f32 	%f66, %f38;
+	bra.uni 	$L__BB7_19;
+
+$L__BB7_16:
+	@%p6 bra 	$L__BB7_18;
+	bra.uni 	$L__BB7_17;
+
+$L__BB7_18:
+	ld.global.u16 	%rs3, [%rd26];
+	// begin inline asm
+	{ mov.b32 %f66, {0,%rs3};}
+
+	// end inline asm
+	bra.uni 	$L__BB7_19;
+
+$L__BB7_14:
+	ld.global.f32 	%f4, [%rd25];
+	neg.f32 	%f66, %f4;
+	bra.uni 	$L__BB7_19;
+
+$L__BB7_17:
+	ld.global.f32 	%f66, [%rd25];
+
+$L__BB7_19:
+	cvt.u32.u64 	%r26, %rd128;
+	shl.b32 	%r27, %r26, %r1;
+	cvt.s64.s32 	%rd78, %r27;
+	mul.lo.s64 	%rd79, %rd127, %rd10;
+	add.s64 	%rd27, %rd79, %rd78;
+	add.s64 	%rd28, %rd27, %rd11;
+	shl.b64 	%rd80, %rd27, 2;
+	add.s64 	%rd29, %rd1, %rd80;
+	shl.b64 	%rd81, %rd27, 1;
+	add.s64 	%rd30, %rd1, %rd81;
+	setp.eq.s32 	%p10, %r2, 1;
+	@%p10 bra 	$L__BB7_21;
+	bra.uni 	$L__BB7_20;
+
+$L__BB7_21:
+	ld.global.u16 	%rs4, [%rd30];
+	// begin inline asm
+	{ mov.b32 %f67, {0,%rs4};}
+
+	// end inline asm
+	shl.b64 	%rd88, %rd11, 1;
+	add.s64 	%rd89, %rd30, %rd88;
+	ld.global.u16 	%rs5, [%rd89];
+	// begin inline asm
+	{ mov.b32 %f68, {0,%rs5};}
+
+	// end inline asm
+	bra.uni 	$L__BB7_22;
+
+$L__BB7_20:
+	ld.global.f32 	%f67, [%rd29];
+	shl.b64 	%rd84, %rd11, 2;
+	add.s64 	%rd85, %rd29, %rd84;
+	ld.global.f32 	%f68, [%rd85];
+
+$L__BB7_22:
+	mul.f32 	%f42, %f66, %f68;
+	mul.f32 	%f43, %f65, %f67;
+	sub.f32 	%f17, %f43, %f42;
+	@%p10 bra 	$L__BB7_24;
+	bra.uni 	$L__BB7_23;
+
+$L__BB7_24:
+	// begin inline asm
+	{  cvt.rn.bf16.f32 %rs6, %f17;}
+
+	// end inline asm
+	st.global.u16 	[%rd30], %rs6;
+	bra.uni 	$L__BB7_25;
+
+$L__BB7_23:
+	st.global.f32 	[%rd29], %f17;
+
+$L__BB7_25:
+	mul.f32 	%f45, %f65, %f68;
+	fma.rn.f32 	%f18, %f66, %f67, %f45;
+	@%p10 bra 	$L__BB7_27;
+	bra.uni 	$L__BB7_26;
+
+$L__BB7_27:
+	// begin inline asm
+	{  cvt.rn.bf16.f32 %rs7, %f18;}
+
+	// end inline asm
+	shl.b64 	%rd92, %rd28, 1;
+	add.s64 	%rd93, %rd1, %rd92;
+	st.global.u16 	[%rd93], %rs7;
+	bra.uni 	$L__BB7_28;
+
+$L__BB7_26:
+	shl.b64 	%rd90, %rd28, 2;
+	add.s64 	%rd91, %rd1, %rd90;
+	st.global.f32 	[%rd91], %f18;
+
+$L__BB7_28:
+	add.s64 	%rd126, %rd126, %rd12;
+	setp.lt.u64 	%p13, %rd126, %rd9;
+	@%p13 bra 	$L__BB7_3;
+	bra.uni 	$L__BB7_59;
+
+$L__BB7_29:
+	cvt.u32.u64 	%r33, %rd5;
+
+$L__BB7_30:
+	or.b64  	%rd94, %rd126, %rd8;
+	and.b64  	%rd95, %rd94, -4294967296;
+	setp.eq.s64 	%p14, %rd95, 0;
+	@%p14 bra 	$L__BB7_32;
+
+	div.u64 	%rd131, %rd126, %rd8;
+	mul.lo.s64 	%rd96, %rd131, %rd8;
+	sub.s64 	%rd132, %rd126, %rd96;
+	bra.uni 	$L__BB7_33;
+
+$L__BB7_32:
+	cvt.u32.u64 	%r29, %rd126;
+	div.u32 	%r30, %r29, %r15;
+	mul.lo.s32 	%r31, %r30, %r15;
+	sub.s32 	%r32, %r29, %r31;
+	cvt.u64.u32 	%rd131, %r30;
+	cvt.u64.u32 	%rd132, %r32;
+
+$L__BB7_33:
+	or.b64  	%rd97, %rd131, %rd5;
+	and.b64  	%rd98, %rd97, -4294967296;
+	setp.eq.s64 	%p15, %rd98, 0;
+	@%p15 bra 	$L__BB7_35;
+
+	div.u64 	%rd133, %rd131, %rd5;
+	bra.uni 	$L__BB7_36;
+
+$L__BB7_35:
+	cvt.u32.u64 	%r34, %rd131;
+	div.u32 	%r35, %r34, %r33;
+	cvt.u64.u32 	%rd133, %r35;
+
+$L__BB7_36:
+	or.b64  	%rd99, %rd133, %rd4;
+	and.b64  	%rd100, %rd99, -4294967296;
+	setp.eq.s64 	%p16, %rd100, 0;
+	@%p16 bra 	$L__BB7_38;
+
+	rem.u64 	%rd134, %rd133, %rd4;
+	bra.uni 	$L__BB7_39;
+
+$L__BB7_38:
+	cvt.u32.u64 	%r36, %rd4;
+	cvt.u32.u64 	%r37, %rd133;
+	rem.u32 	%r38, %r37, %r36;
+	cvt.u64.u32 	%rd134, %r38;
+
+$L__BB7_39:
+	cvt.u32.u64 	%r39, %rd134;
+	add.s32 	%r40, %r39, %r5;
+	cvt.s64.s32 	%rd101, %r40;
+	mul.lo.s64 	%rd102, %rd101, %rd8;
+	cvt.s64.s32 	%rd103, %rd132;
+	add.s64 	%rd45, %rd102, %rd103;
+	setp.eq.s32 	%p17, %r3, 1;
+	@%p17 bra 	$L__BB7_41;
+	bra.uni 	$L__BB7_40;
+
+$L__BB7_41:
+	shl.b64 	%rd106, %rd45, 1;
+	add.s64 	%rd107, %rd3, %rd106;
+	ld.global.u16 	%rs8, [%rd107];
+	// begin inline asm
+	{ mov.b32 %f69, {0,%rs8};}
+
+	// end inline asm
+	bra.uni 	$L__BB7_42;
+
+$L__BB7_40:
+	shl.b64 	%rd104, %rd45, 2;
+	add.s64 	%rd105, %rd3, %rd104;
+	ld.global.f32 	%f69, [%rd105];
+
+$L__BB7_42:
+	shl.b64 	%rd108, %rd45, 2;
+	add.s64 	%rd46, %rd2, %rd108;
+	shl.b64 	%rd109, %rd45, 1;
+	add.s64 	%rd47, %rd2, %rd109;
+	setp.eq.s32 	%p18, %r7, 0;
+	@%p18 bra 	$L__BB7_46;
+
+	@%p17 bra 	$L__BB7_45;
+	bra.uni 	$L__BB7_44;
+
+$L__BB7_45:
+	ld.global.u16 	%rs9, [%rd47];
+	// begin inline asm
+	{ mov.b32 %f48, {0,%rs9};}
+
+	// end inline asm
+	neg.f32 	%f70, %f48;
+	bra.uni 	$L__BB7_49;
+
+$L__BB7_46:
+	@%p17 bra 	$L__BB7_48;
+	bra.uni 	$L__BB7_47;
+
+$L__BB7_48:
+	ld.global.u16 	%rs10, [%rd47];
+	// begin inline asm
+	{ mov.b32 %f70, {0,%rs10};}
+
+	// end inline asm
+	bra.uni 	$L__BB7_49;
+
+$L__BB7_44:
+	ld.global.f32 	%f22, [%rd46];
+	neg.f32 	%f70, %f22;
+	bra.uni 	$L__BB7_49;
+
+$L__BB7_47:
+	ld.global.f32 	%f70, [%rd46];
+
+$L__BB7_49:
+	cvt.u32.u64 	%r41, %rd132;
+	shl.b32 	%r42, %r41, %r1;
+	cvt.s64.s32 	%rd110, %r42;
+	mul.lo.s64 	%rd111, %rd131, %rd10;
+	add.s64 	%rd48, %rd111, %rd110;
+	add.s64 	%rd49, %rd48, %rd11;
+	shl.b64 	%rd112, %rd48, 2;
+	add.s64 	%rd50, %rd1, %rd112;
+	shl.b64 	%rd113, %rd48, 1;
+	add.s64 	%rd51, %rd1, %rd113;
+	setp.eq.s32 	%p21, %r2, 1;
+	@%p21 bra 	$L__BB7_51;
+	bra.uni 	$L__BB7_50;
+
+$L__BB7_51:
+	ld.global.u16 	%rs11, [%rd51];
+	// begin inline asm
+	{ mov.b32 %f71, {0,%rs11};}
+
+	// end inline asm
+	shl.b64 	%rd120, %rd11, 1;
+	add.s64 	%rd121, %rd51, %rd120;
+	ld.global.u16 	%rs12, [%rd121];
+	// begin inline asm
+	{ mov.b32 %f72, {0,%rs12};}
+
+	// end inline asm
+	bra.uni 	$L__BB7_52;
+
+$L__BB7_50:
+	ld.global.f32 	%f71, [%rd50];
+	shl.b64 	%rd116, %rd11, 2;
+	add.s64 	%rd117, %rd50, %rd116;
+	ld.global.f32 	%f72, [%rd117];
+
+$L__BB7_52:
+	mul.f32 	%f52, %f70, %f72;
+	mul.f32 	%f53, %f69, %f71;
+	sub.f32 	%f35, %f53, %f52;
+	@%p21 bra 	$L__BB7_54;
+	bra.uni 	$L__BB7_53;
+
+$L__BB7_54:
+	// begin inline asm
+	{  cvt.rn.bf16.f32 %rs13, %f35;}
+
+	// end inline asm
+	st.global.u16 	[%rd51], %rs13;
+	bra.uni 	$L__BB7_55;
+
+$L__BB7_53:
+	st.global.f32 	[%rd50], %f35;
+
+$L__BB7_55:
+	mul.f32 	%f55, %f69, %f72;
+	fma.rn.f32 	%f36, %f70, %f71, %f55;
+	@%p21 bra 	$L__BB7_57;
+	bra.uni 	$L__BB7_56;
+
+$L__BB7_57:
+	// begin inline asm
+	{  cvt.rn.bf16.f32 %rs14, %f36;}
+
+	// end inline asm
+	shl.b64 	%rd124, %rd49, 1;
+	add.s64 	%rd125, %rd1, %rd124;
+	st.global.u16 	[%rd125], %rs14;
+	bra.uni 	$L__BB7_58;
+
+$L__BB7_56:
+	shl.b64 	%rd122, %rd49, 2;
+	add.s64 	%rd123, %rd1, %rd122;
+	st.global.f32 	[%rd123], %f36;
+
+$L__BB7_58:
+	add.s64 	%rd126, %rd126, %rd12;
+	setp.lt.u64 	%p24, %rd126, %rd9;
+	@%p24 bra 	$L__BB7_30;
+
+$L__BB7_59:
+	ret;
+
+}
 	// .globl	swiglu_fwd
 .visible .entry swiglu_fwd(
 	.param .u64 swiglu_fwd_param_0,
@@ -44084,15 +44538,15 @@ $L__BB6_82:
 	and.b64  	%rd28, %rd27, 15;
 	setp.ne.s64 	%p1, %rd28, 0;
 	mov.u64 	%rd87, 0;
-	@%p1 bra 	$L__BB7_16;
+	@%p1 bra 	$L__BB8_16;
 
 	and.b64  	%rd30, %rd24, 15;
 	setp.ne.s64 	%p2, %rd30, 0;
-	@%p2 bra 	$L__BB7_16;
+	@%p2 bra 	$L__BB8_16;
 
 	and.b64  	%rd32, %rd25, 15;
 	setp.ne.s64 	%p3, %rd32, 0;
-	@%p3 bra 	$L__BB7_16;
+	@%p3 bra 	$L__BB8_16;
 
 	mov.u32 	%r53, %ctaid.x;
 	mov.u32 	%r54, %ntid.x;
@@ -44105,19 +44559,19 @@ $L__BB6_82:
 	add.s64 	%rd36, %rd86, 8;
 	cvt.s64.s32 	%rd6, %r52;
 	setp.gt.u64 	%p4, %rd36, %rd6;
-	@%p4 bra 	$L__BB7_15;
+	@%p4 bra 	$L__BB8_15;
 
 	mov.u32 	%r56, %nctaid.x;
 	cvt.u64.u32 	%rd37, %r56;
 	mul.lo.s64 	%rd38, %rd4, %rd37;
 	shl.b64 	%rd7, %rd38, 3;
 
-$L__BB7_5:
+$L__BB8_5:
 	setp.eq.s32 	%p5, %r50, 1;
-	@%p5 bra 	$L__BB7_7;
-	bra.uni 	$L__BB7_6;
+	@%p5 bra 	$L__BB8_7;
+	bra.uni 	$L__BB8_6;
 
-$L__BB7_7:
+$L__BB8_7:
 	shl.b64 	%rd41, %rd86, 1;
 	add.s64 	%rd42, %rd3, %rd41;
 	ld.global.v4.u32 	{%r65, %r66, %r67, %r68}, [%rd42];
@@ -44129,20 +44583,20 @@ $L__BB7_7:
 	and.b32  	%r124, %r67, -65536;
 	shl.b32 	%r123, %r68, 16;
 	and.b32  	%r122, %r68, -65536;
-	bra.uni 	$L__BB7_8;
+	bra.uni 	$L__BB8_8;
 
-$L__BB7_6:
+$L__BB8_6:
 	shl.b64 	%rd39, %rd86, 2;
 	add.s64 	%rd40, %rd3, %rd39;
 	ld.global.v4.u32 	{%r129, %r128, %r127, %r126}, [%rd40];
 	ld.global.v4.u32 	{%r125, %r124, %r123, %r122}, [%rd40+16];
 
-$L__BB7_8:
+$L__BB8_8:
 	setp.eq.s32 	%p6, %r51, 1;
-	@%p6 bra 	$L__BB7_10;
-	bra.uni 	$L__BB7_9;
+	@%p6 bra 	$L__BB8_10;
+	bra.uni 	$L__BB8_9;
 
-$L__BB7_10:
+$L__BB8_10:
 	shl.b64 	%rd45, %rd86, 1;
 	add.s64 	%rd46, %rd2, %rd45;
 	ld.global.v4.u32 	{%r81, %r82, %r83, %r84}, [%rd46];
@@ -44154,15 +44608,15 @@ $L__BB7_10:
 	and.b32  	%r132, %r83, -65536;
 	shl.b32 	%r131, %r84, 16;
 	and.b32  	%r130, %r84, -65536;
-	bra.uni 	$L__BB7_11;
+	bra.uni 	$L__BB8_11;
 
-$L__BB7_9:
+$L__BB8_9:
 	shl.b64 	%rd43, %rd86, 2;
 	add.s64 	%rd44, %rd2, %rd43;
 	ld.global.v4.u32 	{%r137, %r136, %r135, %r134}, [%rd44];
 	ld.global.v4.u32 	{%r133, %r132, %r131, %r130}, [%rd44+16];
 
-$L__BB7_11:
+$L__BB8_11:
 	mov.b32 	%f13, %r129;
 	neg.f32 	%f14, %f13;
 	mov.f32 	%f15, 0f3F000000;
@@ -44306,10 +44760,10 @@ $L__BB7_11:
 	mov.b32 	%f130, %r130;
 	mul.f32 	%f8, %f129, %f130;
 	setp.eq.s32 	%p7, %r49, 1;
-	@%p7 bra 	$L__BB7_13;
-	bra.uni 	$L__BB7_12;
+	@%p7 bra 	$L__BB8_13;
+	bra.uni 	$L__BB8_12;
 
-$L__BB7_13:
+$L__BB8_13:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs1, %f1;}
 
@@ -44349,25 +44803,25 @@ $L__BB7_13:
 	mov.b32 	%r107, {%rs3, %rs4};
 	mov.b32 	%r108, {%rs1, %rs2};
 	st.global.v4.u32 	[%rd50], {%r108, %r107, %r106, %r105};
-	bra.uni 	$L__BB7_14;
+	bra.uni 	$L__BB8_14;
 
-$L__BB7_12:
+$L__BB8_12:
 	shl.b64 	%rd47, %rd86, 2;
 	add.s64 	%rd48, %rd1, %rd47;
 	st.global.v4.f32 	[%rd48], {%f1, %f2, %f3, %f4};
 	st.global.v4.f32 	[%rd48+16], {%f5, %f6, %f7, %f8};
 
-$L__BB7_14:
+$L__BB8_14:
 	add.s64 	%rd86, %rd86, %rd7;
 	add.s64 	%rd51, %rd86, 8;
 	setp.le.u64 	%p8, %rd51, %rd6;
-	@%p8 bra 	$L__BB7_5;
+	@%p8 bra 	$L__BB8_5;
 
-$L__BB7_15:
+$L__BB8_15:
 	and.b32  	%r109, %r52, -8;
 	cvt.s64.s32 	%rd87, %r109;
 
-$L__BB7_16:
+$L__BB8_16:
 	mov.u32 	%r110, %ctaid.x;
 	mov.u32 	%r111, %ntid.x;
 	cvt.u64.u32 	%rd12, %r111;
@@ -44378,21 +44832,21 @@ $L__BB7_16:
 	add.s64 	%rd13, %rd54, %rd87;
 	cvt.s64.s32 	%rd14, %r52;
 	setp.ge.u64 	%p9, %rd13, %rd14;
-	@%p9 bra 	$L__BB7_36;
+	@%p9 bra 	$L__BB8_36;
 
 	setp.eq.s32 	%p10, %r50, 1;
 	mov.u32 	%r113, %nctaid.x;
 	cvt.u64.u32 	%rd55, %r113;
 	mul.lo.s64 	%rd15, %rd55, %rd12;
-	@%p10 bra 	$L__BB7_27;
-	bra.uni 	$L__BB7_18;
+	@%p10 bra 	$L__BB8_27;
+	bra.uni 	$L__BB8_18;
 
-$L__BB7_27:
+$L__BB8_27:
 	setp.eq.s32 	%p16, %r51, 1;
-	@%p16 bra 	$L__BB7_32;
-	bra.uni 	$L__BB7_28;
+	@%p16 bra 	$L__BB8_32;
+	bra.uni 	$L__BB8_28;
 
-$L__BB7_32:
+$L__BB8_32:
 	shl.b64 	%rd79, %rd13, 1;
 	add.s64 	%rd80, %rd3, %rd79;
 	ld.global.u16 	%rs14, [%rd80];
@@ -44428,30 +44882,30 @@ $L__BB7_32:
 	// end inline asm
 	mul.f32 	%f12, %f221, %f203;
 	setp.eq.s32 	%p19, %r49, 1;
-	@%p19 bra 	$L__BB7_34;
-	bra.uni 	$L__BB7_33;
+	@%p19 bra 	$L__BB8_34;
+	bra.uni 	$L__BB8_33;
 
-$L__BB7_34:
+$L__BB8_34:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs16, %f12;}
 
 	// end inline asm
 	add.s64 	%rd85, %rd1, %rd79;
 	st.global.u16 	[%rd85], %rs16;
-	bra.uni 	$L__BB7_35;
+	bra.uni 	$L__BB8_35;
 
-$L__BB7_33:
+$L__BB8_33:
 	shl.b64 	%rd82, %rd13, 2;
 	add.s64 	%rd83, %rd1, %rd82;
 	st.global.f32 	[%rd83], %f12;
 
-$L__BB7_35:
+$L__BB8_35:
 	add.s64 	%rd13, %rd13, %rd15;
 	setp.lt.u64 	%p20, %rd13, %rd14;
-	@%p20 bra 	$L__BB7_32;
-	bra.uni 	$L__BB7_36;
+	@%p20 bra 	$L__BB8_32;
+	bra.uni 	$L__BB8_36;
 
-$L__BB7_28:
+$L__BB8_28:
 	shl.b64 	%rd71, %rd13, 1;
 	add.s64 	%rd72, %rd3, %rd71;
 	ld.global.u16 	%rs12, [%rd72];
@@ -44484,34 +44938,34 @@ $L__BB7_28:
 	ld.global.f32 	%f200, [%rd74];
 	mul.f32 	%f11, %f199, %f200;
 	setp.eq.s32 	%p17, %r49, 1;
-	@%p17 bra 	$L__BB7_30;
-	bra.uni 	$L__BB7_29;
+	@%p17 bra 	$L__BB8_30;
+	bra.uni 	$L__BB8_29;
 
-$L__BB7_30:
+$L__BB8_30:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs13, %f11;}
 
 	// end inline asm
 	add.s64 	%rd78, %rd1, %rd71;
 	st.global.u16 	[%rd78], %rs13;
-	bra.uni 	$L__BB7_31;
+	bra.uni 	$L__BB8_31;
 
-$L__BB7_29:
+$L__BB8_29:
 	add.s64 	%rd76, %rd1, %rd73;
 	st.global.f32 	[%rd76], %f11;
 
-$L__BB7_31:
+$L__BB8_31:
 	add.s64 	%rd13, %rd13, %rd15;
 	setp.lt.u64 	%p18, %rd13, %rd14;
-	@%p18 bra 	$L__BB7_28;
-	bra.uni 	$L__BB7_36;
+	@%p18 bra 	$L__BB8_28;
+	bra.uni 	$L__BB8_36;
 
-$L__BB7_18:
+$L__BB8_18:
 	setp.eq.s32 	%p11, %r51, 1;
-	@%p11 bra 	$L__BB7_23;
-	bra.uni 	$L__BB7_19;
+	@%p11 bra 	$L__BB8_23;
+	bra.uni 	$L__BB8_19;
 
-$L__BB7_23:
+$L__BB8_23:
 	shl.b64 	%rd63, %rd13, 2;
 	add.s64 	%rd64, %rd3, %rd63;
 	ld.global.f32 	%f161, [%rd64];
@@ -44544,29 +44998,29 @@ $L__BB7_23:
 	// end inline asm
 	mul.f32 	%f10, %f179, %f160;
 	setp.eq.s32 	%p14, %r49, 1;
-	@%p14 bra 	$L__BB7_25;
-	bra.uni 	$L__BB7_24;
+	@%p14 bra 	$L__BB8_25;
+	bra.uni 	$L__BB8_24;
 
-$L__BB7_25:
+$L__BB8_25:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs11, %f10;}
 
 	// end inline asm
 	add.s64 	%rd70, %rd1, %rd65;
 	st.global.u16 	[%rd70], %rs11;
-	bra.uni 	$L__BB7_26;
+	bra.uni 	$L__BB8_26;
 
-$L__BB7_24:
+$L__BB8_24:
 	add.s64 	%rd68, %rd1, %rd63;
 	st.global.f32 	[%rd68], %f10;
 
-$L__BB7_26:
+$L__BB8_26:
 	add.s64 	%rd13, %rd13, %rd15;
 	setp.lt.u64 	%p15, %rd13, %rd14;
-	@%p15 bra 	$L__BB7_23;
-	bra.uni 	$L__BB7_36;
+	@%p15 bra 	$L__BB8_23;
+	bra.uni 	$L__BB8_36;
 
-$L__BB7_19:
+$L__BB8_19:
 	shl.b64 	%rd56, %rd13, 2;
 	add.s64 	%rd57, %rd3, %rd56;
 	ld.global.f32 	%f139, [%rd57];
@@ -44594,10 +45048,10 @@ $L__BB7_19:
 	ld.global.f32 	%f158, [%rd58];
 	mul.f32 	%f9, %f157, %f158;
 	setp.eq.s32 	%p12, %r49, 1;
-	@%p12 bra 	$L__BB7_21;
-	bra.uni 	$L__BB7_20;
+	@%p12 bra 	$L__BB8_21;
+	bra.uni 	$L__BB8_20;
 
-$L__BB7_21:
+$L__BB8_21:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs9, %f9;}
 
@@ -44605,18 +45059,18 @@ $L__BB7_21:
 	shl.b64 	%rd61, %rd13, 1;
 	add.s64 	%rd62, %rd1, %rd61;
 	st.global.u16 	[%rd62], %rs9;
-	bra.uni 	$L__BB7_22;
+	bra.uni 	$L__BB8_22;
 
-$L__BB7_20:
+$L__BB8_20:
 	add.s64 	%rd60, %rd1, %rd56;
 	st.global.f32 	[%rd60], %f9;
 
-$L__BB7_22:
+$L__BB8_22:
 	add.s64 	%rd13, %rd13, %rd15;
 	setp.lt.u64 	%p13, %rd13, %rd14;
-	@%p13 bra 	$L__BB7_19;
+	@%p13 bra 	$L__BB8_19;
 
-$L__BB7_36:
+$L__BB8_36:
 	ret;
 
 }
@@ -44661,23 +45115,23 @@ $L__BB7_36:
 	and.b64  	%rd30, %rd29, 15;
 	setp.ne.s64 	%p1, %rd30, 0;
 	mov.u64 	%rd120, 0;
-	@%p1 bra 	$L__BB8_24;
+	@%p1 bra 	$L__BB9_24;
 
 	and.b64  	%rd32, %rd24, 15;
 	setp.ne.s64 	%p2, %rd32, 0;
-	@%p2 bra 	$L__BB8_24;
+	@%p2 bra 	$L__BB9_24;
 
 	and.b64  	%rd34, %rd25, 15;
 	setp.ne.s64 	%p3, %rd34, 0;
-	@%p3 bra 	$L__BB8_24;
+	@%p3 bra 	$L__BB9_24;
 
 	and.b64  	%rd36, %rd26, 15;
 	setp.ne.s64 	%p4, %rd36, 0;
-	@%p4 bra 	$L__BB8_24;
+	@%p4 bra 	$L__BB9_24;
 
 	and.b64  	%rd38, %rd27, 15;
 	setp.ne.s64 	%p5, %rd38, 0;
-	@%p5 bra 	$L__BB8_24;
+	@%p5 bra 	$L__BB9_24;
 
 	mov.u32 	%r79, %ctaid.x;
 	mov.u32 	%r80, %ntid.x;
@@ -44690,19 +45144,19 @@ $L__BB7_36:
 	add.s64 	%rd42, %rd119, 8;
 	cvt.s64.s32 	%rd8, %r78;
 	setp.gt.u64 	%p6, %rd42, %rd8;
-	@%p6 bra 	$L__BB8_23;
+	@%p6 bra 	$L__BB9_23;
 
 	mov.u32 	%r82, %nctaid.x;
 	cvt.u64.u32 	%rd43, %r82;
 	mul.lo.s64 	%rd44, %rd6, %rd43;
 	shl.b64 	%rd9, %rd44, 3;
 
-$L__BB8_7:
+$L__BB9_7:
 	setp.eq.s32 	%p7, %r76, 1;
-	@%p7 bra 	$L__BB8_9;
-	bra.uni 	$L__BB8_8;
+	@%p7 bra 	$L__BB9_9;
+	bra.uni 	$L__BB9_8;
 
-$L__BB8_9:
+$L__BB9_9:
 	shl.b64 	%rd47, %rd119, 1;
 	add.s64 	%rd48, %rd5, %rd47;
 	ld.global.v4.u32 	{%r91, %r92, %r93, %r94}, [%rd48];
@@ -44714,20 +45168,20 @@ $L__BB8_9:
 	and.b32  	%r171, %r93, -65536;
 	shl.b32 	%r172, %r94, 16;
 	and.b32  	%r173, %r94, -65536;
-	bra.uni 	$L__BB8_10;
+	bra.uni 	$L__BB9_10;
 
-$L__BB8_8:
+$L__BB9_8:
 	shl.b64 	%rd45, %rd119, 2;
 	add.s64 	%rd46, %rd5, %rd45;
 	ld.global.v4.u32 	{%r166, %r167, %r168, %r169}, [%rd46];
 	ld.global.v4.u32 	{%r170, %r171, %r172, %r173}, [%rd46+16];
 
-$L__BB8_10:
+$L__BB9_10:
 	setp.eq.s32 	%p8, %r77, 1;
-	@%p8 bra 	$L__BB8_12;
-	bra.uni 	$L__BB8_11;
+	@%p8 bra 	$L__BB9_12;
+	bra.uni 	$L__BB9_11;
 
-$L__BB8_12:
+$L__BB9_12:
 	shl.b64 	%rd51, %rd119, 1;
 	add.s64 	%rd52, %rd4, %rd51;
 	ld.global.v4.u32 	{%r107, %r108, %r109, %r110}, [%rd52];
@@ -44739,20 +45193,20 @@ $L__BB8_12:
 	and.b32  	%r179, %r109, -65536;
 	shl.b32 	%r180, %r110, 16;
 	and.b32  	%r181, %r110, -65536;
-	bra.uni 	$L__BB8_13;
+	bra.uni 	$L__BB9_13;
 
-$L__BB8_11:
+$L__BB9_11:
 	shl.b64 	%rd49, %rd119, 2;
 	add.s64 	%rd50, %rd4, %rd49;
 	ld.global.v4.u32 	{%r174, %r175, %r176, %r177}, [%rd50];
 	ld.global.v4.u32 	{%r178, %r179, %r180, %r181}, [%rd50+16];
 
-$L__BB8_13:
+$L__BB9_13:
 	setp.eq.s32 	%p9, %r75, 1;
-	@%p9 bra 	$L__BB8_15;
-	bra.uni 	$L__BB8_14;
+	@%p9 bra 	$L__BB9_15;
+	bra.uni 	$L__BB9_14;
 
-$L__BB8_15:
+$L__BB9_15:
 	shl.b64 	%rd55, %rd119, 1;
 	add.s64 	%rd56, %rd3, %rd55;
 	ld.global.v4.u32 	{%r123, %r124, %r125, %r126}, [%rd56];
@@ -44764,15 +45218,15 @@ $L__BB8_15:
 	and.b32  	%r184, %r125, -65536;
 	shl.b32 	%r183, %r126, 16;
 	and.b32  	%r182, %r126, -65536;
-	bra.uni 	$L__BB8_16;
+	bra.uni 	$L__BB9_16;
 
-$L__BB8_14:
+$L__BB9_14:
 	shl.b64 	%rd53, %rd119, 2;
 	add.s64 	%rd54, %rd3, %rd53;
 	ld.global.v4.u32 	{%r189, %r188, %r187, %r186}, [%rd54];
 	ld.global.v4.u32 	{%r185, %r184, %r183, %r182}, [%rd54+16];
 
-$L__BB8_16:
+$L__BB9_16:
 	mov.b32 	%f43, %r166;
 	neg.f32 	%f44, %f43;
 	mov.f32 	%f45, 0f3F000000;
@@ -44973,10 +45427,10 @@ $L__BB8_16:
 	mul.f32 	%f209, %f204, %f190;
 	mul.f32 	%f16, %f202, %f209;
 	setp.eq.s32 	%p10, %r73, 1;
-	@%p10 bra 	$L__BB8_18;
-	bra.uni 	$L__BB8_17;
+	@%p10 bra 	$L__BB9_18;
+	bra.uni 	$L__BB9_17;
 
-$L__BB8_18:
+$L__BB9_18:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs1, %f1;}
 
@@ -45016,20 +45470,20 @@ $L__BB8_18:
 	mov.b32 	%r149, {%rs3, %rs4};
 	mov.b32 	%r150, {%rs1, %rs2};
 	st.global.v4.u32 	[%rd60], {%r150, %r149, %r148, %r147};
-	bra.uni 	$L__BB8_19;
+	bra.uni 	$L__BB9_19;
 
-$L__BB8_17:
+$L__BB9_17:
 	shl.b64 	%rd57, %rd119, 2;
 	add.s64 	%rd58, %rd2, %rd57;
 	st.global.v4.f32 	[%rd58], {%f1, %f3, %f5, %f7};
 	st.global.v4.f32 	[%rd58+16], {%f9, %f11, %f13, %f15};
 
-$L__BB8_19:
+$L__BB9_19:
 	setp.eq.s32 	%p11, %r74, 1;
-	@%p11 bra 	$L__BB8_21;
-	bra.uni 	$L__BB8_20;
+	@%p11 bra 	$L__BB9_21;
+	bra.uni 	$L__BB9_20;
 
-$L__BB8_21:
+$L__BB9_21:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs9, %f2;}
 
@@ -45069,25 +45523,25 @@ $L__BB8_21:
 	mov.b32 	%r153, {%rs11, %rs12};
 	mov.b32 	%r154, {%rs9, %rs10};
 	st.global.v4.u32 	[%rd64], {%r154, %r153, %r152, %r151};
-	bra.uni 	$L__BB8_22;
+	bra.uni 	$L__BB9_22;
 
-$L__BB8_20:
+$L__BB9_20:
 	shl.b64 	%rd61, %rd119, 2;
 	add.s64 	%rd62, %rd1, %rd61;
 	st.global.v4.f32 	[%rd62], {%f2, %f4, %f6, %f8};
 	st.global.v4.f32 	[%rd62+16], {%f10, %f12, %f14, %f16};
 
-$L__BB8_22:
+$L__BB9_22:
 	add.s64 	%rd119, %rd119, %rd9;
 	add.s64 	%rd65, %rd119, 8;
 	setp.le.u64 	%p12, %rd65, %rd8;
-	@%p12 bra 	$L__BB8_7;
+	@%p12 bra 	$L__BB9_7;
 
-$L__BB8_23:
+$L__BB9_23:
 	and.b32  	%r155, %r78, -8;
 	cvt.s64.s32 	%rd120, %r155;
 
-$L__BB8_24:
+$L__BB9_24:
 	mov.u32 	%r156, %ctaid.x;
 	mov.u32 	%r157, %ntid.x;
 	cvt.u64.u32 	%rd14, %r157;
@@ -45098,16 +45552,16 @@ $L__BB8_24:
 	add.s64 	%rd121, %rd68, %rd120;
 	cvt.s64.s32 	%rd16, %r78;
 	setp.ge.u64 	%p13, %rd121, %rd16;
-	@%p13 bra 	$L__BB8_60;
+	@%p13 bra 	$L__BB9_60;
 
 	setp.eq.s32 	%p14, %r76, 1;
 	mov.u32 	%r159, %nctaid.x;
 	cvt.u64.u32 	%rd69, %r159;
 	mul.lo.s64 	%rd17, %rd69, %rd14;
-	@%p14 bra 	$L__BB8_47;
-	bra.uni 	$L__BB8_26;
+	@%p14 bra 	$L__BB9_47;
+	bra.uni 	$L__BB9_26;
 
-$L__BB8_47:
+$L__BB9_47:
 	shl.b64 	%rd101, %rd121, 1;
 	add.s64 	%rd102, %rd5, %rd101;
 	ld.global.u16 	%rs24, [%rd102];
@@ -45116,43 +45570,43 @@ $L__BB8_47:
 
 	// end inline asm
 	setp.eq.s32 	%p24, %r77, 1;
-	@%p24 bra 	$L__BB8_49;
-	bra.uni 	$L__BB8_48;
+	@%p24 bra 	$L__BB9_49;
+	bra.uni 	$L__BB9_48;
 
-$L__BB8_49:
+$L__BB9_49:
 	add.s64 	%rd106, %rd4, %rd101;
 	ld.global.u16 	%rs25, [%rd106];
 	// begin inline asm
 	{ mov.b32 %f309, {0,%rs25};}
 
 	// end inline asm
-	bra.uni 	$L__BB8_50;
+	bra.uni 	$L__BB9_50;
 
-$L__BB8_48:
+$L__BB9_48:
 	shl.b64 	%rd103, %rd121, 2;
 	add.s64 	%rd104, %rd4, %rd103;
 	ld.global.f32 	%f309, [%rd104];
 
-$L__BB8_50:
+$L__BB9_50:
 	setp.eq.s32 	%p25, %r75, 1;
-	@%p25 bra 	$L__BB8_52;
-	bra.uni 	$L__BB8_51;
+	@%p25 bra 	$L__BB9_52;
+	bra.uni 	$L__BB9_51;
 
-$L__BB8_52:
+$L__BB9_52:
 	add.s64 	%rd110, %rd3, %rd101;
 	ld.global.u16 	%rs26, [%rd110];
 	// begin inline asm
 	{ mov.b32 %f310, {0,%rs26};}
 
 	// end inline asm
-	bra.uni 	$L__BB8_53;
+	bra.uni 	$L__BB9_53;
 
-$L__BB8_51:
+$L__BB9_51:
 	shl.b64 	%rd107, %rd121, 2;
 	add.s64 	%rd108, %rd3, %rd107;
 	ld.global.f32 	%f310, [%rd108];
 
-$L__BB8_53:
+$L__BB9_53:
 	neg.f32 	%f282, %f279;
 	mov.f32 	%f283, 0f3F000000;
 	mov.f32 	%f284, 0f3BBB989D;
@@ -45180,56 +45634,56 @@ $L__BB8_53:
 	fma.rn.f32 	%f303, %f279, %f302, 0f3F800000;
 	mul.f32 	%f41, %f301, %f303;
 	setp.eq.s32 	%p26, %r73, 1;
-	@%p26 bra 	$L__BB8_55;
-	bra.uni 	$L__BB8_54;
+	@%p26 bra 	$L__BB9_55;
+	bra.uni 	$L__BB9_54;
 
-$L__BB8_55:
+$L__BB9_55:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs27, %f41;}
 
 	// end inline asm
 	add.s64 	%rd114, %rd2, %rd101;
 	st.global.u16 	[%rd114], %rs27;
-	bra.uni 	$L__BB8_56;
+	bra.uni 	$L__BB9_56;
 
-$L__BB8_54:
+$L__BB9_54:
 	shl.b64 	%rd111, %rd121, 2;
 	add.s64 	%rd112, %rd2, %rd111;
 	st.global.f32 	[%rd112], %f41;
 
-$L__BB8_56:
+$L__BB9_56:
 	setp.eq.s32 	%p27, %r74, 1;
 	mul.f32 	%f305, %f279, %f310;
 	mul.f32 	%f42, %f305, %f40;
-	@%p27 bra 	$L__BB8_58;
-	bra.uni 	$L__BB8_57;
+	@%p27 bra 	$L__BB9_58;
+	bra.uni 	$L__BB9_57;
 
-$L__BB8_58:
+$L__BB9_58:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs28, %f42;}
 
 	// end inline asm
 	add.s64 	%rd118, %rd1, %rd101;
 	st.global.u16 	[%rd118], %rs28;
-	bra.uni 	$L__BB8_59;
+	bra.uni 	$L__BB9_59;
 
-$L__BB8_57:
+$L__BB9_57:
 	shl.b64 	%rd115, %rd121, 2;
 	add.s64 	%rd116, %rd1, %rd115;
 	st.global.f32 	[%rd116], %f42;
 
-$L__BB8_59:
+$L__BB9_59:
 	add.s64 	%rd121, %rd121, %rd17;
 	setp.lt.u64 	%p28, %rd121, %rd16;
-	@%p28 bra 	$L__BB8_47;
-	bra.uni 	$L__BB8_60;
+	@%p28 bra 	$L__BB9_47;
+	bra.uni 	$L__BB9_60;
 
-$L__BB8_26:
+$L__BB9_26:
 	setp.eq.s32 	%p15, %r77, 1;
-	@%p15 bra 	$L__BB8_37;
-	bra.uni 	$L__BB8_27;
+	@%p15 bra 	$L__BB9_37;
+	bra.uni 	$L__BB9_27;
 
-$L__BB8_37:
+$L__BB9_37:
 	shl.b64 	%rd85, %rd121, 2;
 	add.s64 	%rd86, %rd5, %rd85;
 	ld.global.f32 	%f25, [%rd86];
@@ -45241,23 +45695,23 @@ $L__BB8_37:
 
 	// end inline asm
 	setp.eq.s32 	%p20, %r75, 1;
-	@%p20 bra 	$L__BB8_39;
-	bra.uni 	$L__BB8_38;
+	@%p20 bra 	$L__BB9_39;
+	bra.uni 	$L__BB9_38;
 
-$L__BB8_39:
+$L__BB9_39:
 	add.s64 	%rd92, %rd3, %rd87;
 	ld.global.u16 	%rs21, [%rd92];
 	// begin inline asm
 	{ mov.b32 %f308, {0,%rs21};}
 
 	// end inline asm
-	bra.uni 	$L__BB8_40;
+	bra.uni 	$L__BB9_40;
 
-$L__BB8_38:
+$L__BB9_38:
 	add.s64 	%rd90, %rd3, %rd85;
 	ld.global.f32 	%f308, [%rd90];
 
-$L__BB8_40:
+$L__BB9_40:
 	neg.f32 	%f254, %f25;
 	mov.f32 	%f255, 0f3F000000;
 	mov.f32 	%f256, 0f3BBB989D;
@@ -45285,59 +45739,59 @@ $L__BB8_40:
 	fma.rn.f32 	%f275, %f25, %f274, 0f3F800000;
 	mul.f32 	%f31, %f273, %f275;
 	setp.eq.s32 	%p21, %r73, 1;
-	@%p21 bra 	$L__BB8_42;
-	bra.uni 	$L__BB8_41;
+	@%p21 bra 	$L__BB9_42;
+	bra.uni 	$L__BB9_41;
 
-$L__BB8_42:
+$L__BB9_42:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs22, %f31;}
 
 	// end inline asm
 	add.s64 	%rd96, %rd2, %rd87;
 	st.global.u16 	[%rd96], %rs22;
-	bra.uni 	$L__BB8_43;
+	bra.uni 	$L__BB9_43;
 
-$L__BB8_41:
+$L__BB9_41:
 	add.s64 	%rd94, %rd2, %rd85;
 	st.global.f32 	[%rd94], %f31;
 
-$L__BB8_43:
+$L__BB9_43:
 	setp.eq.s32 	%p22, %r74, 1;
 	mul.f32 	%f277, %f25, %f308;
 	mul.f32 	%f32, %f277, %f30;
-	@%p22 bra 	$L__BB8_45;
-	bra.uni 	$L__BB8_44;
+	@%p22 bra 	$L__BB9_45;
+	bra.uni 	$L__BB9_44;
 
-$L__BB8_45:
+$L__BB9_45:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs23, %f32;}
 
 	// end inline asm
 	add.s64 	%rd100, %rd1, %rd87;
 	st.global.u16 	[%rd100], %rs23;
-	bra.uni 	$L__BB8_46;
+	bra.uni 	$L__BB9_46;
 
-$L__BB8_44:
+$L__BB9_44:
 	add.s64 	%rd98, %rd1, %rd85;
 	st.global.f32 	[%rd98], %f32;
 
-$L__BB8_46:
+$L__BB9_46:
 	add.s64 	%rd121, %rd121, %rd17;
 	setp.lt.u64 	%p23, %rd121, %rd16;
-	@%p23 bra 	$L__BB8_37;
-	bra.uni 	$L__BB8_60;
+	@%p23 bra 	$L__BB9_37;
+	bra.uni 	$L__BB9_60;
 
-$L__BB8_27:
+$L__BB9_27:
 	shl.b64 	%rd70, %rd121, 2;
 	add.s64 	%rd71, %rd5, %rd70;
 	ld.global.f32 	%f17, [%rd71];
 	add.s64 	%rd72, %rd4, %rd70;
 	ld.global.f32 	%f18, [%rd72];
 	setp.eq.s32 	%p16, %r75, 1;
-	@%p16 bra 	$L__BB8_29;
-	bra.uni 	$L__BB8_28;
+	@%p16 bra 	$L__BB9_29;
+	bra.uni 	$L__BB9_28;
 
-$L__BB8_29:
+$L__BB9_29:
 	shl.b64 	%rd75, %rd121, 1;
 	add.s64 	%rd76, %rd3, %rd75;
 	ld.global.u16 	%rs17, [%rd76];
@@ -45345,13 +45799,13 @@ $L__BB8_29:
 	{ mov.b32 %f307, {0,%rs17};}
 
 	// end inline asm
-	bra.uni 	$L__BB8_30;
+	bra.uni 	$L__BB9_30;
 
-$L__BB8_28:
+$L__BB9_28:
 	add.s64 	%rd74, %rd3, %rd70;
 	ld.global.f32 	%f307, [%rd74];
 
-$L__BB8_30:
+$L__BB9_30:
 	neg.f32 	%f227, %f17;
 	mov.f32 	%f228, 0f3F000000;
 	mov.f32 	%f229, 0f3BBB989D;
@@ -45379,10 +45833,10 @@ $L__BB8_30:
 	fma.rn.f32 	%f248, %f17, %f247, 0f3F800000;
 	mul.f32 	%f23, %f246, %f248;
 	setp.eq.s32 	%p17, %r73, 1;
-	@%p17 bra 	$L__BB8_32;
-	bra.uni 	$L__BB8_31;
+	@%p17 bra 	$L__BB9_32;
+	bra.uni 	$L__BB9_31;
 
-$L__BB8_32:
+$L__BB9_32:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs18, %f23;}
 
@@ -45390,20 +45844,20 @@ $L__BB8_32:
 	shl.b64 	%rd79, %rd121, 1;
 	add.s64 	%rd80, %rd2, %rd79;
 	st.global.u16 	[%rd80], %rs18;
-	bra.uni 	$L__BB8_33;
+	bra.uni 	$L__BB9_33;
 
-$L__BB8_31:
+$L__BB9_31:
 	add.s64 	%rd78, %rd2, %rd70;
 	st.global.f32 	[%rd78], %f23;
 
-$L__BB8_33:
+$L__BB9_33:
 	setp.eq.s32 	%p18, %r74, 1;
 	mul.f32 	%f250, %f17, %f307;
 	mul.f32 	%f24, %f250, %f22;
-	@%p18 bra 	$L__BB8_35;
-	bra.uni 	$L__BB8_34;
+	@%p18 bra 	$L__BB9_35;
+	bra.uni 	$L__BB9_34;
 
-$L__BB8_35:
+$L__BB9_35:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs19, %f24;}
 
@@ -45411,18 +45865,18 @@ $L__BB8_35:
 	shl.b64 	%rd83, %rd121, 1;
 	add.s64 	%rd84, %rd1, %rd83;
 	st.global.u16 	[%rd84], %rs19;
-	bra.uni 	$L__BB8_36;
+	bra.uni 	$L__BB9_36;
 
-$L__BB8_34:
+$L__BB9_34:
 	add.s64 	%rd82, %rd1, %rd70;
 	st.global.f32 	[%rd82], %f24;
 
-$L__BB8_36:
+$L__BB9_36:
 	add.s64 	%rd121, %rd121, %rd17;
 	setp.lt.u64 	%p19, %rd121, %rd16;
-	@%p19 bra 	$L__BB8_27;
+	@%p19 bra 	$L__BB9_27;
 
-$L__BB8_60:
+$L__BB9_60:
 	ret;
 
 }
@@ -45465,7 +45919,7 @@ $L__BB8_60:
 	cvta.to.global.u64 	%rd3, %rd21;
 	mov.u32 	%r1, %ctaid.x;
 	setp.ge.s32 	%p1, %r1, %r176;
-	@%p1 bra 	$L__BB9_132;
+	@%p1 bra 	$L__BB10_132;
 
 	cvta.to.global.u64 	%rd24, %rd22;
 	cvt.s64.s32 	%rd4, %r1;
@@ -45475,33 +45929,33 @@ $L__BB8_60:
 	ld.global.s32 	%rd6, [%rd26];
 	and.b32  	%r177, %r175, 7;
 	setp.ne.s32 	%p2, %r177, 0;
-	@%p2 bra 	$L__BB9_5;
+	@%p2 bra 	$L__BB10_5;
 
 	and.b64  	%rd27, %rd21, 15;
 	setp.ne.s64 	%p3, %rd27, 0;
-	@%p3 bra 	$L__BB9_5;
-	bra.uni 	$L__BB9_3;
+	@%p3 bra 	$L__BB10_5;
+	bra.uni 	$L__BB10_3;
 
-$L__BB9_5:
+$L__BB10_5:
 	cvt.u32.u64 	%r178, %rd6;
 	setp.lt.s32 	%p6, %r178, 0;
 	setp.ge.s32 	%p7, %r178, %r175;
 	or.pred  	%p8, %p6, %p7;
 	mov.u32 	%r2, %tid.x;
-	@%p8 bra 	$L__BB9_51;
-	bra.uni 	$L__BB9_6;
+	@%p8 bra 	$L__BB10_51;
+	bra.uni 	$L__BB10_6;
 
-$L__BB9_51:
+$L__BB10_51:
 	setp.ne.s32 	%p62, %r2, 0;
-	@%p62 bra 	$L__BB9_55;
+	@%p62 bra 	$L__BB10_55;
 
 	setp.eq.s32 	%p63, %r178, -100;
 	selp.f32 	%f30, 0f00000000, 0f7FC00000, %p63;
 	setp.eq.s32 	%p64, %r172, 1;
-	@%p64 bra 	$L__BB9_54;
-	bra.uni 	$L__BB9_53;
+	@%p64 bra 	$L__BB10_54;
+	bra.uni 	$L__BB10_53;
 
-$L__BB9_54:
+$L__BB10_54:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs8, %f30;}
 
@@ -45509,23 +45963,23 @@ $L__BB9_54:
 	shl.b64 	%rd73, %rd4, 1;
 	add.s64 	%rd74, %rd2, %rd73;
 	st.global.u16 	[%rd74], %rs8;
-	bra.uni 	$L__BB9_55;
+	bra.uni 	$L__BB10_55;
 
-$L__BB9_6:
+$L__BB10_6:
 	setp.ge.s32 	%p9, %r2, %r175;
 	mov.f32 	%f842, 0fFF800000;
-	@%p9 bra 	$L__BB9_12;
+	@%p9 bra 	$L__BB10_12;
 
 	setp.eq.s32 	%p10, %r174, 1;
 	mov.u32 	%r3, %ntid.x;
 	mov.f32 	%f842, 0fFF800000;
-	@%p10 bra 	$L__BB9_10;
-	bra.uni 	$L__BB9_8;
+	@%p10 bra 	$L__BB10_10;
+	bra.uni 	$L__BB10_8;
 
-$L__BB9_10:
+$L__BB10_10:
 	mov.u32 	%r554, %r2;
 
-$L__BB9_11:
+$L__BB10_11:
 	cvt.s64.s32 	%rd33, %r554;
 	add.s64 	%rd34, %rd5, %rd33;
 	shl.b64 	%rd35, %rd34, 1;
@@ -45538,19 +45992,19 @@ $L__BB9_11:
 	max.f32 	%f842, %f842, %f99;
 	add.s32 	%r554, %r554, %r3;
 	setp.lt.s32 	%p12, %r554, %r175;
-	@%p12 bra 	$L__BB9_11;
-	bra.uni 	$L__BB9_12;
+	@%p12 bra 	$L__BB10_11;
+	bra.uni 	$L__BB10_12;
 
-$L__BB9_3:
+$L__BB10_3:
 	setp.eq.s64 	%p4, %rd20, 0;
-	@%p4 bra 	$L__BB9_59;
+	@%p4 bra 	$L__BB10_59;
 
 	and.b64  	%rd28, %rd20, 15;
 	setp.eq.s64 	%p5, %rd28, 0;
-	@%p5 bra 	$L__BB9_59;
-	bra.uni 	$L__BB9_5;
+	@%p5 bra 	$L__BB10_59;
+	bra.uni 	$L__BB10_5;
 
-$L__BB9_59:
+$L__BB10_59:
 	cvt.u32.u64 	%r282, %rd6;
 	shr.s32 	%r27, %r175, 3;
 	mov.u32 	%r28, %ntid.x;
@@ -45558,20 +46012,20 @@ $L__BB9_59:
 	setp.ge.s32 	%p72, %r282, %r175;
 	or.pred  	%p73, %p71, %p72;
 	mov.u32 	%r614, %tid.x;
-	@%p73 bra 	$L__BB9_119;
-	bra.uni 	$L__BB9_60;
+	@%p73 bra 	$L__BB10_119;
+	bra.uni 	$L__BB10_60;
 
-$L__BB9_119:
+$L__BB10_119:
 	setp.ne.s32 	%p143, %r614, 0;
-	@%p143 bra 	$L__BB9_123;
+	@%p143 bra 	$L__BB10_123;
 
 	setp.eq.s32 	%p144, %r282, -100;
 	selp.f32 	%f93, 0f00000000, 0f7FC00000, %p144;
 	setp.eq.s32 	%p145, %r172, 1;
-	@%p145 bra 	$L__BB9_122;
-	bra.uni 	$L__BB9_121;
+	@%p145 bra 	$L__BB10_122;
+	bra.uni 	$L__BB10_121;
 
-$L__BB9_122:
+$L__BB10_122:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs28, %f93;}
 
@@ -45579,12 +46033,12 @@ $L__BB9_122:
 	shl.b64 	%rd122, %rd4, 1;
 	add.s64 	%rd123, %rd2, %rd122;
 	st.global.u16 	[%rd123], %rs28;
-	bra.uni 	$L__BB9_123;
+	bra.uni 	$L__BB10_123;
 
-$L__BB9_8:
+$L__BB10_8:
 	mov.u32 	%r553, %r2;
 
-$L__BB9_9:
+$L__BB10_9:
 	cvt.s64.s32 	%rd29, %r553;
 	add.s64 	%rd30, %rd5, %rd29;
 	shl.b64 	%rd31, %rd30, 2;
@@ -45593,9 +46047,9 @@ $L__BB9_9:
 	max.f32 	%f842, %f842, %f97;
 	add.s32 	%r553, %r553, %r3;
 	setp.lt.s32 	%p11, %r553, %r175;
-	@%p11 bra 	$L__BB9_9;
+	@%p11 bra 	$L__BB10_9;
 
-$L__BB9_12:
+$L__BB10_12:
 	mov.b32 	%r179, %f842;
 	mov.u32 	%r180, 31;
 	mov.u32 	%r181, 16;
@@ -45627,30 +46081,30 @@ $L__BB9_12:
 	bar.sync 	0;
 	and.b32  	%r9, %r2, 31;
 	setp.ne.s32 	%p18, %r9, 0;
-	@%p18 bra 	$L__BB9_14;
+	@%p18 bra 	$L__BB10_14;
 
 	shl.b32 	%r196, %r8, 2;
 	mov.u32 	%r197, _ZZ9block_maxfE7partial;
 	add.s32 	%r198, %r197, %r196;
 	st.shared.f32 	[%r198], %f6;
 
-$L__BB9_14:
+$L__BB10_14:
 	bar.sync 	0;
 	setp.ne.s32 	%p19, %r8, 0;
-	@%p19 bra 	$L__BB9_19;
+	@%p19 bra 	$L__BB10_19;
 
 	mov.u32 	%r199, %ntid.x;
 	shr.u32 	%r200, %r199, 5;
 	setp.ge.u32 	%p20, %r9, %r200;
 	mov.f32 	%f843, 0fFF800000;
-	@%p20 bra 	$L__BB9_17;
+	@%p20 bra 	$L__BB10_17;
 
 	shl.b32 	%r201, %r9, 2;
 	mov.u32 	%r202, _ZZ9block_maxfE7partial;
 	add.s32 	%r203, %r202, %r201;
 	ld.shared.f32 	%f843, [%r203];
 
-$L__BB9_17:
+$L__BB10_17:
 	mov.b32 	%r204, %f843;
 	mov.u32 	%r205, 31;
 	mov.u32 	%r206, 16;
@@ -45678,26 +46132,26 @@ $L__BB9_17:
 	shfl.sync.bfly.b32 	%r220|%p25, %r218, %r219, %r205, %r207;
 	mov.b32 	%f118, %r220;
 	max.f32 	%f9, %f117, %f118;
-	@%p18 bra 	$L__BB9_19;
+	@%p18 bra 	$L__BB10_19;
 
 	st.shared.f32 	[_ZZ9block_maxfE5total], %f9;
 
-$L__BB9_19:
+$L__BB10_19:
 	bar.sync 	0;
 	mov.f32 	%f846, 0f00000000;
 	ld.shared.f32 	%f10, [_ZZ9block_maxfE5total];
-	@%p9 bra 	$L__BB9_25;
+	@%p9 bra 	$L__BB10_25;
 
 	setp.eq.s32 	%p28, %r174, 1;
 	mov.u32 	%r10, %ntid.x;
 	mov.f32 	%f846, 0f00000000;
-	@%p28 bra 	$L__BB9_23;
-	bra.uni 	$L__BB9_21;
+	@%p28 bra 	$L__BB10_23;
+	bra.uni 	$L__BB10_21;
 
-$L__BB9_23:
+$L__BB10_23:
 	mov.u32 	%r556, %r2;
 
-$L__BB9_24:
+$L__BB10_24:
 	cvt.s64.s32 	%rd41, %r556;
 	add.s64 	%rd42, %rd5, %rd41;
 	shl.b64 	%rd43, %rd42, 1;
@@ -45728,13 +46182,13 @@ $L__BB9_24:
 	fma.rn.f32 	%f846, %f155, %f154, %f846;
 	add.s32 	%r556, %r556, %r10;
 	setp.lt.s32 	%p30, %r556, %r175;
-	@%p30 bra 	$L__BB9_24;
-	bra.uni 	$L__BB9_25;
+	@%p30 bra 	$L__BB10_24;
+	bra.uni 	$L__BB10_25;
 
-$L__BB9_21:
+$L__BB10_21:
 	mov.u32 	%r555, %r2;
 
-$L__BB9_22:
+$L__BB10_22:
 	cvt.s64.s32 	%rd37, %r555;
 	add.s64 	%rd38, %rd5, %rd37;
 	shl.b64 	%rd39, %rd38, 2;
@@ -45761,9 +46215,9 @@ $L__BB9_22:
 	fma.rn.f32 	%f846, %f137, %f136, %f846;
 	add.s32 	%r555, %r555, %r10;
 	setp.lt.s32 	%p29, %r555, %r175;
-	@%p29 bra 	$L__BB9_22;
+	@%p29 bra 	$L__BB10_22;
 
-$L__BB9_25:
+$L__BB10_25:
 	mov.b32 	%r225, %f846;
 	mov.u32 	%r226, 31;
 	mov.u32 	%r227, 16;
@@ -45792,29 +46246,29 @@ $L__BB9_25:
 	mov.b32 	%f164, %r241;
 	add.f32 	%f16, %f163, %f164;
 	bar.sync 	0;
-	@%p18 bra 	$L__BB9_27;
+	@%p18 bra 	$L__BB10_27;
 
 	shl.b32 	%r242, %r8, 2;
 	mov.u32 	%r243, _ZZ9block_sumfE7partial;
 	add.s32 	%r244, %r243, %r242;
 	st.shared.f32 	[%r244], %f16;
 
-$L__BB9_27:
+$L__BB10_27:
 	bar.sync 	0;
-	@%p19 bra 	$L__BB9_32;
+	@%p19 bra 	$L__BB10_32;
 
 	mov.u32 	%r245, %ntid.x;
 	shr.u32 	%r246, %r245, 5;
 	setp.ge.u32 	%p38, %r9, %r246;
 	mov.f32 	%f847, 0f00000000;
-	@%p38 bra 	$L__BB9_30;
+	@%p38 bra 	$L__BB10_30;
 
 	shl.b32 	%r247, %r9, 2;
 	mov.u32 	%r248, _ZZ9block_sumfE7partial;
 	add.s32 	%r249, %r248, %r247;
 	ld.shared.f32 	%f847, [%r249];
 
-$L__BB9_30:
+$L__BB10_30:
 	mov.b32 	%r250, %f847;
 	mov.u32 	%r251, 31;
 	mov.u32 	%r252, 16;
@@ -45842,11 +46296,11 @@ $L__BB9_30:
 	shfl.sync.bfly.b32 	%r266|%p43, %r264, %r265, %r251, %r253;
 	mov.b32 	%f174, %r266;
 	add.f32 	%f19, %f173, %f174;
-	@%p18 bra 	$L__BB9_32;
+	@%p18 bra 	$L__BB10_32;
 
 	st.shared.f32 	[_ZZ9block_sumfE5total], %f19;
 
-$L__BB9_32:
+$L__BB10_32:
 	bar.sync 	0;
 	ld.shared.f32 	%f175, [_ZZ9block_sumfE5total];
 	setp.lt.f32 	%p45, %f175, 0f00800000;
@@ -45884,21 +46338,21 @@ $L__BB9_32:
 	mov.f32 	%f202, 0f3F317218;
 	fma.rn.f32 	%f848, %f181, %f202, %f201;
 	setp.lt.u32 	%p46, %r267, 2139095040;
-	@%p46 bra 	$L__BB9_34;
+	@%p46 bra 	$L__BB10_34;
 
 	mov.f32 	%f203, 0f7F800000;
 	fma.rn.f32 	%f848, %f20, %f203, %f203;
 
-$L__BB9_34:
+$L__BB10_34:
 	setp.eq.f32 	%p47, %f20, 0f00000000;
 	selp.f32 	%f204, 0fFF800000, %f848, %p47;
 	add.f32 	%f24, %f10, %f204;
 	add.s64 	%rd7, %rd5, %rd6;
 	setp.eq.s32 	%p48, %r174, 1;
-	@%p48 bra 	$L__BB9_36;
-	bra.uni 	$L__BB9_35;
+	@%p48 bra 	$L__BB10_36;
+	bra.uni 	$L__BB10_35;
 
-$L__BB9_36:
+$L__BB10_36:
 	shl.b64 	%rd47, %rd7, 1;
 	add.s64 	%rd48, %rd3, %rd47;
 	ld.global.u16 	%rs3, [%rd48];
@@ -45906,23 +46360,23 @@ $L__BB9_36:
 	{ mov.b32 %f849, {0,%rs3};}
 
 	// end inline asm
-	bra.uni 	$L__BB9_37;
+	bra.uni 	$L__BB10_37;
 
-$L__BB9_35:
+$L__BB10_35:
 	shl.b64 	%rd45, %rd7, 2;
 	add.s64 	%rd46, %rd3, %rd45;
 	ld.global.f32 	%f849, [%rd46];
 
-$L__BB9_37:
+$L__BB10_37:
 	setp.ne.s32 	%p49, %r2, 0;
-	@%p49 bra 	$L__BB9_41;
+	@%p49 bra 	$L__BB10_41;
 
 	sub.f32 	%f28, %f24, %f849;
 	setp.eq.s32 	%p50, %r172, 1;
-	@%p50 bra 	$L__BB9_40;
-	bra.uni 	$L__BB9_39;
+	@%p50 bra 	$L__BB10_40;
+	bra.uni 	$L__BB10_39;
 
-$L__BB9_40:
+$L__BB10_40:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs4, %f28;}
 
@@ -45930,25 +46384,25 @@ $L__BB9_40:
 	shl.b64 	%rd51, %rd4, 1;
 	add.s64 	%rd52, %rd2, %rd51;
 	st.global.u16 	[%rd52], %rs4;
-	bra.uni 	$L__BB9_41;
+	bra.uni 	$L__BB10_41;
 
-$L__BB9_53:
+$L__BB10_53:
 	shl.b64 	%rd71, %rd4, 2;
 	add.s64 	%rd72, %rd2, %rd71;
 	st.global.f32 	[%rd72], %f30;
 
-$L__BB9_55:
+$L__BB10_55:
 	setp.eq.s64 	%p65, %rd20, 0;
 	setp.ge.s32 	%p66, %r2, %r175;
 	or.pred  	%p67, %p65, %p66;
-	@%p67 bra 	$L__BB9_132;
+	@%p67 bra 	$L__BB10_132;
 
 	setp.eq.s32 	%p68, %r173, 1;
 	mov.u32 	%r22, %ntid.x;
-	@%p68 bra 	$L__BB9_58;
-	bra.uni 	$L__BB9_57;
+	@%p68 bra 	$L__BB10_58;
+	bra.uni 	$L__BB10_57;
 
-$L__BB9_58:
+$L__BB10_58:
 	cvt.s64.s32 	%rd79, %r2;
 	add.s64 	%rd80, %rd5, %rd79;
 	mov.f32 	%f271, 0f00000000;
@@ -45961,10 +46415,10 @@ $L__BB9_58:
 	st.global.u16 	[%rd82], %rs9;
 	add.s32 	%r2, %r2, %r22;
 	setp.lt.s32 	%p70, %r2, %r175;
-	@%p70 bra 	$L__BB9_58;
-	bra.uni 	$L__BB9_132;
+	@%p70 bra 	$L__BB10_58;
+	bra.uni 	$L__BB10_132;
 
-$L__BB9_57:
+$L__BB10_57:
 	cvt.s64.s32 	%rd75, %r2;
 	add.s64 	%rd76, %rd5, %rd75;
 	shl.b64 	%rd77, %rd76, 2;
@@ -45973,26 +46427,26 @@ $L__BB9_57:
 	st.global.u32 	[%rd78], %r281;
 	add.s32 	%r2, %r2, %r22;
 	setp.lt.s32 	%p69, %r2, %r175;
-	@%p69 bra 	$L__BB9_57;
-	bra.uni 	$L__BB9_132;
+	@%p69 bra 	$L__BB10_57;
+	bra.uni 	$L__BB10_132;
 
-$L__BB9_39:
+$L__BB10_39:
 	shl.b64 	%rd49, %rd4, 2;
 	add.s64 	%rd50, %rd2, %rd49;
 	st.global.f32 	[%rd50], %f28;
 
-$L__BB9_41:
+$L__BB10_41:
 	setp.eq.s64 	%p51, %rd20, 0;
-	@%p51 bra 	$L__BB9_132;
+	@%p51 bra 	$L__BB10_132;
 
 	bar.sync 	0;
-	@%p9 bra 	$L__BB9_132;
+	@%p9 bra 	$L__BB10_132;
 
 	mov.u32 	%r15, %ntid.x;
-	@%p48 bra 	$L__BB9_47;
-	bra.uni 	$L__BB9_44;
+	@%p48 bra 	$L__BB10_47;
+	bra.uni 	$L__BB10_44;
 
-$L__BB9_47:
+$L__BB10_47:
 	cvt.s64.s32 	%rd64, %r2;
 	add.s64 	%rd8, %rd5, %rd64;
 	shl.b64 	%rd65, %rd8, 1;
@@ -46026,35 +46480,35 @@ $L__BB9_47:
 	sub.f32 	%f268, %f267, %f94;
 	selp.f32 	%f29, %f268, %f267, %p59;
 	setp.eq.s32 	%p60, %r173, 1;
-	@%p60 bra 	$L__BB9_49;
-	bra.uni 	$L__BB9_48;
+	@%p60 bra 	$L__BB10_49;
+	bra.uni 	$L__BB10_48;
 
-$L__BB9_49:
+$L__BB10_49:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs7, %f29;}
 
 	// end inline asm
 	add.s64 	%rd70, %rd1, %rd65;
 	st.global.u16 	[%rd70], %rs7;
-	bra.uni 	$L__BB9_50;
+	bra.uni 	$L__BB10_50;
 
-$L__BB9_48:
+$L__BB10_48:
 	shl.b64 	%rd67, %rd8, 2;
 	add.s64 	%rd68, %rd1, %rd67;
 	st.global.f32 	[%rd68], %f29;
 
-$L__BB9_50:
+$L__BB10_50:
 	add.s32 	%r2, %r2, %r15;
 	setp.lt.s32 	%p61, %r2, %r175;
-	@%p61 bra 	$L__BB9_47;
-	bra.uni 	$L__BB9_132;
+	@%p61 bra 	$L__BB10_47;
+	bra.uni 	$L__BB10_132;
 
-$L__BB9_44:
+$L__BB10_44:
 	setp.eq.s32 	%p54, %r173, 1;
-	@%p54 bra 	$L__BB9_46;
-	bra.uni 	$L__BB9_45;
+	@%p54 bra 	$L__BB10_46;
+	bra.uni 	$L__BB10_45;
 
-$L__BB9_46:
+$L__BB10_46:
 	cvt.s64.s32 	%rd58, %r2;
 	add.s64 	%rd59, %rd5, %rd58;
 	shl.b64 	%rd60, %rd59, 2;
@@ -46092,10 +46546,10 @@ $L__BB9_46:
 	st.global.u16 	[%rd63], %rs5;
 	add.s32 	%r2, %r2, %r15;
 	setp.lt.s32 	%p58, %r2, %r175;
-	@%p58 bra 	$L__BB9_46;
-	bra.uni 	$L__BB9_132;
+	@%p58 bra 	$L__BB10_46;
+	bra.uni 	$L__BB10_132;
 
-$L__BB9_45:
+$L__BB10_45:
 	cvt.s64.s32 	%rd53, %r2;
 	add.s64 	%rd54, %rd5, %rd53;
 	shl.b64 	%rd55, %rd54, 2;
@@ -46128,21 +46582,21 @@ $L__BB9_45:
 	st.global.f32 	[%rd57], %f227;
 	add.s32 	%r2, %r2, %r15;
 	setp.lt.s32 	%p56, %r2, %r175;
-	@%p56 bra 	$L__BB9_45;
-	bra.uni 	$L__BB9_132;
+	@%p56 bra 	$L__BB10_45;
+	bra.uni 	$L__BB10_132;
 
-$L__BB9_60:
+$L__BB10_60:
 	setp.ne.s32 	%p74, %r614, 0;
 	mov.f32 	%f854, 0f00000000;
 	mov.f32 	%f850, %f854;
-	@%p74 bra 	$L__BB9_64;
+	@%p74 bra 	$L__BB10_64;
 
 	add.s64 	%rd9, %rd5, %rd6;
 	setp.eq.s32 	%p75, %r174, 1;
-	@%p75 bra 	$L__BB9_63;
-	bra.uni 	$L__BB9_62;
+	@%p75 bra 	$L__BB10_63;
+	bra.uni 	$L__BB10_62;
 
-$L__BB9_63:
+$L__BB10_63:
 	shl.b64 	%rd85, %rd9, 1;
 	add.s64 	%rd86, %rd3, %rd85;
 	ld.global.u16 	%rs10, [%rd86];
@@ -46150,23 +46604,23 @@ $L__BB9_63:
 	{ mov.b32 %f850, {0,%rs10};}
 
 	// end inline asm
-	bra.uni 	$L__BB9_64;
+	bra.uni 	$L__BB10_64;
 
-$L__BB9_121:
+$L__BB10_121:
 	shl.b64 	%rd120, %rd4, 2;
 	add.s64 	%rd121, %rd2, %rd120;
 	st.global.f32 	[%rd121], %f93;
 
-$L__BB9_123:
+$L__BB10_123:
 	setp.ge.s32 	%p147, %r614, %r27;
 	or.pred  	%p148, %p147, %p4;
-	@%p148 bra 	$L__BB9_132;
+	@%p148 bra 	$L__BB10_132;
 
 	setp.eq.s32 	%p149, %r173, 1;
-	@%p149 bra 	$L__BB9_131;
-	bra.uni 	$L__BB9_125;
+	@%p149 bra 	$L__BB10_131;
+	bra.uni 	$L__BB10_125;
 
-$L__BB9_131:
+$L__BB10_131:
 	mul.wide.s32 	%rd135, %r614, 8;
 	add.s64 	%rd136, %rd135, %rd5;
 	mov.f32 	%f839, 0f00000000;
@@ -46211,17 +46665,17 @@ $L__BB9_131:
 	st.global.v4.u32 	[%rd138], {%r548, %r547, %r546, %r545};
 	add.s32 	%r614, %r614, %r28;
 	setp.lt.s32 	%p154, %r614, %r27;
-	@%p154 bra 	$L__BB9_131;
-	bra.uni 	$L__BB9_132;
+	@%p154 bra 	$L__BB10_131;
+	bra.uni 	$L__BB10_132;
 
-$L__BB9_125:
+$L__BB10_125:
 	not.b32 	%r539, %r614;
 	add.s32 	%r540, %r27, %r539;
 	div.u32 	%r161, %r540, %r28;
 	add.s32 	%r541, %r161, 1;
 	and.b32  	%r613, %r541, 3;
 	setp.eq.s32 	%p150, %r613, 0;
-	@%p150 bra 	$L__BB9_128;
+	@%p150 bra 	$L__BB10_128;
 
 	shl.b64 	%rd124, %rd5, 2;
 	mul.wide.s32 	%rd125, %r614, 32;
@@ -46230,7 +46684,7 @@ $L__BB9_125:
 	add.s64 	%rd146, %rd127, 16;
 	mul.wide.s32 	%rd16, %r28, 32;
 
-$L__BB9_127:
+$L__BB10_127:
 	.pragma "nounroll";
 	mov.f32 	%f830, 0f00000000;
 	st.global.v4.f32 	[%rd146+-16], {%f830, %f830, %f830, %f830};
@@ -46239,15 +46693,15 @@ $L__BB9_127:
 	add.s64 	%rd146, %rd146, %rd16;
 	add.s32 	%r613, %r613, -1;
 	setp.ne.s32 	%p151, %r613, 0;
-	@%p151 bra 	$L__BB9_127;
+	@%p151 bra 	$L__BB10_127;
 
-$L__BB9_128:
+$L__BB10_128:
 	setp.lt.u32 	%p152, %r161, 3;
-	@%p152 bra 	$L__BB9_132;
+	@%p152 bra 	$L__BB10_132;
 
 	mul.wide.s32 	%rd19, %r28, 32;
 
-$L__BB9_130:
+$L__BB10_130:
 	mul.wide.s32 	%rd128, %r614, 8;
 	add.s64 	%rd129, %rd128, %rd5;
 	shl.b64 	%rd130, %rd129, 2;
@@ -46269,32 +46723,32 @@ $L__BB9_130:
 	st.global.v4.f32 	[%rd134+16], {%f831, %f831, %f831, %f831};
 	add.s32 	%r614, %r544, %r28;
 	setp.lt.s32 	%p153, %r614, %r27;
-	@%p153 bra 	$L__BB9_130;
-	bra.uni 	$L__BB9_132;
+	@%p153 bra 	$L__BB10_130;
+	bra.uni 	$L__BB10_132;
 
-$L__BB9_62:
+$L__BB10_62:
 	shl.b64 	%rd83, %rd9, 2;
 	add.s64 	%rd84, %rd3, %rd83;
 	ld.global.f32 	%f850, [%rd84];
 
-$L__BB9_64:
+$L__BB10_64:
 	setp.ge.s32 	%p76, %r614, %r27;
 	mov.f32 	%f853, 0fFF800000;
-	@%p76 bra 	$L__BB9_78;
+	@%p76 bra 	$L__BB10_78;
 
 	mov.f32 	%f853, 0fFF800000;
 	mov.f32 	%f854, 0f00000000;
 	mov.u32 	%r562, %r614;
 
-$L__BB9_66:
+$L__BB10_66:
 	add.s32 	%r31, %r562, %r28;
 	mul.wide.s32 	%rd87, %r562, 8;
 	add.s64 	%rd10, %rd87, %rd5;
 	setp.eq.s32 	%p77, %r174, 1;
-	@%p77 bra 	$L__BB9_68;
-	bra.uni 	$L__BB9_67;
+	@%p77 bra 	$L__BB10_68;
+	bra.uni 	$L__BB10_67;
 
-$L__BB9_68:
+$L__BB10_68:
 	shl.b64 	%rd90, %rd10, 1;
 	add.s64 	%rd91, %rd3, %rd90;
 	ld.global.v4.u32 	{%r291, %r292, %r293, %r294}, [%rd91];
@@ -46306,15 +46760,15 @@ $L__BB9_68:
 	and.b32  	%r565, %r293, -65536;
 	shl.b32 	%r564, %r294, 16;
 	and.b32  	%r563, %r294, -65536;
-	bra.uni 	$L__BB9_69;
+	bra.uni 	$L__BB10_69;
 
-$L__BB9_67:
+$L__BB10_67:
 	shl.b64 	%rd88, %rd10, 2;
 	add.s64 	%rd89, %rd3, %rd88;
 	ld.global.v4.u32 	{%r570, %r569, %r568, %r567}, [%rd89];
 	ld.global.v4.u32 	{%r566, %r565, %r564, %r563}, [%rd89+16];
 
-$L__BB9_69:
+$L__BB10_69:
 	setp.ge.s32 	%p78, %r31, %r27;
 	mov.u32 	%r571, -8388608;
 	mov.u32 	%r572, %r571;
@@ -46324,14 +46778,14 @@ $L__BB9_69:
 	mov.u32 	%r576, %r571;
 	mov.u32 	%r577, %r571;
 	mov.u32 	%r578, %r571;
-	@%p78 bra 	$L__BB9_73;
+	@%p78 bra 	$L__BB10_73;
 
 	mul.wide.s32 	%rd92, %r31, 8;
 	add.s64 	%rd11, %rd92, %rd5;
-	@%p77 bra 	$L__BB9_72;
-	bra.uni 	$L__BB9_71;
+	@%p77 bra 	$L__BB10_72;
+	bra.uni 	$L__BB10_71;
 
-$L__BB9_72:
+$L__BB10_72:
 	shl.b64 	%rd95, %rd11, 1;
 	add.s64 	%rd96, %rd3, %rd95;
 	ld.global.v4.u32 	{%r315, %r316, %r317, %r318}, [%rd96];
@@ -46343,15 +46797,15 @@ $L__BB9_72:
 	and.b32  	%r573, %r317, -65536;
 	shl.b32 	%r572, %r318, 16;
 	and.b32  	%r571, %r318, -65536;
-	bra.uni 	$L__BB9_73;
+	bra.uni 	$L__BB10_73;
 
-$L__BB9_71:
+$L__BB10_71:
 	shl.b64 	%rd93, %rd11, 2;
 	add.s64 	%rd94, %rd3, %rd93;
 	ld.global.v4.u32 	{%r578, %r577, %r576, %r575}, [%rd94];
 	ld.global.v4.u32 	{%r574, %r573, %r572, %r571}, [%rd94+16];
 
-$L__BB9_73:
+$L__BB10_73:
 	mov.b32 	%f36, %r569;
 	mov.b32 	%f37, %r570;
 	max.f32 	%f278, %f37, %f36;
@@ -46384,7 +46838,7 @@ $L__BB9_73:
 	mov.b32 	%f51, %r571;
 	max.f32 	%f52, %f291, %f51;
 	setp.leu.f32 	%p80, %f52, %f853;
-	@%p80 bra 	$L__BB9_75;
+	@%p80 bra 	$L__BB10_75;
 
 	sub.f32 	%f292, %f853, %f52;
 	mov.f32 	%f293, 0f3F000000;
@@ -46408,9 +46862,9 @@ $L__BB9_73:
 	mul.f32 	%f854, %f854, %f308;
 	mov.f32 	%f853, %f52;
 
-$L__BB9_75:
+$L__BB10_75:
 	setp.eq.f32 	%p81, %f853, 0fFF800000;
-	@%p81 bra 	$L__BB9_77;
+	@%p81 bra 	$L__BB10_77;
 
 	sub.f32 	%f309, %f37, %f853;
 	mov.f32 	%f310, 0f3F000000;
@@ -46627,12 +47081,12 @@ $L__BB9_75:
 	ex2.approx.ftz.f32 	%f489, %f487;
 	fma.rn.f32 	%f854, %f489, %f488, %f479;
 
-$L__BB9_77:
+$L__BB10_77:
 	add.s32 	%r562, %r31, %r28;
 	setp.lt.s32 	%p82, %r562, %r27;
-	@%p82 bra 	$L__BB9_66;
+	@%p82 bra 	$L__BB10_66;
 
-$L__BB9_78:
+$L__BB10_78:
 	mov.b32 	%r357, %f853;
 	mov.u32 	%r358, 31;
 	mov.u32 	%r359, 16;
@@ -46664,29 +47118,29 @@ $L__BB9_78:
 	bar.sync 	0;
 	and.b32  	%r82, %r614, 31;
 	setp.ne.s32 	%p88, %r82, 0;
-	@%p88 bra 	$L__BB9_80;
+	@%p88 bra 	$L__BB10_80;
 
 	shl.b32 	%r374, %r81, 2;
 	mov.u32 	%r375, _ZZ9block_maxfE7partial;
 	add.s32 	%r376, %r375, %r374;
 	st.shared.f32 	[%r376], %f60;
 
-$L__BB9_80:
+$L__BB10_80:
 	bar.sync 	0;
 	setp.ne.s32 	%p89, %r81, 0;
-	@%p89 bra 	$L__BB9_85;
+	@%p89 bra 	$L__BB10_85;
 
 	shr.u32 	%r377, %r28, 5;
 	setp.ge.u32 	%p90, %r82, %r377;
 	mov.f32 	%f858, 0fFF800000;
-	@%p90 bra 	$L__BB9_83;
+	@%p90 bra 	$L__BB10_83;
 
 	shl.b32 	%r378, %r82, 2;
 	mov.u32 	%r379, _ZZ9block_maxfE7partial;
 	add.s32 	%r380, %r379, %r378;
 	ld.shared.f32 	%f858, [%r380];
 
-$L__BB9_83:
+$L__BB10_83:
 	mov.b32 	%r381, %f858;
 	mov.u32 	%r382, 31;
 	mov.u32 	%r383, 16;
@@ -46714,16 +47168,16 @@ $L__BB9_83:
 	shfl.sync.bfly.b32 	%r397|%p95, %r395, %r396, %r382, %r384;
 	mov.b32 	%f508, %r397;
 	max.f32 	%f63, %f507, %f508;
-	@%p88 bra 	$L__BB9_85;
+	@%p88 bra 	$L__BB10_85;
 
 	st.shared.f32 	[_ZZ9block_maxfE5total], %f63;
 
-$L__BB9_85:
+$L__BB10_85:
 	bar.sync 	0;
 	ld.shared.f32 	%f64, [_ZZ9block_maxfE5total];
 	setp.eq.f32 	%p97, %f853, 0fFF800000;
 	mov.f32 	%f859, 0f00000000;
-	@%p97 bra 	$L__BB9_87;
+	@%p97 bra 	$L__BB10_87;
 
 	sub.f32 	%f510, %f853, %f64;
 	mov.f32 	%f511, 0f3F000000;
@@ -46746,7 +47200,7 @@ $L__BB9_85:
 	mul.f32 	%f526, %f525, %f524;
 	mul.f32 	%f859, %f854, %f526;
 
-$L__BB9_87:
+$L__BB10_87:
 	mov.b32 	%r400, %f859;
 	mov.u32 	%r401, 31;
 	mov.u32 	%r402, 16;
@@ -46775,28 +47229,28 @@ $L__BB9_87:
 	mov.b32 	%f535, %r416;
 	add.f32 	%f67, %f534, %f535;
 	bar.sync 	0;
-	@%p88 bra 	$L__BB9_89;
+	@%p88 bra 	$L__BB10_89;
 
 	shl.b32 	%r417, %r81, 2;
 	mov.u32 	%r418, _ZZ9block_sumfE7partial;
 	add.s32 	%r419, %r418, %r417;
 	st.shared.f32 	[%r419], %f67;
 
-$L__BB9_89:
+$L__BB10_89:
 	bar.sync 	0;
-	@%p89 bra 	$L__BB9_94;
+	@%p89 bra 	$L__BB10_94;
 
 	shr.u32 	%r420, %r28, 5;
 	setp.ge.u32 	%p105, %r82, %r420;
 	mov.f32 	%f860, 0f00000000;
-	@%p105 bra 	$L__BB9_92;
+	@%p105 bra 	$L__BB10_92;
 
 	shl.b32 	%r421, %r82, 2;
 	mov.u32 	%r422, _ZZ9block_sumfE7partial;
 	add.s32 	%r423, %r422, %r421;
 	ld.shared.f32 	%f860, [%r423];
 
-$L__BB9_92:
+$L__BB10_92:
 	mov.b32 	%r424, %f860;
 	mov.u32 	%r425, 31;
 	mov.u32 	%r426, 16;
@@ -46824,11 +47278,11 @@ $L__BB9_92:
 	shfl.sync.bfly.b32 	%r440|%p110, %r438, %r439, %r425, %r427;
 	mov.b32 	%f545, %r440;
 	add.f32 	%f70, %f544, %f545;
-	@%p88 bra 	$L__BB9_94;
+	@%p88 bra 	$L__BB10_94;
 
 	st.shared.f32 	[_ZZ9block_sumfE5total], %f70;
 
-$L__BB9_94:
+$L__BB10_94:
 	bar.sync 	0;
 	ld.shared.f32 	%f546, [_ZZ9block_sumfE5total];
 	setp.lt.f32 	%p112, %f546, 0f00800000;
@@ -46866,25 +47320,25 @@ $L__BB9_94:
 	mov.f32 	%f573, 0f3F317218;
 	fma.rn.f32 	%f861, %f552, %f573, %f572;
 	setp.lt.u32 	%p113, %r441, 2139095040;
-	@%p113 bra 	$L__BB9_96;
+	@%p113 bra 	$L__BB10_96;
 
 	mov.f32 	%f574, 0f7F800000;
 	fma.rn.f32 	%f861, %f71, %f574, %f574;
 
-$L__BB9_96:
+$L__BB10_96:
 	setp.ne.s32 	%p155, %r614, 0;
 	setp.eq.f32 	%p114, %f71, 0f00000000;
 	selp.f32 	%f575, 0fFF800000, %f861, %p114;
 	add.f32 	%f75, %f64, %f575;
-	@%p155 bra 	$L__BB9_100;
+	@%p155 bra 	$L__BB10_100;
 
 	ld.param.u32 	%r550, [cross_entropy_param_1];
 	sub.f32 	%f76, %f75, %f850;
 	setp.eq.s32 	%p116, %r550, 1;
-	@%p116 bra 	$L__BB9_99;
-	bra.uni 	$L__BB9_98;
+	@%p116 bra 	$L__BB10_99;
+	bra.uni 	$L__BB10_98;
 
-$L__BB9_99:
+$L__BB10_99:
 	mov.u32 	%r552, %ctaid.x;
 	cvt.s64.s32 	%rd145, %r552;
 	ld.param.u64 	%rd143, [cross_entropy_param_0];
@@ -46896,9 +47350,9 @@ $L__BB9_99:
 	shl.b64 	%rd99, %rd145, 1;
 	add.s64 	%rd100, %rd142, %rd99;
 	st.global.u16 	[%rd100], %rs11;
-	bra.uni 	$L__BB9_100;
+	bra.uni 	$L__BB10_100;
 
-$L__BB9_98:
+$L__BB10_98:
 	mov.u32 	%r551, %ctaid.x;
 	cvt.s64.s32 	%rd144, %r551;
 	ld.param.u64 	%rd141, [cross_entropy_param_0];
@@ -46907,32 +47361,32 @@ $L__BB9_98:
 	add.s64 	%rd98, %rd140, %rd97;
 	st.global.f32 	[%rd98], %f76;
 
-$L__BB9_100:
+$L__BB10_100:
 	ld.param.u64 	%rd139, [cross_entropy_param_2];
 	setp.eq.s64 	%p156, %rd139, 0;
-	@%p156 bra 	$L__BB9_132;
+	@%p156 bra 	$L__BB10_132;
 
 	add.s32 	%r445, %r27, -1;
 	shl.b32 	%r83, %r28, 1;
 	rem.s32 	%r446, %r445, %r83;
 	sub.s32 	%r587, %r445, %r446;
 	setp.lt.s32 	%p118, %r587, 0;
-	@%p118 bra 	$L__BB9_132;
+	@%p118 bra 	$L__BB10_132;
 
 
-$L__BB9_103:
+$L__BB10_103:
 	add.s32 	%r94, %r587, %r614;
 	add.s32 	%r95, %r94, %r28;
 	setp.ge.s32 	%p119, %r94, %r27;
-	@%p119 bra 	$L__BB9_118;
+	@%p119 bra 	$L__BB10_118;
 
 	setp.eq.s32 	%p120, %r174, 1;
 	mul.wide.s32 	%rd101, %r94, 8;
 	add.s64 	%rd12, %rd101, %rd5;
-	@%p120 bra 	$L__BB9_106;
-	bra.uni 	$L__BB9_105;
+	@%p120 bra 	$L__BB10_106;
+	bra.uni 	$L__BB10_105;
 
-$L__BB9_106:
+$L__BB10_106:
 	shl.b64 	%rd104, %rd12, 1;
 	add.s64 	%rd105, %rd3, %rd104;
 	ld.global.v4.u32 	{%r456, %r457, %r458, %r459}, [%rd105];
@@ -46944,24 +47398,24 @@ $L__BB9_106:
 	and.b32  	%r590, %r458, -65536;
 	shl.b32 	%r589, %r459, 16;
 	and.b32  	%r588, %r459, -65536;
-	bra.uni 	$L__BB9_107;
+	bra.uni 	$L__BB10_107;
 
-$L__BB9_105:
+$L__BB10_105:
 	shl.b64 	%rd102, %rd12, 2;
 	add.s64 	%rd103, %rd3, %rd102;
 	ld.global.v4.u32 	{%r595, %r594, %r593, %r592}, [%rd103];
 	ld.global.v4.u32 	{%r591, %r590, %r589, %r588}, [%rd103+16];
 
-$L__BB9_107:
+$L__BB10_107:
 	setp.ge.s32 	%p121, %r95, %r27;
-	@%p121 bra 	$L__BB9_111;
+	@%p121 bra 	$L__BB10_111;
 
 	mul.wide.s32 	%rd106, %r95, 8;
 	add.s64 	%rd13, %rd106, %rd5;
-	@%p120 bra 	$L__BB9_110;
-	bra.uni 	$L__BB9_109;
+	@%p120 bra 	$L__BB10_110;
+	bra.uni 	$L__BB10_109;
 
-$L__BB9_110:
+$L__BB10_110:
 	shl.b64 	%rd109, %rd13, 1;
 	add.s64 	%rd110, %rd3, %rd109;
 	ld.global.v4.u32 	{%r472, %r473, %r474, %r475}, [%rd110];
@@ -46973,15 +47427,15 @@ $L__BB9_110:
 	and.b32  	%r606, %r474, -65536;
 	shl.b32 	%r605, %r475, 16;
 	and.b32  	%r604, %r475, -65536;
-	bra.uni 	$L__BB9_111;
+	bra.uni 	$L__BB10_111;
 
-$L__BB9_109:
+$L__BB10_109:
 	shl.b64 	%rd107, %rd13, 2;
 	add.s64 	%rd108, %rd3, %rd107;
 	ld.global.v4.u32 	{%r611, %r610, %r609, %r608}, [%rd108];
 	ld.global.v4.u32 	{%r607, %r606, %r605, %r604}, [%rd108+16];
 
-$L__BB9_111:
+$L__BB10_111:
 	ld.param.u32 	%r549, [cross_entropy_param_3];
 	mov.b32 	%f577, %r595;
 	sub.f32 	%f578, %f577, %f75;
@@ -47142,10 +47596,10 @@ $L__BB9_111:
 	sub.f32 	%f694, %f693, %f94;
 	selp.f32 	%f84, %f694, %f693, %p130;
 	setp.eq.s32 	%p131, %r549, 1;
-	@%p131 bra 	$L__BB9_113;
-	bra.uni 	$L__BB9_112;
+	@%p131 bra 	$L__BB10_113;
+	bra.uni 	$L__BB10_112;
 
-$L__BB9_113:
+$L__BB10_113:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs12, %f77;}
 
@@ -47185,16 +47639,16 @@ $L__BB9_113:
 	mov.b32 	%r507, {%rs14, %rs15};
 	mov.b32 	%r508, {%rs12, %rs13};
 	st.global.v4.u32 	[%rd114], {%r508, %r507, %r506, %r505};
-	bra.uni 	$L__BB9_114;
+	bra.uni 	$L__BB10_114;
 
-$L__BB9_112:
+$L__BB10_112:
 	shl.b64 	%rd111, %rd12, 2;
 	add.s64 	%rd112, %rd1, %rd111;
 	st.global.v4.f32 	[%rd112], {%f77, %f78, %f79, %f80};
 	st.global.v4.f32 	[%rd112+16], {%f81, %f82, %f83, %f84};
 
-$L__BB9_114:
-	@%p121 bra 	$L__BB9_118;
+$L__BB10_114:
+	@%p121 bra 	$L__BB10_118;
 
 	mov.b32 	%f703, %r611;
 	sub.f32 	%f704, %f703, %f75;
@@ -47364,10 +47818,10 @@ $L__BB9_114:
 	mov.b32 	%r604, %f92;
 	mul.wide.s32 	%rd115, %r95, 8;
 	add.s64 	%rd14, %rd115, %rd5;
-	@%p131 bra 	$L__BB9_117;
-	bra.uni 	$L__BB9_116;
+	@%p131 bra 	$L__BB10_117;
+	bra.uni 	$L__BB10_116;
 
-$L__BB9_117:
+$L__BB10_117:
 	// begin inline asm
 	{  cvt.rn.bf16.f32 %rs20, %f85;}
 
@@ -47407,20 +47861,20 @@ $L__BB9_117:
 	mov.b32 	%r536, {%rs22, %rs23};
 	mov.b32 	%r537, {%rs20, %rs21};
 	st.global.v4.u32 	[%rd119], {%r537, %r536, %r535, %r534};
-	bra.uni 	$L__BB9_118;
+	bra.uni 	$L__BB10_118;
 
-$L__BB9_116:
+$L__BB10_116:
 	shl.b64 	%rd116, %rd14, 2;
 	add.s64 	%rd117, %rd1, %rd116;
 	st.global.v4.f32 	[%rd117], {%f85, %f86, %f87, %f88};
 	st.global.v4.f32 	[%rd117+16], {%f89, %f90, %f91, %f92};
 
-$L__BB9_118:
+$L__BB10_118:
 	sub.s32 	%r587, %r587, %r83;
 	setp.gt.s32 	%p142, %r587, -1;
-	@%p142 bra 	$L__BB9_103;
+	@%p142 bra 	$L__BB10_103;
 
-$L__BB9_132:
+$L__BB10_132:
 	ret;
 
 }

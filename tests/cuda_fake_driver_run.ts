@@ -167,6 +167,7 @@ ok("every op launches with well-formed arguments", () => {
   const cos = a(32 * (HS / 2), "f32"), sin = a(32 * (HS / 2), "f32");
   be.rope(x, cos, sin, B, T, NH, HS, 3, "half", false);
   be.rope(x, cos, sin, B, T, NH, HS, 0, "interleaved", true);
+  be.rope(x, cos, sin, B, T, NH, HS, 2, "half", false, null, HS - 2); // partial rotary
   const k = a(B * T * NKV * HS), v = a(B * T * NKV * HS), o = a(N * C), lse = a(B * NH * T, "f32");
   be.attentionForward(o, lse, x, k, v, B, T, T, T, NH, NKV, HS);
   be.attentionBackward(

@@ -5,13 +5,12 @@
  * (6 of 8 head dims rotate) and transformers' Phi-3 forward in fp32 torch.
  * Tolerances (../shared/STYLE.md): logits atol 1e-5 rtol 1e-4; loss and every gradient atol
  * 1e-4 rtol 1e-3; save -> load bitwise; KV-cache logits vs the full forward atol 1e-5 rtol 1e-4.
+ * The CUDA kernel (kernels/layers.cu rope_partial) is checked against this CPU op in
+ * tests/gpu/rope_test.ts (on a GPU, and on the kernel emulator by tests/cuda_emulator_test.ts).
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import { join } from "node:path";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
-import type { CudaContext } from "../src/backend/cuda/context.ts";
-import { rope as cudaRope } from "../src/backend/cuda/rope.ts";
-import type { DeviceBuffer } from "../src/backend/ops.ts";
 import { loadHfCheckpoint, saveHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
 import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
 import { TuneError } from "../src/errors.ts";
@@ -147,13 +146,4 @@ Deno.test("a partial-rotary Phi-3 saves partial_rotary_factor and reloads bitwis
   } finally {
     Deno.removeSync(tmp, { recursive: true });
   }
-});
-
-Deno.test("the CUDA rope refuses partial rotary in one line (no kernel for it yet)", () => {
-  const none = null as unknown as DeviceBuffer;
-  throws(
-    () => cudaRope({} as CudaContext, none, none, none, 1, 1, 1, 8, 0, "half", false, null, 6),
-    (e: unknown) =>
-      e instanceof TuneError && e.message.includes("device=cpu") && !e.message.includes("\n"),
-  );
 });

@@ -49,6 +49,27 @@ export function ropeChecks(dt: "f32" | "bf16"): void {
         ];
       });
     }
+    check(`rope ${layout} partial rotary 12 of HS=16, packed positions (+inverse) [${dt}]`, () => {
+      const B = 2, T = sz(128, 10), NH = 3, HS = 16, RD = 12, half = RD / 2, Tmax = T + 1;
+      const cosH = new Float32Array(Tmax * half), sinH = new Float32Array(Tmax * half);
+      for (let p = 0; p < Tmax; p++) {
+        for (let i = 0; i < half; i++) {
+          const a = p / Math.pow(10000, (2 * i) / RD);
+          cosH[p * half + i] = Math.cos(a);
+          sinH[p * half + i] = Math.sin(a);
+        }
+      }
+      const cs = pair(cosH, "f32"), sn = pair(sinH, "f32");
+      const x = pair(randn(B * T * NH * HS), dt);
+      const posH = Int32Array.from({ length: B * T }, (_, i) => (i * 3) % T);
+      const pos = pair(posH, "i32");
+      cpu.rope(x.c, cs.c, sn.c, B, T, NH, HS, 1, layout, false, null, RD);
+      gpu.rope(x.g, cs.g, sn.g, B, T, NH, HS, 1, layout, false, null, RD);
+      const fwd = cmp("forward", x, tolFor(dt, F32_EW));
+      cpu.rope(x.c, cs.c, sn.c, B, T, NH, HS, 0, layout, true, pos.c, RD);
+      gpu.rope(x.g, cs.g, sn.g, B, T, NH, HS, 0, layout, true, pos.g, RD);
+      return [fwd, cmp("inverse at positions", x, tolFor(dt, F32_EW))];
+    });
     check(`rope ${layout} at packed positions (+inverse) [${dt}]`, () => {
       const B = 2, T = sz(128, 40), NH = 3, HS = 16, half = HS / 2;
       const cosH = new Float32Array(T * half), sinH = new Float32Array(T * half);

@@ -31,6 +31,7 @@ export const KERNELS = {
   rmsnorm_bwd_dw: { module: "layers", kinds: "pipipipiii" },
   rmsnorm_dw_partial: { module: "layers", kinds: "ppipipiiii" },
   rope: { module: "layers", kinds: "pippiiiiiiiip" },
+  rope_partial: { module: "layers", kinds: "pippiiiiiiiiip" },
   swiglu_fwd: { module: "layers", kinds: "pipipii" },
   swiglu_bwd: { module: "layers", kinds: "pipipipipii" },
   geglu_fwd: { module: "geglu", kinds: "pipipii" },

@@ -1,8 +1,8 @@
 /**
- * Rotary position embedding on the CUDA backend (kernels/layers.cu: rope), interleaved or
- * rotate-half, optional per-token positions. CPU twin: rope of src/backend/cpu/layers.ts.
+ * Rotary position embedding on the CUDA backend (kernels/layers.cu: rope, and rope_partial for
+ * partial rotary), interleaved or rotate-half, optional per-token positions. CPU twin: rope
+ * of src/backend/cpu/layers.ts.
  */
-import { TuneError } from "../../errors.ts";
 import type { DeviceBuffer, RopeLayout } from "../ops.ts";
 import { cudaBuf, dtCode } from "./buffer.ts";
 import { need, segmentIds } from "./checks.ts";
@@ -23,21 +23,40 @@ export function rope(
   positions: DeviceBuffer | null = null,
   rotaryDims = HS,
 ): void {
-  if (rotaryDims !== HS) {
-    throw new TuneError(
-      `partial rotary embeddings (partial_rotary_factor, ${rotaryDims} of ${HS} dims) are not implemented on device=cuda yet; use device=cpu`,
-    );
-  }
   const xb = cudaBuf(x, "rope x"), c = cudaBuf(cos, "rope cos"), s = cudaBuf(sin, "rope sin");
-  if (HS % 2 !== 0) throw new Error(`rope: head size ${HS} is odd`);
+  const RD = rotaryDims;
+  if (RD % 2 !== 0 || RD < 2 || RD > HS) {
+    throw new Error(`rope: rotary dims ${RD} must be even and within head size ${HS}`);
+  }
   need(xb, B * T * NH * HS, "rope x"); // (B, T, NH, HS)
   // With positions the table length is the caller's to guarantee (the model checks its
   // packed positions against max_seq_len before upload; reading them back would sync).
   const rows = positions === null ? pos + T : 1;
-  need(c, rows * (HS / 2), "rope cos"); // (Tmax, HS/2)
-  need(s, rows * (HS / 2), "rope sin");
+  need(c, rows * (RD / 2), "rope cos"); // (Tmax, RD/2)
+  need(s, rows * (RD / 2), "rope sin");
   const pb = positions === null ? null : segmentIds(positions, B * T, "rope positions"); // (B, T)
   if (c.dtype !== s.dtype) throw new Error("rope: cos and sin differ in dtype");
+  if (RD !== HS) {
+    // partial rotary: rope_partial, one pair a thread (runVec sizes the grid for n / 8
+    // threads, so n is 8 per pair; the vector paths of rope assume RD = HS)
+    ctx.runVec("rope_partial", 8 * B * T * NH * (RD / 2), [
+      xb.ptr,
+      dtCode(xb.dtype),
+      c.ptr,
+      s.ptr,
+      dtCode(c.dtype),
+      B,
+      T,
+      NH,
+      HS,
+      RD,
+      pos,
+      layout === "half" ? 1 : 0,
+      inverse ? 1 : 0,
+      pb === null ? 0n : pb.ptr,
+    ]);
+    return;
+  }
   ctx.runVec("rope", B * T * NH * HS, [
     xb.ptr,
     dtCode(xb.dtype),
