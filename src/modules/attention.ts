@@ -2,7 +2,7 @@
  * Multi-head attention with grouped-query heads (GQA), rotary embeddings and an optional
  * KV cache (torchtune's MultiHeadAttention), forward and hand-written backward.
  */
-import type { Backend, DeviceBuffer, RopeLayout } from "../backend/ops.ts";
+import type { AttentionVariant, Backend, DeviceBuffer, RopeLayout } from "../backend/ops.ts";
 import { mixSeed } from "../params/random.ts";
 import type { BackwardScratch, LayerActs, QkNormActs } from "./activations.ts";
 import type { Linear } from "./linear.ts";
@@ -50,6 +50,8 @@ export class Attention {
     readonly layout: RopeLayout,
     /** Per-head RMSNorms (HS) of q and k before rope (Qwen3), or null. */
     readonly qkNorm: { q: RmsNorm; k: RmsNorm } | null = null,
+    /** Sliding window / soft-cap / scale of this layer's scores (Mistral, Gemma 2), or null. */
+    readonly variant: AttentionVariant | null = null,
   ) {}
 
   /** Packing of the current batch; used by forwards without a KV cache and by backward. */
@@ -105,10 +107,13 @@ export class Attention {
         NH,
         NKV,
         HS,
+        null,
+        this.variant,
       );
     } else {
       const seg = pk?.segments ?? null; // (B, T) or null: plain causal
-      be.attentionForward(acts.att, acts.lse, acts.q, acts.k, acts.v, B, T, T, T, NH, NKV, HS, seg);
+      const a = acts;
+      be.attentionForward(a.att, a.lse, a.q, a.k, a.v, B, T, T, T, NH, NKV, HS, seg, this.variant);
     }
     this.o.forward(be, out, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
   }
@@ -149,6 +154,7 @@ export class Attention {
       NKV,
       HS,
       this.packing?.segments ?? null,
+      this.variant,
     );
     const at = this.packing?.positions ?? null;
     be.rope(sc.dq, this.rope.cos, this.rope.sin, B, T, NH, HS, 0, this.layout, true, at);

@@ -5,7 +5,8 @@
  * (flash_attention.ts), plus the KV-cache write (kv_cache_write of elementwise.cu). CPU
  * twin: src/backend/cpu/attention.ts (and kvCacheWrite of cpu/layers.ts).
  */
-import type { DeviceBuffer } from "../ops.ts";
+import { TuneError } from "../../errors.ts";
+import { type AttentionVariant, type DeviceBuffer, plainAttention } from "../ops.ts";
 import { cudaBuf, dtCode } from "./buffer.ts";
 import { need, segmentIds } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
@@ -37,7 +38,9 @@ export function attentionForward(
   NKV: number,
   HS: number,
   segments: DeviceBuffer | null = null,
+  variant: AttentionVariant | null = null,
 ): void {
+  refuseVariant(variant);
   const o = cudaBuf(out, "attention out"), l = cudaBuf(lse, "attention lse");
   const qb = cudaBuf(q, "attention q"), kb = cudaBuf(k, "attention k");
   const vb = cudaBuf(v, "attention v");
@@ -136,7 +139,9 @@ export function attentionBackward(
   NKV: number,
   HS: number,
   segments: DeviceBuffer | null = null,
+  variant: AttentionVariant | null = null,
 ): void {
+  refuseVariant(variant);
   const b = (x: DeviceBuffer, w: string) => cudaBuf(x, `attention ${w}`);
   const dqb = b(dq, "dq"), dkb = b(dk, "dk"), dvb = b(dv, "dv"), dy = b(dout, "dout");
   const qb = b(q, "q"), kb = b(k, "k"), vb = b(v, "v"), ob = b(out, "out"), l = b(lse, "lse");
@@ -278,4 +283,12 @@ export function kvCacheWrite(
     width,
     pos,
   ]);
+}
+
+/** The CUDA kernels have no sliding window, soft-cap or custom scale yet: refuse them. */
+function refuseVariant(v: AttentionVariant | null): void {
+  if (plainAttention(v)) return;
+  throw new TuneError(
+    "device=cuda has no sliding-window or soft-capped attention yet (Mistral sliding_window shorter than the sequence, Gemma 2); run this model with device=cpu",
+  );
 }
