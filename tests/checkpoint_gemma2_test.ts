@@ -9,10 +9,20 @@
  * Tolerances: logits (fp32 forward) atol 1e-5 rtol 1e-4; loss and every gradient atol 1e-4
  * rtol 1e-3; KV-cache logits vs the full forward atol 1e-5 rtol 1e-4; save -> load bitwise.
  */
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert";
 import { join } from "node:path";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import type { Checkpointer } from "../src/checkpoint/checkpointer.ts";
+import "../src/checkpoint/components.ts";
 import { loadHfCheckpoint } from "../src/checkpoint/hf_checkpoint.ts";
+import { hfConfigJson, llamaConfigFromHf } from "../src/checkpoint/hf_config.ts";
+import { readSafetensors } from "../src/checkpoint/safetensors.ts";
+import { findComponent } from "../src/config/registry.ts";
+import { TuneError } from "../src/errors.ts";
+import { parameterCount } from "../src/models/builders/parameter_count.ts";
+import "../src/models/components.ts";
+import "../src/models/builders/qlora.ts";
+import type { ModelSpec } from "../src/models/model_spec.ts";
 import { tuneToHf } from "../src/checkpoint/key_mapping.ts";
 import { convertRopeLayout } from "../src/checkpoint/rope_permute.ts";
 import type { StateDict } from "../src/params/state_dict.ts";
@@ -205,3 +215,138 @@ for (const name of ["mistral_window", "gemma2"]) {
     assert(new Set(continuation).size > 1, "the continuation changes token");
   });
 }
+
+function build(name: string, args: Record<string, unknown> = {}): ModelSpec {
+  const c = findComponent(name);
+  if (!c) throw new Error(`${name} is not registered`);
+  return c.build(args) as ModelSpec;
+}
+
+function bitwise(label: string, a: Float32Array, b: Float32Array) {
+  assertEquals(a.length, b.length, label);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < ua.length; i++) {
+    if (ua[i] !== ub[i]) throw new Error(`${label}[${i}]: ${a[i]} != ${b[i]}`);
+  }
+}
+
+function oneLine(part: string) {
+  return (e: unknown) => {
+    const msg = (e as Error).message;
+    if (!(e instanceof TuneError) || !msg.includes(part) || msg.includes("\n")) {
+      throw new Error(`expected a one-line TuneError naming ${part}, got: ${msg}`);
+    }
+    return true;
+  };
+}
+
+Deno.test("gemma2 builders have Hugging Face's architecture and the published parameter counts", () => {
+  const s = build("torchtune.models.gemma2.gemma2_2b").config;
+  assertEquals(
+    [s.dim, s.nLayers, s.nHeads, s.nKvHeads, s.headDim, s.hiddenDim, s.vocabSize],
+    [2304, 26, 8, 4, 256, 9216, 256000],
+  );
+  assertEquals(
+    [s.slidingWindow, s.windowLayers, s.attnSoftcap, s.finalSoftcap, s.queryPreAttnScalar],
+    [4096, "even", 50, 30, 256],
+  );
+  assertEquals([s.postNorms, s.tiedEmbeddings, s.embedScale, s.normOffset, s.hiddenAct], [
+    true,
+    true,
+    true,
+    1,
+    "gelu_tanh",
+  ]);
+  assertEquals(build("torchtune.models.gemma2.gemma2_27b").config.queryPreAttnScalar, 144);
+  // google/gemma-2-{2b,9b,27b} model cards (tied embeddings counted once)
+  const counts: [string, number][] = [
+    ["torchtune.models.gemma2.gemma2_2b", 2_614_341_888],
+    ["torchtune.models.gemma2.gemma2_9b", 9_241_705_984],
+    ["torchtune.models.gemma2.gemma2_27b", 27_227_128_320],
+  ];
+  for (const [n, want] of counts) assertEquals(parameterCount(build(n)).total, want, n);
+  const l = build("torchtune.models.gemma2.lora_gemma2_9b", {
+    lora_attn_modules: ["q_proj", "v_proj"],
+    apply_lora_to_mlp: true,
+  });
+  assert(l.lora !== null && l.config.postNorms);
+  const q = build("torchtune.models.gemma2.qlora_gemma2_27b", { lora_attn_modules: ["q_proj"] });
+  assertEquals(q.name, "qlora_gemma2_27b");
+});
+
+Deno.test("FullModelHFCheckpointer with model_type GEMMA2 saves a Gemma2ForCausalLM that reloads bitwise", () => {
+  const dir = join(FIX, "checkpoint_hf_gemma2");
+  const tmp = Deno.makeTempDirSync();
+  try {
+    const ck = findComponent("torchtune.training.FullModelHFCheckpointer")!.build({
+      checkpoint_dir: dir,
+      checkpoint_files: null,
+      adapter_checkpoint: null,
+      recipe_checkpoint: null,
+      resume_from_checkpoint: false,
+      safe_serialization: true,
+      output_dir: tmp,
+      model_type: "GEMMA2",
+    }) as Checkpointer;
+    const loaded = ck.load();
+    const out = ck.save({ stateDict: loaded.stateDict, epoch: 0, config: loaded.config });
+    const json = JSON.parse(Deno.readTextFileSync(join(out, "config.json")));
+    assertEquals(
+      [
+        json.architectures,
+        json.model_type,
+        json.sliding_window,
+        json.attn_logit_softcapping,
+        json.final_logit_softcapping,
+        json.query_pre_attn_scalar,
+        json.head_dim,
+      ],
+      [["Gemma2ForCausalLM"], "gemma2", 3, 2, 3, 12, 8],
+    );
+    const a = readSafetensors(join(dir, "model.safetensors"));
+    const b = readSafetensors(join(out, "model.safetensors"));
+    assertEquals([...b.keys()].sort(), [...a.keys()].sort());
+    for (const [k, t] of a) bitwise(k, b.get(k)!.data, t.data);
+    const again = loadHfCheckpoint(out);
+    assertEquals(again.config, loaded.config);
+    for (const [k, t] of loaded.stateDict) bitwise(k, again.stateDict.get(k)!.data, t.data);
+    // a Gemma 2 model is only written as Gemma2ForCausalLM, and GEMMA2 only for one
+    throws(() => hfConfigJson(loaded.config, { modelType: "GEMMA" }), oneLine("GEMMA2"));
+    throws(
+      () => hfConfigJson({ ...loaded.config, postNorms: undefined }, { modelType: "GEMMA2" }),
+      oneLine("GEMMA2"),
+    );
+  } finally {
+    Deno.removeSync(tmp, { recursive: true });
+  }
+});
+
+Deno.test("Gemma 2 config.json keys tune cannot run give one-line TuneErrors; absent keys take Gemma2Config's defaults", () => {
+  const json = JSON.parse(Deno.readTextFileSync(join(FIX, "checkpoint_hf_gemma2", "config.json")));
+  const layerTypes = ["full_attention", "sliding_attention", "full_attention"];
+  throws(
+    () => llamaConfigFromHf({ ...json, layer_types: layerTypes }, "c.json"),
+    oneLine("layer_types"),
+  );
+  throws(
+    () => llamaConfigFromHf({ ...json, attn_logit_softcapping: -1 }, "c.json"),
+    oneLine("attn_logit_softcapping"),
+  );
+  const d = { ...json };
+  for (const k of ["attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"]) {
+    delete d[k];
+  }
+  const c = llamaConfigFromHf(d, "c.json");
+  assertEquals([c.attnSoftcap, c.finalSoftcap, c.queryPreAttnScalar], [50, 30, 256]);
+  const none = llamaConfigFromHf(
+    { ...json, attn_logit_softcapping: null, sliding_window: null },
+    "c.json",
+  );
+  assertEquals([none.attnSoftcap, none.slidingWindow], [undefined, undefined]);
+  // Gemma 2 keys on a Gemma 1 architecture
+  throws(
+    () => llamaConfigFromHf({ ...json, architectures: ["GemmaForCausalLM"] }, "c.json"),
+    oneLine("Gemma2ForCausalLM"),
+  );
+});
