@@ -108,12 +108,13 @@ export class Attention {
         NKV,
         HS,
         null,
-        this.variant,
+        effective(this.variant, pos + T),
       );
     } else {
       const seg = pk?.segments ?? null; // (B, T) or null: plain causal
       const a = acts;
-      be.attentionForward(a.att, a.lse, a.q, a.k, a.v, B, T, T, T, NH, NKV, HS, seg, this.variant);
+      const vt = effective(this.variant, T);
+      be.attentionForward(a.att, a.lse, a.q, a.k, a.v, B, T, T, T, NH, NKV, HS, seg, vt);
     }
     this.o.forward(be, out, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
   }
@@ -154,7 +155,7 @@ export class Attention {
       NKV,
       HS,
       this.packing?.segments ?? null,
-      this.variant,
+      effective(this.variant, T),
     );
     const at = this.packing?.positions ?? null;
     be.rope(sc.dq, this.rope.cos, this.rope.sin, B, T, NH, HS, 0, this.layout, true, at);
@@ -176,6 +177,16 @@ export class Attention {
     }
     this.v.backward(be, dx, sc.dv, x, N, acts.hs.v_proj ?? null, s(SEED.v));
   }
+}
+
+/**
+ * The variant an attention call over `keys` keys needs: a window no shorter than the keys
+ * changes nothing, so it is dropped (the plain kernels run, on every backend).
+ */
+function effective(v: AttentionVariant | null, keys: number): AttentionVariant | null {
+  if (v === null || v.window === undefined || v.window < keys) return v;
+  const { window: _, ...rest } = v;
+  return Object.keys(rest).length === 0 ? null : rest;
 }
 
 function mustHave(qk: QkNormActs | undefined): QkNormActs {
