@@ -224,15 +224,8 @@ export class LlamaModel {
     this.#lnf = al.alloc("activations", N * cfg.dim, act);
     this.#rstdf = al.alloc("activations", N);
     const V = cfg.vocabSize, L = cfg.nLayers;
-    const headDims = {
-      B: this.B,
-      T: this.T,
-      C: cfg.dim,
-      V,
-      L,
-      chunkRows,
-      finalSoftcap: cfg.finalSoftcap,
-    };
+    const fs = cfg.finalSoftcap; // Gemma 2's logit soft-cap
+    const headDims = { B: this.B, T: this.T, C: cfg.dim, V, L, chunkRows, finalSoftcap: fs };
     this.#head = new OutputHead(p.output, headDims, al, p.rank, act);
     this.#in = new BatchInputs(backend, al, this.B, this.T, V);
     this.#sc = training ? allocBackwardScratch(al, "scratch", dims, act) : null;
