@@ -15,6 +15,7 @@ const PUBLISHED: [string, number][] = [
   ["torchtune.models.llama3.llama3_70b", 70_553_706_496],
   ["torchtune.models.llama3_1.llama3_1_8b", 8_030_261_248],
   ["torchtune.models.llama3_1.llama3_1_70b", 70_553_706_496],
+  ["torchtune.models.llama3_1.llama3_1_405b", 405_853_388_800],
   ["torchtune.models.llama3_2.llama3_2_1b", 1_235_814_400],
   ["torchtune.models.llama3_2.llama3_2_3b", 3_212_749_824],
   ["torchtune.models.mistral.mistral_7b", 7_241_732_096],

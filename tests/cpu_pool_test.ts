@@ -82,46 +82,48 @@ Deno.test("adamw() split across two threads equals the one-thread step bitwise",
   deepStrictEqual(be.download(bv), v);
 });
 
-Deno.test("attentionForward()/attentionBackward() split across two threads equal one thread bitwise", () => {
-  const be = new CpuBackend();
-  const B = 2, T = 256, NH = 8, NKV = 4, HS = 8; // B*NH*T*T = 2^20 scores: split
-  const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
-  const hq = rand(nq, 21, 1), hk = rand(nkv, 22, 1), hv = rand(nkv, 23, 1);
-  const hdo = rand(nq, 24, 1);
-  const up = (h: Float32Array) => {
-    const b = be.alloc(h.length);
-    be.upload(b, h);
-    return b;
-  };
-  const q = up(hq), k = up(hk), v = up(hv), dout = up(hdo);
-  const out = be.alloc(nq), lse = be.alloc(B * NH * T);
-  const dq = be.alloc(nq), dk = be.alloc(nkv), dv = be.alloc(nkv);
-  be.attentionForward(out, lse, q, k, v, B, T, T, T, NH, NKV, HS);
-  be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, HS);
-  const one = new CpuBackend();
-  const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS };
-  const rOut = new Float32Array(nq), rLse = new Float32Array(B * NH * T);
-  const gemm = new Gemm(one.matmulPath === "blas" ? openBlas() : null, new Scratch());
-  attentionForward(gemm, rOut, rLse, hq, hk, hv, d, new Float32Array(64 * T));
-  const rdq = new Float32Array(nq), rdk = new Float32Array(nkv), rdv = new Float32Array(nkv);
-  attentionBackward(
-    gemm,
-    rdq,
-    rdk,
-    rdv,
-    hdo,
-    hq,
-    hk,
-    hv,
-    rOut,
-    rLse,
-    d,
-    new Float32Array(64 * T),
-    new Float32Array(64 * T),
-  );
-  deepStrictEqual(be.download(out), rOut);
-  deepStrictEqual(be.download(lse), rLse);
-  deepStrictEqual(be.download(dq), rdq);
-  deepStrictEqual(be.download(dk), rdk);
-  deepStrictEqual(be.download(dv), rdv);
-});
+for (const variant of [null, { window: 37, softcap: 2, scale: 0.4 }]) {
+  Deno.test(`attentionForward()/attentionBackward() split across two threads equal one thread bitwise (variant ${JSON.stringify(variant)})`, () => {
+    const be = new CpuBackend();
+    const B = 2, T = 256, NH = 8, NKV = 4, HS = 8; // B*NH*T*T = 2^20 scores: split
+    const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
+    const hq = rand(nq, 21, 1), hk = rand(nkv, 22, 1), hv = rand(nkv, 23, 1);
+    const hdo = rand(nq, 24, 1);
+    const up = (h: Float32Array) => {
+      const b = be.alloc(h.length);
+      be.upload(b, h);
+      return b;
+    };
+    const q = up(hq), k = up(hk), v = up(hv), dout = up(hdo);
+    const out = be.alloc(nq), lse = be.alloc(B * NH * T);
+    const dq = be.alloc(nq), dk = be.alloc(nkv), dv = be.alloc(nkv);
+    be.attentionForward(out, lse, q, k, v, B, T, T, T, NH, NKV, HS, null, variant);
+    be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, HS, null, variant);
+    const one = new CpuBackend();
+    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS, ...(variant ?? {}) };
+    const rOut = new Float32Array(nq), rLse = new Float32Array(B * NH * T);
+    const gemm = new Gemm(one.matmulPath === "blas" ? openBlas() : null, new Scratch());
+    attentionForward(gemm, rOut, rLse, hq, hk, hv, d, new Float32Array(64 * T));
+    const rdq = new Float32Array(nq), rdk = new Float32Array(nkv), rdv = new Float32Array(nkv);
+    attentionBackward(
+      gemm,
+      rdq,
+      rdk,
+      rdv,
+      hdo,
+      hq,
+      hk,
+      hv,
+      rOut,
+      rLse,
+      d,
+      new Float32Array(64 * T),
+      new Float32Array(64 * T),
+    );
+    deepStrictEqual(be.download(out), rOut);
+    deepStrictEqual(be.download(lse), rLse);
+    deepStrictEqual(be.download(dq), rdq);
+    deepStrictEqual(be.download(dk), rdk);
+    deepStrictEqual(be.download(dv), rdv);
+  });
+}

@@ -28,29 +28,6 @@ const present = (() => {
 /** Configs that do not validate yet, by file, with what they need. */
 const PENDING: Record<string, string> = {
   "configs/llama3_3/70B_full_multinode.yaml": "tensor_parallel_dim 8 refused (tune shards, #16)",
-  "configs/gemma2/2B_full.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/9B_full.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/27B_full.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/2B_lora_single_device.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/2B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/gemma2/9B_lora_single_device.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/9B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/gemma2/27B_lora_single_device.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/27B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/phi4/14B_qlora_single_device.yaml": "QLoRA builder (#19)",
-  "configs/llama3_1/405B_qlora.yaml": "QLoRA builder (#19)",
-  "configs/gemma2/2B_lora.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/9B_lora.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
-  "configs/gemma2/27B_lora.yaml":
-    "model family gemma2: soft-capping, sliding-window attention (#16)",
   "configs/dev/qwen3B_sync_grpo.yaml":
     "torchtune's newer GRPO keys (reward_functions, vLLM workers)",
 };

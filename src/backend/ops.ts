@@ -137,6 +137,25 @@ export interface FusedDecoder {
   step(tokens: Int32Array, pos: number, live?: Uint8Array): void;
 }
 
+/**
+ * A variant of causal attention (Mistral's sliding window, Gemma 2's soft-capped scores).
+ * With scale a and soft-cap c a query/key score is c * tanh(a * q.k / c) (a * q.k without c);
+ * with window W the query at position p sees keys p - W + 1..p only.
+ */
+export interface AttentionVariant {
+  /** Sliding window W in positions (0 or absent: none). */
+  window?: number;
+  /** Logit soft-cap c (0 or absent: none). */
+  softcap?: number;
+  /** Score scale a (absent: 1/sqrt(HS)). */
+  scale?: number;
+}
+
+/** True when a variant changes nothing (absent, or no window, cap or scale set). */
+export function plainAttention(v: AttentionVariant | null | undefined): boolean {
+  return !v || (!(v.window ?? 0) && !(v.softcap ?? 0) && v.scale === undefined);
+}
+
 /** A compute device: memory plus the fused layer ops of a Llama-family transformer. */
 export interface Backend {
   readonly name: "cpu" | "cuda";
@@ -179,6 +198,13 @@ export interface Backend {
   axpy(out: DeviceBuffer, x: DeviceBuffer, alpha: number): void;
   /** buf(n) *= s. */
   scale(buf: DeviceBuffer, s: number): void;
+  /**
+   * buf(n) = cap * tanh(buf / cap) in place (Gemma 2's final logit soft-cap). Optional: a
+   * backend without it refuses soft-capped models.
+   */
+  softcap?(buf: DeviceBuffer, cap: number): void;
+  /** dbuf(n) *= 1 - (y / cap)^2, y(n) being softcap's output: the soft-cap's backward. */
+  softcapBackward?(dbuf: DeviceBuffer, y: DeviceBuffer, cap: number): void;
   /** Sum of all elements, returned to the host (synchronizes). */
   sum(buf: DeviceBuffer): number;
   /** Sum of squares of all elements, returned to the host (for gradient norms). */
@@ -306,6 +332,8 @@ export interface Backend {
    * `segments` (B, T) i32, when given (training only: Tk = Tcap = T), makes the mask
    * block-causal for packed samples: query t sees key j only if j <= t and
    * segments[b, j] == segments[b, t].
+   * `variant` (window, soft-cap, scale; Mistral and Gemma 2) changes the mask and scores:
+   * see AttentionVariant. Null or absent: the plain causal attention above.
    */
   attentionForward(
     out: DeviceBuffer,
@@ -321,10 +349,12 @@ export interface Backend {
     NKV: number,
     HS: number,
     segments?: DeviceBuffer | null,
+    variant?: AttentionVariant | null,
   ): void;
   /**
    * Backward of attentionForward for training (Tk = Tcap = T). dq, dk, dv are WRITTEN
-   * (shapes of q, k, v); out and lse are the forward's; `segments` must be the forward's.
+   * (shapes of q, k, v); out and lse are the forward's; `segments` and `variant` must be
+   * the forward's.
    */
   attentionBackward(
     dq: DeviceBuffer,
@@ -342,6 +372,7 @@ export interface Backend {
     NKV: number,
     HS: number,
     segments?: DeviceBuffer | null,
+    variant?: AttentionVariant | null,
   ): void;
 
   /**

@@ -42,6 +42,7 @@ export const CHECKPOINTER_PARAMS: ParamSchema = {
       "PHI4",
       "QWEN3",
       "GEMMA",
+      "GEMMA2",
       "LLAMA2C",
     ],
     doc: "model family (picks config.json architecture and Meta rope scaling)",

@@ -112,7 +112,7 @@ export function loadHfCheckpoint(dir: string, files: string[] | null = null): Hf
         weightMap.set(hfName, f);
         continue;
       }
-      const name = hfToTune(hfName);
+      const name = hfToTune(hfName, config);
       if (!name) {
         throw new TuneError(`${path}: unexpected tensor ${hfName} for a Llama-family model`);
       }
@@ -182,7 +182,7 @@ export function saveHfCheckpoint(
     : options.modelType === "PHI3_MINI" || options.modelType === "PHI4";
   const named: [string, HostTensor][] = phi3 ? fusePhi3(half) : [];
   for (const [name, t] of phi3 ? [] : half) {
-    const hf = tuneToHf(name);
+    const hf = tuneToHf(name, cfg);
     if (!hf) throw new Error(`no Hugging Face name for ${name}`);
     named.push([hf, t]);
   }

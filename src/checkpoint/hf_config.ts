@@ -9,6 +9,7 @@
  */
 import { TuneError } from "../errors.ts";
 import { headSize, type LlamaConfig } from "../models/llama/config.ts";
+import { gemma2Fields, gemma2Json } from "./hf_gemma2.ts";
 
 /** Model families tune writes config.json for, with torchtune's `model_type` names. */
 export type ModelType =
@@ -21,6 +22,7 @@ export type ModelType =
   | "PHI4"
   | "QWEN3"
   | "GEMMA"
+  | "GEMMA2"
   | "LLAMA2C";
 
 const ARCHS: Record<string, { hfModelType: string; defaultTheta: number }> = {
@@ -30,6 +32,7 @@ const ARCHS: Record<string, { hfModelType: string; defaultTheta: number }> = {
   Qwen3ForCausalLM: { hfModelType: "qwen3", defaultTheta: 10000 },
   Phi3ForCausalLM: { hfModelType: "phi3", defaultTheta: 10000 },
   GemmaForCausalLM: { hfModelType: "gemma", defaultTheta: 10000 },
+  Gemma2ForCausalLM: { hfModelType: "gemma2", defaultTheta: 10000 },
 };
 
 /** Qwen3's architecture (torchtune's model_type QWEN3): per-head q/k norms, head_dim 128 by default. */
@@ -37,6 +40,13 @@ export const QWEN3_ARCH = "Qwen3ForCausalLM";
 
 /** Gemma 1's architecture (torchtune's model_type GEMMA). */
 export const GEMMA_ARCH = "GemmaForCausalLM";
+
+/**
+ * Gemma 2's architecture (torchtune's model_type GEMMA2): Gemma 1 plus soft-capped attention
+ * and output logits, a sliding window on the even layers, query_pre_attn_scalar and norms
+ * after attention and the MLP (gemma2.ts).
+ */
+export const GEMMA2_ARCH = "Gemma2ForCausalLM";
 
 /** Gemma's GELU spellings in config.json that mean the tanh approximation. */
 const GELU_TANH = ["gelu_pytorch_tanh", "gelu_new", "gelu_fast"];
@@ -71,7 +81,8 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
   // Mistral NeMo, Qwen3)
   const headDim = hd !== undefined && hd !== null && hd !== dim / nHeads ? hd as number : undefined;
   const act = json.hidden_act;
-  if (arch !== GEMMA_ARCH && act !== undefined && act !== null && act !== "silu") {
+  const gemmaLike = arch === GEMMA_ARCH || arch === GEMMA2_ARCH;
+  if (!gemmaLike && act !== undefined && act !== null && act !== "silu") {
     throw new TuneError(`${path}: hidden_act ${act} is not supported for ${arch}; tune runs silu`);
   }
   if (json.mlp_bias === true) {
@@ -92,7 +103,7 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
       `${path}: hidden_size ${dim} is not divisible by num_attention_heads ${nHeads} and there is no head_dim`,
     );
   }
-  const gemma = arch === GEMMA_ARCH ? gemmaFields(json, path) : {};
+  const gemma = gemmaLike ? gemmaFields(json, path, arch === GEMMA2_ARCH) : {};
   let ropeScaling: LlamaConfig["ropeScaling"] = null;
   const rs = json.rope_scaling as Json | null | undefined;
   const partial = json.partial_rotary_factor;
@@ -143,7 +154,7 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
     ropeScaling,
     ropeLayout: "half",
     maxSeqLen: json.max_position_embeddings ?? 2048,
-    tiedEmbeddings: json.tie_word_embeddings ?? arch === GEMMA_ARCH,
+    tiedEmbeddings: json.tie_word_embeddings ?? gemmaLike,
     qkvBias: arch === "Qwen2ForCausalLM" || json.attention_bias === true,
     ...(arch === QWEN3_ARCH ? { qkNorm: true } : {}),
     ...(headDim === undefined ? {} : { headDim }),
@@ -155,13 +166,21 @@ export function llamaConfigFromHf(json: Json, path: string): LlamaConfig {
 
 /**
  * The sliding window of Mistral and Phi-3 (`sliding_window`), and of Qwen2 when
- * `use_sliding_window` is true; the model refuses sequences longer than it.
+ * `use_sliding_window` is true (there HF windows only layers from max_window_layers on).
  */
 function slidingWindow(json: Json, arch: string, path: string): Partial<LlamaConfig> {
   const w = json.sliding_window;
-  if (w === undefined || w === null || arch === GEMMA_ARCH) return {};
+  if (w === undefined || w === null || arch === GEMMA_ARCH || arch === GEMMA2_ARCH) return {};
   const qwen = arch === "Qwen2ForCausalLM" || arch === QWEN3_ARCH;
   if (qwen && json.use_sliding_window !== true) return {};
+  if (qwen) {
+    // HF's Qwen2/3 window only layers max_window_layers.. (none in the published models)
+    const from = json.max_window_layers ?? json.num_hidden_layers;
+    if (from >= json.num_hidden_layers) return {};
+    throw new TuneError(
+      `${path}: use_sliding_window with max_window_layers ${from} < num_hidden_layers is not supported (a window on only some Qwen layers); set use_sliding_window false`,
+    );
+  }
   if (!Number.isInteger(w) || w <= 0) {
     throw new TuneError(`${path}: sliding_window ${w} must be a positive integer or null`);
   }
@@ -173,7 +192,7 @@ function slidingWindow(json: Json, arch: string, path: string): Partial<LlamaCon
  * `hidden_activation` and falls back to the tanh-approximate GELU whatever `hidden_act` says
  * (the published files say "gelu"), so only an explicit exact `hidden_activation` is refused.
  */
-function gemmaFields(json: Json, path: string): Partial<LlamaConfig> {
+function gemmaFields(json: Json, path: string, gemma2: boolean): Partial<LlamaConfig> {
   const act = json.hidden_activation;
   if (act !== undefined && act !== null && !GELU_TANH.includes(act)) {
     throw new TuneError(
@@ -185,14 +204,16 @@ function gemmaFields(json: Json, path: string): Partial<LlamaConfig> {
       `${path}: tie_word_embeddings false is not supported for Gemma (its output layer is the embedding)`,
     );
   }
+  const gemma1: Partial<LlamaConfig> = { hiddenAct: "gelu_tanh", embedScale: true, normOffset: 1 };
+  if (gemma2) return { ...gemma1, ...gemma2Fields(json, path) };
   for (const k of ["final_logit_softcapping", "attn_logit_softcapping", "sliding_window"]) {
     if (json[k] !== undefined && json[k] !== null) {
       throw new TuneError(
-        `${path}: ${k} is a Gemma 2 feature; tune supports Gemma 1 (gemma-2b, gemma-7b) only`,
+        `${path}: ${k} is a Gemma 2 feature; set architectures to Gemma2ForCausalLM for a Gemma 2 checkpoint`,
       );
     }
   }
-  return { hiddenAct: "gelu_tanh", embedScale: true, normOffset: 1 };
+  return gemma1;
 }
 
 /** Read and parse `<dir>/config.json`. */
@@ -223,6 +244,8 @@ export function hfConfigJson(
   const arch = options.base?.architectures?.[0] ??
     (options.modelType === "MISTRAL"
       ? "MistralForCausalLM"
+      : options.modelType === "GEMMA2" || (cfg.postNorms && !options.modelType)
+      ? GEMMA2_ARCH
       : options.modelType === "GEMMA" || (cfg.embedScale && !options.modelType)
       ? GEMMA_ARCH
       : options.modelType === "PHI3_MINI" || options.modelType === "PHI4"
@@ -259,6 +282,20 @@ export function hfConfigJson(
     torch_dtype: options.torchDtype ?? options.base?.torch_dtype ?? "float32",
   };
   if (arch === "LlamaForCausalLM" || arch === QWEN3_ARCH) out.attention_bias = cfg.qkvBias;
+  if ((arch === GEMMA2_ARCH) !== (cfg.postNorms ?? false)) {
+    throw new TuneError(
+      cfg.postNorms
+        ? `a Gemma 2 model can only be saved as Gemma2ForCausalLM; set checkpointer.model_type=GEMMA2`
+        : `model_type GEMMA2 needs a Gemma 2 model; pick a torchtune.models.gemma2 builder`,
+    );
+  }
+  if (
+    arch !== GEMMA2_ARCH && (cfg.attnSoftcap || cfg.finalSoftcap || cfg.windowLayers === "even")
+  ) {
+    throw new TuneError(
+      `soft-capped or alternating-window attention is Gemma 2's; set checkpointer.model_type=GEMMA2`,
+    );
+  }
   if ((arch === QWEN3_ARCH) !== (cfg.qkNorm ?? false)) {
     throw new TuneError(
       cfg.qkNorm
@@ -279,8 +316,10 @@ export function hfConfigJson(
     }
     out.partial_rotary_factor = cfg.partialRotaryFactor;
   }
-  if (cfg.headDim !== undefined || arch === GEMMA_ARCH) out.head_dim = headSize(cfg);
-  if (arch === GEMMA_ARCH) {
+  const gemmaLike = arch === GEMMA_ARCH || arch === GEMMA2_ARCH;
+  if (cfg.headDim !== undefined || gemmaLike) out.head_dim = headSize(cfg);
+  if (arch === GEMMA2_ARCH) Object.assign(out, gemma2Json(cfg));
+  if (gemmaLike) {
     if (!cfg.embedScale || cfg.normOffset !== 1 || cfg.hiddenAct !== "gelu_tanh") {
       throw new TuneError(
         `model_type GEMMA needs a Gemma model (gelu_tanh MLP, scaled embeddings, 1 + scale norms); pick the torchtune.models.gemma builder`,

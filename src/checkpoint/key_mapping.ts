@@ -60,14 +60,41 @@ function fromFormat(
   return s ? `layers.${m[1]}.${s}` : null;
 }
 
+/**
+ * Gemma 2's four layer norms (a model with `postNorms`): torchtune's sa_norm, sa_scale,
+ * mlp_norm and mlp_scale. There HF's post_attention_layernorm is the norm AFTER attention
+ * (Gemma 1 and Llama use that name for the norm before the MLP).
+ */
+const GEMMA2_NORMS: Record<string, string> = {
+  "sa_scale.scale": "post_attention_layernorm.weight",
+  "mlp_norm.scale": "pre_feedforward_layernorm.weight",
+  "mlp_scale.scale": "post_feedforward_layernorm.weight",
+};
+const GEMMA2_FROM_HF = new Map(Object.entries(GEMMA2_NORMS).map(([k, v]) => [v, k]));
+const HF_LAYER = /^model\.layers\.(\d+)\.(.+)$/;
+
+/** What the name mapping needs of a model: whether it has Gemma 2's post-norms. */
+export interface NameMapping {
+  postNorms?: boolean;
+}
+
 /** tune name -> Hugging Face name, or null for a name with no Hugging Face twin. */
-export function tuneToHf(tuneName: string): string | null {
+export function tuneToHf(tuneName: string, cfg?: NameMapping): string | null {
+  if (cfg?.postNorms) {
+    const m = TUNE_LAYER.exec(tuneName);
+    if (m && GEMMA2_NORMS[m[2]]) return `model.layers.${m[1]}.${GEMMA2_NORMS[m[2]]}`;
+  }
   return toFormat(tuneName, 0, "model.layers.");
 }
 
 /** Hugging Face name -> tune name, or null (e.g. `rotary_emb.inv_freq`, which is recomputed). */
-export function hfToTune(hfName: string): string | null {
-  return fromFormat(hfName, FROM_HF, /^model\.layers\.(\d+)\.(.+)$/);
+export function hfToTune(hfName: string, cfg?: NameMapping): string | null {
+  if (cfg?.postNorms) {
+    const m = HF_LAYER.exec(hfName);
+    const t = m ? GEMMA2_FROM_HF.get(m[2]) : undefined;
+    if (t) return `layers.${m![1]}.${t}`;
+  }
+  return fromFormat(hfName, FROM_HF, HF_LAYER);
 }
 
 /** tune name -> Meta name, or null. */

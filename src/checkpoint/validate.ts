@@ -54,6 +54,7 @@ export function checkSameArchitecture(a: LlamaConfig, b: LlamaConfig, source: st
     embedScale: c.embedScale ?? false,
     normOffset: c.normOffset ?? 0,
     qkNorm: c.qkNorm ?? false,
+    postNorms: c.postNorms ?? false,
   });
   const [da, db] = [derived(a), derived(b)];
   for (const k of keys) {

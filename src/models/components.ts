@@ -215,21 +215,3 @@ for (const f of MODEL_FAMILIES) {
     },
   });
 }
-
-// Gemma 2: torchtune's names, refused in one line until its attention is implemented
-for (const size of ["2b", "9b", "27b"]) {
-  for (const lora of [false, true]) {
-    const name = `torchtune.models.gemma2.${lora ? "lora_" : ""}gemma2_${size}`;
-    registerComponent<ModelSpec>({
-      name,
-      kind: "model",
-      doc: `Gemma 2 ${size.toUpperCase()}: not supported yet (refused)`,
-      params: lora ? LORA_PARAMS : {},
-      build: () => {
-        throw new TuneError(
-          `${name}: Gemma 2 (attention and final logit soft-capping, alternating sliding-window attention) is not implemented in tune; Gemma 1 (torchtune.models.gemma.gemma_2b, gemma_7b) is`,
-        );
-      },
-    });
-  }
-}

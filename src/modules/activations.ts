@@ -16,6 +16,8 @@ export interface ActDims {
   H: number;
   /** Per-head q/k RMSNorm (Qwen3): the layer also saves q and k before their norms. */
   qkNorm?: boolean;
+  /** Norms after attention and the MLP (Gemma 2): the layer saves what they normalise. */
+  postNorms?: boolean;
 }
 
 /** LoRA module keys in a decoder layer (also the dropout-seed index of each). */
@@ -38,6 +40,14 @@ export interface QkNormActs {
   rstdK: DeviceBuffer; // (N*NKV)
 }
 
+/** What the norms after attention and the MLP save (Gemma 2). */
+export interface PostNormActs {
+  ao: DeviceBuffer; // (N, C) attention output before sa_scale
+  rstdA: DeviceBuffer; // (N)
+  mo: DeviceBuffer; // (N, C) MLP output before mlp_scale
+  rstdM: DeviceBuffer; // (N)
+}
+
 /** Saved activations of one decoder layer (N = B*T). */
 export interface LayerActs {
   ln1: DeviceBuffer; // (N, C)
@@ -49,6 +59,8 @@ export interface LayerActs {
   lse: DeviceBuffer; // (B, NH, T)
   /** With per-head q/k norms: q and k before them, and their rstd. */
   qk?: QkNormActs;
+  /** With post-norms (Gemma 2): the inputs of sa_scale and mlp_scale and their rstd. */
+  post?: PostNormActs;
   h1: DeviceBuffer; // (N, C) residual after attention
   ln2: DeviceBuffer; // (N, C)
   rstd2: DeviceBuffer; // (N)
@@ -67,6 +79,8 @@ export interface BackwardScratch {
   dk: DeviceBuffer; // (N, NKV*HS)
   dv: DeviceBuffer; // (N, NKV*HS)
   dact: DeviceBuffer; // (N, H)
+  /** (N, C) gradient of a post-norm's input (Gemma 2 only). */
+  dpost?: DeviceBuffer;
 }
 
 /** Tracks what a model allocated, by category, for memory reports. */
@@ -130,6 +144,16 @@ export function allocLayerActs(
         },
       }
       : {}),
+    ...(d.postNorms
+      ? {
+        post: {
+          ao: a(N * d.C),
+          rstdA: al.alloc(category, N),
+          mo: a(N * d.C),
+          rstdM: al.alloc(category, N),
+        },
+      }
+      : {}),
     h1: a(N * d.C),
     ln2: a(N * d.C),
     rstd2: al.alloc(category, N),
@@ -156,5 +180,6 @@ export function allocBackwardScratch(
     dk: a(N * d.NKV * d.HS),
     dv: a(N * d.NKV * d.HS),
     dact: a(N * d.H),
+    ...(d.postNorms ? { dpost: a(N * d.C) } : {}),
   };
 }

@@ -2,7 +2,7 @@
  * Multi-head attention with grouped-query heads (GQA), rotary embeddings and an optional
  * KV cache (torchtune's MultiHeadAttention), forward and hand-written backward.
  */
-import type { Backend, DeviceBuffer, RopeLayout } from "../backend/ops.ts";
+import type { AttentionVariant, Backend, DeviceBuffer, RopeLayout } from "../backend/ops.ts";
 import { mixSeed } from "../params/random.ts";
 import type { BackwardScratch, LayerActs, QkNormActs } from "./activations.ts";
 import type { Linear } from "./linear.ts";
@@ -50,6 +50,8 @@ export class Attention {
     readonly layout: RopeLayout,
     /** Per-head RMSNorms (HS) of q and k before rope (Qwen3), or null. */
     readonly qkNorm: { q: RmsNorm; k: RmsNorm } | null = null,
+    /** Sliding window / soft-cap / scale of this layer's scores (Mistral, Gemma 2), or null. */
+    readonly variant: AttentionVariant | null = null,
   ) {}
 
   /** Packing of the current batch; used by forwards without a KV cache and by backward. */
@@ -131,10 +133,14 @@ export class Attention {
         NH,
         NKV,
         HS,
+        null,
+        effective(this.variant, pos + T),
       );
     } else {
       const seg = pk?.segments ?? null; // (B, T) or null: plain causal
-      be.attentionForward(acts.att, acts.lse, acts.q, acts.k, acts.v, B, T, T, T, NH, NKV, HS, seg);
+      const a = acts;
+      const vt = effective(this.variant, T);
+      be.attentionForward(a.att, a.lse, a.q, a.k, a.v, B, T, T, T, NH, NKV, HS, seg, vt);
     }
     this.o.forward(be, out, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
   }
@@ -175,6 +181,7 @@ export class Attention {
       NKV,
       HS,
       this.packing?.segments ?? null,
+      effective(this.variant, T),
     );
     const at = this.packing?.positions ?? null;
     be.rope(
@@ -222,6 +229,16 @@ export class Attention {
     }
     this.v.backward(be, dx, sc.dv, x, N, acts.hs.v_proj ?? null, s(SEED.v));
   }
+}
+
+/**
+ * The variant an attention call over `keys` keys needs: a window no shorter than the keys
+ * changes nothing, so it is dropped (the plain kernels run, on every backend).
+ */
+function effective(v: AttentionVariant | null, keys: number): AttentionVariant | null {
+  if (v === null || v.window === undefined || v.window < keys) return v;
+  const { window: _, ...rest } = v;
+  return Object.keys(rest).length === 0 ? null : rest;
 }
 
 function mustHave(qk: QkNormActs | undefined): QkNormActs {

@@ -122,6 +122,90 @@ export function attentionChecks(): void {
       out.push(cmp("dv", dv, tolFor(dt, F32_PROD)));
       return out;
     });
+    // Sliding window and soft-capped scores (Mistral, Gemma 2; attention_variant.cu), with
+    // packed segments on one of them, then decode past the window against a cache.
+    const variants = [
+      { window: 5, softcap: 2, scale: 0.3 },
+      { window: 7 },
+      { softcap: 3 },
+    ];
+    for (const [i, va] of variants.entries()) {
+      const [B, T, NH, NKV, HS] = SMALL ? [2, 40, 4, 2, 16] : [2, 200, 8, 2, 64];
+      check(`attention fwd+bwd variant ${JSON.stringify(va)} T=${T} [${dt}]`, () => {
+        const seg = i === 1 ? pair(packedIds(B, T).segments, "i32") : null;
+        const q = pair(randn(B * T * NH * HS), dt), k = pair(randn(B * T * NKV * HS), dt);
+        const v = pair(randn(B * T * NKV * HS), dt);
+        const o = zeros(B * T * NH * HS, dt), lse = zeros(B * NH * T, "f32");
+        const sc = seg?.c ?? null, sg = seg?.g ?? null;
+        cpu.attentionForward(o.c, lse.c, q.c, k.c, v.c, B, T, T, T, NH, NKV, HS, sc, va);
+        gpu.attentionForward(o.g, lse.g, q.g, k.g, v.g, B, T, T, T, NH, NKV, HS, sg, va);
+        const dy = pair(randn(B * T * NH * HS), dt);
+        const dq = zeros(B * T * NH * HS, dt), dk = zeros(B * T * NKV * HS, dt);
+        const dv = zeros(B * T * NKV * HS, dt);
+        const out = [cmp("out", o, tolFor(dt, F32_PROD)), cmp("lse", lse, F32_PROD)];
+        cpu.upload(o.c, gpu.download(o.g) as Float32Array);
+        cpu.upload(lse.c, gpu.download(lse.g) as Float32Array);
+        const [c, g] = [cpu, gpu];
+        c.attentionBackward(
+          dq.c,
+          dk.c,
+          dv.c,
+          dy.c,
+          q.c,
+          k.c,
+          v.c,
+          o.c,
+          lse.c,
+          B,
+          T,
+          NH,
+          NKV,
+          HS,
+          sc,
+          va,
+        );
+        g.attentionBackward(
+          dq.g,
+          dk.g,
+          dv.g,
+          dy.g,
+          q.g,
+          k.g,
+          v.g,
+          o.g,
+          lse.g,
+          B,
+          T,
+          NH,
+          NKV,
+          HS,
+          sg,
+          va,
+        );
+        out.push(cmp("dq", dq, tolFor(dt, F32_PROD)), cmp("dk", dk, tolFor(dt, F32_PROD)));
+        out.push(cmp("dv", dv, tolFor(dt, F32_PROD)));
+        return out;
+      });
+    }
+    check(`attention decode past a window of 9, soft-cap 2 [${dt}]`, () => {
+      const B = 2, T = 1, Tk = sz(100, 40), Tcap = sz(128, 48), NH = 4, NKV = 2, HS = 32;
+      const va = { window: 9, softcap: 2 };
+      const q = pair(randn(B * T * NH * HS), dt);
+      const k = pair(randn(B * Tcap * NKV * HS), dt), v = pair(randn(B * Tcap * NKV * HS), dt);
+      const o = zeros(B * T * NH * HS, dt), lse = zeros(B * NH * T, "f32");
+      cpu.attentionForward(o.c, lse.c, q.c, k.c, v.c, B, T, Tk, Tcap, NH, NKV, HS, null, va);
+      gpu.attentionForward(o.g, lse.g, q.g, k.g, v.g, B, T, Tk, Tcap, NH, NKV, HS, null, va);
+      return [cmp("out", o, tolFor(dt, F32_PROD)), cmp("lse", lse, F32_PROD)];
+    });
+    check(`logit soft-cap forward and backward [${dt}]`, () => {
+      const n = sz(5000, 700);
+      const x = pair(randn(n).map((a) => 40 * a), dt), d = pair(randn(n), dt);
+      cpu.softcap!(x.c, 30);
+      gpu.softcap!(x.g, 30);
+      cpu.softcapBackward!(d.c, x.c, 30);
+      gpu.softcapBackward!(d.g, x.g, 30);
+      return [cmp("capped", x, tolFor(dt, F32_PROD)), cmp("grad", d, tolFor(dt, F32_PROD))];
+    });
     for (const T of [1, 3]) {
       const Tk = sz(100, 40), Tcap = sz(128, 48);
       check(`attention decode T=${T} Tk=${Tk} Tcap=${Tcap} [${dt}]`, () => {

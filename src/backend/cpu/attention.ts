@@ -28,6 +28,15 @@ export interface AttentionDims {
    * It travels to the pool's worker inside the job's dims.
    */
   seg?: Int32Array | null;
+  /**
+   * Sliding window W (Mistral, Gemma 2 local layers): the query at position p sees only keys
+   * p - W + 1..p. Absent or 0: no window.
+   */
+  window?: number;
+  /** Gemma 2's logit soft-cap c: scores become c * tanh(score * scale / c). Absent or 0: none. */
+  softcap?: number;
+  /** Score scale (Gemma 2: 1/sqrt(query_pre_attn_scalar)). Absent: 1/sqrt(HS). */
+  scale?: number;
 }
 
 /** s[row + j] = -inf for keys j <= last outside query t's segment (seg row at segOff). */
@@ -41,6 +50,11 @@ function maskRow(
 ): void {
   const id = seg[segOff + t];
   for (let j = 0; j <= last; j++) if (seg[segOff + j] !== id) s[row + j] = -Infinity;
+}
+
+/** s[row + j] = cap * tanh(s[row + j] * scale / cap) for keys j <= last (Gemma 2). */
+function capRow(s: Float32Array, row: number, last: number, scale: number, cap: number): void {
+  for (let j = 0; j <= last; j++) s[row + j] = Math.tanh((s[row + j] * scale) / cap) * cap;
 }
 
 /**
@@ -70,11 +84,14 @@ export function attentionForward(
   u1 = attentionUnits(d),
 ): void {
   const { T, Tk, Tcap, NH, NKV, HS } = d;
-  const scale = 1 / Math.sqrt(HS);
+  const scale = d.scale ?? 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const ldq = NH * HS, ldk = NKV * HS;
   const shift = Tk - T; // query t sees keys 0..t + shift
   const seg = d.seg ?? null;
+  const win = d.window ?? 0, cap = d.softcap ?? 0;
+  // with a soft-cap the scores are capped (already scaled) before the softmax
+  const es = cap > 0 ? 1 : scale;
   // With `s` in this thread's wasm memory (the backend's attnScratch), the even head of each
   // row's exps runs in wasm SIMD (bitwise the loop below); the loop does the rest.
   const simd = simdKernels();
@@ -92,20 +109,23 @@ export function attentionForward(
         for (let r = 0; r < R; r++) {
           const row = r * nk;
           const last = t0 + r + shift; // inclusive
+          if (cap > 0) capRow(s, row, last, scale, cap);
           // Block-causal: keys of other segments score -inf, so exp gives them 0.
           if (seg !== null) maskRow(s, row, seg, b * T, t0 + r, last);
+          // Sliding window: keys at least W behind the query score -inf.
+          if (win > 0) { for (let j = 0; j <= last - win; j++) s[row + j] = -Infinity; }
           let m = -Infinity;
           for (let j = 0; j <= last; j++) if (s[row + j] > m) m = s[row + j];
-          const max = m * scale; // = max of s * scale: scaling by a positive number is monotonic
+          const max = m * es; // = max of s * es: scaling by a positive number is monotonic
           let sum = 0;
           let j0 = 0;
           if (wasm !== null) {
             j0 = (last + 1) & ~1;
-            sum = wasm.attnExpRow(row, j0, scale, max);
+            sum = wasm.attnExpRow(row, j0, es, max);
           }
           for (let j = j0; j <= last; j++) {
             // fastExp(y) inlined (y <= 0 here)
-            const y = s[row + j] * scale - max;
+            const y = s[row + j] * es - max;
             let e = 0;
             if (y >= -745.2) {
               const kf = (y * LOG2E + MAGIC) - MAGIC;
@@ -163,10 +183,11 @@ export function attentionBackward(
   u1 = attentionUnits(d),
 ): void {
   const { T, NH, NKV, HS } = d;
-  const scale = 1 / Math.sqrt(HS);
+  const scale = d.scale ?? 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const ldq = NH * HS, ldk = NKV * HS;
   const seg = d.seg ?? null;
+  const variant = (d.window ?? 0) > 0 || (d.softcap ?? 0) > 0;
   for (let u = u0; u < u1; u++) {
     const b = (u / NKV) | 0, kvh = u % NKV;
     const kOff = b * T * ldk + kvh * HS;
@@ -191,6 +212,10 @@ export function attentionBackward(
           const o = qOff + r * ldq;
           let D = 0;
           for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
+          if (variant) {
+            variantRow(p, dp, row, nk, last, l, D, scale, d, seg, b * T);
+            continue;
+          }
           if (seg !== null) maskRow(p, row, seg, b * T, last, last); // P = 0 off the segment
           for (let j = 0; j <= last; j++) {
             // fastExp(y) inlined (y <= ~0: l is the row's log-sum-exp)
@@ -221,5 +246,44 @@ export function attentionBackward(
         gemm.tn(nk, HS, R, p, nk, dob, ldq, dvb, ldk, 1); // dv += P^T @ dout_blk
       }
     }
+  }
+}
+
+/**
+ * One backward row of windowed and/or soft-capped attention: p[row + j] = P (recomputed
+ * from the row's lse l), dp[row + j] = dS = P * (dP - D) * d(score)/d(raw q.k) for the row's
+ * keys; zero past `last`, before the window and off the segment.
+ */
+function variantRow(
+  p: Float32Array,
+  dp: Float32Array,
+  row: number,
+  nk: number,
+  last: number,
+  l: number,
+  D: number,
+  scale: number,
+  d: AttentionDims,
+  seg: Int32Array | null,
+  segOff: number,
+): void {
+  const win = d.window ?? 0, cap = d.softcap ?? 0;
+  const lo = win > 0 ? Math.max(0, last - win + 1) : 0;
+  const id = seg === null ? 0 : seg[segOff + last];
+  for (let j = 0; j < nk; j++) {
+    if (j < lo || j > last || (seg !== null && seg[segOff + j] !== id)) {
+      p[row + j] = 0;
+      dp[row + j] = 0;
+      continue;
+    }
+    let x = p[row + j] * scale, g = scale;
+    if (cap > 0) {
+      const th = Math.tanh(x / cap);
+      x = th * cap;
+      g = scale * (1 - th * th); // d(cap * tanh(s * scale / cap)) / ds
+    }
+    const pr = Math.exp(x - l);
+    p[row + j] = pr;
+    dp[row + j] = pr * (dp[row + j] - D) * g;
   }
 }

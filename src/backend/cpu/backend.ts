@@ -7,6 +7,7 @@ import { openBlas } from "../../../ffi/openblas.ts";
 import { TuneError } from "../../errors.ts";
 import {
   type AdamWParams,
+  type AttentionVariant,
   type Backend,
   type Collectives,
   type DecoderSpec,
@@ -14,11 +15,17 @@ import {
   type DType,
   type FusedDecoder,
   type Nf4Weight,
+  plainAttention,
   type RopeLayout,
   SingleProcessCollectives,
 } from "../ops.ts";
 import { adamwStep } from "./adamw.ts";
-import { attentionBackward, attentionForward, attentionUnits } from "./attention.ts";
+import {
+  attentionBackward,
+  type AttentionDims,
+  attentionForward,
+  attentionUnits,
+} from "./attention.ts";
 import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
 import { CpuDecoder } from "./decode.ts";
 import { dropoutFill } from "./dropout.ts";
@@ -223,6 +230,19 @@ export class CpuBackend implements Backend {
     const o = f32(b, 0, "scale");
     const n = o.length;
     for (let i = 0; i < n; i++) o[i] *= s;
+  }
+
+  softcap(b: DeviceBuffer, cap: number): void {
+    const o = f32(b, 0, "softcap");
+    for (let i = 0; i < o.length; i++) o[i] = Math.tanh(o[i] / cap) * cap;
+  }
+
+  softcapBackward(db: DeviceBuffer, y: DeviceBuffer, cap: number): void {
+    const d = f32(db, 0, "softcap grad"), v = f32(y, d.length, "softcap out");
+    for (let i = 0; i < d.length; i++) {
+      const t = v[i] / cap;
+      d[i] *= 1 - t * t;
+    }
   }
 
   doraNorm(
@@ -505,6 +525,7 @@ export class CpuBackend implements Backend {
     NKV: number,
     HS: number,
     segments: DeviceBuffer | null = null,
+    variant: AttentionVariant | null = null,
   ): void {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
@@ -512,7 +533,7 @@ export class CpuBackend implements Backend {
       throw new Error(`attention: segments need Tk = T (got T ${T}, Tk ${Tk}): no KV cache`);
     }
     const seg = segments === null ? null : i32(segments, B * T, "attention segments"); // (B, T)
-    const d = { B, T, Tk, Tcap, NH, NKV, HS, seg };
+    const d = { B, T, Tk, Tcap, NH, NKV, HS, seg, ...variantDims(variant) };
     const a = {
       out: f32(out, B * T * NH * HS, "attention out"),
       lse: f32(lse, B * NH * T, "attention lse"),
@@ -585,11 +606,12 @@ export class CpuBackend implements Backend {
     NKV: number,
     HS: number,
     segments: DeviceBuffer | null = null,
+    variant: AttentionVariant | null = null,
   ): void {
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
     const seg = segments === null ? null : i32(segments, B * T, "attention segments"); // (B, T)
-    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS, seg };
+    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS, seg, ...variantDims(variant) };
     const a = {
       dq: f32n(dq, nq, "attention dq"),
       dk: f32n(dk, nkv, "attention dk"),
@@ -843,4 +865,14 @@ export class CpuBackend implements Backend {
       () => adamwStep(hi(p), hi(g), hi(mm), hi(vv), hp),
     );
   }
+}
+
+/** The window/soft-cap/scale fields of attention dims (none for a plain attention). */
+function variantDims(v: AttentionVariant | null): Partial<AttentionDims> {
+  if (plainAttention(v)) return {};
+  const out: Partial<AttentionDims> = {};
+  if (v!.window) out.window = v!.window;
+  if (v!.softcap) out.softcap = v!.softcap;
+  if (v!.scale !== undefined) out.scale = v!.scale;
+  return out;
 }

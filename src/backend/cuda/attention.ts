@@ -2,10 +2,11 @@
  * Causal attention with GQA on the CUDA backend: the general kernels of
  * kernels/attention.cu (attn_fwd, attn_fwd_tiled, attn_bwd_dsum, attn_bwd_dq,
  * attn_bwd_dkdv) and the tensor-core kernels of kernels/flash_attention.cu where they apply
- * (flash_attention.ts), plus the KV-cache write (kv_cache_write of elementwise.cu). CPU
+ * (flash_attention.ts), the window/soft-cap variants of kernels/attention_variant.cu
+ * (attention_variant.ts), plus the KV-cache write (kv_cache_write of elementwise.cu). CPU
  * twin: src/backend/cpu/attention.ts (and kvCacheWrite of cpu/layers.ts).
  */
-import type { DeviceBuffer } from "../ops.ts";
+import { type AttentionVariant, type DeviceBuffer, plainAttention } from "../ops.ts";
 import { cudaBuf, dtCode } from "./buffer.ts";
 import { need, segmentIds } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
@@ -15,6 +16,7 @@ import {
   flashEligible,
   flashForwardLaunch,
 } from "./flash_attention.ts";
+import { variantBackward, variantForward } from "./attention_variant.ts";
 import { copy, fill } from "./memory.ts";
 
 /** Warps per block of the row-per-warp kernels. */
@@ -37,6 +39,7 @@ export function attentionForward(
   NKV: number,
   HS: number,
   segments: DeviceBuffer | null = null,
+  variant: AttentionVariant | null = null,
 ): void {
   const o = cudaBuf(out, "attention out"), l = cudaBuf(lse, "attention lse");
   const qb = cudaBuf(q, "attention q"), kb = cudaBuf(k, "attention k");
@@ -53,6 +56,11 @@ export function attentionForward(
   const sg = segments === null ? 0n : segmentIds(segments, B * T, "attention segments").ptr; // (B, T)
   const rows = B * NH * T;
   if (rows === 0) return;
+  if (!plainAttention(variant)) {
+    const bufs = { out: o, lse: l, q: qb, k: kb, v: vb };
+    variantForward(ctx, bufs, { B, T, Tk, Tcap, NH, NKV, HS }, sg, variant!);
+    return;
+  }
   if (ctx.attentionKernels === "flash" && flashEligible(HS, l, [o, qb, kb, vb])) {
     const { name, grid, smem } = flashForwardLaunch(B, T, NH, HS);
     ctx.kernels.run(name, grid, FLASH_THREADS, smem, [
@@ -136,6 +144,7 @@ export function attentionBackward(
   NKV: number,
   HS: number,
   segments: DeviceBuffer | null = null,
+  variant: AttentionVariant | null = null,
 ): void {
   const b = (x: DeviceBuffer, w: string) => cudaBuf(x, `attention ${w}`);
   const dqb = b(dq, "dq"), dkb = b(dk, "dk"), dvb = b(dv, "dv"), dy = b(dout, "dout");
@@ -165,6 +174,12 @@ export function attentionBackward(
     NH,
     HS,
   ]);
+  if (!plainAttention(variant)) {
+    const bufs = { dq: dqb, dk: dkb, dv: dvb, dout: dy, q: qb, k: kb, v: vb, lse: l, dsum };
+    variantBackward(ctx, bufs, { B, T, Tk: T, Tcap: T, NH, NKV, HS }, sg, variant!);
+    ctx.dropScratch(dsum);
+    return;
+  }
   if (ctx.attentionKernels === "flash" && flashEligible(HS, l, [dy, qb, kb, vb])) {
     // dq accumulates in fp32 over the key blocks (atomics), then takes dq's dtype.
     const dqAcc = dqb.dtype === "f32" ? dqb : ctx.scratch(B * T * NH * HS, "f32"); // (B, T, NH, HS)

@@ -19,6 +19,7 @@
  *   norm.ts          rmsnormForward/Backward                                layers.cu
  *   rope.ts          rope                                                   layers.cu
  *   attention.ts     attentionForward/Backward, kvCacheWrite    attention.cu, flash_attention.cu
+ *   attention_variant.ts  windowed/soft-capped attention, softcap  attention_variant.cu
  *   activations.ts   swiglu*, geglu*                                 layers.cu, geglu.cu
  *   loss.ts          crossEntropy, distillCrossEntropy                 layers.cu, distill.cu
  *   adapters.ts      doraNorm, scaleColumns, doraMagnitudeBackward          dora.cu
@@ -43,6 +44,7 @@ import * as embedding from "./embedding.ts";
 import * as norm from "./norm.ts";
 import * as rope from "./rope.ts";
 import * as attention from "./attention.ts";
+import * as variants from "./attention_variant.ts";
 import * as activations from "./activations.ts";
 import * as loss from "./loss.ts";
 import * as adapters from "./adapters.ts";
@@ -231,6 +233,12 @@ export class CudaBackend implements Backend {
   }
   kvCacheWrite(...a: Args<typeof attention.kvCacheWrite>): void {
     attention.kvCacheWrite(this.ctx, ...a);
+  }
+  softcap(...a: Args<typeof variants.softcap>): void {
+    variants.softcap(this.ctx, ...a);
+  }
+  softcapBackward(...a: Args<typeof variants.softcapBackward>): void {
+    variants.softcapBackward(this.ctx, ...a);
   }
   // ---- activations.ts -------------------------------------------------------
   swigluForward(...a: Args<typeof activations.swigluForward>): void {

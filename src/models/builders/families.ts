@@ -4,6 +4,7 @@
  */
 import type { LlamaConfig, RopeScaling } from "../llama/config.ts";
 import { gemma2b, gemma7b } from "./gemma.ts";
+import { gemma2_27b, gemma2_2b, gemma2_9b } from "./gemma2.ts";
 import { llama } from "./llama.ts";
 
 const LLAMA31_SCALING: RopeScaling = {
@@ -218,6 +219,15 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
     }),
   },
   {
+    module: "llama3_1",
+    name: "llama3_1_405b",
+    config: llama3(16384, 126, 128, 53248, {
+      maxSeqLen: 131072,
+      scaling: LLAMA31_SCALING,
+      tied: false,
+    }),
+  },
+  {
     module: "llama3_2",
     name: "llama3_2_1b",
     config: llama3(2048, 16, 32, 8192, { maxSeqLen: 131072, scaling: LLAMA32_SCALING, tied: true }),
@@ -353,6 +363,10 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
   // torchtune.models.gemma (Gemma 1): GeGLU, scaled embeddings, 1 + scale norms, tied output
   { module: "gemma", name: "gemma_2b", config: gemma2b },
   { module: "gemma", name: "gemma_7b", config: gemma7b },
+  // torchtune.models.gemma2: soft-caps, windows on even layers, post-norms (gemma2.ts)
+  { module: "gemma2", name: "gemma2_2b", config: gemma2_2b },
+  { module: "gemma2", name: "gemma2_9b", config: gemma2_9b },
+  { module: "gemma2", name: "gemma2_27b", config: gemma2_27b },
   { module: "llama2c", name: "stories15m", config: stories(288, 6, 6, 6, 32000, 256, 768) },
   { module: "llama2c", name: "stories42m", config: stories(512, 8, 8, 8, 32000, 1024, 1376) },
   { module: "llama2c", name: "stories110m", config: stories(768, 12, 12, 12, 32000, 1024, 2048) },

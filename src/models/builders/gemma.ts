@@ -4,8 +4,7 @@
  * a GeGLU MLP (gelu with the tanh approximation on the gate), token embeddings multiplied
  * by sqrt(embed_dim), RMSNorms that multiply by 1 + scale (zero-centred scales), and an
  * output layer tied to the embedding; the head size is explicit (256 for both sizes, which
- * for gemma_7b is not embed_dim / num_heads). Gemma 2 (logit soft-capping, sliding-window
- * attention, extra norms) is not covered.
+ * for gemma_7b is not embed_dim / num_heads). Gemma 2 builds on it (gemma2.ts).
  */
 import type { LlamaConfig } from "../llama/config.ts";
 import { checkConfig } from "./llama.ts";

@@ -2,7 +2,7 @@
  * torchtune's QLoRA builders, `torchtune.models.<family>.qlora_<model>`: the LoRA builder of
  * the same model with `quantize_base=True` (every decoder linear's base weight in NF4, see
  * src/quant/). Registered for each family tune has where torchtune has a qlora_ builder
- * (Llama 2, 3, 3.1, 3.2, 3.3, Mistral, Phi-3, Gemma); torchtune has none for Qwen. Imported
+ * (Llama 2, 3, 3.1, 3.2, 3.3, Mistral, Phi-3, Phi-4, Gemma, Gemma 2); torchtune has none for Qwen. Imported
  * (for its side effect) by src/components.ts after src/models/components.ts.
  */
 import { registerComponent } from "../../config/registry.ts";
@@ -20,6 +20,8 @@ export const QLORA_MODULES: ReadonlySet<string> = new Set([
   "mistral",
   "phi3",
   "gemma",
+  "gemma2",
+  "phi4",
 ]);
 
 /** torchtune's other names of a qlora_ builder (llama3_3's 70B is llama3_1's). */

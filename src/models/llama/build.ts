@@ -18,7 +18,7 @@ import type { Nf4Store } from "../../quant/nf4_store.ts";
 import type { ParamStore } from "../../params/store.ts";
 import { TuneError } from "../../errors.ts";
 import type { LoraConfig } from "../model_spec.ts";
-import { headSize, hiddenAct, type LlamaConfig, rotaryDims } from "./config.ts";
+import { headSize, hiddenAct, layerAttention, type LlamaConfig, rotaryDims } from "./config.ts";
 import { layerLinears, loraSites } from "./layout.ts";
 
 /** The modules of a decoder, over views of its stores. */
@@ -165,9 +165,12 @@ export function buildDecoder(
     layers.push(
       new DecoderLayer(
         norm(`layers.${i}.sa_norm.scale`),
-        new Attention(dims, q, k, v, out, rope, cfg.ropeLayout, qkNorm),
+        new Attention(dims, q, k, v, out, rope, cfg.ropeLayout, qkNorm, layerAttention(cfg, i)),
         norm(`layers.${i}.mlp_norm.scale`),
         new FeedForward(cfg.hiddenDim, w1, w2, w3, hiddenAct(cfg)),
+        cfg.postNorms
+          ? { sa: norm(`layers.${i}.sa_scale.scale`), mlp: norm(`layers.${i}.mlp_scale.scale`) }
+          : null,
       ),
     );
   }

@@ -1,5 +1,4 @@
-import type { RopeLayout } from "../../backend/ops.ts";
-import { TuneError } from "../../errors.ts";
+import { type AttentionVariant, plainAttention, type RopeLayout } from "../../backend/ops.ts";
 import type { HiddenAct } from "../../modules/feed_forward.ts";
 import type { RopeScaling } from "../../modules/rope.ts";
 
@@ -65,11 +64,26 @@ export interface LlamaConfig {
    */
   normOffset?: number;
   /**
-   * Sliding-window attention (Mistral, Phi-3 `sliding_window`): a token sees only the last W
-   * positions. tune's attention has no window, so sequences (and generation) longer than W
-   * are refused; up to W positions the window changes nothing and the model is exact.
+   * Sliding-window attention (Mistral, Phi-3 `sliding_window`, Gemma 2's local layers): a
+   * token at position p sees only keys p - W + 1..p.
    */
   slidingWindow?: number;
+  /**
+   * Which layers the window applies to: "all" (Mistral, default) or "even" (Gemma 2: layers
+   * 0, 2, 4, ... are local, the odd ones global; HF's layer_types).
+   */
+  windowLayers?: "all" | "even";
+  /** Attention logit soft-cap c (Gemma 2 `attn_logit_softcapping`): c * tanh(score / c). */
+  attnSoftcap?: number;
+  /** Final logit soft-cap c (Gemma 2 `final_logit_softcapping`): logits = c * tanh(logits / c). */
+  finalSoftcap?: number;
+  /** Attention scale 1/sqrt(queryPreAttnScalar) instead of 1/sqrt(HS) (Gemma 2). */
+  queryPreAttnScalar?: number;
+  /**
+   * Norms after attention and after the MLP too (Gemma 2): h = x + sa_scale(attn(sa_norm(x))),
+   * y = h + mlp_scale(mlp(mlp_norm(h))); layers.{i}.sa_scale.scale and mlp_scale.scale (C).
+   */
+  postNorms?: boolean;
   /**
    * Per-head RMSNorm on q and k after their projections, before rope (Qwen3's q_norm and
    * k_norm): layers.{i}.attn.q_norm.scale (HS) and k_norm.scale (HS), eps normEps.
@@ -93,19 +107,30 @@ export function withCheckpointFields(builder: LlamaConfig, checkpoint: LlamaConf
   if (checkpoint.partialRotaryFactor !== undefined) {
     out.partialRotaryFactor = checkpoint.partialRotaryFactor;
   }
+  if (checkpoint.windowLayers !== undefined) out.windowLayers = checkpoint.windowLayers;
+  for (const key of ["attnSoftcap", "finalSoftcap", "queryPreAttnScalar"] as const) {
+    if (checkpoint[key] !== undefined) out[key] = checkpoint[key];
+  }
   return out;
 }
 
 /**
- * Refuse `positions` longer than the config's sliding window (`what` names the length in
- * the message): a window shorter than the sequence would change the logits.
+ * The attention variant of layer `i` (its window, soft-cap and scale), or null when the
+ * layer's attention is the plain causal one.
  */
-export function checkSlidingWindow(cfg: LlamaConfig, positions: number, what: string): void {
-  if (cfg.slidingWindow !== undefined && positions > cfg.slidingWindow) {
-    throw new TuneError(
-      `${what} ${positions} exceeds the model's sliding_window ${cfg.slidingWindow} (windowed attention is not implemented in tune); use at most ${cfg.slidingWindow} positions`,
-    );
-  }
+export function layerAttention(cfg: LlamaConfig, i: number): AttentionVariant | null {
+  const v: AttentionVariant = {};
+  const windowed = (cfg.windowLayers ?? "all") === "all" || i % 2 === 0;
+  if (cfg.slidingWindow !== undefined && windowed) v.window = cfg.slidingWindow;
+  if (cfg.attnSoftcap) v.softcap = cfg.attnSoftcap;
+  if (cfg.queryPreAttnScalar !== undefined) v.scale = 1 / Math.sqrt(cfg.queryPreAttnScalar);
+  return plainAttention(v) ? null : v;
+}
+
+/** True when some layer's attention has a window, soft-cap or scale (no fused decode). */
+export function hasAttentionVariant(cfg: LlamaConfig): boolean {
+  for (let i = 0; i < cfg.nLayers; i++) if (layerAttention(cfg, i) !== null) return true;
+  return false;
 }
 
 /** Head size of a config. */

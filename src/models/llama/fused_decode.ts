@@ -1,6 +1,7 @@
 /**
  * The backend's fused decode step for a Llama model, when it has one and the model is plain
- * enough for it (SwiGLU, no norm offset or embedding scale, fp32, no adapters): the spec
+ * enough for it (SwiGLU, no norm offset or embedding scale, no window shorter than the
+ * cache, no soft-cap or post-norms, fp32, no adapters): the spec
  * names the model's own parameter, cache, rope and logits buffers, so the decoder reads
  * the weights in place and nothing is copied.
  */
@@ -29,6 +30,12 @@ export function fusedDecoder(be: Backend, m: FusedDecodeInputs): FusedDecoder | 
   if (!be.createDecoder || m.special) return null;
   if (hiddenAct(cfg) !== "silu" || cfg.embedScale || (cfg.normOffset ?? 0) !== 0) return null;
   if (rotaryDims(cfg) !== headSize(cfg)) return null; // partial rotary: the layer-by-layer path
+  // windows, soft-caps and custom scales run op by op (a window no shorter than the cache
+  // changes nothing)
+  const window = cfg.slidingWindow !== undefined && cfg.slidingWindow < m.capacity;
+  if (window || cfg.attnSoftcap || cfg.queryPreAttnScalar !== undefined || cfg.postNorms) {
+    return null;
+  }
   const p = (name: string) => m.base.param(name);
   const bias = (name: string) => (cfg.qkvBias ? p(name) : null);
   const HS = headSize(cfg);

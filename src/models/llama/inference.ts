@@ -16,7 +16,8 @@ import type { KvCache } from "../../modules/attention.ts";
 import { ropeTables, uploadRope } from "../../modules/rope.ts";
 import { TuneError } from "../../errors.ts";
 import type { DecoderParts } from "./build.ts";
-import { checkSlidingWindow, headSize, type LlamaConfig, rotaryDims } from "./config.ts";
+import { logitSoftcap } from "./softcap.ts";
+import { headSize, type LlamaConfig, rotaryDims } from "./config.ts";
 import { fusedDecoder } from "./fused_decode.ts";
 import { layerLinears } from "./layout.ts";
 
@@ -75,7 +76,6 @@ export class KvInference {
         `generation length ${capacity} exceeds the model's max_seq_len ${cfg.maxSeqLen}; lower max_new_tokens or the prompt length`,
       );
     }
-    checkSlidingWindow(cfg, capacity, "generation length");
     this.#s?.alloc.freeAll();
     const be = this.be;
     if (capacity > this.parts.rope.maxSeqLen) this.#growRope(capacity);
@@ -231,6 +231,9 @@ export class KvInference {
     }
     this.parts.norm.forward(be, s.lnLast, s.rstdLast, s.last, B); // (B, C)
     this.parts.output.forward(be, s.logits, s.lnLast, B, s.headHs, null); // (B, V)
+    if (this.cfg.finalSoftcap) {
+      logitSoftcap(be, s.logits, B * this.cfg.vocabSize, this.cfg.finalSoftcap);
+    }
     s.pos += T;
     return s.logits;
   }
@@ -259,6 +262,16 @@ function viewActs(be: Backend, a: LayerActs, d: ActDims, rank: number): LayerAct
           k: v(a.qk.k, N * KV),
           rstdQ: v(a.qk.rstdQ, N * d.NH),
           rstdK: v(a.qk.rstdK, N * d.NKV),
+        },
+      }
+      : {}),
+    ...(a.post
+      ? {
+        post: {
+          ao: v(a.post.ao, N * d.C),
+          rstdA: v(a.post.rstdA, N),
+          mo: v(a.post.mo, N * d.C),
+          rstdM: v(a.post.rstdM, N),
         },
       }
       : {}),

@@ -79,6 +79,13 @@ export function baseLayout(cfg: LlamaConfig): ParamLayout {
     const t: GroupDecl["tensors"] = [{ name: `layers.${i}.sa_norm.scale`, shape: [C] }];
     for (const s of layerLinears(cfg, i)) {
       if (s.key === "w1") t.push({ name: `layers.${i}.mlp_norm.scale`, shape: [C] });
+      // Gemma 2's norms after attention and after the MLP
+      if (cfg.postNorms && s.key === "w1") {
+        t.push({ name: `layers.${i}.sa_scale.scale`, shape: [C] });
+      }
+      if (cfg.postNorms && s.key === "w3") {
+        t.push({ name: `layers.${i}.mlp_scale.scale`, shape: [C] });
+      }
       t.push({ name: `${s.prefix}.weight`, shape: [s.outDim, s.inDim] });
       if (cfg.qkvBias && (s.key === "q_proj" || s.key === "k_proj" || s.key === "v_proj")) {
         t.push({ name: `${s.prefix}.bias`, shape: [s.outDim] });

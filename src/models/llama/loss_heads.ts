@@ -6,6 +6,7 @@
  * the rest of the backward. Cross-entropy, distillation and preference weighting are the
  * three heads; a training method adds a head, not a model method.
  */
+import { logitSoftcap, logitSoftcapBackward } from "./softcap.ts";
 import type { Backend, DeviceBuffer } from "../../backend/ops.ts";
 import type { Allocator } from "../../modules/activations.ts";
 import type { Linear } from "../../modules/linear.ts";
@@ -229,6 +230,8 @@ export interface OutputHeadDims {
   L: number;
   /** Rows Nc of logits computed at a time. */
   chunkRows: number;
+  /** Final logit soft-cap c (Gemma 2): logits = c * tanh(logits / c). Absent: none. */
+  finalSoftcap?: number;
 }
 
 /**
@@ -240,6 +243,7 @@ export class OutputHead {
   readonly losses: DeviceBuffer; // (N)
   readonly #hs: DeviceBuffer | null; // (N, r) LoRA hidden of the output projection
   #extra: DeviceBuffer | null = null; // (N) KD losses, allocated on first use
+  readonly #capped: DeviceBuffer | null; // (Nc, V) soft-capped logits kept for backward
 
   constructor(
     readonly output: Linear,
@@ -252,6 +256,7 @@ export class OutputHead {
     this.logits = al.alloc("activations", d.chunkRows * d.V, act);
     this.losses = al.alloc("activations", N);
     this.#hs = output.lora ? al.alloc("activations", N * rank, act) : null;
+    this.#capped = d.finalSoftcap ? al.alloc("activations", d.chunkRows * d.V, act) : null;
   }
 
   /** The (N) per-row buffer heads may use besides `losses`. */
@@ -305,6 +310,8 @@ export class OutputHead {
       const whole = n === N;
       const hseed = this.#seed(seed, r0, whole);
       const logits = this.#project(be, lnf, r0, n, hseed);
+      const capped = this.#capped === null ? null : be.view(this.#capped, 0, n * V);
+      if (capped) be.copy(capped, logits);
       head.rows(be, {
         B,
         T,
@@ -317,6 +324,7 @@ export class OutputHead {
         hostTargets: host.subarray(r0, r0 + n),
         extraRows: this.extraRows,
       });
+      if (capped) logitSoftcapBackward(be, logits, capped, n * V, this.d.finalSoftcap!);
       const rowsIn = whole ? lnf : be.view(lnf, r0 * C, n * C); // (n, C)
       const drows = whole ? dln : be.view(dln, r0 * C, n * C); // (n, C)
       this.output.backward(be, drows, logits, rowsIn, n, this.#hsRows(be, r0, n), hseed);
@@ -335,6 +343,7 @@ export class OutputHead {
     const rows = r0 === 0 && n === B * T ? lnf : be.view(lnf, r0 * C, n * C); // (n, C)
     const logits = n * V === this.logits.length ? this.logits : be.view(this.logits, 0, n * V);
     this.output.forward(be, logits, rows, n, this.#hsRows(be, r0, n), hseed);
+    if (this.d.finalSoftcap) logitSoftcap(be, logits, n * V, this.d.finalSoftcap);
     return logits;
   }
 

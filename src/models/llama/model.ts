@@ -31,7 +31,7 @@ import type { ModelSpec } from "../model_spec.ts";
 import { checkNoExtra, initLoraWeights, loadAdapters, loadBase, mergeAdapters } from "./weights.ts";
 import { BatchInputs, type BatchOptions, type TrainBatch } from "./batch_inputs.ts";
 import { buildDecoder, type DecoderParts } from "./build.ts";
-import { checkSlidingWindow, embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
+import { embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
 import { KvInference } from "./inference.ts";
 import { randomBaseTensors } from "./init.ts";
 import { baseLayout, layerLinears, loraLayout } from "./layout.ts";
@@ -146,7 +146,6 @@ export class LlamaModel {
         `sequence length ${this.T} exceeds the model's max_seq_len ${cfg.maxSeqLen}; lower max_seq_len of the dataset`,
       );
     }
-    checkSlidingWindow(cfg, this.T, "sequence length");
     const N = this.B * this.T;
     const chunks = opts.logitChunks ?? 1;
     if (!Number.isInteger(chunks) || chunks < 1) {
@@ -203,6 +202,7 @@ export class LlamaModel {
       HS: headSize(cfg),
       H: cfg.hiddenDim,
       qkNorm: cfg.qkNorm ?? false,
+      postNorms: cfg.postNorms ?? false,
     };
     const ranks: Partial<Record<LayerLinear, number>> = {};
     for (const s of layerLinears(cfg, 0)) {
@@ -224,7 +224,8 @@ export class LlamaModel {
     this.#lnf = al.alloc("activations", N * cfg.dim, act);
     this.#rstdf = al.alloc("activations", N);
     const V = cfg.vocabSize, L = cfg.nLayers;
-    const headDims = { B: this.B, T: this.T, C: cfg.dim, V, L, chunkRows };
+    const fs = cfg.finalSoftcap; // Gemma 2's logit soft-cap
+    const headDims = { B: this.B, T: this.T, C: cfg.dim, V, L, chunkRows, finalSoftcap: fs };
     this.#head = new OutputHead(p.output, headDims, al, p.rank, act);
     this.#in = new BatchInputs(backend, al, this.B, this.T, V);
     this.#sc = training ? allocBackwardScratch(al, "scratch", dims, act) : null;

@@ -1,0 +1,117 @@
+/**
+ * Windowed and soft-capped attention on the CUDA backend (Mistral's sliding window, Gemma 2)
+ * with the kernels of kernels/attention_variant.cu, and Gemma 2's final logit soft-cap. The
+ * plain kernels (attention.cu, flash_attention.cu) are untouched: a call with a variant
+ * (AttentionVariant) runs these instead. CPU twins: src/backend/cpu/attention.ts and
+ * softcap/softcapBackward of src/backend/cpu/backend.ts.
+ */
+import type { AttentionVariant, DeviceBuffer } from "../ops.ts";
+import { cudaBuf, type CudaBuffer, dtCode } from "./buffer.ts";
+import { float, need } from "./checks.ts";
+import type { CudaContext } from "./context.ts";
+
+/** Warps per block of the row-per-warp kernels (as attention.ts). */
+const WARPS = 4;
+
+/** Sizes of one attention call. */
+export interface VariantDims {
+  B: number;
+  T: number;
+  Tk: number;
+  Tcap: number;
+  NH: number;
+  NKV: number;
+  HS: number;
+}
+
+/** The kernels' trailing (scale, seg, window, cap) arguments of a variant. */
+function tail(v: AttentionVariant, HS: number, seg: bigint): (number | bigint)[] {
+  return [v.scale ?? 1 / Math.sqrt(HS), seg, v.window ?? 0, v.softcap ?? 0];
+}
+
+const pd = (b: CudaBuffer): (number | bigint)[] => [b.ptr, dtCode(b.dtype)];
+
+/** out(B, T, NH, HS), lse(B, NH, T) of a variant attention (buffers checked by the caller). */
+export function variantForward(
+  ctx: CudaContext,
+  b: { out: CudaBuffer; lse: CudaBuffer; q: CudaBuffer; k: CudaBuffer; v: CudaBuffer },
+  d: VariantDims,
+  seg: bigint,
+  variant: AttentionVariant,
+): void {
+  const { B, T, Tk, Tcap, NH, NKV, HS } = d;
+  const rows = B * NH * T;
+  ctx.kernels.run("attn_fwd_var", Math.ceil(rows / WARPS), 32 * WARPS, WARPS * HS * 4, [
+    ...pd(b.out),
+    ...pd(b.lse),
+    ...pd(b.q),
+    ...pd(b.k),
+    ...pd(b.v),
+    B,
+    T,
+    Tk,
+    Tcap,
+    NH,
+    NKV,
+    HS,
+    ...tail(variant, HS, seg),
+  ]);
+}
+
+/** dq, dk, dv (written) of a variant attention, from dsum(B, NH, T) = rowsum(dout * out). */
+export function variantBackward(
+  ctx: CudaContext,
+  b: {
+    dq: CudaBuffer;
+    dk: CudaBuffer;
+    dv: CudaBuffer;
+    dout: CudaBuffer;
+    q: CudaBuffer;
+    k: CudaBuffer;
+    v: CudaBuffer;
+    lse: CudaBuffer;
+    dsum: CudaBuffer;
+  },
+  d: VariantDims,
+  seg: bigint,
+  variant: AttentionVariant,
+): void {
+  const { B, T, NH, NKV, HS } = d;
+  const common = [...pd(b.dout), ...pd(b.q), ...pd(b.k), ...pd(b.v), ...pd(b.lse), b.dsum.ptr];
+  const sizes = [B, T, NH, NKV, HS, ...tail(variant, HS, seg)];
+  const grid = Math.ceil((B * NH * T) / WARPS);
+  ctx.kernels.run("attn_bwd_dq_var", grid, 32 * WARPS, WARPS * 2 * HS * 4, [
+    ...pd(b.dq),
+    ...common,
+    ...sizes,
+  ]);
+  ctx.kernels.run(
+    "attn_bwd_dkdv_var",
+    Math.ceil((B * T * NKV) / WARPS),
+    32 * WARPS,
+    WARPS * 2 * HS * 4,
+    [...pd(b.dk), ...pd(b.dv), ...common, ...sizes],
+  );
+}
+
+/** buf(n) = cap * tanh(buf / cap) in place. */
+export function softcap(ctx: CudaContext, buf: DeviceBuffer, cap: number): void {
+  const o = cudaBuf(buf, "softcap");
+  float(o, "softcap");
+  need(o, o.length, "softcap");
+  ctx.kernels.run1d("logit_softcap", o.length, [...pd(o), o.length, cap]);
+}
+
+/** dbuf(n) *= 1 - (y / cap)^2. */
+export function softcapBackward(
+  ctx: CudaContext,
+  dbuf: DeviceBuffer,
+  y: DeviceBuffer,
+  cap: number,
+): void {
+  const d = cudaBuf(dbuf, "softcap grad"), o = cudaBuf(y, "softcap out");
+  float(d, "softcap grad");
+  float(o, "softcap out");
+  need(o, d.length, "softcap out");
+  ctx.kernels.run1d("logit_softcap_bwd", d.length, [...pd(d), ...pd(o), d.length, cap]);
+}
