@@ -172,7 +172,8 @@ export const chunkedForwardKlComponent = registerComponent<KdLoss>({
     num_output_chunks: {
       type: "int",
       default: 8,
-      doc: "chunks of tokens the output projection and loss run in (fewer logits in memory)",
+      doc: "accepted for torchtune configs; ignored: distillation holds the teacher's whole " +
+        "logits per micro-batch, so the fused op runs unchunked (the same numbers)",
     },
     ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
   },
