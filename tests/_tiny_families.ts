@@ -280,6 +280,12 @@ export function randomWeights(cfg: LlamaConfig, seed: number): StateDict {
     sd.set(p + "mlp.w1.weight", t([H, C], 1 / Math.sqrt(C)));
     sd.set(p + "mlp.w2.weight", t([C, H], 1 / Math.sqrt(H)));
     sd.set(p + "mlp.w3.weight", t([H, C], 1 / Math.sqrt(C)));
+    if (cfg.postNorms) {
+      // Gemma 2's norms after attention and after the MLP (drawn last: other families'
+      // weights stay the same)
+      sd.set(p + "sa_scale.scale", t([C], 0.1, norm));
+      sd.set(p + "mlp_scale.scale", t([C], 0.1, norm));
+    }
   }
   sd.set("norm.scale", t([C], 0.1, norm));
   if (!cfg.tiedEmbeddings) sd.set("output.weight", t([V, C], 6 / Math.sqrt(C))); // peaked next-token distributions
@@ -297,6 +303,8 @@ export function writeTinyFamily(f: TinyFamily, dir: string, seed = 7): void {
     ? "PHI3_MINI"
     : f.arch === "GemmaForCausalLM"
     ? "GEMMA"
+    : f.arch === "Gemma2ForCausalLM"
+    ? "GEMMA2"
     : f.arch === "Qwen2ForCausalLM"
     ? "QWEN2"
     : f.arch === "Qwen3ForCausalLM"

@@ -203,6 +203,37 @@ const CASES: Case[] = [
     ) => [...spPath(d), `tokenizer.special_tokens_path=${join(d, "phi3_special.json")}`],
   },
   {
+    // every Gemma 2 feature on: a window (3) shorter than the sequences on the even layers,
+    // both soft-caps, query_pre_attn_scalar != head_dim, norms after attention and the MLP
+    family: {
+      name: "gemma2",
+      arch: "Gemma2ForCausalLM",
+      config: {
+        ...base(SP_VOCAB),
+        nKvHeads: 1,
+        headDim: 16,
+        tiedEmbeddings: true,
+        hiddenAct: "gelu_tanh",
+        embedScale: true,
+        normOffset: 1,
+        normEps: 1e-6,
+        slidingWindow: 3,
+        windowLayers: "even",
+        attnSoftcap: 50,
+        finalSoftcap: 30,
+        queryPreAttnScalar: 12,
+        postNorms: true,
+      },
+      tokenizer: "sp",
+    },
+    builders: ["torchtune.models.gemma2.gemma2", "torchtune.models.gemma2.lora_gemma2"],
+    runs: [
+      ["lora_finetune_single_device", "gemma2/2B_lora_single_device"],
+      ["full_finetune_distributed", "gemma2/2B_full"],
+    ],
+    tokenizer: spPath,
+  },
+  {
     family: {
       name: "phi4",
       arch: "Phi3ForCausalLM",
@@ -228,6 +259,8 @@ const CASES: Case[] = [
 // little: 3 steps at the configs' own learning rates (2e-5 to 3e-4). Families of the same
 // tiny architecture and tokenizer (Llama 2 / Mistral, Qwen2 / Qwen2.5) start equal.
 const PINNED: Record<string, number[]> = {
+  "gemma2/2B_lora_single_device": [22.186890, 22.168800, 22.087985],
+  "gemma2/2B_full": [21.914428, 22.335194, 21.889809],
   "llama2/7B_lora_single_device": [19.299551, 19.295752, 19.251739],
   "llama2/7B_full": [19.552251, 19.208366, 19.514552],
   "llama3_2/1B_lora_single_device": [21.119291, 21.212690, 21.103139],
@@ -287,7 +320,7 @@ async function runCase(c: Case, tmp: string): Promise<Map<string, number[]>> {
       "--config",
       `${TT}/${file}.yaml`,
       `model._component_=${c.builders[lora ? 1 : 0]}`,
-      ...sizeKeys(c.family.config, c.family.arch === "GemmaForCausalLM"),
+      ...sizeKeys(c.family.config, /^Gemma2?ForCausalLM$/.test(c.family.arch)),
       `checkpointer.checkpoint_dir=${ckpt}`,
       "checkpointer.checkpoint_files=[model.safetensors]",
       `checkpointer.output_dir=${dir}`,

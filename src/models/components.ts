@@ -11,6 +11,7 @@ import type { ParamSchema } from "../config/schema.ts";
 import type { RopeLayout } from "../backend/ops.ts";
 import { familyComponentName, MODEL_FAMILIES } from "./builders/families.ts";
 import { gemma } from "./builders/gemma.ts";
+import { gemma2 } from "./builders/gemma2.ts";
 import { llama } from "./builders/llama.ts";
 import { LORA_DEFAULTS, type LoraArgs, loraConfig } from "./builders/lora.ts";
 import type { LlamaConfig } from "./llama/config.ts";
@@ -187,6 +188,70 @@ registerComponent<ModelSpec>({
   build: (a) => {
     const config = gemmaConfig(a);
     return { name: "lora_gemma", config, lora: loraConfig(a as unknown as LoraArgs, true) };
+  },
+});
+
+/** torchtune's `gemma2(...)` component builder keys: Gemma's plus soft-caps and the window. */
+export const GEMMA2_PARAMS: ParamSchema = {
+  ...GEMMA_PARAMS,
+  hidden_capping_value: {
+    type: "float",
+    default: 50,
+    doc: "attention logit soft-cap (HF attn_logit_softcapping)",
+  },
+  final_capping_value: {
+    type: "float",
+    default: 30,
+    doc: "output logit soft-cap (HF final_logit_softcapping)",
+  },
+  sliding_window_size: { type: "int", default: 4096, doc: "window of the even layers" },
+  query_pre_attn_scalar: {
+    type: "int",
+    default: null,
+    doc: "attention scale 1/sqrt(this) (null: head_dim)",
+  },
+};
+
+function gemma2Config(a: Record<string, unknown>): LlamaConfig {
+  if (a.attn_dropout) throw new TuneError(`model.attn_dropout is not supported; set it to 0.0`);
+  try {
+    return gemma2({
+      vocabSize: a.vocab_size as number,
+      numLayers: a.num_layers as number,
+      numHeads: a.num_heads as number,
+      headDim: a.head_dim as number,
+      numKvHeads: a.num_kv_heads as number,
+      embedDim: a.embed_dim as number,
+      intermediateDim: a.intermediate_dim as number,
+      maxSeqLen: a.max_seq_len as number,
+      normEps: a.norm_eps as number,
+      ropeBase: a.rope_base as number,
+      attnSoftcap: a.hidden_capping_value as number,
+      finalSoftcap: a.final_capping_value as number,
+      slidingWindowSize: a.sliding_window_size as number,
+      queryPreAttnScalar: (a.query_pre_attn_scalar as number | null) ?? undefined,
+    });
+  } catch (e) {
+    throw new TuneError(`model: ${(e as Error).message}`);
+  }
+}
+
+registerComponent<ModelSpec>({
+  name: "torchtune.models.gemma2.gemma2",
+  kind: "model",
+  doc: "Gemma 2 decoder of any size (generic builder: soft-caps, alternating windows)",
+  params: GEMMA2_PARAMS,
+  build: (a) => ({ name: "gemma2", config: gemma2Config(a), lora: null }),
+});
+
+registerComponent<ModelSpec>({
+  name: "torchtune.models.gemma2.lora_gemma2",
+  kind: "model",
+  doc: "Gemma 2 decoder of any size with LoRA adapters (generic builder)",
+  params: { ...GEMMA2_PARAMS, ...LORA_PARAMS },
+  build: (a) => {
+    const config = gemma2Config(a);
+    return { name: "lora_gemma2", config, lora: loraConfig(a as unknown as LoraArgs, true) };
   },
 });
 
