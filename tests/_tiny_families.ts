@@ -242,6 +242,30 @@ export function tinyFamilies(): TinyFamily[] {
   ];
 }
 
+/**
+ * A tiny Gemma 2 (kept out of `tinyFamilies()`, whose per-family file lists it would join):
+ * every feature on, a window (3) shorter than the sequences on the even layers, both
+ * soft-caps, norms after attention and the MLP; query_pre_attn_scalar = head_dim, the scale
+ * llama.cpp applies.
+ */
+export function tinyGemma2(): TinyFamily {
+  const g = tinyFamilies().find((f) => f.name === "gemma")!;
+  return {
+    name: "gemma2",
+    arch: "Gemma2ForCausalLM",
+    config: {
+      ...g.config,
+      slidingWindow: 3,
+      windowLayers: "even",
+      attnSoftcap: 50,
+      finalSoftcap: 30,
+      queryPreAttnScalar: g.config.headDim,
+      postNorms: true,
+    },
+    tokenizer: "sp",
+  };
+}
+
 /** Seeded random weights (rounded to f16) for `cfg`, tune names, "half" q/k layout. */
 export function randomWeights(cfg: LlamaConfig, seed: number): StateDict {
   const rng = new SeededRandom(seed);

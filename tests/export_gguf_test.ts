@@ -16,7 +16,7 @@ import { importGguf } from "../src/export/gguf_import.ts";
 import { tokenizerMetadata } from "../src/export/gguf_tokenizer.ts";
 import { loadModelFolder } from "../src/export/model_folder.ts";
 import { loadTokenizer } from "../src/tokenizers/load.ts";
-import { tinyFamilies, writeTinyFamily } from "./_tiny_families.ts";
+import { tinyFamilies, tinyGemma2, writeTinyFamily } from "./_tiny_families.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const AIDREAMS = join(ROOT, "tests/data/models/aidreams260K");
@@ -47,7 +47,7 @@ function bitsEqual(a: Float32Array, b: Float32Array): boolean {
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 
-for (const f of tinyFamilies()) {
+for (const f of [...tinyFamilies(), tinyGemma2()]) {
   Deno.test(`GGUF export then import of a tiny ${f.name} gives bitwise-equal weights (f32, f16, bf16)`, () => {
     const dir = Deno.makeTempDirSync({ prefix: `tune_rt_${f.name}_` });
     try {

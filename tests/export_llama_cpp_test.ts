@@ -25,7 +25,7 @@ import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { SeededRandom } from "../src/params/random.ts";
 import { loadTokenizer } from "../src/tokenizers/load.ts";
-import { tinyFamilies, writeTinyFamily } from "./_tiny_families.ts";
+import { tinyFamilies, tinyGemma2, writeTinyFamily } from "./_tiny_families.ts";
 
 const CLIENT = new URL("./gguf_client/", import.meta.url).pathname;
 const hasClient = (() => {
@@ -168,7 +168,7 @@ Deno.test({
   fn: () => checkFolder("aidreams260K", AIDREAMS, 40),
 });
 
-for (const f of tinyFamilies()) {
+for (const f of [...tinyFamilies(), tinyGemma2()]) {
   Deno.test({
     name: `llama.cpp runs the GGUF export of a tiny ${f.name} with tune's greedy ids` +
       (ignore ? needs : ""),

@@ -9,14 +9,20 @@
  * numbers as `tune.rope_scaling` so an import restores the config.
  */
 import type { LlamaConfig } from "../models/llama/config.ts";
-import { headSize } from "../models/llama/config.ts";
+import { headSize, rotaryDims } from "../models/llama/config.ts";
 import { ropeFrequencies } from "../modules/rope.ts";
 import { convertRopeLayout } from "../checkpoint/rope_permute.ts";
 import type { HostTensor, StateDict } from "../params/state_dict.ts";
 import { TuneError } from "../errors.ts";
 import { type GgmlTypeName, type GgufTensorOut, type GgufValue, writeGguf } from "./gguf_file.ts";
 import { encodeGgml } from "./ggml_types.ts";
-import { type GgufFamily, isNormScale, LAYER_TENSORS, TOP_TENSORS } from "./gguf_families.ts";
+import {
+  gemma2LlamaCppScalar,
+  type GgufFamily,
+  isNormScale,
+  LAYER_TENSORS,
+  TOP_TENSORS,
+} from "./gguf_families.ts";
 
 /** Output types of `tune export gguf --dtype`. */
 export type GgufDtype = "f32" | "f16" | "bf16" | "q8_0";
@@ -140,7 +146,20 @@ export function ggufModelMetadata(
   m.set(`${a}.attention.key_length`, u32(hs));
   m.set(`${a}.attention.value_length`, u32(hs));
   m.set(`${a}.attention.layer_norm_rms_epsilon`, f32(cfg.normEps));
-  m.set(`${a}.rope.dimension_count`, u32(hs));
+  m.set(`${a}.rope.dimension_count`, u32(rotaryDims(cfg)));
+  if (family.arch === "gemma2") {
+    if ((cfg.queryPreAttnScalar ?? hs) !== gemma2LlamaCppScalar(cfg, hs)) {
+      throw new TuneError(
+        `query_pre_attn_scalar ${cfg.queryPreAttnScalar} cannot be expressed in GGUF: llama.cpp ` +
+          `scales Gemma 2 attention by 1/sqrt(${gemma2LlamaCppScalar(cfg, hs)})`,
+      );
+    }
+    if (cfg.attnSoftcap) m.set(`${a}.attn_logit_softcapping`, f32(cfg.attnSoftcap));
+    if (cfg.finalSoftcap) m.set(`${a}.final_logit_softcapping`, f32(cfg.finalSoftcap));
+    if (cfg.slidingWindow !== undefined) {
+      m.set(`${a}.attention.sliding_window`, u32(cfg.slidingWindow));
+    }
+  }
   m.set(`${a}.rope.freq_base`, f32(cfg.ropeTheta));
   if (cfg.ropeScaling) {
     const s = cfg.ropeScaling;

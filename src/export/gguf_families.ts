@@ -6,7 +6,7 @@
  * fused, and what else differs. Tensor names follow llama.cpp's gguf-py constants
  * (`token_embd`, `blk.N.attn_q`, ...). Rotary layout: llama.cpp's "llama" architecture rotates
  * adjacent pairs (rope type NORM), so its q/k rows are Meta's "interleaved" order (Hugging Face
- * files are permuted back, as convert_hf_to_gguf.py does); qwen2, gemma and phi3 rotate halves
+ * files are permuted back, as convert_hf_to_gguf.py does); qwen2/3, gemma/gemma2 and phi3 rotate halves
  * (rope type NEOX) and keep Hugging Face's "half" order.
  */
 import type { RopeLayout } from "../backend/ops.ts";
@@ -65,6 +65,8 @@ export const LAYER_TENSORS: Readonly<Record<string, string>> = {
   "mlp.w3.weight": "ffn_up.weight",
   "attn.q_norm.scale": "attn_q_norm.weight", // Qwen3's per-head q/k norms
   "attn.k_norm.scale": "attn_k_norm.weight",
+  "sa_scale.scale": "post_attention_norm.weight", // Gemma 2's norms after attention and MLP
+  "mlp_scale.scale": "post_ffw_norm.weight",
 };
 
 /** Every family tune exports, one row each. */
@@ -106,6 +108,23 @@ export const GGUF_FAMILIES: readonly GgufFamily[] = [
     bpePre: "default",
   },
   {
+    // soft-caps and the window go in gemma2.* metadata (ggufModelMetadata); llama.cpp scales
+    // attention by 1/sqrt(head_dim) (1/sqrt(dim/heads) for the 46-layer 27B)
+    name: "gemma2",
+    hfArchitectures: ["Gemma2ForCausalLM"],
+    arch: "gemma2",
+    ropeLayout: "half",
+    fused: [],
+    tuneConfig: {
+      hiddenAct: "gelu_tanh",
+      embedScale: true,
+      normOffset: 1,
+      postNorms: true,
+      windowLayers: "even",
+    },
+    bpePre: "default",
+  },
+  {
     name: "phi3",
     hfArchitectures: ["Phi3ForCausalLM"],
     arch: "phi3",
@@ -134,5 +153,10 @@ export function familyOfGgufArch(arch: string): GgufFamily | undefined {
 
 /** Whether a tune name is an RMSNorm scale. */
 export function isNormScale(tuneName: string): boolean {
-  return tuneName.endsWith("norm.scale");
+  return /(norm|_scale)\.scale$/.test(tuneName); // sa_norm, ..., Gemma 2's sa_scale, mlp_scale
+}
+
+/** llama.cpp's attention scale of a Gemma 2 model: query_pre_attn_scalar it can express. */
+export function gemma2LlamaCppScalar(cfg: LlamaConfig, headDim: number): number {
+  return cfg.nLayers === 46 ? cfg.dim / cfg.nHeads : headDim;
 }

@@ -84,8 +84,36 @@ function configOf(
     tiedEmbeddings: !hasOutput,
     qkvBias: hasBias,
     ...(hs !== dim / nHeads ? { headDim: hs } : {}),
+    ...(get("rope.dimension_count", hs) !== hs
+      ? { partialRotaryFactor: get("rope.dimension_count") / hs }
+      : {}),
     ...family.tuneConfig,
+    ...(family.arch === "gemma2" ? gemma2Fields(h, a, dim, nHeads, hs, get) : {}),
   };
+}
+
+/** Gemma 2's soft-caps, window and attention scale from its gemma2.* metadata. */
+function gemma2Fields(
+  h: GgufHeader,
+  a: string,
+  dim: number,
+  nHeads: number,
+  hs: number,
+  get: (k: string, fallback?: number) => number,
+): Partial<LlamaConfig> {
+  const out: Partial<LlamaConfig> = {
+    queryPreAttnScalar: get("block_count") === 46 ? dim / nHeads : hs,
+  };
+  const cap = (k: string) => h.metadata.get(`${a}.${k}`);
+  if (typeof cap("attn_logit_softcapping") === "number") {
+    out.attnSoftcap = shortestF32(cap("attn_logit_softcapping") as number);
+  }
+  if (typeof cap("final_logit_softcapping") === "number") {
+    out.finalSoftcap = shortestF32(cap("final_logit_softcapping") as number);
+  }
+  const w = cap("attention.sliding_window");
+  if (typeof w === "number") out.slidingWindow = w;
+  return out;
 }
 
 /** Read a GGUF file into tune's model. */
