@@ -150,7 +150,10 @@ export const params = {
 } satisfies ParamSchema;
 
 /** The same top-level aliases as LoRA fine-tuning (`lora_rank=4`, ...). */
-export const keyAliases = loraKeyAliases;
+export const keyAliases = {
+  ...loraKeyAliases,
+  reward_functions: "reward_fns", // torchtune's sync GRPO configs' name
+};
 
 /** The resolved keys of the GRPO recipes. */
 export type GrpoKeys = ResolvedConfig<typeof params>;

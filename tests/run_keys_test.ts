@@ -142,3 +142,20 @@ Deno.test("profiler: the scheduled steps are traced per op and the losses do not
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("WandBLogger validates (torchtune's configs name it) and is refused in one line at run", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tune_wandb_" });
+  try {
+    const wandb = "metric_logger._component_=torchtune.training.metric_logging.WandBLogger";
+    const lora = ["lora_finetune_single_device", "--config", "tiny/lora_single_device"];
+    const v = await tune("validate", ...lora.slice(1), wandb, "metric_logger.project=x");
+    assert.equal(v.code, 0, v.stderr);
+    const r = await tune("run", ...lora, `output_dir=${dir}`, wandb);
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr.trimEnd().split("\n").filter((l) => !l.startsWith("tune: running"));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], /WandBLogger is not available .* use .*TensorBoardLogger/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

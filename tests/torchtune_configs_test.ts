@@ -28,8 +28,6 @@ const present = (() => {
 /** Configs that do not validate yet, by file, with what they need. */
 const PENDING: Record<string, string> = {
   "configs/llama3_3/70B_full_multinode.yaml": "tensor_parallel_dim 8 refused (tune shards, #16)",
-  "configs/dev/qwen3B_sync_grpo.yaml":
-    "torchtune's newer GRPO keys (reward_functions, vLLM workers)",
 };
 
 /** What `tune validate` does, in process: the error line, or null when it passes. */

@@ -2,6 +2,7 @@
  * `_component_` builders of src/training, registered with src/config/registry.ts.
  * Imported (for its side effect) by src/components.ts.
  */
+import { TuneError } from "../errors.ts";
 import { registerComponent } from "../config/registry.ts";
 import { DiskLogger, type MetricLogger, StdoutLogger } from "./metric_logging.ts";
 import { TensorBoardLogger } from "./tensorboard.ts";
@@ -46,4 +47,29 @@ registerComponent<MetricLogger>({
   },
   build: (args) =>
     new TensorBoardLogger(args.log_dir as string, { organizeLogs: args.organize_logs as boolean }),
+});
+
+/**
+ * torchtune's WandBLogger: accepted in a config (so `tune validate` passes torchtune's configs
+ * that name it) and refused in one line when the run builds it, before any step: Weights &
+ * Biases is a hosted service tune has no client for.
+ */
+registerComponent<MetricLogger>({
+  name: "torchtune.training.metric_logging.WandBLogger",
+  aliases: ["torchtune.utils.metric_logging.WandBLogger"],
+  kind: "metric_logger",
+  doc: "Weights & Biases: refused when the run starts (no client here; use TensorBoardLogger)",
+  params: {
+    project: { type: "string", default: "torchtune", doc: "W&B project" },
+    entity: { type: "string", default: null, doc: "W&B entity" },
+    group: { type: "string", default: null, doc: "W&B group" },
+    log_dir: { type: "string", default: null, doc: "local directory" },
+  },
+  build: () => {
+    throw new TuneError(
+      "metric_logger WandBLogger is not available (tune has no Weights & Biases client); use " +
+        "metric_logger._component_=torchtune.training.metric_logging.TensorBoardLogger " +
+        "(view with tensorboard --logdir) or DiskLogger",
+    );
+  },
 });
