@@ -5,6 +5,7 @@
 import { registerComponent } from "../config/registry.ts";
 import { TuneError } from "../errors.ts";
 import { ADAMW_DEFAULTS, type AdamWOptions, validateAdamW } from "./adamw.ts";
+import type { ParamSchema } from "../config/schema.ts";
 import type { CrossEntropyLoss } from "./loss.ts";
 import type { CosineWithWarmup } from "./lr_schedule.ts";
 
@@ -87,6 +88,16 @@ function buildLoss(args: Record<string, unknown>): CrossEntropyLoss {
   };
 }
 
+/** The keys of torchtune's chunked cross-entropy losses (CEWithChunked..., LinearCrossEntropy). */
+const CHUNKED_LOSS_PARAMS = {
+  num_output_chunks: {
+    type: "int",
+    default: 8,
+    doc: "chunks of tokens the output projection and loss run in (fewer logits in memory)",
+  },
+  ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
+} as const satisfies ParamSchema;
+
 /** torch.nn.CrossEntropyLoss (mean over non-ignored tokens). */
 export const crossEntropyComponent = registerComponent<CrossEntropyLoss>({
   name: "torch.nn.CrossEntropyLoss",
@@ -106,14 +117,7 @@ export const chunkedCrossEntropyComponent = registerComponent<CrossEntropyLoss>(
   aliases: ["torchtune.loss.CEWithChunkedOutputLoss", "CEWithChunkedOutputLoss"],
   kind: "loss",
   doc: "cross-entropy, mean over labels that are not ignore_index (fused with the output layer)",
-  params: {
-    num_output_chunks: {
-      type: "int",
-      default: 8,
-      doc: "chunks of tokens the output projection and loss run in (fewer logits in memory)",
-    },
-    ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
-  },
+  params: CHUNKED_LOSS_PARAMS,
   build: buildLoss,
 });
 
@@ -128,14 +132,7 @@ export const linearCrossEntropyComponent = registerComponent<CrossEntropyLoss>({
   aliases: ["torchtune.loss.LinearCrossEntropyLoss", "LinearCrossEntropyLoss"],
   kind: "loss",
   doc: "cross-entropy fused with the output projection, computed in chunks of tokens",
-  params: {
-    num_output_chunks: {
-      type: "int",
-      default: 8,
-      doc: "chunks of tokens the output projection and loss run in (fewer logits in memory)",
-    },
-    ignore_index: { type: "int", default: -100, doc: "label value that is not counted" },
-  },
+  params: CHUNKED_LOSS_PARAMS,
   build: buildLoss,
 });
 
