@@ -10,7 +10,7 @@ import { registerComponent } from "../config/registry.ts";
 import type { ParamSchema } from "../config/schema.ts";
 import type { RopeLayout } from "../backend/ops.ts";
 import { familyComponentName, MODEL_FAMILIES } from "./builders/families.ts";
-import { gemma } from "./builders/gemma.ts";
+import { gemma, type GemmaOptions } from "./builders/gemma.ts";
 import { gemma2 } from "./builders/gemma2.ts";
 import { llama } from "./builders/llama.ts";
 import { LORA_DEFAULTS, type LoraArgs, loraConfig } from "./builders/lora.ts";
@@ -152,24 +152,36 @@ export const GEMMA_PARAMS: ParamSchema = {
   },
 };
 
-function gemmaConfig(a: Record<string, unknown>): LlamaConfig {
+/** Gemma's builder options from a config section (torchtune's keys). */
+function gemmaOptions(a: Record<string, unknown>): GemmaOptions {
   if (a.attn_dropout) throw new TuneError(`model.attn_dropout is not supported; set it to 0.0`);
+  return {
+    vocabSize: a.vocab_size as number,
+    numLayers: a.num_layers as number,
+    numHeads: a.num_heads as number,
+    headDim: a.head_dim as number,
+    numKvHeads: a.num_kv_heads as number,
+    embedDim: a.embed_dim as number,
+    intermediateDim: a.intermediate_dim as number,
+    maxSeqLen: a.max_seq_len as number,
+    normEps: a.norm_eps as number,
+    ropeBase: a.rope_base as number,
+  };
+}
+
+/** `build()` as a one-line TuneError naming the model section. */
+function modelError<T>(build: () => T): T {
   try {
-    return gemma({
-      vocabSize: a.vocab_size as number,
-      numLayers: a.num_layers as number,
-      numHeads: a.num_heads as number,
-      headDim: a.head_dim as number,
-      numKvHeads: a.num_kv_heads as number,
-      embedDim: a.embed_dim as number,
-      intermediateDim: a.intermediate_dim as number,
-      maxSeqLen: a.max_seq_len as number,
-      normEps: a.norm_eps as number,
-      ropeBase: a.rope_base as number,
-    });
+    return build();
   } catch (e) {
+    if (e instanceof TuneError) throw e;
     throw new TuneError(`model: ${(e as Error).message}`);
   }
+}
+
+function gemmaConfig(a: Record<string, unknown>): LlamaConfig {
+  const o = gemmaOptions(a);
+  return modelError(() => gemma(o));
 }
 
 registerComponent<ModelSpec>({
@@ -213,27 +225,16 @@ export const GEMMA2_PARAMS: ParamSchema = {
 };
 
 function gemma2Config(a: Record<string, unknown>): LlamaConfig {
-  if (a.attn_dropout) throw new TuneError(`model.attn_dropout is not supported; set it to 0.0`);
-  try {
-    return gemma2({
-      vocabSize: a.vocab_size as number,
-      numLayers: a.num_layers as number,
-      numHeads: a.num_heads as number,
-      headDim: a.head_dim as number,
-      numKvHeads: a.num_kv_heads as number,
-      embedDim: a.embed_dim as number,
-      intermediateDim: a.intermediate_dim as number,
-      maxSeqLen: a.max_seq_len as number,
-      normEps: a.norm_eps as number,
-      ropeBase: a.rope_base as number,
+  const o = gemmaOptions(a);
+  return modelError(() =>
+    gemma2({
+      ...o,
       attnSoftcap: a.hidden_capping_value as number,
       finalSoftcap: a.final_capping_value as number,
       slidingWindowSize: a.sliding_window_size as number,
       queryPreAttnScalar: (a.query_pre_attn_scalar as number | null) ?? undefined,
-    });
-  } catch (e) {
-    throw new TuneError(`model: ${(e as Error).message}`);
-  }
+    })
+  );
 }
 
 registerComponent<ModelSpec>({
