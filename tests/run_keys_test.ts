@@ -43,6 +43,14 @@ Deno.test("log_level: DEBUG prints the resolved config, WARNING drops the setup 
     assert.equal(warning.code, 0, warning.stderr);
     assert.doesNotMatch(warning.stderr, /tune: running/);
     assert.equal(warning.stdout, info.stdout, "the results are the same");
+    // a training run at WARNING: no "saved" lines; at INFO they are there
+    const lora = ["run", "lora_finetune_single_device", "--config", "tiny/lora_single_device"];
+    const short = ["epochs=1", "max_steps_per_epoch=2", "save_every_n_steps=1"];
+    const quiet = await tune(...lora, ...short, `output_dir=${dir}/w`, "log_level=WARNING");
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.doesNotMatch(quiet.stderr, /^saved /m);
+    const loud = await tune(...lora, ...short, `output_dir=${dir}/i`);
+    assert.match(loud.stderr, /^saved /m);
     const bad = await tune(...EVAL, "log_level=LOUD");
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /wrong type for 'log_level': expected one of DEBUG\|INFO/);

@@ -11,6 +11,7 @@ import type { RecipeState } from "../checkpoint/recipe_state.ts";
 import type { ComponentSection } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import { loadRecipeStateFor, recipeStatePath } from "./checkpointing.ts";
+import { logs } from "../config/run_keys.ts";
 
 /** The batch a run trains with, kept in its recipe state. */
 export interface BatchRecord {
@@ -50,10 +51,12 @@ export function loadResumeState(
   const state = loadRecipeStateFor(keys.checkpointer);
   const saved = state.extra?.batch as BatchRecord | undefined;
   if (saved) checkBatch(state, saved, batchRecord(keys, worldSize), keys.allow_changed_batch, say);
-  say(
-    `resuming from step ${state.step} (epoch ${state.epoch + 1}) of ` +
-      recipeStatePath(keys.checkpointer),
-  );
+  if (logs("INFO")) {
+    say(
+      `resuming from step ${state.step} (epoch ${state.epoch + 1}) of ` +
+        recipeStatePath(keys.checkpointer),
+    );
+  }
   return state;
 }
 

@@ -10,6 +10,7 @@ import { atomicWrite } from "../checkpoint/atomic_write.ts";
 import { lossCurveSvg } from "./loss_plot.ts";
 import { type MetricLogger, readMetrics } from "./metric_logging.ts";
 import { StepProgress } from "./progress.ts";
+import { logs } from "../config/run_keys.ts";
 
 /** The numbers of one optimizer step. */
 export interface StepMetrics {
@@ -107,7 +108,7 @@ export class RunLog {
 
   /** Note a saved checkpoint (a line of its own below the bar). */
   saved(dir: string): void {
-    if (this.options.quiet) return;
+    if (this.options.quiet || !logs("INFO")) return; // a setup line (log_level INFO and below)
     this.#bar?.finish();
     console.error(`saved ${dir}`);
   }
