@@ -33,21 +33,9 @@ import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
 import { ShardedOptimizer } from "../src/training/sharded.ts";
 import type { LoraConfig } from "../src/models/model_spec.ts";
 import { assertClose, loadFixture, worstError } from "./fixture_io.ts";
+import { checkCachedGreedy, fullLogits } from "./_decode_helpers.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
-
-function logits(sd: StateDict, config: LlamaConfig, tokens: Int32Array): Float32Array {
-  const be = new CpuBackend();
-  const model = createLlama(be, { name: "m", config, lora: null }, {
-    batch: 1,
-    seqLen: tokens.length,
-    training: false,
-  });
-  model.loadStateDict(sd);
-  const out = (be.download(model.forward(tokens)) as Float32Array).slice(); // (1, T, V)
-  model.free();
-  return out;
-}
 
 const LORA: LoraConfig = {
   attnModules: ["q_proj", "k_proj", "v_proj", "output_proj"],
@@ -67,12 +55,12 @@ for (const name of ["mistral_window", "gemma2"]) {
     const R = ref();
     const tokens = R.i32("tokens");
     assert(hf.config.slidingWindow! < tokens.length);
-    const got = logits(hf.stateDict, hf.config, tokens);
+    const got = fullLogits(hf.stateDict, hf.config, tokens);
     const w = worstError(got, R.f32("logits"), 1e-5, 1e-4);
     console.log(`${name} logits vs PyTorch: max |diff| ${w.maxAbs.toExponential(2)}`);
     assertClose(`${name} logits`, got, R.f32("logits"), { atol: 1e-5, rtol: 1e-4 });
     // control: without its window the model is far off
-    const noWin = logits(hf.stateDict, { ...hf.config, slidingWindow: undefined }, tokens);
+    const noWin = fullLogits(hf.stateDict, { ...hf.config, slidingWindow: undefined }, tokens);
     const c = worstError(noWin, R.f32("logits"), 1e-5, 1e-4).maxAbs;
     console.log(`control, window ignored: max |diff| ${c.toFixed(3)}`);
     assert(c > 1e-2);
@@ -85,7 +73,7 @@ for (const name of ["mistral_window", "gemma2"]) {
       ["scale 1/sqrt(head_dim)", { queryPreAttnScalar: undefined }],
     ];
     for (const [what, change] of controls) {
-      const off = logits(hf.stateDict, { ...hf.config, ...change }, tokens);
+      const off = fullLogits(hf.stateDict, { ...hf.config, ...change }, tokens);
       const e = worstError(off, R.f32("logits"), 1e-5, 1e-4).maxAbs;
       console.log(`control, ${what}: max |diff| ${e.toFixed(3)}`);
       assert(e > 1e-2, what);
@@ -174,45 +162,10 @@ for (const name of ["mistral_window", "gemma2"]) {
 
   Deno.test(`${name}: KV-cache greedy decoding equals the full forward's argmax past the window`, () => {
     const hf = loadHfCheckpoint(dir);
-    const be = new CpuBackend();
     const prompt = new Int32Array([12, 25, 6, 37, 2]);
     const steps = 9;
     assert(prompt.length + steps > 2 * hf.config.slidingWindow!);
-    const model = createLlama(be, { name: "m", config: hf.config, lora: null }, {
-      batch: 1,
-      seqLen: prompt.length + steps,
-      training: false,
-    });
-    model.loadStateDict(hf.stateDict);
-    model.setupCaches(1, prompt.length + steps);
-    const V = hf.config.vocabSize;
-    const argmax = (a: Float32Array, o: number) => {
-      let best = 0;
-      for (let v = 1; v < V; v++) if (a[o + v] > a[o + best]) best = v;
-      return best;
-    };
-    const seq = [...prompt];
-    const cached: Float32Array[] = [];
-    let last = (be.download(model.prefill(prompt)) as Float32Array).slice();
-    for (let s = 0; s < steps; s++) {
-      cached.push(last);
-      const next = argmax(last, 0);
-      seq.push(next);
-      if (s < steps - 1) {
-        last = (be.download(model.decodeStep(new Int32Array([next]))) as Float32Array).slice();
-      }
-    }
-    model.free();
-    const full = logits(hf.stateDict, hf.config, new Int32Array(seq));
-    for (let s = 0; s < steps; s++) {
-      const t = prompt.length - 1 + s;
-      assertEquals(argmax(full, t * V), seq[t + 1], `position ${t}`);
-      assertClose(`cached logits at ${t}`, cached[s], full.subarray(t * V, (t + 1) * V), {
-        atol: 1e-5,
-        rtol: 1e-4,
-      });
-    }
-    const continuation = seq.slice(prompt.length);
+    const continuation = checkCachedGreedy(hf, prompt, steps, { argmax: true });
     console.log(`${name} greedy continuation: ${continuation.join(" ")}`);
     assert(new Set(continuation).size > 1, "the continuation changes token");
   });

@@ -33,6 +33,7 @@ import type { LoraConfig, ModelSpec } from "../src/models/model_spec.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
 import { ShardedOptimizer } from "../src/training/sharded.ts";
 import { assertClose, loadFixture, worstError } from "./fixture_io.ts";
+import { checkCachedGreedy, fullLogits } from "./_decode_helpers.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
 const GEMMA = join(FIX, "checkpoint_hf_gemma");
@@ -52,19 +53,6 @@ function checkpointer(args: Record<string, unknown>): Checkpointer {
     safe_serialization: true,
     ...args,
   }) as Checkpointer;
-}
-
-function logits(sd: StateDict, config: LlamaConfig, tokens: Int32Array): Float32Array {
-  const be = new CpuBackend();
-  const model = createLlama(be, { name: "g", config, lora: null }, {
-    batch: 1,
-    seqLen: tokens.length,
-    training: false,
-  });
-  model.loadStateDict(sd);
-  const out = (be.download(model.forward(tokens)) as Float32Array).slice(); // (1, T, V)
-  model.free();
-  return out;
 }
 
 function bitwise(label: string, a: Float32Array, b: Float32Array) {
@@ -197,7 +185,7 @@ Deno.test("`loadHfCheckpoint()` reads GemmaForCausalLM and gives transformers' G
   const fx = loadFixture("checkpoint_hf_gemma_expected");
   const tokens = fx.i32("tokens");
   const ref = fx.f32("logits");
-  const got = logits(hf.stateDict, c, tokens);
+  const got = fullLogits(hf.stateDict, c, tokens);
   console.log(
     `Gemma loaded vs PyTorch logits: max |diff| ${
       worstError(got, ref, 1e-5, 1e-4).maxAbs.toExponential(2)
@@ -211,7 +199,7 @@ Deno.test("`loadHfCheckpoint()` reads GemmaForCausalLM and gives transformers' G
     ["norm without 1 +", { ...c, normOffset: 0 }],
   ];
   for (const [what, cfg] of controls) {
-    const w = worstError(logits(hf.stateDict, cfg, tokens), ref, 1e-5, 1e-4);
+    const w = worstError(fullLogits(hf.stateDict, cfg, tokens), ref, 1e-5, 1e-4);
     console.log(`control, ${what}: max |diff| ${w.maxAbs.toExponential(2)}`);
     assert(w.maxAbs > 1e-2, what);
   }
@@ -253,44 +241,10 @@ Deno.test("`lossAndBackward()` of a Gemma model gives PyTorch's loss and every g
 
 Deno.test("greedy decoding of a Gemma model with the KV cache equals the full forward's argmax", () => {
   const hf = loadHfCheckpoint(GEMMA);
-  const be = new CpuBackend();
   const prompt = new Int32Array([12, 25, 6, 37]); // its greedy continuation changes token (37 -> 15)
   const steps = 8;
-  const model = createLlama(be, { name: "g", config: hf.config, lora: null }, {
-    batch: 1,
-    seqLen: prompt.length + steps,
-    training: false,
-  });
-  model.loadStateDict(hf.stateDict);
-  model.setupCaches(1, prompt.length + steps);
-  const V = hf.config.vocabSize;
-  const argmax = (a: Float32Array, o: number) => {
-    let best = 0;
-    for (let v = 1; v < V; v++) if (a[o + v] > a[o + best]) best = v;
-    return best;
-  };
-  const seq = [...prompt];
-  const cached: Float32Array[] = [];
-  let last = (be.download(model.prefill(prompt)) as Float32Array).slice();
-  for (let s = 0; s < steps; s++) {
-    cached.push(last);
-    const next = argmax(last, 0);
-    seq.push(next);
-    if (s < steps - 1) {
-      last = (be.download(model.decodeStep(new Int32Array([next]))) as Float32Array).slice();
-    }
-  }
-  model.free();
-  const full = logits(hf.stateDict, hf.config, new Int32Array(seq));
-  for (let s = 0; s < steps; s++) {
-    const t = prompt.length - 1 + s;
-    assertEquals(argmax(full, t * V), seq[t + 1], `position ${t}`);
-    assertClose(`cached logits at ${t}`, cached[s], full.subarray(t * V, (t + 1) * V), {
-      atol: 1e-5,
-      rtol: 1e-4,
-    });
-  }
-  console.log(`greedy continuation: ${seq.slice(prompt.length).join(" ")}`);
+  const continuation = checkCachedGreedy(hf, prompt, steps, { argmax: true });
+  console.log(`greedy continuation: ${continuation.join(" ")}`);
 });
 
 Deno.test("FullModelHFCheckpointer with model_type GEMMA saves a GemmaForCausalLM that reloads bitwise", () => {
@@ -469,11 +423,11 @@ Deno.test("a Gemma LoRA run saves a PEFT adapter and merged GemmaForCausalLM fil
     m.loadStateDict(new Map([...base.stateDict, ...adapter]));
     const withLora = (be.download(m.forward(tokens)) as Float32Array).slice();
     m.free();
-    const fromMerged = logits(back.stateDict, back.config, tokens);
+    const fromMerged = fullLogits(back.stateDict, back.config, tokens);
     const w = worstError(withLora, fromMerged, 1e-5, 1e-4);
     console.log(`LoRA model vs merged Gemma logits: max |diff| ${w.maxAbs.toExponential(2)}`);
     assertClose("lora vs merged logits", withLora, fromMerged, { atol: 1e-5, rtol: 1e-4 });
-    const plain = logits(base.stateDict, base.config, tokens);
+    const plain = fullLogits(base.stateDict, base.config, tokens);
     assert(
       worstError(plain, fromMerged, 1e-5, 1e-4).maxAbs > 1e-2,
       "the adapters change the logits",

@@ -26,12 +26,12 @@ import { TuneError } from "../src/errors.ts";
 import { loraParamShapes } from "../src/models/builders/param_shapes.ts";
 import { parameterCount } from "../src/models/builders/parameter_count.ts";
 import "../src/models/components.ts";
-import type { LlamaConfig } from "../src/models/llama/config.ts";
 import { createLlama, crossEntropyHead } from "../src/models/llama/model.ts";
 import type { LoraConfig, ModelSpec } from "../src/models/model_spec.ts";
 import { AdamW, ADAMW_DEFAULTS } from "../src/optim/adamw.ts";
 import { ShardedOptimizer } from "../src/training/sharded.ts";
 import { assertClose, loadFixture, worstError } from "./fixture_io.ts";
+import { checkCachedGreedy, fullLogits } from "./_decode_helpers.ts";
 
 const FIX = new URL("./fixtures/", import.meta.url).pathname;
 const QWEN3 = join(FIX, "checkpoint_hf_qwen3");
@@ -51,19 +51,6 @@ function checkpointer(args: Record<string, unknown>): Checkpointer {
     safe_serialization: true,
     ...args,
   }) as Checkpointer;
-}
-
-function logits(sd: StateDict, config: LlamaConfig, tokens: Int32Array): Float32Array {
-  const be = new CpuBackend();
-  const model = createLlama(be, { name: "q", config, lora: null }, {
-    batch: 1,
-    seqLen: tokens.length,
-    training: false,
-  });
-  model.loadStateDict(sd);
-  const out = (be.download(model.forward(tokens)) as Float32Array).slice(); // (1, T, V)
-  model.free();
-  return out;
 }
 
 function bitwise(label: string, a: Float32Array, b: Float32Array) {
@@ -136,7 +123,7 @@ Deno.test("`loadHfCheckpoint()` reads Qwen3ForCausalLM and gives transformers' Q
   assertEquals(hf.stateDict.get("layers.1.attn.q_norm.scale")!.shape, [8]);
   const tokens = TINY.i32("tokens");
   const ref = TINY.f32("logits");
-  const got = logits(hf.stateDict, c, tokens);
+  const got = fullLogits(hf.stateDict, c, tokens);
   console.log(
     `Qwen3 loaded vs PyTorch logits: max |diff| ${
       worstError(got, ref, 1e-5, 1e-4).maxAbs.toExponential(2)
@@ -163,7 +150,7 @@ Deno.test("`loadHfCheckpoint()` reads Qwen3ForCausalLM and gives transformers' Q
       unpermuted.set(`layers.${l}.attn.${n}.scale`, { shape: t.shape, data: t.data });
     }
   }
-  const u = worstError(logits(unpermuted, c, tokens), ref, 1e-5, 1e-4);
+  const u = worstError(fullLogits(unpermuted, c, tokens), ref, 1e-5, 1e-4);
   console.log(
     `control, norm scales not permuted to interleaved: max |diff| ${u.maxAbs.toExponential(2)}`,
   );
@@ -291,44 +278,9 @@ for (const ckpt of [false, true]) {
 
 Deno.test("greedy decoding of a Qwen3 model with the KV cache equals the full forward's argmax", () => {
   const hf = loadHfCheckpoint(QWEN3);
-  const be = new CpuBackend();
   const prompt = new Int32Array([12, 25, 6, 37]);
   const steps = 8;
-  const model = createLlama(be, { name: "q", config: hf.config, lora: null }, {
-    batch: 1,
-    seqLen: prompt.length + steps,
-    training: false,
-  });
-  model.loadStateDict(hf.stateDict);
-  model.setupCaches(1, prompt.length + steps);
-  const V = hf.config.vocabSize;
-  const argmax = (a: Float32Array, o: number) => {
-    let best = 0;
-    for (let v = 1; v < V; v++) if (a[o + v] > a[o + best]) best = v;
-    return best;
-  };
-  const seq = [...prompt];
-  const cached: Float32Array[] = [];
-  let last = (be.download(model.prefill(prompt)) as Float32Array).slice();
-  for (let s = 0; s < steps; s++) {
-    cached.push(last);
-    const next = argmax(last, 0);
-    seq.push(next);
-    if (s < steps - 1) {
-      last = (be.download(model.decodeStep(new Int32Array([next]))) as Float32Array).slice();
-    }
-  }
-  model.free();
-  const full = logits(hf.stateDict, hf.config, new Int32Array(seq));
-  for (let s = 0; s < steps; s++) {
-    const t = prompt.length - 1 + s;
-    assertEquals(argmax(full, t * V), seq[t + 1], `position ${t}`);
-    assertClose(`cached logits at ${t}`, cached[s], full.subarray(t * V, (t + 1) * V), {
-      atol: 1e-5,
-      rtol: 1e-4,
-    });
-  }
-  const continuation = seq.slice(prompt.length);
+  const continuation = checkCachedGreedy(hf, prompt, steps, { argmax: true });
   console.log(`greedy continuation: ${continuation.join(" ")}`);
   assert(new Set(continuation).size > 1, "the continuation changes token");
 });
@@ -408,11 +360,11 @@ Deno.test("a Qwen3 LoRA run (q, k, v, o, gate, up, down, output) saves a PEFT ad
     m.loadStateDict(new Map([...base.stateDict, ...adapter]));
     const withLora = (be.download(m.forward(tokens)) as Float32Array).slice();
     m.free();
-    const fromMerged = logits(back.stateDict, back.config, tokens);
+    const fromMerged = fullLogits(back.stateDict, back.config, tokens);
     const w = worstError(withLora, fromMerged, 1e-5, 1e-4);
     console.log(`LoRA model vs merged Qwen3 logits: max |diff| ${w.maxAbs.toExponential(2)}`);
     assertClose("lora vs merged logits", withLora, fromMerged, { atol: 1e-5, rtol: 1e-4 });
-    const plain = logits(base.stateDict, base.config, tokens);
+    const plain = fullLogits(base.stateDict, base.config, tokens);
     assert(worstError(plain, fromMerged, 1e-5, 1e-4).maxAbs > 1e-2, "the adapters change logits");
   } finally {
     Deno.removeSync(tmp, { recursive: true });
