@@ -195,8 +195,8 @@ function validate(cmd: Extract<CliCommand, { kind: "validate" }>): void {
   }
   for (const recipe of recipes) {
     const { source, config } = loadRecipeConfig(recipe, cmd.config, cmd.overrides);
-    // the process count is not known here; a distributed recipe's shard dim is checked at run
-    checkRunKeys(config, config.data_parallel_shard_dim as number);
+    // the process count is not known here: data_parallel_shard_dim is checked at run
+    checkRunKeys(config, null);
     const notes = checkConfigPaths(config, "validate");
     console.log(`Config is well-formed: ${source.label} for recipe ${recipe.name}`);
     for (const note of notes) console.log(`note: ${note} (tune run will need it)`);

@@ -76,9 +76,9 @@ export function withRunKeys<S extends ParamSchema>(params: S): S & typeof RUN_KE
 
 /**
  * Refuse, in one line, the run-key values tune cannot honour. `worldSize` is the number of
- * processes the run will have.
+ * processes the run will have, or null where it is not known yet (tune validate).
  */
-export function checkRunKeys(config: Record<string, unknown>, worldSize: number): void {
+export function checkRunKeys(config: Record<string, unknown>, worldSize: number | null): void {
   // The profiler section is built here so a setting it refuses fails before the run.
   if (config.profiler) instantiate(config.profiler as ComponentSection);
   if (config.low_cpu_ram === true) {
@@ -110,7 +110,7 @@ export function checkRunKeys(config: Record<string, unknown>, worldSize: number)
     );
   }
   const shard = config.data_parallel_shard_dim;
-  if (typeof shard === "number" && shard !== -1 && shard !== worldSize) {
+  if (worldSize !== null && typeof shard === "number" && shard !== -1 && shard !== worldSize) {
     throw new TuneError(
       `data_parallel_shard_dim=${shard} does not match the ${worldSize} process(es) of this run; ` +
         `set it to -1 (all processes) or ${worldSize}`,
