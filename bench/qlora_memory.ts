@@ -6,14 +6,22 @@
  * embed_dim 2048, 16 layers, 32 heads, 8 kv heads, intermediate 8192; LoRA as torchtune's
  * 1B_qlora_single_device: q/v/output_proj and the MLP, rank 64, alpha 128).
  *
- *   deno run -A bench/qlora_memory.ts            # the three modes, each in a fresh process
+ *   deno run -A bench/qlora_memory.ts            # the four modes, each in a fresh process
  *   deno run -A bench/qlora_memory.ts --mode qlora
+ *   deno run -A bench/qlora_memory.ts --device cuda            # the GPU session's rows
+ *   TUNE_LIBCUDA=fake.so deno run -A bench/qlora_memory.ts --device cuda --tiny   # no GPU
  *
  * Each child builds the model (random weights set one tensor at a time), runs one step
  * (forward, backward, optimizer) on a (1, 16) batch and prints VmRSS after setup and VmHWM
  * (the process's peak) after the step, from /proc/self/status, with the model's own tally.
+ * With `--device cuda` it also prints the device memory: bytes live after setup and the
+ * caching allocator's reserve after the step (it only grows, so it is the step's peak, as
+ * torch.cuda.max_memory_reserved). `--tiny` shrinks the shape (2 layers, embed_dim 256: each NF4 weight a multiple of 16384) so
+ * the CUDA path runs on the emulator's fake driver in a test.
  */
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import type { Backend } from "../src/backend/ops.ts";
+import type { CudaBackend } from "../src/backend/cuda/backend.ts";
 import { createLlama, crossEntropyHead } from "../src/models/llama/model.ts";
 import { OptimizerInBackward } from "../src/training/optimizer_in_bwd.ts";
 import { baseLayout } from "../src/models/llama/layout.ts";
@@ -57,14 +65,22 @@ function status(key: string): number {
   return Number(line!.split(/\s+/)[1]) * 1024;
 }
 
-async function child(mode: Mode): Promise<void> {
+type Device = "cpu" | "cuda";
+
+async function newBackend(device: Device): Promise<Backend> {
+  if (device === "cpu") return new CpuBackend();
+  const { createCudaBackend } = await import("../src/backend/cuda/backend.ts");
+  return createCudaBackend();
+}
+
+async function child(mode: Mode, device: Device, tiny: boolean): Promise<void> {
   const config = llama({
     vocabSize: 320,
-    numLayers: 16,
-    numHeads: 32,
-    numKvHeads: 8,
-    embedDim: 2048,
-    intermediateDim: 8192,
+    numLayers: tiny ? 2 : 16,
+    numHeads: tiny ? 4 : 32,
+    numKvHeads: tiny ? 2 : 8,
+    embedDim: tiny ? 256 : 2048,
+    intermediateDim: tiny ? 512 : 8192,
     maxSeqLen: 128,
     normEps: 1e-5,
     ropeBase: 500000,
@@ -78,7 +94,7 @@ async function child(mode: Mode): Promise<void> {
     dropout: 0,
     ...(mode === "lora" ? {} : { quantizeBase: true }),
   };
-  const be = new CpuBackend();
+  const be = await newBackend(device);
   const B = 1, T = 16;
   const t0 = performance.now();
   const model = createLlama(be, { name: mode, config, lora }, {
@@ -93,6 +109,8 @@ async function child(mode: Mode): Promise<void> {
     ? new AdamW8bit(be, model.trainable, hp)
     : new AdamW(be, model.trainable, hp);
   const setupRss = status("VmRSS:");
+  const cuda = device === "cuda" ? be as CudaBackend : null;
+  const setupDeviceBytes = cuda?.bytesInUse() ?? 0;
   const t1 = performance.now();
   const tokens = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + 3) % 320);
   const targets = Int32Array.from({ length: B * T }, (_, i) => (i * 7 + 10) % 320);
@@ -114,7 +132,10 @@ async function child(mode: Mode): Promise<void> {
   const optimizerBytes = opt instanceof AdamW8bit ? opt.stateBytes() : mem.optimizer;
   console.log(JSON.stringify({
     mode,
+    device,
+    shape: tiny ? "tiny" : "llama3_2_1b",
     loss: r.lossSum / r.tokens,
+    ...(cuda ? { setupDeviceBytes, peakDeviceReservedBytes: cuda.bytesReserved() } : {}),
     setupRssBytes: setupRss,
     peakRssBytes: status("VmHWM:"),
     parameterBytes: mem.parameters,
@@ -131,11 +152,19 @@ async function child(mode: Mode): Promise<void> {
 
 const args = Deno.args;
 const at = args.indexOf("--mode");
-if (at >= 0) await child(args[at + 1] as Mode);
-else {
+const dev = args.indexOf("--device");
+const device = (dev >= 0 ? args[dev + 1] : "cpu") as Device;
+if (device !== "cpu" && device !== "cuda") throw new Error(`--device cpu|cuda, got ${device}`);
+const tiny = args.includes("--tiny");
+if (at >= 0) {
+  const mode = args[at + 1] as Mode;
+  if (!MODES.includes(mode)) throw new Error(`--mode ${MODES.join("|")}, got ${mode}`);
+  await child(mode, device, tiny);
+} else {
   for (const mode of MODES) {
+    const pass = ["--device", device, ...(tiny ? ["--tiny"] : [])];
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(import.meta.url).pathname, "--mode", mode],
+      args: ["run", "-A", new URL(import.meta.url).pathname, "--mode", mode, ...pass],
       stdout: "piped",
       stderr: "inherit",
     }).output();

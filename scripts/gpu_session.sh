@@ -13,6 +13,8 @@
 # then call the device tool with carry [".gpu"] and the command
 #   bash scripts/gpu_session.sh CHECK_S NCCL_S BENCH_S [extra gpu_check args]
 # e.g. `bash scripts/gpu_session.sh 200 50 75`; a stage given 0 seconds is skipped.
+# QLORA_MEM_S=seconds adds a stage: bench/qlora_memory.ts --device cuda, the device memory of one
+# LoRA / QLoRA / QLoRA + 8-bit AdamW (+ optimizer_in_bwd) step at the Llama-3.2-1B shape (issue #19).
 # NCU_S=seconds adds a last stage: Nsight Compute's speed-of-light, occupancy and warp-stall
 # sections for the flash-attention kernels at the benchmark's shape (what limits them).
 set -u
@@ -47,6 +49,7 @@ stage nccl "$NCCL_S" deno test -A --filter "/Nccl|cuda/" tests/distributed_nccl_
   tests/recipe_distributed_test.ts
 # BENCH_ARGS: extra gpu_bench flags, e.g. "--modes=full --max-batch=4".
 stage gpu_bench "$BENCH_S" deno run -A scripts/gpu_bench.ts --json --total-s=$((BENCH_S - 10)) ${BENCH_ARGS:-}
+stage qlora_memory "${QLORA_MEM_S:-0}" deno run -A bench/qlora_memory.ts --device cuda
 if [ "${NCU_S:-0}" -gt 0 ]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   stage ncu "$NCU_S" "$NCU" --target-processes all -k "regex:flash_(fwd|bwd)_64" --launch-skip 1 --launch-count 2 \
