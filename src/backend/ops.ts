@@ -531,6 +531,21 @@ export interface Backend {
   ): void;
 }
 
+/** The names of the Backend's methods (its ops, memory functions included). */
+export type OpName = {
+  [K in keyof Backend]-?: NonNullable<Backend[K]> extends (...a: never[]) => unknown ? K : never;
+}[keyof Backend];
+
+/**
+ * The parameters of op `K` as the Backend interface above declares them: the one place an
+ * op's parameter types, order and documentation live. Implementations take
+ * `...a: OpArgs<"rope">` (the CUDA layer functions `(ctx, ...a: OpArgs<"rope">)`) and
+ * destructure `a` in one line, defaults included.
+ */
+export type OpArgs<K extends OpName> = NonNullable<Backend[K]> extends (...a: infer A) => unknown
+  ? A
+  : never;
+
 /** Collectives for a single process: everything is a no-op or a copy. */
 export class SingleProcessCollectives implements Collectives {
   readonly rank = 0;

@@ -3,109 +3,41 @@
  * gradient (kernels/dora.cu: dora_norm, scale_columns, dora_mag_bwd). CPU twin: the DoRA
  * ops of src/backend/cpu/backend.ts.
  */
-import type { DeviceBuffer } from "../ops.ts";
-import { cudaBuf, dtCode } from "./buffer.ts";
-import { float, need } from "./checks.ts";
+import type { OpArgs } from "../ops.ts";
+import { ptrDt } from "./buffer.ts";
+import { f32Operand, floatOperand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 import { THREADS } from "./kernels.ts";
 
-export function doraNorm(
-  ctx: CudaContext,
-  scale: DeviceBuffer,
-  norm: DeviceBuffer,
-  w: DeviceBuffer,
-  ba: DeviceBuffer,
-  magnitude: DeviceBuffer,
-  s: number,
-  O: number,
-  I: number,
-): void {
-  const g = cudaBuf(scale, "doraNorm scale"), n = cudaBuf(norm, "doraNorm norm");
-  const W = cudaBuf(w, "doraNorm w"), L = cudaBuf(ba, "doraNorm ba");
-  const m = cudaBuf(magnitude, "doraNorm magnitude");
-  float(W, "doraNorm w");
-  need(W, O * I, "doraNorm w");
-  for (
-    const [b, what, len] of [[g, "scale", O], [n, "norm", O], [L, "ba", O * I], [
-      m,
-      "magnitude",
-      O,
-    ]] as const
-  ) {
-    if (b.dtype !== "f32") throw new Error(`doraNorm ${what}: expected f32, got ${b.dtype}`);
-    need(b, len, `doraNorm ${what}`);
-  }
+export function doraNorm(ctx: CudaContext, ...a: OpArgs<"doraNorm">): void {
+  const [scale, norm, w, ba, magnitude, s, O, I] = a;
+  const W = floatOperand(w, O * I, "doraNorm w");
+  const g = f32Operand(scale, O, "doraNorm scale"), n = f32Operand(norm, O, "doraNorm norm");
+  const L = f32Operand(ba, O * I, "doraNorm ba");
+  const m = f32Operand(magnitude, O, "doraNorm magnitude");
   if (O <= 0 || I <= 0) return;
-  ctx.kernels.run("dora_norm", O, THREADS, 0, [
-    g.ptr,
-    n.ptr,
-    W.ptr,
-    dtCode(W.dtype),
-    L.ptr,
-    m.ptr,
-    s,
-    O,
-    I,
-  ]);
+  const args = [g.ptr, n.ptr, ...ptrDt(W), L.ptr, m.ptr, s, O, I];
+  ctx.kernels.run("dora_norm", O, THREADS, 0, args);
 }
 
-export function scaleColumns(
-  ctx: CudaContext,
-  out: DeviceBuffer,
-  inp: DeviceBuffer,
-  v: DeviceBuffer,
-  N: number,
-  C: number,
-): void {
-  const o = cudaBuf(out, "scaleColumns"), x = cudaBuf(inp, "scaleColumns inp");
-  const c = cudaBuf(v, "scaleColumns v");
-  float(o, "scaleColumns");
-  float(x, "scaleColumns inp");
-  if (c.dtype !== "f32") throw new Error(`scaleColumns v: expected f32, got ${c.dtype}`);
-  need(o, N * C, "scaleColumns");
-  need(x, N * C, "scaleColumns inp");
-  need(c, C, "scaleColumns v");
-  ctx.kernels.run1d("scale_columns", N * C, [
-    o.ptr,
-    dtCode(o.dtype),
-    x.ptr,
-    dtCode(x.dtype),
-    c.ptr,
-    N,
-    C,
-  ]);
+export function scaleColumns(ctx: CudaContext, ...a: OpArgs<"scaleColumns">): void {
+  const [out, inp, v, N, C] = a;
+  const o = floatOperand(out, N * C, "scaleColumns");
+  const x = floatOperand(inp, N * C, "scaleColumns inp");
+  const c = f32Operand(v, C, "scaleColumns v");
+  ctx.kernels.run1d("scale_columns", N * C, [...ptrDt(o, x), c.ptr, N, C]);
 }
 
 export function doraMagnitudeBackward(
   ctx: CudaContext,
-  dmag: DeviceBuffer,
-  dout: DeviceBuffer,
-  z: DeviceBuffer,
-  norm: DeviceBuffer,
-  N: number,
-  C: number,
+  ...a: OpArgs<"doraMagnitudeBackward">
 ): void {
-  const d = cudaBuf(dmag, "doraMagnitudeBackward dmag");
-  const dy = cudaBuf(dout, "doraMagnitudeBackward dout");
-  const zz = cudaBuf(z, "doraMagnitudeBackward z");
-  const n = cudaBuf(norm, "doraMagnitudeBackward norm");
-  for (const [b, what] of [[d, "dmag"], [n, "norm"]] as const) {
-    if (b.dtype !== "f32") throw new Error(`doraMagnitudeBackward ${what}: expected f32`);
-    need(b, C, `doraMagnitudeBackward ${what}`);
-  }
-  float(dy, "doraMagnitudeBackward dout");
-  float(zz, "doraMagnitudeBackward z");
-  need(dy, N * C, "doraMagnitudeBackward dout");
-  need(zz, N * C, "doraMagnitudeBackward z");
+  const [dmag, dout, z, norm, N, C] = a;
+  const d = f32Operand(dmag, C, "doraMagnitudeBackward dmag");
+  const n = f32Operand(norm, C, "doraMagnitudeBackward norm");
+  const dy = floatOperand(dout, N * C, "doraMagnitudeBackward dout");
+  const zz = floatOperand(z, N * C, "doraMagnitudeBackward z");
   if (C <= 0) return;
-  ctx.kernels.run("dora_mag_bwd", Math.ceil(C / THREADS), THREADS, 0, [
-    d.ptr,
-    dy.ptr,
-    dtCode(dy.dtype),
-    zz.ptr,
-    dtCode(zz.dtype),
-    n.ptr,
-    N,
-    C,
-  ]);
+  const args = [d.ptr, ...ptrDt(dy, zz), n.ptr, N, C];
+  ctx.kernels.run("dora_mag_bwd", Math.ceil(C / THREADS), THREADS, 0, args);
 }

@@ -6,9 +6,9 @@
  * (attention_variant.ts), plus the KV-cache write (kv_cache_write of elementwise.cu). CPU
  * twin: src/backend/cpu/attention.ts (and kvCacheWrite of cpu/layers.ts).
  */
-import { type AttentionVariant, type DeviceBuffer, plainAttention } from "../ops.ts";
-import { cudaBuf, dtCode } from "./buffer.ts";
-import { need, segmentIds } from "./checks.ts";
+import { type DeviceBuffer, type OpArgs, plainAttention } from "../ops.ts";
+import { ptrDt } from "./buffer.ts";
+import { operand, segmentIds } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 import {
   FLASH_THREADS,
@@ -24,32 +24,14 @@ const WARPS = 4;
 /** Largest head size the attention kernels hold in registers (32 lanes x MAXD 8). */
 const MAX_HEAD_SIZE = 256;
 
-export function attentionForward(
-  ctx: CudaContext,
-  out: DeviceBuffer,
-  lse: DeviceBuffer,
-  q: DeviceBuffer,
-  k: DeviceBuffer,
-  v: DeviceBuffer,
-  B: number,
-  T: number,
-  Tk: number,
-  Tcap: number,
-  NH: number,
-  NKV: number,
-  HS: number,
-  segments: DeviceBuffer | null = null,
-  variant: AttentionVariant | null = null,
-): void {
-  const o = cudaBuf(out, "attention out"), l = cudaBuf(lse, "attention lse");
-  const qb = cudaBuf(q, "attention q"), kb = cudaBuf(k, "attention k");
-  const vb = cudaBuf(v, "attention v");
+export function attentionForward(ctx: CudaContext, ...a: OpArgs<"attentionForward">): void {
+  const [out, lse, q, k, v, B, T, Tk, Tcap, NH, NKV, HS, segments = null, variant = null] = a;
   checkAttention(NH, NKV, HS, T, Tk, Tcap);
-  need(o, B * T * NH * HS, "attention out"); // (B, T, NH, HS)
-  need(l, B * NH * T, "attention lse"); // (B, NH, T)
-  need(qb, B * T * NH * HS, "attention q"); // (B, T, NH, HS)
-  need(kb, B * Tcap * NKV * HS, "attention k"); // (B, Tcap, NKV, HS)
-  need(vb, B * Tcap * NKV * HS, "attention v"); // (B, Tcap, NKV, HS)
+  const o = operand(out, B * T * NH * HS, "attention out"); // (B, T, NH, HS)
+  const l = operand(lse, B * NH * T, "attention lse"); // (B, NH, T)
+  const qb = operand(q, B * T * NH * HS, "attention q"); // (B, T, NH, HS)
+  const kb = operand(k, B * Tcap * NKV * HS, "attention k"); // (B, Tcap, NKV, HS)
+  const vb = operand(v, B * Tcap * NKV * HS, "attention v"); // (B, Tcap, NKV, HS)
   if (segments !== null && Tk !== T) {
     throw new Error(`attention: segments need Tk = T (got T ${T}, Tk ${Tk}): no KV cache`);
   }
@@ -61,46 +43,14 @@ export function attentionForward(
     variantForward(ctx, bufs, { B, T, Tk, Tcap, NH, NKV, HS }, sg, variant!);
     return;
   }
+  const scale = 1 / Math.sqrt(HS);
   if (ctx.attentionKernels === "flash" && flashEligible(HS, l, [o, qb, kb, vb])) {
     const { name, grid, smem } = flashForwardLaunch(B, T, NH, HS);
-    ctx.kernels.run(name, grid, FLASH_THREADS, smem, [
-      o.ptr,
-      l.ptr,
-      qb.ptr,
-      kb.ptr,
-      vb.ptr,
-      B,
-      T,
-      Tk,
-      Tcap,
-      NH,
-      NKV,
-      1 / Math.sqrt(HS),
-      sg,
-    ]);
+    const ptrs = [o, l, qb, kb, vb].map((x) => x.ptr);
+    ctx.kernels.run(name, grid, FLASH_THREADS, smem, [...ptrs, B, T, Tk, Tcap, NH, NKV, scale, sg]);
     return;
   }
-  const args = [
-    o.ptr,
-    dtCode(o.dtype),
-    l.ptr,
-    dtCode(l.dtype),
-    qb.ptr,
-    dtCode(qb.dtype),
-    kb.ptr,
-    dtCode(kb.dtype),
-    vb.ptr,
-    dtCode(vb.dtype),
-    B,
-    T,
-    Tk,
-    Tcap,
-    NH,
-    NKV,
-    HS,
-    1 / Math.sqrt(HS),
-    sg,
-  ];
+  const args = [...ptrDt(o, l, qb, kb, vb), B, T, Tk, Tcap, NH, NKV, HS, scale, sg];
   if (ctx.attentionKernels === "tiled" && HS <= 128 && B * NH <= 65535) {
     const smem = (WARPS * HS + 32 * (HS + 1) + 32 * HS) * 4;
     const grid: [number, number, number] = [Math.ceil(T / WARPS), B * NH, 1];
@@ -127,53 +77,22 @@ function checkAttention(
   if (T > Tk || Tk > Tcap) throw new Error(`attention: needs T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
 }
 
-export function attentionBackward(
-  ctx: CudaContext,
-  dq: DeviceBuffer,
-  dk: DeviceBuffer,
-  dv: DeviceBuffer,
-  dout: DeviceBuffer,
-  q: DeviceBuffer,
-  k: DeviceBuffer,
-  v: DeviceBuffer,
-  out: DeviceBuffer,
-  lse: DeviceBuffer,
-  B: number,
-  T: number,
-  NH: number,
-  NKV: number,
-  HS: number,
-  segments: DeviceBuffer | null = null,
-  variant: AttentionVariant | null = null,
-): void {
-  const b = (x: DeviceBuffer, w: string) => cudaBuf(x, `attention ${w}`);
-  const dqb = b(dq, "dq"), dkb = b(dk, "dk"), dvb = b(dv, "dv"), dy = b(dout, "dout");
-  const qb = b(q, "q"), kb = b(k, "k"), vb = b(v, "v"), ob = b(out, "out"), l = b(lse, "lse");
+export function attentionBackward(ctx: CudaContext, ...a: OpArgs<"attentionBackward">): void {
+  const [dq, dk, dv, dout, q, k, v, out, lse, ...dims] = a;
+  const [B, T, NH, NKV, HS, segments = null, variant = null] = dims;
   checkAttention(NH, NKV, HS, T, T, T);
-  for (const [x, w] of [[dqb, "dq"], [dy, "dout"], [qb, "q"], [ob, "out"]] as const) {
-    need(x, B * T * NH * HS, `attention ${w}`); // (B, T, NH, HS)
-  }
-  for (const [x, w] of [[dkb, "dk"], [dvb, "dv"], [kb, "k"], [vb, "v"]] as const) {
-    need(x, B * T * NKV * HS, `attention ${w}`); // (B, T, NKV, HS)
-  }
-  need(l, B * NH * T, "attention lse"); // (B, NH, T)
+  const b = (x: DeviceBuffer, n: number, w: string) => operand(x, n, `attention ${w}`);
+  const nq = B * T * NH * HS, nkv = B * T * NKV * HS; // (B, T, NH, HS), (B, T, NKV, HS)
+  const dqb = b(dq, nq, "dq"), dkb = b(dk, nkv, "dk"), dvb = b(dv, nkv, "dv");
+  const dy = b(dout, nq, "dout"), qb = b(q, nq, "q"), kb = b(k, nkv, "k"), vb = b(v, nkv, "v");
+  const ob = b(out, nq, "out"), l = b(lse, B * NH * T, "lse"); // lse (B, NH, T)
   const sg = segments === null ? 0n : segmentIds(segments, B * T, "attention segments").ptr; // (B, T)
   const rows = B * NH * T;
   if (rows === 0) return;
   const dsum = ctx.scratch(rows, "f32"); // (B, NH, T)
   const scale = 1 / Math.sqrt(HS);
   const grid = Math.ceil(rows / WARPS);
-  ctx.kernels.run("attn_bwd_dsum", grid, 32 * WARPS, 0, [
-    dsum.ptr,
-    dy.ptr,
-    dtCode(dy.dtype),
-    ob.ptr,
-    dtCode(ob.dtype),
-    B,
-    T,
-    NH,
-    HS,
-  ]);
+  ctx.kernels.run("attn_bwd_dsum", grid, 32 * WARPS, 0, [dsum.ptr, ...ptrDt(dy, ob), B, T, NH, HS]);
   if (!plainAttention(variant)) {
     const bufs = { dq: dqb, dk: dkb, dv: dvb, dout: dy, q: qb, k: kb, v: vb, lse: l, dsum };
     variantBackward(ctx, bufs, { B, T, Tk: T, Tcap: T, NH, NKV, HS }, sg, variant!);
@@ -185,18 +104,11 @@ export function attentionBackward(
     const dqAcc = dqb.dtype === "f32" ? dqb : ctx.scratch(B * T * NH * HS, "f32"); // (B, T, NH, HS)
     fill(ctx, dqAcc, 0);
     const { name, grid: g, smem } = flashBackwardLaunch(B, T, NKV, HS);
+    const ptrs = [dy, qb, kb, vb, l, dsum].map((x) => x.ptr);
     ctx.kernels.run(name, g, FLASH_THREADS, smem, [
       dqAcc.ptr,
-      dkb.ptr,
-      dtCode(dkb.dtype),
-      dvb.ptr,
-      dtCode(dvb.dtype),
-      dy.ptr,
-      qb.ptr,
-      kb.ptr,
-      vb.ptr,
-      l.ptr,
-      dsum.ptr,
+      ...ptrDt(dkb, dvb),
+      ...ptrs,
       B,
       T,
       NH,
@@ -211,86 +123,27 @@ export function attentionBackward(
     ctx.dropScratch(dsum);
     return;
   }
+  // attn_bwd_dq and attn_bwd_dkdv read the same operands after their outputs
+  const common = [...ptrDt(dy, qb, kb, vb, l), dsum.ptr, B, T, NH, NKV, HS, scale, sg];
   ctx.kernels.run("attn_bwd_dq", grid, 32 * WARPS, WARPS * 2 * HS * 4, [
-    dqb.ptr,
-    dtCode(dqb.dtype),
-    dy.ptr,
-    dtCode(dy.dtype),
-    qb.ptr,
-    dtCode(qb.dtype),
-    kb.ptr,
-    dtCode(kb.dtype),
-    vb.ptr,
-    dtCode(vb.dtype),
-    l.ptr,
-    dtCode(l.dtype),
-    dsum.ptr,
-    B,
-    T,
-    NH,
-    NKV,
-    HS,
-    scale,
-    sg,
+    ...ptrDt(dqb),
+    ...common,
   ]);
-  ctx.kernels.run(
-    "attn_bwd_dkdv",
-    Math.ceil((B * T * NKV) / WARPS),
-    32 * WARPS,
-    WARPS * 2 * HS * 4,
-    [
-      dkb.ptr,
-      dtCode(dkb.dtype),
-      dvb.ptr,
-      dtCode(dvb.dtype),
-      dy.ptr,
-      dtCode(dy.dtype),
-      qb.ptr,
-      dtCode(qb.dtype),
-      kb.ptr,
-      dtCode(kb.dtype),
-      vb.ptr,
-      dtCode(vb.dtype),
-      l.ptr,
-      dtCode(l.dtype),
-      dsum.ptr,
-      B,
-      T,
-      NH,
-      NKV,
-      HS,
-      scale,
-      sg,
-    ],
-  );
+  const dkdvGrid = Math.ceil((B * T * NKV) / WARPS);
+  ctx.kernels.run("attn_bwd_dkdv", dkdvGrid, 32 * WARPS, WARPS * 2 * HS * 4, [
+    ...ptrDt(dkb, dvb),
+    ...common,
+  ]);
   ctx.dropScratch(dsum);
 }
 
-export function kvCacheWrite(
-  ctx: CudaContext,
-  cache: DeviceBuffer,
-  src: DeviceBuffer,
-  B: number,
-  T: number,
-  Tcap: number,
-  width: number,
-  pos: number,
-): void {
-  const c = cudaBuf(cache, "kvCacheWrite cache"), s = cudaBuf(src, "kvCacheWrite src");
+export function kvCacheWrite(ctx: CudaContext, ...a: OpArgs<"kvCacheWrite">): void {
+  const [cache, src, B, T, Tcap, width, pos] = a;
   if (pos < 0 || pos + T > Tcap) {
     throw new Error(`kvCacheWrite: rows ${pos}..${pos + T} exceed Tcap ${Tcap}`);
   }
-  need(c, B * Tcap * width, "kvCacheWrite cache"); // (B, Tcap, width)
-  need(s, B * T * width, "kvCacheWrite src"); // (B, T, width)
-  ctx.kernels.run1d("kv_cache_write", B * T * width, [
-    c.ptr,
-    dtCode(c.dtype),
-    s.ptr,
-    dtCode(s.dtype),
-    B,
-    T,
-    Tcap,
-    width,
-    pos,
-  ]);
+  const c = operand(cache, B * Tcap * width, "kvCacheWrite cache"); // (B, Tcap, width)
+  const s = operand(src, B * T * width, "kvCacheWrite src"); // (B, T, width)
+  const args = [...ptrDt(c, s), B, T, Tcap, width, pos];
+  ctx.kernels.run1d("kv_cache_write", B * T * width, args);
 }

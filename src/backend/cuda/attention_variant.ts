@@ -5,9 +5,9 @@
  * (AttentionVariant) runs these instead. CPU twins: src/backend/cpu/attention.ts and
  * softcap/softcapBackward of src/backend/cpu/backend.ts.
  */
-import type { AttentionVariant, DeviceBuffer } from "../ops.ts";
-import { cudaBuf, type CudaBuffer, dtCode } from "./buffer.ts";
-import { float, need } from "./checks.ts";
+import type { AttentionVariant, OpArgs } from "../ops.ts";
+import { type CudaBuffer, ptrDt } from "./buffer.ts";
+import { floatOperand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 
 /** Warps per block of the row-per-warp kernels (as attention.ts). */
@@ -29,8 +29,6 @@ function tail(v: AttentionVariant, HS: number, seg: bigint): (number | bigint)[]
   return [v.scale ?? 1 / Math.sqrt(HS), seg, v.window ?? 0, v.softcap ?? 0];
 }
 
-const pd = (b: CudaBuffer): (number | bigint)[] => [b.ptr, dtCode(b.dtype)];
-
 /** out(B, T, NH, HS), lse(B, NH, T) of a variant attention (buffers checked by the caller). */
 export function variantForward(
   ctx: CudaContext,
@@ -42,11 +40,7 @@ export function variantForward(
   const { B, T, Tk, Tcap, NH, NKV, HS } = d;
   const rows = B * NH * T;
   ctx.kernels.run("attn_fwd_var", Math.ceil(rows / WARPS), 32 * WARPS, WARPS * HS * 4, [
-    ...pd(b.out),
-    ...pd(b.lse),
-    ...pd(b.q),
-    ...pd(b.k),
-    ...pd(b.v),
+    ...ptrDt(b.out, b.lse, b.q, b.k, b.v),
     B,
     T,
     Tk,
@@ -77,11 +71,11 @@ export function variantBackward(
   variant: AttentionVariant,
 ): void {
   const { B, T, NH, NKV, HS } = d;
-  const common = [...pd(b.dout), ...pd(b.q), ...pd(b.k), ...pd(b.v), ...pd(b.lse), b.dsum.ptr];
+  const common = [...ptrDt(b.dout, b.q, b.k, b.v, b.lse), b.dsum.ptr];
   const sizes = [B, T, NH, NKV, HS, ...tail(variant, HS, seg)];
   const grid = Math.ceil((B * NH * T) / WARPS);
   ctx.kernels.run("attn_bwd_dq_var", grid, 32 * WARPS, WARPS * 2 * HS * 4, [
-    ...pd(b.dq),
+    ...ptrDt(b.dq),
     ...common,
     ...sizes,
   ]);
@@ -90,28 +84,19 @@ export function variantBackward(
     Math.ceil((B * T * NKV) / WARPS),
     32 * WARPS,
     WARPS * 2 * HS * 4,
-    [...pd(b.dk), ...pd(b.dv), ...common, ...sizes],
+    [...ptrDt(b.dk, b.dv), ...common, ...sizes],
   );
 }
 
 /** buf(n) = cap * tanh(buf / cap) in place. */
-export function softcap(ctx: CudaContext, buf: DeviceBuffer, cap: number): void {
-  const o = cudaBuf(buf, "softcap");
-  float(o, "softcap");
-  need(o, o.length, "softcap");
-  ctx.kernels.run1d("logit_softcap", o.length, [...pd(o), o.length, cap]);
+export function softcap(ctx: CudaContext, ...[buf, cap]: OpArgs<"softcap">): void {
+  const o = floatOperand(buf, buf.length, "softcap");
+  ctx.kernels.run1d("logit_softcap", o.length, [...ptrDt(o), o.length, cap]);
 }
 
 /** dbuf(n) *= 1 - (y / cap)^2. */
-export function softcapBackward(
-  ctx: CudaContext,
-  dbuf: DeviceBuffer,
-  y: DeviceBuffer,
-  cap: number,
-): void {
-  const d = cudaBuf(dbuf, "softcap grad"), o = cudaBuf(y, "softcap out");
-  float(d, "softcap grad");
-  float(o, "softcap out");
-  need(o, d.length, "softcap out");
-  ctx.kernels.run1d("logit_softcap_bwd", d.length, [...pd(d), ...pd(o), d.length, cap]);
+export function softcapBackward(ctx: CudaContext, ...a: OpArgs<"softcapBackward">): void {
+  const [dbuf, y, cap] = a;
+  const d = floatOperand(dbuf, 0, "softcap grad"), o = floatOperand(y, d.length, "softcap out");
+  ctx.kernels.run1d("logit_softcap_bwd", d.length, [...ptrDt(d, o), d.length, cap]);
 }

@@ -9,6 +9,13 @@ export function dtCode(d: DType): number {
   return d === "bf16" ? 1 : 0;
 }
 
+/** Kernel arguments of buffers that carry a dtype code: ptr, dtCode(dtype) of each in turn. */
+export function ptrDt(...bufs: CudaBuffer[]): (number | bigint)[] {
+  const args: (number | bigint)[] = [];
+  for (const b of bufs) args.push(b.ptr, dtCode(b.dtype));
+  return args;
+}
+
 /** A region of GPU memory: `ptr` is the CUdeviceptr of element 0. */
 export class CudaBuffer implements DeviceBuffer {
   constructor(

@@ -5,9 +5,9 @@
  */
 
 import { TuneError } from "../../errors.ts";
-import type { DeviceBuffer } from "../ops.ts";
-import { cudaBuf, dtCode } from "./buffer.ts";
-import { need } from "./checks.ts";
+import type { DeviceBuffer, OpArgs } from "../ops.ts";
+import { cudaBuf, type CudaBuffer, ptrDt } from "./buffer.ts";
+import { operand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 import { THREADS } from "./kernels.ts";
 import { upload } from "./memory.ts";
@@ -24,54 +24,22 @@ function checkTokens(tok: Int32Array, V: number): void {
   }
 }
 
-export function embeddingForward(
-  ctx: CudaContext,
-  out: DeviceBuffer,
-  tokens: DeviceBuffer,
-  table: DeviceBuffer,
-  N: number,
-  C: number,
-  hostTokens?: Int32Array,
-): void {
-  const o = cudaBuf(out, "embedding out"), t = cudaBuf(tokens, "embedding tokens");
+export function embeddingForward(ctx: CudaContext, ...a: OpArgs<"embeddingForward">): void {
+  const [out, tokens, table, N, C, hostTokens] = a;
   const tb = cudaBuf(table, "embedding table");
-  need(o, N * C, "embedding out"); // (N, C)
-  need(t, N, "embedding tokens"); // (N)
-  if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
-  const V = Math.floor(tb.length / C); // table (V, C)
-  checkTokens(ctx.idsOnHost(t, N, "embeddingForward token check", hostTokens), V);
-  ctx.kernels.run1d("embedding_fwd", N * C, [
-    o.ptr,
-    dtCode(o.dtype),
-    t.ptr,
-    tb.ptr,
-    dtCode(tb.dtype),
-    N,
-    C,
-    V,
-  ]);
+  const o = operand(out, N * C, "embedding out"); // (N, C)
+  const { t, tok, V } = tokenIds(ctx, tokens, tb, N, C, "embeddingForward token check", hostTokens);
+  ctx.kernels.run1d("embedding_fwd", N * C, [...ptrDt(o), t.ptr, ...ptrDt(tb), N, C, V]);
 }
 
-export function embeddingBackward(
-  ctx: CudaContext,
-  dtable: DeviceBuffer,
-  dout: DeviceBuffer,
-  tokens: DeviceBuffer,
-  N: number,
-  C: number,
-  hostTokens?: Int32Array,
-): void {
-  const dt = cudaBuf(dtable, "embedding dtable"), dy = cudaBuf(dout, "embedding dout");
-  const t = cudaBuf(tokens, "embedding tokens");
-  need(dy, N * C, "embedding dout"); // (N, C)
-  need(t, N, "embedding tokens"); // (N)
-  if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
-  const V = Math.floor(dt.length / C); // dtable (V, C)
+export function embeddingBackward(ctx: CudaContext, ...a: OpArgs<"embeddingBackward">): void {
+  const [dtable, dout, tokens, N, C, hostTokens] = a;
+  const dt = cudaBuf(dtable, "embedding dtable");
+  const dy = operand(dout, N * C, "embedding dout"); // (N, C)
   if (N === 0 || C === 0) return;
   // Group the rows by token on the host (a small download) so the kernel can add each
   // token's rows in a fixed order: deterministic, and out-of-range ids are reported.
-  const tok = ctx.idsOnHost(t, N, "embeddingBackward row order", hostTokens);
-  checkTokens(tok, V);
+  const { tok } = tokenIds(ctx, tokens, dt, N, C, "embeddingBackward row order", hostTokens);
   const order = Array.from({ length: N }, (_, i) => i);
   order.sort((a, b) => tok[a] - tok[b] || a - b);
   const uniq: number[] = [], starts: number[] = [];
@@ -89,14 +57,28 @@ export function embeddingBackward(
   meta.set(order, 2 * U + 1);
   const m = ctx.scratch(meta.length, "i32");
   upload(ctx, m, meta);
-  ctx.kernels.run("embedding_bwd", [U, Math.ceil(C / THREADS), 1], THREADS, 0, [
-    dt.ptr,
-    dtCode(dt.dtype),
-    dy.ptr,
-    dtCode(dy.dtype),
-    m.ptr,
-    U,
-    C,
-  ]);
+  const args = [...ptrDt(dt, dy), m.ptr, U, C];
+  ctx.kernels.run("embedding_bwd", [U, Math.ceil(C / THREADS), 1], THREADS, 0, args);
   ctx.dropScratch(m);
+}
+
+/**
+ * The i32 token ids (N), checked against the vocabulary V of `table` (V, C) with the CPU
+ * backend's one-line error; read on the host (`hostTokens`, or a download labelled `label`).
+ */
+function tokenIds(
+  ctx: CudaContext,
+  tokens: DeviceBuffer,
+  table: CudaBuffer,
+  N: number,
+  C: number,
+  label: string,
+  hostTokens?: Int32Array,
+) {
+  const t = operand(tokens, N, "embedding tokens"); // (N)
+  if (t.dtype !== "i32") throw new Error("embedding tokens: expected an i32 buffer");
+  const V = Math.floor(table.length / C);
+  const tok = ctx.idsOnHost(t, N, label, hostTokens);
+  checkTokens(tok, V);
+  return { t, tok, V };
 }

@@ -6,93 +6,41 @@
  */
 
 import { TuneError } from "../../errors.ts";
-import type { DeviceBuffer } from "../ops.ts";
-import { cudaBuf, dtCode } from "./buffer.ts";
-import { need } from "./checks.ts";
+import type { DeviceBuffer, OpArgs } from "../ops.ts";
+import { type CudaBuffer, ptrDt } from "./buffer.ts";
+import { operand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 
 /** Threads per block of cross_entropy (one block per row of logits). */
 const CE_THREADS = 512;
 
-export function crossEntropy(
-  ctx: CudaContext,
-  losses: DeviceBuffer,
-  dlogits: DeviceBuffer | null,
-  logits: DeviceBuffer,
-  targets: DeviceBuffer,
-  N: number,
-  V: number,
-  gradScale: number,
-  hostTargets?: Int32Array,
-): void {
-  const { ls, lg, t, dptr, ddt } = ceOperands(
-    ctx,
-    "crossEntropy",
-    losses,
-    dlogits,
-    logits,
-    targets,
-    N,
-    V,
-    hostTargets,
-  );
+export function crossEntropy(ctx: CudaContext, ...a: OpArgs<"crossEntropy">): void {
+  const [losses, dlogits, logits, targets, N, V, gradScale, hostTargets] = a;
+  const op = "crossEntropy";
+  const ls = operand(losses, N, `${op} losses`); // (N)
+  const d = ceOperands(ctx, op, dlogits, logits, targets, N, V, hostTargets);
   if (N === 0) return;
-  ctx.kernels.run("cross_entropy", N, CE_THREADS, 0, [
-    ls.ptr,
-    dtCode(ls.dtype),
-    dptr,
-    ddt,
-    lg.ptr,
-    dtCode(lg.dtype),
-    t.ptr,
-    N,
-    V,
-    gradScale,
-  ]);
+  const args = [...ptrDt(ls), ...d.dlogits, ...ptrDt(d.lg), d.t.ptr, N, V, gradScale];
+  ctx.kernels.run("cross_entropy", N, CE_THREADS, 0, args);
 }
 
 export function distillCrossEntropy(
   ctx: CudaContext,
-  losses: DeviceBuffer,
-  kdLosses: DeviceBuffer,
-  dlogits: DeviceBuffer | null,
-  logits: DeviceBuffer,
-  teacherLogits: DeviceBuffer,
-  targets: DeviceBuffer,
-  N: number,
-  V: number,
-  kdRatio: number,
-  gradScale: number,
-  hostTargets?: Int32Array,
+  ...a: OpArgs<"distillCrossEntropy">
 ): void {
-  const { ls, lg, t, dptr, ddt } = ceOperands(
-    ctx,
-    "distillCrossEntropy",
-    losses,
-    dlogits,
-    logits,
-    targets,
-    N,
-    V,
-    hostTargets,
-  );
-  const kd = cudaBuf(kdLosses, "distillCrossEntropy kdLosses");
-  const te = cudaBuf(teacherLogits, "distillCrossEntropy teacherLogits");
-  need(kd, N, "distillCrossEntropy kdLosses"); // (N)
-  need(te, N * V, "distillCrossEntropy teacherLogits"); // (N, V)
+  const [losses, kdLosses, dlogits, logits, teacherLogits, targets, ...rest] = a;
+  const [N, V, kdRatio, gradScale, hostTargets] = rest;
+  const op = "distillCrossEntropy";
+  const ls = operand(losses, N, `${op} losses`); // (N)
+  const d = ceOperands(ctx, op, dlogits, logits, targets, N, V, hostTargets);
+  const kd = operand(kdLosses, N, `${op} kdLosses`); // (N)
+  const te = operand(teacherLogits, N * V, `${op} teacherLogits`); // (N, V)
   if (N === 0) return;
   ctx.kernels.run("distill_cross_entropy", N, CE_THREADS, 0, [
-    ls.ptr,
-    dtCode(ls.dtype),
-    kd.ptr,
-    dtCode(kd.dtype),
-    dptr,
-    ddt,
-    lg.ptr,
-    dtCode(lg.dtype),
-    te.ptr,
-    dtCode(te.dtype),
-    t.ptr,
+    ...ptrDt(ls, kd),
+    ...d.dlogits,
+    ...ptrDt(d.lg, te),
+    d.t.ptr,
     N,
     V,
     kdRatio,
@@ -101,14 +49,14 @@ export function distillCrossEntropy(
 }
 
 /**
- * The operands both cross-entropy kernels share, checked: losses (N), logits (N, V), i32
- * targets (N) within the vocabulary (the CPU backend's one-line error otherwise) and the
- * optional dlogits (N, V) as a pointer and dtype code (0n, 0 when null).
+ * The operands both cross-entropy kernels share after the losses, checked: logits (N, V),
+ * i32 targets (N) within the vocabulary (the CPU backend's one-line error otherwise) and
+ * the optional dlogits (N, V) as kernel arguments, a pointer and dtype code ([0n, 0] when
+ * null).
  */
 function ceOperands(
   ctx: CudaContext,
   op: string,
-  losses: DeviceBuffer,
   dlogits: DeviceBuffer | null,
   logits: DeviceBuffer,
   targets: DeviceBuffer,
@@ -116,27 +64,18 @@ function ceOperands(
   V: number,
   hostTargets?: Int32Array,
 ) {
-  const ls = cudaBuf(losses, `${op} losses`), lg = cudaBuf(logits, `${op} logits`);
-  const t = cudaBuf(targets, `${op} targets`);
-  need(ls, N, `${op} losses`); // (N)
-  need(lg, N * V, `${op} logits`); // (N, V)
-  need(t, N, `${op} targets`); // (N)
+  const lg = operand(logits, N * V, `${op} logits`); // (N, V)
+  const t = operand(targets, N, `${op} targets`); // (N)
   if (t.dtype !== "i32") throw new Error(`${op} targets: expected an i32 buffer`);
   checkTargets(ctx, t, N, V, `${op} target check`, hostTargets);
-  let dptr = 0n, ddt = 0;
-  if (dlogits !== null) {
-    const d = cudaBuf(dlogits, `${op} dlogits`);
-    need(d, N * V, `${op} dlogits`); // (N, V)
-    dptr = d.ptr;
-    ddt = dtCode(d.dtype);
-  }
-  return { ls, lg, t, dptr, ddt };
+  const d = dlogits === null ? [0n, 0] : ptrDt(operand(dlogits, N * V, `${op} dlogits`)); // (N, V)
+  return { lg, t, dlogits: d };
 }
 
 /** The same one-line error as the CPU backend for a label outside the vocabulary. */
 function checkTargets(
   ctx: CudaContext,
-  t: ReturnType<typeof cudaBuf>,
+  t: CudaBuffer,
   N: number,
   V: number,
   label: string,

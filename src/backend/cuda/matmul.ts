@@ -5,9 +5,9 @@
  * src/backend/cpu/gemm.ts (OpenBLAS or TypeScript).
  */
 import { CublasError, type GemmShape, type GemmType } from "../../../ffi/cublaslt.ts";
-import type { DeviceBuffer, DType } from "../ops.ts";
-import { cudaBuf, CudaBuffer, dtCode } from "./buffer.ts";
-import { float, need } from "./checks.ts";
+import type { DeviceBuffer, DType, OpArgs } from "../ops.ts";
+import { CudaBuffer, ptrDt } from "./buffer.ts";
+import { float, operand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 import { THREADS } from "./kernels.ts";
 import { copy, fill, view } from "./memory.ts";
@@ -35,7 +35,7 @@ export function gemmRun(
     ctx.kernels.run1d(
       "cast_copy",
       x.length,
-      [t.ptr, dtCode(abType), x.ptr, dtCode(x.dtype), x.length],
+      [...ptrDt(t, x), x.length],
       `cast_copy (gemm operand ${x.dtype}->${abType})`,
     );
     temps.push(t);
@@ -85,22 +85,11 @@ function gemmTimed(
   p.after(t, gemmName(full, full.abType, full.cType, role), "gemm", flops);
 }
 
-export function matmulForward(
-  ctx: CudaContext,
-  out: DeviceBuffer,
-  inp: DeviceBuffer,
-  weight: DeviceBuffer,
-  bias: DeviceBuffer | null,
-  M: number,
-  K: number,
-  N: number,
-  accumulate = false,
-): void {
-  const o = cudaBuf(out, "matmul out"), x = cudaBuf(inp, "matmul inp");
-  const w = cudaBuf(weight, "matmul weight");
-  need(o, M * N, "matmul out"); // (M, N)
-  need(x, M * K, "matmul inp"); // (M, K)
-  need(w, N * K, "matmul weight"); // (N, K)
+export function matmulForward(ctx: CudaContext, ...a: OpArgs<"matmulForward">): void {
+  const [out, inp, weight, bias, M, K, N, accumulate = false] = a;
+  const o = operand(out, M * N, "matmul out"); // (M, N)
+  const x = operand(inp, M * K, "matmul inp"); // (M, K)
+  const w = operand(weight, N * K, "matmul weight"); // (N, K)
   for (const b of [o, x, w]) float(b, "matmul");
   if (M === 0 || N === 0) return;
   if (K === 0) {
@@ -117,16 +106,8 @@ export function matmulForward(
     );
   }
   if (bias !== null) {
-    const bb = cudaBuf(bias, "matmul bias");
-    need(bb, N, "matmul bias"); // (N)
-    ctx.kernels.run1d("add_bias", M * N, [
-      o.ptr,
-      dtCode(o.dtype),
-      bb.ptr,
-      dtCode(bb.dtype),
-      M,
-      N,
-    ]);
+    const bb = operand(bias, N, "matmul bias"); // (N)
+    ctx.kernels.run1d("add_bias", M * N, [...ptrDt(o, bb), M, N]);
   }
 }
 
@@ -144,11 +125,9 @@ export function matmulBatched(
   K: number,
   N: number,
 ): void {
-  const o = cudaBuf(out, "matmulBatched out"), x = cudaBuf(inp, "matmulBatched inp");
-  const w = cudaBuf(weight, "matmulBatched weight");
-  need(o, batch * M * N, "matmulBatched out"); // (batch, M, N)
-  need(x, batch * M * K, "matmulBatched inp"); // (batch, M, K)
-  need(w, batch * N * K, "matmulBatched weight"); // (batch, N, K)
+  const o = operand(out, batch * M * N, "matmulBatched out"); // (batch, M, N)
+  const x = operand(inp, batch * M * K, "matmulBatched inp"); // (batch, M, K)
+  const w = operand(weight, batch * N * K, "matmulBatched weight"); // (batch, N, K)
   if (batch === 0 || M === 0 || N === 0 || K === 0) return;
   gemmRun(
     ctx,
@@ -173,73 +152,34 @@ export function matmulBatched(
   );
 }
 
-export function matmulBackward(
-  ctx: CudaContext,
-  dinp: DeviceBuffer | null,
-  dweight: DeviceBuffer | null,
-  dbias: DeviceBuffer | null,
-  dout: DeviceBuffer,
-  inp: DeviceBuffer,
-  weight: DeviceBuffer,
-  M: number,
-  K: number,
-  N: number,
-): void {
-  const dy = cudaBuf(dout, "matmul dout");
-  need(dy, M * N, "matmul dout"); // (M, N)
+export function matmulBackward(ctx: CudaContext, ...a: OpArgs<"matmulBackward">): void {
+  const [dinp, dweight, dbias, dout, inp, weight, M, K, N] = a;
+  const dy = operand(dout, M * N, "matmul dout"); // (M, N)
   if (dinp !== null && M > 0 && K > 0 && N > 0) {
-    const dx = cudaBuf(dinp, "matmul dinp"), w = cudaBuf(weight, "matmul weight");
-    need(dx, M * K, "matmul dinp"); // (M, K)
-    need(w, N * K, "matmul weight"); // (N, K)
+    const dx = operand(dinp, M * K, "matmul dinp"); // (M, K)
+    const w = operand(weight, N * K, "matmul weight"); // (N, K)
     // Column-major: dinp^T(K, M) += W^T(K, N) . dout^T(N, M).
-    gemmRun(
-      ctx,
-      { transA: false, transB: false, m: K, n: M, k: N, lda: K, ldb: N, ldc: K },
-      w,
-      dy,
-      dx,
-      1,
-    );
+    const shape = { transA: false, transB: false, m: K, n: M, k: N, lda: K, ldb: N, ldc: K };
+    gemmRun(ctx, shape, w, dy, dx, 1);
   }
   if (dweight !== null && M > 0 && K > 0 && N > 0) {
-    const dw = cudaBuf(dweight, "matmul dweight"), x = cudaBuf(inp, "matmul inp");
-    need(dw, N * K, "matmul dweight"); // (N, K)
-    need(x, M * K, "matmul inp"); // (M, K)
+    const dw = operand(dweight, N * K, "matmul dweight"); // (N, K)
+    const x = operand(inp, M * K, "matmul inp"); // (M, K)
     // Column-major: dweight^T(K, N) += inp^T(K, M) . dout(M, N).
-    gemmRun(
-      ctx,
-      { transA: false, transB: true, m: K, n: N, k: M, lda: K, ldb: N, ldc: K },
-      x,
-      dy,
-      dw,
-      1,
-    );
+    const shape = { transA: false, transB: true, m: K, n: N, k: M, lda: K, ldb: N, ldc: K };
+    gemmRun(ctx, shape, x, dy, dw, 1);
   }
   if (dbias !== null && N > 0) {
-    const db = cudaBuf(dbias, "matmul dbias");
-    need(db, N, "matmul dbias"); // (N)
+    const db = operand(dbias, N, "matmul dbias"); // (N)
     if (db.dtype === "f32" && M > 0) {
       // Column-major: dbias(N, 1) += dout(N, M) . ones(M, 1), a GEMV that fills the GPU
       // (bias_grad runs one thread per column, each looping over all M rows).
       const ones = onesOf(ctx, M, dy.dtype === "bf16" ? "bf16" : "f32"); // (M)
-      gemmRun(
-        ctx,
-        { transA: false, transB: false, m: N, n: 1, k: M, lda: N, ldb: M, ldc: N },
-        dy,
-        ones,
-        db,
-        1,
-        { exact: true, role: "bias grad" },
-      );
+      const shape = { transA: false, transB: false, m: N, n: 1, k: M, lda: N, ldb: M, ldc: N };
+      gemmRun(ctx, shape, dy, ones, db, 1, { exact: true, role: "bias grad" });
     } else {
-      ctx.kernels.run("bias_grad", Math.ceil(N / THREADS), THREADS, 0, [
-        db.ptr,
-        dtCode(db.dtype),
-        dy.ptr,
-        dtCode(dy.dtype),
-        M,
-        N,
-      ]);
+      const args = [...ptrDt(db, dy), M, N];
+      ctx.kernels.run("bias_grad", Math.ceil(N / THREADS), THREADS, 0, args);
     }
   }
 }

@@ -4,8 +4,8 @@
  * W(N, K) dequantize that one weight into stream-ordered scratch in the activations' dtype
  * and run the cuBLASLt GEMM of matmul.ts: one weight at a time, never a dequantized model.
  */
-import type { DeviceBuffer, DType, Nf4Weight } from "../ops.ts";
-import { cudaBuf, dtCode } from "./buffer.ts";
+import type { DeviceBuffer, DType, Nf4Weight, OpArgs } from "../ops.ts";
+import { cudaBuf, ptrDt } from "./buffer.ts";
 import type { CudaContext } from "./context.ts";
 import { matmulBackward, matmulForward } from "./matmul.ts";
 
@@ -20,8 +20,7 @@ function runDequant(
   const o = cudaBuf(out, "nf4 dequantize out");
   if (o.length < count) throw new Error(`nf4 dequantize: out has ${o.length}, needs ${count}`);
   ctx.kernels.run1d("nf4_dequant", count, [
-    o.ptr,
-    dtCode(o.dtype),
+    ...ptrDt(o),
     cudaBuf(w.codes, "nf4 codes").ptr,
     cudaBuf(w.scalers, "nf4 scalers").ptr,
     cudaBuf(w.factors, "nf4 factors").ptr,
@@ -33,13 +32,8 @@ function runDequant(
 }
 
 /** out(rows, K) = rows [row0, row0 + rows) of W dequantized. */
-export function nf4Dequantize(
-  ctx: CudaContext,
-  out: DeviceBuffer,
-  w: Nf4Weight,
-  row0: number,
-  rows: number,
-): void {
+export function nf4Dequantize(ctx: CudaContext, ...a: OpArgs<"nf4Dequantize">): void {
+  const [out, w, row0, rows] = a;
   if (row0 < 0 || rows < 0 || row0 + rows > w.rows) {
     throw new Error(`nf4Dequantize: rows [${row0}, ${row0 + rows}) outside 0..${w.rows}`);
   }
@@ -54,15 +48,8 @@ function denseWeight(ctx: CudaContext, w: Nf4Weight, dtype: DType) {
 }
 
 /** out(M, N) (+)= inp(M, K) @ W^T + bias, W dequantized in inp's dtype. */
-export function nf4MatmulForward(
-  ctx: CudaContext,
-  out: DeviceBuffer,
-  inp: DeviceBuffer,
-  w: Nf4Weight,
-  bias: DeviceBuffer | null,
-  M: number,
-  accumulate = false,
-): void {
+export function nf4MatmulForward(ctx: CudaContext, ...a: OpArgs<"nf4MatmulForward">): void {
+  const [out, inp, w, bias, M, accumulate = false] = a;
   const W = denseWeight(ctx, w, inp.dtype);
   try {
     matmulForward(ctx, out, inp, W, bias, M, w.cols, w.rows, accumulate);
@@ -72,13 +59,8 @@ export function nf4MatmulForward(
 }
 
 /** dinp(M, K) += dout(M, N) @ W, W dequantized in dout's dtype. */
-export function nf4MatmulBackward(
-  ctx: CudaContext,
-  dinp: DeviceBuffer,
-  dout: DeviceBuffer,
-  w: Nf4Weight,
-  M: number,
-): void {
+export function nf4MatmulBackward(ctx: CudaContext, ...a: OpArgs<"nf4MatmulBackward">): void {
+  const [dinp, dout, w, M] = a;
   const W = denseWeight(ctx, w, dout.dtype);
   try {
     // no weight gradient: the inp argument is not read

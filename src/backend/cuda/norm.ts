@@ -3,9 +3,9 @@
  * rmsnorm_bwd_dw, rmsnorm_dw_partial; the weight gradient's column sums run as a GEMM).
  * CPU twin: rmsnormForward and rmsnormBackward of src/backend/cpu/layers.ts.
  */
-import type { DeviceBuffer } from "../ops.ts";
-import { cudaBuf, CudaBuffer, dtCode } from "./buffer.ts";
-import { need } from "./checks.ts";
+import type { OpArgs } from "../ops.ts";
+import { CudaBuffer, ptrDt } from "./buffer.ts";
+import { operand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 import { THREADS } from "./kernels.ts";
 import { gemmRun } from "./matmul.ts";
@@ -20,110 +20,54 @@ function rowVecThreads(C: number, ...bufs: CudaBuffer[]): number {
   return Math.min(256, Math.max(32, Math.ceil(C / 16 / 32) * 32));
 }
 
-export function rmsnormForward(
-  ctx: CudaContext,
-  out: DeviceBuffer,
-  rstd: DeviceBuffer,
-  inp: DeviceBuffer,
-  weight: DeviceBuffer,
-  N: number,
-  C: number,
-  eps: number,
-): void {
-  const o = cudaBuf(out, "rmsnorm out"), r = cudaBuf(rstd, "rmsnorm rstd");
-  const x = cudaBuf(inp, "rmsnorm inp"), w = cudaBuf(weight, "rmsnorm weight");
-  need(o, N * C, "rmsnorm out"); // (N, C)
-  need(r, N, "rmsnorm rstd"); // (N)
-  need(x, N * C, "rmsnorm inp"); // (N, C)
-  need(w, C, "rmsnorm weight"); // (C)
+export function rmsnormForward(ctx: CudaContext, ...a: OpArgs<"rmsnormForward">): void {
+  const [out, rstd, inp, weight, N, C, eps] = a;
+  const o = operand(out, N * C, "rmsnorm out"); // (N, C)
+  const r = operand(rstd, N, "rmsnorm rstd"); // (N)
+  const x = operand(inp, N * C, "rmsnorm inp"); // (N, C)
+  const w = operand(weight, C, "rmsnorm weight"); // (C)
   if (N === 0) return;
-  const rows = 8; // warps per block
-  const vec = rowVecThreads(C, o, x, w);
-  ctx.kernels.run(
-    vec ? "rmsnorm_fwd_vec" : "rmsnorm_fwd",
-    vec ? N : Math.ceil(N / rows),
-    vec ? vec : 32 * rows,
-    0,
-    [
-      o.ptr,
-      dtCode(o.dtype),
-      r.ptr,
-      dtCode(r.dtype),
-      x.ptr,
-      dtCode(x.dtype),
-      w.ptr,
-      dtCode(w.dtype),
-      N,
-      C,
-      eps,
-    ],
-    "rmsnorm_fwd", // one profile row whichever kernel ran
-  );
+  // one profile row whichever kernel ran
+  rowKernel(ctx, "rmsnorm_fwd", N, C, [o, x, w], [...ptrDt(o, r, x, w), N, C, eps]);
 }
 
-export function rmsnormBackward(
-  ctx: CudaContext,
-  dinp: DeviceBuffer,
-  dweight: DeviceBuffer | null,
-  dout: DeviceBuffer,
-  inp: DeviceBuffer,
-  weight: DeviceBuffer,
-  rstd: DeviceBuffer,
-  N: number,
-  C: number,
-): void {
-  const dx = cudaBuf(dinp, "rmsnorm dinp"), dy = cudaBuf(dout, "rmsnorm dout");
-  const x = cudaBuf(inp, "rmsnorm inp"), w = cudaBuf(weight, "rmsnorm weight");
-  const r = cudaBuf(rstd, "rmsnorm rstd");
-  need(dx, N * C, "rmsnorm dinp"); // (N, C)
-  need(dy, N * C, "rmsnorm dout"); // (N, C)
-  need(x, N * C, "rmsnorm inp"); // (N, C)
-  need(w, C, "rmsnorm weight"); // (C)
-  need(r, N, "rmsnorm rstd"); // (N)
+export function rmsnormBackward(ctx: CudaContext, ...a: OpArgs<"rmsnormBackward">): void {
+  const [dinp, dweight, dout, inp, weight, rstd, N, C] = a;
+  const dx = operand(dinp, N * C, "rmsnorm dinp"); // (N, C)
+  const dy = operand(dout, N * C, "rmsnorm dout"); // (N, C)
+  const x = operand(inp, N * C, "rmsnorm inp"); // (N, C)
+  const w = operand(weight, C, "rmsnorm weight"); // (C)
+  const r = operand(rstd, N, "rmsnorm rstd"); // (N)
   if (N === 0) return;
-  const rows = 8;
-  const vec = rowVecThreads(C, dx, dy, x, w);
-  ctx.kernels.run(
-    vec ? "rmsnorm_bwd_dx_vec" : "rmsnorm_bwd_dx",
-    vec ? N : Math.ceil(N / rows),
-    vec ? vec : 32 * rows,
-    0,
-    [
-      dx.ptr,
-      dtCode(dx.dtype),
-      dy.ptr,
-      dtCode(dy.dtype),
-      x.ptr,
-      dtCode(x.dtype),
-      w.ptr,
-      dtCode(w.dtype),
-      r.ptr,
-      dtCode(r.dtype),
-      N,
-      C,
-    ],
-    "rmsnorm_bwd_dx",
-  );
+  rowKernel(ctx, "rmsnorm_bwd_dx", N, C, [dx, dy, x, w], [...ptrDt(dx, dy, x, w, r), N, C]);
   if (dweight !== null) {
-    const dw = cudaBuf(dweight, "rmsnorm dweight");
-    need(dw, C, "rmsnorm dweight"); // (C)
+    const dw = operand(dweight, C, "rmsnorm dweight"); // (C)
     if (dw.dtype === "f32" && r.dtype === "f32") {
       rmsnormWeightGrad(ctx, dw, dy, x, r, N, C);
       return;
     }
-    ctx.kernels.run("rmsnorm_bwd_dw", Math.ceil(C / THREADS), THREADS, 0, [
-      dw.ptr,
-      dtCode(dw.dtype),
-      dy.ptr,
-      dtCode(dy.dtype),
-      x.ptr,
-      dtCode(x.dtype),
-      r.ptr,
-      dtCode(r.dtype),
-      N,
-      C,
-    ]);
+    const args = [...ptrDt(dw, dy, x, r), N, C];
+    ctx.kernels.run("rmsnorm_bwd_dw", Math.ceil(C / THREADS), THREADS, 0, args);
   }
+}
+
+/**
+ * A row kernel over N rows of C: `<name>_vec` (a block per row) where rowVecThreads allows
+ * it for the `aligned` buffers, else `name` (a warp per row, 8 rows a block); one profile
+ * row named `name` either way.
+ */
+function rowKernel(
+  ctx: CudaContext,
+  name: "rmsnorm_fwd" | "rmsnorm_bwd_dx",
+  N: number,
+  C: number,
+  aligned: CudaBuffer[],
+  args: (number | bigint)[],
+): void {
+  const rows = 8; // warps per block
+  const vec = rowVecThreads(C, ...aligned);
+  if (vec) ctx.kernels.run(`${name}_vec`, N, vec, 0, args, name);
+  else ctx.kernels.run(name, Math.ceil(N / rows), 32 * rows, 0, args, name);
 }
 
 /**
@@ -150,26 +94,12 @@ function rmsnormWeightGrad(
     const chunk = Math.max(8, Math.ceil(N / 64));
     const R = Math.ceil(N / chunk);
     const part = ctx.scratch(R * C, "f32"); // (R, C)
-    ctx.kernels.run("rmsnorm_dw_partial", [Math.ceil(C / 256), R, 1], 256, 0, [
-      part.ptr,
-      dy.ptr,
-      dtCode(dy.dtype),
-      x.ptr,
-      dtCode(x.dtype),
-      r.ptr,
-      dtCode(r.dtype),
-      N,
-      C,
-      chunk,
-    ], "rmsnorm dweight partial");
-    ctx.kernels.run("bias_grad", Math.ceil(C / THREADS), THREADS, 0, [
-      dw.ptr,
-      dtCode(dw.dtype),
-      part.ptr,
-      dtCode("f32"),
-      R,
-      C,
-    ], "bias_grad (rmsnorm dweight)");
+    const partArgs = [part.ptr, ...ptrDt(dy, x, r), N, C, chunk];
+    const grid: [number, number, number] = [Math.ceil(C / 256), R, 1];
+    ctx.kernels.run("rmsnorm_dw_partial", grid, 256, 0, partArgs, "rmsnorm dweight partial");
+    const sumArgs = [...ptrDt(dw, part), R, C];
+    const label = "bias_grad (rmsnorm dweight)";
+    ctx.kernels.run("bias_grad", Math.ceil(C / THREADS), THREADS, 0, sumArgs, label);
     ctx.dropScratch(part);
     return;
   }
@@ -177,7 +107,7 @@ function rmsnormWeightGrad(
   ctx.runVec(
     "ew_mul",
     N * C,
-    [p.ptr, dtCode("f32"), dy.ptr, dtCode(dy.dtype), x.ptr, dtCode(x.dtype), N * C],
+    [...ptrDt(p, dy, x), N * C],
     "ew_mul (rmsnorm dweight)",
   );
   // Column-major: dweight(C, 1) += p(C, N) . rstd(N, 1).
