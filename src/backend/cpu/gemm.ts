@@ -25,11 +25,10 @@ const KC = 512;
 const NC = 64;
 
 /**
- * C(M, N) = A(M, K) @ B(N, K)^T + beta * C in TypeScript.
- * Register-blocked 2x4 dot products (V8 keeps 8 accumulators and 6 operands in registers;
- * 4x4 spills and runs several times slower) over a cache-blocked (KC, NC) panel of B.
+ * The arguments of every product: C(M, N) = op(A) @ op(B) + beta * C over K (op a
+ * transpose or not), row-major with leading dimensions lda, ldb, ldc.
  */
-export function gemmNTts(
+export type GemmArgs = [
   M: number,
   N: number,
   K: number,
@@ -40,7 +39,14 @@ export function gemmNTts(
   C: Float32Array,
   ldc: number,
   beta: number,
-): void {
+];
+
+/**
+ * C(M, N) = A(M, K) @ B(N, K)^T + beta * C in TypeScript.
+ * Register-blocked 2x4 dot products (V8 keeps 8 accumulators and 6 operands in registers;
+ * 4x4 spills and runs several times slower) over a cache-blocked (KC, NC) panel of B.
+ */
+export function gemmNTts(...[M, N, K, A, lda, B, ldb, C, ldc, beta]: GemmArgs): void {
   if (beta === 0) {
     for (let i = 0; i < M; i++) C.fill(0, i * ldc, i * ldc + N);
   }
@@ -188,61 +194,51 @@ export class Gemm {
     blas.setThreads(M * N * K < SMALL_GEMM ? 1 : Math.min(this.maxThreads, blas.maxThreads));
   }
 
-  /** C(M, N) = A(M, K) @ B(N, K)^T + beta * C. */
-  nt(
-    M: number,
-    N: number,
-    K: number,
-    A: Float32Array,
-    lda: number,
+  /** A product on OpenBLAS with transposes ta, tb of A and B. */
+  #sgemm(ta: boolean, tb: boolean, ...[M, N, K, A, lda, B, ldb, C, ldc, beta]: GemmArgs): void {
+    this.#threads(M, N, K);
+    this.blas!.sgemm(ta, tb, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  /**
+   * A one-row product on OpenBLAS: y = op(B(rows, cols)) @ x, op a transpose with `trans`.
+   * y is zeroed here when beta = 0: some OpenBLAS versions scale y by beta = 0 with a
+   * multiply, which would keep a NaN left in a reused buffer.
+   */
+  #gemv(
+    trans: boolean,
+    rows: number,
+    cols: number,
     B: Float32Array,
     ldb: number,
-    C: Float32Array,
-    ldc: number,
+    x: Float32Array,
+    y: Float32Array,
     beta: number,
   ): void {
+    const blas = this.blas!;
+    if (beta === 0) y.fill(0, 0, trans ? cols : rows);
+    blas.setThreads(rows * cols < SMALL_GEMV ? 1 : Math.min(this.maxThreads, blas.maxThreads));
+    blas.sgemv(trans, rows, cols, 1, B, ldb, x, 1, y);
+  }
+
+  /** C(M, N) = A(M, K) @ B(N, K)^T + beta * C. */
+  nt(...a: GemmArgs): void {
+    const [M, N, K, A, , B, ldb, C, , beta] = a;
     if (M === 0 || N === 0) return;
-    if (this.blas === null) gemmNTts(M, N, K, A, lda, B, ldb, C, ldc, beta);
-    else if (M === 1) {
-      // Decode-sized product C(N) = B @ a. Zero C ourselves: some OpenBLAS versions scale y
-      // by beta = 0 with a multiply, which would keep a NaN left in a reused buffer.
-      if (beta === 0) C.fill(0, 0, N);
-      this.blas.setThreads(
-        N * K < SMALL_GEMV ? 1 : Math.min(this.maxThreads, this.blas.maxThreads),
-      );
-      this.blas.sgemv(false, N, K, 1, B, ldb, A, 1, C);
-    } else {
-      this.#threads(M, N, K);
-      this.blas.sgemm(false, true, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
-    }
+    if (this.blas === null) gemmNTts(...a);
+    // Decode-sized product C(N) = B @ a.
+    else if (M === 1) this.#gemv(false, N, K, B, ldb, A, C, beta);
+    else this.#sgemm(false, true, ...a);
   }
 
   /** C(M, N) = A(M, K) @ B(K, N) + beta * C. */
-  nn(
-    M: number,
-    N: number,
-    K: number,
-    A: Float32Array,
-    lda: number,
-    B: Float32Array,
-    ldb: number,
-    C: Float32Array,
-    ldc: number,
-    beta: number,
-  ): void {
+  nn(...a: GemmArgs): void {
+    const [M, N, K, A, lda, B, ldb, C, ldc, beta] = a;
     if (M === 0 || N === 0) return;
     if (this.blas) {
-      if (M === 1) {
-        // C(N) = B(K, N)^T @ a(K); zeroed here for the same reason as in nt().
-        if (beta === 0) C.fill(0, 0, N);
-        this.blas.setThreads(
-          N * K < SMALL_GEMV ? 1 : Math.min(this.maxThreads, this.blas.maxThreads),
-        );
-        this.blas.sgemv(true, K, N, 1, B, ldb, A, 1, C);
-      } else {
-        this.#threads(M, N, K);
-        this.blas.sgemm(false, false, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
-      }
+      // C(N) = B(K, N)^T @ a(K) for a single row.
+      if (M === 1) this.#gemv(true, K, N, B, ldb, A, C, beta);
+      else this.#sgemm(false, false, ...a);
       return;
     }
     const bt = this.scratch.get(SLOT_PACK_B, N * K); // (N, K)
@@ -251,22 +247,11 @@ export class Gemm {
   }
 
   /** C(M, N) = A(K, M)^T @ B(K, N) + beta * C. */
-  tn(
-    M: number,
-    N: number,
-    K: number,
-    A: Float32Array,
-    lda: number,
-    B: Float32Array,
-    ldb: number,
-    C: Float32Array,
-    ldc: number,
-    beta: number,
-  ): void {
+  tn(...a: GemmArgs): void {
+    const [M, N, K, A, lda, B, ldb, C, ldc, beta] = a;
     if (M === 0 || N === 0) return;
     if (this.blas) {
-      this.#threads(M, N, K);
-      this.blas.sgemm(true, false, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
+      this.#sgemm(true, false, ...a);
       return;
     }
     const at = this.scratch.get(SLOT_PACK_A, M * K); // (M, K)
