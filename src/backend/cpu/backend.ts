@@ -6,7 +6,6 @@
 import { openBlas } from "../../../ffi/openblas.ts";
 import { TuneError } from "../../errors.ts";
 import {
-  type AdamWParams,
   type AttentionVariant,
   type Backend,
   type Collectives,
@@ -14,27 +13,19 @@ import {
   type DeviceBuffer,
   type DType,
   type FusedDecoder,
-  type Nf4Weight,
+  type OpArgs,
   plainAttention,
-  type RopeLayout,
   SingleProcessCollectives,
 } from "../ops.ts";
-import { adamwStep } from "./adamw.ts";
-import {
-  attentionBackward,
-  type AttentionDims,
-  attentionForward,
-  attentionUnits,
-} from "./attention.ts";
+import { type AttentionDims, attentionUnits } from "./attention.ts";
 import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
 import { CpuDecoder } from "./decode.ts";
 import { dropoutFill } from "./dropout.ts";
 import { Gemm } from "./gemm.ts";
 import { nf4Dequantize, nf4MatmulBackward, nf4MatmulForward } from "./nf4_ops.ts";
 import * as layers from "./layers.ts";
-import { allShared, CpuPool, type PoolJob } from "./pool.ts";
+import { allShared, CpuPool, type PoolJob, runJob } from "./pool.ts";
 import { Scratch } from "./scratch.ts";
-import { simdKernels } from "./simd.ts";
 
 /** Options of the CPU backend. */
 export interface CpuBackendOptions {
@@ -47,12 +38,8 @@ export interface CpuBackendOptions {
   collectives?: Collectives;
 }
 
-/** Scratch slots (slots 0 and 1 belong to gemm.ts). */
-const SLOT_ATT_P = 2; // (ROWS, Tk) attention scores / probabilities of a block of rows
-const SLOT_ATT_DP = 3; // (ROWS, T) attention dP / dS of a block of rows
-const SLOT64_ACC = 0; // (N) bias-gradient sums
-/** Query rows per attention block (as attention.ts). */
-const ATT_ROWS = 64;
+/** Float64 scratch slot of the bias-gradient sums (N). */
+const SLOT64_ACC = 0;
 /**
  * Elementwise calls at least this large (logits for cross-entropy, elements otherwise) are
  * split across two threads (pool.ts); smaller ones are not worth a message round trip.
@@ -115,6 +102,8 @@ export class CpuBackend implements Backend {
   private readonly scratch = new Scratch();
   private liveBytes = 0;
   #poolState: CpuPool | null | undefined;
+  /** The products of this backend's pool jobs, run on this thread (runJob of pool.ts). */
+  readonly #gemmOf = (): Gemm => this.gemm;
 
   constructor(opts: CpuBackendOptions = {}) {
     const want = opts.matmul ?? envMatmul();
@@ -245,16 +234,8 @@ export class CpuBackend implements Backend {
     }
   }
 
-  doraNorm(
-    scale: DeviceBuffer,
-    norm: DeviceBuffer,
-    w: DeviceBuffer,
-    ba: DeviceBuffer,
-    magnitude: DeviceBuffer,
-    s: number,
-    O: number,
-    I: number,
-  ): void {
+  doraNorm(...a: OpArgs<"doraNorm">): void {
+    const [scale, norm, w, ba, magnitude, s, O, I] = a;
     const g = f32(scale, O, "doraNorm scale"), nrm = f32(norm, O, "doraNorm norm");
     const W = f32(w, O * I, "doraNorm w"), L = f32(ba, O * I, "doraNorm ba");
     const m = f32(magnitude, O, "doraNorm magnitude");
@@ -270,7 +251,7 @@ export class CpuBackend implements Backend {
     }
   }
 
-  scaleColumns(out: DeviceBuffer, inp: DeviceBuffer, v: DeviceBuffer, N: number, C: number): void {
+  scaleColumns(...[out, inp, v, N, C]: OpArgs<"scaleColumns">): void {
     const o = f32(out, N * C, "scaleColumns"), x = f32(inp, N * C, "scaleColumns inp");
     const c = f32(v, C, "scaleColumns v");
     for (let n = 0; n < N; n++) {
@@ -279,14 +260,7 @@ export class CpuBackend implements Backend {
     }
   }
 
-  doraMagnitudeBackward(
-    dmag: DeviceBuffer,
-    dout: DeviceBuffer,
-    z: DeviceBuffer,
-    norm: DeviceBuffer,
-    N: number,
-    C: number,
-  ): void {
+  doraMagnitudeBackward(...[dmag, dout, z, norm, N, C]: OpArgs<"doraMagnitudeBackward">): void {
     const d = f32(dmag, C, "doraMagnitudeBackward dmag");
     const dy = f32(dout, N * C, "doraMagnitudeBackward dout");
     const zz = f32(z, N * C, "doraMagnitudeBackward z");
@@ -321,16 +295,8 @@ export class CpuBackend implements Backend {
 
   // ---- layers -------------------------------------------------------------------------
 
-  matmulForward(
-    out: DeviceBuffer,
-    inp: DeviceBuffer,
-    weight: DeviceBuffer,
-    bias: DeviceBuffer | null,
-    M: number,
-    K: number,
-    N: number,
-    accumulate = false,
-  ): void {
+  matmulForward(...a: OpArgs<"matmulForward">): void {
+    const [out, inp, weight, bias, M, K, N, accumulate = false] = a;
     const o = f32(out, M * N, "matmul out"); // (M, N)
     const x = f32(inp, M * K, "matmul inp"); // (M, K)
     const w = f32(weight, N * K, "matmul weight"); // (N, K)
@@ -352,17 +318,8 @@ export class CpuBackend implements Backend {
     this.gemm.nt(M, N, K, x, K, w, K, o, N, beta);
   }
 
-  matmulBackward(
-    dinp: DeviceBuffer | null,
-    dweight: DeviceBuffer | null,
-    dbias: DeviceBuffer | null,
-    dout: DeviceBuffer,
-    inp: DeviceBuffer,
-    weight: DeviceBuffer,
-    M: number,
-    K: number,
-    N: number,
-  ): void {
+  matmulBackward(...a: OpArgs<"matmulBackward">): void {
+    const [dinp, dweight, dbias, dout, inp, weight, M, K, N] = a;
     const dy = f32(dout, M * N, "matmul dout"); // (M, N)
     if (dinp !== null) {
       const dx = f32(dinp, M * K, "matmul dinp"); // (M, K)
@@ -386,13 +343,7 @@ export class CpuBackend implements Backend {
     }
   }
 
-  embeddingForward(
-    out: DeviceBuffer,
-    tokens: DeviceBuffer,
-    table: DeviceBuffer,
-    N: number,
-    C: number,
-  ): void {
+  embeddingForward(...[out, tokens, table, N, C]: OpArgs<"embeddingForward">): void {
     layers.embeddingForward(
       f32(out, N * C, "embedding out"),
       i32(tokens, N, "embedding tokens"),
@@ -402,13 +353,7 @@ export class CpuBackend implements Backend {
     );
   }
 
-  embeddingBackward(
-    dtable: DeviceBuffer,
-    dout: DeviceBuffer,
-    tokens: DeviceBuffer,
-    N: number,
-    C: number,
-  ): void {
+  embeddingBackward(...[dtable, dout, tokens, N, C]: OpArgs<"embeddingBackward">): void {
     layers.embeddingBackward(
       f32(dtable, 0, "embedding dtable"),
       f32(dout, N * C, "embedding dout"),
@@ -418,15 +363,7 @@ export class CpuBackend implements Backend {
     );
   }
 
-  rmsnormForward(
-    out: DeviceBuffer,
-    rstd: DeviceBuffer,
-    inp: DeviceBuffer,
-    weight: DeviceBuffer,
-    N: number,
-    C: number,
-    eps: number,
-  ): void {
+  rmsnormForward(...[out, rstd, inp, weight, N, C, eps]: OpArgs<"rmsnormForward">): void {
     layers.rmsnormForward(
       f32(out, N * C, "rmsnorm out"),
       f32(rstd, N, "rmsnorm rstd"),
@@ -438,16 +375,8 @@ export class CpuBackend implements Backend {
     );
   }
 
-  rmsnormBackward(
-    dinp: DeviceBuffer,
-    dweight: DeviceBuffer | null,
-    dout: DeviceBuffer,
-    inp: DeviceBuffer,
-    weight: DeviceBuffer,
-    rstd: DeviceBuffer,
-    N: number,
-    C: number,
-  ): void {
+  rmsnormBackward(...a: OpArgs<"rmsnormBackward">): void {
+    const [dinp, dweight, dout, inp, weight, rstd, N, C] = a;
     layers.rmsnormBackward(
       f32(dinp, N * C, "rmsnorm dinp"),
       dweight === null ? null : f32(dweight, C, "rmsnorm dweight"),
@@ -460,21 +389,8 @@ export class CpuBackend implements Backend {
     );
   }
 
-  rope(
-    x: DeviceBuffer,
-    cos: DeviceBuffer,
-    sin: DeviceBuffer,
-    B: number,
-    T: number,
-    NH: number,
-    HS: number,
-    pos: number,
-    layout: RopeLayout,
-    inverse: boolean,
-    positions: DeviceBuffer | null = null,
-    rotaryDims = HS,
-  ): void {
-    const RD = rotaryDims;
+  rope(...a: OpArgs<"rope">): void {
+    const [x, cos, sin, B, T, NH, HS, pos, layout, inverse, positions = null, RD = HS] = a;
     if (RD % 2 !== 0 || RD < 2 || RD > HS) {
       throw new Error(`rope: rotary dims ${RD} must be even and within head size ${HS}`);
     }
@@ -511,22 +427,8 @@ export class CpuBackend implements Backend {
     );
   }
 
-  attentionForward(
-    out: DeviceBuffer,
-    lse: DeviceBuffer,
-    q: DeviceBuffer,
-    k: DeviceBuffer,
-    v: DeviceBuffer,
-    B: number,
-    T: number,
-    Tk: number,
-    Tcap: number,
-    NH: number,
-    NKV: number,
-    HS: number,
-    segments: DeviceBuffer | null = null,
-    variant: AttentionVariant | null = null,
-  ): void {
+  attentionForward(...args: OpArgs<"attentionForward">): void {
+    const [out, lse, q, k, v, B, T, Tk, Tcap, NH, NKV, HS, segments = null, variant = null] = args;
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
     if (segments !== null && Tk !== T) {
@@ -541,48 +443,31 @@ export class CpuBackend implements Backend {
       k: f32(k, B * Tcap * NKV * HS, "attention k"),
       v: f32(v, B * Tcap * NKV * HS, "attention v"),
     };
-    const n = Math.min(T, ATT_ROWS) * Tk;
-    // scores in wasm memory when the SIMD kernels run (attention.ts then exps them there)
-    const run = (u0: number, u1: number) => {
-      const s = simdKernels()?.attnScratch(n) ?? this.scratch.get(SLOT_ATT_P, n);
-      attentionForward(this.gemm, a.out, a.lse, a.q, a.k, a.v, d, s, u0, u1);
+    const part = (u0: number, u1: number): PoolJob => {
+      return { kind: "attentionForward", matmul: this.matmulPath, a, d, u0, u1 };
     };
-    this.#runUnits(Object.values(a), B * NH * T * Tk, attentionUnits(d), run, (u0, u1) => ({
-      kind: "attentionForward",
-      matmul: this.matmulPath,
-      a,
-      d,
-      u0,
-      u1,
-    }));
+    this.#attention(Object.values(a), B * NH * T * Tk, attentionUnits(d), part);
   }
 
   /**
-   * Run units [0, U) of an attention pass over `scores` (query, key) pairs: here alone, or,
-   * when the pass is large enough and its buffers are shared, the first half here and the
-   * second on a pool worker running `job(mid, U)`.
+   * Run units [0, U) of an attention pass over `scores` (query, key) pairs (#halves: on two
+   * threads when the pass is large enough and its buffers are shared), with one OpenBLAS
+   * thread per side meanwhile.
    */
-  #runUnits(
+  #attention(
     buffers: readonly Float32Array[],
     scores: number,
     U: number,
-    run: (u0: number, u1: number) => void,
-    job: (u0: number, u1: number) => PoolJob,
+    part: (u0: number, u1: number) => PoolJob,
   ): void {
     const pool = U > 1 && scores >= POOL_MIN_SCORES ? this.#pool(buffers) : null;
     if (pool === null) {
-      run(0, U);
+      this.#halves(null, U, part);
       return;
     }
-    const mid = U >> 1;
-    this.#splitProducts(pool, job(mid, U), () => run(0, mid), () => run(mid, U));
-  }
-
-  /** #split for kernels that call OpenBLAS: one OpenBLAS thread per side meanwhile. */
-  #splitProducts(pool: CpuPool, job: PoolJob, local: () => void, redo: () => void): void {
     this.gemm.maxThreads = 1;
     try {
-      this.#split(pool, job, local, redo);
+      this.#halves(pool, U, part);
     } finally {
       this.gemm.maxThreads = Infinity;
       // The worker set the process-wide OpenBLAS thread count: resynchronise our cache.
@@ -590,24 +475,9 @@ export class CpuBackend implements Backend {
     }
   }
 
-  attentionBackward(
-    dq: DeviceBuffer,
-    dk: DeviceBuffer,
-    dv: DeviceBuffer,
-    dout: DeviceBuffer,
-    q: DeviceBuffer,
-    k: DeviceBuffer,
-    v: DeviceBuffer,
-    out: DeviceBuffer,
-    lse: DeviceBuffer,
-    B: number,
-    T: number,
-    NH: number,
-    NKV: number,
-    HS: number,
-    segments: DeviceBuffer | null = null,
-    variant: AttentionVariant | null = null,
-  ): void {
+  attentionBackward(...args: OpArgs<"attentionBackward">): void {
+    const [dq, dk, dv, dout, q, k, v, out, lse, ...dims] = args;
+    const [B, T, NH, NKV, HS, segments = null, variant = null] = dims;
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
     const seg = segments === null ? null : i32(segments, B * T, "attention segments"); // (B, T)
@@ -623,45 +493,13 @@ export class CpuBackend implements Backend {
       out: f32(out, nq, "attention out"),
       lse: f32(lse, B * NH * T, "attention lse"),
     };
-    const p = this.scratch.get(SLOT_ATT_P, Math.min(T, ATT_ROWS) * T);
-    const dp = this.scratch.get(SLOT_ATT_DP, Math.min(T, ATT_ROWS) * T);
-    const run = (u0: number, u1: number) =>
-      attentionBackward(
-        this.gemm,
-        a.dq,
-        a.dk,
-        a.dv,
-        a.dout,
-        a.q,
-        a.k,
-        a.v,
-        a.out,
-        a.lse,
-        d,
-        p,
-        dp,
-        u0,
-        u1,
-      );
-    this.#runUnits(Object.values(a), B * NH * T * T, attentionUnits(d), run, (u0, u1) => ({
-      kind: "attentionBackward",
-      matmul: this.matmulPath,
-      a,
-      d,
-      u0,
-      u1,
-    }));
+    const part = (u0: number, u1: number): PoolJob => {
+      return { kind: "attentionBackward", matmul: this.matmulPath, a, d, u0, u1 };
+    };
+    this.#attention(Object.values(a), B * NH * T * T, attentionUnits(d), part);
   }
 
-  kvCacheWrite(
-    cache: DeviceBuffer,
-    src: DeviceBuffer,
-    B: number,
-    T: number,
-    Tcap: number,
-    width: number,
-    pos: number,
-  ): void {
+  kvCacheWrite(...[cache, src, B, T, Tcap, width, pos]: OpArgs<"kvCacheWrite">): void {
     if (pos < 0 || pos + T > Tcap) {
       throw new TuneError(
         `KV cache of ${Tcap} positions cannot hold positions ${pos}..` +
@@ -679,21 +517,14 @@ export class CpuBackend implements Backend {
     );
   }
 
-  swigluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
+  swigluForward(...[out, gate, up, n]: OpArgs<"swigluForward">): void {
     const o = f32n(out, n, "swiglu out"), g = f32n(gate, n, "swiglu gate");
     const u = f32n(up, n, "swiglu up");
     const pool = n >= POOL_MIN_ELEMENTS ? this.#pool([o, g, u]) : null;
-    if (pool === null) {
-      layers.swigluForward(o, g, u, n);
-      return;
-    }
-    const mid = n >> 1;
-    this.#split(
-      pool,
-      { kind: "swigluForward", out: o.subarray(mid), gate: g.subarray(mid), up: u.subarray(mid) },
-      () => layers.swigluForward(o, g, u, mid),
-      () => layers.swigluForward(o.subarray(mid), g.subarray(mid), u.subarray(mid), n - mid),
-    );
+    this.#halves(pool, n, (i0, i1) => {
+      const [out, gate, up] = [o, g, u].map((x) => x.subarray(i0, i1));
+      return { kind: "swigluForward", out, gate, up };
+    });
   }
 
   /** The pool when it is running and every array is shared, else null. */
@@ -702,107 +533,68 @@ export class CpuBackend implements Backend {
     return this.#poolState !== null && allShared(arrays) ? this.#poolState : null;
   }
 
-  /** Run `job` on the pool's worker while `local` runs here; `redo` if the worker failed. */
-  #split(pool: CpuPool, job: PoolJob, local: () => void, redo: () => void): void {
-    if (!pool.run(job, local)) redo();
+  /**
+   * Run a kernel over n parts (elements, rows or attention units), `part(i0, i1)` being the
+   * job of parts [i0, i1): all here when `pool` is null, else [0, n/2) here while the pool's
+   * worker runs [n/2, n) (here too if the worker failed).
+   */
+  #halves(pool: CpuPool | null, n: number, part: (i0: number, i1: number) => PoolJob): void {
+    if (pool === null) {
+      runJob(part(0, n), this.scratch, this.#gemmOf);
+      return;
+    }
+    const mid = n >> 1;
+    const far = part(mid, n);
+    if (!pool.run(far, () => runJob(part(0, mid), this.scratch, this.#gemmOf))) {
+      runJob(far, this.scratch, this.#gemmOf);
+    }
   }
 
-  swigluBackward(
-    dgate: DeviceBuffer,
-    dup: DeviceBuffer,
-    dout: DeviceBuffer,
-    gate: DeviceBuffer,
-    up: DeviceBuffer,
-    n: number,
-  ): void {
+  swigluBackward(...[dgate, dup, dout, gate, up, n]: OpArgs<"swigluBackward">): void {
     const dg = f32n(dgate, n, "swiglu dgate"), du = f32n(dup, n, "swiglu dup");
     const d = f32n(dout, n, "swiglu dout"), g = f32n(gate, n, "swiglu gate");
     const u = f32n(up, n, "swiglu up");
     const pool = n >= POOL_MIN_ELEMENTS ? this.#pool([dg, du, d, g, u]) : null;
-    if (pool === null) {
-      layers.swigluBackward(dg, du, d, g, u, n);
-      return;
-    }
-    const mid = n >> 1;
-    const hi = (a: Float32Array) => a.subarray(mid);
-    this.#split(
-      pool,
-      { kind: "swigluBackward", dgate: hi(dg), dup: hi(du), dout: hi(d), gate: hi(g), up: hi(u) },
-      () => layers.swigluBackward(dg, du, d, g, u, mid),
-      () => layers.swigluBackward(hi(dg), hi(du), hi(d), hi(g), hi(u), n - mid),
-    );
+    this.#halves(pool, n, (i0, i1) => {
+      const [dgate, dup, dout, gate, up] = [dg, du, d, g, u].map((x) => x.subarray(i0, i1));
+      return { kind: "swigluBackward", dgate, dup, dout, gate, up };
+    });
   }
 
-  gegluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void {
+  gegluForward(...[out, gate, up, n]: OpArgs<"gegluForward">): void {
     const o = f32n(out, n, "geglu out"), g = f32n(gate, n, "geglu gate");
     const u = f32n(up, n, "geglu up");
     layers.gegluForward(o, g, u, n);
   }
 
-  gegluBackward(
-    dgate: DeviceBuffer,
-    dup: DeviceBuffer,
-    dout: DeviceBuffer,
-    gate: DeviceBuffer,
-    up: DeviceBuffer,
-    n: number,
-  ): void {
+  gegluBackward(...[dgate, dup, dout, gate, up, n]: OpArgs<"gegluBackward">): void {
     const dg = f32n(dgate, n, "geglu dgate"), du = f32n(dup, n, "geglu dup");
     const d = f32n(dout, n, "geglu dout"), g = f32n(gate, n, "geglu gate");
     const u = f32n(up, n, "geglu up");
     layers.gegluBackward(dg, du, d, g, u, n);
   }
 
-  crossEntropy(
-    losses: DeviceBuffer,
-    dlogits: DeviceBuffer | null,
-    logits: DeviceBuffer,
-    targets: DeviceBuffer,
-    N: number,
-    V: number,
-    gradScale: number,
-  ): void {
+  crossEntropy(...a: OpArgs<"crossEntropy">): void {
+    const [losses, dlogits, logits, targets, N, V, gradScale] = a;
     const l = f32(losses, N, "cross-entropy losses");
     const dl = dlogits === null ? null : f32(dlogits, N * V, "cross-entropy dlogits");
     const x = f32(logits, N * V, "cross-entropy logits");
     const t = i32(targets, N, "cross-entropy targets");
     const pool = N > 1 && N * V >= POOL_MIN_LOGITS ? this.#pool([l, dl, x, t]) : null;
-    if (pool === null) {
-      layers.crossEntropy(l, dl, x, t, N, V, gradScale);
-      return;
-    }
-    // rows [0, mid) here, [mid, N) on the worker
-    const mid = N >> 1;
-    const part = (r0: number, r1: number) => ({
+    this.#halves(pool, N, (r0, r1) => ({
+      kind: "crossEntropy",
       losses: l.subarray(r0, r1),
       dlogits: dl === null ? null : dl.subarray(r0 * V, r1 * V),
       logits: x.subarray(r0 * V, r1 * V),
       targets: t.subarray(r0, r1),
-    });
-    const rows = (r0: number, r1: number) => {
-      const p = part(r0, r1);
-      layers.crossEntropy(p.losses, p.dlogits, p.logits, p.targets, r1 - r0, V, gradScale);
-    };
-    this.#split(
-      pool,
-      { kind: "crossEntropy", ...part(mid, N), V, gradScale },
-      () => rows(0, mid),
-      () => rows(mid, N),
-    );
+      V,
+      gradScale,
+    }));
   }
 
-  distillCrossEntropy(
-    losses: DeviceBuffer,
-    kdLosses: DeviceBuffer,
-    dlogits: DeviceBuffer | null,
-    logits: DeviceBuffer,
-    teacherLogits: DeviceBuffer,
-    targets: DeviceBuffer,
-    N: number,
-    V: number,
-    kdRatio: number,
-    gradScale: number,
-  ): void {
+  distillCrossEntropy(...a: OpArgs<"distillCrossEntropy">): void {
+    const [losses, kdLosses, dlogits, logits, teacherLogits, targets, ...rest] = a;
+    const [N, V, kdRatio, gradScale] = rest;
     layers.distillCrossEntropy(
       f32(losses, N, "distillation losses"),
       f32(kdLosses, N, "distillation KD losses"),
@@ -819,51 +611,30 @@ export class CpuBackend implements Backend {
 
   // ---- NF4 base weights (QLoRA): src/backend/cpu/nf4_ops.ts ----------------------------
 
-  nf4Dequantize(out: DeviceBuffer, w: Nf4Weight, row0: number, rows: number): void {
-    nf4Dequantize(out, w, row0, rows);
+  nf4Dequantize(...a: OpArgs<"nf4Dequantize">): void {
+    nf4Dequantize(...a);
   }
 
-  nf4MatmulForward(
-    out: DeviceBuffer,
-    inp: DeviceBuffer,
-    w: Nf4Weight,
-    bias: DeviceBuffer | null,
-    M: number,
-    accumulate = false,
-  ): void {
+  nf4MatmulForward(...a: OpArgs<"nf4MatmulForward">): void {
+    const [out, inp, w, bias, M, accumulate = false] = a;
     nf4MatmulForward(this.gemm, this.scratch, out, inp, w, bias, M, accumulate);
   }
 
-  nf4MatmulBackward(dinp: DeviceBuffer, dout: DeviceBuffer, w: Nf4Weight, M: number): void {
-    nf4MatmulBackward(this.gemm, this.scratch, dinp, dout, w, M);
+  nf4MatmulBackward(...a: OpArgs<"nf4MatmulBackward">): void {
+    nf4MatmulBackward(this.gemm, this.scratch, ...a);
   }
 
   // ---- optimizer ----------------------------------------------------------------------
 
-  adamw(
-    params: DeviceBuffer,
-    grads: DeviceBuffer,
-    m: DeviceBuffer,
-    v: DeviceBuffer,
-    hp: AdamWParams,
-  ): void {
+  adamw(...[params, grads, m, v, hp]: OpArgs<"adamw">): void {
     const n = params.length;
     const p = f32n(params, n, "adamw params"), g = f32n(grads, n, "adamw grads");
     const mm = f32n(m, n, "adamw m"), vv = f32n(v, n, "adamw v");
     const pool = n >= POOL_MIN_ELEMENTS ? this.#pool([p, g, mm, vv]) : null;
-    if (pool === null) {
-      adamwStep(p, g, mm, vv, hp);
-      return;
-    }
-    const mid = n >> 1;
-    const lo = (a: Float32Array) => a.subarray(0, mid);
-    const hi = (a: Float32Array) => a.subarray(mid);
-    this.#split(
-      pool,
-      { kind: "adamw", params: hi(p), grads: hi(g), m: hi(mm), v: hi(vv), hp },
-      () => adamwStep(lo(p), lo(g), lo(mm), lo(vv), hp),
-      () => adamwStep(hi(p), hi(g), hi(mm), hi(vv), hp),
-    );
+    this.#halves(pool, n, (i0, i1) => {
+      const [params, grads, m, v] = [p, g, mm, vv].map((x) => x.subarray(i0, i1));
+      return { kind: "adamw", params, grads, m, v, hp };
+    });
   }
 }
 

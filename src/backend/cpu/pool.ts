@@ -1,7 +1,7 @@
 /**
  * A second thread for the CPU backend's elementwise-heavy kernels (attention, cross-entropy,
  * SwiGLU, AdamW): the main thread runs one half of a kernel while a Worker runs the other half on
- * the same SharedArrayBuffer-backed arrays, then blocks on a shared flag until the worker
+ * the same SharedArrayBuffer-backed arrays (each half a PoolJob, run by runJob on either side), then blocks on a shared flag until the worker
  * is done. OpenBLAS already uses both cores inside large matrix products; this keeps the
  * second core busy outside them. During a split, both threads' products use one OpenBLAS
  * thread each.
@@ -11,7 +11,12 @@
  * thread; when a job fails on the worker, the main thread redoes that share.
  */
 import type { AdamWParams } from "../ops.ts";
-import type { AttentionDims } from "./attention.ts";
+import { adamwStep } from "./adamw.ts";
+import { attentionBackward, type AttentionDims, attentionForward } from "./attention.ts";
+import type { Gemm } from "./gemm.ts";
+import { crossEntropy, swigluBackward, swigluForward } from "./layers.ts";
+import type { Scratch } from "./scratch.ts";
+import { simdKernels } from "./simd.ts";
 
 /** A job for the worker: a kernel and the share it runs. */
 export type PoolJob =
@@ -67,6 +72,58 @@ export type PoolJob =
     v: Float32Array;
     hp: AdamWParams;
   };
+
+/** Scratch slots of attention blocks (slots 0 and 1 belong to gemm.ts). */
+const SLOT_ATT_P = 2; // (ROWS, Tk) attention scores / probabilities of a block of rows
+const SLOT_ATT_DP = 3; // (ROWS, T) attention dP / dS of a block of rows
+/** Query rows per attention block (as attention.ts). */
+const ATT_ROWS = 64;
+
+/**
+ * Run `job` on this thread (the backend runs its own share and, when the worker failed,
+ * the worker's share this way; the worker runs its share this way): products through
+ * `gemm(job.matmul)`, attention blocks in `scratch`.
+ */
+export function runJob(job: PoolJob, scratch: Scratch, gemm: (m: "blas" | "ts") => Gemm): void {
+  if (job.kind === "attentionForward") {
+    const { a, d } = job;
+    const n = Math.min(d.T, ATT_ROWS) * d.Tk;
+    // scores in wasm memory when the SIMD kernels run (attention.ts then exps them there)
+    const s = simdKernels()?.attnScratch(n) ?? scratch.get(SLOT_ATT_P, n);
+    attentionForward(gemm(job.matmul), a.out, a.lse, a.q, a.k, a.v, d, s, job.u0, job.u1);
+  } else if (job.kind === "attentionBackward") {
+    const { a, d } = job;
+    const p = scratch.get(SLOT_ATT_P, Math.min(d.T, ATT_ROWS) * d.T);
+    const dp = scratch.get(SLOT_ATT_DP, Math.min(d.T, ATT_ROWS) * d.T);
+    const g = gemm(job.matmul);
+    attentionBackward(
+      g,
+      a.dq,
+      a.dk,
+      a.dv,
+      a.dout,
+      a.q,
+      a.k,
+      a.v,
+      a.out,
+      a.lse,
+      d,
+      p,
+      dp,
+      job.u0,
+      job.u1,
+    );
+  } else if (job.kind === "crossEntropy") {
+    const N = job.losses.length;
+    crossEntropy(job.losses, job.dlogits, job.logits, job.targets, N, job.V, job.gradScale);
+  } else if (job.kind === "swigluForward") {
+    swigluForward(job.out, job.gate, job.up, job.out.length);
+  } else if (job.kind === "swigluBackward") {
+    swigluBackward(job.dgate, job.dup, job.dout, job.gate, job.up, job.dout.length);
+  } else {
+    adamwStep(job.params, job.grads, job.m, job.v, job.hp);
+  }
+}
 
 /** How long to wait for the worker to load before running without it (ms). */
 const START_TIMEOUT_MS = 15000;
