@@ -151,10 +151,36 @@ export interface AttentionVariant {
   scale?: number;
 }
 
+/**
+ * The last parameters of attentionForward and of attentionBackward, which takes the
+ * forward's: NH query heads, NKV key/value heads of size HS, and the mask's optional
+ * `segments` and `variant` (see attentionForward).
+ */
+export type AttentionHeads = [
+  NH: number,
+  NKV: number,
+  HS: number,
+  segments?: DeviceBuffer | null,
+  variant?: AttentionVariant | null,
+];
+
 /** True when a variant changes nothing (absent, or no window, cap or scale set). */
 export function plainAttention(v: AttentionVariant | null | undefined): boolean {
   return !v || (!(v.window ?? 0) && !(v.softcap ?? 0) && v.scale === undefined);
 }
+
+/**
+ * The parameters of the gated activations' backward ops (swigluBackward, gegluBackward):
+ * dgate(n), dup(n) written from dout(n) and the forward's gate(n), up(n).
+ */
+export type GatedBackwardArgs = [
+  dgate: DeviceBuffer,
+  dup: DeviceBuffer,
+  dout: DeviceBuffer,
+  gate: DeviceBuffer,
+  up: DeviceBuffer,
+  n: number,
+];
 
 /** A compute device: memory plus the fused layer ops of a Llama-family transformer. */
 export interface Backend {
@@ -345,11 +371,7 @@ export interface Backend {
     T: number,
     Tk: number,
     Tcap: number,
-    NH: number,
-    NKV: number,
-    HS: number,
-    segments?: DeviceBuffer | null,
-    variant?: AttentionVariant | null,
+    ...heads: AttentionHeads
   ): void;
   /**
    * Backward of attentionForward for training (Tk = Tcap = T). dq, dk, dv are WRITTEN
@@ -368,11 +390,7 @@ export interface Backend {
     lse: DeviceBuffer,
     B: number,
     T: number,
-    NH: number,
-    NKV: number,
-    HS: number,
-    segments?: DeviceBuffer | null,
-    variant?: AttentionVariant | null,
+    ...heads: AttentionHeads
   ): void;
 
   /**
@@ -391,14 +409,7 @@ export interface Backend {
   /** out(N, H) = silu(gate(N, H)) * up(N, H). out may alias neither input. */
   swigluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void;
   /** dgate(n), dup(n) are WRITTEN from dout(n). dgate/dup may alias gate/up. */
-  swigluBackward(
-    dgate: DeviceBuffer,
-    dup: DeviceBuffer,
-    dout: DeviceBuffer,
-    gate: DeviceBuffer,
-    up: DeviceBuffer,
-    n: number,
-  ): void;
+  swigluBackward(...a: GatedBackwardArgs): void;
 
   /**
    * out(N, H) = gelu_tanh(gate(N, H)) * up(N, H) (GeGLU, Gemma's MLP), with torch's tanh
@@ -406,14 +417,7 @@ export interface Backend {
    */
   gegluForward(out: DeviceBuffer, gate: DeviceBuffer, up: DeviceBuffer, n: number): void;
   /** dgate(n), dup(n) are WRITTEN from dout(n) (backward of gegluForward). dgate/dup may alias gate/up. */
-  gegluBackward(
-    dgate: DeviceBuffer,
-    dup: DeviceBuffer,
-    dout: DeviceBuffer,
-    gate: DeviceBuffer,
-    up: DeviceBuffer,
-    n: number,
-  ): void;
+  gegluBackward(...a: GatedBackwardArgs): void;
 
   /**
    * Cross-entropy of logits(N, V) against targets(N) (i32, -100 = ignore).

@@ -3,30 +3,27 @@
  * and GeGLU (kernels/geglu.cu: geglu_fwd, geglu_bwd), one launcher for both. CPU twin:
  * swigluForward/Backward and gegluForward/Backward of src/backend/cpu/layers.ts.
  */
-import type { DeviceBuffer, OpArgs } from "../ops.ts";
+import type { DeviceBuffer, GatedBackwardArgs, OpArgs } from "../ops.ts";
 import { ptrDt } from "./buffer.ts";
 import { operand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
 
-export function swigluForward(ctx: CudaContext, ...a: OpArgs<"swigluForward">): void {
-  const [out, gate, up, n] = a;
-  gated(ctx, "swiglu_fwd", { out, gate, up }, n);
+/** The forward op of activation `act`: out(n) = act(gate) * up. */
+function forward(act: "swiglu" | "geglu") {
+  return (ctx: CudaContext, ...[out, gate, up, n]: OpArgs<"swigluForward">): void =>
+    gated(ctx, `${act}_fwd`, { out, gate, up }, n);
 }
 
-export function swigluBackward(ctx: CudaContext, ...a: OpArgs<"swigluBackward">): void {
-  const [dgate, dup, dout, gate, up, n] = a;
-  gated(ctx, "swiglu_bwd", { dgate, dup, dout, gate, up }, n);
+/** The backward op of activation `act`: dgate, dup written. */
+function backward(act: "swiglu" | "geglu") {
+  return (ctx: CudaContext, ...[dgate, dup, dout, gate, up, n]: GatedBackwardArgs): void =>
+    gated(ctx, `${act}_bwd`, { dgate, dup, dout, gate, up }, n);
 }
 
-export function gegluForward(ctx: CudaContext, ...a: OpArgs<"gegluForward">): void {
-  const [out, gate, up, n] = a;
-  gated(ctx, "geglu_fwd", { out, gate, up }, n);
-}
-
-export function gegluBackward(ctx: CudaContext, ...a: OpArgs<"gegluBackward">): void {
-  const [dgate, dup, dout, gate, up, n] = a;
-  gated(ctx, "geglu_bwd", { dgate, dup, dout, gate, up }, n);
-}
+export const swigluForward = forward("swiglu");
+export const swigluBackward = backward("swiglu");
+export const gegluForward = forward("geglu");
+export const gegluBackward = backward("geglu");
 
 /**
  * Run the `<act>_fwd` or `<act>_bwd` kernel: its n-element buffers in the kernel's

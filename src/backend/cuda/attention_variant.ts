@@ -6,6 +6,7 @@
  * softcap/softcapBackward of src/backend/cpu/backend.ts.
  */
 import type { AttentionVariant, OpArgs } from "../ops.ts";
+import type { AttentionDims } from "../cpu/attention.ts";
 import { type CudaBuffer, ptrDt } from "./buffer.ts";
 import { floatOperand } from "./checks.ts";
 import type { CudaContext } from "./context.ts";
@@ -13,16 +14,8 @@ import type { CudaContext } from "./context.ts";
 /** Warps per block of the row-per-warp kernels (as attention.ts). */
 const WARPS = 4;
 
-/** Sizes of one attention call. */
-export interface VariantDims {
-  B: number;
-  T: number;
-  Tk: number;
-  Tcap: number;
-  NH: number;
-  NKV: number;
-  HS: number;
-}
+/** Sizes of one attention call (as its CPU twin's). */
+export type VariantDims = Pick<AttentionDims, "B" | "T" | "Tk" | "Tcap" | "NH" | "NKV" | "HS">;
 
 /** The kernels' trailing (scale, seg, window, cap) arguments of a variant. */
 function tail(v: AttentionVariant, HS: number, seg: bigint): (number | bigint)[] {

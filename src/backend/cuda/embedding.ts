@@ -28,7 +28,7 @@ export function embeddingForward(ctx: CudaContext, ...a: OpArgs<"embeddingForwar
   const [out, tokens, table, N, C, hostTokens] = a;
   const tb = cudaBuf(table, "embedding table");
   const o = operand(out, N * C, "embedding out"); // (N, C)
-  const { t, tok, V } = tokenIds(ctx, tokens, tb, N, C, "embeddingForward token check", hostTokens);
+  const { t, V } = tokenIds(ctx, tokens, tb, N, C, "embeddingForward token check", hostTokens);
   ctx.kernels.run1d("embedding_fwd", N * C, [...ptrDt(o), t.ptr, ...ptrDt(tb), N, C, V]);
 }
 
