@@ -26,15 +26,10 @@
  *   optimizer.ts     adamw                                   elementwise.cu, cpu/adamw.ts
  *
  * A new op: its launcher goes in its layer's file (a new file for a new layer), its kernel
- * in kernels/<layer>.cu with its argument kinds in kernels.ts, and one delegate here.
+ * in kernels/<layer>.cu with its argument kinds in kernels.ts, and one entry in LAYER_FNS
+ * here.
  */
-import {
-  type Backend,
-  type Collectives,
-  type DeviceBuffer,
-  type DType,
-  SingleProcessCollectives,
-} from "../ops.ts";
+import { type Backend, type Collectives, type DType, SingleProcessCollectives } from "../ops.ts";
 import { CudaContext, type CudaContextOptions } from "./context.ts";
 import { formatProfile, type ProfileReport, type ProfileRow } from "./profile.ts";
 import * as memory from "./memory.ts";
@@ -57,8 +52,65 @@ export interface CudaBackendOptions extends CudaContextOptions {
   collectives?: Collectives;
 }
 
-/** The arguments of a layer function after its context. */
-type Args<F> = F extends (ctx: CudaContext, ...a: infer A) => unknown ? A : never;
+/**
+ * The layer function of each op (and of bytesReserved, timeMs, matmulBatched, which only
+ * this backend has): it takes the context, then the op's arguments. CudaBackend gets one
+ * method per entry that calls it on its context.
+ */
+const LAYER_FNS = {
+  alloc: memory.alloc,
+  view: memory.view,
+  upload: memory.upload,
+  download: memory.download,
+  fill: memory.fill,
+  copy: memory.copy,
+  free: memory.free,
+  sync: memory.sync,
+  bytesInUse: memory.bytesInUse,
+  bytesReserved: memory.bytesReserved,
+  timeMs: memory.timeMs,
+  add: elementwise.add,
+  mul: elementwise.mul,
+  axpy: elementwise.axpy,
+  scale: elementwise.scale,
+  sum: elementwise.sum,
+  sumSquares: elementwise.sumSquares,
+  dropoutMask: elementwise.dropoutMask,
+  matmulForward: matmul.matmulForward,
+  matmulBatched: matmul.matmulBatched,
+  matmulBackward: matmul.matmulBackward,
+  embeddingForward: embedding.embeddingForward,
+  embeddingBackward: embedding.embeddingBackward,
+  rmsnormForward: norm.rmsnormForward,
+  rmsnormBackward: norm.rmsnormBackward,
+  rope: rope.rope,
+  attentionForward: attention.attentionForward,
+  attentionBackward: attention.attentionBackward,
+  kvCacheWrite: attention.kvCacheWrite,
+  softcap: variants.softcap,
+  softcapBackward: variants.softcapBackward,
+  swigluForward: activations.swigluForward,
+  swigluBackward: activations.swigluBackward,
+  gegluForward: activations.gegluForward,
+  gegluBackward: activations.gegluBackward,
+  crossEntropy: loss.crossEntropy,
+  distillCrossEntropy: loss.distillCrossEntropy,
+  doraNorm: adapters.doraNorm,
+  scaleColumns: adapters.scaleColumns,
+  doraMagnitudeBackward: adapters.doraMagnitudeBackward,
+  nf4Dequantize: nf4.nf4Dequantize,
+  nf4MatmulForward: nf4.nf4MatmulForward,
+  nf4MatmulBackward: nf4.nf4MatmulBackward,
+  adamw: optimizer.adamw,
+};
+type LayerFns = typeof LAYER_FNS;
+
+/** The methods LAYER_FNS gives CudaBackend: each layer function without its context. */
+type LayerMethods = {
+  [K in keyof LayerFns]: LayerFns[K] extends (ctx: CudaContext, ...a: infer A) => infer R
+    ? (...a: A) => R
+    : never;
+};
 
 /**
  * Open the driver, cuBLASLt and the kernels and return the CUDA backend.
@@ -67,6 +119,9 @@ type Args<F> = F extends (ctx: CudaContext, ...a: infer A) => unknown ? A : neve
 export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   return new CudaBackend(opts);
 }
+
+/** The methods of CudaBackend made from LAYER_FNS (declared here, defined in its static block). */
+export interface CudaBackend extends LayerMethods {}
 
 /** A Backend on one NVIDIA GPU. */
 export class CudaBackend implements Backend {
@@ -140,148 +195,17 @@ export class CudaBackend implements Backend {
     this.ctx.release();
   }
 
-  // ---- memory.ts ------------------------------------------------------------
-  alloc(...a: Args<typeof memory.alloc>): DeviceBuffer {
-    return memory.alloc(this.ctx, ...a);
-  }
-  view(...a: Args<typeof memory.view>): DeviceBuffer {
-    return memory.view(this.ctx, ...a);
-  }
-  upload(...a: Args<typeof memory.upload>): void {
-    memory.upload(this.ctx, ...a);
-  }
-  download(...a: Args<typeof memory.download>): Float32Array | Int32Array {
-    return memory.download(this.ctx, ...a);
-  }
-  fill(...a: Args<typeof memory.fill>): void {
-    memory.fill(this.ctx, ...a);
-  }
-  copy(...a: Args<typeof memory.copy>): void {
-    memory.copy(this.ctx, ...a);
-  }
-  free(...a: Args<typeof memory.free>): void {
-    memory.free(this.ctx, ...a);
-  }
-  sync(...a: Args<typeof memory.sync>): void {
-    memory.sync(this.ctx, ...a);
-  }
-  bytesInUse(...a: Args<typeof memory.bytesInUse>): number {
-    return memory.bytesInUse(this.ctx, ...a);
-  }
-  bytesReserved(...a: Args<typeof memory.bytesReserved>): number {
-    return memory.bytesReserved(this.ctx, ...a);
-  }
-  timeMs(...a: Args<typeof memory.timeMs>): number {
-    return memory.timeMs(this.ctx, ...a);
-  }
-  // ---- elementwise.ts -------------------------------------------------------
-  add(...a: Args<typeof elementwise.add>): void {
-    elementwise.add(this.ctx, ...a);
-  }
-  mul(...a: Args<typeof elementwise.mul>): void {
-    elementwise.mul(this.ctx, ...a);
-  }
-  axpy(...a: Args<typeof elementwise.axpy>): void {
-    elementwise.axpy(this.ctx, ...a);
-  }
-  scale(...a: Args<typeof elementwise.scale>): void {
-    elementwise.scale(this.ctx, ...a);
-  }
-  sum(...a: Args<typeof elementwise.sum>): number {
-    return elementwise.sum(this.ctx, ...a);
-  }
-  sumSquares(...a: Args<typeof elementwise.sumSquares>): number {
-    return elementwise.sumSquares(this.ctx, ...a);
-  }
-  dropoutMask(...a: Args<typeof elementwise.dropoutMask>): void {
-    elementwise.dropoutMask(this.ctx, ...a);
-  }
-  // ---- matmul.ts ------------------------------------------------------------
-  matmulForward(...a: Args<typeof matmul.matmulForward>): void {
-    matmul.matmulForward(this.ctx, ...a);
-  }
-  matmulBatched(...a: Args<typeof matmul.matmulBatched>): void {
-    matmul.matmulBatched(this.ctx, ...a);
-  }
-  matmulBackward(...a: Args<typeof matmul.matmulBackward>): void {
-    matmul.matmulBackward(this.ctx, ...a);
-  }
-  // ---- embedding.ts ---------------------------------------------------------
-  embeddingForward(...a: Args<typeof embedding.embeddingForward>): void {
-    embedding.embeddingForward(this.ctx, ...a);
-  }
-  embeddingBackward(...a: Args<typeof embedding.embeddingBackward>): void {
-    embedding.embeddingBackward(this.ctx, ...a);
-  }
-  // ---- norm.ts --------------------------------------------------------------
-  rmsnormForward(...a: Args<typeof norm.rmsnormForward>): void {
-    norm.rmsnormForward(this.ctx, ...a);
-  }
-  rmsnormBackward(...a: Args<typeof norm.rmsnormBackward>): void {
-    norm.rmsnormBackward(this.ctx, ...a);
-  }
-  // ---- rope.ts --------------------------------------------------------------
-  rope(...a: Args<typeof rope.rope>): void {
-    rope.rope(this.ctx, ...a);
-  }
-  // ---- attention.ts ---------------------------------------------------------
-  attentionForward(...a: Args<typeof attention.attentionForward>): void {
-    attention.attentionForward(this.ctx, ...a);
-  }
-  attentionBackward(...a: Args<typeof attention.attentionBackward>): void {
-    attention.attentionBackward(this.ctx, ...a);
-  }
-  kvCacheWrite(...a: Args<typeof attention.kvCacheWrite>): void {
-    attention.kvCacheWrite(this.ctx, ...a);
-  }
-  softcap(...a: Args<typeof variants.softcap>): void {
-    variants.softcap(this.ctx, ...a);
-  }
-  softcapBackward(...a: Args<typeof variants.softcapBackward>): void {
-    variants.softcapBackward(this.ctx, ...a);
-  }
-  // ---- activations.ts -------------------------------------------------------
-  swigluForward(...a: Args<typeof activations.swigluForward>): void {
-    activations.swigluForward(this.ctx, ...a);
-  }
-  swigluBackward(...a: Args<typeof activations.swigluBackward>): void {
-    activations.swigluBackward(this.ctx, ...a);
-  }
-  gegluForward(...a: Args<typeof activations.gegluForward>): void {
-    activations.gegluForward(this.ctx, ...a);
-  }
-  gegluBackward(...a: Args<typeof activations.gegluBackward>): void {
-    activations.gegluBackward(this.ctx, ...a);
-  }
-  // ---- loss.ts --------------------------------------------------------------
-  crossEntropy(...a: Args<typeof loss.crossEntropy>): void {
-    loss.crossEntropy(this.ctx, ...a);
-  }
-  distillCrossEntropy(...a: Args<typeof loss.distillCrossEntropy>): void {
-    loss.distillCrossEntropy(this.ctx, ...a);
-  }
-  // ---- adapters.ts ----------------------------------------------------------
-  doraNorm(...a: Args<typeof adapters.doraNorm>): void {
-    adapters.doraNorm(this.ctx, ...a);
-  }
-  scaleColumns(...a: Args<typeof adapters.scaleColumns>): void {
-    adapters.scaleColumns(this.ctx, ...a);
-  }
-  doraMagnitudeBackward(...a: Args<typeof adapters.doraMagnitudeBackward>): void {
-    adapters.doraMagnitudeBackward(this.ctx, ...a);
-  }
-  // ---- nf4.ts (QLoRA base weights) -----------------------------------------
-  nf4Dequantize(...a: Args<typeof nf4.nf4Dequantize>): void {
-    nf4.nf4Dequantize(this.ctx, ...a);
-  }
-  nf4MatmulForward(...a: Args<typeof nf4.nf4MatmulForward>): void {
-    nf4.nf4MatmulForward(this.ctx, ...a);
-  }
-  nf4MatmulBackward(...a: Args<typeof nf4.nf4MatmulBackward>): void {
-    nf4.nf4MatmulBackward(this.ctx, ...a);
-  }
-  // ---- optimizer.ts ---------------------------------------------------------
-  adamw(...a: Args<typeof optimizer.adamw>): void {
-    optimizer.adamw(this.ctx, ...a);
+  // Every op and the CUDA-only extras of LAYER_FNS: the layer function on this context.
+  static {
+    for (const name of Object.keys(LAYER_FNS) as (keyof LayerFns)[]) {
+      const f = LAYER_FNS[name] as (ctx: CudaContext, ...a: unknown[]) => unknown;
+      Object.defineProperty(this.prototype, name, {
+        value(this: CudaBackend, ...a: unknown[]): unknown {
+          return f(this.ctx, ...a);
+        },
+        writable: true,
+        configurable: true,
+      });
+    }
   }
 }
