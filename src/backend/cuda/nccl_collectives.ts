@@ -64,6 +64,11 @@ function dev(buf: DeviceBuffer, what: string): DevicePointerBuffer {
   return buf as DevicePointerBuffer;
 }
 
+/** NCCL's element count and data type of a buffer. */
+function span(b: DevicePointerBuffer): [bigint, number] {
+  return [BigInt(b.length), NCCL_DTYPE[b.dtype]];
+}
+
 /** Collectives over one NCCL communicator spanning the process group. */
 export class NcclCollectives implements Collectives {
   #comm: Deno.PointerValue = null;
@@ -122,80 +127,63 @@ export class NcclCollectives implements Collectives {
   async allReduceSum(buf: DeviceBuffer): Promise<void> {
     await this.init();
     const b = dev(buf, "allReduceSum");
-    checkNccl(
-      "ncclAllReduce",
-      nccl().ncclAllReduce(
-        b.ptr,
-        b.ptr,
-        BigInt(b.length),
-        NCCL_DTYPE[b.dtype],
-        NCCL_OP.SUM,
-        this.#comm,
-        this.stream,
-      ),
-    );
+    const [n, dt] = span(b);
+    const status = nccl().ncclAllReduce(b.ptr, b.ptr, n, dt, NCCL_OP.SUM, this.#comm, this.stream);
+    checkNccl("ncclAllReduce", status);
   }
 
   /** out(n) = slice `rank` of the sum over ranks of inp(W * n). */
   async reduceScatterSum(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
     await this.init();
-    const o = dev(out, "reduceScatterSum"), i = dev(inp, "reduceScatterSum");
-    if (i.length !== this.worldSize * o.length || i.dtype !== o.dtype) {
-      throw new Error(
-        `reduceScatterSum: inp has ${i.length} elements, want ${this.worldSize} * ${o.length}`,
-      );
-    }
-    checkNccl(
-      "ncclReduceScatter",
-      nccl().ncclReduceScatter(
-        i.ptr,
-        o.ptr,
-        BigInt(o.length),
-        NCCL_DTYPE[o.dtype],
-        NCCL_OP.SUM,
-        this.#comm,
-        this.stream,
-      ),
+    const [i, o] = this.#shards("reduceScatterSum", "inp", inp, out);
+    const [n, dt] = span(o);
+    const status = nccl().ncclReduceScatter(
+      i.ptr,
+      o.ptr,
+      n,
+      dt,
+      NCCL_OP.SUM,
+      this.#comm,
+      this.stream,
     );
+    checkNccl("ncclReduceScatter", status);
   }
 
   /** out(W * n) = concatenation over ranks of inp(n). */
   async allGather(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
     await this.init();
-    const o = dev(out, "allGather"), i = dev(inp, "allGather");
-    if (o.length !== this.worldSize * i.length || i.dtype !== o.dtype) {
+    const [o, i] = this.#shards("allGather", "out", out, inp);
+    const [n, dt] = span(i);
+    checkNccl("ncclAllGather", nccl().ncclAllGather(i.ptr, o.ptr, n, dt, this.#comm, this.stream));
+  }
+
+  /**
+   * The operands of a collective between a whole buffer and one rank's shard: `whole`
+   * (named `wholeName` in the error) holds worldSize times `shard`'s elements, same dtype.
+   */
+  #shards(
+    op: string,
+    wholeName: string,
+    whole: DeviceBuffer,
+    shard: DeviceBuffer,
+  ): [DevicePointerBuffer, DevicePointerBuffer] {
+    const w = dev(whole, op), s = dev(shard, op);
+    if (w.length !== this.worldSize * s.length || w.dtype !== s.dtype) {
       throw new Error(
-        `allGather: out has ${o.length} elements, want ${this.worldSize} * ${i.length}`,
+        `${op}: ${wholeName} has ${w.length} elements, want ${this.worldSize} * ${s.length}`,
       );
     }
-    checkNccl(
-      "ncclAllGather",
-      nccl().ncclAllGather(
-        i.ptr,
-        o.ptr,
-        BigInt(i.length),
-        NCCL_DTYPE[i.dtype],
-        this.#comm,
-        this.stream,
-      ),
-    );
+    return [w, s];
   }
 
   /** buf = buf of rank `root`. */
   async broadcast(buf: DeviceBuffer, root: number): Promise<void> {
     await this.init();
     const b = dev(buf, "broadcast");
+    const [n, dt] = span(b);
     checkNccl(
       "ncclBroadcast",
-      nccl().ncclBroadcast(
-        b.ptr,
-        b.ptr,
-        BigInt(b.length),
-        NCCL_DTYPE[b.dtype],
-        root,
-        this.#comm,
-        this.stream,
-      ),
+      nccl().ncclBroadcast(b.ptr, b.ptr, n, dt, root, this.#comm, this.stream),
     );
   }
 
