@@ -3,7 +3,7 @@
  * embedding, SwiGLU, cross-entropy and the KV-cache write. They take raw typed arrays;
  * the backend checks sizes before calling.
  */
-import { fastExp, LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
+import { expPoly, fastExp, LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import { simdKernels } from "./simd.ts";
 import { TuneError } from "../../errors.ts";
 import type { RopeLayout } from "../ops.ts";
@@ -139,30 +139,31 @@ export function rope(
   }
 }
 
-/** 1 + e^-g with fastExp's steps (for the SwiGLU loops; V8 inlines this one). */
+/** The arguments of the gated activations' forward kernels: out(n) from gate(n), up(n). */
+type GatedForwardKernel = [out: Float32Array, gate: Float32Array, up: Float32Array, n: number];
+/** The arguments of their backward kernels: dgate(n), dup(n) from dout(n), gate(n), up(n). */
+type GatedBackwardKernel = [
+  dgate: Float32Array,
+  dup: Float32Array,
+  dout: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  n: number,
+];
+
+/** 1 + e^-g with fastExp's steps (for the SwiGLU loops; V8 inlines this one and expPoly). */
 function onePlusExpNeg(g: number): number {
   const y = -g;
   let e: number;
   if (y >= -745.2 && y <= 709.7) {
     const kf = (y * LOG2E + MAGIC) - MAGIC;
-    const r = (y - kf * LN2_HI) - kf * LN2_LO;
-    const r2 = r * r; // Estrin's scheme, as in fast_math.ts expPoly
-    e = (((1 + r) + r2 * (0.5 + r * 0.16666666666666666)) +
-      (r2 * r2) *
-        ((0.041666666666666664 + r * 0.008333333333333333) +
-          r2 * (0.001388888888888889 + r * 0.0001984126984126984))) *
-      POW2[(kf | 0) + 1075];
+    e = expPoly((y - kf * LN2_HI) - kf * LN2_LO) * POW2[(kf | 0) + 1075];
   } else e = y > 0 ? Infinity : y < 0 ? 0 : y; // NaN stays NaN
   return 1 + e;
 }
 
 /** out(n) = silu(gate) * up, silu(g) = g / (1 + exp(-g)). */
-export function swigluForward(
-  out: Float32Array,
-  gate: Float32Array,
-  up: Float32Array,
-  n: number,
-): void {
+export function swigluForward(...[out, gate, up, n]: GatedForwardKernel): void {
   const simd = simdKernels(); // wasm SIMD for the even-length head, bitwise the same
   const head = simd === null ? 0 : n & ~1;
   if (head > 0) simd!.swigluForward(out, gate, up, head);
@@ -187,14 +188,7 @@ export function swigluForwardScalar(
 }
 
 /** dgate = dout * up * silu'(gate), dup = dout * silu(gate); written, may alias gate/up. */
-export function swigluBackward(
-  dgate: Float32Array,
-  dup: Float32Array,
-  dout: Float32Array,
-  gate: Float32Array,
-  up: Float32Array,
-  n: number,
-): void {
+export function swigluBackward(...[dgate, dup, dout, gate, up, n]: GatedBackwardKernel): void {
   const simd = simdKernels(); // wasm SIMD for the even-length head, bitwise the same
   const head = simd === null ? 0 : n & ~1;
   if (head > 0) simd!.swigluBackward(dgate, dup, dout, gate, up, head);
@@ -217,12 +211,7 @@ const GELU_KAPPA = 0.044715;
  * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) as torch's `F.gelu(g, approximate="tanh")`;
  * computed in float64, rounded once on store.
  */
-export function gegluForward(
-  out: Float32Array,
-  gate: Float32Array,
-  up: Float32Array,
-  n: number,
-): void {
+export function gegluForward(...[out, gate, up, n]: GatedForwardKernel): void {
   for (let i = 0; i < n; i++) {
     const g = gate[i];
     const t = Math.tanh(GELU_BETA * (g + GELU_KAPPA * g * g * g));
@@ -235,14 +224,7 @@ export function gegluForward(
  * gate/up (each element is read before it is written). The derivative is torch's
  * GeluBackward (tanh): 0.5 (1 + t) + 0.5 g (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 g^2).
  */
-export function gegluBackward(
-  dgate: Float32Array,
-  dup: Float32Array,
-  dout: Float32Array,
-  gate: Float32Array,
-  up: Float32Array,
-  n: number,
-): void {
+export function gegluBackward(...[dgate, dup, dout, gate, up, n]: GatedBackwardKernel): void {
   for (let i = 0; i < n; i++) {
     const g = gate[i];
     const u = up[i];
@@ -253,6 +235,18 @@ export function gegluBackward(
     dgate[i] = d * u * dgelu;
     dup[i] = d * 0.5 * g * (1 + t);
   }
+}
+
+/** targets[i]: -100 (ignore) or a class in 0..V-1, else a one-line error naming the row. */
+function targetAt(targets: Int32Array, i: number, V: number): number {
+  const tgt = targets[i];
+  if (tgt !== -100 && (tgt < 0 || tgt >= V)) {
+    throw new TuneError(
+      `target id ${tgt} at row ${i} is outside 0..${V - 1} (or -100 to ` +
+        `ignore); check the dataset's labels against the model's vocabulary`,
+    );
+  }
+  return tgt;
 }
 
 /**
@@ -270,17 +264,11 @@ export function crossEntropy(
 ): void {
   for (let i = 0; i < N; i++) {
     const o = i * V;
-    const tgt = targets[i];
+    const tgt = targetAt(targets, i, V);
     if (tgt === -100) {
       losses[i] = 0;
       if (dlogits !== null) dlogits.fill(0, o, o + V);
       continue;
-    }
-    if (tgt < 0 || tgt >= V) {
-      throw new TuneError(
-        `target id ${tgt} at row ${i} is outside 0..${V - 1} (or -100 to ` +
-          `ignore); check the dataset's labels against the model's vocabulary`,
-      );
     }
     // Row max with two running maxima (shorter dependency chain). With the wasm SIMD
     // kernels (bitwise the same) the even-length head of the row is copied into their
@@ -314,13 +302,7 @@ export function crossEntropy(
       let e = 0;
       if (y >= -708) {
         const kf = (y * LOG2E + MAGIC) - MAGIC;
-        const r = (y - kf * LN2_HI) - kf * LN2_LO;
-        const r2 = r * r; // Estrin's scheme, as in fast_math.ts expPoly
-        e = (((1 + r) + r2 * (0.5 + r * 0.16666666666666666)) +
-          (r2 * r2) *
-            ((0.041666666666666664 + r * 0.008333333333333333) +
-              r2 * (0.001388888888888889 + r * 0.0001984126984126984))) *
-          POW2[(kf | 0) + 1075];
+        e = expPoly((y - kf * LN2_HI) - kf * LN2_LO) * POW2[(kf | 0) + 1075];
       } else if (y !== y) e = y; // NaN stays NaN
       dlogits[j] = e;
       sum += e;
@@ -352,18 +334,12 @@ export function distillCrossEntropy(
 ): void {
   for (let i = 0; i < N; i++) {
     const o = i * V, end = o + V;
-    const tgt = targets[i];
+    const tgt = targetAt(targets, i, V);
     if (tgt === -100) {
       losses[i] = 0;
       kdLosses[i] = 0;
       if (dlogits !== null) dlogits.fill(0, o, end);
       continue;
-    }
-    if (tgt < 0 || tgt >= V) {
-      throw new TuneError(
-        `target id ${tgt} at row ${i} is outside 0..${V - 1} (or -100 to ` +
-          `ignore); check the dataset's labels against the model's vocabulary`,
-      );
     }
     let ms = -Infinity, mt = -Infinity;
     for (let j = o; j < end; j++) {

@@ -1,8 +1,8 @@
 /**
  * A second thread for the CPU backend's elementwise-heavy kernels (attention, cross-entropy,
  * SwiGLU, AdamW): the main thread runs one half of a kernel while a Worker runs the other half on
- * the same SharedArrayBuffer-backed arrays (each half a PoolJob, run by runJob on either side), then blocks on a shared flag until the worker
- * is done. OpenBLAS already uses both cores inside large matrix products; this keeps the
+ * the same SharedArrayBuffer-backed arrays, then blocks on a shared flag until the worker is
+ * done. Each half is a PoolJob, which runJob runs on either thread. OpenBLAS already uses both cores inside large matrix products; this keeps the
  * second core busy outside them. During a split, both threads' products use one OpenBLAS
  * thread each.
  *
