@@ -164,6 +164,21 @@ export type AttentionHeads = [
   variant?: AttentionVariant | null,
 ];
 
+/**
+ * The rotation of a rope call after its x, cos and sin: x is (B, T, NH, HS), token t sits at
+ * position pos + t, pairs as `layout` says, `inverse` rotates back (see Backend.rope; the CPU
+ * kernel takes the same).
+ */
+export type RopeSizes = [
+  B: number,
+  T: number,
+  NH: number,
+  HS: number,
+  pos: number,
+  layout: RopeLayout,
+  inverse: boolean,
+];
+
 /** True when a variant changes nothing (absent, or no window, cap or scale set). */
 export function plainAttention(v: AttentionVariant | null | undefined): boolean {
   return !v || (!(v.window ?? 0) && !(v.softcap ?? 0) && v.scale === undefined);
@@ -337,15 +352,7 @@ export interface Backend {
     x: DeviceBuffer,
     cos: DeviceBuffer,
     sin: DeviceBuffer,
-    B: number,
-    T: number,
-    NH: number,
-    HS: number,
-    pos: number,
-    layout: RopeLayout,
-    inverse: boolean,
-    positions?: DeviceBuffer | null,
-    rotaryDims?: number,
+    ...a: [...RopeSizes, positions?: DeviceBuffer | null, rotaryDims?: number]
   ): void;
 
   /**

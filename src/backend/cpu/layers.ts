@@ -6,7 +6,7 @@
 import { expPoly, fastExp, LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import { simdKernels } from "./simd.ts";
 import { TuneError } from "../../errors.ts";
-import type { RopeLayout } from "../ops.ts";
+import type { RopeSizes } from "../ops.ts";
 
 /** out(N, C) = table(V, C)[tokens(N)]. */
 export function embeddingForward(
@@ -105,16 +105,11 @@ export function rope(
   x: Float32Array,
   cos: Float32Array,
   sin: Float32Array,
-  B: number,
-  T: number,
-  NH: number,
-  HS: number,
-  pos: number,
-  layout: RopeLayout,
-  inverse: boolean,
-  positions: Int32Array | null = null, // (B, T): overrides pos + t
-  RD = HS, // rotated leading dims of each head (partial rotary); tables (Tmax, RD/2)
+  ...a: [...RopeSizes, positions?: Int32Array | null, RD?: number]
 ): void {
+  // positions (B, T) override pos + t; RD: the rotated leading dims of each head (partial
+  // rotary), the tables then (Tmax, RD/2)
+  const [B, T, NH, HS, pos, layout, inverse, positions = null, RD = HS] = a;
   const half = RD >> 1;
   const sign = inverse ? -1 : 1;
   // Element offsets of a pair's first and second member relative to the head start.

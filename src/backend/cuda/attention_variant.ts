@@ -81,13 +81,13 @@ export function variantBackward(
   );
 }
 
-/** buf(n) = cap * tanh(buf / cap) in place. */
+/** The logit_softcap kernel. */
 export function softcap(ctx: CudaContext, ...[buf, cap]: OpArgs<"softcap">): void {
   const o = floatOperand(buf, buf.length, "softcap");
   ctx.kernels.run1d("logit_softcap", o.length, [...ptrDt(o), o.length, cap]);
 }
 
-/** dbuf(n) *= 1 - (y / cap)^2. */
+/** The logit_softcap_bwd kernel. */
 export function softcapBackward(ctx: CudaContext, ...a: OpArgs<"softcapBackward">): void {
   const [dbuf, y, cap] = a;
   const d = floatOperand(dbuf, 0, "softcap grad"), o = floatOperand(y, d.length, "softcap out");

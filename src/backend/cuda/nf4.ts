@@ -31,7 +31,6 @@ function runDequant(
   ]);
 }
 
-/** out(rows, K) = rows [row0, row0 + rows) of W dequantized. */
 export function nf4Dequantize(ctx: CudaContext, ...a: OpArgs<"nf4Dequantize">): void {
   const [out, w, row0, rows] = a;
   if (row0 < 0 || rows < 0 || row0 + rows > w.rows) {
@@ -47,7 +46,7 @@ function denseWeight(ctx: CudaContext, w: Nf4Weight, dtype: DType) {
   return W;
 }
 
-/** out(M, N) (+)= inp(M, K) @ W^T + bias, W dequantized in inp's dtype. */
+/** W dequantized in inp's dtype into scratch, then matmulForward. */
 export function nf4MatmulForward(ctx: CudaContext, ...a: OpArgs<"nf4MatmulForward">): void {
   const [out, inp, w, bias, M, accumulate = false] = a;
   const W = denseWeight(ctx, w, inp.dtype);
@@ -58,7 +57,7 @@ export function nf4MatmulForward(ctx: CudaContext, ...a: OpArgs<"nf4MatmulForwar
   }
 }
 
-/** dinp(M, K) += dout(M, N) @ W, W dequantized in dout's dtype. */
+/** W dequantized in dout's dtype into scratch, then matmulBackward's input gradient. */
 export function nf4MatmulBackward(ctx: CudaContext, ...a: OpArgs<"nf4MatmulBackward">): void {
   const [dinp, dout, w, M] = a;
   const W = denseWeight(ctx, w, dout.dtype);
