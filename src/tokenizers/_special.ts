@@ -26,3 +26,54 @@ export class SpecialSplitter {
     return out;
   }
 }
+
+/**
+ * Special tokens added over a base tokenizer's vocabulary (Phi-3's chat tokens, Phi-4's special
+ * tokens): special-token text splits out on encode; on decode the added ids, and any id in
+ * `[first, last]` (reserved rows with no name), are dropped or written by name.
+ */
+export class AddedTokens {
+  readonly #names: ReadonlyMap<number, string>;
+  readonly #splitter: SpecialSplitter;
+  readonly #first: number;
+  readonly #last: number;
+
+  constructor(tokens: ReadonlyMap<string, number>, first: number, last: number) {
+    this.#names = new Map([...tokens].map(([s, id]) => [id, s]));
+    this.#splitter = new SpecialSplitter(tokens);
+    this.#first = first;
+    this.#last = last;
+  }
+
+  /** The ids of `text`: special-token text as its id, the pieces between through `plain`. */
+  encode(text: string, plain: (text: string) => number[]): number[] {
+    const ids: number[] = [];
+    for (const seg of this.#splitter.split(text)) {
+      if ("id" in seg) ids.push(seg.id);
+      else ids.push(...plain(seg.text));
+    }
+    return ids;
+  }
+
+  /** The text of `ids`: runs of base ids through `plain`; added ids dropped when `skip`, else named. */
+  decode(ids: readonly number[], skip: boolean, plain: (run: number[]) => string): string {
+    let out = "";
+    let run: number[] = [];
+    const flush = () => {
+      if (run.length > 0) out += plain(run);
+      run = [];
+    };
+    for (const id of ids) {
+      const name = this.#names.get(id);
+      if (name === undefined && (id < this.#first || id > this.#last)) {
+        run.push(id); // a base id
+        continue;
+      }
+      if (skip) continue;
+      flush();
+      out += name ?? "";
+    }
+    flush();
+    return out;
+  }
+}

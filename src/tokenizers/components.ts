@@ -5,7 +5,7 @@
  * Imported (for its side effect) by src/components.ts.
  */
 import { registerComponent } from "../config/registry.ts";
-import type { ParamSchema } from "../config/schema.ts";
+import type { ParamSchema, ParamSpec } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import {
   HfBpeTokenizer,
@@ -128,26 +128,71 @@ function specialMapFrom(path: string): Map<string, number> {
   return new Map(names.map((n) => [n, ids.get(n)!]));
 }
 
-/** torchtune.models.llama2.llama2_tokenizer: SentencePiece tokenizer.model (or llama2.c tokenizer.bin). */
-export const llama2TokenizerComponent = registerComponent<Tokenizer>({
-  name: "torchtune.models.llama2.llama2_tokenizer",
-  aliases: ["tune.tokenizers.llama2"],
-  kind: "tokenizer",
-  doc:
-    "Llama 2 SentencePiece BPE tokenizer (tokenizer.model, llama2.c tokenizer.bin or tokenizer.json)",
-  params: COMMON,
-  build: (args) => finish(load(args), args, "tokenizer"),
-});
+/** The `special_tokens_path` key of a family whose special tokens a tokenizer.json may replace. */
+function specialTokensPathParam(replaces: string): ParamSpec {
+  return {
+    type: "string",
+    default: null,
+    doc: `tokenizer.json whose added_tokens replace ${replaces}`,
+  };
+}
 
-/** torchtune.models.mistral.mistral_tokenizer: Mistral's SentencePiece tokenizer.model. */
-export const mistralTokenizerComponent = registerComponent<Tokenizer>({
-  name: "torchtune.models.mistral.mistral_tokenizer",
-  aliases: ["tune.tokenizers.mistral"],
-  kind: "tokenizer",
-  doc: "Mistral SentencePiece BPE tokenizer (tokenizer.model or tokenizer.json)",
-  params: COMMON,
-  build: (args) => finish(load(args), args, "tokenizer"),
-});
+/** The SentencePiece model at `tokenizer.path`, which `builder` needs (`model`, for the message). */
+function sentencePieceOf(
+  args: Record<string, unknown>,
+  builder: string,
+  model: string,
+): SentencePieceTokenizer {
+  const path = pathOf(args);
+  const bytes = readTokenizerFile(path);
+  const sp = detectTokenizerFormat(bytes) === "sentencepiece"
+    ? tokenizerFromBytes(bytes, path)
+    : null;
+  if (!(sp instanceof SentencePieceTokenizer)) {
+    throw new TuneError(
+      `tokenizer.path ${path} is not a SentencePiece model; ${builder} needs ${model}`,
+    );
+  }
+  return sp;
+}
+
+/**
+ * The builders that take any tokenizer file with the format's own special tokens: Llama 2's and
+ * Mistral's (SentencePiece tokenizer.model) and the generic `tune.tokenizers.load`, which also
+ * picks up a chat template found beside the file.
+ */
+const LOADING_BUILDERS = [
+  {
+    name: "torchtune.models.llama2.llama2_tokenizer",
+    alias: "tune.tokenizers.llama2",
+    doc:
+      "Llama 2 SentencePiece BPE tokenizer (tokenizer.model, llama2.c tokenizer.bin or tokenizer.json)",
+    autoFind: false,
+  },
+  {
+    name: "torchtune.models.mistral.mistral_tokenizer",
+    alias: "tune.tokenizers.mistral",
+    doc: "Mistral SentencePiece BPE tokenizer (tokenizer.model or tokenizer.json)",
+    autoFind: false,
+  },
+  {
+    name: "tune.tokenizers.load",
+    alias: "tune.tokenizer",
+    doc:
+      "any tokenizer file tune reads: SentencePiece .model, llama2.c .bin, tiktoken, tokenizer.json",
+    autoFind: true,
+  },
+];
+for (const b of LOADING_BUILDERS) {
+  registerComponent<Tokenizer>({
+    name: b.name,
+    aliases: [b.alias],
+    kind: "tokenizer",
+    doc: b.doc,
+    params: COMMON,
+    build: (args) => finish(load(args), args, "tokenizer", b.autoFind),
+  });
+}
 
 /** torchtune.models.llama3.llama3_tokenizer: tiktoken tokenizer.model with Llama 3's special tokens. */
 export const llama3TokenizerComponent = registerComponent<Tokenizer>({
@@ -157,11 +202,7 @@ export const llama3TokenizerComponent = registerComponent<Tokenizer>({
   doc: "Llama 3 tiktoken tokenizer (original/tokenizer.model, or the HF tokenizer.json)",
   params: {
     ...COMMON,
-    special_tokens_path: {
-      type: "string",
-      default: null,
-      doc: "tokenizer.json whose added_tokens replace Llama 3's 256 special tokens (in id order)",
-    },
+    special_tokens_path: specialTokensPathParam("Llama 3's 256 special tokens (in id order)"),
   },
   build(args) {
     const sp = args.special_tokens_path as string | null;
@@ -186,23 +227,10 @@ export const phi3MiniTokenizerComponent = registerComponent<Tokenizer>({
       default: null,
       doc: "Phi-3's SentencePiece tokenizer.model (null: the one in checkpointer.checkpoint_dir)",
     },
-    special_tokens_path: {
-      type: "string",
-      default: null,
-      doc: "tokenizer.json whose added_tokens replace Phi-3's chat tokens (default torchtune's)",
-    },
+    special_tokens_path: specialTokensPathParam("Phi-3's chat tokens (default torchtune's)"),
   },
   build(args) {
-    const path = pathOf(args);
-    const bytes = readTokenizerFile(path);
-    const sp = detectTokenizerFormat(bytes) === "sentencepiece"
-      ? tokenizerFromBytes(bytes, path)
-      : null;
-    if (!(sp instanceof SentencePieceTokenizer)) {
-      throw new TuneError(
-        `tokenizer.path ${path} is not a SentencePiece model; phi3_mini_tokenizer needs Phi-3's tokenizer.model`,
-      );
-    }
+    const sp = sentencePieceOf(args, "phi3_mini_tokenizer", "Phi-3's tokenizer.model");
     const st = args.special_tokens_path as string | null;
     const added = st ? specialMapFrom(st) : undefined;
     if (added && !added.has("<|endoftext|>")) {
@@ -229,16 +257,7 @@ export const gemmaTokenizerComponent = registerComponent<Tokenizer>({
     },
   },
   build(args) {
-    const path = pathOf(args);
-    const bytes = readTokenizerFile(path);
-    const sp = detectTokenizerFormat(bytes) === "sentencepiece"
-      ? tokenizerFromBytes(bytes, path)
-      : null;
-    if (!(sp instanceof SentencePieceTokenizer)) {
-      throw new TuneError(
-        `tokenizer.path ${path} is not a SentencePiece model; gemma_tokenizer needs Gemma's tokenizer.model`,
-      );
-    }
+    const sp = sentencePieceOf(args, "gemma_tokenizer", "Gemma's tokenizer.model");
     return finish(new GemmaTokenizer(sp), args, "tokenizer");
   },
 });
@@ -293,46 +312,31 @@ const QWEN_PARAMS: ParamSchema = {
   merges_file: { type: "string", default: null, doc: "merges.txt beside vocab.json" },
 };
 
-/** torchtune.models.qwen2_5.qwen2_5_tokenizer: byte-level BPE with Qwen2.5's special tokens. */
-export const qwen25TokenizerComponent = registerComponent<Tokenizer>({
-  name: "torchtune.models.qwen2_5.qwen2_5_tokenizer",
-  aliases: ["tune.tokenizers.qwen2_5"],
-  kind: "tokenizer",
-  doc:
-    "Qwen2.5 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>",
-  params: QWEN_PARAMS,
-  build: (args) => buildQwen(args, "<|im_end|>", QWEN2_5_SPECIAL_TOKENS),
-});
-
 /**
- * torchtune.models.qwen2.qwen2_tokenizer: byte-level BPE with Qwen2's special tokens. EOS is
- * <|im_end|> (torchtune's Qwen2Tokenizer default), so a trained turn ends as at inference.
+ * The Qwen builders: byte-level BPE with each family's special tokens. EOS is <|im_end|> for
+ * all three (torchtune's Qwen2Tokenizer default too), so a trained turn ends as at inference.
  */
-export const qwen2TokenizerComponent = registerComponent<Tokenizer>({
-  name: "torchtune.models.qwen2.qwen2_tokenizer",
-  aliases: ["tune.tokenizers.qwen2"],
-  kind: "tokenizer",
-  doc:
-    "Qwen2 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>",
-  params: QWEN_PARAMS,
-  build: (args) =>
-    buildQwen(args, "<|im_end|>", {
-      "<|endoftext|>": 151643,
-      "<|im_start|>": 151644,
-      "<|im_end|>": 151645,
-    }),
-});
-
-/** torchtune.models.qwen3.qwen3_tokenizer: Qwen2.5's tokens plus <tool_response> and <think>. */
-export const qwen3TokenizerComponent = registerComponent<Tokenizer>({
-  name: "torchtune.models.qwen3.qwen3_tokenizer",
-  aliases: ["tune.tokenizers.qwen3"],
-  kind: "tokenizer",
-  doc:
-    "Qwen3 byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>",
-  params: QWEN_PARAMS,
-  build: (args) => buildQwen(args, "<|im_end|>", QWEN3_SPECIAL_TOKENS),
-});
+const QWEN_BUILDERS = [
+  { family: "qwen2_5", specials: QWEN2_5_SPECIAL_TOKENS, doc: "Qwen2.5" },
+  {
+    family: "qwen2",
+    specials: { "<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645 },
+    doc: "Qwen2",
+  },
+  // Qwen2.5's tokens plus <tool_response> and <think>
+  { family: "qwen3", specials: QWEN3_SPECIAL_TOKENS, doc: "Qwen3" },
+];
+for (const q of QWEN_BUILDERS) {
+  registerComponent<Tokenizer>({
+    name: `torchtune.models.${q.family}.${q.family}_tokenizer`,
+    aliases: [`tune.tokenizers.${q.family}`],
+    kind: "tokenizer",
+    doc:
+      `${q.doc} byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt); EOS <|im_end|>`,
+    params: QWEN_PARAMS,
+    build: (args) => buildQwen(args, "<|im_end|>", q.specials),
+  });
+}
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -368,11 +372,7 @@ export const phi4TokenizerComponent = registerComponent<Tokenizer>({
     },
     vocab_path: { type: "string", default: null, doc: "Phi-4's vocab.json" },
     merges_path: { type: "string", default: null, doc: "Phi-4's merges.txt" },
-    special_tokens_path: {
-      type: "string",
-      default: null,
-      doc: "tokenizer.json whose added_tokens replace Phi-4's special tokens (default torchtune's)",
-    },
+    special_tokens_path: specialTokensPathParam("Phi-4's special tokens (default torchtune's)"),
     truncation_type: {
       type: "string",
       default: "right",
@@ -417,15 +417,4 @@ export const phi4TokenizerComponent = registerComponent<Tokenizer>({
     const tok = new Phi4Tokenizer(bpe, st ? specialMapFrom(st) : undefined, st ?? source);
     return finish(tok, { ...args, path: source }, "tokenizer");
   },
-});
-
-/** tune.tokenizers.load: any supported tokenizer file, special tokens from the file. */
-export const genericTokenizerComponent = registerComponent<Tokenizer>({
-  name: "tune.tokenizers.load",
-  aliases: ["tune.tokenizer"],
-  kind: "tokenizer",
-  doc:
-    "any tokenizer file tune reads: SentencePiece .model, llama2.c .bin, tiktoken, tokenizer.json",
-  params: COMMON,
-  build: (args) => finish(load(args), args, "tokenizer", true),
 });

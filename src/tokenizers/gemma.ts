@@ -8,30 +8,26 @@
  * format can be written through `prompt_template` tags.
  */
 import type { SentencePieceTokenizer } from "./sentencepiece.ts";
-import type { DecodeOptions, EncodeOptions, PromptTemplate, Tokenizer } from "./types.ts";
+import { TokenizerBase } from "./_base.ts";
+import type { DecodeOptions, EncodeOptions, PromptTemplate } from "./types.ts";
 
 /** A SentencePiece model with torchtune's GemmaTokenizer ids; see the module doc. */
-export class GemmaTokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly bosId: number;
-  readonly eosId: number;
-  /** Always 0, as torchtune's GemmaTokenizer sets it. */
-  readonly padId = 0;
-  readonly stopIds: readonly number[];
-  readonly specialTokens: ReadonlyMap<string, number>;
-  /** Truncation length from the tokenizer component (set by the builder). */
-  maxSeqLen: number | null = null;
+export class GemmaTokenizer extends TokenizerBase {
   /** torchtune's prompt_template (set by the builder). */
   promptTemplate: PromptTemplate | null = null;
   readonly #sp: SentencePieceTokenizer;
 
   constructor(sp: SentencePieceTokenizer) {
+    super();
     this.#sp = sp;
-    this.vocabSize = sp.vocabSize;
-    this.bosId = sp.bosId;
-    this.eosId = sp.eosId;
-    this.stopIds = sp.eosId >= 0 ? [sp.eosId] : [];
-    this.specialTokens = sp.specialTokens;
+    this.setIds({
+      vocabSize: sp.vocabSize,
+      bosId: sp.bosId,
+      eosId: sp.eosId,
+      padId: 0, // always 0, as torchtune's GemmaTokenizer sets it
+      stopIds: sp.eosId >= 0 ? [sp.eosId] : [],
+      specialTokens: sp.specialTokens,
+    });
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {

@@ -41,16 +41,19 @@ function patternOf(p: Json, source: string): RegExp {
   );
 }
 
+/** A `Sequence` stage: its steps applied in order. */
+function sequence<T>(steps: ((x: T) => T)[]): (x: T) => T {
+  return (x) => steps.reduce((acc, f) => f(acc), x);
+}
+
 // ---------------------------------------------------------------------------- normalizers
 
 /** Build the normalizer of tokenizer.json's `normalizer` (null is the identity). */
 export function buildNormalizer(j: Json, source: string): Normalizer {
   if (j === null || j === undefined) return (t) => t;
   switch (j.type) {
-    case "Sequence": {
-      const parts = (j.normalizers as Json[]).map((n) => buildNormalizer(n, source));
-      return (t) => parts.reduce((acc, f) => f(acc), t);
-    }
+    case "Sequence":
+      return sequence((j.normalizers as Json[]).map((n) => buildNormalizer(n, source)));
     case "NFC":
     case "NFD":
     case "NFKC":
@@ -155,10 +158,8 @@ function splitEach(pieces: Piece[], f: (text: string) => string[]): Piece[] {
 export function buildPreTokenizer(j: Json, source: string): PreTokenizer {
   if (j === null || j === undefined) return (p) => p;
   switch (j.type) {
-    case "Sequence": {
-      const parts = (j.pretokenizers as Json[]).map((p) => buildPreTokenizer(p, source));
-      return (pieces) => parts.reduce((acc, f) => f(acc), pieces);
-    }
+    case "Sequence":
+      return sequence((j.pretokenizers as Json[]).map((p) => buildPreTokenizer(p, source)));
     case "ByteLevel": {
       const re = (j.use_regex ?? true) ? compilePattern(GPT2_PATTERN, source) : undefined;
       const addPrefix = j.add_prefix_space ?? true;
@@ -226,10 +227,8 @@ const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 export function buildDecoder(j: Json, source: string): Decoder {
   if (j === null || j === undefined) return (tokens) => [tokens.join(" ")];
   switch (j.type) {
-    case "Sequence": {
-      const parts = (j.decoders as Json[]).map((d) => buildDecoder(d, source));
-      return (tokens) => parts.reduce((acc, f) => f(acc), tokens);
-    }
+    case "Sequence":
+      return sequence((j.decoders as Json[]).map((d) => buildDecoder(d, source)));
     case "ByteLevel":
       return (tokens) => {
         const bytes: number[] = [];

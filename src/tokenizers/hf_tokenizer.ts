@@ -5,6 +5,7 @@
  * by merge rank (lowest first, ties leftmost), and on the way back the decoder chain.
  */
 import { TuneError } from "../errors.ts";
+import { stopIdsOf, TokenizerBase } from "./_base.ts";
 import { bpeMerge } from "./_bpe.ts";
 import { QWEN2_PATTERN } from "./_regex.ts";
 import { utf8Encode } from "./_utf8.ts";
@@ -16,7 +17,7 @@ import {
   type Normalizer,
   type PreTokenizer,
 } from "./hf_pipeline.ts";
-import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
+import type { DecodeOptions, EncodeOptions } from "./types.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -59,15 +60,7 @@ function escapeRe(s: string): string {
 }
 
 /** A BPE tokenizer described by a tokenizer.json document. */
-export class HfBpeTokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly bosId: number;
-  readonly eosId: number;
-  readonly padId: number;
-  readonly stopIds: readonly number[];
-  readonly specialTokens: ReadonlyMap<string, number>;
-  /** Truncation length from the tokenizer component (set by the builder). */
-  maxSeqLen: number | null = null;
+export class HfBpeTokenizer extends TokenizerBase {
   private readonly vocab = new Map<string, number>();
   private readonly idToToken: string[] = [];
   private readonly mergeRank = new Map<string, number>();
@@ -86,6 +79,7 @@ export class HfBpeTokenizer implements Tokenizer {
 
   /** `json` is the parsed tokenizer.json, `config` the parsed tokenizer_config.json beside it (if any). */
   constructor(json: Json, source: string, config?: Json, options: HfTokenizerOptions = {}) {
+    super();
     const bad = (what: string) =>
       new TuneError(
         `tokenizer file ${source} is not a valid tokenizer.json (${what}); pass the tokenizer.json that came with the checkpoint`,
@@ -149,7 +143,6 @@ export class HfBpeTokenizer implements Tokenizer {
       if (a.special) special.set(a.content, a.id);
       maxId = Math.max(maxId, a.id);
     }
-    this.specialTokens = special;
     const alternation = (list: AddedToken[]) =>
       list.length === 0 ? undefined : new RegExp(
         list.map((a) => a.content).filter((c) => c !== "").sort((a, b) => b.length - a.length)
@@ -158,7 +151,6 @@ export class HfBpeTokenizer implements Tokenizer {
       );
     this.allAddedRe = alternation([...this.added.values()]);
     this.plainAddedRe = alternation([...this.added.values()].filter((a) => !a.special));
-    this.vocabSize = maxId + 1;
 
     this.normalizer = buildNormalizer(json.normalizer, source);
     this.preTokenizer = buildPreTokenizer(json.pre_tokenizer, source);
@@ -171,17 +163,19 @@ export class HfBpeTokenizer implements Tokenizer {
     const bosName = options.bosToken !== undefined
       ? options.bosToken
       : tokenContent(config?.bos_token);
-    this.bosId = options.bosToken === null ? -1 : (idOf(bosName ?? undefined) ?? before[0] ?? -1);
     const eosName = options.eosToken ?? tokenContent(config?.eos_token);
-    this.eosId = idOf(eosName) ?? after[0] ??
+    const eosId = idOf(eosName) ?? after[0] ??
       idOf(["</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>"].find((n) => this.added.has(n))) ??
       -1;
     const padName = options.padToken ?? tokenContent(config?.pad_token);
-    this.padId = idOf(padName) ?? (this.eosId >= 0 ? this.eosId : 0);
-    const stops = (options.stopTokens ?? DEFAULT_STOPS).map((n) => special.get(n)).filter((
-      n,
-    ): n is number => n !== undefined);
-    this.stopIds = [...new Set([...(this.eosId >= 0 ? [this.eosId] : []), ...stops])];
+    this.setIds({
+      vocabSize: maxId + 1,
+      bosId: options.bosToken === null ? -1 : (idOf(bosName ?? undefined) ?? before[0] ?? -1),
+      eosId,
+      padId: idOf(padName) ?? (eosId >= 0 ? eosId : 0),
+      stopIds: stopIdsOf(eosId, options.stopTokens ?? DEFAULT_STOPS, special),
+      specialTokens: special,
+    });
   }
 
   /** BPE ids of one pre-tokenized word. */
@@ -358,21 +352,37 @@ export function qwen2TokenizerJson(
   const merges = mergesTxt.split("\n").filter((l, i) =>
     l !== "" && !(i === 0 && l.startsWith("#version"))
   );
+  const added = Object.entries(specialTokens).map(([content, id]) => ({
+    id,
+    content,
+    special: true,
+  }));
+  return byteLevelBpeJson(vocab, merges, QWEN2_PATTERN, { type: "NFC" }, added);
+}
+
+/**
+ * The tokenizer.json document of a byte-level BPE (GPT-2 style) from its vocab and merges:
+ * the `pattern` split then byte-level pre-tokenization, `normalizer` (null: none), a byte-level
+ * decoder and `addedTokens`.
+ */
+export function byteLevelBpeJson(
+  vocab: Record<string, number>,
+  merges: string[],
+  pattern: string,
+  normalizer: Json,
+  addedTokens: Json[],
+): Json {
   return {
     model: { type: "BPE", vocab, merges, ignore_merges: false },
-    normalizer: { type: "NFC" },
+    normalizer,
     pre_tokenizer: {
       type: "Sequence",
       pretokenizers: [
-        { type: "Split", pattern: { Regex: QWEN2_PATTERN }, behavior: "Isolated", invert: false },
+        { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false },
         { type: "ByteLevel", add_prefix_space: false, use_regex: false },
       ],
     },
     decoder: { type: "ByteLevel" },
-    added_tokens: Object.entries(specialTokens).map(([content, id]) => ({
-      id,
-      content,
-      special: true,
-    })),
+    added_tokens: addedTokens,
   };
 }

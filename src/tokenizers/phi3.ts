@@ -8,9 +8,10 @@
  * <|endoftext|>, and also on <|assistant|> and <|end|> as Phi-3's generation_config.json does
  * (torchtune stops on <|endoftext|> only, so an instruct model would run past its <|end|>).
  */
-import { SpecialSplitter } from "./_special.ts";
+import { TokenizerBase } from "./_base.ts";
+import { AddedTokens } from "./_special.ts";
 import type { SentencePieceTokenizer } from "./sentencepiece.ts";
-import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
+import type { DecodeOptions, EncodeOptions } from "./types.ts";
 
 /** torchtune's PHI3_SPECIAL_TOKENS. */
 export const PHI3_SPECIAL_TOKENS: Readonly<Record<string, number>> = {
@@ -32,36 +33,29 @@ const FIRST_ADDED = 32000;
 const LAST_ADDED = 32064;
 
 /** A SentencePiece model with Phi-3's chat tokens; see the module doc. */
-export class Phi3MiniTokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly bosId: number;
-  readonly eosId: number;
-  readonly padId: number;
-  readonly stopIds: readonly number[];
-  readonly specialTokens: ReadonlyMap<string, number>;
-  /** Truncation length from the tokenizer component (set by the builder). */
-  maxSeqLen: number | null = null;
+export class Phi3MiniTokenizer extends TokenizerBase {
   readonly #sp: SentencePieceTokenizer;
-  readonly #names: ReadonlyMap<number, string>;
-  readonly #splitter: SpecialSplitter;
+  readonly #added: AddedTokens;
 
   /** `added`: the chat tokens (default torchtune's); must hold <|endoftext|>. */
   constructor(
     sp: SentencePieceTokenizer,
     added: ReadonlyMap<string, number> = new Map(Object.entries(PHI3_SPECIAL_TOKENS)),
   ) {
+    super();
     const eos = added.get("<|endoftext|>");
     if (eos === undefined) throw new Error("Phi-3 special tokens need <|endoftext|>");
     this.#sp = sp;
-    this.#names = new Map([...added].map(([s, id]) => [id, s]));
-    this.#splitter = new SpecialSplitter(added);
-    this.vocabSize = Math.max(sp.vocabSize, ...[...added.values()].map((id) => id + 1));
-    this.bosId = sp.bosId;
-    this.eosId = eos;
-    this.padId = eos;
+    this.#added = new AddedTokens(added, FIRST_ADDED, LAST_ADDED);
     const stops = ["<|endoftext|>", "<|assistant|>", "<|end|>"].map((s) => added.get(s));
-    this.stopIds = stops.filter((id): id is number => id !== undefined);
-    this.specialTokens = new Map([...sp.specialTokens, ...added]);
+    this.setIds({
+      vocabSize: Math.max(sp.vocabSize, ...[...added.values()].map((id) => id + 1)),
+      bosId: sp.bosId,
+      eosId: eos,
+      padId: eos,
+      stopIds: stops.filter((id): id is number => id !== undefined),
+      specialTokens: new Map([...sp.specialTokens, ...added]),
+    });
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
@@ -69,33 +63,16 @@ export class Phi3MiniTokenizer implements Tokenizer {
     const eos = options.eos ?? false;
     if (!options.parseSpecial) return this.#sp.encode(text, { bos, eos });
     const ids: number[] = bos && this.bosId >= 0 ? [this.bosId] : [];
-    for (const seg of this.#splitter.split(text)) {
-      if ("id" in seg) ids.push(seg.id);
-      else ids.push(...this.#sp.encode(seg.text, { bos: false, eos: false }));
-    }
+    ids.push(...this.#added.encode(text, (t) => this.#sp.encode(t, { bos: false, eos: false })));
     if (eos && this.#sp.eosId >= 0) ids.push(this.#sp.eosId);
     return ids;
   }
 
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
-    const skip = options.skipSpecial ?? true;
-    let out = "";
-    let run: number[] = [];
-    const flush = () => {
-      if (run.length > 0) out += this.#sp.decode(run, options);
-      run = [];
-    };
-    for (const id of ids) {
-      const name = this.#names.get(id);
-      if (name === undefined && (id < FIRST_ADDED || id > LAST_ADDED)) {
-        run.push(id); // a SentencePiece id
-        continue;
-      }
-      if (skip) continue;
-      flush();
-      out += name ?? "";
-    }
-    flush();
-    return out;
+    return this.#added.decode(
+      ids,
+      options.skipSpecial ?? true,
+      (run) => this.#sp.decode(run, options),
+    );
   }
 }

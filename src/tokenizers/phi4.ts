@@ -13,9 +13,10 @@
  * drops the first line whatever it holds).
  */
 import { TuneError } from "../errors.ts";
-import { SpecialSplitter } from "./_special.ts";
-import { HfBpeTokenizer } from "./hf_tokenizer.ts";
-import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
+import { TokenizerBase } from "./_base.ts";
+import { AddedTokens } from "./_special.ts";
+import { byteLevelBpeJson, HfBpeTokenizer } from "./hf_tokenizer.ts";
+import type { DecodeOptions, EncodeOptions } from "./types.ts";
 
 /** torchtune's PHI4_SPECIAL_TOKENS: eleven named tokens and <|dummy_4|>..<|dummy_87|>. */
 export const PHI4_SPECIAL_TOKENS: Readonly<Record<string, number>> = (() => {
@@ -63,34 +64,13 @@ export function parseMergesTxt(text: string): string[] {
 
 /** The tokenizer.json document of a GPT-2 byte-level BPE with torchtune's Phi-4 pre-tokenizer. */
 export function phi4TokenizerJson(vocab: Record<string, number>, merges: string[]): unknown {
-  return {
-    model: { type: "BPE", vocab, merges, ignore_merges: false },
-    normalizer: null,
-    pre_tokenizer: {
-      type: "Sequence",
-      pretokenizers: [
-        { type: "Split", pattern: { Regex: PHI4_PATTERN }, behavior: "Isolated", invert: false },
-        { type: "ByteLevel", add_prefix_space: false, use_regex: false },
-      ],
-    },
-    decoder: { type: "ByteLevel" },
-    added_tokens: [],
-  };
+  return byteLevelBpeJson(vocab, merges, PHI4_PATTERN, null, []);
 }
 
 /** Phi-4's tokenizer; see the module doc. */
-export class Phi4Tokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly bosId: number;
-  readonly eosId: number;
-  readonly padId: number;
-  readonly stopIds: readonly number[];
-  readonly specialTokens: ReadonlyMap<string, number>;
-  /** Truncation length from the tokenizer component (set by the builder). */
-  maxSeqLen: number | null = null;
+export class Phi4Tokenizer extends TokenizerBase {
   readonly #bpe: HfBpeTokenizer;
-  readonly #names: ReadonlyMap<number, string>;
-  readonly #splitter: SpecialSplitter;
+  readonly #added: AddedTokens;
 
   /** `bpe`: the byte-level BPE with no added tokens; `special`: the special tokens by name. */
   constructor(
@@ -98,6 +78,7 @@ export class Phi4Tokenizer implements Tokenizer {
     special: ReadonlyMap<string, number> = new Map(Object.entries(PHI4_SPECIAL_TOKENS)),
     source = "tokenizer",
   ) {
+    super();
     const need = (name: string) => {
       const id = special.get(name);
       if (id === undefined) {
@@ -108,51 +89,32 @@ export class Phi4Tokenizer implements Tokenizer {
       return id;
     };
     this.#bpe = bpe;
-    this.eosId = need("<|im_end|>");
-    this.bosId = need("<|endoftext|>");
-    this.padId = need("<|dummy_85|>");
+    const eosId = need("<|im_end|>");
+    const bosId = need("<|endoftext|>");
+    const padId = need("<|dummy_85|>");
     need("<|im_start|>");
     need("<|im_sep|>");
-    this.stopIds = [this.eosId];
-    this.specialTokens = special;
-    this.#names = new Map([...special].map(([s, id]) => [id, s]));
-    this.#splitter = new SpecialSplitter(special);
-    this.vocabSize = Math.max(bpe.vocabSize, ...[...special.values()].map((id) => id + 1));
+    this.#added = new AddedTokens(special, FIRST_SPECIAL, LAST_SPECIAL);
+    this.setIds({
+      vocabSize: Math.max(bpe.vocabSize, ...[...special.values()].map((id) => id + 1)),
+      bosId,
+      eosId,
+      padId,
+      stopIds: [eosId],
+      specialTokens: special,
+    });
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
     const ids: number[] = (options.bos ?? true) ? [this.bosId] : [];
-    const plain = (t: string) => ids.push(...this.#bpe.encode(t, { bos: false, eos: false }));
-    if (!options.parseSpecial) plain(text);
-    else {
-      for (const seg of this.#splitter.split(text)) {
-        if ("id" in seg) ids.push(seg.id);
-        else plain(seg.text);
-      }
-    }
+    const plain = (t: string) => this.#bpe.encode(t, { bos: false, eos: false });
+    ids.push(...(options.parseSpecial ? this.#added.encode(text, plain) : plain(text)));
     if (options.eos) ids.push(this.eosId);
     return ids;
   }
 
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
-    const skip = options.skipSpecial ?? true;
-    let out = "";
-    let run: number[] = [];
-    const flush = () => {
-      if (run.length > 0) out += this.#bpe.decode(run, { skipSpecial: false });
-      run = [];
-    };
-    for (const id of ids) {
-      const name = this.#names.get(id);
-      if (name === undefined && (id < FIRST_SPECIAL || id > LAST_SPECIAL)) {
-        run.push(id);
-        continue;
-      }
-      if (skip) continue;
-      flush();
-      out += name ?? "";
-    }
-    flush();
-    return out;
+    const plain = (run: number[]) => this.#bpe.decode(run, { skipSpecial: false });
+    return this.#added.decode(ids, options.skipSpecial ?? true, plain);
   }
 }

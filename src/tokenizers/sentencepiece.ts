@@ -4,12 +4,13 @@
  * normalizer.cc, bpe_model.cc, unigram_model.cc (_unigram.ts) and SentencePieceProcessor's
  * Encode (byte fallback) and Decode.
  */
+import { TokenizerBase } from "./_base.ts";
 import { bpeMerge } from "./_bpe.ts";
 import type { PrecompiledCharsmap } from "./_sp_charsmap.ts";
 import { SpecialSplitter } from "./_special.ts";
 import { UnigramModel } from "./_unigram.ts";
 import { utf8DecodePerByte, utf8Encode } from "./_utf8.ts";
-import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
+import type { DecodeOptions, EncodeOptions } from "./types.ts";
 
 /** ModelProto.SentencePiece.Type. */
 export const PieceType = {
@@ -50,15 +51,7 @@ export interface SpSpec {
 const SPACE = "\u2581"; // ▁, SentencePiece's escaped space
 
 /** A SentencePiece tokenizer (BPE or unigram). */
-export class SentencePieceTokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly bosId: number;
-  readonly eosId: number;
-  readonly padId: number;
-  readonly stopIds: readonly number[];
-  readonly specialTokens: ReadonlyMap<string, number>;
-  /** Truncation length from the tokenizer component (set by the builder). */
-  maxSeqLen: number | null = null;
+export class SentencePieceTokenizer extends TokenizerBase {
   private readonly spec: SpSpec;
   /** NORMAL, USER_DEFINED and UNUSED pieces: the ones merges may produce. */
   private readonly mergeable = new Map<string, number>();
@@ -71,6 +64,7 @@ export class SentencePieceTokenizer implements Tokenizer {
   private readonly userDefined = new Map<string, string[]>();
 
   constructor(spec: SpSpec) {
+    super();
     this.spec = spec;
     const special = new Map<string, number>();
     spec.pieces.forEach((p, id) => {
@@ -91,12 +85,14 @@ export class SentencePieceTokenizer implements Tokenizer {
     });
     // longest first, so the prefix match below takes the longest user-defined symbol
     for (const list of this.userDefined.values()) list.sort((a, b) => b.length - a.length);
-    this.vocabSize = spec.pieces.length;
-    this.bosId = spec.bosId;
-    this.eosId = spec.eosId;
-    this.padId = spec.padId >= 0 ? spec.padId : spec.eosId >= 0 ? spec.eosId : 0;
-    this.stopIds = spec.eosId >= 0 ? [spec.eosId] : [];
-    this.specialTokens = special;
+    this.setIds({
+      vocabSize: spec.pieces.length,
+      bosId: spec.bosId,
+      eosId: spec.eosId,
+      padId: spec.padId >= 0 ? spec.padId : spec.eosId >= 0 ? spec.eosId : 0,
+      stopIds: spec.eosId >= 0 ? [spec.eosId] : [],
+      specialTokens: special,
+    });
     if (spec.modelType === "unigram") this.unigram = new UnigramModel(spec.pieces);
   }
 

@@ -5,11 +5,12 @@
  * maps straight to its rank. Special tokens take the ids after the last rank.
  */
 import { TuneError } from "../errors.ts";
+import { stopIdsOf, TokenizerBase } from "./_base.ts";
 import { bpeMerge } from "./_bpe.ts";
 import { compilePattern, findAll, LLAMA3_PATTERN } from "./_regex.ts";
 import { SpecialSplitter } from "./_special.ts";
 import { utf8DecodeLossy, utf8Encode } from "./_utf8.ts";
-import type { DecodeOptions, EncodeOptions, Tokenizer } from "./types.ts";
+import type { DecodeOptions, EncodeOptions } from "./types.ts";
 
 /**
  * Llama 3's special tokens as offsets from the end of the ranks (torchtune's
@@ -118,15 +119,7 @@ export interface TiktokenOptions {
 }
 
 /** A tiktoken byte-level BPE tokenizer with Llama 3's special tokens by default. */
-export class TiktokenTokenizer implements Tokenizer {
-  readonly vocabSize: number;
-  readonly bosId: number;
-  readonly eosId: number;
-  readonly padId: number;
-  readonly stopIds: readonly number[];
-  readonly specialTokens: ReadonlyMap<string, number>;
-  /** Truncation length from the tokenizer component (set by the builder). */
-  maxSeqLen: number | null = null;
+export class TiktokenTokenizer extends TokenizerBase {
   /** Number of ordinary (non-special) tokens. */
   readonly baseVocabSize: number;
   private readonly ranks: Map<string, number>;
@@ -137,6 +130,7 @@ export class TiktokenTokenizer implements Tokenizer {
   private readonly cache = new Map<string, number[]>();
 
   constructor(parsed: TiktokenRanks, path: string, options: TiktokenOptions = {}) {
+    super();
     this.ranks = parsed.ranks;
     this.bytesOf = parsed.bytesOf;
     this.baseVocabSize = parsed.bytesOf.length;
@@ -146,22 +140,19 @@ export class TiktokenTokenizer implements Tokenizer {
       this.specialText.set(id, name);
       if (!MEDIA_TOKENS.has(name)) top = Math.max(top, id + 1);
     }
-    this.specialTokens = special;
-    this.vocabSize = top;
     this.pattern = compilePattern(options.pattern ?? LLAMA3_PATTERN, path);
     this.splitter = new SpecialSplitter(special);
     const id = (name: string | undefined, fallback: number) =>
       name === undefined ? fallback : special.get(name) ?? fallback;
-    this.bosId = id(options.bosToken ?? "<|begin_of_text|>", -1);
-    this.eosId = id(options.eosToken ?? "<|end_of_text|>", -1);
-    this.padId = id(
-      options.padToken ?? "<|finetune_right_pad_id|>",
-      this.eosId >= 0 ? this.eosId : 0,
-    );
-    const stops = (options.stopTokens ?? ["<|eot_id|>", "<|eom_id|>"])
-      .map((n) => special.get(n))
-      .filter((n): n is number => n !== undefined);
-    this.stopIds = [...new Set([...(this.eosId >= 0 ? [this.eosId] : []), ...stops])];
+    const eosId = id(options.eosToken ?? "<|end_of_text|>", -1);
+    this.setIds({
+      vocabSize: top,
+      bosId: id(options.bosToken ?? "<|begin_of_text|>", -1),
+      eosId,
+      padId: id(options.padToken ?? "<|finetune_right_pad_id|>", eosId >= 0 ? eosId : 0),
+      stopIds: stopIdsOf(eosId, options.stopTokens ?? ["<|eot_id|>", "<|eom_id|>"], special),
+      specialTokens: special,
+    });
   }
 
   /** Ids of one pre-tokenized piece. */
