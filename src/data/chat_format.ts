@@ -195,6 +195,29 @@ export function truncate<T>(items: T[], max: number, end?: T): T[] {
   return out;
 }
 
+/**
+ * `out` truncated to `max` tokens; with an `eosId`, the last kept token is forced to it and
+ * left unmasked (the special-token formats' end of sequence).
+ */
+function truncateToEnd(
+  out: TokenizedMessages,
+  max: number,
+  eosId: number | undefined,
+): TokenizedMessages {
+  return {
+    tokens: truncate(out.tokens, max, eosId),
+    mask: truncate(out.mask, max, eosId !== undefined ? true : undefined),
+  };
+}
+
+/** Append `ids` to `out`, each with the mask flag `masked`. */
+function pushIds(out: TokenizedMessages, ids: readonly number[], masked: boolean): void {
+  for (const id of ids) {
+    out.tokens.push(id);
+    out.mask.push(masked);
+  }
+}
+
 // ---- the SentencePiece-style path (none, llama2, plain) ----
 
 const dummyPrefixCache = new WeakMap<Tokenizer, boolean>();
@@ -277,10 +300,7 @@ function tokenizeNoSpecial(
     const ids = trim
       ? encodeTrimmed(tokenizer, text)
       : tokenizer.encode(text, { bos: false, eos: false });
-    for (const id of ids) {
-      tokens.push(id);
-      mask.push(message.masked);
-    }
+    pushIds({ tokens, mask }, ids, message.masked);
     prevEndsWithSpace = whole.endsWith(" ");
     if (endOfTurn) {
       if (opts.eosId !== null) {
@@ -303,17 +323,23 @@ function tokenizeNoSpecial(
 
 // ---- Llama 3 and ChatML ----
 
+/**
+ * tokenize_messages of a chat format built on the tokenizer's special tokens (llama3, chatml,
+ * phi3, phi4): `addEnd` closes the conversation with EOS, `maxSeqLen` caps its length.
+ */
+type SpecialTokenFormat = (
+  tokenizer: Tokenizer,
+  messages: readonly Message[],
+  addEnd: boolean,
+  maxSeqLen: number | null,
+) => TokenizedMessages;
+
 /** Python's str.strip() whitespace set. */
 const PY_WS =
   "[\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 const PY_STRIP = new RegExp(`^${PY_WS}+|${PY_WS}+$`, "g");
 
-function tokenizeLlama3(
-  tokenizer: Tokenizer,
-  messages: readonly Message[],
-  addEnd: boolean,
-  maxSeqLen: number | null,
-): TokenizedMessages {
+const tokenizeLlama3: SpecialTokenFormat = (tokenizer, messages, addEnd, maxSeqLen) => {
   const enc = (s: string) => tokenizer.encode(s, { bos: false, eos: false });
   const startHeader = requireSpecial(tokenizer, "<|start_header_id|>", "llama3");
   const endHeader = requireSpecial(tokenizer, "<|end_header_id|>", "llama3");
@@ -330,23 +356,15 @@ function tokenizeLlama3(
     for (const piece of m.content) ids.push(...enc(piece.replace(PY_STRIP, "")));
     const addEndHere = i === messages.length - 1 ? addEnd : true;
     if (addEndHere) ids.push(m.eot ? eot : eom);
-    for (const id of ids) {
-      tokens.push(id);
-      mask.push(m.masked);
-    }
+    pushIds({ tokens, mask }, ids, m.masked);
   });
   if (addEnd) {
     tokens.push(tokenizer.eosId);
     mask.push(true);
   }
-  if (maxSeqLen !== null) {
-    return {
-      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
-      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
-    };
-  }
-  return { tokens, mask };
-}
+  if (maxSeqLen === null) return { tokens, mask };
+  return truncateToEnd({ tokens, mask }, maxSeqLen, addEnd ? tokenizer.eosId : undefined);
+};
 
 /**
  * Qwen2/2.5/3's tokenize_messages. Tool use follows Qwen2.5 (when the tokenizer has the
@@ -356,12 +374,7 @@ function tokenizeLlama3(
  * writes ipython messages bare. The last assistant message gets no `<|im_end|>\n`; the EOS
  * added after it (<|im_end|> for Qwen2.5/3) closes it.
  */
-function tokenizeChatMl(
-  tokenizer: Tokenizer,
-  messages: readonly Message[],
-  addEnd: boolean,
-  maxSeqLen: number | null,
-): TokenizedMessages {
+const tokenizeChatMl: SpecialTokenFormat = (tokenizer, messages, addEnd, maxSeqLen) => {
   const enc = (s: string) => tokenizer.encode(s, { bos: false, eos: false });
   const imStart = requireSpecial(tokenizer, "<|im_start|>", "chatml");
   const imEnd = requireSpecial(tokenizer, "<|im_end|>", "chatml");
@@ -394,24 +407,16 @@ function tokenizeChatMl(
       if (tools && m.role === "assistant" && m.ipython) ids.push(...newline, toolCallEnd!);
       if (m.role !== "assistant" || i !== n - 1) ids.push(imEnd, ...newline);
     }
-    for (const id of ids) {
-      tokens.push(id);
-      mask.push(m.masked);
-    }
+    pushIds({ tokens, mask }, ids, m.masked);
     if (maxSeqLen !== null && tokens.length >= maxSeqLen) break;
   }
   if (addEnd) {
     tokens.push(tokenizer.eosId);
     mask.push(mask.length > 0 ? mask[mask.length - 1] : true);
   }
-  if (maxSeqLen !== null) {
-    return {
-      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
-      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
-    };
-  }
-  return { tokens, mask };
-}
+  if (maxSeqLen === null) return { tokens, mask };
+  return truncateToEnd({ tokens, mask }, maxSeqLen, addEnd ? tokenizer.eosId : undefined);
+};
 
 const PHI3_ROLES: Partial<Record<Message["role"], string>> = {
   user: "<|user|>",
@@ -419,12 +424,7 @@ const PHI3_ROLES: Partial<Record<Message["role"], string>> = {
   system: "<|system|>",
 };
 
-function tokenizePhi3(
-  tokenizer: Tokenizer,
-  messages: readonly Message[],
-  addEnd: boolean,
-  maxSeqLen: number | null,
-): TokenizedMessages {
+const tokenizePhi3: SpecialTokenFormat = (tokenizer, messages, addEnd, maxSeqLen) => {
   const end = requireSpecial(tokenizer, "<|end|>", "phi3");
   const roleIds = new Map<string, number>();
   for (const [role, tag] of Object.entries(PHI3_ROLES)) {
@@ -453,29 +453,16 @@ function tokenizePhi3(
     const endOfTurn = m.role === "assistant" && addEnd;
     if (endOfTurn) ids.push(tokenizer.eosId);
     startOfTurn = endOfTurn;
-    for (const id of ids) {
-      tokens.push(id);
-      mask.push(m.masked);
-    }
+    pushIds({ tokens, mask }, ids, m.masked);
     if (maxSeqLen !== null && tokens.length >= maxSeqLen) break;
   }
   // torchtune truncates only when the limit is reached (a shorter sample keeps its last token)
-  if (maxSeqLen !== null && tokens.length >= maxSeqLen) {
-    return {
-      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
-      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
-    };
-  }
-  return { tokens, mask };
-}
+  if (maxSeqLen === null || tokens.length < maxSeqLen) return { tokens, mask };
+  return truncateToEnd({ tokens, mask }, maxSeqLen, addEnd ? tokenizer.eosId : undefined);
+};
 
 /** Phi-4's tokenize_messages (see the module doc). */
-function tokenizePhi4(
-  tokenizer: Tokenizer,
-  messages: readonly Message[],
-  addEnd: boolean,
-  maxSeqLen: number | null,
-): TokenizedMessages {
+const tokenizePhi4: SpecialTokenFormat = (tokenizer, messages, addEnd, maxSeqLen) => {
   const imStart = requireSpecial(tokenizer, "<|im_start|>", "phi4");
   const imSep = requireSpecial(tokenizer, "<|im_sep|>", "phi4");
   const imEnd = requireSpecial(tokenizer, "<|im_end|>", "phi4");
@@ -486,20 +473,19 @@ function tokenizePhi4(
     const ids = [imStart, ...enc(m.role), imSep];
     for (const piece of m.content) ids.push(...enc(piece.replace(/ +$/, "")));
     if (m.role !== "assistant" || addEnd) ids.push(imEnd);
-    for (const id of ids) {
-      tokens.push(id);
-      mask.push(m.masked);
-    }
+    pushIds({ tokens, mask }, ids, m.masked);
     if (maxSeqLen !== null && tokens.length >= maxSeqLen) break;
   }
-  if (maxSeqLen !== null && tokens.length >= maxSeqLen) {
-    return {
-      tokens: truncate(tokens, maxSeqLen, addEnd ? tokenizer.eosId : undefined),
-      mask: truncate(mask, maxSeqLen, addEnd ? true : undefined),
-    };
-  }
-  return { tokens, mask };
-}
+  if (maxSeqLen === null || tokens.length < maxSeqLen) return { tokens, mask };
+  return truncateToEnd({ tokens, mask }, maxSeqLen, addEnd ? tokenizer.eosId : undefined);
+};
+
+const SPECIAL_TOKEN_FORMATS = {
+  llama3: tokenizeLlama3,
+  chatml: tokenizeChatMl,
+  phi3: tokenizePhi3,
+  phi4: tokenizePhi4,
+} satisfies Record<string, SpecialTokenFormat>;
 
 /** Tokenize a conversation in a chat format; see the module doc for each format. */
 export function tokenizeMessages(
@@ -540,12 +526,9 @@ export function tokenizeMessages(
       return tokenizeNoSpecial(tokenizer, templated, spmOpts);
     }
     case "llama3":
-      return tokenizeLlama3(tokenizer, messages, addEnd, maxSeqLen);
     case "chatml":
-      return tokenizeChatMl(tokenizer, messages, addEnd, maxSeqLen);
     case "phi3":
-      return tokenizePhi3(tokenizer, messages, addEnd, maxSeqLen);
     case "phi4":
-      return tokenizePhi4(tokenizer, messages, addEnd, maxSeqLen);
+      return SPECIAL_TOKEN_FORMATS[format](tokenizer, messages, addEnd, maxSeqLen);
   }
 }

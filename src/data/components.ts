@@ -116,6 +116,27 @@ function columnMapArg<K extends string>(
   return v as Partial<Record<K, string>>;
 }
 
+/** The `column_map` key of a builder whose columns are `keys` (`columns`: the default renames). */
+function columnMapParam(keys: readonly string[], columns: unknown = null): ParamSpec {
+  return {
+    type: "any",
+    default: columns,
+    doc: `rename columns: {${keys.map((k) => `${k}: col`).join(", ")}}`,
+  };
+}
+
+const ALPACA_COLUMNS = ["instruction", "input", "output"] as const;
+const INPUT_OUTPUT_COLUMNS = ["input", "output"] as const;
+const CHOSEN_REJECTED_COLUMNS = ["chosen", "rejected"] as const;
+const PROMPT_CHOSEN_REJECTED_COLUMNS = ["prompt", "chosen", "rejected"] as const;
+
+/** The `new_system_prompt` key of the conversation builders. */
+const REPLACE_SYSTEM_PROMPT: ParamSpec = {
+  type: "string",
+  default: null,
+  doc: "replace system messages with this one",
+};
+
 /** `template` is another name for `chat_format`; giving both with different values is an error. */
 function chatFormatArg(args: Record<string, unknown>): string {
   const format = str(args.chat_format) ?? "auto";
@@ -161,26 +182,43 @@ function sftArgs(args: Record<string, unknown>, fallbackFormat: "none" | "plain"
   };
 }
 
-function alpacaBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
-  return sftDataset({
+/**
+ * Register the dataset builder `torchtune.datasets.<short>` (alias `tune.datasets.<short>`);
+ * `builder` gets that full name and the config's keys.
+ */
+function registerDataset(
+  short: string,
+  doc: string,
+  params: ParamSchema,
+  builder: (name: string, args: Record<string, unknown>) => DatasetBuilder,
+): void {
+  const name = `torchtune.datasets.${short}`;
+  registerComponent<DatasetBuilder>({
     name,
-    ...sourceArgs(args),
-    ...sftArgs(args, "none"),
-    transform: {
-      kind: "alpaca",
-      columnMap: columnMapArg(args.column_map, ["instruction", "input", "output"] as const),
-    },
+    aliases: [`tune.datasets.${short}`],
+    kind: "dataset",
+    doc,
+    params,
+    build: (args) => builder(name, args),
+  });
+}
+
+/** The config of an SFT builder `name`: its source and message keys, and `transform`. */
+function sftConfig(name: string, args: Record<string, unknown>, transform: MessageTransform) {
+  return { name, ...sourceArgs(args), ...sftArgs(args, "none"), transform };
+}
+
+function alpacaBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
+  const columnMap = columnMapArg(args.column_map, ALPACA_COLUMNS);
+  return sftDataset({
+    ...sftConfig(name, args, { kind: "alpaca", columnMap }),
     newSystemPrompt: null,
   });
 }
 
 const alpacaParams = (source: string): ParamSchema => ({
   source: { type: "string", default: source, doc: SOURCE_DOC },
-  column_map: {
-    type: "any",
-    default: null,
-    doc: "rename columns: {instruction: col, input: col, output: col}",
-  },
+  column_map: columnMapParam(ALPACA_COLUMNS),
   train_on_input: {
     type: "bool",
     default: true,
@@ -189,90 +227,74 @@ const alpacaParams = (source: string): ParamSchema => ({
   ...sftCommon,
 });
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.alpaca_dataset",
-  aliases: ["tune.datasets.alpaca_dataset"],
-  kind: "dataset",
-  doc: "Alpaca instruction data (instruction, input, output) with the Alpaca prompt",
-  params: alpacaParams("tatsu-lab/alpaca"),
-  build: (args) => alpacaBuilder("torchtune.datasets.alpaca_dataset", args),
-});
+registerDataset(
+  "alpaca_dataset",
+  "Alpaca instruction data (instruction, input, output) with the Alpaca prompt",
+  alpacaParams("tatsu-lab/alpaca"),
+  alpacaBuilder,
+);
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.alpaca_cleaned_dataset",
-  aliases: ["tune.datasets.alpaca_cleaned_dataset"],
-  kind: "dataset",
-  doc: "yahma/alpaca-cleaned with the Alpaca prompt",
-  params: alpacaParams("yahma/alpaca-cleaned"),
-  build: (args) => alpacaBuilder("torchtune.datasets.alpaca_cleaned_dataset", args),
-});
+registerDataset(
+  "alpaca_cleaned_dataset",
+  "yahma/alpaca-cleaned with the Alpaca prompt",
+  alpacaParams("yahma/alpaca-cleaned"),
+  alpacaBuilder,
+);
 
 /** input/output pairs (torchtune's InputOutputToMessages), with default source and columns. */
 function inputOutputBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
-  return sftDataset({
-    name,
-    ...sourceArgs(args),
-    ...sftArgs(args, "none"),
-    transform: {
-      kind: "input_output",
-      columnMap: columnMapArg(args.column_map, ["input", "output"] as const),
-    },
-  });
+  const columnMap = columnMapArg(args.column_map, INPUT_OUTPUT_COLUMNS);
+  return sftDataset(sftConfig(name, args, { kind: "input_output", columnMap }));
 }
 
 const inputOutputParams = (source: ParamSpec, columns: unknown): ParamSchema => ({
   source,
-  column_map: {
-    type: "any",
-    default: columns,
-    doc: "rename columns: {input: col, output: col}",
-  },
+  column_map: columnMapParam(INPUT_OUTPUT_COLUMNS, columns),
   train_on_input: { type: "bool", default: false, doc: "also train on the prompt" },
   new_system_prompt: { type: "string", default: null, doc: "prepend this system message" },
   ...sftCommon,
 });
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.instruct_dataset",
-  aliases: ["tune.datasets.instruct_dataset"],
-  kind: "dataset",
-  doc: "prompt/response pairs (input, output columns; rename with column_map)",
-  params: inputOutputParams({ type: "string", required: true, doc: SOURCE_DOC }, null),
-  build: (args) => inputOutputBuilder("torchtune.datasets.instruct_dataset", args),
-});
+registerDataset(
+  "instruct_dataset",
+  "prompt/response pairs (input, output columns; rename with column_map)",
+  inputOutputParams({ type: "string", required: true, doc: SOURCE_DOC }, null),
+  inputOutputBuilder,
+);
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.samsum_dataset",
-  aliases: ["tune.datasets.samsum_dataset"],
-  kind: "dataset",
-  doc: "dialogue summarisation (Samsung/samsum: dialogue -> summary); pair with " +
+registerDataset(
+  "samsum_dataset",
+  "dialogue summarisation (Samsung/samsum: dialogue -> summary); pair with " +
     "tokenizer.prompt_template=torchtune.data.SummarizeTemplate",
-  params: inputOutputParams(
+  inputOutputParams(
     { type: "string", default: "Samsung/samsum", doc: SOURCE_DOC },
     { input: "dialogue", output: "summary" },
   ),
-  build: (args) => inputOutputBuilder("torchtune.datasets.samsum_dataset", args),
-});
+  inputOutputBuilder,
+);
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.grammar_dataset",
-  aliases: ["tune.datasets.grammar_dataset"],
-  kind: "dataset",
-  doc: "grammar correction (liweili/c4_200m: input -> output); pair with " +
+registerDataset(
+  "grammar_dataset",
+  "grammar correction (liweili/c4_200m: input -> output); pair with " +
     "tokenizer.prompt_template=torchtune.data.GrammarErrorCorrectionTemplate",
-  params: inputOutputParams(
+  inputOutputParams(
     { type: "string", default: "liweili/c4_200m", doc: SOURCE_DOC },
     null,
   ),
-  build: (args) => inputOutputBuilder("torchtune.datasets.grammar_dataset", args),
-});
+  inputOutputBuilder,
+);
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.chat_dataset",
-  aliases: ["tune.datasets.chat_dataset"],
-  kind: "dataset",
-  doc: "conversations: ShareGPT (from/value) or OpenAI (role/content) messages",
-  params: {
+/** The keys of the conversation (ShareGPT/OpenAI) builders past source and style. */
+const conversationCommon: ParamSchema = {
+  train_on_input: { type: "bool", default: false, doc: "also train on user messages" },
+  new_system_prompt: REPLACE_SYSTEM_PROMPT,
+  ...sftCommon,
+};
+
+registerDataset(
+  "chat_dataset",
+  "conversations: ShareGPT (from/value) or OpenAI (role/content) messages",
+  {
     source: { type: "string", required: true, doc: SOURCE_DOC },
     conversation_style: {
       type: "string",
@@ -285,15 +307,9 @@ registerComponent<DatasetBuilder>({
       default: null,
       doc: "column holding the messages (default conversations for sharegpt, messages for openai)",
     },
-    train_on_input: { type: "bool", default: false, doc: "also train on user messages" },
-    new_system_prompt: {
-      type: "string",
-      default: null,
-      doc: "replace system messages with this one",
-    },
-    ...sftCommon,
+    ...conversationCommon,
   },
-  build: (args) => {
+  (name, args) => {
     const style = String(args.conversation_style);
     if (style !== "sharegpt" && style !== "openai") {
       throw new TuneError(`dataset.conversation_style must be sharegpt or openai, got ${style}`);
@@ -301,38 +317,19 @@ registerComponent<DatasetBuilder>({
     const transform: MessageTransform = style === "sharegpt"
       ? { kind: "sharegpt", column: str(args.conversation_column) ?? "conversations" }
       : { kind: "openai", column: str(args.conversation_column) ?? "messages" };
-    return sftDataset({
-      name: "torchtune.datasets.chat_dataset",
-      ...sourceArgs(args),
-      ...sftArgs(args, "none"),
-      transform,
-    });
+    return sftDataset(sftConfig(name, args, transform));
   },
-});
+);
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.slimorca_dataset",
-  aliases: ["tune.datasets.slimorca_dataset"],
-  kind: "dataset",
-  doc: "Open-Orca/SlimOrca-Dedup: ShareGPT conversations in a conversations column",
-  params: {
+registerDataset(
+  "slimorca_dataset",
+  "Open-Orca/SlimOrca-Dedup: ShareGPT conversations in a conversations column",
+  {
     source: { type: "string", default: "Open-Orca/SlimOrca-Dedup", doc: SOURCE_DOC },
-    train_on_input: { type: "bool", default: false, doc: "also train on user messages" },
-    new_system_prompt: {
-      type: "string",
-      default: null,
-      doc: "replace system messages with this one",
-    },
-    ...sftCommon,
+    ...conversationCommon,
   },
-  build: (args) =>
-    sftDataset({
-      name: "torchtune.datasets.slimorca_dataset",
-      ...sourceArgs(args),
-      ...sftArgs(args, "none"),
-      transform: { kind: "sharegpt", column: "conversations" },
-    }),
-});
+  (name, args) => sftDataset(sftConfig(name, args, { kind: "sharegpt", column: "conversations" })),
+);
 
 /** Unstructured text (torchtune's TextCompletionDataset), with default source and column. */
 function textBuilder(name: string, args: Record<string, unknown>): DatasetBuilder {
@@ -365,42 +362,36 @@ const textParams = (source: ParamSpec, column: string, subset: string | null): P
   },
 });
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.text_completion_dataset",
-  aliases: ["tune.datasets.text_completion_dataset"],
-  kind: "dataset",
-  doc: "unstructured text (txt files or a text column), trained on every token",
-  // source not required at validation so configs can be checked before one is chosen;
-  // loading without one is a one-line TuneError
-  params: textParams({ type: "string", default: null, doc: SOURCE_DOC }, "text", null),
-  build: (args) => textBuilder("torchtune.datasets.text_completion_dataset", args),
-});
+// source not required at validation so configs can be checked before one is chosen;
+// loading without one is a one-line TuneError
+registerDataset(
+  "text_completion_dataset",
+  "unstructured text (txt files or a text column), trained on every token",
+  textParams({ type: "string", default: null, doc: SOURCE_DOC }, "text", null),
+  textBuilder,
+);
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.wikitext_dataset",
-  aliases: ["tune.datasets.wikitext_dataset"],
-  kind: "dataset",
-  doc: "Wikipedia articles (EleutherAI/wikitext_document_level, page column), text completion",
-  params: textParams(
+registerDataset(
+  "wikitext_dataset",
+  "Wikipedia articles (EleutherAI/wikitext_document_level, page column), text completion",
+  textParams(
     { type: "string", default: "EleutherAI/wikitext_document_level", doc: SOURCE_DOC },
     "page",
     "wikitext-103-v1",
   ),
-  build: (args) => textBuilder("torchtune.datasets.wikitext_dataset", args),
-});
+  textBuilder,
+);
 
-registerComponent<DatasetBuilder>({
-  name: "torchtune.datasets.cnn_dailymail_articles_dataset",
-  aliases: ["tune.datasets.cnn_dailymail_articles_dataset"],
-  kind: "dataset",
-  doc: "news articles (ccdv/cnn_dailymail 3.0.0, article column), text completion",
-  params: textParams(
+registerDataset(
+  "cnn_dailymail_articles_dataset",
+  "news articles (ccdv/cnn_dailymail 3.0.0, article column), text completion",
+  textParams(
     { type: "string", default: "ccdv/cnn_dailymail", doc: SOURCE_DOC },
     "article",
     "3.0.0",
   ),
-  build: (args) => textBuilder("torchtune.datasets.cnn_dailymail_articles_dataset", args),
-});
+  textBuilder,
+);
 
 // ---- preference data (DPO): builders of kind preference_dataset ----
 
@@ -411,17 +402,7 @@ const preferenceCommon: ParamSchema = {
   chat_format: sftCommon.chat_format,
   template: sftCommon.template,
   train_on_input: { type: "bool", default: false, doc: "also train on the prompt messages" },
-  new_system_prompt: {
-    type: "string",
-    default: null,
-    doc: "replace system messages with this one",
-  },
-};
-
-const chosenRejectedColumns: ParamSchema[string] = {
-  type: "any",
-  default: null,
-  doc: "rename columns: {chosen: col, rejected: col}",
+  new_system_prompt: REPLACE_SYSTEM_PROMPT,
 };
 
 function preferenceBuilder(
@@ -430,8 +411,8 @@ function preferenceBuilder(
   args: Record<string, unknown>,
 ): PreferenceDatasetBuilder {
   const keys = layout === "chosen_rejected"
-    ? (["chosen", "rejected"] as const)
-    : (["prompt", "chosen", "rejected"] as const);
+    ? CHOSEN_REJECTED_COLUMNS
+    : PROMPT_CHOSEN_REJECTED_COLUMNS;
   return preferenceDataset({
     name,
     source: String(args.source),
@@ -454,7 +435,7 @@ registerComponent<PreferenceDatasetBuilder>({
   doc: "pairs of conversations: chosen and rejected columns of [{role, content}] messages",
   params: {
     source: { type: "string", required: true, doc: SOURCE_DOC },
-    column_map: chosenRejectedColumns,
+    column_map: columnMapParam(CHOSEN_REJECTED_COLUMNS),
     ...preferenceCommon,
   },
   build: (args) =>
@@ -471,11 +452,11 @@ registerComponent<PreferenceDatasetBuilder>({
   doc: "question / better answer / worse answer string columns (lvwerra/stack-exchange-paired)",
   params: {
     source: { type: "string", default: "lvwerra/stack-exchange-paired", doc: SOURCE_DOC },
-    column_map: {
-      type: "any",
-      default: { prompt: "question", chosen: "response_j", rejected: "response_k" },
-      doc: "rename columns: {prompt: col, chosen: col, rejected: col}",
-    },
+    column_map: columnMapParam(PROMPT_CHOSEN_REJECTED_COLUMNS, {
+      prompt: "question",
+      chosen: "response_j",
+      rejected: "response_k",
+    }),
     data_dir: {
       type: "string",
       default: "data/rl",
@@ -498,7 +479,7 @@ registerComponent<PreferenceDatasetBuilder>({
   doc: "Anthropic HH-RLHF helpful pairs (RLHFlow/HH-RLHF-Helpful-standard: chosen, rejected)",
   params: {
     source: { type: "string", default: "RLHFlow/HH-RLHF-Helpful-standard", doc: SOURCE_DOC },
-    column_map: chosenRejectedColumns,
+    column_map: columnMapParam(CHOSEN_REJECTED_COLUMNS),
     ...preferenceCommon,
   },
   build: (args) =>

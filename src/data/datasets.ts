@@ -103,6 +103,34 @@ function effectiveMaxSeqLen(
   return v;
 }
 
+/**
+ * A builder over a row source, named `cfg.name` (default `defaultName`): each load reads the
+ * rows, turns each into a sample with the function `sampler` makes for that load (given the
+ * tokenizer, max_seq_len and source label), then packs as `cfg` says (`defaultSplitAcross`:
+ * whether a sample may straddle two packs when `cfg.splitAcrossPack` is unset).
+ */
+function rowDataset(
+  cfg: SourceConfig & { name?: string },
+  defaultName: string,
+  defaultSplitAcross: boolean,
+  sampler: (
+    tokenizer: Tokenizer,
+    maxSeqLen: number | null,
+    label: string,
+  ) => (row: Row, index: number) => Sample,
+): DatasetBuilder {
+  return {
+    name: cfg.name ?? defaultName,
+    packed: cfg.packed ?? false,
+    async load(tokenizer, options = {}) {
+      const { maxSeqLen, rows, label } = await loadSourceRows(cfg, tokenizer, options);
+      const toSample = sampler(tokenizer, maxSeqLen, label);
+      const samples = rows.map((row, index) => toSample(row, index));
+      return finish(samples, cfg, tokenizer, maxSeqLen, label, defaultSplitAcross);
+    },
+  };
+}
+
 /** The prologue every builder shares: its max_seq_len and the rows of its source. */
 async function loadSourceRows(
   cfg: SourceConfig,
@@ -182,26 +210,20 @@ function toMessages(row: Row, ctx: RowContext, cfg: SftConfig): Message[] {
  * chat format -> samples with shifted labels (masked messages get -100) -> optional packing.
  */
 export function sftDataset(cfg: SftConfig): DatasetBuilder {
-  return {
-    name: cfg.name ?? "sft_dataset",
-    packed: cfg.packed ?? false,
-    async load(tokenizer, options = {}) {
-      const { maxSeqLen, rows, label } = await loadSourceRows(cfg, tokenizer, options);
-      const format = resolveChatFormat(
-        cfg.chatFormat ?? "auto",
-        tokenizer,
-        cfg.fallbackFormat ?? "none",
-      );
-      const samples = rows.map((row, index) => {
-        const ctx = { source: label, index };
-        const messages = toMessages(row, ctx, cfg);
-        validateMessages(messages, ctx);
-        const { tokens, mask } = tokenizeMessages(tokenizer, messages, format, { maxSeqLen });
-        return sampleFromMask(tokens, mask);
-      });
-      return finish(samples, cfg, tokenizer, maxSeqLen, label, false);
-    },
-  };
+  return rowDataset(cfg, "sft_dataset", false, (tokenizer, maxSeqLen, label) => {
+    const format = resolveChatFormat(
+      cfg.chatFormat ?? "auto",
+      tokenizer,
+      cfg.fallbackFormat ?? "none",
+    );
+    return (row, index) => {
+      const ctx = { source: label, index };
+      const messages = toMessages(row, ctx, cfg);
+      validateMessages(messages, ctx);
+      const { tokens, mask } = tokenizeMessages(tokenizer, messages, format, { maxSeqLen });
+      return sampleFromMask(tokens, mask);
+    };
+  });
 }
 
 /** Options of `textCompletionDataset`. */
@@ -219,24 +241,21 @@ export interface TextCompletionConfig extends SourceConfig {
  * packing splits samples across packs by default.
  */
 export function textCompletionDataset(cfg: TextCompletionConfig): DatasetBuilder {
-  return {
-    name: cfg.name ?? "text_completion_dataset",
-    packed: cfg.packed ?? false,
-    async load(tokenizer, options = {}) {
-      const { maxSeqLen, rows, label } = await loadSourceRows(cfg, tokenizer, options);
-      const column = cfg.column ?? "text";
-      const samples = rows.map((row, index) => {
-        const text = getColumn(row, column, { source: label, index }, "column");
-        if (typeof text !== "string") {
-          throw new TuneError(
-            `dataset row ${index} of ${label}: column "${column}" must be a string; set dataset.column`,
-          );
-        }
-        return textCompletionSample(tokenizer, text, { addEos: cfg.addEos ?? true, maxSeqLen });
-      });
-      return finish(samples, cfg, tokenizer, maxSeqLen, label, true);
+  const column = cfg.column ?? "text";
+  return rowDataset(
+    cfg,
+    "text_completion_dataset",
+    true,
+    (tokenizer, maxSeqLen, label) => (row, index) => {
+      const text = getColumn(row, column, { source: label, index }, "column");
+      if (typeof text !== "string") {
+        throw new TuneError(
+          `dataset row ${index} of ${label}: column "${column}" must be a string; set dataset.column`,
+        );
+      }
+      return textCompletionSample(tokenizer, text, { addEos: cfg.addEos ?? true, maxSeqLen });
     },
-  };
+  );
 }
 
 /**

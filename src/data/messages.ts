@@ -167,19 +167,46 @@ function getList(row: Row, column: string, ctx: RowContext): unknown[] {
   return v;
 }
 
-/** ShareGPT row (`conversations: [{from, value}]`) -> messages (torchtune's ShareGPTToMessages). */
-export function shareGptToMessages(
+/** Options of the conversation transforms (ShareGPT, OpenAI). */
+interface ConversationOptions {
+  /** The conversation column (default: the style's). */
+  column?: string;
+  trainOnInput: boolean;
+  /** A system prompt put first (masked) in place of the row's own system messages. */
+  newSystemPrompt?: string | null;
+}
+
+/**
+ * The messages of a conversation column: `newSystemPrompt` first, then each list item `k`
+ * through `toMessage` (null: dropped), masked as `trainOnInput` says.
+ */
+function conversationToMessages(
   row: Row,
   ctx: RowContext,
-  options: { column?: string; trainOnInput: boolean; newSystemPrompt?: string | null },
+  options: ConversationOptions,
+  defaultColumn: string,
+  toMessage: (item: Row, k: number, list: unknown[]) => Message | null,
 ): Message[] {
   const messages: Message[] = [];
   if (options.newSystemPrompt != null) {
     messages.push(textMessage("system", options.newSystemPrompt, { masked: true }));
   }
-  const turns = getList(row, options.column ?? "conversations", ctx);
-  turns.forEach((t, k) => {
-    const turn = (t ?? {}) as Row;
+  const list = getList(row, options.column ?? defaultColumn, ctx);
+  list.forEach((item, k) => {
+    const m = toMessage((item ?? {}) as Row, k, list);
+    if (m !== null) messages.push(m);
+  });
+  maskMessages(messages, strategyOf(options.trainOnInput));
+  return messages;
+}
+
+/** ShareGPT row (`conversations: [{from, value}]`) -> messages (torchtune's ShareGPTToMessages). */
+export function shareGptToMessages(
+  row: Row,
+  ctx: RowContext,
+  options: ConversationOptions,
+): Message[] {
+  return conversationToMessages(row, ctx, options, "conversations", (turn, k) => {
     const from = turn.from;
     const role = typeof from === "string" ? SHAREGPT_ROLES[from] : undefined;
     if (role === undefined) {
@@ -192,11 +219,9 @@ export function shareGptToMessages(
     if (typeof turn.value !== "string") {
       throw new TuneError(`${describeRow(ctx)} message ${k}: ShareGPT "value" must be a string`);
     }
-    if (role === "system" && options.newSystemPrompt != null) return;
-    messages.push(textMessage(role, turn.value));
+    if (role === "system" && options.newSystemPrompt != null) return null;
+    return textMessage(role, turn.value);
   });
-  maskMessages(messages, strategyOf(options.trainOnInput));
-  return messages;
 }
 
 /** Python's json.dumps with its default separators (", " and ": "), as chat templates' tojson. */
@@ -246,15 +271,9 @@ const OPENAI_ROLES = new Set(["system", "user", "assistant", "tool", "ipython"])
 export function openAiToMessages(
   row: Row,
   ctx: RowContext,
-  options: { column?: string; trainOnInput: boolean; newSystemPrompt?: string | null },
+  options: ConversationOptions,
 ): Message[] {
-  const messages: Message[] = [];
-  if (options.newSystemPrompt != null) {
-    messages.push(textMessage("system", options.newSystemPrompt, { masked: true }));
-  }
-  const list = getList(row, options.column ?? "messages", ctx);
-  list.forEach((m, k) => {
-    const msg = (m ?? {}) as Row;
+  return conversationToMessages(row, ctx, options, "messages", (msg, k, list) => {
     const role = msg.role;
     if (typeof role !== "string" || !OPENAI_ROLES.has(role)) {
       throw new TuneError(
@@ -263,7 +282,7 @@ export function openAiToMessages(
         }; for from/value messages use dataset.conversation_style=sharegpt`,
       );
     }
-    if (role === "system" && options.newSystemPrompt != null) return;
+    if (role === "system" && options.newSystemPrompt != null) return null;
     const calls = role === "assistant" ? toolCallText(msg.tool_calls, ctx, k) : null;
     let text: string;
     if (
@@ -293,13 +312,10 @@ export function openAiToMessages(
     if (calls !== null) {
       // a tool call (torchtune's Message ipython=True): its JSON lines are the message text
       text = text === "" ? calls : `${text}\n${calls}`;
-      messages.push(textMessage("assistant", text, { eot, ipython: true }));
-      return;
+      return textMessage("assistant", text, { eot, ipython: true });
     }
-    messages.push(textMessage(role as Role, text, { eot }));
+    return textMessage(role as Role, text, { eot });
   });
-  maskMessages(messages, strategyOf(options.trainOnInput));
-  return messages;
 }
 
 /**
