@@ -81,8 +81,8 @@ export const LLAMA_PARAMS: ParamSchema = {
 
 function genericConfig(a: Record<string, unknown>): LlamaConfig {
   if (a.attn_dropout) throw new TuneError(`model.attn_dropout is not supported; set it to 0.0`);
-  try {
-    return llama({
+  return modelError(() =>
+    llama({
       vocabSize: a.vocab_size as number,
       numLayers: a.num_layers as number,
       numHeads: a.num_heads as number,
@@ -97,36 +97,52 @@ function genericConfig(a: Record<string, unknown>): LlamaConfig {
       ropeLayout: a.rope_layout as RopeLayout,
       headDim: (a.head_dim as number | null) ?? undefined,
       qkNorm: (a.qk_norm as boolean | undefined) ?? false,
-    });
-  } catch (e) {
-    throw new TuneError(`model: ${(e as Error).message}`);
-  }
+    })
+  );
 }
 
-registerComponent<ModelSpec>({
-  name: "tune.models.llama",
-  aliases: ["torchtune.models.llama2.llama2"],
-  kind: "model",
-  doc: "Llama-family decoder of any size (generic builder)",
-  params: LLAMA_PARAMS,
-  build: (a) => ({ name: "llama", config: genericConfig(a), lora: null }),
-});
+/** A model builder and its LoRA twin (which adds LORA_PARAMS and adapters over the same config). */
+interface ModelBuilder {
+  /** Component name and aliases of the plain builder. */
+  name: string;
+  aliases?: string[];
+  /** Component name and aliases of the LoRA twin. */
+  loraName: string;
+  loraAliases?: string[];
+  /** The ModelSpec name; the twin's is `lora_` + it. */
+  id: string;
+  doc: string;
+  loraDoc: string;
+  params: ParamSchema;
+  config: (a: Record<string, unknown>) => LlamaConfig;
+}
 
-registerComponent<ModelSpec>({
-  name: "tune.models.lora_llama",
-  aliases: ["torchtune.models.llama2.lora_llama2"],
-  kind: "model",
-  doc: "Llama-family decoder of any size with LoRA adapters (generic builder)",
-  params: { ...LLAMA_PARAMS, ...LORA_PARAMS },
-  build: (a) => {
-    const config = genericConfig(a);
-    return {
-      name: "lora_llama",
-      config,
-      lora: loraConfig(a as unknown as LoraArgs, config.tiedEmbeddings),
-    };
-  },
-});
+/** Register a model builder and its LoRA twin. */
+function registerModel(m: ModelBuilder): void {
+  registerComponent<ModelSpec>({
+    name: m.name,
+    aliases: m.aliases,
+    kind: "model",
+    doc: m.doc,
+    params: m.params,
+    build: (a) => ({ name: m.id, config: m.config(a), lora: null }),
+  });
+  registerComponent<ModelSpec>({
+    name: m.loraName,
+    aliases: m.loraAliases,
+    kind: "model",
+    doc: m.loraDoc,
+    params: { ...m.params, ...LORA_PARAMS },
+    build: (a) => {
+      const config = m.config(a);
+      return {
+        name: `lora_${m.id}`,
+        config,
+        lora: loraConfig(a as unknown as LoraArgs, config.tiedEmbeddings),
+      };
+    },
+  });
+}
 
 /** torchtune's `gemma(...)` component builder keys. */
 export const GEMMA_PARAMS: ParamSchema = {
@@ -184,25 +200,6 @@ function gemmaConfig(a: Record<string, unknown>): LlamaConfig {
   return modelError(() => gemma(o));
 }
 
-registerComponent<ModelSpec>({
-  name: "torchtune.models.gemma.gemma",
-  kind: "model",
-  doc: "Gemma 1 decoder of any size (generic builder: GeGLU, scaled embeddings, tied output)",
-  params: GEMMA_PARAMS,
-  build: (a) => ({ name: "gemma", config: gemmaConfig(a), lora: null }),
-});
-
-registerComponent<ModelSpec>({
-  name: "torchtune.models.gemma.lora_gemma",
-  kind: "model",
-  doc: "Gemma 1 decoder of any size with LoRA adapters (generic builder)",
-  params: { ...GEMMA_PARAMS, ...LORA_PARAMS },
-  build: (a) => {
-    const config = gemmaConfig(a);
-    return { name: "lora_gemma", config, lora: loraConfig(a as unknown as LoraArgs, true) };
-  },
-});
-
 /** torchtune's `gemma2(...)` component builder keys: Gemma's plus soft-caps and the window. */
 export const GEMMA2_PARAMS: ParamSchema = {
   ...GEMMA_PARAMS,
@@ -237,47 +234,50 @@ function gemma2Config(a: Record<string, unknown>): LlamaConfig {
   );
 }
 
-registerComponent<ModelSpec>({
-  name: "torchtune.models.gemma2.gemma2",
-  kind: "model",
-  doc: "Gemma 2 decoder of any size (generic builder: soft-caps, alternating windows)",
-  params: GEMMA2_PARAMS,
-  build: (a) => ({ name: "gemma2", config: gemma2Config(a), lora: null }),
-});
-
-registerComponent<ModelSpec>({
-  name: "torchtune.models.gemma2.lora_gemma2",
-  kind: "model",
-  doc: "Gemma 2 decoder of any size with LoRA adapters (generic builder)",
-  params: { ...GEMMA2_PARAMS, ...LORA_PARAMS },
-  build: (a) => {
-    const config = gemma2Config(a);
-    return { name: "lora_gemma2", config, lora: loraConfig(a as unknown as LoraArgs, true) };
+/** The generic builders (any size), each with its LoRA twin. */
+const GENERIC_MODELS: ModelBuilder[] = [
+  {
+    name: "tune.models.llama",
+    aliases: ["torchtune.models.llama2.llama2"],
+    loraName: "tune.models.lora_llama",
+    loraAliases: ["torchtune.models.llama2.lora_llama2"],
+    id: "llama",
+    doc: "Llama-family decoder of any size (generic builder)",
+    loraDoc: "Llama-family decoder of any size with LoRA adapters (generic builder)",
+    params: LLAMA_PARAMS,
+    config: genericConfig,
   },
-});
+  {
+    name: "torchtune.models.gemma.gemma",
+    loraName: "torchtune.models.gemma.lora_gemma",
+    id: "gemma",
+    doc: "Gemma 1 decoder of any size (generic builder: GeGLU, scaled embeddings, tied output)",
+    loraDoc: "Gemma 1 decoder of any size with LoRA adapters (generic builder)",
+    params: GEMMA_PARAMS,
+    config: gemmaConfig,
+  },
+  {
+    name: "torchtune.models.gemma2.gemma2",
+    loraName: "torchtune.models.gemma2.lora_gemma2",
+    id: "gemma2",
+    doc: "Gemma 2 decoder of any size (generic builder: soft-caps, alternating windows)",
+    loraDoc: "Gemma 2 decoder of any size with LoRA adapters (generic builder)",
+    params: GEMMA2_PARAMS,
+    config: gemma2Config,
+  },
+];
+for (const m of GENERIC_MODELS) registerModel(m);
 
 for (const f of MODEL_FAMILIES) {
-  registerComponent<ModelSpec>({
+  registerModel({
     name: familyComponentName(f, false),
     aliases: f.aliases,
-    kind: "model",
+    loraName: familyComponentName(f, true),
+    loraAliases: f.aliases?.map((a) => a.replace(/\.([^.]+)$/, ".lora_$1")),
+    id: f.name,
     doc: `${f.name} (published architecture)`,
+    loraDoc: `${f.name} with LoRA adapters`,
     params: {},
-    build: () => ({ name: f.name, config: f.config(), lora: null }),
-  });
-  registerComponent<ModelSpec>({
-    name: familyComponentName(f, true),
-    aliases: f.aliases?.map((a) => a.replace(/\.([^.]+)$/, ".lora_$1")),
-    kind: "model",
-    doc: `${f.name} with LoRA adapters`,
-    params: LORA_PARAMS,
-    build: (a) => {
-      const config = f.config();
-      return {
-        name: `lora_${f.name}`,
-        config,
-        lora: loraConfig(a as unknown as LoraArgs, config.tiedEmbeddings),
-      };
-    },
+    config: () => f.config(),
   });
 }

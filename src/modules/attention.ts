@@ -88,34 +88,8 @@ export class Attention {
     }
     const pk = cache ? null : this.packing;
     const at = pk?.positions ?? null; // (B, T) or null: pos + t
-    be.rope(
-      acts.q,
-      this.rope.cos,
-      this.rope.sin,
-      B,
-      T,
-      NH,
-      HS,
-      pos,
-      this.layout,
-      false,
-      at,
-      this.rope.dims,
-    );
-    be.rope(
-      acts.k,
-      this.rope.cos,
-      this.rope.sin,
-      B,
-      T,
-      NKV,
-      HS,
-      pos,
-      this.layout,
-      false,
-      at,
-      this.rope.dims,
-    );
+    this.#rope(be, acts.q, B, T, NH, pos, false, at);
+    this.#rope(be, acts.k, B, T, NKV, pos, false, at);
     if (cache) {
       const width = NKV * HS;
       be.kvCacheWrite(cache.k, acts.k, B, T, cache.capacity, width, pos);
@@ -143,6 +117,24 @@ export class Attention {
       be.attentionForward(a.att, a.lse, a.q, a.k, a.v, B, T, T, T, NH, NKV, HS, seg, vt);
     }
     this.o.forward(be, out, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
+  }
+
+  /**
+   * Rope on x(B, T, heads, HS) in place at positions `at` (null: pos + t); `inverse` rotates
+   * back (the gradient through rope).
+   */
+  #rope(
+    be: Backend,
+    x: DeviceBuffer,
+    B: number,
+    T: number,
+    heads: number,
+    pos: number,
+    inverse: boolean,
+    at: DeviceBuffer | null,
+  ): void {
+    const r = this.rope;
+    be.rope(x, r.cos, r.sin, B, T, heads, this.d.HS, pos, this.layout, inverse, at, r.dims);
   }
 
   /**
@@ -184,34 +176,8 @@ export class Attention {
       effective(this.variant, T),
     );
     const at = this.packing?.positions ?? null;
-    be.rope(
-      sc.dq,
-      this.rope.cos,
-      this.rope.sin,
-      B,
-      T,
-      NH,
-      HS,
-      0,
-      this.layout,
-      true,
-      at,
-      this.rope.dims,
-    );
-    be.rope(
-      sc.dk,
-      this.rope.cos,
-      this.rope.sin,
-      B,
-      T,
-      NKV,
-      HS,
-      0,
-      this.layout,
-      true,
-      at,
-      this.rope.dims,
-    );
+    this.#rope(be, sc.dq, B, T, NH, 0, true, at);
+    this.#rope(be, sc.dk, B, T, NKV, 0, true, at);
     if (this.qkNorm) {
       // through the per-head norms: datt (free since attentionBackward) holds the gradient
       // of q, then of k, before their norms

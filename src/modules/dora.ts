@@ -11,6 +11,7 @@
  * rows at a time (never the whole weight), and z's base product is the NF4 product.
  */
 import type { Backend, DeviceBuffer, Nf4Weight } from "../backend/ops.ts";
+import { loraRowHost } from "./lora.ts";
 
 /** The frozen base weight (out, in) under DoRA: dense, or NF4 (QDoRA). */
 export type DoraBase = DeviceBuffer | Nf4Weight;
@@ -163,13 +164,7 @@ export function doraNormsHost(
   const row = new Float32Array(inDim);
   const sf = Math.fround(s);
   for (let o = 0; o < outDim; o++) {
-    row.fill(0);
-    for (let k = 0; k < rank; k++) {
-      const bk = b[o * rank + k];
-      if (bk === 0) continue;
-      const ak = k * inDim;
-      for (let i = 0; i < inDim; i++) row[i] += bk * a[ak + i];
-    }
+    loraRowHost(row, a, b, o, inDim, rank);
     let acc = 0;
     for (let i = 0; i < inDim; i++) {
       const v = Math.fround(w[o * inDim + i] + Math.fround(sf * row[i]));

@@ -120,6 +120,27 @@ export function initLoraHost(
   };
 }
 
+/**
+ * Row `o` of B(out, r) @ A(r, in) into `row` (in), on the host; `row`'s type sets the
+ * precision the sums are kept in.
+ */
+export function loraRowHost(
+  row: Float32Array | Float64Array,
+  a: Float32Array,
+  b: Float32Array,
+  o: number,
+  inDim: number,
+  rank: number,
+): void {
+  row.fill(0);
+  for (let k = 0; k < rank; k++) {
+    const bk = b[o * rank + k];
+    if (bk === 0) continue;
+    const ak = k * inDim;
+    for (let i = 0; i < inDim; i++) row[i] += bk * a[ak + i];
+  }
+}
+
 /** W(out, in) += (alpha / r) * B(out, r) @ A(r, in), on the host (merging for export). */
 export function mergeLoraHost(
   w: Float32Array,
@@ -134,13 +155,7 @@ export function mergeLoraHost(
   const merged = new Float32Array(w);
   const row = new Float64Array(inDim);
   for (let o = 0; o < outDim; o++) {
-    row.fill(0);
-    for (let k = 0; k < rank; k++) {
-      const bk = b[o * rank + k];
-      if (bk === 0) continue;
-      const ak = k * inDim;
-      for (let i = 0; i < inDim; i++) row[i] += bk * a[ak + i];
-    }
+    loraRowHost(row, a, b, o, inDim, rank);
     for (let i = 0; i < inDim; i++) merged[o * inDim + i] += s * row[i];
   }
   return merged;

@@ -5,7 +5,7 @@
 import type { LlamaConfig, RopeScaling } from "../llama/config.ts";
 import { gemma2b, gemma7b } from "./gemma.ts";
 import { gemma2_27b, gemma2_2b, gemma2_9b } from "./gemma2.ts";
-import { llama } from "./llama.ts";
+import { llama, type LlamaOptions } from "./llama.ts";
 
 const LLAMA31_SCALING: RopeScaling = {
   factor: 8,
@@ -26,16 +26,29 @@ export interface ModelFamilyEntry {
   aliases?: string[];
 }
 
+/** The family's options other than its sizes. */
+type FamilyOptions = Omit<
+  LlamaOptions,
+  "embedDim" | "numLayers" | "numHeads" | "numKvHeads" | "intermediateDim"
+>;
+
+/** A config of sizes C (embed), L (layers), NH, NKV (heads) and hidden, plus `rest`. */
+function sized(
+  embedDim: number,
+  numLayers: number,
+  numHeads: number,
+  numKvHeads: number,
+  hidden: number,
+  rest: FamilyOptions,
+): LlamaConfig {
+  return llama({ ...rest, embedDim, numLayers, numHeads, numKvHeads, intermediateDim: hidden });
+}
+
 const llama2 =
   (embedDim: number, numLayers: number, numHeads: number, numKvHeads: number, hidden: number) =>
   () =>
-    llama({
+    sized(embedDim, numLayers, numHeads, numKvHeads, hidden, {
       vocabSize: 32000,
-      numLayers,
-      numHeads,
-      numKvHeads,
-      embedDim,
-      intermediateDim: hidden,
       maxSeqLen: 4096,
       normEps: 1e-5,
       ropeBase: 10000,
@@ -49,13 +62,8 @@ const llama3 = (
   extra: { maxSeqLen: number; scaling: RopeScaling | null; tied: boolean },
 ) =>
 () =>
-  llama({
+  sized(embedDim, numLayers, numHeads, 8, hidden, {
     vocabSize: 128256,
-    numLayers,
-    numHeads,
-    numKvHeads: 8,
-    embedDim,
-    intermediateDim: hidden,
     maxSeqLen: extra.maxSeqLen,
     normEps: 1e-5,
     ropeBase: 500000,
@@ -74,13 +82,8 @@ const qwen2_5 = (
   maxSeqLen: number,
 ) =>
 () =>
-  llama({
+  sized(embedDim, numLayers, numHeads, numKvHeads, hidden, {
     vocabSize,
-    numLayers,
-    numHeads,
-    numKvHeads,
-    embedDim,
-    intermediateDim: hidden,
     maxSeqLen,
     normEps: 1e-6,
     ropeBase: 1000000,
@@ -103,13 +106,8 @@ function qwen3(
   variants: ("base" | "instruct" | "")[] = ["base", "instruct"],
 ): ModelFamilyEntry[] {
   const cfg = (maxSeqLen: number) => (): LlamaConfig => ({
-    ...llama({
+    ...sized(dim, layers, heads, 8, hidden, {
       vocabSize: 151936,
-      numLayers: layers,
-      numHeads: heads,
-      numKvHeads: 8,
-      embedDim: dim,
-      intermediateDim: hidden,
       maxSeqLen,
       normEps: 1e-6,
       ropeBase: 1000000,
@@ -154,13 +152,8 @@ const stories = (
   hidden: number,
 ) =>
 () =>
-  llama({
+  sized(embedDim, numLayers, numHeads, numKvHeads, hidden, {
     vocabSize,
-    numLayers,
-    numHeads,
-    numKvHeads,
-    embedDim,
-    intermediateDim: hidden,
     maxSeqLen,
     normEps: 1e-5,
     ropeBase: 10000,
@@ -250,13 +243,8 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
     module: "mistral",
     name: "mistral_7b",
     config: () =>
-      llama({
+      sized(4096, 32, 32, 8, 14336, {
         vocabSize: 32000,
-        numLayers: 32,
-        numHeads: 32,
-        numKvHeads: 8,
-        embedDim: 4096,
-        intermediateDim: 14336,
         maxSeqLen: 32768,
         normEps: 1e-5,
         ropeBase: 10000,
@@ -323,13 +311,8 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
     module: "phi3",
     name: "phi3_mini",
     config: () =>
-      llama({
+      sized(3072, 32, 32, 32, 8192, {
         vocabSize: 32064,
-        numLayers: 32,
-        numHeads: 32,
-        numKvHeads: 32,
-        embedDim: 3072,
-        intermediateDim: 8192,
         maxSeqLen: 4096,
         normEps: 1e-5,
         ropeBase: 10000,
@@ -341,13 +324,8 @@ export const MODEL_FAMILIES: ModelFamilyEntry[] = [
     module: "phi4",
     name: "phi4_14b",
     config: () =>
-      llama({
+      sized(5120, 40, 40, 10, 17920, {
         vocabSize: 100352,
-        numLayers: 40,
-        numHeads: 40,
-        numKvHeads: 10,
-        embedDim: 5120,
-        intermediateDim: 17920,
         maxSeqLen: 16384,
         normEps: 1e-5,
         ropeBase: 250000,
