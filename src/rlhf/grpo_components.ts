@@ -3,6 +3,7 @@
  * registered with src/config/registry.ts. Imported (for its side effect) by src/components.ts.
  */
 import { registerComponent } from "../config/registry.ts";
+import type { ComponentSpec, ParamSchema } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import {
   gsm8kAnswer,
@@ -25,61 +26,65 @@ import { type GrpoLoss, grpoVariant, validateGrpoLoss } from "./grpo_loss.ts";
 
 // ---------------------------------------------------------------- rewards
 
-const positive = (d: number) => ({
-  type: "float" as const,
-  default: d,
-  doc: "reward when it holds",
-});
-const negative = (d: number) => ({
-  type: "float" as const,
-  default: d,
-  doc: "reward when it does not",
-});
+type RewardSpec = Pick<ComponentSpec<RewardFn>, "name" | "aliases" | "doc" | "params">;
 
-registerComponent<RewardFn>({
+/** Register a reward builder. */
+function registerReward(spec: RewardSpec, build: (a: Record<string, unknown>) => RewardFn): void {
+  registerComponent<RewardFn>({ ...spec, kind: "reward", build });
+}
+
+/** The values of a pass/fail reward: `positive_reward` when it holds, else `negative_reward`. */
+const REWARD_VALUES: ParamSchema = {
+  positive_reward: { type: "float", default: 1, doc: "reward when it holds" },
+  negative_reward: { type: "float", default: 0, doc: "reward when it does not" },
+};
+
+/** Register a pass/fail reward: its own keys plus REWARD_VALUES, which `build` gets read. */
+function registerPassFailReward(
+  spec: RewardSpec,
+  build: (a: Record<string, unknown>, values: { positive: number; negative: number }) => RewardFn,
+): void {
+  registerReward(
+    { ...spec, params: { ...spec.params, ...REWARD_VALUES } },
+    (a) =>
+      build(a, { positive: a.positive_reward as number, negative: a.negative_reward as number }),
+  );
+}
+
+registerPassFailReward({
   name: "torchtune.dev.rl.rewards.ThinkingAnswerFormattingReward",
   aliases: ["tune.rewards.formatting", "ThinkingAnswerFormattingReward"],
-  kind: "reward",
   doc:
     "soft (one <think> then one <answer> block) plus strict (tags on their own lines) format reward",
   params: {
     think_tag: { type: "string", default: "think", doc: "the chain-of-thought tag" },
     answer_tag: { type: "string", default: "answer", doc: "the answer tag" },
-    positive_reward: positive(1),
-    negative_reward: negative(0),
   },
-  build: (a) =>
-    formattingReward({
-      thinkTag: a.think_tag as string,
-      answerTag: a.answer_tag as string,
-      positive: a.positive_reward as number,
-      negative: a.negative_reward as number,
-    }),
-});
+}, (a, values) =>
+  formattingReward({
+    thinkTag: a.think_tag as string,
+    answerTag: a.answer_tag as string,
+    ...values,
+  }));
 
-registerComponent<RewardFn>({
+registerReward({
   name: "torchtune.dev.rl.rewards.at_least_one_space_between_think_tags",
   aliases: ["tune.rewards.gsm8k_format"],
-  kind: "reward",
   doc:
     "GSM8K format reward: 1 when <think>...</think> holds some text (torchtune's batched_rewards)",
   params: {},
-  build: () => thinkReward,
-});
+}, () => thinkReward);
 
-registerComponent<RewardFn>({
+registerReward({
   name: "torchtune.dev.rl.rewards.math_response_correct",
   aliases: ["tune.rewards.gsm8k_answer"],
-  kind: "reward",
   doc: "GSM8K answer reward: 100 right, 50 containing the answer, 1 any <answer>, else 0",
   params: {},
-  build: () => mathAnswerReward,
-});
+}, () => mathAnswerReward);
 
-registerComponent<RewardFn>({
+registerPassFailReward({
   name: "torchtune.dev.rl.rewards.FormattedMathCorrectnessReward",
   aliases: ["FormattedMathCorrectnessReward"],
-  kind: "reward",
   doc:
     "the completion's last number equals the answer (positive), contains it (half), else negative",
   params: {
@@ -88,67 +93,51 @@ registerComponent<RewardFn>({
       default: "answer",
       doc: "accepted for torchtune's signature; torchtune's code does not use it either",
     },
-    positive_reward: positive(1),
-    negative_reward: negative(0),
   },
-  build: (a) => mathCorrectnessReward(a.positive_reward as number, a.negative_reward as number),
-});
+}, (_a, values) => mathCorrectnessReward(values.positive, values.negative));
 
-registerComponent<RewardFn>({
+registerPassFailReward({
   name: "tune.rewards.exact_match",
   aliases: ["exact_match"],
-  kind: "reward",
   doc: "the completion equals the dataset's answer",
   params: {
     strip: { type: "bool", default: true, doc: "compare with surrounding whitespace removed" },
-    positive_reward: positive(1),
-    negative_reward: negative(0),
   },
-  build: (a) =>
-    exactMatchReward({
-      strip: a.strip as boolean,
-      positive: a.positive_reward as number,
-      negative: a.negative_reward as number,
-    }),
-});
+}, (a, values) => exactMatchReward({ strip: a.strip as boolean, ...values }));
 
-registerComponent<RewardFn>({
+registerPassFailReward({
   name: "tune.rewards.regex_match",
   aliases: ["regex_match"],
-  kind: "reward",
   doc: "the completion matches a regular expression ({answer} = the escaped answer)",
   params: {
     pattern: { type: "string", required: true, doc: "JavaScript regular expression" },
     full_match: { type: "bool", default: false, doc: "the whole completion must match" },
-    positive_reward: positive(1),
-    negative_reward: negative(0),
   },
-  build: (a) =>
-    regexMatchReward({
-      pattern: a.pattern as string,
-      full: a.full_match as boolean,
-      positive: a.positive_reward as number,
-      negative: a.negative_reward as number,
-    }),
-});
+}, (a, values) =>
+  regexMatchReward({
+    pattern: a.pattern as string,
+    full: a.full_match as boolean,
+    ...values,
+  }));
 
-registerComponent<RewardFn>({
-  name: "tune.rewards.length_penalty",
-  aliases: ["length_penalty"],
-  kind: "reward",
-  doc: "-coefficient per completion token beyond free_tokens",
-  params: {
-    free_tokens: { type: "int", default: 0, doc: "tokens without penalty", bound: { min: 0 } },
-    coefficient: {
-      type: "float",
-      default: 0.01,
-      doc: "penalty per extra token",
-      bound: { min: 0 },
+registerReward(
+  {
+    name: "tune.rewards.length_penalty",
+    aliases: ["length_penalty"],
+    doc: "-coefficient per completion token beyond free_tokens",
+    params: {
+      free_tokens: { type: "int", default: 0, doc: "tokens without penalty", bound: { min: 0 } },
+      coefficient: {
+        type: "float",
+        default: 0.01,
+        doc: "penalty per extra token",
+        bound: { min: 0 },
+      },
     },
   },
-  build: (a) =>
+  (a) =>
     lengthPenalty({ freeTokens: a.free_tokens as number, coefficient: a.coefficient as number }),
-});
+);
 
 // ---------------------------------------------------------------- losses
 
@@ -193,6 +182,27 @@ registerComponent<GrpoLoss>({
   },
 });
 
+/**
+ * torchtune's GRPOLoss (`onPolicy` false) or GRPOSimpleLoss (true) from their epsilon and
+ * kl_coeff keys; rewards always scaled by the group std.
+ */
+function torchtuneGrpoLoss(
+  a: Record<string, unknown>,
+  name: string,
+  normalization: GrpoLoss["normalization"],
+  onPolicy: boolean,
+): GrpoLoss {
+  return validateGrpoLoss({
+    name,
+    normalization,
+    scaleRewards: true,
+    epsLow: a.epsilon as number,
+    epsHigh: a.epsilon as number,
+    beta: a.kl_coeff as number,
+    onPolicy,
+  });
+}
+
 registerComponent<GrpoLoss>({
   name: "torchtune.dev.grpo.loss.GRPOLoss",
   aliases: ["torchtune.dev.rl.loss.GRPOLoss"],
@@ -202,16 +212,7 @@ registerComponent<GrpoLoss>({
     epsilon: { type: "float", default: 0.1, doc: "clip range" },
     kl_coeff: { type: "float", default: 0.1, doc: "KL coefficient (beta)" },
   },
-  build: (a) =>
-    validateGrpoLoss({
-      name: "torchtune.GRPOLoss",
-      normalization: "token",
-      scaleRewards: true,
-      epsLow: a.epsilon as number,
-      epsHigh: a.epsilon as number,
-      beta: a.kl_coeff as number,
-      onPolicy: false,
-    }),
+  build: (a) => torchtuneGrpoLoss(a, "torchtune.GRPOLoss", "token", false),
 });
 
 registerComponent<GrpoLoss>({
@@ -228,16 +229,7 @@ registerComponent<GrpoLoss>({
     },
     kl_coeff: { type: "float", default: 0.1, doc: "KL coefficient (beta)" },
   },
-  build: (a) =>
-    validateGrpoLoss({
-      name: "torchtune.GRPOSimpleLoss",
-      normalization: "sequence",
-      scaleRewards: true,
-      epsLow: a.epsilon as number,
-      epsHigh: a.epsilon as number,
-      beta: a.kl_coeff as number,
-      onPolicy: true,
-    }),
+  build: (a) => torchtuneGrpoLoss(a, "torchtune.GRPOSimpleLoss", "sequence", true),
 });
 
 // ---------------------------------------------------------------- prompt datasets

@@ -4,13 +4,30 @@
  */
 import { TuneError } from "../errors.ts";
 import { registerComponent } from "../config/registry.ts";
+import type { ComponentSpec } from "../config/schema.ts";
 import { DiskLogger, type MetricLogger, StdoutLogger } from "./metric_logging.ts";
 import { TensorBoardLogger } from "./tensorboard.ts";
 
-registerComponent<MetricLogger>({
-  name: "torchtune.training.metric_logging.DiskLogger",
-  aliases: ["torchtune.utils.metric_logging.DiskLogger", "tune.training.DiskLogger"],
-  kind: "metric_logger",
+/**
+ * Register torchtune's metric logger `cls` (torchtune.training.metric_logging.<cls>), also under
+ * its older torchtune.utils name and, with `tuneAlias`, as tune.training.<cls>.
+ */
+function registerLogger(
+  cls: string,
+  tuneAlias: boolean,
+  spec: Pick<ComponentSpec<MetricLogger>, "doc" | "params" | "build">,
+): void {
+  const aliases = [`torchtune.utils.metric_logging.${cls}`];
+  if (tuneAlias) aliases.push(`tune.training.${cls}`);
+  registerComponent<MetricLogger>({
+    name: `torchtune.training.metric_logging.${cls}`,
+    aliases,
+    kind: "metric_logger",
+    ...spec,
+  });
+}
+
+registerLogger("DiskLogger", true, {
   doc: "appends one JSON record per logged step to <log_dir>/metrics.jsonl",
   params: {
     log_dir: { type: "string", required: true, doc: "directory for metrics.jsonl" },
@@ -23,19 +40,13 @@ registerComponent<MetricLogger>({
   build: (args) => new DiskLogger(args.log_dir as string),
 });
 
-registerComponent<MetricLogger>({
-  name: "torchtune.training.metric_logging.StdoutLogger",
-  aliases: ["torchtune.utils.metric_logging.StdoutLogger", "tune.training.StdoutLogger"],
-  kind: "metric_logger",
+registerLogger("StdoutLogger", true, {
   doc: "prints one line of metrics per logged step",
   params: {},
   build: () => new StdoutLogger(),
 });
 
-registerComponent<MetricLogger>({
-  name: "torchtune.training.metric_logging.TensorBoardLogger",
-  aliases: ["torchtune.utils.metric_logging.TensorBoardLogger", "tune.training.TensorBoardLogger"],
-  kind: "metric_logger",
+registerLogger("TensorBoardLogger", true, {
   doc: "writes scalars as TensorBoard event files (view with tensorboard --logdir <log_dir>)",
   params: {
     log_dir: { type: "string", required: true, doc: "TensorBoard log directory" },
@@ -54,10 +65,7 @@ registerComponent<MetricLogger>({
  * that name it) and refused in one line when the run builds it, before any step: Weights &
  * Biases is a hosted service tune has no client for.
  */
-registerComponent<MetricLogger>({
-  name: "torchtune.training.metric_logging.WandBLogger",
-  aliases: ["torchtune.utils.metric_logging.WandBLogger"],
-  kind: "metric_logger",
+registerLogger("WandBLogger", false, {
   doc: "Weights & Biases: refused when the run starts (no client here; use TensorBoardLogger)",
   params: {
     project: { type: "string", default: "torchtune", doc: "W&B project" },
