@@ -1,6 +1,6 @@
 /** Checks of a loaded state dict against the model config it is meant for. */
 import { TuneError } from "../errors.ts";
-import { headSize, hiddenAct, type LlamaConfig } from "../models/llama/config.ts";
+import { headSize, hiddenAct, type LlamaConfig, SIZE_FIELDS } from "../models/llama/config.ts";
 import { paramShapes } from "../models/builders/param_shapes.ts";
 import type { StateDict } from "../params/state_dict.ts";
 
@@ -38,15 +38,7 @@ export function validateStateDict(
 
 /** Throw when two configs describe different architectures (e.g. model builder vs checkpoint). */
 export function checkSameArchitecture(a: LlamaConfig, b: LlamaConfig, source: string): void {
-  const keys = [
-    "vocabSize",
-    "dim",
-    "nLayers",
-    "nHeads",
-    "nKvHeads",
-    "hiddenDim",
-    "qkvBias",
-  ] as const;
+  const keys = [...SIZE_FIELDS, "qkvBias"] as const;
   // derived values, so an absent optional field equals its default
   const derived = (c: LlamaConfig) => ({
     headSize: headSize(c),

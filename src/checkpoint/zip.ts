@@ -129,6 +129,28 @@ export function readZipEntry(
 }
 
 /** Streams stored (uncompressed) entries into an open file; call `finish()` once at the end. */
+/**
+ * The fields a local file header and its central-directory entry share, from `at` (the
+ * "version needed" field): version needed (4.5 with ZIP64 sizes, else 2.0), CRC-32, the stored
+ * and uncompressed sizes (0xffffffff when ZIP64 holds them), name and extra-field lengths.
+ */
+function setSharedFields(
+  v: DataView,
+  at: number,
+  zip64: boolean,
+  crc: number,
+  size: number,
+  nameLength: number,
+  extraLength: number,
+): void {
+  v.setUint16(at, zip64 ? 45 : 20, true);
+  v.setUint32(at + 10, crc, true);
+  v.setUint32(at + 14, zip64 ? U32 : size, true);
+  v.setUint32(at + 18, zip64 ? U32 : size, true);
+  v.setUint16(at + 22, nameLength, true);
+  v.setUint16(at + 24, extraLength, true);
+}
+
 export class ZipWriter {
   #file: Deno.FsFile;
   #offset = 0;
@@ -160,12 +182,7 @@ export class ZipWriter {
     const local = new Uint8Array(30);
     const lv = new DataView(local.buffer);
     lv.setUint32(0, 0x04034b50, true);
-    lv.setUint16(4, big ? 45 : 20, true);
-    lv.setUint32(14, crc, true);
-    lv.setUint32(18, big ? U32 : data.length, true);
-    lv.setUint32(22, big ? U32 : data.length, true);
-    lv.setUint16(26, nameBytes.length, true);
-    lv.setUint16(28, extra.length, true);
+    setSharedFields(lv, 4, big, crc, data.length, nameBytes.length, extra.length);
     const headerOffset = this.#offset;
     writeAll(this.#file, local);
     writeAll(this.#file, nameBytes);
@@ -187,12 +204,7 @@ export class ZipWriter {
     const cv = new DataView(c.buffer);
     cv.setUint32(0, 0x02014b50, true);
     cv.setUint16(4, cbig ? 45 : 20, true);
-    cv.setUint16(6, cbig ? 45 : 20, true);
-    cv.setUint32(16, crc, true);
-    cv.setUint32(20, cbig ? U32 : data.length, true);
-    cv.setUint32(24, cbig ? U32 : data.length, true);
-    cv.setUint16(28, nameBytes.length, true);
-    cv.setUint16(30, cextra.length, true);
+    setSharedFields(cv, 6, cbig, crc, data.length, nameBytes.length, cextra.length);
     cv.setUint32(42, cbig ? U32 : headerOffset, true);
     c.set(nameBytes, 46);
     c.set(cextra, 46 + nameBytes.length);

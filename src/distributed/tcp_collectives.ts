@@ -67,6 +67,26 @@ function roundBf16InPlace(a: Elems): void {
   }
 }
 
+/**
+ * The sum over ranks of one chunk: this rank's `mine` and the others' received bytes `got`
+ * (rank order), rounded to bf16 when the buffer holds bf16 values.
+ */
+function sumChunks(mine: Elems, got: (Uint8Array | null)[], me: number, bf16: boolean): Elems {
+  const summed = mine instanceof Float32Array
+    ? new Float32Array(mine.length)
+    : new Int32Array(mine.length);
+  sumInRankOrder(summed, got.map((g, r) => (r === me ? mine : elems(mine, g!))));
+  if (bf16) roundBf16InPlace(summed);
+  return summed;
+}
+
+/** Throw unless the `whole` buffer of `op` holds `W` parts of `n` elements. */
+function checkParts(op: string, what: string, whole: DeviceBuffer, W: number, n: number): void {
+  if (whole.length !== W * n) {
+    throw new Error(`${op}: ${what} has ${whole.length} elements, want ${W} * ${n}`);
+  }
+}
+
 /** Start of chunk c when `n` elements are cut into `w` near-equal chunks. */
 function chunkStart(c: number, n: number, w: number): number {
   return Math.floor((c * n) / w);
@@ -98,11 +118,7 @@ export class TcpCollectives implements Collectives {
         send: Array.from({ length: W }, (_, c) => bytes(chunk(c))),
         expect: Array.from({ length: W }, () => mine.byteLength),
       });
-      const summed = mine instanceof Float32Array
-        ? new Float32Array(mine.length)
-        : new Int32Array(mine.length);
-      sumInRankOrder(summed, got.map((g, r) => (r === me ? mine : elems(mine, g!))));
-      if (buf.dtype === "bf16") roundBf16InPlace(summed);
+      const summed = sumChunks(mine, got, me, buf.dtype === "bf16");
       const all = await this.mesh.exchange(seq, {
         op: OP_ALLREDUCE_GATHER,
         name: "allReduceSum",
@@ -119,9 +135,7 @@ export class TcpCollectives implements Collectives {
     return this.#run(async (seq) => {
       const W = this.worldSize, me = this.rank;
       const n = out.length;
-      if (inp.length !== W * n) {
-        throw new Error(`reduceScatterSum: inp has ${inp.length} elements, want ${W} * ${n}`);
-      }
+      checkParts("reduceScatterSum", "inp", inp, W, n);
       const data = this.access.read(inp);
       const chunk = (c: number) => data.subarray(c * n, (c + 1) * n);
       const got = await this.mesh.exchange(seq, {
@@ -130,11 +144,7 @@ export class TcpCollectives implements Collectives {
         send: Array.from({ length: W }, (_, c) => bytes(chunk(c))),
         expect: Array.from({ length: W }, () => n * 4),
       });
-      const mine = chunk(me);
-      const summed = mine instanceof Float32Array ? new Float32Array(n) : new Int32Array(n);
-      sumInRankOrder(summed, got.map((g, r) => (r === me ? mine : elems(mine, g!))));
-      if (out.dtype === "bf16") roundBf16InPlace(summed);
-      this.access.write(out, summed);
+      this.access.write(out, sumChunks(chunk(me), got, me, out.dtype === "bf16"));
     });
   }
 
@@ -143,9 +153,7 @@ export class TcpCollectives implements Collectives {
     return this.#run(async (seq) => {
       const W = this.worldSize, me = this.rank;
       const n = inp.length;
-      if (out.length !== W * n) {
-        throw new Error(`allGather: out has ${out.length} elements, want ${W} * ${n}`);
-      }
+      checkParts("allGather", "out", out, W, n);
       const mine = this.access.read(inp);
       const got = await this.mesh.exchange(seq, {
         op: OP_ALL_GATHER,

@@ -4,7 +4,13 @@
  * blocks of 32 values along a row, each stored as an fp16 scale d = max|x| / 127 followed by 32
  * int8 q = round(x / d) (round half away from zero, C's roundf); a value decodes as q * d.
  */
-import { decodeToF32, encodeFromF32, f16ToF32, f32ToF16 } from "../checkpoint/dtype.ts";
+import {
+  decodeToF32,
+  encodeFromF32,
+  f16ToF32,
+  f32ToF16,
+  type FileDtype,
+} from "../checkpoint/dtype.ts";
 import type { GgmlTypeName } from "./gguf_file.ts";
 
 /** Values per Q8_0 block. */
@@ -45,30 +51,19 @@ export function dequantizeQ8_0(bytes: Uint8Array): Float32Array {
   return out;
 }
 
+/** The file dtype of each float ggml type (Q8_0 is the one quantized type). */
+const FLOAT_DTYPE: Record<Exclude<GgmlTypeName, "Q8_0">, FileDtype> = {
+  F32: "f32",
+  F16: "f16",
+  BF16: "bf16",
+};
+
 /** fp32 values as the bytes of a ggml type. */
 export function encodeGgml(data: Float32Array, type: GgmlTypeName): Uint8Array {
-  switch (type) {
-    case "F32":
-      return encodeFromF32(data, "f32");
-    case "F16":
-      return encodeFromF32(data, "f16");
-    case "BF16":
-      return encodeFromF32(data, "bf16");
-    case "Q8_0":
-      return quantizeQ8_0(data);
-  }
+  return type === "Q8_0" ? quantizeQ8_0(data) : encodeFromF32(data, FLOAT_DTYPE[type]);
 }
 
 /** The bytes of a ggml type as fp32 values (exact for F32/F16/BF16). */
 export function decodeGgml(bytes: Uint8Array, type: GgmlTypeName): Float32Array {
-  switch (type) {
-    case "F32":
-      return decodeToF32(bytes, "f32");
-    case "F16":
-      return decodeToF32(bytes, "f16");
-    case "BF16":
-      return decodeToF32(bytes, "bf16");
-    case "Q8_0":
-      return dequantizeQ8_0(bytes);
-  }
+  return type === "Q8_0" ? dequantizeQ8_0(bytes) : decodeToF32(bytes, FLOAT_DTYPE[type]);
 }

@@ -126,35 +126,36 @@ export class ParamStore {
 
   /** The device view of tensor `name` (with windows: inside its group's slot). */
   param(name: string): DeviceBuffer {
-    let v = this.#paramViews.get(name);
-    if (!v) {
-      const e = this.layout.get(name);
-      v = this.windows
-        ? this.backend.view(
-          this.#slotParams[this.windows.slotOf(e.group)],
-          e.offset - this.#groupOf(e.group).offset,
-          e.length,
-        )
-        : this.backend.view(this.params, e.offset, e.length);
-      this.#paramViews.set(name, v);
-    }
-    return v;
+    return this.#tensorView(name, this.#paramViews, () => this.params, this.#slotParams);
   }
 
   /** The gradient view of tensor `name`, or null for a frozen store. */
   grad(name: string): DeviceBuffer | null {
     if (!this.trainable) return null;
-    let v = this.#gradViews.get(name);
+    return this.#tensorView(name, this.#gradViews, () => this.grads!, this.#slotGrads);
+  }
+
+  /**
+   * The view of tensor `name` in `whole()` (the flat buffer) or, with windows, in its group's
+   * slot among `slots`; made once and kept in `cache`.
+   */
+  #tensorView(
+    name: string,
+    cache: Map<string, DeviceBuffer>,
+    whole: () => DeviceBuffer,
+    slots: readonly DeviceBuffer[],
+  ): DeviceBuffer {
+    let v = cache.get(name);
     if (!v) {
       const e = this.layout.get(name);
       v = this.windows
         ? this.backend.view(
-          this.#slotGrads[this.windows.slotOf(e.group)],
+          slots[this.windows.slotOf(e.group)],
           e.offset - this.#groupOf(e.group).offset,
           e.length,
         )
-        : this.backend.view(this.grads!, e.offset, e.length);
-      this.#gradViews.set(name, v);
+        : this.backend.view(whole(), e.offset, e.length);
+      cache.set(name, v);
     }
     return v;
   }

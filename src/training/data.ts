@@ -4,7 +4,7 @@
  */
 import type { ComponentSection } from "../config/schema.ts";
 import { instantiate } from "../config/instantiate.ts";
-import { type Batch, DataLoader, type DatasetBuilder, type TokenizedDataset } from "../data/mod.ts";
+import { type Batch, DataLoader, type TokenizedDataset } from "../data/mod.ts";
 import type { BatchOptions } from "../models/llama/mod.ts";
 import { TuneError } from "../errors.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
@@ -41,8 +41,7 @@ export async function setupData(
   tokenizer: Tokenizer,
   o: DataSetupOptions,
 ): Promise<TrainingData> {
-  const builder = instantiate<DatasetBuilder>(section);
-  const dataset = await builder.load(tokenizer, { maxSeqLen: tokenizer.maxSeqLen ?? null });
+  const dataset = await loadDatasetSection<TokenizedDataset>(section, tokenizer);
   if (dataset.samples.length === 0) {
     throw new TuneError(`dataset ${dataset.source} has no samples; check dataset.data_files`);
   }
@@ -66,6 +65,20 @@ export async function setupData(
     );
   }
   return { dataset, loader, seqLen };
+}
+
+/**
+ * The dataset component (SFT or preference) built and loaded, truncating to the tokenizer's
+ * max_seq_len as torchtune does.
+ */
+export function loadDatasetSection<D>(section: ComponentSection, tokenizer: Tokenizer): Promise<D> {
+  const builder = instantiate<DatasetLoader<D>>(section);
+  return builder.load(tokenizer, { maxSeqLen: tokenizer.maxSeqLen ?? null });
+}
+
+/** What a dataset component builds: a loader of its tokenized data. */
+interface DatasetLoader<D> {
+  load(tokenizer: Tokenizer, options: { maxSeqLen: number | null }): Promise<D>;
 }
 
 /** A batch of `seqLen` tokens must fit the model's max_seq_len (TuneError naming the fix). */

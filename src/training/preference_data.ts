@@ -7,13 +7,13 @@
 import type { ComponentSection } from "../config/schema.ts";
 import { instantiate } from "../config/instantiate.ts";
 import { type Batch, BatchSampler, collatePadded } from "../data/mod.ts";
-import type { PreferenceDataset, PreferenceDatasetBuilder } from "../data/preference.ts";
+import type { PreferenceDataset } from "../data/preference.ts";
 import { TuneError } from "../errors.ts";
 import type { ModelSpec } from "../models/model_spec.ts";
 import type { PreferenceLoss } from "../rlhf/preference_loss.ts";
 import type { Tokenizer } from "../tokenizers/types.ts";
 import type { BatchShape } from "./recipe_api.ts";
-import { checkFitsModel, type DataSetupOptions } from "./data.ts";
+import { checkFitsModel, type DataSetupOptions, loadDatasetSection } from "./data.ts";
 
 /** A loaded preference dataset and its batches. */
 export interface PreferenceTrainingData {
@@ -33,8 +33,7 @@ export async function setupPreferenceData(
   tokenizer: Tokenizer,
   o: DataSetupOptions,
 ): Promise<PreferenceTrainingData> {
-  const builder = instantiate<PreferenceDatasetBuilder>(section);
-  const dataset = await builder.load(tokenizer, { maxSeqLen: tokenizer.maxSeqLen ?? null });
+  const dataset = await loadDatasetSection<PreferenceDataset>(section, tokenizer);
   const pairs = dataset.pairs;
   if (pairs.length === 0) {
     throw new TuneError(`dataset ${dataset.source} has no pairs; check dataset.data_files`);

@@ -4,7 +4,7 @@
  * builders of families.ts.
  */
 import type { RopeLayout } from "../../backend/ops.ts";
-import { headSize, type LlamaConfig, type RopeScaling } from "../llama/config.ts";
+import { headSize, type LlamaConfig, type RopeScaling, SIZE_FIELDS } from "../llama/config.ts";
 
 /** torchtune's builder options (camelCase here; the component schema uses snake_case). */
 export interface LlamaOptions {
@@ -66,7 +66,7 @@ export function checkConfig(cfg: LlamaConfig): void {
   const bad = (m: string) => {
     throw new Error(`invalid model config: ${m}`);
   };
-  for (const k of ["vocabSize", "dim", "nLayers", "nHeads", "nKvHeads", "hiddenDim"] as const) {
+  for (const k of SIZE_FIELDS) {
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) bad(`${k} must be a positive integer`);
   }
   if (cfg.headDim === undefined && cfg.dim % cfg.nHeads !== 0) {

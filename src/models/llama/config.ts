@@ -96,6 +96,16 @@ export interface LlamaConfig {
   partialRotaryFactor?: number;
 }
 
+/** The sizes of a config: positive integers that fix every parameter's shape. */
+export const SIZE_FIELDS = [
+  "vocabSize",
+  "dim",
+  "nLayers",
+  "nHeads",
+  "nKvHeads",
+  "hiddenDim",
+] as const;
+
 /**
  * The config a recipe builds its model from: the builder's architecture plus what only the
  * loaded checkpoint knows, its rotary layout and its sliding window (Mistral's

@@ -5,7 +5,7 @@
  */
 import { type GroupDecl, ParamLayout } from "../../params/layout.ts";
 import type { LoraAttnModule, LoraConfig } from "../model_spec.ts";
-import { headSize, type LlamaConfig } from "./config.ts";
+import { headSize, type LlamaConfig, SIZE_FIELDS } from "./config.ts";
 import { TuneError } from "../../errors.ts";
 
 /** A linear layer of the model by its torchtune prefix, e.g. "layers.0.attn.q_proj". */
@@ -40,17 +40,7 @@ export function validateConfig(cfg: LlamaConfig): void {
   const bad = (m: string) => {
     throw new TuneError(`invalid model config: ${m}`);
   };
-  for (
-    const k of [
-      "vocabSize",
-      "dim",
-      "nLayers",
-      "nHeads",
-      "nKvHeads",
-      "hiddenDim",
-      "maxSeqLen",
-    ] as const
-  ) {
+  for (const k of [...SIZE_FIELDS, "maxSeqLen"] as const) {
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) {
       bad(`${k} must be a positive integer, got ${cfg[k]}`);
     }
