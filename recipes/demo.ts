@@ -27,12 +27,13 @@ import { resolveTree } from "../src/config/load.ts";
 import { resolveConfig } from "../src/config/resolve.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import {
+  DEMO_MODEL,
   type DemoModel,
   loraConfig,
   type PhaseOptions,
   pretrainConfig,
 } from "../src/demo/configs.ts";
-import { evaluateTask, type TaskAccuracy } from "../src/demo/evaluate.ts";
+import { evaluateTask, pct, type TaskAccuracy } from "../src/demo/evaluate.ts";
 import { COPY_TASK, SHIFT_TASK, splitWords, taskRows, toJsonl } from "../src/demo/tasks.ts";
 import { demoTokenizerBytes, demoVocabulary } from "../src/demo/tokenizer.ts";
 import type { StepMetrics } from "../src/training/run_log.ts";
@@ -58,15 +59,6 @@ export const params = {
 
 /** The demo's resolved options. */
 export type DemoConfig = ResolvedConfig<typeof params>;
-
-/** The tiny Llama of the demo (about 0.1M parameters besides the embeddings). */
-const MODEL: Omit<DemoModel, "vocabSize"> = {
-  dim: 64,
-  layers: 2,
-  heads: 4,
-  hidden: 192,
-  maxSeqLen: 32,
-};
 
 /** What the demo measured (also written to demo_summary.json). */
 export interface DemoSummary {
@@ -107,8 +99,6 @@ function showExamples(acc: TaskAccuracy, n: number, say: (s: string) => void): v
   }
 }
 
-const pct = (a: number) => `${(100 * a).toFixed(0)}%`;
-
 /** Run the demo with already-resolved options; returns what it measured. */
 export async function runDemo(cfg: DemoConfig, say: (s: string) => void = console.log): Promise<
   DemoSummary
@@ -141,7 +131,7 @@ export async function runDemo(cfg: DemoConfig, say: (s: string) => void = consol
   write("pretrain.jsonl", toJsonl(taskRows(COPY_TASK, words.pretrain)));
   write("finetune.jsonl", toJsonl(taskRows(SHIFT_TASK, words.finetune)));
   write("held_out.jsonl", toJsonl(taskRows(SHIFT_TASK, words.heldOut)));
-  const model: DemoModel = { ...MODEL, vocabSize: demoVocabulary(instructions).length };
+  const model: DemoModel = { ...DEMO_MODEL, vocabSize: demoVocabulary(instructions).length };
   say(
     `data: ${words.pretrain.length} "${COPY_TASK.instruction}" rows, ${words.finetune.length} ` +
       `"${SHIFT_TASK.instruction}" rows, ${words.heldOut.length} held-out words; ` +

@@ -28,24 +28,11 @@ import {
   type TaskMetrics,
 } from "../src/eval/harness_tasks.ts";
 import { encodePair, requestSample, scoreSamples } from "../src/eval/loglikelihood.ts";
-import { buildEvalModel, prepareEvalModel } from "../src/training/eval_model.ts";
+import { buildEvalModel, evalModelParams, prepareEvalModel } from "../src/training/eval_model.ts";
 
 /** Every top-level key this recipe reads (torchtune's names, plus task_data_files). */
 export const params = {
-  model: { type: "component", kind: "model", required: true, doc: "model builder" },
-  tokenizer: { type: "component", kind: "tokenizer", required: true, doc: "tokenizer builder" },
-  checkpointer: {
-    type: "component",
-    kind: "checkpointer",
-    required: true,
-    doc: "reads the model weights (and adapter_checkpoint with a lora_* builder)",
-  },
-  model_init: {
-    type: "string",
-    default: "checkpoint",
-    choices: ["checkpoint", "random"],
-    doc: "checkpoint: weights from the checkpointer; random: seeded fresh weights (tests)",
-  },
+  ...evalModelParams,
   tasks: {
     type: "string[]",
     required: true,
@@ -75,9 +62,6 @@ export const params = {
     default: false,
     doc: "only False (torchtune's evaluation configs carry it): evaluation has nothing to resume",
   },
-  seed: { type: "int", default: null, doc: "seed of model_init=random weights (null: 0)" },
-  device: { type: "string", default: "cpu", choices: ["cpu", "cuda"], doc: "where to run" },
-  dtype: { type: "string", default: "fp32", choices: ["fp32", "bf16"], doc: "compute dtype" },
   output_dir: { type: "string", default: "out/eleuther_eval", doc: "eval_results.json goes here" },
   compile: { type: "bool", default: false, doc: "accepted for torchtune configs; ignored" },
 } satisfies ParamSchema;

@@ -25,30 +25,11 @@ import type { MetricLogger } from "../src/training/metric_logging.ts";
 import { ProgressBar } from "../src/training/progress.ts";
 import { packingOf } from "../src/training/data.ts";
 import { scoringBatches } from "../src/training/validation.ts";
-import { buildEvalModel, prepareEvalModel } from "../src/training/eval_model.ts";
+import { buildEvalModel, evalModelParams, prepareEvalModel } from "../src/training/eval_model.ts";
 
 /** Every top-level key this recipe reads (torchtune's names). */
 export const params = {
-  model: {
-    type: "component",
-    kind: "model",
-    required: true,
-    doc: "model builder (a lora_* builder to evaluate with an adapter)",
-  },
-  tokenizer: { type: "component", kind: "tokenizer", required: true, doc: "tokenizer builder" },
-  checkpointer: {
-    type: "component",
-    kind: "checkpointer",
-    required: true,
-    doc: "reads the model weights (and adapter_checkpoint, if set)",
-  },
-  model_init: {
-    type: "string",
-    default: "checkpoint",
-    choices: ["checkpoint", "random"],
-    doc: "checkpoint: weights from the checkpointer; random: seeded fresh weights " +
-      "(tiny test models, seed as in training)",
-  },
+  ...evalModelParams,
   dataset: {
     type: "component",
     kind: "dataset",
@@ -61,9 +42,6 @@ export const params = {
     default: null,
     doc: "stop after this many batches (null: whole dataset)",
   },
-  seed: { type: "int", default: null, doc: "seed of model_init=random weights (null: 0)" },
-  device: { type: "string", default: "cpu", choices: ["cpu", "cuda"], doc: "where to run" },
-  dtype: { type: "string", default: "fp32", choices: ["fp32", "bf16"], doc: "compute dtype" },
   output_dir: { type: "string", default: "out/eval", doc: "eval_results.json goes here" },
   metric_logger: {
     type: "component",

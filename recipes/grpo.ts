@@ -55,6 +55,8 @@ import {
 } from "../src/rlhf/grpo_setup.ts";
 import { rewardCurveSvg } from "../src/training/loss_plot.ts";
 import { allSum } from "../src/training/parallel.ts";
+import { withoutKeys } from "../src/training/recipe_params.ts";
+import { VALIDATION_KEYS } from "../src/training/validation.ts";
 import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import type { TaskBuilder } from "../src/training/tasks.ts";
 import {
@@ -68,14 +70,11 @@ import {
 
 // fine-tuning's keys (full or LoRA, by the model builder) less the SFT-only ones: validation
 // on SFT data, the cross-entropy loss, and accumulation (micro-batches: forward_batch_size)
-const {
-  dataset_val: _datasetVal,
-  run_val_every_n_steps: _runVal,
-  batch_size_val: _batchVal,
-  gradient_accumulation_steps: _ga,
-  loss: _loss,
-  ...loraKeys
-} = finetuneParams;
+const loraKeys = withoutKeys(finetuneParams, [
+  ...VALIDATION_KEYS,
+  "gradient_accumulation_steps",
+  "loss",
+]);
 
 /** Every top-level key of the GRPO recipes (LoRA fine-tuning's keys, GRPO's data and step). */
 export const params = {

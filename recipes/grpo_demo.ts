@@ -19,8 +19,14 @@ import { applyOverrides, parseOverrides } from "../src/config/overrides.ts";
 import { defaultLaunchOptions } from "../src/config/recipe.ts";
 import { resolveConfig } from "../src/config/resolve.ts";
 import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
-import { type DemoModel, pretrainConfig } from "../src/demo/configs.ts";
-import { evaluateTask } from "../src/demo/evaluate.ts";
+import {
+  DEMO_MODEL,
+  type DemoModel,
+  llama2cCheckpointer,
+  modelSection,
+  pretrainConfig,
+} from "../src/demo/configs.ts";
+import { evaluateTask, pct } from "../src/demo/evaluate.ts";
 import {
   COPY_TASK,
   type DemoTask,
@@ -62,21 +68,11 @@ export const params = {
 
 type Cfg = ResolvedConfig<typeof params>;
 
-const MODEL: Omit<DemoModel, "vocabSize"> = {
-  dim: 64,
-  layers: 2,
-  heads: 4,
-  hidden: 192,
-  maxSeqLen: 32,
-};
-
 /** A task the copy model can stumble on by sampling: stop after the first letter. */
 const FIRST_LETTER_TASK: DemoTask = {
   instruction: "Write the first letter of the word.",
   apply: (w) => w.slice(0, 1),
 };
-
-const pct = (a: number) => `${(100 * a).toFixed(0)}%`;
 
 /** Run the demo; returns the held-out success before and after. */
 export async function runGrpoDemo(cfg: Cfg, say: (s: string) => void = console.log) {
@@ -101,7 +97,7 @@ export async function runGrpoDemo(cfg: Cfg, say: (s: string) => void = console.l
   write("data/pretrain.jsonl", toJsonl(taskRows(COPY_TASK, words.pretrain)));
   const prompts = words.finetune.map((w) => ({ prompt: w, answer: TASK.apply(w) }));
   write("data/grpo_prompts.jsonl", prompts.map((r) => JSON.stringify(r)).join("\n") + "\n");
-  const model: DemoModel = { ...MODEL, vocabSize: demoVocabulary(instructions).length };
+  const model: DemoModel = { ...DEMO_MODEL, vocabSize: demoVocabulary(instructions).length };
   const launch = defaultLaunchOptions();
   const preTree = pretrainConfig({
     outputDir: out,
@@ -133,16 +129,7 @@ export async function runGrpoDemo(cfg: Cfg, say: (s: string) => void = console.l
     output_dir: join(out, "grpo"),
     model: {
       _component_: "tune.models.lora_llama",
-      vocab_size: model.vocabSize,
-      num_layers: model.layers,
-      num_heads: model.heads,
-      num_kv_heads: model.heads,
-      embed_dim: model.dim,
-      intermediate_dim: model.hidden,
-      max_seq_len: model.maxSeqLen,
-      norm_eps: 1e-5,
-      tie_word_embeddings: false,
-      rope_layout: "interleaved",
+      ...modelSection(model),
       lora_attn_modules: ["q_proj", "k_proj", "v_proj", "output_proj"],
       apply_lora_to_mlp: true,
       apply_lora_to_output: true,
@@ -156,13 +143,7 @@ export async function runGrpoDemo(cfg: Cfg, say: (s: string) => void = console.l
       path: join(dataDir, "tokenizer.bin"),
       max_seq_len: model.maxSeqLen,
     },
-    checkpointer: {
-      _component_: "tune.training.Llama2cCheckpointer",
-      checkpoint_dir: pre.checkpointDir,
-      checkpoint_files: ["model.bin"],
-      output_dir: "${output_dir}",
-      model_type: "LLAMA2C",
-    },
+    checkpointer: llama2cCheckpointer(pre.checkpointDir),
     dataset: {
       _component_: "tune.datasets.prompt_answer_dataset",
       source: "json",

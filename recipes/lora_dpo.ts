@@ -28,6 +28,8 @@ import type { ParamSchema, ResolvedConfig } from "../src/config/schema.ts";
 import { needsReference } from "../src/rlhf/preference_loss.ts";
 import { PreferenceMicroBatch, PreferenceStepStats } from "../src/rlhf/preference_step.ts";
 import { allSum } from "../src/training/parallel.ts";
+import { withoutKeys } from "../src/training/recipe_params.ts";
+import { VALIDATION_KEYS } from "../src/training/validation.ts";
 import { type PreferenceKeys, setupPreferenceTraining } from "../src/training/preference_data.ts";
 import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import type { TaskBuilder } from "../src/training/tasks.ts";
@@ -40,12 +42,7 @@ import {
 } from "./finetune.ts";
 
 // validation during training scores SFT data; torchtune's DPO recipes have none either
-const {
-  dataset_val: _datasetVal,
-  run_val_every_n_steps: _runVal,
-  batch_size_val: _batchVal,
-  ...loraKeys
-} = loraParams;
+const loraKeys = withoutKeys(loraParams, VALIDATION_KEYS);
 
 /** Every top-level key: LoRA fine-tuning's, with preference data and loss. */
 export const params = {

@@ -28,7 +28,17 @@ export interface PhaseOptions {
   lr: number;
 }
 
-function modelSection(m: DemoModel): Record<string, unknown> {
+/** The tiny Llama of the demos (about 0.1M parameters besides the embeddings). */
+export const DEMO_MODEL: Omit<DemoModel, "vocabSize"> = {
+  dim: 64,
+  layers: 2,
+  heads: 4,
+  hidden: 192,
+  maxSeqLen: 32,
+};
+
+/** The generic builder's keys of the demo model (tune.models.llama or lora_llama). */
+export function modelSection(m: DemoModel): Record<string, unknown> {
   return {
     vocab_size: m.vocabSize,
     num_layers: m.layers,
@@ -40,6 +50,17 @@ function modelSection(m: DemoModel): Record<string, unknown> {
     norm_eps: 1e-5,
     tie_word_embeddings: false,
     rope_layout: "interleaved",
+  };
+}
+
+/** The checkpointer section: llama2.c model.bin read from `dir`, written to output_dir. */
+export function llama2cCheckpointer(dir: string): Record<string, unknown> {
+  return {
+    _component_: "tune.training.Llama2cCheckpointer",
+    checkpoint_dir: dir,
+    checkpoint_files: ["model.bin"],
+    output_dir: "${output_dir}",
+    model_type: "LLAMA2C",
   };
 }
 
@@ -84,13 +105,7 @@ export function pretrainConfig(o: PhaseOptions): Record<string, unknown> {
     ...common(o, dir, "pretrain.jsonl"),
     model: { _component_: "tune.models.llama", ...modelSection(o.model) },
     model_init: "random",
-    checkpointer: {
-      _component_: "tune.training.Llama2cCheckpointer",
-      checkpoint_dir: "${output_dir}",
-      checkpoint_files: ["model.bin"],
-      output_dir: "${output_dir}",
-      model_type: "LLAMA2C",
-    },
+    checkpointer: llama2cCheckpointer("${output_dir}"),
   };
 }
 
@@ -120,13 +135,7 @@ export function loraConfig(
       lora_dropout: 0.0,
     },
     model_init: "checkpoint",
-    checkpointer: {
-      _component_: "tune.training.Llama2cCheckpointer",
-      checkpoint_dir: baseDir,
-      checkpoint_files: ["model.bin"],
-      output_dir: "${output_dir}",
-      model_type: "LLAMA2C",
-    },
+    checkpointer: llama2cCheckpointer(baseDir),
     save_adapter_weights_only: false,
   };
 }

@@ -62,3 +62,6 @@ export function evaluateTask(
   const correct = results.filter((r) => r.correct).length;
   return { accuracy: correct / words.length, correct, total: words.length, results };
 }
+
+/** An accuracy as a whole percentage ("42%"). */
+export const pct = (a: number): string => `${(100 * a).toFixed(0)}%`;

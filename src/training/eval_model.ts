@@ -9,7 +9,7 @@ import type { Checkpointer } from "../checkpoint/checkpointer.ts";
 import { loadPeftAdapter } from "../checkpoint/peft.ts";
 import type { StateDict } from "../params/state_dict.ts";
 import { instantiate } from "../config/instantiate.ts";
-import type { ComponentSection } from "../config/schema.ts";
+import type { ComponentSection, ParamSchema } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import { createLlama, type LlamaModel } from "../models/llama/mod.ts";
 import type { ModelSpec } from "../models/model_spec.ts";
@@ -19,6 +19,33 @@ import { join } from "node:path";
 import { modelDtypes } from "./steps.ts";
 import { withCheckpointFields } from "../models/llama/config.ts";
 import { buildTokenizer } from "./tokenizer.ts";
+
+/** The keys of `EvalModelKeys` as the evaluation recipes declare them (torchtune's names). */
+export const evalModelParams = {
+  model: {
+    type: "component",
+    kind: "model",
+    required: true,
+    doc: "model builder (a lora_* builder to evaluate with an adapter)",
+  },
+  tokenizer: { type: "component", kind: "tokenizer", required: true, doc: "tokenizer builder" },
+  checkpointer: {
+    type: "component",
+    kind: "checkpointer",
+    required: true,
+    doc: "reads the model weights (and adapter_checkpoint with a lora_* builder)",
+  },
+  model_init: {
+    type: "string",
+    default: "checkpoint",
+    choices: ["checkpoint", "random"],
+    doc: "checkpoint: weights from the checkpointer; random: seeded fresh weights " +
+      "(tiny test models, seed as in training)",
+  },
+  seed: { type: "int", default: null, doc: "seed of model_init=random weights (null: 0)" },
+  device: { type: "string", default: "cpu", choices: ["cpu", "cuda"], doc: "where to run" },
+  dtype: { type: "string", default: "fp32", choices: ["fp32", "bf16"], doc: "compute dtype" },
+} satisfies ParamSchema;
 
 /** The recipe keys the evaluated model comes from. */
 export interface EvalModelKeys {

@@ -125,6 +125,18 @@ export type FinetuneKeys = ResolvedConfig<typeof finetuneParams> & {
   run_val_every_n_steps?: number | null;
 };
 
+/**
+ * `params` without the keys `drop`: a recipe that passes fine-tuning its own task drops the
+ * keys only supervised training reads (e.g. `Object.keys(validationParams)`).
+ */
+export function withoutKeys<S extends ParamSchema, K extends keyof S & string>(
+  params: S,
+  drop: readonly K[],
+): Omit<S, K> {
+  const kept = Object.entries(params).filter(([k]) => !(drop as readonly string[]).includes(k));
+  return Object.fromEntries(kept) as Omit<S, K>;
+}
+
 type WithoutDistributed<S> = Omit<S, keyof typeof distributedOnlyParams>;
 
 /** A recipe's keys for its `_single_device` entry: no distributed-only keys, its own output_dir. */

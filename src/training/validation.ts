@@ -48,6 +48,9 @@ export const validationParams = {
   },
 } as const;
 
+/** The keys of `validationParams`: a recipe whose data is not SFT's drops them. */
+export const VALIDATION_KEYS = Object.keys(validationParams) as (keyof typeof validationParams)[];
+
 /** Load the validation dataset when validation is on (TuneError when it is asked for but missing). */
 export async function loadValidation(
   keys: ValidationKeys,
