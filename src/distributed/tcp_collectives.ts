@@ -106,8 +106,7 @@ export class TcpCollectives implements Collectives {
 
   /** buf = sum over ranks of buf (bitwise identical on every rank). */
   allReduceSum(buf: DeviceBuffer): Promise<void> {
-    return this.#run(async (seq) => {
-      const W = this.worldSize, me = this.rank;
+    return this.#run(async (seq, W, me) => {
       const data = this.access.read(buf);
       const n = data.length;
       const chunk = (c: number) => data.subarray(chunkStart(c, n, W), chunkStart(c + 1, n, W));
@@ -132,8 +131,7 @@ export class TcpCollectives implements Collectives {
 
   /** out(n) = slice `rank` of the sum over ranks of inp(W * n). */
   reduceScatterSum(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
-    return this.#run(async (seq) => {
-      const W = this.worldSize, me = this.rank;
+    return this.#run(async (seq, W, me) => {
       const n = out.length;
       checkParts("reduceScatterSum", "inp", inp, W, n);
       const data = this.access.read(inp);
@@ -150,8 +148,7 @@ export class TcpCollectives implements Collectives {
 
   /** out(W * n) = concatenation over ranks of inp(n). */
   allGather(out: DeviceBuffer, inp: DeviceBuffer): Promise<void> {
-    return this.#run(async (seq) => {
-      const W = this.worldSize, me = this.rank;
+    return this.#run(async (seq, W, me) => {
       const n = inp.length;
       checkParts("allGather", "out", out, W, n);
       const mine = this.access.read(inp);
@@ -169,8 +166,7 @@ export class TcpCollectives implements Collectives {
 
   /** buf = buf of rank `root`. */
   broadcast(buf: DeviceBuffer, root: number): Promise<void> {
-    return this.#run(async (seq) => {
-      const W = this.worldSize, me = this.rank;
+    return this.#run(async (seq, W, me) => {
       if (!(root >= 0 && root < W)) throw new Error(`broadcast: root ${root} is not a rank`);
       const data = this.access.read(buf);
       const got = await this.mesh.exchange(seq, {
@@ -191,8 +187,7 @@ export class TcpCollectives implements Collectives {
 
   /** Returns once every rank has called `barrier`. */
   barrier(): Promise<void> {
-    return this.#run(async (seq) => {
-      const W = this.worldSize;
+    return this.#run(async (seq, W) => {
       const empty = new Uint8Array(0);
       await this.mesh.exchange(seq, {
         op: OP_BARRIER,
@@ -203,7 +198,8 @@ export class TcpCollectives implements Collectives {
     });
   }
 
-  #run(body: (seq: number) => Promise<void>): Promise<void> {
-    return this.mesh.serial(body);
+  /** Run `body` after the calls before it, with its sequence number, the world size and this rank. */
+  #run(body: (seq: number, W: number, me: number) => Promise<void>): Promise<void> {
+    return this.mesh.serial((seq) => body(seq, this.worldSize, this.rank));
   }
 }
