@@ -374,6 +374,17 @@ export function launchedName(launch: LaunchOptions, fallback: string): string {
   return launch.recipeArgv[0] ?? fallback;
 }
 
+/**
+ * The in-process runner of the `method` entry `name` (the demos call these): the recipe run
+ * with `hooks`, returning what it produced.
+ */
+export function finetuneRunner<C extends RecipeKeys>(
+  name: string,
+  method: "full" | "lora",
+): (cfg: C, launch: LaunchOptions, hooks?: FinetuneHooks) => Promise<FinetuneResult> {
+  return async (cfg, launch, hooks = {}) => await runFinetune(cfg, { name, method, launch, hooks });
+}
+
 /** The `main` of an entry point: run the recipe on this rank; exit 130/143 after a stop request. */
 export function finetuneMain(
   method?: "full" | "lora",

@@ -7,11 +7,9 @@
  * `tune cp full_finetune_single_device` copies recipes/finetune.ts, the whole recipe.
  * In-process use (the demo): `await runFullFinetune(cfg, launch, { onStep, quiet })`.
  */
-import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ResolvedConfig } from "../src/config/schema.ts";
-import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import { singleDeviceParams } from "../src/training/recipe_params.ts";
-import { finetuneMain, fullParams, runFinetune } from "./finetune.ts";
+import { finetuneMain, finetuneRunner, fullParams } from "./finetune.ts";
 
 const NAME = "full_finetune_single_device";
 
@@ -25,13 +23,7 @@ export const keyAliases = {} as const;
 export type FullFinetuneConfig = ResolvedConfig<typeof params>;
 
 /** Run the recipe in this process and return what it produced (the demo calls this). */
-export async function runFullFinetune(
-  cfg: FullFinetuneConfig,
-  launch: LaunchOptions,
-  hooks: FinetuneHooks = {},
-): Promise<FinetuneResult> {
-  return await runFinetune(cfg, { name: NAME, method: "full", launch, hooks });
-}
+export const runFullFinetune = finetuneRunner<FullFinetuneConfig>(NAME, "full");
 
 /** Run the recipe. */
 export const main = finetuneMain("full");

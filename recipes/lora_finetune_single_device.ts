@@ -7,11 +7,9 @@
  * `tune cp lora_finetune_single_device` copies recipes/finetune.ts, the whole recipe.
  * In-process use (the demo): `await runLoraFinetune(cfg, launch, { onStep, quiet })`.
  */
-import type { LaunchOptions } from "../src/config/recipe.ts";
 import type { ResolvedConfig } from "../src/config/schema.ts";
-import type { FinetuneHooks, FinetuneResult } from "../src/training/recipe_api.ts";
 import { singleDeviceParams } from "../src/training/recipe_params.ts";
-import { finetuneMain, loraKeyAliases, loraParams, runFinetune } from "./finetune.ts";
+import { finetuneMain, finetuneRunner, loraKeyAliases, loraParams } from "./finetune.ts";
 
 const NAME = "lora_finetune_single_device";
 
@@ -25,13 +23,7 @@ export const keyAliases = loraKeyAliases;
 export type LoraFinetuneConfig = ResolvedConfig<typeof params>;
 
 /** Run the recipe in this process and return what it produced (the demo calls this). */
-export async function runLoraFinetune(
-  cfg: LoraFinetuneConfig,
-  launch: LaunchOptions,
-  hooks: FinetuneHooks = {},
-): Promise<FinetuneResult> {
-  return await runFinetune(cfg, { name: NAME, method: "lora", launch, hooks });
-}
+export const runLoraFinetune = finetuneRunner<LoraFinetuneConfig>(NAME, "lora");
 
 /** Run the recipe. */
 export const main = finetuneMain("lora");
