@@ -15,7 +15,7 @@ import "../src/checkpoint/components.ts";
 import type { Checkpointer, LoadedCheckpoint } from "../src/checkpoint/checkpointer.ts";
 import { readSafetensorsHeader } from "../src/checkpoint/safetensors.ts";
 import type { StateDict } from "../src/params/state_dict.ts";
-import type { LlamaConfig } from "../src/models/llama/config.ts";
+import { type LlamaConfig, SIZE_FIELDS } from "../src/models/llama/config.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { assertClose, worstError } from "./fixture_io.ts";
 
@@ -59,16 +59,7 @@ function assertSameStateDict(a: StateDict, b: StateDict) {
   }
 }
 
-const ARCH_KEYS = [
-  "vocabSize",
-  "dim",
-  "nLayers",
-  "nHeads",
-  "nKvHeads",
-  "hiddenDim",
-  "tiedEmbeddings",
-  "qkvBias",
-] as const;
+const ARCH_KEYS = [...SIZE_FIELDS, "tiedEmbeddings", "qkvBias"] as const;
 
 function roundTrip(format: "hf" | "meta") {
   const tmp = Deno.makeTempDirSync();
