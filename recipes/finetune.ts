@@ -298,7 +298,7 @@ export class FinetuneRecipe {
       loop.check(loss, "loss");
       const gradNorm = await trainable.clip(cfg.clip_grad_norm ?? Infinity);
       loop.check(gradNorm, "gradient norm");
-      trainable.step(lr);
+      await trainable.step(lr);
       this.profiler?.afterStep();
       await loop.endStep(at, { loss, tokens, metrics, gradNorm, lr });
     }

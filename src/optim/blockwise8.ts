@@ -88,23 +88,60 @@ export function quantizeBlockwise(
   codes: Uint8Array,
   absmax: Float32Array,
 ): void {
-  const n = x.length;
-  for (let b = 0, i0 = 0; i0 < n; b++, i0 += BLOCK8) {
-    const i1 = Math.min(n, i0 + BLOCK8);
+  blockMaxima(x, 0, absmax);
+  for (let b = 0; b < absmax.length; b++) absmax[b] = absmaxOf(absmax[b]);
+  encodeBlockwise(x, 0, map, absmax, codes);
+}
+
+/**
+ * A piece of a tensor: elements [first, first + x.length) of it, its 256-value blocks counted
+ * from the tensor's element 0 (a sharded optimizer's slice; the whole tensor when first = 0).
+ * out(b) = max |x| over the piece's part of its b-th block (0 when all are 0; NaN propagates).
+ */
+export function blockMaxima(x: Float32Array, first: number, out: Float32Array): void {
+  const b0 = Math.floor(first / BLOCK8);
+  for (let b = 0; b < out.length; b++) {
+    const i0 = Math.max(0, (b0 + b) * BLOCK8 - first);
+    const i1 = Math.min(x.length, (b0 + b + 1) * BLOCK8 - first);
     let m = 0;
     for (let i = i0; i < i1; i++) m = Math.max(m, Math.abs(x[i]));
-    if (m === 0) m = 1;
-    absmax[b] = m;
-    for (let i = i0; i < i1; i++) codes[i] = nearest(map, Math.fround(x[i] / m));
+    out[b] = m;
   }
 }
 
-/** out(n) = map[codes] * absmax of each block (fp32). */
+/** A block's absmax from the max |x| over the whole block (bitsandbytes takes 0 as 1). */
+export function absmaxOf(max: number): number {
+  return max === 0 ? 1 : max;
+}
+
+/**
+ * codes(i) = nearest map entry of x(i) / absmax of its block, for a piece of a tensor
+ * starting at its element `first` (see `blockMaxima`; absmax(0) is the piece's first block).
+ */
+export function encodeBlockwise(
+  x: Float32Array,
+  first: number,
+  map: Float32Array,
+  absmax: Float32Array,
+  codes: Uint8Array,
+): void {
+  const b0 = Math.floor(first / BLOCK8);
+  for (let i = 0; i < x.length; i++) {
+    const m = absmax[Math.floor((first + i) / BLOCK8) - b0];
+    codes[i] = nearest(map, Math.fround(x[i] / m));
+  }
+}
+
+/** out(n) = map[codes] * absmax of each block (fp32), for a piece starting at element `first`. */
 export function dequantizeBlockwise(
   codes: Uint8Array,
   absmax: Float32Array,
   map: Float32Array,
   out: Float32Array,
+  first = 0,
 ): void {
-  for (let i = 0; i < out.length; i++) out[i] = map[codes[i]] * absmax[Math.floor(i / BLOCK8)];
+  const b0 = Math.floor(first / BLOCK8);
+  for (let i = 0; i < out.length; i++) {
+    out[i] = map[codes[i]] * absmax[Math.floor((first + i) / BLOCK8) - b0];
+  }
 }

@@ -9,6 +9,7 @@ import type { Backend, DeviceBuffer, Nf4Weight } from "../backend/ops.ts";
 import type { HostTensor } from "../params/state_dict.ts";
 import { type GroupDecl, ParamLayout } from "../params/layout.ts";
 import { checkShape } from "../params/layout.ts";
+import { type FlatShard, flatShard } from "../distributed/sharding.ts";
 import {
   checkNf4Shape,
   NF4_BLOCK,
@@ -19,7 +20,10 @@ import {
   nf4Quantize,
 } from "./nf4.ts";
 
-/** One NF4 weight's device buffers (the mean is set when the weight is loaded). */
+/**
+ * One NF4 weight's device buffers (the mean is set when the weight is loaded): its own
+ * codes and scalers, or (sharded) views into the store's group slot.
+ */
 class DeviceNf4 implements Nf4Weight {
   readonly codes: DeviceBuffer; // (n/8) i32
   readonly scalers: DeviceBuffer; // (n/256) i32
@@ -27,12 +31,54 @@ class DeviceNf4 implements Nf4Weight {
   mean = 0;
   dtype: "f32" | "bf16" = "f32";
 
-  constructor(be: Backend, readonly rows: number, readonly cols: number) {
+  constructor(
+    be: Backend,
+    readonly rows: number,
+    readonly cols: number,
+    inSlot: { slot: DeviceBuffer; at: number } | null,
+  ) {
     const n = rows * cols;
-    this.codes = be.alloc(n / 8, "i32");
-    this.scalers = be.alloc(n / 256, "i32");
+    this.codes = inSlot ? be.view(inSlot.slot, inSlot.at, n / 8) : be.alloc(n / 8, "i32");
+    this.scalers = inSlot
+      ? be.view(inSlot.slot, inSlot.at + n / 8, n / 256)
+      : be.alloc(n / 256, "i32");
     this.factors = be.alloc(n / NF4_MULTIPLE, "f32");
   }
+
+  /** i32 words of codes then scalers (a weight's share of its group's packed words). */
+  get words(): number {
+    return (this.rows * this.cols) / 8 + (this.rows * this.cols) / 256;
+  }
+}
+
+/**
+ * FSDP/ZeRO-3 sharding of an NF4 base (the distributed recipes). The NF4 weights of one
+ * layout group ("layers.i") are packed into one i32 word buffer, weight after weight, each as
+ * its codes then its int8 block scalers; rank r keeps slice r of every group's words
+ * (`flatShard`), and `gatherGroup` all-gathers a group's slices into one shared slot before
+ * the group runs, where the weights' `codes`/`scalers` views lie. The per-group fp32 factors
+ * (4 bytes per 16384 elements) and the means stay whole on every rank.
+ *
+ * The slices are equal runs of packed words, so a 64-element block's codes, or the scaler
+ * word holding its scaler, may straddle two ranks. That is harmless, and no scale is
+ * exchanged: nothing ever reads a slice; every NF4 kernel reads the gathered slot, where
+ * each weight's codes and scalers are whole again, bit for bit. Equal slices keep the
+ * collectives in place (NCCL's all-gather needs equal parts) and the memory even per rank.
+ */
+export interface Nf4Sharding {
+  rank: number;
+  worldSize: number;
+  /** The layout group of NF4 weight `name`. */
+  groupOf(name: string): string;
+}
+
+/** One group's packed words and this rank's slice of them. */
+interface Nf4Group {
+  shard: FlatShard;
+  /** First word of this rank's slice in the shard buffer. */
+  shardOffset: number;
+  /** The group's weights with the first word of each in the packed group. */
+  weights: { name: string; at: number }[];
 }
 
 /** The bytes of `a` as an Int32Array (a copy when `a` is not 4-byte aligned). */
@@ -62,21 +108,111 @@ export function layoutWithout(layout: ParamLayout, without: ReadonlySet<string>)
   return new ParamLayout(groups);
 }
 
-/** NF4 weights by name, on one backend. */
+/** NF4 weights by name, on one backend; sharded over the ranks with `sharding`. */
 export class Nf4Store {
   readonly #weights = new Map<string, DeviceNf4>();
   readonly #shapes = new Map<string, number[]>();
+  /** Sharded: the groups, the slot they are gathered into and this rank's slices. */
+  readonly #sharded: {
+    groups: Map<string, Nf4Group>;
+    groupOf: Map<string, string>;
+    slot: DeviceBuffer; // (largest padded group) i32
+    shard: DeviceBuffer; // (sum of the slices) i32
+  } | null = null;
+  /** Sharded, inside `withGathered`: every weight's codes and scalers on the host. */
+  #gathered: Map<string, { codes: Int32Array; scalers: Int32Array }> | null = null;
 
   /** Allocate NF4 buffers for `tensors` (TuneError, torchao's reason, for shapes it refuses). */
   constructor(
     readonly backend: Backend,
     tensors: readonly { name: string; shape: readonly number[] }[],
+    sharding: Nf4Sharding | null = null,
   ) {
+    const dims = (s: readonly number[]) => (s.length === 2 ? s : [1, s[0]]);
+    for (const t of tensors) checkNf4Shape(t.name, t.shape);
+    if (sharding) {
+      // pack each group's weights, then size the slot and this rank's slices
+      const groups = new Map<string, Nf4Group>();
+      const words = new Map<string, number>();
+      const groupOf = new Map<string, string>();
+      for (const t of tensors) {
+        const g = sharding.groupOf(t.name);
+        const [rows, cols] = dims(t.shape);
+        const at = words.get(g) ?? 0;
+        if (!groups.has(g)) {
+          groups.set(g, { shard: flatShard(0, sharding), shardOffset: 0, weights: [] });
+        }
+        groups.get(g)!.weights.push({ name: t.name, at });
+        words.set(g, at + (rows * cols) / 8 + (rows * cols) / 256);
+        groupOf.set(t.name, g);
+      }
+      let shardAt = 0, slotLength = 0;
+      for (const [name, g] of groups) {
+        g.shard = flatShard(words.get(name)!, sharding);
+        g.shardOffset = shardAt;
+        shardAt += g.shard.shardLength;
+        slotLength = Math.max(slotLength, g.shard.paddedLength);
+      }
+      const slot = backend.alloc(Math.max(1, slotLength), "i32");
+      const shard = backend.alloc(Math.max(1, shardAt), "i32");
+      this.#sharded = { groups, groupOf, slot, shard };
+    }
     for (const t of tensors) {
-      checkNf4Shape(t.name, t.shape);
-      const [rows, cols] = t.shape.length === 2 ? t.shape : [1, t.shape[0]];
-      this.#weights.set(t.name, new DeviceNf4(backend, rows, cols));
+      const [rows, cols] = dims(t.shape);
+      const sh = this.#sharded;
+      const inSlot = sh
+        ? {
+          slot: sh.slot,
+          at: sh.groups.get(sh.groupOf.get(t.name)!)!.weights.find((w) => w.name === t.name)!.at,
+        }
+        : null;
+      this.#weights.set(t.name, new DeviceNf4(backend, rows, cols, inSlot));
       this.#shapes.set(t.name, [...t.shape]);
+    }
+  }
+
+  /** Whether the weights are sharded over the ranks (gathered group by group). */
+  get sharded(): boolean {
+    return this.#sharded !== null;
+  }
+
+  /**
+   * Sharded: all-gather group `name`'s NF4 words into the slot, so its weights can run
+   * (every rank calls it, for the same groups in the same order). No-op for other groups.
+   */
+  async gatherGroup(name: string): Promise<void> {
+    const sh = this.#sharded;
+    const g = sh?.groups.get(name);
+    if (!sh || !g) return;
+    const be = this.backend;
+    const inp = be.view(sh.shard, g.shardOffset, g.shard.shardLength); // (slice)
+    await be.collectives.allGather(be.view(sh.slot, 0, g.shard.paddedLength), inp);
+  }
+
+  /**
+   * Sharded: run `fn` while every weight's codes and scalers are gathered on the host (for
+   * `getQuantized` / `getTensor`, e.g. to save a merged model); every rank calls it.
+   */
+  async withGathered<R>(fn: () => R | Promise<R>): Promise<R> {
+    const sh = this.#sharded;
+    if (!sh) return await fn();
+    const be = this.backend;
+    const host = new Map<string, { codes: Int32Array; scalers: Int32Array }>();
+    for (const [name, g] of sh.groups) {
+      await this.gatherGroup(name);
+      for (const w of g.weights) {
+        const d = this.#weights.get(w.name)!;
+        host.set(w.name, {
+          codes: be.download(d.codes) as Int32Array,
+          scalers: be.download(d.scalers) as Int32Array,
+        });
+      }
+    }
+    this.#gathered = host;
+    try {
+      return await fn();
+    } finally {
+      this.#gathered = null;
     }
   }
 
@@ -108,24 +244,41 @@ export class Nf4Store {
     );
   }
 
-  /** Upload an already quantized tensor into `name`. */
+  /** Upload an already quantized tensor into `name` (sharded: this rank's part of it). */
   setQuantized(name: string, q: Nf4Host): void {
     const w = this.#weights.get(name)!;
     const be = this.backend;
-    be.upload(w.codes, asInt32(q.codes));
-    be.upload(w.scalers, asInt32(q.scalers));
     be.upload(w.factors, q.factors);
     w.mean = q.mean;
     w.dtype = q.dtype;
+    const sh = this.#sharded;
+    if (!sh) {
+      be.upload(w.codes, asInt32(q.codes));
+      be.upload(w.scalers, asInt32(q.scalers));
+      return;
+    }
+    // the weight's packed words [at, at + words) of its group, cut to this rank's slice
+    const g = sh.groups.get(sh.groupOf.get(name)!)!;
+    const at = g.weights.find((x) => x.name === name)!.at;
+    const codes = asInt32(q.codes), scalers = asInt32(q.scalers);
+    const lo = g.shard.start, hi = g.shard.start + g.shard.validLength;
+    for (const [part, first] of [[codes, at], [scalers, at + codes.length]] as const) {
+      const a = Math.max(lo, first), b = Math.min(hi, first + part.length);
+      if (a < b) be.upload(sh.shard, part.subarray(a - first, b - first), g.shardOffset + a - lo);
+    }
   }
 
-  /** The NF4 pieces of `name`, downloaded. */
+  /** The NF4 pieces of `name`, downloaded (sharded: inside `withGathered`). */
   getQuantized(name: string): Nf4Host {
     const w = this.#weights.get(name)!;
     const be = this.backend;
     const n = w.rows * w.cols;
-    const codes = be.download(w.codes) as Int32Array;
-    const scalers = be.download(w.scalers) as Int32Array;
+    if (this.#sharded && !this.#gathered) {
+      throw new Error("a sharded NF4 store is read inside withGathered()");
+    }
+    const host = this.#gathered?.get(name);
+    const codes = host?.codes ?? be.download(w.codes) as Int32Array;
+    const scalers = host?.scalers ?? be.download(w.scalers) as Int32Array;
     return {
       shape: [...this.#shapes.get(name)!],
       dtype: w.dtype,
@@ -146,11 +299,26 @@ export class Nf4Store {
     };
   }
 
-  /** Bytes of every NF4 weight on the device (codes, scalers, factors; the means on the host). */
+  /**
+   * Bytes of the NF4 weights on the device (codes, scalers, factors; the means on the host);
+   * sharded: this rank's slices, the group slot and the factors.
+   */
   bytes(): number {
+    const sh = this.#sharded;
     let b = 0;
-    for (const w of this.#weights.values()) b += nf4Bytes(w.rows * w.cols) - 4;
-    return b;
+    for (const w of this.#weights.values()) {
+      b += sh ? w.factors.length * 4 : nf4Bytes(w.rows * w.cols) - 4;
+    }
+    return sh ? b + (sh.slot.length + sh.shard.length) * 4 : b;
+  }
+
+  /** Sharded: bytes of this rank's slices and of the slot (null when not sharded). */
+  shardBytes(): { slices: number; slot: number; whole: number } | null {
+    const sh = this.#sharded;
+    if (!sh) return null;
+    let whole = 0;
+    for (const w of this.#weights.values()) whole += w.words * 4;
+    return { slices: sh.shard.length * 4, slot: sh.slot.length * 4, whole };
   }
 
   /** Elements the NF4 weights stand for. */
@@ -162,10 +330,17 @@ export class Nf4Store {
 
   /** Release every buffer. */
   free(): void {
+    const sh = this.#sharded;
     for (const w of this.#weights.values()) {
-      this.backend.free(w.codes);
-      this.backend.free(w.scalers);
+      if (!sh) {
+        this.backend.free(w.codes);
+        this.backend.free(w.scalers);
+      }
       this.backend.free(w.factors);
+    }
+    if (sh) {
+      this.backend.free(sh.slot);
+      this.backend.free(sh.shard);
     }
     this.#weights.clear();
   }

@@ -10,15 +10,18 @@ import { TuneError } from "../errors.ts";
 import type { ParamLayout } from "../params/layout.ts";
 import { layoutWithout, Nf4Store } from "./nf4_store.ts";
 
-/** Options of `createQloraBase` that some combinations refuse. */
+/** Options of `createQloraBase`. */
 export interface QloraBaseOptions {
-  /** The model shards or windows its stores (the distributed recipes). */
-  windowed: boolean;
+  /**
+   * The model shards its frozen base over the ranks of `backend.collectives` (the
+   * distributed recipes): the NF4 weights too, each layer group's gathered before it runs.
+   */
+  sharded: boolean;
 }
 
 /**
  * The NF4 store for `names` (the decoder linears' weights) and the base layout without them.
- * TuneError for shapes torchao refuses and for combinations not supported yet.
+ * TuneError for shapes torchao refuses.
  */
 export function createQloraBase(
   backend: Backend,
@@ -26,12 +29,12 @@ export function createQloraBase(
   names: readonly string[],
   opts: QloraBaseOptions,
 ): { nf4: Nf4Store; layout: ParamLayout } {
-  if (opts.windowed) {
-    throw new TuneError(
-      "an NF4 base (qlora_* builders, quantize_base=True) is not supported by the distributed recipes yet; run lora_finetune_single_device",
-    );
-  }
-  const nf4 = new Nf4Store(backend, names.map((n) => ({ name: n, shape: full.get(n).shape })));
+  const c = backend.collectives;
+  const sharding = opts.sharded
+    ? { rank: c.rank, worldSize: c.worldSize, groupOf: (n: string) => full.get(n).group }
+    : null;
+  const tensors = names.map((n) => ({ name: n, shape: full.get(n).shape }));
+  const nf4 = new Nf4Store(backend, tensors, sharding);
   return { nf4, layout: layoutWithout(full, new Set(names)) };
 }
 

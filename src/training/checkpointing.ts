@@ -35,13 +35,18 @@ const PARAMS = "trainable.params";
 const M = "adamw.m";
 const V = "adamw.v";
 
-/** Both AdamW moments over the whole trainable layout, on the host. */
-export interface HostMoments {
-  /** (total) first moment. */
-  m: Float32Array;
-  /** (total) second moment. */
-  v: Float32Array;
-}
+/**
+ * The optimizer state of a sharded run, gathered on the host: both AdamW moments over the
+ * whole trainable layout, or 8-bit AdamW's tensors (`AdamW8bit.exportState`'s format).
+ */
+export type HostMoments =
+  | {
+    /** (total) first moment. */
+    m: Float32Array;
+    /** (total) second moment. */
+    v: Float32Array;
+  }
+  | { adamw8bit: StateDict };
 
 /**
  * The recipe state of a run: trainable weights, AdamW moments (fp32), the progress and the
@@ -63,10 +68,12 @@ export function trainingRecipeState(
   tensors.set(PARAMS, { shape: [n], data: be.download(store.params) as Float32Array });
   if (optimizer instanceof AdamW8bit) {
     // 8-bit moments: codes and block absmaxes, exactly
-    for (const [k, t] of optimizer.exportState()) tensors.set(k, t);
+    const sd = moments && "adamw8bit" in moments ? moments.adamw8bit : optimizer.exportState();
+    for (const [k, t] of sd) tensors.set(k, t);
   } else {
-    tensors.set(M, { shape: [n], data: moments?.m ?? be.download(store.m!) as Float32Array });
-    tensors.set(V, { shape: [n], data: moments?.v ?? be.download(store.v!) as Float32Array });
+    const h = moments && "m" in moments ? moments : null;
+    tensors.set(M, { shape: [n], data: h?.m ?? be.download(store.m!) as Float32Array });
+    tensors.set(V, { shape: [n], data: h?.v ?? be.download(store.v!) as Float32Array });
   }
   return {
     step: progress.step,
@@ -119,7 +126,7 @@ export function restoreTrainingState(
 }
 
 /** The saved AdamW moments (whole layout) of a recipe state from `trainingRecipeState`. */
-export function recipeStateMoments(state: RecipeState): HostMoments {
+export function recipeStateMoments(state: RecipeState): { m: Float32Array; v: Float32Array } {
   return { m: state.tensors.get(M)!.data, v: state.tensors.get(V)!.data };
 }
 

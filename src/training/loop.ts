@@ -14,7 +14,7 @@
  *   const out = await head.step(at.epoch, at.step, ga);
  *   loop.check(out.loss, "loss");
  *   const gradNorm = await trainable.clip(maxNorm);
- *   trainable.step(lr);
+ *   await trainable.step(lr);
  *   await loop.endStep(at, { ...out, gradNorm, lr });
  * }
  * ```

@@ -43,7 +43,6 @@ import { allSumF64, chainHooks, ShardedFrozen, ShardedOptimizer } from "./sharde
 import { barrierAfterSave, broadcastInt, setupDistributed } from "./sharded_setup.ts";
 import { scoreLoss, scoreLossSharded } from "./validation.ts";
 import { OptimizerInBackward } from "./optimizer_in_bwd.ts";
-import { TuneError } from "../errors.ts";
 
 /** This process's backend and place in the run. */
 export interface Runtime {
@@ -118,8 +117,8 @@ export interface Trainable {
   beginStep(lr: number): void;
   /** Clip to `maxNorm` (Infinity: no clipping); returns the global norm before clipping. */
   clip(maxNorm: number): Promise<number>;
-  /** One AdamW update with learning rate `lr`. */
-  step(lr: number): void;
+  /** One optimizer update with learning rate `lr` (sharded 8-bit AdamW talks to the other ranks). */
+  step(lr: number): Promise<void>;
   /**
    * Write a checkpoint: every rank calls it; the full values are in the model while
    * `write` runs on rank 0 (with the gathered moments when sharded); all ranks wait for it.
@@ -156,22 +155,16 @@ export function setupTrainable(
       zeroGrads: () => model.zeroGrad(),
       beginStep: () => {},
       clip: (maxNorm) => Promise.resolve(clipGradNorm(be, model.trainable, maxNorm)),
-      step: (lr) => optimizer.step(lr),
+      step: (lr) => Promise.resolve(optimizer.step(lr)),
       save: (write) => Promise.resolve(write(undefined)),
       withFullWeights: async (fn) => await fn(),
       free: () => {},
     };
     return { trainable, progress };
   }
-  if (o.optimizerInBwd) {
-    throw new TuneError(
-      "optimizer_in_bwd=True runs on one process in tune; set it to False in the distributed recipes",
-    );
-  }
-  // (AdamW8bit refuses a sharded store when it is built)
-  if (!(optimizer instanceof AdamW)) throw new Error("a sharded run takes AdamW");
   const sharded = new ShardedOptimizer(rt.backend, model.trainable, optimizer);
-  const frozen = model.spec.lora ? new ShardedFrozen(rt.backend, model.base) : null;
+  const nf4 = model.nf4?.sharded ? model.nf4 : null; // QLoRA: the NF4 base, sharded too
+  const frozen = model.spec.lora ? new ShardedFrozen(rt.backend, model.base, nf4) : null;
   if (frozen) {
     frozen.takeParams();
     model.base.release();
@@ -180,8 +173,8 @@ export function setupTrainable(
   model.groupHooks = frozen ? chainHooks(sharded, frozen) : sharded;
   let progress: TrainingProgress = fresh;
   if (state) {
-    progress = restoreTrainingState(state, model, optimizer);
-    sharded.loadMoments(recipeStateMoments(state));
+    progress = restoreTrainingState(state, model, optimizer); // 8-bit AdamW: its slices
+    if (optimizer instanceof AdamW) sharded.loadMoments(recipeStateMoments(state));
   }
   sharded.takeParams();
   model.trainable.release();
@@ -199,11 +192,19 @@ export function setupTrainable(
     };
     say(`memory (bytes, rank 0): ${JSON.stringify(mem)}`);
   }
+  // optimizer_in_bwd: each group's slice steps once its gradients are reduce-scattered;
+  // `clip` reports the step's norm from the reduced slices (clipping is refused)
+  const inBwd = o.optimizerInBwd ?? false;
+  const steps: Pick<Trainable, "clip" | "step"> = inBwd
+    ? inBackwardSteps(async () => {
+      sharded.finishInBackward();
+      return await sharded.gradNorm();
+    })
+    : { clip: (maxNorm) => sharded.clip(maxNorm), step: (lr) => sharded.step(lr) };
   const trainable: Trainable = {
     zeroGrads: () => sharded.zeroGrads(),
-    beginStep: () => {},
-    clip: (maxNorm) => sharded.clip(maxNorm),
-    step: (lr) => sharded.step(lr), // AdamW on this rank's slices
+    beginStep: (lr) => inBwd && sharded.beginInBackward(lr),
+    ...steps, // the optimizer on this rank's slices
     async save(write) {
       const moments = await sharded.gatherMoments();
       const run = () => rt.isMain ? write(moments) : null;
@@ -235,7 +236,6 @@ function inBackward(
 ): Trainable {
   const hooks = new OptimizerInBackward(rt.backend, optimizer);
   model.groupHooks = hooks;
-  let norm = NaN;
   if (o.memoryStats && !o.quiet) {
     const g = hooks.gradientBytes();
     console.error(
@@ -246,20 +246,30 @@ function inBackward(
   return {
     zeroGrads: () => model.zeroGrad(),
     beginStep: (lr) => hooks.begin(lr),
-    clip: () => {
-      norm = hooks.finish();
-      return Promise.resolve(norm);
+    ...inBackwardSteps(() => Promise.resolve(hooks.finish())),
+    save: (write) => Promise.resolve(write(undefined)),
+    withFullWeights: async (fn) => await fn(),
+    free: () => {
+      model.groupHooks = null;
     },
+  };
+}
+
+/**
+ * optimizer_in_bwd's `clip` and `step`: the backward already stepped every group; `clip`
+ * ends the step with `finish` and returns its gradient norm (clipping is refused), `step`
+ * checks that `clip` ran.
+ */
+function inBackwardSteps(finish: () => Promise<number>): Pick<Trainable, "clip" | "step"> {
+  let norm = NaN;
+  return {
+    clip: async () => (norm = await finish()),
     step: () => {
       if (Number.isNaN(norm)) {
         throw new Error("optimizer_in_bwd: clip() reports the step's norm before step()");
       }
       norm = NaN;
-    },
-    save: (write) => Promise.resolve(write(undefined)),
-    withFullWeights: async (fn) => await fn(),
-    free: () => {
-      model.groupHooks = null;
+      return Promise.resolve();
     },
   };
 }
@@ -285,6 +295,12 @@ function reportShares(sharded: ShardedOptimizer, frozen: ShardedFrozen | null, q
     `${who}: frozen base resident ${fr.shardBytes + fr.computeBytes} bytes ` +
       `(slices ${fr.shardBytes} + group buffers ${fr.computeBytes}; largest group ` +
       `${fr.largestGroupBytes}; one process: ${fr.fullBytes} bytes)`,
+  );
+  const q = frozen.nf4?.shardBytes();
+  if (!q) return;
+  console.error(
+    `${who}: NF4 base codes+scalers resident ${q.slices + q.slot} bytes ` +
+      `(slices ${q.slices} + group buffer ${q.slot}; one process: ${q.whole} bytes)`,
   );
 }
 

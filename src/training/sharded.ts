@@ -26,8 +26,10 @@
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { type FlatShard, flatShard } from "../distributed/sharding.ts";
 import type { GroupHooks } from "../models/llama/model.ts";
-import type { AdamW } from "../optim/adamw.ts";
+import { AdamW8bit } from "../optim/adamw8bit.ts";
+import type { TrainingOptimizer } from "../optim/create.ts";
 import type { ParamStore } from "../params/store.ts";
+import type { Nf4Store } from "../quant/nf4_store.ts";
 import type { HostMoments } from "./checkpointing.ts";
 
 /** One layout group and where this rank's slice of it lies. */
@@ -64,7 +66,7 @@ export interface ShardReport {
   fullElements: number;
   /** Elements this rank owns (sum of its slices, padding of uneven groups included). */
   shardElements: number;
-  /** Bytes of this rank's AdamW moments (m and v, fp32). */
+  /** Bytes of this rank's optimizer state (AdamW: m and v, fp32; 8-bit AdamW: its state). */
   optimizerBytes: number;
   /** Bytes the moments take in one process (m and v over the full buffer). */
   fullOptimizerBytes: number;
@@ -85,10 +87,12 @@ export class ShardedOptimizer {
   readonly params: DeviceBuffer;
   /** (shardLength) reduced gradients of this rank's slices. */
   readonly grads: DeviceBuffer;
-  /** (shardLength) AdamW first moment. */
-  readonly m: DeviceBuffer;
-  /** (shardLength) AdamW second moment. */
-  readonly v: DeviceBuffer;
+  /** (shardLength) AdamW first moment; null for 8-bit AdamW (its state is on the host). */
+  readonly m: DeviceBuffer | null;
+  /** (shardLength) AdamW second moment; null for 8-bit AdamW. */
+  readonly v: DeviceBuffer | null;
+  /** optimizer_in_bwd: the step's learning rate and the groups stepped so far. */
+  #inBwd: { lr: number; stepped: Set<string> } | null = null;
   /**
    * (max padded group length) for groups whose length is not a multiple of worldSize; with
    * group windows only while full buffers are gathered (saving), since the slots are padded.
@@ -100,55 +104,51 @@ export class ShardedOptimizer {
 
   /**
    * @param store the model's trainable store (built with `optimizerMoments: false`).
-   * @param adamw the optimizer that holds the hyper-parameters and the step count (it is
-   *   bound to `store` but never steps it: this class applies the update to the slices).
+   * @param optimizer the optimizer that holds the hyper-parameters and the step count (it is
+   *   bound to `store` but never steps it: this class applies AdamW to the slices; 8-bit
+   *   AdamW keeps the state of this rank's slices and steps them, `AdamW8bit.shard`).
    */
   constructor(
     readonly backend: Backend,
     readonly store: ParamStore,
-    readonly adamw: AdamW,
+    readonly optimizer: TrainingOptimizer,
   ) {
     if (!store.trainable) throw new Error("ShardedOptimizer needs a trainable store");
     const c = backend.collectives;
     this.rank = c.rank;
     this.worldSize = c.worldSize;
-    const segs: Segment[] = [];
-    let at = 0;
-    let shardAt = 0;
-    const add = (name: string, offset: number, length: number) => {
-      if (length === 0) return;
-      const shard = flatShard(length, { rank: this.rank, worldSize: this.worldSize });
-      segs.push({ name, offset, length, shard, shardOffset: shardAt });
-      shardAt += shard.shardLength;
-    };
-    for (const g of store.layout.groups) {
-      if (g.offset !== at) throw new Error(`layout group ${g.name} is not contiguous`);
-      add(g.name, g.offset, g.length);
-      at = g.offset + g.length;
-    }
-    // the layout's total may round up past the last group (a tiny layout)
-    add("tail", at, store.layout.total - at);
+    const { segments: segs, shardLength: shardAt } = shardSegments(
+      store,
+      this.rank,
+      this.worldSize,
+    );
     this.segments = segs;
     this.shardLength = shardAt;
     this.params = backend.alloc(shardAt, "f32");
     this.grads = backend.alloc(shardAt, "f32");
-    this.m = backend.alloc(shardAt, "f32");
-    this.v = backend.alloc(shardAt, "f32");
+    const eight = optimizer instanceof AdamW8bit;
+    this.m = eight ? null : backend.alloc(shardAt, "f32");
+    this.v = eight ? null : backend.alloc(shardAt, "f32");
+    if (eight) {
+      optimizer.shard(
+        segs.map((s) => ({
+          group: s.name,
+          offset: s.offset,
+          length: s.length,
+          shardLength: s.shard.shardLength,
+          start: s.shard.start,
+          valid: s.shard.validLength,
+          shardOffset: s.shardOffset,
+        })),
+        this.worldSize,
+      );
+    }
     const staging = Math.max(
       0,
       ...segs.filter((s) => s.shard.paddedLength !== s.length).map((s) => s.shard.paddedLength),
     );
     this.#stagingLength = staging;
     this.#staging = staging > 0 && !store.windows ? backend.alloc(staging, "f32") : null;
-    if (store.windows) {
-      for (const s of segs) {
-        if (s.name !== "tail" && store.groupParams(s.name).length !== s.shard.paddedLength) {
-          throw new Error(
-            `group ${s.name}: build the model with groupWindows = world size (${this.worldSize})`,
-          );
-        }
-      }
-    }
     this.#pair = backend.alloc(2, "f32");
     this.#pairs = backend.alloc(2 * this.worldSize, "f32");
   }
@@ -190,18 +190,54 @@ export class ShardedOptimizer {
     return norm;
   }
 
-  /** One AdamW update of this rank's slices with learning rate `lr` (no communication). */
-  step(lr: number): void {
-    const o = this.adamw.options;
-    this.adamw.stepCount++;
-    this.backend.adamw(this.params, this.grads, this.m, this.v, {
+  /**
+   * One update of this rank's slices with learning rate `lr`: AdamW (no communication), or
+   * 8-bit AdamW (its ranks exchange the maxima of the blocks their slices share).
+   */
+  async step(lr: number): Promise<void> {
+    this.optimizer.stepCount++;
+    await this.#stepSlices(lr, null);
+  }
+
+  /** Step `stepCount` of every slice, or of segment `s`'s only. */
+  async #stepSlices(lr: number, s: Segment | null): Promise<void> {
+    const opt = this.optimizer;
+    if (opt instanceof AdamW8bit) {
+      await opt.stepSlices(this.params, this.grads, lr, s?.name);
+      return;
+    }
+    const be = this.backend, o = opt.options;
+    const at = (b: DeviceBuffer) => s ? be.view(b, s.shardOffset, s.shard.shardLength) : b; // (slice)
+    be.adamw(at(this.params), at(this.grads), at(this.m!), at(this.v!), {
       lr,
       beta1: o.betas[0],
       beta2: o.betas[1],
       eps: o.eps,
       weightDecay: o.weightDecay,
-      step: this.adamw.stepCount,
+      step: opt.stepCount,
     });
+  }
+
+  /**
+   * optimizer_in_bwd: before the step's backward. Each group's slice then steps (learning
+   * rate `lr`) as soon as its gradients are reduce-scattered, in `afterGroupBackward`.
+   */
+  beginInBackward(lr: number): void {
+    if (this.#inBwd) throw new Error("optimizer_in_bwd: beginInBackward() twice");
+    this.optimizer.stepCount++;
+    this.#inBwd = { lr, stepped: new Set() };
+  }
+
+  /** optimizer_in_bwd: after the backward; every group must have stepped. */
+  finishInBackward(): void {
+    const st = this.#inBwd;
+    const missing = this.segments.filter((s) => s.name !== "tail" && !st?.stepped.has(s.name));
+    if (!st || missing.length) {
+      throw new Error(
+        `optimizer_in_bwd: no backward reached group(s) ${missing.map((s) => s.name).join(", ")}`,
+      );
+    }
+    this.#inBwd = null;
   }
 
   /** Per group: all-gather every rank's updated slice into the store's values. */
@@ -244,6 +280,14 @@ export class ShardedOptimizer {
     await be.collectives.reduceScatterSum(out, full);
     const acc = be.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
     be.add(acc, acc, out);
+    const inBwd = this.#inBwd;
+    if (!inBwd) return;
+    // optimizer_in_bwd: this group's gradients are complete; step its slice now
+    if (inBwd.stepped.has(name)) {
+      throw new Error(`optimizer_in_bwd: group ${name} finished its backward twice in one step`);
+    }
+    await this.#stepSlices(inBwd.lr, s);
+    inBwd.stepped.add(name);
   }
 
   /**
@@ -262,23 +306,43 @@ export class ShardedOptimizer {
     }
   }
 
-  /** Both moments over the whole layout on the host (for the recipe state). */
+  /**
+   * The optimizer state over the whole layout on the host (for the recipe state): both
+   * moments, or 8-bit AdamW's tensors in the one-process format.
+   */
   async gatherMoments(): Promise<HostMoments> {
     const be = this.backend;
     const full = be.alloc(this.store.layout.total, "f32"); // (total)
+    const gathered = async (shard: DeviceBuffer) => {
+      await this.#gather(shard, full);
+      return be.download(full) as Float32Array;
+    };
     try {
-      await this.#gather(this.m, full);
-      const m = be.download(full) as Float32Array;
-      await this.#gather(this.v, full);
-      const v = be.download(full) as Float32Array;
-      return { m, v };
+      const opt = this.optimizer;
+      if (!(opt instanceof AdamW8bit)) {
+        return { m: await gathered(this.m!), v: await gathered(this.v!) };
+      }
+      const host = opt.sliceState(this.shardLength);
+      const shard = be.alloc(Math.max(1, this.shardLength), "f32"); // (shardLength)
+      try {
+        const put = async (a: Float32Array) => {
+          be.upload(shard, a);
+          return await gathered(shard);
+        };
+        const m = await put(host.m), v = await put(host.v);
+        const ma = await put(host.ma), va = await put(host.va);
+        return { adamw8bit: opt.stateFromGathered({ m, v, ma, va }) };
+      } finally {
+        be.free(shard);
+      }
     } finally {
       be.free(full);
     }
   }
 
-  /** Take this rank's slices of saved whole-layout moments (resume). */
-  loadMoments(h: HostMoments): void {
+  /** Take this rank's slices of saved whole-layout AdamW moments (resume). */
+  loadMoments(h: { m: Float32Array; v: Float32Array }): void {
+    if (!this.m || !this.v) throw new Error("8-bit AdamW restores its state with importState");
     const total = this.store.layout.total;
     if (h.m.length !== total || h.v.length !== total) {
       throw new Error(`moments of ${h.m.length} elements for a layout of ${total}`);
@@ -312,17 +376,28 @@ export class ShardedOptimizer {
       worldSize: this.worldSize,
       fullElements: this.store.layout.total,
       shardElements: this.shardLength,
-      optimizerBytes: this.shardLength * 8,
-      fullOptimizerBytes: this.store.layout.total * 8,
+      ...this.#optimizerBytes(),
     };
   }
 
   /** Release the shard buffers. */
   free(): void {
     for (const b of [this.params, this.grads, this.m, this.v, this.#pair, this.#pairs]) {
-      this.backend.free(b);
+      if (b) this.backend.free(b);
     }
     if (this.#staging) this.backend.free(this.#staging);
+  }
+
+  /** Bytes of this rank's optimizer state and of one process's. */
+  #optimizerBytes(): { optimizerBytes: number; fullOptimizerBytes: number } {
+    const opt = this.optimizer;
+    if (opt instanceof AdamW8bit) {
+      return { optimizerBytes: opt.stateBytes(), fullOptimizerBytes: opt.fullStateBytes() };
+    }
+    return {
+      optimizerBytes: this.shardLength * 8,
+      fullOptimizerBytes: this.store.layout.total * 8,
+    };
   }
 
   #segment(name: string): Segment {
@@ -424,27 +499,25 @@ export class ShardedFrozen {
   /** (shardLength) this rank's slices of the values, in the store's dtype. */
   readonly params: DeviceBuffer;
 
-  /** @param store a frozen store built with group windows padded to the world size. */
-  constructor(readonly backend: Backend, readonly store: ParamStore) {
+  /**
+   * @param store a frozen store built with group windows padded to the world size.
+   * @param nf4 a QLoRA model's NF4 weights, sharded by their store (src/quant/nf4_store.ts):
+   *   gathered with the rest of their group.
+   */
+  constructor(
+    readonly backend: Backend,
+    readonly store: ParamStore,
+    readonly nf4: Nf4Store | null = null,
+  ) {
     if (!store.windows) throw new Error("ShardedFrozen needs a store with group windows");
+    if (nf4 && !nf4.sharded) throw new Error("ShardedFrozen needs a sharded NF4 store");
     const c = backend.collectives;
     this.rank = c.rank;
     this.worldSize = c.worldSize;
-    const segs: Segment[] = [];
-    let shardAt = 0;
-    for (const g of store.layout.groups) {
-      const shard = flatShard(g.length, { rank: this.rank, worldSize: this.worldSize });
-      if (store.groupParams(g.name).length !== shard.paddedLength) {
-        throw new Error(
-          `group ${g.name}: build the model with groupWindows = world size (${this.worldSize})`,
-        );
-      }
-      segs.push({ name: g.name, offset: g.offset, length: g.length, shard, shardOffset: shardAt });
-      shardAt += shard.shardLength;
-    }
-    this.segments = segs;
-    this.shardLength = shardAt;
-    this.params = backend.alloc(Math.max(1, shardAt), store.dtype);
+    const { segments, shardLength } = shardSegments(store, this.rank, this.worldSize, false);
+    this.segments = segments;
+    this.shardLength = shardLength;
+    this.params = backend.alloc(Math.max(1, shardLength), store.dtype);
   }
 
   /** Take this rank's slices of the store's (materialized) full values, after loading. */
@@ -452,8 +525,9 @@ export class ShardedFrozen {
     takeSlices(this.backend, this.segments, this.params, this.store.params);
   }
 
-  /** GroupHooks: all-gather group `name`'s slices into its compute slot. */
+  /** GroupHooks: all-gather group `name`'s slices (and its NF4 weights) into its compute slot. */
   async beforeGroup(name: string, _phase: "forward" | "backward"): Promise<void> {
+    await this.nf4?.gatherGroup(name);
     if (!this.store.hasGroup(name)) return;
     const be = this.backend;
     const s = this.segments.find((x) => x.name === name)!;
@@ -466,20 +540,25 @@ export class ShardedFrozen {
     return Promise.resolve();
   }
 
-  /** The full values in the store (allocated for the call) while `fn` runs; every rank calls it. */
+  /**
+   * The full values in the store (allocated for the call) while `fn` runs, and the NF4
+   * weights gathered on the host (they dequantize for a save); every rank calls it.
+   */
   async withFullParams<R>(fn: () => R | Promise<R>): Promise<R> {
     const be = this.backend;
     const st = this.store;
     st.materialize();
     try {
       for (const s of this.segments) {
-        await this.beforeGroup(s.name, "forward");
+        if (!st.hasGroup(s.name)) continue;
+        const inp = be.view(this.params, s.shardOffset, s.shard.shardLength); // (shard)
+        await be.collectives.allGather(st.groupParams(s.name), inp);
         be.copy(
           be.view(st.params, s.offset, s.length),
           be.view(st.groupParams(s.name), 0, s.length),
         );
       }
-      return await fn();
+      return this.nf4 ? await this.nf4.withGathered(fn) : await fn();
     } finally {
       st.release();
     }
@@ -505,6 +584,41 @@ export class ShardedFrozen {
   free(): void {
     this.backend.free(this.params);
   }
+}
+
+/**
+ * The segments of a store's layout: each group (and with `tail` the layout's rounding past
+ * its last group) split over the ranks, with this rank's slice placed in the shard buffers.
+ * With group windows each group's slot must hold its padded length.
+ */
+function shardSegments(
+  store: ParamStore,
+  rank: number,
+  worldSize: number,
+  tail = true,
+): { segments: Segment[]; shardLength: number } {
+  const segments: Segment[] = [];
+  let at = 0;
+  let shardAt = 0;
+  const add = (name: string, offset: number, length: number) => {
+    if (length === 0) return;
+    const shard = flatShard(length, { rank, worldSize });
+    if (name !== "tail" && store.windows && store.groupParams(name).length !== shard.paddedLength) {
+      throw new Error(
+        `group ${name}: build the model with groupWindows = world size (${worldSize})`,
+      );
+    }
+    segments.push({ name, offset, length, shard, shardOffset: shardAt });
+    shardAt += shard.shardLength;
+  };
+  for (const g of store.layout.groups) {
+    if (g.offset !== at) throw new Error(`layout group ${g.name} is not contiguous`);
+    add(g.name, g.offset, g.length);
+    at = g.offset + g.length;
+  }
+  // the layout's total may round up past the last group (a tiny layout; frozen: no values)
+  if (tail) add("tail", at, store.layout.total - at);
+  return { segments, shardLength: shardAt };
 }
 
 /** Copy this rank's slice of every segment of `full` (whole layout) into `shard`. */

@@ -167,7 +167,7 @@ export class LlamaModel {
     const full = baseLayout(cfg);
     const qlora = lora?.quantizeBase
       ? createQloraBase(backend, full, nf4Names(cfg), {
-        windowed: this.#windowed,
+        sharded: this.#windowed && (opts.shardFrozenBase ?? false),
       })
       : null;
     this.nf4 = qlora?.nf4 ?? null;
