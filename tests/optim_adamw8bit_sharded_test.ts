@@ -157,52 +157,52 @@ function assertSameState(label: string, a: StateDict, b: StateDict): void {
   }
 }
 
+/**
+ * Step the one process (`ref` over `store`) and the ranks on the same gradients (seeds
+ * `seeds`), then compare the values and the gathered state bit for bit.
+ */
+async function stepBoth(
+  label: string,
+  one: { be: CpuBackend; store: ParamStore; ref: AdamW8bit },
+  ranks: Rank[],
+  seeds: number[],
+  lr: number,
+): Promise<void> {
+  for (const seed of seeds) {
+    const g = onTensors(seeded(LAYOUT.total, seed));
+    one.be.upload(one.store.grads!, g);
+    one.ref.step(lr);
+    setGrads(ranks, g);
+    await Promise.all(ranks.map((r) => r.sh.step(lr)));
+  }
+  const want = one.be.download(one.store.params) as Float32Array;
+  const got = await fullParams(ranks);
+  assert.ok(got.every((x, i) => Object.is(x, want[i])), `${label}: values`);
+  const states = await Promise.all(ranks.map((r) => r.sh.gatherMoments()));
+  for (const s of states) {
+    assert.ok("adamw8bit" in s, `${label}: 8-bit state`);
+    assertSameState(label, s.adamw8bit, one.ref.exportState());
+  }
+}
+
 for (const W of [2, 3, 4]) {
   Deno.test(`AdamW8bit sharded over ${W} ranks equals one process bitwise (values, codes, absmaxes) and resumes bitwise`, async () => {
     const p0 = onTensors(seeded(LAYOUT.total, 1));
-    const one = new CpuBackend();
-    const store = new ParamStore(one, LAYOUT, true, "f32", false);
-    one.upload(store.params, p0);
-    const ref = new AdamW8bit(one, store, OPTS);
+    const be = new CpuBackend();
+    const store = new ParamStore(be, LAYOUT, true, "f32", false);
+    be.upload(store.params, p0);
+    const one = { be, store, ref: new AdamW8bit(be, store, OPTS) };
     const ranks = makeRanks(W, p0);
-    const steps = 4;
-    for (let t = 0; t < steps; t++) {
-      const g = onTensors(seeded(LAYOUT.total, 100 + t));
-      one.upload(store.grads!, g);
-      ref.step(0.01);
-      setGrads(ranks, g);
-      await Promise.all(ranks.map((r) => r.sh.step(0.01)));
-    }
-    const want = one.download(store.params) as Float32Array;
-    const got = await fullParams(ranks);
-    assert.ok(got.every((x, i) => Object.is(x, want[i])), "values after 4 steps");
-    const states = await Promise.all(ranks.map((r) => r.sh.gatherMoments()));
-    for (const s of states) {
-      assert.ok("adamw8bit" in s);
-      assertSameState(`W=${W}`, s.adamw8bit, ref.exportState());
-    }
+    await stepBoth(`W=${W}, 4 steps`, one, ranks, [100, 101, 102, 103], 0.01);
     const bytes = ranks.map((r) => r.sh.report().optimizerBytes);
     console.log(
-      `W=${W}: 8-bit state per rank ${bytes.join(", ")} bytes; one process ${ref.stateBytes()}`,
+      `W=${W}: 8-bit state per rank ${bytes.join(", ")} bytes; one process ${one.ref.stateBytes()}`,
     );
-    assert.equal(ranks[0].sh.report().fullOptimizerBytes, ref.stateBytes());
+    assert.equal(ranks[0].sh.report().fullOptimizerBytes, one.ref.stateBytes());
 
     // resume: fresh ranks take their slices of the one-process state and step on alike
-    const again = makeRanks(W, want);
-    for (const r of again) r.opt.importState(ref.exportState(), ref.stepCount);
-    const g = onTensors(seeded(LAYOUT.total, 999));
-    one.upload(store.grads!, g);
-    ref.step(0.005);
-    setGrads(again, g);
-    await Promise.all(again.map((r) => r.sh.step(0.005)));
-    const want2 = one.download(store.params) as Float32Array;
-    const got2 = await fullParams(again);
-    assert.ok(got2.every((x, i) => Object.is(x, want2[i])), "values after the resumed step");
-    const s2 = await Promise.all(again.map((r) => r.sh.gatherMoments()));
-    assertSameState(
-      `W=${W} resumed`,
-      (s2[0] as { adamw8bit: StateDict }).adamw8bit,
-      ref.exportState(),
-    );
+    const again = makeRanks(W, be.download(store.params) as Float32Array);
+    for (const r of again) r.opt.importState(one.ref.exportState(), one.ref.stepCount);
+    await stepBoth(`W=${W}, resumed`, one, again, [999], 0.005);
   });
 }

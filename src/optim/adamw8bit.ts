@@ -369,20 +369,16 @@ export class AdamW8bit {
     }
     const first = piece.lo + from;
     const skip = Math.floor(first / BLOCK8) - b0;
-    encodeBlockwise(
-      m.subarray(from, to),
-      first,
-      SIGNED_MAP,
-      st.ma.subarray(skip),
-      st.m.subarray(from, to),
-    );
-    encodeBlockwise(
-      v.subarray(from, to),
-      first,
-      UNSIGNED_MAP,
-      st.va.subarray(skip),
-      st.v.subarray(from, to),
-    );
+    const both = [[m, SIGNED_MAP, st.ma, st.m], [v, UNSIGNED_MAP, st.va, st.v]] as const;
+    for (const [x, map, absmax, codes] of both) {
+      encodeBlockwise(
+        x.subarray(from, to),
+        first,
+        map,
+        absmax.subarray(skip),
+        codes.subarray(from, to),
+      );
+    }
   }
 
   /** Reusable fp32 scratch `k` (the dequantized m or v) of n elements. */
