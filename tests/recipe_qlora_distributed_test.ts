@@ -4,7 +4,9 @@
  * batch of 4 of the one-process run):
  * - the NF4 base is sharded (each rank holds half of the packed codes and scalers plus one
  *   layer's gathered buffer), and the per-step losses equal the one-process run's within
- *   relative 1e-5 (tests/recipe_distributed_test.ts's tolerance), pinned (1e-4 absolute);
+ *   relative 1e-5 (tests/recipe_distributed_test.ts's tolerance), pinned (1e-4 absolute); the
+ *   merged model (the gathered NF4 base dequantized, plus the adapter) and the adapter equal
+ *   the one-process files (atol 1e-5, rtol 1e-4, as the LoRA test's);
  * - the same with bitsandbytes.optim.AdamW8bit (each rank keeps the 8-bit state of its slices:
  *   half of one process's bytes), and a 2-rank recipe state resumes on 1 process;
  * - optimizer_in_bwd=True on 2 ranks: each group's slice steps right after its reduce-scatter;
@@ -15,6 +17,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { readSafetensors } from "../src/checkpoint/safetensors.ts";
 import {
   assertLosses,
   type Metrics,
@@ -66,6 +69,22 @@ function assertNear(label: string, actual: Metrics, expected: Metrics, rtol: num
   assert.ok(worst <= rtol, `${label}: losses differ by ${worst} (relative) > ${rtol}`);
 }
 
+/** The tensors of `file` in two epoch_1/ directories: same names, values within atol + rtol|ref|. */
+function assertSameFile(file: string, actual: string, expected: string): void {
+  const a = readSafetensors(join(actual, "epoch_1", file));
+  const e = readSafetensors(join(expected, "epoch_1", file));
+  assert.deepEqual([...a.keys()].sort(), [...e.keys()].sort(), `${file}: tensors`);
+  let worst = 0;
+  for (const [name, t] of e) {
+    const u = a.get(name)!.data;
+    t.data.forEach((x, i) => worst = Math.max(worst, Math.abs(u[i] - x) - 1e-4 * Math.abs(x)));
+  }
+  console.log(
+    `${file}: 2 ranks vs one process, worst |diff| - 1e-4|ref| = ${worst.toExponential(2)}`,
+  );
+  assert.ok(worst <= 1e-5, `${file}: differs by ${worst}`);
+}
+
 /** Stop a 2-rank run after step 4, resume it on 2 ranks: the uninterrupted run's metrics. */
 async function assertResumes(
   label: string,
@@ -90,6 +109,8 @@ Deno.test("QLoRA (NF4 base) on 2 ranks matches one process, pins its losses and 
     const d = await runOk(...TWO, `output_dir=${two}`);
     assertNear("qlora, 2 ranks", readMetrics(two), readMetrics(one), 1e-5);
     assertLosses("qlora, 2 ranks", losses(readMetrics(two)), ADAMW, 1e-4);
+    assertSameFile("model.safetensors", two, one);
+    assertSameFile("adapter_model.safetensors", two, one);
     // each rank: half of the packed NF4 words, plus one layer's gathered buffer
     const re =
       /rank (\d)\/2: NF4 base codes\+scalers resident \d+ bytes \(slices (\d+) \+ group buffer (\d+); one process: (\d+) bytes\)/g;

@@ -77,8 +77,8 @@ interface Nf4Group {
   shard: FlatShard;
   /** First word of this rank's slice in the shard buffer. */
   shardOffset: number;
-  /** The group's weights with the first word of each in the packed group. */
-  weights: { name: string; at: number }[];
+  /** The group's weights: the first word of each in the packed group, and its words. */
+  weights: { name: string; at: number; words: number }[];
 }
 
 /** The bytes of `a` as an Int32Array (a copy when `a` is not 4-byte aligned). */
@@ -116,6 +116,8 @@ export class Nf4Store {
   readonly #sharded: {
     groups: Map<string, Nf4Group>;
     groupOf: Map<string, string>;
+    /** First word of each weight in its packed group. */
+    wordAt: Map<string, number>;
     slot: DeviceBuffer; // (largest padded group) i32
     shard: DeviceBuffer; // (sum of the slices) i32
   } | null = null;
@@ -131,41 +133,38 @@ export class Nf4Store {
     const dims = (s: readonly number[]) => (s.length === 2 ? s : [1, s[0]]);
     for (const t of tensors) checkNf4Shape(t.name, t.shape);
     if (sharding) {
-      // pack each group's weights, then size the slot and this rank's slices
-      const groups = new Map<string, Nf4Group>();
-      const words = new Map<string, number>();
+      // pack each group's weights (codes then scalers, i32 words), then place the slices
+      const weights = new Map<string, Nf4Group["weights"]>();
       const groupOf = new Map<string, string>();
+      const wordAt = new Map<string, number>();
       for (const t of tensors) {
         const g = sharding.groupOf(t.name);
         const [rows, cols] = dims(t.shape);
-        const at = words.get(g) ?? 0;
-        if (!groups.has(g)) {
-          groups.set(g, { shard: flatShard(0, sharding), shardOffset: 0, weights: [] });
-        }
-        groups.get(g)!.weights.push({ name: t.name, at });
-        words.set(g, at + (rows * cols) / 8 + (rows * cols) / 256);
+        const list = weights.get(g) ?? [];
+        const last = list.at(-1);
+        const at = last ? last.at + last.words : 0;
+        list.push({ name: t.name, at, words: (rows * cols) / 8 + (rows * cols) / 256 });
+        weights.set(g, list);
         groupOf.set(t.name, g);
+        wordAt.set(t.name, at);
       }
+      const groups = new Map<string, Nf4Group>();
       let shardAt = 0, slotLength = 0;
-      for (const [name, g] of groups) {
-        g.shard = flatShard(words.get(name)!, sharding);
-        g.shardOffset = shardAt;
-        shardAt += g.shard.shardLength;
-        slotLength = Math.max(slotLength, g.shard.paddedLength);
+      for (const [name, list] of weights) {
+        const last = list.at(-1)!;
+        const shard = flatShard(last.at + last.words, sharding);
+        groups.set(name, { shard, shardOffset: shardAt, weights: list });
+        shardAt += shard.shardLength;
+        slotLength = Math.max(slotLength, shard.paddedLength);
       }
       const slot = backend.alloc(Math.max(1, slotLength), "i32");
       const shard = backend.alloc(Math.max(1, shardAt), "i32");
-      this.#sharded = { groups, groupOf, slot, shard };
+      this.#sharded = { groups, groupOf, wordAt, slot, shard };
     }
     for (const t of tensors) {
       const [rows, cols] = dims(t.shape);
       const sh = this.#sharded;
-      const inSlot = sh
-        ? {
-          slot: sh.slot,
-          at: sh.groups.get(sh.groupOf.get(t.name)!)!.weights.find((w) => w.name === t.name)!.at,
-        }
-        : null;
+      const inSlot = sh ? { slot: sh.slot, at: sh.wordAt.get(t.name)! } : null;
       this.#weights.set(t.name, new DeviceNf4(backend, rows, cols, inSlot));
       this.#shapes.set(t.name, [...t.shape]);
     }
@@ -259,7 +258,7 @@ export class Nf4Store {
     }
     // the weight's packed words [at, at + words) of its group, cut to this rank's slice
     const g = sh.groups.get(sh.groupOf.get(name)!)!;
-    const at = g.weights.find((x) => x.name === name)!.at;
+    const at = sh.wordAt.get(name)!;
     const codes = asInt32(q.codes), scalers = asInt32(q.scalers);
     const lo = g.shard.start, hi = g.shard.start + g.shard.validLength;
     for (const [part, first] of [[codes, at], [scalers, at + codes.length]] as const) {
