@@ -27,30 +27,11 @@ export const SMALL_GEMV_WASM = 1 << 16;
 const PAGE = 65536;
 
 type ExpRow = (p: number, n: number, scale: number, max: number, k: number) => number;
-type AttnDecode = (
-  q: number,
-  k: number,
-  v: number,
-  ldk: number,
-  s: number,
-  o: number,
-  nk: number,
-  nh: number,
-  group: number,
-  hs: number,
-  scale: number,
-  tab: number,
-) => void;
+/** attn_decode(q, k, v, ldk, s, o, nk, nh, group, hs, scale, table): byte offsets and sizes. */
+type AttnDecode = (...args: number[]) => void;
 type Swiglu = (out: number, gate: number, up: number, n: number, k: number) => void;
-type Kernel = (
-  w: number,
-  ld: number,
-  x: number,
-  y: number,
-  n: number,
-  k: number,
-  acc: number,
-) => void;
+/** gemv_rows / gemv_cols(w, ld, x, y, n, k, acc): byte offsets w, x, y, then sizes. */
+type Kernel = (...args: number[]) => void;
 
 /** One wasm instance of the product kernels and the memory they read. */
 export class WasmGemv {
