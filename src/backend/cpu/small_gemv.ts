@@ -227,7 +227,7 @@ export function smallGemv(): WasmGemv | null {
  * fused decoder both ask this.
  */
 export function gemvInWasm(N: number, K: number, strided: boolean): boolean {
-  return strided && N * K <= SMALL_GEMV_WASM && smallGemv() !== null;
+  return strided && N * K <= SMALL_GEMV_WASM && kernelModule() !== null;
 }
 
 /** A fixed arena instance of `bytes` for a fused decoder's resident buffers, or null. */
