@@ -286,6 +286,21 @@ Deno.test("TextStream pieces join to the decoded continuation (byte fallback, du
   let t2 = "";
   for (const id of tok.encode("Once upon", { bos: false })) t2 += s2.push(id);
   assertEquals(t2 + s2.flush(), "Once upon");
+  // random ids (byte-fallback tokens among them, so broken characters too): the windowed
+  // pieces still join to the whole decode
+  const rng = new SeededRandom(3);
+  for (const promptLen of [1, 3, 9, 10]) {
+    const ids = Array.from({ length: 300 }, () => 3 + Math.floor(rng.uniform() * 2000));
+    ids[0] = tok.bosId;
+    // special tokens (decoded to nothing) inside the prompt's tail and the continuation
+    for (const at of [2, 6, 7, 8, 40, 120, 121, 122, 123, 124, 125]) ids[at] = tok.bosId;
+    const s3 = new TextStream(tok, ids.slice(0, promptLen));
+    let t3 = "";
+    for (const id of ids.slice(promptLen)) t3 += s3.push(id);
+    t3 += s3.flush();
+    const whole = tok.decode(ids);
+    assertEquals(tok.decode(ids.slice(0, promptLen)) + t3, whole);
+  }
 });
 
 Deno.test("promptTokens() with the Alpaca template equals the training prompt of the data pipeline", () => {

@@ -135,6 +135,11 @@ export interface FusedDecoder {
    * are skipped and their logits are unspecified; the other rows are unchanged by it.
    */
   step(tokens: Int32Array, pos: number, live?: Uint8Array): void;
+  /**
+   * Cache rows [0, rows) of every sequence were written by the op-by-op path (a prefill);
+   * a decoder that keeps its own copy of the caches rereads them.
+   */
+  cachesWritten?(rows: number): void;
 }
 
 /**

@@ -9,6 +9,12 @@
  * Nothing is allocated per token: the per-head operands are subarrays made here once (the
  * FFI passes a view's data pointer, so a fixed view costs nothing per call).
  *
+ * Attention runs in the decoder's own wasm memory, which holds the activations and a copy of
+ * the KV caches (the model's cache buffers are written too, and reread after an op-by-op
+ * prefill): the per-head products over the cache are the ones `Gemm` runs in wasm
+ * (small_gemv.ts), so all heads of a sequence go in one wasm call (`attnDecode`: scores,
+ * softmax exps, values) instead of two OpenBLAS calls and TypeScript loops per head.
+ *
  * Every step repeats the operations of the op-by-op path (layers.ts, attention.ts, the
  * products in gemm.ts) in the same order, so its logits are bitwise those of
  * `prefill`/`decodeStep` through the generic ops (tests/cpu_decode_test.ts checks it).
@@ -18,6 +24,7 @@ import { CpuBuffer } from "./buffer.ts";
 import { LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import type { Gemm } from "./gemm.ts";
 import { rmsnormForward as rmsnorm, rope, swigluForwardScalar } from "./layers.ts";
+import { ARENA_TABLE_BYTES, gemvArena, gemvInWasm, type WasmGemv } from "./small_gemv.ts";
 import { TuneError } from "../../errors.ts";
 
 function f32(b: DeviceBuffer, n: number, what: string): Float32Array {
@@ -48,16 +55,23 @@ interface Layer {
   w1: Float32Array; // (H, C)
   w2: Float32Array; // (C, H)
   w3: Float32Array; // (H, C)
-  kc: Float32Array; // (B, Tcap, KV)
+  kc: Float32Array; // (B, Tcap, KV) the model's cache buffers
   vc: Float32Array; // (B, Tcap, KV)
-  /** [b * NKV + kvh]: the cache from head kvh of sequence b on (row stride KV). */
+  rk: Float32Array; // (B, Tcap, KV) the caches the step reads (kc, vc or their wasm copies)
+  rv: Float32Array; // (B, Tcap, KV)
+  /** [b * NKV + kvh]: rk / rv from head kvh of sequence b on (row stride KV). */
   kHead: Float32Array[];
   vHead: Float32Array[];
 }
 
 /** A decode step for B sequences of one model on the CPU. */
+/** Largest wasm memory a decoder takes for its resident operands (else Gemm copies them). */
+const ARENA_MAX = 1 << 30;
+
 export class CpuDecoder implements FusedDecoder {
   readonly #gemm: Gemm;
+  /** The wasm memory of the resident operands, or null (no wasm, or too large). */
+  readonly #arena: WasmGemv | null;
   readonly #d: DecoderSpec;
   readonly #layers: Layer[];
   readonly #emb: Float32Array; // (V, C)
@@ -95,17 +109,29 @@ export class CpuDecoder implements FusedDecoder {
     this.#cos = f32(d.cos, d.cos.length, "rope cos");
     this.#sin = f32(d.sin, d.sin.length, "rope sin");
     this.#logits = f32(d.logits, B * V, "logits");
+    // the caches, the activations and the scores, 16-byte aligned each
+    const cache = 2 * d.layers.length * B * capacity * KV;
+    const floats = cache + 3 * B * C + B * (Q + 2 * KV) + 3 * B * Q + 3 * B * H + capacity + 2;
+    const bytes = (floats + 4 * (2 * d.layers.length + 12)) * 4 + ARENA_TABLE_BYTES;
+    const arena = bytes <= ARENA_MAX && gemvInWasm(1, 1, true) ? gemvArena(bytes) : null;
+    arena?.addExpTables();
+    this.#arena = arena;
+    const buf = (n: number) => arena === null ? new Float32Array(n) : arena.alloc(n);
     this.#layers = d.layers.map((l, i) => {
       const w = (b: DeviceBuffer, n: number, what: string) => f32(b, n, `layers.${i}.${what}`);
       const wq = w(l.wq, Q * C, "wq"), wk = w(l.wk, KV * C, "wk"), wv = w(l.wv, KV * C, "wv");
-      const fused = l.bq === null && l.bk === null && l.bv === null && follows(wq, wk) &&
-        follows(wk, wv);
+      const fused = B === 1 && l.bq === null && l.bk === null && l.bv === null &&
+        follows(wq, wk) && follows(wk, wv);
       const kc = w(l.k, B * capacity * KV, "k cache"), vc = w(l.v, B * capacity * KV, "v cache");
+      const rk = arena === null ? kc : arena.alloc(kc.length);
+      const rv = arena === null ? vc : arena.alloc(vc.length);
+      rk.set(kc);
+      rv.set(vc);
       const kHead: Float32Array[] = [], vHead: Float32Array[] = [];
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NKV; h++) {
-          kHead.push(kc.subarray(b * capacity * KV + h * HS));
-          vHead.push(vc.subarray(b * capacity * KV + h * HS));
+          kHead.push(rk.subarray(b * capacity * KV + h * HS));
+          vHead.push(rv.subarray(b * capacity * KV + h * HS));
         }
       }
       return {
@@ -124,36 +150,69 @@ export class CpuDecoder implements FusedDecoder {
         w3: w(l.w3, H * C, "w3"),
         kc,
         vc,
+        rk,
+        rv,
         kHead,
         vHead,
       };
     });
-    this.#x = new Float32Array(B * C);
-    this.#h = new Float32Array(B * C);
-    this.#y = new Float32Array(B * C);
+    this.#x = buf(B * C);
+    this.#h = buf(B * C);
+    this.#y = buf(B * C);
     this.#rstd = new Float32Array(B);
-    this.#qkv = new Float32Array(B * (Q + 2 * KV));
+    this.#qkv = buf(B * (Q + 2 * KV));
     // Fused (B = 1): q, k, v are the product's consecutive parts. Otherwise three buffers.
     if (B === 1) {
       this.#q = this.#qkv.subarray(0, Q);
       this.#k = this.#qkv.subarray(Q, Q + KV);
       this.#v = this.#qkv.subarray(Q + KV);
     } else {
-      this.#q = new Float32Array(B * Q);
-      this.#k = new Float32Array(B * KV);
-      this.#v = new Float32Array(B * KV);
+      this.#q = buf(B * Q);
+      this.#k = buf(B * KV);
+      this.#v = buf(B * KV);
     }
-    this.#att = new Float32Array(B * Q);
-    this.#gate = new Float32Array(B * H);
-    this.#up = new Float32Array(B * H);
-    this.#act = new Float32Array(B * H);
-    this.#s = new Float32Array(capacity);
+    this.#att = buf(B * Q);
+    this.#gate = buf(B * H);
+    this.#up = buf(B * H);
+    this.#act = buf(B * H);
+    this.#s = buf(capacity + 2); // + attn_decode's pad
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < NH; h++) {
         this.#qHead.push(this.#q.subarray(b * Q + h * HS));
         this.#oHead.push(this.#att.subarray(b * Q + h * HS));
       }
     }
+  }
+
+  /** Cache rows [0, rows) of every sequence came from the op-by-op path: copy them in. */
+  cachesWritten(rows: number): void {
+    const { B, capacity, NKV, HS } = this.#d;
+    const n = Math.min(rows, capacity) * NKV * HS;
+    for (const l of this.#layers) {
+      if (l.rk === l.kc) continue;
+      for (let b = 0; b < B; b++) {
+        const o = b * capacity * NKV * HS;
+        l.rk.set(l.kc.subarray(o, o + n), o);
+        l.rv.set(l.vc.subarray(o, o + n), o);
+      }
+    }
+  }
+
+  /** C(M, N) = A(M, K) W(N, K)^T + beta C: resident in wasm when Gemm runs it there. */
+  #nt(
+    M: number,
+    N: number,
+    K: number,
+    A: Float32Array,
+    lda: number,
+    W: Float32Array,
+    ldw: number,
+    Cm: Float32Array,
+    beta: number,
+  ): void {
+    const a = this.#arena;
+    if (a !== null && M === 1 && gemvInWasm(N, K, ldw !== K)) a.rows(N, K, A, W, ldw, Cm, beta);
+    else this.#gemm.nt(M, N, K, A, lda, W, ldw, Cm, N, beta);
   }
 
   step(tokens: Int32Array, pos: number, live?: Uint8Array): void {
@@ -169,7 +228,6 @@ export class CpuDecoder implements FusedDecoder {
     if ((pos + 1) * (HS >> 1) > this.#cos.length) {
       throw new TuneError(`sequence position ${pos} is beyond the rotary table; raise max_seq_len`);
     }
-    const g = this.#gemm;
     const x = this.#x, h = this.#h, y = this.#y;
     for (let b = 0; b < B; b++) {
       const t = tokens[b];
@@ -181,31 +239,54 @@ export class CpuDecoder implements FusedDecoder {
     for (const l of this.#layers) {
       rmsnorm(h, this.#rstd, x, l.saNorm, B, C, d.eps);
       if (l.wqkv !== null && B === 1) {
-        g.nt(1, Q + 2 * KV, C, h, C, l.wqkv, C, this.#qkv, Q + 2 * KV, 0);
+        this.#nt(1, Q + 2 * KV, C, h, C, l.wqkv, C, this.#qkv, 0);
       } else {
-        linear(g, this.#q, h, l.wq, l.bq, B, C, Q);
-        linear(g, this.#k, h, l.wk, l.bk, B, C, KV);
-        linear(g, this.#v, h, l.wv, l.bv, B, C, KV);
+        this.#linear(this.#q, h, l.wq, l.bq, C, Q);
+        this.#linear(this.#k, h, l.wk, l.bk, C, KV);
+        this.#linear(this.#v, h, l.wv, l.bv, C, KV);
       }
       rope(this.#q, this.#cos, this.#sin, B, 1, NH, HS, pos, d.layout, false);
       rope(this.#k, this.#cos, this.#sin, B, 1, NKV, HS, pos, d.layout, false);
       for (let b = 0; b < B; b++) {
         if (live !== undefined && live[b] === 0) continue;
-        l.kc.set(this.#k.subarray(b * KV, b * KV + KV), (b * capacity + pos) * KV);
-        l.vc.set(this.#v.subarray(b * KV, b * KV + KV), (b * capacity + pos) * KV);
+        const kb = this.#k.subarray(b * KV, b * KV + KV), at = (b * capacity + pos) * KV;
+        const vb = this.#v.subarray(b * KV, b * KV + KV);
+        l.kc.set(kb, at);
+        l.vc.set(vb, at);
+        if (l.rk !== l.kc) {
+          l.rk.set(kb, at);
+          l.rv.set(vb, at);
+        }
       }
       this.#attend(l, pos, live);
-      g.nt(B, C, Q, this.#att, Q, l.wo, Q, y, C, 0);
+      this.#nt(B, C, Q, this.#att, Q, l.wo, Q, y, 0);
       for (let i = 0; i < B * C; i++) x[i] = y[i] + x[i];
       rmsnorm(h, this.#rstd, x, l.mlpNorm, B, C, d.eps);
-      g.nt(B, H, C, h, C, l.w1, C, this.#gate, H, 0);
-      g.nt(B, H, C, h, C, l.w3, C, this.#up, H, 0);
-      swigluForwardScalar(this.#act, this.#gate, this.#up, 0, B * H); // bits of swigluForward
-      g.nt(B, C, H, this.#act, H, l.w2, H, y, C, 0);
+      this.#nt(B, H, C, h, C, l.w1, C, this.#gate, 0);
+      this.#nt(B, H, C, h, C, l.w3, C, this.#up, 0);
+      // the bits of swigluForward (its even head in wasm too)
+      const head = this.#arena === null ? 0 : (B * H) & ~1;
+      if (head > 0) this.#arena!.swiglu(this.#act, this.#gate, this.#up, head);
+      swigluForwardScalar(this.#act, this.#gate, this.#up, head, B * H);
+      this.#nt(B, C, H, this.#act, H, l.w2, H, y, 0);
       for (let i = 0; i < B * C; i++) x[i] = y[i] + x[i];
     }
     rmsnorm(h, this.#rstd, x, this.#norm, B, C, d.eps);
-    g.nt(B, V, C, h, C, this.#out, C, this.#logits, V, 0);
+    this.#nt(B, V, C, h, C, this.#out, C, this.#logits, 0);
+  }
+
+  /** out(B, N) = x(B, K) W(N, K)^T + b, as the backend's matmulForward. */
+  #linear(
+    out: Float32Array,
+    x: Float32Array,
+    w: Float32Array,
+    bias: Float32Array | null,
+    K: number,
+    N: number,
+  ): void {
+    const B = this.#d.B;
+    if (bias !== null) { for (let i = 0; i < B; i++) out.set(bias, i * N); }
+    this.#nt(B, N, K, x, K, w, K, out, bias === null ? 0 : 1);
   }
 
   /**
@@ -214,20 +295,34 @@ export class CpuDecoder implements FusedDecoder {
    */
   #attend(l: Layer, pos: number, live: Uint8Array | undefined): void {
     const { B, NH, NKV, HS } = this.#d;
-    const g = this.#gemm, s = this.#s;
+    const g = this.#gemm, s = this.#s, a = this.#arena;
     const ldk = NKV * HS, nk = pos + 1, group = NH / NKV;
     const scale = 1 / Math.sqrt(HS);
+    // all heads of a sequence in one wasm call when its products would run in wasm anyway
+    const strided = ldk !== HS; // (one kv head: the products run on OpenBLAS, head by head)
+    const whole = a !== null && (HS & 1) === 0 && gemvInWasm(nk, HS, strided) &&
+      gemvInWasm(HS, nk, strided);
     for (let b = 0; b < B; b++) {
       if (live !== undefined && live[b] === 0) continue; // finished: its att row is not read
+      if (whole) {
+        const q = this.#qHead[b * NH], o = this.#oHead[b * NH];
+        a.attnDecode(q, l.kHead[b * NKV], l.vHead[b * NKV], ldk, s, o, nk, NH, group, HS, scale);
+        continue;
+      }
       for (let hd = 0; hd < NH; hd++) {
         const kv = b * NKV + ((hd / group) | 0);
         const qh = this.#qHead[b * NH + hd], oh = this.#oHead[b * NH + hd];
-        g.nt(1, nk, HS, qh, HS, l.kHead[kv], ldk, s, nk, 0); // s(nk) = K_h q_h
+        this.#nt(1, nk, HS, qh, HS, l.kHead[kv], ldk, s, 0); // s(nk) = K_h q_h
         let m = -Infinity;
         for (let j = 0; j < nk; j++) if (s[j] > m) m = s[j];
         const max = m * scale;
         let sum = 0;
-        for (let j = 0; j < nk; j++) {
+        let j0 = 0;
+        if (a !== null) { // the even head of the exps in wasm, bitwise the loop below
+          j0 = nk & ~1;
+          sum = a.expRow(s, j0, scale, max);
+        }
+        for (let j = j0; j < nk; j++) {
           // fastExp, inlined exactly as attention.ts attentionForward (Horner's scheme)
           const yv = s[j] * scale - max;
           let e = 0;
@@ -246,29 +341,12 @@ export class CpuDecoder implements FusedDecoder {
           s[j] = e;
           sum += e;
         }
-        g.nn(1, HS, nk, s, nk, l.vHead[kv], ldk, oh, HS, 0); // o_h(HS) = exp(s) V_h
+        // o_h(HS) = exp(s) V_h
+        if (a !== null && gemvInWasm(HS, nk, strided)) a.cols(HS, nk, s, l.vHead[kv], ldk, oh, 0);
+        else g.nn(1, HS, nk, s, nk, l.vHead[kv], ldk, oh, HS, 0);
         const inv = 1 / sum;
         for (let i = 0; i < HS; i++) oh[i] *= inv;
       }
     }
   }
-}
-
-/** out(B, N) = x(B, K) W(N, K)^T + b, as the backend's matmulForward. */
-function linear(
-  g: Gemm,
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  bias: Float32Array | null,
-  B: number,
-  K: number,
-  N: number,
-): void {
-  if (bias === null) {
-    g.nt(B, N, K, x, K, w, K, out, N, 0);
-    return;
-  }
-  for (let i = 0; i < B; i++) out.set(bias, i * N);
-  g.nt(B, N, K, x, K, w, K, out, N, 1);
 }

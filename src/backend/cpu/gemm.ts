@@ -5,6 +5,7 @@
  */
 import type { OpenBlas } from "../../../ffi/openblas.ts";
 import type { Scratch } from "./scratch.ts";
+import { gemvInWasm, smallGemv } from "./small_gemv.ts";
 
 /** Scratch slots used by the TypeScript path to pack transposed operands. */
 const SLOT_PACK_A = 0;
@@ -225,7 +226,8 @@ export class Gemm {
   nt(...a: GemmArgs): void {
     const [M, N, K, A, , B, ldb, C, , beta] = a;
     if (M === 0 || N === 0) return;
-    if (this.blas === null) gemmNTts(...a);
+    if (M === 1 && gemvInWasm(N, K, ldb !== K)) smallGemv()!.rows(N, K, A, B, ldb, C, beta);
+    else if (this.blas === null) gemmNTts(...a);
     // Decode-sized product C(N) = B @ a.
     else if (M === 1) this.#gemv(false, N, K, B, ldb, A, C, beta);
     else this.#sgemm(false, true, ...a);
@@ -235,6 +237,10 @@ export class Gemm {
   nn(...a: GemmArgs): void {
     const [M, N, K, A, lda, B, ldb, C, ldc, beta] = a;
     if (M === 0 || N === 0) return;
+    if (M === 1 && gemvInWasm(N, K, ldb !== N)) {
+      smallGemv()!.cols(N, K, A, B, ldb, C, beta);
+      return;
+    }
     if (this.blas) {
       // C(N) = B(K, N)^T @ a(K) for a single row.
       if (M === 1) this.#gemv(true, K, N, B, ldb, A, C, beta);

@@ -38,12 +38,14 @@ const EXP_TABLE = [
 const EXP_TABLE_FLOATS = EXP_TABLE.length * 4;
 /** The SwiGLU kernels' table: EXP_TABLE, then 709.7 (the overflow limit) and Infinity. */
 const SWIGLU_TABLE = [...EXP_TABLE, 709.7, Infinity];
+/** Bytes of SWIGLU_TABLE in wasm memory (two doubles per constant). */
+export const SWIGLU_TABLE_BYTES = SWIGLU_TABLE.length * 16;
 /**
  * attn_exp_row's table: EXP_TABLE's first 11 constants (the polynomial is Horner's there, the
  * coefficients the same), -745.2, then the int64s 1023 and -1074 (written as raw bits).
  */
 const ATTN_TABLE = [...EXP_TABLE.slice(0, 11), -745.2];
-const ATTN_TABLE_BYTES = (ATTN_TABLE.length + 2) * 16;
+export const ATTN_TABLE_BYTES = (ATTN_TABLE.length + 2) * 16;
 /** Byte offset of SWIGLU_TABLE: after the five SwiGLU operand chunks (16-byte aligned). */
 const SWIGLU_TABLE_AT = 5 * CHUNK * 4;
 type Max2 = (p: number, n: number, out: number) => void;
@@ -129,11 +131,7 @@ export class SimdKernels {
       this.#view = new Float32Array(this.#mem.buffer);
       this.#f64 = new Float64Array(this.#mem.buffer);
     }
-    const f64 = this.#f64, d = at >> 3;
-    for (let i = 0; i < ATTN_TABLE.length; i++) f64[d + 2 * i] = f64[d + 2 * i + 1] = ATTN_TABLE[i];
-    const i64 = new BigInt64Array(this.#mem.buffer, at + ATTN_TABLE.length * 16, 4);
-    i64[0] = i64[1] = 1023n;
-    i64[2] = i64[3] = -1074n;
+    writeAttnTable(this.#mem.buffer, at);
     this.#attnTable = at;
     return this.#view.subarray(0, n);
   }
@@ -153,11 +151,7 @@ export class SimdKernels {
 
   /** Write SWIGLU_TABLE (each constant in both lanes) where the SwiGLU kernels read it. */
   #swigluTable(): void {
-    const f64 = this.#f64, at = SWIGLU_TABLE_AT >> 3;
-    for (let i = 0; i < SWIGLU_TABLE.length; i++) {
-      f64[at + 2 * i] = SWIGLU_TABLE[i];
-      f64[at + 2 * i + 1] = SWIGLU_TABLE[i];
-    }
+    writeSwigluTable(this.#mem.buffer, SWIGLU_TABLE_AT);
   }
 
   /** out(n) = silu(gate) * up for even n, as layers.ts swigluForward. */
@@ -196,6 +190,21 @@ export class SimdKernels {
   }
 }
 
+/** attn_exp_row's constant table at byte `at` (16-aligned) of a wasm memory: ATTN_TABLE_BYTES. */
+export function writeAttnTable(mem: ArrayBufferLike, at: number): void {
+  const f64 = new Float64Array(mem, at, ATTN_TABLE.length * 2);
+  for (let i = 0; i < ATTN_TABLE.length; i++) f64[2 * i] = f64[2 * i + 1] = ATTN_TABLE[i];
+  const i64 = new BigInt64Array(mem, at + ATTN_TABLE.length * 16, 4);
+  i64[0] = i64[1] = 1023n;
+  i64[2] = i64[3] = -1074n;
+}
+
+/** swiglu_forward/backward's constant table at byte `at` (16-aligned): SWIGLU_TABLE_BYTES. */
+export function writeSwigluTable(mem: ArrayBufferLike, at: number): void {
+  const f64 = new Float64Array(mem, at, SWIGLU_TABLE.length * 2);
+  for (let i = 0; i < SWIGLU_TABLE.length; i++) f64[2 * i] = f64[2 * i + 1] = SWIGLU_TABLE[i];
+}
+
 let module: WebAssembly.Module | null | undefined;
 let kernels: SimdKernels | null = null;
 let enabled = true;
@@ -203,6 +212,17 @@ let enabled = true;
 /** This thread's SIMD kernels, or null when wasm SIMD is unavailable or turned off. */
 export function simdKernels(): SimdKernels | null {
   if (!enabled) return null;
+  const mod = kernelModule();
+  if (mod === null) return null;
+  kernels ??= new SimdKernels(mod);
+  return kernels;
+}
+
+/**
+ * The compiled kernels.ll module, or null without wasm SIMD or with `TUNE_CPU_SIMD=0`
+ * (`setSimd` does not change it: small_gemv.ts's products must not change mid-process).
+ */
+export function kernelModule(): WebAssembly.Module | null {
   if (module === undefined) {
     module = null;
     // Only read the variable where env access is granted (never prompt, e.g. in a worker).
@@ -217,9 +237,7 @@ export function simdKernels(): SimdKernels | null {
       return null; // no wasm SIMD here: the scalar loops run
     }
   }
-  if (module === null) return null;
-  kernels ??= new SimdKernels(module);
-  return kernels;
+  return module;
 }
 
 /** Turn the SIMD kernels on or off in this thread (tests compare both paths). */

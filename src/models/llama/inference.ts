@@ -132,7 +132,9 @@ export class KvInference {
     const s = this.#need();
     s.pos = 0;
     if (s.decoder !== null && tokens.length === s.B) return this.#fusedStep(s, tokens);
-    return this.#step(tokens);
+    const logits = this.#step(tokens);
+    s.decoder?.cachesWritten?.(s.pos);
+    return logits;
   }
 
   /**

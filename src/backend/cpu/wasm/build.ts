@@ -12,6 +12,9 @@ const EXPORTS = [
   "swiglu_backward",
   "row_max2",
   "attn_exp_row",
+  "gemv_rows",
+  "gemv_cols",
+  "attn_decode",
 ];
 
 const dir = new URL(".", import.meta.url).pathname;

@@ -431,3 +431,337 @@ done:
   %res = phi double [0.0, %entry], [%sum2, %loop]
   ret double %res
 }
+
+; ---- Small matrix-vector products (gemv_rows, gemv_cols): decode attention's products over
+; the KV cache (gemm.ts sends strided M = 1 products with N * K <= 65536 here, from the
+; op-by-op path and the fused decoder alike). fp32 throughout, every product and sum rounded to fp32 as the
+; TypeScript reference in tests/cpu_small_gemv_test.ts does it in the same order.
+
+; (l0 + l1) + (l2 + l3) of a 4-lane accumulator.
+define internal float @hsum4(<4 x float> %v) #1 {
+  %l0 = extractelement <4 x float> %v, i32 0
+  %l1 = extractelement <4 x float> %v, i32 1
+  %l2 = extractelement <4 x float> %v, i32 2
+  %l3 = extractelement <4 x float> %v, i32 3
+  %s01 = fadd float %l0, %l1
+  %s23 = fadd float %l2, %l3
+  %s = fadd float %s01, %s23
+  ret float %s
+}
+
+; y[i] = s, or y[i] + s when acc != 0.
+define internal void @put1(float* %y, i32 %i, float %s, i32 %acc) #1 {
+entry:
+  %p = getelementptr float, float* %y, i32 %i
+  %isacc = icmp ne i32 %acc, 0
+  br i1 %isacc, label %add, label %set
+add:
+  %old = load float, float* %p, align 4
+  %sum = fadd float %old, %s
+  store float %sum, float* %p, align 4
+  ret void
+set:
+  store float %s, float* %p, align 4
+  ret void
+}
+
+; y[i..i+4) = v, or y[i..i+4) + v when acc != 0.
+define internal void @put4(float* %y, i32 %i, <4 x float> %v, i32 %acc) #1 {
+entry:
+  %p = getelementptr float, float* %y, i32 %i
+  %pv = bitcast float* %p to <4 x float>*
+  %isacc = icmp ne i32 %acc, 0
+  br i1 %isacc, label %add, label %set
+add:
+  %old = load <4 x float>, <4 x float>* %pv, align 4
+  %sum = fadd <4 x float> %old, %v
+  store <4 x float> %sum, <4 x float>* %pv, align 4
+  ret void
+set:
+  store <4 x float> %v, <4 x float>* %pv, align 4
+  ret void
+}
+
+; y[r] (+)= sum_j x[j] w[r * ldw + j] for r < n, j < k. Per row: four fp32 lanes sum the
+; products of j = 0, 1, 2, 3 mod 4 up to k4 = k & ~3 in order, the row sum is
+; (l0 + l1) + (l2 + l3), then the products of j = k4..k-1 are added one by one. Rows run four
+; at a time (four independent sums, x loaded once) and then one at a time; the grouping does
+; not change a row's result.
+define void @gemv_rows(float* %w, i32 %ldw, float* %x, float* %y, i32 %n, i32 %k, i32 %acc) #2 {
+entry:
+  %k4 = and i32 %k, -4
+  %n4 = and i32 %n, -4
+  %hasv = icmp sgt i32 %k4, 0
+  %hast = icmp slt i32 %k4, %k
+  br label %blk
+blk:
+  %r = phi i32 [0, %entry], [%rn, %btdone]
+  %bmore = icmp slt i32 %r, %n4
+  br i1 %bmore, label %bbody, label %one
+bbody:
+  %o0 = mul i32 %r, %ldw
+  %o1 = add i32 %o0, %ldw
+  %o2 = add i32 %o1, %ldw
+  %o3 = add i32 %o2, %ldw
+  %w0 = getelementptr float, float* %w, i32 %o0
+  %w1 = getelementptr float, float* %w, i32 %o1
+  %w2 = getelementptr float, float* %w, i32 %o2
+  %w3 = getelementptr float, float* %w, i32 %o3
+  br i1 %hasv, label %bv, label %bvdone
+bv:
+  %i = phi i32 [0, %bbody], [%i1, %bv]
+  %a0 = phi <4 x float> [zeroinitializer, %bbody], [%a0n, %bv]
+  %a1 = phi <4 x float> [zeroinitializer, %bbody], [%a1n, %bv]
+  %a2 = phi <4 x float> [zeroinitializer, %bbody], [%a2n, %bv]
+  %a3 = phi <4 x float> [zeroinitializer, %bbody], [%a3n, %bv]
+  %px = getelementptr float, float* %x, i32 %i
+  %pxv = bitcast float* %px to <4 x float>*
+  %xv = load <4 x float>, <4 x float>* %pxv, align 4
+  %pw0 = getelementptr float, float* %w0, i32 %i
+  %pw0v = bitcast float* %pw0 to <4 x float>*
+  %wv0 = load <4 x float>, <4 x float>* %pw0v, align 4
+  %pw1 = getelementptr float, float* %w1, i32 %i
+  %pw1v = bitcast float* %pw1 to <4 x float>*
+  %wv1 = load <4 x float>, <4 x float>* %pw1v, align 4
+  %pw2 = getelementptr float, float* %w2, i32 %i
+  %pw2v = bitcast float* %pw2 to <4 x float>*
+  %wv2 = load <4 x float>, <4 x float>* %pw2v, align 4
+  %pw3 = getelementptr float, float* %w3, i32 %i
+  %pw3v = bitcast float* %pw3 to <4 x float>*
+  %wv3 = load <4 x float>, <4 x float>* %pw3v, align 4
+  %p0 = fmul <4 x float> %xv, %wv0
+  %a0n = fadd <4 x float> %a0, %p0
+  %p1 = fmul <4 x float> %xv, %wv1
+  %a1n = fadd <4 x float> %a1, %p1
+  %p2 = fmul <4 x float> %xv, %wv2
+  %a2n = fadd <4 x float> %a2, %p2
+  %p3 = fmul <4 x float> %xv, %wv3
+  %a3n = fadd <4 x float> %a3, %p3
+  %i1 = add i32 %i, 4
+  %ci = icmp slt i32 %i1, %k4
+  br i1 %ci, label %bv, label %bvdone
+bvdone:
+  %f0 = phi <4 x float> [zeroinitializer, %bbody], [%a0n, %bv]
+  %f1 = phi <4 x float> [zeroinitializer, %bbody], [%a1n, %bv]
+  %f2 = phi <4 x float> [zeroinitializer, %bbody], [%a2n, %bv]
+  %f3 = phi <4 x float> [zeroinitializer, %bbody], [%a3n, %bv]
+  %s0 = call float @hsum4(<4 x float> %f0)
+  %s1 = call float @hsum4(<4 x float> %f1)
+  %s2 = call float @hsum4(<4 x float> %f2)
+  %s3 = call float @hsum4(<4 x float> %f3)
+  br i1 %hast, label %bt, label %btdone
+bt:
+  %j = phi i32 [%k4, %bvdone], [%j1, %bt]
+  %t0 = phi float [%s0, %bvdone], [%t0n, %bt]
+  %t1 = phi float [%s1, %bvdone], [%t1n, %bt]
+  %t2 = phi float [%s2, %bvdone], [%t2n, %bt]
+  %t3 = phi float [%s3, %bvdone], [%t3n, %bt]
+  %pxj = getelementptr float, float* %x, i32 %j
+  %xj = load float, float* %pxj, align 4
+  %pw0j = getelementptr float, float* %w0, i32 %j
+  %w0j = load float, float* %pw0j, align 4
+  %pw1j = getelementptr float, float* %w1, i32 %j
+  %w1j = load float, float* %pw1j, align 4
+  %pw2j = getelementptr float, float* %w2, i32 %j
+  %w2j = load float, float* %pw2j, align 4
+  %pw3j = getelementptr float, float* %w3, i32 %j
+  %w3j = load float, float* %pw3j, align 4
+  %q0 = fmul float %xj, %w0j
+  %t0n = fadd float %t0, %q0
+  %q1 = fmul float %xj, %w1j
+  %t1n = fadd float %t1, %q1
+  %q2 = fmul float %xj, %w2j
+  %t2n = fadd float %t2, %q2
+  %q3 = fmul float %xj, %w3j
+  %t3n = fadd float %t3, %q3
+  %j1 = add i32 %j, 1
+  %cj = icmp slt i32 %j1, %k
+  br i1 %cj, label %bt, label %btdone
+btdone:
+  %u0 = phi float [%s0, %bvdone], [%t0n, %bt]
+  %u1 = phi float [%s1, %bvdone], [%t1n, %bt]
+  %u2 = phi float [%s2, %bvdone], [%t2n, %bt]
+  %u3 = phi float [%s3, %bvdone], [%t3n, %bt]
+  call void @put1(float* %y, i32 %r, float %u0, i32 %acc)
+  %r1 = add i32 %r, 1
+  call void @put1(float* %y, i32 %r1, float %u1, i32 %acc)
+  %r2 = add i32 %r, 2
+  call void @put1(float* %y, i32 %r2, float %u2, i32 %acc)
+  %r3 = add i32 %r, 3
+  call void @put1(float* %y, i32 %r3, float %u3, i32 %acc)
+  %rn = add i32 %r, 4
+  br label %blk
+one:
+  %s = phi i32 [%r, %blk], [%sn, %otdone]
+  %smore = icmp slt i32 %s, %n
+  br i1 %smore, label %obody, label %done
+obody:
+  %oo = mul i32 %s, %ldw
+  %ws = getelementptr float, float* %w, i32 %oo
+  br i1 %hasv, label %ov, label %ovdone
+ov:
+  %oi = phi i32 [0, %obody], [%oi1, %ov]
+  %oa = phi <4 x float> [zeroinitializer, %obody], [%oan, %ov]
+  %opx = getelementptr float, float* %x, i32 %oi
+  %opxv = bitcast float* %opx to <4 x float>*
+  %oxv = load <4 x float>, <4 x float>* %opxv, align 4
+  %opw = getelementptr float, float* %ws, i32 %oi
+  %opwv = bitcast float* %opw to <4 x float>*
+  %owv = load <4 x float>, <4 x float>* %opwv, align 4
+  %op = fmul <4 x float> %oxv, %owv
+  %oan = fadd <4 x float> %oa, %op
+  %oi1 = add i32 %oi, 4
+  %oci = icmp slt i32 %oi1, %k4
+  br i1 %oci, label %ov, label %ovdone
+ovdone:
+  %of = phi <4 x float> [zeroinitializer, %obody], [%oan, %ov]
+  %os = call float @hsum4(<4 x float> %of)
+  br i1 %hast, label %ot, label %otdone
+ot:
+  %oj = phi i32 [%k4, %ovdone], [%oj1, %ot]
+  %ot0 = phi float [%os, %ovdone], [%ot0n, %ot]
+  %opxj = getelementptr float, float* %x, i32 %oj
+  %oxj = load float, float* %opxj, align 4
+  %opwj = getelementptr float, float* %ws, i32 %oj
+  %owj = load float, float* %opwj, align 4
+  %oq = fmul float %oxj, %owj
+  %ot0n = fadd float %ot0, %oq
+  %oj1 = add i32 %oj, 1
+  %ocj = icmp slt i32 %oj1, %k
+  br i1 %ocj, label %ot, label %otdone
+otdone:
+  %ou = phi float [%os, %ovdone], [%ot0n, %ot]
+  call void @put1(float* %y, i32 %s, float %ou, i32 %acc)
+  %sn = add i32 %s, 1
+  br label %one
+done:
+  ret void
+}
+
+; y[c] (+)= sum_j x[j] b[j * ldb + c] for c < n, j < k: each column's products added in j
+; order from 0 (fp32). Columns run eight at a time (two 4-lane sums), then one at a time.
+define void @gemv_cols(float* %b, i32 %ldb, float* %x, float* %y, i32 %n, i32 %k, i32 %acc) #2 {
+entry:
+  %n8 = and i32 %n, -8
+  %hask = icmp sgt i32 %k, 0
+  br label %blk
+blk:
+  %c = phi i32 [0, %entry], [%cn, %bdone]
+  %bmore = icmp slt i32 %c, %n8
+  br i1 %bmore, label %bbody, label %one
+bbody:
+  %bc = getelementptr float, float* %b, i32 %c
+  br i1 %hask, label %bl, label %bdone
+bl:
+  %i = phi i32 [0, %bbody], [%i1, %bl]
+  %off = phi i32 [0, %bbody], [%offn, %bl]
+  %a0 = phi <4 x float> [zeroinitializer, %bbody], [%a0n, %bl]
+  %a1 = phi <4 x float> [zeroinitializer, %bbody], [%a1n, %bl]
+  %px = getelementptr float, float* %x, i32 %i
+  %xi = load float, float* %px, align 4
+  %xs0 = insertelement <4 x float> undef, float %xi, i32 0
+  %xs = shufflevector <4 x float> %xs0, <4 x float> undef, <4 x i32> zeroinitializer
+  %pb0 = getelementptr float, float* %bc, i32 %off
+  %pb0v = bitcast float* %pb0 to <4 x float>*
+  %v0 = load <4 x float>, <4 x float>* %pb0v, align 4
+  %pb1 = getelementptr float, float* %pb0, i32 4
+  %pb1v = bitcast float* %pb1 to <4 x float>*
+  %v1 = load <4 x float>, <4 x float>* %pb1v, align 4
+  %p0 = fmul <4 x float> %xs, %v0
+  %a0n = fadd <4 x float> %a0, %p0
+  %p1 = fmul <4 x float> %xs, %v1
+  %a1n = fadd <4 x float> %a1, %p1
+  %i1 = add i32 %i, 1
+  %offn = add i32 %off, %ldb
+  %ci = icmp slt i32 %i1, %k
+  br i1 %ci, label %bl, label %bdone
+bdone:
+  %f0 = phi <4 x float> [zeroinitializer, %bbody], [%a0n, %bl]
+  %f1 = phi <4 x float> [zeroinitializer, %bbody], [%a1n, %bl]
+  call void @put4(float* %y, i32 %c, <4 x float> %f0, i32 %acc)
+  %c4 = add i32 %c, 4
+  call void @put4(float* %y, i32 %c4, <4 x float> %f1, i32 %acc)
+  %cn = add i32 %c, 8
+  br label %blk
+one:
+  %s = phi i32 [%c, %blk], [%sn, %odone]
+  %smore = icmp slt i32 %s, %n
+  br i1 %smore, label %obody, label %done
+obody:
+  %bs = getelementptr float, float* %b, i32 %s
+  br i1 %hask, label %ol, label %odone
+ol:
+  %oi = phi i32 [0, %obody], [%oi1, %ol]
+  %ooff = phi i32 [0, %obody], [%ooffn, %ol]
+  %oa = phi float [0.0, %obody], [%oan, %ol]
+  %opx = getelementptr float, float* %x, i32 %oi
+  %oxi = load float, float* %opx, align 4
+  %opb = getelementptr float, float* %bs, i32 %ooff
+  %ob = load float, float* %opb, align 4
+  %op = fmul float %oxi, %ob
+  %oan = fadd float %oa, %op
+  %oi1 = add i32 %oi, 1
+  %ooffn = add i32 %ooff, %ldb
+  %oci = icmp slt i32 %oi1, %k
+  br i1 %oci, label %ol, label %odone
+odone:
+  %ou = phi float [0.0, %obody], [%oan, %ol]
+  call void @put1(float* %y, i32 %s, float %ou, i32 %acc)
+  %sn = add i32 %s, 1
+  br label %one
+done:
+  ret void
+}
+; "no-builtins": opt would otherwise turn the k = 0 case (rows of zeros) into a memset call,
+; which the module cannot import.
+attributes #2 = { "target-features"="+simd128" "no-builtins" nounwind }
+
+; Decode attention of one sequence, all nh heads in one call (the fused decoder's, bitwise its
+; per-head TypeScript path and attention.ts): for head h, reading kv head h / group of the
+; caches kc, vc (rows ldk apart, nk of them): s(nk) = K_h q_h (gemv_rows); m = the running
+; `if (s > m) m = s` maximum from -Infinity; max = fp64(m) * scale; s[nk] = -Infinity (a pad,
+; its exp is 0 and adds +0 to the sum) so attn_exp_row runs on nk rounded up to even;
+; o_h(hs) = exp(s) V_h (gemv_cols), then o_h *= 1 / sum (scale_rows). hs even; s holds nk + 2.
+define void @attn_decode(float* %q, float* %kc, float* %vc, i32 %ldk, float* %s, float* %o, i32 %nk, i32 %nh, i32 %group, i32 %hs, double %scale, <2 x double>* %tab) #2 {
+entry:
+  %nk1 = add i32 %nk, 1
+  %nke = and i32 %nk1, -2
+  %pad = getelementptr float, float* %s, i32 %nk
+  br label %head
+head:
+  %h = phi i32 [0, %entry], [%h1, %mdone]
+  %more = icmp slt i32 %h, %nh
+  br i1 %more, label %hbody, label %done
+hbody:
+  %kvh = udiv i32 %h, %group
+  %koff = mul i32 %kvh, %hs
+  %kh = getelementptr float, float* %kc, i32 %koff
+  %vh = getelementptr float, float* %vc, i32 %koff
+  %qoff = mul i32 %h, %hs
+  %qh = getelementptr float, float* %q, i32 %qoff
+  %oh = getelementptr float, float* %o, i32 %qoff
+  call void @gemv_rows(float* %kh, i32 %ldk, float* %qh, float* %s, i32 %nk, i32 %hs, i32 0)
+  br label %mloop
+mloop:
+  %j = phi i32 [0, %hbody], [%j1, %mloop]
+  %m = phi float [0xFFF0000000000000, %hbody], [%m1, %mloop]
+  %pj = getelementptr float, float* %s, i32 %j
+  %sj = load float, float* %pj, align 4
+  %gt = fcmp ogt float %sj, %m
+  %m1 = select i1 %gt, float %sj, float %m
+  %j1 = add i32 %j, 1
+  %cj = icmp slt i32 %j1, %nk
+  br i1 %cj, label %mloop, label %mdone
+mdone:
+  %md = fpext float %m1 to double
+  %max = fmul double %md, %scale
+  store float 0xFFF0000000000000, float* %pad, align 4
+  %sum = call double @attn_exp_row(float* %s, i32 %nke, double %scale, double %max, <2 x double>* %tab)
+  call void @gemv_cols(float* %vh, i32 %ldk, float* %s, float* %oh, i32 %hs, i32 %nk, i32 0)
+  %inv = fdiv double 1.0, %sum
+  call void @scale_rows(float* %oh, i32 %hs, double %inv)
+  %h1 = add i32 %h, 1
+  br label %head
+done:
+  ret void
+}
