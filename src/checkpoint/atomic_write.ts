@@ -5,6 +5,13 @@
  */
 import { dirname } from "node:path";
 
+let syncMs = 0;
+
+/** Seconds this process has spent in the fsync of `atomicWriteWith` (for benchmarks). */
+export function fsyncSeconds(): number {
+  return syncMs / 1000;
+}
+
 /** Write `bytes` to `path` through a temporary file and an atomic rename. */
 export function atomicWrite(path: string, bytes: Uint8Array | string): void {
   atomicWriteWith(path, (file) => {
@@ -23,7 +30,9 @@ export function atomicWriteWith(path: string, write: (file: Deno.FsFile) => void
   const file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
   try {
     write(file);
+    const t0 = performance.now();
     file.syncSync();
+    syncMs += performance.now() - t0;
     file.close();
   } catch (e) {
     try {

@@ -18,7 +18,7 @@ import { hfToTune, isIgnorableHfKey, tuneToHf } from "./key_mapping.ts";
 import { checkPhi3Fused, fusePhi3, isPhi3FusedKey, splitPhi3Fused } from "./phi3_fused.ts";
 import { convertRopeLayout } from "./rope_permute.ts";
 import {
-  readSafetensors,
+  lazySafetensors,
   readSafetensorsHeader,
   tensorFileBytes,
   type WriteDtype,
@@ -101,7 +101,8 @@ export function loadHfCheckpoint(dir: string, files: string[] | null = null): Hf
   const fileOf = new Map<string, string>(); // tune name -> path, for messages
   for (const f of resolved.files) {
     const path = join(dir, f);
-    const tensors = f.endsWith(".safetensors") ? readSafetensors(path) : readPth(path);
+    // safetensors: lazy tensors, read when the model takes them (straight into its buffer)
+    const tensors = f.endsWith(".safetensors") ? lazySafetensors(path) : readPth(path);
     for (const [hfName, t] of tensors) {
       if (isIgnorableHfKey(hfName)) continue;
       if (fused && isPhi3FusedKey(hfName)) {

@@ -10,7 +10,7 @@
  */
 import { type LlamaConfig, rotaryDims } from "../models/llama/config.ts";
 import type { RopeLayout } from "../backend/ops.ts";
-import type { HostTensor, StateDict } from "../params/state_dict.ts";
+import { mapTensor, type StateDict } from "../params/state_dict.ts";
 
 function permuteRows(
   src: Float32Array,
@@ -67,7 +67,8 @@ const QK_NORM = /^layers\.\d+\.attn\.(q|k)_norm\.scale$/;
 /**
  * The state dict with q/k rows (weights, biases, LoRA B matrices, DoRA magnitudes, Qwen3's
  * per-head q/k norm scales) permuted from
- * `cfg.ropeLayout` to `target`. Other tensors are shared, not copied. Same layout: returned as is.
+ * `cfg.ropeLayout` to `target`. Other tensors are shared, not copied; lazy ones stay lazy (permuted
+ * when used). Same layout: returned as is.
  */
 export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeLayout): StateDict {
   if (cfg.ropeLayout === target) return sd;
@@ -82,11 +83,13 @@ export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeL
     const heads = norm ? 1 : m![1] === "q" ? cfg.nHeads : cfg.nKvHeads;
     const rows = t.shape[0];
     const rd = cfg.partialRotaryFactor === undefined ? undefined : rotaryDims(cfg);
-    const data = target === "half"
-      ? interleavedToHalf(t.data, heads, rows, rd)
-      : halfToInterleaved(t.data, heads, rows, rd);
-    const moved: HostTensor = { shape: t.shape, data, sourceDtype: t.sourceDtype };
-    out.set(name, moved);
+    out.set(
+      name,
+      mapTensor(t, (data) =>
+        target === "half"
+          ? interleavedToHalf(data, heads, rows, rd)
+          : halfToInterleaved(data, heads, rows, rd)),
+    );
   }
   return out;
 }

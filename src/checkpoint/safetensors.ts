@@ -5,7 +5,7 @@
  * (no whole-file read), and written through a temporary file.
  */
 import { TuneError } from "../errors.ts";
-import { type HostTensor, numel } from "../params/state_dict.ts";
+import { type HostTensor, lazyTensor, numel, tensorValues } from "../params/state_dict.ts";
 import { atomicWriteWith, readAt, writeAll } from "./atomic_write.ts";
 import { decodeToF32, dtypeBytes, encodeFromF32, f32BitsToBf16, type FileDtype } from "./dtype.ts";
 
@@ -115,6 +115,28 @@ export function readSafetensors(
   return out;
 }
 
+/**
+ * The tensors of `path` as lazy tensors (see params/state_dict.ts): only the header is read
+ * now; each tensor is read when used, straight into the array it is filled into (a model's
+ * parameter buffer), with one read of its byte range (bf16/f16 widened in chunks).
+ */
+export function lazySafetensors(path: string): Map<string, HostTensor> {
+  const header = readSafetensorsHeader(path);
+  const out = new Map<string, HostTensor>();
+  for (const e of header.entries) {
+    const fill = (dst: Float32Array) => {
+      const file = Deno.openSync(path, { read: true });
+      try {
+        readTensorInto(file, e, dst, path);
+      } finally {
+        file.close();
+      }
+    };
+    out.set(e.name, lazyTensor(e.shape, { fill }, e.dtype));
+  }
+  return out;
+}
+
 /** Bytes of the reusable chunk buffer of 16-bit conversions (reads and writes). */
 const CHUNK_BYTES = 1 << 22;
 let chunk: Uint8Array | null = null;
@@ -176,7 +198,8 @@ export type WriteDtype = FileDtype | "source";
 
 /**
  * Write tensors (in the given order) to `path` as safetensors, through a temporary file.
- * Tensors are encoded one at a time, so memory grows by one tensor, not the file.
+ * Tensors are streamed one at a time (a lazy tensor's values made just for its write), so
+ * memory grows by at most one tensor, not the file.
  */
 export function writeSafetensors(
   path: string,
@@ -192,7 +215,7 @@ export function writeSafetensors(
     const d = pickDtype(t, options.dtype ?? "source");
     dtypes.push(d);
     const len = numel(t.shape) * dtypeBytes(d);
-    if (t.data.length !== numel(t.shape)) {
+    if (!t.lazy && t.data.length !== numel(t.shape)) {
       throw new Error(`tensor ${name}: ${t.data.length} values for shape [${t.shape}]`);
     }
     header[name] = { dtype: DTYPE_NAMES[d], shape: t.shape, data_offsets: [offset, offset + len] };
@@ -207,7 +230,13 @@ export function writeSafetensors(
     new DataView(len.buffer).setBigUint64(0, BigInt(head.length), true);
     writeAll(file, len);
     writeAll(file, head);
-    list.forEach(([, t], i) => writeTensor(file, t.data, dtypes[i]));
+    list.forEach(([name, t], i) => {
+      const data = tensorValues(t);
+      if (data.length !== numel(t.shape)) {
+        throw new Error(`tensor ${name}: ${data.length} values for shape [${t.shape}]`);
+      }
+      writeTensor(file, data, dtypes[i]);
+    });
   });
 }
 

@@ -3,7 +3,8 @@
  * one each for gradients and the AdamW moments, all sharing one ParamLayout.
  */
 import type { Backend, DeviceBuffer, DType } from "../backend/ops.ts";
-import type { HostTensor, StateDict } from "./state_dict.ts";
+import { CpuBuffer } from "../backend/cpu/buffer.ts";
+import { fillTensor, type HostTensor, lazyTensor, type StateDict, tensorValues } from "./state_dict.ts";
 import { checkShape, type ParamGroup, type ParamLayout } from "./layout.ts";
 
 /**
@@ -166,11 +167,49 @@ export class ParamStore {
     for (const g of this.#slotGrads) this.backend.fill(g, 0);
   }
 
-  /** Upload one host tensor into `name`, checking its shape (TuneError on mismatch). */
+  /**
+   * Upload one host tensor into `name`, checking its shape (TuneError on mismatch). A lazy
+   * tensor on an fp32 CPU store writes its values straight into the store's memory.
+   */
   setTensor(name: string, t: HostTensor): void {
     const e = this.layout.get(name);
     checkShape(name, e.shape, t.shape);
-    this.backend.upload(this.params, t.data, e.offset);
+    const host = this.#hostValues(e.offset, e.length);
+    if (host) fillTensor(t, host);
+    else this.backend.upload(this.params, tensorValues(t), e.offset);
+  }
+
+  /**
+   * Fill tensor `name` in place: `fill` gets its elements to write (the store's own memory
+   * on an fp32 CPU store, else a host array that is uploaded after).
+   */
+  fillWith(name: string, fill: (dst: Float32Array) => void): void {
+    const e = this.layout.get(name);
+    const host = this.#hostValues(e.offset, e.length);
+    if (host) fill(host);
+    else {
+      const data = new Float32Array(e.length);
+      fill(data);
+      this.backend.upload(this.params, data, e.offset);
+    }
+  }
+
+  /**
+   * Tensor `name` as a lazy host tensor (see state_dict.ts): its values are read when used
+   * (on an fp32 CPU store, a live view of the store's memory; else one download).
+   */
+  lazyTensor(name: string): HostTensor {
+    const e = this.layout.get(name);
+    return lazyTensor([...e.shape], {
+      values: () => this.#hostValues(e.offset, e.length) ?? this.getTensor(name).data,
+    });
+  }
+
+  /** The live fp32 host memory of elements [offset, offset + length) of the full values, if any. */
+  #hostValues(offset: number, length: number): Float32Array | null {
+    const p = this.params;
+    if (!(p instanceof CpuBuffer) || p.dtype !== "f32") return null;
+    return (p.data as Float32Array).subarray(offset, offset + length);
   }
 
   /** Download tensor `name` to the host. */
@@ -189,13 +228,10 @@ export class ParamStore {
     return this.backend.download(g) as Float32Array;
   }
 
-  /** Every tensor as a host StateDict, in layout order. */
+  /** Every tensor as a host StateDict (copies, downloaded one tensor at a time), in layout order. */
   toStateDict(): StateDict {
-    const all = this.backend.download(this.params) as Float32Array;
     const sd: StateDict = new Map();
-    for (const e of this.layout.entries) {
-      sd.set(e.name, { shape: [...e.shape], data: all.slice(e.offset, e.offset + e.length) });
-    }
+    for (const e of this.layout.entries) sd.set(e.name, this.getTensor(e.name));
     return sd;
   }
 

@@ -19,16 +19,32 @@ export function* randomBaseTensors(
   layout: ParamLayout,
   seed: number,
 ): Generator<[string, HostTensor]> {
+  const fills = randomBaseFills(cfg, layout, seed);
+  for (const e of layout.entries) {
+    const data = new Float32Array(e.length);
+    fills.next().value!(data);
+    yield [e.name, { shape: [...e.shape], data }];
+  }
+}
+
+/**
+ * The values of `randomBaseWeights` written into arrays the caller owns (a parameter buffer):
+ * one fill per tensor of `layout.entries`, in that order, each called once before the next is
+ * taken (they share one random stream).
+ */
+export function* randomBaseFills(
+  cfg: LlamaConfig,
+  layout: ParamLayout,
+  seed: number,
+): Generator<(dst: Float32Array) => void> {
   const rng = new SeededRandom(seed);
   const residStd = 0.02 / Math.sqrt(2 * cfg.nLayers);
   for (const e of layout.entries) {
-    const data = new Float32Array(e.length);
     // norms start at an effective scale of 1 (Gemma stores scale - 1: zeros, as torchtune)
-    if (e.name.endsWith(".scale")) data.fill(1 - (cfg.normOffset ?? 0));
-    else if (e.name.endsWith(".bias")) data.fill(0);
+    if (e.name.endsWith(".scale")) yield (dst) => dst.fill(1 - (cfg.normOffset ?? 0));
+    else if (e.name.endsWith(".bias")) yield (dst) => dst.fill(0);
     else if (e.name.endsWith("output_proj.weight") || e.name.endsWith("mlp.w2.weight")) {
-      rng.fillNormal(data, residStd);
-    } else rng.fillNormal(data, 0.02);
-    yield [e.name, { shape: [...e.shape], data }];
+      yield (dst) => rng.fillNormal(dst, residStd);
+    } else yield (dst) => rng.fillNormal(dst, 0.02);
   }
 }

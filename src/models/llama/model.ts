@@ -33,7 +33,7 @@ import { BatchInputs, type BatchOptions, type TrainBatch } from "./batch_inputs.
 import { buildDecoder, type DecoderParts } from "./build.ts";
 import { embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
 import { KvInference } from "./inference.ts";
-import { randomBaseTensors } from "./init.ts";
+import { randomBaseFills } from "./init.ts";
 import { baseLayout, layerLinears, loraLayout } from "./layout.ts";
 import {
   crossEntropyHead,
@@ -291,10 +291,17 @@ export class LlamaModel {
 
   /** Deterministic random base weights (and fresh adapters) for `seed`. */
   initRandom(seed: number): void {
-    // one tensor at a time (an NF4 base never holds the whole model in fp32)
-    for (const [n, t] of randomBaseTensors(this.cfg, baseLayout(this.cfg), seed)) {
-      if (this.nf4?.has(n)) this.nf4.setTensor(n, t);
-      else this.base.setTensor(n, t);
+    // one tensor at a time, written straight into the base store (an NF4 base never holds
+    // the whole model in fp32)
+    const layout = baseLayout(this.cfg);
+    const fills = randomBaseFills(this.cfg, layout, seed);
+    for (const e of layout.entries) {
+      const fill = fills.next().value!;
+      if (this.nf4?.has(e.name)) {
+        const data = new Float32Array(e.length);
+        fill(data);
+        this.nf4.setTensor(e.name, { shape: [...e.shape], data });
+      } else this.base.fillWith(e.name, fill);
     }
     if (this.adapters) this.initAdapters(mixSeed(seed, 0x10a));
   }
@@ -326,12 +333,22 @@ export class LlamaModel {
     return this.adapters ? this.adapters.toStateDict() : new Map();
   }
 
-  /** Base weights with every adapter merged in (see weights.ts `mergeAdapters`). */
+  /**
+   * Base weights with every adapter merged in (see weights.ts `mergeAdapters`). Without an
+   * NF4 base the tensors are lazy (see params/state_dict.ts): each is read from the model, and
+   * merged, when used, so a checkpoint save streams them out without a copy of the whole
+   * model; use them before the weights change (the next step).
+   */
   mergedStateDict(): StateDict {
-    const sd = this.#baseStateDict();
+    const sd = this.nf4 ? this.#baseStateDict() : this.#lazyBaseStateDict();
     const lora = this.spec.lora;
     if (!this.adapters || !lora) return sd;
     return mergeAdapters(sd, this.adapters.toStateDict(), this.cfg, lora);
+  }
+
+  /** The base weights as lazy tensors over the base store. */
+  #lazyBaseStateDict(): StateDict {
+    return new Map(this.base.layout.entries.map((e) => [e.name, this.base.lazyTensor(e.name)]));
   }
 
   /** The base weights on the host; an NF4 base dequantized (as torchtune saves QLoRA). */

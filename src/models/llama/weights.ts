@@ -3,7 +3,7 @@
  * state dict (with one-line errors naming a missing or unexpected tensor), fresh
  * torchtune-style adapter values, and merging the adapters into the base weights for export.
  */
-import type { StateDict } from "../../params/state_dict.ts";
+import { mapTensor, type StateDict } from "../../params/state_dict.ts";
 import { mergeDoraHost } from "../../modules/dora.ts";
 import { initLoraHost, mergeLoraHost } from "../../modules/lora.ts";
 import { SeededRandom } from "../../params/random.ts";
@@ -87,7 +87,8 @@ export function loadAdapters(
 
 /**
  * `sd` (base weights) with every adapter of `ad` merged in: W += (alpha / r) B A; with DoRA
- * W' = (magnitude / ||W + s B A||)[:, None] * (W + s B A). Changes `sd` in place.
+ * W' = (magnitude / ||W + s B A||)[:, None] * (W + s B A). Changes `sd` in place; a lazy
+ * weight stays lazy (merged when its values are used).
  */
 export function mergeAdapters(
   sd: StateDict,
@@ -102,19 +103,13 @@ export function mergeAdapters(
     const w = sd.get(wName)!;
     const aw = ad.get(`${s.prefix}.lora_a.weight`)!.data;
     const bw = ad.get(`${s.prefix}.lora_b.weight`)!.data;
-    const merged = lora.useDora
-      ? mergeDoraHost(
-        w.data,
-        aw,
-        bw,
-        ad.get(`${s.prefix}.magnitude`)!.data,
-        s.outDim,
-        s.inDim,
-        lora.rank,
-        lora.alpha,
-      )
-      : mergeLoraHost(w.data, aw, bw, s.outDim, s.inDim, lora.rank, lora.alpha);
-    sd.set(wName, { shape: w.shape, data: merged });
+    const mag = lora.useDora ? ad.get(`${s.prefix}.magnitude`)!.data : null;
+    // lazy when w is (a model's live weights): merged while a writer streams it out
+    const merged = mapTensor(w, (data) =>
+      mag
+        ? mergeDoraHost(data, aw, bw, mag, s.outDim, s.inDim, lora.rank, lora.alpha)
+        : mergeLoraHost(data, aw, bw, s.outDim, s.inDim, lora.rank, lora.alpha));
+    sd.set(wName, merged);
   }
   return sd;
 }
