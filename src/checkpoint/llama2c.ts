@@ -100,18 +100,16 @@ class Cursor {
     this.pos = start;
   }
   f32(n: number): Float32Array {
-    const need = this.pos + 4 * n;
-    if (need > this.bytes.length) this.#short(need);
-    const out = new Float32Array(n);
-    new Uint8Array(out.buffer).set(this.bytes.subarray(this.pos, need));
-    this.pos = need;
-    return out;
+    return new Float32Array(this.#take(4 * n).buffer);
   }
   i8(n: number): Int8Array {
-    const need = this.pos + n;
+    return new Int8Array(this.#take(n).buffer);
+  }
+  /** A copy of the next `length` bytes (its own buffer, so any typed array can view it). */
+  #take(length: number): Uint8Array {
+    const need = this.pos + length;
     if (need > this.bytes.length) this.#short(need);
-    const out = new Int8Array(n);
-    new Uint8Array(out.buffer).set(this.bytes.subarray(this.pos, need));
+    const out = this.bytes.slice(this.pos, need);
     this.pos = need;
     return out;
   }

@@ -85,10 +85,13 @@ export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeL
     const rd = cfg.partialRotaryFactor === undefined ? undefined : rotaryDims(cfg);
     out.set(
       name,
-      mapTensor(t, (data) =>
-        target === "half"
-          ? interleavedToHalf(data, heads, rows, rd)
-          : halfToInterleaved(data, heads, rows, rd)),
+      mapTensor(
+        t,
+        (data) =>
+          target === "half"
+            ? interleavedToHalf(data, heads, rows, rd)
+            : halfToInterleaved(data, heads, rows, rd),
+      ),
     );
   }
   return out;

@@ -7,6 +7,7 @@
 import { TuneError } from "../errors.ts";
 import { type HostTensor, lazyTensor, numel, tensorValues } from "../params/state_dict.ts";
 import { atomicWriteWith, readAt, writeAll } from "./atomic_write.ts";
+import { openForReading } from "./fs.ts";
 import { decodeToF32, dtypeBytes, encodeFromF32, f32BitsToBf16, type FileDtype } from "./dtype.ts";
 
 /** One tensor's place in a safetensors file. */
@@ -31,12 +32,7 @@ const DTYPE_NAMES: Record<FileDtype, string> = { f32: "F32", bf16: "BF16", f16: 
 
 /** Read and check the header of `path`: every tensor's dtype, shape and byte range. */
 export function readSafetensorsHeader(path: string): SafetensorsHeader {
-  let file: Deno.FsFile;
-  try {
-    file = Deno.openSync(path, { read: true });
-  } catch (e) {
-    throw new TuneError(`cannot open safetensors file ${path}: ${(e as Error).message}`);
-  }
+  const file = openForReading(path, "safetensors");
   try {
     const size = file.statSync().size;
     const lenBytes = readAt(file, 0, 8);

@@ -15,6 +15,7 @@
  */
 import { TuneError } from "../errors.ts";
 import { atomicWriteWith, readAt, writeAll } from "../checkpoint/atomic_write.ts";
+import { openForReading } from "../checkpoint/fs.ts";
 
 /** GGUF metadata value types. */
 export const GgufType = {
@@ -301,12 +302,7 @@ class ByteReader {
 
 /** Read and check the header of a GGUF file (v2 or v3). */
 export function readGgufHeader(path: string): GgufHeader {
-  let file: Deno.FsFile;
-  try {
-    file = Deno.openSync(path, { read: true });
-  } catch (e) {
-    throw new TuneError(`cannot open GGUF file ${path}: ${(e as Error).message}`);
-  }
+  const file = openForReading(path, "GGUF");
   try {
     const size = file.statSync().size;
     // Headers (vocabularies included) are rarely past a few MB; grow the window when needed.

@@ -4,7 +4,13 @@
  */
 import type { Backend, DeviceBuffer, DType } from "../backend/ops.ts";
 import { CpuBuffer } from "../backend/cpu/buffer.ts";
-import { fillTensor, type HostTensor, lazyTensor, type StateDict, tensorValues } from "./state_dict.ts";
+import {
+  fillTensor,
+  type HostTensor,
+  lazyTensor,
+  type StateDict,
+  tensorValues,
+} from "./state_dict.ts";
 import { checkShape, type ParamGroup, type ParamLayout } from "./layout.ts";
 
 /**
