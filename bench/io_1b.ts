@@ -14,6 +14,8 @@
  * - `lora`: peak resident memory (`/usr/bin/time`'s maximum RSS) of a real LoRA run
  *   (`tune run lora_finetune_single_device --config tiny/lora_single_device` at this shape,
  *   one step, saving the merged model at the epoch end), over the fp32 base weights' bytes.
+ * Also the host's speed of writing fresh memory (the page faults of a first touch) against
+ * memory already touched: a save fills fresh page-cache pages, a first init fresh weights.
  * Files go under a fresh directory of $TMPDIR (or /tmp), removed at the end. Prints one JSON
  * object per part.
  */
@@ -73,6 +75,22 @@ export interface IoResult {
   fsyncS: number;
   loadS: number;
   loadGBps: number;
+  /** GB/s of writing 256 MB of fresh memory (page faults) and of writing it again (touched). */
+  firstTouchGBps: number;
+  retouchGBps: number;
+}
+
+/** The host's speed of first-touching fresh memory against rewriting memory already touched. */
+function touchSpeeds(): { firstTouchGBps: number; retouchGBps: number } {
+  const n = 1 << 28;
+  let t0 = performance.now();
+  const a = new Uint8Array(n);
+  a.fill(1);
+  const first = (performance.now() - t0) / 1000;
+  t0 = performance.now();
+  a.fill(2);
+  const again = (performance.now() - t0) / 1000;
+  return { firstTouchGBps: n / first / 1e9, retouchGBps: n / again / 1e9 };
 }
 
 function ioPart(dir: string): IoResult {
@@ -127,6 +145,7 @@ function ioPart(dir: string): IoResult {
     fsyncS,
     loadS,
     loadGBps: modelFileBytes / loadS / 1e9,
+    ...touchSpeeds(),
   };
 }
 

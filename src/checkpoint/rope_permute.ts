@@ -10,7 +10,7 @@
  */
 import { type LlamaConfig, rotaryDims } from "../models/llama/config.ts";
 import type { RopeLayout } from "../backend/ops.ts";
-import { mapTensor, type StateDict } from "../params/state_dict.ts";
+import { mapTensor, reusableF32, type StateDict } from "../params/state_dict.ts";
 
 function permuteRows(
   src: Float32Array,
@@ -19,11 +19,24 @@ function permuteRows(
   toHalf: boolean,
   rotary?: number,
 ): Float32Array {
+  const out = new Float32Array(src);
+  permuteRowsInto(out, src, nHeads, rows, toHalf, rotary);
+  return out;
+}
+
+/** Move the rotated rows of `src` to their places in `out` (which holds `src`'s values). */
+function permuteRowsInto(
+  out: Float32Array,
+  src: Float32Array,
+  nHeads: number,
+  rows: number,
+  toHalf: boolean,
+  rotary?: number,
+): void {
   const cols = src.length / rows;
   const hs = rows / nHeads;
   const rd = rotary ?? hs; // partial rotary: rows rd..hs-1 of a head do not rotate and stay put
   const half = rd / 2;
-  const out = new Float32Array(src);
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
       for (let j = 0; j < 2; j++) {
@@ -34,7 +47,6 @@ function permuteRows(
       }
     }
   }
-  return out;
 }
 
 /**
@@ -83,15 +95,14 @@ export function convertRopeLayout(sd: StateDict, cfg: LlamaConfig, target: RopeL
     const heads = norm ? 1 : m![1] === "q" ? cfg.nHeads : cfg.nKvHeads;
     const rows = t.shape[0];
     const rd = cfg.partialRotaryFactor === undefined ? undefined : rotaryDims(cfg);
+    // in place, from a copy in a reused buffer (a load fills the parameter buffer this way)
     out.set(
       name,
-      mapTensor(
-        t,
-        (data) =>
-          target === "half"
-            ? interleavedToHalf(data, heads, rows, rd)
-            : halfToInterleaved(data, heads, rows, rd),
-      ),
+      mapTensor(t, (data) => {
+        const src = reusableF32("permute", data.length);
+        src.set(data);
+        permuteRowsInto(data, src, heads, rows, target === "half", rd);
+      }),
     );
   }
   return out;

@@ -5,7 +5,7 @@
  * (no whole-file read), and written through a temporary file.
  */
 import { TuneError } from "../errors.ts";
-import { type HostTensor, lazyTensor, numel, tensorValues } from "../params/state_dict.ts";
+import { type HostTensor, lazyTensor, numel, reusableF32 } from "../params/state_dict.ts";
 import { atomicWriteWith, readAt, writeAll } from "./atomic_write.ts";
 import { openForReading } from "./fs.ts";
 import { decodeToF32, dtypeBytes, encodeFromF32, f32BitsToBf16, type FileDtype } from "./dtype.ts";
@@ -128,7 +128,7 @@ export function lazySafetensors(path: string): Map<string, HostTensor> {
         file.close();
       }
     };
-    out.set(e.name, lazyTensor(e.shape, { fill }, e.dtype));
+    out.set(e.name, lazyTensor(e.shape, fill, e.dtype));
   }
   return out;
 }
@@ -226,12 +226,13 @@ export function writeSafetensors(
     new DataView(len.buffer).setBigUint64(0, BigInt(head.length), true);
     writeAll(file, len);
     writeAll(file, head);
-    list.forEach(([name, t], i) => {
-      const data = tensorValues(t);
-      if (data.length !== numel(t.shape)) {
-        throw new Error(`tensor ${name}: ${data.length} values for shape [${t.shape}]`);
-      }
-      writeTensor(file, data, dtypes[i]);
+    list.forEach(([, t], i) => {
+      // a lazy tensor fills a buffer reused by every tensor and save (no fresh memory)
+      if (t.lazy) {
+        const data = reusableF32("write", numel(t.shape));
+        t.lazy.fill(data);
+        writeTensor(file, data, dtypes[i]);
+      } else writeTensor(file, t.data, dtypes[i]);
     });
   });
 }

@@ -141,7 +141,10 @@ export function loraRowHost(
   }
 }
 
-/** W(out, in) += (alpha / r) * B(out, r) @ A(r, in), on the host (merging for export). */
+/**
+ * W(out, in) + (alpha / r) * B(out, r) @ A(r, in), on the host (merging for export), into a new
+ * array or into `out` (which may be `w` itself: merged in place).
+ */
 export function mergeLoraHost(
   w: Float32Array,
   a: Float32Array,
@@ -150,9 +153,11 @@ export function mergeLoraHost(
   inDim: number,
   rank: number,
   alpha: number,
+  out?: Float32Array,
 ): Float32Array {
   const s = alpha / rank;
-  const merged = new Float32Array(w);
+  const merged = out ?? new Float32Array(w);
+  if (merged !== w) merged.set(w);
   const row = new Float64Array(inDim);
   for (let o = 0; o < outDim; o++) {
     loraRowHost(row, a, b, o, inDim, rank);

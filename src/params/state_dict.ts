@@ -9,7 +9,7 @@
  * straight into a parameter buffer, or read from a model's buffer (merged with an adapter)
  * while a writer streams it out — so a checkpoint load or save never holds a second copy of
  * the whole model. Its `data` still works (computed on first use and kept), so code that
- * reads `data` sees an ordinary tensor; the copy-free paths use `fillTensor`/`tensorValues`.
+ * reads `data` sees an ordinary tensor; the copy-free paths use `fillTensor`.
  */
 export interface HostTensor {
   shape: number[];
@@ -24,13 +24,8 @@ export interface HostTensor {
 
 /** How a lazy tensor produces its values (numel(shape) of them). */
 export interface LazyValues {
-  /** Write the values into `dst`. */
+  /** Write the values into `dst` (an array the caller owns: a parameter buffer, a reused scratch). */
   fill(dst: Float32Array): void;
-  /**
-   * The values, freshly made or a live view of memory the caller must not write; the caller
-   * does not keep it.
-   */
-  values(): Float32Array;
 }
 
 export type StateDict = Map<string, HostTensor>;
@@ -43,21 +38,15 @@ export function numel(shape: readonly number[]): number {
 }
 
 /**
- * A lazy tensor from `fill` (write the values into an array) and/or `values` (return them);
- * one is derived from the other when absent. `data` is made on first use and then kept.
+ * A lazy tensor whose values `fill` writes into a given array. `data` is made on first use
+ * and then kept (later fills copy it).
  */
 export function lazyTensor(
   shape: number[],
-  how: { fill?: (dst: Float32Array) => void; values?: () => Float32Array },
+  fill: (dst: Float32Array) => void,
   sourceDtype?: HostTensor["sourceDtype"],
 ): HostTensor {
   const n = numel(shape);
-  const fill = how.fill ?? ((dst: Float32Array) => dst.set(how.values!()));
-  const values = how.values ?? (() => {
-    const out = new Float32Array(n);
-    fill(out);
-    return out;
-  });
   let data: Float32Array | null = null;
   const t: HostTensor = {
     shape,
@@ -72,18 +61,10 @@ export function lazyTensor(
   if (sourceDtype) t.sourceDtype = sourceDtype;
   // not enumerable: `{ ...t, data: other }` (a changed copy) must not carry the old values
   Object.defineProperty(t, "lazy", {
-    value: {
-      fill: (dst: Float32Array) => data ? dst.set(data) : fill(dst),
-      values: () => data ?? values(),
-    } satisfies LazyValues,
+    value: { fill: (dst: Float32Array) => data ? dst.set(data) : fill(dst) } satisfies LazyValues,
     enumerable: false,
   });
   return t;
-}
-
-/** The values of `t` to read (not write, not keep): a lazy tensor's are made for this call. */
-export function tensorValues(t: HostTensor): Float32Array {
-  return t.lazy ? t.lazy.values() : t.data;
 }
 
 /** Copy the values of `t` into `dst` (a lazy tensor writes them there directly). */
@@ -93,10 +74,33 @@ export function fillTensor(t: HostTensor, dst: Float32Array): void {
 }
 
 /**
- * `t` with its values transformed by `f` (which returns a new array, not changing its input):
- * lazy when `t` is, so nothing is computed before the values are used.
+ * `t` with its values transformed in place by `f` (given a copy of them to change): lazy when
+ * `t` is, so nothing is computed, and nothing allocated, before the values are filled in.
  */
-export function mapTensor(t: HostTensor, f: (values: Float32Array) => Float32Array): HostTensor {
-  if (!t.lazy) return { shape: t.shape, data: f(t.data), sourceDtype: t.sourceDtype };
-  return lazyTensor(t.shape, { values: () => f(tensorValues(t)) }, t.sourceDtype);
+export function mapTensor(t: HostTensor, f: (values: Float32Array) => void): HostTensor {
+  if (!t.lazy) {
+    const data = new Float32Array(t.data);
+    f(data);
+    return { shape: t.shape, data, sourceDtype: t.sourceDtype };
+  }
+  return lazyTensor(t.shape, (dst) => {
+    t.lazy!.fill(dst);
+    f(dst);
+  }, t.sourceDtype);
 }
+
+/** A Float32Array of `n` elements from a grow-only buffer, reused by every call of `slot`. */
+export function reusableF32(slot: ReusableSlot, n: number): Float32Array {
+  let b = REUSABLE.get(slot);
+  if (!b || b.length < n) {
+    b = new Float32Array(n);
+    REUSABLE.set(slot, b);
+  }
+  return b.subarray(0, n);
+}
+
+/** The users of `reusableF32`, each with its own buffer (never two live at once per slot). */
+export type ReusableSlot = "write" | "permute" | "upload";
+
+// Kept for the process: fresh memory costs page faults on every first touch, reuse does not.
+const REUSABLE = new Map<ReusableSlot, Float32Array>();

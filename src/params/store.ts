@@ -8,8 +8,8 @@ import {
   fillTensor,
   type HostTensor,
   lazyTensor,
+  reusableF32,
   type StateDict,
-  tensorValues,
 } from "./state_dict.ts";
 import { checkShape, type ParamGroup, type ParamLayout } from "./layout.ts";
 
@@ -182,7 +182,12 @@ export class ParamStore {
     checkShape(name, e.shape, t.shape);
     const host = this.#hostValues(e.offset, e.length);
     if (host) fillTensor(t, host);
-    else this.backend.upload(this.params, tensorValues(t), e.offset);
+    else if (!t.lazy) this.backend.upload(this.params, t.data, e.offset);
+    else {
+      const data = reusableF32("upload", e.length);
+      t.lazy.fill(data);
+      this.backend.upload(this.params, data, e.offset);
+    }
   }
 
   /**
@@ -202,12 +207,12 @@ export class ParamStore {
 
   /**
    * Tensor `name` as a lazy host tensor (see state_dict.ts): its values are read when used
-   * (on an fp32 CPU store, a live view of the store's memory; else one download).
+   * (copied from the store's memory on an fp32 CPU store; else one download).
    */
   lazyTensor(name: string): HostTensor {
     const e = this.layout.get(name);
-    return lazyTensor([...e.shape], {
-      values: () => this.#hostValues(e.offset, e.length) ?? this.getTensor(name).data,
+    return lazyTensor([...e.shape], (dst) => {
+      dst.set(this.#hostValues(e.offset, e.length) ?? this.getTensor(name).data);
     });
   }
 

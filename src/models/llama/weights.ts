@@ -105,13 +105,10 @@ export function mergeAdapters(
     const bw = ad.get(`${s.prefix}.lora_b.weight`)!.data;
     const mag = lora.useDora ? ad.get(`${s.prefix}.magnitude`)!.data : null;
     // lazy when w is (a model's live weights): merged while a writer streams it out
-    const merged = mapTensor(
-      w,
-      (data) =>
-        mag
-          ? mergeDoraHost(data, aw, bw, mag, s.outDim, s.inDim, lora.rank, lora.alpha)
-          : mergeLoraHost(data, aw, bw, s.outDim, s.inDim, lora.rank, lora.alpha),
-    );
+    const merged = mapTensor(w, (data) => {
+      if (mag) data.set(mergeDoraHost(data, aw, bw, mag, s.outDim, s.inDim, lora.rank, lora.alpha));
+      else mergeLoraHost(data, aw, bw, s.outDim, s.inDim, lora.rank, lora.alpha, data);
+    });
     sd.set(wName, merged);
   }
   return sd;
