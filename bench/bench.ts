@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--json] [--reps N] [--shape 15M|260K] [--mode full|lora|generate|llama2c|batch|memory]`
+ * `deno task bench [--json] [--reps N] [--shape 15M|260K] [--mode full|lora|generate|llama2c|batch|memory|io]`
  *
  * Throughput of tune's CPU backend against PyTorch (bench/torch_bench.py, torch eager,
  * 2 threads) on the same machine, in the same invocation, row by row: train-step tokens/s
@@ -12,6 +12,9 @@
  * closing tokens/s of `tune run generate` on llama2.c files (the 15M shape written by the
  * bench, aidreams260K), best of `reps` runs, and greedy generation at batch 1 and 8 in-process.
  * Prints tables with tune/PyTorch ratios, or with `--json` one JSON object per line.
+ * `--mode io` (only when asked: minutes, ~8 GB of memory and 4 GB of disk) runs bench/io_1b.ts
+ * at the Llama-3.2-1B shape: random init parameters/s, save and load GB/s, and the peak RSS of a
+ * LoRA run over the fp32 weights.
  * Env: TUNE_BENCH_PYTHON (default /usr/bin/python3), OPENBLAS_NUM_THREADS (default 2).
  */
 import { parseArgs } from "node:util";
@@ -21,6 +24,7 @@ import {
   tuneGenerate,
   write15MFiles,
 } from "./generate_bench.ts";
+import { type IoResult, type LoraRunResult, runPart } from "./io_1b.ts";
 import { type BenchShape, SHAPES } from "./shapes.ts";
 import {
   type BenchMode,
@@ -163,6 +167,10 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ peak_rss_bytes: peakRssBytes() }));
     return;
   }
+  if (values.mode === "io") {
+    await ioRows(values.json);
+    return;
+  }
   const reps = Number(values.reps);
   const modes: BenchMode[] = ["full", "lora", "generate"];
   const rows: Row[] = [];
@@ -258,6 +266,41 @@ async function main(): Promise<void> {
       } |`,
     );
   }
+}
+
+/** The rows of `--mode io` (bench/io_1b.ts, each part in its own process). */
+async function ioRows(json: boolean): Promise<void> {
+  const io = await runPart("io") as IoResult;
+  const lora = await runPart("lora") as LoraRunResult;
+  if (json) {
+    console.log(JSON.stringify({ shape: "1B", mode: "io", impl: "tune", ...io }));
+    console.log(JSON.stringify({ shape: "1B", mode: "lora memory", impl: "tune", ...lora }));
+    return;
+  }
+  const gb = (x: number) => x.toFixed(2);
+  console.log("| 1B shape (tiny LoRA config) | first (fresh memory) | again (memory touched) |");
+  console.log("| --- | ---: | ---: |");
+  console.log(
+    `| random init (M parameters/s) | ${fmt(io.initParamsPerS / 1e6)} | ${
+      fmt(io.initWarmParamsPerS / 1e6)
+    } |`,
+  );
+  console.log(
+    `| save merged model (GB/s; fsync ${io.fsyncS.toFixed(1)} of ${io.saveS.toFixed(1)} s) | ${
+      gb(io.saveGBps)
+    } | |`,
+  );
+  console.log(`| load (GB/s, page cache) | ${gb(io.loadGBps)} | ${gb(io.loadWarmGBps)} |`);
+  console.log(
+    `| LoRA run peak RSS (MiB; / fp32 weights) | ${fmt(lora.peakRssBytes / 2 ** 20)} (${
+      lora.ratio.toFixed(2)
+    }x) | |`,
+  );
+  console.log(
+    `| host: first touch / retouch / plain read (GB/s) | ${gb(io.firstTouchGBps)} | ${
+      gb(io.retouchGBps)
+    } / ${gb(io.rawReadGBps)} |`,
+  );
 }
 
 if (!Deno.env.get("OPENBLAS_NUM_THREADS")) {
