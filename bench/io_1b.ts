@@ -198,6 +198,8 @@ export interface LoraRunResult {
   peakRssBytes: number;
   weightBytes: number;
   ratio: number;
+  /** Size of the merged model.safetensors the run saved at its epoch end. */
+  mergedFileBytes: number;
   wallS: number;
 }
 
@@ -231,6 +233,8 @@ async function loraPart(dir: string): Promise<LoraRunResult> {
   const err = new TextDecoder().decode(out.stderr).trim();
   if (!out.success) throw new Error(`the 1B LoRA run failed:\n${err}`);
   const kb = Number(err.split("\n").pop());
+  // the epoch-end save wrote the merged model (the part of the run that held copies before)
+  const mergedFileBytes = Deno.statSync(join(dir, "run", "epoch_0", "model.safetensors")).size;
   const cfg = config();
   const model = createLlama(new CpuBackend(), { name: "count", config: cfg, lora: null }, {
     batch: 1,
@@ -239,7 +243,13 @@ async function loraPart(dir: string): Promise<LoraRunResult> {
   });
   const weightBytes = model.base.layout.numParams() * 4;
   model.free();
-  return { peakRssBytes: kb * 1024, weightBytes, ratio: kb * 1024 / weightBytes, wallS };
+  return {
+    peakRssBytes: kb * 1024,
+    weightBytes,
+    ratio: kb * 1024 / weightBytes,
+    mergedFileBytes,
+    wallS,
+  };
 }
 
 /** Run one part in a fresh Deno process (so peak memory and JIT state are its own). */
