@@ -91,6 +91,9 @@ function defaultFiles(dir: string): string[] {
 /**
  * Load a Hugging Face checkpoint directory into tune names, q/k rows permuted to the
  * canonical "interleaved" rotary layout (`config.ropeLayout` is "interleaved").
+ * safetensors tensors are lazy (see params/state_dict.ts): the headers are read and checked
+ * now, each tensor's data when it is used (a model's `loadStateDict` reads it straight into
+ * its parameter buffer), so the files must stay in place until then.
  */
 export function loadHfCheckpoint(dir: string, files: string[] | null = null): HfLoaded {
   const { json, config } = readHfConfig(join(dir, "config.json"));
