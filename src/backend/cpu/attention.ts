@@ -39,6 +39,46 @@ export interface AttentionDims {
   scale?: number;
 }
 
+/**
+ * The attention softmax's exps on elements [from, to] of `p`, y = p[j] * scale - shift (at
+ * most about 0 for every caller): e^y by fastExp's steps with the polynomial in Horner's
+ * scheme (0 below -745.2, NaN for NaN). Without `dp` (the forward, decode.ts too): p[j] = e^y,
+ * and `sum` plus the e^y in index order (float64) is returned. With `dp` (the backward, shift
+ * the row's log-sum-exp): p[j] = P = e^y and dp[j] = P * (dp[j] - D) * scale.
+ * The wasm kernels (attn_exp2 in kernels.ll) repeat it operation for operation.
+ */
+export function attnExpRange(
+  p: Float32Array,
+  from: number,
+  to: number,
+  scale: number,
+  shift: number,
+  sum = 0,
+  dp: Float32Array | null = null,
+  D = 0,
+): number {
+  for (let j = from; j <= to; j++) {
+    const y = p[j] * scale - shift;
+    let e = 0;
+    if (y >= -745.2) {
+      const kf = (y * LOG2E + MAGIC) - MAGIC;
+      const r = (y - kf * LN2_HI) - kf * LN2_LO;
+      e = (1 +
+        r * (1 +
+            r * (0.5 +
+                r * (0.16666666666666666 +
+                    r * (0.041666666666666664 +
+                        r * (0.008333333333333333 +
+                            r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
+        POW2[(kf | 0) + 1075];
+    } else if (y !== y) e = y;
+    p[j] = e;
+    if (dp === null) sum += e;
+    else dp[j] = e * (dp[j] - D) * scale;
+  }
+  return sum;
+}
+
 /** s[row + j] = -inf for keys j <= last outside query t's segment (seg row at segOff). */
 function maskRow(
   s: Float32Array,
@@ -123,25 +163,7 @@ export function attentionForward(
             j0 = (last + 1) & ~1;
             sum = wasm.attnExpRow(row, j0, es, max);
           }
-          for (let j = j0; j <= last; j++) {
-            // fastExp(y) inlined (y <= 0 here)
-            const y = s[row + j] * es - max;
-            let e = 0;
-            if (y >= -745.2) {
-              const kf = (y * LOG2E + MAGIC) - MAGIC;
-              const r = (y - kf * LN2_HI) - kf * LN2_LO;
-              e = (1 +
-                r * (1 +
-                    r * (0.5 +
-                        r * (0.16666666666666666 +
-                            r * (0.041666666666666664 +
-                                r * (0.008333333333333333 +
-                                    r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
-                POW2[(kf | 0) + 1075];
-            } else if (y !== y) e = y;
-            s[row + j] = e;
-            sum += e;
-          }
+          sum = attnExpRange(s, row + j0, row + last, es, max, sum); // y <= 0 here
           // Normalise the (R, HS) output rows instead of the (R, nk) probabilities.
           rowScale[r] = 1 / sum;
           for (let j = last + 1; j < nk; j++) s[row + j] = 0;
@@ -188,6 +210,10 @@ export function attentionBackward(
   const ldq = NH * HS, ldk = NKV * HS;
   const seg = d.seg ?? null;
   const variant = (d.window ?? 0) > 0 || (d.softcap ?? 0) > 0;
+  // With p and dp in this thread's wasm memory (attnBackwardScratch), the even head of each
+  // row's recompute runs in wasm SIMD (bitwise the loop below); the loop does the rest.
+  const simd = simdKernels();
+  const wasm = simd !== null && simd.holds(p) && simd.holds(dp) ? simd : null;
   for (let u = u0; u < u1; u++) {
     const b = (u / NKV) | 0, kvh = u % NKV;
     const kOff = b * T * ldk + kvh * HS;
@@ -217,25 +243,13 @@ export function attentionBackward(
             continue;
           }
           if (seg !== null) maskRow(p, row, seg, b * T, last, last); // P = 0 off the segment
-          for (let j = 0; j <= last; j++) {
-            // fastExp(y) inlined (y <= ~0: l is the row's log-sum-exp)
-            const y = p[row + j] * scale - l;
-            let pr = 0;
-            if (y >= -745.2) {
-              const kf = (y * LOG2E + MAGIC) - MAGIC;
-              const r = (y - kf * LN2_HI) - kf * LN2_LO;
-              pr = (1 +
-                r * (1 +
-                    r * (0.5 +
-                        r * (0.16666666666666666 +
-                            r * (0.041666666666666664 +
-                                r * (0.008333333333333333 +
-                                    r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
-                POW2[(kf | 0) + 1075];
-            } else if (y !== y) pr = y;
-            p[row + j] = pr;
-            dp[row + j] = pr * (dp[row + j] - D) * scale;
+          let j0 = 0;
+          if (wasm !== null) {
+            j0 = (last + 1) & ~1;
+            wasm.attnBwdRow(p, dp, row, j0, scale, l, D);
           }
+          // y <= ~0: l is the row's log-sum-exp
+          attnExpRange(p, row + j0, row + last, scale, l, 0, dp, D);
           for (let j = last + 1; j < nk; j++) {
             p[row + j] = 0;
             dp[row + j] = 0;

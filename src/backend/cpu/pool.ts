@@ -93,8 +93,10 @@ export function runJob(job: PoolJob, scratch: Scratch, gemm: (m: "blas" | "ts") 
     attentionForward(gemm(job.matmul), a.out, a.lse, a.q, a.k, a.v, d, s, job.u0, job.u1);
   } else if (job.kind === "attentionBackward") {
     const { a, d } = job;
-    const p = scratch.get(SLOT_ATT_P, Math.min(d.T, ATT_ROWS) * d.T);
-    const dp = scratch.get(SLOT_ATT_DP, Math.min(d.T, ATT_ROWS) * d.T);
+    const n = Math.min(d.T, ATT_ROWS) * d.T;
+    // P and dP in wasm memory when the SIMD kernels run (attention.ts recomputes them there)
+    const [p, dp] = simdKernels()?.attnBackwardScratch(n) ??
+      [scratch.get(SLOT_ATT_P, n), scratch.get(SLOT_ATT_DP, n)];
     const g = gemm(job.matmul);
     attentionBackward(
       g,

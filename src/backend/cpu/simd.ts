@@ -1,7 +1,8 @@
 /**
  * CPU kernels in WebAssembly SIMD (wasm/kernels.ll, two float64 lanes at a time): the
  * cross-entropy row (its maxima, exp(x - max) with its float64 sum, the scale by
- * gradScale / sum) and SwiGLU forward and backward. They repeat the scalar loops of layers.ts operation for
+ * gradScale / sum), SwiGLU forward and backward, and attention's softmax exps (forward) and
+ * P / dS recompute (backward) on score blocks that live in the wasm memory. They repeat the scalar loops of layers.ts operation for
  * operation, so results are bitwise the same. Operands are copied into this thread's own
  * wasm memory and results back (a row or a chunk at a time), which costs little against
  * the exps. `TUNE_CPU_SIMD=0` (or a runtime without wasm SIMD) keeps the scalar loops.
@@ -50,6 +51,15 @@ export const ATTN_TABLE_BYTES = (ATTN_TABLE.length + 2) * 16;
 const SWIGLU_TABLE_AT = 5 * CHUNK * 4;
 type Max2 = (p: number, n: number, out: number) => void;
 type AttnRow = (p: number, n: number, scale: number, max: number, k: number) => number;
+type AttnBwd = (
+  p: number,
+  dp: number,
+  n: number,
+  scale: number,
+  l: number,
+  D: number,
+  k: number,
+) => void;
 type SwF = (out: number, gate: number, up: number, n: number, k: number) => void;
 type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number, k: number) => void;
 
@@ -64,6 +74,7 @@ export class SimdKernels {
   #swf: SwF;
   #swb: SwB;
   #attnRow: AttnRow;
+  #attnBwd: AttnBwd;
   #attnTable = 0;
 
   constructor(module: WebAssembly.Module) {
@@ -77,6 +88,7 @@ export class SimdKernels {
     this.#swf = x.swiglu_forward as SwF;
     this.#swb = x.swiglu_backward as SwB;
     this.#attnRow = x.attn_exp_row as AttnRow;
+    this.#attnBwd = x.attn_bwd_row as AttnBwd;
     this.#view = new Float32Array(this.#mem.buffer);
     this.#f64 = new Float64Array(this.#mem.buffer);
   }
@@ -125,7 +137,23 @@ export class SimdKernels {
    * any method here (the memory may grow).
    */
   attnScratch(n: number): Float32Array {
-    const at = ((n * 4 + 15) >> 4) << 4; // byte offset of ATTN_TABLE
+    this.#attnLayout(n);
+    return this.#view.subarray(0, n);
+  }
+
+  /**
+   * Two Float32Arrays of n elements each in this thread's wasm memory for the backward's P and
+   * dP blocks (`attnBwdRow` works on them in place); valid as `attnScratch`'s.
+   */
+  attnBackwardScratch(n: number): [Float32Array, Float32Array] {
+    const at = (n + 3) & ~3; // dP's float index, 16-byte aligned
+    this.#attnLayout(at + n);
+    return [this.#view.subarray(0, n), this.#view.subarray(at, at + n)];
+  }
+
+  /** Grow the memory to hold `floats` floats of scratch, then ATTN_TABLE after them. */
+  #attnLayout(floats: number): void {
+    const at = ((floats * 4 + 15) >> 4) << 4; // byte offset of ATTN_TABLE
     if (at + ATTN_TABLE_BYTES > this.#mem.buffer.byteLength) {
       this.#mem.grow(Math.ceil((at + ATTN_TABLE_BYTES - this.#mem.buffer.byteLength) / PAGE));
       this.#view = new Float32Array(this.#mem.buffer);
@@ -133,7 +161,6 @@ export class SimdKernels {
     }
     writeAttnTable(this.#mem.buffer, at);
     this.#attnTable = at;
-    return this.#view.subarray(0, n);
   }
 
   /** True when `a` lives in this thread's wasm memory (an `attnScratch` view). */
@@ -147,6 +174,24 @@ export class SimdKernels {
    */
   attnExpRow(off: number, n: number, scale: number, max: number): number {
     return this.#attnRow(off * 4, n, scale, max, this.#attnTable);
+  }
+
+  /**
+   * One backward row as attention.ts attentionBackward computes it, on elements [off, off + n)
+   * (n even) of `p` and `dp` (both `attnBackwardScratch` views): P = exp(p * scale - l),
+   * p = P, dp = P * (dp - D) * scale (fp32 stores of the float64 values).
+   */
+  attnBwdRow(
+    p: Float32Array,
+    dp: Float32Array,
+    off: number,
+    n: number,
+    scale: number,
+    l: number,
+    D: number,
+  ): void {
+    const o = off * 4;
+    this.#attnBwd(p.byteOffset + o, dp.byteOffset + o, n, scale, l, D, this.#attnTable);
   }
 
   /** Write SWIGLU_TABLE (each constant in both lanes) where the SwiGLU kernels read it. */

@@ -15,6 +15,7 @@ const EXPORTS = [
   "gemv_rows",
   "gemv_cols",
   "attn_decode",
+  "attn_bwd_row",
 ];
 
 const dir = new URL(".", import.meta.url).pathname;

@@ -319,62 +319,17 @@ done:
   ret void
 }
 
-; Attention softmax row (attention.ts attentionForward): p[i] = fp32(exp(fp64(p[i]) * scale -
-; max)) for i < n (n even), returning the float64 sum of the exps (before rounding) added in
-; index order. exp as the TypeScript loop there: k = round(y log2 e) by the 1.5 * 2^52 trick,
+; e^y for two float64 lanes as attention.ts attnExpRange: k = round(y log2 e) by the 1.5 * 2^52 trick,
 ; Cody-Waite r, the degree-7 Taylor polynomial in Horner's scheme, times 2^k (POW2[k + 1075]);
 ; y below -745.2 gives 0 and NaN stays NaN. 2^k is applied as two exact powers of two,
 ; 2^floor(k/2) then 2^(k - floor(k/2)): the first product is exact (normal), the second rounds
 ; once, so subnormal results round exactly as the single product by a subnormal 2^k does
-; (k = -1075, where POW2 holds 0, gives 0). Constants: the table %k (simd.ts ATTN_TABLE).
-define double @attn_exp_row(float* %p, i32 %n, double %scale, double %max, <2 x double>* %k) #0 {
-entry:
-  %sc0 = insertelement <2 x double> undef, double %scale, i32 0
-  %sc = shufflevector <2 x double> %sc0, <2 x double> undef, <2 x i32> zeroinitializer
-  %mx0 = insertelement <2 x double> undef, double %max, i32 0
-  %mx = shufflevector <2 x double> %mx0, <2 x double> undef, <2 x i32> zeroinitializer
-  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
-  %cLog2e = load volatile <2 x double>, <2 x double>* %k0, align 16
-  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
-  %cMagic = load volatile <2 x double>, <2 x double>* %k1, align 16
-  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
-  %cLn2Hi = load volatile <2 x double>, <2 x double>* %k2, align 16
-  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
-  %cLn2Lo = load volatile <2 x double>, <2 x double>* %k3, align 16
-  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
-  %cOne = load volatile <2 x double>, <2 x double>* %k4, align 16
-  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
-  %c3 = load volatile <2 x double>, <2 x double>* %k5, align 16
-  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
-  %cHalf = load volatile <2 x double>, <2 x double>* %k6, align 16
-  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
-  %c4 = load volatile <2 x double>, <2 x double>* %k7, align 16
-  %k8 = getelementptr <2 x double>, <2 x double>* %k, i32 8
-  %c5 = load volatile <2 x double>, <2 x double>* %k8, align 16
-  %k9 = getelementptr <2 x double>, <2 x double>* %k, i32 9
-  %c6 = load volatile <2 x double>, <2 x double>* %k9, align 16
-  %k10 = getelementptr <2 x double>, <2 x double>* %k, i32 10
-  %c7 = load volatile <2 x double>, <2 x double>* %k10, align 16
-  %k11 = getelementptr <2 x double>, <2 x double>* %k, i32 11
-  %cLimit = load volatile <2 x double>, <2 x double>* %k11, align 16
-  %k12 = getelementptr <2 x double>, <2 x double>* %k, i32 12
-  %cBias = load volatile <2 x double>, <2 x double>* %k12, align 16
-  %k13 = getelementptr <2 x double>, <2 x double>* %k, i32 13
-  %cKmin = load volatile <2 x double>, <2 x double>* %k13, align 16
+; (k = -1075, where POW2 holds 0, gives 0). For y <= 709 (every caller's y is at most about
+; 0). The constants are the callers' table (simd.ts ATTN_TABLE), loaded before their loops.
+define internal <2 x double> @attn_exp2(<2 x double> %y, <2 x double> %cLog2e, <2 x double> %cMagic, <2 x double> %cLn2Hi, <2 x double> %cLn2Lo, <2 x double> %cOne, <2 x double> %c3, <2 x double> %cHalf, <2 x double> %c4, <2 x double> %c5, <2 x double> %c6, <2 x double> %c7, <2 x double> %cLimit, <2 x double> %cBias, <2 x double> %cKmin) #1 {
   %magicBits = bitcast <2 x double> %cMagic to <2 x i64>
   %bias = bitcast <2 x double> %cBias to <2 x i64>
   %kmin = bitcast <2 x double> %cKmin to <2 x i64>
-  %c = icmp sgt i32 %n, 0
-  br i1 %c, label %loop, label %done
-loop:
-  %i = phi i32 [0, %entry], [%i1, %loop]
-  %sum = phi double [0.0, %entry], [%sum2, %loop]
-  %q = getelementptr float, float* %p, i32 %i
-  %vq = bitcast float* %q to <2 x float>*
-  %x = load <2 x float>, <2 x float>* %vq, align 4
-  %xd = fpext <2 x float> %x to <2 x double>
-  %xs = fmul <2 x double> %xd, %sc
-  %y = fsub <2 x double> %xs, %mx
   %t0 = fmul <2 x double> %y, %cLog2e
   %t = fadd <2 x double> %t0, %cMagic
   %kf = fsub <2 x double> %t, %cMagic
@@ -418,6 +373,58 @@ loop:
   %isNan = fcmp uno <2 x double> %y, %y
   %low = select <2 x i1> %isNan, <2 x double> %y, <2 x double> zeroinitializer
   %e = select <2 x i1> %inRange, <2 x double> %e1, <2 x double> %low
+  ret <2 x double> %e
+}
+
+; Attention softmax row (attention.ts attentionForward): p[i] = fp32(exp(fp64(p[i]) * scale -
+; max)) for i < n (n even), returning the float64 sum of the exps (before rounding) added in
+; index order; exp as @attn_exp2. Constants: the table %k (simd.ts ATTN_TABLE).
+define double @attn_exp_row(float* %p, i32 %n, double %scale, double %max, <2 x double>* %k) #0 {
+entry:
+  %sc0 = insertelement <2 x double> undef, double %scale, i32 0
+  %sc = shufflevector <2 x double> %sc0, <2 x double> undef, <2 x i32> zeroinitializer
+  %mx0 = insertelement <2 x double> undef, double %max, i32 0
+  %mx = shufflevector <2 x double> %mx0, <2 x double> undef, <2 x i32> zeroinitializer
+  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
+  %cLog2e = load volatile <2 x double>, <2 x double>* %k0, align 16
+  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
+  %cMagic = load volatile <2 x double>, <2 x double>* %k1, align 16
+  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
+  %cLn2Hi = load volatile <2 x double>, <2 x double>* %k2, align 16
+  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
+  %cLn2Lo = load volatile <2 x double>, <2 x double>* %k3, align 16
+  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
+  %cOne = load volatile <2 x double>, <2 x double>* %k4, align 16
+  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
+  %c3 = load volatile <2 x double>, <2 x double>* %k5, align 16
+  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
+  %cHalf = load volatile <2 x double>, <2 x double>* %k6, align 16
+  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
+  %c4 = load volatile <2 x double>, <2 x double>* %k7, align 16
+  %k8 = getelementptr <2 x double>, <2 x double>* %k, i32 8
+  %c5 = load volatile <2 x double>, <2 x double>* %k8, align 16
+  %k9 = getelementptr <2 x double>, <2 x double>* %k, i32 9
+  %c6 = load volatile <2 x double>, <2 x double>* %k9, align 16
+  %k10 = getelementptr <2 x double>, <2 x double>* %k, i32 10
+  %c7 = load volatile <2 x double>, <2 x double>* %k10, align 16
+  %k11 = getelementptr <2 x double>, <2 x double>* %k, i32 11
+  %cLimit = load volatile <2 x double>, <2 x double>* %k11, align 16
+  %k12 = getelementptr <2 x double>, <2 x double>* %k, i32 12
+  %cBias = load volatile <2 x double>, <2 x double>* %k12, align 16
+  %k13 = getelementptr <2 x double>, <2 x double>* %k, i32 13
+  %cKmin = load volatile <2 x double>, <2 x double>* %k13, align 16
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %sum = phi double [0.0, %entry], [%sum2, %loop]
+  %q = getelementptr float, float* %p, i32 %i
+  %vq = bitcast float* %q to <2 x float>*
+  %x = load <2 x float>, <2 x float>* %vq, align 4
+  %xd = fpext <2 x float> %x to <2 x double>
+  %xs = fmul <2 x double> %xd, %sc
+  %y = fsub <2 x double> %xs, %mx
+  %e = call <2 x double> @attn_exp2(<2 x double> %y, <2 x double> %cLog2e, <2 x double> %cMagic, <2 x double> %cLn2Hi, <2 x double> %cLn2Lo, <2 x double> %cOne, <2 x double> %c3, <2 x double> %cHalf, <2 x double> %c4, <2 x double> %c5, <2 x double> %c6, <2 x double> %c7, <2 x double> %cLimit, <2 x double> %cBias, <2 x double> %cKmin)
   %ef = fptrunc <2 x double> %e to <2 x float>
   store <2 x float> %ef, <2 x float>* %vq, align 4
   %l0 = extractelement <2 x double> %e, i32 0
@@ -762,6 +769,74 @@ mdone:
   call void @scale_rows(float* %oh, i32 %hs, double %inv)
   %h1 = add i32 %h, 1
   br label %head
+done:
+  ret void
+}
+
+; Attention backward row (attention.ts attentionBackward): with P = exp(fp64(p[i]) * scale - l)
+; (as @attn_exp2; l the row's log-sum-exp), p[i] = fp32(P) and dp[i] = fp32((P * (fp64(dp[i]) -
+; D)) * scale) for i < n (n even). Constants: the table %k (simd.ts ATTN_TABLE).
+define void @attn_bwd_row(float* %p, float* %dp, i32 %n, double %scale, double %l, double %D, <2 x double>* %k) #0 {
+entry:
+  %sc0 = insertelement <2 x double> undef, double %scale, i32 0
+  %sc = shufflevector <2 x double> %sc0, <2 x double> undef, <2 x i32> zeroinitializer
+  %l0 = insertelement <2 x double> undef, double %l, i32 0
+  %lv = shufflevector <2 x double> %l0, <2 x double> undef, <2 x i32> zeroinitializer
+  %D0 = insertelement <2 x double> undef, double %D, i32 0
+  %Dv = shufflevector <2 x double> %D0, <2 x double> undef, <2 x i32> zeroinitializer
+  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
+  %cLog2e = load volatile <2 x double>, <2 x double>* %k0, align 16
+  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
+  %cMagic = load volatile <2 x double>, <2 x double>* %k1, align 16
+  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
+  %cLn2Hi = load volatile <2 x double>, <2 x double>* %k2, align 16
+  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
+  %cLn2Lo = load volatile <2 x double>, <2 x double>* %k3, align 16
+  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
+  %cOne = load volatile <2 x double>, <2 x double>* %k4, align 16
+  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
+  %c3 = load volatile <2 x double>, <2 x double>* %k5, align 16
+  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
+  %cHalf = load volatile <2 x double>, <2 x double>* %k6, align 16
+  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
+  %c4 = load volatile <2 x double>, <2 x double>* %k7, align 16
+  %k8 = getelementptr <2 x double>, <2 x double>* %k, i32 8
+  %c5 = load volatile <2 x double>, <2 x double>* %k8, align 16
+  %k9 = getelementptr <2 x double>, <2 x double>* %k, i32 9
+  %c6 = load volatile <2 x double>, <2 x double>* %k9, align 16
+  %k10 = getelementptr <2 x double>, <2 x double>* %k, i32 10
+  %c7 = load volatile <2 x double>, <2 x double>* %k10, align 16
+  %k11 = getelementptr <2 x double>, <2 x double>* %k, i32 11
+  %cLimit = load volatile <2 x double>, <2 x double>* %k11, align 16
+  %k12 = getelementptr <2 x double>, <2 x double>* %k, i32 12
+  %cBias = load volatile <2 x double>, <2 x double>* %k12, align 16
+  %k13 = getelementptr <2 x double>, <2 x double>* %k, i32 13
+  %cKmin = load volatile <2 x double>, <2 x double>* %k13, align 16
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %q = getelementptr float, float* %p, i32 %i
+  %vq = bitcast float* %q to <2 x float>*
+  %x = load <2 x float>, <2 x float>* %vq, align 4
+  %g = getelementptr float, float* %dp, i32 %i
+  %vg = bitcast float* %g to <2 x float>*
+  %dx = load <2 x float>, <2 x float>* %vg, align 4
+  %xd = fpext <2 x float> %x to <2 x double>
+  %xs = fmul <2 x double> %xd, %sc
+  %y = fsub <2 x double> %xs, %lv
+  %e = call <2 x double> @attn_exp2(<2 x double> %y, <2 x double> %cLog2e, <2 x double> %cMagic, <2 x double> %cLn2Hi, <2 x double> %cLn2Lo, <2 x double> %cOne, <2 x double> %c3, <2 x double> %cHalf, <2 x double> %c4, <2 x double> %c5, <2 x double> %c6, <2 x double> %c7, <2 x double> %cLimit, <2 x double> %cBias, <2 x double> %cKmin)
+  %ef = fptrunc <2 x double> %e to <2 x float>
+  store <2 x float> %ef, <2 x float>* %vq, align 4
+  %dd = fpext <2 x float> %dx to <2 x double>
+  %dm = fsub <2 x double> %dd, %Dv
+  %ds0 = fmul <2 x double> %e, %dm
+  %ds = fmul <2 x double> %ds0, %sc
+  %dsf = fptrunc <2 x double> %ds to <2 x float>
+  store <2 x float> %dsf, <2 x float>* %vg, align 4
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
 done:
   ret void
 }
