@@ -2,8 +2,9 @@
  * CPU kernels in WebAssembly SIMD (wasm/kernels.ll, two float64 lanes at a time): the
  * cross-entropy row (its maxima, exp(x - max) with its float64 sum, the scale by
  * gradScale / sum), SwiGLU forward and backward, and attention's softmax exps (forward) and
- * P / dS recompute (backward) on score blocks that live in the wasm memory. They repeat the scalar loops of layers.ts operation for
- * operation, so results are bitwise the same. Operands are copied into this thread's own
+ * P / dS recompute (backward) on score blocks that live in the wasm memory. They repeat the
+ * scalar loops of layers.ts and attention.ts operation for operation, so results are bitwise
+ * the same. Operands are copied into this thread's own
  * wasm memory and results back (a row or a chunk at a time), which costs little against
  * the exps. `TUNE_CPU_SIMD=0` (or a runtime without wasm SIMD) keeps the scalar loops.
  */
