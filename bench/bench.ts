@@ -18,6 +18,7 @@
  * Env: TUNE_BENCH_PYTHON (default /usr/bin/python3), OPENBLAS_NUM_THREADS (default 2).
  */
 import { parseArgs } from "node:util";
+import { openBlas } from "../ffi/openblas.ts";
 import {
   aidreamsFiles,
   batchedGenerateRunner,
@@ -36,6 +37,10 @@ import {
 } from "./tune_bench.ts";
 
 const HERE = new URL(".", import.meta.url).pathname;
+// Open OpenBLAS before any PyTorch subprocess starts: it may set OPENBLAS_CORETYPE (see
+// ffi/openblas.ts), and PyTorch, linked to the same library, inherits it and so runs the
+// same kernels as tune.
+openBlas();
 const THREADS = 2;
 
 interface Row {

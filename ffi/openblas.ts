@@ -206,6 +206,7 @@ function tryOpen(path: string): OpenBlas | null {
  */
 export function openBlas(): OpenBlas | null {
   if (cached !== undefined) return cached;
+  hintAvx512CoreType();
   const override = readEnv("TUNE_OPENBLAS_PATH");
   if (override) {
     const blas = tryOpen(override);
@@ -227,6 +228,37 @@ export function openBlas(): OpenBlas | null {
     }
   }
   return cached;
+}
+
+/** The AVX-512 subsets OpenBLAS's SkylakeX kernels use. */
+const AVX512_FLAGS = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"];
+
+/**
+ * OpenBLAS picks its kernels at load from the CPU it recognises: 0.3.21 (Debian 12's)
+ * predates AMD Zen 4, which has AVX-512, and falls back to its AVX2 `Haswell` kernels there
+ * (about 100 GFLOP/s a core for sgemm against 177 with `SkylakeX` on the 2-core EPYC of
+ * docs/benchmarks.md). On an AMD CPU with the AVX-512 subsets those kernels use, and with
+ * `OPENBLAS_CORETYPE` unset, this sets it to `SkylakeX` before the library loads (a
+ * DYNAMIC_ARCH build reads it then; others ignore it). Intel CPUs with AVX-512 are already
+ * recognised. The products' values change within float rounding (another kernel's
+ * summation order), as they do between machines; `OPENBLAS_CORETYPE=Haswell` keeps the old.
+ */
+function hintAvx512CoreType(): void {
+  if (readEnv("OPENBLAS_CORETYPE") !== undefined) return;
+  let cpuinfo: string;
+  try {
+    cpuinfo = Deno.readTextFileSync("/proc/cpuinfo");
+  } catch {
+    return; // not Linux, or no --allow-read
+  }
+  const amd = /^vendor_id\s*:\s*AuthenticAMD$/m.test(cpuinfo);
+  const flags = new Set(cpuinfo.match(/^flags\s*:(.*)$/m)?.[1].trim().split(/\s+/) ?? []);
+  if (!amd || !AVX512_FLAGS.every((f) => flags.has(f))) return;
+  try {
+    Deno.env.set("OPENBLAS_CORETYPE", "SkylakeX");
+  } catch {
+    // no --allow-env: OpenBLAS keeps its own choice
+  }
 }
 
 /** The library names and paths tried, in order, when `TUNE_OPENBLAS_PATH` is unset. */
