@@ -45,6 +45,8 @@ import * as loss from "./loss.ts";
 import * as adapters from "./adapters.ts";
 import * as optimizer from "./optimizer.ts";
 import * as nf4 from "./nf4.ts";
+import type { ActivationOffloader } from "../offload.ts";
+import { CudaOffloader } from "./offload.ts";
 
 /** Options of createCudaBackend. */
 export interface CudaBackendOptions extends CudaContextOptions {
@@ -193,6 +195,11 @@ export class CudaBackend implements Backend {
     this.sync();
     this.printEnvProfile();
     this.ctx.release();
+  }
+
+  /** Activation offloading (src/backend/offload.ts): a side stream, events, pinned host memory. */
+  activationOffloader(): ActivationOffloader {
+    return new CudaOffloader(this.ctx);
   }
 
   // Every op and the CUDA-only extras of LAYER_FNS: the layer function on this context.
