@@ -24,6 +24,7 @@
  *   loss.ts          crossEntropy, distillCrossEntropy                 layers.cu, distill.cu
  *   adapters.ts      doraNorm, scaleColumns, doraMagnitudeBackward          dora.cu
  *   optimizer.ts     adamw                                   elementwise.cu, cpu/adamw.ts
+ *   offload.ts       activationOffloader (side stream, pinned host memory; ../offload.ts)
  *
  * A new op: its launcher goes in its layer's file (a new file for a new layer), its kernel
  * in kernels/<layer>.cu with its argument kinds in kernels.ts, and one entry in LAYER_FNS
