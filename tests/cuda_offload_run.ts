@@ -8,6 +8,7 @@
  * Prints one line per check with the memory figures; exits non-zero on the first failure.
  */
 import assert from "node:assert/strict";
+import { fakeHooks } from "./_fake_driver.ts";
 import type { DeviceBuffer } from "../src/backend/ops.ts";
 import type { LlamaConfig } from "../src/models/llama/config.ts";
 import type { LoraConfig } from "../src/models/model_spec.ts";
@@ -19,19 +20,8 @@ for (const v of ["TUNE_LIBCUDA", "TUNE_LIBCUBLASLT", "TUNE_LIBNCCL"]) Deno.env.s
 const { createCudaBackend } = await import("../src/backend/cuda/backend.ts");
 const { createLlama, crossEntropyHead } = await import("../src/models/llama/model.ts");
 
-const fake = Deno.dlopen(libPath, {
-  fake_violations: { parameters: ["buffer", "i32"], result: "i32" },
-  fake_reset: { parameters: [], result: "void" },
-  fake_races: { parameters: [], result: "i64" },
-  fake_host_bytes_live: { parameters: [], result: "i64" },
-  fake_stream_waits: { parameters: [], result: "i64" },
-}).symbols;
-
-function violations(): string {
-  const buf = new Uint8Array(8192);
-  const n = fake.fake_violations(buf, buf.length);
-  return n === 0 ? "" : new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
-}
+const fake = fakeHooks(libPath);
+const violations = fake.violations;
 
 async function ok(name: string, fn: () => void | Promise<void>): Promise<void> {
   fake.fake_reset();
