@@ -68,6 +68,10 @@ export class CudaOffloader implements ActivationOffloader {
     );
     const ptr = handleOf(this.#slot);
     const view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr!, bytes));
+    // the copies must land in the page-locked memory itself, not in a copy of it
+    if (Deno.UnsafePointer.value(Deno.UnsafePointer.of(view)) !== Deno.UnsafePointer.value(ptr)) {
+      throw new Error("getArrayBuffer did not view the page-locked memory in place");
+    }
     const h = new PinnedBuffer(ptr, bytes, view);
     this.#hosts.push(h);
     this.hostBytes += bytes;
