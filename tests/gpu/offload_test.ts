@@ -91,7 +91,7 @@ export async function offloadChecks(): Promise<void> {
   for (const checkpointing of [false, true]) {
     check(`activation offloading (LoRA, ckpt ${checkpointing ? "on" : "off"})`, () => {
       const a = run(checkpointing, false), b = run(checkpointing, true);
-      const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+      const mib = (n: number) => `${n} B (${(n / 2 ** 20).toFixed(1)} MiB)`;
       console.log(
         `info  offload L=${config.nLayers} C=${config.dim} B=${B} T=${T} ckpt=${checkpointing}: device bytes in use ${
           mib(a.inUse)
