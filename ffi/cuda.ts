@@ -26,6 +26,8 @@ export const CUDA_SYMBOLS = {
   cuMemGetInfo_v2: { parameters: ["buffer", "buffer"], result: "i32" }, // (size_t* free, size_t* total)
   cuMemAlloc_v2: { parameters: ["buffer", "usize"], result: "i32" }, // (CUdeviceptr*, size_t)
   cuMemFree_v2: { parameters: ["u64"], result: "i32" }, // (CUdeviceptr)
+  cuMemAllocHost_v2: { parameters: ["buffer", "usize"], result: "i32" }, // (void** pp, size_t) page-locked
+  cuMemFreeHost: { parameters: ["pointer"], result: "i32" }, // (void* p)
   cuMemcpyHtoD_v2: { parameters: ["u64", "buffer", "usize"], result: "i32" }, // (dst, const void*, size_t)
   cuMemcpyDtoH_v2: { parameters: ["buffer", "u64", "usize"], result: "i32" }, // (void*, src, size_t)
   cuMemcpyHtoDAsync_v2: { parameters: ["u64", "buffer", "usize", "pointer"], result: "i32" }, // (+ CUstream)
@@ -38,6 +40,7 @@ export const CUDA_SYMBOLS = {
   cuStreamCreate: { parameters: ["buffer", "u32"], result: "i32" }, // (CUstream*, unsigned flags)
   cuStreamDestroy_v2: { parameters: ["pointer"], result: "i32" },
   cuStreamSynchronize: { parameters: ["pointer"], result: "i32" },
+  cuStreamWaitEvent: { parameters: ["pointer", "pointer", "u32"], result: "i32" }, // (CUstream, CUevent, unsigned flags = 0)
   cuEventCreate: { parameters: ["buffer", "u32"], result: "i32" }, // (CUevent*, unsigned flags)
   cuEventDestroy_v2: { parameters: ["pointer"], result: "i32" },
   cuEventRecord: { parameters: ["pointer", "pointer"], result: "i32" }, // (CUevent, CUstream)
@@ -91,6 +94,12 @@ export const CU_JIT = {
   ERROR_LOG_BUFFER_SIZE_BYTES: 6,
   OPTIMIZATION_LEVEL: 7,
 } as const;
+
+/** `cuStreamCreate` flags (cuda.h CUstream_flags): no implicit ordering with the legacy stream. */
+export const CU_STREAM_NON_BLOCKING = 0x1;
+
+/** `cuEventCreate` flags (cuda.h CUevent_flags): an ordering-only event, no timestamps. */
+export const CU_EVENT_DISABLE_TIMING = 0x2;
 
 /** `CUdevice_attribute` values we read (cuda.h). */
 export const CU_DEVICE_ATTRIBUTE = {

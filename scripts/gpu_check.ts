@@ -4,7 +4,8 @@
  * size 1, matmul/attention/cross-entropy against PyTorch on the same GPU (when python3 has
  * torch), timings (information only), then the tiny Llama: one training step (full and
  * LoRA) on both backends, 10 AdamW steps against the PyTorch fixture, and the aidreams260K
- * mean cross-entropy and greedy generation against reference.jsonl. One line per check
+ * mean cross-entropy and greedy generation against reference.jsonl; last, activation
+ * offloading off and on (bitwise, with the device memory each way). One line per check
  * with its worst error and PASS/FAIL; exit code 1 if anything fails. One failing check
  * does not stop the others (a CUDA error that poisons the context fails the rest).
  *
@@ -40,6 +41,7 @@ import {
 } from "../tests/gpu/_harness.ts";
 import { adapterChecks } from "../tests/gpu/adapters_test.ts";
 import { nf4Checks } from "../tests/gpu/nf4_test.ts";
+import { offloadChecks } from "../tests/gpu/offload_test.ts";
 import {
   attentionChecks,
   flashAttentionChecks,
@@ -170,6 +172,8 @@ async function main(): Promise<number> {
   torchChecks();
   timings(gpu);
   if (withModel) await modelChecks();
+  // activation offloading: bitwise off vs on, and the device memory each way for the record
+  if (withModel) await offloadChecks();
 
   const failed = results.filter((r) => !r.ok);
   console.log(

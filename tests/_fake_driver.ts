@@ -26,3 +26,22 @@ export function buildFakeDriver(dir: string): string {
   assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
   return lib;
 }
+
+/** The fake driver's test hooks (counters, the violations it saw) from the library at `lib`. */
+export function fakeHooks(lib: string) {
+  const fake = Deno.dlopen(lib, {
+    fake_launch_count: { parameters: [], result: "i64" },
+    fake_violations: { parameters: ["buffer", "i32"], result: "i32" },
+    fake_reset: { parameters: [], result: "void" },
+    fake_races: { parameters: [], result: "i64" },
+    fake_host_bytes_live: { parameters: [], result: "i64" },
+    fake_stream_waits: { parameters: [], result: "i64" },
+  }).symbols;
+  /** What the fake saw since the last reset ("" when nothing). */
+  const violations = (): string => {
+    const buf = new Uint8Array(8192);
+    const n = fake.fake_violations(buf, buf.length);
+    return n === 0 ? "" : new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
+  };
+  return { ...fake, violations };
+}

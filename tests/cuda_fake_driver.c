@@ -6,6 +6,12 @@
 // (column-major, transposes, strided batches, f32/bf16), so the backend's row-major to
 // column-major GEMM mapping is checked against the CPU backend.
 //
+// Streams and events run eagerly (every call completes before it returns), which is one legal
+// schedule; the ordering the real driver guarantees is checked instead: a vector-clock race
+// detector (see "stream ordering" below) reports as a violation any access to an allocation
+// (device memory, or pinned host memory from cuMemAllocHost) that another stream made without
+// an event, a stream synchronization or the legacy stream's implicit ordering between them.
+//
 // Build: gcc -shared -fPIC -O2 -o libfakecuda.so tests/cuda_fake_driver.c
 #include <stdarg.h>
 #include <stdint.h>
@@ -28,8 +34,14 @@ int emu_run(const char* name, const unsigned char* args, unsigned gx, unsigned g
 // ---- bookkeeping ------------------------------------------------------------------------
 
 #define MAX_ALLOCS 65536
+// Agents of the race detector: 0 the host, 1 the legacy stream, 2.. the created streams.
+#define MAX_AGENTS 32
 static struct {
   uint64_t start, end;
+  int host;                  // 1: pinned host memory (cuMemAllocHost), never a kernel argument
+  int w;                     // agent of the last write, -1 for none
+  uint32_t cw;               // its clock
+  uint32_t rd[MAX_AGENTS];   // clock of each agent's last read since that write (0: none)
 } allocs[MAX_ALLOCS];
 static int n_allocs = 0;
 static char violations[8192];
@@ -50,10 +62,98 @@ static void violation(const char* fmt, ...) {
 
 static int inside_alloc(uint64_t p) {
   for (int i = 0; i < n_allocs; i++) {
-    if (p >= allocs[i].start && p < allocs[i].end) return 1;
+    if (!allocs[i].host && p >= allocs[i].start && p < allocs[i].end) return 1;
   }
   return 0;
 }
+
+static int new_alloc(uint64_t start, size_t n, int host) {
+  if (n_allocs == MAX_ALLOCS) return 0;
+  memset(&allocs[n_allocs], 0, sizeof(allocs[0]));
+  allocs[n_allocs].start = start;
+  allocs[n_allocs].end = start + n;
+  allocs[n_allocs].host = host;
+  allocs[n_allocs].w = -1;
+  n_allocs++;
+  return 1;
+}
+
+static int drop_alloc(uint64_t p, int host) {
+  for (int i = 0; i < n_allocs; i++) {
+    if (allocs[i].start == p && allocs[i].host == host) {
+      allocs[i] = allocs[--n_allocs];
+      return 1;
+    }
+  }
+  return 0;
+}
+
+// ---- stream ordering: a vector-clock race detector ---------------------------------------
+// vc[a][b] is the last clock of agent b whose work agent a is ordered after. Work issued by
+// the host to a stream is ordered after what the host has waited for; the legacy stream is
+// ordered after the blocking streams' earlier work and they after its (cuStreamCreate flags
+// 0); a CU_STREAM_NON_BLOCKING (1) stream only through events and synchronization.
+
+static uint32_t vc[MAX_AGENTS][MAX_AGENTS];
+static int agent_used[MAX_AGENTS] = {1, 1};
+static int agent_blocking[MAX_AGENTS] = {0, 1};
+static long races = 0;
+
+typedef struct {
+  int agent;
+} FakeStream;
+typedef struct {
+  uint32_t vc[MAX_AGENTS];
+  int recorded;
+} FakeEvent;
+
+static void merge(uint32_t* into, const uint32_t* from) {
+  for (int i = 0; i < MAX_AGENTS; i++) if (from[i] > into[i]) into[i] = from[i];
+}
+static int agent_of(void* stream) { return stream ? ((FakeStream*)stream)->agent : 1; }
+
+// Agent `a` starts one operation issued by the host now; returns a.
+static int issue(int a) {
+  merge(vc[a], vc[0]);
+  if (a == 1) {
+    for (int b = 2; b < MAX_AGENTS; b++) if (agent_used[b] && agent_blocking[b]) merge(vc[1], vc[b]);
+  } else if (agent_blocking[a]) {
+    merge(vc[a], vc[1]);
+  }
+  vc[a][a]++;
+  return a;
+}
+// The host waits for everything agent `a` has been given.
+static void host_waits(int a) { merge(vc[0], vc[a]); }
+
+// Agent `a` reads or writes the allocation holding p (untracked memory is ignored).
+static void access_mem(const char* call, uint64_t p, int a, int write) {
+  for (int i = 0; i < n_allocs; i++) {
+    if (p < allocs[i].start || p >= allocs[i].end) continue;
+    int w = allocs[i].w;
+    if (w >= 0 && w != a && allocs[i].cw > vc[a][w]) {
+      races++;
+      violation("%s: race: agent %d %s memory at %lx written by agent %d without ordering",
+                call, a, write ? "writes" : "reads", (unsigned long)p, w);
+    }
+    if (write) {
+      for (int b = 0; b < MAX_AGENTS; b++) {
+        if (b != a && allocs[i].rd[b] > vc[a][b]) {
+          races++;
+          violation("%s: race: agent %d writes memory at %lx read by agent %d without ordering",
+                    call, a, (unsigned long)p, b);
+        }
+      }
+      memset(allocs[i].rd, 0, sizeof(allocs[i].rd));
+      allocs[i].w = a;
+      allocs[i].cw = vc[a][a];
+    } else {
+      allocs[i].rd[a] = vc[a][a];
+    }
+    return;
+  }
+}
+long fake_races(void) { return races; }
 
 // Test hooks.
 long fake_launch_count(void) { return launches; }
@@ -65,6 +165,7 @@ void fake_reset(void) {
   violations[0] = 0;
   n_violations = 0;
   launches = 0;
+  races = 0;
 }
 
 // ---- driver: device, context ---------------------------------------------------------
@@ -85,7 +186,10 @@ CUresult cuDeviceGetAttribute(int* v, int attr, int dev) {
 CUresult cuDevicePrimaryCtxRetain(void** ctx, int dev) { *ctx = (void*)0x1000; return 0; }
 CUresult cuDevicePrimaryCtxRelease_v2(int dev) { return 0; }
 CUresult cuCtxSetCurrent(void* ctx) { return ctx == (void*)0x1000 ? 0 : 201; }
-CUresult cuCtxSynchronize(void) { return 0; }
+CUresult cuCtxSynchronize(void) {
+  for (int a = 1; a < MAX_AGENTS; a++) if (agent_used[a]) host_waits(a);
+  return 0;
+}
 
 // ---- memory ----------------------------------------------------------------------------
 
@@ -93,22 +197,35 @@ CUresult cuMemGetInfo_v2(size_t* f, size_t* t) { *f = (size_t)70 << 30; *t = (si
 CUresult cuMemAlloc_v2(uint64_t* p, size_t n) {
   if (n == 0) return 1;
   void* m = aligned_alloc(256, (n + 255) / 256 * 256);
-  if (!m || n_allocs == MAX_ALLOCS) return 2;
-  allocs[n_allocs].start = (uint64_t)m;
-  allocs[n_allocs].end = (uint64_t)m + n;
-  n_allocs++;
+  if (!m) return 2;
+  if (!new_alloc((uint64_t)m, n, 0)) { free(m); return 2; }
   *p = (uint64_t)m;
   return 0;
 }
 CUresult cuMemFree_v2(uint64_t p) {
+  if (!drop_alloc(p, 0)) return 1;
+  free((void*)p);
+  return 0;
+}
+// Page-locked host memory: tracked by the race detector, refused as a kernel argument.
+static long host_live = 0;
+long fake_host_bytes_live(void) { return host_live; }
+CUresult cuMemAllocHost_v2(void** p, size_t n) {
+  if (n == 0) return 1;
+  void* m = aligned_alloc(256, (n + 255) / 256 * 256);
+  if (!m) return 2;
+  if (!new_alloc((uint64_t)m, n, 1)) { free(m); return 2; }
+  host_live += (long)n;
+  *p = m;
+  return 0;
+}
+CUresult cuMemFreeHost(void* p) {
   for (int i = 0; i < n_allocs; i++) {
-    if (allocs[i].start == p) {
-      allocs[i] = allocs[--n_allocs];
-      free((void*)p);
-      return 0;
-    }
+    if (allocs[i].start == (uint64_t)p && allocs[i].host) host_live -= (long)(allocs[i].end - allocs[i].start);
   }
-  return 1;
+  if (!drop_alloc((uint64_t)p, 1)) return 1;
+  free(p);
+  return 0;
 }
 static CUresult check_range(const char* call, uint64_t p, size_t n) {
   if (n == 0) return 0;
@@ -118,50 +235,120 @@ static CUresult check_range(const char* call, uint64_t p, size_t n) {
   }
   return 0;
 }
-CUresult cuMemcpyHtoD_v2(uint64_t d, const void* s, size_t n) {
-  if (check_range("cuMemcpyHtoD", d, n)) return 1;
+// The synchronous calls run on the legacy stream and return when it is done.
+static CUresult htod(const char* call, uint64_t d, const void* s, size_t n, int a) {
+  if (check_range(call, d, n)) return 1;
+  access_mem(call, (uint64_t)s, a, 0);
+  access_mem(call, d, a, 1);
   memcpy((void*)d, s, n);
   return 0;
 }
-CUresult cuMemcpyDtoH_v2(void* d, uint64_t s, size_t n) {
-  if (check_range("cuMemcpyDtoH", s, n)) return 1;
+static CUresult dtoh(const char* call, void* d, uint64_t s, size_t n, int a) {
+  if (check_range(call, s, n)) return 1;
+  access_mem(call, s, a, 0);
+  access_mem(call, (uint64_t)d, a, 1);
   memcpy(d, (void*)s, n);
   return 0;
 }
-CUresult cuMemcpyHtoDAsync_v2(uint64_t d, const void* s, size_t n, void* st) { return cuMemcpyHtoD_v2(d, s, n); }
-CUresult cuMemcpyDtoHAsync_v2(void* d, uint64_t s, size_t n, void* st) { return cuMemcpyDtoH_v2(d, s, n); }
+CUresult cuMemcpyHtoD_v2(uint64_t d, const void* s, size_t n) {
+  CUresult r = htod("cuMemcpyHtoD", d, s, n, issue(1));
+  host_waits(1);
+  return r;
+}
+CUresult cuMemcpyDtoH_v2(void* d, uint64_t s, size_t n) {
+  CUresult r = dtoh("cuMemcpyDtoH", d, s, n, issue(1));
+  host_waits(1);
+  return r;
+}
+CUresult cuMemcpyHtoDAsync_v2(uint64_t d, const void* s, size_t n, void* st) {
+  return htod("cuMemcpyHtoDAsync", d, s, n, issue(agent_of(st)));
+}
+CUresult cuMemcpyDtoHAsync_v2(void* d, uint64_t s, size_t n, void* st) {
+  return dtoh("cuMemcpyDtoHAsync", d, s, n, issue(agent_of(st)));
+}
 CUresult cuMemcpyDtoDAsync_v2(uint64_t d, uint64_t s, size_t n, void* st) {
   if (check_range("cuMemcpyDtoD dst", d, n) || check_range("cuMemcpyDtoD src", s, n)) return 1;
+  int a = issue(agent_of(st));
+  access_mem("cuMemcpyDtoD", s, a, 0);
+  access_mem("cuMemcpyDtoD", d, a, 1);
   memmove((void*)d, (void*)s, n);
   return 0;
 }
-CUresult cuMemsetD8_v2(uint64_t d, unsigned char v, size_t n) {
+static CUresult memset8(uint64_t d, unsigned char v, size_t n, int a) {
   if (check_range("cuMemsetD8", d, n)) return 1;
+  access_mem("cuMemsetD8", d, a, 1);
   memset((void*)d, v, n);
   return 0;
 }
-CUresult cuMemsetD32_v2(uint64_t d, unsigned v, size_t n) {
+static CUresult memset32(uint64_t d, unsigned v, size_t n, int a) {
   if (check_range("cuMemsetD32", d, n * 4)) return 1;
+  access_mem("cuMemsetD32", d, a, 1);
   for (size_t i = 0; i < n; i++) ((uint32_t*)d)[i] = v;
   return 0;
 }
-CUresult cuMemsetD8Async(uint64_t d, unsigned char v, size_t n, void* st) { return cuMemsetD8_v2(d, v, n); }
-CUresult cuMemsetD32Async(uint64_t d, unsigned v, size_t n, void* st) { return cuMemsetD32_v2(d, v, n); }
+CUresult cuMemsetD8_v2(uint64_t d, unsigned char v, size_t n) { return memset8(d, v, n, issue(1)); }
+CUresult cuMemsetD32_v2(uint64_t d, unsigned v, size_t n) { return memset32(d, v, n, issue(1)); }
+CUresult cuMemsetD8Async(uint64_t d, unsigned char v, size_t n, void* st) { return memset8(d, v, n, issue(agent_of(st))); }
+CUresult cuMemsetD32Async(uint64_t d, unsigned v, size_t n, void* st) { return memset32(d, v, n, issue(agent_of(st))); }
 
 // ---- streams, events -------------------------------------------------------------------
 
-CUresult cuStreamCreate(void** s, unsigned flags) { *s = malloc(8); return 0; }
-CUresult cuStreamDestroy_v2(void* s) { free(s); return 0; }
-CUresult cuStreamSynchronize(void* s) { return 0; }
+CUresult cuStreamCreate(void** s, unsigned flags) {
+  if (flags > 1) return 1;
+  int a = 2;
+  while (a < MAX_AGENTS && agent_used[a]) a++;
+  if (a == MAX_AGENTS) return 2;
+  // a reused agent keeps its clocks, so what others know of it stays true
+  agent_used[a] = 1;
+  agent_blocking[a] = flags == 0;
+  FakeStream* fs = (FakeStream*)malloc(sizeof(FakeStream));
+  fs->agent = a;
+  *s = fs;
+  return 0;
+}
+CUresult cuStreamDestroy_v2(void* s) {
+  if (!s) return 1;
+  host_waits(agent_of(s));
+  agent_used[agent_of(s)] = 0;
+  free(s);
+  return 0;
+}
+CUresult cuStreamSynchronize(void* s) {
+  host_waits(agent_of(s));
+  return 0;
+}
 // Counters for tests/cuda_profile_test.ts (events made, recorded, live).
-static long event_creates = 0, event_records = 0, events_live = 0;
+static long event_creates = 0, event_records = 0, events_live = 0, stream_waits = 0;
 long fake_event_creates(void) { return event_creates; }
 long fake_event_records(void) { return event_records; }
 long fake_events_live(void) { return events_live; }
-CUresult cuEventCreate(void** e, unsigned flags) { *e = malloc(8); event_creates++; events_live++; return 0; }
+long fake_stream_waits(void) { return stream_waits; }
+CUresult cuEventCreate(void** e, unsigned flags) {
+  *e = calloc(1, sizeof(FakeEvent));
+  event_creates++;
+  events_live++;
+  return 0;
+}
 CUresult cuEventDestroy_v2(void* e) { free(e); events_live--; return 0; }
-CUresult cuEventRecord(void* e, void* s) { event_records++; return 0; }
-CUresult cuEventSynchronize(void* e) { return 0; }
+// The event captures what the stream has been given so far.
+CUresult cuEventRecord(void* e, void* s) {
+  int a = issue(agent_of(s));
+  memcpy(((FakeEvent*)e)->vc, vc[a], sizeof(vc[a]));
+  ((FakeEvent*)e)->recorded = 1;
+  event_records++;
+  return 0;
+}
+CUresult cuEventSynchronize(void* e) {
+  merge(vc[0], ((FakeEvent*)e)->vc);
+  return 0;
+}
+// Work given to the stream from now on is ordered after the event's last record (flags 0).
+CUresult cuStreamWaitEvent(void* s, void* e, unsigned flags) {
+  if (flags != 0 || !e) return 1;
+  stream_waits++;
+  merge(vc[agent_of(s)], ((FakeEvent*)e)->vc);
+  return 0;
+}
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) { *ms = 1.5f; return 0; }
 
 // ---- modules, kernels ------------------------------------------------------------------
@@ -239,6 +426,7 @@ CUresult cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigne
     violation("%s: bad block of %u threads", f->name, bx * by * bz);
   }
   if (shared > 48 * 1024) violation("%s: %u bytes of dynamic shared memory", f->name, shared);
+  int a = issue(agent_of(stream));
   int off = 0;
   for (int i = 0; f->kinds[i]; i++) {
     int size = f->kinds[i] == 'p' ? 8 : 4;
@@ -247,6 +435,8 @@ CUresult cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigne
       uint64_t p;
       memcpy(&p, buf + off, 8);
       if (p != 0 && !inside_alloc(p)) violation("%s: pointer argument %d = %lx outside allocations", f->name, i, (unsigned long)p);
+      // what a kernel reads or writes is unknown here: every pointer counts as a write
+      if (p != 0) access_mem(f->name, p, a, 1);
     }
     off += size;
   }
@@ -412,6 +602,11 @@ int cublasLtMatmul(void* h, Desc* d, const float* alpha, uint64_t A, Layout* a, 
     violation("cublasLtMatmul: a matrix reaches outside its allocation (m=%lu n=%lu)", (unsigned long)m, (unsigned long)n);
     return 7;
   }
+  int ag = issue(agent_of(stream));
+  access_mem("cublasLtMatmul A", A, ag, 0);
+  access_mem("cublasLtMatmul B", B, ag, 0);
+  access_mem("cublasLtMatmul D", D, ag, 1);
+  access_mem("cublasLtMatmul workspace", ws, ag, 1);
   for (int bt = 0; bt < a->batch; bt++) {
     for (uint64_t i = 0; i < m; i++) {
       for (uint64_t j = 0; j < n; j++) {
@@ -459,24 +654,28 @@ const char* ncclGetErrorString(int r) { return r == 0 ? "no error" : "invalid ar
 static int nccl_elem(int type) {
   return type == 2 || type == 7 ? 4 : type == 6 || type == 9 ? 2 : 0;
 }
-static int nccl_copy(const char* call, uint64_t s, uint64_t r, size_t count, int type, void* comm) {
+static int nccl_copy(const char* call, uint64_t s, uint64_t r, size_t count, int type, void* comm,
+                     void* st) {
   int e = nccl_elem(type);
   if (e == 0 || comm != (void*)0x3000) return 4;
   if (check_range(call, s, count * e) || check_range(call, r, count * e)) return 4;
+  int a = issue(agent_of(st));
+  access_mem(call, s, a, 0);
+  access_mem(call, r, a, 1);
   memmove((void*)r, (void*)s, count * e);
   return 0;
 }
 int ncclAllReduce(uint64_t s, uint64_t r, size_t count, int type, int op, void* comm, void* st) {
-  return op == 0 || op == 4 ? nccl_copy("ncclAllReduce", s, r, count, type, comm) : 4;
+  return op == 0 || op == 4 ? nccl_copy("ncclAllReduce", s, r, count, type, comm, st) : 4;
 }
 int ncclReduceScatter(uint64_t s, uint64_t r, size_t count, int type, int op, void* comm, void* st) {
-  return op == 0 || op == 4 ? nccl_copy("ncclReduceScatter", s, r, count, type, comm) : 4;
+  return op == 0 || op == 4 ? nccl_copy("ncclReduceScatter", s, r, count, type, comm, st) : 4;
 }
 int ncclAllGather(uint64_t s, uint64_t r, size_t count, int type, void* comm, void* st) {
-  return nccl_copy("ncclAllGather", s, r, count, type, comm);
+  return nccl_copy("ncclAllGather", s, r, count, type, comm, st);
 }
 int ncclBroadcast(uint64_t s, uint64_t r, size_t count, int type, int root, void* comm, void* st) {
-  return root == 0 ? nccl_copy("ncclBroadcast", s, r, count, type, comm) : 4;
+  return root == 0 ? nccl_copy("ncclBroadcast", s, r, count, type, comm, st) : 4;
 }
 int ncclGroupStart(void) { return 0; }
 int ncclGroupEnd(void) { return 0; }

@@ -11,6 +11,7 @@
  * Kernels do not run here (that is scripts/gpu_check.ts on a GPU).
  */
 import assert from "node:assert/strict";
+import { fakeHooks } from "./_fake_driver.ts";
 import type { DeviceBuffer, DType } from "../src/backend/ops.ts";
 
 const libPath = Deno.args[0];
@@ -23,17 +24,8 @@ const { roundArrayBf16 } = await import("../src/backend/cpu/buffer.ts");
 const { CudaModule } = await import("../ffi/cuda.ts");
 const errors = await import("../src/errors.ts");
 
-const fake = Deno.dlopen(libPath, {
-  fake_launch_count: { parameters: [], result: "i64" },
-  fake_violations: { parameters: ["buffer", "i32"], result: "i32" },
-  fake_reset: { parameters: [], result: "void" },
-}).symbols;
-
-function violations(): string {
-  const buf = new Uint8Array(8192);
-  const n = fake.fake_violations(buf, buf.length);
-  return n === 0 ? "" : new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
-}
+const fake = fakeHooks(libPath);
+const violations = fake.violations;
 
 function ok(name: string, fn: () => void): void {
   fn();

@@ -1,10 +1,11 @@
 /**
- * torchtune's memory-saving recipe options: enable_activation_offloading (saved activations
- * copied to host memory between forward and backward, a CUDA technique: on the CPU the
- * activations already live in host memory) and fsdp_cpu_offload (sharded parameters,
- * gradients and optimizer state kept in host memory) are refused in one line when switched
- * on (never accepted and ignored); optimizer_in_bwd is implemented (src/training/optimizer_in_bwd.ts)
- * and checked here with torchtune's refusals.
+ * torchtune's memory-saving recipe options. enable_activation_offloading (saved activations
+ * copied to host memory between forward and backward, src/models/llama/activation_stash.ts)
+ * runs on CUDA and is refused in one line on the CPU, where the activations already live in
+ * host memory; fsdp_cpu_offload (sharded parameters, gradients and optimizer state kept in
+ * host memory) is refused in one line when switched on (never accepted and ignored);
+ * optimizer_in_bwd is implemented (src/training/optimizer_in_bwd.ts) and checked here with
+ * torchtune's refusals.
  */
 import { TuneError } from "../errors.ts";
 import { checkOptimizerInBwd, type InBackwardKeys } from "./optimizer_in_bwd.ts";
@@ -18,11 +19,9 @@ export interface MemoryOptions extends InBackwardKeys {
 
 /** Throw the one-line refusal of an option that is on (or of a combination torchtune refuses). */
 export function refuseUnimplementedMemoryOptions(cfg: MemoryOptions): void {
-  if (cfg.enable_activation_offloading) {
+  if (cfg.enable_activation_offloading && cfg.device !== "cuda") {
     throw new TuneError(
-      cfg.device === "cpu"
-        ? "enable_activation_offloading=True offloads GPU activations to host memory; on device=cpu they are already there, set it to False (enable_activation_checkpointing saves memory on the CPU)"
-        : "enable_activation_offloading=True is not implemented on CUDA yet; set it to False and use enable_activation_checkpointing",
+      "enable_activation_offloading=True offloads GPU activations to host memory; on device=cpu they are already there, set it to False (enable_activation_checkpointing saves memory on the CPU)",
     );
   }
   if (cfg.fsdp_cpu_offload) {

@@ -69,7 +69,8 @@ export const finetuneParams = {
   enable_activation_offloading: {
     type: "bool",
     default: false,
-    doc: "offload saved activations to host memory (not implemented: True is refused)",
+    doc:
+      "keep saved activations in pinned host memory between forward and backward, copied on a side stream (device=cuda; refused on cpu)",
   },
   device: { type: "string", default: "cpu", choices: ["cpu", "cuda"], doc: "where to train" },
   dtype: { type: "string", default: "fp32", choices: ["fp32", "bf16"], doc: "compute dtype" },

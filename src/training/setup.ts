@@ -32,6 +32,8 @@ export function loadWeights(
 /** The model-building keys of a recipe. */
 export interface ModelKeys {
   enable_activation_checkpointing: boolean;
+  /** Refused on the CPU by memory_options.ts before the model is built. */
+  enable_activation_offloading?: boolean;
   dtype: string;
   device: string;
 }
@@ -52,6 +54,7 @@ export function buildModel(
     batch: shape.batch,
     seqLen: shape.seqLen,
     activationCheckpointing: keys.enable_activation_checkpointing,
+    activationOffloading: keys.enable_activation_offloading ?? false,
     seed: o.seed,
     logitChunks: shape.logitChunks,
     activationDtype: dtypes.activationDtype,

@@ -24,6 +24,7 @@
  *   loss.ts          crossEntropy, distillCrossEntropy                 layers.cu, distill.cu
  *   adapters.ts      doraNorm, scaleColumns, doraMagnitudeBackward          dora.cu
  *   optimizer.ts     adamw                                   elementwise.cu, cpu/adamw.ts
+ *   offload.ts       activationOffloader (side stream, pinned host memory; ../offload.ts)
  *
  * A new op: its launcher goes in its layer's file (a new file for a new layer), its kernel
  * in kernels/<layer>.cu with its argument kinds in kernels.ts, and one entry in LAYER_FNS
@@ -45,6 +46,8 @@ import * as loss from "./loss.ts";
 import * as adapters from "./adapters.ts";
 import * as optimizer from "./optimizer.ts";
 import * as nf4 from "./nf4.ts";
+import type { ActivationOffloader } from "../offload.ts";
+import { CudaOffloader } from "./offload.ts";
 
 /** Options of createCudaBackend. */
 export interface CudaBackendOptions extends CudaContextOptions {
@@ -193,6 +196,11 @@ export class CudaBackend implements Backend {
     this.sync();
     this.printEnvProfile();
     this.ctx.release();
+  }
+
+  /** Activation offloading (src/backend/offload.ts): a side stream, events, pinned host memory. */
+  activationOffloader(): ActivationOffloader {
+    return new CudaOffloader(this.ctx);
   }
 
   // Every op and the CUDA-only extras of LAYER_FNS: the layer function on this context.

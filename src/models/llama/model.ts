@@ -18,9 +18,7 @@ import {
   type ActDims,
   Allocator,
   allocBackwardScratch,
-  allocLayerActs,
   type BackwardScratch,
-  type LayerActs,
   type LayerLinear,
 } from "../../modules/activations.ts";
 import { mixSeed } from "../../params/random.ts";
@@ -30,6 +28,7 @@ import { createQloraBase, loadNf4Weights, withDequantized } from "../../quant/ql
 import type { ModelSpec } from "../model_spec.ts";
 import { checkNoExtra, initLoraWeights, loadAdapters, loadBase, mergeAdapters } from "./weights.ts";
 import { BatchInputs, type BatchOptions, type TrainBatch } from "./batch_inputs.ts";
+import { createLayerStash, type LayerStash } from "./activation_stash.ts";
 import { buildDecoder, type DecoderParts } from "./build.ts";
 import { embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
 import { KvInference } from "./inference.ts";
@@ -117,8 +116,7 @@ export class LlamaModel {
   readonly #head: OutputHead;
   readonly #in: BatchInputs;
   readonly #inf: KvInference;
-  readonly #acts: LayerActs[]; // L of them, or 1 shared with checkpointing
-  readonly #resid: DeviceBuffer[]; // L+1 of (N, C): layer inputs, then the final output
+  readonly #st: LayerStash; // layer inputs (N, C) and activations, on the device or offloaded
   readonly #lnf: DeviceBuffer; // (N, C)
   readonly #rstdf: DeviceBuffer; // (N)
   readonly #sc: BackwardScratch | null; // null for an inference-only model
@@ -208,19 +206,15 @@ export class LlamaModel {
     for (const s of layerLinears(cfg, 0)) {
       if (p.adapted.has(s.prefix)) ranks[s.key as LayerLinear] = p.rank;
     }
-    // inference needs no layer's activations after its forward: one shared set
-    const nActs = this.checkpointing || !training ? 1 : cfg.nLayers;
-    const actsKind = this.checkpointing ? "scratch" : "activations";
-    this.#acts = Array.from(
-      { length: nActs },
-      () => allocLayerActs(al, actsKind, dims, ranks, act),
-    );
-    this.#resid = [];
-    // inference: the residual stream ping-pongs between two (N, C) buffers
-    const pair = training ? [] : [0, 1].map(() => al.alloc("activations", N * cfg.dim, act));
-    for (let i = 0; i <= cfg.nLayers; i++) {
-      this.#resid.push(training ? al.alloc("activations", N * cfg.dim, act) : pair[i % 2]);
-    }
+    this.#st = createLayerStash(backend, al, {
+      dims,
+      ranks,
+      act,
+      nLayers: cfg.nLayers,
+      training,
+      checkpointing: this.checkpointing,
+      offload: opts.activationOffloading ?? false,
+    });
     this.#lnf = al.alloc("activations", N * cfg.dim, act);
     this.#rstdf = al.alloc("activations", N);
     const V = cfg.vocabSize, L = cfg.nLayers;
@@ -498,6 +492,7 @@ export class LlamaModel {
       activations: by.get("activations") ?? 0,
       scratch: by.get("scratch") ?? 0,
       inference: this.#inf.bytes,
+      offloaded: this.#st.hostBytes,
     };
   }
 
@@ -529,6 +524,7 @@ export class LlamaModel {
 
   /** Release every buffer of the model. */
   free(): void {
+    this.#st.free();
     this.#inf.free();
     this.#al.freeAll();
     this.base.free();
@@ -586,29 +582,22 @@ export class LlamaModel {
   }
 
   /** Embedding, layers and final norm into lnf (N, C), a hook point before each group. */
-  *#forwardOps(seed: number | null): Generator<HookPoint, void> {
-    const be = this.#be;
+  *#forwardOps(seed: number | null, train = false): Generator<HookPoint, void> {
+    const be = this.#be, st = this.#st;
     const { N, C, L } = this.#nv();
     yield { group: "tok_embeddings", phase: "forward" };
-    be.embeddingForward(this.#resid[0], this.#in.tokens, this.#p.tokEmb, N, C, this.#in.hostTokens); // (N, C)
-    if (this.#embedScale !== 1) be.scale(this.#resid[0], this.#embedScale);
+    be.embeddingForward(st.resid(0), this.#in.tokens, this.#p.tokEmb, N, C, this.#in.hostTokens); // (N, C)
+    if (this.#embedScale !== 1) be.scale(st.resid(0), this.#embedScale);
     for (let l = 0; l < L; l++) {
       yield { group: `layers.${l}`, phase: "forward" };
       const ls = seed === null ? null : mixSeed(seed, l);
-      this.#p.layers[l].forward(
-        be,
-        this.#resid[l + 1],
-        this.#resid[l],
-        this.#actsOf(l),
-        this.B,
-        this.T,
-        ls,
-      );
+      this.#p.layers[l].forward(be, st.resid(l + 1), st.resid(l), st.acts(l), this.B, this.T, ls);
+      if (train) st.afterForward(l); // its saved values may go to host memory
     }
     // the head runs its forward and backward back to back: its gathered values stay (as
     // does a tied embedding, in its own slot since the embedding forward)
     yield { group: "head", phase: "forward" };
-    this.#p.norm.forward(be, this.#lnf, this.#rstdf, this.#resid[L], N); // (N, C)
+    this.#p.norm.forward(be, this.#lnf, this.#rstdf, st.resid(L), N); // (N, C)
   }
 
   /**
@@ -657,29 +646,31 @@ export class LlamaModel {
     const seed = this.spec.lora && this.spec.lora.dropout > 0
       ? mixSeed(this.#seed, this.#microStep)
       : null;
-    yield* this.#forwardOps(seed);
+    yield* this.#forwardOps(seed, true);
     // ---- output projection, loss and their backward, chunk by chunk ----
     zero("head");
     if (tied) zero("tok_embeddings");
     be.fill(sc.dln, 0);
     this.#head.train(be, this.#lnf, sc.dln, seed, this.#in.targets, this.#in.hostTargets, head);
     be.fill(dx, 0);
-    this.#p.norm.backward(be, dx, sc.dln, this.#resid[L], this.#rstdf, N);
+    const st = this.#st;
+    this.#p.norm.backward(be, dx, sc.dln, st.resid(L), this.#rstdf, N);
     yield { backwardDone: "head" };
     // ---- layers, last to first: (gather,) recompute, backward, (reduce) ----
     for (let l = L - 1; l >= 0; l--) {
       const g = `layers.${l}`;
       yield { group: g, phase: "backward" };
       zero(g);
-      const acts = this.#actsOf(l);
+      st.beforeBackward(l); // an offloaded layer's saved values come back
+      const acts = st.acts(l), input = st.resid(l);
       const ls = seed === null ? null : mixSeed(seed, l);
       const layer = this.#p.layers[l];
       if (this.checkpointing) {
         // recompute the layer from its saved input into the shared buffers
         // (its output lands in resid[l+1] again, which backward no longer needs)
-        layer.forward(be, this.#resid[l + 1], this.#resid[l], acts, this.B, this.T, ls);
+        layer.forward(be, st.resid(l + 1), input, acts, this.B, this.T, ls);
       }
-      layer.backward(be, dx, this.#resid[l], acts, sc, this.B, this.T, ls);
+      layer.backward(be, dx, input, acts, sc, this.B, this.T, ls);
       yield { backwardDone: g };
     }
     // the embedding backward needs no values; a tied embedding's gradient already holds the head's part
@@ -694,10 +685,6 @@ export class LlamaModel {
       extraRows: this.#head.extraRows,
       tokens: count,
     });
-  }
-
-  #actsOf(l: number): LayerActs {
-    return this.#acts[this.#acts.length === 1 ? 0 : l];
   }
 
   #nv() {

@@ -11,6 +11,14 @@ export interface LlamaOptions {
   seqLen: number;
   /** Save only each layer's input and recompute the layer in backward. */
   activationCheckpointing?: boolean;
+  /**
+   * Keep what each layer saves for its backward in host memory between its forward and
+   * backward, copied on a side stream (torchtune's enable_activation_offloading; a training
+   * model on a backend with an activation offloader, src/backend/offload.ts: CUDA). Same
+   * results; the device holds rings of 3 residual buffers and 2 activation sets instead of
+   * one per layer. Default false.
+   */
+  activationOffloading?: boolean;
   /** Seed of LoRA adapter initialisation and dropout masks (default 0). */
   seed?: number;
   /**
@@ -88,6 +96,8 @@ export interface MemoryReport {
   scratch: number;
   /** KV caches and buffers of generation (after setupCaches). */
   inference: number;
+  /** Page-locked host memory holding offloaded activations (activationOffloading). */
+  offloaded: number;
 }
 
 /** The hooks of a model whose weights are whole (one process): nothing to gather or reduce. */
