@@ -15,7 +15,8 @@
  * `--mode io` (only when asked: minutes, ~8 GB of memory and 4 GB of disk) runs bench/io_1b.ts
  * at the Llama-3.2-1B shape: random init parameters/s, save and load GB/s, and the peak RSS of a
  * LoRA run over the fp32 weights.
- * Env: TUNE_BENCH_PYTHON (default /usr/bin/python3), OPENBLAS_NUM_THREADS (default 2).
+ * Env: TUNE_BENCH_PYTHON (default /usr/bin/python3), OPENBLAS_NUM_THREADS (default 2),
+ * TUNE_BENCH_TORCH_MALLOC=default (PyTorch with glibc's malloc defaults; see torchThroughputEnv).
  */
 import { parseArgs } from "node:util";
 import { openBlas } from "../ffi/openblas.ts";
@@ -76,6 +77,23 @@ async function torchOnce(shape: string, mode: string): Promise<Record<string, nu
   return JSON.parse(text.split("\n").pop()!);
 }
 
+/**
+ * glibc malloc settings for the PyTorch throughput rows: keep freed memory in the process
+ * instead of returning it to the kernel. PyTorch allocates its activations afresh every step;
+ * with glibc's defaults their large blocks are mmapped and unmapped each step, so every step
+ * page-faults them in again. On a VM with costly page faults (the 2-core EPYC of
+ * docs/benchmarks.md: ~30 us a 4 KiB page) that made PyTorch's 260K step 6x slower and
+ * mostly system time, which measured the VM, not PyTorch. tune allocates once at setup and
+ * is unaffected. (The memory row keeps glibc's defaults: no trimming would raise its peak.)
+ * `TUNE_BENCH_TORCH_MALLOC=default` turns this off.
+ */
+function torchThroughputEnv(): Record<string, string> {
+  if (Deno.env.get("TUNE_BENCH_TORCH_MALLOC") === "default") return {};
+  const keep = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295";
+  const prior = Deno.env.get("GLIBC_TUNABLES");
+  return { GLIBC_TUNABLES: prior ? `${prior}:${keep}` : keep };
+}
+
 /** A persistent `torch_bench.py --mode serve` subprocess (one request at a time). */
 class TorchServer {
   #proc: Deno.ChildProcess;
@@ -84,6 +102,7 @@ class TorchServer {
   constructor() {
     this.#proc = new Deno.Command(python(), {
       args: torchArgs("serve"),
+      env: torchThroughputEnv(),
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",

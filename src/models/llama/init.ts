@@ -6,7 +6,10 @@
 import type { HostTensor, StateDict } from "../../params/state_dict.ts";
 import type { ParamLayout } from "../../params/layout.ts";
 import { SeededRandom } from "../../params/random.ts";
+import type { ParamStore } from "../../params/store.ts";
+import type { Nf4Store } from "../../quant/nf4_store.ts";
 import type { LlamaConfig } from "./config.ts";
+import { baseLayout } from "./layout.ts";
 
 /** Fresh base weights for `layout` as a StateDict, the same for the same seed. */
 export function randomBaseWeights(cfg: LlamaConfig, layout: ParamLayout, seed: number): StateDict {
@@ -46,5 +49,28 @@ export function* randomBaseFills(
     else if (e.name.endsWith("output_proj.weight") || e.name.endsWith("mlp.w2.weight")) {
       yield (dst) => rng.fillNormal(dst, residStd);
     } else yield (dst) => rng.fillNormal(dst, 0.02);
+  }
+}
+
+/**
+ * `randomBaseWeights(cfg, baseLayout(cfg), seed)` written one tensor at a time straight into
+ * the model's base store, or quantized into its NF4 store (which never holds the whole model
+ * in fp32).
+ */
+export function writeRandomBase(
+  cfg: LlamaConfig,
+  base: ParamStore,
+  nf4: Nf4Store | null,
+  seed: number,
+): void {
+  const layout = baseLayout(cfg);
+  const fills = randomBaseFills(cfg, layout, seed);
+  for (const e of layout.entries) {
+    const fill = fills.next().value!;
+    if (nf4?.has(e.name)) {
+      const data = new Float32Array(e.length);
+      fill(data);
+      nf4.setTensor(e.name, { shape: [...e.shape], data });
+    } else base.fillWith(e.name, fill);
   }
 }

@@ -32,7 +32,7 @@ import { createLayerStash, type LayerStash } from "./activation_stash.ts";
 import { buildDecoder, type DecoderParts } from "./build.ts";
 import { embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
 import { KvInference } from "./inference.ts";
-import { randomBaseFills } from "./init.ts";
+import { writeRandomBase } from "./init.ts";
 import { baseLayout, layerLinears, loraLayout } from "./layout.ts";
 import {
   crossEntropyHead,
@@ -285,18 +285,7 @@ export class LlamaModel {
 
   /** Deterministic random base weights (and fresh adapters) for `seed`. */
   initRandom(seed: number): void {
-    // one tensor at a time, written straight into the base store (an NF4 base never holds
-    // the whole model in fp32)
-    const layout = baseLayout(this.cfg);
-    const fills = randomBaseFills(this.cfg, layout, seed);
-    for (const e of layout.entries) {
-      const fill = fills.next().value!;
-      if (this.nf4?.has(e.name)) {
-        const data = new Float32Array(e.length);
-        fill(data);
-        this.nf4.setTensor(e.name, { shape: [...e.shape], data });
-      } else this.base.fillWith(e.name, fill);
-    }
+    writeRandomBase(this.cfg, this.base, this.nf4, seed);
     if (this.adapters) this.initAdapters(mixSeed(seed, 0x10a));
   }
 
