@@ -21,7 +21,7 @@
  */
 import type { DecoderSpec, DeviceBuffer, FusedDecoder } from "../ops.ts";
 import { CpuBuffer } from "./buffer.ts";
-import { LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
+import { attnExpRange } from "./attention.ts";
 import type { Gemm } from "./gemm.ts";
 import { rmsnormForward as rmsnorm, rope, swigluForwardScalar } from "./layers.ts";
 import { ARENA_TABLE_BYTES, gemvArena, gemvInWasm, type WasmGemv } from "./small_gemv.ts";
@@ -322,25 +322,7 @@ export class CpuDecoder implements FusedDecoder {
           j0 = nk & ~1;
           sum = a.expRow(s, j0, scale, max);
         }
-        for (let j = j0; j < nk; j++) {
-          // fastExp, inlined exactly as attention.ts attentionForward (Horner's scheme)
-          const yv = s[j] * scale - max;
-          let e = 0;
-          if (yv >= -745.2) {
-            const kf = (yv * LOG2E + MAGIC) - MAGIC;
-            const r = (yv - kf * LN2_HI) - kf * LN2_LO;
-            e = (1 +
-              r * (1 +
-                  r * (0.5 +
-                      r * (0.16666666666666666 +
-                          r * (0.041666666666666664 +
-                              r * (0.008333333333333333 +
-                                  r * (0.001388888888888889 + r * 0.0001984126984126984))))))) *
-              POW2[(kf | 0) + 1075];
-          } else if (yv !== yv) e = yv;
-          s[j] = e;
-          sum += e;
-        }
+        sum = attnExpRange(s, j0, nk - 1, scale, max, sum); // the rest (all: no wasm)
         // o_h(HS) = exp(s) V_h
         if (a !== null && gemvInWasm(HS, nk, strided)) a.cols(HS, nk, s, l.vHead[kv], ldk, oh, 0);
         else g.nn(1, HS, nk, s, nk, l.vHead[kv], ldk, oh, HS, 0);

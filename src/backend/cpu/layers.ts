@@ -4,7 +4,7 @@
  * the backend checks sizes before calling.
  */
 import { expPoly, fastExp, LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
-import { simdKernels } from "./simd.ts";
+import { type GatedBackwardKernel, type GatedForwardKernel, simdKernels } from "./simd.ts";
 import { TuneError } from "../../errors.ts";
 import type { RopeSizes } from "../ops.ts";
 
@@ -133,18 +133,6 @@ export function rope(
     }
   }
 }
-
-/** The arguments of the gated activations' forward kernels: out(n) from gate(n), up(n). */
-type GatedForwardKernel = [out: Float32Array, gate: Float32Array, up: Float32Array, n: number];
-/** The arguments of their backward kernels: dgate(n), dup(n) from dout(n), gate(n), up(n). */
-type GatedBackwardKernel = [
-  dgate: Float32Array,
-  dup: Float32Array,
-  dout: Float32Array,
-  gate: Float32Array,
-  up: Float32Array,
-  n: number,
-];
 
 /** 1 + e^-g with fastExp's steps (for the SwiGLU loops; V8 inlines this one and expPoly). */
 function onePlusExpNeg(g: number): number {

@@ -10,6 +10,26 @@
  */
 import { KERNELS_WASM } from "./wasm/kernels_wasm.ts";
 
+/**
+ * The arguments of the gated activations' forward kernels (layers.ts's and the wasm ones here):
+ * out(n) from gate(n), up(n).
+ */
+export type GatedForwardKernel = [
+  out: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  n: number,
+];
+/** The arguments of their backward kernels: dgate(n), dup(n) from dout(n), gate(n), up(n). */
+export type GatedBackwardKernel = [
+  dgate: Float32Array,
+  dup: Float32Array,
+  dout: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  n: number,
+];
+
 const PAGE = 65536;
 /** Elements per SwiGLU chunk (even): 5 operands of 16 KB stay in L1/L2. */
 const CHUNK = 4096;
@@ -201,7 +221,7 @@ export class SimdKernels {
   }
 
   /** out(n) = silu(gate) * up for even n, as layers.ts swigluForward. */
-  swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  swigluForward(...[out, gate, up, n]: GatedForwardKernel): void {
     const v = this.#view, B = CHUNK * 4; // byte offsets of the operands: gate, up, out
     this.#swigluTable();
     for (let i = 0; i < n; i += CHUNK) {
@@ -214,14 +234,7 @@ export class SimdKernels {
   }
 
   /** dgate, dup (n) from dout, gate, up for even n, as layers.ts swigluBackward (may alias). */
-  swigluBackward(
-    dgate: Float32Array,
-    dup: Float32Array,
-    dout: Float32Array,
-    gate: Float32Array,
-    up: Float32Array,
-    n: number,
-  ): void {
+  swigluBackward(...[dgate, dup, dout, gate, up, n]: GatedBackwardKernel): void {
     const v = this.#view, B = CHUNK * 4; // operands: dout, gate, up, dgate, dup
     this.#swigluTable();
     for (let i = 0; i < n; i += CHUNK) {
