@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { fakeHooks } from "./_fake_driver.ts";
 import type { DeviceBuffer } from "../src/backend/ops.ts";
-import type { LlamaConfig } from "../src/models/llama/config.ts";
+import { llama } from "../src/models/builders/llama.ts";
 import type { LoraConfig } from "../src/models/model_spec.ts";
 
 const libPath = Deno.args[0];
@@ -77,21 +77,16 @@ if (!EMULATED) {
 // ---- training steps, offloading off and on -------------------------------------------------
 
 const L = 4;
-const config: LlamaConfig = {
+// torchtune's llama builder with its defaults (rms eps 1e-5, rope base 10000, untied, no bias)
+const config = llama({
   vocabSize: 64,
-  dim: 32,
-  nLayers: L,
-  nHeads: 4,
-  nKvHeads: 2,
-  hiddenDim: 64,
-  normEps: 1e-5,
-  ropeTheta: 10000,
-  ropeScaling: null,
-  ropeLayout: "half",
+  embedDim: 32,
+  numLayers: L,
+  numHeads: 4,
+  numKvHeads: 2,
+  intermediateDim: 64,
   maxSeqLen: 16,
-  tiedEmbeddings: false,
-  qkvBias: false,
-};
+});
 const lora: LoraConfig = {
   attnModules: ["q_proj", "v_proj", "output_proj"],
   applyToMlp: true,
