@@ -226,7 +226,7 @@ export class FinetuneRecipe {
     this.model = buildModel(rt, spec, task.shape, cfg, {
       seed: this.seed,
       loaded,
-      optimizerMoments: needsStoreMoments(optimizerOptions),
+      optimizerMoments: needsStoreMoments(optimizerOptions, rt.backend),
     });
 
     // Optimizer over the trained weights (under LoRA the adapters only); on N processes

@@ -40,6 +40,13 @@ export interface ActivationOffloader {
   toDevice(host: HostBuffer, bufs: readonly DeviceBuffer[], done: CopyEvent): void;
   /** Compute queued from now on starts after the copies `done` marks. */
   waitFor(done: CopyEvent): void;
+  /** Wait (on the host) until every copy queued so far has landed. */
+  synchronize(): void;
+  /**
+   * The bytes of `host`, to read or write in place; call `synchronize()` first, since queued
+   * copies may still be reading or writing them.
+   */
+  bytesOf(host: HostBuffer): Uint8Array;
   /** Bytes of page-locked host memory held. */
   readonly hostBytes: number;
   /** Wait for the side stream, then free the host memory, the events and the stream. */
@@ -60,8 +67,12 @@ export interface OffloadingBackend extends Backend {
   activationOffloader(): ActivationOffloader;
 }
 
+/** Whether `be` can offload (the CUDA backend; not the CPU, whose memory is host memory). */
+export function canOffload(be: Backend): be is OffloadingBackend {
+  return typeof (be as Partial<OffloadingBackend>).activationOffloader === "function";
+}
+
 /** `be`'s activation offloader, or null where the backend has none (the CPU). */
 export function activationOffloader(be: Backend): ActivationOffloader | null {
-  const b = be as Partial<OffloadingBackend>;
-  return typeof b.activationOffloader === "function" ? b.activationOffloader() : null;
+  return canOffload(be) ? be.activationOffloader() : null;
 }

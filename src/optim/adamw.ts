@@ -1,11 +1,16 @@
 /**
  * AdamW over a flat trainable ParamStore (PyTorch's torch.optim.AdamW semantics: decoupled
- * weight decay on every parameter, bias correction), one backend call per step.
+ * weight decay on every parameter, bias correction), one backend call per step. bitsandbytes'
+ * PagedAdamW / PagedAdamW32bit is this optimizer too; on a GPU backend its moments live in
+ * host memory and are paged through the device for each step (paged_moments.ts), on the CPU
+ * they are the store's as AdamW's.
  */
+import { canOffload } from "../backend/offload.ts";
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { TuneError } from "../errors.ts";
 import type { ParamGroup } from "../params/layout.ts";
 import type { ParamStore } from "../params/store.ts";
+import { PAGE_FLOATS, PagedMoments } from "./paged_moments.ts";
 
 /** AdamW hyper-parameters (torch.optim.AdamW's names, camelCase). */
 export interface AdamWOptions {
@@ -37,15 +42,24 @@ export function validateAdamW(o: AdamWOptions): void {
   }
 }
 
+/** Whether AdamW with these options pages its moments on `be` (so the store holds none). */
+export function pagesMoments(o: AdamWOptions, be: Backend): boolean {
+  return (o as { paged?: boolean }).paged === true && canOffload(be);
+}
+
 /** An AdamW optimizer bound to one trainable store. */
 export class AdamW {
   /** Number of steps taken (the next step is stepCount + 1). */
   stepCount = 0;
+  /** The moments in host memory (PagedAdamW on a GPU backend), else null: the store's. */
+  readonly paged: PagedMoments | null;
 
+  /** `pageFloats`: elements per page of paged moments (tests take small pages). */
   constructor(
     readonly backend: Backend,
     readonly store: ParamStore,
     readonly options: AdamWOptions,
+    pageFloats = PAGE_FLOATS,
   ) {
     validateAdamW(options);
     if (!store.trainable) throw new Error("AdamW needs a trainable store");
@@ -56,18 +70,23 @@ export class AdamW {
         "bitsandbytes' 8-bit AdamW runs in lora_finetune_single_device and full_finetune_single_device; this recipe does not take it yet, use torch.optim.AdamW",
       );
     }
-    if (bnb.paged && backend.name === "cuda") {
-      throw new TuneError(
-        "bitsandbytes.optim.PagedAdamW pages fp32 state through host memory, which tune's CUDA backend does not do yet; use torch.optim.AdamW or bitsandbytes.optim.PagedAdamW8bit",
-      );
-    }
+    this.paged = canOffload(backend) && pagesMoments(options, backend)
+      ? new PagedMoments(
+        backend,
+        () => backend.activationOffloader(),
+        store.layout.total,
+        pageFloats,
+      )
+      : null;
+    if (this.paged && store.m) throw new Error("PagedAdamW: build the store without moments");
   }
 
   /** One update with learning rate `lr` (default: options.lr) from the store's gradients. */
   step(lr: number = this.options.lr): void {
     this.stepCount++;
     const s = this.store;
-    this.#update(s.params, s.grads!, s.m!, s.v!, lr);
+    if (this.paged) this.#pagedUpdate(0, s.layout.total, lr);
+    else this.#update(s.params, s.grads!, s.m!, s.v!, lr);
   }
 
   /**
@@ -77,8 +96,17 @@ export class AdamW {
    */
   stepGroup(g: ParamGroup, lr: number): void {
     const s = this.store, be = this.backend;
+    if (this.paged) return this.#pagedUpdate(g.offset, g.length, lr);
     const at = (b: DeviceBuffer) => be.view(b, g.offset, g.length); // (group length)
     this.#update(at(s.params), at(s.grads!), at(s.m!), at(s.v!), lr);
+  }
+
+  /** The update of elements [lo, lo + n), page by page. */
+  #pagedUpdate(lo: number, n: number, lr: number): void {
+    const s = this.store, be = this.backend;
+    this.paged!.update(lo, n, (m, v, at, len) => {
+      this.#update(be.view(s.params, at, len), be.view(s.grads!, at, len), m, v, lr);
+    });
   }
 
   #update(p: DeviceBuffer, g: DeviceBuffer, m: DeviceBuffer, v: DeviceBuffer, lr: number): void {
@@ -103,6 +131,7 @@ export interface AdamWState {
 /** The optimizer's step count and moments, downloaded. */
 export function exportAdamWState(opt: AdamW): AdamWState {
   const be = opt.backend;
+  if (opt.paged) return { step: opt.stepCount, ...opt.paged.exportMoments() };
   return {
     step: opt.stepCount,
     m: be.download(opt.store.m!) as Float32Array,
@@ -119,6 +148,7 @@ export function importAdamWState(opt: AdamW, state: AdamWState): void {
     );
   }
   opt.stepCount = state.step;
+  if (opt.paged) return opt.paged.importMoments(state.m, state.v);
   opt.backend.upload(opt.store.m!, state.m);
   opt.backend.upload(opt.store.v!, state.v);
 }

@@ -16,6 +16,7 @@ import type { StateDict } from "../params/state_dict.ts";
 import type { ComponentSection } from "../config/schema.ts";
 import { TuneError } from "../errors.ts";
 import type { LlamaModel } from "../models/llama/model.ts";
+import { AdamW } from "../optim/adamw.ts";
 import { AdamW8bit } from "../optim/adamw8bit.ts";
 import type { TrainingOptimizer } from "../optim/create.ts";
 
@@ -71,7 +72,12 @@ export function trainingRecipeState(
     const sd = moments && "adamw8bit" in moments ? moments.adamw8bit : optimizer.exportState();
     for (const [k, t] of sd) tensors.set(k, t);
   } else {
-    const h = moments && "m" in moments ? moments : null;
+    // a sharded run's gathered moments, PagedAdamW's host pages, or the store's
+    const h = moments && "m" in moments
+      ? moments
+      : optimizer instanceof AdamW && optimizer.paged
+      ? optimizer.paged.exportMoments()
+      : null;
     tensors.set(M, { shape: [n], data: h?.m ?? be.download(store.m!) as Float32Array });
     tensors.set(V, { shape: [n], data: h?.v ?? be.download(store.v!) as Float32Array });
   }
@@ -110,7 +116,9 @@ export function restoreTrainingState(
   const be = store.backend;
   be.upload(store.params, p.data, 0);
   if (optimizer instanceof AdamW8bit) optimizer.importState(state.tensors, state.step);
-  else if (store.m && store.v) {
+  else if (optimizer.paged) {
+    optimizer.paged.importMoments(state.tensors.get(M)!.data, state.tensors.get(V)!.data);
+  } else if (store.m && store.v) {
     be.upload(store.m, state.tensors.get(M)!.data, 0);
     be.upload(store.v, state.tensors.get(V)!.data, 0);
   }

@@ -133,6 +133,20 @@ export interface Trainable {
 }
 
 /**
+ * The model's memory, with PagedAdamW's moments: `optimizer` counts the device staging it
+ * pages them through, `optimizerHost` the host memory they live in.
+ */
+function memoryReport(model: LlamaModel, optimizer: TrainingOptimizer) {
+  const mem = model.memory();
+  if (!(optimizer instanceof AdamW && optimizer.paged)) return mem;
+  return {
+    ...mem,
+    optimizer: optimizer.paged.deviceBytes,
+    optimizerHost: optimizer.paged.hostBytes,
+  };
+}
+
+/**
  * The trainable state after the weights are loaded, and where the run stands (restored from
  * `state` when resuming). Prints each rank's share of a sharded run unless `quiet`; with
  * `memoryStats` rank 0 prints the model's memory.
@@ -147,7 +161,7 @@ export function setupTrainable(
   const fresh = { step: 0, epoch: 0, dataPosition: 0, seed: o.seed };
   const say = (s: string) => rt.isMain && !o.quiet && console.error(s);
   if (!rt.sharded) {
-    if (o.memoryStats) say(`memory (bytes): ${JSON.stringify(model.memory())}`);
+    if (o.memoryStats) say(`memory (bytes): ${JSON.stringify(memoryReport(model, optimizer))}`);
     const be = rt.backend;
     const progress = state ? restoreTrainingState(state, model, optimizer) : fresh;
     if (o.optimizerInBwd) return { trainable: inBackward(rt, model, optimizer, o), progress };

@@ -26,6 +26,8 @@
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { type FlatShard, flatShard } from "../distributed/sharding.ts";
 import type { GroupHooks } from "../models/llama/model.ts";
+import { TuneError } from "../errors.ts";
+import { AdamW } from "../optim/adamw.ts";
 import { AdamW8bit } from "../optim/adamw8bit.ts";
 import type { TrainingOptimizer } from "../optim/create.ts";
 import type { ParamStore } from "../params/store.ts";
@@ -114,6 +116,11 @@ export class ShardedOptimizer {
     readonly optimizer: TrainingOptimizer,
   ) {
     if (!store.trainable) throw new Error("ShardedOptimizer needs a trainable store");
+    if (optimizer instanceof AdamW && optimizer.paged) {
+      throw new TuneError(
+        "bitsandbytes.optim.PagedAdamW runs in the single-device recipes on CUDA; in the sharded ones each rank already keeps only its slice of the moments: use torch.optim.AdamW, or bitsandbytes.optim.PagedAdamW8bit for 8-bit state in host memory",
+      );
+    }
     const c = backend.collectives;
     this.rank = c.rank;
     this.worldSize = c.worldSize;

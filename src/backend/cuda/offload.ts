@@ -103,6 +103,18 @@ export class CudaOffloader implements ActivationOffloader {
     check("cuStreamWaitEvent", this.#ctx.lib.cuStreamWaitEvent(this.#ctx.stream, e.handle, 0));
   }
 
+  synchronize(): void {
+    if (this.#released) throw new Error("the activation offloader was released");
+    check("cuStreamSynchronize", this.#ctx.lib.cuStreamSynchronize(this.#side));
+  }
+
+  bytesOf(host: HostBuffer): Uint8Array {
+    if (!(host instanceof PinnedBuffer) || !this.#hosts.includes(host)) {
+      throw new Error("not a host buffer of this offloader");
+    }
+    return host.view;
+  }
+
   release(): void {
     if (this.#released) return;
     this.#released = true;
