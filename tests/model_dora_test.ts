@@ -141,7 +141,7 @@ Deno.test("loraLayout() adds a magnitude per adapted layer only with useDora", (
   assert(dora.includes("layers.0.attn.q_proj.magnitude") && dora.includes("output.magnitude"));
 });
 
-Deno.test("createLlama() with useDora rejects q/k/v biases and sharded windows in one line", () => {
+Deno.test("createLlama() with useDora rejects q/k/v biases in one line and builds with sharded windows", () => {
   const fx = loadFixture("model_train_dora");
   const be = new CpuBackend();
   const lora = { ...fixtureLora(fx), useDora: true };
@@ -153,17 +153,13 @@ Deno.test("createLlama() with useDora rejects q/k/v biases and sharded windows i
     err = e;
   }
   assert(err instanceof TuneError && /bias/.test(err.message) && !err.message.includes("\n"));
-  err = null;
-  try {
-    createLlama(be, { name: "sharded", config: fixtureConfig(fx), lora }, {
-      batch: 1,
-      seqLen: 4,
-      groupWindows: 2,
-    });
-  } catch (e) {
-    err = e;
-  }
-  assert(err instanceof TuneError && /lora_finetune_single_device/.test(err.message));
+  // the sharded recipes' windows (their runs: tests/recipe_dora_test.ts)
+  const m = createLlama(be, { name: "sharded", config: fixtureConfig(fx), lora }, {
+    batch: 1,
+    seqLen: 4,
+    groupWindows: 2,
+  });
+  m.free();
 });
 
 Deno.test("doraNorm(), scaleColumns(), doraMagnitudeBackward() follow their contracts on the CPU", () => {

@@ -2,7 +2,8 @@
  * lora_finetune_single_device with model.use_dora=True (DoRA, torchtune's DoRALinear) run as
  * the real CLI on the tiny config: pinned losses (1e-4 abs), a PEFT adapter with
  * lora_magnitude_vector tensors and use_dora, and a bitwise resume from a mid-epoch
- * checkpoint with dropout on (the magnitudes come back from the adapter, not re-initialised).
+ * checkpoint with dropout on (the magnitudes come back from the adapter, not re-initialised);
+ * lora_finetune_distributed with use_dora on 2 processes: one process's losses, bitwise resume.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -57,5 +58,36 @@ Deno.test("lora_finetune_single_device with use_dora resumed from a mid-epoch ch
     const a = readMetrics(whole).map(timeless), b = readMetrics(parts).map(timeless);
     console.log(`dora: resumed steps 5-6 ${b.slice(4).join(" ")}`);
     assert.deepEqual(b, a, "metrics.jsonl of the resumed run equals the uninterrupted run");
+  });
+});
+
+// lora_finetune_distributed on 2 processes (tiny/lora_distributed: 2 x batch 2, the global
+// batch of tiny/lora_single_device): each rank keeps its slice of the magnitudes, and a
+// layer's DoRA norms are taken over its gathered base and adapters
+const TWO = [
+  "--nproc_per_node",
+  "2",
+  "lora_finetune_distributed",
+  "--config",
+  "tiny/lora_distributed",
+  ...SHORT,
+];
+
+Deno.test("lora_finetune_distributed with use_dora on 2 processes gives one process's losses and resumes bitwise", async () => {
+  await withTmp(async (dir) => {
+    const whole = join(dir, "whole"), parts = join(dir, "parts");
+    await runOk(...TWO, `output_dir=${whole}`);
+    // the same updates as one process on the same global batch, summed in another order
+    assertLosses("dora 2 ranks", readMetrics(whole).map((x) => x.loss), DORA_LOSSES, 1e-5);
+    const names = [...readSafetensors(join(whole, "epoch_1", "adapter_model.safetensors")).keys()];
+    assert.ok(names.some((n) => n.endsWith(".lora_magnitude_vector")), "magnitudes saved");
+    await runOk(...TWO, `output_dir=${parts}`, "stop_after_steps=4");
+    await runOk(...TWO, `output_dir=${parts}`, "resume_from_checkpoint=True");
+    const a = readMetrics(whole).map(timeless), b = readMetrics(parts).map(timeless);
+    assert.deepEqual(
+      b,
+      a,
+      "metrics.jsonl of the resumed 2-process run equals the uninterrupted one",
+    );
   });
 });

@@ -32,8 +32,8 @@ export interface DecoderParts {
   rope: DeviceRope;
   /** Every LoRA adapter (switched off together by `withAdaptersDisabled`). */
   loras: Lora[];
-  /** Every DoRA layer with its frozen base weight. */
-  doras: { dora: Dora; w: DoraBase }[];
+  /** Every DoRA layer with its frozen base weight and the names of both tensors. */
+  doras: { dora: Dora; w: DoraBase; weight: string; magnitude: string }[];
   /** Prefixes of the adapted linear layers ("layers.0.attn.q_proj", "output", ...). */
   adapted: Set<string>;
   /** LoRA rank r (0 without LoRA). */
@@ -79,9 +79,9 @@ export function buildDecoder(
   }
   let doraScratch: DoraScratch | null = null;
   if (lora?.useDora) {
-    if (o.windowed) {
+    if (o.windowed && nf4) {
       throw new TuneError(
-        "use_dora=True is not supported by the sharded (distributed) LoRA recipes yet; run lora_finetune_single_device",
+        "use_dora=True with an NF4 base (QDoRA) is not supported by the sharded (distributed) LoRA recipes yet; run lora_finetune_single_device",
       );
     }
     if (cfg.qkvBias && sites.some((s) => /\.(q|k|v)_proj$/.test(s.prefix))) {
@@ -120,12 +120,13 @@ export function buildDecoder(
     const q = nf4?.has(wName) ? nf4.weight(wName) : null; // QLoRA: an NF4 base weight
     if (l && doraScratch && adapters) {
       l.dora = new Dora(l, {
-        magnitude: adapters.param(`${prefix}.magnitude`),
+        magnitude: adapters.param(`${prefix}.magnitude`), // (out)
         dmagnitude: adapters.grad(`${prefix}.magnitude`),
         norm: al.alloc("scratch", outDim),
         scale: al.alloc("scratch", outDim),
       }, doraScratch);
-      doras.push({ dora: l.dora, w: q ?? base.param(wName) });
+      const magnitude = `${prefix}.magnitude`;
+      doras.push({ dora: l.dora, w: q ?? base.param(wName), weight: wName, magnitude });
     }
     return new Linear(inDim, outDim, {
       w: q ? null : base.param(wName),

@@ -299,9 +299,33 @@ export class LlamaModel {
     this.#initDoraMagnitudes();
   }
 
-  /** magnitude = ||W + s B A|| per row of every DoRA layer, from the current weights. */
+  /**
+   * magnitude = ||W + s B A|| per row of every DoRA layer, from the current weights. With
+   * group windows (sharded, before the ranks take their slices) the layer reads and writes
+   * its group's slots: they are filled from the full values first and the magnitudes copied
+   * back after.
+   */
   #initDoraMagnitudes(): void {
-    for (const { dora, w } of this.#p.doras) dora.initMagnitude(this.#be, w);
+    const be = this.#be, ad = this.adapters!, base = this.base;
+    for (const { dora, w, weight, magnitude } of this.#p.doras) {
+      if (!ad.windows) {
+        dora.initMagnitude(be, w);
+        continue;
+      }
+      const group = (s: ParamStore, name: string) => s.layout.groups.find((g) => g.name === name)!;
+      const slot = (s: ParamStore, name: string) => {
+        const g = group(s, s.layout.get(name).group);
+        return [be.view(s.groupParams(g.name), 0, g.length), be.view(s.params, g.offset, g.length)];
+      };
+      const [aSlot, aFull] = slot(ad, magnitude);
+      be.copy(aSlot, aFull);
+      if (base.windows) {
+        const [bSlot, bFull] = slot(base, weight);
+        be.copy(bSlot, bFull);
+      }
+      dora.initMagnitude(be, w);
+      be.copy(aFull, aSlot);
+    }
   }
 
   /** Base weights and adapters as one StateDict (tune names). */
