@@ -45,3 +45,52 @@ export function fakeHooks(lib: string) {
   };
   return { ...fake, violations };
 }
+
+/** The environment that points the CUDA backend's three libraries at `lib`. */
+export function driverEnv(lib: string): Record<string, string> {
+  return { TUNE_LIBCUDA: lib, TUNE_LIBCUBLASLT: lib, TUNE_LIBNCCL: lib };
+}
+
+/**
+ * Run the child script `script` (`deno run -A script lib ...args`, so the library overrides
+ * never leak into the test process), print its output, and fail unless it exits 0 having
+ * printed `done`; returns the output.
+ */
+export function runDriverChild(
+  script: string,
+  lib: string,
+  done: RegExp,
+  ...args: string[]
+): string {
+  const r = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, lib, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+  console.log(out.trim());
+  assert.equal(r.code, 0, out);
+  assert.match(out, done);
+  return out;
+}
+
+/**
+ * `tune run <args>` from the repo root with the CUDA libraries at `lib`; fails unless it
+ * exits 0. Returns its stderr and the `memory (bytes)` line's figures when it printed one.
+ */
+export function tuneOnDriver(
+  lib: string,
+  args: string[],
+): { err: string; memory: Record<string, number> | null } {
+  const r = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "cli.ts", "run", ...args],
+    cwd: new URL("../", import.meta.url),
+    env: driverEnv(lib),
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  const err = new TextDecoder().decode(r.stderr);
+  assert.equal(r.code, 0, err);
+  const mem = err.match(/^memory \(bytes\): (.*)$/m);
+  return { err, memory: mem ? JSON.parse(mem[1]) : null };
+}

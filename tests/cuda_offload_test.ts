@@ -9,24 +9,14 @@
  * LoRA config, its metrics bitwise those without).
  */
 import assert from "node:assert/strict";
-import { buildFakeDriver, hasGcc } from "./_fake_driver.ts";
+import { buildFakeDriver, hasGcc, runDriverChild, tuneOnDriver } from "./_fake_driver.ts";
 import { buildEmulator, hasGpp } from "./_emulator.ts";
-import { readMetrics, ROOT, timeless } from "./_recipe_helpers.ts";
+import { readMetrics, timeless } from "./_recipe_helpers.ts";
 
 const RUN = new URL("./cuda_offload_run.ts", import.meta.url).pathname;
 
-function runChild(lib: string, ...args: string[]): string {
-  const r = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", RUN, lib, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
-  console.log(out.trim());
-  assert.equal(r.code, 0, out);
-  assert.match(out, /all offload checks passed/);
-  return out;
-}
+const runChild = (lib: string, ...args: string[]) =>
+  runDriverChild(RUN, lib, /all offload checks passed/, ...args);
 
 Deno.test("activation offloading keeps its copies ordered and saves device memory (fake driver)", {
   ignore: !hasGcc(),
@@ -54,33 +44,20 @@ Deno.test(
       // the recipe: one step of the tiny LoRA config (3 layers, short rows), off and on
       const metrics = ["False", "True"].map((on) => {
         const dir = `${tmp}/run_${on}`;
-        const r = new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-A",
-            "cli.ts",
-            "run",
-            "lora_finetune_single_device",
-            "--config",
-            "tiny/lora_single_device",
-            "device=cuda",
-            `enable_activation_offloading=${on}`,
-            "model.num_layers=3",
-            "tokenizer.max_seq_len=16",
-            "batch_size=2",
-            "epochs=1",
-            "max_steps_per_epoch=1",
-            "log_peak_memory_stats=True",
-            `output_dir=${dir}`,
-          ],
-          cwd: ROOT,
-          env: { TUNE_LIBCUDA: lib, TUNE_LIBCUBLASLT: lib, TUNE_LIBNCCL: lib },
-          stdout: "piped",
-          stderr: "piped",
-        }).outputSync();
-        const err = new TextDecoder().decode(r.stderr);
-        assert.equal(r.code, 0, err);
-        const mem = JSON.parse(err.match(/^memory \(bytes\): (.*)$/m)![1]);
+        const mem = tuneOnDriver(lib, [
+          "lora_finetune_single_device",
+          "--config",
+          "tiny/lora_single_device",
+          "device=cuda",
+          `enable_activation_offloading=${on}`,
+          "model.num_layers=3",
+          "tokenizer.max_seq_len=16",
+          "batch_size=2",
+          "epochs=1",
+          "max_steps_per_epoch=1",
+          "log_peak_memory_stats=True",
+          `output_dir=${dir}`,
+        ]).memory!;
         console.log(`enable_activation_offloading=${on}: memory (bytes) ${JSON.stringify(mem)}`);
         assert.equal(mem.offloaded > 0, on === "True");
         return readMetrics(dir).map(timeless);

@@ -8,24 +8,14 @@
  * metrics bitwise, prints where the moments live, and resumes bitwise from a checkpoint.
  */
 import assert from "node:assert/strict";
-import { buildFakeDriver, hasGcc } from "./_fake_driver.ts";
+import { buildFakeDriver, hasGcc, runDriverChild, tuneOnDriver } from "./_fake_driver.ts";
 import { buildEmulator, hasGpp } from "./_emulator.ts";
-import { readMetrics, ROOT, timeless } from "./_recipe_helpers.ts";
+import { readMetrics, timeless } from "./_recipe_helpers.ts";
 
 const RUN = new URL("./cuda_paged_adamw_run.ts", import.meta.url).pathname;
 
-function runChild(lib: string, ...args: string[]): string {
-  const r = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", RUN, lib, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
-  console.log(out.trim());
-  assert.equal(r.code, 0, out);
-  assert.match(out, /all paged AdamW checks passed/);
-  return out;
-}
+const runChild = (lib: string, ...args: string[]) =>
+  runDriverChild(RUN, lib, /all paged AdamW checks passed/, ...args);
 
 Deno.test("PagedAdamW keeps its copies ordered and its moments off the device (fake driver)", {
   ignore: !hasGcc(),
@@ -38,36 +28,24 @@ Deno.test("PagedAdamW keeps its copies ordered and its moments off the device (f
   }
 });
 
-/** The tiny full config, 3 steps, on the emulated device; its stderr and metrics. */
-function tuneRun(lib: string, dir: string, ...extra: string[]): { err: string; metrics: string[] } {
-  const r = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "cli.ts",
-      "run",
-      "full_finetune_single_device",
-      "--config",
-      "tiny/full_single_device",
-      "device=cuda",
-      "model.num_layers=1",
-      "tokenizer.max_seq_len=16",
-      "batch_size=2",
-      "epochs=1",
-      "max_steps_per_epoch=3",
-      "lr_scheduler.num_warmup_steps=0",
-      "log_peak_memory_stats=True",
-      `output_dir=${dir}`,
-      ...extra,
-    ],
-    cwd: ROOT,
-    env: { TUNE_LIBCUDA: lib, TUNE_LIBCUBLASLT: lib, TUNE_LIBNCCL: lib },
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  const err = new TextDecoder().decode(r.stderr);
-  assert.equal(r.code, 0, err);
-  return { err, metrics: readMetrics(dir).map(timeless) };
+/** The tiny full config, 3 steps, on the emulated device; its stderr, memory and metrics. */
+function tuneRun(lib: string, dir: string, ...extra: string[]) {
+  const { err, memory } = tuneOnDriver(lib, [
+    "full_finetune_single_device",
+    "--config",
+    "tiny/full_single_device",
+    "device=cuda",
+    "model.num_layers=1",
+    "tokenizer.max_seq_len=16",
+    "batch_size=2",
+    "epochs=1",
+    "max_steps_per_epoch=3",
+    "lr_scheduler.num_warmup_steps=0",
+    "log_peak_memory_stats=True",
+    `output_dir=${dir}`,
+    ...extra,
+  ]);
+  return { err, memory: memory!, metrics: readMetrics(dir).map(timeless) };
 }
 
 Deno.test(
@@ -83,8 +61,7 @@ Deno.test(
       const whole = tuneRun(lib, `${tmp}/paged`, paged);
       assert.equal(plain.metrics.length, 3);
       assert.deepEqual(whole.metrics, plain.metrics);
-      const mem = (err: string) => JSON.parse(err.match(/^memory \(bytes\): (.*)$/m)![1]);
-      const [a, b] = [mem(plain.err), mem(whole.err)];
+      const [a, b] = [plain.memory, whole.memory];
       console.log(`AdamW memory (bytes): ${JSON.stringify(a)}`);
       console.log(`PagedAdamW memory (bytes): ${JSON.stringify(b)}`);
       assert.equal(b.parameters, a.parameters);
