@@ -9,7 +9,12 @@ import type { Backend } from "../backend/ops.ts";
 import { TuneError } from "../errors.ts";
 import type { LlamaModel } from "../models/llama/model.ts";
 import type { SeededRandom } from "../params/random.ts";
-import { checkSamplingOptions, sampleToken, type SamplingOptions } from "./sampling.ts";
+import {
+  checkSamplingOptions,
+  sampleToken,
+  type SamplingOptions,
+  SamplingScratch,
+} from "./sampling.ts";
 
 /** Options of `generateTokens`. */
 export interface GenerateOptions extends SamplingOptions {
@@ -86,6 +91,7 @@ export function generateTokens(
   // capacity: the no-cache path reruns the full sequence, so it needs the same room
   model.setupCaches(B, Math.max(1, capacity - 1));
 
+  const scratch = o.temperature > 0 ? new SamplingScratch(V) : undefined;
   const t0 = performance.now();
   const first = Int32Array.from(prompts.flatMap((p) => p.slice(0, P0))); // (B, P0)
   let logits = backend.download(model.prefill(first)) as Float32Array; // (B, V)
@@ -103,7 +109,7 @@ export function generateTokens(
       }
       const row = logits.subarray(b * V, (b + 1) * V); // (V)
       o.onLogits?.(b, row);
-      const id = sampleToken(row, o, o.rng);
+      const id = sampleToken(row, o, o.rng, scratch);
       if (stops.has(id)) {
         live[b] = 0;
         finish[b] = "stop";

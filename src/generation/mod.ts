@@ -22,6 +22,7 @@ export {
   sampleToken,
   samplingDistribution,
   type SamplingOptions,
+  SamplingScratch,
 } from "./sampling.ts";
 export { TextStream } from "./stream.ts";
 export { type GenerateOptions, type GenerateResult, generateTokens } from "./generate.ts";
