@@ -145,6 +145,8 @@ export type FinetuneConfig = ResolvedConfig<typeof params>;
 export type RecipeKeys = FinetuneKeys & {
   save_adapter_weights_only?: boolean;
   optimizer_in_bwd?: boolean;
+  /** The distributed entries' host state (absent from the single-device ones). */
+  fsdp_cpu_offload?: boolean;
 };
 
 /** How a run of the recipe is named, launched and observed, and what it trains on. */
@@ -191,7 +193,8 @@ export class FinetuneRecipe {
     const dtypes = modelDtypes(cfg.dtype, cfg.device);
 
     // Process group and backend: a missing peer or GPU fails before any slow load.
-    const rt = this.rt = await joinRun(cfg.device as "cpu" | "cuda");
+    const hostState = cfg.fsdp_cpu_offload ?? false; // refused above where it cannot run
+    const rt = this.rt = await joinRun(cfg.device as "cpu" | "cuda", { shardAlone: hostState });
     const say = (s: string) => rt.isMain && !this.hooks.quiet && console.error(s);
     if (dtypes.note) say(dtypes.note);
     // Metric logger (rank 0): the resolved config is on record even if a later step fails.
@@ -237,6 +240,7 @@ export class FinetuneRecipe {
       quiet: !!this.hooks.quiet,
       memoryStats: cfg.log_peak_memory_stats,
       optimizerInBwd: cfg.optimizer_in_bwd ?? false,
+      hostState,
     });
     this.trainable = trainable;
     const calls = modelCalls(rt, this.model);

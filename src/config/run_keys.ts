@@ -62,7 +62,7 @@ export const RUN_KEYS = {
       cpu_offload: {
         type: "bool",
         default: false,
-        doc: "only False here: sharded state stays on the device (see fsdp_cpu_offload)",
+        doc: "only False here: host state is the top-level fsdp_cpu_offload",
       },
     },
   },
@@ -90,8 +90,8 @@ export function checkRunKeys(config: Record<string, unknown>, worldSize: number 
   const fsdp = config.fsdp as { cpu_offload?: boolean } | null | undefined;
   if (fsdp?.cpu_offload === true) {
     throw new TuneError(
-      "fsdp.cpu_offload=True is not supported: sharded parameters and optimizer state stay on " +
-        "the device; set fsdp.cpu_offload=False",
+      "fsdp.cpu_offload=True is not supported: tune reads the top-level key; set " +
+        "fsdp.cpu_offload=False and fsdp_cpu_offload=True",
     );
   }
   const tp = config.tensor_parallel_dim;

@@ -3,7 +3,7 @@
  * copied to host memory between forward and backward, src/models/llama/activation_stash.ts)
  * runs on CUDA and is refused in one line on the CPU, where the activations already live in
  * host memory; fsdp_cpu_offload (sharded parameters, gradients and optimizer state kept in
- * host memory) is refused in one line when switched on (never accepted and ignored);
+ * host memory, src/training/sharded.ts) runs on CUDA and is refused in one line on the CPU;
  * optimizer_in_bwd is implemented (src/training/optimizer_in_bwd.ts) and checked here with
  * torchtune's refusals.
  */
@@ -17,6 +17,16 @@ export interface MemoryOptions extends InBackwardKeys {
   device?: string;
 }
 
+/**
+ * Test seam, not a setting: TUNE_TEST_FSDP_CPU_OFFLOAD=1 lets fsdp_cpu_offload=True run on
+ * device=cpu (the slices on a second CpuBackend), so CPU tests reach every host-state code
+ * path with real collectives and compare it bit for bit with the device-state path. Users
+ * get the refusal: on the CPU the state is already in host memory.
+ */
+function hostStateTestSeam(): boolean {
+  return Deno.env.get("TUNE_TEST_FSDP_CPU_OFFLOAD") === "1";
+}
+
 /** Throw the one-line refusal of an option that is on (or of a combination torchtune refuses). */
 export function refuseUnimplementedMemoryOptions(cfg: MemoryOptions): void {
   if (cfg.enable_activation_offloading && cfg.device !== "cuda") {
@@ -24,11 +34,9 @@ export function refuseUnimplementedMemoryOptions(cfg: MemoryOptions): void {
       "enable_activation_offloading=True offloads GPU activations to host memory; on device=cpu they are already there, set it to False (enable_activation_checkpointing saves memory on the CPU)",
     );
   }
-  if (cfg.fsdp_cpu_offload) {
+  if (cfg.fsdp_cpu_offload && cfg.device !== "cuda" && !hostStateTestSeam()) {
     throw new TuneError(
-      cfg.device === "cpu"
-        ? "fsdp_cpu_offload=True offloads sharded GPU state to host memory; on device=cpu it is already there, set it to False"
-        : "fsdp_cpu_offload=True is not implemented on CUDA yet; set it to False (the sharded recipes already keep each rank's slice only)",
+      "fsdp_cpu_offload=True offloads sharded GPU state to host memory; on device=cpu it is already there, set it to False",
     );
   }
   checkOptimizerInBwd(cfg);

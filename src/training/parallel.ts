@@ -59,13 +59,19 @@ export interface Runtime {
 /**
  * Join the run the environment describes: one process (no launcher variables, or a world
  * of one) gets the plain backend; a rank of N gets the job's collectives (TCP on the CPU,
- * NCCL on GPUs). A missing peer or GPU fails here, before any slow load.
+ * NCCL on GPUs). A missing peer or GPU fails here, before any slow load. With `shardAlone`
+ * (fsdp_cpu_offload) one process runs sharded too, as FSDP does on one GPU: a world of one
+ * whose slices are the whole layout, so its state can live in host memory.
  */
-export async function joinRun(device: "cpu" | "cuda"): Promise<Runtime> {
+export async function joinRun(
+  device: "cpu" | "cuda",
+  o: { shardAlone?: boolean } = {},
+): Promise<Runtime> {
   if (discoverRank().worldSize === 1) {
-    const backend = await createBackend(device);
+    const backend = await createBackend(device); // its collectives: a world of one
     const group = await initProcessGroup(); // a job of one: no sockets
-    return { backend, group, rank: 0, worldSize: 1, isMain: true, sharded: false };
+    const sharded = o.shardAlone ?? false;
+    return { backend, group, rank: 0, worldSize: 1, isMain: true, sharded };
   }
   const { group, backend } = await setupDistributed(device);
   const { rank, worldSize, isMain } = group;
@@ -156,11 +162,19 @@ export function setupTrainable(
   model: LlamaModel,
   optimizer: TrainingOptimizer,
   state: RecipeState | null,
-  o: { seed: number; quiet: boolean; memoryStats: boolean; optimizerInBwd?: boolean },
+  o: {
+    seed: number;
+    quiet: boolean;
+    memoryStats: boolean;
+    optimizerInBwd?: boolean;
+    /** fsdp_cpu_offload: the slices and the optimizer step in host memory (sharded runs). */
+    hostState?: boolean;
+  },
 ): { trainable: Trainable; progress: TrainingProgress } {
   const fresh = { step: 0, epoch: 0, dataPosition: 0, seed: o.seed };
   const say = (s: string) => rt.isMain && !o.quiet && console.error(s);
   if (!rt.sharded) {
+    if (o.hostState) throw new Error("host state needs a sharded runtime (joinRun shardAlone)");
     if (o.memoryStats) say(`memory (bytes): ${JSON.stringify(memoryReport(model, optimizer))}`);
     const be = rt.backend;
     const progress = state ? restoreTrainingState(state, model, optimizer) : fresh;
@@ -176,7 +190,9 @@ export function setupTrainable(
     };
     return { trainable, progress };
   }
-  const sharded = new ShardedOptimizer(rt.backend, model.trainable, optimizer);
+  const sharded = new ShardedOptimizer(rt.backend, model.trainable, optimizer, {
+    hostState: o.hostState,
+  });
   const nf4 = model.nf4?.sharded ? model.nf4 : null; // QLoRA: the NF4 base, sharded too
   const frozen = model.spec.lora ? new ShardedFrozen(rt.backend, model.base, nf4) : null;
   if (frozen) {
@@ -198,12 +214,26 @@ export function setupTrainable(
     const own = model.memory();
     const rep = sharded.report();
     const slice = rep.shardElements * 4;
-    const mem = {
-      ...own,
-      parameters: own.parameters + slice + (frozen?.report().shardBytes ?? 0),
-      gradients: own.gradients + slice,
-      optimizer: rep.optimizerBytes,
-    };
+    const frozenSlices = frozen?.report().shardBytes ?? 0;
+    // host state (fsdp_cpu_offload): the trainable slices and moments are host memory; the
+    // device keeps the group buffers and the staging the slices pass through
+    const mem = rep.hostState
+      ? {
+        ...own,
+        parameters: own.parameters + frozenSlices,
+        gradients: own.gradients,
+        optimizer: 0,
+        staging: rep.stagingBytes,
+        parametersHost: slice,
+        gradientsHost: slice,
+        optimizerHost: rep.optimizerBytes,
+      }
+      : {
+        ...own,
+        parameters: own.parameters + slice + frozenSlices,
+        gradients: own.gradients + slice,
+        optimizer: rep.optimizerBytes,
+      };
     say(`memory (bytes, rank 0): ${JSON.stringify(mem)}`);
   }
   // optimizer_in_bwd: each group's slice steps once its gradients are reduce-scattered;
@@ -293,16 +323,26 @@ function reportShares(sharded: ShardedOptimizer, frozen: ShardedFrozen | null, q
   if (quiet) return;
   const rep = sharded.report();
   const who = `rank ${rep.rank}/${rep.worldSize}`;
+  const where = rep.hostState ? " in host memory" : "";
   console.error(
-    `${who} (pid ${Deno.pid}): optimizer state ${rep.optimizerBytes} bytes ` +
+    `${who} (pid ${Deno.pid}): optimizer state ${rep.optimizerBytes} bytes${where} ` +
       `(m, v of ${rep.shardElements} of ${rep.fullElements} trainable elements; ` +
       `one process: ${rep.fullOptimizerBytes} bytes)`,
   );
-  console.error(
-    `${who}: trainable params+grads resident ${rep.residentParamGradBytes} bytes ` +
-      `(slices ${rep.shardParamGradBytes} + group buffers ${rep.computeParamGradBytes}; ` +
-      `largest group ${rep.largestGroupBytes}; one process: ${rep.fullParamGradBytes} bytes)`,
-  );
+  if (rep.hostState) {
+    // fsdp_cpu_offload: the device holds the group buffers and the slices' staging only
+    console.error(
+      `${who}: trainable params+grads resident on the device ${rep.residentParamGradBytes} ` +
+        `bytes (group buffers and staging; slices ${rep.shardParamGradBytes} in host memory; ` +
+        `largest group ${rep.largestGroupBytes}; one process: ${rep.fullParamGradBytes} bytes)`,
+    );
+  } else {
+    console.error(
+      `${who}: trainable params+grads resident ${rep.residentParamGradBytes} bytes ` +
+        `(slices ${rep.shardParamGradBytes} + group buffers ${rep.computeParamGradBytes}; ` +
+        `largest group ${rep.largestGroupBytes}; one process: ${rep.fullParamGradBytes} bytes)`,
+    );
+  }
   if (!frozen) return;
   const fr = frozen.report();
   console.error(

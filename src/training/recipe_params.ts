@@ -108,7 +108,8 @@ export const distributedOnlyParams = {
   fsdp_cpu_offload: {
     type: "bool",
     default: false,
-    doc: "keep sharded state in host memory (only False: True is refused when the run starts)",
+    doc: "keep each rank's trainable slices, gradients and AdamW state in host memory and step " +
+      "them there (CUDA; one process then runs sharded too); refused on device=cpu",
   },
   custom_sharded_layers: {
     type: "string[]",

@@ -22,8 +22,17 @@
  * ZeRO-2 (a store without windows, still supported): forward/backward run on full `params`
  * and `grads`; `reduceScatterGrads()` after the whole backward and `gatherParams()` after
  * the step move between them and the slices, so only the optimizer state is divided.
+ *
+ * Host state (torchtune's `fsdp_cpu_offload: True`, FSDP2's CPUOffloadPolicy): the slices
+ * (values, gradients, both moments) are buffers of a host CpuBackend, and the clipping and
+ * AdamW step run there; the device keeps only the group slots and one staging buffer of the
+ * largest group slice. `beforeGroup` uploads the group's slice into the staging and
+ * all-gathers from it; `afterGroupBackward` reduce-scatters on the device as without host
+ * state, downloads this rank's part and adds it on the host. The ops and their order are
+ * those of the device path, so two CpuBackends give its numbers bit for bit.
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
+import { CpuBackend } from "../backend/cpu/backend.ts";
 import { type FlatShard, flatShard } from "../distributed/sharding.ts";
 import type { GroupHooks } from "../models/llama/model.ts";
 import { TuneError } from "../errors.ts";
@@ -58,6 +67,8 @@ export interface ShardReport {
   shardParamGradBytes: number;
   /** Of those, the compute buffers (group slots or full buffers) and staging. */
   computeParamGradBytes: number;
+  /** Of those, the staging for the collectives (and with host state the slices' way through). */
+  stagingBytes: number;
   /** Values and gradients of the largest group (fp32), for comparison. */
   largestGroupBytes: number;
   /** Values and gradients over the whole layout (fp32): one process's. */
@@ -70,6 +81,9 @@ export interface ShardReport {
   shardElements: number;
   /** Bytes of this rank's optimizer state (AdamW: m and v, fp32; 8-bit AdamW: its state). */
   optimizerBytes: number;
+  /** Host state (fsdp_cpu_offload): the slices and moments live in host memory, and the
+   * resident and compute bytes above are the device's (the staging included). */
+  hostState: boolean;
   /** Bytes the moments take in one process (m and v over the full buffer). */
   fullOptimizerBytes: number;
 }
@@ -85,14 +99,20 @@ export class ShardedOptimizer {
   readonly segments: readonly Segment[];
   /** Elements of each shard buffer. */
   readonly shardLength: number;
-  /** (shardLength) fp32 master values of this rank's slices. */
+  /** Where the slices live and the optimizer runs: `backend`, or a CpuBackend with host state. */
+  readonly host: Backend;
+  /** (shardLength) fp32 master values of this rank's slices (a `host` buffer). */
   readonly params: DeviceBuffer;
-  /** (shardLength) reduced gradients of this rank's slices. */
+  /** (shardLength) reduced gradients of this rank's slices (a `host` buffer). */
   readonly grads: DeviceBuffer;
   /** (shardLength) AdamW first moment; null for 8-bit AdamW (its state is on the host). */
   readonly m: DeviceBuffer | null;
   /** (shardLength) AdamW second moment; null for 8-bit AdamW. */
   readonly v: DeviceBuffer | null;
+  /** Host state: (largest group slice) device buffer the slices pass through; else null. */
+  readonly #stage: DeviceBuffer | null;
+  /** Host state: (largest group slice) host buffer a downloaded gradient part is added from. */
+  readonly #hostPart: DeviceBuffer | null;
   /** optimizer_in_bwd: the step's learning rate and the groups stepped so far. */
   #inBwd: { lr: number; stepped: Set<string> } | null = null;
   /**
@@ -109,16 +129,26 @@ export class ShardedOptimizer {
    * @param optimizer the optimizer that holds the hyper-parameters and the step count (it is
    *   bound to `store` but never steps it: this class applies AdamW to the slices; 8-bit
    *   AdamW keeps the state of this rank's slices and steps them, `AdamW8bit.shard`).
+   * @param opts.hostState keep the slices and moments in host memory and step them on the
+   *   host (fsdp_cpu_offload); with a CpuBackend `backend` too (the tests' two CpuBackends).
    */
   constructor(
     readonly backend: Backend,
     readonly store: ParamStore,
     readonly optimizer: TrainingOptimizer,
+    opts: { hostState?: boolean } = {},
   ) {
     if (!store.trainable) throw new Error("ShardedOptimizer needs a trainable store");
     if (optimizer instanceof AdamW && optimizer.paged) {
       throw new TuneError(
         "bitsandbytes.optim.PagedAdamW runs in the single-device recipes on CUDA; in the sharded ones each rank already keeps only its slice of the moments: use torch.optim.AdamW, or bitsandbytes.optim.PagedAdamW8bit for 8-bit state in host memory",
+      );
+    }
+    const eight = optimizer instanceof AdamW8bit;
+    if (opts.hostState && eight) {
+      // AdamW8bit steps its slices through the compute backend's buffers (src/optim)
+      throw new TuneError(
+        "fsdp_cpu_offload=True runs torch.optim.AdamW on the host; bitsandbytes.optim.AdamW8bit already keeps its state in host memory: set fsdp_cpu_offload=False, or use torch.optim.AdamW",
       );
     }
     const c = backend.collectives;
@@ -131,11 +161,14 @@ export class ShardedOptimizer {
     );
     this.segments = segs;
     this.shardLength = shardAt;
-    this.params = backend.alloc(shardAt, "f32");
-    this.grads = backend.alloc(shardAt, "f32");
-    const eight = optimizer instanceof AdamW8bit;
-    this.m = eight ? null : backend.alloc(shardAt, "f32");
-    this.v = eight ? null : backend.alloc(shardAt, "f32");
+    const host = this.host = opts.hostState ? new CpuBackend() : backend;
+    this.params = host.alloc(shardAt, "f32");
+    this.grads = host.alloc(shardAt, "f32");
+    this.m = eight ? null : host.alloc(shardAt, "f32");
+    this.v = eight ? null : host.alloc(shardAt, "f32");
+    const largest = Math.max(1, ...segs.map((s) => s.shard.shardLength));
+    this.#stage = opts.hostState ? backend.alloc(largest, "f32") : null;
+    this.#hostPart = opts.hostState ? host.alloc(largest, "f32") : null;
     if (eight) {
       optimizer.shard(
         segs.map((s) => ({
@@ -162,7 +195,17 @@ export class ShardedOptimizer {
 
   /** Take this rank's slices of the store's current values as the master copy (after load). */
   takeParams(): void {
-    takeSlices(this.backend, this.segments, this.params, this.store.params);
+    if (!this.#stage) {
+      takeSlices(this.backend, this.segments, this.params, this.store.params);
+      return;
+    }
+    const be = this.backend;
+    for (const s of this.segments) {
+      const n = s.shard.validLength;
+      if (n === 0) continue;
+      const from = be.view(this.store.params, s.offset + s.shard.start, n); // (n)
+      this.host.upload(this.params, be.download(from) as Float32Array, s.shardOffset);
+    }
   }
 
   /** Per group: this rank's slice of grads = sum over ranks of the store's grads. */
@@ -170,14 +213,18 @@ export class ShardedOptimizer {
     if (this.store.windows) return; // ZeRO-3: done group by group in afterGroupBackward
     const be = this.backend;
     for (const s of this.segments) {
-      const out = be.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
+      const n = s.shard.shardLength;
+      const out = this.#stage ? be.view(this.#stage, 0, n) : be.view(this.grads, s.shardOffset, n); // (shard)
       await this.#reduceSegment(s, out, be.view(this.store.grads!, s.offset, s.length));
+      if (this.#stage) {
+        this.host.upload(this.grads, be.download(out) as Float32Array, s.shardOffset);
+      }
     }
   }
 
   /** L2 norm of the whole reduced gradient (every rank gets the same value). */
   async gradNorm(): Promise<number> {
-    const [sq] = await allSumF64(this.backend, [this.backend.sumSquares(this.grads)], {
+    const [sq] = await allSumF64(this.backend, [this.host.sumSquares(this.grads)], {
       pair: this.#pair,
       pairs: this.#pairs,
     });
@@ -192,7 +239,7 @@ export class ShardedOptimizer {
     const norm = await this.gradNorm();
     if (Number.isFinite(maxNorm)) {
       const coef = Math.fround(maxNorm / (norm + 1e-6));
-      if (coef < 1) this.backend.scale(this.grads, coef);
+      if (coef < 1) this.host.scale(this.grads, coef);
     }
     return norm;
   }
@@ -213,7 +260,7 @@ export class ShardedOptimizer {
       await opt.stepSlices(this.params, this.grads, lr, s?.name);
       return;
     }
-    const be = this.backend, o = opt.options;
+    const be = this.host, o = opt.options;
     const at = (b: DeviceBuffer) => s ? be.view(b, s.shardOffset, s.shard.shardLength) : b; // (slice)
     be.adamw(at(this.params), at(this.grads), at(this.m!), at(this.v!), {
       lr,
@@ -257,7 +304,7 @@ export class ShardedOptimizer {
 
   /** Zero this rank's gradient slices (start of an optimizer step). */
   zeroGrads(): void {
-    this.backend.fill(this.grads, 0);
+    this.host.fill(this.grads, 0);
   }
 
   /**
@@ -269,8 +316,7 @@ export class ShardedOptimizer {
     const be = this.backend;
     const s = this.#segment(name);
     // the slot holds the padded group: gather straight into it
-    const inp = be.view(this.params, s.shardOffset, s.shard.shardLength); // (shard)
-    await be.collectives.allGather(this.store.groupParams(name), inp);
+    await be.collectives.allGather(this.store.groupParams(name), this.#deviceSlice(this.params, s));
   }
 
   /**
@@ -285,8 +331,16 @@ export class ShardedOptimizer {
     // in place (NCCL's in-place form): this rank's sums land on its own part of the slot
     const out = be.view(full, s.shard.start, s.shard.shardLength); // (shard)
     await be.collectives.reduceScatterSum(out, full);
-    const acc = be.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
-    be.add(acc, acc, out);
+    const h = this.host;
+    const acc = h.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
+    if (this.#stage) {
+      // host state: this rank's part to the host (the staging is free again), added there
+      const part = h.view(this.#hostPart!, 0, s.shard.shardLength); // (shard)
+      h.upload(part, be.download(out) as Float32Array);
+      h.add(acc, acc, part);
+    } else {
+      be.add(acc, acc, out);
+    }
     const inBwd = this.#inBwd;
     if (!inBwd) return;
     // optimizer_in_bwd: this group's gradients are complete; step its slice now
@@ -354,7 +408,7 @@ export class ShardedOptimizer {
     if (h.m.length !== total || h.v.length !== total) {
       throw new Error(`moments of ${h.m.length} elements for a layout of ${total}`);
     }
-    const be = this.backend;
+    const be = this.host;
     be.fill(this.m, 0);
     be.fill(this.v, 0);
     for (const s of this.segments) {
@@ -370,13 +424,15 @@ export class ShardedOptimizer {
   report(): ShardReport {
     const st = this.store;
     const shardBytes = this.shardLength * 8;
-    const extra = (this.#staging?.length ?? 0) * 4;
+    const extra = ((this.#staging?.length ?? 0) + (this.#stage?.length ?? 0)) * 4;
     const compute = st.paramBytes() + st.gradBytes() + extra;
     return {
       zero3: st.windows !== null,
-      residentParamGradBytes: shardBytes + compute,
+      // host state: the slices are host memory, the device holds the compute buffers only
+      residentParamGradBytes: (this.#stage ? 0 : shardBytes) + compute,
       shardParamGradBytes: shardBytes,
       computeParamGradBytes: compute,
+      stagingBytes: extra,
       largestGroupBytes: Math.max(...st.layout.groups.map((g) => g.length)) * 8,
       fullParamGradBytes: st.layout.total * 8,
       rank: this.rank,
@@ -384,15 +440,18 @@ export class ShardedOptimizer {
       fullElements: this.store.layout.total,
       shardElements: this.shardLength,
       ...this.#optimizerBytes(),
+      hostState: this.#stage !== null,
     };
   }
 
   /** Release the shard buffers. */
   free(): void {
-    for (const b of [this.params, this.grads, this.m, this.v, this.#pair, this.#pairs]) {
+    for (const b of [this.params, this.grads, this.m, this.v, this.#hostPart]) {
+      if (b) this.host.free(b);
+    }
+    for (const b of [this.#pair, this.#pairs, this.#stage, this.#staging]) {
       if (b) this.backend.free(b);
     }
-    if (this.#staging) this.backend.free(this.#staging);
   }
 
   /** Bytes of this rank's optimizer state and of one process's. */
@@ -413,11 +472,29 @@ export class ShardedOptimizer {
     return s;
   }
 
+  /**
+   * Segment `s`'s slice of `shard` (a slice buffer) as a device buffer, for a collective:
+   * a view of it, or with host state its copy in the staging (valid until the next call).
+   */
+  #deviceSlice(shard: DeviceBuffer, s: Segment): DeviceBuffer {
+    const be = this.backend, n = s.shard.shardLength;
+    if (!this.#stage || !this.#isHost(shard)) return be.view(shard, s.shardOffset, n); // (shard)
+    const data = this.host.download(this.host.view(shard, s.shardOffset, n)) as Float32Array;
+    const out = be.view(this.#stage, 0, n); // (shard)
+    be.upload(out, data);
+    return out;
+  }
+
+  /** Whether `b` is one of the host slice buffers (8-bit AdamW's gathered state is not). */
+  #isHost(b: DeviceBuffer): boolean {
+    return b === this.params || b === this.grads || b === this.m || b === this.v;
+  }
+
   /** All-gather one segment's slices of `shard` into `out` (group length). */
   async #gatherSegment(s: Segment, shard: DeviceBuffer, out: DeviceBuffer): Promise<void> {
     const be = this.backend;
     const c = be.collectives;
-    const inp = be.view(shard, s.shardOffset, s.shard.shardLength); // (shard)
+    const inp = this.#deviceSlice(shard, s); // (shard)
     if (s.shard.paddedLength === s.length) {
       await c.allGather(out, inp);
       return;
