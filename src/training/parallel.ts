@@ -194,7 +194,9 @@ export function setupTrainable(
     hostState: o.hostState,
   });
   const nf4 = model.nf4?.sharded ? model.nf4 : null; // QLoRA: the NF4 base, sharded too
-  const frozen = model.spec.lora ? new ShardedFrozen(rt.backend, model.base, nf4) : null;
+  const frozen = model.spec.lora
+    ? new ShardedFrozen(rt.backend, model.base, nf4, { hostState: o.hostState })
+    : null;
   if (frozen) {
     frozen.takeParams();
     model.base.release();
@@ -214,17 +216,18 @@ export function setupTrainable(
     const own = model.memory();
     const rep = sharded.report();
     const slice = rep.shardElements * 4;
-    const frozenSlices = frozen?.report().shardBytes ?? 0;
-    // host state (fsdp_cpu_offload): the trainable slices and moments are host memory; the
-    // device keeps the group buffers and the staging the slices pass through
+    const fr = frozen?.report();
+    const frozenSlices = fr?.shardBytes ?? 0;
+    // host state (fsdp_cpu_offload): the slices (a LoRA base's too) and the moments are host
+    // memory; the device keeps the group buffers and the staging the slices pass through
     const mem = rep.hostState
       ? {
         ...own,
-        parameters: own.parameters + frozenSlices,
+        parameters: own.parameters,
         gradients: own.gradients,
         optimizer: 0,
-        staging: rep.stagingBytes,
-        parametersHost: slice,
+        staging: rep.stagingBytes + (fr?.stagingBytes ?? 0),
+        parametersHost: slice + frozenSlices,
         gradientsHost: slice,
         optimizerHost: rep.optimizerBytes,
       }
@@ -346,9 +349,13 @@ function reportShares(sharded: ShardedOptimizer, frozen: ShardedFrozen | null, q
   if (!frozen) return;
   const fr = frozen.report();
   console.error(
-    `${who}: frozen base resident ${fr.shardBytes + fr.computeBytes} bytes ` +
-      `(slices ${fr.shardBytes} + group buffers ${fr.computeBytes}; largest group ` +
-      `${fr.largestGroupBytes}; one process: ${fr.fullBytes} bytes)`,
+    fr.hostState
+      ? `${who}: frozen base resident on the device ${fr.computeBytes} bytes (group buffers ` +
+        `and staging; slices ${fr.shardBytes} in host memory; largest group ` +
+        `${fr.largestGroupBytes}; one process: ${fr.fullBytes} bytes)`
+      : `${who}: frozen base resident ${fr.shardBytes + fr.computeBytes} bytes ` +
+        `(slices ${fr.shardBytes} + group buffers ${fr.computeBytes}; largest group ` +
+        `${fr.largestGroupBytes}; one process: ${fr.fullBytes} bytes)`,
   );
   const q = frozen.nf4?.shardBytes();
   if (!q) return;

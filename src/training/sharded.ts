@@ -23,16 +23,15 @@
  * and `grads`; `reduceScatterGrads()` after the whole backward and `gatherParams()` after
  * the step move between them and the slices, so only the optimizer state is divided.
  *
- * Host state (torchtune's `fsdp_cpu_offload: True`, FSDP2's CPUOffloadPolicy): the slices
- * (values, gradients, both moments) are buffers of a host CpuBackend, and the clipping and
- * AdamW step run there; the device keeps only the group slots and one staging buffer of the
- * largest group slice. `beforeGroup` uploads the group's slice into the staging and
- * all-gathers from it; `afterGroupBackward` reduce-scatters on the device as without host
- * state, downloads this rank's part and adds it on the host. The ops and their order are
- * those of the device path, so two CpuBackends give its numbers bit for bit.
+ * Host state (torchtune's `fsdp_cpu_offload: True`, src/training/host_state.ts): the slices
+ * (values, gradients, both moments; a LoRA base's values) are buffers of a host CpuBackend,
+ * and the clipping and AdamW step run there; the device keeps only the group slots and one
+ * staging buffer of the largest group slice. `beforeGroup` uploads the group's slice into
+ * the staging and all-gathers from it; `afterGroupBackward` reduce-scatters on the device as
+ * without host state, downloads this rank's part and adds it on the host. The ops and their
+ * order are those of the device path, so two CpuBackends give its numbers bit for bit.
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
-import { CpuBackend } from "../backend/cpu/backend.ts";
 import { type FlatShard, flatShard } from "../distributed/sharding.ts";
 import type { GroupHooks } from "../models/llama/model.ts";
 import { TuneError } from "../errors.ts";
@@ -42,6 +41,7 @@ import type { TrainingOptimizer } from "../optim/create.ts";
 import type { ParamStore } from "../params/store.ts";
 import type { Nf4Store } from "../quant/nf4_store.ts";
 import type { HostMoments } from "./checkpointing.ts";
+import { HostStaging } from "./host_state.ts";
 
 /** One layout group and where this rank's slice of it lies. */
 interface Segment {
@@ -109,8 +109,8 @@ export class ShardedOptimizer {
   readonly m: DeviceBuffer | null;
   /** (shardLength) AdamW second moment; null for 8-bit AdamW. */
   readonly v: DeviceBuffer | null;
-  /** Host state: (largest group slice) device buffer the slices pass through; else null. */
-  readonly #stage: DeviceBuffer | null;
+  /** Host state: the host backend and the device staging the slices pass through; else null. */
+  readonly #hs: HostStaging | null;
   /** Host state: (largest group slice) host buffer a downloaded gradient part is added from. */
   readonly #hostPart: DeviceBuffer | null;
   /** optimizer_in_bwd: the step's learning rate and the groups stepped so far. */
@@ -161,13 +161,13 @@ export class ShardedOptimizer {
     );
     this.segments = segs;
     this.shardLength = shardAt;
-    const host = this.host = opts.hostState ? new CpuBackend() : backend;
+    const largest = Math.max(1, ...segs.map((s) => s.shard.shardLength));
+    this.#hs = opts.hostState ? new HostStaging(backend, largest, "f32") : null;
+    const host = this.host = this.#hs?.host ?? backend;
     this.params = host.alloc(shardAt, "f32");
     this.grads = host.alloc(shardAt, "f32");
     this.m = eight ? null : host.alloc(shardAt, "f32");
     this.v = eight ? null : host.alloc(shardAt, "f32");
-    const largest = Math.max(1, ...segs.map((s) => s.shard.shardLength));
-    this.#stage = opts.hostState ? backend.alloc(largest, "f32") : null;
     this.#hostPart = opts.hostState ? host.alloc(largest, "f32") : null;
     if (eight) {
       optimizer.shard(
@@ -195,17 +195,7 @@ export class ShardedOptimizer {
 
   /** Take this rank's slices of the store's current values as the master copy (after load). */
   takeParams(): void {
-    if (!this.#stage) {
-      takeSlices(this.backend, this.segments, this.params, this.store.params);
-      return;
-    }
-    const be = this.backend;
-    for (const s of this.segments) {
-      const n = s.shard.validLength;
-      if (n === 0) continue;
-      const from = be.view(this.store.params, s.offset + s.shard.start, n); // (n)
-      this.host.upload(this.params, be.download(from) as Float32Array, s.shardOffset);
-    }
+    takeSlices(this.backend, this.segments, this.params, this.store.params, this.#hs);
   }
 
   /** Per group: this rank's slice of grads = sum over ranks of the store's grads. */
@@ -213,12 +203,11 @@ export class ShardedOptimizer {
     if (this.store.windows) return; // ZeRO-3: done group by group in afterGroupBackward
     const be = this.backend;
     for (const s of this.segments) {
-      const n = s.shard.shardLength;
-      const out = this.#stage ? be.view(this.#stage, 0, n) : be.view(this.grads, s.shardOffset, n); // (shard)
+      const n = s.shard.shardLength, hs = this.#hs;
+      // host state: reduced into the staging, then taken to the host slice
+      const out = hs ? hs.deviceScratch(n) : be.view(this.grads, s.shardOffset, n); // (shard)
       await this.#reduceSegment(s, out, be.view(this.store.grads!, s.offset, s.length));
-      if (this.#stage) {
-        this.host.upload(this.grads, be.download(out) as Float32Array, s.shardOffset);
-      }
+      hs?.fromDevice(this.grads, s.shardOffset, out);
     }
   }
 
@@ -333,11 +322,10 @@ export class ShardedOptimizer {
     await be.collectives.reduceScatterSum(out, full);
     const h = this.host;
     const acc = h.view(this.grads, s.shardOffset, s.shard.shardLength); // (shard)
-    if (this.#stage) {
-      // host state: this rank's part to the host (the staging is free again), added there
-      const part = h.view(this.#hostPart!, 0, s.shard.shardLength); // (shard)
-      h.upload(part, be.download(out) as Float32Array);
-      h.add(acc, acc, part);
+    if (this.#hs) {
+      // host state: this rank's part to the host, added there
+      this.#hs.fromDevice(this.#hostPart!, 0, out);
+      h.add(acc, acc, h.view(this.#hostPart!, 0, s.shard.shardLength));
     } else {
       be.add(acc, acc, out);
     }
@@ -424,12 +412,12 @@ export class ShardedOptimizer {
   report(): ShardReport {
     const st = this.store;
     const shardBytes = this.shardLength * 8;
-    const extra = ((this.#staging?.length ?? 0) + (this.#stage?.length ?? 0)) * 4;
+    const extra = (this.#staging?.length ?? 0) * 4 + (this.#hs?.deviceBytes ?? 0);
     const compute = st.paramBytes() + st.gradBytes() + extra;
     return {
       zero3: st.windows !== null,
       // host state: the slices are host memory, the device holds the compute buffers only
-      residentParamGradBytes: (this.#stage ? 0 : shardBytes) + compute,
+      residentParamGradBytes: (this.#hs ? 0 : shardBytes) + compute,
       shardParamGradBytes: shardBytes,
       computeParamGradBytes: compute,
       stagingBytes: extra,
@@ -440,7 +428,7 @@ export class ShardedOptimizer {
       fullElements: this.store.layout.total,
       shardElements: this.shardLength,
       ...this.#optimizerBytes(),
-      hostState: this.#stage !== null,
+      hostState: this.#hs !== null,
     };
   }
 
@@ -449,9 +437,10 @@ export class ShardedOptimizer {
     for (const b of [this.params, this.grads, this.m, this.v, this.#hostPart]) {
       if (b) this.host.free(b);
     }
-    for (const b of [this.#pair, this.#pairs, this.#stage, this.#staging]) {
+    for (const b of [this.#pair, this.#pairs, this.#staging]) {
       if (b) this.backend.free(b);
     }
+    this.#hs?.free();
   }
 
   /** Bytes of this rank's optimizer state and of one process's. */
@@ -477,12 +466,9 @@ export class ShardedOptimizer {
    * a view of it, or with host state its copy in the staging (valid until the next call).
    */
   #deviceSlice(shard: DeviceBuffer, s: Segment): DeviceBuffer {
-    const be = this.backend, n = s.shard.shardLength;
-    if (!this.#stage || !this.#isHost(shard)) return be.view(shard, s.shardOffset, n); // (shard)
-    const data = this.host.download(this.host.view(shard, s.shardOffset, n)) as Float32Array;
-    const out = be.view(this.#stage, 0, n); // (shard)
-    be.upload(out, data);
-    return out;
+    const n = s.shard.shardLength;
+    if (this.#hs && this.#isHost(shard)) return this.#hs.toDevice(shard, s.shardOffset, n);
+    return this.backend.view(shard, s.shardOffset, n); // (shard)
   }
 
   /** Whether `b` is one of the host slice buffers (8-bit AdamW's gathered state is not). */
@@ -580,18 +566,23 @@ export class ShardedFrozen {
   readonly worldSize: number;
   readonly segments: readonly Segment[];
   readonly shardLength: number;
-  /** (shardLength) this rank's slices of the values, in the store's dtype. */
+  /** (shardLength) this rank's slices of the values, in the store's dtype (host state: a
+   * buffer of the host backend, which keeps bf16 values in fp32 words). */
   readonly params: DeviceBuffer;
+  /** Host state: the host backend and the device staging the slices pass through; else null. */
+  readonly #hs: HostStaging | null;
 
   /**
    * @param store a frozen store built with group windows padded to the world size.
    * @param nf4 a QLoRA model's NF4 weights, sharded by their store (src/quant/nf4_store.ts):
-   *   gathered with the rest of their group.
+   *   gathered with the rest of their group (they stay on the device with host state).
+   * @param opts.hostState keep the slices in host memory (fsdp_cpu_offload).
    */
   constructor(
     readonly backend: Backend,
     readonly store: ParamStore,
     readonly nf4: Nf4Store | null = null,
+    opts: { hostState?: boolean } = {},
   ) {
     if (!store.windows) throw new Error("ShardedFrozen needs a store with group windows");
     if (nf4 && !nf4.sharded) throw new Error("ShardedFrozen needs a sharded NF4 store");
@@ -601,12 +592,14 @@ export class ShardedFrozen {
     const { segments, shardLength } = shardSegments(store, this.rank, this.worldSize, false);
     this.segments = segments;
     this.shardLength = shardLength;
-    this.params = backend.alloc(Math.max(1, shardLength), store.dtype);
+    const largest = Math.max(1, ...segments.map((s) => s.shard.shardLength));
+    this.#hs = opts.hostState ? new HostStaging(backend, largest, store.dtype) : null;
+    this.params = (this.#hs?.host ?? backend).alloc(Math.max(1, shardLength), store.dtype);
   }
 
   /** Take this rank's slices of the store's (materialized) full values, after loading. */
   takeParams(): void {
-    takeSlices(this.backend, this.segments, this.params, this.store.params);
+    takeSlices(this.backend, this.segments, this.params, this.store.params, this.#hs);
   }
 
   /** GroupHooks: all-gather group `name`'s slices (and its NF4 weights) into its compute slot. */
@@ -615,8 +608,7 @@ export class ShardedFrozen {
     if (!this.store.hasGroup(name)) return;
     const be = this.backend;
     const s = this.segments.find((x) => x.name === name)!;
-    const inp = be.view(this.params, s.shardOffset, s.shard.shardLength); // (shard)
-    await be.collectives.allGather(this.store.groupParams(name), inp);
+    await be.collectives.allGather(this.store.groupParams(name), this.#deviceSlice(s));
   }
 
   /** GroupHooks: a frozen group has no gradients. */
@@ -635,8 +627,7 @@ export class ShardedFrozen {
     try {
       for (const s of this.segments) {
         if (!st.hasGroup(s.name)) continue;
-        const inp = be.view(this.params, s.shardOffset, s.shard.shardLength); // (shard)
-        await be.collectives.allGather(st.groupParams(s.name), inp);
+        await be.collectives.allGather(st.groupParams(s.name), this.#deviceSlice(s));
         be.copy(
           be.view(st.params, s.offset, s.length),
           be.view(st.groupParams(s.name), 0, s.length),
@@ -648,25 +639,41 @@ export class ShardedFrozen {
     }
   }
 
-  /** Bytes of this rank's slices and of the store's group slots. */
+  /**
+   * Bytes of this rank's slices and of the store's group slots (with host state: the slices
+   * in host memory, 4 per element, and the device's slots plus staging).
+   */
   report(): {
+    hostState: boolean;
     shardBytes: number;
     computeBytes: number;
+    stagingBytes: number;
     largestGroupBytes: number;
     fullBytes: number;
   } {
     const per = this.store.dtype === "bf16" ? 2 : 4;
+    const hs = this.#hs;
     return {
+      hostState: hs !== null,
       largestGroupBytes: Math.max(...this.store.layout.groups.map((g) => g.length)) * per,
-      shardBytes: this.shardLength * per,
-      computeBytes: this.store.paramBytes(),
+      shardBytes: this.shardLength * (hs ? 4 : per),
+      computeBytes: this.store.paramBytes() + (hs?.deviceBytes ?? 0),
+      stagingBytes: hs?.deviceBytes ?? 0,
       fullBytes: this.store.layout.total * per,
     };
   }
 
   /** Release the slices. */
   free(): void {
-    this.backend.free(this.params);
+    (this.#hs?.host ?? this.backend).free(this.params);
+    this.#hs?.free();
+  }
+
+  /** Segment `s`'s slice of the values as a device buffer (host state: in the staging). */
+  #deviceSlice(s: Segment): DeviceBuffer {
+    const n = s.shard.shardLength;
+    if (this.#hs) return this.#hs.toDevice(this.params, s.shardOffset, n);
+    return this.backend.view(this.params, s.shardOffset, n); // (shard)
   }
 }
 
@@ -705,17 +712,23 @@ function shardSegments(
   return { segments, shardLength: shardAt };
 }
 
-/** Copy this rank's slice of every segment of `full` (whole layout) into `shard`. */
+/**
+ * Copy this rank's slice of every segment of `full` (whole layout) into `shard` (a buffer of
+ * `be`, or with host state one of `hs.host`).
+ */
 function takeSlices(
   be: Backend,
   segments: readonly Segment[],
   shard: DeviceBuffer,
   full: DeviceBuffer,
+  hs: HostStaging | null,
 ): void {
   for (const s of segments) {
     const n = s.shard.validLength;
     if (n === 0) continue;
-    be.copy(be.view(shard, s.shardOffset, n), be.view(full, s.offset + s.shard.start, n));
+    const from = be.view(full, s.offset + s.shard.start, n); // (n)
+    if (hs) hs.fromDevice(shard, s.shardOffset, from);
+    else be.copy(be.view(shard, s.shardOffset, n), from);
   }
 }
 
