@@ -18,6 +18,8 @@ import { join } from "node:path";
 import { buildEmulator, hasGpp } from "./_emulator.ts";
 import { driverEnv } from "./_fake_driver.ts";
 import { type Metrics, readMetrics, ROOT, type Run, timeless } from "./_recipe_helpers.ts";
+import { HostValues } from "../src/training/host_state.ts";
+import { roundBf16 } from "../src/backend/cpu/buffer.ts";
 
 const SEAM = { TUNE_TEST_FSDP_CPU_OFFLOAD: "1" };
 const OFFLOAD = "fsdp_cpu_offload=True";
@@ -161,52 +163,105 @@ Deno.test("fsdp_cpu_offload=True is refused in one line on device=cpu and with 8
   );
 });
 
+Deno.test("HostValues keeps bf16 slices in 2 bytes an element and gives them back bitwise", () => {
+  const n = 1000;
+  const vals = Float32Array.from(
+    { length: n },
+    (_, i) => roundBf16(Math.sin(i) * 10 ** (i % 7 - 3)),
+  );
+  vals[3] = -0, vals[4] = Infinity, vals[5] = -1e-40; // a signed zero, an infinity, a subnormal
+  vals[5] = roundBf16(vals[5]);
+  const bf = new HostValues(n + 10, "bf16"), f32 = new HostValues(n, "f32");
+  bf.set(10, vals);
+  f32.set(0, vals);
+  assert.equal(bf.bytes, 2 * (n + 10));
+  assert.equal(f32.bytes, 4 * n);
+  const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+  assert.deepEqual(bits(bf.get(10, n)), bits(vals));
+  assert.deepEqual(bits(f32.get(0, n)), bits(vals));
+  assert.deepEqual([...bf.get(0, 10)], new Array(10).fill(0));
+});
+
+/**
+ * One process on the emulated device, fsdp_cpu_offload off (unsharded) and on (a world of
+ * one with host state): the losses within relative 1e-5 and the memory lines.
+ */
+async function emulatedPair(
+  env: Record<string, string>,
+  dir: string,
+  label: string,
+  recipe: string,
+  config: string,
+  extra: string[],
+) {
+  const run = [
+    "--nproc_per_node",
+    "1",
+    recipe,
+    "--config",
+    config,
+    "device=cuda",
+    "model.num_layers=1",
+    "tokenizer.max_seq_len=16",
+    "batch_size=2",
+    "epochs=1",
+    "lr_scheduler.num_warmup_steps=0",
+    "seed=0",
+    "log_peak_memory_stats=True",
+    ...extra,
+  ];
+  const dev = join(dir, `${label}_device`), host = join(dir, `${label}_host`);
+  const d = await runOk(env, ...run, `output_dir=${dev}`);
+  const h = await runOk(env, ...run, OFFLOAD, `output_dir=${host}`);
+  // one process without offload is not sharded; with it, a world of one
+  assert.doesNotMatch(d.stderr, /rank 0\/1/);
+  assert.match(h.stderr, /rank 0\/1 \(pid \d+\): optimizer state \d+ bytes in host memory/);
+  const a = readMetrics(host), b = readMetrics(dev);
+  assert.ok(a.length >= 2 && a.length === b.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    assert.equal(a[i].tokens, b[i].tokens);
+    worst = Math.max(worst, Math.abs(a[i].loss - b[i].loss) / Math.abs(b[i].loss));
+  }
+  console.log(
+    `${label} cuda (emulated): losses ${a.map((m) => m.loss.toFixed(6)).join(" ")}; worst ` +
+      `relative diff host state vs device state ${worst.toExponential(2)} (rtol 1e-5)`,
+  );
+  assert.ok(worst <= 1e-5);
+  // the unsharded run holds whole buffers and the moments; the host-state one its group
+  // slots and the staging (with one tiny layer, about as large as the whole values)
+  const md = memoryOf(d.stderr), mh = memoryOf(h.stderr);
+  console.log(`${label} cuda (emulated) device state: ${JSON.stringify(md)}`);
+  console.log(`${label} cuda (emulated) host state:   ${JSON.stringify(mh)}`);
+  assert.equal(mh.optimizer, 0);
+  assert.equal(mh.optimizerHost, md.optimizer);
+  const held = (m: Record<string, number>) =>
+    m.parameters + m.gradients + m.optimizer + (m.staging ?? 0);
+  console.log(`${label} cuda (emulated): device params+grads+optimizer ${held(md)} -> ${held(mh)}`);
+  assert.ok(held(mh) < held(md));
+  return { mh, err: h.stderr };
+}
+
 Deno.test(
-  "fsdp_cpu_offload=True on one process with device=cuda runs sharded with host state: the unsharded losses (relative 1e-5) and less device memory (emulated kernels)",
+  "fsdp_cpu_offload=True on one process with device=cuda runs sharded with host state: the unsharded losses (relative 1e-5) and less device memory (emulated kernels; full fp32, LoRA bf16)",
   { ignore: !hasGpp() },
   async () => {
     await withTmp(async (dir) => {
       const env = driverEnv(buildEmulator(dir));
-      const run = [
-        "--nproc_per_node",
-        "1",
-        "full_finetune_distributed",
-        "--config",
-        "tiny/full_distributed",
-        "device=cuda",
-        "model.num_layers=1",
-        "tokenizer.max_seq_len=16",
-        "epochs=1",
-        "max_steps_per_epoch=3",
-        "lr_scheduler.num_warmup_steps=0",
-        "seed=0",
-        "log_peak_memory_stats=True",
-      ];
-      const dev = join(dir, "device"), host = join(dir, "host");
-      const d = await runOk(env, ...run, `output_dir=${dev}`);
-      const h = await runOk(env, ...run, OFFLOAD, `output_dir=${host}`);
-      // one process without offload is not sharded; with it, a world of one
-      assert.doesNotMatch(d.stderr, /rank 0\/1/);
-      assert.match(h.stderr, /rank 0\/1 \(pid \d+\): optimizer state \d+ bytes in host memory/);
-      const a = readMetrics(host), b = readMetrics(dev);
-      assert.equal(a.length, 3);
-      let worst = 0;
-      for (let i = 0; i < a.length; i++) {
-        assert.equal(a[i].tokens, b[i].tokens);
-        worst = Math.max(worst, Math.abs(a[i].loss - b[i].loss) / Math.abs(b[i].loss));
-      }
-      console.log(
-        `cuda (emulated): losses ${a.map((m) => m.loss.toFixed(6)).join(" ")}; worst relative ` +
-          `diff host state vs device AdamW ${worst.toExponential(2)} (rtol 1e-5)`,
+      const full = ["full_finetune_distributed", "tiny/full_distributed"] as const;
+      await emulatedPair(env, dir, "full fp32", ...full, ["max_steps_per_epoch=3"]);
+      const lora = ["lora_finetune_distributed", "tiny/lora_distributed"] as const;
+      const steps = ["max_steps_per_epoch=2", "dtype=bf16"];
+      const { mh, err } = await emulatedPair(env, dir, "lora bf16", ...lora, steps);
+      // the bf16 base's slices take 2 bytes an element on the host, as on the device: in a
+      // world of one, the one-process bytes
+      const base = err.match(
+        /rank 0\/1: frozen base .* slices (\d+) in host memory; .* one process: (\d+) bytes/,
       );
-      assert.ok(worst <= 1e-5);
-      // the unsharded run holds whole buffers; the host-state one its group slots and staging
-      const md = memoryOf(d.stderr), mh = memoryOf(h.stderr);
-      console.log(`cuda (emulated) device state: ${JSON.stringify(md)}`);
-      console.log(`cuda (emulated) host state:   ${JSON.stringify(mh)}`);
-      assert.equal(mh.optimizer, 0);
-      assert.equal(mh.optimizerHost, md.optimizer);
-      assert.ok(mh.parameters + mh.gradients + mh.staging < md.parameters + md.gradients);
+      assert.ok(base, err);
+      console.log(`lora bf16: frozen base slices ${base[1]} host bytes; one process ${base[2]}`);
+      assert.equal(Number(base[1]), Number(base[2]));
+      assert.ok(mh.parametersHost > Number(base[1]));
     });
   },
 );

@@ -41,7 +41,7 @@ import type { TrainingOptimizer } from "../optim/create.ts";
 import type { ParamStore } from "../params/store.ts";
 import type { Nf4Store } from "../quant/nf4_store.ts";
 import type { HostMoments } from "./checkpointing.ts";
-import { HostStaging } from "./host_state.ts";
+import { HostStaging, HostValues } from "./host_state.ts";
 
 /** One layout group and where this rank's slice of it lies. */
 interface Segment {
@@ -566,10 +566,12 @@ export class ShardedFrozen {
   readonly worldSize: number;
   readonly segments: readonly Segment[];
   readonly shardLength: number;
-  /** (shardLength) this rank's slices of the values, in the store's dtype (host state: a
-   * buffer of the host backend, which keeps bf16 values in fp32 words). */
-  readonly params: DeviceBuffer;
-  /** Host state: the host backend and the device staging the slices pass through; else null. */
+  /** (shardLength) this rank's slices of the values, in the store's dtype; null with host
+   * state, where `#host` holds them. */
+  readonly params: DeviceBuffer | null;
+  /** Host state: (shardLength) the slices in host memory, in the store's width; else null. */
+  readonly #host: HostValues | null;
+  /** Host state: the device staging the slices pass through; else null. */
   readonly #hs: HostStaging | null;
 
   /**
@@ -594,12 +596,23 @@ export class ShardedFrozen {
     this.shardLength = shardLength;
     const largest = Math.max(1, ...segments.map((s) => s.shard.shardLength));
     this.#hs = opts.hostState ? new HostStaging(backend, largest, store.dtype) : null;
-    this.params = (this.#hs?.host ?? backend).alloc(Math.max(1, shardLength), store.dtype);
+    this.#host = opts.hostState ? new HostValues(shardLength, store.dtype) : null;
+    this.params = opts.hostState ? null : backend.alloc(Math.max(1, shardLength), store.dtype);
   }
 
   /** Take this rank's slices of the store's (materialized) full values, after loading. */
   takeParams(): void {
-    takeSlices(this.backend, this.segments, this.params, this.store.params, this.#hs);
+    const be = this.backend, host = this.#host;
+    if (!host) {
+      takeSlices(be, this.segments, this.params!, this.store.params, null);
+      return;
+    }
+    for (const s of this.segments) {
+      const n = s.shard.validLength;
+      if (n === 0) continue;
+      const from = be.view(this.store.params, s.offset + s.shard.start, n); // (n)
+      host.set(s.shardOffset, be.download(from) as Float32Array);
+    }
   }
 
   /** GroupHooks: all-gather group `name`'s slices (and its NF4 weights) into its compute slot. */
@@ -641,7 +654,7 @@ export class ShardedFrozen {
 
   /**
    * Bytes of this rank's slices and of the store's group slots (with host state: the slices
-   * in host memory, 4 per element, and the device's slots plus staging).
+   * in host memory, and the device's slots plus staging).
    */
   report(): {
     hostState: boolean;
@@ -656,7 +669,7 @@ export class ShardedFrozen {
     return {
       hostState: hs !== null,
       largestGroupBytes: Math.max(...this.store.layout.groups.map((g) => g.length)) * per,
-      shardBytes: this.shardLength * (hs ? 4 : per),
+      shardBytes: this.#host?.bytes ?? this.shardLength * per,
       computeBytes: this.store.paramBytes() + (hs?.deviceBytes ?? 0),
       stagingBytes: hs?.deviceBytes ?? 0,
       fullBytes: this.store.layout.total * per,
@@ -665,15 +678,15 @@ export class ShardedFrozen {
 
   /** Release the slices. */
   free(): void {
-    (this.#hs?.host ?? this.backend).free(this.params);
+    if (this.params) this.backend.free(this.params);
     this.#hs?.free();
   }
 
   /** Segment `s`'s slice of the values as a device buffer (host state: in the staging). */
   #deviceSlice(s: Segment): DeviceBuffer {
     const n = s.shard.shardLength;
-    if (this.#hs) return this.#hs.toDevice(this.params, s.shardOffset, n);
-    return this.backend.view(this.params, s.shardOffset, n); // (shard)
+    if (this.#hs) return this.#hs.upload(this.#host!.get(s.shardOffset, n));
+    return this.backend.view(this.params!, s.shardOffset, n); // (shard)
   }
 }
 
