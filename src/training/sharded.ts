@@ -24,9 +24,9 @@
  * the step move between them and the slices, so only the optimizer state is divided.
  *
  * Host state (torchtune's `fsdp_cpu_offload: True`, src/training/host_state.ts): the slices
- * (values, gradients, both moments; a LoRA base's values) are buffers of a host CpuBackend,
- * and the clipping and AdamW step run there; the device keeps only the group slots and one
- * staging buffer of the largest group slice. `beforeGroup` uploads the group's slice into
+ * (values, gradients, both moments) are buffers of a host CpuBackend, where the clipping and
+ * the AdamW step run, and a LoRA base's slices are host arrays in their own width; the device
+ * keeps only the group slots and a staging buffer of the largest group slice. `beforeGroup` uploads the group's slice into
  * the staging and all-gathers from it; `afterGroupBackward` reduce-scatters on the device as
  * without host state, downloads this rank's part and adds it on the host. The ops and their
  * order are those of the device path, so two CpuBackends give its numbers bit for bit.
@@ -81,11 +81,11 @@ export interface ShardReport {
   shardElements: number;
   /** Bytes of this rank's optimizer state (AdamW: m and v, fp32; 8-bit AdamW: its state). */
   optimizerBytes: number;
+  /** Bytes the moments take in one process (m and v over the full buffer). */
+  fullOptimizerBytes: number;
   /** Host state (fsdp_cpu_offload): the slices and moments live in host memory, and the
    * resident and compute bytes above are the device's (the staging included). */
   hostState: boolean;
-  /** Bytes the moments take in one process (m and v over the full buffer). */
-  fullOptimizerBytes: number;
 }
 
 /**
