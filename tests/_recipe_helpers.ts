@@ -14,10 +14,16 @@ export interface Run {
 }
 
 /** `deno run -A cli.ts <args>` from the repo root (configs' relative paths resolve there). */
-export async function tune(...args: string[]): Promise<Run> {
+export function tune(...args: string[]): Promise<Run> {
+  return tuneWithEnv({}, ...args);
+}
+
+/** `tune` with extra environment variables. */
+export async function tuneWithEnv(env: Record<string, string>, ...args: string[]): Promise<Run> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "cli.ts", ...args],
     cwd: ROOT,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();

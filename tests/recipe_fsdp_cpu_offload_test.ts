@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildEmulator, hasGpp } from "./_emulator.ts";
 import { driverEnv } from "./_fake_driver.ts";
-import { type Metrics, readMetrics, ROOT, type Run, timeless } from "./_recipe_helpers.ts";
+import { type Metrics, readMetrics, type Run, timeless, tuneWithEnv } from "./_recipe_helpers.ts";
 import { HostValues } from "../src/training/host_state.ts";
 import { roundBf16 } from "../src/backend/cpu/buffer.ts";
 
@@ -25,21 +25,8 @@ const SEAM = { TUNE_TEST_FSDP_CPU_OFFLOAD: "1" };
 const OFFLOAD = "fsdp_cpu_offload=True";
 const SHORT = ["epochs=2", "max_steps_per_epoch=2", "seed=0", "log_peak_memory_stats=True"];
 
-/** `tune run <args>` from the repo root with extra environment. */
-async function tune(env: Record<string, string>, ...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli.ts", "run", ...args],
-    cwd: ROOT,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
 async function runOk(env: Record<string, string>, ...args: string[]): Promise<Run> {
-  const r = await tune(env, ...args);
+  const r = await tuneWithEnv(env, "run", ...args);
   assert.equal(r.code, 0, `tune run ${args.join(" ")} failed:\n${r.stderr}`);
   return r;
 }
@@ -147,11 +134,12 @@ Deno.test("optimizer_in_bwd=True with fsdp_cpu_offload=True on 2 ranks steps eac
 Deno.test("fsdp_cpu_offload=True is refused in one line on device=cpu and with 8-bit AdamW", async () => {
   const base = ["full_finetune_distributed", "--config", "tiny/full_distributed", "epochs=1"];
   const last = (s: string) => s.trim().split("\n").at(-1)!;
-  const cpu = await tune({}, ...base, OFFLOAD);
+  const cpu = await tuneWithEnv({}, "run", ...base, OFFLOAD);
   assert.notEqual(cpu.code, 0);
   assert.match(last(cpu.stderr), /^tune: fsdp_cpu_offload=True .* device=cpu it is already there/);
-  const eight = await tune(
+  const eight = await tuneWithEnv(
     SEAM,
+    "run",
     ...base,
     OFFLOAD,
     "optimizer._component_=bitsandbytes.optim.AdamW8bit",

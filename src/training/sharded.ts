@@ -32,28 +32,16 @@
  * order are those of the device path, so two CpuBackends give its numbers bit for bit.
  */
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
-import { type FlatShard, flatShard } from "../distributed/sharding.ts";
 import type { GroupHooks } from "../models/llama/model.ts";
 import { TuneError } from "../errors.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { AdamW8bit } from "../optim/adamw8bit.ts";
 import type { TrainingOptimizer } from "../optim/create.ts";
 import type { ParamStore } from "../params/store.ts";
-import type { Nf4Store } from "../quant/nf4_store.ts";
 import type { HostMoments } from "./checkpointing.ts";
-import { HostStaging, HostValues } from "./host_state.ts";
-
-/** One layout group and where this rank's slice of it lies. */
-interface Segment {
-  name: string;
-  /** First element of the group in the full flat buffer. */
-  offset: number;
-  /** Elements of the group (alignment padding included). */
-  length: number;
-  shard: FlatShard;
-  /** First element of this rank's slice in the shard buffers. */
-  shardOffset: number;
-}
+import { HostStaging } from "./host_state.ts";
+import { type Segment, shardSegments, takeSlices } from "./shard_segments.ts";
+export { ShardedFrozen } from "./sharded_frozen.ts";
 
 /** Sizes of a rank's share, for logs and tests. */
 export interface ShardReport {
@@ -553,195 +541,6 @@ export async function allSumF64(
   } finally {
     if (own !== scratch?.pair) backend.free(own);
     if (all !== scratch?.pairs) backend.free(all);
-  }
-}
-
-/**
- * ZeRO-3 for a frozen store (a LoRA model's base weights built with `shardFrozenBase`): this
- * rank keeps only its slice of every group's values (in the store's dtype), and each group
- * is all-gathered into the store's group slot before it runs. There is nothing to reduce.
- */
-export class ShardedFrozen {
-  readonly rank: number;
-  readonly worldSize: number;
-  readonly segments: readonly Segment[];
-  readonly shardLength: number;
-  /** (shardLength) this rank's slices of the values, in the store's dtype; null with host
-   * state, where `#host` holds them. */
-  readonly params: DeviceBuffer | null;
-  /** Host state: (shardLength) the slices in host memory, in the store's width; else null. */
-  readonly #host: HostValues | null;
-  /** Host state: the device staging the slices pass through; else null. */
-  readonly #hs: HostStaging | null;
-
-  /**
-   * @param store a frozen store built with group windows padded to the world size.
-   * @param nf4 a QLoRA model's NF4 weights, sharded by their store (src/quant/nf4_store.ts):
-   *   gathered with the rest of their group (they stay on the device with host state).
-   * @param opts.hostState keep the slices in host memory (fsdp_cpu_offload).
-   */
-  constructor(
-    readonly backend: Backend,
-    readonly store: ParamStore,
-    readonly nf4: Nf4Store | null = null,
-    opts: { hostState?: boolean } = {},
-  ) {
-    if (!store.windows) throw new Error("ShardedFrozen needs a store with group windows");
-    if (nf4 && !nf4.sharded) throw new Error("ShardedFrozen needs a sharded NF4 store");
-    const c = backend.collectives;
-    this.rank = c.rank;
-    this.worldSize = c.worldSize;
-    const { segments, shardLength } = shardSegments(store, this.rank, this.worldSize, false);
-    this.segments = segments;
-    this.shardLength = shardLength;
-    const largest = Math.max(1, ...segments.map((s) => s.shard.shardLength));
-    this.#hs = opts.hostState ? new HostStaging(backend, largest, store.dtype) : null;
-    this.#host = opts.hostState ? new HostValues(shardLength, store.dtype) : null;
-    this.params = opts.hostState ? null : backend.alloc(Math.max(1, shardLength), store.dtype);
-  }
-
-  /** Take this rank's slices of the store's (materialized) full values, after loading. */
-  takeParams(): void {
-    const be = this.backend, host = this.#host;
-    if (!host) {
-      takeSlices(be, this.segments, this.params!, this.store.params, null);
-      return;
-    }
-    for (const s of this.segments) {
-      const n = s.shard.validLength;
-      if (n === 0) continue;
-      const from = be.view(this.store.params, s.offset + s.shard.start, n); // (n)
-      host.set(s.shardOffset, be.download(from) as Float32Array);
-    }
-  }
-
-  /** GroupHooks: all-gather group `name`'s slices (and its NF4 weights) into its compute slot. */
-  async beforeGroup(name: string, _phase: "forward" | "backward"): Promise<void> {
-    await this.nf4?.gatherGroup(name);
-    if (!this.store.hasGroup(name)) return;
-    const be = this.backend;
-    const s = this.segments.find((x) => x.name === name)!;
-    await be.collectives.allGather(this.store.groupParams(name), this.#deviceSlice(s));
-  }
-
-  /** GroupHooks: a frozen group has no gradients. */
-  afterGroupBackward(_name: string): Promise<void> {
-    return Promise.resolve();
-  }
-
-  /**
-   * The full values in the store (allocated for the call) while `fn` runs, and the NF4
-   * weights gathered on the host (they dequantize for a save); every rank calls it.
-   */
-  async withFullParams<R>(fn: () => R | Promise<R>): Promise<R> {
-    const be = this.backend;
-    const st = this.store;
-    st.materialize();
-    try {
-      for (const s of this.segments) {
-        if (!st.hasGroup(s.name)) continue;
-        await be.collectives.allGather(st.groupParams(s.name), this.#deviceSlice(s));
-        be.copy(
-          be.view(st.params, s.offset, s.length),
-          be.view(st.groupParams(s.name), 0, s.length),
-        );
-      }
-      return this.nf4 ? await this.nf4.withGathered(fn) : await fn();
-    } finally {
-      st.release();
-    }
-  }
-
-  /**
-   * Bytes of this rank's slices and of the store's group slots (with host state: the slices
-   * in host memory, and the device's slots plus staging).
-   */
-  report(): {
-    hostState: boolean;
-    shardBytes: number;
-    computeBytes: number;
-    stagingBytes: number;
-    largestGroupBytes: number;
-    fullBytes: number;
-  } {
-    const per = this.store.dtype === "bf16" ? 2 : 4;
-    const hs = this.#hs;
-    return {
-      hostState: hs !== null,
-      largestGroupBytes: Math.max(...this.store.layout.groups.map((g) => g.length)) * per,
-      shardBytes: this.#host?.bytes ?? this.shardLength * per,
-      computeBytes: this.store.paramBytes() + (hs?.deviceBytes ?? 0),
-      stagingBytes: hs?.deviceBytes ?? 0,
-      fullBytes: this.store.layout.total * per,
-    };
-  }
-
-  /** Release the slices. */
-  free(): void {
-    if (this.params) this.backend.free(this.params);
-    this.#hs?.free();
-  }
-
-  /** Segment `s`'s slice of the values as a device buffer (host state: in the staging). */
-  #deviceSlice(s: Segment): DeviceBuffer {
-    const n = s.shard.shardLength;
-    if (this.#hs) return this.#hs.upload(this.#host!.get(s.shardOffset, n));
-    return this.backend.view(this.params!, s.shardOffset, n); // (shard)
-  }
-}
-
-/**
- * The segments of a store's layout: each group (and with `tail` the layout's rounding past
- * its last group) split over the ranks, with this rank's slice placed in the shard buffers.
- * With group windows each group's slot must hold its padded length.
- */
-function shardSegments(
-  store: ParamStore,
-  rank: number,
-  worldSize: number,
-  tail = true,
-): { segments: Segment[]; shardLength: number } {
-  const segments: Segment[] = [];
-  let at = 0;
-  let shardAt = 0;
-  const add = (name: string, offset: number, length: number) => {
-    if (length === 0) return;
-    const shard = flatShard(length, { rank, worldSize });
-    if (name !== "tail" && store.windows && store.groupParams(name).length !== shard.paddedLength) {
-      throw new Error(
-        `group ${name}: build the model with groupWindows = world size (${worldSize})`,
-      );
-    }
-    segments.push({ name, offset, length, shard, shardOffset: shardAt });
-    shardAt += shard.shardLength;
-  };
-  for (const g of store.layout.groups) {
-    if (g.offset !== at) throw new Error(`layout group ${g.name} is not contiguous`);
-    add(g.name, g.offset, g.length);
-    at = g.offset + g.length;
-  }
-  // the layout's total may round up past the last group (a tiny layout; frozen: no values)
-  if (tail) add("tail", at, store.layout.total - at);
-  return { segments, shardLength: shardAt };
-}
-
-/**
- * Copy this rank's slice of every segment of `full` (whole layout) into `shard` (a buffer of
- * `be`, or with host state one of `hs.host`).
- */
-function takeSlices(
-  be: Backend,
-  segments: readonly Segment[],
-  shard: DeviceBuffer,
-  full: DeviceBuffer,
-  hs: HostStaging | null,
-): void {
-  for (const s of segments) {
-    const n = s.shard.validLength;
-    if (n === 0) continue;
-    const from = be.view(full, s.offset + s.shard.start, n); // (n)
-    if (hs) hs.fromDevice(shard, s.shardOffset, from);
-    else be.copy(be.view(shard, s.shardOffset, n), from);
   }
 }
 
