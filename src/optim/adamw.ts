@@ -5,7 +5,7 @@
  * host memory and are paged through the device for each step (paged_moments.ts), on the CPU
  * they are the store's as AdamW's.
  */
-import { canOffload } from "../backend/offload.ts";
+import { activationOffloader, canOffload } from "../backend/offload.ts";
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { TuneError } from "../errors.ts";
 import type { ParamGroup } from "../params/layout.ts";
@@ -70,10 +70,10 @@ export class AdamW {
         "bitsandbytes' 8-bit AdamW runs in lora_finetune_single_device and full_finetune_single_device; this recipe does not take it yet, use torch.optim.AdamW",
       );
     }
-    this.paged = canOffload(backend) && pagesMoments(options, backend)
+    this.paged = pagesMoments(options, backend)
       ? new PagedMoments(
         backend,
-        () => backend.activationOffloader(),
+        () => activationOffloader(backend)!,
         store.layout.total,
         pageFloats,
       )

@@ -15,7 +15,7 @@
  * Memory is allocated on first use, so a refusal after construction costs nothing.
  */
 import type { ActivationOffloader, CopyEvent, HostBuffer } from "../backend/offload.ts";
-import { HOST_ALIGN, packedBytes } from "../backend/offload.ts";
+import { packedBytes } from "../backend/offload.ts";
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 
 /** Elements per page: 4M floats, 16 MiB of each moment. */
@@ -129,7 +129,7 @@ export class PagedMoments {
     off.synchronize();
     for (let p = 0; p < this.pages; p++) {
       const len = this.#len(p), bytes = off.bytesOf(this.#hosts[p]);
-      const vAt = Math.ceil(len * 4 / HOST_ALIGN) * HOST_ALIGN; // as toHost packs [m, v]
+      const vAt = packedBytes([len * 4, 0]); // where toHost packs v after m
       const mh = new Float32Array(bytes.buffer, bytes.byteOffset, len);
       const vh = new Float32Array(bytes.buffer, bytes.byteOffset + vAt, len);
       fn(mh, vh, p * this.#page, len);
@@ -165,7 +165,7 @@ export class PagedMoments {
     return [this.#be.view(s.m, 0, len), this.#be.view(s.v, 0, len)];
   }
 
-  /** The offloader, host pages (zeroed through the staging) and staging sets, made once. */
+  /** The offloader, the zeroed host pages and the staging sets, made once. */
   #ready(): ActivationOffloader {
     if (this.#off) return this.#off;
     const be = this.#be, off = this.#newOffloader();

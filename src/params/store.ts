@@ -119,6 +119,18 @@ export class ParamStore {
     return this.backend.view(slot, 0, this.#computeLength(g));
   }
 
+  /**
+   * With windows and the full values materialized: copy group `name`'s values from the full
+   * buffer into its slot (`"toSlot"`), or from the slot back into the full buffer.
+   */
+  copyGroup(name: string, direction: "toSlot" | "toFull"): void {
+    const g = this.#groupOf(name), be = this.backend;
+    const slot = be.view(this.groupParams(name), 0, g.length); // (group)
+    const full = be.view(this.params, g.offset, g.length); // (group)
+    if (direction === "toSlot") be.copy(slot, full);
+    else be.copy(full, slot);
+  }
+
   /** With windows: the compute view of group `name`'s gradients (padded like `groupParams`). */
   groupGrads(name: string): DeviceBuffer {
     const g = this.#groupOf(name);

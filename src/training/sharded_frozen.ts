@@ -94,10 +94,7 @@ export class ShardedFrozen {
       for (const s of this.segments) {
         if (!st.hasGroup(s.name)) continue;
         await be.collectives.allGather(st.groupParams(s.name), this.#deviceSlice(s));
-        be.copy(
-          be.view(st.params, s.offset, s.length),
-          be.view(st.groupParams(s.name), 0, s.length),
-        );
+        st.copyGroup(s.name, "toFull");
       }
       return this.nf4 ? await this.nf4.withGathered(fn) : await fn();
     } finally {

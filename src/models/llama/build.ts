@@ -119,13 +119,13 @@ export function buildDecoder(
     if (l) loras.push(l);
     const q = nf4?.has(wName) ? nf4.weight(wName) : null; // QLoRA: an NF4 base weight
     if (l && doraScratch && adapters) {
+      const magnitude = `${prefix}.magnitude`;
       l.dora = new Dora(l, {
-        magnitude: adapters.param(`${prefix}.magnitude`), // (out)
-        dmagnitude: adapters.grad(`${prefix}.magnitude`),
+        magnitude: adapters.param(magnitude), // (out)
+        dmagnitude: adapters.grad(magnitude),
         norm: al.alloc("scratch", outDim),
         scale: al.alloc("scratch", outDim),
       }, doraScratch);
-      const magnitude = `${prefix}.magnitude`;
       doras.push({ dora: l.dora, w: q ?? base.param(wName), weight: wName, magnitude });
     }
     return new Linear(inDim, outDim, {

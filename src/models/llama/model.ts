@@ -301,30 +301,27 @@ export class LlamaModel {
 
   /**
    * magnitude = ||W + s B A|| per row of every DoRA layer, from the current weights. With
-   * group windows (sharded, before the ranks take their slices) the layer reads and writes
-   * its group's slots: they are filled from the full values first and the magnitudes copied
-   * back after.
+   * group windows (sharded, before the ranks take their slices) the layers read and write
+   * their groups' slots: each adapter group's slots (and its base weights' groups) are filled
+   * from the full values once, its layers' magnitudes taken, and the adapters copied back.
    */
   #initDoraMagnitudes(): void {
-    const be = this.#be, ad = this.adapters!, base = this.base;
-    for (const { dora, w, weight, magnitude } of this.#p.doras) {
-      if (!ad.windows) {
-        dora.initMagnitude(be, w);
-        continue;
-      }
-      const group = (s: ParamStore, name: string) => s.layout.groups.find((g) => g.name === name)!;
-      const slot = (s: ParamStore, name: string) => {
-        const g = group(s, s.layout.get(name).group);
-        return [be.view(s.groupParams(g.name), 0, g.length), be.view(s.params, g.offset, g.length)];
-      };
-      const [aSlot, aFull] = slot(ad, magnitude);
-      be.copy(aSlot, aFull);
+    const be = this.#be, ad = this.adapters!, base = this.base, doras = this.#p.doras;
+    if (!ad.windows) {
+      for (const { dora, w } of doras) dora.initMagnitude(be, w);
+      return;
+    }
+    const groupOf = (d: (typeof doras)[number]) => ad.layout.get(d.magnitude).group;
+    for (const g of new Set(doras.map(groupOf))) {
+      const here = doras.filter((d) => groupOf(d) === g);
+      ad.copyGroup(g, "toSlot");
       if (base.windows) {
-        const [bSlot, bFull] = slot(base, weight);
-        be.copy(bSlot, bFull);
+        for (const bg of new Set(here.map((d) => base.layout.get(d.weight).group))) {
+          base.copyGroup(bg, "toSlot");
+        }
       }
-      dora.initMagnitude(be, w);
-      be.copy(aFull, aSlot);
+      for (const { dora, w } of here) dora.initMagnitude(be, w);
+      ad.copyGroup(g, "toFull");
     }
   }
 
