@@ -43,7 +43,15 @@ export function fakeHooks(lib: string) {
     const n = fake.fake_violations(buf, buf.length);
     return n === 0 ? "" : new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
   };
-  return { ...fake, violations };
+  /** Run check `name` from a reset; fail if the fake saw any violation, else print "ok  name". */
+  const ok = async (name: string, fn: () => void | Promise<void>): Promise<void> => {
+    fake.fake_reset();
+    await fn();
+    const v = violations();
+    assert.equal(v, "", `${name}: the fake driver saw:\n${v}`);
+    console.log(`ok  ${name}`);
+  };
+  return { ...fake, violations, ok };
 }
 
 /** The environment that points the CUDA backend's three libraries at `lib`. */

@@ -21,15 +21,8 @@ const { createCudaBackend } = await import("../src/backend/cuda/backend.ts");
 const { createLlama, crossEntropyHead } = await import("../src/models/llama/model.ts");
 
 const fake = fakeHooks(libPath);
-const violations = fake.violations;
 
-async function ok(name: string, fn: () => void | Promise<void>): Promise<void> {
-  fake.fake_reset();
-  await fn();
-  const v = violations();
-  assert.equal(v, "", `${name}: the fake driver saw:\n${v}`);
-  console.log(`ok  ${name}`);
-}
+const ok = fake.ok;
 
 const be = createCudaBackend();
 

@@ -17,7 +17,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildEmulator, hasGpp } from "./_emulator.ts";
 import { driverEnv } from "./_fake_driver.ts";
-import { type Metrics, readMetrics, type Run, timeless, tuneWithEnv } from "./_recipe_helpers.ts";
+import {
+  type Metrics,
+  readMetrics,
+  type Run,
+  timeless,
+  tuneWithEnv,
+  withTmp,
+} from "./_recipe_helpers.ts";
 import { HostValues } from "../src/training/host_state.ts";
 import { roundBf16 } from "../src/backend/cpu/buffer.ts";
 
@@ -71,15 +78,6 @@ function sameMetrics(label: string, actual: Metrics, expected: Metrics): void {
     `${label}: bitwise equal over ${actual.length} steps (losses ` +
       `${actual.map((m) => m.loss.toFixed(6)).join(" ")})`,
   );
-}
-
-async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tune_offload_test_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 for (
