@@ -492,7 +492,8 @@ set:
 ; y[r] (+)= sum_j x[j] w[r * ldw + j] for r < n, j < k. Per row: four fp32 lanes sum the
 ; products of j = 0, 1, 2, 3 mod 4 up to k4 = k & ~3 in order, the row sum is
 ; (l0 + l1) + (l2 + l3), then the products of j = k4..k-1 are added one by one. Rows run four
-; at a time (four independent sums, x loaded once) and then one at a time; the grouping does
+; at a time (four independent sums, x loaded once; the four row sums formed together by lane
+; shuffles, the same additions) and then one at a time; the grouping does
 ; not change a row's result.
 define void @gemv_rows(float* %w, i32 %ldw, float* %x, float* %y, i32 %n, i32 %k, i32 %acc) #2 {
 entry:
@@ -552,19 +553,24 @@ bvdone:
   %f1 = phi <4 x float> [zeroinitializer, %bbody], [%a1n, %bv]
   %f2 = phi <4 x float> [zeroinitializer, %bbody], [%a2n, %bv]
   %f3 = phi <4 x float> [zeroinitializer, %bbody], [%a3n, %bv]
-  %s0 = call float @hsum4(<4 x float> %f0)
-  %s1 = call float @hsum4(<4 x float> %f1)
-  %s2 = call float @hsum4(<4 x float> %f2)
-  %s3 = call float @hsum4(<4 x float> %f3)
+  ; the four row sums (l0 + l1) + (l2 + l3) at once: pairs of lanes, then pairs of pairs
+  %u01 = shufflevector <4 x float> %f0, <4 x float> %f1, <4 x i32> <i32 0, i32 4, i32 2, i32 6>
+  %v01 = shufflevector <4 x float> %f0, <4 x float> %f1, <4 x i32> <i32 1, i32 5, i32 3, i32 7>
+  %s01 = fadd <4 x float> %u01, %v01
+  %u23 = shufflevector <4 x float> %f2, <4 x float> %f3, <4 x i32> <i32 0, i32 4, i32 2, i32 6>
+  %v23 = shufflevector <4 x float> %f2, <4 x float> %f3, <4 x i32> <i32 1, i32 5, i32 3, i32 7>
+  %s23 = fadd <4 x float> %u23, %v23
+  %lo = shufflevector <4 x float> %s01, <4 x float> %s23, <4 x i32> <i32 0, i32 1, i32 4, i32 5>
+  %hi = shufflevector <4 x float> %s01, <4 x float> %s23, <4 x i32> <i32 2, i32 3, i32 6, i32 7>
+  %h4 = fadd <4 x float> %lo, %hi
   br i1 %hast, label %bt, label %btdone
 bt:
   %j = phi i32 [%k4, %bvdone], [%j1, %bt]
-  %t0 = phi float [%s0, %bvdone], [%t0n, %bt]
-  %t1 = phi float [%s1, %bvdone], [%t1n, %bt]
-  %t2 = phi float [%s2, %bvdone], [%t2n, %bt]
-  %t3 = phi float [%s3, %bvdone], [%t3n, %bt]
+  %t = phi <4 x float> [%h4, %bvdone], [%tn, %bt]
   %pxj = getelementptr float, float* %x, i32 %j
   %xj = load float, float* %pxj, align 4
+  %xj0 = insertelement <4 x float> undef, float %xj, i32 0
+  %xjs = shufflevector <4 x float> %xj0, <4 x float> undef, <4 x i32> zeroinitializer
   %pw0j = getelementptr float, float* %w0, i32 %j
   %w0j = load float, float* %pw0j, align 4
   %pw1j = getelementptr float, float* %w1, i32 %j
@@ -573,29 +579,18 @@ bt:
   %w2j = load float, float* %pw2j, align 4
   %pw3j = getelementptr float, float* %w3, i32 %j
   %w3j = load float, float* %pw3j, align 4
-  %q0 = fmul float %xj, %w0j
-  %t0n = fadd float %t0, %q0
-  %q1 = fmul float %xj, %w1j
-  %t1n = fadd float %t1, %q1
-  %q2 = fmul float %xj, %w2j
-  %t2n = fadd float %t2, %q2
-  %q3 = fmul float %xj, %w3j
-  %t3n = fadd float %t3, %q3
+  %wj0 = insertelement <4 x float> undef, float %w0j, i32 0
+  %wj1 = insertelement <4 x float> %wj0, float %w1j, i32 1
+  %wj2 = insertelement <4 x float> %wj1, float %w2j, i32 2
+  %wj = insertelement <4 x float> %wj2, float %w3j, i32 3
+  %q = fmul <4 x float> %xjs, %wj
+  %tn = fadd <4 x float> %t, %q
   %j1 = add i32 %j, 1
   %cj = icmp slt i32 %j1, %k
   br i1 %cj, label %bt, label %btdone
 btdone:
-  %u0 = phi float [%s0, %bvdone], [%t0n, %bt]
-  %u1 = phi float [%s1, %bvdone], [%t1n, %bt]
-  %u2 = phi float [%s2, %bvdone], [%t2n, %bt]
-  %u3 = phi float [%s3, %bvdone], [%t3n, %bt]
-  call void @put1(float* %y, i32 %r, float %u0, i32 %acc)
-  %r1 = add i32 %r, 1
-  call void @put1(float* %y, i32 %r1, float %u1, i32 %acc)
-  %r2 = add i32 %r, 2
-  call void @put1(float* %y, i32 %r2, float %u2, i32 %acc)
-  %r3 = add i32 %r, 3
-  call void @put1(float* %y, i32 %r3, float %u3, i32 %acc)
+  %u = phi <4 x float> [%h4, %bvdone], [%tn, %bt]
+  call void @put4(float* %y, i32 %r, <4 x float> %u, i32 %acc)
   %rn = add i32 %r, 4
   br label %blk
 one:
