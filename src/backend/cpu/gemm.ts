@@ -22,7 +22,7 @@ const SMALL_GEMM = 1 << 22;
  * The same for matrix-vector products, which are memory-bound: a weight read from memory
  * streams at about 10 GB/s on one core of the bench host and 22 GB/s on two, so every
  * decode weight of 64K elements and up (256 KB) gains from the second thread. Measured on the
- * 15M shape, batch 1, quiet 2-core Zen 3 host: decode step 6.6 -> 4.3-4.8 ms (the layers'
+ * 15M shape, batch 1, quiet 2-core Zen 3 host: decode step 6.6 -> 4.3-4.9 ms (the layers'
  * products 3.1 -> 1.7 ms per token) against a threshold of 2^20; 2^12 was slower again (5.1-5.4
  * ms: the wake-up outweighs the smaller products). OpenBLAS splits a GEMV by output rows: the
  * 15M shapes give the same bits on one thread or two, odd sizes (300 x 301) differ in the last

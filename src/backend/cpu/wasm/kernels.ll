@@ -492,9 +492,9 @@ set:
 ; y[r] (+)= sum_j x[j] w[r * ldw + j] for r < n, j < k. Per row: four fp32 lanes sum the
 ; products of j = 0, 1, 2, 3 mod 4 up to k4 = k & ~3 in order, the row sum is
 ; (l0 + l1) + (l2 + l3), then the products of j = k4..k-1 are added one by one. Rows run four
-; at a time (four independent sums, x loaded once; the four row sums formed together by lane
-; shuffles, the same additions) and then one at a time; the grouping does
-; not change a row's result.
+; at a time (four independent sums, x loaded once, the four row sums formed together by lane
+; shuffles: the same additions) and then one at a time; the grouping does not change a row's
+; result.
 define void @gemv_rows(float* %w, i32 %ldw, float* %x, float* %y, i32 %n, i32 %k, i32 %acc) #2 {
 entry:
   %k4 = and i32 %k, -4
