@@ -2,6 +2,10 @@
  * A small seeded random generator (sfc32 seeded through splitmix32) for deterministic
  * weight initialisation: the same seed gives the same numbers on every machine.
  */
+import { fillNormalPairs } from "../backend/cpu/normal_fill.ts";
+
+/** fillNormal hands runs of at least this many pairs to the wasm kernel. */
+const KERNEL_MIN_PAIRS = 64;
 
 /** Deterministic uniform and normal draws from a 32-bit seed. */
 export class SeededRandom {
@@ -67,8 +71,10 @@ export class SeededRandom {
 
   /**
    * Fill `out` with N(0, std^2): the same numbers as `std * normal()` element by element
-   * (the same draws, the same Box-Muller pair, the spare carried in and out), with the
-   * generator's state in locals so V8 keeps the loop tight.
+   * (the same draws, the same Box-Muller pair, the spare carried in and out). The bulk runs in
+   * the wasm kernel (backend/cpu/normal_fill.ts, on both cores for the CPU backend's shared
+   * buffers; bitwise the same fp32s); the loop below, with the generator's state in locals,
+   * does the rest, and all of it when wasm SIMD is off.
    */
   fillNormal(out: Float32Array, std: number): Float32Array {
     const n = out.length;
@@ -77,6 +83,14 @@ export class SeededRandom {
       out[0] = std * this.#spare;
       this.#spare = null;
       i = 1;
+    }
+    const bulk = ((n - i) >> 1) & ~3; // whole pairs, a multiple of 4
+    if (bulk >= KERNEL_MIN_PAIRS) {
+      const state = Int32Array.of(this.#a, this.#b, this.#c, this.#d);
+      if (fillNormalPairs(state, out, i, bulk, std)) {
+        [this.#a, this.#b, this.#c, this.#d] = Array.from(state, (x) => x >>> 0);
+        i += 2 * bulk;
+      }
     }
     // sfc32 in int32 arithmetic (the same bits as #nextU32)
     let a = this.#a | 0, b = this.#b | 0, c = this.#c | 0, d = this.#d | 0;

@@ -1,9 +1,10 @@
 /**
  * A second thread for the CPU backend's elementwise-heavy kernels (attention, cross-entropy,
- * SwiGLU, AdamW): the main thread runs one half of a kernel while a Worker runs the other half on
- * the same SharedArrayBuffer-backed arrays, then blocks on a shared flag until the worker is
- * done. Each half is a PoolJob, which runJob runs on either thread. OpenBLAS already uses both cores inside large matrix products; this keeps the
- * second core busy outside them. During a split, both threads' products use one OpenBLAS
+ * SwiGLU, AdamW, seeded normal fills): the main thread runs one half of a kernel while a Worker
+ * runs the other half on the same SharedArrayBuffer-backed arrays, then blocks on a shared flag
+ * until the worker is done. Each half is a PoolJob, which runJob runs on either thread. OpenBLAS
+ * already uses both cores inside large matrix products; this keeps the second core busy outside
+ * them. During a split, both threads' products use one OpenBLAS
  * thread each.
  *
  * The worker starts on first use and is unref'd, so it never keeps a process alive. When it
@@ -15,6 +16,7 @@ import { adamwStep } from "./adamw.ts";
 import { attentionBackward, type AttentionDims, attentionForward } from "./attention.ts";
 import type { Gemm } from "./gemm.ts";
 import { crossEntropy, swigluBackward, swigluForward } from "./layers.ts";
+import { NormalKernel } from "./normal_kernel.ts";
 import type { Scratch } from "./scratch.ts";
 import { simdKernels } from "./simd.ts";
 
@@ -63,6 +65,13 @@ export type PoolJob =
     dout: Float32Array;
     gate: Float32Array;
     up: Float32Array;
+  }
+  | {
+    kind: "normalPairs";
+    /** 2 * npairs outputs (npairs a multiple of 4); `state` is advanced past their draws. */
+    out: Float32Array;
+    state: Int32Array;
+    std: number;
   }
   | {
     kind: "adamw";
@@ -122,6 +131,10 @@ export function runJob(job: PoolJob, scratch: Scratch, gemm: (m: "blas" | "ts") 
     swigluForward(job.out, job.gate, job.up, job.out.length);
   } else if (job.kind === "swigluBackward") {
     swigluBackward(job.dgate, job.dup, job.dout, job.gate, job.up, job.dout.length);
+  } else if (job.kind === "normalPairs") {
+    const kernel = NormalKernel.get();
+    if (!kernel) throw new Error("normalPairs: no wasm SIMD kernels on this thread");
+    kernel.fillPairs(job.state, job.out, 0, job.out.length / 2, job.std);
   } else {
     adamwStep(job.params, job.grads, job.m, job.v, job.hp);
   }

@@ -16,6 +16,8 @@ const EXPORTS = [
   "gemv_cols",
   "attn_decode",
   "attn_bwd_row",
+  "normal_pairs",
+  "sfc32_skip",
 ];
 
 const dir = new URL(".", import.meta.url).pathname;

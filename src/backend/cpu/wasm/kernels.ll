@@ -835,3 +835,384 @@ loop:
 done:
   ret void
 }
+
+; ---- Seeded normal draws (params/random.ts fillNormal): sfc32 and Box-Muller, four pairs at a
+; time (<4 x double> is two f64x2 ops side by side: the two halves' long chains of dependent
+; operations overlap, which doubles the throughput of two pairs per iteration).
+
+; One sfc32 step on the state s[0..3] = a, b, c, d (random.ts #nextU32): returns t.
+define internal i32 @sfc32_next(i32* %s) #1 {
+  %pa = getelementptr i32, i32* %s, i32 0
+  %pb = getelementptr i32, i32* %s, i32 1
+  %pc = getelementptr i32, i32* %s, i32 2
+  %pd = getelementptr i32, i32* %s, i32 3
+  %a = load i32, i32* %pa
+  %b = load i32, i32* %pb
+  %c = load i32, i32* %pc
+  %d = load i32, i32* %pd
+  %ab = add i32 %a, %b
+  %t = add i32 %ab, %d
+  %d1 = add i32 %d, 1
+  %b9 = lshr i32 %b, 9
+  %a1 = xor i32 %b, %b9
+  %c3 = shl i32 %c, 3
+  %b1 = add i32 %c, %c3
+  %cl = shl i32 %c, 21
+  %cr = lshr i32 %c, 11
+  %rot = or i32 %cl, %cr
+  %c1 = add i32 %rot, %t
+  store i32 %a1, i32* %pa
+  store i32 %b1, i32* %pb
+  store i32 %c1, i32* %pc
+  store i32 %d1, i32* %pd
+  ret i32 %t
+}
+
+; The first nonzero sfc32 output (fillNormal draws u again while u = 0).
+define internal i32 @sfc32_nonzero(i32* %s) #1 {
+entry:
+  br label %loop
+loop:
+  %t = call i32 @sfc32_next(i32* %s)
+  %zero = icmp eq i32 %t, 0
+  br i1 %zero, label %loop, label %done
+done:
+  ret i32 %t
+}
+
+; One constant of normal_pairs' table (stored in both lanes of a v128; here in all four).
+define internal <4 x double> @tab(<2 x double>* %k, i32 %i) #1 {
+  %p = getelementptr <2 x double>, <2 x double>* %k, i32 %i
+  %v = load volatile <2 x double>, <2 x double>* %p, align 16
+  %v4 = shufflevector <2 x double> %v, <2 x double> %v, <4 x i32> <i32 0, i32 1, i32 2, i32 3>
+  ret <4 x double> %v4
+}
+
+; The same constant as int64 lanes.
+define internal <4 x i64> @tabi(<2 x double>* %k, i32 %i) #1 {
+  %v = call <4 x double> @tab(<2 x double>* %k, i32 %i)
+  %b = bitcast <4 x double> %v to <4 x i64>
+  ret <4 x i64> %b
+}
+
+; True where a float64 (magnitude bits a) might round to another fp32 than a float64 a few
+; hundred ulps away: its low 29 bits within `margin` of the fp32 halfway point 2^28, which is
+; ((a + margin - 2^28) mod 2^29) <= 2 margin (%nearOff = margin - 2^28, %twoM = 2 margin), or its
+; magnitude outside [2^-126, 2^127) (bits %aLo, %aHi): fp32 subnormals, zero, overflow.
+define internal <4 x i1> @f32_unsure(<4 x i64> %a, <4 x i64> %m29, <4 x i64> %nearOff, <4 x i64> %twoM, <4 x i64> %aLo, <4 x i64> %aHi) #1 {
+  %t = add <4 x i64> %a, %nearOff
+  %low = and <4 x i64> %t, %m29
+  %near = icmp sle <4 x i64> %low, %twoM
+  %under = icmp slt <4 x i64> %a, %aLo
+  %over = icmp sge <4 x i64> %a, %aHi
+  %out = or <4 x i1> %under, %over
+  %r = or <4 x i1> %near, %out
+  ret <4 x i1> %r
+}
+
+; The fp32 bits nearest each float64 (bits b, magnitude bits a) in the even lanes (the odd ones hold junk), for values
+; @f32_unsure passes (fp32-normal, not at a halfway point): the magnitude's bits plus 2^28,
+; shifted down 29, rebased from exponent bias 1023 to 127 (a carry out of the mantissa moves
+; the exponent, as rounding up should), and the sign.
+define internal <8 x i32> @f32_bits(<4 x i64> %b, <4 x i64> %a, <4 x i64> %half29, <4 x i64> %rebias) #1 {
+  %ar = add <4 x i64> %a, %half29
+  %sh = lshr <4 x i64> %ar, <i64 29, i64 29, i64 29, i64 29>
+  %mag = sub <4 x i64> %sh, %rebias
+  %s0 = lshr <4 x i64> %b, <i64 32, i64 32, i64 32, i64 32>
+  %sm = and <4 x i64> %s0, <i64 2147483648, i64 2147483648, i64 2147483648, i64 2147483648>
+  %bits = or <4 x i64> %mag, %sm
+  %v = bitcast <4 x i64> %bits to <8 x i32>
+  ret <8 x i32> %v
+}
+
+; out[2j], out[2j + 1] = fp32 of std * r cos(angle), std * r sin(angle) for the pairs j < npairs
+; (npairs a multiple of 4, four per iteration) of (u, v) = (tu / 2^32, tv / 2^32) drawn as fillNormal draws them, with
+; r = sqrt(-2 log u), angle = 2 pi v. log, sin and cos are fdlibm's algorithms (e_log.c,
+; __ieee754_rem_pio2's medium case, __kernel_sin/__kernel_cos; Sun's notice: "Permission to
+; use, copy, modify, and distribute this software is freely granted, provided that this notice
+; is preserved."), within 1 ulp of Math.log/sin/cos. An output is stored as the fp32 nearest
+; its float64 only when @f32_unsure clears it (then the float64 Math gives, a few ulps away,
+; rounds to the same fp32); otherwise the iteration's first element index and its eight draws
+; (tu, tv of each pair) go to fb[9 m .. 9 m + 8] and the caller recomputes those eight outputs
+; with Math. Returns m, the
+; number of such records. The sfc32 state s[0..3] is read and written back. Constants: the
+; table %k (random_kernel.ts NORMAL_TABLE, then NORMAL_TABLE_BITS).
+define i32 @normal_pairs(i32* %state, float* %out, i32 %npairs, double %std, <2 x double>* %k, i32* %fb) #0 {
+entry:
+  %s = alloca [4 x i32], align 16
+  %s0 = getelementptr [4 x i32], [4 x i32]* %s, i32 0, i32 0
+  %sv = bitcast i32* %s0 to <4 x i32>*
+  %st = bitcast i32* %state to <4 x i32>*
+  %st0 = load <4 x i32>, <4 x i32>* %st, align 4
+  store <4 x i32> %st0, <4 x i32>* %sv, align 16
+  %sd0 = insertelement <4 x double> undef, double %std, i32 0
+  %sd = shufflevector <4 x double> %sd0, <4 x double> undef, <4 x i32> zeroinitializer
+  %cSqrt2 = call <4 x double> @tab(<2 x double>* %k, i32 0)
+  %cHalf = call <4 x double> @tab(<2 x double>* %k, i32 1)
+  %cOne = call <4 x double> @tab(<2 x double>* %k, i32 2)
+  %cTwo = call <4 x double> @tab(<2 x double>* %k, i32 3)
+  %lg1 = call <4 x double> @tab(<2 x double>* %k, i32 4)
+  %lg2 = call <4 x double> @tab(<2 x double>* %k, i32 5)
+  %lg3 = call <4 x double> @tab(<2 x double>* %k, i32 6)
+  %lg4 = call <4 x double> @tab(<2 x double>* %k, i32 7)
+  %lg5 = call <4 x double> @tab(<2 x double>* %k, i32 8)
+  %lg6 = call <4 x double> @tab(<2 x double>* %k, i32 9)
+  %lg7 = call <4 x double> @tab(<2 x double>* %k, i32 10)
+  %ln2Hi = call <4 x double> @tab(<2 x double>* %k, i32 11)
+  %ln2Lo = call <4 x double> @tab(<2 x double>* %k, i32 12)
+  %cExpOff = call <4 x double> @tab(<2 x double>* %k, i32 13)
+  %cMinus2 = call <4 x double> @tab(<2 x double>* %k, i32 14)
+  %cTwoM32 = call <4 x double> @tab(<2 x double>* %k, i32 15)
+  %cTwoPi = call <4 x double> @tab(<2 x double>* %k, i32 16)
+  %cInvPio2 = call <4 x double> @tab(<2 x double>* %k, i32 17)
+  %cMagic = call <4 x double> @tab(<2 x double>* %k, i32 18)
+  %pio2a = call <4 x double> @tab(<2 x double>* %k, i32 19)
+  %pio2b = call <4 x double> @tab(<2 x double>* %k, i32 20)
+  %pio2bt = call <4 x double> @tab(<2 x double>* %k, i32 21)
+  %s1 = call <4 x double> @tab(<2 x double>* %k, i32 22)
+  %s2 = call <4 x double> @tab(<2 x double>* %k, i32 23)
+  %s3 = call <4 x double> @tab(<2 x double>* %k, i32 24)
+  %s4 = call <4 x double> @tab(<2 x double>* %k, i32 25)
+  %s5 = call <4 x double> @tab(<2 x double>* %k, i32 26)
+  %s6 = call <4 x double> @tab(<2 x double>* %k, i32 27)
+  %c1 = call <4 x double> @tab(<2 x double>* %k, i32 28)
+  %c2 = call <4 x double> @tab(<2 x double>* %k, i32 29)
+  %c3 = call <4 x double> @tab(<2 x double>* %k, i32 30)
+  %c4 = call <4 x double> @tab(<2 x double>* %k, i32 31)
+  %c5 = call <4 x double> @tab(<2 x double>* %k, i32 32)
+  %c6 = call <4 x double> @tab(<2 x double>* %k, i32 33)
+  %mant = call <4 x i64> @tabi(<2 x double>* %k, i32 34)
+  %expBits = call <4 x i64> @tabi(<2 x double>* %k, i32 35)
+  %one64 = call <4 x i64> @tabi(<2 x double>* %k, i32 36)
+  %m29 = call <4 x i64> @tabi(<2 x double>* %k, i32 37)
+  %half29 = call <4 x i64> @tabi(<2 x double>* %k, i32 38)
+  %nearOff = call <4 x i64> @tabi(<2 x double>* %k, i32 39)
+  %twoM = call <4 x i64> @tabi(<2 x double>* %k, i32 40)
+  %aLo = call <4 x i64> @tabi(<2 x double>* %k, i32 41)
+  %aHi = call <4 x i64> @tabi(<2 x double>* %k, i32 42)
+  %absMask = call <4 x i64> @tabi(<2 x double>* %k, i32 43)
+  %rebias = call <4 x i64> @tabi(<2 x double>* %k, i32 44)
+  %oneBits = bitcast <4 x double> %cOne to <4 x i64>
+  %c = icmp sgt i32 %npairs, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %j = phi i32 [0, %entry], [%j1, %next]
+  %m = phi i32 [0, %entry], [%m1, %next]
+  %tuA = call i32 @sfc32_nonzero(i32* %s0)
+  %tvA = call i32 @sfc32_next(i32* %s0)
+  %tuB = call i32 @sfc32_nonzero(i32* %s0)
+  %tvB = call i32 @sfc32_next(i32* %s0)
+  %tuC = call i32 @sfc32_nonzero(i32* %s0)
+  %tvC = call i32 @sfc32_next(i32* %s0)
+  %tuD = call i32 @sfc32_nonzero(i32* %s0)
+  %tvD = call i32 @sfc32_next(i32* %s0)
+  %tu0 = insertelement <4 x i32> undef, i32 %tuA, i32 0
+  %tu1 = insertelement <4 x i32> %tu0, i32 %tuB, i32 1
+  %tu2 = insertelement <4 x i32> %tu1, i32 %tuC, i32 2
+  %tu3 = insertelement <4 x i32> %tu2, i32 %tuD, i32 3
+  %tu = freeze <4 x i32> %tu3 ; keeps opt from turning the conversion into scalar ones
+  %tv0 = insertelement <4 x i32> undef, i32 %tvA, i32 0
+  %tv1 = insertelement <4 x i32> %tv0, i32 %tvB, i32 1
+  %tv2 = insertelement <4 x i32> %tv1, i32 %tvC, i32 2
+  %tv3 = insertelement <4 x i32> %tv2, i32 %tvD, i32 3
+  %tv = freeze <4 x i32> %tv3
+  ; log u: tu = 2^(E - 1023) m with m in [1, 2); m > sqrt 2 halves m (E + 1); u = 2^e m,
+  ; e = E - 1055, made exact as a double by the 2^52 trick
+  %ud = uitofp <4 x i32> %tu to <4 x double>
+  %ub = bitcast <4 x double> %ud to <4 x i64>
+  %E0 = lshr <4 x i64> %ub, <i64 52, i64 52, i64 52, i64 52>
+  %mb0 = and <4 x i64> %ub, %mant
+  %mb = or <4 x i64> %mb0, %oneBits
+  %m0 = bitcast <4 x i64> %mb to <4 x double>
+  %big = fcmp ogt <4 x double> %m0, %cSqrt2
+  %mh = fmul <4 x double> %m0, %cHalf
+  %mm = select <4 x i1> %big, <4 x double> %mh, <4 x double> %m0
+  %bigI = zext <4 x i1> %big to <4 x i64>
+  %E = add <4 x i64> %E0, %bigI
+  %eb = or <4 x i64> %E, %expBits
+  %ebd = bitcast <4 x i64> %eb to <4 x double>
+  %e = fsub <4 x double> %ebd, %cExpOff
+  %f = fsub <4 x double> %mm, %cOne
+  %f2 = fadd <4 x double> %cTwo, %f
+  %sq = fdiv <4 x double> %f, %f2
+  %z = fmul <4 x double> %sq, %sq
+  %w = fmul <4 x double> %z, %z
+  ; R = z (lg1 + w (lg3 + w (lg5 + w lg7))) + w (lg2 + w (lg4 + w lg6))
+  %o7 = fmul <4 x double> %w, %lg7
+  %o5 = fadd <4 x double> %lg5, %o7
+  %o5w = fmul <4 x double> %w, %o5
+  %o3 = fadd <4 x double> %lg3, %o5w
+  %o3w = fmul <4 x double> %w, %o3
+  %o1 = fadd <4 x double> %lg1, %o3w
+  %t2 = fmul <4 x double> %z, %o1
+  %v6 = fmul <4 x double> %w, %lg6
+  %v4 = fadd <4 x double> %lg4, %v6
+  %v4w = fmul <4 x double> %w, %v4
+  %v2 = fadd <4 x double> %lg2, %v4w
+  %t1 = fmul <4 x double> %w, %v2
+  %R = fadd <4 x double> %t2, %t1
+  ; log = e ln2Hi - ((hfsq - (s (hfsq + R) + e ln2Lo)) - f)
+  %hf0 = fmul <4 x double> %cHalf, %f
+  %hfsq = fmul <4 x double> %hf0, %f
+  %hR = fadd <4 x double> %hfsq, %R
+  %shR = fmul <4 x double> %sq, %hR
+  %eLo = fmul <4 x double> %e, %ln2Lo
+  %in1 = fadd <4 x double> %shR, %eLo
+  %in2 = fsub <4 x double> %hfsq, %in1
+  %in3 = fsub <4 x double> %in2, %f
+  %eHi = fmul <4 x double> %e, %ln2Hi
+  %lg = fsub <4 x double> %eHi, %in3
+  %lgm = fmul <4 x double> %cMinus2, %lg
+  %r = call <4 x double> @llvm.sqrt.v4f64(<4 x double> %lgm)
+  ; angle = 2 pi v; n = nearest integer of angle 2/pi; x + y = angle - n pi/2 (pi/2 in three parts)
+  %vd0 = uitofp <4 x i32> %tv to <4 x double>
+  %vd = fmul <4 x double> %vd0, %cTwoM32
+  %ang = fmul <4 x double> %cTwoPi, %vd
+  %nq0 = fmul <4 x double> %ang, %cInvPio2
+  %nq = fadd <4 x double> %nq0, %cMagic
+  %fn = fsub <4 x double> %nq, %cMagic
+  %fa = fmul <4 x double> %fn, %pio2a
+  %rt = fsub <4 x double> %ang, %fa
+  %wa = fmul <4 x double> %fn, %pio2b
+  %rr = fsub <4 x double> %rt, %wa
+  %wb0 = fsub <4 x double> %rt, %rr
+  %wb1 = fsub <4 x double> %wb0, %wa
+  %wb2 = fmul <4 x double> %fn, %pio2bt
+  %wb = fsub <4 x double> %wb2, %wb1
+  %x = fsub <4 x double> %rr, %wb
+  %y0 = fsub <4 x double> %rr, %x
+  %y = fsub <4 x double> %y0, %wb
+  %zz = fmul <4 x double> %x, %x
+  %ww = fmul <4 x double> %zz, %zz
+  ; sin(x + y) = x - ((z (y/2 - v rs) - y) - v s1), rs = s2 + z (s3 + z s4) + z w (s5 + z s6)
+  %q4 = fmul <4 x double> %zz, %s4
+  %q3 = fadd <4 x double> %s3, %q4
+  %q3z = fmul <4 x double> %zz, %q3
+  %q2 = fadd <4 x double> %s2, %q3z
+  %q6 = fmul <4 x double> %zz, %s6
+  %q5 = fadd <4 x double> %s5, %q6
+  %zw = fmul <4 x double> %zz, %ww
+  %q5w = fmul <4 x double> %zw, %q5
+  %rs = fadd <4 x double> %q2, %q5w
+  %vv = fmul <4 x double> %zz, %x
+  %hy = fmul <4 x double> %cHalf, %y
+  %vrs = fmul <4 x double> %vv, %rs
+  %sn0 = fsub <4 x double> %hy, %vrs
+  %sn1 = fmul <4 x double> %zz, %sn0
+  %sn2 = fsub <4 x double> %sn1, %y
+  %vs1 = fmul <4 x double> %vv, %s1
+  %sn3 = fsub <4 x double> %sn2, %vs1
+  %sn = fsub <4 x double> %x, %sn3
+  ; cos(x + y) = wc + (((1 - wc) - hz) + (z rc - x y)), wc = 1 - z/2,
+  ; rc = z (c1 + z (c2 + z c3)) + w w (c4 + z (c5 + z c6))
+  %k3 = fmul <4 x double> %zz, %c3
+  %k2 = fadd <4 x double> %c2, %k3
+  %k2z = fmul <4 x double> %zz, %k2
+  %k1 = fadd <4 x double> %c1, %k2z
+  %ka = fmul <4 x double> %zz, %k1
+  %k6 = fmul <4 x double> %zz, %c6
+  %k5 = fadd <4 x double> %c5, %k6
+  %k5z = fmul <4 x double> %zz, %k5
+  %k4 = fadd <4 x double> %c4, %k5z
+  %w2 = fmul <4 x double> %ww, %ww
+  %kb = fmul <4 x double> %w2, %k4
+  %rc = fadd <4 x double> %ka, %kb
+  %hz = fmul <4 x double> %cHalf, %zz
+  %wc = fsub <4 x double> %cOne, %hz
+  %cw0 = fsub <4 x double> %cOne, %wc
+  %cw1 = fsub <4 x double> %cw0, %hz
+  %zrc = fmul <4 x double> %zz, %rc
+  %xy = fmul <4 x double> %x, %y
+  %cw2 = fsub <4 x double> %zrc, %xy
+  %cw3 = fadd <4 x double> %cw1, %cw2
+  %cs = fadd <4 x double> %wc, %cw3
+  ; quadrant q = n mod 4 (the low bits of nq): odd q swaps sin and cos, q in {2, 3} negates
+  ; sin, q in {1, 2} negates cos
+  %nqb = bitcast <4 x double> %nq to <4 x i64>
+  %q1 = and <4 x i64> %nqb, %one64
+  %odd = icmp ne <4 x i64> %q1, zeroinitializer
+  %sinA = select <4 x i1> %odd, <4 x double> %cs, <4 x double> %sn
+  %cosA = select <4 x i1> %odd, <4 x double> %sn, <4 x double> %cs
+  %qh = lshr <4 x i64> %nqb, <i64 1, i64 1, i64 1, i64 1>
+  %qh1 = and <4 x i64> %qh, %one64
+  %sinNeg = shl <4 x i64> %qh1, <i64 63, i64 63, i64 63, i64 63>
+  %qx = xor <4 x i64> %qh1, %q1
+  %cosNeg = shl <4 x i64> %qx, <i64 63, i64 63, i64 63, i64 63>
+  %sinAb = bitcast <4 x double> %sinA to <4 x i64>
+  %cosAb = bitcast <4 x double> %cosA to <4 x i64>
+  %sinB = xor <4 x i64> %sinAb, %sinNeg
+  %cosB = xor <4 x i64> %cosAb, %cosNeg
+  %sinv = bitcast <4 x i64> %sinB to <4 x double>
+  %cosv = bitcast <4 x i64> %cosB to <4 x double>
+  ; outputs std (r cos), std (r sin)
+  %rcos = fmul <4 x double> %r, %cosv
+  %rsin = fmul <4 x double> %r, %sinv
+  %oc = fmul <4 x double> %sd, %rcos
+  %os = fmul <4 x double> %sd, %rsin
+  %ocb = bitcast <4 x double> %oc to <4 x i64>
+  %osb = bitcast <4 x double> %os to <4 x i64>
+  %oca = and <4 x i64> %ocb, %absMask
+  %osa = and <4 x i64> %osb, %absMask
+  %badc = call <4 x i1> @f32_unsure(<4 x i64> %oca, <4 x i64> %m29, <4 x i64> %nearOff, <4 x i64> %twoM, <4 x i64> %aLo, <4 x i64> %aHi)
+  %bads = call <4 x i1> @f32_unsure(<4 x i64> %osa, <4 x i64> %m29, <4 x i64> %nearOff, <4 x i64> %twoM, <4 x i64> %aLo, <4 x i64> %aHi)
+  %bad2 = or <4 x i1> %badc, %bads
+  %bad64 = sext <4 x i1> %bad2 to <4 x i64>
+  %badLo = shufflevector <4 x i64> %bad64, <4 x i64> undef, <2 x i32> <i32 0, i32 1>
+  %badHi = shufflevector <4 x i64> %bad64, <4 x i64> undef, <2 x i32> <i32 2, i32 3>
+  %badOr = or <2 x i64> %badLo, %badHi
+  %bad8 = bitcast <2 x i64> %badOr to <16 x i8>
+  %anyBad = call i32 @llvm.wasm.anytrue.v16i8(<16 x i8> %bad8)
+  %ok = icmp eq i32 %anyBad, 0
+  ; out[2j ..] = A cos, A sin, B cos, B sin, C ..., D ..., each the fp32 nearest its float64
+  %fc = call <8 x i32> @f32_bits(<4 x i64> %ocb, <4 x i64> %oca, <4 x i64> %half29, <4 x i64> %rebias)
+  %fs = call <8 x i32> @f32_bits(<4 x i64> %osb, <4 x i64> %osa, <4 x i64> %half29, <4 x i64> %rebias)
+  %eight = shufflevector <8 x i32> %fc, <8 x i32> %fs, <8 x i32> <i32 0, i32 8, i32 2, i32 10, i32 4, i32 12, i32 6, i32 14>
+  %el = shl i32 %j, 1
+  %po = getelementptr float, float* %out, i32 %el
+  %pov = bitcast float* %po to <8 x i32>*
+  store <8 x i32> %eight, <8 x i32>* %pov, align 4
+  br i1 %ok, label %next, label %record
+record:
+  %r9 = mul i32 %m, 9
+  %pf = getelementptr i32, i32* %fb, i32 %r9
+  store i32 %el, i32* %pf
+  %pf1 = getelementptr i32, i32* %pf, i32 1
+  %pfu = bitcast i32* %pf1 to <4 x i32>*
+  %uv0 = shufflevector <4 x i32> %tu, <4 x i32> %tv, <4 x i32> <i32 0, i32 4, i32 1, i32 5>
+  %uv1 = shufflevector <4 x i32> %tu, <4 x i32> %tv, <4 x i32> <i32 2, i32 6, i32 3, i32 7>
+  store <4 x i32> %uv0, <4 x i32>* %pfu, align 4
+  %pf5 = getelementptr i32, i32* %pf, i32 5
+  %pfv = bitcast i32* %pf5 to <4 x i32>*
+  store <4 x i32> %uv1, <4 x i32>* %pfv, align 4
+  %mr = add i32 %m, 1
+  br label %next
+next:
+  %m1 = phi i32 [%m, %loop], [%mr, %record]
+  %j1 = add i32 %j, 4
+  %more = icmp slt i32 %j1, %npairs
+  br i1 %more, label %loop, label %done
+done:
+  %mres = phi i32 [0, %entry], [%m1, %next]
+  %stE = load <4 x i32>, <4 x i32>* %sv, align 16
+  store <4 x i32> %stE, <4 x i32>* %st, align 4
+  ret i32 %mres
+}
+declare <4 x double> @llvm.sqrt.v4f64(<4 x double>)
+declare i32 @llvm.wasm.anytrue.v16i8(<16 x i8>)
+
+; Advance the sfc32 state s[0..3] past the draws of npairs Box-Muller pairs (u drawn again while
+; zero, then v), as normal_pairs would: the state a second thread starts its share from.
+define void @sfc32_skip(i32* %state, i32 %npairs) #0 {
+entry:
+  %c = icmp sgt i32 %npairs, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %j = phi i32 [0, %entry], [%j1, %loop]
+  %u = call i32 @sfc32_nonzero(i32* %state)
+  %v = call i32 @sfc32_next(i32* %state)
+  %j1 = add i32 %j, 1
+  %more = icmp slt i32 %j1, %npairs
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
