@@ -66,6 +66,9 @@ const SYMBOLS = {
   openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
   // int openblas_get_num_threads(void)
   openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
+  // int blas_thread_shutdown_(void): joins the worker threads (OpenBLAS's fork handler); the
+  // next threaded call starts them again (pthreads builds re-initialise lazily)
+  blas_thread_shutdown_: { parameters: [], result: "i32", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Row-major single-precision BLAS calls (thin typed wrappers over the C symbols). */
@@ -114,6 +117,15 @@ export interface OpenBlas {
    * thread: waking and joining a second costs more than it saves (much more on a busy host).
    */
   setThreads(n: number, force?: boolean): void;
+  /**
+   * Stop OpenBLAS's worker threads if a threaded call may have left them running. After each
+   * threaded call they wait for the next one by spinning on sched_yield for 2^28 cycles
+   * (OPENBLAS_THREAD_TIMEOUT), which takes CPU from the CPU pool's two threads while they run
+   * their halves of a kernel (and each yield is a costly trap on some VMs). Stopping costs
+   * ~30 us and the next threaded call ~60 us more to start them again. A no-op when the
+   * library lacks blas_thread_shutdown_.
+   */
+  parkThreads(): void;
 }
 
 const USUAL_PATHS = [
@@ -152,7 +164,10 @@ function tryOpen(path: string): OpenBlas | null {
   const setNum = lib.symbols.openblas_set_num_threads;
   const getNum = lib.symbols.openblas_get_num_threads;
   const maxThreads = getNum ? Math.max(1, getNum()) : 1;
+  const shutdown = lib.symbols.blas_thread_shutdown_;
   let threads = maxThreads;
+  // the workers start at load (with more than one thread) and at a threaded call after a park
+  let workersMayRun = maxThreads > 1;
   return {
     path,
     config,
@@ -162,6 +177,12 @@ function tryOpen(path: string): OpenBlas | null {
       if ((t === threads && !force) || !setNum) return;
       setNum(t);
       threads = t;
+      if (t > 1) workersMayRun = true;
+    },
+    parkThreads() {
+      if (!shutdown || (threads === 1 && !workersMayRun)) return;
+      shutdown(); // returns at once when they are not running
+      workersMayRun = false;
     },
     sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
       sgemm(
