@@ -7,7 +7,6 @@
 import type { Backend, DeviceBuffer } from "../backend/ops.ts";
 import { type FlatShard, flatShard } from "../distributed/sharding.ts";
 import type { ParamStore } from "../params/store.ts";
-import type { HostStaging } from "./host_state.ts";
 
 /** One layout group and where this rank's slice of it lies. */
 export interface Segment {
@@ -57,21 +56,17 @@ export function shardSegments(
 }
 
 /**
- * Copy this rank's slice of every segment of `full` (whole layout) into `shard` (a buffer of
- * `be`, or with host state one of `hs.host`).
+ * Hand `put` this rank's slice of every segment of `full` (whole layout) as a view of `full`
+ * ((validLength) values): the callers copy it into their shard, on the device or the host.
  */
 export function takeSlices(
   be: Backend,
   segments: readonly Segment[],
-  shard: DeviceBuffer,
   full: DeviceBuffer,
-  hs: HostStaging | null,
+  put: (s: Segment, from: DeviceBuffer) => void,
 ): void {
   for (const s of segments) {
     const n = s.shard.validLength;
-    if (n === 0) continue;
-    const from = be.view(full, s.offset + s.shard.start, n); // (n)
-    if (hs) hs.fromDevice(shard, s.shardOffset, from);
-    else be.copy(be.view(shard, s.shardOffset, n), from);
+    if (n > 0) put(s, be.view(full, s.offset + s.shard.start, n));
   }
 }

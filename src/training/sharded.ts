@@ -183,7 +183,11 @@ export class ShardedOptimizer {
 
   /** Take this rank's slices of the store's current values as the master copy (after load). */
   takeParams(): void {
-    takeSlices(this.backend, this.segments, this.params, this.store.params, this.#hs);
+    const be = this.backend, hs = this.#hs, shard = this.params;
+    takeSlices(be, this.segments, this.store.params, (s, from) => {
+      if (hs) hs.fromDevice(shard, s.shardOffset, from);
+      else be.copy(be.view(shard, s.shardOffset, s.shard.validLength), from);
+    });
   }
 
   /** Per group: this rank's slice of grads = sum over ranks of the store's grads. */

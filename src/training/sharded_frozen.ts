@@ -55,26 +55,23 @@ export class ShardedFrozen {
 
   /** Take this rank's slices of the store's (materialized) full values, after loading. */
   takeParams(): void {
-    const be = this.backend, host = this.#host;
-    if (!host) {
-      takeSlices(be, this.segments, this.params!, this.store.params, null);
-      return;
-    }
-    for (const s of this.segments) {
-      const n = s.shard.validLength;
-      if (n === 0) continue;
-      const from = be.view(this.store.params, s.offset + s.shard.start, n); // (n)
-      host.set(s.shardOffset, be.download(from) as Float32Array);
-    }
+    const be = this.backend, host = this.#host, shard = this.params;
+    takeSlices(be, this.segments, this.store.params, (s, from) => {
+      if (host) host.set(s.shardOffset, be.download(from) as Float32Array);
+      else be.copy(be.view(shard!, s.shardOffset, s.shard.validLength), from);
+    });
   }
 
   /** GroupHooks: all-gather group `name`'s slices (and its NF4 weights) into its compute slot. */
   async beforeGroup(name: string, _phase: "forward" | "backward"): Promise<void> {
     await this.nf4?.gatherGroup(name);
     if (!this.store.hasGroup(name)) return;
-    const be = this.backend;
-    const s = this.segments.find((x) => x.name === name)!;
-    await be.collectives.allGather(this.store.groupParams(name), this.#deviceSlice(s));
+    await this.#gather(this.segments.find((x) => x.name === name)!);
+  }
+
+  /** All-gather segment `s`'s slices (this rank's from #deviceSlice) into its group's slot. */
+  #gather(s: Segment): Promise<void> {
+    return this.backend.collectives.allGather(this.store.groupParams(s.name), this.#deviceSlice(s));
   }
 
   /** GroupHooks: a frozen group has no gradients. */
@@ -87,13 +84,12 @@ export class ShardedFrozen {
    * weights gathered on the host (they dequantize for a save); every rank calls it.
    */
   async withFullParams<R>(fn: () => R | Promise<R>): Promise<R> {
-    const be = this.backend;
     const st = this.store;
     st.materialize();
     try {
       for (const s of this.segments) {
         if (!st.hasGroup(s.name)) continue;
-        await be.collectives.allGather(st.groupParams(s.name), this.#deviceSlice(s));
+        await this.#gather(s);
         st.copyGroup(s.name, "toFull");
       }
       return this.nf4 ? await this.nf4.withGathered(fn) : await fn();
