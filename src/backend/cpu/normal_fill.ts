@@ -1,8 +1,8 @@
 /**
  * `SeededRandom.fillNormal`'s bulk on both cores: the worker of pool.ts fills the first share of
- * the pairs from the generator's state while this thread skips the same draws (sfc32 alone, a
- * tenth of a pair's cost) and fills the rest, so the outputs and the final state are those of one
- * thread. Only for arrays in shared memory (the CPU backend's parameter buffers), large enough
+ * the pairs from the generator's state while this thread skips the same draws (sfc32 alone,
+ * about a sixth of a pair's cost) and fills the rest, so the outputs and the final state are
+ * those of one thread. Only for arrays in shared memory (the CPU backend's parameter buffers), large enough
  * to pay for the message.
  */
 import { NormalKernel } from "./normal_kernel.ts";
