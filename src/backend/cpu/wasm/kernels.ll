@@ -837,8 +837,8 @@ done:
 }
 
 ; ---- Seeded normal draws (params/random.ts fillNormal): sfc32 and Box-Muller, four pairs at a
-; time (<4 x double> is two f64x2 ops side by side: the two halves' long chains of dependent
-; operations overlap, which doubles the throughput of two pairs per iteration).
+; time (<4 x double> becomes two f64x2 ops side by side, so the halves' chains of dependent
+; operations may overlap; measured on Zen 5, it runs no faster than two pairs per iteration).
 
 ; One sfc32 step on the state s[0..3] = a, b, c, d (random.ts #nextU32): returns t.
 define internal i32 @sfc32_next(i32* %s) #1 {
@@ -895,8 +895,8 @@ define internal <4 x i64> @tabi(<2 x double>* %k, i32 %i) #1 {
   ret <4 x i64> %b
 }
 
-; True where a float64 (magnitude bits a) might round to another fp32 than a float64 a few
-; hundred ulps away: its low 29 bits within `margin` of the fp32 halfway point 2^28, which is
+; True where a float64 (magnitude bits a) might round to another fp32 than a float64 up to
+; `margin` ulps away: its low 29 bits within `margin` of the fp32 halfway point 2^28, which is
 ; ((a + margin - 2^28) mod 2^29) <= 2 margin (%nearOff = margin - 2^28, %twoM = 2 margin), or its
 ; magnitude outside [2^-126, 2^127) (bits %aLo, %aHi): fp32 subnormals, zero, overflow.
 define internal <4 x i1> @f32_unsure(<4 x i64> %a, <4 x i64> %m29, <4 x i64> %nearOff, <4 x i64> %twoM, <4 x i64> %aLo, <4 x i64> %aHi) #1 {
@@ -910,10 +910,10 @@ define internal <4 x i1> @f32_unsure(<4 x i64> %a, <4 x i64> %m29, <4 x i64> %ne
   ret <4 x i1> %r
 }
 
-; The fp32 bits nearest each float64 (bits b, magnitude bits a) in the even lanes (the odd ones hold junk), for values
-; @f32_unsure passes (fp32-normal, not at a halfway point): the magnitude's bits plus 2^28,
-; shifted down 29, rebased from exponent bias 1023 to 127 (a carry out of the mantissa moves
-; the exponent, as rounding up should), and the sign.
+; The fp32 bits nearest each float64 (bits b, magnitude bits a) in the even lanes (the odd ones
+; hold junk), for values @f32_unsure passes (fp32-normal, not at a halfway point): the
+; magnitude's bits plus 2^28, shifted down 29, rebased from exponent bias 1023 to 127 (a carry
+; out of the mantissa moves the exponent, as rounding up should), and the sign.
 define internal <8 x i32> @f32_bits(<4 x i64> %b, <4 x i64> %a, <4 x i64> %half29, <4 x i64> %rebias) #1 {
   %ar = add <4 x i64> %a, %half29
   %sh = lshr <4 x i64> %ar, <i64 29, i64 29, i64 29, i64 29>
@@ -926,17 +926,17 @@ define internal <8 x i32> @f32_bits(<4 x i64> %b, <4 x i64> %a, <4 x i64> %half2
 }
 
 ; out[2j], out[2j + 1] = fp32 of std * r cos(angle), std * r sin(angle) for the pairs j < npairs
-; (npairs a multiple of 4, four per iteration) of (u, v) = (tu / 2^32, tv / 2^32) drawn as fillNormal draws them, with
-; r = sqrt(-2 log u), angle = 2 pi v. log, sin and cos are fdlibm's algorithms (e_log.c,
-; __ieee754_rem_pio2's medium case, __kernel_sin/__kernel_cos; Sun's notice: "Permission to
-; use, copy, modify, and distribute this software is freely granted, provided that this notice
-; is preserved."), within 1 ulp of Math.log/sin/cos. An output is stored as the fp32 nearest
-; its float64 only when @f32_unsure clears it (then the float64 Math gives, a few ulps away,
-; rounds to the same fp32); otherwise the iteration's first element index and its eight draws
-; (tu, tv of each pair) go to fb[9 m .. 9 m + 8] and the caller recomputes those eight outputs
-; with Math. Returns m, the
-; number of such records. The sfc32 state s[0..3] is read and written back. Constants: the
-; table %k (random_kernel.ts NORMAL_TABLE, then NORMAL_TABLE_BITS).
+; (npairs a multiple of 4, four per iteration) of (u, v) = (tu / 2^32, tv / 2^32) drawn as
+; fillNormal draws them, with r = sqrt(-2 log u), angle = 2 pi v. log, sin and cos are fdlibm's
+; algorithms (e_log.c, __ieee754_rem_pio2's medium case, __kernel_sin/__kernel_cos; Sun's notice:
+; "Permission to use, copy, modify, and distribute this software is freely granted, provided
+; that this notice is preserved."), within 1 ulp of Math.log/sin/cos. An output is stored as the
+; fp32 nearest its float64 only when @f32_unsure clears it (then the float64 Math gives, a few
+; ulps away, rounds to the same fp32); otherwise the iteration's first element index and its
+; eight draws (tu, tv of each pair) go to fb[9 m .. 9 m + 8] and the caller recomputes those
+; eight outputs with Math. Returns m, the number of such records. The sfc32 state s[0..3] is read
+; and written back. Constants: the table %k (normal_kernel.ts NORMAL_TABLE, then
+; NORMAL_TABLE_BITS).
 define i32 @normal_pairs(i32* %state, float* %out, i32 %npairs, double %std, <2 x double>* %k, i32* %fb) #0 {
 entry:
   %s = alloca [4 x i32], align 16
