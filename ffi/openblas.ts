@@ -66,9 +66,6 @@ const SYMBOLS = {
   openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
   // int openblas_get_num_threads(void)
   openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
-  // int blas_thread_shutdown_(void): joins the worker threads (OpenBLAS's fork handler); the
-  // next threaded call starts them again (pthreads builds re-initialise lazily)
-  blas_thread_shutdown_: { parameters: [], result: "i32", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Row-major single-precision BLAS calls (thin typed wrappers over the C symbols). */
@@ -117,15 +114,6 @@ export interface OpenBlas {
    * thread: waking and joining a second costs more than it saves (much more on a busy host).
    */
   setThreads(n: number, force?: boolean): void;
-  /**
-   * Stop OpenBLAS's worker threads if a threaded call may have left them running. After each
-   * threaded call they wait for the next one by spinning on sched_yield for 2^28 cycles
-   * (OPENBLAS_THREAD_TIMEOUT), which takes CPU from the CPU pool's two threads while they run
-   * their halves of a kernel (and each yield is a costly trap on some VMs). Stopping costs
-   * ~30 us and the next threaded call ~60 us more to start them again. A no-op when the
-   * library lacks blas_thread_shutdown_.
-   */
-  parkThreads(): void;
 }
 
 const USUAL_PATHS = [
@@ -164,10 +152,7 @@ function tryOpen(path: string): OpenBlas | null {
   const setNum = lib.symbols.openblas_set_num_threads;
   const getNum = lib.symbols.openblas_get_num_threads;
   const maxThreads = getNum ? Math.max(1, getNum()) : 1;
-  const shutdown = lib.symbols.blas_thread_shutdown_;
   let threads = maxThreads;
-  // the workers start at load (with more than one thread) and at a threaded call after a park
-  let workersMayRun = maxThreads > 1;
   return {
     path,
     config,
@@ -177,12 +162,6 @@ function tryOpen(path: string): OpenBlas | null {
       if ((t === threads && !force) || !setNum) return;
       setNum(t);
       threads = t;
-      if (t > 1) workersMayRun = true;
-    },
-    parkThreads() {
-      if (!shutdown || (threads === 1 && !workersMayRun)) return;
-      shutdown(); // returns at once when they are not running
-      workersMayRun = false;
     },
     sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
       sgemm(
@@ -228,6 +207,7 @@ function tryOpen(path: string): OpenBlas | null {
 export function openBlas(): OpenBlas | null {
   if (cached !== undefined) return cached;
   hintAvx512CoreType();
+  hintThreadTimeout();
   const override = readEnv("TUNE_OPENBLAS_PATH");
   if (override) {
     const blas = tryOpen(override);
@@ -279,6 +259,29 @@ function hintAvx512CoreType(): void {
     Deno.env.set("OPENBLAS_CORETYPE", "SkylakeX");
   } catch {
     // no --allow-env: OpenBLAS keeps its own choice
+  }
+}
+
+/** OpenBLAS's idle-spin limit that tune asks for: 2^20 cycles (OPENBLAS_THREAD_TIMEOUT=20). */
+export const THREAD_TIMEOUT = "20";
+
+/**
+ * After each threaded call OpenBLAS's worker threads wait for the next one by spinning on
+ * sched_yield for 2^28 cycles (about 0.1 s) before they sleep. While the CPU pool runs the two
+ * halves of attention, cross-entropy, SwiGLU or AdamW, that spinner is a third busy thread on
+ * two cores (and on a VM where a yield traps to the hypervisor, an expensive one). With
+ * `OPENBLAS_THREAD_TIMEOUT` unset (and GOTO_THREAD_TIMEOUT), this sets it to 20 before the
+ * library loads (it reads it then): 2^20 cycles, a few tenths of a millisecond, still longer
+ * than the gaps between a decode step's threaded products (so decode keeps its workers awake;
+ * 2^4 made each of them a wake-up), and short against a pool split. Numerics are unchanged.
+ */
+function hintThreadTimeout(): void {
+  if (readEnv("OPENBLAS_THREAD_TIMEOUT") !== undefined) return;
+  if (readEnv("GOTO_THREAD_TIMEOUT") !== undefined) return;
+  try {
+    Deno.env.set("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT);
+  } catch {
+    // no --allow-env: OpenBLAS keeps its default
   }
 }
 

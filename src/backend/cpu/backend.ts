@@ -545,8 +545,6 @@ export class CpuBackend implements Backend {
     }
     const mid = n >> 1;
     const far = part(mid, n);
-    // OpenBLAS's idle workers would spin beside the two halves (see parkThreads)
-    this.gemm.blas?.parkThreads();
     if (!pool.run(far, () => runJob(part(0, mid), this.scratch, this.#gemmOf))) {
       runJob(far, this.scratch, this.#gemmOf);
     }
