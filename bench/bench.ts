@@ -38,9 +38,9 @@ import {
 } from "./tune_bench.ts";
 
 const HERE = new URL(".", import.meta.url).pathname;
-// Open OpenBLAS before any PyTorch subprocess starts: it may set OPENBLAS_CORETYPE (see
-// ffi/openblas.ts), and PyTorch, linked to the same library, inherits it and so runs the
-// same kernels as tune.
+// Open OpenBLAS before any PyTorch subprocess starts: it may set OPENBLAS_CORETYPE and
+// OPENBLAS_THREAD_TIMEOUT (see ffi/openblas.ts), and PyTorch, linked to the same library,
+// inherits them and so runs the same kernels and thread settings as tune.
 openBlas();
 const THREADS = 2;
 
