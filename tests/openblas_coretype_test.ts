@@ -5,24 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { openBlas } from "../ffi/openblas.ts";
+import { openBlasProbe } from "./_openblas_probe.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const PROBE =
   `import { openBlas } from "${ROOT}ffi/openblas.ts"; console.log(openBlas()?.config ?? "none");`;
 
 function configWith(coreType: string | null): string {
-  const env = { ...Deno.env.toObject() };
-  delete env.OPENBLAS_CORETYPE;
-  if (coreType !== null) env.OPENBLAS_CORETYPE = coreType;
-  const out = new Deno.Command(Deno.execPath(), {
-    args: ["eval", PROBE],
-    env,
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return new TextDecoder().decode(out.stdout).trim();
+  return openBlasProbe(PROBE, { OPENBLAS_CORETYPE: coreType });
 }
 
 function amdWithAvx512(): boolean {

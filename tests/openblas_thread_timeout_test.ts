@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { openBlas, THREAD_TIMEOUT } from "../ffi/openblas.ts";
+import { openBlasProbe } from "./_openblas_probe.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 // One threaded product, then the states of the process's unnamed threads other than the main
@@ -33,19 +34,8 @@ console.log(JSON.stringify({ timeout: Deno.env.get("OPENBLAS_THREAD_TIMEOUT") ??
 `;
 
 function probe(timeout: string | null): { timeout: string | null; states: string[] } {
-  const env: Record<string, string> = { ...Deno.env.toObject(), OPENBLAS_NUM_THREADS: "2" };
-  delete env.OPENBLAS_THREAD_TIMEOUT;
-  delete env.GOTO_THREAD_TIMEOUT;
-  if (timeout !== null) env.OPENBLAS_THREAD_TIMEOUT = timeout;
-  const out = new Deno.Command(Deno.execPath(), {
-    args: ["eval", PROBE],
-    env,
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  const set = { OPENBLAS_NUM_THREADS: "2", GOTO_THREAD_TIMEOUT: null };
+  return JSON.parse(openBlasProbe(PROBE, { ...set, OPENBLAS_THREAD_TIMEOUT: timeout }));
 }
 
 const blas = openBlas();
