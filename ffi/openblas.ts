@@ -207,7 +207,7 @@ function tryOpen(path: string): OpenBlas | null {
 export function openBlas(): OpenBlas | null {
   if (cached !== undefined) return cached;
   hintAvx512CoreType();
-  hintThreadTimeout();
+  setDefault("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT, ["GOTO_THREAD_TIMEOUT"]);
   const override = readEnv("TUNE_OPENBLAS_PATH");
   if (override) {
     const blas = tryOpen(override);
@@ -255,35 +255,33 @@ function hintAvx512CoreType(): void {
   const amd = /^vendor_id\s*:\s*AuthenticAMD$/m.test(cpuinfo);
   const flags = new Set(cpuinfo.match(/^flags\s*:(.*)$/m)?.[1].trim().split(/\s+/) ?? []);
   if (!amd || !AVX512_FLAGS.every((f) => flags.has(f))) return;
+  setDefault("OPENBLAS_CORETYPE", "SkylakeX");
+}
+
+/**
+ * Set OpenBLAS environment variable `name` to `value` before the library loads, unless it (or
+ * one of `aliases`, which OpenBLAS also reads) is set already.
+ */
+function setDefault(name: string, value: string, aliases: readonly string[] = []): void {
+  if ([name, ...aliases].some((n) => readEnv(n) !== undefined)) return;
   try {
-    Deno.env.set("OPENBLAS_CORETYPE", "SkylakeX");
+    Deno.env.set(name, value);
   } catch {
     // no --allow-env: OpenBLAS keeps its own choice
   }
 }
 
-/** OpenBLAS's idle-spin limit that tune asks for: 2^20 cycles (OPENBLAS_THREAD_TIMEOUT=20). */
-export const THREAD_TIMEOUT = "20";
-
 /**
- * After each threaded call OpenBLAS's worker threads wait for the next one by spinning on
- * sched_yield for 2^28 cycles (about 0.1 s) before they sleep. While the CPU pool runs the two
- * halves of attention, cross-entropy, SwiGLU or AdamW, that spinner is a third busy thread on
- * two cores (and on a VM where a yield traps to the hypervisor, an expensive one). With
- * `OPENBLAS_THREAD_TIMEOUT` unset (and GOTO_THREAD_TIMEOUT), this sets it to 20 before the
- * library loads (it reads it then): 2^20 cycles, a few tenths of a millisecond, still longer
- * than the gaps between a decode step's threaded products (so decode keeps its workers awake;
- * 2^4 made each of them a wake-up), and short against a pool split. Numerics are unchanged.
+ * OPENBLAS_THREAD_TIMEOUT that tune sets when it (and GOTO_THREAD_TIMEOUT) is unset. After each
+ * threaded call OpenBLAS's worker threads wait for the next one by spinning on sched_yield for
+ * 2^28 cycles (about 0.1 s) before they sleep. While the CPU pool runs the two halves of
+ * attention, cross-entropy, SwiGLU or AdamW, that spinner is a third busy thread on two cores
+ * (and on a VM where a yield traps to the hypervisor, an expensive one). 20 (2^20 cycles, a few
+ * tenths of a millisecond) is still longer than the gaps between a decode step's threaded
+ * products (so decode keeps its workers awake; 2^4 made each of them a wake-up), and short
+ * against a pool split. Numerics are unchanged.
  */
-function hintThreadTimeout(): void {
-  if (readEnv("OPENBLAS_THREAD_TIMEOUT") !== undefined) return;
-  if (readEnv("GOTO_THREAD_TIMEOUT") !== undefined) return;
-  try {
-    Deno.env.set("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT);
-  } catch {
-    // no --allow-env: OpenBLAS keeps its default
-  }
-}
+export const THREAD_TIMEOUT = "20";
 
 /** The library names and paths tried, in order, when `TUNE_OPENBLAS_PATH` is unset. */
 export const OPENBLAS_CANDIDATES: readonly string[] = USUAL_PATHS;

@@ -4,8 +4,7 @@
  * runs the other half on the same SharedArrayBuffer-backed arrays, then blocks on a shared flag
  * until the worker is done. Each half is a PoolJob, which runJob runs on either thread. OpenBLAS
  * already uses both cores inside large matrix products; this keeps the second core busy outside
- * them. During a split, both threads' products use one OpenBLAS
- * thread each.
+ * them. During a split, both threads' products use one OpenBLAS thread each.
  *
  * The worker starts on first use and is unref'd, so it never keeps a process alive. When it
  * cannot start or be unref'd, or TUNE_CPU_THREADS=1 is set, everything runs on the main
