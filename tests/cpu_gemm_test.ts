@@ -7,6 +7,8 @@
 import { assertClose } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { openBlas } from "../ffi/openblas.ts";
+import { Gemm } from "../src/backend/cpu/gemm.ts";
+import { Scratch } from "../src/backend/cpu/scratch.ts";
 import { ok } from "node:assert";
 
 const FWD = { atol: 1e-5, rtol: 1e-4 };
@@ -88,6 +90,44 @@ Deno.test({
     blas.sgemv(false, 4, 3, 1, b.subarray(7), 3, a.subarray(5), 1, y.subarray(2));
     const want = Array.from(naiveNT(a.subarray(5), b.subarray(7), 1, 3, 4), (x) => x + 1);
     assertClose("sgemv on views (beta 1)", y.subarray(2), want, FWD);
+  },
+});
+
+Deno.test({
+  name: "few-row products against a large weight run as the same two column halves with the " +
+    "pool's worker, without it and from a wasm memory, close to a float64 product",
+  ignore: openBlas() === null,
+  fn: () => {
+    // N * K >= 2^21 and M <= 8: gemm.ts splits it at column 2048 (N / 2 rounded down to 16).
+    const [M, K, N] = [3, 520, 4100];
+    const x = rand(M * K, 3, 1 / Math.sqrt(K)), w = rand(N * K, 4, 1);
+    const be = new CpuBackend({ matmul: "blas" });
+    const bx = be.alloc(M * K), bw = be.alloc(N * K), out = be.alloc(M * N);
+    be.upload(bx, x);
+    be.upload(bw, w);
+    be.fill(out, NaN);
+    be.matmulForward(out, bx, bw, null, M, K, N);
+    const got = be.download(out) as Float32Array;
+    assertClose("split product", got, naiveNT(x, w, M, K, N), FWD);
+    // the halves one after the other on this thread
+    const alone = new Gemm(openBlas(), new Scratch());
+    const halves = new Float32Array(M * N);
+    alone.ntOneThread(M, 2048, K, x, K, w, K, halves, N, 0);
+    alone.ntOneThread(M, N - 2048, K, x, K, w.subarray(2048 * K), K, halves.subarray(2048), N, 0);
+    const seq = new Float32Array(M * N).fill(NaN);
+    alone.nt(M, N, K, x, K, w, K, seq, N, 0);
+    // the input in a (non-shared) wasm memory: the worker reads it by address
+    const mem = new WebAssembly.Memory({ initial: 1 });
+    const xw = new Float32Array(mem.buffer, 64, M * K);
+    xw.set(x);
+    const fromWasm = new Float32Array(new SharedArrayBuffer(M * N * 4));
+    const g = (be as unknown as { gemm: Gemm }).gemm;
+    g.nt(M, N, K, xw, K, (bw as unknown as { data: Float32Array }).data, K, fromWasm, N, 0);
+    for (const [name, a] of [["no pool", seq], ["wasm input", fromWasm], ["pool", got]] as const) {
+      let differ = 0;
+      for (let i = 0; i < M * N; i++) if (!Object.is(a[i], halves[i])) differ++;
+      ok(differ === 0, `${name}: ${differ} of ${M * N} outputs differ from the two halves`);
+    }
   },
 });
 

@@ -21,7 +21,7 @@ import { type AttentionDims, attentionUnits } from "./attention.ts";
 import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
 import { CpuDecoder } from "./decode.ts";
 import { dropoutFill } from "./dropout.ts";
-import { Gemm } from "./gemm.ts";
+import { Gemm, gemmAddresses } from "./gemm.ts";
 import { nf4Dequantize, nf4MatmulBackward, nf4MatmulForward } from "./nf4_ops.ts";
 import * as layers from "./layers.ts";
 import { allShared, CpuPool, type PoolJob, runJob } from "./pool.ts";
@@ -110,6 +110,16 @@ export class CpuBackend implements Backend {
     const blas = want === "blas" ? openBlas() : null;
     this.matmulPath = blas ? "blas" : "ts";
     this.gemm = new Gemm(blas, this.scratch);
+    // A split product's second half runs on the pool's worker, which is handed addresses
+    // (the operands may lie in a decoder's wasm arena, which a worker cannot share).
+    this.gemm.split = (near, far) => {
+      const pool = this.#pool([]);
+      if (pool === null) {
+        near();
+        return false;
+      }
+      return pool.run({ kind: "gemmNT", at: gemmAddresses(...far) }, near);
+    };
     this.collectives = opts.collectives ??
       new SingleProcessCollectives((dst, src) => this.copy(dst, src));
   }

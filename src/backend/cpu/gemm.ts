@@ -30,6 +30,22 @@ const SMALL_GEMM = 1 << 22;
  */
 const SMALL_GEMV = 1 << 16;
 
+/**
+ * Products C(M, N) = A(M, K) @ B(N, K)^T of 2..SPLIT_MAX_M rows against a weight of at least
+ * SPLIT_MIN_WEIGHT elements (decoding a few sequences: the classifier, a large model's
+ * layers) run as two column halves, each on one OpenBLAS thread. For so few rows OpenBLAS
+ * packs the whole weight and its second thread buys little or nothing: M = 8, N = 32000,
+ * K = 288 (the 15M classifier at batch 8) took 4.5 ms on one thread, 4.0 ms on two, and
+ * 2.2 ms for half the columns on one (2-core Zen 5 host); at M = 2 and 4 two threads took
+ * 2.5 and 3.8 ms, a half 1.8 and 1.6 ms; from M = 16 OpenBLAS's threads scale. The halves
+ * run on the CPU pool's two threads when the backend sets `split`, else one after the other.
+ * They are a property of the shape, not of where they run: OpenBLAS's sums depend on the
+ * column block (a 16000-column half differs from the whole in the last bit of some outputs),
+ * so the bits are the same with the pool or without it, in the fused decoder and op by op.
+ */
+const SPLIT_MAX_M = 8;
+const SPLIT_MIN_WEIGHT = 1 << 21;
+
 /** Block sizes of the TypeScript kernel: a KC x NC panel of B stays in L2. */
 const KC = 512;
 const NC = 64;
@@ -187,10 +203,59 @@ function transpose(
   }
 }
 
+/**
+ * A product's arguments with its matrices as addresses: the pool's worker is handed a split
+ * product's half this way, because its operands may lie in memory that cannot be shared
+ * with a worker (the fused decoder's wasm arena). The caller keeps that memory alive and
+ * unmoved until the worker is done (pool.run blocks; an arena never grows).
+ */
+export type GemmAddresses = [
+  M: number,
+  N: number,
+  K: number,
+  A: bigint,
+  lda: number,
+  B: bigint,
+  ldb: number,
+  C: bigint,
+  ldc: number,
+  beta: number,
+];
+
+function addressOf(a: Float32Array): bigint {
+  return Deno.UnsafePointer.value(Deno.UnsafePointer.of(a));
+}
+
+/** A view of n floats at `at` (an address made by gemmAddresses in this process). */
+function viewAt(at: bigint, n: number): Float32Array {
+  const p = Deno.UnsafePointer.create(at);
+  if (p === null) throw new Error("gemm: null operand address");
+  return new Float32Array(Deno.UnsafePointerView.getArrayBuffer(p, n * 4));
+}
+
+export function gemmAddresses(...[M, N, K, A, lda, B, ldb, C, ldc, beta]: GemmArgs): GemmAddresses {
+  return [M, N, K, addressOf(A), lda, addressOf(B), ldb, addressOf(C), ldc, beta];
+}
+
+/** The arguments again, as views of the memory at the addresses (each as long as it is read). */
+export function gemmAtAddresses(
+  ...[M, N, K, A, lda, B, ldb, C, ldc, beta]: GemmAddresses
+): GemmArgs {
+  const a = viewAt(A, (M - 1) * lda + K), b = viewAt(B, (N - 1) * ldb + K);
+  return [M, N, K, a, lda, b, ldb, viewAt(C, (M - 1) * ldc + N), ldc, beta];
+}
+
 /** Matrix products dispatched to OpenBLAS or the TypeScript kernels. */
 export class Gemm {
   /** Most OpenBLAS threads a product may use (1 while another thread runs products too). */
   maxThreads = Infinity;
+  /**
+   * Runs `near` here while another thread runs `far` (the second column half of a split
+   * product, see SPLIT_MAX_M) with `ntOneThread`; returns true when `far` was done there,
+   * false when the caller must run it. `near` runs exactly once either way. Set by the
+   * backend when it has the CPU pool; null: both halves run here.
+   */
+  split: ((near: () => void, far: GemmArgs) => boolean) | null = null;
 
   constructor(
     /** OpenBLAS, or null for the TypeScript path. */
@@ -239,7 +304,38 @@ export class Gemm {
     else if (this.blas === null) gemmNTts(...a);
     // Decode-sized product C(N) = B @ a.
     else if (M === 1) this.#gemv(false, N, K, B, ldb, A, C, beta);
+    else if (M <= SPLIT_MAX_M && N * K >= SPLIT_MIN_WEIGHT && N >= 32) this.#ntHalves(...a);
     else this.#sgemm(false, true, ...a);
+  }
+
+  /** `nt` as two column halves (SPLIT_MAX_M), the second on the pool when there is one. */
+  #ntHalves(...[M, N, K, A, lda, B, ldb, C, ldc, beta]: GemmArgs): void {
+    const mid = (N >> 1) & ~15;
+    const far: GemmArgs = [
+      M,
+      N - mid,
+      K,
+      A,
+      lda,
+      B.subarray(mid * ldb),
+      ldb,
+      C.subarray(mid),
+      ldc,
+      beta,
+    ];
+    const near = () => this.ntOneThread(M, mid, K, A, lda, B, ldb, C, ldc, beta);
+    let farDone = false;
+    if (this.split !== null && this.maxThreads > 1) farDone = this.split(near, far);
+    else near();
+    if (!farDone) this.ntOneThread(...far);
+  }
+
+  /** C(M, N) = A(M, K) @ B(N, K)^T + beta * C on one OpenBLAS thread, never split. */
+  ntOneThread(...[M, N, K, A, lda, B, ldb, C, ldc, beta]: GemmArgs): void {
+    const blas = this.blas;
+    if (blas === null) throw new Error("Gemm.ntOneThread needs OpenBLAS");
+    blas.setThreads(1);
+    blas.sgemm(false, true, M, N, K, 1, A, lda, B, ldb, beta, C, ldc);
   }
 
   /** C(M, N) = A(M, K) @ B(K, N) + beta * C. */

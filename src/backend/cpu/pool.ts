@@ -1,6 +1,7 @@
 /**
  * A second thread for the CPU backend's elementwise-heavy kernels (attention, cross-entropy,
- * SwiGLU, AdamW, seeded normal fills): the main thread runs one half of a kernel while a Worker
+ * SwiGLU, AdamW, seeded normal fills) and for half of the few-row products OpenBLAS does not
+ * thread well (gemm.ts SPLIT_MAX_M): the main thread runs one half of a kernel while a Worker
  * runs the other half on the same SharedArrayBuffer-backed arrays, then blocks on a shared flag
  * until the worker is done. Each half is a PoolJob, which runJob runs on either thread. OpenBLAS
  * already uses both cores inside large matrix products; this keeps the second core busy outside
@@ -13,7 +14,7 @@
 import type { AdamWParams } from "../ops.ts";
 import { adamwStep } from "./adamw.ts";
 import { attentionBackward, type AttentionDims, attentionForward } from "./attention.ts";
-import type { Gemm } from "./gemm.ts";
+import { type Gemm, type GemmAddresses, gemmAtAddresses } from "./gemm.ts";
 import { crossEntropy, swigluBackward, swigluForward } from "./layers.ts";
 import { NormalKernel } from "./normal_kernel.ts";
 import type { Scratch } from "./scratch.ts";
@@ -71,6 +72,11 @@ export type PoolJob =
     out: Float32Array;
     state: Int32Array;
     std: number;
+  }
+  | {
+    /** The second column half of a split product (gemm.ts SPLIT_MAX_M), on one thread. */
+    kind: "gemmNT";
+    at: GemmAddresses;
   }
   | {
     kind: "adamw";
@@ -134,6 +140,8 @@ export function runJob(job: PoolJob, scratch: Scratch, gemm: (m: "blas" | "ts") 
     const kernel = NormalKernel.get();
     if (!kernel) throw new Error("normalPairs: no wasm SIMD kernels on this thread");
     kernel.fillPairs(job.state, job.out, 0, job.out.length / 2, job.std);
+  } else if (job.kind === "gemmNT") {
+    gemm("blas").ntOneThread(...gemmAtAddresses(...job.at));
   } else {
     adamwStep(job.params, job.grads, job.m, job.v, job.hp);
   }
