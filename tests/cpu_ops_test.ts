@@ -321,7 +321,7 @@ Deno.test("elementwise ops, sum and sumSquares agree with float64 references", (
   assertClose("sumSquares", [be.sumSquares(b)], [ss], { atol: 1e-9, rtol: 1e-12 });
 });
 
-Deno.test("view(), upload(), download(), copy() and bytesInUse() track memory exactly", () => {
+Deno.test("view(), upload(), download() (also into an array), copy() and bytesInUse() track memory exactly", () => {
   const local = new CpuBackend();
   equal(local.bytesInUse(), 0);
   const buf = local.alloc(10);
@@ -335,6 +335,11 @@ Deno.test("view(), upload(), download(), copy() and bytesInUse() track memory ex
   equal(local.sum(buf), 17);
   local.upload(ids, new Int32Array([5, -100, 7, 8]));
   deepStrictEqual(Array.from(local.download(ids)), [5, -100, 7, 8]);
+  const into = new Int32Array(4);
+  equal(local.download(ids, into), into); // into the caller's array (a decode loop's logits)
+  deepStrictEqual(Array.from(into), [5, -100, 7, 8]);
+  throws(() => local.download(ids, new Float32Array(4)), /download into a Float32Array of 4/);
+  throws(() => local.download(buf, new Float32Array(9)), /the buffer holds 10 float values/);
   local.free(v); // views need no release
   equal(local.bytesInUse(), 56);
   local.free(buf);

@@ -54,7 +54,7 @@ ok("createCudaBackend() binds every symbol and reads the device", () => {
   assert.equal(be.timeMs(() => {}), 1.5);
 });
 
-ok("upload/view/download/fill/copy move the right bytes", () => {
+ok("upload/view/download (also into an array)/fill/copy move the right bytes", () => {
   for (const dt of ["f32", "bf16", "i32"] as DType[]) {
     const n = 1000;
     const host = dt === "i32" ? Int32Array.from(randn(n), (x) => Math.round(x * 1e6)) : randn(n);
@@ -75,6 +75,12 @@ ok("upload/view/download/fill/copy move the right bytes", () => {
     const c = be.alloc(n, dt);
     be.copy(c, b);
     assert.deepEqual(be.download(c), want, `${dt} copy`);
+    // into a caller's array, at an offset of its memory: the same values, that array returned
+    const backing = dt === "i32" ? new Int32Array(n + 3) : new Float32Array(n + 3);
+    const into = backing.subarray(3);
+    assert.equal(be.download(c, into), into);
+    assert.deepEqual(into, want, `${dt} download into`);
+    assert.throws(() => be.download(c, backing), /download into a .* of 1003/);
     be.free(b);
     be.free(c);
   }

@@ -184,6 +184,16 @@ export type RopeSizes = [
   inverse: boolean,
 ];
 
+/** Checks `download`'s destination: the buffer's kind (i32 or float) and length. */
+export function checkInto(into: Float32Array | Int32Array, i32: boolean, length: number): void {
+  if ((into instanceof Int32Array) !== i32 || into.length !== length) {
+    throw new Error(
+      `download into a ${into.constructor.name} of ${into.length}: the buffer holds ${length} ` +
+        `${i32 ? "i32" : "float"} values`,
+    );
+  }
+}
+
 /** True when a variant changes nothing (absent, or no window, cap or scale set). */
 export function plainAttention(v: AttentionVariant | null | undefined): boolean {
   return !v || (!(v.window ?? 0) && !(v.softcap ?? 0) && v.scale === undefined);
@@ -222,8 +232,12 @@ export interface Backend {
   view(buf: DeviceBuffer, offset: number, length: number): DeviceBuffer;
   /** Copy host data into `dst` starting at element `dstOffset` (converts f32 -> bf16). */
   upload(dst: DeviceBuffer, src: Float32Array | Int32Array, dstOffset?: number): void;
-  /** Copy a buffer to the host (bf16 is widened to f32). */
-  download(src: DeviceBuffer): Float32Array | Int32Array;
+  /**
+   * Copy a buffer to the host (bf16 is widened to f32): into `into` when given (an array of
+   * the buffer's kind and length, returned; a decode loop reads its logits this way with no
+   * allocation per token), else into a new array.
+   */
+  download(src: DeviceBuffer, into?: Float32Array | Int32Array): Float32Array | Int32Array;
   /** Every element of `buf` = value. */
   fill(buf: DeviceBuffer, value: number): void;
   /** dst = src (same length; converts between f32 and bf16 when dtypes differ). */

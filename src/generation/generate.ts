@@ -28,7 +28,10 @@ export interface GenerateOptions extends SamplingOptions {
   kvCache?: boolean;
   /** Called with each new token of sequence `b` (not for stop tokens). */
   onToken?(b: number, id: number): void;
-  /** Called with the raw logits (V) sequence `b`'s next token is drawn from (e.g. GRPO's entropy). */
+  /**
+   * Called with the raw logits (V) sequence `b`'s next token is drawn from (e.g. GRPO's
+   * entropy); the array is reused for the next step, so copy what must outlive the call.
+   */
   onLogits?(b: number, logits: Float32Array): void;
 }
 
@@ -94,11 +97,12 @@ export function generateTokens(
   const scratch = o.temperature > 0 ? new SamplingScratch(V) : undefined;
   const t0 = performance.now();
   const first = Int32Array.from(prompts.flatMap((p) => p.slice(0, P0))); // (B, P0)
-  let logits = backend.download(model.prefill(first)) as Float32Array; // (B, V)
+  // one host copy of the logits (B, V) for every step: nothing allocated per token
+  const logits = backend.download(model.prefill(first)) as Float32Array; // (B, V)
   prefillSeconds = (performance.now() - t0) / 1000;
   const t1 = performance.now();
+  const next = new Int32Array(B); // (B) the tokens at position pos + 1
   for (let pos = P0 - 1;; pos++) { // logits are those of position pos
-    const next = new Int32Array(B); // (B) the tokens at position pos + 1
     let running = 0;
     for (let b = 0; b < B; b++) {
       if (live[b] === 0) continue;
@@ -124,7 +128,7 @@ export function generateTokens(
     }
     if (running === 0) break;
     if (kv) {
-      logits = backend.download(model.decodeStep(next, live)) as Float32Array;
+      backend.download(model.decodeStep(next, live), logits);
     } else {
       // finished sequences repeat their last token: their logits are not read again
       const len = seqs.reduce((m, s) => Math.max(m, s.length), 0);
@@ -133,7 +137,7 @@ export function generateTokens(
         const s = seqs[b];
         for (let t = 0; t < len; t++) all[b * len + t] = s[Math.min(t, s.length - 1)];
       }
-      logits = backend.download(model.prefill(all)) as Float32Array;
+      backend.download(model.prefill(all), logits);
     }
   }
   decodeSeconds = (performance.now() - t1) / 1000;

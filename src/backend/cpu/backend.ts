@@ -8,6 +8,7 @@ import { TuneError } from "../../errors.ts";
 import {
   type AttentionVariant,
   type Backend,
+  checkInto,
   type Collectives,
   type DecoderSpec,
   type DeviceBuffer,
@@ -165,8 +166,12 @@ export class CpuBackend implements Backend {
     }
   }
 
-  download(src: DeviceBuffer): Float32Array | Int32Array {
-    return buf(src).data.slice();
+  download(src: DeviceBuffer, into?: Float32Array | Int32Array): Float32Array | Int32Array {
+    const data = buf(src).data;
+    if (into === undefined) return data.slice();
+    checkInto(into, data instanceof Int32Array, data.length);
+    into.set(data);
+    return into;
   }
 
   fill(b: DeviceBuffer, value: number): void {

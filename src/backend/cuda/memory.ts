@@ -5,7 +5,7 @@
  * Float32Array/Int32Array handling of src/backend/cpu/backend.ts and cpu/buffer.ts.
  */
 import { check, handleOf } from "../../../ffi/cuda.ts";
-import type { DeviceBuffer, DType } from "../ops.ts";
+import { checkInto, type DeviceBuffer, type DType } from "../ops.ts";
 import { decodeBf16, encodeBf16 } from "./bf16.ts";
 import { cudaBuf, CudaBuffer, dtCode, ELEM_BYTES } from "./buffer.ts";
 import { need } from "./checks.ts";
@@ -70,22 +70,27 @@ export function upload(
   }
 }
 
-export function download(ctx: CudaContext, src: DeviceBuffer): Float32Array | Int32Array {
+export function download(
+  ctx: CudaContext,
+  src: DeviceBuffer,
+  into?: Float32Array | Int32Array,
+): Float32Array | Int32Array {
   const s = cudaBuf(src, "download");
+  if (into !== undefined) checkInto(into, s.dtype === "i32", s.length);
   ctx.waitStream("download");
   if (s.dtype === "i32") {
-    const out = new Int32Array(s.length);
-    if (s.length > 0) ctx.dtoh(new Uint8Array(out.buffer), s);
+    const out = (into as Int32Array | undefined) ?? new Int32Array(s.length);
+    if (s.length > 0) ctx.dtoh(new Uint8Array(out.buffer, out.byteOffset, out.byteLength), s);
     return out;
   }
-  const out = new Float32Array(s.length);
+  const out = (into as Float32Array | undefined) ?? new Float32Array(s.length);
   if (s.length === 0) return out;
   if (s.dtype === "bf16") {
     const h = new Uint16Array(s.length);
     ctx.dtoh(new Uint8Array(h.buffer), s);
     decodeBf16(out, h);
   } else {
-    ctx.dtoh(new Uint8Array(out.buffer), s);
+    ctx.dtoh(new Uint8Array(out.buffer, out.byteOffset, out.byteLength), s);
   }
   return out;
 }
