@@ -15,6 +15,7 @@ import { randomBaseWeights } from "../src/models/llama/init.ts";
 import { baseLayout } from "../src/models/llama/layout.ts";
 import { SeededRandom } from "../src/params/random.ts";
 import { type BenchShape, GEN_TOKENS } from "./shapes.ts";
+import { tuneTaskV8Flags } from "../scripts/tune_task.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -59,6 +60,7 @@ export async function tuneGenerate(files: Llama2cFiles): Promise<number> {
     args: [
       "run",
       "-A",
+      ...tuneTaskV8Flags(new URL("..", import.meta.url)), // as `deno task tune` runs it
       join(ROOT, "cli.ts"),
       "run",
       "generate",

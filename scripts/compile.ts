@@ -12,6 +12,7 @@
  *   deno task compile [--output PATH] [--target TRIPLE]
  */
 import { parseArgs } from "node:util";
+import { tuneTaskV8Flags } from "./tune_task.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -41,6 +42,7 @@ try {
 const args = [
   "compile",
   "--allow-all",
+  ...tuneTaskV8Flags(root), // as `deno task tune` runs it
   "--include",
   "configs",
   "--include",
