@@ -1,11 +1,14 @@
 /**
  * The CPU backend's fused decode step (decode.ts) gives bitwise the logits of the op-by-op
  * decode (each op through the generic interface), for batch 1 and 2, GQA, both rope
- * layouts, q/k/v bias, on both matrix-product paths; and decodeStep() uses it.
+ * layouts, q/k/v bias, on both matrix-product paths; and decodeStep() uses it; at batch 4 with
+ * the pool's worker taking half the sequences' attention, finished sequences included.
  */
 import { strictEqual as assertEquals } from "node:assert/strict";
 import { loadFixture } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
+import type { CpuDecoder } from "../src/backend/cpu/decode.ts";
+import { CpuPool } from "../src/backend/cpu/pool.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { fixtureConfig, prefixedStateDict } from "./_model_helpers.ts";
 
@@ -52,3 +55,45 @@ for (const matmul of ["blas", "ts"] as const) {
     }
   }
 }
+
+Deno.test("at batch 4 the pool's worker runs half the sequences' attention in the shared arena, bitwise the op-by-op decode, also with finished sequences", () => {
+  const fx = loadFixture("model_tiny_b");
+  const cfg = fixtureConfig(fx);
+  const fused = new CpuBackend(), plain = new CpuBackend();
+  let decoder: CpuDecoder | null = null;
+  const make = fused.createDecoder.bind(fused);
+  fused.createDecoder = (s) => (decoder = make(s) as CpuDecoder);
+  (plain as { createDecoder?: unknown }).createDecoder = undefined;
+  const B = 4, T = 12, V = cfg.vocabSize;
+  const sd = prefixedStateDict(fx, "w.");
+  const [mf, mp] = [fused, plain].map((be) => {
+    const m = createLlama(be, { name: "b4", config: cfg, lora: null }, {
+      batch: 1,
+      seqLen: 1,
+      training: false,
+    });
+    m.loadStateDict(sd);
+    m.setupCaches(B, T);
+    return m;
+  });
+  assertEquals(decoder!.splitsAttention, CpuPool.get() !== null, "the worker's share");
+  const live = Uint8Array.of(1, 1, 1, 1);
+  let tok = Int32Array.from({ length: B }, (_, b) => (b * 7 + 3) % V);
+  mf.prefill(tok);
+  mp.prefill(tok);
+  for (let t = 1; t < T; t++) {
+    if (t === 5) live[1] = 0; // sequence 1 finishes; from t = 8 only sequences 0 and 2 run
+    if (t === 8) live[3] = 0;
+    tok = Int32Array.from({ length: B }, (_, b) => (b * 5 + t * 11) % V);
+    const a = fused.download(mf.decodeStep(tok, live)) as Float32Array;
+    const b = plain.download(mp.decodeStep(tok, live)) as Float32Array;
+    for (let s = 0; s < B; s++) {
+      if (live[s] === 0) continue; // a finished sequence's logits are unspecified
+      for (let i = s * V; i < (s + 1) * V; i++) {
+        assertEquals(a[i], b[i], `position ${t}, sequence ${s}: fused logits differ`);
+      }
+    }
+  }
+  mf.free();
+  mp.free();
+});

@@ -26,6 +26,7 @@ import { Gemm, gemmAddresses } from "./gemm.ts";
 import { nf4Dequantize, nf4MatmulBackward, nf4MatmulForward } from "./nf4_ops.ts";
 import * as layers from "./layers.ts";
 import { allShared, CpuPool, type PoolJob, runJob } from "./pool.ts";
+import { CMD_GEMM } from "./pool_spin.ts";
 import { Scratch } from "./scratch.ts";
 
 /** Options of the CPU backend. */
@@ -111,15 +112,22 @@ export class CpuBackend implements Backend {
     const blas = want === "blas" ? openBlas() : null;
     this.matmulPath = blas ? "blas" : "ts";
     this.gemm = new Gemm(blas, this.scratch);
-    // A split product's second half runs on the pool's worker, which is handed addresses
-    // (the operands may lie in a decoder's wasm arena, which a worker cannot share).
+    // A split product's second half runs on the pool's worker through its spinning hand-off
+    // (a decode step may split several), handed the operands' addresses: they may lie in a
+    // decoder's wasm arena, which a worker cannot share. Not arrays of a few elements: V8 may
+    // keep those on its heap, where a collection moves them.
     this.gemm.split = (near, far) => {
       const pool = this.#pool([]);
-      if (pool === null) {
+      const [, , , A, , B, , C] = far;
+      if (pool === null || [A, B, C].some((x) => x.buffer.byteLength < 1024)) {
         near();
         return false;
       }
-      return pool.run({ kind: "gemmNT", at: gemmAddresses(...far) }, near);
+      const at = gemmAddresses(...far);
+      return pool.spin((args) => {
+        args[0] = CMD_GEMM;
+        for (let i = 0; i < at.length; i++) args[1 + i] = Number(at[i]);
+      }, near);
     };
     this.collectives = opts.collectives ??
       new SingleProcessCollectives((dst, src) => this.copy(dst, src));

@@ -13,7 +13,10 @@
  * the KV caches (the model's cache buffers are written too, and reread after an op-by-op
  * prefill): the per-head products over the cache are the ones `Gemm` runs in wasm
  * (small_gemv.ts), so all heads of a sequence go in one wasm call (`attnDecode`: scores,
- * softmax exps, values) instead of two OpenBLAS calls and TypeScript loops per head.
+ * softmax exps, values) instead of two OpenBLAS calls and TypeScript loops per head. With
+ * more than one sequence and the CPU pool, the arena is a shared wasm memory and the pool's
+ * worker runs the attention of half the sequences through its spinning hand-off (pool_spin.ts),
+ * on the same kernel, so the bits do not depend on where a sequence ran.
  *
  * Every step repeats the operations of the op-by-op path (layers.ts, attention.ts, the
  * products in gemm.ts) in the same order, so its logits are bitwise those of
@@ -25,6 +28,8 @@ import { attnExpRange } from "./attention.ts";
 import type { Gemm } from "./gemm.ts";
 import { rmsnormForward as rmsnorm, rope, swigluForwardScalar } from "./layers.ts";
 import { ARENA_TABLE_BYTES, gemvArena, gemvInWasm, type WasmGemv } from "./small_gemv.ts";
+import { CpuPool } from "./pool.ts";
+import { CMD_ATTN, SPIN_ARGS } from "./pool_spin.ts";
 import { TuneError } from "../../errors.ts";
 
 function f32(b: DeviceBuffer, n: number, what: string): Float32Array {
@@ -94,6 +99,8 @@ export class CpuDecoder implements FusedDecoder {
   readonly #up: Float32Array; // (B, H)
   readonly #act: Float32Array; // (B, H)
   readonly #s: Float32Array; // (Tcap) scores of one head
+  /** The pool's worker's share of the attention (B > 1, shared arena), else null. */
+  readonly #far: { pool: CpuPool; arenaId: number; s: Float32Array } | null = null;
   /** [b * NH + h]: head h of sequence b in q and in att. */
   readonly #qHead: Float32Array[] = [];
   readonly #oHead: Float32Array[] = [];
@@ -113,9 +120,20 @@ export class CpuDecoder implements FusedDecoder {
     const cache = 2 * d.layers.length * B * capacity * KV;
     const floats = cache + 3 * B * C + B * (Q + 2 * KV) + 3 * B * Q + 3 * B * H + capacity + 2;
     const bytes = (floats + 4 * (2 * d.layers.length + 12)) * 4 + ARENA_TABLE_BYTES;
-    const arena = bytes <= ARENA_MAX && gemvInWasm(1, 1, true) ? gemvArena(bytes) : null;
+    // B > 1: a shared arena, so the pool's worker can take half the sequences' attention
+    const pool = B > 1 ? CpuPool.get() : null;
+    const farBytes = (capacity + 6) * 4;
+    let arena: WasmGemv | null = null;
+    if (bytes + farBytes <= ARENA_MAX && gemvInWasm(1, 1, true)) {
+      arena = pool === null ? null : gemvArena(bytes + farBytes, true);
+      arena ??= gemvArena(bytes);
+    }
     arena?.addExpTables();
     this.#arena = arena;
+    if (pool !== null && arena !== null && arena.memory.buffer instanceof SharedArrayBuffer) {
+      const s = arena.alloc(capacity + 2); // the worker's scores
+      this.#far = { pool, arenaId: pool.attachArena(arena.memory, arena.attnTableAt), s };
+    }
     const buf = (n: number) => arena === null ? new Float32Array(n) : arena.alloc(n);
     this.#layers = d.layers.map((l, i) => {
       const w = (b: DeviceBuffer, n: number, what: string) => f32(b, n, `layers.${i}.${what}`);
@@ -182,6 +200,11 @@ export class CpuDecoder implements FusedDecoder {
         this.#oHead.push(this.#att.subarray(b * Q + h * HS));
       }
     }
+  }
+
+  /** True when the pool's worker runs half the sequences' attention (B > 1, shared arena). */
+  get splitsAttention(): boolean {
+    return this.#far !== null;
   }
 
   /** Cache rows [0, rows) of every sequence came from the op-by-op path: copy them in. */
@@ -302,6 +325,7 @@ export class CpuDecoder implements FusedDecoder {
     const strided = ldk !== HS; // (one kv head: the products run on OpenBLAS, head by head)
     const whole = a !== null && (HS & 1) === 0 && gemvInWasm(nk, HS, strided) &&
       gemvInWasm(HS, nk, strided);
+    if (whole && this.#far !== null && this.#splitAttend(l, nk, live)) return;
     for (let b = 0; b < B; b++) {
       if (live !== undefined && live[b] === 0) continue; // finished: its att row is not read
       if (whole) {
@@ -330,5 +354,43 @@ export class CpuDecoder implements FusedDecoder {
         for (let i = 0; i < HS; i++) oh[i] *= inv;
       }
     }
+  }
+
+  /**
+   * `#attend`'s whole-sequence kernel with the live sequences split in two: the first half
+   * here, the second on the pool's worker (CMD_ATTN: the operands' byte offsets in the shared
+   * arena, scores in the worker's own buffer). False when fewer than two sequences are live.
+   */
+  #splitAttend(l: Layer, nk: number, live: Uint8Array | undefined): boolean {
+    const { B, NH, NKV, HS } = this.#d;
+    const a = this.#arena!, far = this.#far!, s = this.#s;
+    const ldk = NKV * HS, group = NH / NKV, scale = 1 / Math.sqrt(HS);
+    let n = 0;
+    for (let b = 0; b < B; b++) if (live === undefined || live[b] !== 0) n++;
+    if (n < 2) return false;
+    const mine = n >> 1, theirs = Math.min(n - mine, (SPIN_ARGS - 10) >> 2);
+    const seqs = (from: number, count: number, f: (b: number) => void) => {
+      for (let b = 0, k = 0; b < B && k < from + count; b++) {
+        if (live !== undefined && live[b] === 0) continue;
+        if (k++ >= from) f(b);
+      }
+    };
+    const here = (b: number) => {
+      const q = this.#qHead[b * NH], o = this.#oHead[b * NH];
+      a.attnDecode(q, l.kHead[b * NKV], l.vHead[b * NKV], ldk, s, o, nk, NH, group, HS, scale);
+    };
+    const ok = far.pool.spin((args) => {
+      args.set([CMD_ATTN, far.arenaId, theirs, ldk, nk, NH, group, HS, scale, far.s.byteOffset]);
+      let j = 10;
+      seqs(mine, theirs, (b) => {
+        args[j++] = this.#qHead[b * NH].byteOffset;
+        args[j++] = l.kHead[b * NKV].byteOffset;
+        args[j++] = l.vHead[b * NKV].byteOffset;
+        args[j++] = this.#oHead[b * NH].byteOffset;
+      });
+    }, () => seqs(0, mine, here));
+    if (!ok) seqs(mine, theirs, here); // the worker failed: its share here
+    seqs(mine + theirs, n - mine - theirs, here); // beyond the command's slots (B > 2 * 72)
+    return true;
   }
 }

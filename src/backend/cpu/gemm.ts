@@ -222,7 +222,12 @@ export type GemmAddresses = [
   beta: number,
 ];
 
+/**
+ * The address of a's first element. Reading `a.buffer` first moves a small array's elements
+ * off V8's heap (where a garbage collection could move them) to memory that stays put.
+ */
 function addressOf(a: Float32Array): bigint {
+  void a.buffer;
   return Deno.UnsafePointer.value(Deno.UnsafePointer.of(a));
 }
 

@@ -1,11 +1,12 @@
 /**
  * A second thread for the CPU backend's elementwise-heavy kernels (attention, cross-entropy,
- * SwiGLU, AdamW, seeded normal fills) and for half of the few-row products OpenBLAS does not
- * thread well (gemm.ts SPLIT_MAX_M): the main thread runs one half of a kernel while a Worker
+ * SwiGLU, AdamW, seeded normal fills): the main thread runs one half of a kernel while a Worker
  * runs the other half on the same SharedArrayBuffer-backed arrays, then blocks on a shared flag
  * until the worker is done. Each half is a PoolJob, which runJob runs on either thread. OpenBLAS
  * already uses both cores inside large matrix products; this keeps the second core busy outside
- * them. During a split, both threads' products use one OpenBLAS thread each.
+ * them. During a split, both threads' products use one OpenBLAS thread each. Work that comes
+ * every few microseconds (a batched decode step's attention, half of a few-row product) goes
+ * through the spinning hand-off of pool_spin.ts instead of a message.
  *
  * The worker starts on first use and is unref'd, so it never keeps a process alive. When it
  * cannot start or be unref'd, or TUNE_CPU_THREADS=1 is set, everything runs on the main
@@ -14,11 +15,12 @@
 import type { AdamWParams } from "../ops.ts";
 import { adamwStep } from "./adamw.ts";
 import { attentionBackward, type AttentionDims, attentionForward } from "./attention.ts";
-import { type Gemm, type GemmAddresses, gemmAtAddresses } from "./gemm.ts";
+import type { Gemm } from "./gemm.ts";
 import { crossEntropy, swigluBackward, swigluForward } from "./layers.ts";
 import { NormalKernel } from "./normal_kernel.ts";
 import type { Scratch } from "./scratch.ts";
 import { simdKernels } from "./simd.ts";
+import { spinBlock, SpinChannel, WAKE } from "./pool_spin.ts";
 
 /** A job for the worker: a kernel and the share it runs. */
 export type PoolJob =
@@ -72,11 +74,6 @@ export type PoolJob =
     out: Float32Array;
     state: Int32Array;
     std: number;
-  }
-  | {
-    /** The second column half of a split product (gemm.ts SPLIT_MAX_M), on one thread. */
-    kind: "gemmNT";
-    at: GemmAddresses;
   }
   | {
     kind: "adamw";
@@ -140,8 +137,6 @@ export function runJob(job: PoolJob, scratch: Scratch, gemm: (m: "blas" | "ts") 
     const kernel = NormalKernel.get();
     if (!kernel) throw new Error("normalPairs: no wasm SIMD kernels on this thread");
     kernel.fillPairs(job.state, job.out, 0, job.out.length / 2, job.std);
-  } else if (job.kind === "gemmNT") {
-    gemm("blas").ntOneThread(...gemmAtAddresses(...job.at));
   } else {
     adamwStep(job.params, job.grads, job.m, job.v, job.hp);
   }
@@ -175,14 +170,21 @@ function unrefWorker(w: Worker): boolean {
   return false;
 }
 
-/** The worker and its flag: [0] ready, [1] job status (0 running, 1 done, 2 failed). */
+/**
+ * The worker, its flag ([0] ready, [1] job status: 0 running, 1 done, 2 failed) and the
+ * spinning hand-off (pool_spin.ts) for work too frequent for a message.
+ */
 export class CpuPool {
   readonly #worker: Worker;
   readonly #flag: Int32Array;
+  readonly #spin: SpinChannel;
+  /** Id of the last arena handed to the worker (it keeps only that one). */
+  #arenaId = 0;
 
-  private constructor(worker: Worker, flag: Int32Array) {
+  private constructor(worker: Worker, flag: Int32Array, spin: SharedArrayBuffer) {
     this.#worker = worker;
     this.#flag = flag;
+    this.#spin = new SpinChannel(spin, () => worker.postMessage(WAKE));
   }
 
   /** The process-wide pool, started on first call; null when unavailable. */
@@ -217,12 +219,33 @@ export class CpuPool {
       worker.terminate();
       return null;
     }
+    const spin = spinBlock();
+    worker.postMessage(spin);
     worker.postMessage(flag);
     if (Atomics.wait(flag, 0, 0, START_TIMEOUT_MS) === "timed-out" && flag[0] !== 1) {
       worker.terminate();
       return null;
     }
-    return new CpuPool(worker, flag);
+    return new CpuPool(worker, flag, spin);
+  }
+
+  /**
+   * Run a command of pool_spin.ts on the worker (written into the argument slots by `write`)
+   * while `local` runs here; false when the worker failed (the caller runs that share).
+   */
+  spin(write: (args: Float64Array) => void, local: () => void): boolean {
+    return this.#spin.run(write, local);
+  }
+
+  /**
+   * Hand a fused decoder's shared wasm arena (attention table at byte `attnTable`) to the
+   * worker, which keeps only the latest; returns the id its CMD_ATTN commands carry.
+   */
+  attachArena(memory: WebAssembly.Memory, attnTable: number): number {
+    this.#spin.stop(); // the worker reads messages only outside the spinning loop
+    const id = ++this.#arenaId;
+    this.#worker.postMessage({ attach: memory, id, attnTable });
+    return id;
   }
 
   /**
@@ -230,6 +253,7 @@ export class CpuPool {
    * (the caller then runs the worker's share itself).
    */
   run(job: PoolJob, local: () => void): boolean {
+    this.#spin.stop();
     const flag = this.#flag;
     Atomics.store(flag, 1, 0);
     this.#worker.postMessage(job);

@@ -18,6 +18,7 @@ import {
   writeAttnTable,
   writeSwigluTable,
 } from "./simd.ts";
+import { MAX_PAGES, sharedKernelModule } from "./shared_module.ts";
 
 /** Bytes `addExpTables` takes from an arena. */
 export const ARENA_TABLE_BYTES = ATTN_TABLE_BYTES + SWIGLU_TABLE_BYTES;
@@ -49,11 +50,14 @@ export class WasmGemv {
   /** Bytes handed out by `alloc` (arena) . */
   #top = 0;
 
-  /** `arenaBytes`: a fixed memory of that size for `alloc`; null: a growing scratch memory. */
-  constructor(module: WebAssembly.Module, arenaBytes: number | null) {
-    this.#arena = arenaBytes !== null;
+  /**
+   * `arenaBytes`: a fixed memory of that size for `alloc`; null: a growing scratch memory.
+   * `memory`: instead, an existing shared arena (the pool's worker's view of a decoder's).
+   */
+  constructor(module: WebAssembly.Module, arenaBytes: number | null, memory?: WebAssembly.Memory) {
+    this.#arena = arenaBytes !== null || memory !== undefined;
     const pages = Math.max(1, Math.ceil((arenaBytes ?? PAGE) / PAGE));
-    this.#mem = new WebAssembly.Memory({ initial: pages });
+    this.#mem = memory ?? new WebAssembly.Memory({ initial: pages });
     const inst = new WebAssembly.Instance(module, { env: { __linear_memory: this.#mem } });
     this.#rows = inst.exports.gemv_rows as Kernel;
     this.#cols = inst.exports.gemv_cols as Kernel;
@@ -71,6 +75,50 @@ export class WasmGemv {
     if (end > this.#mem.buffer.byteLength) throw new Error("WasmGemv arena is full");
     this.#top = end;
     return new Float32Array(this.#mem.buffer, at, n);
+  }
+
+  /** The instance's memory (a shared arena's goes to the pool's worker). */
+  get memory(): WebAssembly.Memory {
+    return this.#mem;
+  }
+
+  /** Byte offset of attn_decode's table in the arena (-1: none). */
+  get attnTableAt(): number {
+    return this.#attnTable;
+  }
+
+  /**
+   * The worker's instance over a decoder's shared arena whose attention table lies at byte
+   * `attnTable` (written by the decoder's own instance); runs `attnDecodeAt` only.
+   */
+  static onSharedArena(memory: WebAssembly.Memory, attnTable: number): WasmGemv | null {
+    const mod = sharedKernelModule();
+    if (mod === null) return null;
+    const g = new WasmGemv(mod, null, memory);
+    g.#attnTable = attnTable;
+    return g;
+  }
+
+  /** attn_decode on operands given as byte offsets into this memory (see attnDecode). */
+  attnDecodeAt(
+    q: number,
+    k: number,
+    v: number,
+    ldk: number,
+    s: number,
+    o: number,
+    nk: number,
+    NH: number,
+    group: number,
+    HS: number,
+    scale: number,
+  ): void {
+    if (this.#attnTable < 0) throw new Error("WasmGemv.attnDecodeAt: no table");
+    const end = this.#mem.buffer.byteLength;
+    for (const at of [q, k, v, s, o]) {
+      if (!(at >= 0 && at < end)) throw new Error("WasmGemv.attnDecodeAt: operand outside memory");
+    }
+    this.#attn(q, k, v, ldk, s, o, nk, NH, group, HS, scale, this.#attnTable);
   }
 
   /** Puts the tables of `expRow` and `swiglu` into an arena (ARENA_TABLE_BYTES of it). */
@@ -230,8 +278,23 @@ export function gemvInWasm(N: number, K: number, strided: boolean): boolean {
   return strided && N * K <= SMALL_GEMV_WASM && kernelModule() !== null;
 }
 
-/** A fixed arena instance of `bytes` for a fused decoder's resident buffers, or null. */
-export function gemvArena(bytes: number): WasmGemv | null {
-  const mod = kernelModule();
-  return mod === null ? null : new WasmGemv(mod, bytes);
+/**
+ * A fixed arena instance of `bytes` for a fused decoder's resident buffers, or null. `shared`:
+ * in a shared memory the pool's worker can run kernels on too (null when that is unavailable).
+ */
+export function gemvArena(bytes: number, shared = false): WasmGemv | null {
+  if (!shared) {
+    const mod = kernelModule();
+    return mod === null ? null : new WasmGemv(mod, bytes);
+  }
+  const mod = sharedKernelModule();
+  if (mod === null) return null;
+  const pages = Math.max(1, Math.ceil(bytes / PAGE));
+  if (pages > MAX_PAGES) return null;
+  try {
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    return new WasmGemv(mod, null, memory);
+  } catch {
+    return null;
+  }
 }
