@@ -12,31 +12,43 @@ import { CpuPool } from "../src/backend/cpu/pool.ts";
 import { createLlama } from "../src/models/llama/model.ts";
 import { fixtureConfig, prefixedStateDict } from "./_model_helpers.ts";
 
+/**
+ * The fixture model twice with caches for (B, T): on a backend with the fused decoder (each
+ * decoder it makes is recorded) and on one without (the op-by-op decode).
+ */
+function fusedAndPlain(name: string, matmul: "blas" | "ts", B: number, T: number) {
+  const fx = loadFixture(name);
+  const cfg = fixtureConfig(fx);
+  const fused = new CpuBackend({ matmul }), plain = new CpuBackend({ matmul });
+  const decoders: CpuDecoder[] = [];
+  const make = fused.createDecoder.bind(fused);
+  fused.createDecoder = (s) => {
+    const d = make(s) as CpuDecoder;
+    decoders.push(d);
+    return d;
+  };
+  (plain as { createDecoder?: unknown }).createDecoder = undefined;
+  const sd = prefixedStateDict(fx, "w.");
+  const models = [fused, plain].map((be) => {
+    const m = createLlama(be, { name, config: cfg, lora: null }, {
+      batch: 1,
+      seqLen: 1,
+      training: false,
+    });
+    m.loadStateDict(sd);
+    m.setupCaches(B, T);
+    return m;
+  });
+  return { fused, plain, models, decoders, V: cfg.vocabSize };
+}
+
 for (const matmul of ["blas", "ts"] as const) {
   for (const name of ["model_tiny_a", "model_tiny_b"]) {
     for (const [B, P] of [[1, 3], [2, 3], [1, 1], [2, 1]]) {
       Deno.test(`fused decodeStep() equals the op-by-op decode bitwise (${name}, B=${B}, prompt ${P}, ${matmul})`, () => {
-        const fx = loadFixture(name);
-        const cfg = fixtureConfig(fx);
-        const fused = new CpuBackend({ matmul });
-        const plain = new CpuBackend({ matmul });
-        let made = 0;
-        const make = fused.createDecoder.bind(fused);
-        fused.createDecoder = (s) => (made++, make(s));
-        (plain as { createDecoder?: unknown }).createDecoder = undefined;
-        const T = 12, V = cfg.vocabSize;
-        const sd = prefixedStateDict(fx, "w.");
-        const models = [fused, plain].map((be) => {
-          const m = createLlama(be, { name, config: cfg, lora: null }, {
-            batch: 1,
-            seqLen: 1,
-            training: false,
-          });
-          m.loadStateDict(sd);
-          m.setupCaches(B, T);
-          return m;
-        });
-        assertEquals(made, 1);
+        const T = 12;
+        const { fused, plain, models, decoders, V } = fusedAndPlain(name, matmul, B, T);
+        assertEquals(decoders.length, 1);
         const seqs = Int32Array.from({ length: B * T }, (_, i) => (i * 13 + 5) % V);
         const prompt = new Int32Array(B * P);
         for (let b = 0; b < B; b++) prompt.set(seqs.subarray(b * T, b * T + P), b * P);
@@ -57,26 +69,14 @@ for (const matmul of ["blas", "ts"] as const) {
 }
 
 Deno.test("at batch 4 the pool's worker runs half the sequences' attention in the shared arena, bitwise the op-by-op decode, also with finished sequences", () => {
-  const fx = loadFixture("model_tiny_b");
-  const cfg = fixtureConfig(fx);
-  const fused = new CpuBackend(), plain = new CpuBackend();
-  let decoder: CpuDecoder | null = null;
-  const make = fused.createDecoder.bind(fused);
-  fused.createDecoder = (s) => (decoder = make(s) as CpuDecoder);
-  (plain as { createDecoder?: unknown }).createDecoder = undefined;
-  const B = 4, T = 12, V = cfg.vocabSize;
-  const sd = prefixedStateDict(fx, "w.");
-  const [mf, mp] = [fused, plain].map((be) => {
-    const m = createLlama(be, { name: "b4", config: cfg, lora: null }, {
-      batch: 1,
-      seqLen: 1,
-      training: false,
-    });
-    m.loadStateDict(sd);
-    m.setupCaches(B, T);
-    return m;
-  });
-  assertEquals(decoder!.splitsAttention, CpuPool.get() !== null, "the worker's share");
+  const B = 4, T = 12;
+  const { fused, plain, models: [mf, mp], decoders, V } = fusedAndPlain(
+    "model_tiny_b",
+    "blas",
+    B,
+    T,
+  );
+  assertEquals(decoders[0].splitsAttention, CpuPool.get() !== null, "the worker's share");
   const live = Uint8Array.of(1, 1, 1, 1);
   let tok = Int32Array.from({ length: B }, (_, b) => (b * 7 + 3) % V);
   mf.prefill(tok);

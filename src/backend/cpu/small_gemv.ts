@@ -156,24 +156,11 @@ export class WasmGemv {
     HS: number,
     scale: number,
   ): void {
-    if (this.#attnTable < 0) throw new Error("WasmGemv.attnDecode: no table");
     for (const a of [q, k, v, s, o]) {
       if (!this.holds(a)) throw new Error("WasmGemv.attnDecode: an operand is not in the arena");
     }
-    this.#attn(
-      q.byteOffset,
-      k.byteOffset,
-      v.byteOffset,
-      ldk,
-      s.byteOffset,
-      o.byteOffset,
-      nk,
-      NH,
-      group,
-      HS,
-      scale,
-      this.#attnTable,
-    );
+    const at = (a: Float32Array) => a.byteOffset;
+    this.attnDecodeAt(at(q), at(k), at(v), ldk, at(s), at(o), nk, NH, group, HS, scale);
   }
 
   /** out(n) = silu(gate) * up for resident operands and even n, as layers.ts swigluForward. */
