@@ -33,19 +33,19 @@ const SMALL_GEMV = 1 << 16;
 /**
  * Products C(M, N) = A(M, K) @ B(N, K)^T of 2..SPLIT_MAX_M rows against a weight of at least
  * SPLIT_MIN_WEIGHT elements (256 KB: decoding a few sequences, the 15M shape's layers and
- * classifier and up) run as two column halves, each on one OpenBLAS thread. For so few rows OpenBLAS
- * packs the whole weight and its second thread buys little or nothing: M = 8, N = 32000,
- * K = 288 (the 15M classifier at batch 8) took 4.5 ms on one thread, 4.0 ms on two, and
- * 2.2 ms for half the columns on one (2-core Zen 5 host); at M = 2 and 4 two threads took
- * 2.5 and 3.8 ms, a half 1.8 and 1.6 ms; from M = 16 OpenBLAS's threads scale. The halves
- * run on the CPU pool's two threads when the backend sets `split` (its spinning hand-off
- * costs a few microseconds), else one after the other. A 15M decode step took 6.3-6.4 ms at
- * batch 8 and 5.3-5.4 at batch 2 with only the classifier split (a weight of 2^21 and up),
- * 5.7-6.0 and 4.0-4.5 with the layers too (2^16); 2^14 also splits the 260K classifier, which
- * made its batch-8 step slower (452-485 -> 491-516 us).
- * They are a property of the shape, not of where they run: OpenBLAS's sums depend on the
- * column block (a 16000-column half differs from the whole in the last bit of some outputs),
- * so the bits are the same with the pool or without it, in the fused decoder and op by op.
+ * classifier and up) run as two column halves, each on one OpenBLAS thread. For so few rows
+ * OpenBLAS packs the whole weight and its second thread buys little or nothing: M = 8,
+ * N = 32000, K = 288 (the 15M classifier at batch 8) took 4.5 ms on one thread, 4.0 ms on two,
+ * and 2.2 ms for half the columns on one (2-core Zen 5 host); at M = 2 and 4 two threads took
+ * 2.5 and 3.8 ms, a half 1.8 and 1.6 ms; from M = 16 OpenBLAS's threads scale. The halves run
+ * on the CPU pool's two threads when the backend sets `split` (its spinning hand-off costs a
+ * few microseconds), else one after the other. A 15M decode step took 6.3-6.4 ms at batch 8
+ * and 5.3-5.4 at batch 2 with only the classifier split (a weight of 2^21 and up), 5.7-6.0 and
+ * 4.0-4.5 with the layers too (2^16); 2^14 also splits the 260K classifier, which made its
+ * batch-8 step slower (452-485 -> 491-516 us). The halves are a property of the shape, not of
+ * where they run: OpenBLAS's sums depend on the column block (a 16000-column half differs from
+ * the whole in the last bit of some outputs), so the bits are the same with the pool or
+ * without it, in the fused decoder and op by op.
  */
 const SPLIT_MAX_M = 8;
 const SPLIT_MIN_WEIGHT = 1 << 16;
@@ -211,7 +211,9 @@ function transpose(
  * A product's arguments with its matrices as addresses: the pool's worker is handed a split
  * product's half this way, because its operands may lie in memory that cannot be shared
  * with a worker (the fused decoder's wasm arena). The caller keeps that memory alive and
- * unmoved until the worker is done (pool.run blocks; an arena never grows).
+ * unmoved until the worker is done (the hand-off blocks; an arena never grows), and hands over
+ * no array of a few elements: V8 may keep those on its heap, where a collection moves them
+ * (the backend's `split` checks).
  */
 export type GemmAddresses = [
   M: number,
@@ -226,12 +228,8 @@ export type GemmAddresses = [
   beta: number,
 ];
 
-/**
- * The address of a's first element. Reading `a.buffer` first moves a small array's elements
- * off V8's heap (where a garbage collection could move them) to memory that stays put.
- */
+/** The address of a's first element. */
 function addressOf(a: Float32Array): bigint {
-  void a.buffer;
   return Deno.UnsafePointer.value(Deno.UnsafePointer.of(a));
 }
 
