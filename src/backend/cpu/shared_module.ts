@@ -8,30 +8,10 @@
  */
 import { kernelModule } from "./simd.ts";
 import { KERNELS_WASM } from "./wasm/kernels_wasm.ts";
+import { leb, readLeb } from "./wasm/leb.ts";
 
 /** Largest shared arena in 64 KiB pages (4 GiB, wasm32's whole address space). */
 export const MAX_PAGES = 65536;
-
-function readLeb(b: Uint8Array, at: number): [value: number, next: number] {
-  let v = 0, shift = 0, i = at;
-  for (;;) {
-    const x = b[i++];
-    v += (x & 0x7f) * 2 ** shift;
-    shift += 7;
-    if ((x & 0x80) === 0) return [v, i];
-  }
-}
-
-function leb(n: number): number[] {
-  const r: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n !== 0) b |= 0x80;
-    r.push(b);
-  } while (n !== 0);
-  return r;
-}
 
 /** The module bytes with every memory import made shared (maximum MAX_PAGES). */
 export function withSharedMemory(bytes: Uint8Array): Uint8Array<ArrayBuffer> {

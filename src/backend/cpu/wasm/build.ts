@@ -4,6 +4,8 @@
  * wasm linker is installed here) and writes kernels_wasm.ts (the bytes in base64).
  * Needs `opt-14` and `llc-14` on PATH (Debian `llvm-14`); the generated file is committed.
  */
+import { leb, readLeb } from "./leb.ts";
+
 /** Function names in the order the .ll file defines them. */
 const EXPORTS = [
   "exp_shift_sum",
@@ -35,26 +37,6 @@ await tool("llc-14", ["-O3", "-march=wasm32", "-mattr=+simd128", "-filetype=obj"
 Deno.removeSync(bc);
 const bytes = Deno.readFileSync(obj);
 Deno.removeSync(obj);
-
-function leb(n: number): number[] {
-  const r: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    r.push(b);
-  } while (n !== 0);
-  return r;
-}
-function readLeb(b: Uint8Array, at: number): [number, number] {
-  let v = 0, shift = 0, i = at;
-  for (;;) {
-    const x = b[i++];
-    v |= (x & 0x7f) << shift;
-    shift += 7;
-    if ((x & 0x80) === 0) return [v >>> 0, i];
-  }
-}
 
 // export section: name, kind 0 (function), index (no imported functions precede them)
 const body: number[] = [...leb(EXPORTS.length)];
