@@ -24,7 +24,30 @@ const EXPORTS = [
 
 const dir = new URL(".", import.meta.url).pathname;
 const obj = `${dir}kernels.o.tmp`;
-const bc = `${dir}kernels.bc.tmp`;
+const optimized = `${dir}kernels.opt.tmp.ll`;
+/**
+ * llc-14 lowers `fptrunc <2 x double> to <2 x float>` lane by lane (two extracts, two scalar
+ * demotes, a splat and a lane insert: V8 emits six instructions); only a demote of the two
+ * lanes widened with zeros becomes wasm's single `f32x4.demote_f64x2_zero`. opt folds that
+ * widening back into the narrow form, so it is written here, between opt and llc. The same
+ * round-to-nearest of each lane: the kernels' bits do not change.
+ */
+function demoteWhole(ll: string): string {
+  let n = 0;
+  const out = ll.replace(
+    /^(\s*)(%[\w.]+) = fptrunc <2 x double> (%[\w.]+) to <2 x float>$/gm,
+    (_all, pad: string, dst: string, src: string) => {
+      const w = `%demote.w${n}`, f = `%demote.f${n++}`;
+      return `${pad}${w} = shufflevector <2 x double> ${src}, <2 x double> zeroinitializer, ` +
+        `<4 x i32> <i32 0, i32 1, i32 2, i32 3>\n` +
+        `${pad}${f} = fptrunc <4 x double> ${w} to <4 x float>\n` +
+        `${pad}${dst} = shufflevector <4 x float> ${f}, <4 x float> undef, <2 x i32> <i32 0, i32 1>`;
+    },
+  );
+  if (n === 0) throw new Error("no two-lane fptrunc found in opt's output: check the pattern");
+  return out;
+}
+
 /** Run a tool, throwing its stderr when it fails. */
 async function tool(cmd: string, args: string[]): Promise<void> {
   const out = await new Deno.Command(cmd, { args }).output();
@@ -32,9 +55,18 @@ async function tool(cmd: string, args: string[]): Promise<void> {
 }
 // opt inlines the always-inline helpers (llc alone would keep them as calls); neither
 // reorders floating-point operations without fast-math flags.
-await tool("opt-14", ["-O3", `${dir}kernels.ll`, "-o", bc]);
-await tool("llc-14", ["-O3", "-march=wasm32", "-mattr=+simd128", "-filetype=obj", bc, "-o", obj]);
-Deno.removeSync(bc);
+await tool("opt-14", ["-O3", "-S", `${dir}kernels.ll`, "-o", optimized]);
+Deno.writeTextFileSync(optimized, demoteWhole(Deno.readTextFileSync(optimized)));
+await tool("llc-14", [
+  "-O3",
+  "-march=wasm32",
+  "-mattr=+simd128",
+  "-filetype=obj",
+  optimized,
+  "-o",
+  obj,
+]);
+Deno.removeSync(optimized);
 const bytes = Deno.readFileSync(obj);
 Deno.removeSync(obj);
 
