@@ -55,6 +55,17 @@ const IN_BWD_ADAMW8 = pins(
 
 const losses = (m: Metrics) => m.map((x) => x.loss);
 
+/**
+ * Weights after the run, 2 ranks vs one process: 1 % of one AdamW step (lr 1e-2, which moves an
+ * element by up to lr a step). The two runs sum gradients in different orders (rows of one
+ * rank, then the reduce-scatter), and where an element's gradient is near zero AdamW turns
+ * those last-bit differences into different steps: measured 2.5e-8 (seed 0) and 1.9e-5
+ * (seed 1) when the attention backward recomputed its probabilities, 2.2e-5 (seed 0) and
+ * 8.3e-6 (seed 2) now that it reads the forward's; the losses agree to 1e-8 throughout. A
+ * rank that missed its slice's update would be off by a whole step.
+ */
+const WEIGHT_ATOL = 1e-4;
+
 /** Per-step losses within relative `rtol` and the same global tokens; prints the worst. */
 function assertNear(label: string, actual: Metrics, expected: Metrics, rtol: number): void {
   assert.equal(actual.length, expected.length, `${label}: number of steps`);
@@ -69,7 +80,10 @@ function assertNear(label: string, actual: Metrics, expected: Metrics, rtol: num
   assert.ok(worst <= rtol, `${label}: losses differ by ${worst} (relative) > ${rtol}`);
 }
 
-/** The tensors of `file` in two epoch_1/ directories: same names, values within atol + rtol|ref|. */
+/**
+ * The tensors of `file` in two epoch_1/ directories: same names, values within
+ * WEIGHT_ATOL + 1e-4 |ref|.
+ */
 function assertSameFile(file: string, actual: string, expected: string): void {
   const a = readSafetensors(join(actual, "epoch_1", file));
   const e = readSafetensors(join(expected, "epoch_1", file));
@@ -82,7 +96,7 @@ function assertSameFile(file: string, actual: string, expected: string): void {
   console.log(
     `${file}: 2 ranks vs one process, worst |diff| - 1e-4|ref| = ${worst.toExponential(2)}`,
   );
-  assert.ok(worst <= 1e-5, `${file}: differs by ${worst}`);
+  assert.ok(worst <= WEIGHT_ATOL, `${file}: differs by ${worst}`);
 }
 
 /** Stop a 2-rank run after step 4, resume it on 2 ranks: the uninterrupted run's metrics. */

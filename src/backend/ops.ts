@@ -158,8 +158,11 @@ export interface AttentionVariant {
 
 /**
  * The last parameters of attentionForward and of attentionBackward, which takes the
- * forward's: NH query heads, NKV key/value heads of size HS, and the mask's optional
- * `segments` and `variant` (see attentionForward).
+ * forward's: NH query heads, NKV key/value heads of size HS, the mask's optional `segments`
+ * and `variant` (see attentionForward), and `probs`: a buffer of
+ * `attentionProbsSize(B, T, NH)` floats in which a training forward keeps its softmax
+ * probabilities for the backward, which then does not recompute them (null or absent:
+ * recomputed from lse; only for backends with attentionProbsSize, never with a soft-cap).
  */
 export type AttentionHeads = [
   NH: number,
@@ -167,6 +170,7 @@ export type AttentionHeads = [
   HS: number,
   segments?: DeviceBuffer | null,
   variant?: AttentionVariant | null,
+  probs?: DeviceBuffer | null,
 ];
 
 /**
@@ -399,6 +403,12 @@ export interface Backend {
     Tcap: number,
     ...heads: AttentionHeads
   ): void;
+  /**
+   * Floats of the `probs` buffer (AttentionHeads) for a training attention of B sequences of
+   * T tokens and NH query heads. Absent: the backend does not keep probabilities (its
+   * backward recomputes them).
+   */
+  attentionProbsSize?(B: number, T: number, NH: number): number;
   /**
    * Backward of attentionForward for training (Tk = Tcap = T). dq, dk, dv are WRITTEN
    * (shapes of q, k, v); out and lse are the forward's; `segments` and `variant` must be

@@ -57,6 +57,8 @@ export interface LayerActs {
   v: DeviceBuffer; // (N, NKV*HS)
   att: DeviceBuffer; // (N, NH*HS) attention output before output_proj
   lse: DeviceBuffer; // (B, NH, T)
+  /** The attention's kept probabilities (Backend.attentionProbsSize floats), if kept. */
+  probs?: DeviceBuffer;
   /** With per-head q/k norms: q and k before them, and their rstd. */
   qk?: QkNormActs;
   /** With post-norms (Gemma 2): the inputs of sa_scale and mlp_scale and their rstd. */
@@ -108,7 +110,8 @@ export class Allocator {
 
 /**
  * Allocate one layer's activations; `loraRanks` gives r for each adapted linear. `dtype`
- * applies to the (N, ...) tensors; rstd and lse stay fp32.
+ * applies to the (N, ...) tensors; rstd, lse and the `probs` floats of kept attention
+ * probabilities (0: none) stay fp32.
  */
 export function allocLayerActs(
   al: Allocator,
@@ -116,6 +119,7 @@ export function allocLayerActs(
   d: ActDims,
   loraRanks: Partial<Record<LayerLinear, number>>,
   dtype: DType = "f32",
+  probs = 0,
 ): LayerActs {
   const N = d.B * d.T;
   const Q = d.NH * d.HS;
@@ -134,6 +138,7 @@ export function allocLayerActs(
     v: a(N * KV),
     att: a(N * Q),
     lse: al.alloc(category, d.B * d.NH * d.T),
+    ...(probs > 0 ? { probs: al.alloc(category, probs) } : {}),
     ...(d.qkNorm
       ? {
         qk: {

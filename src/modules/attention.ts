@@ -114,9 +114,15 @@ export class Attention {
       const seg = pk?.segments ?? null; // (B, T) or null: plain causal
       const a = acts;
       const vt = effective(this.variant, T);
-      be.attentionForward(a.att, a.lse, a.q, a.k, a.v, B, T, T, T, NH, NKV, HS, seg, vt);
+      const kept = this.#keptProbs(acts);
+      be.attentionForward(a.att, a.lse, a.q, a.k, a.v, B, T, T, T, NH, NKV, HS, seg, vt, kept);
     }
     this.o.forward(be, out, acts.att, N, acts.hs.output_proj ?? null, s(SEED.o));
+  }
+
+  /** The buffer for the forward's kept probabilities: none with a soft-cap (see ops.ts). */
+  #keptProbs(acts: LayerActs): DeviceBuffer | null {
+    return (this.variant?.softcap ?? 0) > 0 ? null : acts.probs ?? null;
   }
 
   /**
@@ -174,6 +180,7 @@ export class Attention {
       HS,
       this.packing?.segments ?? null,
       effective(this.variant, T),
+      this.#keptProbs(acts),
     );
     const at = this.packing?.positions ?? null;
     this.#rope(be, sc.dq, B, T, NH, 0, true, at);

@@ -2,7 +2,10 @@
  * Causal grouped-query attention on the CPU (scale 1/sqrt(HS)), built from matrix
  * products per (batch, head, block of query rows) so OpenBLAS does the heavy lifting.
  * The forward saves each query row's log-sum-exp; the backward recomputes probabilities
- * from it (as FlashAttention does), so no (T, Tk) matrix is kept between passes.
+ * from it (as FlashAttention does), so no (T, Tk) matrix is kept between passes, unless the
+ * caller gives a `probs` buffer (AttentionDims.probs): the forward then keeps each block's
+ * probabilities there and the backward skips the recompute (its scores product and its exps,
+ * half the backward at a small head size).
  */
 import { LN2_HI, LN2_LO, LOG2E, MAGIC, POW2 } from "./fast_math.ts";
 import type { Gemm } from "./gemm.ts";
@@ -37,6 +40,28 @@ export interface AttentionDims {
   softcap?: number;
   /** Score scale (Gemma 2: 1/sqrt(query_pre_attn_scalar)). Absent: 1/sqrt(HS). */
   scale?: number;
+  /**
+   * The forward's probabilities, kept for the backward (training, Tk = T, no soft-cap):
+   * probsFloats(B, T, NH) floats, head (b, h) at (b * NH + h) * probsPerHead(T), then its
+   * blocks of ROWS query rows, each (R, t0 + R) row-major with zeros right of the diagonal.
+   * Null or absent: the backward recomputes them from lse. Travels to the worker as `seg`.
+   */
+  probs?: Float32Array | null;
+}
+
+/** Floats of one head's kept probabilities: its blocks' (R, t0 + R) for T query rows. */
+export function probsPerHead(T: number): number {
+  let n = 0;
+  for (let t0 = 0; t0 < T; t0 += ROWS) {
+    const R = Math.min(ROWS, T - t0);
+    n += R * (t0 + R);
+  }
+  return n;
+}
+
+/** Floats of the probabilities attentionForward keeps for B x NH heads of T rows. */
+export function probsFloats(B: number, T: number, NH: number): number {
+  return B * NH * probsPerHead(T);
 }
 
 /**
@@ -132,6 +157,11 @@ export function attentionForward(
   const win = d.window ?? 0, cap = d.softcap ?? 0;
   // with a soft-cap the scores are capped (already scaled) before the softmax
   const es = cap > 0 ? 1 : scale;
+  const probs = d.probs ?? null;
+  if (probs !== null && (Tk !== T || cap > 0)) {
+    throw new Error("attention probs are kept only for a training forward without soft-cap");
+  }
+  const perHead = probs === null ? 0 : probsPerHead(T);
   // With `s` in this thread's wasm memory (the backend's attnScratch), the even head of each
   // row's exps runs in wasm SIMD (bitwise the loop below); the loop does the rest.
   const simd = simdKernels();
@@ -140,6 +170,7 @@ export function attentionForward(
     const b = (u / NKV) | 0, kvh = u % NKV;
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
       const kOff = b * Tcap * ldk + kvh * HS;
+      let po = (b * NH + h) * perHead; // this block's place in probs
       for (let t0 = 0; t0 < T; t0 += ROWS) {
         const R = Math.min(ROWS, T - t0);
         const nk = t0 + R + shift; // keys visible to the block's last row
@@ -174,6 +205,21 @@ export function attentionForward(
         for (let r = 0; r < R; r++) {
           const o = qOff + r * ldq, inv = rowScale[r];
           for (let x = 0; x < HS; x++) out[o + x] *= inv;
+        }
+        if (probs !== null) {
+          // P = exp(s) / sum in place, rounded to fp32 once (zeros right of the diagonal stay
+          // zeros), then the block's copy
+          for (let r = 0; r < R; r++) {
+            const row = r * nk, inv = rowScale[r];
+            let j0 = 0;
+            if (wasm !== null) {
+              j0 = nk & ~1;
+              wasm.attnScaleRow(row, j0, inv);
+            }
+            for (let j = row + j0; j < row + nk; j++) s[j] *= inv;
+          }
+          probs.set(s.subarray(0, R * nk), po);
+          po += R * nk;
         }
       }
     }
@@ -210,6 +256,11 @@ export function attentionBackward(
   const ldq = NH * HS, ldk = NKV * HS;
   const seg = d.seg ?? null;
   const variant = (d.window ?? 0) > 0 || (d.softcap ?? 0) > 0;
+  const probs = d.probs ?? null;
+  if (probs !== null && (d.softcap ?? 0) > 0) {
+    throw new Error("attention probs are kept only for a forward without soft-cap");
+  }
+  const perHead = probs === null ? 0 : probsPerHead(T);
   // With p and dp in this thread's wasm memory (attnBackwardScratch), the even head of each
   // row's recompute runs in wasm SIMD (bitwise the loop below); the loop does the rest.
   const simd = simdKernels();
@@ -224,11 +275,22 @@ export function attentionBackward(
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
       const kb = k.subarray(kOff), vb = v.subarray(kOff);
       const dkb = dk.subarray(kOff), dvb = dv.subarray(kOff);
+      let po = (b * NH + h) * perHead; // this block's place in probs
       for (let t0 = 0; t0 < T; t0 += ROWS) {
         const R = Math.min(ROWS, T - t0);
         const nk = t0 + R;
         const qOff = (b * T + t0) * ldq + h * HS;
         const qb = q.subarray(qOff), dob = dout.subarray(qOff);
+        if (probs !== null) {
+          const P = probs.subarray(po, po + R * nk);
+          po += R * nk;
+          gemm.nt(R, nk, HS, dob, ldq, vb, ldk, dp, nk, 0); // dP (R, nk)
+          keptProbsGrad(P, dp, R, nk, t0, dout, out, qOff, ldq, HS, scale);
+          gemm.nn(R, HS, nk, dp, nk, kb, ldk, dq.subarray(qOff), ldq, 0); // dq_blk = dS @ K
+          gemm.tn(nk, HS, R, dp, nk, qb, ldq, dkb, ldk, 1); // dk += dS^T @ q_blk
+          gemm.tn(nk, HS, R, P, nk, dob, ldq, dvb, ldk, 1); // dv += P^T @ dout_blk
+          continue;
+        }
         gemm.nt(R, nk, HS, qb, ldq, kb, ldk, p, nk, 0); // scores (R, nk)
         gemm.nt(R, nk, HS, dob, ldq, vb, ldk, dp, nk, 0); // dP (R, nk)
         for (let r = 0; r < R; r++) {
@@ -260,6 +322,33 @@ export function attentionBackward(
         gemm.tn(nk, HS, R, p, nk, dob, ldq, dvb, ldk, 1); // dv += P^T @ dout_blk
       }
     }
+  }
+}
+
+/**
+ * dS of a block from the forward's kept probabilities P (R, nk): dp = P * (dP - D) * scale
+ * with D = rowsum(dout * out) per query row, zero right of the diagonal. Masked keys (window,
+ * other segments) have P = 0, so their dS is 0 without a mask here.
+ */
+function keptProbsGrad(
+  P: Float32Array,
+  dp: Float32Array,
+  R: number,
+  nk: number,
+  t0: number,
+  dout: Float32Array,
+  out: Float32Array,
+  qOff: number,
+  ldq: number,
+  HS: number,
+  scale: number,
+): void {
+  for (let r = 0; r < R; r++) {
+    const row = r * nk, last = t0 + r, o = qOff + r * ldq;
+    let D = 0;
+    for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
+    for (let j = row; j <= row + last; j++) dp[j] = P[j] * (dp[j] - D) * scale;
+    dp.fill(0, row + last + 1, row + nk);
   }
 }
 

@@ -18,7 +18,7 @@ import {
   plainAttention,
   SingleProcessCollectives,
 } from "../ops.ts";
-import { type AttentionDims, attentionUnits } from "./attention.ts";
+import { type AttentionDims, attentionUnits, probsFloats } from "./attention.ts";
 import { CpuBuffer, roundArrayBf16, roundBf16 } from "./buffer.ts";
 import { CpuDecoder } from "./decode.ts";
 import { dropoutFill } from "./dropout.ts";
@@ -452,13 +452,14 @@ export class CpuBackend implements Backend {
 
   attentionForward(...args: OpArgs<"attentionForward">): void {
     const [out, lse, q, k, v, B, T, Tk, Tcap, NH, NKV, HS, segments = null, variant = null] = args;
+    const probs = keptProbs(args[14] ?? null, B, T, NH);
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
     if (segments !== null && Tk !== T) {
       throw new Error(`attention: segments need Tk = T (got T ${T}, Tk ${Tk}): no KV cache`);
     }
     const seg = segments === null ? null : i32(segments, B * T, "attention segments"); // (B, T)
-    const d = { B, T, Tk, Tcap, NH, NKV, HS, seg, ...variantDims(variant) };
+    const d = { B, T, Tk, Tcap, NH, NKV, HS, seg, ...variantDims(variant), probs };
     const a = {
       out: f32(out, B * T * NH * HS, "attention out"),
       lse: f32(lse, B * NH * T, "attention lse"),
@@ -469,7 +470,11 @@ export class CpuBackend implements Backend {
     const part = (u0: number, u1: number): PoolJob => {
       return { kind: "attentionForward", matmul: this.matmulPath, a, d, u0, u1 };
     };
-    this.#attention(Object.values(a), B * NH * T * Tk, attentionUnits(d), part);
+    this.#attention([...Object.values(a), probs], B * NH * T * Tk, attentionUnits(d), part);
+  }
+
+  attentionProbsSize(B: number, T: number, NH: number): number {
+    return probsFloats(B, T, NH);
   }
 
   /**
@@ -478,7 +483,7 @@ export class CpuBackend implements Backend {
    * thread per side meanwhile.
    */
   #attention(
-    buffers: readonly Float32Array[],
+    buffers: readonly (Float32Array | null)[],
     scores: number,
     U: number,
     part: (u0: number, u1: number) => PoolJob,
@@ -500,11 +505,12 @@ export class CpuBackend implements Backend {
 
   attentionBackward(...args: OpArgs<"attentionBackward">): void {
     const [dq, dk, dv, dout, q, k, v, out, lse, ...dims] = args;
-    const [B, T, NH, NKV, HS, segments = null, variant = null] = dims;
+    const [B, T, NH, NKV, HS, segments = null, variant = null, keep = null] = dims;
+    const probs = keptProbs(keep, B, T, NH);
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
     const seg = segments === null ? null : i32(segments, B * T, "attention segments"); // (B, T)
-    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS, seg, ...variantDims(variant) };
+    const d = { B, T, Tk: T, Tcap: T, NH, NKV, HS, seg, ...variantDims(variant), probs };
     const a = {
       dq: f32n(dq, nq, "attention dq"),
       dk: f32n(dk, nkv, "attention dk"),
@@ -519,7 +525,7 @@ export class CpuBackend implements Backend {
     const part = (u0: number, u1: number): PoolJob => {
       return { kind: "attentionBackward", matmul: this.matmulPath, a, d, u0, u1 };
     };
-    this.#attention(Object.values(a), B * NH * T * T, attentionUnits(d), part);
+    this.#attention([...Object.values(a), probs], B * NH * T * T, attentionUnits(d), part);
   }
 
   kvCacheWrite(...[cache, src, B, T, Tcap, width, pos]: OpArgs<"kvCacheWrite">): void {
@@ -659,6 +665,11 @@ export class CpuBackend implements Backend {
       return { kind: "adamw", params, grads, m, v, hp };
     });
   }
+}
+
+/** The kept-probabilities array of an attention call (AttentionHeads' probs), or null. */
+function keptProbs(probs: DeviceBuffer | null, B: number, T: number, NH: number) {
+  return probs === null ? null : f32(probs, probsFloats(B, T, NH), "attention probs");
 }
 
 /** The window/soft-cap/scale fields of attention dims (none for a plain attention). */

@@ -198,6 +198,14 @@ export class SimdKernels {
   }
 
   /**
+   * Elements [off, off + n) (n even) of the attention scratch *= s (float64 product rounded
+   * to fp32), as `s[j] * s` in attention.ts.
+   */
+  attnScaleRow(off: number, n: number, s: number): void {
+    this.#scale(off * 4, n, s);
+  }
+
+  /**
    * One backward row as attention.ts attentionBackward computes it, on elements [off, off + n)
    * (n even) of `p` and `dp` (both `attnBackwardScratch` views): P = exp(p * scale - l),
    * p = P, dp = P * (dp - D) * scale (fp32 stores of the float64 values).

@@ -57,6 +57,26 @@ export interface StashOptions {
   checkpointing: boolean;
   /** Keep saved activations in host memory between forward and backward (training only). */
   offload: boolean;
+  /** Floats of each set's kept attention probabilities (0: none; see attentionProbsFloats). */
+  probs: number;
+}
+
+/**
+ * Most floats of kept attention probabilities per model (256 MiB): keeping them spares the
+ * backward its recompute (the scores product and an exp per score, most of an attention
+ * backward at small head sizes), but they grow with T^2 per head, so long sequences and
+ * deep models recompute instead.
+ */
+const PROBS_BUDGET = 1 << 26;
+
+/**
+ * Floats of each activation set's kept attention probabilities for `sets` sets (one per
+ * layer, or one shared with checkpointing): the backend's size when it keeps them and all
+ * sets fit PROBS_BUDGET, else 0.
+ */
+export function attentionProbsFloats(be: Backend, d: ActDims, sets: number): number {
+  const n = be.attentionProbsSize?.(d.B, d.T, d.NH) ?? 0;
+  return n * sets <= PROBS_BUDGET ? n : 0;
 }
 
 /** The stash of a model: on the device, or offloaded to host memory. */
@@ -75,7 +95,10 @@ export function createLayerStash(be: Backend, al: Allocator, o: StashOptions): L
 /** A ring of layer activation sets (one shared set with checkpointing). */
 function actsRing(al: Allocator, o: StashOptions, n: number): LayerActs[] {
   const category = o.checkpointing ? "scratch" : "activations";
-  return Array.from({ length: n }, () => allocLayerActs(al, category, o.dims, o.ranks, o.act));
+  return Array.from(
+    { length: n },
+    () => allocLayerActs(al, category, o.dims, o.ranks, o.act, o.probs),
+  );
 }
 
 /** Rows times channels of the residual stream. */

@@ -28,7 +28,7 @@ import { createQloraBase, loadNf4Weights, withDequantized } from "../../quant/ql
 import type { ModelSpec } from "../model_spec.ts";
 import { checkNoExtra, initLoraWeights, loadAdapters, loadBase, mergeAdapters } from "./weights.ts";
 import { BatchInputs, type BatchOptions, type TrainBatch } from "./batch_inputs.ts";
-import { createLayerStash, type LayerStash } from "./activation_stash.ts";
+import { attentionProbsFloats, createLayerStash, type LayerStash } from "./activation_stash.ts";
 import { buildDecoder, type DecoderParts } from "./build.ts";
 import { embedScaleValue, headSize, type LlamaConfig } from "./config.ts";
 import { KvInference } from "./inference.ts";
@@ -214,6 +214,9 @@ export class LlamaModel {
       training,
       checkpointing: this.checkpointing,
       offload: opts.activationOffloading ?? false,
+      probs: training
+        ? attentionProbsFloats(backend, dims, this.checkpointing ? 1 : cfg.nLayers)
+        : 0,
     });
     this.#lnf = al.alloc("activations", N * cfg.dim, act);
     this.#rstdf = al.alloc("activations", N);
