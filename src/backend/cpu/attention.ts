@@ -185,20 +185,16 @@ export function attentionForward(
           if (seg !== null) maskRow(s, row, seg, b * T, t0 + r, last);
           // Sliding window: keys at least W behind the query score -inf.
           if (win > 0) { for (let j = 0; j <= last - win; j++) s[row + j] = -Infinity; }
-          let m = -Infinity;
-          for (let j = 0; j <= last; j++) if (s[row + j] > m) m = s[row + j];
+          const j0 = wasm === null ? 0 : (last + 1) & ~1; // the wasm kernels' even head
+          let m = j0 === 0 ? -Infinity : wasm!.attnRowMax(row, j0);
+          for (let j = j0; j <= last; j++) if (s[row + j] > m) m = s[row + j];
           const max = m * es; // = max of s * es: scaling by a positive number is monotonic
-          let sum = 0;
-          let j0 = 0;
-          if (wasm !== null) {
-            j0 = (last + 1) & ~1;
-            sum = wasm.attnExpRow(row, j0, es, max);
-          }
-          sum = attnExpRange(s, row + j0, row + last, es, max, sum); // y <= 0 here
-          // Normalise the (R, HS) output rows instead of the (R, nk) probabilities.
-          rowScale[r] = 1 / sum;
+          const sum = j0 === 0 ? 0 : wasm!.attnExpRow(row, j0, es, max);
+          // y <= 0 here; normalise the (R, HS) output rows, not the (R, nk) probabilities
+          const total = attnExpRange(s, row + j0, row + last, es, max, sum);
+          rowScale[r] = 1 / total;
           for (let j = last + 1; j < nk; j++) s[row + j] = 0;
-          lse[(b * NH + h) * T + t0 + r] = max + Math.log(sum);
+          lse[(b * NH + h) * T + t0 + r] = max + Math.log(total);
         }
         // out_blk(R, HS) = exp(s)(R, nk) @ v(nk, HS), then each row / its sum
         gemm.nn(R, HS, nk, s, nk, v.subarray(kOff), ldk, out.subarray(qOff), ldq, 0);

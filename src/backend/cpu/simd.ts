@@ -172,11 +172,15 @@ export class SimdKernels {
     return [this.#view.subarray(0, n), this.#view.subarray(at, at + n)];
   }
 
-  /** Grow the memory to hold `floats` floats of scratch, then ATTN_TABLE after them. */
+  /**
+   * Grow the memory to hold `floats` floats of scratch, then ATTN_TABLE after them, then the
+   * two float64 maxima of `attnRowMax`.
+   */
   #attnLayout(floats: number): void {
     const at = ((floats * 4 + 15) >> 4) << 4; // byte offset of ATTN_TABLE
-    if (at + ATTN_TABLE_BYTES > this.#mem.buffer.byteLength) {
-      this.#mem.grow(Math.ceil((at + ATTN_TABLE_BYTES - this.#mem.buffer.byteLength) / PAGE));
+    const end = at + ATTN_TABLE_BYTES + 16;
+    if (end > this.#mem.buffer.byteLength) {
+      this.#mem.grow(Math.ceil((end - this.#mem.buffer.byteLength) / PAGE));
       this.#view = new Float32Array(this.#mem.buffer);
       this.#f64 = new Float64Array(this.#mem.buffer);
     }
@@ -195,6 +199,19 @@ export class SimdKernels {
    */
   attnExpRow(off: number, n: number, scale: number, max: number): number {
     return this.#attnRow(off * 4, n, scale, max, this.#attnTable);
+  }
+
+  /**
+   * The largest of elements [off, off + n) (n even) of the attention scratch, as attention.ts's
+   * `if (x > m) m = x` from -Infinity finds it (NaN never taken): the even and odd elements'
+   * running maxima, then the larger of the two (the same value; of a +0 and a -0 either may
+   * come first, and the softmax gives the same bits with either).
+   */
+  attnRowMax(off: number, n: number): number {
+    const at = this.#attnTable + ATTN_TABLE_BYTES;
+    this.#max2(off * 4, n, at);
+    const even = this.#f64[at >> 3], odd = this.#f64[(at >> 3) + 1];
+    return odd > even ? odd : even;
   }
 
   /**
