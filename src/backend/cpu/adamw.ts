@@ -1,5 +1,6 @@
 /** AdamW on the CPU, in the exact operation order of PyTorch 1.13's `_single_tensor_adamw`. */
 import type { AdamWParams } from "../ops.ts";
+import { simdKernels } from "./simd.ts";
 
 /**
  * One step over n elements, updating params, m and v in place:
@@ -27,7 +28,11 @@ export function adamwStep(
   const b2 = Math.fround(beta2);
   const fr = Math.fround;
   const n = params.length;
-  for (let i = 0; i < n; i++) {
+  // the even head in wasm SIMD (bitwise this loop), the loop for the rest
+  const simd = simdKernels();
+  const i0 = simd === null ? 0 : n & ~1;
+  if (i0 > 0) simd!.adamw(params, grads, m, v, i0, [decay, b1, a1, b2, a2, bc2Sqrt, eps, stepSize]);
+  for (let i = i0; i < n; i++) {
     const g = grads[i];
     const p = fr(params[i] * decay);
     const mi = fr(fr(m[i] * b1) + g * a1);

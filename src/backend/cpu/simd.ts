@@ -82,6 +82,9 @@ type AttnBwd = (
   k: number,
 ) => void;
 type SwF = (out: number, gate: number, up: number, n: number, k: number) => void;
+type AdamW = (p: number, g: number, m: number, v: number, n: number, k: number) => void;
+/** Byte offset of adamw_step's table: after its four operand chunks. */
+const ADAMW_TABLE_AT = 4 * CHUNK * 4;
 type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number, k: number) => void;
 
 /** One thread's instance of the kernels and the wasm memory they work in. */
@@ -96,6 +99,7 @@ export class SimdKernels {
   #swb: SwB;
   #attnRow: AttnRow;
   #attnBwd: AttnBwd;
+  #adamw: AdamW;
   #attnTable = 0;
 
   constructor(module: WebAssembly.Module) {
@@ -110,6 +114,7 @@ export class SimdKernels {
     this.#swb = x.swiglu_backward as SwB;
     this.#attnRow = x.attn_exp_row as AttnRow;
     this.#attnBwd = x.attn_bwd_row as AttnBwd;
+    this.#adamw = x.adamw_step as AdamW;
     this.#view = new Float32Array(this.#mem.buffer);
     this.#f64 = new Float64Array(this.#mem.buffer);
   }
@@ -238,6 +243,35 @@ export class SimdKernels {
   ): void {
     const o = off * 4;
     this.#attnBwd(p.byteOffset + o, dp.byteOffset + o, n, scale, l, D, this.#attnTable);
+  }
+
+  /**
+   * AdamW over elements [0, n) (n even) of params, grads, m and v as adamw.ts's loop computes
+   * them, 4096 at a time through this thread's memory. `table`: decay, b1, a1, b2, a2,
+   * bc2Sqrt, eps, stepSize (see adamwStep).
+   */
+  adamw(
+    params: Float32Array,
+    grads: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    n: number,
+    table: readonly number[],
+  ): void {
+    const w = this.#view, B = CHUNK * 4; // byte offsets of the operands: p, g, m, v
+    const f64 = this.#f64, at = ADAMW_TABLE_AT >> 3;
+    for (let i = 0; i < table.length; i++) f64[at + 2 * i] = f64[at + 2 * i + 1] = table[i];
+    for (let i = 0; i < n; i += CHUNK) {
+      const c = Math.min(CHUNK, n - i);
+      w.set(params.subarray(i, i + c), 0);
+      w.set(grads.subarray(i, i + c), CHUNK);
+      w.set(m.subarray(i, i + c), 2 * CHUNK);
+      w.set(v.subarray(i, i + c), 3 * CHUNK);
+      this.#adamw(0, B, 2 * B, 3 * B, c, ADAMW_TABLE_AT);
+      params.set(w.subarray(0, c), i);
+      m.set(w.subarray(2 * CHUNK, 2 * CHUNK + c), i);
+      v.set(w.subarray(3 * CHUNK, 3 * CHUNK + c), i);
+    }
   }
 
   /** Write SWIGLU_TABLE (each constant in both lanes) where the SwiGLU kernels read it. */

@@ -18,6 +18,7 @@ const EXPORTS = [
   "gemv_cols",
   "attn_decode",
   "attn_bwd_row",
+  "adamw_step",
   "normal_pairs",
   "sfc32_skip",
 ];

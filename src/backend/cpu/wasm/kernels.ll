@@ -836,6 +836,93 @@ done:
   ret void
 }
 
+; ---- AdamW (adamw.ts adamwStep): the TypeScript loop's float64 operations in its order, each
+; Math.fround a demote to fp32 (and a promote back where the value goes on). For i < n (n even):
+;   p = fr(p * decay); m = fr(fr(m * b1) + g * a1); v = fr(fr(v * b2) + fr(g * g) * a2)
+;   p = fr(p - stepSize * (m / fr(fr(sqrt(v) / bc2Sqrt) + eps)))
+; The table %k holds decay, b1, a1, b2, a2, bc2Sqrt, eps, stepSize (each in both lanes).
+
+define internal <2 x double> @fr2(<2 x double> %x) #1 {
+  %f = fptrunc <2 x double> %x to <2 x float>
+  %d = fpext <2 x float> %f to <2 x double>
+  ret <2 x double> %d
+}
+
+define void @adamw_step(float* %p, float* %g, float* %m, float* %v, i32 %n, <2 x double>* %k) #0 {
+entry:
+  %k0 = getelementptr <2 x double>, <2 x double>* %k, i32 0
+  %decay = load volatile <2 x double>, <2 x double>* %k0, align 16
+  %k1 = getelementptr <2 x double>, <2 x double>* %k, i32 1
+  %b1 = load volatile <2 x double>, <2 x double>* %k1, align 16
+  %k2 = getelementptr <2 x double>, <2 x double>* %k, i32 2
+  %a1 = load volatile <2 x double>, <2 x double>* %k2, align 16
+  %k3 = getelementptr <2 x double>, <2 x double>* %k, i32 3
+  %b2 = load volatile <2 x double>, <2 x double>* %k3, align 16
+  %k4 = getelementptr <2 x double>, <2 x double>* %k, i32 4
+  %a2 = load volatile <2 x double>, <2 x double>* %k4, align 16
+  %k5 = getelementptr <2 x double>, <2 x double>* %k, i32 5
+  %bc2 = load volatile <2 x double>, <2 x double>* %k5, align 16
+  %k6 = getelementptr <2 x double>, <2 x double>* %k, i32 6
+  %eps = load volatile <2 x double>, <2 x double>* %k6, align 16
+  %k7 = getelementptr <2 x double>, <2 x double>* %k, i32 7
+  %step = load volatile <2 x double>, <2 x double>* %k7, align 16
+  %c = icmp sgt i32 %n, 0
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i32 [0, %entry], [%i1, %loop]
+  %pp = getelementptr float, float* %p, i32 %i
+  %pg = getelementptr float, float* %g, i32 %i
+  %pm = getelementptr float, float* %m, i32 %i
+  %pv = getelementptr float, float* %v, i32 %i
+  %vp = bitcast float* %pp to <2 x float>*
+  %vg = bitcast float* %pg to <2 x float>*
+  %vm = bitcast float* %pm to <2 x float>*
+  %vv = bitcast float* %pv to <2 x float>*
+  %pf = load <2 x float>, <2 x float>* %vp, align 4
+  %gf = load <2 x float>, <2 x float>* %vg, align 4
+  %mf = load <2 x float>, <2 x float>* %vm, align 4
+  %vf = load <2 x float>, <2 x float>* %vv, align 4
+  %pd = fpext <2 x float> %pf to <2 x double>
+  %gd = fpext <2 x float> %gf to <2 x double>
+  %md = fpext <2 x float> %mf to <2 x double>
+  %vd = fpext <2 x float> %vf to <2 x double>
+  %p0 = fmul <2 x double> %pd, %decay
+  %p1 = call <2 x double> @fr2(<2 x double> %p0)
+  %m0 = fmul <2 x double> %md, %b1
+  %m1 = call <2 x double> @fr2(<2 x double> %m0)
+  %ga = fmul <2 x double> %gd, %a1
+  %m2 = fadd <2 x double> %m1, %ga
+  %mi = fptrunc <2 x double> %m2 to <2 x float>
+  %mid = fpext <2 x float> %mi to <2 x double>
+  %v0 = fmul <2 x double> %vd, %b2
+  %v1 = call <2 x double> @fr2(<2 x double> %v0)
+  %gg = fmul <2 x double> %gd, %gd
+  %gg1 = call <2 x double> @fr2(<2 x double> %gg)
+  %gga = fmul <2 x double> %gg1, %a2
+  %v2 = fadd <2 x double> %v1, %gga
+  %vi = fptrunc <2 x double> %v2 to <2 x float>
+  %vid = fpext <2 x float> %vi to <2 x double>
+  store <2 x float> %mi, <2 x float>* %vm, align 4
+  store <2 x float> %vi, <2 x float>* %vv, align 4
+  %sq = call <2 x double> @llvm.sqrt.v2f64(<2 x double> %vid)
+  %q = fdiv <2 x double> %sq, %bc2
+  %q1 = call <2 x double> @fr2(<2 x double> %q)
+  %de = fadd <2 x double> %q1, %eps
+  %den = call <2 x double> @fr2(<2 x double> %de)
+  %r = fdiv <2 x double> %mid, %den
+  %u = fmul <2 x double> %step, %r
+  %pn = fsub <2 x double> %p1, %u
+  %pnf = fptrunc <2 x double> %pn to <2 x float>
+  store <2 x float> %pnf, <2 x float>* %vp, align 4
+  %i1 = add i32 %i, 2
+  %more = icmp slt i32 %i1, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+
+declare <2 x double> @llvm.sqrt.v2f64(<2 x double>)
+
 ; ---- Seeded normal draws (params/random.ts fillNormal): sfc32 and Box-Muller, four pairs at a
 ; time (<4 x double> becomes two f64x2 ops side by side, so the halves' chains of dependent
 ; operations may overlap; measured on Zen 5, it runs no faster than two pairs per iteration).
