@@ -16,6 +16,7 @@ import { Scratch } from "../src/backend/cpu/scratch.ts";
 import { openBlas } from "../ffi/openblas.ts";
 import type { AttentionVariant, Backend, DeviceBuffer } from "../src/backend/ops.ts";
 import { attentionProbsFloats } from "../src/models/llama/activation_stash.ts";
+import { lcgFloats } from "./_lcg.ts";
 
 const GRAD = { atol: 1e-4, rtol: 1e-3 };
 /** Kept against recomputed probabilities: a last-bit difference in P, carried through sums. */
@@ -27,15 +28,6 @@ function up(a: Float32Array | Int32Array): DeviceBuffer {
   const b = be.alloc(a.length, a instanceof Int32Array ? "i32" : "f32");
   be.upload(b, a);
   return b;
-}
-function rand(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2147483648 - 1;
-  }
-  return out;
 }
 
 interface Case {
@@ -131,10 +123,10 @@ function bigCase(extra: Partial<Case>): Case {
     NH,
     NKV,
     HS,
-    q: rand(nq, 1),
-    k: rand(nkv, 2),
-    v: rand(nkv, 3),
-    dout: rand(nq, 4),
+    q: lcgFloats(nq, 1),
+    k: lcgFloats(nkv, 2),
+    v: lcgFloats(nkv, 3),
+    dout: lcgFloats(nq, 4),
     ...(extra.seg === undefined ? {} : { seg }),
     ...(extra.variant ? { variant: extra.variant } : {}),
   };
@@ -176,7 +168,7 @@ function oneThread(c: Case) {
 
 Deno.test("attention refuses kept probabilities with a soft-cap or a KV cache", () => {
   const B = 1, T = 4, NH = 2, NKV = 2, HS = 4;
-  const q = up(rand(B * T * NH * HS, 5)), kv = up(rand(B * 8 * NKV * HS, 6));
+  const q = up(lcgFloats(B * T * NH * HS, 5)), kv = up(lcgFloats(B * 8 * NKV * HS, 6));
   const out = be.alloc(B * T * NH * HS), lse = be.alloc(B * NH * T);
   const probs = be.alloc(be.attentionProbsSize(B, 8, NH));
   const cap = { softcap: 2 };

@@ -10,18 +10,9 @@ import { openBlas } from "../ffi/openblas.ts";
 import { Gemm } from "../src/backend/cpu/gemm.ts";
 import { Scratch } from "../src/backend/cpu/scratch.ts";
 import { ok } from "node:assert";
+import { lcgFloats } from "./_lcg.ts";
 
 const FWD = { atol: 1e-5, rtol: 1e-4 };
-
-function rand(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2147483648 - 1) * scale;
-  }
-  return out;
-}
 
 /** C(M, N) = A(M, K) @ B(N, K)^T in float64. */
 function naiveNT(A: Float32Array, B: Float32Array, M: number, K: number, N: number) {
@@ -47,8 +38,8 @@ for (const path of ["ts", "blas"] as const) {
     const be = new CpuBackend({ matmul: path });
     if (path === "blas") ok(openBlas() !== null && be.matmulPath === "blas", "OpenBLAS loads");
     for (const [M, K, N] of [[1, 7, 5], [9, 520, 70], [13, 257, 66], [4, 64, 4]]) {
-      const x = rand(M * K, M + K, 1 / Math.sqrt(K)), w = rand(N * K, N * 3 + 1, 1);
-      const dy = rand(M * N, 5 + M, 1 / Math.sqrt(Math.max(M, N)));
+      const x = lcgFloats(M * K, M + K, 1 / Math.sqrt(K)), w = lcgFloats(N * K, N * 3 + 1, 1);
+      const dy = lcgFloats(M * N, 5 + M, 1 / Math.sqrt(Math.max(M, N)));
       const bx = be.alloc(M * K), bw = be.alloc(N * K), bdy = be.alloc(M * N);
       be.upload(bx, x);
       be.upload(bw, w);
@@ -77,7 +68,9 @@ Deno.test({
   fn: () => {
     const blas = openBlas()!;
     // A(2, 3) at offset 5, B(4, 3) at offset 7, C(2, 4) at offset 3 of larger arrays.
-    const a = rand(5 + 6, 11, 1), b = rand(7 + 12, 12, 1), c = new Float32Array(3 + 8).fill(9);
+    const a = lcgFloats(5 + 6, 11, 1),
+      b = lcgFloats(7 + 12, 12, 1),
+      c = new Float32Array(3 + 8).fill(9);
     blas.sgemm(false, true, 2, 4, 3, 1, a.subarray(5), 3, b.subarray(7), 3, 0, c.subarray(3), 4);
     assertClose(
       "sgemm on views",
@@ -100,7 +93,7 @@ Deno.test({
   fn: () => {
     // N * K >= 2^21 and M <= 8: gemm.ts splits it at column 2048 (N / 2 rounded down to 16).
     const [M, K, N] = [3, 520, 4100];
-    const x = rand(M * K, 3, 1 / Math.sqrt(K)), w = rand(N * K, 4, 1);
+    const x = lcgFloats(M * K, 3, 1 / Math.sqrt(K)), w = lcgFloats(N * K, 4, 1);
     const be = new CpuBackend({ matmul: "blas" });
     const bx = be.alloc(M * K), bw = be.alloc(N * K), out = be.alloc(M * N);
     be.upload(bx, x);

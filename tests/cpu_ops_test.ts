@@ -9,6 +9,7 @@ import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import type { DeviceBuffer } from "../src/backend/ops.ts";
 import { TuneError } from "../src/errors.ts";
 import { deepStrictEqual, equal, ok, throws } from "node:assert";
+import { lcgFloats } from "./_lcg.ts";
 
 const FWD = { atol: 1e-5, rtol: 1e-4 };
 const GRAD = { atol: 1e-4, rtol: 1e-3 };
@@ -30,15 +31,6 @@ function plus(a: Float32Array, b: Float32Array): Float32Array {
   return a.map((x, i) => x + b[i]);
 }
 /** Deterministic pseudo-random values in [-1, 1) (not the dropout generator). */
-function rand(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2147483648 - 1;
-  }
-  return out;
-}
 
 Deno.test(`CpuBackend uses the ${be.matmulPath} matmul path`, () => {
   const want = Deno.env.get("TUNE_CPU_MATMUL") === "ts" ? "ts" : "blas";
@@ -299,7 +291,7 @@ Deno.test("dropoutMask() reproduces the documented hash exactly and drops about 
 
 Deno.test("elementwise ops, sum and sumSquares agree with float64 references", () => {
   const n = 1003;
-  const xa = rand(n, 1), xb = rand(n, 2);
+  const xa = lcgFloats(n, 1), xb = lcgFloats(n, 2);
   const a = up(xa), b = up(xb), out = zeros(n);
   be.add(out, a, b);
   assertClose("add", down(out), xa.map((x, i) => x + xb[i]), FWD);

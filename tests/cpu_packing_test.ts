@@ -14,6 +14,7 @@ import { Gemm } from "../src/backend/cpu/gemm.ts";
 import { Scratch } from "../src/backend/cpu/scratch.ts";
 import type { DeviceBuffer } from "../src/backend/ops.ts";
 import { openBlas } from "../ffi/openblas.ts";
+import { lcgFloats } from "./_lcg.ts";
 
 const FWD = { atol: 1e-5, rtol: 1e-4 };
 const GRAD = { atol: 1e-4, rtol: 1e-3 };
@@ -82,20 +83,13 @@ Deno.test("attentionForward() refuses segments with a KV cache (Tk > T)", () => 
   throws(() => be.attentionForward(out, lse, q, kv, kv, 1, 1, 2, 2, 1, 1, 8, seg));
 });
 
-function rand(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2147483648 - 1;
-  }
-  return out;
-}
-
 Deno.test("attentionForward()/attentionBackward() with segments split across two threads equal one thread bitwise", () => {
   const B = 2, T = 256, NH = 8, NKV = 4, HS = 8; // B*NH*T*T = 2^20 scores: split when pooled
   const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
-  const hq = rand(nq, 31), hk = rand(nkv, 32), hv = rand(nkv, 33), hdo = rand(nq, 34);
+  const hq = lcgFloats(nq, 31),
+    hk = lcgFloats(nkv, 32),
+    hv = lcgFloats(nkv, 33),
+    hdo = lcgFloats(nq, 34);
   // row 0: segments of 100, 90, 66 tokens; row 1: 7 then 249
   const hs = new Int32Array(B * T).map((_, i) => {
     const t = i % T;
@@ -124,7 +118,9 @@ Deno.test("attentionForward()/attentionBackward() with segments split across two
 
 Deno.test("attentionForward() with segments equals each segment attended alone", () => {
   const T = 9, NH = 2, NKV = 1, HS = 4, cut = 4; // segments [0, 4) and [4, 9)
-  const hq = rand(T * NH * HS, 41), hk = rand(T * NKV * HS, 42), hv = rand(T * NKV * HS, 43);
+  const hq = lcgFloats(T * NH * HS, 41),
+    hk = lcgFloats(T * NKV * HS, 42),
+    hv = lcgFloats(T * NKV * HS, 43);
   const seg = up(new Int32Array(T).map((_, t) => (t < cut ? 0 : 1)));
   const out = be.alloc(T * NH * HS), lse = be.alloc(NH * T);
   be.attentionForward(out, lse, up(hq), up(hk), up(hv), 1, T, T, T, NH, NKV, HS, seg);

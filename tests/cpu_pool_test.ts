@@ -13,16 +13,7 @@ import { attentionBackward, attentionForward } from "../src/backend/cpu/attentio
 import { Gemm } from "../src/backend/cpu/gemm.ts";
 import { Scratch } from "../src/backend/cpu/scratch.ts";
 import { openBlas } from "../ffi/openblas.ts";
-
-function rand(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2147483648 - 1) * scale;
-  }
-  return out;
-}
+import { lcgFloats } from "./_lcg.ts";
 
 const pooled = navigator.hardwareConcurrency > 1 && Deno.env.get("TUNE_CPU_THREADS") !== "1";
 
@@ -33,7 +24,7 @@ Deno.test("CpuPool.get() starts a worker on a multi-core host", () => {
 Deno.test("crossEntropy() split across two threads equals the one-thread kernel bitwise", () => {
   const be = new CpuBackend();
   const N = 70, V = 32768; // N*V >= 2^21 logits: split
-  const x = rand(N * V, 7, 8);
+  const x = lcgFloats(N * V, 7, 8);
   const tg = new Int32Array(N).map((_, i) => (i % 9 === 4 ? -100 : (i * 7919) % V));
   const logits = be.alloc(N * V), losses = be.alloc(N), targets = be.alloc(N, "i32");
   be.upload(logits, x);
@@ -48,7 +39,7 @@ Deno.test("crossEntropy() split across two threads equals the one-thread kernel 
 Deno.test("swigluForward()/swigluBackward() split across two threads equal one thread bitwise", () => {
   const be = new CpuBackend();
   const n = (1 << 18) + 3; // odd: uneven halves
-  const g = rand(n, 1, 6), u = rand(n, 2, 2), d = rand(n, 3, 1);
+  const g = lcgFloats(n, 1, 6), u = lcgFloats(n, 2, 2), d = lcgFloats(n, 3, 1);
   const bg = be.alloc(n), bu = be.alloc(n), bd = be.alloc(n), out = be.alloc(n);
   be.upload(bg, g);
   be.upload(bu, u);
@@ -67,8 +58,8 @@ Deno.test("swigluForward()/swigluBackward() split across two threads equal one t
 Deno.test("adamw() split across two threads equals the one-thread step bitwise", () => {
   const be = new CpuBackend();
   const n = (1 << 18) + 5;
-  const p = rand(n, 11, 1), g = rand(n, 12, 0.1), m = rand(n, 13, 0.01);
-  const v = rand(n, 14, 0.001).map(Math.abs);
+  const p = lcgFloats(n, 11, 1), g = lcgFloats(n, 12, 0.1), m = lcgFloats(n, 13, 0.01);
+  const v = lcgFloats(n, 14, 0.001).map(Math.abs);
   const bp = be.alloc(n), bg = be.alloc(n), bm = be.alloc(n), bv = be.alloc(n);
   be.upload(bp, p);
   be.upload(bg, g);
@@ -87,8 +78,8 @@ for (const variant of [null, { window: 37, softcap: 2, scale: 0.4 }]) {
     const be = new CpuBackend();
     const B = 2, T = 256, NH = 8, NKV = 4, HS = 8; // B*NH*T*T = 2^20 scores: split
     const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
-    const hq = rand(nq, 21, 1), hk = rand(nkv, 22, 1), hv = rand(nkv, 23, 1);
-    const hdo = rand(nq, 24, 1);
+    const hq = lcgFloats(nq, 21, 1), hk = lcgFloats(nkv, 22, 1), hv = lcgFloats(nkv, 23, 1);
+    const hdo = lcgFloats(nq, 24, 1);
     const up = (h: Float32Array) => {
       const b = be.alloc(h.length);
       be.upload(b, h);

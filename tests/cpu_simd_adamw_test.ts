@@ -4,26 +4,10 @@
  * its order), over several chunks and an odd length, with zero, subnormal, huge, infinite
  * and NaN gradients and moments, weight decay, a first and a late step.
  */
-import { ok, strictEqual } from "node:assert";
+import { ok } from "node:assert";
 import { adamwStep } from "../src/backend/cpu/adamw.ts";
 import { setSimd, simdKernels } from "../src/backend/cpu/simd.ts";
-
-function rand(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2147483648 - 1) * scale;
-  }
-  return out;
-}
-
-function sameBits(label: string, a: Float32Array, b: Float32Array): void {
-  strictEqual(a.length, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (!Object.is(a[i], b[i])) throw new Error(`${label}[${i}]: ${a[i]} vs ${b[i]}`);
-  }
-}
+import { assertSameBits, lcgFloats } from "./_lcg.ts";
 
 /** With TUNE_CPU_SIMD=0 the kernels are off, and there is nothing to compare. */
 const ignore = Deno.env.get("TUNE_CPU_SIMD") === "0";
@@ -31,8 +15,8 @@ const ignore = Deno.env.get("TUNE_CPU_SIMD") === "0";
 Deno.test("adamwStep() gives the scalar loop's bits with the wasm SIMD kernel", { ignore }, () => {
   ok(simdKernels() !== null, "wasm SIMD is available in Deno");
   const n = 3 * 4096 + 1001; // several chunks, an odd tail
-  const p0 = rand(n, 1, 2), g0 = rand(n, 2, 1e-3), m0 = rand(n, 3, 1e-3);
-  const v0 = rand(n, 4, 1e-6).map(Math.abs);
+  const p0 = lcgFloats(n, 1, 2), g0 = lcgFloats(n, 2, 1e-3), m0 = lcgFloats(n, 3, 1e-3);
+  const v0 = lcgFloats(n, 4, 1e-6).map(Math.abs);
   const special = [0, -0, 1e-45, -3e-39, 3e38, -3e38, Infinity, -Infinity, NaN, 1e-20];
   special.forEach((x, i) => {
     g0[10 + i] = x; // gradients
@@ -57,9 +41,9 @@ Deno.test("adamwStep() gives the scalar loop's bits with the wasm SIMD kernel", 
       }
     };
     const a = run(false), b = run(true);
-    sameBits(`step ${hp.step} params`, a.p, b.p);
-    sameBits(`step ${hp.step} m`, a.m, b.m);
-    sameBits(`step ${hp.step} v`, a.v, b.v);
+    assertSameBits(`step ${hp.step} params`, a.p, b.p);
+    assertSameBits(`step ${hp.step} m`, a.m, b.m);
+    assertSameBits(`step ${hp.step} v`, a.v, b.v);
     ok(a.p.some((x, i) => x !== p0[i]), "the weights moved");
   }
 });

@@ -12,23 +12,7 @@ import { attentionBackward, attentionForward, attnExpRange } from "../src/backen
 import { Gemm } from "../src/backend/cpu/gemm.ts";
 import { Scratch } from "../src/backend/cpu/scratch.ts";
 import { simdKernels } from "../src/backend/cpu/simd.ts";
-
-function rand(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2147483648 - 1) * scale;
-  }
-  return out;
-}
-
-function sameBits(label: string, a: Float32Array, b: Float32Array): void {
-  strictEqual(a.length, b.length);
-  for (let i = 0; i < a.length; i++) {
-    if (!Object.is(a[i], b[i])) throw new Error(`${label}[${i}]: ${a[i]} vs ${b[i]}`);
-  }
-}
+import { assertSameBits, lcgFloats } from "./_lcg.ts";
 
 const ignore = Deno.env.get("TUNE_CPU_SIMD") === "0";
 const cases = [
@@ -51,9 +35,9 @@ for (const matmul of ["blas", "ts"] as const) {
       const simd = simdKernels()!;
       for (const c of cases) {
         const d = { B: c.B, T: c.T, Tk: c.Tk, Tcap: c.Tk, NH: c.NH, NKV: c.NKV, HS: c.HS };
-        const q = rand(c.B * c.T * c.NH * c.HS, 1, c.scale);
-        const k = rand(c.B * c.Tk * c.NKV * c.HS, 2, c.scale);
-        const v = rand(c.B * c.Tk * c.NKV * c.HS, 3, 1);
+        const q = lcgFloats(c.B * c.T * c.NH * c.HS, 1, c.scale);
+        const k = lcgFloats(c.B * c.Tk * c.NKV * c.HS, 2, c.scale);
+        const v = lcgFloats(c.B * c.Tk * c.NKV * c.HS, 3, 1);
         q[5] = NaN; // a NaN score row
         const outs = [0, 1].map((inWasm) => {
           const gemm = new Gemm(matmul === "blas" ? openBlas() : null, new Scratch());
@@ -63,8 +47,8 @@ for (const matmul of ["blas", "ts"] as const) {
           attentionForward(gemm, out, lse, q, k, v, d, s);
           return { out, lse };
         });
-        sameBits(`out ${JSON.stringify(c)}`, outs[1].out, outs[0].out);
-        sameBits(`lse ${JSON.stringify(c)}`, outs[1].lse, outs[0].lse);
+        assertSameBits(`out ${JSON.stringify(c)}`, outs[1].out, outs[0].out);
+        assertSameBits(`lse ${JSON.stringify(c)}`, outs[1].lse, outs[0].lse);
       }
     },
   );
@@ -79,8 +63,10 @@ for (const matmul of ["blas", "ts"] as const) {
           : null;
         const d = { B: c.B, T: c.T, Tk: c.T, Tcap: c.T, NH: c.NH, NKV: c.NKV, HS: c.HS, seg };
         const nq = c.B * c.T * c.NH * c.HS, nkv = c.B * c.T * c.NKV * c.HS;
-        const q = rand(nq, 1, c.scale), k = rand(nkv, 2, c.scale), v = rand(nkv, 3, 1);
-        const dout = rand(nq, 4, 1);
+        const q = lcgFloats(nq, 1, c.scale),
+          k = lcgFloats(nkv, 2, c.scale),
+          v = lcgFloats(nkv, 3, 1);
+        const dout = lcgFloats(nq, 4, 1);
         q[5] = NaN; // a NaN score row
         dout[c.HS * c.NH + 3] = Infinity; // an infinite D
         const gemm = new Gemm(matmul === "blas" ? openBlas() : null, new Scratch());
@@ -100,7 +86,7 @@ for (const matmul of ["blas", "ts"] as const) {
           return g;
         });
         for (const key of ["dq", "dk", "dv"] as const) {
-          sameBits(`${key} ${JSON.stringify(c)}`, grads[1][key], grads[0][key]);
+          assertSameBits(`${key} ${JSON.stringify(c)}`, grads[1][key], grads[0][key]);
         }
       }
     },
@@ -120,7 +106,7 @@ Deno.test("attn_exp_row reproduces the loop's exp from -746 to 0 (subnormals, PO
   const sum = simd.attnExpRow(0, n, 1, 0);
   const ref = x.slice(); // the loop of attention.ts
   const rsum = attnExpRange(ref, 0, n - 1, 1, 0);
-  sameBits("exp", s.subarray(0, n), ref);
+  assertSameBits("exp", s.subarray(0, n), ref);
   strictEqual(Object.is(sum, rsum), true, `sum ${sum} vs ${rsum}`);
 });
 
@@ -143,6 +129,6 @@ Deno.test("attn_bwd_row reproduces the loop's P and dS from -746 to 0 (NaN, infi
   simd.attnBwdRow(p, dp, 2, n, scale, l, D); // at an offset into both
   const refP = x.slice(), refDp = g.slice(); // the TypeScript loop of attention.ts
   attnExpRange(refP, 0, n - 1, scale, l, 0, refDp, D);
-  sameBits("P", p.subarray(2, n + 2), refP);
-  sameBits("dS", dp.subarray(2, n + 2), refDp);
+  assertSameBits("P", p.subarray(2, n + 2), refP);
+  assertSameBits("dS", dp.subarray(2, n + 2), refDp);
 });
