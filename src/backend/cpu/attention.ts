@@ -294,8 +294,7 @@ export function attentionBackward(
           const last = t0 + r;
           const l = lse[(b * NH + h) * T + t0 + r];
           const o = qOff + r * ldq;
-          let D = 0;
-          for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
+          const D = rowDot(dout, out, o, HS);
           if (variant) {
             variantRow(p, dp, row, nk, last, l, D, scale, d, seg, b * T);
             continue;
@@ -321,6 +320,13 @@ export function attentionBackward(
   }
 }
 
+/** D of a query row: sum over x < HS of dout[o + x] * out[o + x], in float64, in order. */
+function rowDot(dout: Float32Array, out: Float32Array, o: number, HS: number): number {
+  let D = 0;
+  for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
+  return D;
+}
+
 /**
  * dS of a block from the forward's kept probabilities P (R, nk): dp = P * (dP - D) * scale
  * with D = rowsum(dout * out) per query row, zero right of the diagonal. Masked keys (window,
@@ -341,8 +347,7 @@ function keptProbsGrad(
 ): void {
   for (let r = 0; r < R; r++) {
     const row = r * nk, last = t0 + r, o = qOff + r * ldq;
-    let D = 0;
-    for (let x = 0; x < HS; x++) D += dout[o + x] * out[o + x];
+    const D = rowDot(dout, out, o, HS);
     for (let j = row; j <= row + last; j++) dp[j] = P[j] * (dp[j] - D) * scale;
     dp.fill(0, row + last + 1, row + nk);
   }

@@ -451,8 +451,9 @@ export class CpuBackend implements Backend {
   }
 
   attentionForward(...args: OpArgs<"attentionForward">): void {
-    const [out, lse, q, k, v, B, T, Tk, Tcap, NH, NKV, HS, segments = null, variant = null] = args;
-    const probs = keptProbs(args[14] ?? null, B, T, NH);
+    const [out, lse, q, k, v, B, T, Tk, Tcap, ...heads] = args;
+    const [NH, NKV, HS, segments = null, variant = null, keep = null] = heads;
+    const probs = keptProbs(keep, B, T, NH);
     if (NH % NKV !== 0) throw new Error(`attention: NH ${NH} is not a multiple of NKV ${NKV}`);
     if (Tk < T || Tk > Tcap) throw new Error(`attention: need T ${T} <= Tk ${Tk} <= Tcap ${Tcap}`);
     if (segments !== null && Tk !== T) {

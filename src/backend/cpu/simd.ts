@@ -82,10 +82,10 @@ type AttnBwd = (
   k: number,
 ) => void;
 type SwF = (out: number, gate: number, up: number, n: number, k: number) => void;
+type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number, k: number) => void;
 type AdamW = (p: number, g: number, m: number, v: number, n: number, k: number) => void;
 /** Byte offset of adamw_step's table: after its four operand chunks. */
 const ADAMW_TABLE_AT = 4 * CHUNK * 4;
-type SwB = (dg: number, du: number, d: number, g: number, u: number, n: number, k: number) => void;
 
 /** One thread's instance of the kernels and the wasm memory they work in. */
 export class SimdKernels {
@@ -142,13 +142,9 @@ export class SimdKernels {
    * give 0); returns the float64 sum in index order. The row stays for `scaleTo`.
    */
   expSum(n: number, max: number): number {
-    const table = (((n + 3) & ~3) + 4) >> 1; // float64 index, after loadRowMax's maxima
-    const f64 = this.#f64;
-    for (let i = 0; i < EXP_TABLE.length; i++) {
-      f64[table + 2 * i] = EXP_TABLE[i];
-      f64[table + 2 * i + 1] = EXP_TABLE[i];
-    }
-    return this.#exp(0, n, max, table * 8);
+    const table = (((n + 3) & ~3) + 4) * 4; // byte offset, after loadRowMax's maxima
+    writeBothLanes(this.#mem.buffer, table, EXP_TABLE);
+    return this.#exp(0, n, max, table);
   }
 
   /** dst[off, off + n) = row buffer * s (float64 product rounded to fp32). */
@@ -259,8 +255,7 @@ export class SimdKernels {
     table: readonly number[],
   ): void {
     const w = this.#view, B = CHUNK * 4; // byte offsets of the operands: p, g, m, v
-    const f64 = this.#f64, at = ADAMW_TABLE_AT >> 3;
-    for (let i = 0; i < table.length; i++) f64[at + 2 * i] = f64[at + 2 * i + 1] = table[i];
+    writeBothLanes(this.#mem.buffer, ADAMW_TABLE_AT, table);
     for (let i = 0; i < n; i += CHUNK) {
       const c = Math.min(CHUNK, n - i);
       w.set(params.subarray(i, i + c), 0);
@@ -308,10 +303,15 @@ export class SimdKernels {
   }
 }
 
+/** `values` as float64s at byte `at` (8-aligned) of a wasm memory, each in both lanes. */
+function writeBothLanes(mem: ArrayBufferLike, at: number, values: readonly number[]): void {
+  const f64 = new Float64Array(mem, at, values.length * 2);
+  for (let i = 0; i < values.length; i++) f64[2 * i] = f64[2 * i + 1] = values[i];
+}
+
 /** attn_exp_row's constant table at byte `at` (16-aligned) of a wasm memory: ATTN_TABLE_BYTES. */
 export function writeAttnTable(mem: ArrayBufferLike, at: number): void {
-  const f64 = new Float64Array(mem, at, ATTN_TABLE.length * 2);
-  for (let i = 0; i < ATTN_TABLE.length; i++) f64[2 * i] = f64[2 * i + 1] = ATTN_TABLE[i];
+  writeBothLanes(mem, at, ATTN_TABLE);
   const i64 = new BigInt64Array(mem, at + ATTN_TABLE.length * 16, 4);
   i64[0] = i64[1] = 1023n;
   i64[2] = i64[3] = -1074n;
@@ -319,8 +319,7 @@ export function writeAttnTable(mem: ArrayBufferLike, at: number): void {
 
 /** swiglu_forward/backward's constant table at byte `at` (16-aligned): SWIGLU_TABLE_BYTES. */
 export function writeSwigluTable(mem: ArrayBufferLike, at: number): void {
-  const f64 = new Float64Array(mem, at, SWIGLU_TABLE.length * 2);
-  for (let i = 0; i < SWIGLU_TABLE.length; i++) f64[2 * i] = f64[2 * i + 1] = SWIGLU_TABLE[i];
+  writeBothLanes(mem, at, SWIGLU_TABLE);
 }
 
 let module: WebAssembly.Module | null | undefined;
