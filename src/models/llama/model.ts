@@ -604,7 +604,10 @@ export class LlamaModel {
     for (let l = 0; l < L; l++) {
       yield { group: `layers.${l}`, phase: "forward" };
       const ls = seed === null ? null : mixSeed(seed, l);
-      this.#p.layers[l].forward(be, st.resid(l + 1), st.resid(l), st.acts(l), this.B, this.T, ls);
+      const acts = st.acts(l);
+      // no backward reads an eval forward's attention probabilities: it keeps none
+      const a = train || acts.probs === undefined ? acts : { ...acts, probs: undefined };
+      this.#p.layers[l].forward(be, st.resid(l + 1), st.resid(l), a, this.B, this.T, ls);
       if (train) st.afterForward(l); // its saved values may go to host memory
     }
     // the head runs its forward and backward back to back: its gathered values stay (as
