@@ -8,7 +8,7 @@
  * The model keeps them only within its budget.
  */
 import { deepStrictEqual, equal, throws } from "node:assert";
-import { assertClose, loadFixture } from "./fixture_io.ts";
+import { assertClose, type Fixture, loadFixture } from "./fixture_io.ts";
 import { CpuBackend } from "../src/backend/cpu/backend.ts";
 import { attentionBackward, attentionForward, probsFloats } from "../src/backend/cpu/attention.ts";
 import { Gemm } from "../src/backend/cpu/gemm.ts";
@@ -44,44 +44,52 @@ interface Case {
   variant?: AttentionVariant;
 }
 
-/** Forward and backward of `c`, keeping the probabilities or not. */
-function run(backend: Backend, c: Case, keep: boolean) {
+/** The dims, q, k, v and dout of an ops fixture (q and k named `q${rot}`, `k${rot}`). */
+function fixtureCase(f: Fixture, rot = ""): Case {
+  const [B, T, NH, NKV, HS] = ["B", "T", "NH", "NKV", "HS"].map((k) => f.meta<number>(k));
+  const [q, k] = [f.f32(`q${rot}`), f.f32(`k${rot}`)];
+  return { B, T, NH, NKV, HS, q, k, v: f.f32("v"), dout: f.f32("dout") };
+}
+
+/** Forward and backward of `c` on the backend, keeping the probabilities or not. */
+function run(c: Case, keep: boolean) {
   const { B, T, NH, NKV, HS } = c;
-  const put = (a: Float32Array | Int32Array) => {
-    const b = backend.alloc(a.length, a instanceof Int32Array ? "i32" : "f32");
-    backend.upload(b, a);
-    return b;
-  };
-  const q = put(c.q), k = put(c.k), v = put(c.v);
-  const seg = c.seg ? put(c.seg) : null, vt = c.variant ?? null;
-  const probs = keep ? backend.alloc(backend.attentionProbsSize!(B, T, NH)) : null;
-  const out = backend.alloc(B * T * NH * HS), lse = backend.alloc(B * NH * T);
-  backend.attentionForward(out, lse, q, k, v, B, T, T, T, NH, NKV, HS, seg, vt, probs);
-  const dq = backend.alloc(B * T * NH * HS), dk = backend.alloc(B * T * NKV * HS);
-  const dv = backend.alloc(B * T * NKV * HS);
-  backend.fill(dq, 7); // written, not accumulated
-  const dout = put(c.dout);
-  backend.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, HS, seg, vt, probs);
-  const get = (b: DeviceBuffer) => backend.download(b) as Float32Array;
+  const q = up(c.q), k = up(c.k), v = up(c.v);
+  const seg = c.seg ? up(c.seg) : null, vt = c.variant ?? null;
+  const probs = keep ? be.alloc(be.attentionProbsSize(B, T, NH)) : null;
+  const out = be.alloc(B * T * NH * HS), lse = be.alloc(B * NH * T);
+  be.attentionForward(out, lse, q, k, v, B, T, T, T, NH, NKV, HS, seg, vt, probs);
+  const dq = be.alloc(B * T * NH * HS), dk = be.alloc(B * T * NKV * HS);
+  const dv = be.alloc(B * T * NKV * HS);
+  be.fill(dq, 7); // written, not accumulated
+  be.attentionBackward(
+    dq,
+    dk,
+    dv,
+    up(c.dout),
+    q,
+    k,
+    v,
+    out,
+    lse,
+    B,
+    T,
+    NH,
+    NKV,
+    HS,
+    seg,
+    vt,
+    probs,
+  );
+  const get = (b: DeviceBuffer) => be.download(b) as Float32Array;
   return { out: get(out), lse: get(lse), dq: get(dq), dk: get(dk), dv: get(dv) };
 }
 
 for (const name of ["ops_attention", "ops_attention_mqa", "ops_attention_long"]) {
   Deno.test(`attention with kept probabilities: same forward bits, backward matches torch and the recompute (${name})`, () => {
     const f = loadFixture(name);
-    const [B, T, NH, NKV, HS] = ["B", "T", "NH", "NKV", "HS"].map((k) => f.meta<number>(k));
-    const c = {
-      B,
-      T,
-      NH,
-      NKV,
-      HS,
-      q: f.f32("q"),
-      k: f.f32("k"),
-      v: f.f32("v"),
-      dout: f.f32("dout"),
-    };
-    const kept = run(be, c, true), again = run(be, c, false);
+    const c = fixtureCase(f);
+    const kept = run(c, true), again = run(c, false);
     deepStrictEqual(kept.out, again.out);
     deepStrictEqual(kept.lse, again.lse);
     for (const g of ["dq", "dk", "dv"] as const) {
@@ -93,20 +101,7 @@ for (const name of ["ops_attention", "ops_attention_mqa", "ops_attention_long"])
 
 Deno.test("attention with kept probabilities and segments matches the block-causal torch mask", () => {
   const f = loadFixture("ops_packed");
-  const [B, T, NH, NKV, HS] = ["B", "T", "NH", "NKV", "HS"].map((k) => f.meta<number>(k));
-  const c = {
-    B,
-    T,
-    NH,
-    NKV,
-    HS,
-    q: f.f32("q_rot"),
-    k: f.f32("k_rot"),
-    v: f.f32("v"),
-    dout: f.f32("dout"),
-    seg: f.i32("segments"),
-  };
-  const kept = run(be, c, true);
+  const kept = run({ ...fixtureCase(f, "_rot"), seg: f.i32("segments") }, true);
   assertClose("dq_rot", kept.dq, f.f32("dq_rot"), GRAD);
   assertClose("dk_rot", kept.dk, f.f32("dk_rot"), GRAD);
   assertClose("dv", kept.dv, f.f32("dv"), GRAD);
@@ -141,7 +136,7 @@ for (
 ) {
   Deno.test(`attention with kept probabilities (${label}): the recompute's gradients, and one thread's bits on two`, () => {
     const c = bigCase(extra);
-    const kept = run(be, c, true), again = run(be, c, false);
+    const kept = run(c, true), again = run(c, false);
     deepStrictEqual(kept.out, again.out);
     for (const g of ["dq", "dk", "dv"] as const) {
       assertClose(`${g} kept vs recomputed`, kept[g], again[g], KEPT);
@@ -151,7 +146,7 @@ for (
   });
 }
 
-/** `run(be, c, true)` by attention.ts's kernels on this thread alone (as cpu_pool_test.ts). */
+/** `run(c, true)` by attention.ts's kernels on this thread alone (as cpu_pool_test.ts). */
 function oneThread(c: Case) {
   const { B, T, NH, NKV, HS } = c;
   const nq = B * T * NH * HS, nkv = B * T * NKV * HS;
